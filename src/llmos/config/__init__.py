@@ -1,0 +1,18 @@
+"""Typed run configs (dataclasses, no torch) and the YAML/override loader."""
+
+from llmos.config.loader import from_dict, load_config, to_dict
+from llmos.config.model import MODEL_PRESETS, BertConfig, model_preset
+from llmos.config.run import DataConfig, OptimConfig, PretrainConfig, TrainConfig
+
+__all__ = [
+    "MODEL_PRESETS",
+    "BertConfig",
+    "DataConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "from_dict",
+    "load_config",
+    "model_preset",
+    "to_dict",
+]

@@ -1,0 +1,64 @@
+"""Model architecture configs. Saved as ``config.json`` in every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from llmos.errors import ConfigError
+
+
+@dataclass
+class BertConfig:
+    """A BERT encoder (the architecture of Hugging Face ``BertModel``).
+
+    ``vocab_size`` is taken from the tokenizer when a model is built for training.
+    """
+
+    model_type: Literal["bert"] = "bert"
+    vocab_size: int = 21128
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+# Named sizes, as in the BERT "compact models" family (Turc et al., 2019).
+MODEL_PRESETS: dict[str, BertConfig] = {
+    "bert-tiny": BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+    "bert-mini": BertConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    "bert-small": BertConfig(hidden_size=512, num_layers=4, num_heads=8, intermediate_size=2048),
+    "bert-medium": BertConfig(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048),
+    "bert-base": BertConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+}
+
+
+def model_preset(name: str, **overrides: object) -> BertConfig:
+    """A copy of a named preset with some fields replaced."""
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    return replace(MODEL_PRESETS[name], **overrides)  # type: ignore[arg-type]

@@ -1,0 +1,113 @@
+"""Run configs: what a training run reads, trains and writes. YAML sets these values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llmos.config.model import BertConfig
+from llmos.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Pretraining data.
+
+    ``corpus`` is a name under ``$LLMOS_HOME/data/corpus`` (``zh``, ``en``) or a directory with
+    ``train.txt`` and ``valid.txt``: one sentence per line, a blank line between documents.
+    ``tokenizer`` is a name under ``$LLMOS_HOME/tokenizers`` or a path to ``tokenizer.json``.
+    """
+
+    corpus: str = "zh"
+    tokenizer: str = "wordpiece-zh"
+    max_length: int = 128
+    objective: Literal["mlm+nsp", "mlm"] = "mlm+nsp"
+    mask_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    max_valid_examples: int = 1024
+    max_train_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 4096:
+            raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ConfigError(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup and decay; no weight decay on biases and LayerNorm weights."""
+
+    name: Literal["adamw"] = "adamw"
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: steps, batches, precision, evaluation and checkpoints.
+
+    ``batch_size`` is the global batch of one optimizer step (over all DDP ranks and
+    accumulation micro-steps); ``micro_batch_size`` is what one rank runs in one forward.
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    micro_batch_size: int | None = None
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    eval_every: int = 200
+    eval_batches: int = 32
+    save_every: int = 200
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 42
+    device: str = "auto"
+    num_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and self.micro_batch_size <= 0:
+            raise ConfigError(f"train.micro_batch_size must be positive, got {self.micro_batch_size}")
+        if self.keep_last < 1:
+            raise ConfigError(f"train.keep_last must be >= 1, got {self.keep_last}")
+
+
+@dataclass
+class PretrainConfig:
+    """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP) on a text corpus."""
+
+    name: str = "bert-zh"
+    out_dir: str = "runs"
+    model: BertConfig = field(default_factory=BertConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.data.max_length > self.model.max_position:
+            raise ConfigError(
+                f"data.max_length ({self.data.max_length}) exceeds "
+                f"model.max_position ({self.model.max_position})"
+            )

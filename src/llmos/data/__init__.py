@@ -1,0 +1,1 @@
+"""Datasets: preparation of the packaged real data, and collators for training."""

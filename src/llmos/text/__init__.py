@@ -1,0 +1,1 @@
+"""Text outside the models: tokenizers, corpus readers, sentence splitting."""
