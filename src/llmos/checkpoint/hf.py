@@ -1,0 +1,125 @@
+"""Hugging Face <-> llmos weight maps. The only module that imports ``transformers``.
+
+Maps are declarative templates: an HF key (``{}`` = layer index) names its llmos key, ``None``
+drops it (tied or derived weights). The one transform is the fused attention projection: HF keeps
+``query``/``key``/``value`` apart, llmos concatenates them into ``qkv`` (rows q, then k, then v).
+Conversions are strict: an unknown or missing key raises with its name, and shapes are checked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from llmos.config.model import BertConfig
+from llmos.errors import CheckpointError
+
+# HF BertForPreTraining key -> llmos BertForPreTraining key (None = dropped on import).
+BERT_KEYS: dict[str, str | None] = {
+    "bert.embeddings.word_embeddings.weight": "bert.embeddings.tok.weight",
+    "bert.embeddings.position_embeddings.weight": "bert.embeddings.pos.weight",
+    "bert.embeddings.token_type_embeddings.weight": "bert.embeddings.seg.weight",
+    "bert.embeddings.LayerNorm.weight": "bert.embeddings.norm.weight",
+    "bert.embeddings.LayerNorm.bias": "bert.embeddings.norm.bias",
+    "bert.embeddings.position_ids": None,
+    "bert.encoder.layer.{}.attention.output.dense.weight": "bert.layers.{}.attn.proj.weight",
+    "bert.encoder.layer.{}.attention.output.dense.bias": "bert.layers.{}.attn.proj.bias",
+    "bert.encoder.layer.{}.attention.output.LayerNorm.weight": "bert.layers.{}.attn_norm.weight",
+    "bert.encoder.layer.{}.attention.output.LayerNorm.bias": "bert.layers.{}.attn_norm.bias",
+    "bert.encoder.layer.{}.intermediate.dense.weight": "bert.layers.{}.ffn.up.weight",
+    "bert.encoder.layer.{}.intermediate.dense.bias": "bert.layers.{}.ffn.up.bias",
+    "bert.encoder.layer.{}.output.dense.weight": "bert.layers.{}.ffn.down.weight",
+    "bert.encoder.layer.{}.output.dense.bias": "bert.layers.{}.ffn.down.bias",
+    "bert.encoder.layer.{}.output.LayerNorm.weight": "bert.layers.{}.ffn_norm.weight",
+    "bert.encoder.layer.{}.output.LayerNorm.bias": "bert.layers.{}.ffn_norm.bias",
+    "bert.pooler.dense.weight": "bert.pooler.weight",
+    "bert.pooler.dense.bias": "bert.pooler.bias",
+    "cls.predictions.transform.dense.weight": "mlm.dense.weight",
+    "cls.predictions.transform.dense.bias": "mlm.dense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlm.norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlm.norm.bias",
+    "cls.predictions.bias": "mlm.bias",
+    "cls.predictions.decoder.weight": None,  # tied to the word embeddings
+    "cls.predictions.decoder.bias": None,  # the same tensor as cls.predictions.bias
+    "cls.seq_relationship.weight": "nsp.weight",
+    "cls.seq_relationship.bias": "nsp.bias",
+}
+# Fused in llmos: HF's three projections, in this order, become rows of one qkv matrix.
+BERT_QKV = ("query", "key", "value")
+_HF_QKV = re.compile(r"bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)")
+
+
+def _template(key: str) -> tuple[str, str | None]:
+    """``bert.encoder.layer.3.output.dense.weight`` -> (``...layer.{}...``, ``"3"``)."""
+    m = re.search(r"\.(\d+)\.", key)
+    if m is None:
+        return key, None
+    return key[: m.start()] + ".{}." + key[m.end() :], m.group(1)
+
+
+def bert_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF ``BertForPreTraining`` state dict -> llmos ``BertForPreTraining`` state dict."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        m = _HF_QKV.fullmatch(key)
+        if m:
+            layer, which, kind = m.groups()
+            qkv.setdefault((layer, kind), {})[which] = value
+            continue
+        tmpl, idx = _template(key)
+        if tmpl not in BERT_KEYS:
+            raise CheckpointError(f"unknown Hugging Face BERT weight {key!r}")
+        target = BERT_KEYS[tmpl]
+        if target is not None:
+            out[target.format(idx)] = value
+    for (layer, kind), parts in sorted(qkv.items()):
+        missing = [p for p in BERT_QKV if p not in parts]
+        if missing:
+            raise CheckpointError(f"layer {layer}: attention {kind} lacks {missing}")
+        out[f"bert.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in BERT_QKV])
+    return out
+
+
+def bert_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """llmos ``BertForPreTraining`` state dict -> HF ``BertForPreTraining`` state dict."""
+    reverse = {v: k for k, v in BERT_KEYS.items() if v is not None}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        m = re.fullmatch(r"bert\.layers\.(\d+)\.attn\.qkv\.(weight|bias)", key)
+        if m:
+            layer, kind = m.groups()
+            for name, part in zip(BERT_QKV, value.chunk(3), strict=True):
+                out[f"bert.encoder.layer.{layer}.attention.self.{name}.{kind}"] = part.clone()
+            continue
+        tmpl, idx = _template(key)
+        if tmpl not in reverse:
+            raise CheckpointError(f"llmos weight {key!r} has no Hugging Face BERT counterpart")
+        out[reverse[tmpl].format(idx)] = value
+    out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
+    out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
+    return out
+
+
+def hf_bert_config(cfg: BertConfig) -> Any:
+    """The ``transformers.BertConfig`` of an llmos :class:`BertConfig`."""
+    import transformers
+
+    return transformers.BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position,
+        type_vocab_size=cfg.type_vocab_size,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout,
+        layer_norm_eps=cfg.layer_norm_eps,
+        initializer_range=cfg.initializer_range,
+        pad_token_id=cfg.pad_token_id,
+        hidden_act="gelu",
+    )
+

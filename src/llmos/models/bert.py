@@ -1,0 +1,210 @@
+"""BERT encoder, bottom-up: embeddings -> attention -> feed-forward -> layer -> model -> heads.
+
+The architecture is Hugging Face ``BertModel`` / ``BertForPreTraining`` (post-LN layers, exact
+GELU, a tanh pooler, an MLM head whose decoder is tied to the word embeddings, an NSP head), so
+that its weights map one-to-one (``llmos.checkpoint.hf``). Two choices differ for speed, not for
+results: query/key/value are one fused ``qkv`` projection, and the MLM head can run on the masked
+positions only, which removes most of the head's cost (at a 21k vocabulary and hidden 256 the
+head over every position is ~70 % of the forward FLOPs).
+
+Vocabulary of shape comments: B batch, T sequence length, C hidden size, nh heads, hs head size,
+V vocabulary, M number of selected (masked) positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmos.config.model import BertConfig
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.pos = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.seg = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        B, T = input_ids.shape
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.tok(input_ids) + self.pos(pos)  # (B, T, C)
+        if token_type_ids is None:
+            x = x + self.seg.weight[0]  # all segment A, without materialising zeros
+        else:
+            x = x + self.seg(token_type_ids)
+        return self.drop(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.nh, self.hs = cfg.num_heads, cfg.head_size
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attn_dropout = cfg.attention_dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x (B, T, C)
+        q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: C -> intermediate -> C with exact (erf) GELU."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN transformer layer, as in BERT: ``x = LN(x + drop(f(x)))`` twice."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.attn = SelfAttention(cfg)
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+        return self.ffn_norm(x + self.drop(self.ffn(x)))
+
+
+class BertModel(nn.Module):
+    """The encoder: embeddings, ``num_layers`` layers and the tanh pooler."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode a batch.
+
+        Args:
+            input_ids: (B, T) token ids.
+            token_type_ids: (B, T) segment ids, or None for all zeros.
+            attention_mask: (B, T), 1/True for real tokens and 0/False for padding; None when
+                the batch has no padding (the fastest path).
+
+        Returns:
+            (B, T, C) hidden states of the last layer.
+        """
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T), True = attend
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) hidden states -> (B, C) pooled [CLS] representation."""
+        return torch.tanh(self.pooler(hidden[:, 0]))
+
+
+class MLMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> decoder tied to the word embeddings (+ its own bias)."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """(..., C) hidden states -> (..., V) logits."""
+        return F.linear(self.norm(F.gelu(self.dense(h))), word_embeddings, self.bias)
+
+
+@dataclass
+class PretrainOutput:
+    """MLM logits (M, V) for the selected positions, or (B, T, V) when none were selected;
+    NSP logits (B, 2)."""
+
+    mlm_logits: torch.Tensor
+    nsp_logits: torch.Tensor
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with its pretraining heads: masked LM and next-sentence prediction."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.bert = BertModel(cfg)
+        self.mlm = MLMHead(cfg)
+        self.nsp = nn.Linear(cfg.hidden_size, 2)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm, zero pad row.
+        std = self.cfg.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mlm_positions: torch.Tensor | None = None,
+    ) -> PretrainOutput:
+        """Run the encoder and both heads.
+
+        Args:
+            input_ids, token_type_ids, attention_mask: as in :meth:`BertModel.forward`.
+            mlm_positions: (M,) flat indices into the B*T positions whose MLM logits are
+                wanted; None computes logits at every position.
+
+        Returns:
+            :class:`PretrainOutput` with mlm_logits (M, V) or (B, T, V) and nsp_logits (B, 2).
+        """
+        h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
+        if mlm_positions is not None:
+            h_mlm = h.reshape(-1, h.size(-1)).index_select(0, mlm_positions)  # (M, C)
+        else:
+            h_mlm = h
+        mlm_logits = self.mlm(h_mlm, self.bert.embeddings.tok.weight)
+        nsp_logits = self.nsp(self.bert.pool(h))  # (B, 2)
+        return PretrainOutput(mlm_logits=mlm_logits, nsp_logits=nsp_logits)
