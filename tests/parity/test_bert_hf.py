@@ -10,8 +10,14 @@ from llmos.config import BertConfig
 from llmos.models.bert import BertForPreTraining
 
 CFG = BertConfig(
-    vocab_size=99, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
-    max_position=64, dropout=0.0, attention_dropout=0.0,
+    vocab_size=99,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=37,
+    max_position=64,
+    dropout=0.0,
+    attention_dropout=0.0,
 )
 
 

@@ -48,7 +48,9 @@ BERT_KEYS: dict[str, str | None] = {
 }
 # Fused in llmos: HF's three projections, in this order, become rows of one qkv matrix.
 BERT_QKV = ("query", "key", "value")
-_HF_QKV = re.compile(r"bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)")
+_HF_QKV = re.compile(
+    r"bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)"
+)
 
 
 def _template(key: str) -> tuple[str, str | None]:
@@ -122,4 +124,3 @@ def hf_bert_config(cfg: BertConfig) -> Any:
         pad_token_id=cfg.pad_token_id,
         hidden_act="gelu",
     )
-

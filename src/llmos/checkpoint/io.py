@@ -119,10 +119,16 @@ def save_checkpoint(
 
 def _require(path: Path, name: str) -> Path:
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a checkpoint directory (expected a directory with {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE})")
+        raise CheckpointError(
+            f"{path}: not a checkpoint directory (expected a directory with {CONFIG_FILE}, "
+            f"{WEIGHTS_FILE}, {TOKENIZER_FILE})"
+        )
     f = path / name
     if not f.is_file():
-        raise CheckpointError(f"{path}: missing {name}; a checkpoint directory holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE}")
+        raise CheckpointError(
+            f"{path}: missing {name}; a checkpoint directory holds {CONFIG_FILE}, "
+            f"{WEIGHTS_FILE} and {TOKENIZER_FILE}"
+        )
     return f
 
 

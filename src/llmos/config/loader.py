@@ -20,7 +20,9 @@ from llmos.errors import ConfigError
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
     """Build ``cls`` from a YAML file and ``key=value`` overrides (later wins).
 
     Args:

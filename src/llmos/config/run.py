@@ -87,7 +87,9 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.micro_batch_size is not None and self.micro_batch_size <= 0:
-            raise ConfigError(f"train.micro_batch_size must be positive, got {self.micro_batch_size}")
+            raise ConfigError(
+                f"train.micro_batch_size must be positive, got {self.micro_batch_size}"
+            )
         if self.keep_last < 1:
             raise ConfigError(f"train.keep_last must be >= 1, got {self.keep_last}")
 

@@ -34,13 +34,10 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        B, T = input_ids.shape
-        pos = torch.arange(T, device=input_ids.device)
+        pos = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
         x = self.tok(input_ids) + self.pos(pos)  # (B, T, C)
-        if token_type_ids is None:
-            x = x + self.seg.weight[0]  # all segment A, without materialising zeros
-        else:
-            x = x + self.seg(token_type_ids)
+        # No token types: all segment A, without materialising a tensor of zeros.
+        x = x + (self.seg.weight[0] if token_type_ids is None else self.seg(token_type_ids))
         return self.drop(self.norm(x))
 
 

@@ -1,0 +1,7 @@
+"""``python -m llmos`` (and ``torchrun -m llmos``) runs the CLI."""
+
+import sys
+
+from llmos.cli import main
+
+sys.exit(main())

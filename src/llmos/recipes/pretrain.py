@@ -1,0 +1,223 @@
+"""Recipe: pretrain a BERT encoder with masked LM (+ next-sentence prediction).
+
+setup (tokenizer, corpus, model) -> train (the shared loop) -> save -> report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from llmos.config.loader import to_dict
+from llmos.config.run import PretrainConfig
+from llmos.data.corpus import TokenizedCorpus, load_tokenized
+from llmos.data.mlm import Instance, MLMBatches, SpecialIds, collate
+from llmos.errors import ConfigError
+from llmos.models.bert import BertForPreTraining
+from llmos.paths import data_dir, llmos_home, tokenizers_dir
+from llmos.text.tokenizer import load_tokenizer, special_ids
+from llmos.train.dist import DistInfo
+from llmos.train.loop import FitResult, fit
+
+log = logging.getLogger("llmos.recipes")
+
+VALID_SEED = 1234  # fixed masks and pairs: every validation sees the same examples
+
+
+def resolve_tokenizer(name: str) -> Path:
+    """A tokenizer name under ``$LLMOS_HOME/tokenizers`` or a path to a tokenizer.json / dir."""
+    p = Path(name).expanduser()
+    if p.exists():
+        return p
+    return tokenizers_dir() / name / "tokenizer.json"
+
+
+def resolve_corpus(name: str) -> Path:
+    """A corpus name under ``$LLMOS_HOME/data/corpus`` or a directory with train.txt/valid.txt."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p
+    return data_dir() / "corpus" / name
+
+
+def special_ids_for_mlm(tokenizer: Any) -> SpecialIds:
+    ids = special_ids(tokenizer)
+    missing = [k for k in ("pad", "cls", "sep", "mask") if ids.get(k) is None]
+    if missing:
+        raise ConfigError(
+            f"data.tokenizer lacks the special tokens {missing} a BERT needs (train a "
+            "wordpiece tokenizer)"
+        )
+    specials = [v for v in ids.values() if v is not None]
+    return SpecialIds(
+        pad=ids["pad"],
+        cls=ids["cls"],
+        sep=ids["sep"],
+        mask=ids["mask"],
+        vocab_size=tokenizer.get_vocab_size(),
+        first_normal=max(specials) + 1,
+    )
+
+
+@dataclass
+class PretrainTask:
+    """MLM (+ NSP) for the shared training loop."""
+
+    batches: MLMBatches
+    valid: list[list[Instance]]
+    sp: SpecialIds
+    mask_prob: float
+    seed: int
+
+    def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
+        per_rank = self.batches.global_batch // info.world
+        for epoch, insts in self.batches:
+            mine = insts[info.rank * per_rank : (info.rank + 1) * per_rank]
+            yield [
+                collate(mine[j : j + micro_batch], self.sp, self.mask_prob, self.seed, epoch)
+                for j in range(0, per_rank, micro_batch)
+            ]
+
+    def counts(self, batch: dict[str, Any]) -> list[float]:
+        nsp = batch["nsp_labels"]
+        return [float(batch["mlm_labels"].numel()), float(nsp.numel()) if nsp is not None else 0.0]
+
+    def _losses(
+        self, model: nn.Module, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        out = model(
+            batch["input_ids"],
+            batch["token_type_ids"],
+            batch["attention_mask"],
+            batch["mlm_positions"],
+        )
+        mlm = F.cross_entropy(out.mlm_logits.float(), batch["mlm_labels"], reduction="sum")
+        nsp = torch.zeros((), device=mlm.device)
+        if batch["nsp_labels"] is not None:
+            nsp = F.cross_entropy(out.nsp_logits.float(), batch["nsp_labels"], reduction="sum")
+        return mlm, nsp, out
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        mlm, nsp, _ = self._losses(model, batch)
+        mlm = mlm / max(totals[0], 1.0)
+        nsp = nsp / max(totals[1], 1.0)
+        loss = mlm + nsp
+        return loss, {"loss": loss.item(), "mlm_loss": mlm.item(), "nsp_loss": nsp.item()}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        s = dict.fromkeys(("mlm", "nsp", "n_mlm", "n_nsp", "mlm_hit", "nsp_hit"), 0.0)
+        for insts in self.valid:
+            batch = collate(insts, self.sp, self.mask_prob, VALID_SEED, 0)
+            batch = {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+            }
+            mlm, nsp, out = self._losses(model, batch)
+            s["mlm"] += mlm.item()
+            s["n_mlm"] += batch["mlm_labels"].numel()
+            s["mlm_hit"] += (out.mlm_logits.argmax(-1) == batch["mlm_labels"]).sum().item()
+            if batch["nsp_labels"] is not None:
+                s["nsp"] += nsp.item()
+                s["n_nsp"] += batch["nsp_labels"].numel()
+                s["nsp_hit"] += (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().item()
+        mlm_loss = s["mlm"] / max(s["n_mlm"], 1)
+        res = {
+            "mlm_loss": mlm_loss,
+            "perplexity": math.exp(min(mlm_loss, 50)),
+            "mlm_accuracy": s["mlm_hit"] / max(s["n_mlm"], 1),
+        }
+        if s["n_nsp"]:
+            res["nsp_loss"] = s["nsp"] / s["n_nsp"]
+            res["nsp_accuracy"] = s["nsp_hit"] / s["n_nsp"]
+        res["loss"] = mlm_loss + res.get("nsp_loss", 0.0)
+        return res
+
+    def state(self) -> dict[str, int]:
+        return self.batches.state()
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.batches.load_state(state)
+
+
+def unigram_perplexity(train: TokenizedCorpus, task: PretrainTask) -> float:
+    """Perplexity on the validation masked tokens of a unigram model of the training tokens
+    (add-one smoothed): the baseline an MLM must beat."""
+    counts = np.bincount(train.ids, minlength=task.sp.vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    total, n = 0.0, 0
+    for insts in task.valid:
+        labels = collate(insts, task.sp, task.mask_prob, VALID_SEED, 0)["mlm_labels"].numpy()
+        total -= logp[labels].sum()
+        n += labels.size
+    return math.exp(total / max(n, 1))
+
+
+def setup(cfg: PretrainConfig) -> tuple[PretrainConfig, Any, PretrainTask, TokenizedCorpus]:
+    """Tokenizer, tokenized corpora and the task; the model config's vocab is the tokenizer's."""
+    tokenizer = load_tokenizer(resolve_tokenizer(cfg.data.tokenizer))
+    sp = special_ids_for_mlm(tokenizer)
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.vocab_size, pad_token_id=sp.pad))
+    corpus_dir = resolve_corpus(cfg.data.corpus)
+    cache = llmos_home() / "cache" / "tokenized"
+    train = load_tokenized(corpus_dir / "train.txt", tokenizer, cache, cfg.data.max_train_documents)
+    valid = load_tokenized(corpus_dir / "valid.txt", tokenizer, cache)
+    common = dict(
+        objective=cfg.data.objective,
+        max_length=cfg.data.max_length,
+        short_seq_prob=cfg.data.short_seq_prob,
+        mask_prob=cfg.data.mask_prob,
+    )
+    batches = MLMBatches(
+        train, sp, global_batch=cfg.train.batch_size, seed=cfg.train.seed, **common
+    )
+    valid_stream = MLMBatches(valid, sp, global_batch=1, seed=VALID_SEED, **common)
+    valid_insts = valid_stream.instances(0)[: cfg.data.max_valid_examples]
+    bs = cfg.train.micro_batch_size or cfg.train.batch_size
+    valid_batches = [valid_insts[i : i + bs] for i in range(0, len(valid_insts), bs)][
+        : cfg.train.eval_batches
+    ]
+    task = PretrainTask(batches, valid_batches, sp, cfg.data.mask_prob, cfg.train.seed)
+    return cfg, tokenizer, task, train
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
+    """Pretrain a BERT encoder; returns where the run and its final checkpoint are."""
+    cfg, tokenizer, task, train = setup(cfg)
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every resume
+    model = BertForPreTraining(cfg.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %.2fM parameters; corpus: %d documents, %d tokens",
+        n_params / 1e6,
+        train.num_documents,
+        train.num_tokens,
+    )
+    result = fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=cfg.model,
+        tokenizer=tokenizer,
+        resume=resume,
+        title=cfg.name,
+    )
+    return result

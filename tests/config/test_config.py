@@ -1,0 +1,66 @@
+"""Config loading: every shipped YAML parses; bad keys and types are one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from llmos.config import PretrainConfig, load_config
+from llmos.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_pretrain_configs_parse(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# llmos pretrain --config configs/pretrain/"), (
+        "each file starts with its command"
+    )
+    cfg = load_config(PretrainConfig, path)
+    assert cfg.name == path.stem
+
+
+def test_overrides_are_typed_and_dotted() -> None:
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        ["train.max_steps=7", "optim.lr=3e-4", "data.objective=mlm", "model.dropout=0"],
+    )
+    assert cfg.train.max_steps == 7
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.data.objective == "mlm"
+    assert cfg.model.dropout == 0.0 and isinstance(cfg.model.dropout, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.max_stepz=5", "unknown key 'train.max_stepz'"),
+        ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
+        ("train.progress=maybe", "train.progress: expected true or false"),
+        ("data.objective=clm", "data.objective: expected one of ['mlm+nsp', 'mlm']"),
+        ("model.num_heads=3", "model.hidden_size (256) must be divisible by model.num_heads (3)"),
+        ("optim.lr=-1", "optim.lr must be positive"),
+        ("trainmax_steps", "expected key=value"),
+        ("train=3", "train: expected a mapping"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, None, [override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_file_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(PretrainConfig, p)
+    p.write_text("train:\n  batch_sise: 4\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'train.batch_sise'"):
+        load_config(PretrainConfig, p)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(PretrainConfig, tmp_path / "missing.yaml")

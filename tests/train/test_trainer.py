@@ -1,0 +1,260 @@
+"""The training loop: schedule, loss normalisation, exact resume after a real kill, DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from llmos.checkpoint.io import read_config, read_weights
+from llmos.config import OptimConfig, PretrainConfig, load_config
+from llmos.models.bert import BertForPreTraining
+from llmos.recipes.pretrain import pretrain
+from llmos.train.optim import lr_factor, param_groups
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def tiny_values(corpus: Path, tokenizer: Path, out_dir: Path, **train: object) -> dict:
+    return {
+        "name": "tiny",
+        "out_dir": str(out_dir),
+        "model": {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "max_position": 64,
+        },
+        "data": {
+            "corpus": str(corpus),
+            "tokenizer": str(tokenizer),
+            "max_length": 32,
+            "max_valid_examples": 32,
+        },
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "train": {
+            "max_steps": 6,
+            "batch_size": 8,
+            "eval_every": 3,
+            "save_every": 3,
+            "log_every": 1,
+            "precision": "fp32",
+            "num_threads": 1,
+            "progress": False,
+            "eval_batches": 2,
+            **train,
+        },
+    }
+
+
+def write_config(path: Path, values: dict) -> Path:
+    path.write_text(yaml.safe_dump(values, allow_unicode=True))
+    return path
+
+
+def test_lr_schedule_warmup_then_decay() -> None:
+    cfg = OptimConfig(warmup_steps=10, schedule="linear")
+    assert lr_factor(0, cfg, 110) == pytest.approx(0.1)
+    assert lr_factor(9, cfg, 110) == pytest.approx(1.0)
+    assert lr_factor(60, cfg, 110) == pytest.approx(0.5)
+    assert lr_factor(110, cfg, 110) == pytest.approx(0.0)
+    cos = OptimConfig(warmup_steps=0, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(50, cos, 100) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_no_weight_decay_on_biases_and_layernorm() -> None:
+    from llmos.config import BertConfig
+
+    model = BertForPreTraining(
+        BertConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    )
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("bias") or "norm" in names[id(p)] for p in no_decay["params"])
+    assert all(
+        not names[id(p)].endswith("bias") and "norm" not in names[id(p)] for p in decay["params"]
+    )
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_accumulation_gives_the_same_weights_as_one_batch(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    results = {}
+    for micro in (8, 2):
+        values = tiny_values(
+            tiny_corpus, tiny_tokenizer, tmp_path / f"m{micro}", micro_batch_size=micro
+        )
+        values["model"].update(dropout=0.0, attention_dropout=0.0)
+        cfg = load_config(PretrainConfig, write_config(tmp_path / f"m{micro}.yaml", values))
+        results[micro] = read_weights(pretrain(cfg).checkpoint)
+    for key, value in results[8].items():
+        torch.testing.assert_close(results[2][key], value, atol=2e-5, rtol=1e-4, msg=key)
+
+
+def test_run_writes_metrics_plot_and_checkpoints(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    cfg = load_config(
+        PretrainConfig,
+        write_config(
+            tmp_path / "c.yaml", tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, keep_last=1)
+        ),
+    )
+    result = pretrain(cfg)
+    run = tmp_path / "tiny"
+    assert (run / "loss.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000006"]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in result.checkpoint.iterdir()
+    }
+    rows = [yaml.safe_load(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    valid = [r for r in rows if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [3, 6]
+    assert {"mlm_loss", "perplexity", "nsp_accuracy"} <= set(valid[0])
+    assert result.last_valid == {k: v for k, v in valid[-1].items() if k not in ("step", "split")}
+
+
+def _llmos(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmos", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_is_bit_identical(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    """Kill -9 a real training process after its 2nd checkpoint; --resume must end with exactly
+    the weights of a run that was never interrupted (fp32, dropout on: RNG state restored)."""
+    values = tiny_values(
+        tiny_corpus,
+        tiny_tokenizer,
+        tmp_path,
+        max_steps=300,
+        save_every=20,
+        eval_every=50,
+        log_every=10,
+    )
+    values["model"].update(hidden_size=64, intermediate_size=256)
+    config = write_config(tmp_path / "c.yaml", values)
+    full = subprocess.run(
+        _llmos("pretrain", "--config", str(config), "name=full"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    proc = subprocess.Popen(
+        _llmos("pretrain", "--config", str(config), "name=killed"),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker = tmp_path / "killed" / "checkpoints" / "step-0000040"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "checkpoint").exists()
+
+    resumed = subprocess.run(
+        _llmos("pretrain", "--config", str(config), "name=killed", "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    def steps(run: str) -> list[int]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [yaml.safe_load(x)["step"] for x in lines]
+
+    assert steps("full") == steps("killed")
+
+
+def test_interrupted_checkpoint_write_leaves_previous_loadable(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    from llmos.checkpoint.io import save_checkpoint
+
+    cfg = load_config(
+        PretrainConfig,
+        write_config(tmp_path / "c.yaml", tiny_values(tiny_corpus, tiny_tokenizer, tmp_path)),
+    )
+    result = pretrain(cfg)
+    before = read_weights(result.checkpoint)
+    model = BertForPreTraining(read_config(result.checkpoint))
+
+    def crash(tmp: Path) -> None:
+        assert (tmp / "model.safetensors").exists()
+        raise KeyboardInterrupt  # as if killed half-way through the write
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(result.checkpoint, model, model.cfg, extra=crash)
+    after = read_weights(result.checkpoint)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not [p for p in result.checkpoint.parent.iterdir() if p.name.startswith(".tmp-")]
+    # A stale temp directory from a hard kill is ignored on resume.
+    stale = tmp_path / "tiny" / "checkpoints" / ".tmp-step-0000009-123"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\x00garbage")
+    values = tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, max_steps=9)
+    resumed = pretrain(
+        load_config(PretrainConfig, write_config(tmp_path / "c9.yaml", values)), resume=True
+    )
+    assert resumed.step == 9
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    """torchrun --nproc-per-node 2 (gloo): ranks end with identical parameters, equal (fp32,
+    allclose) to a single process with the same global batch."""
+    values = tiny_values(
+        tiny_corpus, tiny_tokenizer, tmp_path, max_steps=5, save_every=5, eval_every=5
+    )
+    values["model"].update(dropout=0.0, attention_dropout=0.0)
+    config = write_config(tmp_path / "c.yaml", values)
+    worker = Path(__file__).with_name("ddp_worker.py")
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29531",
+        str(worker),
+        str(config),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), f"ranks differ at {key}"
+    single = read_weights(pretrain(load_config(PretrainConfig, config, ["name=single"])).checkpoint)
+    for key in r0:
+        torch.testing.assert_close(r0[key], single[key], atol=2e-5, rtol=1e-4, msg=key)
+    shutil.rmtree(out)
