@@ -111,7 +111,8 @@ def run_side(args: argparse.Namespace) -> dict:
         sd = {
             k: v
             for k, v in bert_to_hf(ours.state_dict()).items()
-            if not k.startswith("cls.seq_relationship")
+            # BertForMaskedLM has neither the NSP head nor the pooler
+            if not k.startswith(("cls.seq_relationship", "bert.pooler"))
         }
         missing, unexpected = model.load_state_dict(sd, strict=False)
         assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)

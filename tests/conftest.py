@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests never touch the user's ~/.llmos: caches and data go to a throwaway home, which
+    # subprocesses inherit too.
+    os.environ["LLMOS_HOME"] = tempfile.mkdtemp(prefix="llmos-test-home-")
 
 SUBJECTS = ["我们", "他", "老师", "学生", "公司", "政府", "记者", "农民", "工人", "科学家"]
 VERBS = ["喜欢", "研究", "参观", "讨论", "建设", "保护", "发展", "支持", "学习", "介绍"]

@@ -66,9 +66,10 @@ def _fill_mask(args: argparse.Namespace) -> int:
             print(json.dumps({"text": text, "predictions": res}, ensure_ascii=False))
             continue
         print(text)
-        for mask_i, row in enumerate(res if isinstance(res[0], list) else [res]):
-            if len(res) and isinstance(res[0], list):
-                print(f"  [MASK] #{mask_i + 1}")
+        rows = res if isinstance(res[0], list) else [res]
+        for i, row in enumerate(rows):
+            if len(rows) > 1:
+                print(f"  [MASK] #{i + 1}")
             for r in row:
                 print(f"  {r['score']:.3f}  {r['token']:<8} {r['sequence']}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -258,3 +259,24 @@ def test_ddp_two_processes_match_one(
     for key in r0:
         torch.testing.assert_close(r0[key], single[key], atol=2e-5, rtol=1e-4, msg=key)
     shutil.rmtree(out)
+
+
+def test_fresh_run_replaces_an_older_runs_checkpoints(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    long = tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, max_steps=6)
+    pretrain(load_config(PretrainConfig, write_config(tmp_path / "a.yaml", long)))
+    short = tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, max_steps=3)
+    pretrain(load_config(PretrainConfig, write_config(tmp_path / "b.yaml", short)))
+    assert [p.name for p in (tmp_path / "tiny" / "checkpoints").iterdir()] == ["step-0000003"]
+    lines = (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()
+    assert max(yaml.safe_load(x)["step"] for x in lines) == 3
+
+
+def test_bf16_autocast_trains(tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    """precision=bf16 runs under CPU autocast: finite losses, fp32 master weights saved."""
+    values = tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, max_steps=3, precision="bf16")
+    result = pretrain(load_config(PretrainConfig, write_config(tmp_path / "c.yaml", values)))
+    rows = [yaml.safe_load(x) for x in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert all(v.dtype == torch.float32 for v in read_weights(result.checkpoint).values())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmos.data.sources import sha256_file
 from llmos.errors import DataError
 
 log = logging.getLogger("llmos.data")
@@ -113,14 +114,6 @@ def tokenize_documents(docs: list[list[str]], tokenizer) -> TokenizedCorpus:
     return TokenizedCorpus(ids=ids, sent_bounds=sent_bounds, doc_bounds=doc_bounds)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_tokenized(
     path: str | Path,
     tokenizer,
@@ -131,7 +124,7 @@ def load_tokenized(
     path = Path(path)
     cache = None
     if cache_dir is not None:
-        source = _sha256(path) if path.is_file() else str(path)
+        source = sha256_file(path) if path.is_file() else str(path)
         key = f"{source}:{tokenizer.to_str()}:{max_documents}"
         key = hashlib.sha256(key.encode()).hexdigest()[:20]
         cache = Path(cache_dir) / f"{path.stem}-{key}.npz"

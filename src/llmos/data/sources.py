@@ -170,7 +170,7 @@ class PackageArchive:
 
     def sha256(self) -> str:
         """The archive's sha256 hex digest."""
-        return _sha256_file(self.path)
+        return sha256_file(self.path)
 
     def names(self) -> list[str]:
         """The member names (files only), sdist top folder removed, sorted."""
@@ -240,7 +240,8 @@ class PackageArchive:
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

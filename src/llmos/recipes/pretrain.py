@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from llmos.checkpoint.io import write_json_atomic
 from llmos.config.loader import to_dict
 from llmos.config.run import PretrainConfig
 from llmos.data.corpus import TokenizedCorpus, load_tokenized
@@ -219,5 +220,19 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
         tokenizer=tokenizer,
         resume=resume,
         title=cfg.name,
+    )
+    baseline = unigram_perplexity(train, task)
+    report = {
+        "valid": result.last_valid,
+        "unigram_perplexity": baseline,
+        "parameters": n_params,
+        "train_tokens": train.num_tokens,
+        "steps": result.step,
+    }
+    write_json_atomic(run_dir / "report.json", report)
+    log.info(
+        "validation perplexity %.2f; unigram baseline %.2f",
+        result.last_valid.get("perplexity", float("nan")),
+        baseline,
     )
     return result

@@ -175,6 +175,10 @@ def fit(
         log.info("resumed from %s at step %d", found[-1], step)
     elif resume:
         log.info("no checkpoint to resume in %s; starting from scratch", run_dir)
+    if not found and info.is_main and (run_dir / "checkpoints").is_dir():
+        # A fresh run must not mix its checkpoints with an older run's of the same name.
+        log.warning("starting afresh: removing old checkpoints in %s", run_dir / "checkpoints")
+        shutil.rmtree(run_dir / "checkpoints")
     metrics.truncate_after(step)
 
     ddp_model: nn.Module = model
