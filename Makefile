@@ -39,9 +39,9 @@ lint: install  ## ruff lint + format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-format: install  ## apply ruff fixes and formatting
-	$(BIN)/ruff check --fix src tests bench
+format: install  ## apply ruff formatting and fixes
 	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 bench: install  ## pretraining throughput against Hugging Face (results -> docs/BENCHMARKS.md)
 	$(BIN)/python bench/pretrain_throughput.py

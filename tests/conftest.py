@@ -15,6 +15,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # subprocesses inherit too.
     os.environ["LLMOS_HOME"] = tempfile.mkdtemp(prefix="llmos-test-home-")
 
+
 SUBJECTS = ["我们", "他", "老师", "学生", "公司", "政府", "记者", "农民", "工人", "科学家"]
 VERBS = ["喜欢", "研究", "参观", "讨论", "建设", "保护", "发展", "支持", "学习", "介绍"]
 OBJECTS = ["经济", "文化", "城市", "农村", "技术", "教育", "历史", "环境", "市场", "艺术"]

@@ -277,6 +277,8 @@ def test_bf16_autocast_trains(tiny_corpus: Path, tiny_tokenizer: Path, tmp_path:
     """precision=bf16 runs under CPU autocast: finite losses, fp32 master weights saved."""
     values = tiny_values(tiny_corpus, tiny_tokenizer, tmp_path, max_steps=3, precision="bf16")
     result = pretrain(load_config(PretrainConfig, write_config(tmp_path / "c.yaml", values)))
-    rows = [yaml.safe_load(x) for x in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        yaml.safe_load(x) for x in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert all(v.dtype == torch.float32 for v in read_weights(result.checkpoint).values())
