@@ -80,3 +80,32 @@ def test_state_dict_round_trip_is_exact() -> None:
     assert set(back) == set(ref) - {"bert.embeddings.position_ids"}
     for key, value in back.items():
         assert torch.equal(value, ref[key]), key
+
+
+@pytest.mark.parametrize("kind", ["sequence", "token"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_classification_heads_match_hf(kind: str, padded: bool) -> None:
+    from llmos.models.bert import BertForSequenceClassification, BertForTokenClassification
+
+    hf_cls, ours_cls = {
+        "sequence": (transformers.BertForSequenceClassification, BertForSequenceClassification),
+        "token": (transformers.BertForTokenClassification, BertForTokenClassification),
+    }[kind]
+    hf_cfg = hf_bert_config(CFG)
+    hf_cfg.num_labels = 5
+    torch.manual_seed(0)
+    hf = hf_cls(hf_cfg).eval()
+    ours = ours_cls(CFG, num_labels=5).eval()
+    load_state_dict_strict(ours, bert_from_hf(hf.state_dict()))
+    batch = _batch(padded)
+    with torch.no_grad():
+        ref = hf(**batch).logits
+        out = ours(**batch)
+    if kind == "token":
+        real = batch["attention_mask"].bool()
+        out, ref = out[real], ref[real]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    back = bert_to_hf(ours.state_dict())
+    ref_sd = {k: v for k, v in hf.state_dict().items() if not k.endswith("position_ids")}
+    assert back.keys() == ref_sd.keys()
+    assert all(torch.equal(back[k], ref_sd[k]) for k in back)

@@ -45,6 +45,9 @@ BERT_KEYS: dict[str, str | None] = {
     "cls.predictions.decoder.bias": None,  # the same tensor as cls.predictions.bias
     "cls.seq_relationship.weight": "nsp.weight",
     "cls.seq_relationship.bias": "nsp.bias",
+    # BertForSequenceClassification / BertForTokenClassification heads
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
 }
 # Fused in llmos: HF's three projections, in this order, become rows of one qkv matrix.
 BERT_QKV = ("query", "key", "value")
@@ -62,7 +65,7 @@ def _template(key: str) -> tuple[str, str | None]:
 
 
 def bert_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF ``BertForPreTraining`` state dict -> llmos ``BertForPreTraining`` state dict."""
+    """HF BERT state dict (pretraining, sequence or token classification) -> llmos's."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
@@ -86,7 +89,7 @@ def bert_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def bert_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """llmos ``BertForPreTraining`` state dict -> HF ``BertForPreTraining`` state dict."""
+    """llmos BERT state dict -> HF's (the inverse of :func:`bert_from_hf`)."""
     reverse = {v: k for k, v in BERT_KEYS.items() if v is not None}
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
@@ -100,8 +103,9 @@ def bert_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if tmpl not in reverse:
             raise CheckpointError(f"llmos weight {key!r} has no Hugging Face BERT counterpart")
         out[reverse[tmpl].format(idx)] = value
-    out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
-    out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
+    if "cls.predictions.bias" in out:  # the tied decoder of the MLM head
+        out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
+        out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
     return out
 
 

@@ -92,14 +92,15 @@ class EncoderLayer(nn.Module):
 
 
 class BertModel(nn.Module):
-    """The encoder: embeddings, ``num_layers`` layers and the tanh pooler."""
+    """The encoder: embeddings, ``num_layers`` layers and (optionally) the tanh pooler."""
 
-    def __init__(self, cfg: BertConfig) -> None:
+    def __init__(self, cfg: BertConfig, pooler: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
-        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        # HF's BertForTokenClassification has no pooler; keep the weights one-to-one.
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if pooler else None
 
     def forward(
         self,
@@ -128,7 +129,25 @@ class BertModel(nn.Module):
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, C) hidden states -> (B, C) pooled [CLS] representation."""
+        assert self.pooler is not None, "this encoder was built without a pooler"
         return torch.tanh(self.pooler(hidden[:, 0]))
+
+
+def init_weights(model: nn.Module, cfg: BertConfig) -> None:
+    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm, zero pad row."""
+    std = cfg.initializer_range
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class MLMHead(nn.Module):
@@ -163,22 +182,7 @@ class BertForPreTraining(nn.Module):
         self.bert = BertModel(cfg)
         self.mlm = MLMHead(cfg)
         self.nsp = nn.Linear(cfg.hidden_size, 2)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm, zero pad row.
-        std = self.cfg.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-            if module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_weights(self, cfg)
 
     def forward(
         self,
@@ -205,3 +209,47 @@ class BertForPreTraining(nn.Module):
         mlm_logits = self.mlm(h_mlm, self.bert.embeddings.tok.weight)
         nsp_logits = self.nsp(self.bert.pool(h))  # (B, 2)
         return PretrainOutput(mlm_logits=mlm_logits, nsp_logits=nsp_logits)
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled [CLS] -> dropout -> linear: single-sentence and sentence-pair classification."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.bert = BertModel(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        init_weights(self, cfg)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids (and segments, mask as in :meth:`BertModel.forward`) -> (B, K) logits."""
+        h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
+        return self.classifier(self.drop(self.bert.pool(h)))  # (B, K)
+
+
+class BertForTokenClassification(nn.Module):
+    """Hidden state of every token -> dropout -> linear: sequence labelling (BIO / BMES)."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.bert = BertModel(cfg, pooler=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        init_weights(self, cfg)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids (and segments, mask) -> (B, T, K) per-token logits."""
+        h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
+        return self.classifier(self.drop(h))  # (B, T, K)
