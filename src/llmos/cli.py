@@ -56,6 +56,45 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from llmos.config import FinetuneConfig, load_config
+    from llmos.recipes.finetune import finetune
+
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    result = finetune(cfg, resume=args.resume)
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / 'confusion_test.png'}")
+    print(f"report:     {result.run_dir / 'report.json'}")
+    if result.best:
+        best = ", ".join(f"{k}={v:.4g}" for k, v in result.best["metrics"].items())
+        print(f"best validation (step {result.best['step']}): {best}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import evaluate_file
+
+    report = evaluate_file(
+        args.checkpoint, args.data, label_key=args.label_key, out_dir=args.out_dir
+    )
+    acc, f1, n = report["accuracy"], report["macro_f1"], report["examples"]
+    print(f"accuracy {acc:.4f}  macro-F1 {f1:.4f}  ({n} examples)")
+    for label, m in report["per_class"].items():
+        p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
+        print(f"  {label:<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
+    print(f"report: {report['report_path']}\nconfusion matrix: {report['confusion_png']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import predict_file
+
+    n = predict_file(args.checkpoint, args.input, args.output, batch_size=args.batch_size)
+    if args.output != "-":
+        print(f"{n} predictions written to {args.output}")
+    return 0
+
+
 def _fill_mask(args: argparse.Namespace) -> int:
     import llmos
 
@@ -119,6 +158,36 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100 optim.lr=3e-4"
     )
     pt.set_defaults(func=_pretrain)
+
+    ft = sub.add_parser("finetune", help="fine-tune a classifier on a pretrained encoder")
+    ft.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
+    ft.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    ft.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. init=runs/bert-zh/checkpoint"
+    )
+    ft.set_defaults(func=_finetune)
+
+    ev = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class P/R/F1, confusion matrix")
+    ev.add_argument("checkpoint", help="fine-tuned checkpoint directory")
+    ev.add_argument("--data", required=True, help="labelled .tsv/.csv/.jsonl file")
+    ev.add_argument("--label-key", default="label", help="label column/key (intent files: intent)")
+    ev.add_argument(
+        "--out-dir", help="where report.json and confusion.png go (default: beside --data)"
+    )
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="label texts: JSONL with label, score and all scores")
+    pr.add_argument("checkpoint", help="fine-tuned checkpoint directory")
+    pr.add_argument(
+        "--input",
+        required=True,
+        help="text file (one text a line), .tsv/.csv/.jsonl, or - for stdin",
+    )
+    pr.add_argument("--output", default="-", help="JSONL file, or - for stdout")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.set_defaults(func=_predict)
 
     fm = sub.add_parser("fill-mask", help="predict [MASK] tokens with a pretrained encoder")
     fm.add_argument("checkpoint", help="checkpoint directory")

@@ -4,21 +4,26 @@ from pathlib import Path
 
 import pytest
 
-from llmos.config import PretrainConfig, load_config
+from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name
-)
-def test_shipped_pretrain_configs_parse(path: Path) -> None:
+KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+SHIPPED = sorted((ROOT / "configs").glob("*/*.yaml"))
+
+
+def test_every_config_directory_is_known() -> None:
+    assert {p.parent.name for p in SHIPPED} == set(KINDS)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configs_parse(path: Path) -> None:
+    kind = path.parent.name
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# llmos pretrain --config configs/pretrain/"), (
-        "each file starts with its command"
-    )
-    cfg = load_config(PretrainConfig, path)
+    assert first == f"# llmos {kind} --config configs/{kind}/{path.name}", "starts with its command"
+    cfg = load_config(KINDS[kind], path)
     assert cfg.name == path.stem
 
 

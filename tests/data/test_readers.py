@@ -101,3 +101,8 @@ def test_pku(tmp_path: Path) -> None:
     assert rows[1].tokens == ["1/2", "公斤"], "a slash inside the word is kept"
     with pytest.raises(DataError, match=r"q.txt:1: token '北京' is not word/POS"):
         read_pku(write(tmp_path / "q.txt", "江泽民/nr 北京\n"))
+
+
+def test_tsv_quotes_are_text(tmp_path: Path) -> None:
+    p = write(tmp_path / "q.tsv", 'text\tlabel\n他说"很好\tpos\n"引号"开头\tneg\n')
+    assert [r.text for r in read_classification(p).rows] == ['他说"很好', '"引号"开头']

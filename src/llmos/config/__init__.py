@@ -2,12 +2,21 @@
 
 from llmos.config.loader import from_dict, load_config, to_dict
 from llmos.config.model import MODEL_PRESETS, BertConfig, model_preset
-from llmos.config.run import DataConfig, OptimConfig, PretrainConfig, TrainConfig
+from llmos.config.run import (
+    DataConfig,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    OptimConfig,
+    PretrainConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "MODEL_PRESETS",
     "BertConfig",
     "DataConfig",
+    "FinetuneConfig",
+    "FinetuneDataConfig",
     "OptimConfig",
     "PretrainConfig",
     "TrainConfig",

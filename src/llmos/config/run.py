@@ -113,3 +113,46 @@ class PretrainConfig:
                 f"data.max_length ({self.data.max_length}) exceeds "
                 f"model.max_position ({self.model.max_position})"
             )
+
+
+@dataclass
+class FinetuneDataConfig:
+    """Labelled data for fine-tuning.
+
+    ``dataset`` is a name under ``$LLMOS_HOME/data/tasks`` (``sentiment-zh``, ``intent-en``) or a
+    directory holding ``train`` and ``valid`` (and optionally ``test``) files in ``.tsv``,
+    ``.csv`` or ``.jsonl``.
+    """
+
+    dataset: str = "sentiment-zh"
+    label_key: str = "label"
+    max_length: int = 128
+    skip_bad_rows: bool = False
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 4096:
+            raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
+
+
+@dataclass
+class FinetuneConfig:
+    """``llmos finetune``: a task head on a pretrained encoder checkpoint."""
+
+    name: str = "sentiment-zh"
+    out_dir: str = "runs"
+    init: str = "runs/bert-zh/checkpoint"
+    task: Literal["classification"] = "classification"
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=50))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    class_weights: Literal["none", "balanced"] = "none"
+    select: str = "macro_f1"
+    patience: int | None = 3
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(
+                f"patience must be >= 1 (or null for no early stopping), got {self.patience}"
+            )

@@ -16,11 +16,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from llmos.data.batching import bucketed_batches
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import DataError
-
-# How many global batches are sorted by length together (fairseq-style length bucketing).
-BUCKET_BATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -265,21 +263,9 @@ class MLMBatches:
                     f"the corpus yields {len(insts)} training sequences, fewer than one batch "
                     f"of {self.global_batch}: use more text or a smaller train.batch_size"
                 )
-            self._cache = (epoch, insts, self._bucketed(insts, rng))
+            lengths = np.array([inst.ids.size for inst in insts])
+            self._cache = (epoch, insts, bucketed_batches(lengths, self.global_batch, rng))
         return self._cache
-
-    def _bucketed(self, insts: list[Instance], rng: np.random.Generator) -> list[np.ndarray]:
-        """Shuffle, sort by length within buckets of BUCKET_BATCHES batches, cut into global
-        batches (dropping the incomplete last one), and shuffle the batch order."""
-        order = rng.permutation(len(insts))
-        lengths = np.array([insts[i].ids.size for i in order])
-        span = self.global_batch * BUCKET_BATCHES
-        for s in range(0, len(order), span):
-            chunk = slice(s, s + span)
-            order[chunk] = order[chunk][np.argsort(-lengths[chunk], kind="stable")]
-        n = len(order) // self.global_batch
-        batches = [order[k * self.global_batch : (k + 1) * self.global_batch] for k in range(n)]
-        return [batches[k] for k in rng.permutation(n)]
 
     def __iter__(self) -> Iterator[tuple[int, list[Instance]]]:
         """Yield ``(epoch, instances of one global batch)`` from the current position on."""

@@ -114,13 +114,14 @@ def read_classification(
         return col.done("examples")
     if suffix not in (".tsv", ".csv"):
         raise DataError(f"{path}: unsupported file type {suffix!r} (expected .tsv, .csv or .jsonl)")
-    delimiter = "\t" if suffix == ".tsv" else ","
-    lines = list(_lines(path))
-    reader = csv.reader([line for _, line in lines], delimiter=delimiter)
+    # One row per line: TSV takes quotes literally (review text is full of them); CSV quotes
+    # fields as usual, within a line.
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
     header: list[str] | None = None
-    for (lineno, line), cells in zip(lines, reader, strict=True):
+    for lineno, line in _lines(path):
         if not line.strip():
             continue
+        cells = next(csv.reader([line], **dialect))
         if header is None:
             header = [c.strip() for c in cells]
             if "text" not in header or label_key not in header:

@@ -5,6 +5,7 @@ The model never sees text; this module owns the tokenizer calls and the post-pro
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,24 @@ from llmos.checkpoint.io import (
 )
 from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError, LlmosError
-from llmos.models.bert import BertForPreTraining
+from llmos.inference.classify import batched_logits, encode_texts
+from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.text.tokenizer import decode, load_tokenizer, special_ids
+
+log = logging.getLogger("llmos.inference")
+
+
+def build_model(config: BertConfig, task: dict[str, Any] | None, path: Path) -> torch.nn.Module:
+    """The model class a checkpoint's ``task.json`` names (pretraining heads when absent)."""
+    if task is None:
+        return BertForPreTraining(config)
+    kind = task.get("task")
+    labels = task.get("labels")
+    if kind == "classification" and isinstance(labels, list) and labels:
+        return BertForSequenceClassification(config, len(labels))
+    raise CheckpointError(
+        f"{path}/task.json: unsupported task {kind!r} or missing labels (supported: classification)"
+    )
 
 
 class Pipeline:
@@ -54,9 +71,10 @@ class Pipeline:
                 f"{path}: tokenizer.json has {tokenizer.get_vocab_size()} tokens but config.json "
                 f"says vocab_size {config.vocab_size}"
             )
-        model = BertForPreTraining(config)
+        task = read_task(path)
+        model = build_model(config, task, path)
         load_state_dict_strict(model, weights)
-        return cls(model.to(device), config, tokenizer, read_task(path), path)
+        return cls(model.to(device), config, tokenizer, task, path)
 
     def _encode(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
@@ -76,6 +94,11 @@ class Pipeline:
             For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
             several masks, one such list per mask, left to right.
         """
+        if self.task is not None:
+            raise LlmosError(
+                f"this checkpoint is a {self.task.get('task')} model; fill-mask needs a "
+                "pretrained (MLM) checkpoint"
+            )
         mask_id = self._ids.get("mask")
         if mask_id is None:
             raise LlmosError("this checkpoint's tokenizer has no [MASK] token")
@@ -106,3 +129,43 @@ class Pipeline:
                 )
             results.append(row)
         return results[0] if len(results) == 1 else results
+
+    def _require_task(self, kind: str) -> list[str]:
+        if not self.task or self.task.get("task") != kind:
+            have = self.task.get("task") if self.task else "pretraining (fill-mask)"
+            raise LlmosError(f"this checkpoint is a {have} model, not a {kind} model")
+        return list(self.task["labels"])
+
+    def classify(
+        self, texts: list[str], texts_b: list[str] | None = None, batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """Classify texts (or sentence pairs with ``texts_b``).
+
+        Inputs longer than the model's ``max_length`` are truncated, with a warning.
+
+        Returns:
+            ``[{"label", "score", "scores": {label: probability}}, ...]`` in input order.
+        """
+        labels = self._require_task("classification")
+        if isinstance(texts, str):
+            texts = [texts]
+        max_length = int(self.task.get("max_length", self.config.max_position))
+        ids, types, truncated = encode_texts(self.tokenizer, texts, texts_b, max_length)
+        if truncated:
+            log.warning(
+                "%d of %d inputs were truncated to %d tokens", truncated, len(texts), max_length
+            )
+        probs = batched_logits(self.model, ids, types, self._ids["pad"] or 0, batch_size).softmax(
+            -1
+        )
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(
+                {
+                    "label": labels[best],
+                    "score": row[best],
+                    "scores": dict(zip(labels, row, strict=True)),
+                }
+            )
+        return out

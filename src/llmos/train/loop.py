@@ -27,7 +27,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from llmos.checkpoint.io import load_state_dict_strict, read_weights, save_checkpoint
+from llmos.checkpoint.io import (
+    atomic_directory,
+    load_state_dict_strict,
+    read_weights,
+    save_checkpoint,
+)
 from llmos.config.run import OptimConfig, TrainConfig
 from llmos.errors import ConfigError
 from llmos.train import dist as D
@@ -68,6 +73,7 @@ class FitResult:
     checkpoint: Path
     step: int
     last_valid: dict[str, float]
+    best: dict[str, Any] | None = None
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -97,6 +103,12 @@ def _checkpoints(run_dir: Path) -> list[Path]:
         p for p in root.iterdir() if re.fullmatch(r"step-\d+", p.name) and (p / STATE_DIR).is_dir()
     ]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _copy_files(src: Path, dst: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -142,6 +154,8 @@ def fit(
     task_meta: dict[str, Any] | None = None,
     resume: bool = False,
     title: str = "",
+    select: str | None = None,
+    patience: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``task`` until ``train_cfg.max_steps``.
 
@@ -149,6 +163,11 @@ def fit(
     steps keeping the last ``keep_last``, ``run_dir/checkpoint/`` at the end, and
     ``metrics.jsonl`` + ``loss.png``. With ``resume=True`` it continues from the newest complete
     step checkpoint, so a killed run ends exactly where an uninterrupted one would.
+
+    With ``select`` (a validation metric; names ending in ``loss`` are minimised, others
+    maximised) the best model so far is kept in ``run_dir/best/`` and becomes the final
+    ``checkpoint/``; with ``patience`` too, training stops after that many validations without
+    improvement (early stopping).
     """
     run_dir = Path(run_dir)
     info = D.init_distributed(train_cfg.device)
@@ -175,10 +194,11 @@ def fit(
         log.info("resumed from %s at step %d", found[-1], step)
     elif resume:
         log.info("no checkpoint to resume in %s; starting from scratch", run_dir)
-    if not found and info.is_main and (run_dir / "checkpoints").is_dir():
-        # A fresh run must not mix its checkpoints with an older run's of the same name.
-        log.warning("starting afresh: removing old checkpoints in %s", run_dir / "checkpoints")
-        shutil.rmtree(run_dir / "checkpoints")
+    for old in ("checkpoints", "best"):
+        if not found and info.is_main and (run_dir / old).is_dir():
+            # A fresh run must not mix its checkpoints with an older run's of the same name.
+            log.warning("starting afresh: removing %s", run_dir / old)
+            shutil.rmtree(run_dir / old)
     metrics.truncate_after(step)
 
     ddp_model: nn.Module = model
@@ -220,9 +240,27 @@ def fit(
             model.train()
             metrics.write({"step": at, "split": "valid", **out})
             history["last_valid"] = out
+            if select is not None:
+                track_best(at, out)
             plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", title)
         D.barrier(info)
         return out
+
+    def track_best(at: int, out: dict[str, float]) -> None:
+        if select not in out:
+            raise ConfigError(f"cannot select on {select!r}: validation reports {sorted(out)}")
+        sign = -1.0 if select.endswith("loss") else 1.0
+        best = history.get("best")
+        if best is None or sign * out[select] > sign * best["value"]:
+            history["best"] = {"step": at, "value": out[select], "metrics": out}
+            history["bad_evals"] = 0
+            save_checkpoint(run_dir / "best", model, model_config, tokenizer, task_meta)
+        else:
+            history["bad_evals"] = history.get("bad_evals", 0) + 1
+
+    def should_stop() -> bool:
+        tired = patience is not None and history.get("bad_evals", 0) >= patience
+        return D.all_reduce_sum([float(tired and info.is_main)], info)[0] > 0
 
     progress = None
     if train_cfg.progress and info.is_main:
@@ -280,18 +318,32 @@ def fit(
             t_last, tokens_since, window, sums = now, 0.0, 0.0, {}
         if progress is not None:
             progress.update(1)
-        if step % train_cfg.eval_every == 0 or step == train_cfg.max_steps:
+        evaluated = step % train_cfg.eval_every == 0 or step == train_cfg.max_steps
+        if evaluated:
             validate(step)
-        if step % train_cfg.save_every == 0 or step == train_cfg.max_steps:
+        stop = evaluated and should_stop()
+        if step % train_cfg.save_every == 0 or step == train_cfg.max_steps or stop:
             checkpoint(step)
+        if stop:
+            log.info(
+                "early stopping at step %d: no better %s in %d validations", step, select, patience
+            )
+            break
     if progress is not None:
         progress.close()
 
     final = run_dir / "checkpoint"
     if info.is_main:
-        save_checkpoint(final, model, model_config, tokenizer, task_meta)
+        if select is not None and (run_dir / "best").is_dir():
+            atomic_directory(final, lambda tmp: _copy_files(run_dir / "best", tmp))
+        else:
+            save_checkpoint(final, model, model_config, tokenizer, task_meta)
     D.barrier(info)
     D.cleanup(info)
     return FitResult(
-        run_dir=run_dir, checkpoint=final, step=step, last_valid=history.get("last_valid", {})
+        run_dir=run_dir,
+        checkpoint=final,
+        step=step,
+        last_valid=history.get("last_valid", {}),
+        best=history.get("best"),
     )

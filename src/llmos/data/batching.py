@@ -1,0 +1,48 @@
+"""Length-bucketed batches (fairseq-style): little compute spent on padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# How many batches are sorted by length together.
+BUCKET_BATCHES = 50
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Index batches: shuffle, sort by length within buckets of BUCKET_BATCHES batches, cut into
+    batches of ``batch_size`` (dropping an incomplete last one), and shuffle the batch order."""
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)[order]
+    span = batch_size * BUCKET_BATCHES
+    for s in range(0, len(order), span):
+        chunk = slice(s, s + span)
+        order[chunk] = order[chunk][np.argsort(-lengths[chunk], kind="stable")]
+    n = len(order) // batch_size
+    batches = [order[k * batch_size : (k + 1) * batch_size] for k in range(n)]
+    return [batches[k] for k in rng.permutation(n)]
+
+
+def pad_batch(
+    ids: list[np.ndarray], types: list[np.ndarray] | None, pad_id: int
+) -> dict[str, torch.Tensor | None]:
+    """Right-pad token id arrays into ``input_ids`` / ``token_type_ids`` (B, T) and an
+    ``attention_mask`` (None when no row is padded), plus ``num_tokens``."""
+    lengths = np.array([len(x) for x in ids])
+    B, T = len(ids), int(lengths.max())
+    input_ids = np.full((B, T), pad_id, dtype=np.int64)
+    token_types = np.zeros((B, T), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        if types is not None:
+            token_types[row, : len(x)] = types[row]
+    padded = bool((lengths < T).any())
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64) if padded else None
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "token_type_ids": torch.from_numpy(token_types) if types is not None else None,
+        "attention_mask": torch.from_numpy(mask) if mask is not None else None,
+        "num_tokens": torch.tensor(int(lengths.sum())),
+    }

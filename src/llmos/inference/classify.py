@@ -1,0 +1,63 @@
+"""Classification inference: texts -> token ids -> logits in length-sorted batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from llmos.data.batching import pad_batch
+
+log = logging.getLogger("llmos.inference")
+
+
+def encode_texts(
+    tokenizer: Tokenizer, texts: list[str], texts_b: list[str | None] | None, max_length: int
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Encode single texts or pairs (``[CLS] A [SEP] B [SEP]``), truncated longest-first to
+    ``max_length`` tokens.
+
+    Returns:
+        (token ids per text, token types per text, number of texts that were truncated).
+    """
+    tok = Tokenizer.from_str(tokenizer.to_str())  # a copy: truncation is tokenizer state
+    tok.enable_truncation(max_length, strategy="longest_first")
+    if texts_b is not None and any(b is not None for b in texts_b):
+        inputs: list[Any] = [(a, b or "") for a, b in zip(texts, texts_b, strict=True)]
+    else:
+        inputs = list(texts)
+    encs = tok.encode_batch(inputs)
+    ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
+    types = [np.asarray(e.type_ids, dtype=np.int64) for e in encs]
+    truncated = sum(1 for e in encs if e.overflowing)
+    return ids, types, truncated
+
+
+@torch.inference_mode()
+def batched_logits(
+    model: torch.nn.Module,
+    ids: list[np.ndarray],
+    types: list[np.ndarray] | None,
+    pad_id: int,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Run ``model`` over all inputs in batches of similar length; logits in input order."""
+    if not ids:
+        return torch.empty(0)
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    outputs: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        b = pad_batch([ids[i] for i in idx], [types[i] for i in idx] if types else None, pad_id)
+        logits = model(
+            b["input_ids"].to(device),
+            b["token_type_ids"].to(device) if b["token_type_ids"] is not None else None,
+            b["attention_mask"].to(device) if b["attention_mask"] is not None else None,
+        ).float()
+        for row, i in enumerate(idx):
+            outputs[i] = logits[row].cpu()
+    return torch.stack(outputs)

@@ -1,0 +1,121 @@
+"""``llmos evaluate`` and ``llmos predict`` for fine-tuned classifiers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from llmos.checkpoint.io import write_json_atomic
+from llmos.data.readers import read_classification
+from llmos.errors import DataError
+from llmos.inference.pipeline import Pipeline
+from llmos.train.metrics import classification_metrics, plot_confusion
+
+log = logging.getLogger("llmos.recipes")
+
+
+def evaluate_file(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    label_key: str = "label",
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a classifier on a labelled file; write ``report.json`` and ``confusion.png``.
+
+    Rows whose label the model was not trained on are reported (``unseen_labels``) and left out
+    of the metrics, since no prediction could match them.
+    """
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    labels = pipe._require_task("classification")
+    rows = read_classification(data, label_key=label_key).rows
+    unseen = Counter(r.label for r in rows if r.label not in labels)
+    if unseen:
+        log.warning("%s: labels the model was not trained on (left out): %s", data, dict(unseen))
+    rows = [r for r in rows if r.label in labels]
+    if not rows:
+        raise DataError(f"{data}: no rows with a label this model knows ({labels})")
+    preds = pipe.classify(
+        [r.text for r in rows], [r.text_b for r in rows] if rows[0].text_b else None
+    )
+    index = {label: i for i, label in enumerate(labels)}
+    report = classification_metrics(
+        [index[r.label] for r in rows], [index[p["label"]] for p in preds], labels
+    )
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    report |= {
+        "examples": len(rows),
+        "unseen_labels": dict(unseen),
+        "data": str(data),
+        "checkpoint": str(checkpoint),
+    }
+    report["confusion_png"] = str(
+        plot_confusion(report["confusion"], labels, out / "confusion.png", Path(data).name)
+    )
+    report["report_path"] = str(out / "report.json")
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def _read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
+    """Texts (and second texts) from stdin / a text file (a text a line) / .tsv .csv .jsonl."""
+    if path == "-":
+        lines = [ln.rstrip("\n") for ln in sys.stdin]
+        return [ln for ln in lines if ln.strip()], None
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: input file not found")
+    suffix = p.suffix.lower()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not valid UTF-8 (byte {e.start})") from None
+    if suffix == ".jsonl":
+        texts, texts_b = [], []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise DataError(f'{p}:{lineno}: expected an object with a "text" string')
+            texts.append(obj["text"])
+            texts_b.append(obj.get("text_b"))
+        return texts, texts_b if any(b is not None for b in texts_b) else None
+    if suffix in (".tsv", ".csv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise DataError(f"{p}:1: expected a header with a 'text' column")
+        rows = list(reader)
+        has_b = "text_b" in reader.fieldnames
+        return [r["text"] or "" for r in rows], [r["text_b"] for r in rows] if has_b else None
+    return [ln for ln in text.splitlines() if ln.strip()], None
+
+
+def predict_file(
+    checkpoint: str | Path, input_path: str, output: str, *, batch_size: int = 32
+) -> int:
+    """Write one JSON line per input text: ``{"text", "label", "score", "scores"}``."""
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    texts, texts_b = _read_inputs(input_path)
+    preds = pipe.classify(texts, texts_b, batch_size=batch_size)
+    lines = [
+        json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)
+    ]
+    if output == "-":
+        for line in lines:
+            print(line)
+    else:
+        out = Path(output)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(out)
+    return len(lines)

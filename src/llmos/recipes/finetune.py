@@ -1,0 +1,265 @@
+"""Recipe: fine-tune a classification head on a pretrained encoder checkpoint.
+
+setup (checkpoint, data, head) -> train (the shared loop, best checkpoint by a validation
+metric, early stopping) -> save -> report (test-split metrics and a confusion-matrix PNG).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
+from llmos.config.loader import to_dict
+from llmos.config.run import FinetuneConfig
+from llmos.data.batching import bucketed_batches, pad_batch
+from llmos.data.readers import Example, read_classification
+from llmos.errors import CheckpointError, DataError
+from llmos.inference.classify import batched_logits, encode_texts
+from llmos.models.bert import BertForSequenceClassification
+from llmos.paths import data_dir
+from llmos.text.tokenizer import load_tokenizer, special_ids
+from llmos.train.dist import DistInfo
+from llmos.train.loop import FitResult, fit
+from llmos.train.metrics import classification_metrics, plot_confusion
+
+log = logging.getLogger("llmos.recipes")
+
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+def dataset_files(name: str) -> dict[str, Path]:
+    """``{split: file}`` of a dataset name under ``$LLMOS_HOME/data/tasks`` or a directory."""
+    root = Path(name).expanduser()
+    if not root.is_dir():
+        root = data_dir() / "tasks" / name
+    files = {}
+    for split in ("train", "valid", "test"):
+        found = [root / f"{split}{s}" for s in SUFFIXES if (root / f"{split}{s}").is_file()]
+        if found:
+            files[split] = found[0]
+    missing = [s for s in ("train", "valid") if s not in files]
+    if missing:
+        raise DataError(
+            f"{root}: no {' or '.join(missing)} file (expected train/valid[/test] .tsv, .csv "
+            "or .jsonl; `llmos data prepare` makes the packaged datasets)"
+        )
+    return files
+
+
+@dataclass
+class Encoded:
+    """Token ids, token types and label indices of a split."""
+
+    ids: list[np.ndarray]
+    types: list[np.ndarray]
+    labels: np.ndarray
+
+
+def encode_split(
+    tokenizer: Any, rows: list[Example], labels: list[str], max_length: int, name: str
+) -> Encoded:
+    index = {label: i for i, label in enumerate(labels)}
+    unseen = Counter(r.label for r in rows if r.label not in index)
+    if unseen:
+        log.warning("%s: labels unseen in training (rows skipped): %s", name, dict(unseen))
+    rows = [r for r in rows if r.label in index]
+    ids, types, truncated = encode_texts(
+        tokenizer, [r.text for r in rows], [r.text_b for r in rows], max_length
+    )
+    if truncated:
+        log.warning(
+            "%s: %d of %d texts truncated to %d tokens", name, truncated, len(rows), max_length
+        )
+    return Encoded(ids, types, np.array([index[r.label] for r in rows], dtype=np.int64))
+
+
+@dataclass
+class ClassifyTask:
+    """Sequence classification for the shared training loop."""
+
+    train: Encoded
+    valid: Encoded
+    labels: list[str]
+    batch_size: int
+    seed: int
+    pad_id: int
+    class_weights: torch.Tensor | None = None
+    position: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "batch": 0})
+
+    def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
+        per_rank = self.batch_size // info.world
+        lengths = np.array([len(x) for x in self.train.ids])
+        while True:
+            epoch = self.position["epoch"]
+            batches = bucketed_batches(
+                lengths, self.batch_size, np.random.default_rng([self.seed, epoch])
+            )
+            if not batches:
+                raise DataError(
+                    f"fewer training examples ({len(lengths)}) than one batch ({self.batch_size})"
+                )
+            while self.position["batch"] < len(batches):
+                idx = batches[self.position["batch"]][
+                    info.rank * per_rank : (info.rank + 1) * per_rank
+                ]
+                self.position["batch"] += 1
+                yield [
+                    self._collate(idx[j : j + micro_batch]) for j in range(0, per_rank, micro_batch)
+                ]
+            self.position = {"epoch": epoch + 1, "batch": 0}
+
+    def _collate(self, idx: np.ndarray) -> dict[str, Any]:
+        b = pad_batch(
+            [self.train.ids[i] for i in idx], [self.train.types[i] for i in idx], self.pad_id
+        )
+        b["labels"] = torch.from_numpy(self.train.labels[idx])
+        return b
+
+    def counts(self, batch: dict[str, Any]) -> list[float]:
+        return [float(batch["labels"].numel())]
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        loss = (
+            F.cross_entropy(logits.float(), batch["labels"], weight=weight, reduction="sum")
+            / totals[0]
+        )
+        return loss, {"loss": loss.item()}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_encoded(model, self.valid, self.labels, self.pad_id)[0]
+
+    def state(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
+
+
+def evaluate_encoded(
+    model: nn.Module, data: Encoded, labels: list[str], pad_id: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Loss, accuracy and macro-F1 (flat), and the full report with per-class numbers."""
+    logits = batched_logits(model, data.ids, data.types, pad_id)
+    target = torch.from_numpy(data.labels)
+    loss = F.cross_entropy(logits, target).item() if len(target) else float("nan")
+    pred = logits.argmax(-1).tolist()
+    report = classification_metrics(data.labels.tolist(), pred, labels)
+    flat = {"loss": loss, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    return flat, report
+
+
+def load_encoder(
+    model: BertForSequenceClassification, weights: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Copy the ``bert.*`` weights of a checkpoint into a new classifier; the head stays fresh."""
+    encoder = {k: v for k, v in weights.items() if k.startswith("bert.")}
+    missing, unexpected = model.load_state_dict(encoder, strict=False)
+    if unexpected or any(not k.startswith(("classifier.", "bert.pooler.")) for k in missing):
+        raise CheckpointError(
+            f"{path}: not a BERT encoder checkpoint "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if any(k.startswith("bert.pooler.") for k in missing):
+        log.warning("%s has no pooler weights: the pooler starts from random weights", path)
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
+    """Fine-tune a classifier; returns where the run and its best checkpoint are."""
+    init = Path(cfg.init).expanduser()
+    config = read_config(init)
+    weights = read_weights(init)
+    tokenizer = load_tokenizer(init / TOKENIZER_FILE)
+    files = dataset_files(cfg.data.dataset)
+    read = {
+        s: read_classification(
+            f, label_key=cfg.data.label_key, skip_bad_rows=cfg.data.skip_bad_rows
+        )
+        for s, f in files.items()
+    }
+    for split, res in read.items():
+        if res.skipped:
+            log.warning(
+                "%s: skipped %d bad rows (first at %s)",
+                files[split],
+                res.skipped,
+                res.skipped_at[0],
+            )
+    labels = sorted({r.label for r in read["train"].rows})
+    if len(labels) < 2:
+        raise DataError(f"{files['train']}: needs at least two labels, found {labels}")
+    max_length = min(cfg.data.max_length, config.max_position)
+    enc = {
+        s: encode_split(tokenizer, r.rows, labels, max_length, str(files[s]))
+        for s, r in read.items()
+    }
+    weights_t = None
+    if cfg.class_weights == "balanced":  # n / (k * count), as scikit-learn's "balanced"
+        counts = np.bincount(enc["train"].labels, minlength=len(labels)).astype(np.float64)
+        weights_t = torch.tensor(
+            len(enc["train"].labels) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32
+        )
+    pad_id = special_ids(tokenizer)["pad"] or 0
+    task = ClassifyTask(
+        enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, weights_t
+    )
+
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)
+    model = BertForSequenceClassification(config, len(labels))
+    load_encoder(model, weights, init)
+    meta = {
+        "task": "classification",
+        "labels": labels,
+        "max_length": max_length,
+        "init": str(init),
+        "dataset": cfg.data.dataset,
+    }
+    result = fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=config,
+        tokenizer=tokenizer,
+        task_meta=meta,
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )
+    report: dict[str, Any] = {
+        "best": result.best,
+        "labels": labels,
+        "train_examples": len(enc["train"].labels),
+    }
+    if "test" in enc:
+        from llmos.inference.pipeline import Pipeline
+
+        best = Pipeline.from_checkpoint(result.checkpoint)
+        flat, full = evaluate_encoded(best.model, enc["test"], labels, pad_id)
+        report["test"] = full | {"loss": flat["loss"]}
+        plot_confusion(
+            full["confusion"], labels, run_dir / "confusion_test.png", f"{cfg.name} (test)"
+        )
+    write_json_atomic(run_dir / "report.json", report)
+    return result

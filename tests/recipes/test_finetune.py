@@ -1,0 +1,179 @@
+"""Fine-tuning a classifier end to end: train, best checkpoint, reload, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import llmos
+from llmos.cli import main
+from llmos.config import FinetuneConfig, PretrainConfig, load_config
+from llmos.errors import CheckpointError, DataError
+from llmos.recipes.finetune import finetune
+from llmos.recipes.pretrain import pretrain
+
+POS = ["喜欢", "支持", "保护"]
+NEG = ["讨厌", "反对", "破坏"]
+SUBJECTS = ["我们", "老师", "学生", "公司", "记者"]
+OBJECTS = ["经济", "文化", "城市", "技术", "教育"]
+
+
+def write_split(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = ["text\tlabel"]
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        verb = rng.choice(POS if label == "pos" else NEG)
+        rows.append(f"{rng.choice(SUBJECTS)}{verb}{rng.choice(OBJECTS)}。\t{label}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def encoder(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("enc")
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        [
+            f"data.corpus={tiny_corpus}",
+            f"data.tokenizer={tiny_tokenizer}",
+            f"out_dir={out}",
+            "model.hidden_size=32",
+            "model.num_layers=2",
+            "model.num_heads=2",
+            "model.intermediate_size=64",
+            "data.max_length=32",
+            "train.max_steps=2",
+            "train.batch_size=8",
+            "train.progress=false",
+            "train.precision=fp32",
+        ],
+    )
+    return pretrain(cfg).checkpoint
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sentiment")
+    write_split(d / "train.tsv", 400, 0)
+    write_split(d / "valid.tsv", 60, 1)
+    write_split(d / "test.tsv", 80, 2)
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(encoder: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("ft")
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={dataset}",
+            f"out_dir={out}",
+            "name=toy",
+            "train.max_steps=60",
+            "train.batch_size=16",
+            "train.eval_every=20",
+            "train.save_every=20",
+            "train.progress=false",
+            "train.precision=fp32",
+            "optim.lr=2e-3",
+            "optim.warmup_steps=5",
+            "class_weights=balanced",
+        ],
+    )
+    return finetune(cfg)
+
+
+def test_learns_the_task_and_keeps_the_best_checkpoint(run) -> None:
+    report = json.loads((run.run_dir / "report.json").read_text())
+    assert report["labels"] == ["neg", "pos"]
+    assert report["test"]["accuracy"] > 0.9, report["test"]
+    assert run.best["step"] in (20, 40, 60)
+    valid = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["split"] == "valid"]
+    assert run.best["value"] == max(r["macro_f1"] for r in valid)
+    best_files = {p.name: p.read_bytes() for p in (run.run_dir / "best").iterdir()}
+    assert {p.name: p.read_bytes() for p in run.checkpoint.iterdir()} == best_files
+    assert (run.run_dir / "confusion_test.png").stat().st_size > 1000
+
+
+def test_reloaded_checkpoint_predicts_identically(run, dataset: Path) -> None:
+    texts = [line.split("\t")[0] for line in (dataset / "test.tsv").read_text().splitlines()[1:]]
+    a = llmos.load(run.checkpoint).classify(texts, batch_size=7)
+    b = llmos.load(run.checkpoint).classify(texts, batch_size=32)
+    assert [x["label"] for x in a] == [x["label"] for x in b]
+    assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a, b, strict=True))
+    assert all(abs(sum(x["scores"].values()) - 1) < 1e-5 for x in a)
+    report = json.loads((run.run_dir / "report.json").read_text())
+    gold = [line.split("\t")[1] for line in (dataset / "test.tsv").read_text().splitlines()[1:]]
+    acc = sum(x["label"] == g for x, g in zip(a, gold, strict=True)) / len(gold)
+    assert acc == pytest.approx(report["test"]["accuracy"])
+
+
+def test_evaluate_and_predict_cli(
+    run, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run.checkpoint),
+                "--data",
+                str(dataset / "test.tsv"),
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["accuracy"] == pytest.approx(
+        json.loads((run.run_dir / "report.json").read_text())["test"]["accuracy"]
+    )
+    assert set(report["per_class"]) == {"neg", "pos"} and (tmp_path / "confusion.png").is_file()
+    inp = tmp_path / "in.txt"
+    inp.write_text("我们喜欢文化。\n记者反对教育。\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(run.checkpoint), "--input", str(inp), "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["我们喜欢文化。", "记者反对教育。"]
+    assert [r["label"] for r in rows] == ["pos", "neg"]
+    capsys.readouterr()
+
+
+def test_unseen_labels_are_reported(run, tmp_path: Path) -> None:
+    from llmos.recipes.evaluate import evaluate_file
+
+    p = tmp_path / "odd.tsv"
+    p.write_text("text\tlabel\n我们喜欢文化。\tpos\n我们讨厌文化。\tneutral\n", encoding="utf-8")
+    report = evaluate_file(run.checkpoint, p, out_dir=tmp_path / "e")
+    assert report["unseen_labels"] == {"neutral": 1} and report["examples"] == 1
+
+
+def test_bad_inputs(run, encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(llmos.LlmosError, match="classification model"):
+        llmos.load(run.checkpoint).fill_mask("我[MASK]")
+    with pytest.raises(llmos.LlmosError, match=r"not a classification model"):
+        llmos.load(encoder).classify(["你好"])
+    empty = tmp_path / "d"
+    empty.mkdir()
+    (empty / "train.tsv").write_text("text\tlabel\n好\tpos\n", encoding="utf-8")
+    cfg = load_config(
+        FinetuneConfig, None, [f"init={encoder}", f"data.dataset={empty}", f"out_dir={tmp_path}"]
+    )
+    with pytest.raises(DataError, match="no valid file"):
+        finetune(cfg)
+    cfg = load_config(
+        FinetuneConfig, None, [f"init={tmp_path}", f"data.dataset={empty}", f"out_dir={tmp_path}"]
+    )
+    with pytest.raises(CheckpointError, match=r"missing config\.json"):
+        finetune(cfg)
+    code = main(["finetune", f"init={tmp_path / 'nope'}", "train.max_steps=1"])
+    assert code == 2 and "not a checkpoint directory" in capsys.readouterr().err
