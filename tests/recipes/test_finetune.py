@@ -177,3 +177,30 @@ def test_bad_inputs(run, encoder: Path, tmp_path: Path, capsys: pytest.CaptureFi
         finetune(cfg)
     code = main(["finetune", f"init={tmp_path / 'nope'}", "train.max_steps=1"])
     assert code == 2 and "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_early_stopping_after_patience_validations(
+    encoder: Path, dataset: Path, tmp_path: Path
+) -> None:
+    # lr ~ 0: the validation metric cannot improve after the first validation.
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={dataset}",
+            f"out_dir={tmp_path}",
+            "name=stop",
+            "train.max_steps=60",
+            "train.batch_size=16",
+            "train.eval_every=10",
+            "train.save_every=30",
+            "train.progress=false",
+            "optim.lr=1e-12",
+            "optim.warmup_steps=0",
+            "patience=2",
+        ],
+    )
+    result = finetune(cfg)
+    assert result.step == 30 and result.best["step"] == 10
+    assert (tmp_path / "stop" / "checkpoints" / "step-0000030").is_dir()
