@@ -130,7 +130,7 @@ class Pipeline:
             results.append(row)
         return results[0] if len(results) == 1 else results
 
-    def _require_task(self, kind: str) -> list[str]:
+    def require_task(self, kind: str) -> list[str]:
         if not self.task or self.task.get("task") != kind:
             have = self.task.get("task") if self.task else "pretraining (fill-mask)"
             raise LlmosError(f"this checkpoint is a {have} model, not a {kind} model")
@@ -146,7 +146,7 @@ class Pipeline:
         Returns:
             ``[{"label", "score", "scores": {label: probability}}, ...]`` in input order.
         """
-        labels = self._require_task("classification")
+        labels = self.require_task("classification")
         if isinstance(texts, str):
             texts = [texts]
         max_length = int(self.task.get("max_length", self.config.max_position))

@@ -32,7 +32,7 @@ def evaluate_file(
     of the metrics, since no prediction could match them.
     """
     pipe = Pipeline.from_checkpoint(checkpoint)
-    labels = pipe._require_task("classification")
+    labels = pipe.require_task("classification")
     rows = read_classification(data, label_key=label_key).rows
     unseen = Counter(r.label for r in rows if r.label not in labels)
     if unseen:
