@@ -49,6 +49,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     result = pretrain(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
     print(f"checkpoint: {result.checkpoint}")
     print(f"loss plot:  {result.run_dir / 'loss.png'}")
     if result.last_valid:
@@ -62,6 +64,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     result = finetune(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
     print(f"checkpoint: {result.checkpoint}")
     print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / 'confusion_test.png'}")
     print(f"report:     {result.run_dir / 'report.json'}")

@@ -247,6 +247,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         select=cfg.select,
         patience=cfg.patience,
     )
+    if not result.is_main:
+        return result
     report: dict[str, Any] = {
         "best": result.best,
         "labels": labels,

@@ -221,6 +221,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
         resume=resume,
         title=cfg.name,
     )
+    if not result.is_main:
+        return result
     baseline = unigram_perplexity(train, task)
     report = {
         "valid": result.last_valid,

@@ -74,6 +74,7 @@ class FitResult:
     step: int
     last_valid: dict[str, float]
     best: dict[str, Any] | None = None
+    is_main: bool = True  # False on the other DDP ranks: they do not report
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -346,4 +347,5 @@ def fit(
         step=step,
         last_valid=history.get("last_valid", {}),
         best=history.get("best"),
+        is_main=info.is_main,
     )
