@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from llmos.data.batching import bucketed_batches
+from llmos.data.batching import bucketed_batches, pad_batch
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import DataError
 
@@ -192,31 +192,21 @@ def collate(
     None when no row is padded, ``mlm_positions`` (M,) flat indices into B*T, ``mlm_labels``
     (M,), ``nsp_labels`` (B,) or None, and ``num_tokens`` (real tokens, a 0-d tensor).
     """
-    B = len(instances)
-    T = max(inst.ids.size for inst in instances)
-    input_ids = np.full((B, T), sp.pad, dtype=np.int64)
-    types = np.zeros((B, T), dtype=np.int64)
-    lengths = np.zeros(B, dtype=np.int64)
-    positions, labels = [], []
-    for row, inst in enumerate(instances):
-        masked, pos, lab = mask_tokens(inst.ids, sp, mask_prob, _rng(seed, epoch, inst.uid))
-        n = inst.ids.size
-        input_ids[row, :n] = masked
-        types[row, inst.b_start : n] = 1
-        lengths[row] = n
-        positions.append(pos + row * T)
+    masked, types, positions, labels = [], [], [], []
+    for inst in instances:
+        ids, pos, lab = mask_tokens(inst.ids, sp, mask_prob, _rng(seed, epoch, inst.uid))
+        masked.append(ids)
+        types.append((np.arange(ids.size) >= inst.b_start).astype(np.int64))
+        positions.append(pos)
         labels.append(lab)
-    padded = bool((lengths < T).any())
-    attention = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64) if padded else None
     has_nsp = instances[0].nsp_label >= 0
-    return {
-        "input_ids": torch.from_numpy(input_ids),
-        "token_type_ids": torch.from_numpy(types) if has_nsp else None,
-        "attention_mask": torch.from_numpy(attention) if attention is not None else None,
-        "mlm_positions": torch.from_numpy(np.concatenate(positions)),
+    batch = pad_batch(masked, types if has_nsp else None, sp.pad)
+    T = batch["input_ids"].shape[1]
+    offsets = [pos + row * T for row, pos in enumerate(positions)]  # flat indices into B*T
+    return batch | {
+        "mlm_positions": torch.from_numpy(np.concatenate(offsets)),
         "mlm_labels": torch.from_numpy(np.concatenate(labels)),
         "nsp_labels": torch.tensor([i.nsp_label for i in instances]) if has_nsp else None,
-        "num_tokens": torch.tensor(int(lengths.sum())),
     }
 
 

@@ -26,6 +26,7 @@ from llmos.data.batching import bucketed_batches, pad_batch
 from llmos.data.readers import Example, read_classification
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.classify import batched_logits, encode_texts
+from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForSequenceClassification
 from llmos.paths import data_dir
 from llmos.text.tokenizer import load_tokenizer, special_ids
@@ -255,8 +256,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         "train_examples": len(enc["train"].labels),
     }
     if "test" in enc:
-        from llmos.inference.pipeline import Pipeline
-
         best = Pipeline.from_checkpoint(result.checkpoint)
         flat, full = evaluate_encoded(best.model, enc["test"], labels, pad_id)
         report["test"] = full | {"loss": flat["loss"]}

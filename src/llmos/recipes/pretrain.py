@@ -22,7 +22,7 @@ from llmos.checkpoint.io import write_json_atomic
 from llmos.config.loader import to_dict
 from llmos.config.run import PretrainConfig
 from llmos.data.corpus import TokenizedCorpus, load_tokenized
-from llmos.data.mlm import Instance, MLMBatches, SpecialIds, collate
+from llmos.data.mlm import MLMBatches, SpecialIds, collate
 from llmos.errors import ConfigError
 from llmos.models.bert import BertForPreTraining
 from llmos.paths import data_dir, llmos_home, tokenizers_dir
@@ -75,7 +75,7 @@ class PretrainTask:
     """MLM (+ NSP) for the shared training loop."""
 
     batches: MLMBatches
-    valid: list[list[Instance]]
+    valid: list[dict[str, Any]]  # validation batches, masked once with VALID_SEED
     sp: SpecialIds
     mask_prob: float
     seed: int
@@ -120,8 +120,7 @@ class PretrainTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         s = dict.fromkeys(("mlm", "nsp", "n_mlm", "n_nsp", "mlm_hit", "nsp_hit"), 0.0)
-        for insts in self.valid:
-            batch = collate(insts, self.sp, self.mask_prob, VALID_SEED, 0)
+        for batch in self.valid:
             batch = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
             }
@@ -158,8 +157,8 @@ def unigram_perplexity(train: TokenizedCorpus, task: PretrainTask) -> float:
     counts = np.bincount(train.ids, minlength=task.sp.vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     total, n = 0.0, 0
-    for insts in task.valid:
-        labels = collate(insts, task.sp, task.mask_prob, VALID_SEED, 0)["mlm_labels"].numpy()
+    for batch in task.valid:
+        labels = batch["mlm_labels"].numpy()
         total -= logp[labels].sum()
         n += labels.size
     return math.exp(total / max(n, 1))
@@ -186,8 +185,9 @@ def setup(cfg: PretrainConfig) -> tuple[PretrainConfig, Any, PretrainTask, Token
     valid_stream = MLMBatches(valid, sp, global_batch=1, seed=VALID_SEED, **common)
     valid_insts = valid_stream.instances(0)[: cfg.data.max_valid_examples]
     bs = cfg.train.micro_batch_size or cfg.train.batch_size
-    valid_batches = [valid_insts[i : i + bs] for i in range(0, len(valid_insts), bs)][
-        : cfg.train.eval_batches
+    chunks = [valid_insts[i : i + bs] for i in range(0, len(valid_insts), bs)]
+    valid_batches = [
+        collate(c, sp, cfg.data.mask_prob, VALID_SEED, 0) for c in chunks[: cfg.train.eval_batches]
     ]
     task = PretrainTask(batches, valid_batches, sp, cfg.data.mask_prob, cfg.train.seed)
     return cfg, tokenizer, task, train
