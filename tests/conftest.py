@@ -50,3 +50,33 @@ def tiny_tokenizer(tiny_corpus: Path) -> Path:
     from llmos.text.tokenizer import train_tokenizer
 
     return train_tokenizer("wordpiece", [tiny_corpus / "train.txt"], 200, tiny_corpus / "tok")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(
+    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A 2-layer, 32-wide BERT pretrained for 2 steps on the tiny corpus."""
+    from llmos.config import PretrainConfig, load_config
+    from llmos.recipes.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("enc")
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        [
+            f"data.corpus={tiny_corpus}",
+            f"data.tokenizer={tiny_tokenizer}",
+            f"out_dir={out}",
+            "model.hidden_size=32",
+            "model.num_layers=2",
+            "model.num_heads=2",
+            "model.intermediate_size=64",
+            "data.max_length=32",
+            "train.max_steps=2",
+            "train.batch_size=8",
+            "train.progress=false",
+            "train.precision=fp32",
+        ],
+    )
+    return pretrain(cfg).checkpoint

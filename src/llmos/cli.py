@@ -67,7 +67,8 @@ def _finetune(args: argparse.Namespace) -> int:
     if not result.is_main:
         return 0
     print(f"checkpoint: {result.checkpoint}")
-    print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / 'confusion_test.png'}")
+    test_png = "confusion_test.png" if cfg.task == "classification" else "span_scores_test.png"
+    print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / test_png}")
     print(f"report:     {result.run_dir / 'report.json'}")
     if result.best:
         best = ", ".join(f"{k}={v:.4g}" for k, v in result.best["metrics"].items())
@@ -79,8 +80,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     from llmos.recipes.evaluate import evaluate_file
 
     report = evaluate_file(
-        args.checkpoint, args.data, label_key=args.label_key, out_dir=args.out_dir
+        args.checkpoint,
+        args.data,
+        label_key=args.label_key,
+        spans_key=args.spans_key,
+        out_dir=args.out_dir,
     )
+    if "per_type" in report:  # a tagger
+        p, r, f, acc = report["precision"], report["recall"], report["f1"], report["accuracy"]
+        print(f"span P {p:.4f}  R {r:.4f}  F1 {f:.4f}  token accuracy {acc:.4f}")
+        for label, m in report["per_type"].items():
+            p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
+            print(f"  {label or '(word)':<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
+        print(f"report: {report['report_path']}\nscores plot: {report['scores_png']}")
+        return 0
     acc, f1, n = report["accuracy"], report["macro_f1"], report["examples"]
     print(f"accuracy {acc:.4f}  macro-F1 {f1:.4f}  ({n} examples)")
     for label, m in report["per_class"].items():
@@ -173,16 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.set_defaults(func=_finetune)
 
-    ev = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class P/R/F1, confusion matrix")
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a fine-tuned model: classes (accuracy, macro-F1, confusion matrix) "
+        "or spans (P/R/F1 per type, token accuracy)",
+    )
     ev.add_argument("checkpoint", help="fine-tuned checkpoint directory")
-    ev.add_argument("--data", required=True, help="labelled .tsv/.csv/.jsonl file")
+    ev.add_argument(
+        "--data",
+        required=True,
+        help="labelled file (.tsv/.csv/.jsonl; taggers: also .conll or word/POS .txt)",
+    )
     ev.add_argument("--label-key", default="label", help="label column/key (intent files: intent)")
+    ev.add_argument(
+        "--spans-key", help="JSONL key of a tagger's gold spans (default: as in training)"
+    )
     ev.add_argument(
         "--out-dir", help="where report.json and confusion.png go (default: beside --data)"
     )
     ev.set_defaults(func=_evaluate)
 
-    pr = sub.add_parser("predict", help="label texts: JSONL with label, score and all scores")
+    pr = sub.add_parser(
+        "predict", help="label texts: JSONL with label and scores, or tagged spans with offsets"
+    )
     pr.add_argument("checkpoint", help="fine-tuned checkpoint directory")
     pr.add_argument(
         "--input",

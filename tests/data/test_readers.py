@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos.data.readers import read_classification, read_conll, read_pku
+from llmos.data.readers import join_tokens, read_classification, read_conll, read_pku, read_spans
 from llmos.errors import DataError
 
 
@@ -106,3 +106,71 @@ def test_pku(tmp_path: Path) -> None:
 def test_tsv_quotes_are_text(tmp_path: Path) -> None:
     p = write(tmp_path / "q.tsv", 'text\tlabel\n他说"很好\tpos\n"引号"开头\tneg\n')
     assert [r.text for r in read_classification(p).rows] == ['他说"很好', '"引号"开头']
+
+
+def test_spans_from_jsonl_with_a_named_key(tmp_path: Path) -> None:
+    p = write(
+        tmp_path / "s.jsonl",
+        '{"text": "把客厅的灯打开", "slots": [{"name": "area", "value": "客厅", "start": 1, '
+        '"end": 3}]}\n{"text": "开灯", "slots": []}\n',
+    )
+    rows = read_spans(p, spans_key="slots").rows
+    assert [(r.text, r.spans) for r in rows] == [("把客厅的灯打开", [("area", 1, 3)]), ("开灯", [])]
+    with pytest.raises(DataError, match=r"s\.jsonl: no row has a 'spans' key"):
+        read_spans(p)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": "开灯", "spans": [{"label": "x", "start": 1, "end": 5}]}', "0 <= start < end"),
+        ('{"text": "开灯", "spans": [{"label": "x", "start": 1, "end": 1}]}', "0 <= start < end"),
+        ('{"text": "开灯", "spans": [{"start": 0, "end": 1}]}', "label, start, end"),
+        ('{"text": "开灯", "spans": "x"}', "must be a list"),
+        (
+            '{"text": "开灯吧", "spans": [{"label": "a", "start": 0, "end": 2}, '
+            '{"label": "b", "start": 1, "end": 3}]}',
+            "overlap",
+        ),
+        ('{"text": "", "spans": []}', "empty or missing 'text'"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_bad_span_rows_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    p = write(tmp_path / "bad.jsonl", '{"text": "好", "spans": []}\n' + line + "\n")
+    with pytest.raises(DataError, match=rf"bad\.jsonl:2: .*{message}"):
+        read_spans(p)
+    res = read_spans(p, skip_bad_rows=True)
+    assert len(res.rows) == 1 and res.skipped == 1
+
+
+def test_spans_from_conll_keep_character_offsets(tmp_path: Path) -> None:
+    p = write(
+        tmp_path / "a.conll",
+        "John\tB-PER\nlives\tO\nin\tO\nNew\tB-LOC\nYork\tI-LOC\n\n"
+        "江\tB-PER\n泽\tI-PER\n民\tI-PER\n在\tO\n北\tB-LOC\n京\tI-LOC\n\n"
+        "上\tB-LOC\n海\tE-LOC\n好\tS-X\n",
+    )
+    rows = read_spans(p).rows
+    assert rows[0].text == "John lives in New York"
+    assert rows[0].spans == [("PER", 0, 4), ("LOC", 14, 22)]
+    assert rows[1].text == "江泽民在北京"  # no spaces between CJK characters
+    assert rows[1].spans == [("PER", 0, 3), ("LOC", 4, 6)]
+    assert rows[2].spans == [("LOC", 0, 2), ("X", 2, 3)]  # BMES recognised by its prefixes
+    assert join_tokens(["我", "用", "Python", "写", "code"])[0] == "我用 Python 写 code"
+
+
+def test_pku_views(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.txt", "江/nr 泽民/nr 在/p 北京/ns 会见/v 新华社/nt 记者/n 李/nr 。/w\n")
+    (row,) = read_spans(p, view="ner").rows
+    assert row.text == "江泽民在北京会见新华社记者李。"
+    assert row.spans == [("PER", 0, 3), ("LOC", 4, 6), ("ORG", 8, 11), ("PER", 13, 14)]
+    seg = read_spans(p, view="segmentation").rows[0].spans
+    words = [row.text[s:e] for _, s, e in seg]
+    assert words == ["江", "泽民", "在", "北京", "会见", "新华社", "记者", "李", "。"]
+    pos = read_spans(p, view="pos").rows[0].spans
+    assert pos[:2] == [("nr", 0, 1), ("nr", 1, 3)] and pos[-1] == ("w", 14, 15)
+    with pytest.raises(DataError, match=r"p\.txt: a People's Daily word/POS file needs data\.view"):
+        read_spans(p)
+    with pytest.raises(DataError, match=r"unsupported file type '\.xml'"):
+        read_spans(write(tmp_path / "a.xml", "x"))

@@ -10,11 +10,14 @@ import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
 from llmos.data.tagging import (
+    align_spans,
     allowed_transitions,
+    label_set,
     spans_to_tags,
     tags_to_spans,
     viterbi_decode,
 )
+from llmos.inference.tag import best_window, windows
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 BMES = ["O", "B-PER", "M-PER", "E-PER", "S-PER", "B-LOC", "M-LOC", "E-LOC", "S-LOC"]
@@ -194,3 +197,35 @@ def test_viterbi_edge_cases() -> None:
     assert viterbi_decode(np.array([[0.0, 9.0, 5.0, 1.0]]), allowed, start, end) == [3]
     with pytest.raises(ValueError, match="no label sequence"):
         viterbi_decode(np.zeros((1, 2)), allowed[:2, :2], start[:2], end[:2])
+
+
+def test_align_spans_to_tokens() -> None:
+    # tokens: "江" "泽" "民" "在" "1997" " " skipped, "年"
+    offsets = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 8), (9, 10)]
+    spans = [("PER", 0, 3), ("T", 4, 6), ("T", 6, 8), ("X", 8, 9), ("Y", 9, 10)]
+    aligned, dropped = align_spans(offsets, spans)
+    # "1997" holds two gold words: the first gets the token, the second shares it and is
+    # dropped; the whitespace-only span covers no token.
+    assert aligned == [("PER", 0, 3), ("T", 4, 5), ("Y", 5, 6)]
+    assert dropped == 2
+    assert align_spans([], []) == ([], 0)
+
+
+def test_label_set() -> None:
+    spans = [[("PER", 0, 2)], [("LOC", 1, 2), ("PER", 3, 4)]]
+    assert label_set(spans, "bio", True) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert label_set([[("", 0, 1)]], "bmes", False) == ["B", "M", "E", "S"]
+    with pytest.raises(ValueError, match="unknown tagging scheme"):
+        label_set(spans, "bilou", True)
+
+
+def test_windows_cover_every_token_with_most_context() -> None:
+    assert windows(5, 8, 4) == [0]
+    assert windows(20, 8, 4) == [0, 4, 8, 12]
+    starts = windows(20, 8, 4)
+    choice = best_window(20, 8, starts)
+    for pos, w in enumerate(choice):
+        s = starts[w]
+        assert s <= pos < s + 8
+        best = max(min(pos - t, t + 7 - pos) for t in starts if t <= pos < t + 8)
+        assert min(pos - s, s + 7 - pos) == best

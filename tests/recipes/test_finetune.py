@@ -10,10 +10,9 @@ import pytest
 
 import llmos
 from llmos.cli import main
-from llmos.config import FinetuneConfig, PretrainConfig, load_config
+from llmos.config import FinetuneConfig, load_config
 from llmos.errors import CheckpointError, DataError
 from llmos.recipes.finetune import finetune
-from llmos.recipes.pretrain import pretrain
 
 POS = ["喜欢", "支持", "保护"]
 NEG = ["讨厌", "反对", "破坏"]
@@ -32,29 +31,8 @@ def write_split(path: Path, n: int, seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def encoder(
-    tiny_corpus: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("enc")
-    cfg = load_config(
-        PretrainConfig,
-        None,
-        [
-            f"data.corpus={tiny_corpus}",
-            f"data.tokenizer={tiny_tokenizer}",
-            f"out_dir={out}",
-            "model.hidden_size=32",
-            "model.num_layers=2",
-            "model.num_heads=2",
-            "model.intermediate_size=64",
-            "data.max_length=32",
-            "train.max_steps=2",
-            "train.batch_size=8",
-            "train.progress=false",
-            "train.precision=fp32",
-        ],
-    )
-    return pretrain(cfg).checkpoint
+def encoder(tiny_encoder: Path) -> Path:
+    return tiny_encoder
 
 
 @pytest.fixture(scope="module")

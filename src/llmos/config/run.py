@@ -121,13 +121,21 @@ class FinetuneDataConfig:
 
     ``dataset`` is a name under ``$LLMOS_HOME/data/tasks`` (``sentiment-zh``, ``intent-en``) or a
     directory holding ``train`` and ``valid`` (and optionally ``test``) files in ``.tsv``,
-    ``.csv`` or ``.jsonl``.
+    ``.csv`` or ``.jsonl`` (classification), or ``.jsonl`` with character spans, CoNLL
+    ``.conll``/``.bio`` or People's Daily ``.txt`` (tagging).
+
+    Tagging only: ``scheme`` is the tag scheme the model learns (``bio`` or ``bmes``);
+    ``spans_key`` the JSONL key holding the spans (``slots`` in the intent files); ``view``
+    what to learn from a People's Daily file (``segmentation``, ``pos`` or ``ner``).
     """
 
     dataset: str = "sentiment-zh"
     label_key: str = "label"
     max_length: int = 128
     skip_bad_rows: bool = False
+    scheme: Literal["bio", "bmes"] = "bio"
+    spans_key: str = "spans"
+    view: Literal["segmentation", "pos", "ner"] | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:
@@ -141,17 +149,19 @@ class FinetuneConfig:
     name: str = "sentiment-zh"
     out_dir: str = "runs"
     init: str = "runs/bert-zh/checkpoint"
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "tagging"] = "classification"
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=50))
     train: TrainConfig = field(default_factory=TrainConfig)
     class_weights: Literal["none", "balanced"] = "none"
-    select: str = "macro_f1"
+    select: str | None = None
     patience: int | None = 3
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.select is None:
+            self.select = "macro_f1" if self.task == "classification" else "f1"
         if self.patience is not None and self.patience < 1:
             raise ConfigError(
                 f"patience must be >= 1 (or null for no early stopping), got {self.patience}"

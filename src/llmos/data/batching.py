@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import torch
+
+from llmos.errors import DataError
 
 # How many batches are sorted by length together.
 BUCKET_BATCHES = 50
@@ -46,3 +51,49 @@ def pad_batch(
         "attention_mask": torch.from_numpy(mask) if mask is not None else None,
         "num_tokens": torch.tensor(int(lengths.sum())),
     }
+
+
+class EpochBatches:
+    """Endless, resumable epochs of length-bucketed batches over a fine-tuning set.
+
+    Subclasses set ``lengths`` (one per example), ``batch_size`` and ``seed`` and implement
+    ``collate(indices) -> batch``. The position (epoch, batch) is the whole data state, so a
+    resumed run continues with exactly the batches an uninterrupted one would have seen.
+    """
+
+    lengths: np.ndarray
+    batch_size: int
+    seed: int
+    position: dict[str, int]
+
+    def collate(self, idx: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def steps(self, info: Any, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
+        """Yield, per optimizer step, this rank's micro-batches (``info``: a DistInfo)."""
+        per_rank = self.batch_size // info.world
+        while True:
+            epoch = self.position["epoch"]
+            batches = bucketed_batches(
+                self.lengths, self.batch_size, np.random.default_rng([self.seed, epoch])
+            )
+            if not batches:
+                raise DataError(
+                    f"fewer training examples ({len(self.lengths)}) than one batch "
+                    f"({self.batch_size})"
+                )
+            while self.position["batch"] < len(batches):
+                idx = batches[self.position["batch"]][
+                    info.rank * per_rank : (info.rank + 1) * per_rank
+                ]
+                self.position["batch"] += 1
+                yield [
+                    self.collate(idx[j : j + micro_batch]) for j in range(0, per_rank, micro_batch)
+                ]
+            self.position = {"epoch": epoch + 1, "batch": 0}
+
+    def state(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}

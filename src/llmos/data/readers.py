@@ -1,5 +1,9 @@
 """Readers for labelled data: TSV/CSV/JSONL classification rows, CoNLL and PKU ``word/POS``.
 
+Sequence-labelling data is read into :class:`SpanExample` (text and character-offset spans)
+by :func:`read_spans`, whatever the file format, so that training, evaluation and prediction
+all work on the original text and character offsets.
+
 Every malformed row is a :class:`~llmos.errors.DataError` naming ``file:line`` and what was
 expected, unless ``skip_bad_rows`` is set: then it is skipped and counted in the result.
 """
@@ -7,12 +11,17 @@ expected, unless ``skip_bad_rows`` is set: then it is skipped and counted in the
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmos.data.tagging import tags_to_spans
 from llmos.errors import DataError
+from llmos.text.tokenizer import is_cjk
+
+Span = tuple[str, int, int]
 
 
 @dataclass
@@ -30,6 +39,17 @@ class TaggedSentence:
 
     tokens: list[str]
     tags: list[str]
+
+
+@dataclass
+class SpanExample:
+    """A text and its labelled ``(type, start, end)`` character spans (``end`` exclusive).
+
+    Word segmentation uses the type ``""``: every word is a span.
+    """
+
+    text: str
+    spans: list[Span]
 
 
 @dataclass
@@ -178,3 +198,178 @@ def read_pku(path: str | Path, *, skip_bad_rows: bool = False) -> ReadResult:
         else:
             col.result.rows.append(TaggedSentence(words, tags))
     return col.done("sentences")
+
+
+# People's Daily POS tags that are named entities, and the entity type each one becomes.
+PKU_ENTITIES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+PKU_VIEWS = ("segmentation", "pos", "ner")
+
+
+def pku_spans(words: list[str], tags: list[str], view: str) -> list[Span]:
+    """Character spans of a People's Daily sentence for one task.
+
+    ``segmentation``: every word (type ``""``); ``pos``: every word typed by its POS (joint
+    segmentation and tagging); ``ner``: ``nr``/``ns``/``nt`` words as PER/LOC/ORG, where a
+    surname and given name tagged ``nr`` side by side (``江/nr 泽民/nr``) form one person.
+    """
+    if view not in PKU_VIEWS:
+        raise ValueError(f"unknown PKU view {view!r}; choose one of {PKU_VIEWS}")
+    spans: list[Span] = []
+    start = 0
+    prev_tag = None
+    for word, tag in zip(words, tags, strict=True):
+        end = start + len(word)
+        if view == "segmentation":
+            spans.append(("", start, end))
+        elif view == "pos":
+            spans.append((tag, start, end))
+        elif tag in PKU_ENTITIES:
+            if tag == "nr" and prev_tag == "nr" and spans and spans[-1][2] == start:
+                spans[-1] = ("PER", spans[-1][1], end)
+            else:
+                spans.append((PKU_ENTITIES[tag], start, end))
+        prev_tag = tag
+        start = end
+    return spans
+
+
+def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Join CoNLL tokens into text: no space between two CJK characters, one space otherwise.
+
+    Returns:
+        The text and each token's ``(start, end)`` character offsets in it.
+    """
+    parts: list[str] = []
+    offsets = []
+    pos = 0
+    for i, token in enumerate(tokens):
+        if i and not (is_cjk(tokens[i - 1][-1]) and is_cjk(token[0])):
+            parts.append(" ")
+            pos += 1
+        parts.append(token)
+        offsets.append((pos, pos + len(token)))
+        pos += len(token)
+    return "".join(parts), offsets
+
+
+def guess_scheme(tags: list[str]) -> str:
+    """``"bmes"`` when any tag uses an M-, E- or S- prefix, else ``"bio"``."""
+    return "bmes" if any(t.split("-", 1)[0] in "MES" and t != "O" for t in tags) else "bio"
+
+
+def _spans_json(obj: dict, lineno: int, col: _Collector, spans_key: str) -> SpanExample | None:
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        col.bad(lineno, "empty or missing 'text'")
+        return None
+    raw = obj.get(spans_key, [])
+    if not isinstance(raw, list):
+        col.bad(lineno, f"{spans_key!r} must be a list of {{label, start, end}} objects")
+        return None
+    spans: list[Span] = []
+    for item in raw:
+        label = (
+            item.get("label", item.get("name", item.get("type")))
+            if isinstance(item, dict)
+            else None
+        )
+        start, end = (
+            (item.get("start"), item.get("end")) if isinstance(item, dict) else (None, None)
+        )
+        if (
+            not isinstance(label, str)
+            or not label
+            or not isinstance(start, int)
+            or not isinstance(end, int)
+            or not 0 <= start < end <= len(text)
+        ):
+            col.bad(
+                lineno,
+                f"bad span {item!r} in {spans_key!r}: expected {{label, start, end}} with "
+                f"0 <= start < end <= {len(text)} (character offsets)",
+            )
+            return None
+        spans.append((label, start, end))
+    spans.sort(key=lambda s: (s[1], s[2]))
+    for a, b in itertools.pairwise(spans):
+        if b[1] < a[2]:
+            col.bad(lineno, f"spans {a} and {b} overlap")
+            return None
+    return SpanExample(text, spans)
+
+
+def read_spans(
+    path: str | Path,
+    *,
+    view: str | None = None,
+    spans_key: str = "spans",
+    skip_bad_rows: bool = False,
+) -> ReadResult:
+    """Read sequence-labelling data into :class:`SpanExample` rows.
+
+    Formats, by file suffix:
+      ``.jsonl``: ``{"text": ..., spans_key: [{"label", "start", "end"}, ...]}`` with character
+        offsets (``name`` or ``type`` may stand for ``label``; the intent files keep slots under
+        ``"slots"``);
+      ``.conll`` / ``.bio`` / ``.tsv``: CoNLL ``token<TAB>tag`` (BIO or BMES tags);
+      ``.txt``: People's Daily ``word/POS`` lines, read as the task ``view`` names
+        (``segmentation``, ``pos`` or ``ner``; see :func:`pku_spans`).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if view is None:
+            raise DataError(
+                f"{path}: a People's Daily word/POS file needs data.view "
+                f"(one of {', '.join(PKU_VIEWS)})"
+            )
+        res = read_pku(path, skip_bad_rows=skip_bad_rows)
+        res.rows = [
+            SpanExample("".join(s.tokens), pku_spans(s.tokens, s.tags, view)) for s in res.rows
+        ]
+        return res
+    if suffix in (".conll", ".bio", ".tsv"):
+        res = read_conll(path, skip_bad_rows=skip_bad_rows)
+        rows = []
+        for sent in res.rows:
+            scheme = guess_scheme(sent.tags)
+            try:
+                token_spans = tags_to_spans(sent.tags, scheme)
+            except ValueError as e:
+                raise DataError(f"{path}: {e}") from None
+            text, offsets = join_tokens(sent.tokens)
+            rows.append(
+                SpanExample(
+                    text, [(t, offsets[s][0], offsets[e - 1][1]) for t, s, e in token_spans]
+                )
+            )
+        res.rows = rows
+        return res
+    if suffix != ".jsonl":
+        raise DataError(
+            f"{path}: unsupported file type {suffix!r} for tagging (expected .jsonl with "
+            "character spans, .conll/.bio/.tsv token<TAB>tag, or .txt word/POS)"
+        )
+    col = _Collector(path, skip_bad_rows)
+    with_key = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            col.bad(lineno, f"not valid JSON ({e.msg})")
+            continue
+        if not isinstance(obj, dict):
+            col.bad(lineno, f'expected a JSON object like {{"text": ..., "{spans_key}": [...]}}')
+            continue
+        with_key += spans_key in obj
+        ex = _spans_json(obj, lineno, col, spans_key)
+        if ex is not None:
+            col.result.rows.append(ex)
+    if col.result.rows and not with_key:
+        raise DataError(
+            f"{path}: no row has a {spans_key!r} key; name the key holding the spans "
+            "(data.spans_key, or --spans-key)"
+        )
+    return col.done("examples")

@@ -185,3 +185,43 @@ def viterbi_decode(
     for t in range(T - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
     return path[::-1]
+
+
+def label_set(spans: list[list[tuple[str, int, int]]], scheme: str, with_o: bool) -> list[str]:
+    """All labels a model needs for these spans: ``O`` (when ``with_o``) then each type's labels.
+
+    Types are sorted; bare (``""``) types give bare labels (``B``, ``M``, ``E``, ``S``).
+    """
+    _prefixes(scheme)
+    prefixes = "BI" if scheme == "bio" else "BMES"
+    types = sorted({t for sent in spans for t, _, _ in sent})
+    return (["O"] if with_o else []) + [_label(p, t) for t in types for p in prefixes]
+
+
+def align_spans(
+    offsets: list[tuple[int, int]], spans: list[tuple[str, int, int]]
+) -> tuple[list[tuple[str, int, int]], int]:
+    """Map character spans onto tokens with the given character ``offsets``.
+
+    A span covers the tokens that overlap it. A span whose edges fall inside a token (a subword
+    merges characters of two words) still gets the tokens it overlaps, so its decoded character
+    span is wider than the gold one; a span that shares a token with an earlier one, or covers
+    no token (whitespace only), is dropped.
+
+    Returns:
+        ``(type, first_token, last_token + 1)`` spans, and how many spans were dropped.
+    """
+    starts = np.array([s for s, _ in offsets], dtype=np.int64)
+    ends = np.array([e for _, e in offsets], dtype=np.int64)
+    out: list[tuple[str, int, int]] = []
+    dropped = 0
+    taken = 0  # tokens before this index belong to earlier spans
+    for type_, start, end in sorted(spans, key=lambda s: s[1]):
+        first = int(np.searchsorted(ends, start, side="right"))  # first token ending after start
+        last = int(np.searchsorted(starts, end, side="left"))  # tokens starting before end
+        if first >= last or first < taken:
+            dropped += 1
+            continue
+        out.append((type_, first, last))
+        taken = last
+    return out, dropped

@@ -21,7 +21,12 @@ from llmos.checkpoint.io import (
 from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.classify import batched_logits, encode_texts
-from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
+from llmos.inference.tag import SpanDecoder, predict_spans, tokenize_for_tagging
+from llmos.models.bert import (
+    BertForPreTraining,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from llmos.text.tokenizer import decode, load_tokenizer, special_ids
 
 log = logging.getLogger("llmos.inference")
@@ -35,8 +40,16 @@ def build_model(config: BertConfig, task: dict[str, Any] | None, path: Path) -> 
     labels = task.get("labels")
     if kind == "classification" and isinstance(labels, list) and labels:
         return BertForSequenceClassification(config, len(labels))
+    if kind == "tagging" and isinstance(labels, list) and labels:
+        if task.get("scheme") not in ("bio", "bmes"):
+            raise CheckpointError(
+                f"{path}/task.json: tagging needs a 'scheme' of 'bio' or 'bmes', "
+                f"got {task.get('scheme')!r}"
+            )
+        return BertForTokenClassification(config, len(labels))
     raise CheckpointError(
-        f"{path}/task.json: unsupported task {kind!r} or missing labels (supported: classification)"
+        f"{path}/task.json: unsupported task {kind!r} or missing labels "
+        "(supported: classification, tagging)"
     )
 
 
@@ -58,6 +71,7 @@ class Pipeline:
         self.path = path
         self.device = next(model.parameters()).device
         self._ids = special_ids(tokenizer)
+        self._decoder: SpanDecoder | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
@@ -169,3 +183,25 @@ class Pipeline:
                 }
             )
         return out
+
+    def tag(self, texts: list[str] | str, batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """Label spans in texts (entities, slots, words, words with their POS).
+
+        Texts of any length: long ones are read in overlapping windows and decoded as a whole
+        (constrained Viterbi), so every tag sequence is valid under the model's scheme.
+
+        Returns:
+            One list per text of ``{"text", "label", "start", "end", "score"}`` spans, with
+            character offsets into that text (``text[start:end]``); for word segmentation the
+            label is ``""``.
+        """
+        labels = self.require_task("tagging")
+        if isinstance(texts, str):
+            texts = [texts]
+        if self._decoder is None:
+            self._decoder = SpanDecoder(labels, self.task["scheme"])
+        max_length = int(self.task.get("max_length", self.config.max_position))
+        tokens = tokenize_for_tagging(self.tokenizer, texts)
+        return predict_spans(
+            self.model, tokens, texts, self._decoder, self._ids, max_length, batch_size
+        )[2]

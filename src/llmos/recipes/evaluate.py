@@ -1,4 +1,4 @@
-"""``llmos evaluate`` and ``llmos predict`` for fine-tuned classifiers."""
+"""``llmos evaluate`` and ``llmos predict`` for fine-tuned classifiers and taggers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from llmos.checkpoint.io import write_json_atomic
-from llmos.data.readers import read_classification
+from llmos.data.readers import read_classification, read_spans
+from llmos.data.tagging import parse_label
 from llmos.errors import DataError
 from llmos.inference.pipeline import Pipeline
-from llmos.train.metrics import classification_metrics, plot_confusion
+from llmos.inference.tag import SpanDecoder
+from llmos.recipes.tagging import encode_tagging, evaluate_tagging
+from llmos.text.tokenizer import special_ids
+from llmos.train.metrics import classification_metrics, plot_confusion, plot_span_scores
 
 log = logging.getLogger("llmos.recipes")
 
@@ -24,14 +28,19 @@ def evaluate_file(
     data: str | Path,
     *,
     label_key: str = "label",
+    spans_key: str | None = None,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score a classifier on a labelled file; write ``report.json`` and ``confusion.png``.
+    """Score a fine-tuned model on a labelled file; write ``report.json`` and a PNG.
 
-    Rows whose label the model was not trained on are reported (``unseen_labels``) and left out
-    of the metrics, since no prediction could match them.
+    Classifiers: accuracy, macro-F1, per-class P/R/F1 and ``confusion.png``; rows whose label the
+    model was not trained on are reported (``unseen_labels``) and left out of the metrics, since
+    no prediction could match them. Taggers: see :func:`evaluate_tagging_file`.
     """
     pipe = Pipeline.from_checkpoint(checkpoint)
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
+    if pipe.task and pipe.task.get("task") == "tagging":
+        return evaluate_tagging_file(pipe, data, out, spans_key=spans_key)
     labels = pipe.require_task("classification")
     rows = read_classification(data, label_key=label_key).rows
     unseen = Counter(r.label for r in rows if r.label not in labels)
@@ -47,7 +56,6 @@ def evaluate_file(
     report = classification_metrics(
         [index[r.label] for r in rows], [index[p["label"]] for p in preds], labels
     )
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
     out.mkdir(parents=True, exist_ok=True)
     report |= {
         "examples": len(rows),
@@ -57,6 +65,43 @@ def evaluate_file(
     }
     report["confusion_png"] = str(
         plot_confusion(report["confusion"], labels, out / "confusion.png", Path(data).name)
+    )
+    report["report_path"] = str(out / "report.json")
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def evaluate_tagging_file(
+    pipe: Pipeline, data: str | Path, out: Path, *, spans_key: str | None = None
+) -> dict[str, Any]:
+    """Span P/R/F1 per type (exact character offsets, the CoNLL definition), token accuracy,
+    ``report.json`` and ``span_scores.png``.
+
+    The file is read as the model was trained (``view`` and ``spans_key`` from ``task.json``,
+    ``spans_key`` overridable). Gold types the model was never trained on are reported
+    (``unseen_labels``); they count as misses.
+    """
+    labels = pipe.require_task("tagging")
+    task = pipe.task or {}
+    key = spans_key or task.get("spans_key") or "spans"
+    rows = read_spans(data, view=task.get("view"), spans_key=key).rows
+    known = {parse_label(label, task["scheme"])[1] for label in labels}
+    unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
+    if unseen:
+        log.warning("%s: span types the model was not trained on: %s", data, dict(unseen))
+    decoder = SpanDecoder(labels, task["scheme"])
+    enc = encode_tagging(pipe.tokenizer, rows, labels, task["scheme"], str(data))
+    max_length = int(task.get("max_length", pipe.config.max_position))
+    report = evaluate_tagging(pipe.model, enc, decoder, special_ids(pipe.tokenizer), max_length)[1]
+    out.mkdir(parents=True, exist_ok=True)
+    report |= {
+        "examples": len(rows),
+        "unseen_labels": dict(unseen),
+        "data": str(data),
+        "checkpoint": str(pipe.path),
+    }
+    report["scores_png"] = str(
+        plot_span_scores(report["per_type"], out / "span_scores.png", Path(data).name)
     )
     report["report_path"] = str(out / "report.json")
     write_json_atomic(out / "report.json", report)
@@ -103,10 +148,17 @@ def _read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
 def predict_file(
     checkpoint: str | Path, input_path: str, output: str, *, batch_size: int = 32
 ) -> int:
-    """Write one JSON line per input text: ``{"text", "label", "score", "scores"}``."""
+    """Write one JSON line per input text.
+
+    Classifiers: ``{"text", "label", "score", "scores"}``; taggers: ``{"text", "spans": [{"text",
+    "label", "start", "end", "score"}, ...]}`` with character offsets into ``text``.
+    """
     pipe = Pipeline.from_checkpoint(checkpoint)
     texts, texts_b = _read_inputs(input_path)
-    preds = pipe.classify(texts, texts_b, batch_size=batch_size)
+    if pipe.task and pipe.task.get("task") == "tagging":
+        preds: list[dict[str, Any]] = [{"spans": s} for s in pipe.tag(texts, batch_size=batch_size)]
+    else:
+        preds = pipe.classify(texts, texts_b, batch_size=batch_size)
     lines = [
         json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)
     ]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,20 @@ from torch import nn
 from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
 from llmos.config.loader import to_dict
 from llmos.config.run import FinetuneConfig
-from llmos.data.batching import bucketed_batches, pad_batch
-from llmos.data.readers import Example, read_classification
+from llmos.data.batching import EpochBatches, pad_batch
+from llmos.data.readers import Example, ReadResult, read_classification
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForSequenceClassification
 from llmos.paths import data_dir
 from llmos.text.tokenizer import load_tokenizer, special_ids
-from llmos.train.dist import DistInfo
 from llmos.train.loop import FitResult, fit
 from llmos.train.metrics import classification_metrics, plot_confusion
 
 log = logging.getLogger("llmos.recipes")
 
-SUFFIXES = (".tsv", ".csv", ".jsonl")
+SUFFIXES = (".tsv", ".csv", ".jsonl", ".conll", ".bio", ".txt")
 
 
 def dataset_files(name: str) -> dict[str, Path]:
@@ -52,10 +50,18 @@ def dataset_files(name: str) -> dict[str, Path]:
     missing = [s for s in ("train", "valid") if s not in files]
     if missing:
         raise DataError(
-            f"{root}: no {' or '.join(missing)} file (expected train/valid[/test] .tsv, .csv "
-            "or .jsonl; `llmos data prepare` makes the packaged datasets)"
+            f"{root}: no {' or '.join(missing)} file (expected train/valid[/test] with a suffix of "
+            f"{', '.join(SUFFIXES)}; `llmos data prepare` makes the packaged datasets)"
         )
     return files
+
+
+def warn_skipped(files: dict[str, Path], read: dict[str, ReadResult]) -> None:
+    """Log, per split, how many bad rows ``--skip-bad-rows`` skipped and where the first was."""
+    for split, res in read.items():
+        if res.skipped:
+            first = res.skipped_at[0]
+            log.warning("%s: skipped %d bad rows (first at %s)", files[split], res.skipped, first)
 
 
 @dataclass
@@ -85,42 +91,26 @@ def encode_split(
     return Encoded(ids, types, np.array([index[r.label] for r in rows], dtype=np.int64))
 
 
-@dataclass
-class ClassifyTask:
+class ClassifyTask(EpochBatches):
     """Sequence classification for the shared training loop."""
 
-    train: Encoded
-    valid: Encoded
-    labels: list[str]
-    batch_size: int
-    seed: int
-    pad_id: int
-    class_weights: torch.Tensor | None = None
-    position: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "batch": 0})
+    def __init__(
+        self,
+        train: Encoded,
+        valid: Encoded,
+        labels: list[str],
+        batch_size: int,
+        seed: int,
+        pad_id: int,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        self.train, self.valid, self.labels = train, valid, labels
+        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
+        self.class_weights = class_weights
+        self.lengths = np.array([len(x) for x in train.ids])
+        self.position = {"epoch": 0, "batch": 0}
 
-    def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
-        per_rank = self.batch_size // info.world
-        lengths = np.array([len(x) for x in self.train.ids])
-        while True:
-            epoch = self.position["epoch"]
-            batches = bucketed_batches(
-                lengths, self.batch_size, np.random.default_rng([self.seed, epoch])
-            )
-            if not batches:
-                raise DataError(
-                    f"fewer training examples ({len(lengths)}) than one batch ({self.batch_size})"
-                )
-            while self.position["batch"] < len(batches):
-                idx = batches[self.position["batch"]][
-                    info.rank * per_rank : (info.rank + 1) * per_rank
-                ]
-                self.position["batch"] += 1
-                yield [
-                    self._collate(idx[j : j + micro_batch]) for j in range(0, per_rank, micro_batch)
-                ]
-            self.position = {"epoch": epoch + 1, "batch": 0}
-
-    def _collate(self, idx: np.ndarray) -> dict[str, Any]:
+    def collate(self, idx: np.ndarray) -> dict[str, Any]:
         b = pad_batch(
             [self.train.ids[i] for i in idx], [self.train.types[i] for i in idx], self.pad_id
         )
@@ -144,12 +134,6 @@ class ClassifyTask:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_encoded(model, self.valid, self.labels, self.pad_id)[0]
 
-    def state(self) -> dict[str, int]:
-        return dict(self.position)
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
-
 
 def evaluate_encoded(
     model: nn.Module, data: Encoded, labels: list[str], pad_id: int
@@ -164,11 +148,17 @@ def evaluate_encoded(
     return flat, report
 
 
-def load_encoder(
-    model: BertForSequenceClassification, weights: dict[str, torch.Tensor], path: Path
-) -> None:
-    """Copy the ``bert.*`` weights of a checkpoint into a new classifier; the head stays fresh."""
-    encoder = {k: v for k, v in weights.items() if k.startswith("bert.")}
+def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head stays fresh.
+
+    A model without a pooler (token classification) leaves the checkpoint's pooler out.
+    """
+    has_pooler = any(k.startswith("bert.pooler.") for k in model.state_dict())
+    encoder = {
+        k: v
+        for k, v in weights.items()
+        if k.startswith("bert.") and (has_pooler or not k.startswith("bert.pooler."))
+    }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
     if unexpected or any(not k.startswith(("classifier.", "bert.pooler.")) for k in missing):
         raise CheckpointError(
@@ -180,7 +170,11 @@ def load_encoder(
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
-    """Fine-tune a classifier; returns where the run and its best checkpoint are."""
+    """Fine-tune a classifier or tagger; returns where the run and its best checkpoint are."""
+    if cfg.task == "tagging":
+        from llmos.recipes.tagging import finetune_tagging
+
+        return finetune_tagging(cfg, resume)
     init = Path(cfg.init).expanduser()
     config = read_config(init)
     weights = read_weights(init)
@@ -192,14 +186,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         )
         for s, f in files.items()
     }
-    for split, res in read.items():
-        if res.skipped:
-            log.warning(
-                "%s: skipped %d bad rows (first at %s)",
-                files[split],
-                res.skipped,
-                res.skipped_at[0],
-            )
+    warn_skipped(files, read)
     labels = sorted({r.label for r in read["train"].rows})
     if len(labels) < 2:
         raise DataError(f"{files['train']}: needs at least two labels, found {labels}")

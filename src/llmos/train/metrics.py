@@ -134,8 +134,33 @@ def span_metrics(true_tags: list[list[str]], pred_tags: list[list[str]], scheme:
         len(t) != len(p) for t, p in zip(true_tags, pred_tags, strict=True)
     ):
         raise ValueError("true_tags and pred_tags must have the same sentences and lengths")
-    gold = {(i, *s) for i, tags in enumerate(true_tags) for s in tags_to_spans(tags, scheme)}
-    found = {(i, *s) for i, tags in enumerate(pred_tags) for s in tags_to_spans(tags, scheme)}
+    scores = span_scores(
+        [tags_to_spans(tags, scheme) for tags in true_tags],
+        [tags_to_spans(tags, scheme) for tags in pred_tags],
+    )
+    n_tokens = sum(len(t) for t in true_tags)
+    n_correct = sum(
+        a == b for t, q in zip(true_tags, pred_tags, strict=True) for a, b in zip(t, q, strict=True)
+    )
+    return scores | {"accuracy": n_correct / n_tokens if n_tokens else 0.0}
+
+
+def span_scores(
+    true_spans: list[list[tuple[str, int, int]]], pred_spans: list[list[tuple[str, int, int]]]
+) -> dict:
+    """Exact-match span scores over ``(type, start, end)`` spans, one list per sentence.
+
+    The spans may index tokens or characters; a prediction counts when type, start and end all
+    equal a gold span's in the same sentence (CoNLL / seqeval definition).
+
+    Returns:
+        ``{"precision", "recall", "f1"}`` (micro), ``"macro_f1"``, ``"weighted_f1"`` and
+        ``"per_type": {type: {"precision", "recall", "f1", "support"}}``.
+    """
+    if len(true_spans) != len(pred_spans):
+        raise ValueError(f"{len(true_spans)} gold sentences but {len(pred_spans)} predicted")
+    gold = {(i, *s) for i, spans in enumerate(true_spans) for s in spans}
+    found = {(i, *s) for i, spans in enumerate(pred_spans) for s in spans}
     types = sorted({s[1] for s in gold | found})
     count = (
         Counter(s[1] for s in gold),
@@ -145,17 +170,12 @@ def span_metrics(true_tags: list[list[str]], pred_tags: list[list[str]], scheme:
     true_n, pred_n, tp = (np.array([c[t] for t in types], dtype=np.int64) for c in count)
     p, r, f = _prf(tp, pred_n, true_n)
     micro_p, micro_r, micro_f = _prf(tp.sum(), pred_n.sum(), true_n.sum())
-    n_tokens = sum(len(t) for t in true_tags)
-    n_correct = sum(
-        a == b for t, q in zip(true_tags, pred_tags, strict=True) for a, b in zip(t, q, strict=True)
-    )
     return {
         "precision": float(micro_p),
         "recall": float(micro_r),
         "f1": float(micro_f),
         "macro_f1": float(f.mean()) if types else 0.0,
         "weighted_f1": _weighted(f, true_n),
-        "accuracy": n_correct / n_tokens if n_tokens else 0.0,
         "per_type": _per_class(types, p, r, f, true_n),
     }
 
@@ -259,6 +279,40 @@ def plot_confusion(
         for (i, j), n in np.ndenumerate(counts):
             colour = "white" if rates[i, j] > 0.5 else "black"
             ax.text(j, i, str(n), ha="center", va="center", color=colour, fontsize=8)
+        fig.tight_layout()
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+def plot_span_scores(per_type: dict[str, dict], out_png: Path, title: str = "") -> Path:
+    """Bar chart of precision, recall and F1 per span type (``""`` drawn as ``word``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [t or "word" for t in per_type]
+    values = np.array([[m["precision"], m["recall"], m["f1"]] for m in per_type.values()])
+    values = values.reshape(len(names), 3)
+    font = find_cjk_font()
+    rc = {"font.family": [font, "DejaVu Sans"]} if font else {}
+    with plt.rc_context(rc):
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 2.0), 4.0))
+        x = np.arange(len(names))
+        for k, (what, colour) in enumerate(
+            [("precision", "#9ecae1"), ("recall", "#4292c6"), ("F1", "#08519c")]
+        ):
+            ax.bar(x + (k - 1) * 0.27, values[:, k], width=0.27, label=what, color=colour)
+        ax.set_xticks(x, names, rotation=45 if len(names) > 8 else 0, ha="right")
+        ax.set_ylim(0, 1.0)
+        ax.set_ylabel("score")
+        ax.set_title(title or "span scores by type")
+        ax.legend(loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         out_png.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")

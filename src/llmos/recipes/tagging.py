@@ -1,0 +1,269 @@
+"""Sequence labelling (segmentation, POS, NER, slot filling) for ``llmos finetune``.
+
+Data arrive as texts with character spans (:func:`llmos.data.readers.read_spans`). Spans are
+aligned to subword tokens and written as BIO or BMES tags, every subword tagged; long texts
+are cut into windows of ``max_length`` tokens for training. Evaluation decodes exactly as
+prediction does (overlapping windows, constrained Viterbi) and scores the character spans
+against the gold ones, so a span the tokenizer cannot represent counts as a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
+from llmos.config.loader import to_dict
+from llmos.config.run import FinetuneConfig
+from llmos.data.batching import EpochBatches, pad_batch
+from llmos.data.readers import SpanExample, read_spans
+from llmos.data.tagging import align_spans, label_set, spans_to_tags
+from llmos.errors import CheckpointError, DataError
+from llmos.inference.tag import SpanDecoder, TokenizedText, predict_spans, tokenize_for_tagging
+from llmos.models.bert import BertForTokenClassification
+from llmos.text.tokenizer import load_tokenizer, special_ids
+from llmos.train.loop import FitResult, fit
+from llmos.train.metrics import plot_span_scores, span_scores
+
+log = logging.getLogger("llmos.recipes")
+
+IGNORE = -100
+
+
+@dataclass
+class TagEncoded:
+    """A split ready for training and scoring."""
+
+    rows: list[SpanExample]
+    tokens: list[TokenizedText]
+    tags: list[list[int]]  # gold tag index per content token (-100: a label the model lacks)
+    dropped: int  # gold spans the tokenizer could not represent
+
+
+def encode_tagging(
+    tokenizer: Any, rows: list[SpanExample], labels: list[str], scheme: str, name: str
+) -> TagEncoded:
+    """Tokenize texts and turn their character spans into one tag index per token."""
+    index = {label: i for i, label in enumerate(labels)}
+    tokens = tokenize_for_tagging(tokenizer, [r.text for r in rows])
+    tags, dropped, unknown = [], 0, set()
+    for row, tok in zip(rows, tokens, strict=True):
+        token_spans, n = align_spans(tok.offsets, row.spans)
+        dropped += n
+        names = spans_to_tags(token_spans, len(tok.ids), scheme)
+        unknown.update(t for t in names if t not in index)
+        tags.append([index.get(t, IGNORE) for t in names])
+    if dropped:
+        log.warning(
+            "%s: %d gold spans share a token with another span or cover no token; "
+            "they cannot be predicted and count as misses",
+            name,
+            dropped,
+        )
+    if unknown:
+        log.warning("%s: labels unseen in training (never predicted): %s", name, sorted(unknown))
+    return TagEncoded(rows, tokens, tags, dropped)
+
+
+def training_windows(
+    data: TagEncoded, max_length: int, cls_id: int, sep_id: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Input ids and label ids with specials, texts longer than a window cut into pieces."""
+    size = max_length - 2
+    ids, labels = [], []
+    for tok, tags in zip(data.tokens, data.tags, strict=True):
+        for s in range(0, max(len(tok.ids), 1), size):
+            piece = tok.ids[s : s + size]
+            if len(piece) == 0:
+                continue
+            ids.append(np.concatenate([[cls_id], piece, [sep_id]]).astype(np.int64))
+            labels.append(np.asarray([IGNORE, *tags[s : s + size], IGNORE], dtype=np.int64))
+    return ids, labels
+
+
+def evaluate_tagging(
+    model: nn.Module,
+    data: TagEncoded,
+    decoder: SpanDecoder,
+    special: dict[str, int | None],
+    max_length: int,
+) -> tuple[dict[str, float], dict[str, Any], list[list[dict[str, Any]]]]:
+    """Span P/R/F1 on character offsets, token accuracy and loss; flat, full, predictions."""
+    was_training = model.training
+    model.eval()
+    scores, tags, spans = predict_spans(
+        model, data.tokens, [r.text for r in data.rows], decoder, special, max_length
+    )
+    model.train(was_training)
+    nll, n_tok, correct = 0.0, 0, 0
+    for sc, gold, pred in zip(scores, data.tags, tags, strict=True):
+        gold_arr = np.asarray(gold, dtype=np.int64)
+        known = gold_arr != IGNORE
+        if len(gold_arr):
+            nll -= float(sc[np.arange(len(gold_arr))[known], gold_arr[known]].sum())
+        n_tok += len(gold_arr)
+        correct += sum(decoder.index[p] == g for p, g in zip(pred, gold, strict=True))
+    report = span_scores(
+        [r.spans for r in data.rows],
+        [[(s["label"], s["start"], s["end"]) for s in sent] for sent in spans],
+    )
+    report["accuracy"] = correct / n_tok if n_tok else 0.0
+    report["loss"] = nll / n_tok if n_tok else float("nan")
+    report["unrepresentable_spans"] = data.dropped
+    flat = {k: report[k] for k in ("loss", "accuracy", "precision", "recall", "f1", "macro_f1")}
+    return flat, report, spans
+
+
+class TagTask(EpochBatches):
+    """Token classification for the shared training loop."""
+
+    def __init__(
+        self,
+        train_ids: list[np.ndarray],
+        train_labels: list[np.ndarray],
+        valid: TagEncoded,
+        decoder: SpanDecoder,
+        special: dict[str, int | None],
+        max_length: int,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.train_ids, self.train_labels, self.valid = train_ids, train_labels, valid
+        self.decoder, self.special, self.max_length = decoder, special, max_length
+        self.batch_size, self.seed = batch_size, seed
+        self.lengths = np.array([len(x) for x in train_ids])
+        self.position = {"epoch": 0, "batch": 0}
+
+    def collate(self, idx: np.ndarray) -> dict[str, Any]:
+        b = pad_batch([self.train_ids[i] for i in idx], None, self.special["pad"] or 0)
+        width = b["input_ids"].shape[1]
+        labels = np.full((len(idx), width), IGNORE, dtype=np.int64)
+        for row, i in enumerate(idx):
+            labels[row, : len(self.train_labels[i])] = self.train_labels[i]
+        b["labels"] = torch.from_numpy(labels)
+        return b
+
+    def counts(self, batch: dict[str, Any]) -> list[float]:
+        return [float((batch["labels"] != IGNORE).sum())]
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"], None, batch["attention_mask"])  # (B, T, K)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            batch["labels"].flatten(),
+            ignore_index=IGNORE,
+            reduction="sum",
+        ) / max(totals[0], 1.0)
+        return loss, {"loss": loss.item()}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_tagging(model, self.valid, self.decoder, self.special, self.max_length)[0]
+
+
+def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
+    """Fine-tune a token-classification head; writes ``report.json`` with test-split scores."""
+    from llmos.recipes.finetune import dataset_files, load_encoder, warn_skipped
+
+    init = Path(cfg.init).expanduser()
+    config = read_config(init)
+    weights = read_weights(init)
+    tokenizer = load_tokenizer(init / TOKENIZER_FILE)
+    files = dataset_files(cfg.data.dataset)
+    read = {
+        s: read_spans(
+            f,
+            view=cfg.data.view,
+            spans_key=cfg.data.spans_key,
+            skip_bad_rows=cfg.data.skip_bad_rows,
+        )
+        for s, f in files.items()
+    }
+    warn_skipped(files, read)
+    scheme = cfg.data.scheme
+    train_rows = read["train"].rows
+    covered = sum(e - s for r in train_rows for _, s, e in r.spans)
+    with_o = covered < sum(len(r.text) for r in train_rows)
+    labels = label_set([r.spans for r in train_rows], scheme, with_o)
+    if len(labels) < 2:
+        raise DataError(f"{files['train']}: no labelled spans found")
+    max_length = min(cfg.data.max_length, config.max_position)
+    enc = {
+        s: encode_tagging(tokenizer, r.rows, labels, scheme, str(files[s])) for s, r in read.items()
+    }
+    special = special_ids(tokenizer)
+    if special["cls"] is None or special["sep"] is None:
+        raise CheckpointError(f"{init}: the tokenizer has no [CLS]/[SEP] tokens")
+    train_ids, train_labels = training_windows(
+        enc["train"], max_length, special["cls"], special["sep"]
+    )
+    decoder = SpanDecoder(labels, scheme)
+    task = TagTask(
+        train_ids,
+        train_labels,
+        enc["valid"],
+        decoder,
+        special,
+        max_length,
+        cfg.train.batch_size,
+        cfg.train.seed,
+    )
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)
+    model = BertForTokenClassification(config, len(labels))
+    load_encoder(model, weights, init)
+    meta = {
+        "task": "tagging",
+        "labels": labels,
+        "scheme": scheme,
+        "max_length": max_length,
+        "init": str(init),
+        "dataset": cfg.data.dataset,
+        "view": cfg.data.view,
+        "spans_key": cfg.data.spans_key,
+    }
+    result = fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=config,
+        tokenizer=tokenizer,
+        task_meta=meta,
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )
+    if not result.is_main:
+        return result
+    report: dict[str, Any] = {
+        "best": result.best,
+        "labels": labels,
+        "train_sentences": len(train_rows),
+        "train_windows": len(train_ids),
+    }
+    if "test" in enc:
+        from llmos.inference.pipeline import Pipeline
+
+        best = Pipeline.from_checkpoint(result.checkpoint)
+        report["test"] = evaluate_tagging(best.model, enc["test"], decoder, special, max_length)[1]
+        plot_span_scores(
+            report["test"]["per_type"], run_dir / "span_scores_test.png", f"{cfg.name} (test)"
+        )
+    write_json_atomic(run_dir / "report.json", report)
+    return result

@@ -1,0 +1,168 @@
+"""Fine-tuning taggers end to end on People's Daily-format data: NER (BIO) and word
+segmentation (BMES); reload, tag(), long inputs, evaluate and predict."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import llmos
+from llmos.cli import main
+from llmos.config import FinetuneConfig, load_config
+from llmos.data.readers import read_spans
+from llmos.errors import DataError
+from llmos.recipes.finetune import finetune
+
+ADVERBS = ["今天", "昨天", "去年", "现在"]
+PEOPLE = [["老", "师"], ["记者"], ["农", "民"]]  # split ones test that nr + nr is one person
+VERBS = ["参观", "研究", "保护", "介绍"]
+PLACES = ["城市", "农村"]
+OTHER = ["经济", "文化", "历史"]
+
+
+def write_pku(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [f"{rng.choice(ADVERBS)}/t"]
+        words += [f"{w}/nr" for w in rng.choice(PEOPLE)]
+        words.append(f"{rng.choice(VERBS)}/v")
+        if rng.random() < 0.5:
+            words.append(f"{rng.choice(PLACES)}/ns")
+        else:
+            words.append(f"{rng.choice(OTHER)}/n")
+        words.append("。/w")
+        lines.append(" ".join(words))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pku")
+    write_pku(d / "train.txt", 300, 0)
+    write_pku(d / "valid.txt", 40, 1)
+    write_pku(d / "test.txt", 60, 2)
+    return d
+
+
+def tagger(encoder: Path, dataset: Path, out: Path, view: str, scheme: str, steps: int = 80):
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            "task=tagging",
+            f"data.dataset={dataset}",
+            f"data.view={view}",
+            f"data.scheme={scheme}",
+            "data.max_length=24",
+            f"out_dir={out}",
+            f"name={view}",
+            f"train.max_steps={steps}",
+            "train.batch_size=16",
+            "train.eval_every=20",
+            "train.save_every=20",
+            "train.progress=false",
+            "train.precision=fp32",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=5",
+        ],
+    )
+    return finetune(cfg)
+
+
+@pytest.fixture(scope="module")
+def ner(tiny_encoder: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    return tagger(tiny_encoder, dataset, tmp_path_factory.mktemp("ner"), "ner", "bio")
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_encoder: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    return tagger(tiny_encoder, dataset, tmp_path_factory.mktemp("seg"), "segmentation", "bmes")
+
+
+def test_ner_learns_and_reports_span_scores(ner) -> None:
+    report = json.loads((ner.run_dir / "report.json").read_text())
+    assert report["labels"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    test = report["test"]
+    assert test["f1"] > 0.9 and test["accuracy"] > 0.9, test
+    assert set(test["per_type"]) == {"PER", "LOC"}
+    assert ner.best["value"] == max(
+        json.loads(x)["f1"]
+        for x in (ner.run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["split"] == "valid"
+    )
+    task = json.loads((ner.checkpoint / "task.json").read_text())
+    assert task["task"] == "tagging" and task["scheme"] == "bio" and task["view"] == "ner"
+    assert (ner.run_dir / "span_scores_test.png").stat().st_size > 1000
+
+
+def test_tag_returns_character_spans_and_reloads_identically(ner, dataset: Path) -> None:
+    rows = read_spans(dataset / "test.txt", view="ner").rows
+    texts = [r.text for r in rows]
+    a = llmos.load(ner.checkpoint).tag(texts, batch_size=5)
+    b = llmos.load(ner.checkpoint).tag(texts, batch_size=64)
+    assert [[(s["label"], s["start"], s["end"]) for s in x] for x in a] == [
+        [(s["label"], s["start"], s["end"]) for s in x] for x in b
+    ]
+    for text, spans in zip(texts, a, strict=True):
+        for s in spans:
+            assert s["text"] == text[s["start"] : s["end"]] and 0 < s["score"] <= 1
+    gold = {(i, *s) for i, r in enumerate(rows) for s in r.spans}
+    pred = {(i, s["label"], s["start"], s["end"]) for i, x in enumerate(a) for s in x}
+    f1 = 2 * len(gold & pred) / (len(gold) + len(pred))
+    report = json.loads((ner.run_dir / "report.json").read_text())
+    assert f1 == pytest.approx(report["test"]["f1"])
+    assert llmos.load(ner.checkpoint).tag("") == [[]]
+
+
+def test_segmentation_tiles_long_texts(seg, dataset: Path) -> None:
+    report = json.loads((seg.run_dir / "report.json").read_text())
+    assert report["labels"] == ["B", "M", "E", "S"]  # every character is in a word: no O
+    assert report["test"]["f1"] > 0.8, report["test"]
+    model = llmos.load(seg.checkpoint)
+    rows = read_spans(dataset / "test.txt", view="segmentation").rows
+    long_text = "".join(r.text for r in rows[:12])  # ~10x the 24-token window
+    words = model.tag(long_text)[0]
+    # Windows are stitched and decoded as one sequence: the words tile the text exactly.
+    assert "".join(w["text"] for w in words) == long_text
+    assert [w["start"] for w in words[1:]] == [w["end"] for w in words[:-1]]
+    assert all(w["label"] == "" for w in words)
+
+
+def test_evaluate_and_predict_cli(
+    ner, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["evaluate", str(ner.checkpoint), "--data", str(dataset / "test.txt")]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    expected = json.loads((ner.run_dir / "report.json").read_text())["test"]
+    assert report["f1"] == pytest.approx(expected["f1"])
+    assert report["accuracy"] == pytest.approx(expected["accuracy"])
+    assert (tmp_path / "span_scores.png").is_file()
+    assert "span P" in capsys.readouterr().out
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"text": "今天记者参观城市。"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(ner.checkpoint), "--input", str(inp), "--output", str(out)]) == 0
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["text"] == "今天记者参观城市。"
+    found = {(s["label"], s["text"], s["start"], s["end"]) for s in row["spans"]}
+    assert found == {("PER", "记者", 2, 4), ("LOC", "城市", 6, 8)}
+
+
+def test_tagging_bad_inputs(ner, tiny_encoder: Path, dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(llmos.LlmosError, match="not a classification model"):
+        llmos.load(ner.checkpoint).classify(["你好"])
+    with pytest.raises(llmos.LlmosError, match="not a tagging model"):
+        llmos.load(tiny_encoder).tag(["你好"])
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [f"init={tiny_encoder}", "task=tagging", f"data.dataset={dataset}", f"out_dir={tmp_path}"],
+    )
+    with pytest.raises(DataError, match=r"train\.txt: a People's Daily word/POS file needs"):
+        finetune(cfg)
