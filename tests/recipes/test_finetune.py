@@ -182,3 +182,42 @@ def test_early_stopping_after_patience_validations(
     result = finetune(cfg)
     assert result.step == 30 and result.best["step"] == 10
     assert (tmp_path / "stop" / "checkpoints" / "step-0000030").is_dir()
+
+
+def test_sentence_pairs_use_the_second_text(encoder: Path, tmp_path: Path) -> None:
+    # The label is the polarity of text_b; text alone carries no signal, so accuracy well above
+    # chance means the pair is encoded as [CLS] A [SEP] B [SEP] and B reaches the classifier.
+    rng = random.Random(0)
+    d = tmp_path / "pairs"
+    d.mkdir()
+    for split, n in (("train", 400), ("valid", 60), ("test", 80)):
+        rows = ["text\ttext_b\tlabel"]
+        for _ in range(n):
+            label = rng.choice(["pos", "neg"])
+            a = f"{rng.choice(SUBJECTS)}{rng.choice(POS + NEG)}{rng.choice(OBJECTS)}。"
+            b = f"{rng.choice(SUBJECTS)}{rng.choice(POS if label == 'pos' else NEG)}。"
+            rows.append(f"{a}\t{b}\t{label}")
+        (d / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={d}",
+            f"out_dir={tmp_path}",
+            "name=pairs",
+            "train.max_steps=60",
+            "train.batch_size=16",
+            "train.eval_every=20",
+            "train.save_every=60",
+            "train.progress=false",
+            "train.precision=fp32",
+            "optim.lr=2e-3",
+            "optim.warmup_steps=5",
+        ],
+    )
+    run = finetune(cfg)
+    report = json.loads((run.run_dir / "report.json").read_text())
+    assert report["test"]["accuracy"] > 0.85, report["test"]
+    out = llmos.load(run.checkpoint).classify(["我们喜欢经济。"] * 2, ["老师讨厌。", "老师支持。"])
+    assert [o["label"] for o in out] == ["neg", "pos"]
