@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.set_defaults(func=_pretrain)
 
-    ft = sub.add_parser("finetune", help="fine-tune a classifier on a pretrained encoder")
+    ft = sub.add_parser("finetune", help="fine-tune a classifier or tagger on a pretrained encoder")
     ft.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
     ft.add_argument(
         "--resume", action="store_true", help="continue from the run's newest checkpoint"
