@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 import llmos
 from llmos.cli import main
@@ -63,8 +64,8 @@ def tagger(encoder: Path, dataset: Path, out: Path, view: str, scheme: str, step
             f"name={view}",
             f"train.max_steps={steps}",
             "train.batch_size=16",
-            "train.eval_every=20",
-            "train.save_every=20",
+            "train.eval_every=10",
+            "train.save_every=10",
             "train.progress=false",
             "train.precision=fp32",
             "optim.lr=3e-3",
@@ -166,3 +167,24 @@ def test_tagging_bad_inputs(ner, tiny_encoder: Path, dataset: Path, tmp_path: Pa
     )
     with pytest.raises(DataError, match=r"train\.txt: a People's Daily word/POS file needs"):
         finetune(cfg)
+
+
+def test_tagging_resumes_exactly(tiny_encoder: Path, dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from llmos.checkpoint.io import read_weights
+
+    full = tagger(tiny_encoder, dataset, tmp_path, "ner", "bio", steps=20)
+    # A run killed after its step-10 checkpoint: the same directory without anything later.
+    killed = tmp_path / "killed"
+    shutil.copytree(full.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "step-0000020")
+    cfg = load_config(
+        FinetuneConfig,
+        full.run_dir / "config.yaml",
+        ["name=killed", "train.save_every=10"],
+    )
+    resumed = finetune(cfg, resume=True)
+    a = read_weights(full.run_dir / "checkpoints" / "step-0000020")
+    b = read_weights(resumed.run_dir / "checkpoints" / "step-0000020")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
