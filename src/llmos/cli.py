@@ -62,7 +62,8 @@ def _finetune(args: argparse.Namespace) -> int:
     from llmos.config import FinetuneConfig, load_config
     from llmos.recipes.finetune import finetune
 
-    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    overrides = [*args.overrides, *(["data.skip_bad_rows=true"] if args.skip_bad_rows else [])]
+    cfg = load_config(FinetuneConfig, args.config, overrides)
     result = finetune(cfg, resume=args.resume)
     if not result.is_main:
         return 0
@@ -85,6 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         label_key=args.label_key,
         spans_key=args.spans_key,
         out_dir=args.out_dir,
+        skip_bad_rows=args.skip_bad_rows,
     )
     if "per_type" in report:  # a tagger
         p, r, f, acc = report["precision"], report["recall"], report["f1"], report["accuracy"]
@@ -182,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the run's newest checkpoint"
     )
     ft.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip and count malformed data rows instead of stopping (data.skip_bad_rows)",
+    )
+    ft.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. init=runs/bert-zh/checkpoint"
     )
     ft.set_defaults(func=_finetune)
@@ -198,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled file (.tsv/.csv/.jsonl; taggers: also .conll or word/POS .txt)",
     )
     ev.add_argument("--label-key", default="label", help="label column/key (intent files: intent)")
+    ev.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows")
     ev.add_argument(
         "--spans-key", help="JSONL key of a tagger's gold spans (default: as in training)"
     )

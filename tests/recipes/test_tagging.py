@@ -188,3 +188,15 @@ def test_tagging_resumes_exactly(tiny_encoder: Path, dataset: Path, tmp_path: Pa
     a = read_weights(full.run_dir / "checkpoints" / "step-0000020")
     b = read_weights(resumed.run_dir / "checkpoints" / "step-0000020")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_skip_bad_rows_flag(ner, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "t.txt"
+    data.write_text("今天/t 记者/nr 参观/v 城市/ns 。/w\n今天 记者\n", encoding="utf-8")
+    argv = ["evaluate", str(ner.checkpoint), "--data", str(data), "--out-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "t.txt:2: token '今天' is not word/POS (use --skip-bad-rows" in err
+    assert main([*argv, "--skip-bad-rows"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["skipped_rows"] == 1 and report["examples"] == 1

@@ -30,6 +30,7 @@ def evaluate_file(
     label_key: str = "label",
     spans_key: str | None = None,
     out_dir: str | Path | None = None,
+    skip_bad_rows: bool = False,
 ) -> dict[str, Any]:
     """Score a fine-tuned model on a labelled file; write ``report.json`` and a PNG.
 
@@ -40,9 +41,12 @@ def evaluate_file(
     pipe = Pipeline.from_checkpoint(checkpoint)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
     if pipe.task and pipe.task.get("task") == "tagging":
-        return evaluate_tagging_file(pipe, data, out, spans_key=spans_key)
+        return evaluate_tagging_file(
+            pipe, data, out, spans_key=spans_key, skip_bad_rows=skip_bad_rows
+        )
     labels = pipe.require_task("classification")
-    rows = read_classification(data, label_key=label_key).rows
+    read = read_classification(data, label_key=label_key, skip_bad_rows=skip_bad_rows)
+    rows = read.rows
     unseen = Counter(r.label for r in rows if r.label not in labels)
     if unseen:
         log.warning("%s: labels the model was not trained on (left out): %s", data, dict(unseen))
@@ -59,6 +63,7 @@ def evaluate_file(
     out.mkdir(parents=True, exist_ok=True)
     report |= {
         "examples": len(rows),
+        "skipped_rows": read.skipped,
         "unseen_labels": dict(unseen),
         "data": str(data),
         "checkpoint": str(checkpoint),
@@ -72,7 +77,12 @@ def evaluate_file(
 
 
 def evaluate_tagging_file(
-    pipe: Pipeline, data: str | Path, out: Path, *, spans_key: str | None = None
+    pipe: Pipeline,
+    data: str | Path,
+    out: Path,
+    *,
+    spans_key: str | None = None,
+    skip_bad_rows: bool = False,
 ) -> dict[str, Any]:
     """Span P/R/F1 per type (exact character offsets, the CoNLL definition), token accuracy,
     ``report.json`` and ``span_scores.png``.
@@ -84,7 +94,8 @@ def evaluate_tagging_file(
     labels = pipe.require_task("tagging")
     task = pipe.task or {}
     key = spans_key or task.get("spans_key") or "spans"
-    rows = read_spans(data, view=task.get("view"), spans_key=key).rows
+    read = read_spans(data, view=task.get("view"), spans_key=key, skip_bad_rows=skip_bad_rows)
+    rows = read.rows
     known = {parse_label(label, task["scheme"])[1] for label in labels}
     unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
     if unseen:
@@ -96,6 +107,7 @@ def evaluate_tagging_file(
     out.mkdir(parents=True, exist_ok=True)
     report |= {
         "examples": len(rows),
+        "skipped_rows": read.skipped,
         "unseen_labels": dict(unseen),
         "data": str(data),
         "checkpoint": str(pipe.path),
