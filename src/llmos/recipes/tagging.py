@@ -103,20 +103,21 @@ def evaluate_tagging(
         model, data.tokens, [r.text for r in data.rows], decoder, special, max_length
     )
     model.train(was_training)
-    nll, n_tok, correct = 0.0, 0, 0
+    nll, n_tok, n_known, correct = 0.0, 0, 0, 0
     for sc, gold, pred in zip(scores, data.tags, tags, strict=True):
         gold_arr = np.asarray(gold, dtype=np.int64)
         known = gold_arr != IGNORE
         if len(gold_arr):
             nll -= float(sc[np.arange(len(gold_arr))[known], gold_arr[known]].sum())
         n_tok += len(gold_arr)
+        n_known += int(known.sum())
         correct += sum(decoder.index[p] == g for p, g in zip(pred, gold, strict=True))
     report = span_scores(
         [r.spans for r in data.rows],
         [[(s["label"], s["start"], s["end"]) for s in sent] for sent in spans],
     )
     report["accuracy"] = correct / n_tok if n_tok else 0.0
-    report["loss"] = nll / n_tok if n_tok else float("nan")
+    report["loss"] = nll / n_known if n_known else float("nan")  # over labels the model has
     report["unrepresentable_spans"] = data.dropped
     flat = {k: report[k] for k in ("loss", "accuracy", "precision", "recall", "f1", "macro_f1")}
     return flat, report, spans
