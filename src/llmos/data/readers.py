@@ -268,14 +268,9 @@ def _spans_json(obj: dict, lineno: int, col: _Collector, spans_key: str) -> Span
         return None
     spans: list[Span] = []
     for item in raw:
-        label = (
-            item.get("label", item.get("name", item.get("type")))
-            if isinstance(item, dict)
-            else None
-        )
-        start, end = (
-            (item.get("start"), item.get("end")) if isinstance(item, dict) else (None, None)
-        )
+        fields = item if isinstance(item, dict) else {}
+        label = fields.get("label", fields.get("name", fields.get("type")))
+        start, end = fields.get("start"), fields.get("end")
         if (
             not isinstance(label, str)
             or not label
