@@ -128,3 +128,58 @@ def hf_bert_config(cfg: BertConfig) -> Any:
         pad_token_id=cfg.pad_token_id,
         hidden_act="gelu",
     )
+
+
+# HF GPT2LMHeadModel stores these Linear-like weights as Conv1D, (in, out): transposed here.
+GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Buffers and tied copies HF may keep in a state dict, none of which llmos stores.
+GPT2_DROPPED = re.compile(r"^(lm_head\.weight|transformer\.h\.\d+\.attn\.(masked_)?bias)$")
+
+
+def gpt2_from_hf(hf_state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """HF ``GPT2LMHeadModel`` state dict -> llmos :class:`~llmos.models.gpt.GPT` state dict.
+
+    Names are the same; Conv1D weights are transposed; the tied ``lm_head.weight`` is dropped
+    (llmos ties it to ``transformer.wte.weight`` itself). Strict: a key llmos does not know, or
+    a missing one, raises with its name.
+    """
+    from llmos.models.gpt import GPT
+
+    expected = {k: v.shape for k, v in GPT(config).state_dict().items() if k != "lm_head.weight"}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in hf_state.items():
+        if GPT2_DROPPED.match(key):
+            continue
+        if key not in expected:
+            raise CheckpointError(f"unknown GPT-2 weight {key!r}")
+        out[key] = value.t().contiguous() if key.endswith(GPT2_CONV1D) else value
+        if out[key].shape != expected[key]:
+            raise CheckpointError(
+                f"GPT-2 weight {key!r}: shape {tuple(out[key].shape)}, "
+                f"expected {tuple(expected[key])}"
+            )
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise CheckpointError(f"GPT-2 weights missing: {missing[:5]}")
+    return out
+
+
+def hf_gpt2_config(config: Any) -> Any:
+    """The ``transformers.GPT2Config`` of an llmos :class:`~llmos.config.model.GPTConfig`."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.max_position,
+        n_embd=config.hidden_size,
+        n_layer=config.num_layers,
+        n_head=config.num_heads,
+        n_inner=config.intermediate_size,
+        activation_function="gelu_new",
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.attention_dropout,
+        layer_norm_epsilon=config.layer_norm_eps,
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=True,
+    )

@@ -47,6 +47,50 @@ class BertConfig:
         return self.hidden_size // self.num_heads
 
 
+@dataclass
+class GPTConfig:
+    """A GPT-2 decoder (the architecture of Hugging Face ``GPT2LMHeadModel``): pre-LayerNorm
+    blocks, learned positions, tanh-approximated GELU, output projection tied to the token
+    embeddings. ``max_position`` is the context window.
+    """
+
+    model_type: Literal["gpt"] = "gpt"
+    vocab_size: int = 16000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position: int = 256
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
 # Named sizes, as in the BERT "compact models" family (Turc et al., 2019).
 MODEL_PRESETS: dict[str, BertConfig] = {
     "bert-tiny": BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),

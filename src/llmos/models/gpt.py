@@ -1,0 +1,184 @@
+"""GPT-2 decoder with a key/value cache.
+
+Module names follow Hugging Face ``GPT2LMHeadModel`` one to one (``transformer.h.{i}.attn.c_attn``
+...), so its weights map by name; HF's ``Conv1D`` stores weights as (in, out), ``nn.Linear`` as
+(out, in), hence the transpose in :mod:`llmos.checkpoint.hf`. Attention is PyTorch SDPA: causal
+without a cache, and with an explicit mask when new tokens attend to cached ones or to padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmos.config.model import GPTConfig
+
+# One (key, value) pair per layer, each (B, H, S, D): everything seen so far.
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with a fused q/k/v projection."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_size = cfg.num_heads, cfg.head_size
+        self.c_attn = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.c_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attn_dropout = cfg.attention_dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, T, C = x.shape
+        q, k, v = (
+            self.c_attn(x).view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        )  # each (B, H, T, D)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, S, D)
+            v = torch.cat([past[1], v], dim=2)
+        dropout = self.attn_dropout if self.training else 0.0
+        if mask is None:
+            # No cache and no padding: plain causal attention (the fast path).
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=past is None)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: linear -> GELU (tanh approximation) -> linear."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.c_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attn = Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        a, kv = self.attn(self.ln_1(x), mask, past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class Transformer(nn.Module):
+    """Embeddings, blocks and the final LayerNorm (HF ``GPT2Model``)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.wpe = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+
+class GPT(nn.Module):
+    """GPT-2 language model: (B, T) token ids -> (B, T, V) next-token logits."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = Transformer(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied
+        self.apply(self._init)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * layers).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, cfg.initializer_range / math.sqrt(2 * cfg.num_layers))
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, self.cfg.initializer_range)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, self.cfg.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Next-token logits for new tokens, and the cache extended by them.
+
+        Args:
+            input_ids: (B, T) the new tokens.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding, covering the cached tokens
+                and the new ones (S = cached + T); None when nothing is padded.
+            past: the cache returned by the previous call, or None.
+            position_ids: (B, T) positions of the new tokens; by default they continue from the
+                cache (0..T-1 without one). With left padding, pass positions that skip the pads.
+
+        Returns:
+            (B, T, V) logits and the cache, one (key, value) pair per layer.
+        """
+        B, T = input_ids.shape
+        cached = past[0][0].size(2) if past else 0
+        if cached + T > self.cfg.max_position:
+            raise ValueError(
+                f"{cached + T} tokens exceed the model's context window of {self.cfg.max_position}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(cached, cached + T, device=input_ids.device)[None, :]
+        mask = self._mask(attention_mask, B, T, cached, input_ids.device)
+        tf = self.transformer
+        x = tf.drop(tf.wte(input_ids) + tf.wpe(position_ids))  # (B, T, C)
+        cache: KVCache = []
+        for i, block in enumerate(tf.h):
+            x, kv = block(x, mask, past[i] if past else None)
+            cache.append(kv)
+        return self.lm_head(tf.ln_f(x)), cache
+
+    @staticmethod
+    def _mask(
+        attention_mask: torch.Tensor | None, B: int, T: int, cached: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """(B, 1, T, S) boolean mask (True = attend), or None for the plain causal path."""
+        if attention_mask is None and (cached == 0 or T == 1):
+            return None  # causal SDPA, or one new token that may see everything cached
+        S = cached + T
+        # New token t sits at absolute position cached + t and sees keys up to it.
+        causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=cached)
+        mask = causal[None, None]  # (1, 1, T, S)
+        if attention_mask is not None:
+            mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+            # A query row with nothing to attend to (a pad attending only to pads) would be
+            # NaN; let it see itself, its output is never used.
+            own = torch.zeros(T, S, dtype=torch.bool, device=device)
+            own[torch.arange(T), cached + torch.arange(T)] = True
+            mask = mask | own[None, None]
+        return mask.expand(B, 1, T, S) if mask.size(0) == 1 else mask
