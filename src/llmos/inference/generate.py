@@ -23,7 +23,8 @@ class GenerationConfig:
     ``strategy="greedy"`` takes the most likely token; ``"sample"`` draws from the distribution
     after ``repetition_penalty`` (CTRL-style: positive logits of seen tokens divided by it,
     negative ones multiplied), ``temperature``, ``top_k`` (0 = off) and ``top_p`` (nucleus; 1 =
-    off). ``seed`` makes sampling reproducible.
+    off). ``no_repeat_ngram_size`` n > 0 bans any token that would repeat an n-gram already in
+    the prompt or output (both strategies). ``seed`` makes sampling reproducible.
     """
 
     max_new_tokens: int = 64
@@ -32,6 +33,7 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -48,6 +50,10 @@ class GenerationConfig:
             raise LlmosError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise LlmosError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.no_repeat_ngram_size < 0:
+            raise LlmosError(
+                f"no_repeat_ngram_size must be >= 0 (0 = off), got {self.no_repeat_ngram_size}"
+            )
         if self.repetition_penalty <= 0:
             raise LlmosError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
@@ -81,6 +87,25 @@ def apply_repetition_penalty(
     picked = logits.gather(-1, seen)
     picked = torch.where(picked > 0, picked / penalty, picked * penalty)
     return logits.scatter(-1, seen, picked)
+
+
+def ban_repeated_ngrams(logits: torch.Tensor, seen: list[list[int]], n: int) -> torch.Tensor:
+    """Set to -inf every token that would complete an n-gram already present in its row."""
+    if n <= 0:
+        return logits
+    logits = logits.clone()
+    for row, tokens in enumerate(seen):
+        if len(tokens) < n:
+            continue
+        prefix = tuple(tokens[len(tokens) - n + 1 :]) if n > 1 else ()
+        banned = {
+            tokens[i + n - 1]
+            for i in range(len(tokens) - n + 1)
+            if tuple(tokens[i : i + n - 1]) == prefix
+        }
+        if banned:
+            logits[row, list(banned)] = float("-inf")
+    return logits
 
 
 @torch.inference_mode()
@@ -122,12 +147,14 @@ def generate_ids(
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     logits, cache = model(ids, mask if padded else None, None, positions)
     seen = ids
+    history = [list(p) for p in prompts]  # unpadded, for n-gram bans
     out = torch.empty((B, 0), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1
     for _ in range(cfg.max_new_tokens):
         scores = logits[:, -1].float()
         scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
+        scores = ban_repeated_ngrams(scores, history, cfg.no_repeat_ngram_size)
         if cfg.strategy == "greedy":
             token = scores.argmax(-1)
         else:
@@ -136,6 +163,8 @@ def generate_ids(
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out = torch.cat([out, token[:, None]], dim=1)
         seen = torch.cat([seen, token[:, None]], dim=1)
+        for row, t in enumerate(token.tolist()):
+            history[row].append(t)
         if eos_id is not None:
             done |= token == eos_id
         if bool(done.all()):
