@@ -7,6 +7,30 @@ from typing import Literal
 
 from llmos.errors import ConfigError
 
+SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position",
+)
+
+
+def _check_sizes(cfg: BertConfig | GPTConfig) -> None:
+    """Positive sizes, heads that divide the width, dropout rates in [0, 1)."""
+    for name in SIZES:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"model.{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(
+            f"model.hidden_size ({cfg.hidden_size}) must be divisible by "
+            f"model.num_heads ({cfg.num_heads})"
+        )
+    for name in ("dropout", "attention_dropout"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
+
 
 @dataclass
 class BertConfig:
@@ -30,17 +54,7 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                f"model.num_heads ({self.num_heads})"
-            )
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        _check_sizes(self)
 
     @property
     def head_size(self) -> int:
@@ -67,24 +81,7 @@ class GPTConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "max_position",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                f"model.num_heads ({self.num_heads})"
-            )
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        _check_sizes(self)
 
     @property
     def head_size(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +54,7 @@ def pad_batch(
     }
 
 
-class EpochBatches:
+class EpochBatches(ABC):
     """Endless, resumable epochs of length-bucketed batches over a fine-tuning set.
 
     Subclasses set ``lengths`` (one per example), ``batch_size`` and ``seed`` and implement
@@ -66,8 +67,9 @@ class EpochBatches:
     seed: int
     position: dict[str, int]
 
+    @abstractmethod
     def collate(self, idx: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
+        """The batch (model inputs and targets) of the examples at ``idx``."""
 
     def steps(self, info: Any, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
         """Yield, per optimizer step, this rank's micro-batches (``info``: a DistInfo)."""

@@ -74,6 +74,23 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 ) from None
 
 
+def _json_objects(path: Path, col: _Collector, like: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each JSONL line; a line that is not a JSON object is a bad
+    row (``like`` shows the expected shape in the message)."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            col.bad(lineno, f"not valid JSON ({e.msg})")
+            continue
+        if not isinstance(obj, dict):
+            col.bad(lineno, f"expected a JSON object like {like}")
+            continue
+        yield lineno, obj
+
+
 class _Collector:
     def __init__(self, path: Path, skip_bad_rows: bool) -> None:
         self.path, self.skip = path, skip_bad_rows
@@ -119,17 +136,7 @@ def read_classification(
     col = _Collector(path, skip_bad_rows)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                col.bad(lineno, f"not valid JSON ({e.msg})")
-                continue
-            if not isinstance(obj, dict):
-                col.bad(lineno, 'expected a JSON object like {"text": ..., "label": ...}')
-                continue
+        for lineno, obj in _json_objects(path, col, '{"text": ..., "label": ...}'):
             _example(obj, lineno, col, label_key)
         return col.done("examples")
     if suffix not in (".tsv", ".csv"):
@@ -347,17 +354,8 @@ def read_spans(
         )
     col = _Collector(path, skip_bad_rows)
     with_key = 0
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            col.bad(lineno, f"not valid JSON ({e.msg})")
-            continue
-        if not isinstance(obj, dict):
-            col.bad(lineno, f'expected a JSON object like {{"text": ..., "{spans_key}": [...]}}')
-            continue
+    like = f'{{"text": ..., "{spans_key}": [...]}}'
+    for lineno, obj in _json_objects(path, col, like):
         with_key += spans_key in obj
         ex = _spans_json(obj, lineno, col, spans_key)
         if ex is not None:

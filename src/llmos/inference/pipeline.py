@@ -71,7 +71,12 @@ class Pipeline:
         self.path = path
         self.device = next(model.parameters()).device
         self._ids = special_ids(tokenizer)
-        self._decoder: SpanDecoder | None = None
+        # Tagging models: tag sequences -> spans under the checkpoint's labels and scheme.
+        self.decoder = (
+            SpanDecoder(task["labels"], task["scheme"])
+            if task and task.get("task") == "tagging"
+            else None
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
@@ -195,13 +200,12 @@ class Pipeline:
             character offsets into that text (``text[start:end]``); for word segmentation the
             label is ``""``.
         """
-        labels = self.require_task("tagging")
+        self.require_task("tagging")
+        assert self.decoder is not None
         if isinstance(texts, str):
             texts = [texts]
-        if self._decoder is None:
-            self._decoder = SpanDecoder(labels, self.task["scheme"])
         max_length = int(self.task.get("max_length", self.config.max_position))
         tokens = tokenize_for_tagging(self.tokenizer, texts)
         return predict_spans(
-            self.model, tokens, texts, self._decoder, self._ids, max_length, batch_size
+            self.model, tokens, texts, self.decoder, self._ids, max_length, batch_size
         )[2]

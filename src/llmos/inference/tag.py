@@ -72,12 +72,12 @@ def token_scores(
     """Log-probabilities (T, K) per text, from windows of ``max_length`` tokens with specials."""
     size = max_length - 2
     stride = max(1, size // 2)
-    pieces: list[tuple[int, int]] = []  # (text index, window start)
-    inputs: list[np.ndarray] = []
-    for i, t in enumerate(texts):
-        for s in windows(len(t.ids), size, stride):
-            pieces.append((i, s))
-            inputs.append(np.concatenate([[cls_id], t.ids[s : s + size], [sep_id]]))
+    starts = [windows(len(t.ids), size, stride) for t in texts]  # per text
+    inputs = [
+        np.concatenate([[cls_id], t.ids[s : s + size], [sep_id]])
+        for t, text_starts in zip(texts, starts, strict=True)
+        for s in text_starts
+    ]
     device = next(model.parameters()).device
     window_scores: list[np.ndarray] = [np.empty(0)] * len(inputs)
     order = np.argsort([len(x) for x in inputs], kind="stable")
@@ -92,20 +92,18 @@ def token_scores(
         for row, j in enumerate(idx):
             window_scores[j] = logp[row, 1 : len(inputs[j]) - 1]
     out: list[np.ndarray] = []
-    k = 0
-    for t in texts:
-        n = len(windows(len(t.ids), size, stride))
-        starts = [pieces[k + w][1] for w in range(n)]
-        if n == 1:
+    k = 0  # index of the text's first window
+    for t, text_starts in zip(texts, starts, strict=True):
+        if len(text_starts) == 1:
             out.append(window_scores[k])
         else:
-            choice = best_window(len(t.ids), size, starts)
-            num_labels = window_scores[k].shape[-1]
-            scores = np.empty((len(t.ids), num_labels), dtype=np.float32)
-            for pos, w in enumerate(choice):
-                scores[pos] = window_scores[k + w][pos - starts[w]]
-            out.append(scores)
-        k += n
+            choice = best_window(len(t.ids), size, text_starts)
+            out.append(
+                np.stack(
+                    [window_scores[k + w][pos - text_starts[w]] for pos, w in enumerate(choice)]
+                )
+            )
+        k += len(text_starts)
     return out
 
 

@@ -15,7 +15,6 @@ from llmos.data.readers import read_classification, read_spans
 from llmos.data.tagging import parse_label
 from llmos.errors import DataError
 from llmos.inference.pipeline import Pipeline
-from llmos.inference.tag import SpanDecoder
 from llmos.recipes.tagging import encode_tagging, evaluate_tagging
 from llmos.text.tokenizer import special_ids
 from llmos.train.metrics import classification_metrics, plot_confusion, plot_span_scores
@@ -100,10 +99,10 @@ def evaluate_tagging_file(
     unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
     if unseen:
         log.warning("%s: span types the model was not trained on: %s", data, dict(unseen))
-    decoder = SpanDecoder(labels, task["scheme"])
     enc = encode_tagging(pipe.tokenizer, rows, labels, task["scheme"], str(data))
     max_length = int(task.get("max_length", pipe.config.max_position))
-    report = evaluate_tagging(pipe.model, enc, decoder, special_ids(pipe.tokenizer), max_length)[1]
+    special = special_ids(pipe.tokenizer)
+    report = evaluate_tagging(pipe.model, enc, pipe.decoder, special, max_length)[1]
     out.mkdir(parents=True, exist_ok=True)
     report |= {
         "examples": len(rows),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from tokenizers import Tokenizer
 from torch import nn
 
 from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
 from llmos.config.loader import to_dict
+from llmos.config.model import BertConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.readers import Example, ReadResult, read_classification
@@ -169,16 +172,62 @@ def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path)
         log.warning("%s has no pooler weights: the pooler starts from random weights", path)
 
 
+@dataclass
+class Init:
+    """The encoder checkpoint a fine-tuning run starts from."""
+
+    path: Path
+    config: BertConfig
+    weights: dict[str, torch.Tensor]
+    tokenizer: Tokenizer
+
+
+def load_init(cfg: FinetuneConfig) -> Init:
+    path = Path(cfg.init).expanduser()
+    return Init(path, read_config(path), read_weights(path), load_tokenizer(path / TOKENIZER_FILE))
+
+
+def train_head(
+    cfg: FinetuneConfig,
+    init: Init,
+    build: Callable[[], nn.Module],
+    task: Any,
+    meta: dict[str, Any],
+    resume: bool,
+) -> FitResult:
+    """Build the task model (seeded), copy in the encoder, save the run config and train it with
+    the shared loop; ``task.json`` gets ``meta`` plus where the run started from."""
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)
+    model = build()
+    load_encoder(model, init.weights, init.path)
+    return fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=init.config,
+        tokenizer=init.tokenizer,
+        task_meta=meta | {"init": str(init.path), "dataset": cfg.data.dataset},
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )
+
+
 def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     """Fine-tune a classifier or tagger; returns where the run and its best checkpoint are."""
     if cfg.task == "tagging":
         from llmos.recipes.tagging import finetune_tagging
 
         return finetune_tagging(cfg, resume)
-    init = Path(cfg.init).expanduser()
-    config = read_config(init)
-    weights = read_weights(init)
-    tokenizer = load_tokenizer(init / TOKENIZER_FILE)
+    init = load_init(cfg)
     files = dataset_files(cfg.data.dataset)
     read = {
         s: read_classification(
@@ -190,9 +239,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     labels = sorted({r.label for r in read["train"].rows})
     if len(labels) < 2:
         raise DataError(f"{files['train']}: needs at least two labels, found {labels}")
-    max_length = min(cfg.data.max_length, config.max_position)
+    max_length = min(cfg.data.max_length, init.config.max_position)
     enc = {
-        s: encode_split(tokenizer, r.rows, labels, max_length, str(files[s]))
+        s: encode_split(init.tokenizer, r.rows, labels, max_length, str(files[s]))
         for s, r in read.items()
     }
     weights_t = None
@@ -201,39 +250,18 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         weights_t = torch.tensor(
             len(enc["train"].labels) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32
         )
-    pad_id = special_ids(tokenizer)["pad"] or 0
+    pad_id = special_ids(init.tokenizer)["pad"] or 0
     task = ClassifyTask(
         enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, weights_t
     )
-
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)
-    model = BertForSequenceClassification(config, len(labels))
-    load_encoder(model, weights, init)
-    meta = {
-        "task": "classification",
-        "labels": labels,
-        "max_length": max_length,
-        "init": str(init),
-        "dataset": cfg.data.dataset,
-    }
-    result = fit(
-        model,
+    meta = {"task": "classification", "labels": labels, "max_length": max_length}
+    result = train_head(
+        cfg,
+        init,
+        lambda: BertForSequenceClassification(init.config, len(labels)),
         task,
-        cfg.train,
-        cfg.optim,
-        run_dir,
-        model_config=config,
-        tokenizer=tokenizer,
-        task_meta=meta,
-        resume=resume,
-        title=cfg.name,
-        select=cfg.select,
-        patience=cfg.patience,
+        meta,
+        resume,
     )
     if not result.is_main:
         return result
@@ -247,7 +275,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         flat, full = evaluate_encoded(best.model, enc["test"], labels, pad_id)
         report["test"] = full | {"loss": flat["loss"]}
         plot_confusion(
-            full["confusion"], labels, run_dir / "confusion_test.png", f"{cfg.name} (test)"
+            full["confusion"], labels, result.run_dir / "confusion_test.png", f"{cfg.name} (test)"
         )
-    write_json_atomic(run_dir / "report.json", report)
+    write_json_atomic(result.run_dir / "report.json", report)
     return result

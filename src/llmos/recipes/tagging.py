@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
-from llmos.config.loader import to_dict
+from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.readers import SpanExample, read_spans
 from llmos.data.tagging import align_spans, label_set, spans_to_tags
 from llmos.errors import CheckpointError, DataError
+from llmos.inference.pipeline import Pipeline
 from llmos.inference.tag import SpanDecoder, TokenizedText, predict_spans, tokenize_for_tagging
 from llmos.models.bert import BertForTokenClassification
-from llmos.text.tokenizer import load_tokenizer, special_ids
-from llmos.train.loop import FitResult, fit
+from llmos.text.tokenizer import special_ids
+from llmos.train.loop import FitResult
 from llmos.train.metrics import plot_span_scores, span_scores
 
 log = logging.getLogger("llmos.recipes")
@@ -173,12 +171,9 @@ class TagTask(EpochBatches):
 
 def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     """Fine-tune a token-classification head; writes ``report.json`` with test-split scores."""
-    from llmos.recipes.finetune import dataset_files, load_encoder, warn_skipped
+    from llmos.recipes.finetune import dataset_files, load_init, train_head, warn_skipped
 
-    init = Path(cfg.init).expanduser()
-    config = read_config(init)
-    weights = read_weights(init)
-    tokenizer = load_tokenizer(init / TOKENIZER_FILE)
+    init = load_init(cfg)
     files = dataset_files(cfg.data.dataset)
     read = {
         s: read_spans(
@@ -197,13 +192,14 @@ def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     labels = label_set([r.spans for r in train_rows], scheme, with_o)
     if len(labels) < 2:
         raise DataError(f"{files['train']}: no labelled spans found")
-    max_length = min(cfg.data.max_length, config.max_position)
+    max_length = min(cfg.data.max_length, init.config.max_position)
     enc = {
-        s: encode_tagging(tokenizer, r.rows, labels, scheme, str(files[s])) for s, r in read.items()
+        s: encode_tagging(init.tokenizer, r.rows, labels, scheme, str(files[s]))
+        for s, r in read.items()
     }
-    special = special_ids(tokenizer)
+    special = special_ids(init.tokenizer)
     if special["cls"] is None or special["sep"] is None:
-        raise CheckpointError(f"{init}: the tokenizer has no [CLS]/[SEP] tokens")
+        raise CheckpointError(f"{init.path}: the tokenizer has no [CLS]/[SEP] tokens")
     train_ids, train_labels = training_windows(
         enc["train"], max_length, special["cls"], special["sep"]
     )
@@ -218,37 +214,21 @@ def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         cfg.train.batch_size,
         cfg.train.seed,
     )
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)
-    model = BertForTokenClassification(config, len(labels))
-    load_encoder(model, weights, init)
     meta = {
         "task": "tagging",
         "labels": labels,
         "scheme": scheme,
         "max_length": max_length,
-        "init": str(init),
-        "dataset": cfg.data.dataset,
         "view": cfg.data.view,
         "spans_key": cfg.data.spans_key,
     }
-    result = fit(
-        model,
+    result = train_head(
+        cfg,
+        init,
+        lambda: BertForTokenClassification(init.config, len(labels)),
         task,
-        cfg.train,
-        cfg.optim,
-        run_dir,
-        model_config=config,
-        tokenizer=tokenizer,
-        task_meta=meta,
-        resume=resume,
-        title=cfg.name,
-        select=cfg.select,
-        patience=cfg.patience,
+        meta,
+        resume,
     )
     if not result.is_main:
         return result
@@ -259,12 +239,12 @@ def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         "train_windows": len(train_ids),
     }
     if "test" in enc:
-        from llmos.inference.pipeline import Pipeline
-
         best = Pipeline.from_checkpoint(result.checkpoint)
         report["test"] = evaluate_tagging(best.model, enc["test"], decoder, special, max_length)[1]
         plot_span_scores(
-            report["test"]["per_type"], run_dir / "span_scores_test.png", f"{cfg.name} (test)"
+            report["test"]["per_type"],
+            result.run_dir / "span_scores_test.png",
+            f"{cfg.name} (test)",
         )
-    write_json_atomic(run_dir / "report.json", report)
+    write_json_atomic(result.run_dir / "report.json", report)
     return result
