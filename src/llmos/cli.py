@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmos import __version__
 from llmos.errors import LlmosError
@@ -133,6 +134,60 @@ def _fill_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    early: bool | str = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "strategy": args.strategy,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "seed": args.seed,
+        "num_beams": args.num_beams,
+        "length_penalty": args.length_penalty,
+        "early_stopping": early,
+        "num_return_sequences": args.num_return_sequences,
+        "stop": tuple(args.stop or ()),
+    }
+
+
+def _generate(args: argparse.Namespace) -> int:
+    options = _generation_options(args)
+    if args.input is not None:
+        from llmos.recipes.evaluate import generate_file
+
+        n = generate_file(
+            args.checkpoint,
+            args.input,
+            args.output,
+            batch_size=args.batch_size,
+            raw=args.raw,
+            **options,
+        )
+        if args.output != "-":
+            print(f"{n} generations written to {args.output}")
+        return 0
+    import llmos
+
+    model = llmos.load(args.checkpoint)
+    if args.json or args.num_beams > 1 or args.num_return_sequences > 1 or args.no_stream:
+        out = model.generate(args.prompt, raw=args.raw, **options)
+        if args.json:
+            key = "generations" if isinstance(out, list) else "generation"
+            print(json.dumps({"prompt": args.prompt, key: out}, ensure_ascii=False))
+        else:
+            for i, text in enumerate(out if isinstance(out, list) else [out]):
+                print(f"--- {i + 1} ---\n{text}" if isinstance(out, list) else text)
+        return 0
+    for piece in model.stream(args.prompt, raw=args.raw, **options):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmos", description="A language-model operating system.")
     p.add_argument("--version", action="version", version=f"llmos {__version__}")
@@ -168,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--out", help="output directory instead of $LLMOS_HOME/tokenizers/NAME")
     tt.set_defaults(func=_tokenizer_train)
 
-    pt = sub.add_parser("pretrain", help="pretrain a BERT encoder (MLM + NSP)")
+    pt = sub.add_parser(
+        "pretrain", help="pretrain a BERT encoder (MLM + NSP) or a GPT decoder (causal LM)"
+    )
     pt.add_argument("--config", help="YAML config (configs/pretrain/*.yaml)")
     pt.add_argument(
         "--resume", action="store_true", help="continue from the run's newest checkpoint"
@@ -178,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.set_defaults(func=_pretrain)
 
-    ft = sub.add_parser("finetune", help="fine-tune a classifier or tagger on a pretrained encoder")
+    ft = sub.add_parser(
+        "finetune", help="fine-tune a classifier or tagger on an encoder, or instruction-tune a GPT"
+    )
     ft.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
     ft.add_argument(
         "--resume", action="store_true", help="continue from the run's newest checkpoint"
@@ -233,6 +292,43 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("--top-k", type=int, default=5)
     fm.add_argument("--json", action="store_true", help="one JSON object per line")
     fm.set_defaults(func=_fill_mask)
+
+    gen = sub.add_parser(
+        "generate",
+        help="continue text (or answer instructions) with a GPT checkpoint, streaming",
+        description="Greedy, sampled or beam-search generation. One --prompt streams its text "
+        "to the terminal as it decodes; --input FILE writes JSONL. Prompts longer than the "
+        "context window minus --max-new-tokens are cut from the left, with a warning.",
+    )
+    gen.add_argument("checkpoint", help="GPT checkpoint directory")
+    src = gen.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the text to continue (an instruction, for tuned models)")
+    src.add_argument(
+        "--input", help='prompts: a text file (one a line), JSONL {"prompt": ...}, or - for stdin'
+    )
+    gen.add_argument("--output", default="-", help="with --input: JSONL file, or - for stdout")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--strategy", choices=["greedy", "sample"], default="greedy")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0, help="0 = off")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off")
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    gen.add_argument("--seed", type=int, help="makes sampling reproducible")
+    gen.add_argument("--num-beams", type=int, default=1, help="> 1: beam search")
+    gen.add_argument("--length-penalty", type=float, default=1.0)
+    gen.add_argument("--early-stopping", choices=["true", "false", "never"], default="false")
+    gen.add_argument("--num-return-sequences", type=int, default=1)
+    gen.add_argument(
+        "--stop", action="append", metavar="TEXT", help="stop string (repeatable); cut before it"
+    )
+    gen.add_argument(
+        "--raw", action="store_true", help="instruction-tuned models: do not apply the template"
+    )
+    gen.add_argument("--no-stream", action="store_true", help="print the text once, at the end")
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.add_argument("--batch-size", type=int, default=8, help="with --input")
+    gen.set_defaults(func=_generate)
     return p
 
 

@@ -130,9 +130,88 @@ def test_seeded_sampling_is_reproducible_and_respects_top_k(pair) -> None:
     assert a == generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
 
 
+def hf_beams(hf, prompts: list[list[int]], eos: int | None, **kw) -> list[list[int]]:
+    """HF beam search on a left-padded batch; rows trimmed after their first eos."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.tensor([[PAD] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    out = hf.generate(
+        ids, attention_mask=mask, do_sample=False, pad_token_id=PAD, eos_token_id=eos, **kw
+    )
+    rows = []
+    for row in out[:, longest:].tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos) + 1]
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"num_beams": 3},
+        {"num_beams": 4, "num_return_sequences": 3, "length_penalty": 0.5},
+        {"num_beams": 3, "early_stopping": True, "length_penalty": 2.0},
+        {"num_beams": 2, "early_stopping": "never", "no_repeat_ngram_size": 2},
+        {"num_beams": 3, "repetition_penalty": 1.5, "num_return_sequences": 2},
+    ],
+)
+def test_beam_search_equals_hf_generate(pair, kw: dict) -> None:
+    ours, hf = pair
+    prompts = [[5, 9, 13, 2, 7, 40], [11, 3], [20, 21, 22, 23]]
+    # An eos that greedy decoding produces early for some prompts, so hypotheses finish at
+    # different steps and the finished-list bookkeeping and stopping rules are exercised.
+    eos = generate_ids(ours, prompts, GenerationConfig(max_new_tokens=4), eos_id=None)[0][2]
+    cfg = GenerationConfig(max_new_tokens=14, **kw)
+    got = generate_ids(ours, prompts, cfg, eos_id=eos, pad_id=PAD)
+    assert got == hf_beams(hf, prompts, eos, max_new_tokens=14, **kw)
+    assert any(r and r[-1] == eos for r in got)  # some hypothesis finished on eos
+    assert len(got) == len(prompts) * kw.get("num_return_sequences", 1)
+
+
+def test_beam_search_without_eos_equals_hf(pair) -> None:
+    ours, hf = pair
+    prompts = [[5, 9, 13], [11, 3, 4, 4, 30]]
+    cfg = GenerationConfig(max_new_tokens=10, num_beams=4, num_return_sequences=4)
+    got = generate_ids(ours, prompts, cfg, eos_id=None, pad_id=PAD)
+    assert got == hf_beams(
+        hf, prompts, None, max_new_tokens=10, num_beams=4, num_return_sequences=4
+    )
+    assert len({tuple(r) for r in got[:4]}) == 4  # distinct hypotheses, best first
+
+
+def test_sampling_returns_several_sequences_per_prompt(pair) -> None:
+    ours, _ = pair
+    cfg = GenerationConfig(
+        max_new_tokens=8, strategy="sample", temperature=20.0, num_return_sequences=3, seed=1
+    )
+    got = generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
+    assert len(got) == 6 and len({tuple(r) for r in got[:3]}) > 1
+
+
+def test_stop_hook_ends_a_row(pair) -> None:
+    ours, _ = pair
+    free = generate_ids(
+        ours, [[5, 9, 13], [11, 3]], GenerationConfig(max_new_tokens=10), eos_id=None
+    )
+    stopped = generate_ids(
+        ours,
+        [[5, 9, 13], [11, 3]],
+        GenerationConfig(max_new_tokens=10),
+        eos_id=None,
+        stop=lambda row, toks: row == 0 and len(toks) == 4,
+    )
+    assert stopped == [free[0][:4], free[1]]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"num_beams": 0}, "num_beams must be >= 1"),
+        ({"num_beams": 2, "strategy": "sample"}, "beam search"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "must be <= num_beams"),
+        ({"early_stopping": "sometimes"}, "early_stopping must be"),
+        ({"stop": ("",)}, "stop strings must be non-empty"),
         ({"top_p": 0.0}, "top_p must be in"),
         ({"top_p": 1.5}, "top_p must be in"),
         ({"strategy": "sample", "temperature": 0.0}, "temperature must be > 0"),

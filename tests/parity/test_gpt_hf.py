@@ -91,3 +91,16 @@ def test_context_window_and_strict_weight_map(pair) -> None:
     del state["transformer.ln_f.bias"]
     with pytest.raises(CheckpointError, match=r"missing: \['transformer.ln_f.bias'\]"):
         gpt2_from_hf(state, CFG)
+
+
+def test_export_to_hf_round_trips(pair) -> None:
+    from llmos.checkpoint.hf import gpt2_to_hf
+
+    ours, hf = pair
+    exported = gpt2_to_hf(ours.state_dict())
+    fresh = transformers.GPT2LMHeadModel(hf_gpt2_config(CFG)).eval()
+    missing, unexpected = fresh.load_state_dict(exported, strict=False)
+    assert not unexpected and all(k.endswith("attn.bias") for k in missing)
+    ids = torch.randint(0, CFG.vocab_size, (2, 11))
+    with torch.no_grad():
+        assert torch.allclose(fresh(ids).logits, hf(ids).logits, atol=1e-6)

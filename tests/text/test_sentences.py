@@ -83,3 +83,13 @@ def test_detect_lang_and_bad_lang() -> None:
     assert detect_lang("hello world") == "en"
     with pytest.raises(ValueError, match="lang"):
         split_sentences("x", "fr")
+
+
+def test_join_sentences_puts_spaces_only_between_non_cjk_sides() -> None:
+    from llmos.text.sentences import join_sentences
+
+    assert join_sentences(["今天很好。", "我们去公园。"]) == "今天很好。我们去公园。"
+    assert join_sentences(["It rained.", "We stayed in."]) == "It rained. We stayed in."
+    assert join_sentences(["我用 python.", "很好。"]) == "我用 python.很好。"
+    assert join_sentences(["Done!", "然后"]) == "Done!然后"
+    assert join_sentences([]) == ""

@@ -164,6 +164,18 @@ def gpt2_from_hf(hf_state: dict[str, torch.Tensor], config: Any) -> dict[str, to
     return out
 
 
+def gpt2_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """llmos GPT state dict -> HF ``GPT2LMHeadModel`` state dict (Conv1D weights transposed,
+    the tied ``lm_head.weight`` added back)."""
+    out = {
+        k: v.t().contiguous() if k.endswith(GPT2_CONV1D) else v
+        for k, v in state.items()
+        if k != "lm_head.weight"
+    }
+    out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
+
+
 def hf_gpt2_config(config: Any) -> Any:
     """The ``transformers.GPT2Config`` of an llmos :class:`~llmos.config.model.GPTConfig`."""
     from transformers import GPT2Config

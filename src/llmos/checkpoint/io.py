@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from llmos import __version__
 from llmos.config.loader import from_dict, to_dict
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -86,7 +86,7 @@ def _fsync_dir(path: Path) -> None:
 def save_checkpoint(
     out_dir: str | Path,
     model: torch.nn.Module,
-    config: BertConfig,
+    config: BertConfig | GPTConfig,
     tokenizer: Any | None = None,
     task: dict[str, Any] | None = None,
     extra: Callable[[Path], None] | None = None,
@@ -105,7 +105,12 @@ def save_checkpoint(
     def fill(tmp: Path) -> None:
         meta = {**to_dict(config), "llmos_version": __version__}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        tied = tied_weights(model)
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in model.state_dict().items()
+            if k not in tied  # a tied weight is stored once, under its source's name
+        }
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
@@ -132,7 +137,16 @@ def _require(path: Path, name: str) -> Path:
     return f
 
 
-def read_config(path: str | Path) -> BertConfig:
+MODEL_CONFIGS: dict[str, type] = {"bert": BertConfig, "gpt": GPTConfig}
+
+
+def tied_weights(model: torch.nn.Module) -> dict[str, str]:
+    """``{tied weight name: the name it shares storage with}`` (GPT: the output projection and
+    the token embeddings). safetensors refuses shared tensors, so only the source is saved."""
+    return dict(getattr(model, "tied_weights", {}))
+
+
+def read_config(path: str | Path) -> BertConfig | GPTConfig:
     """Read and validate ``config.json`` of a checkpoint directory."""
     f = _require(Path(path), CONFIG_FILE)
     try:
@@ -143,10 +157,12 @@ def read_config(path: str | Path) -> BertConfig:
         raise CheckpointError(f"{f}: expected a JSON object")
     raw.pop("llmos_version", None)
     model_type = raw.get("model_type", "bert")
-    if model_type != "bert":
-        raise CheckpointError(f"{f}: unsupported model_type {model_type!r} (supported: bert)")
+    if model_type not in MODEL_CONFIGS:
+        raise CheckpointError(
+            f"{f}: unsupported model_type {model_type!r} (supported: {', '.join(MODEL_CONFIGS)})"
+        )
     try:
-        return from_dict(BertConfig, raw, source=str(f))
+        return from_dict(MODEL_CONFIGS[model_type], raw, source=str(f))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
 
@@ -172,8 +188,11 @@ def read_task(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
-    """Load ``sd`` into ``model``: every key present, none extra, every shape equal."""
-    own = model.state_dict()
+    """Load ``sd`` into ``model``: every key present, none extra, every shape equal (tied
+    weights may be absent: they follow their source)."""
+    tied = tied_weights(model)
+    own = {k: v for k, v in model.state_dict().items() if k not in tied}
+    sd = {k: v for k, v in sd.items() if k not in tied}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
@@ -186,4 +205,4 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) 
                 f"weight {key!r}: shape {tuple(value.shape)}, the model expects "
                 f"{tuple(own[key].shape)}"
             )
-    model.load_state_dict(sd)
+    model.load_state_dict(sd, strict=False)  # every untied key checked above

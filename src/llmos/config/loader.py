@@ -100,6 +100,29 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+def _discriminate(args: tuple[Any, ...], value: Any, name: str, source: str) -> Any:
+    """For a union of config dataclasses told apart by a ``model_type`` literal (BERT | GPT),
+    the one that ``value["model_type"]`` names (the first when the key is absent)."""
+    kinds: dict[Any, Any] = {}
+    for arg in args:
+        if arg is type(None):
+            continue
+        if not (dataclasses.is_dataclass(arg) and isinstance(arg, type)):
+            return None
+        field = typing.get_type_hints(arg).get("model_type")
+        if field is None or typing.get_origin(field) is not typing.Literal:
+            return None
+        kinds[typing.get_args(field)[0]] = arg
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {name}: expected a mapping of keys, got {value!r}")
+    kind = value.get("model_type", next(iter(kinds)))
+    if kind not in kinds:
+        raise ConfigError(
+            f"{source}: {name}.model_type: expected one of {list(kinds)}, got {kind!r}"
+        )
+    return kinds[kind]
+
+
 def _coerce(tp: Any, value: Any, name: str, source: str) -> Any:
     """Check ``value`` against annotation ``tp``; convert the few safe cases (int -> float)."""
     origin = typing.get_origin(tp)
@@ -107,6 +130,9 @@ def _coerce(tp: Any, value: Any, name: str, source: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        chosen = _discriminate(args, value, name, source)
+        if chosen is not None:
+            return _coerce(chosen, value, name, source)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -115,6 +141,11 @@ def _coerce(tp: Any, value: Any, name: str, source: str) -> Any:
                 return _coerce(arg, value, name, source)
             except ConfigError as e:
                 errors.append(e)
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if literals and len(literals) + (type(None) in args) == len(args):
+            choices = [c for a in literals for c in typing.get_args(a)]
+            null = " or null" if type(None) in args else ""
+            raise ConfigError(f"{source}: {name}: expected one of {choices}{null}, got {value!r}")
         raise ConfigError(f"{source}: {name}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)

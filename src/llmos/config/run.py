@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import ConfigError
 
 
@@ -16,12 +16,16 @@ class DataConfig:
     ``corpus`` is a name under ``$LLMOS_HOME/data/corpus`` (``zh``, ``en``) or a directory with
     ``train.txt`` and ``valid.txt``: one sentence per line, a blank line between documents.
     ``tokenizer`` is a name under ``$LLMOS_HOME/tokenizers`` or a path to ``tokenizer.json``.
+
+    ``objective``: ``mlm+nsp`` (BERT), ``mlm`` (RoBERTa full sentences) or ``clm`` (GPT: whole
+    documents, each followed by end-of-text, packed back to back into blocks of
+    ``max_length`` tokens); by default the model's (``mlm+nsp`` for BERT, ``clm`` for GPT).
     """
 
     corpus: str = "zh"
     tokenizer: str = "wordpiece-zh"
     max_length: int = 128
-    objective: Literal["mlm+nsp", "mlm"] = "mlm+nsp"
+    objective: Literal["mlm+nsp", "mlm", "clm"] | None = None
     mask_prob: float = 0.15
     short_seq_prob: float = 0.1
     max_valid_examples: int = 1024
@@ -96,11 +100,12 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP) on a text corpus."""
+    """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP), or a GPT decoder trained
+    with causal LM (``model.model_type: gpt``), on a text corpus."""
 
     name: str = "bert-zh"
     out_dir: str = "runs"
-    model: BertConfig = field(default_factory=BertConfig)
+    model: BertConfig | GPTConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -108,6 +113,14 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        decoder = self.model.model_type == "gpt"
+        if self.data.objective is None:
+            self.data.objective = "clm" if decoder else "mlm+nsp"
+        if decoder != (self.data.objective == "clm"):
+            raise ConfigError(
+                f"data.objective {self.data.objective!r} does not fit model.model_type "
+                f"{self.model.model_type!r} (bert: mlm+nsp or mlm; gpt: clm)"
+            )
         if self.data.max_length > self.model.max_position:
             raise ConfigError(
                 f"data.max_length ({self.data.max_length}) exceeds "
@@ -144,12 +157,13 @@ class FinetuneDataConfig:
 
 @dataclass
 class FinetuneConfig:
-    """``llmos finetune``: a task head on a pretrained encoder checkpoint."""
+    """``llmos finetune``: a task head on a pretrained encoder checkpoint, or instruction
+    tuning of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output})."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
     init: str = "runs/bert-zh/checkpoint"
-    task: Literal["classification", "tagging"] = "classification"
+    task: Literal["classification", "tagging", "instruct"] = "classification"
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=50))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -161,7 +175,9 @@ class FinetuneConfig:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
         if self.select is None:
-            self.select = "macro_f1" if self.task == "classification" else "f1"
+            self.select = {"classification": "macro_f1", "tagging": "f1", "instruct": "loss"}[
+                self.task
+            ]
         if self.patience is not None and self.patience < 1:
             raise ConfigError(
                 f"patience must be >= 1 (or null for no early stopping), got {self.patience}"

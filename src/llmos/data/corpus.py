@@ -18,6 +18,7 @@ import numpy as np
 
 from llmos.data.sources import sha256_file
 from llmos.errors import DataError
+from llmos.text.sentences import join_sentences
 
 log = logging.getLogger("llmos.data")
 
@@ -119,19 +120,29 @@ def load_tokenized(
     tokenizer,
     cache_dir: str | Path | None = None,
     max_documents: int | None = None,
+    whole_documents: bool = False,
 ) -> TokenizedCorpus:
-    """Read and tokenize a corpus file, through an ``.npz`` cache when ``cache_dir`` is given."""
+    """Read and tokenize a corpus file, through an ``.npz`` cache when ``cache_dir`` is given.
+
+    ``whole_documents`` tokenizes each document as one running text (sentences re-joined, see
+    :func:`~llmos.text.sentences.join_sentences`), so a decoder learns the spaces between
+    sentences too; each document is then a single "sentence" of the result.
+    """
     path = Path(path)
     cache = None
     if cache_dir is not None:
         source = sha256_file(path) if path.is_file() else str(path)
         key = f"{source}:{tokenizer.to_str()}:{max_documents}"
+        key += ":documents" if whole_documents else ""
         key = hashlib.sha256(key.encode()).hexdigest()[:20]
         cache = Path(cache_dir) / f"{path.stem}-{key}.npz"
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 return TokenizedCorpus(z["ids"], z["sent_bounds"], z["doc_bounds"])
-    corpus = tokenize_documents(read_documents(path, max_documents), tokenizer)
+    docs = read_documents(path, max_documents)
+    if whole_documents:
+        docs = [[join_sentences(d)] for d in docs]
+    corpus = tokenize_documents(docs, tokenizer)
     if corpus.num_tokens == 0:
         raise DataError(f"{path}: the tokenizer produced no tokens from this corpus")
     if cache is not None:

@@ -8,6 +8,7 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
     tasks/pku/{train,valid,test}.txt        People's Daily, word/POS tokens, a paragraph per line
     tasks/intent-{zh,en}/{train,valid,test}.jsonl    {"text", "intent", "slots"}
     tasks/qa-{zh,en}.jsonl                  {"question", "answer", "answers", "category"}
+    tasks/instruct-{zh,en}/{train,valid,test}.jsonl  {"instruction", "input", "output", "source"}
     tasks/movielens/ml-100k.{inter,item,user}   RecBole atomic files, copied as is
     manifest.json                   sha256 and counts of every output, sources, warnings
 
@@ -31,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from llmos.data import sources
+from llmos.data.instructions import instruction_rows
 from llmos.data.intents import IntentSample, expand_intents
 from llmos.data.sources import PACKAGES, PackageArchive, normalize_text
 from llmos.errors import DataError
@@ -43,7 +45,7 @@ __all__ = ["SPLITS", "assign_split", "prepare_data"]
 
 SPLITS = ("train", "valid", "test")
 # Bump when the outputs change for the same packages, so existing data is rebuilt.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 _SALT = "llmos-data-v1"
 CORPUS_RATIOS = (0.96, 0.02, 0.02)  # sources used only for pretraining
 LABELLED_RATIOS = (0.80, 0.10, 0.10)  # sources with a task
@@ -248,6 +250,33 @@ def _chatterbot(build: _Build, archives: dict[str, PackageArchive]) -> None:
         build.add_jsonl(f"tasks/qa-{lang}.jsonl", rows)
 
 
+def _instructions(build: _Build) -> None:
+    """Instruction-tuning sets from the FAQ, sentiment and intent files built above."""
+
+    def lines(path: str) -> list[str]:
+        return build.files[path].decode("utf-8").splitlines()
+
+    for lang in ("zh", "en"):
+        qa = [json.loads(line) for line in lines(f"tasks/qa-{lang}.jsonl")]
+        qa_split = {r["question"]: assign_split(r["question"], LABELLED_RATIOS) for r in qa}
+        sentiment = {
+            split: [
+                tuple(line.split("\t", 1))
+                for line in lines(f"tasks/sentiment-{lang}/{split}.tsv")[1:]
+            ]
+            for split in SPLITS
+        }
+        intents = {
+            split: [json.loads(line) for line in lines(f"tasks/intent-{lang}/{split}.jsonl")]
+            for split in SPLITS
+        }
+        rows = instruction_rows(lang, qa, qa_split, sentiment, intents)
+        for split in SPLITS:
+            ordered = sorted(rows[split], key=lambda r: _shuffle_key(json.dumps(r)))
+            build.add_jsonl(f"tasks/instruct-{lang}/{split}.jsonl", ordered)
+            build.count(f"instruct-{lang}_{split}", len(ordered))
+
+
 def _recbole(build: _Build, archives: dict[str, PackageArchive]) -> None:
     for name, data in sources.read_movielens(archives["recbole"]).items():
         path = f"tasks/movielens/{name}"
@@ -262,6 +291,7 @@ _STEPS: list[tuple[str, Callable[[_Build, dict[str, PackageArchive]], None]]] = 
     ("home-assistant-intents", _intents),
     ("chatterbot-corpus", _chatterbot),
     ("recbole", _recbole),
+    ("instructions", lambda build, _archives: _instructions(build)),
 ]
 
 

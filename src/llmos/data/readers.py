@@ -53,6 +53,17 @@ class SpanExample:
 
 
 @dataclass
+class Instruction:
+    """An instruction-following example; ``input`` may be empty; ``source`` optionally names
+    where it comes from (``qa``, ``sentiment``...), for per-source evaluation."""
+
+    instruction: str
+    input: str
+    output: str
+    source: str = ""
+
+
+@dataclass
 class ReadResult:
     """What a reader returns: the rows, and how many bad rows were skipped (with where)."""
 
@@ -366,3 +377,32 @@ def read_spans(
             "(data.spans_key, or --spans-key)"
         )
     return col.done("examples")
+
+
+def read_instructions(path: str | Path, skip_bad_rows: bool = False) -> ReadResult:
+    """Read JSONL records ``{"instruction": str, "input": str (optional), "output": str}``.
+
+    Raises:
+        DataError: a missing file, a line that is not a JSON object, a missing, empty or
+            non-string field (names the file and line), unless ``skip_bad_rows``.
+    """
+    col = _Collector(Path(path), skip_bad_rows)
+    like = '{"instruction": "...", "input": "", "output": "..."}'
+    for lineno, obj in _json_objects(col.path, col, like):
+        bad = [k for k in ("instruction", "output") if not isinstance(obj.get(k), str)]
+        bad += [k for k in ("instruction", "output") if k not in bad and not obj[k].strip()]
+        if bad:
+            col.bad(lineno, f"{bad[0]!r} must be a non-empty string, expected {like}")
+        elif not isinstance(obj.get("input", ""), str):
+            col.bad(lineno, f"'input' must be a string, expected {like}")
+        else:
+            source = obj.get("source", "")
+            col.result.rows.append(
+                Instruction(
+                    obj["instruction"],
+                    obj.get("input", ""),
+                    obj["output"],
+                    source if isinstance(source, str) else "",
+                )
+            )
+    return col.done("instruction records")

@@ -1,12 +1,13 @@
-"""Decoding for GPT checkpoints: greedy and sampling (temperature, top-k, top-p), batched
-prompts with left padding, one forward per new token through the key/value cache.
+"""Decoding for GPT checkpoints: greedy, sampling (temperature, top-k, top-p) and beam search,
+batched prompts with left padding, one forward per new token through the key/value cache.
 
-The token-level loop is here; text in and out (tokenizing, detokenizing, stop strings,
-streaming) belongs to the pipeline layer.
+The token-level loops are here; text in and out (tokenizing, detokenizing, stop strings,
+streaming) belongs to the pipeline layer, which reaches in through the ``stop`` hook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +25,15 @@ class GenerationConfig:
     after ``repetition_penalty`` (CTRL-style: positive logits of seen tokens divided by it,
     negative ones multiplied), ``temperature``, ``top_k`` (0 = off) and ``top_p`` (nucleus; 1 =
     off). ``no_repeat_ngram_size`` n > 0 bans any token that would repeat an n-gram already in
-    the prompt or output (both strategies). ``seed`` makes sampling reproducible.
+    the prompt or output (every strategy). ``seed`` makes sampling reproducible.
+
+    ``num_beams`` > 1 is beam search (greedy strategy only), scored like Hugging Face's:
+    a finished hypothesis scores ``sum of log-probabilities / generated_length **
+    length_penalty``; ``early_stopping`` True stops once ``num_beams`` hypotheses are finished,
+    False stops when the best running beam can no longer beat them at its current length,
+    ``"never"`` when it could not at any length. ``num_return_sequences`` (<= ``num_beams``)
+    best hypotheses are returned per prompt; with sampling, that many independent samples.
+    ``stop`` strings end a sequence where they first appear (the text is cut before them).
     """
 
     max_new_tokens: int = 64
@@ -35,6 +44,11 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     seed: int | None = None
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = False
+    num_return_sequences: int = 1
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -56,6 +70,24 @@ class GenerationConfig:
             )
         if self.repetition_penalty <= 0:
             raise LlmosError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.num_beams < 1:
+            raise LlmosError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.num_beams > 1 and self.strategy == "sample":
+            raise LlmosError("beam search (num_beams > 1) takes strategy='greedy', not 'sample'")
+        if self.early_stopping not in (True, False, "never"):
+            raise LlmosError(
+                f"early_stopping must be true, false or 'never', got {self.early_stopping!r}"
+            )
+        if self.num_return_sequences < 1:
+            raise LlmosError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
+        if self.strategy == "greedy" and self.num_return_sequences > self.num_beams:
+            raise LlmosError(
+                f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams "
+                f"({self.num_beams}); greedy decoding returns one sequence (sample or use beams)"
+            )
+        self.stop = tuple(self.stop)
+        if any(not isinstance(t, str) or not t for t in self.stop):
+            raise LlmosError(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,6 +140,10 @@ def ban_repeated_ngrams(logits: torch.Tensor, seen: list[list[int]], n: int) -> 
     return logits
 
 
+# stop(row, tokens generated so far for that row) -> True to end the row.
+StopHook = Callable[[int, list[int]], bool]
+
+
 @torch.inference_mode()
 def generate_ids(
     model: GPT,
@@ -116,12 +152,15 @@ def generate_ids(
     *,
     eos_id: int | None,
     pad_id: int = 0,
+    stop: StopHook | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt (the prompt not included), stopping at ``eos_id`` (kept)
     or after ``cfg.max_new_tokens``.
 
     Prompts are left-padded into one batch; positions skip the padding, so each row decodes as
-    it would alone.
+    it would alone. With ``num_return_sequences`` n, the result holds n rows per prompt (prompt
+    0's first). ``stop(row, tokens)`` (greedy and sampling) ends a row when it returns True;
+    the pipeline uses it for stop strings.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise LlmosError("every prompt needs at least one token")
@@ -132,15 +171,50 @@ def generate_ids(
             f"prompt ({longest} tokens) + max_new_tokens ({cfg.max_new_tokens}) exceeds the "
             f"context window of {window} tokens"
         )
-    device = next(model.parameters()).device
+    if cfg.num_beams > 1:
+        return _beam_search(model, prompts, cfg, eos_id, pad_id)
+    if cfg.num_return_sequences > 1:
+        prompts = [p for p in prompts for _ in range(cfg.num_return_sequences)]
+    rows: list[list[int]] = [[] for _ in prompts]
+    for step in decode_steps(model, prompts, cfg, eos_id=eos_id, pad_id=pad_id, stop=stop):
+        for row, t in zip(rows, step, strict=True):
+            if t >= 0:
+                row.append(t)
+    return [_trim(row, eos_id) for row in rows]
+
+
+def left_pad(
+    prompts: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T) left-padded ids, their attention mask, and positions that skip the padding."""
+    longest = max(len(p) for p in prompts)
     B = len(prompts)
     ids = torch.full((B, longest), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, longest), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         ids[i, longest - len(p) :] = torch.tensor(p, device=device)
         mask[i, longest - len(p) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.inference_mode()
+def decode_steps(
+    model: GPT,
+    prompts: list[list[int]],
+    cfg: GenerationConfig,
+    *,
+    eos_id: int | None,
+    pad_id: int = 0,
+    stop: StopHook | None = None,
+) -> Iterator[list[int]]:
+    """Greedy or sampled decoding, one forward per step: yields each step's new token per
+    prompt (-1 for a row that had already finished), until every row has finished or
+    ``max_new_tokens`` steps. A row finishes at ``eos_id`` or when ``stop(row, new tokens)``
+    says so. Streaming reads this directly; :func:`generate_ids` collects it."""
+    ids, mask, positions = left_pad(prompts, pad_id, next(model.parameters()).device)
+    device = ids.device
+    B = ids.size(0)
     padded = bool((mask == 0).any())
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = None
     if cfg.strategy == "sample":
         gen = torch.Generator(device=device)
@@ -148,7 +222,6 @@ def generate_ids(
     logits, cache = model(ids, mask if padded else None, None, positions)
     seen = ids
     history = [list(p) for p in prompts]  # unpadded, for n-gram bans
-    out = torch.empty((B, 0), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1
     for _ in range(cfg.max_new_tokens):
@@ -160,21 +233,128 @@ def generate_ids(
         else:
             scores = top_p_filter(top_k_filter(scores / cfg.temperature, cfg.top_k), cfg.top_p)
             token = torch.multinomial(scores.softmax(-1), 1, generator=gen).squeeze(-1)
+        was_done = done.tolist()
         token = torch.where(done, torch.full_like(token, pad_id), token)
-        out = torch.cat([out, token[:, None]], dim=1)
         seen = torch.cat([seen, token[:, None]], dim=1)
-        for row, t in enumerate(token.tolist()):
+        tokens = token.tolist()
+        for row, t in enumerate(tokens):
             history[row].append(t)
         if eos_id is not None:
             done |= token == eos_id
+        if stop is not None:
+            for row in range(B):
+                if not done[row] and stop(row, history[row][len(prompts[row]) :]):
+                    done[row] = True
+        yield [-1 if d else t for t, d in zip(tokens, was_done, strict=True)]
         if bool(done.all()):
-            break
+            return
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
         logits, cache = model(token[:, None], mask if padded else None, cache, next_pos)
         next_pos = next_pos + 1
-    result = []
-    for row in out.tolist():
-        if eos_id is not None and eos_id in row:
-            row = row[: row.index(eos_id) + 1]
-        result.append(row)
-    return result
+
+
+def _trim(row: list[int], eos_id: int | None) -> list[int]:
+    """A generated row up to and including its first end-of-text token."""
+    if eos_id is not None and eos_id in row:
+        return row[: row.index(eos_id) + 1]
+    return row
+
+
+def _beam_search(
+    model: GPT,
+    prompts: list[list[int]],
+    cfg: GenerationConfig,
+    eos_id: int | None,
+    pad_id: int,
+) -> list[list[int]]:
+    """Beam search over left-padded prompts, the algorithm of Hugging Face ``generate``
+    (``num_beams`` > 1, no sampling), so both pick the same hypotheses token for token.
+
+    Per step, the ``2 * num_beams`` best continuations over all beams of a prompt are kept: the
+    first ``num_beams`` of them that end in ``eos_id`` (or reach ``max_new_tokens``) compete for
+    the finished list, the best ``num_beams`` that do not continue. Processors (repetition
+    penalty, n-gram bans) act on log-probabilities, as in HF.
+    """
+    device = next(model.parameters()).device
+    nb, B = cfg.num_beams, len(prompts)
+    keep = 2 * nb  # max(2, 1 + number of eos tokens) * num_beams in HF
+    top_nb = torch.arange(keep, device=device) < nb  # (keep,)
+    ids, mask, positions = left_pad(prompts, pad_id, device)
+    prompt_len = ids.size(1)
+    max_len = prompt_len + cfg.max_new_tokens
+    fill = pad_id if eos_id is None else (pad_id or eos_id)  # HF's output fill value
+    # Row b * nb + j is beam j of prompt b; all beams start as copies of the prompt.
+    ids, mask, positions = (t.repeat_interleave(nb, dim=0) for t in (ids, mask, positions))
+    padded = bool((mask == 0).any())
+    running = torch.full((B, nb, max_len), fill, dtype=torch.long, device=device)
+    running[:, :, :prompt_len] = ids.view(B, nb, prompt_len)
+    finished = running.clone()
+    running_scores = torch.zeros((B, nb), device=device)
+    running_scores[:, 1:] = -1e9  # only beam 0 expands at the first step (the beams are equal)
+    finished_scores = torch.full((B, nb), -1e9, device=device)
+    is_finished = torch.zeros((B, nb), dtype=torch.bool, device=device)
+    improvable = torch.ones((B, 1), dtype=torch.bool, device=device)
+    arange_b = torch.arange(B, device=device)[:, None]
+
+    logits, cache = model(ids, mask if padded else None, None, positions)
+    next_pos = positions[:, -1:] + 1
+    cur = prompt_len
+    while True:
+        seqs = running[:, :, :cur].reshape(B * nb, cur)
+        logp = logits[:, -1].float().log_softmax(-1)
+        logp = apply_repetition_penalty(logp, seqs, cfg.repetition_penalty)
+        if cfg.no_repeat_ngram_size:
+            logp = ban_repeated_ngrams(logp, seqs.tolist(), cfg.no_repeat_ngram_size)
+        V = logp.size(-1)
+        total = (logp.view(B, nb, V) + running_scores[:, :, None]).view(B, nb * V)
+        top_scores, top_idx = total.topk(keep, dim=-1)  # (B, keep)
+        src_beam, token = top_idx // V, top_idx % V
+        cand = running[arange_b, src_beam]  # (B, keep, max_len)
+        cand[:, :, cur] = token
+        hits = torch.zeros_like(token, dtype=torch.bool)
+        if eos_id is not None:
+            hits |= token == eos_id
+        if cur + 1 >= max_len:
+            hits[:] = True
+        # Running beams: the best nb candidates that did not just finish.
+        alive_scores = top_scores - hits.float() * 1e9
+        nxt = alive_scores.topk(nb, dim=-1).indices  # (B, nb)
+        running = cand[arange_b, nxt]
+        running_scores = alive_scores.gather(1, nxt)
+        beam_src = src_beam.gather(1, nxt)  # which old beam each new one continues
+        # Finished hypotheses: merge the newly finished among the top nb with the old list.
+        just = hits & top_nb[None, :]
+        score = top_scores / float(cur + 1 - prompt_len) ** cfg.length_penalty
+        full = is_finished.all(-1, keepdim=True) & (cfg.early_stopping is True)
+        score = score - full.float() * 1e9 - (~improvable).float() * 1e9 - (~just).float() * 1e9
+        merged = torch.cat([finished, cand], dim=1)
+        merged_scores = torch.cat([finished_scores, score], dim=1)
+        merged_done = torch.cat([is_finished, just], dim=1)
+        best = merged_scores.topk(nb, dim=-1).indices
+        finished = merged[arange_b, best]
+        finished_scores = merged_scores.gather(1, best)
+        is_finished = merged_done.gather(1, best)
+        cur += 1
+        # Could a running beam still beat the worst finished hypothesis?
+        if cfg.early_stopping == "never" and cfg.length_penalty > 0:
+            best_len = max_len - prompt_len
+        else:
+            best_len = cur - prompt_len
+        best_running = running_scores[:, :1] / float(best_len) ** cfg.length_penalty
+        worst_done = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values, -1e9)
+        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
+        open_beam = not (bool(is_finished.all()) and cfg.early_stopping is True)
+        if not bool(improvable.any()) or not open_beam or bool(hits.all()):
+            break
+        # Feed the chosen tokens; the cache follows each beam's parent.
+        flat_src = (beam_src + arange_b * nb).view(-1)
+        cache = [(k.index_select(0, flat_src), v.index_select(0, flat_src)) for k, v in cache]
+        mask = torch.cat([mask, torch.ones((B * nb, 1), dtype=mask.dtype, device=device)], 1)
+        logits, cache = model(
+            running[:, :, cur - 1].reshape(B * nb, 1), mask if padded else None, cache, next_pos
+        )
+        next_pos = next_pos + 1
+    out = finished[:, : cfg.num_return_sequences, prompt_len:cur].reshape(
+        B * cfg.num_return_sequences, cur - prompt_len
+    )
+    return [_trim(row, eos_id) for row in out.tolist()]

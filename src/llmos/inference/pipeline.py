@@ -5,7 +5,9 @@ The model never sees text; this module owns the tokenizer calls and the post-pro
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +20,36 @@ from llmos.checkpoint.io import (
     read_task,
     read_weights,
 )
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, GPTConfig
+from llmos.data.clm import format_prompt
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.classify import batched_logits, encode_texts
+from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
+from llmos.inference.stream import TextStream
 from llmos.inference.tag import SpanDecoder, predict_spans, tokenize_for_tagging
 from llmos.models.bert import (
     BertForPreTraining,
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from llmos.text.tokenizer import decode, load_tokenizer, special_ids
+from llmos.models.gpt import GPT
+from llmos.text.tokenizer import decode, load_tokenizer, special_ids, token_bytes
 
 log = logging.getLogger("llmos.inference")
 
 
-def build_model(config: BertConfig, task: dict[str, Any] | None, path: Path) -> torch.nn.Module:
-    """The model class a checkpoint's ``task.json`` names (pretraining heads when absent)."""
+def build_model(
+    config: BertConfig | GPTConfig, task: dict[str, Any] | None, path: Path
+) -> torch.nn.Module:
+    """The model class a checkpoint's ``config.json`` and ``task.json`` name (pretraining
+    heads when there is no task)."""
+    if isinstance(config, GPTConfig):
+        if task is None or task.get("task") == "instruct":
+            return GPT(config)
+        raise CheckpointError(
+            f"{path}/task.json: unsupported task {task.get('task')!r} for a GPT (supported: "
+            "instruct, or none for a pretrained decoder)"
+        )
     if task is None:
         return BertForPreTraining(config)
     kind = task.get("task")
@@ -59,7 +75,7 @@ class Pipeline:
     def __init__(
         self,
         model: torch.nn.Module,
-        config: BertConfig,
+        config: BertConfig | GPTConfig,
         tokenizer: Any,
         task: dict[str, Any] | None = None,
         path: Path | None = None,
@@ -113,10 +129,11 @@ class Pipeline:
             For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
             several masks, one such list per mask, left to right.
         """
-        if self.task is not None:
+        if self.task is not None or self.config.model_type != "bert":
+            have = self.task.get("task") if self.task else self.config.model_type
             raise LlmosError(
-                f"this checkpoint is a {self.task.get('task')} model; fill-mask needs a "
-                "pretrained (MLM) checkpoint"
+                f"this checkpoint is a {have} model; fill-mask needs a pretrained BERT (MLM) "
+                "checkpoint"
             )
         mask_id = self._ids.get("mask")
         if mask_id is None:
@@ -209,3 +226,141 @@ class Pipeline:
         return predict_spans(
             self.model, tokens, texts, self.decoder, self._ids, max_length, batch_size
         )[2]
+
+    # --- generation (GPT checkpoints) ----------------------------------------------------
+
+    def _require_decoder(self) -> None:
+        if self.config.model_type != "gpt":
+            have = self.task.get("task") if self.task else "pretrained BERT"
+            raise LlmosError(f"this checkpoint is a {have} model; generation needs a GPT")
+
+    def _prompt_ids(self, prompts: list[str], raw: bool, max_new_tokens: int) -> list[list[int]]:
+        """Token ids of each prompt (wrapped in the instruction template for instruction-tuned
+        checkpoints unless ``raw``), left-truncated with a warning so that prompt and
+        ``max_new_tokens`` fit the context window."""
+        window = self.config.max_position
+        if max_new_tokens >= window:
+            raise LlmosError(
+                f"max_new_tokens ({max_new_tokens}) must be below the context window of "
+                f"{window} tokens, which also holds the prompt"
+            )
+        instruct = not raw and self.task is not None and self.task.get("task") == "instruct"
+        out = []
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise LlmosError(f"prompt {i} is empty: give some text to continue")
+            text = format_prompt(prompt) if instruct else prompt
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+            room = window - max_new_tokens
+            if len(ids) > room:
+                log.warning(
+                    "prompt %d is %d tokens; kept its last %d so that it and max_new_tokens "
+                    "(%d) fit the %d-token context window",
+                    i,
+                    len(ids),
+                    room,
+                    max_new_tokens,
+                    window,
+                )
+                ids = ids[-room:]
+            out.append(ids)
+        return out
+
+    def generate(
+        self, prompts: str | list[str], *, raw: bool = False, **options: Any
+    ) -> str | list[str] | list[list[str]]:
+        """Continue text (or answer instructions, for an instruction-tuned checkpoint).
+
+        Args:
+            prompts: one prompt or a list (decoded together as a left-padded batch).
+            raw: for instruction-tuned checkpoints, use the prompt as is instead of wrapping it
+                in the instruction template.
+            **options: :class:`~llmos.inference.generate.GenerationConfig` fields:
+                ``max_new_tokens``, ``strategy`` (greedy | sample), ``temperature``,
+                ``top_k``, ``top_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
+                ``seed``, ``num_beams``, ``length_penalty``, ``early_stopping``,
+                ``num_return_sequences``, ``stop`` (strings).
+
+        Returns:
+            The generated text (the prompt not included, cut before any stop string) per
+            prompt: a string for a single prompt, a list for a list; with
+            ``num_return_sequences`` n > 1, a list of n strings in their place.
+        """
+        self._require_decoder()
+        single = isinstance(prompts, str)
+        items = [prompts] if single else list(prompts)
+        if not items:
+            raise LlmosError("no prompts given")
+        cfg = GenerationConfig(**options)
+        ids = self._prompt_ids(items, raw, cfg.max_new_tokens)
+        n = cfg.num_return_sequences
+        streams = [
+            TextStream(self.tokenizer, cfg.stop, self._token_bytes) for _ in range(len(items) * n)
+        ]
+
+        def stop(row: int, tokens: list[int]) -> bool:
+            streams[row].push(tokens[-1])
+            return streams[row].stopped
+
+        rows = generate_ids(
+            self.model,
+            ids,
+            cfg,
+            eos_id=self._ids.get("eos"),
+            pad_id=self._pad_id(),
+            stop=stop if cfg.stop and cfg.num_beams == 1 else None,
+        )
+        texts = [self._finish_text(r, cfg.stop) for r in rows]
+        grouped = [texts[i * n : (i + 1) * n] for i in range(len(items))] if n > 1 else texts
+        return grouped[0] if single else grouped
+
+    def stream(self, prompt: str, *, raw: bool = False, **options: Any) -> Iterator[str]:
+        """Generate for one prompt, yielding text as soon as it decodes cleanly: never half a
+        UTF-8 character, never part of a stop string. Joined, the pieces equal
+        :meth:`generate`'s result with the same options (greedy/sampling, one sequence)."""
+        self._require_decoder()
+        cfg = GenerationConfig(**options)
+        if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
+            raise LlmosError(
+                "streaming decodes one sequence: num_beams and num_return_sequences must be 1"
+            )
+        ids = self._prompt_ids([prompt], raw, cfg.max_new_tokens)
+        text = TextStream(self.tokenizer, cfg.stop, self._token_bytes)
+        eos = self._ids.get("eos")
+        for step in decode_steps(
+            self.model,
+            ids,
+            cfg,
+            eos_id=eos,
+            pad_id=self._pad_id(),
+        ):
+            token = step[0]
+            if token < 0 or token == eos:
+                break
+            piece = text.push(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                return
+        rest = text.finish()
+        if rest:
+            yield rest
+
+    @functools.cached_property
+    def _token_bytes(self) -> list[bytes] | None:
+        return token_bytes(self.tokenizer)
+
+    def _pad_id(self) -> int:
+        pad = self._ids.get("pad")
+        return pad if pad is not None else (self._ids.get("eos") or 0)
+
+    def _finish_text(self, tokens: list[int], stop: tuple[str, ...]) -> str:
+        """Clean text of generated ids: special tokens dropped, cut before the first stop
+        string, an incomplete last character dropped."""
+        text = TextStream(self.tokenizer, stop, self._token_bytes)
+        for t in tokens:
+            text.push(t)
+            if text.stopped:
+                break
+        text.finish()
+        return text.text

@@ -9,6 +9,7 @@ without a cache, and with an explicit mask when new tokens attend to cached ones
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +103,9 @@ class Transformer(nn.Module):
 
 class GPT(nn.Module):
     """GPT-2 language model: (B, T) token ids -> (B, T, V) next-token logits."""
+
+    # The output projection is the token embedding matrix (saved once, under its source).
+    tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()

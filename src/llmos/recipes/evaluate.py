@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from llmos.checkpoint.io import write_json_atomic
 from llmos.data.readers import read_classification, read_spans
 from llmos.data.tagging import parse_label
@@ -119,8 +121,9 @@ def evaluate_tagging_file(
     return report
 
 
-def _read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
-    """Texts (and second texts) from stdin / a text file (a text a line) / .tsv .csv .jsonl."""
+def _read_inputs(path: str, key: str = "text") -> tuple[list[str], list[str | None] | None]:
+    """Texts (and second texts) from stdin / a text file (a text a line) / .tsv .csv .jsonl
+    (the text under ``key``)."""
     if path == "-":
         lines = [ln.rstrip("\n") for ln in sys.stdin]
         return [ln for ln in lines if ln.strip()], None
@@ -141,9 +144,9 @@ def _read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise DataError(f'{p}:{lineno}: expected an object with a "text" string')
-            texts.append(obj["text"])
+            if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
+                raise DataError(f'{p}:{lineno}: expected an object with a "{key}" string')
+            texts.append(obj[key])
             texts_b.append(obj.get("text_b"))
         return texts, texts_b if any(b is not None for b in texts_b) else None
     if suffix in (".tsv", ".csv"):
@@ -173,6 +176,39 @@ def predict_file(
     lines = [
         json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)
     ]
+    return _write_lines(lines, output)
+
+
+def generate_file(
+    checkpoint: str | Path,
+    input_path: str,
+    output: str,
+    *,
+    batch_size: int = 8,
+    raw: bool = False,
+    **options: Any,
+) -> int:
+    """Generate for every prompt of a file (one a line, or JSONL ``{"prompt": ...}``); write
+    ``{"prompt", "generation"}`` lines (``"generations"``, a list, with
+    ``num_return_sequences`` > 1)."""
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    prompts, _ = _read_inputs(input_path, key="prompt")
+    if not prompts:
+        raise DataError(f"{input_path}: no prompts")
+    key = "generations" if options.get("num_return_sequences", 1) > 1 else "generation"
+    lines = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
+        chunk = prompts[i : i + batch_size]
+        outs = pipe.generate(chunk, raw=raw, **options)
+        lines += [
+            json.dumps({"prompt": p, key: o}, ensure_ascii=False)
+            for p, o in zip(chunk, outs, strict=True)
+        ]
+    return _write_lines(lines, output)
+
+
+def _write_lines(lines: list[str], output: str) -> int:
+    """JSON lines to stdout (``-``) or atomically to a file; returns how many."""
     if output == "-":
         for line in lines:
             print(line)

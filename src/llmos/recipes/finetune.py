@@ -222,11 +222,16 @@ def train_head(
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
-    """Fine-tune a classifier or tagger; returns where the run and its best checkpoint are."""
+    """Fine-tune a classifier or tagger, or instruction-tune a GPT; returns where the run and
+    its best checkpoint are."""
     if cfg.task == "tagging":
         from llmos.recipes.tagging import finetune_tagging
 
         return finetune_tagging(cfg, resume)
+    if cfg.task == "instruct":
+        from llmos.recipes.instruct import finetune_instruct
+
+        return finetune_instruct(cfg, resume)
     init = load_init(cfg)
     files = dataset_files(cfg.data.dataset)
     read = {

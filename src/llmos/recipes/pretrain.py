@@ -194,7 +194,12 @@ def setup(cfg: PretrainConfig) -> tuple[PretrainConfig, Any, PretrainTask, Token
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
-    """Pretrain a BERT encoder; returns where the run and its final checkpoint are."""
+    """Pretrain a BERT encoder, or a GPT decoder when ``model.model_type`` is ``gpt``; returns
+    where the run and its final checkpoint are."""
+    if cfg.model.model_type == "gpt":
+        from llmos.recipes.causal import pretrain_gpt
+
+        return pretrain_gpt(cfg, resume)
     cfg, tokenizer, task, train = setup(cfg)
     run_dir = Path(cfg.out_dir).expanduser() / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)

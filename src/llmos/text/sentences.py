@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["detect_lang", "split_sentences"]
+__all__ = ["detect_lang", "join_sentences", "split_sentences"]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -104,3 +104,14 @@ def _is_abbreviation(line: str, dot: int) -> bool:
     if word.lower() in _EN_ABBREVIATIONS:
         return True
     return bool(_ACRONYM.match(word + ".")) and "." in word  # "U.S", "e.g", "N.V"
+
+
+def join_sentences(sentences: list[str]) -> str:
+    """Join the sentences of a document back into running text: no space where either side of
+    a boundary is CJK or full-width (``。`` then ``他``), one space otherwise (``it. The``)."""
+    out: list[str] = []
+    for s in sentences:
+        if out and out[-1] and s and ord(out[-1][-1]) < 0x2E80 and ord(s[0]) < 0x2E80:
+            out.append(" ")
+        out.append(s)
+    return "".join(out)

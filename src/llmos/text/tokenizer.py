@@ -283,6 +283,40 @@ def decode(tok: Tokenizer, ids: list[int], *, skip_special_tokens: bool = True) 
     return text
 
 
+def _gpt2_byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: the printable character standing for each byte
+    -> the byte (printable ASCII and Latin-1 stand for themselves, the rest shift to 256+)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+_BYTE_OF_CHAR = _gpt2_byte_alphabet()
+
+
+def token_bytes(tok: Tokenizer) -> list[bytes] | None:
+    """For a byte-level BPE tokenizer, the bytes of every token id (``b""`` for special
+    tokens); None for other tokenizers. Generated text is decoded from these bytes
+    incrementally, so a character split over tokens is shown only once complete."""
+    if type(tok.decoder).__name__ != "ByteLevel":
+        return None
+    special = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
+    table = []
+    for i in range(tok.get_vocab_size()):
+        piece = tok.id_to_token(i) or ""
+        if piece in special:
+            table.append(b"")
+            continue
+        table.append(bytes(_BYTE_OF_CHAR[c] for c in piece if c in _BYTE_OF_CHAR))
+    return table
+
+
 def _tidy_spaces(text: str) -> str:
     """Drop the spaces that WordPiece decoding inserts around CJK text and punctuation."""
     if " " not in text:

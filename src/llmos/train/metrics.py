@@ -320,3 +320,41 @@ def plot_span_scores(per_type: dict[str, dict], out_png: Path, title: str = "") 
         plt.close(fig)
     os.replace(tmp, out_png)
     return out_png
+
+
+def answer_units(text: str) -> list[str]:
+    """What answer overlap is counted in: CJK characters one by one, other text as lower-cased
+    words (punctuation dropped), as in the SQuAD and CMRC answer-F1 scripts."""
+    units: list[str] = []
+    word = []
+    for ch in text.lower():
+        if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff":
+            if word:
+                units.append("".join(word))
+                word = []
+            units.append(ch)
+        elif ch.isalnum():
+            word.append(ch)
+        elif word:
+            units.append("".join(word))
+            word = []
+    if word:
+        units.append("".join(word))
+    return units
+
+
+def answer_f1(prediction: str, reference: str) -> float:
+    """Bag-of-units F1 between a generated answer and the reference (1.0 for two empties)."""
+    pred, ref = answer_units(prediction), answer_units(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(pred), common / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Equal after lower-casing and dropping punctuation and spaces."""
+    return answer_units(prediction) == answer_units(reference)

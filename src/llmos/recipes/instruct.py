@@ -1,0 +1,175 @@
+"""Recipe: instruction tuning of a pretrained GPT (the supervised step of InstructGPT).
+
+setup (GPT checkpoint, {instruction, input, output} JSONL, prompt template) -> train (the
+shared loop, loss on response tokens only, best checkpoint by validation loss) -> save ->
+report (held-out response loss and answer quality of the base model and the tuned one, with
+generations side by side).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from llmos.checkpoint.io import load_state_dict_strict, write_json_atomic
+from llmos.config.loader import to_dict
+from llmos.config.run import FinetuneConfig
+from llmos.data.clm import (
+    PROMPT_TEMPLATE,
+    PROMPT_TEMPLATE_INPUT,
+    InstructionBatches,
+    encode_instructions,
+    format_prompt,
+    pad_pairs,
+)
+from llmos.data.readers import Instruction, read_instructions
+from llmos.errors import CheckpointError
+from llmos.inference.pipeline import Pipeline
+from llmos.models.gpt import GPT
+from llmos.recipes.causal import CausalLMTask, eos_id_of
+from llmos.recipes.finetune import dataset_files, load_init, warn_skipped
+from llmos.text.tokenizer import special_ids
+from llmos.train.loop import FitResult, fit
+from llmos.train.metrics import answer_f1, exact_match
+
+log = logging.getLogger("llmos.recipes")
+
+EVAL_BATCH = 16
+SHOWN_EXAMPLES = 8  # generations kept in the report, per model
+
+
+def _batches(ids: list, targets: list, pad_id: int, size: int) -> list[dict[str, Any]]:
+    return [
+        pad_pairs(ids[i : i + size], targets[i : i + size], pad_id)
+        for i in range(0, len(ids), size)
+    ]
+
+
+def answer_quality(
+    pipe: Pipeline, examples: list[Instruction], max_new_tokens: int = 48
+) -> tuple[dict[str, Any], list[str]]:
+    """Greedy answers to held-out instructions, scored against the references: exact match
+    and answer F1 (CJK characters / words), overall and per ``source``. An answer gets at most
+    ``max_new_tokens``, fewer when its prompt leaves less room in the context window."""
+    window = pipe.config.max_position
+    prompts = [format_prompt(e.instruction, e.input) for e in examples]
+    lengths = [len(e.ids) for e in pipe.tokenizer.encode_batch(prompts, add_special_tokens=False)]
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)  # similar lengths together
+    answers = [""] * len(prompts)
+    for i in range(0, len(order), EVAL_BATCH):
+        idx = order[i : i + EVAL_BATCH]
+        budget = min(max_new_tokens, window - max(lengths[j] for j in idx))
+        if budget < 1:
+            continue  # prompts that fill the window get no answer (scored as empty)
+        outs = pipe.generate([prompts[j] for j in idx], raw=True, max_new_tokens=budget)
+        for j, a in zip(idx, outs, strict=True):
+            answers[j] = a
+    groups: dict[str, list[tuple[str, str]]] = {"all": []}
+    for e, a in zip(examples, answers, strict=True):
+        groups["all"].append((a, e.output))
+        if e.source:
+            groups.setdefault(e.source, []).append((a, e.output))
+    scores = {
+        name: {
+            "exact_match": sum(exact_match(a, r) for a, r in pairs) / len(pairs),
+            "answer_f1": sum(answer_f1(a, r) for a, r in pairs) / len(pairs),
+            "examples": len(pairs),
+        }
+        for name, pairs in groups.items()
+    }
+    return scores, answers
+
+
+def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
+    """Instruction-tune a GPT checkpoint; returns where the run and its best checkpoint are."""
+    init = load_init(cfg)
+    if init.config.model_type != "gpt":
+        raise CheckpointError(
+            f"{init.path}: task instruct needs a GPT checkpoint (model_type gpt), got "
+            f"{init.config.model_type!r}"
+        )
+    eos = eos_id_of(init.tokenizer, f"{init.path}/tokenizer.json")
+    pad = special_ids(init.tokenizer).get("pad")
+    pad_id = pad if pad is not None else eos
+    files = dataset_files(cfg.data.dataset)
+    read = {s: read_instructions(f, cfg.data.skip_bad_rows) for s, f in files.items()}
+    warn_skipped(files, read)
+    max_length = min(cfg.data.max_length, init.config.max_position)
+    enc = {}
+    for split, res in read.items():
+        ids, targets, dropped = encode_instructions(res.rows, init.tokenizer, eos, max_length)
+        if dropped:
+            log.warning(
+                "%s: %d examples dropped: their prompt alone fills max_length %d",
+                files[split],
+                dropped,
+                max_length,
+            )
+        enc[split] = (ids, targets)
+    bs = cfg.train.micro_batch_size or cfg.train.batch_size
+    task = CausalLMTask(
+        InstructionBatches(*enc["train"], pad_id, cfg.train.batch_size, cfg.train.seed),
+        _batches(*enc["valid"], pad_id, bs)[: cfg.train.eval_batches],
+    )
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)
+    model = GPT(init.config)
+    load_state_dict_strict(model, init.weights)
+    meta = {
+        "task": "instruct",
+        "template": PROMPT_TEMPLATE,
+        "template_with_input": PROMPT_TEMPLATE_INPUT,
+        "max_length": max_length,
+        "init": str(init.path),
+        "dataset": cfg.data.dataset,
+    }
+    result = fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=init.config,
+        tokenizer=init.tokenizer,
+        task_meta=meta,
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )
+    if not result.is_main:
+        return result
+    report: dict[str, Any] = {"best": result.best, "train_examples": len(enc["train"][0])}
+    split = "test" if "test" in enc else "valid"
+    held_out = _batches(*enc[split], pad_id, bs)
+    tuned = Pipeline.from_checkpoint(result.checkpoint)
+    base = Pipeline.from_checkpoint(init.path)
+    rows = read[split].rows
+    report["split"] = split
+    for name, pipe in (("base", base), ("tuned", tuned)):
+        with torch.no_grad():
+            response = CausalLMTask(task.batches, held_out).evaluate(pipe.model)
+        quality, answers = answer_quality(pipe, rows)
+        report[name] = {"response": response, "quality": quality}
+        report.setdefault("examples", [{} for _ in rows[:SHOWN_EXAMPLES]])
+        for shown, e, a in zip(report["examples"], rows, answers, strict=False):
+            shown |= {"instruction": e.instruction, "input": e.input, "reference": e.output}
+            shown[name] = a
+    write_json_atomic(result.run_dir / "report.json", report)
+    log.info(
+        "%s response-token loss: base %.3f -> tuned %.3f; answer F1 %.3f -> %.3f",
+        split,
+        report["base"]["response"]["loss"],
+        report["tuned"]["response"]["loss"],
+        report["base"]["quality"]["all"]["answer_f1"],
+        report["tuned"]["quality"]["all"]["answer_f1"],
+    )
+    return result
