@@ -43,8 +43,9 @@ format: install  ## apply ruff formatting and fixes
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: install  ## pretraining throughput against Hugging Face (results -> docs/BENCHMARKS.md)
+bench: install  ## pretraining + generation speed against Hugging Face (-> docs/BENCHMARKS.md)
 	$(BIN)/python bench/pretrain_throughput.py
+	$(BIN)/python bench/generate.py
 
 clean:  ## remove the virtualenv and caches (not $(LLMOS_HOME) or runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -89,6 +89,23 @@ def _evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         skip_bad_rows=args.skip_bad_rows,
     )
+    if report.get("kind") == "text":  # a decoder on text
+        print(
+            f"perplexity {report['perplexity']:.2f}  loss {report['loss']:.4f}  "
+            f"next-token accuracy {report['accuracy']:.4f}  ({report['targets']:.0f} tokens)"
+        )
+        print(f"report: {report['report_path']}")
+        return 0
+    if report.get("kind") == "instructions":  # an instruction-following decoder
+        r = report["response"]
+        print(f"response-token loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}")
+        for source, q in report["quality"].items():
+            print(
+                f"  {source:<12} exact match {q['exact_match']:.3f}  answer F1 "
+                f"{q['answer_f1']:.3f}  n={q['examples']}"
+            )
+        print(f"report: {report['report_path']}")
+        return 0
     if "per_type" in report:  # a tagger
         p, r, f, acc = report["precision"], report["recall"], report["f1"], report["accuracy"]
         print(f"span P {p:.4f}  R {r:.4f}  F1 {f:.4f}  token accuracy {acc:.4f}")
@@ -254,14 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score a fine-tuned model: classes (accuracy, macro-F1, confusion matrix) "
-        "or spans (P/R/F1 per type, token accuracy)",
+        help="score a model: classes (accuracy, macro-F1, confusion matrix), spans (P/R/F1 "
+        "per type), or a GPT (perplexity on text; answers to JSONL instructions)",
     )
-    ev.add_argument("checkpoint", help="fine-tuned checkpoint directory")
+    ev.add_argument("checkpoint", help="fine-tuned or GPT checkpoint directory")
     ev.add_argument(
         "--data",
         required=True,
-        help="labelled file (.tsv/.csv/.jsonl; taggers: also .conll or word/POS .txt)",
+        help="labelled file (.tsv/.csv/.jsonl; taggers: also .conll or word/POS .txt); GPT: a "
+        "corpus .txt or instruction .jsonl",
     )
     ev.add_argument("--label-key", default="label", help="label column/key (intent files: intent)")
     ev.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +102,24 @@ def test_gpt_pretraining_resumes_exactly(gpt, tmp_path: Path) -> None:
     resumed = pretrain(cfg, resume=True)
     a, b = read_weights(gpt.checkpoint), read_weights(resumed.checkpoint)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_gpt_ddp_two_processes_match_one(tiny_corpus: Path, bpe: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m llmos pretrain` (gloo) ends with the weights of one
+    process training on the same global batches."""
+    over = gpt_overrides(tiny_corpus, bpe, tmp_path, steps=6)
+    over += ["model.dropout=0.0", "model.attention_dropout=0.0", "train.eval_every=6"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", "29533", "-m", "llmos", "pretrain", *over, "name=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = pretrain(load_config(PretrainConfig, None, [*over, "name=single"]))
+    a, b = read_weights(tmp_path / "ddp" / "checkpoint"), read_weights(single.checkpoint)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
 
 
 def test_pipeline_generate_matches_the_token_loop_and_reloads(gpt) -> None:
@@ -224,6 +245,21 @@ def test_instruction_tuning_learns_responses(gpt, tiny_encoder: Path, tmp_path: 
     assert pipe.generate("你好", max_new_tokens=20) == pipe.generate(
         "### Instruction:\n你好\n\n### Response:\n", raw=True, max_new_tokens=20
     )
+    # llmos evaluate: the tuned model on the instruction file, the base model on text.
+    (tmp_path / "inst" / "corpus.txt").write_text("今天我们学习经济。\n\n去年他参观城市。\n")
+    assert main(["evaluate", str(result.checkpoint), "--data", str(data / "test.jsonl")]) == 0
+    ev = json.loads((result.run_dir / "eval-test" / "report.json").read_text())
+    assert ev["response"]["loss"] == pytest.approx(report["tuned"]["response"]["loss"], 1e-4)
+    assert ev["quality"] == report["tuned"]["quality"]
+    lines = (result.run_dir / "eval-test" / "generations.jsonl").read_text().splitlines()
+    assert len(lines) == len(rows)
+    out = tmp_path / "ev"
+    args = ["--data", str(tmp_path / "inst" / "corpus.txt"), "--out-dir", str(out)]
+    assert main(["evaluate", str(gpt.checkpoint), *args]) == 0
+    ppl = json.loads((out / "report.json").read_text())
+    unigram = json.loads((gpt.run_dir / "report.json").read_text())["unigram_perplexity"]
+    assert ppl["kind"] == "text" and 1 < ppl["perplexity"] < unigram  # text like the corpus
+
     bert = cfg.__class__(**{**cfg.__dict__, "init": str(tiny_encoder), "name": "bert"})
     with pytest.raises(LlmosError, match="task instruct needs a GPT checkpoint"):
         finetune(bert)

@@ -220,35 +220,49 @@ def decode_steps(
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     logits, cache = model(ids, mask if padded else None, None, positions)
-    seen = ids
-    history = [list(p) for p in prompts]  # unpadded, for n-gram bans
+    # What the processors need, kept only when they are on: ids so far (repetition penalty,
+    # pads included as in HF) and unpadded token lists (n-gram bans, the stop hook).
+    seen = ids if cfg.repetition_penalty != 1.0 else None
+    history = [list(p) for p in prompts] if cfg.no_repeat_ngram_size or stop is not None else None
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    any_done = False
     next_pos = positions[:, -1:] + 1
     for _ in range(cfg.max_new_tokens):
         scores = logits[:, -1].float()
-        scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
-        scores = ban_repeated_ngrams(scores, history, cfg.no_repeat_ngram_size)
+        if seen is not None:
+            scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
+        if history is not None:
+            scores = ban_repeated_ngrams(scores, history, cfg.no_repeat_ngram_size)
         if cfg.strategy == "greedy":
             token = scores.argmax(-1)
         else:
             scores = top_p_filter(top_k_filter(scores / cfg.temperature, cfg.top_k), cfg.top_p)
             token = torch.multinomial(scores.softmax(-1), 1, generator=gen).squeeze(-1)
-        was_done = done.tolist()
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        seen = torch.cat([seen, token[:, None]], dim=1)
+        was_done = done.tolist() if any_done else None
+        if any_done:
+            token = torch.where(done, torch.full_like(token, pad_id), token)
+        if seen is not None:
+            seen = torch.cat([seen, token[:, None]], dim=1)
         tokens = token.tolist()
-        for row, t in enumerate(tokens):
-            history[row].append(t)
+        if history is not None:
+            for row, t in enumerate(tokens):
+                history[row].append(t)
         if eos_id is not None:
             done |= token == eos_id
-        if stop is not None:
+        if stop is not None and history is not None:
             for row in range(B):
                 if not done[row] and stop(row, history[row][len(prompts[row]) :]):
                     done[row] = True
-        yield [-1 if d else t for t, d in zip(tokens, was_done, strict=True)]
-        if bool(done.all()):
+        yield (
+            tokens
+            if was_done is None
+            else [-1 if d else t for t, d in zip(tokens, was_done, strict=True)]
+        )
+        any_done = bool(done.any())
+        if any_done and bool(done.all()):
             return
-        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+        if padded:
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
         logits, cache = model(token[:, None], mask if padded else None, cache, next_pos)
         next_pos = next_pos + 1
 

@@ -52,6 +52,27 @@ def lm_loss_sum(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, 
     return loss, hits
 
 
+@torch.no_grad()
+def lm_metrics(model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean next-token loss, perplexity and top-1 accuracy over the targets of ``batches``
+    (``IGNORE`` targets left out), plus how many targets were scored."""
+    device = next(model.parameters()).device
+    total, hits, n = 0.0, 0.0, 0.0
+    for batch in batches:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        loss, hit = lm_loss_sum(model, batch)
+        total += loss.item()
+        hits += hit.item()
+        n += float((batch["labels"] != IGNORE).sum())
+    loss = total / max(n, 1.0)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50)),
+        "accuracy": hits / max(n, 1.0),
+        "targets": n,
+    }
+
+
 @dataclass
 class CausalLMTask:
     """Next-token prediction for the shared training loop: pretraining on packed blocks, or
@@ -73,18 +94,7 @@ class CausalLMTask:
         return loss, {"loss": loss.item()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
-        total, hits, n = 0.0, 0.0, 0.0
-        for batch in self.valid:
-            batch = {
-                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-            }
-            loss, hit = lm_loss_sum(model, batch)
-            total += loss.item()
-            hits += hit.item()
-            n += float((batch["labels"] != IGNORE).sum())
-        loss = total / max(n, 1.0)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": hits / max(n, 1.0)}
+        return lm_metrics(model, self.valid)
 
     def state(self) -> dict[str, int]:
         return self.batches.state()

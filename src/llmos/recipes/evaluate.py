@@ -41,6 +41,8 @@ def evaluate_file(
     """
     pipe = Pipeline.from_checkpoint(checkpoint)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
+    if pipe.config.model_type == "gpt":
+        return evaluate_decoder_file(pipe, data, out, skip_bad_rows=skip_bad_rows)
     if pipe.task and pipe.task.get("task") == "tagging":
         return evaluate_tagging_file(
             pipe, data, out, spans_key=spans_key, skip_bad_rows=skip_bad_rows
@@ -72,6 +74,57 @@ def evaluate_file(
     report["confusion_png"] = str(
         plot_confusion(report["confusion"], labels, out / "confusion.png", Path(data).name)
     )
+    report["report_path"] = str(out / "report.json")
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def evaluate_decoder_file(
+    pipe: Pipeline, data: str | Path, out: Path, *, skip_bad_rows: bool = False
+) -> dict[str, Any]:
+    """A GPT on a file: text (one sentence a line, a blank line between documents) gets
+    perplexity over blocks of the context window; JSONL instructions ``{instruction, input,
+    output}`` get the response-token loss and greedy answers scored by exact match and answer
+    F1 (written, with the references, to ``generations.jsonl``)."""
+    from llmos.data.clm import block_batch, encode_instructions, pack_blocks
+    from llmos.data.corpus import load_tokenized
+    from llmos.data.readers import read_instructions
+    from llmos.recipes.causal import eos_id_of, lm_metrics
+    from llmos.recipes.instruct import answer_quality, pair_batches
+
+    data = Path(data)
+    eos = eos_id_of(pipe.tokenizer, f"{pipe.path}/tokenizer.json")
+    window = pipe.config.max_position
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"checkpoint": str(pipe.path), "data": str(data)}
+    if data.suffix.lower() == ".jsonl":
+        read = read_instructions(data, skip_bad_rows=skip_bad_rows)
+        ids, targets, dropped = encode_instructions(read.rows, pipe.tokenizer, eos, window)
+        quality, answers = answer_quality(pipe, read.rows)
+        report |= {
+            "kind": "instructions",
+            "response": lm_metrics(pipe.model, pair_batches(ids, targets, pipe._pad_id(), 16)),
+            "quality": quality,
+            "dropped_too_long": dropped,
+            "skipped_rows": read.skipped,
+        }
+        _write_lines(
+            [
+                json.dumps(
+                    {"instruction": e.instruction, "input": e.input, "reference": e.output}
+                    | {"answer": a, "source": e.source},
+                    ensure_ascii=False,
+                )
+                for e, a in zip(read.rows, answers, strict=True)
+            ],
+            str(out / "generations.jsonl"),
+        )
+    else:
+        corpus = load_tokenized(data, pipe.tokenizer, whole_documents=True)
+        block = min(window, corpus.num_tokens + corpus.num_documents - 1)
+        blocks = pack_blocks(corpus, eos, block)
+        batches = [block_batch(blocks[i : i + 16]) for i in range(0, len(blocks), 16)]
+        report |= {"kind": "text", "block": block, **lm_metrics(pipe.model, batches)}
     report["report_path"] = str(out / "report.json")
     write_json_atomic(out / "report.json", report)
     return report

@@ -30,7 +30,7 @@ from llmos.data.readers import Instruction, read_instructions
 from llmos.errors import CheckpointError
 from llmos.inference.pipeline import Pipeline
 from llmos.models.gpt import GPT
-from llmos.recipes.causal import CausalLMTask, eos_id_of
+from llmos.recipes.causal import CausalLMTask, eos_id_of, lm_metrics
 from llmos.recipes.finetune import dataset_files, load_init, warn_skipped
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult, fit
@@ -42,7 +42,8 @@ EVAL_BATCH = 16
 SHOWN_EXAMPLES = 8  # generations kept in the report, per model
 
 
-def _batches(ids: list, targets: list, pad_id: int, size: int) -> list[dict[str, Any]]:
+def pair_batches(ids: list, targets: list, pad_id: int, size: int) -> list[dict[str, Any]]:
+    """Padded batches of ``size`` (ids, targets) pairs, in order."""
     return [
         pad_pairs(ids[i : i + size], targets[i : i + size], pad_id)
         for i in range(0, len(ids), size)
@@ -113,7 +114,7 @@ def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     bs = cfg.train.micro_batch_size or cfg.train.batch_size
     task = CausalLMTask(
         InstructionBatches(*enc["train"], pad_id, cfg.train.batch_size, cfg.train.seed),
-        _batches(*enc["valid"], pad_id, bs)[: cfg.train.eval_batches],
+        pair_batches(*enc["valid"], pad_id, bs)[: cfg.train.eval_batches],
     )
     run_dir = Path(cfg.out_dir).expanduser() / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,14 +150,13 @@ def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         return result
     report: dict[str, Any] = {"best": result.best, "train_examples": len(enc["train"][0])}
     split = "test" if "test" in enc else "valid"
-    held_out = _batches(*enc[split], pad_id, bs)
+    held_out = pair_batches(*enc[split], pad_id, bs)
     tuned = Pipeline.from_checkpoint(result.checkpoint)
     base = Pipeline.from_checkpoint(init.path)
     rows = read[split].rows
     report["split"] = split
     for name, pipe in (("base", base), ("tuned", tuned)):
-        with torch.no_grad():
-            response = CausalLMTask(task.batches, held_out).evaluate(pipe.model)
+        response = lm_metrics(pipe.model, held_out)
         quality, answers = answer_quality(pipe, rows)
         report[name] = {"response": response, "quality": quality}
         report.setdefault("examples", [{} for _ in rows[:SHOWN_EXAMPLES]])
