@@ -73,9 +73,20 @@ def test_cached_decoding_equals_full_forward_at_every_step(pair) -> None:
             assert torch.allclose(step[:, 0], full[:, t], atol=1e-5), t
         # Several new tokens at once against a cache use the offset causal mask.
         _, cache = ours(ids[:, :8])
-        chunk, _ = ours(ids[:, 8:14], past=cache)
+        assert len(cache) == 8 and cache.keys[0].shape == (2, CFG.num_heads, 8, CFG.head_size)
+        chunk, _ = ours(ids[:, 8:14], past=cache)  # the buffers grow (they held 8)
         assert torch.allclose(chunk, full[:, 8:14], atol=1e-5)
-    assert cache[0][0].shape == (2, CFG.num_heads, 8, CFG.head_size)
+        assert len(cache) == 14
+        # A cache sized ahead is written in place and never reallocated.
+        from llmos.models.gpt import KVCache
+
+        ahead = KVCache(20)
+        _, ahead = ours(ids[:, :5], past=ahead)
+        buffer = ahead.keys[0]
+        for t in range(5, 20):
+            step, ahead = ours(ids[:, t : t + 1], past=ahead)
+            assert torch.allclose(step[:, 0], full[:, t], atol=1e-5), t
+        assert ahead.keys[0] is buffer
 
 
 def test_context_window_and_strict_weight_map(pair) -> None:

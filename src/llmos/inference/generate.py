@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from llmos.errors import LlmosError
-from llmos.models.gpt import GPT
+from llmos.models.gpt import GPT, KVCache
 
 
 @dataclass
@@ -219,7 +219,8 @@ def decode_steps(
     if cfg.strategy == "sample":
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
-    logits, cache = model(ids, mask if padded else None, None, positions)
+    cache = KVCache(ids.size(1) + cfg.max_new_tokens)
+    logits, cache = model(ids, mask if padded else None, cache, positions)
     # What the processors need, kept only when they are on: ids so far (repetition penalty,
     # pads included as in HF) and unpadded token lists (n-gram bans, the stop hook).
     seen = ids if cfg.repetition_penalty != 1.0 else None
@@ -310,7 +311,8 @@ def _beam_search(
     improvable = torch.ones((B, 1), dtype=torch.bool, device=device)
     arange_b = torch.arange(B, device=device)[:, None]
 
-    logits, cache = model(ids, mask if padded else None, None, positions)
+    cache = KVCache(max_len)
+    logits, cache = model(ids, mask if padded else None, cache, positions)
     next_pos = positions[:, -1:] + 1
     cur = prompt_len
     while True:
@@ -362,7 +364,7 @@ def _beam_search(
             break
         # Feed the chosen tokens; the cache follows each beam's parent.
         flat_src = (beam_src + arange_b * nb).view(-1)
-        cache = [(k.index_select(0, flat_src), v.index_select(0, flat_src)) for k, v in cache]
+        cache.reorder(flat_src)
         mask = torch.cat([mask, torch.ones((B * nb, 1), dtype=mask.dtype, device=device)], 1)
         logits, cache = model(
             running[:, :, cur - 1].reshape(B * nb, 1), mask if padded else None, cache, next_pos

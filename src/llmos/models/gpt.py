@@ -17,8 +17,54 @@ from torch import nn
 
 from llmos.config.model import GPTConfig
 
-# One (key, value) pair per layer, each (B, H, S, D): everything seen so far.
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+class KVCache:
+    """Keys and values of every layer, (B, H, S, D) each, in buffers allocated ahead: a step
+    writes its new entries in place instead of copying everything cached so far (a buffer
+    that runs out of room doubles). ``length`` positions are filled."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def append(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store a layer's new keys and values (B, H, T, D) after the cached ones; return all
+        of them. The cache's ``length`` moves on once every layer is done (:meth:`advance`)."""
+        start, end = self.length, self.length + k.size(2)
+        if layer == len(self.keys) and start == 0 and self.capacity <= end:
+            # Nothing cached and no room asked for ahead (training, a plain forward): keep the
+            # tensors as they are, no copy; a later step reallocates with room.
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v
+        if layer == len(self.keys):
+            cap = max(end, self.capacity)
+            self.keys.append(k.new_empty(*k.shape[:2], cap, k.size(3)))
+            self.values.append(v.new_empty(*v.shape[:2], cap, v.size(3)))
+        elif self.keys[layer].size(2) < end:
+            cap = max(end, 2 * self.keys[layer].size(2))
+            for bufs in (self.keys, self.values):
+                old = bufs[layer]
+                bufs[layer] = old.new_empty(*old.shape[:2], cap, old.size(3))
+                bufs[layer][:, :, :start] = old[:, :, :start]
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep batch rows ``rows`` (in that order): beam search follows each beam's parent."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
 
 
 class Attention(nn.Module):
@@ -33,26 +79,23 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (
             self.c_attn(x).view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         )  # each (B, H, T, D)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # (B, H, S, D)
-            v = torch.cat([past[1], v], dim=2)
+        first = len(cache) == 0
+        k, v = cache.append(layer, k, v)  # (B, H, S, D): cached and new
         dropout = self.attn_dropout if self.training else 0.0
         if mask is None:
-            # No cache and no padding: plain causal attention (the fast path).
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=past is None)
+            # No padding: plain causal attention over a fresh sequence, or one new token that
+            # sees everything cached (the fast paths).
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=first)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -79,14 +122,10 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, kv = self.attn(self.ln_1(x), mask, past)
-        x = x + a
-        return x + self.mlp(self.ln_2(x)), kv
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
 
 
 class Transformer(nn.Module):
@@ -143,7 +182,8 @@ class GPT(nn.Module):
             input_ids: (B, T) the new tokens.
             attention_mask: (B, S) 1 for real tokens, 0 for padding, covering the cached tokens
                 and the new ones (S = cached + T); None when nothing is padded.
-            past: the cache returned by the previous call, or None.
+            past: the cache returned by the previous call (extended in place and returned), a
+                new :class:`KVCache` sized ahead for generation, or None.
             position_ids: (B, T) positions of the new tokens; by default they continue from the
                 cache (0..T-1 without one). With left padding, pass positions that skip the pads.
 
@@ -151,7 +191,8 @@ class GPT(nn.Module):
             (B, T, V) logits and the cache, one (key, value) pair per layer.
         """
         B, T = input_ids.shape
-        cached = past[0][0].size(2) if past else 0
+        cache = past if past is not None else KVCache(T)
+        cached = len(cache)
         if cached + T > self.cfg.max_position:
             raise ValueError(
                 f"{cached + T} tokens exceed the model's context window of {self.cfg.max_position}"
@@ -161,10 +202,9 @@ class GPT(nn.Module):
         mask = self._mask(attention_mask, B, T, cached, input_ids.device)
         tf = self.transformer
         x = tf.drop(tf.wte(input_ids) + tf.wpe(position_ids))  # (B, T, C)
-        cache: KVCache = []
         for i, block in enumerate(tf.h):
-            x, kv = block(x, mask, past[i] if past else None)
-            cache.append(kv)
+            x = block(x, mask, cache, i)
+        cache.advance(T)
         return self.lm_head(tf.ln_f(x)), cache
 
     @staticmethod
