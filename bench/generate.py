@@ -14,7 +14,7 @@ end-of-text stop) and must produce the same tokens, which is checked. Three ways
 - no cache: llmos recomputing the whole sequence at every step (what the cache saves).
 
 Reported: new tokens per second (batch x new tokens / seconds, median of --repeats runs after
-a warm-up) and the ratios llmos/hf and cache/no-cache.
+a warm-up; hf and llmos timed in turns) and the ratios llmos/hf and cache/no-cache.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, object]]:
+    """Median seconds and last output of each function, timed in turns (a, b, a, b, ...)
+    after one warm-up each, so that a slow phase of the machine hits both sides alike."""
+    outs: list[object] = [fn() for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[i] = fn()
+            times[i].append(time.perf_counter() - t)
+    return [(statistics.median(ts), out) for ts, out in zip(times, outs, strict=True)]
+
+
 @torch.inference_mode()
 def no_cache_greedy(model: GPT, prompts: list[list[int]], new: int) -> list[list[int]]:
     ids, mask, positions = left_pad(prompts, 0, torch.device("cpu"))
@@ -67,7 +80,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-no-cache", action="store_true")
     args = ap.parse_args()
@@ -126,8 +139,7 @@ def main() -> None:
         def run_ours(batch=batch) -> list[list[int]]:
             return generate_ids(model, batch, cfg_gen, eos_id=None, pad_id=0)
 
-        t_hf, out_hf = timed(run_hf, args.repeats)
-        t_ours, out_ours = timed(run_ours, args.repeats)
+        (t_hf, out_hf), (t_ours, out_ours) = interleaved([run_hf, run_ours], args.repeats)
         rate_hf, rate_ours = bs * new / t_hf, bs * new / t_ours
         nc = "-"
         ratio_nc = "-"

@@ -67,6 +67,25 @@ class KVCache:
         self.values = [v.index_select(0, rows) for v in self.values]
 
 
+def project(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)``; at inference, through a cached (in, out) contiguous copy of the weight.
+
+    A matrix-vector product against the (out, in) layout of ``nn.Linear`` runs up to ~1.5-2x
+    slower on CPU than against (in, out) (HF's ``Conv1D`` layout) for the small batches of
+    token-by-token decoding. The copy is made once per weight version, so it follows any update.
+    """
+    if torch.is_grad_enabled() or linear.training:
+        return linear(x)
+    w = linear.weight
+    key = (w.data_ptr(), w._version)
+    if getattr(linear, "_wt_key", None) != key:
+        linear._wt = w.detach().t().contiguous()
+        linear._wt_key = key
+    flat = x.reshape(-1, x.size(-1))
+    out = flat @ linear._wt if linear.bias is None else torch.addmm(linear.bias, flat, linear._wt)
+    return out.view(*x.shape[:-1], out.size(-1))
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention with a fused q/k/v projection."""
 
@@ -83,7 +102,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (
-            self.c_attn(x).view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+            project(self.c_attn, x)
+            .view(B, T, 3, self.num_heads, self.head_size)
+            .permute(2, 0, 3, 1, 4)
         )  # each (B, H, T, D)
         first = len(cache) == 0
         k, v = cache.append(layer, k, v)  # (B, H, S, D): cached and new
@@ -95,7 +116,7 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(project(self.c_proj, y))
 
 
 class MLP(nn.Module):
@@ -108,7 +129,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        h = F.gelu(project(self.c_fc, x), approximate="tanh")
+        return self.dropout(project(self.c_proj, h))
 
 
 class Block(nn.Module):
@@ -205,7 +227,7 @@ class GPT(nn.Module):
         for i, block in enumerate(tf.h):
             x = block(x, mask, cache, i)
         cache.advance(T)
-        return self.lm_head(tf.ln_f(x)), cache
+        return project(self.lm_head, tf.ln_f(x)), cache
 
     @staticmethod
     def _mask(
