@@ -220,6 +220,34 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_build(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import build_index
+
+    index = build_index(
+        args.checkpoint,
+        args.corpus,
+        args.out,
+        text_key=args.text_key,
+        id_key=args.id_key,
+        batch_size=args.batch_size,
+    )
+    print(f"{len(index.ids)} documents indexed in {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import search
+
+    for query, hits in zip(args.queries, search(args.index, args.queries, args.k), strict=True):
+        if args.json:
+            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+            continue
+        print(query)
+        for h in hits:
+            print(f"  {h['score']:.3f}  [{h['id']}] {h['text']}")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from llmos.recipes.convert import export_hf, import_hf
 
@@ -405,6 +433,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     em.add_argument("--batch-size", type=int, default=32)
     em.set_defaults(func=_embed)
+
+    ix = sub.add_parser("index", help="vector indexes for semantic search").add_subparsers(
+        dest="action", required=True
+    )
+    ib = ix.add_parser("build", help="embed a corpus into a saved FAISS index")
+    ib.add_argument("checkpoint", help="encoder checkpoint (e.g. an imported MiniLM)")
+    ib.add_argument(
+        "--corpus", required=True, help='text file (one document a line) or JSONL {"id", "text"}'
+    )
+    ib.add_argument("--out", required=True, help="index directory to write")
+    ib.add_argument("--text-key", default="text")
+    ib.add_argument("--id-key", default="id")
+    ib.add_argument("--batch-size", type=int, default=32)
+    ib.set_defaults(func=_index_build)
+
+    se = sub.add_parser(
+        "search", help="nearest documents of an index (rebuilt first if its corpus changed)"
+    )
+    se.add_argument("index", help="index directory made by `llmos index build`")
+    se.add_argument("queries", nargs="+", metavar="QUERY")
+    se.add_argument("--k", type=int, default=5)
+    se.add_argument("--json", action="store_true", help="one JSON object per query")
+    se.set_defaults(func=_search)
     return p
 
 
