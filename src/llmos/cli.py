@@ -248,6 +248,14 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from llmos.checkpoint.onnx import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX model written to {out / 'model.onnx'}")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from llmos.recipes.convert import export_hf, import_hf
 
@@ -456,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--k", type=int, default=5)
     se.add_argument("--json", action="store_true", help="one JSON object per query")
     se.set_defaults(func=_search)
+
+    ex = sub.add_parser("export", help="export checkpoints").add_subparsers(
+        dest="format", required=True
+    )
+    eo = ex.add_parser(
+        "onnx",
+        help="an encoder checkpoint (classifier, tagger, embedding) as ONNX with dynamic "
+        "batch and sequence axes",
+    )
+    eo.add_argument("checkpoint", help="encoder checkpoint directory")
+    eo.add_argument("out", help="directory to write (model.onnx, tokenizer.json, config)")
+    eo.set_defaults(func=_export_onnx)
     return p
 
 
