@@ -205,6 +205,69 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import embed_file
+
+    n, d = embed_file(
+        args.checkpoint,
+        args.input,
+        args.output,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+    )
+    print(f"{n} embeddings of size {d} written to {args.output}")
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import build_index
+
+    index = build_index(
+        args.checkpoint,
+        args.corpus,
+        args.out,
+        text_key=args.text_key,
+        id_key=args.id_key,
+        batch_size=args.batch_size,
+    )
+    print(f"{len(index.ids)} documents indexed in {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import search
+
+    for query, hits in zip(args.queries, search(args.index, args.queries, args.k), strict=True):
+        if args.json:
+            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+            continue
+        print(query)
+        for h in hits:
+            print(f"  {h['score']:.3f}  [{h['id']}] {h['text']}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from llmos.checkpoint.onnx import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX model written to {out / 'model.onnx'}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from llmos.recipes.convert import export_hf, import_hf
+
+    if args.from_hf:
+        path = import_hf(args.from_hf, args.out)
+        print(f"llmos checkpoint written to {path}")
+    else:
+        path = export_hf(args.to_hf, args.out)
+        print(f"Hugging Face model directory written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmos", description="A language-model operating system.")
     p.add_argument("--version", action="version", version=f"llmos {__version__}")
@@ -347,6 +410,72 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.add_argument("--batch-size", type=int, default=8, help="with --input")
     gen.set_defaults(func=_generate)
+
+    cv = sub.add_parser(
+        "convert",
+        help="Hugging Face model directory <-> llmos checkpoint (BERT, RoBERTa, GPT-2)",
+        description="Import a Hugging Face model directory (config.json, model.safetensors or "
+        "pytorch_model.bin, tokenizer) as an llmos checkpoint, or export an llmos checkpoint "
+        "as a directory that transformers' AutoModel* and AutoTokenizer load.",
+    )
+    way = cv.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from-hf", metavar="DIR", help="Hugging Face model directory to import")
+    way.add_argument("--to-hf", metavar="CHECKPOINT", help="llmos checkpoint to export")
+    cv.add_argument("out", help="the directory to write")
+    cv.set_defaults(func=_convert)
+
+    em = sub.add_parser("embed", help="sentence embeddings of texts -> a .npy matrix")
+    em.add_argument("checkpoint", help="encoder checkpoint directory (e.g. an imported MiniLM)")
+    em.add_argument(
+        "--input", required=True, help="text file (one text a line), .tsv/.csv/.jsonl, or -"
+    )
+    em.add_argument("--output", required=True, help="the .npy file to write (row i = text i)")
+    em.add_argument(
+        "--pooling", choices=["mean", "cls", "max"], help="default: the checkpoint's, else mean"
+    )
+    em.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="unit-length vectors (default: the checkpoint's, else yes)",
+    )
+    em.add_argument("--batch-size", type=int, default=32)
+    em.set_defaults(func=_embed)
+
+    ix = sub.add_parser("index", help="vector indexes for semantic search").add_subparsers(
+        dest="action", required=True
+    )
+    ib = ix.add_parser("build", help="embed a corpus into a saved FAISS index")
+    ib.add_argument("checkpoint", help="encoder checkpoint (e.g. an imported MiniLM)")
+    ib.add_argument(
+        "--corpus", required=True, help='text file (one document a line) or JSONL {"id", "text"}'
+    )
+    ib.add_argument("--out", required=True, help="index directory to write")
+    ib.add_argument("--text-key", default="text")
+    ib.add_argument("--id-key", default="id")
+    ib.add_argument("--batch-size", type=int, default=32)
+    ib.set_defaults(func=_index_build)
+
+    se = sub.add_parser(
+        "search", help="nearest documents of an index (rebuilt first if its corpus changed)"
+    )
+    se.add_argument("index", help="index directory made by `llmos index build`")
+    se.add_argument("queries", nargs="+", metavar="QUERY")
+    se.add_argument("--k", type=int, default=5)
+    se.add_argument("--json", action="store_true", help="one JSON object per query")
+    se.set_defaults(func=_search)
+
+    ex = sub.add_parser("export", help="export checkpoints").add_subparsers(
+        dest="format", required=True
+    )
+    eo = ex.add_parser(
+        "onnx",
+        help="an encoder checkpoint (classifier, tagger, embedding) as ONNX with dynamic "
+        "batch and sequence axes",
+    )
+    eo.add_argument("checkpoint", help="encoder checkpoint directory")
+    eo.add_argument("out", help="directory to write (model.onnx, tokenizer.json, config)")
+    eo.set_defaults(func=_export_onnx)
     return p
 
 

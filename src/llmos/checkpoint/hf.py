@@ -195,3 +195,84 @@ def hf_gpt2_config(config: Any) -> Any:
         initializer_range=config.initializer_range,
         tie_word_embeddings=True,
     )
+
+
+# --- whole-family key normalisation (HF model classes differ in prefixes and head names) -----
+
+# RoBERTa's names -> BERT's, then the BERT map applies.
+ROBERTA_RENAMES = (
+    ("roberta.", "bert."),
+    ("lm_head.dense.", "cls.predictions.transform.dense."),
+    ("lm_head.layer_norm.", "cls.predictions.transform.LayerNorm."),
+    ("lm_head.bias", "cls.predictions.bias"),
+)
+ROBERTA_DROPPED = ("lm_head.decoder.weight", "lm_head.decoder.bias")  # tied copies
+BERT_BARE = ("embeddings.", "encoder.", "pooler.")  # BertModel saves its keys unprefixed
+
+
+def normalize_bert_keys(sd: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """HF BERT or RoBERTa state dict of any head class -> BertForPreTraining-style names:
+    legacy TF ``gamma``/``beta`` -> ``weight``/``bias``, bare ``BertModel`` keys prefixed with
+    ``bert.``, RoBERTa's ``roberta.*`` and ``lm_head.*`` renamed, tied decoder copies dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+        key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+        if family == "roberta":
+            if key in ROBERTA_DROPPED:
+                continue
+            for old, new in ROBERTA_RENAMES:
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+                    break
+        if key.startswith(BERT_BARE):
+            key = "bert." + key
+        out[key] = value
+    return out
+
+
+def roberta_positions_from_hf(weight: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """HF RoBERTa counts positions from ``pad_token_id + 1``: drop the rows before it, so that
+    position 0 here is HF's first real position."""
+    return weight[pad_token_id + 1 :].clone()
+
+
+def roberta_positions_to_hf(weight: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """The inverse: ``pad_token_id + 1`` leading rows (zeros; HF never reads them for real
+    tokens) before the positions."""
+    lead = torch.zeros(pad_token_id + 1, weight.size(1), dtype=weight.dtype)
+    return torch.cat([lead, weight])
+
+
+def to_roberta_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF BERT names (as :func:`bert_to_hf` writes them) -> HF RoBERTa names."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+            continue
+        for new, old in ROBERTA_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    if "lm_head.bias" in out:
+        out["lm_head.decoder.weight"] = out["roberta.embeddings.word_embeddings.weight"]
+        out["lm_head.decoder.bias"] = out["lm_head.bias"]
+    return out
+
+
+def hf_encoder_config(cfg: BertConfig, labels: list[str] | None = None) -> Any:
+    """``transformers.BertConfig`` or ``RobertaConfig`` (positions shifted back) of an llmos
+    encoder config, with ``id2label`` for a classifier or tagger."""
+    import transformers
+
+    base = hf_bert_config(cfg).to_dict()
+    for k in ("model_type", "transformers_version", "architectures"):
+        base.pop(k, None)
+    if labels:
+        base["id2label"] = dict(enumerate(labels))
+        base["label2id"] = {label: i for i, label in enumerate(labels)}
+    if cfg.model_type == "roberta":
+        base["max_position_embeddings"] = cfg.max_position + cfg.pad_token_id + 1
+        return transformers.RobertaConfig(**base)
+    return transformers.BertConfig(**base)

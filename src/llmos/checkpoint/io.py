@@ -137,7 +137,7 @@ def _require(path: Path, name: str) -> Path:
     return f
 
 
-MODEL_CONFIGS: dict[str, type] = {"bert": BertConfig, "gpt": GPTConfig}
+MODEL_CONFIGS: dict[str, type] = {"bert": BertConfig, "roberta": BertConfig, "gpt": GPTConfig}
 
 
 def tied_weights(model: torch.nn.Module) -> dict[str, str]:

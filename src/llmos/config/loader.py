@@ -112,7 +112,8 @@ def _discriminate(args: tuple[Any, ...], value: Any, name: str, source: str) -> 
         field = typing.get_type_hints(arg).get("model_type")
         if field is None or typing.get_origin(field) is not typing.Literal:
             return None
-        kinds[typing.get_args(field)[0]] = arg
+        for kind in typing.get_args(field):
+            kinds.setdefault(kind, arg)
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: {name}: expected a mapping of keys, got {value!r}")
     kind = value.get("model_type", next(iter(kinds)))

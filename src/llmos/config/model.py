@@ -37,9 +37,14 @@ class BertConfig:
     """A BERT encoder (the architecture of Hugging Face ``BertModel``).
 
     ``vocab_size`` is taken from the tokenizer when a model is built for training.
+    ``model_type`` ``roberta`` is the same architecture imported from (and exported to) HF
+    RoBERTa: one token type, positions counted from 0 here (HF's offset of ``pad_token_id +
+    1`` is applied when converting). ``heads`` are the pretraining heads a checkpoint carries
+    (``mlm+nsp`` as BERT, ``mlm`` as RoBERTa, ``none`` for a bare encoder such as
+    all-MiniLM-L6-v2); ``pooler`` whether it has the tanh pooler over ``[CLS]``.
     """
 
-    model_type: Literal["bert"] = "bert"
+    model_type: Literal["bert", "roberta"] = "bert"
     vocab_size: int = 21128
     hidden_size: int = 256
     num_layers: int = 4
@@ -52,9 +57,13 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int = 0
+    heads: Literal["mlm+nsp", "mlm", "none"] = "mlm+nsp"
+    pooler: bool = True
 
     def __post_init__(self) -> None:
         _check_sizes(self)
+        if self.heads == "mlm+nsp" and not self.pooler:
+            raise ConfigError("model.heads 'mlm+nsp' needs the pooler (NSP reads it)")
 
     @property
     def head_size(self) -> int:

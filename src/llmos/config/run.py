@@ -121,6 +121,13 @@ class PretrainConfig:
                 f"data.objective {self.data.objective!r} does not fit model.model_type "
                 f"{self.model.model_type!r} (bert: mlm+nsp or mlm; gpt: clm)"
             )
+        need = {"mlm+nsp": ("mlm+nsp",), "mlm": ("mlm", "mlm+nsp"), "clm": (None,)}
+        heads = getattr(self.model, "heads", None)
+        if heads not in need[self.data.objective]:
+            raise ConfigError(
+                f"data.objective {self.data.objective!r} needs model.heads "
+                f"{' or '.join(map(str, need[self.data.objective]))}, got {heads!r}"
+            )
         if self.data.max_length > self.model.max_position:
             raise ConfigError(
                 f"data.max_length ({self.data.max_length}) exceeds "

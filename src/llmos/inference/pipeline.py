@@ -24,6 +24,7 @@ from llmos.config.model import BertConfig, GPTConfig
 from llmos.data.clm import format_prompt
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.classify import batched_logits, encode_texts
+from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
 from llmos.inference.stream import TextStream
 from llmos.inference.tag import SpanDecoder, predict_spans, tokenize_for_tagging
@@ -50,7 +51,7 @@ def build_model(
             f"{path}/task.json: unsupported task {task.get('task')!r} for a GPT (supported: "
             "instruct, or none for a pretrained decoder)"
         )
-    if task is None:
+    if task is None or task.get("task") == "embedding":
         return BertForPreTraining(config)
     kind = task.get("task")
     labels = task.get("labels")
@@ -65,7 +66,7 @@ def build_model(
         return BertForTokenClassification(config, len(labels))
     raise CheckpointError(
         f"{path}/task.json: unsupported task {kind!r} or missing labels "
-        "(supported: classification, tagging)"
+        "(supported: classification, tagging, embedding)"
     )
 
 
@@ -129,11 +130,16 @@ class Pipeline:
             For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
             several masks, one such list per mask, left to right.
         """
-        if self.task is not None or self.config.model_type != "bert":
+        if self.task is not None or self.config.model_type == "gpt":
             have = self.task.get("task") if self.task else self.config.model_type
             raise LlmosError(
                 f"this checkpoint is a {have} model; fill-mask needs a pretrained BERT (MLM) "
                 "checkpoint"
+            )
+        if self.config.heads == "none":
+            raise LlmosError(
+                "this encoder has no masked-LM head (an embedding model): use embed(), or a "
+                "checkpoint pretrained with MLM for fill-mask"
             )
         mask_id = self._ids.get("mask")
         if mask_id is None:
@@ -226,6 +232,44 @@ class Pipeline:
         return predict_spans(
             self.model, tokens, texts, self.decoder, self._ids, max_length, batch_size
         )[2]
+
+    def embed(
+        self,
+        texts: list[str] | str,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        batch_size: int = 32,
+    ) -> Any:
+        """Sentence embeddings from the encoder's last layer.
+
+        ``pooling`` (``mean``, ``cls``, ``max``) and ``normalize`` (unit L2 length) default to
+        the checkpoint's ``task.json`` (an imported sentence-transformers model records its
+        own), else mean pooling, normalized. Texts longer than the model's ``max_length`` are
+        truncated, with a warning.
+
+        Returns:
+            A float32 numpy array (number of texts, hidden size).
+        """
+        if self.config.model_type == "gpt":
+            raise LlmosError("embed() needs an encoder (BERT) checkpoint, this one is a GPT")
+        if isinstance(texts, str):
+            texts = [texts]
+        task = self.task or {}
+        pooling = pooling or task.get("pooling", "mean")
+        if pooling not in POOLINGS:
+            raise LlmosError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        normalize = task.get("normalize", True) if normalize is None else normalize
+        max_length = int(task.get("max_length", self.config.max_position))
+        ids, types, truncated = encode_texts(self.tokenizer, texts, None, max_length)
+        if truncated:
+            log.warning(
+                "%d of %d texts were truncated to %d tokens", truncated, len(texts), max_length
+            )
+        encoder = self.model.bert
+        return embed_ids(
+            encoder, ids, types, self._ids["pad"] or 0, pooling, bool(normalize), batch_size
+        )
 
     # --- generation (GPT checkpoints) ----------------------------------------------------
 

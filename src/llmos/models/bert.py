@@ -167,21 +167,23 @@ class MLMHead(nn.Module):
 @dataclass
 class PretrainOutput:
     """MLM logits (M, V) for the selected positions, or (B, T, V) when none were selected;
-    NSP logits (B, 2)."""
+    NSP logits (B, 2); the last hidden states (B, T, C). A head the model lacks gives None."""
 
-    mlm_logits: torch.Tensor
-    nsp_logits: torch.Tensor
+    mlm_logits: torch.Tensor | None
+    nsp_logits: torch.Tensor | None
+    hidden: torch.Tensor | None = None
 
 
 class BertForPreTraining(nn.Module):
-    """BERT with its pretraining heads: masked LM and next-sentence prediction."""
+    """BERT with the pretraining heads its config names (``cfg.heads``): masked LM and
+    next-sentence prediction, MLM only (RoBERTa), or none (a bare encoder)."""
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.bert = BertModel(cfg)
-        self.mlm = MLMHead(cfg)
-        self.nsp = nn.Linear(cfg.hidden_size, 2)
+        self.bert = BertModel(cfg, pooler=cfg.pooler)
+        self.mlm = MLMHead(cfg) if cfg.heads != "none" else None
+        self.nsp = nn.Linear(cfg.hidden_size, 2) if cfg.heads == "mlm+nsp" else None
         init_weights(self, cfg)
 
     def forward(
@@ -202,13 +204,15 @@ class BertForPreTraining(nn.Module):
             :class:`PretrainOutput` with mlm_logits (M, V) or (B, T, V) and nsp_logits (B, 2).
         """
         h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
-        if mlm_positions is not None:
-            h_mlm = h.reshape(-1, h.size(-1)).index_select(0, mlm_positions)  # (M, C)
-        else:
+        mlm_logits = nsp_logits = None
+        if self.mlm is not None:
             h_mlm = h
-        mlm_logits = self.mlm(h_mlm, self.bert.embeddings.tok.weight)
-        nsp_logits = self.nsp(self.bert.pool(h))  # (B, 2)
-        return PretrainOutput(mlm_logits=mlm_logits, nsp_logits=nsp_logits)
+            if mlm_positions is not None:
+                h_mlm = h.reshape(-1, h.size(-1)).index_select(0, mlm_positions)  # (M, C)
+            mlm_logits = self.mlm(h_mlm, self.bert.embeddings.tok.weight)
+        if self.nsp is not None:
+            nsp_logits = self.nsp(self.bert.pool(h))  # (B, 2)
+        return PretrainOutput(mlm_logits=mlm_logits, nsp_logits=nsp_logits, hidden=h)
 
 
 class BertForSequenceClassification(nn.Module):

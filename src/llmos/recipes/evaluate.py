@@ -260,6 +260,31 @@ def generate_file(
     return _write_lines(lines, output)
 
 
+def embed_file(
+    checkpoint: str | Path,
+    input_path: str,
+    output: str | Path,
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    batch_size: int = 32,
+) -> tuple[int, int]:
+    """Embed every text of a file (one a line, or .tsv/.csv/.jsonl ``text``) into a float32
+    ``.npy`` matrix, row i for text i; returns its shape."""
+    import numpy as np
+
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    texts, _ = _read_inputs(input_path)
+    if not texts:
+        raise DataError(f"{input_path}: no texts")
+    vectors = pipe.embed(texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(out)
+    return vectors.shape
+
+
 def _write_lines(lines: list[str], output: str) -> int:
     """JSON lines to stdout (``-``) or atomically to a file; returns how many."""
     if output == "-":

