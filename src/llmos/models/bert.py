@@ -22,6 +22,17 @@ from torch import nn
 from llmos.config.model import BertConfig
 
 
+@dataclass
+class Packing:
+    """Where the real tokens of a padded (B, T) batch are: flat indices into B*T. Layers that
+    act on each token alone (projections, feed-forward, LayerNorm) then run on (N, C), N the
+    real tokens only; attention re-pads per batch."""
+
+    index: torch.Tensor  # (N,) int64
+    B: int
+    T: int
+
+
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
@@ -51,16 +62,29 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.attn_dropout = cfg.attention_dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x (B, T, C)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        if packing is not None:
+            # x holds only the real tokens, (N, C): project them, re-pad for attention alone.
+            qkv = self.qkv(x)  # (N, 3C)
+            padded = qkv.new_zeros(packing.B * packing.T, qkv.size(-1))
+            padded.index_copy_(0, packing.index, qkv)
+            y = self._attend(padded.view(packing.B, packing.T, -1), mask)  # (B, T, C)
+            return self.proj(y.reshape(-1, y.size(-1)).index_select(0, packing.index))
+        return self.proj(self._attend(self.qkv(x), mask))
+
+    def _attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, 3C) projections -> (B, T, C) attention output."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = qkv.split(C, dim=-1)  # 3 x (B, T, C)
         q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.proj(y)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
 class FeedForward(nn.Module):
@@ -86,8 +110,10 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        x = self.attn_norm(x + self.drop(self.attn(x, mask, packing)))
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
@@ -117,14 +143,27 @@ class BertModel(nn.Module):
                 the batch has no padding (the fastest path).
 
         Returns:
-            (B, T, C) hidden states of the last layer.
+            (B, T, C) hidden states of the last layer. At inference (no grad) with padding, the
+            projections and feed-forward layers run on the real tokens only and the padded
+            positions of the result are zeros (they are never read).
         """
         mask = None
         if attention_mask is not None:
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T), True = attend
         x = self.embeddings(input_ids, token_type_ids)
+        packing = None
+        if attention_mask is not None and not torch.is_grad_enabled():
+            # Inference on a padded batch: no compute on padding outside attention.
+            B, T, C = x.shape
+            index = attention_mask.reshape(-1).nonzero().squeeze(1)
+            if index.numel() < B * T:
+                packing = Packing(index, B, T)
+                x = x.reshape(B * T, C).index_select(0, index)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, packing)
+        if packing is not None:  # back to (B, T, C); padded positions hold zeros
+            out = x.new_zeros(packing.B * packing.T, x.size(-1))
+            x = out.index_copy_(0, packing.index, x).view(packing.B, packing.T, -1)
         return x
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
