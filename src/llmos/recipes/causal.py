@@ -205,11 +205,12 @@ def sample_generations(checkpoint: Path, corpus: str) -> list[dict[str, str]]:
 
     pipe = Pipeline.from_checkpoint(checkpoint)
     prompts = SAMPLE_PROMPTS.get(corpus, SAMPLE_PROMPTS["en"])
+    new = min(48, pipe.config.max_position // 2)  # small context windows: leave room for prompts
     out = []
     for prompt in prompts:
-        greedy = pipe.generate(prompt, max_new_tokens=48, no_repeat_ngram_size=3)
+        greedy = pipe.generate(prompt, max_new_tokens=new, no_repeat_ngram_size=3)
         sample = pipe.generate(
-            prompt, max_new_tokens=48, strategy="sample", top_p=0.9, temperature=0.8, seed=0
+            prompt, max_new_tokens=new, strategy="sample", top_p=0.9, temperature=0.8, seed=0
         )
         out.append({"prompt": prompt, "greedy": greedy, "top_p": sample})
     return out
