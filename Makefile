@@ -44,6 +44,11 @@ format: install  ## apply ruff formatting and fixes
 	$(BIN)/ruff check --fix src tests bench
 
 bench: install  ## pretraining + generation speed against Hugging Face (-> docs/BENCHMARKS.md)
+	$(BIN)/llmos data prepare
+	test -f $(LLMOS_HOME)/tokenizers/wordpiece-zh/tokenizer.json || \
+		$(BIN)/llmos tokenizer train --kind wordpiece --corpus zh --vocab-size 21128
+	test -f $(LLMOS_HOME)/tokenizers/bpe-zh/tokenizer.json || \
+		$(BIN)/llmos tokenizer train --kind bpe --corpus zh --vocab-size 8000
 	$(BIN)/python bench/pretrain_throughput.py
 	$(BIN)/python bench/generate.py
 
