@@ -42,6 +42,10 @@ class BertConfig:
     1`` is applied when converting). ``heads`` are the pretraining heads a checkpoint carries
     (``mlm+nsp`` as BERT, ``mlm`` as RoBERTa, ``none`` for a bare encoder such as
     all-MiniLM-L6-v2); ``pooler`` whether it has the tanh pooler over ``[CLS]``.
+
+    ALBERT-style options (Lan et al., 2019): ``embedding_size`` E < ``hidden_size`` factorizes
+    the embeddings (V x E, then an E -> H projection; the MLM decoder maps back through E);
+    ``share_layers`` runs one set of layer weights ``num_layers`` times (stored once).
     """
 
     model_type: Literal["bert", "roberta"] = "bert"
@@ -59,15 +63,32 @@ class BertConfig:
     pad_token_id: int = 0
     heads: Literal["mlm+nsp", "mlm", "none"] = "mlm+nsp"
     pooler: bool = True
+    embedding_size: int | None = None
+    share_layers: bool = False
 
     def __post_init__(self) -> None:
         _check_sizes(self)
+        if self.embedding_size is not None and not 0 < self.embedding_size <= self.hidden_size:
+            raise ConfigError(
+                f"model.embedding_size must be in [1, hidden_size={self.hidden_size}] "
+                f"(or null for none), got {self.embedding_size}"
+            )
         if self.heads == "mlm+nsp" and not self.pooler:
             raise ConfigError("model.heads 'mlm+nsp' needs the pooler (NSP reads it)")
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def factorized(self) -> bool:
+        """True when the embeddings are narrower than the hidden states (ALBERT)."""
+        return self.embedding_size is not None and self.embedding_size != self.hidden_size
+
+    @property
+    def albert(self) -> bool:
+        """Uses an option that no BERT/RoBERTa checkpoint of Hugging Face has."""
+        return self.factorized or self.share_layers
 
 
 @dataclass

@@ -38,18 +38,22 @@ class Embeddings(nn.Module):
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        self.pos = nn.Embedding(cfg.max_position, cfg.hidden_size)
-        self.seg = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        E = cfg.embedding_size if cfg.factorized else cfg.hidden_size
+        self.tok = nn.Embedding(cfg.vocab_size, E, padding_idx=cfg.pad_token_id)
+        self.pos = nn.Embedding(cfg.max_position, E)
+        self.seg = nn.Embedding(cfg.type_vocab_size, E)
+        self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
+        # ALBERT's factorization: E-wide embeddings projected to the hidden size.
+        self.project = nn.Linear(E, cfg.hidden_size) if cfg.factorized else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         pos = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
         x = self.tok(input_ids) + self.pos(pos)  # (B, T, C)
         # No token types: all segment A, without materialising a tensor of zeros.
         x = x + (self.seg.weight[0] if token_type_ids is None else self.seg(token_type_ids))
-        return self.drop(self.norm(x))
+        x = self.drop(self.norm(x))
+        return self.project(x) if self.project is not None else x
 
 
 class SelfAttention(nn.Module):
@@ -124,7 +128,9 @@ class BertModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        # ALBERT's cross-layer sharing: one layer's weights, run num_layers times.
+        stored = 1 if cfg.share_layers else cfg.num_layers
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(stored))
         # HF's BertForTokenClassification has no pooler; keep the weights one-to-one.
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if pooler else None
 
@@ -159,8 +165,8 @@ class BertModel(nn.Module):
             if index.numel() < B * T:
                 packing = Packing(index, B, T)
                 x = x.reshape(B * T, C).index_select(0, index)
-        for layer in self.layers:
-            x = layer(x, mask, packing)
+        for i in range(self.cfg.num_layers):
+            x = self.layers[0 if self.cfg.share_layers else i](x, mask, packing)
         if packing is not None:  # back to (B, T, C); padded positions hold zeros
             out = x.new_zeros(packing.B * packing.T, x.size(-1))
             x = out.index_copy_(0, packing.index, x).view(packing.B, packing.T, -1)
@@ -194,8 +200,9 @@ class MLMHead(nn.Module):
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        E = cfg.embedding_size if cfg.factorized else cfg.hidden_size  # back to the embedding width
+        self.dense = nn.Linear(cfg.hidden_size, E)
+        self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:

@@ -318,6 +318,11 @@ def _hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None) -> Any:
 
     if isinstance(cfg, GPTConfig):
         return T.GPT2LMHeadModel(hf.hf_gpt2_config(cfg))
+    if cfg.albert:
+        raise CheckpointError(
+            "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "
+            "transformers BERT or RoBERTa class has; it stays an llmos checkpoint"
+        )
     labels = task.get("labels") if task else None
     hcfg = hf.hf_encoder_config(cfg, labels)
     roberta = cfg.model_type == "roberta"
