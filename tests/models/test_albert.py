@@ -124,7 +124,11 @@ def test_albert_pretrains_finetunes_reloads_and_refuses_hf_export(
         ],
     )
     result = finetune(ft)
-    assert json.loads((result.run_dir / "report.json").read_text())["test"]["accuracy"] >= 0
+    assert "accuracy" in json.loads((result.run_dir / "report.json").read_text())["test"]
+    tuned = read_weights(result.checkpoint)
+    assert not any("layers.1." in k for k in tuned)  # the classifier keeps the sharing
+    key = "bert.layers.0.ffn.up.weight"
+    assert not torch.equal(tuned[key], weights[key])  # and fine-tuning moved the shared layer
     pipe = Pipeline.from_checkpoint(result.checkpoint)
     assert pipe.config.share_layers and pipe.classify(["今天老师学习经济"])[0]["label"] in (
         "pos",

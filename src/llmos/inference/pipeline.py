@@ -21,7 +21,7 @@ from llmos.checkpoint.io import (
     read_weights,
 )
 from llmos.config.model import BertConfig, GPTConfig
-from llmos.data.clm import format_prompt
+from llmos.data.clm import PROMPT_TEMPLATE
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.embed import POOLINGS, embed_ids
@@ -293,7 +293,12 @@ class Pipeline:
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise LlmosError(f"prompt {i} is empty: give some text to continue")
-            text = format_prompt(prompt) if instruct else prompt
+            # The template the checkpoint was tuned with (task.json), not today's default.
+            text = (
+                self.task.get("template", PROMPT_TEMPLATE).format(instruction=prompt.strip())
+                if instruct
+                else prompt
+            )
             ids = self.tokenizer.encode(text, add_special_tokens=False).ids
             room = window - max_new_tokens
             if len(ids) > room:
@@ -338,8 +343,12 @@ class Pipeline:
         cfg = GenerationConfig(**options)
         ids = self._prompt_ids(items, raw, cfg.max_new_tokens)
         n = cfg.num_return_sequences
+        # With stop strings (greedy/sampling), each row's text is decoded as it grows, so that
+        # decoding can end at the first stop string; beams are cut afterwards.
+        hooked = bool(cfg.stop) and cfg.num_beams == 1
         streams = [
-            TextStream(self.tokenizer, cfg.stop, self._token_bytes) for _ in range(len(items) * n)
+            TextStream(self.tokenizer, cfg.stop, self._token_bytes)
+            for _ in range(len(items) * n if hooked else 0)
         ]
 
         def stop(row: int, tokens: list[int]) -> bool:
@@ -352,9 +361,14 @@ class Pipeline:
             cfg,
             eos_id=self._ids.get("eos"),
             pad_id=self._pad_id(),
-            stop=stop if cfg.stop and cfg.num_beams == 1 else None,
+            stop=stop if hooked else None,
         )
-        texts = [self._finish_text(r, cfg.stop) for r in rows]
+        if hooked:  # the streams have already decoded every row, token by token
+            for text in streams:
+                text.finish()
+            texts = [text.text for text in streams]
+        else:
+            texts = [self._finish_text(r, cfg.stop) for r in rows]
         grouped = [texts[i * n : (i + 1) * n] for i in range(len(items))] if n > 1 else texts
         return grouped[0] if single else grouped
 

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from llmos.checkpoint.io import write_json_atomic
-from llmos.config.loader import to_dict
 from llmos.config.run import PretrainConfig
 from llmos.data.batching import EpochBatches
 from llmos.data.clm import IGNORE, BlockBatches, block_batch, pack_blocks
@@ -28,6 +26,7 @@ from llmos.data.corpus import load_tokenized
 from llmos.errors import ConfigError, DataError
 from llmos.models.gpt import GPT
 from llmos.paths import llmos_home
+from llmos.recipes.runs import start_run
 from llmos.text.tokenizer import load_tokenizer, special_ids
 from llmos.train.dist import DistInfo
 from llmos.train.loop import FitResult, fit
@@ -151,12 +150,7 @@ def pretrain_gpt(cfg: PretrainConfig, resume: bool = False) -> FitResult:
     ][: cfg.train.eval_batches]
     task = CausalLMTask(batches, valid_batches)
 
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)
+    run_dir = start_run(cfg)
     model = GPT(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(

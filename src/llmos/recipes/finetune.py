@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tokenizers import Tokenizer
 from torch import nn
 
 from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
-from llmos.config.loader import to_dict
 from llmos.config.model import BertConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
@@ -31,6 +29,7 @@ from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForSequenceClassification
 from llmos.paths import data_dir
+from llmos.recipes.runs import start_run
 from llmos.text.tokenizer import load_tokenizer, special_ids
 from llmos.train.loop import FitResult, fit
 from llmos.train.metrics import classification_metrics, plot_confusion
@@ -194,17 +193,14 @@ def train_head(
     task: Any,
     meta: dict[str, Any],
     resume: bool,
+    load: Callable[[nn.Module, dict[str, torch.Tensor], Path], None] = load_encoder,
 ) -> FitResult:
-    """Build the task model (seeded), copy in the encoder, save the run config and train it with
+    """Build the task model (seeded), copy in the initial weights (``load``: by default the
+    encoder of a BERT checkpoint, the head stays fresh), save the run config and train it with
     the shared loop; ``task.json`` gets ``meta`` plus where the run started from."""
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)
+    run_dir = start_run(cfg)
     model = build()
-    load_encoder(model, init.weights, init.path)
+    load(model, init.weights, init.path)
     return fit(
         model,
         task,

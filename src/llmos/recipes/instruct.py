@@ -9,14 +9,9 @@ generations side by side).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
 from llmos.checkpoint.io import load_state_dict_strict, write_json_atomic
-from llmos.config.loader import to_dict
 from llmos.config.run import FinetuneConfig
 from llmos.data.clm import (
     PROMPT_TEMPLATE,
@@ -31,9 +26,9 @@ from llmos.errors import CheckpointError
 from llmos.inference.pipeline import Pipeline
 from llmos.models.gpt import GPT
 from llmos.recipes.causal import CausalLMTask, eos_id_of, lm_metrics
-from llmos.recipes.finetune import dataset_files, load_init, warn_skipped
+from llmos.recipes.finetune import dataset_files, load_init, train_head, warn_skipped
 from llmos.text.tokenizer import special_ids
-from llmos.train.loop import FitResult, fit
+from llmos.train.loop import FitResult
 from llmos.train.metrics import answer_f1, exact_match
 
 log = logging.getLogger("llmos.recipes")
@@ -116,35 +111,20 @@ def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         InstructionBatches(*enc["train"], pad_id, cfg.train.batch_size, cfg.train.seed),
         pair_batches(*enc["valid"], pad_id, bs)[: cfg.train.eval_batches],
     )
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)
-    model = GPT(init.config)
-    load_state_dict_strict(model, init.weights)
     meta = {
         "task": "instruct",
         "template": PROMPT_TEMPLATE,
         "template_with_input": PROMPT_TEMPLATE_INPUT,
         "max_length": max_length,
-        "init": str(init.path),
-        "dataset": cfg.data.dataset,
     }
-    result = fit(
-        model,
+    result = train_head(
+        cfg,
+        init,
+        lambda: GPT(init.config),
         task,
-        cfg.train,
-        cfg.optim,
-        run_dir,
-        model_config=init.config,
-        tokenizer=init.tokenizer,
-        task_meta=meta,
-        resume=resume,
-        title=cfg.name,
-        select=cfg.select,
-        patience=cfg.patience,
+        meta,
+        resume,
+        load=lambda model, weights, _path: load_state_dict_strict(model, weights),
     )
     if not result.is_main:
         return result

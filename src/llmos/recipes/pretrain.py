@@ -15,17 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from llmos.checkpoint.io import write_json_atomic
-from llmos.config.loader import to_dict
 from llmos.config.run import PretrainConfig
 from llmos.data.corpus import TokenizedCorpus, load_tokenized
 from llmos.data.mlm import MLMBatches, SpecialIds, collate
 from llmos.errors import ConfigError
 from llmos.models.bert import BertForPreTraining
 from llmos.paths import data_dir, llmos_home, tokenizers_dir
+from llmos.recipes.runs import start_run
 from llmos.text.tokenizer import load_tokenizer, special_ids
 from llmos.train.dist import DistInfo
 from llmos.train.loop import FitResult, fit
@@ -201,12 +200,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
 
         return pretrain_gpt(cfg, resume)
     cfg, tokenizer, task, train = setup(cfg)
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    )
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and every resume
+    run_dir = start_run(cfg)
     model = BertForPreTraining(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
