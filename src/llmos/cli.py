@@ -476,7 +476,77 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("checkpoint", help="encoder checkpoint directory")
     eo.add_argument("out", help="directory to write (model.onnx, tokenizer.json, config)")
     eo.set_defaults(func=_export_onnx)
+
+    cp = sub.add_parser("compress", help="smaller, faster models").add_subparsers(
+        dest="method_group", required=True
+    )
+    cq = cp.add_parser(
+        "quantize",
+        help="int8 weights for an encoder checkpoint; reports size, speed and accuracy change",
+    )
+    cq.add_argument("checkpoint", help="fp32 encoder checkpoint (classifier, tagger, embedding)")
+    cq.add_argument("--out", required=True, help="quantized checkpoint directory to write")
+    cq.add_argument(
+        "--method",
+        default="int8-dynamic",
+        choices=["int8-dynamic", "onnx-int8"],
+        help="int8-dynamic: PyTorch int8 kernels; onnx-int8: ONNX Runtime (default: %(default)s)",
+    )
+    cq.add_argument(
+        "--data",
+        help="dataset (name or directory with valid/test splits; default: the one in task.json) "
+        "or a text file, one text per line, to calibrate and measure on",
+    )
+    cq.add_argument(
+        "--smooth",
+        type=float,
+        default=0.8,
+        help="SmoothQuant alpha: move activation outliers into the weights (default: %(default)s)",
+    )
+    cq.add_argument("--no-smooth", action="store_true", help="plain dynamic int8, no smoothing")
+    cq.add_argument(
+        "--keep-fp32",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the N most sensitive linear layers in fp32 (default: %(default)s)",
+    )
+    cq.add_argument("--calibration", type=int, default=256, help="calibration texts")
+    cq.add_argument("--limit", type=int, default=2000, help="most test texts to measure on")
+    cq.set_defaults(func=_compress_quantize)
     return p
+
+
+def _compress_quantize(args: argparse.Namespace) -> int:
+    from llmos.recipes.compress import REPORT_FILE, quantize_checkpoint
+
+    r = quantize_checkpoint(
+        args.checkpoint,
+        args.out,
+        method=args.method,
+        data=args.data,
+        smooth=None if args.no_smooth else args.smooth,
+        keep_fp32=args.keep_fp32,
+        calibration=args.calibration,
+        limit=args.limit,
+    )
+    mb = {k: v / 1e6 for k, v in r["size_bytes"].items() if k != "ratio"}
+    print(f"quantized ({r['method']}): {r['quantized']}")
+    ratio = r["size_bytes"]["ratio"]
+    print(f"size   {mb['fp32']:.1f} MB -> {mb['int8']:.1f} MB ({ratio:.2f}x smaller)")
+    tps = r["texts_per_second"]
+    print(
+        f"speed  {tps['fp32']:.0f} -> {tps['int8']:.0f} texts/s ({r['seconds']['speedup']:.2f}x, "
+        f"{r['test_texts']} test texts, {r['threads']} threads)"
+    )
+    for key, value in r["agreement"].items():
+        print(f"{key:<16} {value:.4f}")
+    before, after = r["quality"]["fp32"], r["quality"]["int8"]
+    for key in before:
+        change = 100 * (after[key] - before[key])
+        print(f"{key:<16} {before[key]:.4f} -> {after[key]:.4f} ({change:+.2f} points)")
+    print(f"report: {Path(r['quantized']) / REPORT_FILE}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
+    """Write ``config.json`` (the architecture, and the llmos version that wrote it)."""
+    meta = {**to_dict(config), "llmos_version": __version__}
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
 def save_checkpoint(
     out_dir: str | Path,
     model: torch.nn.Module,
@@ -103,8 +109,7 @@ def save_checkpoint(
     """
 
     def fill(tmp: Path) -> None:
-        meta = {**to_dict(config), "llmos_version": __version__}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_config(tmp, config)
         tied = tied_weights(model)
         state = {
             k: v.detach().contiguous().cpu()
@@ -165,6 +170,16 @@ def read_config(path: str | Path) -> BertConfig | GPTConfig:
         return from_dict(MODEL_CONFIGS[model_type], raw, source=str(f))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def require_unquantized(path: str | Path, config: BertConfig | GPTConfig, what: str) -> None:
+    """Quantized checkpoints are for inference: refuse one for ``what`` (fine-tuning, export)."""
+    method = getattr(config, "quantization", None)
+    if method:
+        raise CheckpointError(
+            f"{path}: a quantized checkpoint ({method}) is for inference only; {what} needs "
+            "the fp32 checkpoint it came from (task.json 'quantized_from')"
+        )
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

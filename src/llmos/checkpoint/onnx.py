@@ -27,6 +27,7 @@ from llmos.checkpoint.io import (
     read_config,
     read_task,
     read_weights,
+    require_unquantized,
 )
 from llmos.errors import CheckpointError
 
@@ -59,6 +60,7 @@ def exportable(path: Path) -> tuple[nn.Module, str, dict[str, Any] | None]:
     cfg = read_config(path)
     if cfg.model_type == "gpt":
         raise CheckpointError(f"{path}: ONNX export covers encoders; this is a GPT")
+    require_unquantized(path, cfg, "ONNX export")
     task = read_task(path)
     model = build_model(cfg, task, path)
     load_state_dict_strict(model, read_weights(path))

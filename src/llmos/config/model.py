@@ -46,6 +46,10 @@ class BertConfig:
     ALBERT-style options (Lan et al., 2019): ``embedding_size`` E < ``hidden_size`` factorizes
     the embeddings (V x E, then an E -> H projection; the MLM decoder maps back through E);
     ``share_layers`` runs one set of layer weights ``num_layers`` times (stored once).
+
+    ``quantization`` is set by ``llmos compress quantize``: ``int8-dynamic`` (int8 weights in
+    ``model.safetensors``) or ``onnx-int8`` (an ONNX Runtime graph in ``model.onnx``). Such
+    checkpoints are for inference only.
     """
 
     model_type: Literal["bert", "roberta"] = "bert"
@@ -65,6 +69,7 @@ class BertConfig:
     pooler: bool = True
     embedding_size: int | None = None
     share_layers: bool = False
+    quantization: Literal["int8-dynamic", "onnx-int8"] | None = None
 
     def __post_init__(self) -> None:
         _check_sizes(self)

@@ -15,6 +15,7 @@ import torch
 
 from llmos.checkpoint.io import (
     TOKENIZER_FILE,
+    WEIGHTS_FILE,
     load_state_dict_strict,
     read_config,
     read_task,
@@ -26,6 +27,7 @@ from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
+from llmos.inference.onnx import ONNX_FILE, OnnxModel
 from llmos.inference.stream import TextStream
 from llmos.inference.tag import SpanDecoder, predict_spans, tokenize_for_tagging
 from llmos.models.bert import (
@@ -97,9 +99,13 @@ class Pipeline:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
-        """Load config, weights and tokenizer of a checkpoint directory (safetensors only)."""
+        """Load config, weights and tokenizer of a checkpoint directory (safetensors only; or
+        an ONNX encoder directory, run by ONNX Runtime on the CPU)."""
         path = Path(path)
         config = read_config(path)
+        if (path / ONNX_FILE).is_file() and not (path / WEIGHTS_FILE).is_file():
+            tokenizer = load_tokenizer(path / TOKENIZER_FILE)
+            return cls(OnnxModel(path / ONNX_FILE), config, tokenizer, read_task(path), path)
         weights = read_weights(path)
         tokenizer = load_tokenizer(path / TOKENIZER_FILE)
         if tokenizer.get_vocab_size() != config.vocab_size:
@@ -109,6 +115,10 @@ class Pipeline:
             )
         task = read_task(path)
         model = build_model(config, task, path)
+        if getattr(config, "quantization", None) == "int8-dynamic":
+            from llmos.compress.quantize import prepare_quantized
+
+            prepare_quantized(model, weights)
         load_state_dict_strict(model, weights)
         return cls(model.to(device), config, tokenizer, task, path)
 
@@ -136,7 +146,7 @@ class Pipeline:
                 f"this checkpoint is a {have} model; fill-mask needs a pretrained BERT (MLM) "
                 "checkpoint"
             )
-        if self.config.heads == "none":
+        if self.config.heads == "none" or isinstance(self.model, OnnxModel):
             raise LlmosError(
                 "this encoder has no masked-LM head (an embedding model): use embed(), or a "
                 "checkpoint pretrained with MLM for fill-mask"
@@ -266,6 +276,17 @@ class Pipeline:
             log.warning(
                 "%d of %d texts were truncated to %d tokens", truncated, len(texts), max_length
             )
+        if isinstance(self.model, OnnxModel):  # the graph pools and normalizes as task.json says
+            if (pooling, bool(normalize)) != (
+                task.get("pooling", "mean"),
+                bool(task.get("normalize", True)),
+            ):
+                raise LlmosError(
+                    "this ONNX model pools and normalizes as its task.json says; other pooling "
+                    "or normalize options need the PyTorch checkpoint"
+                )
+            pad = self._ids["pad"] or 0
+            return batched_logits(self.model, ids, types, pad, batch_size).numpy()
         encoder = self.model.bert
         return embed_ids(
             encoder, ids, types, self._ids["pad"] or 0, pooling, bool(normalize), batch_size

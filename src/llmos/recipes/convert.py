@@ -34,6 +34,7 @@ from llmos.checkpoint.io import (
     read_config,
     read_task,
     read_weights,
+    require_unquantized,
     save_checkpoint,
 )
 from llmos.config.model import BertConfig, GPTConfig
@@ -348,6 +349,7 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
 
     checkpoint, out = Path(checkpoint), Path(out)
     cfg = read_config(checkpoint)
+    require_unquantized(checkpoint, cfg, "export to Hugging Face")
     task = read_task(checkpoint)
     sd = read_weights(checkpoint)
     model = _hf_model(cfg, task)

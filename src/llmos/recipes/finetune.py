@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, write_json_atomic
+from llmos.checkpoint.io import (
+    TOKENIZER_FILE,
+    read_config,
+    read_weights,
+    require_unquantized,
+    write_json_atomic,
+)
 from llmos.config.model import BertConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
@@ -183,7 +189,9 @@ class Init:
 
 def load_init(cfg: FinetuneConfig) -> Init:
     path = Path(cfg.init).expanduser()
-    return Init(path, read_config(path), read_weights(path), load_tokenizer(path / TOKENIZER_FILE))
+    config = read_config(path)
+    require_unquantized(path, config, "fine-tuning")
+    return Init(path, config, read_weights(path), load_tokenizer(path / TOKENIZER_FILE))
 
 
 def train_head(

@@ -1,0 +1,1 @@
+"""Model compression: quantization, pruning, parameter sharing (distillation is a recipe)."""
