@@ -33,6 +33,14 @@ def main() -> None:
     ap.add_argument("--max-texts", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true", help="also time llmos with bf16 weights")
+    ap.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="more llmos checkpoints of the same model to time (e.g. quantized ones)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -69,6 +77,26 @@ def main() -> None:
         print(f"{name:<22} {len(texts) / secs:>12,.1f} {tokens / secs:>10,.0f}")
     print(f"llmos / sentence-transformers: {t_st / t_ours:.2f}x")
     print(f"cosine llmos vs sentence-transformers: min {cos.min():.6f}, mean {cos.mean():.6f}")
+    variants = [(d, llmos.load(d)) for d in args.also]
+    if args.bf16:
+        variants.append(("llmos bf16", llmos.load(args.checkpoint, precision="bf16")))
+    for name, pipe in variants:
+        pipe.embed(texts[:64])  # warm up
+        secs, vec = [], None
+        for _ in range(args.repeats):  # in turns with sentence-transformers again
+            t = time.perf_counter()
+            run_st()
+            t_peer = time.perf_counter() - t
+            t = time.perf_counter()
+            vec = pipe.embed(texts, batch_size=32)
+            secs.append((time.perf_counter() - t, t_peer))
+        mine, peer = statistics.median(s for s, _ in secs), statistics.median(p for _, p in secs)
+        c = (vec * outs[1]).sum(1)
+        print(
+            f"{name}: {len(texts) / mine:,.1f} sentences/s, {peer / mine:.2f}x "
+            f"sentence-transformers (same run), {t_ours / mine:.2f}x llmos fp32; cosine to llmos "
+            f"fp32 min {c.min():.4f} mean {c.mean():.4f}"
+        )
 
 
 if __name__ == "__main__":

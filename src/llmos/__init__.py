@@ -23,12 +23,17 @@ __version__ = "0.1.0"
 __all__ = ["LlmosError", "__version__", "load"]
 
 
-def load(path: str | Path, device: str = "cpu") -> Pipeline:
+def load(
+    path: str | Path, device: str = "cpu", precision: str = "fp32", compile: bool = False
+) -> Pipeline:
     """Load any llmos checkpoint directory for inference.
 
     Args:
-        path: a checkpoint directory (``config.json``, ``model.safetensors``, ``tokenizer.json``).
+        path: a checkpoint directory (``config.json``, ``model.safetensors``, ``tokenizer.json``;
+            or ``model.onnx`` for ONNX exports and ``onnx-int8`` quantized models).
         device: torch device string.
+        precision: ``fp32``, or ``bf16`` for an encoder's weights in bfloat16.
+        compile: ``torch.compile`` the encoder (each new batch shape compiles first).
 
     Returns:
         A :class:`~llmos.inference.pipeline.Pipeline` with ``fill_mask`` and the task methods.
@@ -36,4 +41,4 @@ def load(path: str | Path, device: str = "cpu") -> Pipeline:
     # Imported here so that `import llmos` stays cheap (no torch at import time).
     from llmos.inference.pipeline import Pipeline
 
-    return Pipeline.from_checkpoint(path, device=device)
+    return Pipeline.from_checkpoint(path, device=device, precision=precision, compile=compile)

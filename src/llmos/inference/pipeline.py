@@ -98,9 +98,19 @@ class Pipeline:
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Pipeline:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", precision: str = "fp32", compile: bool = False
+    ) -> Pipeline:
         """Load config, weights and tokenizer of a checkpoint directory (safetensors only; or
-        an ONNX encoder directory, run by ONNX Runtime on the CPU)."""
+        an ONNX encoder directory, run by ONNX Runtime on the CPU).
+
+        ``precision`` ``bf16`` casts an encoder's weights to bfloat16 (fast on CUDA and on CPUs
+        with AVX512-BF16 or AMX; emulated, and slower, elsewhere); outputs are returned in fp32.
+        ``compile`` wraps an encoder in ``torch.compile(dynamic=True)``: each new batch shape
+        compiles first (minutes on a CPU), so it pays off only for long-running servers.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise LlmosError(f"precision must be fp32 or bf16, got {precision!r}")
         path = Path(path)
         config = read_config(path)
         if (path / ONNX_FILE).is_file() and not (path / WEIGHTS_FILE).is_file():
@@ -120,7 +130,16 @@ class Pipeline:
 
             prepare_quantized(model, weights)
         load_state_dict_strict(model, weights)
-        return cls(model.to(device), config, tokenizer, task, path)
+        if precision == "bf16":
+            if config.model_type == "gpt" or getattr(config, "quantization", None):
+                raise LlmosError(f"{path}: bf16 inference covers fp32 encoder checkpoints")
+            model = model.to(torch.bfloat16)
+        model = model.to(device)
+        if compile:
+            if config.model_type == "gpt":
+                raise LlmosError(f"{path}: compile covers encoder checkpoints")
+            model.forward = torch.compile(model.forward, dynamic=True)
+        return cls(model, config, tokenizer, task, path)
 
     def _encode(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
