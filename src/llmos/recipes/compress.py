@@ -100,23 +100,28 @@ def _batches(pipe: Pipeline, texts: list[str], size: int = 32) -> list[dict[str,
 
 
 @torch.inference_mode()
-def _outputs(model: torch.nn.Module, batches: list[dict[str, Any]], kind: str) -> torch.Tensor:
+def _outputs(
+    model: torch.nn.Module, batches: list[dict[str, Any]], kind: str, pooling: str = "mean"
+) -> torch.Tensor:
     """The model's outputs on calibration batches, real positions only: logits for
-    classifiers and taggers, mean-pooled hidden states for encoders."""
+    classifiers and taggers, unit-length sentence vectors for encoders."""
     out = []
     for b in batches:
         y = model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
         mask = b["attention_mask"]
-        if kind == "embedding":
-            y = pool(y.hidden, mask, "mean")
+        if kind == "embedding" and not isinstance(y, torch.Tensor):  # an ONNX graph pools
+            y = torch.nn.functional.normalize(pool(y.hidden, mask, pooling), dim=-1)
         elif kind == "tagging":
             y = y[mask.bool()] if mask is not None else y.reshape(-1, y.size(-1))
         out.append(y.float())
     return torch.cat(out)
 
 
-def _relative_error(model: torch.nn.Module, batches: list, kind: str, ref: torch.Tensor) -> float:
-    return float((_outputs(model, batches, kind) - ref).norm() / ref.norm().clamp(min=1e-12))
+def _relative_error(
+    model: torch.nn.Module, batches: list, kind: str, ref: torch.Tensor, pooling: str
+) -> float:
+    y = _outputs(model, batches, kind, pooling)
+    return float((y - ref).norm() / ref.norm().clamp(min=1e-12))
 
 
 def _timed_predictions(pipe: Pipeline, kind: str, texts: list[str]) -> tuple[float, Any]:
@@ -199,7 +204,8 @@ def quantize_checkpoint(
     kind = _kind(fp32)
     texts = read_texts(fp32, data, calibration, limit)
     calib = _batches(fp32, texts.calibration)
-    ref = _outputs(fp32.model, calib, kind)
+    pooling = (fp32.task or {}).get("pooling", "mean")
+    ref = _outputs(fp32.model, calib, kind, pooling)
     details: dict[str, Any] = {}
     task = (fp32.task or {}) | {"quantized_from": str(checkpoint)}
     if method == "int8-dynamic":
@@ -211,7 +217,11 @@ def quantize_checkpoint(
 
         keep: list[str] = []
         if keep_fp32:
-            scores = Q.sensitivity(model, lambda m: _relative_error(m, calib, kind, ref), factors)
+
+            def score(m: torch.nn.Module) -> float:
+                return _relative_error(m, calib, kind, ref, pooling)
+
+            scores = Q.sensitivity(model, score, factors)
             keep = sorted(scores, key=scores.__getitem__, reverse=True)[:keep_fp32]
             details["sensitivity"] = scores
         replaced = Q.quantize_model(model, keep=keep, smooth=factors)
@@ -232,7 +242,7 @@ def quantize_checkpoint(
 
             atomic_directory(out, fill)
     int8 = Pipeline.from_checkpoint(out)
-    error = _relative_error(int8.model, calib, kind, ref)
+    error = _relative_error(int8.model, calib, kind, ref, pooling)
 
     # Speed: the same test texts through each pipeline, in turns; quality on the test split.
     times: list[list[float]] = [[], []]
