@@ -498,12 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
         "or a text file, one text per line, to calibrate and measure on",
     )
     cq.add_argument(
+        "--label-key", help="label column of the dataset (default: task.json's, else 'label')"
+    )
+    cq.add_argument(
         "--smooth",
         type=float,
-        default=0.8,
-        help="SmoothQuant alpha: move activation outliers into the weights (default: %(default)s)",
+        metavar="ALPHA",
+        help="SmoothQuant: move activation outliers into the weights (0.8 suits MiniLM; "
+        "default: off)",
     )
-    cq.add_argument("--no-smooth", action="store_true", help="plain dynamic int8, no smoothing")
     cq.add_argument(
         "--keep-fp32",
         type=int,
@@ -525,7 +528,8 @@ def _compress_quantize(args: argparse.Namespace) -> int:
         args.out,
         method=args.method,
         data=args.data,
-        smooth=None if args.no_smooth else args.smooth,
+        label_key=args.label_key,
+        smooth=args.smooth,
         keep_fp32=args.keep_fp32,
         calibration=args.calibration,
         limit=args.limit,

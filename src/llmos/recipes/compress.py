@@ -59,7 +59,9 @@ def _kind(pipe: Pipeline) -> str:
     return kind if kind in ("classification", "tagging") else "embedding"
 
 
-def read_texts(pipe: Pipeline, data: str | None, calibration: int, limit: int) -> Texts:
+def read_texts(
+    pipe: Pipeline, data: str | None, calibration: int, limit: int, label_key: str = "label"
+) -> Texts:
     """Texts to calibrate on (the valid split) and to measure on (the test split), from a
     dataset name or directory (default: the one in ``task.json``) or a plain text file (one text
     per line: the first ``calibration`` calibrate, the rest are measured)."""
@@ -85,7 +87,7 @@ def read_texts(pipe: Pipeline, data: str | None, calibration: int, limit: int) -
     def texts(f: Path) -> list[str]:
         if _kind(pipe) == "tagging":
             return [r.text for r in read_spans(f, view=task.get("view")).rows]
-        return [r.text for r in read_classification(f, label_key="label").rows]
+        return [r.text for r in read_classification(f, label_key=label_key).rows]
 
     return Texts(texts(files["valid"])[:calibration], texts(files["test"])[:limit], files["test"])
 
@@ -136,7 +138,7 @@ def _timed_predictions(pipe: Pipeline, kind: str, texts: list[str]) -> tuple[flo
     return time.perf_counter() - t, out
 
 
-def _quality(pipe: Pipeline, kind: str, test_file: Path | None) -> dict[str, float]:
+def _quality(pipe: Pipeline, kind: str, test_file: Path | None, label_key: str) -> dict[str, float]:
     """Accuracy and macro-F1 (classifiers) or span F1 and token accuracy (taggers) on the
     labelled test file."""
     if test_file is None or kind == "embedding":
@@ -144,7 +146,7 @@ def _quality(pipe: Pipeline, kind: str, test_file: Path | None) -> dict[str, flo
     from llmos.recipes.evaluate import evaluate_file
 
     with tempfile.TemporaryDirectory() as tmp:
-        r = evaluate_file(pipe.path, test_file, out_dir=tmp)
+        r = evaluate_file(pipe.path, test_file, out_dir=tmp, label_key=label_key)
     if kind == "tagging":
         return {"span_f1": r["f1"], "token_accuracy": r["accuracy"]}
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
@@ -163,7 +165,8 @@ def quantize_checkpoint(
     *,
     method: str = "int8-dynamic",
     data: str | None = None,
-    smooth: float | None = 0.8,
+    label_key: str | None = None,
+    smooth: float | None = None,
     keep_fp32: int = 0,
     calibration: int = 256,
     limit: int = 2000,
@@ -177,6 +180,8 @@ def quantize_checkpoint(
         method: ``int8-dynamic`` (PyTorch, fbgemm int8 kernels) or ``onnx-int8`` (an ONNX
             export quantized by ONNX Runtime, which also runs it).
         data: calibration and test texts (see :func:`read_texts`).
+        label_key: the label column of a classification dataset (default: task.json's, else
+            ``label``).
         smooth: SmoothQuant's alpha (None: no smoothing); int8-dynamic only.
         keep_fp32: how many of the most sensitive linear layers stay fp32; int8-dynamic only.
         calibration: number of calibration texts; limit: most test texts measured.
@@ -202,7 +207,8 @@ def quantize_checkpoint(
     if getattr(fp32.config, "quantization", None):
         raise CheckpointError(f"{checkpoint}: already quantized ({fp32.config.quantization})")
     kind = _kind(fp32)
-    texts = read_texts(fp32, data, calibration, limit)
+    label_key = label_key or (fp32.task or {}).get("label_key", "label")
+    texts = read_texts(fp32, data, calibration, limit, label_key)
     calib = _batches(fp32, texts.calibration)
     pooling = (fp32.task or {}).get("pooling", "mean")
     ref = _outputs(fp32.model, calib, kind, pooling)
@@ -276,9 +282,9 @@ def quantize_checkpoint(
         "seconds": {"fp32": t32, "int8": t8, "speedup": t32 / t8},
         "texts_per_second": {"fp32": len(texts.test) / t32, "int8": len(texts.test) / t8},
         "agreement": agreement,
-        "quality": {"fp32": _quality(fp32, kind, texts.test_file)},
+        "quality": {"fp32": _quality(fp32, kind, texts.test_file, label_key)},
         **details,
     }
-    report["quality"]["int8"] = _quality(int8, kind, texts.test_file)
+    report["quality"]["int8"] = _quality(int8, kind, texts.test_file, label_key)
     write_json_atomic(out / REPORT_FILE, report)
     return report

@@ -263,7 +263,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
     task = ClassifyTask(
         enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, weights_t
     )
-    meta = {"task": "classification", "labels": labels, "max_length": max_length}
+    meta = {
+        "task": "classification",
+        "labels": labels,
+        "max_length": max_length,
+        "label_key": cfg.data.label_key,
+    }
     result = train_head(
         cfg,
         init,
