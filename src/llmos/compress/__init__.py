@@ -1,0 +1,1 @@
+"""Model compression: make a trained model smaller and faster (``prune``: structured pruning)."""
