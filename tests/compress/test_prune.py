@@ -117,6 +117,7 @@ def test_packed_and_padded_paths_agree_after_pruning() -> None:
 def test_parameter_counts_shrink_by_the_removed_rows_and_columns() -> None:
     m = model()
     C, hs = 24, 6
+    assert prune_heads(m, m.cfg, {}) == (m, m.cfg) and prune_neurons(m, m.cfg, {})[1] is m.cfg
     before = count_parameters(m)
     m, cfg = prune_heads(m, m.cfg, HEADS)
     removed_heads = sum(map(len, HEADS.values()))  # 7

@@ -189,9 +189,12 @@ def prune_heads(
     in each of its q, k and v thirds; the output projection keeps their columns.
 
     Returns:
-        The same model, and a copy of ``cfg`` whose ``layer_heads`` records the heads left.
+        The same model, and a copy of ``cfg`` whose ``layer_heads`` records the heads left
+        (``cfg`` itself when nothing is removed).
     """
     layers = _encoder_layers(model)
+    if not heads:
+        return model, cfg
     for i, remove in heads.items():
         if not 0 <= i < len(layers):
             raise ValueError(f"no layer {i}: the encoder has {len(layers)}")
@@ -214,9 +217,12 @@ def prune_neurons(
     """Remove feed-forward neurons, in place: rows of ``up`` and columns of ``down``.
 
     Returns:
-        The same model, and a copy of ``cfg`` whose ``layer_intermediate`` records the widths.
+        The same model, and a copy of ``cfg`` whose ``layer_intermediate`` records the widths
+        (``cfg`` itself when nothing is removed).
     """
     layers = _encoder_layers(model)
+    if not neurons:
+        return model, cfg
     for i, remove in neurons.items():
         if not 0 <= i < len(layers):
             raise ValueError(f"no layer {i}: the encoder has {len(layers)}")
