@@ -273,6 +273,7 @@ def _compress_prune(args: argparse.Namespace) -> int:
         recover_lr=args.recover_lr,
         batch_size=args.batch_size,
         num_threads=args.threads,
+        bench_seconds=args.bench_seconds,
         progress=not args.quiet,
     )
     result = prune(cfg)
@@ -567,6 +568,12 @@ def _add_prune_parser(compress: Any) -> None:
     )
     cp.add_argument("--batch-size", type=int, default=32)
     cp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    cp.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=5.0,
+        help="time each model at least this long for the speed-up (best pass counts)",
+    )
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(func=_compress_prune)
 

@@ -73,7 +73,8 @@ def classifier(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def prune(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["compress", "prune", *argv, "--quiet", "--importance-examples", "64"])
+    fast = ["--quiet", "--importance-examples", "64", "--bench-seconds", "0"]
+    code = main(["compress", "prune", *argv, *fast])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -17,7 +17,9 @@ class PruneConfig:
     ``importance_examples`` training examples of ``data`` (default: the dataset in the
     checkpoint's ``task.json``). ``recover_steps`` > 0 fine-tunes the pruned model that many
     steps with the shared training loop (best step by validation). ``out_dir`` defaults to
-    ``runs/<run name>-pruned`` beside the checkpoint's run.
+    ``runs/<run name>-pruned`` beside the checkpoint's run. The speed-up is timed on the test
+    split: the best of at least ``bench_repeats`` passes per model, and at least
+    ``bench_seconds`` of passes in all.
     """
 
     checkpoint: str
@@ -35,6 +37,7 @@ class PruneConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = None
     bench_repeats: int = 3
+    bench_seconds: float = 5.0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -52,5 +55,7 @@ class PruneConfig:
             raise ConfigError(f"--recover-steps must be >= 0, got {self.recover_steps}")
         if self.recover_lr <= 0:
             raise ConfigError(f"--recover-lr must be positive, got {self.recover_lr}")
+        if self.bench_seconds < 0:
+            raise ConfigError(f"--bench-seconds must be >= 0, got {self.bench_seconds}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"--threads must be positive, got {self.num_threads}")

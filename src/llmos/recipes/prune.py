@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,19 +227,26 @@ def load_prunable(path: Path) -> tuple[BertConfig, dict[str, Any]]:
 
 @torch.inference_mode()
 def throughput(
-    models: dict[str, nn.Module], batches: list[Batch], repeats: int
+    models: dict[str, nn.Module], batches: list[Batch], repeats: int, min_seconds: float = 5.0
 ) -> dict[str, float]:
-    """Seconds for one pass over ``batches`` per model: best of ``repeats`` passes, the models
-    taking turns (after one warm-up pass each), so that both see the same machine load."""
+    """Seconds for one pass over ``batches`` per model: the best of at least ``repeats`` timed
+    passes (more for short passes, so that each model is timed ``min_seconds`` in all), the
+    models taking turns after one warm-up pass each, so that both see the same machine load."""
+
+    def one_pass(model: nn.Module) -> float:
+        start = time.perf_counter()
+        for b in batches:
+            model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+        return time.perf_counter() - start
+
+    for model in models.values():
+        model.eval()
+    warm = max(one_pass(model) for model in models.values())
+    rounds = max(repeats, math.ceil(min_seconds / max(warm, 1e-6)))
     best = dict.fromkeys(models, float("inf"))
-    for rnd in range(repeats + 1):
+    for _ in range(rounds):
         for name, model in models.items():
-            model.eval()
-            start = time.perf_counter()
-            for b in batches:
-                model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
-            if rnd:  # round 0 warms up
-                best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], one_pass(model))
     return best
 
 
@@ -381,7 +389,10 @@ def prune(cfg: PruneConfig) -> PruneResult:
     meta |= {"init": str(path), "dataset": dataset}
     ckpt = save_checkpoint(out / "checkpoint", final, pruned_cfg, tokenizer, meta)
     seconds = throughput(
-        {"original": original, "pruned": final}, data.bench_batches, cfg.bench_repeats
+        {"original": original, "pruned": final},
+        data.bench_batches,
+        cfg.bench_repeats,
+        cfg.bench_seconds,
     )
     plot_head_importance(
         head_scores,
@@ -456,7 +467,8 @@ def throughput_report(seconds: dict[str, float], data: TaskData, cfg: PruneConfi
         "tokens": sum(int(b["num_tokens"]) for b in data.bench_batches),
         "batch_size": cfg.batch_size,
         "threads": torch.get_num_threads(),
-        "timing": f"best of {cfg.bench_repeats} passes each, the models taking turns",
+        "timing": f"best of >= {cfg.bench_repeats} passes each (>= {cfg.bench_seconds:g} s in "
+        "all), the models taking turns after a warm-up pass",
         "original_s": seconds["original"],
         "pruned_s": seconds["pruned"],
         "original_examples_per_s": n / seconds["original"],
