@@ -53,6 +53,22 @@ from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.readers import read_classification, read_spans
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.pipeline import Pipeline, build_model
+from llmos.inference.tag import SpanDecoder
+from llmos.recipes.finetune import (
+    ClassifyTask,
+    Init,
+    dataset_files,
+    encode_split,
+    evaluate_encoded,
+    train_head,
+)
+from llmos.recipes.tagging import (
+    IGNORE,
+    TagTask,
+    encode_tagging,
+    evaluate_tagging,
+    training_windows,
+)
 from llmos.text.tokenizer import load_tokenizer, special_ids
 
 log = logging.getLogger("llmos.recipes")
@@ -102,13 +118,13 @@ def _inputs(ids: list[np.ndarray], types: list[np.ndarray] | None, pad: int, siz
 def classification_data(
     cfg: PruneConfig, task: dict[str, Any], config: BertConfig, tokenizer: Any, dataset: str
 ) -> TaskData:
-    from llmos.recipes.finetune import ClassifyTask, dataset_files, encode_split, evaluate_encoded
-
     files = dataset_files(dataset)
     label_key = cfg.label_key or task.get("label_key", "label")
     try:
         read = {s: read_classification(f, label_key=label_key) for s, f in files.items()}
     except DataError as e:
+        if repr(label_key) not in str(e):
+            raise
         raise DataError(f"{e} (--label-key names the label field)") from None
     labels = list(task["labels"])  # the checkpoint's order, not the data's
     max_length = min(int(task.get("max_length", config.max_position)), config.max_position)
@@ -147,16 +163,6 @@ def classification_data(
 def tagging_data(
     cfg: PruneConfig, task: dict[str, Any], config: BertConfig, tokenizer: Any, dataset: str
 ) -> TaskData:
-    from llmos.inference.tag import SpanDecoder
-    from llmos.recipes.finetune import dataset_files
-    from llmos.recipes.tagging import (
-        IGNORE,
-        TagTask,
-        encode_tagging,
-        evaluate_tagging,
-        training_windows,
-    )
-
     files = dataset_files(dataset)
     scheme, view, spans_key = task["scheme"], task.get("view"), task.get("spans_key", "spans")
     read = {s: read_spans(f, view=view, spans_key=spans_key) for s, f in files.items()}
@@ -265,8 +271,6 @@ def recover(
     ``out/recover`` (metrics, loss plot, checkpoints), and evaluate its best checkpoint into
     ``metrics``. Returns the better model by validation (the pruned model before recovery
     included) and what the report says about the run."""
-    from llmos.recipes.finetune import Init, train_head
-
     steps = cfg.recover_steps
     every = max(steps // 5, 1)
     ft = FinetuneConfig(
