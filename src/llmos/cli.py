@@ -256,6 +256,49 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_prune(args: argparse.Namespace) -> int:
+    from llmos.config.prune import PruneConfig
+    from llmos.recipes.prune import prune
+
+    cfg = PruneConfig(
+        checkpoint=args.checkpoint,
+        out_dir=args.out,
+        heads=args.heads,
+        ffn=args.ffn,
+        data=args.data,
+        label_key=args.label_key,
+        importance_examples=args.importance_examples,
+        normalize=args.normalize,
+        recover_steps=args.recover_steps,
+        recover_lr=args.recover_lr,
+        batch_size=args.batch_size,
+        num_threads=args.threads,
+        bench_seconds=args.bench_seconds,
+        progress=not args.quiet,
+    )
+    result = prune(cfg)
+    r = result.report
+    removed = f"heads removed: {r['heads']['removed']} of {r['heads']['total']}"
+    if "ffn" in r:
+        removed += f", FFN neurons removed: {r['ffn']['removed']} of {r['ffn']['total']}"
+    print(removed)
+    metric = r["metric"]
+    for split in ("valid", "test"):
+        if split in r:
+            stages = ", ".join(f"{stage} {m[metric]:.4f}" for stage, m in r[split].items())
+            print(f"{split} {metric}: {stages}")
+    n, t = r["params"], r["throughput"]
+    print(f"parameters: {n['original']:,} -> {n['pruned']:,}")
+    print(
+        f"speed-up:   {t['speedup']:.2f}x on {t['examples']} {t['split']} examples, "
+        f"{t['threads']} threads"
+    )
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"report:     {result.out_dir / 'report.json'}")
+    print(f"heatmap:    {result.out_dir / 'head_importance.png'}")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from llmos.recipes.convert import export_hf, import_hf
 
@@ -477,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("out", help="directory to write (model.onnx, tokenizer.json, config)")
     eo.set_defaults(func=_export_onnx)
 
-    cp = sub.add_parser("compress", help="smaller, faster models").add_subparsers(
-        dest="method_group", required=True
+    # `llmos compress METHOD`: one group, a subcommand per compression method.
+    cp = sub.add_parser("compress", help="make a model smaller and faster").add_subparsers(
+        dest="compress_command", required=True
     )
     cq = cp.add_parser(
         "quantize",
@@ -517,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     cq.add_argument("--calibration", type=int, default=256, help="calibration texts")
     cq.add_argument("--limit", type=int, default=2000, help="most test texts to measure on")
     cq.set_defaults(func=_compress_quantize)
+    _add_prune_parser(cp)
     return p
 
 
@@ -551,6 +596,56 @@ def _compress_quantize(args: argparse.Namespace) -> int:
         print(f"{key:<16} {before[key]:.4f} -> {after[key]:.4f} ({change:+.2f} points)")
     print(f"report: {Path(r['quantized']) / REPORT_FILE}")
     return 0
+
+
+def _add_prune_parser(compress: Any) -> None:
+    cp = compress.add_parser(
+        "prune",
+        help="remove the least important attention heads (and FFN neurons) of a fine-tuned "
+        "encoder, optionally fine-tune to recover",
+        description="Head importance is the gradient-based score of Michel et al. (2019) on "
+        "the task's training data; the lowest-scoring heads over all layers are physically "
+        "removed. Writes OUT/checkpoint, OUT/report.json (accuracy before/after, sizes, "
+        "measured speed-up) and OUT/head_importance.png.",
+    )
+    cp.add_argument("checkpoint", help="fine-tuned classifier or tagger checkpoint")
+    cp.add_argument(
+        "--heads", type=float, default=0.4, help="fraction of all heads to remove, in [0, 1)"
+    )
+    cp.add_argument(
+        "--ffn", type=float, default=0.0, help="fraction of all FFN neurons to remove, in [0, 1)"
+    )
+    cp.add_argument(
+        "--recover-steps", type=int, default=0, help="fine-tune the pruned model N steps"
+    )
+    cp.add_argument("--recover-lr", type=float, default=1e-4, help="peak learning rate")
+    cp.add_argument("--out", help="output directory (default: runs/<run>-pruned beside the run)")
+    cp.add_argument(
+        "--data", help="dataset name or directory (default: the one in the checkpoint's task.json)"
+    )
+    cp.add_argument("--label-key", help="label column/key (intent files: intent)")
+    cp.add_argument(
+        "--importance-examples",
+        type=int,
+        default=2048,
+        help="training examples the importance is measured on",
+    )
+    cp.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="divide each layer's scores by their L2 norm before ranking (Michel et al.)",
+    )
+    cp.add_argument("--batch-size", type=int, default=32)
+    cp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    cp.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=5.0,
+        help="time each model at least this long for the speed-up (best pass counts)",
+    )
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
+    cp.set_defaults(func=_compress_prune)
 
 
 def main(argv: list[str] | None = None) -> int:

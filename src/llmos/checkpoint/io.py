@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from llmos import __version__
 from llmos.config.loader import from_dict, to_dict
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import UNSET_NOT_SAVED, BertConfig, GPTConfig
 from llmos.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -85,7 +85,8 @@ def _fsync_dir(path: Path) -> None:
 
 def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
     """Write ``config.json`` (the architecture, and the llmos version that wrote it)."""
-    meta = {**to_dict(config), "llmos_version": __version__}
+    meta = {k: v for k, v in to_dict(config).items() if v is not None or k not in UNSET_NOT_SAVED}
+    meta["llmos_version"] = __version__
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 

@@ -7,6 +7,10 @@ from typing import Literal
 
 from llmos.errors import ConfigError
 
+# Written to config.json only when set, so that an unpruned, unquantized checkpoint's config.json
+# stays as it was (and llmos versions without pruning keep reading it).
+UNSET_NOT_SAVED = ("layer_heads", "layer_intermediate", "quantization")
+
 SIZES = (
     "vocab_size",
     "hidden_size",
@@ -50,6 +54,11 @@ class BertConfig:
     ``quantization`` is set by ``llmos compress quantize``: ``int8-dynamic`` (int8 weights in
     ``model.safetensors``) or ``onnx-int8`` (an ONNX Runtime graph in ``model.onnx``). Such
     checkpoints are for inference only.
+    Pruned encoders (``llmos compress prune``): ``layer_heads`` is the number of attention heads
+    each layer keeps and ``layer_intermediate`` its feed-forward width (None: all layers keep
+    ``num_heads`` / ``intermediate_size``). The head size stays ``hidden_size // num_heads``. A
+    layer may keep no head at all (Michel et al., 2019 allow it): its attention block then adds
+    only its output bias.
     """
 
     model_type: Literal["bert", "roberta"] = "bert"
@@ -70,6 +79,8 @@ class BertConfig:
     embedding_size: int | None = None
     share_layers: bool = False
     quantization: Literal["int8-dynamic", "onnx-int8"] | None = None
+    layer_heads: list[int] | None = None
+    layer_intermediate: list[int] | None = None
 
     def __post_init__(self) -> None:
         _check_sizes(self)
@@ -80,10 +91,43 @@ class BertConfig:
             )
         if self.heads == "mlm+nsp" and not self.pooler:
             raise ConfigError("model.heads 'mlm+nsp' needs the pooler (NSP reads it)")
+        for name, most in (
+            ("layer_heads", self.num_heads),
+            ("layer_intermediate", self.intermediate_size),
+        ):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            if self.share_layers:
+                raise ConfigError(
+                    f"model.{name} (a pruned encoder) cannot be combined with share_layers: "
+                    "shared layers have one size"
+                )
+            if len(sizes) != self.num_layers:
+                raise ConfigError(
+                    f"model.{name} needs one entry per layer ({self.num_layers}), got {len(sizes)}"
+                )
+            if any(not 0 <= n <= most for n in sizes):
+                raise ConfigError(f"model.{name} entries must be in [0, {most}], got {sizes}")
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def heads_of(self, layer: int) -> int:
+        """Attention heads of layer ``layer`` (fewer than ``num_heads`` once pruned)."""
+        return self.num_heads if self.layer_heads is None else self.layer_heads[layer]
+
+    def intermediate_of(self, layer: int) -> int:
+        """Feed-forward width of layer ``layer`` (below ``intermediate_size`` once pruned)."""
+        if self.layer_intermediate is None:
+            return self.intermediate_size
+        return self.layer_intermediate[layer]
+
+    @property
+    def pruned(self) -> bool:
+        """Sizes vary per layer (``layer_heads`` or ``layer_intermediate`` is set)."""
+        return self.layer_heads is not None or self.layer_intermediate is not None
 
     @property
     def factorized(self) -> bool:

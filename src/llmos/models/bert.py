@@ -13,6 +13,7 @@ V vocabulary, M number of selected (masked) positions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -103,30 +104,57 @@ class Embeddings(nn.Module):
         return self.project(x) if self.project is not None else x
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+def linear(n_in: int, n_out: int) -> nn.Linear:
+    """``nn.Linear``, which may be empty on one side (a layer pruned to no head or no neuron)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+        return nn.Linear(n_in, n_out)
 
-    def __init__(self, cfg: BertConfig) -> None:
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``.
+
+    ``num_heads`` below the config's (a pruned layer) narrows the projections to
+    ``num_heads * hs``; with no head left the block outputs its ``proj`` bias alone.
+    ``head_mask``, when set, multiplies each head's output: (nh,), or (B, nh) for one mask per
+    example (the padded path only); head-importance scores are gradients with respect to it.
+    """
+
+    def __init__(self, cfg: BertConfig, num_heads: int | None = None) -> None:
         super().__init__()
-        self.nh, self.hs = cfg.num_heads, cfg.head_size
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.nh = cfg.num_heads if num_heads is None else num_heads
+        self.hs = cfg.head_size
+        width = self.nh * self.hs  # C unless pruned
+        self.qkv = linear(cfg.hidden_size, 3 * width)
+        self.proj = linear(width, cfg.hidden_size)
         self.attn_dropout = cfg.attention_dropout
+        self.head_mask: torch.Tensor | None = None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
     ) -> torch.Tensor:
+        if self.nh == 0:  # every head pruned
+            return self.proj.bias.expand_as(x)
         if packing is not None:
             # x holds only the real tokens, (N, C): project them, then attend per group of
             # rows of similar length, each padded to its own longest row only.
-            qkv = self.qkv(x).index_select(0, packing.gather)  # (M, 3C)
+            qkv = self.qkv(x).index_select(0, packing.gather)  # (M, 3 nh hs)
             out, at = [], 0
             for g, Tg, group_mask in packing.groups:
-                block = qkv[at : at + g * Tg].view(g, Tg, -1)  # (g, T_g, 3C)
-                out.append(self._attend(block, group_mask).view(g * Tg, -1))  # (g * T_g, C)
+                block = qkv[at : at + g * Tg].view(g, Tg, -1)  # (g, T_g, 3 nh hs)
+                out.append(self._attend(block, group_mask).view(g * Tg, -1))  # (g T_g, nh hs)
                 at += g * Tg
-            return self.proj(torch.cat(out).index_select(0, packing.back))  # (N, C)
-        return self.proj(self._attend(self.qkv(x), mask))
+            y = self._mask_heads(torch.cat(out)[None])[0]  # (M, nh hs)
+            return self.proj(y.index_select(0, packing.back))  # (N, C)
+        return self.proj(self._mask_heads(self._attend(self.qkv(x), mask)))
+
+    def _mask_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, nh hs) attention output, each head scaled by ``head_mask`` (if set)."""
+        if self.head_mask is None:
+            return y
+        B, T, _ = y.shape
+        m = self.head_mask.reshape(-1, 1, self.nh, 1)  # (1 or B, 1, nh, 1)
+        return (y.view(B, T, self.nh, self.hs) * m).view(B, T, -1)
 
     def _attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, 3C) projections -> (B, T, C) attention output."""
@@ -142,25 +170,37 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: C -> intermediate -> C with exact (erf) GELU."""
+    """Position-wise feed-forward: C -> intermediate -> C with exact (erf) GELU.
 
-    def __init__(self, cfg: BertConfig) -> None:
+    ``neuron_mask``, when set, multiplies the intermediate activations: (I,), or (B, I) for one
+    mask per example on (B, T, C) input; neuron-importance scores are gradients with respect
+    to it.
+    """
+
+    def __init__(self, cfg: BertConfig, intermediate: int | None = None) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        width = cfg.intermediate_size if intermediate is None else intermediate
+        self.up = linear(cfg.hidden_size, width)
+        self.down = linear(width, cfg.hidden_size)
+        self.neuron_mask: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+        h = F.gelu(self.up(x))  # (B, T, I) or (N, I)
+        if self.neuron_mask is not None:
+            m = self.neuron_mask
+            h = h * (m if m.dim() == 1 else m[:, None, :])
+        return self.down(h)
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN transformer layer, as in BERT: ``x = LN(x + drop(f(x)))`` twice."""
+    """Post-LN transformer layer, as in BERT: ``x = LN(x + drop(f(x)))`` twice. ``layer`` picks
+    the sizes of a pruned encoder (``cfg.layer_heads``, ``cfg.layer_intermediate``)."""
 
-    def __init__(self, cfg: BertConfig) -> None:
+    def __init__(self, cfg: BertConfig, layer: int = 0) -> None:
         super().__init__()
-        self.attn = SelfAttention(cfg)
+        self.attn = SelfAttention(cfg, cfg.heads_of(layer))
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg)
+        self.ffn = FeedForward(cfg, cfg.intermediate_of(layer))
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -180,7 +220,7 @@ class BertModel(nn.Module):
         self.embeddings = Embeddings(cfg)
         # ALBERT's cross-layer sharing: one layer's weights, run num_layers times.
         stored = 1 if cfg.share_layers else cfg.num_layers
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(stored))
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(stored))
         # HF's BertForTokenClassification has no pooler; keep the weights one-to-one.
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if pooler else None
 

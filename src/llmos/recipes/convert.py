@@ -324,6 +324,14 @@ def _hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None) -> Any:
             "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "
             "transformers BERT or RoBERTa class has; it stays an llmos checkpoint"
         )
+    if cfg.pruned:
+        # transformers 5 dropped BertConfig.pruned_heads: every layer has num_attention_heads
+        # heads and intermediate_size neurons, so per-layer sizes have nowhere to go.
+        raise CheckpointError(
+            "this encoder is pruned (layer_heads / layer_intermediate: sizes differ per layer), "
+            "which transformers' BERT and RoBERTa classes cannot load; it stays an llmos "
+            "checkpoint (`llmos export onnx` exports it)"
+        )
     labels = task.get("labels") if task else None
     hcfg = hf.hf_encoder_config(cfg, labels)
     roberta = cfg.model_type == "roberta"
