@@ -1,0 +1,1 @@
+"""Model compression: knowledge distillation (the recipe in ``llmos.recipes.distill``)."""
