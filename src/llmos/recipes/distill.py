@@ -55,7 +55,7 @@ from llmos.train.metrics import classification_metrics, plot_confusion
 
 log = logging.getLogger("llmos.recipes")
 
-TIMING_REPEATS = 3  # timed passes per model (median), teacher and student in turns
+TIMING_SECONDS = 20.0  # timed passes (teacher and student in turns) add up to about this
 TIMING_BATCH = 32
 
 
@@ -331,20 +331,26 @@ def parameters(model: nn.Module) -> int:
 
 
 def time_models(
-    models: dict[str, nn.Module], run: Callable[[nn.Module], None], repeats: int = TIMING_REPEATS
-) -> dict[str, float]:
-    """Median seconds of ``run(model)`` per model, after a warm-up, the models taking turns
-    (so a slower moment of the machine hits both)."""
+    models: dict[str, nn.Module], run: Callable[[nn.Module], None], repeats: int | None = None
+) -> tuple[dict[str, float], int]:
+    """Median seconds of ``run(model)`` per model, the models taking turns (so a slower moment
+    of a shared machine hits both), after a warm-up pass of each. By default enough passes for
+    about TIMING_SECONDS of timing in all (3 to 20). Returns the medians and the pass count."""
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
+        warm = 0.0
         for model in models.values():
+            t0 = time.perf_counter()
             run(model)
+            warm += time.perf_counter() - t0
+        if repeats is None:
+            repeats = min(20, max(3, math.ceil(TIMING_SECONDS / max(warm, 1e-3))))
         for _ in range(repeats):
             for name, model in models.items():
                 t0 = time.perf_counter()
                 run(model)
                 times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, repeats
 
 
 def length_batches(data: Encoded, pad_id: int, size: int = TIMING_BATCH) -> list[dict[str, Any]]:
@@ -356,13 +362,17 @@ def length_batches(data: Encoded, pad_id: int, size: int = TIMING_BATCH) -> list
     ]
 
 
-def _speed(seconds: dict[str, float], batches: int, examples: int, tokens: int) -> dict[str, Any]:
+def _speed(
+    timed: tuple[dict[str, float], int], batches: int, examples: int, tokens: int
+) -> dict[str, Any]:
+    seconds, repeats = timed
     return {
         "threads": torch.get_num_threads(),
+        "precision": "fp32",
         "batches": batches,
         "examples": examples,
         "tokens": tokens,
-        "repeats": TIMING_REPEATS,
+        "repeats": repeats,
         "teacher_seconds": seconds["teacher"],
         "student_seconds": seconds["student"],
         "speedup": seconds["teacher"] / max(seconds["student"], 1e-9),
@@ -486,7 +496,7 @@ def _distill_classifier(
         for b in batches:
             model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
 
-    seconds = time_models({"teacher": teacher.model, "student": final}, run)
+    timed = time_models({"teacher": teacher.model, "student": final}, run)
     plot_confusion(
         s_full["confusion"], labels, result.run_dir / f"confusion_{split}.png", f"{cfg.name}"
     )
@@ -500,7 +510,7 @@ def _distill_classifier(
         "student_before": before,
         "accuracy_ratio": s_flat["accuracy"] / max(t_flat["accuracy"], 1e-9),
         "macro_f1_ratio": s_flat["macro_f1"] / max(t_flat["macro_f1"], 1e-9),
-        "speed": _speed(seconds, len(batches), len(test.ids), int(sum(len(x) for x in test.ids))),
+        "speed": _speed(timed, len(batches), len(test.ids), int(sum(len(x) for x in test.ids))),
         "layer_map": objective.layer_map,
         "init_layers": init,
         "best": result.best,
@@ -577,7 +587,7 @@ def _distill_mlm(
         for b in valid:
             model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["mlm_positions"])
 
-    seconds = time_models({"teacher": teacher.model, "student": final}, run)
+    timed = time_models({"teacher": teacher.model, "student": final}, run)
     t_flat, s_flat = task.evaluate(teacher.model), task.evaluate(final)
     report = {
         "task": "mlm",
@@ -589,7 +599,7 @@ def _distill_mlm(
         "student_before": before,
         "mlm_accuracy_ratio": s_flat["mlm_accuracy"] / max(t_flat["mlm_accuracy"], 1e-9),
         "speed": _speed(
-            seconds,
+            timed,
             len(valid),
             sum(int(b["input_ids"].shape[0]) for b in valid),
             sum(int(b["num_tokens"]) for b in valid),
