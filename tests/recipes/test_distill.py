@@ -219,6 +219,7 @@ def test_default_layer_map() -> None:
     assert default_layer_map(3, 12) == [3, 7, 11]
     assert default_layer_map(4, 4) == [0, 1, 2, 3]
     assert default_layer_map(1, 4) == [3]
+    assert default_layer_map(4, 2) == [0, 0, 0, 1]  # deeper than the teacher: never below 0
     assert check_layer_list("layer_map", None, 2, 4) == [1, 3]
     assert check_layer_list("layer_map", [0, 0], 2, 4) == [0, 0]
     with pytest.raises(ConfigError, match=r"layer_map\[1\] = 4 is not a teacher layer"):

@@ -36,8 +36,9 @@ from llmos.models.bert import BertModel, SelfAttention
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Uniform map: student layer i learns from teacher layer (i + 1) * Lt // Ls - 1, so the
-    last layers meet (2 of 4: [1, 3]; 3 of 12: [3, 7, 11])."""
-    return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
+    last layers meet (2 of 4: [1, 3]; 3 of 12: [3, 7, 11]); never below layer 0 (a student
+    deeper than its teacher)."""
+    return [max((i + 1) * teacher_layers // student_layers - 1, 0) for i in range(student_layers)]
 
 
 def check_layer_list(

@@ -479,6 +479,7 @@ def _distill_classifier(
     )
     if not result.is_main:
         return result
+    teacher.model.cpu()  # the report compares both on the CPU, where Pipeline loads the student
     final = Pipeline.from_checkpoint(result.checkpoint).model
     t_flat, _ = score_against_teacher(
         teacher_logits, teacher_logits, test.labels, labels, cfg.temperature
@@ -579,6 +580,7 @@ def _distill_mlm(
     )
     if not result.is_main:
         return result
+    teacher.model.cpu()  # the report compares both on the CPU, where Pipeline loads the student
     final = Pipeline.from_checkpoint(result.checkpoint).model
     final.eval()
     valid = base.valid
