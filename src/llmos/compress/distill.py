@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -219,3 +221,61 @@ def init_from_teacher(
         new[key] = teacher_weights[source]
     student.load_state_dict(new, strict=False)
     return kept
+
+
+@dataclass
+class Objective:
+    """The whole distillation loss of a step: runs the frozen ``teacher`` beside the student and
+    weighs soft KL, hard labels and the layer terms. Recipes compute the task-specific soft and
+    hard sums from the two outputs and call :meth:`combine`."""
+
+    teacher: nn.Module
+    temperature: float
+    alpha: float
+    hidden_weight: float
+    attention_weight: float
+    layer_map: list[int]
+
+    def forward(
+        self, model: nn.Module, args: tuple, layers: bool = True
+    ) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+        """Student and teacher (without grad) on the same inputs, and (with ``layers``) the
+        sums of the hidden-state and attention errors when those losses are on."""
+        student = getattr(model, "module", model)  # under DDP, the wrapped model
+        want = layers and (self.hidden_weight > 0 or self.attention_weight > 0)
+        self.teacher.to(args[0].device)
+        with capture_hidden(student.bert) if want else nullcontext([]) as s_states:
+            s_out = model(*args)
+        t_capture = capture_hidden(self.teacher.bert) if want else nullcontext([])
+        with torch.no_grad(), t_capture as t_states:
+            t_out = self.teacher(*args)
+        sums: dict[str, torch.Tensor] = {}
+        if want:
+            sums = layer_losses(
+                student.bert,
+                s_states,
+                self.teacher.bert,  # type: ignore[arg-type]
+                t_states,
+                self.layer_map,
+                args[2],
+                hidden=self.hidden_weight > 0,
+                attention=self.attention_weight > 0,
+            )
+        return s_out, t_out, sums
+
+    def combine(
+        self, soft: torch.Tensor, hard: torch.Tensor, layers: dict[str, torch.Tensor], tokens: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """alpha * soft + (1 - alpha) * hard + the weighted layer terms (per real token)."""
+        loss = self.alpha * soft + (1.0 - self.alpha) * hard
+        logs = {"kl": soft.item(), "ce": hard.item()}
+        if "hidden" in layers:
+            h = layers["hidden"] / max(tokens, 1.0)
+            loss = loss + self.hidden_weight * h
+            logs["hidden_mse"] = h.item()
+        if "attention" in layers:
+            a = layers["attention"] / max(tokens, 1.0)
+            loss = loss + self.attention_weight * a
+            logs["attention_mse"] = a.item()
+        logs["loss"] = loss.item()
+        return loss, logs

@@ -19,7 +19,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmos.checkpoint.io import TOKENIZER_FILE, read_weights, write_json_atomic
-from llmos.compress.distill import (
-    capture_hidden,
-    check_layer_list,
-    init_from_teacher,
-    layer_losses,
-    soft_kl,
-)
+from llmos.compress.distill import Objective, check_layer_list, init_from_teacher, soft_kl
 from llmos.config.model import BertConfig
 from llmos.config.run import DataConfig, DistillConfig, PretrainConfig
 from llmos.data.batching import pad_batch
@@ -133,62 +126,6 @@ def check_setup(
             "attention_mse: 0 or leave student.num_heads null"
         )
     return layer_map, init
-
-
-@dataclass
-class Objective:
-    """The distillation loss shared by both tasks: soft KL, hard labels, and the layer terms."""
-
-    teacher: nn.Module
-    temperature: float
-    alpha: float
-    hidden_weight: float
-    attention_weight: float
-    layer_map: list[int]
-
-    def forward(
-        self, model: nn.Module, args: tuple, layers: bool = True
-    ) -> tuple[Any, Any, dict[str, torch.Tensor]]:
-        """Student and teacher (without grad) on the same inputs, and (with ``layers``) the
-        sums of the hidden-state and attention errors when those losses are on."""
-        student = getattr(model, "module", model)  # under DDP, the wrapped model
-        want = layers and (self.hidden_weight > 0 or self.attention_weight > 0)
-        self.teacher.to(args[0].device)
-        with capture_hidden(student.bert) if want else nullcontext([]) as s_states:
-            s_out = model(*args)
-        t_capture = capture_hidden(self.teacher.bert) if want else nullcontext([])
-        with torch.no_grad(), t_capture as t_states:
-            t_out = self.teacher(*args)
-        sums: dict[str, torch.Tensor] = {}
-        if want:
-            sums = layer_losses(
-                student.bert,
-                s_states,
-                self.teacher.bert,  # type: ignore[arg-type]
-                t_states,
-                self.layer_map,
-                args[2],
-                hidden=self.hidden_weight > 0,
-                attention=self.attention_weight > 0,
-            )
-        return s_out, t_out, sums
-
-    def combine(
-        self, soft: torch.Tensor, hard: torch.Tensor, layers: dict[str, torch.Tensor], tokens: float
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """alpha * soft + (1 - alpha) * hard + the weighted layer terms (per real token)."""
-        loss = self.alpha * soft + (1.0 - self.alpha) * hard
-        logs = {"kl": soft.item(), "ce": hard.item()}
-        if "hidden" in layers:
-            h = layers["hidden"] / max(tokens, 1.0)
-            loss = loss + self.hidden_weight * h
-            logs["hidden_mse"] = h.item()
-        if "attention" in layers:
-            a = layers["attention"] / max(tokens, 1.0)
-            loss = loss + self.attention_weight * a
-            logs["attention_mse"] = a.item()
-        logs["loss"] = loss.item()
-        return loss, logs
 
 
 class DistillClassifyTask(ClassifyTask):
@@ -425,6 +362,57 @@ def _distill_classifier(
     init: list[int] | None,
     resume: bool,
 ) -> FitResult:
+    labels, enc, max_length, pad_id = _classification_data(cfg, teacher, student_cfg)
+    task = DistillClassifyTask(
+        enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, objective
+    )
+    split = "test" if "test" in enc else "valid"
+    test = enc[split]
+    teacher_logits = batched_logits(teacher.model, test.ids, test.types, pad_id)
+
+    run_dir = start_run(cfg)
+    student = build_student(teacher, student_cfg, init, len(labels))
+    student.eval()
+    before = score_against_teacher(
+        batched_logits(student, test.ids, test.types, pad_id),
+        teacher_logits,
+        test.labels,
+        labels,
+        cfg.temperature,
+    )[0]
+    assert teacher.task is not None
+    meta = {**teacher.task, "max_length": max_length, "distilled_from": str(teacher.path)}
+    result = fit(
+        student,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=student_cfg,
+        tokenizer=teacher.tokenizer,
+        task_meta=meta,
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )
+    if not result.is_main:
+        return result
+    report = _classification_report(cfg, teacher, result, test, split, teacher_logits, pad_id)
+    report |= {
+        "student_before": before,
+        "layer_map": objective.layer_map,
+        "init_layers": init,
+        "train_examples": len(enc["train"].labels),
+    }
+    write_json_atomic(result.run_dir / "report.json", report)
+    return result
+
+
+def _classification_data(
+    cfg: DistillConfig, teacher: Teacher, student_cfg: BertConfig
+) -> tuple[list[str], dict[str, Encoded], int, int]:
+    """The teacher's labels, the splits encoded with its tokenizer, max_length, the pad id."""
     assert teacher.task is not None
     labels: list[str] = teacher.task["labels"]
     dataset = cfg.data.dataset or teacher.task.get("dataset")
@@ -444,48 +432,29 @@ def _distill_classifier(
         s: encode_split(teacher.tokenizer, r.rows, labels, max_length, str(files[s]))
         for s, r in read.items()
     }
-    pad_id = special_ids(teacher.tokenizer)["pad"] or 0
-    task = DistillClassifyTask(
-        enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, objective
-    )
-    split = "test" if "test" in enc else "valid"
-    test = enc[split]
-    teacher_logits = batched_logits(teacher.model, test.ids, test.types, pad_id)
+    return labels, enc, max_length, special_ids(teacher.tokenizer)["pad"] or 0
 
-    run_dir = start_run(cfg)
-    student = build_student(teacher, student_cfg, init, len(labels))
-    student.eval()
-    before = score_against_teacher(
-        batched_logits(student, test.ids, test.types, pad_id),
-        teacher_logits,
-        test.labels,
-        labels,
-        cfg.temperature,
-    )[0]
-    meta = {**teacher.task, "max_length": max_length, "distilled_from": str(teacher.path)}
-    result = fit(
-        student,
-        task,
-        cfg.train,
-        cfg.optim,
-        run_dir,
-        model_config=student_cfg,
-        tokenizer=teacher.tokenizer,
-        task_meta=meta,
-        resume=resume,
-        title=cfg.name,
-        select=cfg.select,
-        patience=cfg.patience,
-    )
-    if not result.is_main:
-        return result
+
+def _classification_report(
+    cfg: DistillConfig,
+    teacher: Teacher,
+    result: FitResult,
+    test: Encoded,
+    split: str,
+    teacher_logits: torch.Tensor,
+    pad_id: int,
+) -> dict[str, Any]:
+    """Teacher vs the final student on ``test``: quality, parameters, speed (and the
+    student's confusion matrix as a PNG)."""
+    assert teacher.task is not None
+    labels: list[str] = teacher.task["labels"]
     teacher.model.cpu()  # the report compares both on the CPU, where Pipeline loads the student
-    final = Pipeline.from_checkpoint(result.checkpoint).model
+    final = Pipeline.from_checkpoint(result.checkpoint)
     t_flat, _ = score_against_teacher(
         teacher_logits, teacher_logits, test.labels, labels, cfg.temperature
     )
     s_flat, s_full = score_against_teacher(
-        batched_logits(final, test.ids, test.types, pad_id),
+        batched_logits(final.model, test.ids, test.types, pad_id),
         teacher_logits,
         test.labels,
         labels,
@@ -497,29 +466,21 @@ def _distill_classifier(
         for b in batches:
             model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
 
-    timed = time_models({"teacher": teacher.model, "student": final}, run)
-    plot_confusion(
-        s_full["confusion"], labels, result.run_dir / f"confusion_{split}.png", f"{cfg.name}"
-    )
-    report = {
+    timed = time_models({"teacher": teacher.model, "student": final.model}, run)
+    plot_confusion(s_full["confusion"], labels, result.run_dir / f"confusion_{split}.png", cfg.name)
+    return {
         "task": "classification",
         "split": split,
         "distilled_from": str(teacher.path),
         "labels": labels,
         "teacher": _side(teacher.config, teacher.model, t_flat),
-        "student": _side(student_cfg, final, s_flat),
-        "student_before": before,
+        "student": _side(final.config, final.model, s_flat),
         "accuracy_ratio": s_flat["accuracy"] / max(t_flat["accuracy"], 1e-9),
         "macro_f1_ratio": s_flat["macro_f1"] / max(t_flat["macro_f1"], 1e-9),
         "speed": _speed(timed, len(batches), len(test.ids), int(sum(len(x) for x in test.ids))),
-        "layer_map": objective.layer_map,
-        "init_layers": init,
         "best": result.best,
-        "train_examples": len(enc["train"].labels),
         split: s_full,
     }
-    write_json_atomic(result.run_dir / "report.json", report)
-    return result
 
 
 def _side(config: BertConfig, model: nn.Module, metrics: dict[str, float]) -> dict[str, Any]:
