@@ -311,6 +311,39 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_distill(args: argparse.Namespace) -> int:
+    from llmos.config import DistillConfig, load_config
+    from llmos.recipes.distill import distill
+
+    # JSON quoting makes any path a YAML string; the flag wins over the config's teacher.
+    teacher = [f"teacher={json.dumps(args.teacher)}"] if args.teacher else []
+    cfg = load_config(DistillConfig, args.student, [*args.overrides, *teacher])
+    result = distill(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
+    report = json.loads((result.run_dir / "report.json").read_text(encoding="utf-8"))
+    plots = [result.run_dir / "loss.png"]
+    if report["task"] == "classification":
+        plots.append(result.run_dir / f"confusion_{report['split']}.png")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"plots:      {', '.join(map(str, plots))}")
+    print(f"report:     {result.run_dir / 'report.json'}")
+    metric = "accuracy" if report["task"] == "classification" else "mlm_accuracy"
+    s, speed = report["student"], report["speed"]
+    for who in ("teacher", "student"):
+        side = report[who]
+        print(
+            f"{who}:    {report['split']} {metric} {side[metric]:.4f}  {side['layers']} layers, "
+            f"{side['parameters'] / 1e6:.2f}M parameters, {speed[who + '_seconds']:.2f} s"
+        )
+    print(
+        f"student/teacher: {report[metric + '_ratio']:.1%} of the {metric}, "
+        f"{speed['speedup']:.2f}x faster ({speed['threads']} threads), agreement "
+        f"{s['agreement']:.4f}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmos", description="A language-model operating system.")
     p.add_argument("--version", action="version", version=f"llmos {__version__}")
@@ -562,6 +595,23 @@ def build_parser() -> argparse.ArgumentParser:
     cq.add_argument("--limit", type=int, default=2000, help="most test texts to measure on")
     cq.set_defaults(func=_compress_quantize)
     _add_prune_parser(cp)
+    di = cp.add_parser(
+        "distill",
+        help="train a smaller student on a teacher's logits (+ hidden states, attention)",
+        description="Knowledge distillation through the shared trainer: soft-logit KL with a "
+        "temperature, hard labels, optional TinyBERT hidden-state and attention MSE over a "
+        "layer map; for classifiers and for masked-LM encoders. report.json compares teacher "
+        "and student on the test split (quality, parameters, inference time).",
+    )
+    di.add_argument("--teacher", help="teacher checkpoint (overrides the config's teacher)")
+    di.add_argument("--student", required=True, help="YAML config (configs/distill/*.yaml)")
+    di.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    di.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. student.num_layers=2 alpha=0.9"
+    )
+    di.set_defaults(func=_compress_distill)
     return p
 
 

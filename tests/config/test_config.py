@@ -4,13 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from llmos.config import FinetuneConfig, PretrainConfig, load_config
+from llmos.config import DistillConfig, FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "distill": DistillConfig}
+# The command each directory's configs start with, and the run name it gives (from the stem).
+COMMANDS = {
+    "pretrain": ("llmos pretrain --config configs/pretrain/{name}", "{stem}"),
+    "finetune": ("llmos finetune --config configs/finetune/{name}", "{stem}"),
+    "distill": (
+        "llmos compress distill --teacher runs/{stem}/checkpoint --student configs/distill/{name}",
+        "distill-{stem}",
+    ),
+}
 SHIPPED = sorted((ROOT / "configs").glob("*/*.yaml"))
 
 
@@ -21,10 +30,11 @@ def test_every_config_directory_is_known() -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_parse(path: Path) -> None:
     kind = path.parent.name
+    command, run_name = COMMANDS[kind]
     first = path.read_text().splitlines()[0]
-    assert first == f"# llmos {kind} --config configs/{kind}/{path.name}", "starts with its command"
+    assert first == "# " + command.format(name=path.name, stem=path.stem), "starts with its command"
     cfg = load_config(KINDS[kind], path)
-    assert cfg.name == path.stem
+    assert cfg.name == run_name.format(stem=path.stem)
 
 
 def test_overrides_are_typed_and_dotted() -> None:

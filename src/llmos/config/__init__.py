@@ -4,6 +4,7 @@ from llmos.config.loader import from_dict, load_config, to_dict
 from llmos.config.model import MODEL_PRESETS, BertConfig, model_preset
 from llmos.config.run import (
     DataConfig,
+    DistillConfig,
     FinetuneConfig,
     FinetuneDataConfig,
     OptimConfig,
@@ -15,6 +16,7 @@ __all__ = [
     "MODEL_PRESETS",
     "BertConfig",
     "DataConfig",
+    "DistillConfig",
     "FinetuneConfig",
     "FinetuneDataConfig",
     "OptimConfig",
