@@ -595,6 +595,15 @@ def build_parser() -> argparse.ArgumentParser:
     cq.add_argument("--limit", type=int, default=2000, help="most test texts to measure on")
     cq.set_defaults(func=_compress_quantize)
     _add_prune_parser(cp)
+
+    us = sub.add_parser(
+        "users", help="users and API keys in the store ($LLMOS_DATABASE_URL or a SQLite file)"
+    ).add_subparsers(dest="action", required=True)
+    uc = us.add_parser("create", help="create a user and print their API key once")
+    uc.add_argument("name")
+    uc.add_argument("--admin", action="store_true", help="may manage models and users")
+    uc.set_defaults(func=_users)
+    us.add_parser("list", help="list users").set_defaults(func=_users)
     di = cp.add_parser(
         "distill",
         help="train a smaller student on a teacher's logits (+ hidden states, attention)",
@@ -696,6 +705,24 @@ def _add_prune_parser(compress: Any) -> None:
     )
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(func=_compress_prune)
+
+
+def _users(args: argparse.Namespace) -> int:
+    from llmos.store.db import Store
+
+    store = Store()
+    try:
+        if args.action == "create":
+            user, key = store.create_user(args.name, admin=args.admin)
+            role = "admin" if user.is_admin else "user"
+            print(f"created {role} {user.name!r} (id {user.id}) in {store.url}")
+            print(f"API key (shown once, store it now): {key}")
+        else:
+            for u in store.users():
+                print(f"{u.id:>5}  {u.name:<30} {'admin' if u.is_admin else 'user'}")
+    finally:
+        store.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,191 @@
+"""The llmos store: users, API keys, events, profiles and conversation memory in a database.
+
+A SQLite file under the llmos home directory by default (WAL journal, foreign keys on);
+PostgreSQL (or any SQLAlchemy URL) when ``LLMOS_DATABASE_URL`` is set. Opening a store brings
+its schema to the newest Alembic migration, so an older database is upgraded in place.
+
+Every per-user method takes the user's id and filters on it: there is no method that reads
+another user's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from llmos.errors import LlmosError
+from llmos.paths import llmos_home
+from llmos.store.models import ApiKey, Event, Memory, Profile, User, now
+
+KEY_PREFIX = "llmos_"
+PREFIX_LENGTH = 14  # "llmos_" + 8 characters of the secret: a lookup index, not a secret
+
+
+def database_url() -> str:
+    """``$LLMOS_DATABASE_URL``, else a SQLite file ``$LLMOS_HOME/llmos.db``."""
+    return os.environ.get("LLMOS_DATABASE_URL") or f"sqlite:///{llmos_home() / 'llmos.db'}"
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 of an API key: random 256-bit secrets need no slow password hash."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest migration (creates it from empty)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Users and their data. ``Store(url)`` opens (and migrates) the database."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or database_url()
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        migrate(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- users and keys ------------------------------------------------------------------
+
+    def create_user(self, name: str, admin: bool = False) -> tuple[User, str]:
+        """Create a user and a first API key; the key is returned once and never stored."""
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise LlmosError(f"user name must be 1-100 characters, got {name!r}")
+        with self.session.begin() as s:
+            user = User(name=name, is_admin=admin)
+            s.add(user)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise LlmosError(f"a user named {name!r} already exists") from None
+            key = self._new_key(s, user.id)
+        return user, key
+
+    def _new_key(self, s: Session, user_id: int) -> str:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        s.add(ApiKey(user_id=user_id, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key)))
+        return key
+
+    def create_key(self, user_id: int) -> str:
+        """Another API key for a user (returned once)."""
+        with self.session.begin() as s:
+            if s.get(User, user_id) is None:
+                raise LlmosError(f"no user with id {user_id}")
+            return self._new_key(s, user_id)
+
+    def revoke_key(self, key: str) -> bool:
+        """Revoke a key; False when it is unknown or already revoked."""
+        with self.session.begin() as s:
+            row = self._find_key(s, key)
+            if row is None:
+                return False
+            row.revoked_at = now()
+            return True
+
+    def _find_key(self, s: Session, key: str) -> ApiKey | None:
+        if not key.startswith(KEY_PREFIX):
+            return None
+        digest = hash_key(key)
+        rows = s.scalars(
+            select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
+        )
+        for row in rows:
+            if hmac.compare_digest(row.key_hash, digest):
+                return row
+        return None
+
+    def authenticate(self, key: str) -> User | None:
+        """The user an API key belongs to, or None for an unknown or revoked key."""
+        with self.session() as s:
+            row = self._find_key(s, key)
+            return s.get(User, row.user_id) if row is not None else None
+
+    def user(self, name: str) -> User | None:
+        with self.session() as s:
+            return s.scalar(select(User).where(User.name == name))
+
+    def users(self) -> list[User]:
+        with self.session() as s:
+            return list(s.scalars(select(User).order_by(User.id)))
+
+    # --- a user's own data ---------------------------------------------------------------
+
+    def add_event(
+        self,
+        user_id: int,
+        kind: str,
+        item: str | None = None,
+        text: str | None = None,
+        value: float | None = None,
+    ) -> int:
+        with self.session.begin() as s:
+            row = Event(user_id=user_id, kind=kind, item=item, text=text, value=value)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def events(self, user_id: int, kind: str | None = None, limit: int = 100) -> list[Event]:
+        """A user's newest events first."""
+        q = select(Event).where(Event.user_id == user_id)
+        if kind is not None:
+            q = q.where(Event.kind == kind)
+        with self.session() as s:
+            return list(s.scalars(q.order_by(Event.id.desc()).limit(limit)))
+
+    def profile(self, user_id: int) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(Profile, user_id)
+            return dict(row.data) if row is not None else {}
+
+    def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` into the user's profile (a key set to None is removed)."""
+        with self.session.begin() as s:
+            row = s.get(Profile, user_id)
+            data = dict(row.data) if row is not None else {}
+            data.update(changes)
+            data = {k: v for k, v in data.items() if v is not None}
+            if row is None:
+                s.add(Profile(user_id=user_id, data=data))
+            else:
+                row.data, row.updated_at = data, now()
+            return data
+
+    def remember(self, user_id: int, role: str, content: str) -> None:
+        with self.session.begin() as s:
+            s.add(Memory(user_id=user_id, role=role, content=content))
+
+    def memory(self, user_id: int, limit: int = 20) -> list[Memory]:
+        """The user's last ``limit`` messages, oldest first."""
+        q = select(Memory).where(Memory.user_id == user_id).order_by(Memory.id.desc())
+        with self.session() as s:
+            return list(reversed(list(s.scalars(q.limit(limit)))))
