@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError, DataError, LlmosError
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
-from llmos.models.bert import BertForSequenceClassification
+from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.recipes.compress import quantize_checkpoint
 from llmos.recipes.finetune import load_encoder
 from llmos.text.tokenizer import load_tokenizer
@@ -203,10 +204,6 @@ def test_onnx_runtime_int8_checkpoint_loads_and_classifies(classifier: Path, tmp
 
 def test_embedding_model_from_a_text_file(tiny_encoder: Path, tmp_path: Path) -> None:
     config = Pipeline.from_checkpoint(tiny_encoder).config
-    from dataclasses import replace
-
-    from llmos.models.bert import BertForPreTraining
-
     enc_cfg = replace(config, heads="none")
     model = BertForPreTraining(enc_cfg)
     weights = {k: v for k, v in read_weights(tiny_encoder).items() if k.startswith("bert.")}

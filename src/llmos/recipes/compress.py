@@ -127,7 +127,6 @@ def _relative_error(
 
 
 def _timed_predictions(pipe: Pipeline, kind: str, texts: list[str]) -> tuple[float, Any]:
-    logging.getLogger("llmos.inference").setLevel(logging.ERROR)  # truncation: said once
     t = time.perf_counter()
     if kind == "classification":
         out: Any = [p["label"] for p in pipe.classify(texts)]
@@ -253,11 +252,16 @@ def quantize_checkpoint(
     # Speed: the same test texts through each pipeline, in turns; quality on the test split.
     times: list[list[float]] = [[], []]
     outs: list[Any] = [None, None]
-    for _ in range(repeats):
-        for i, pipe in enumerate((fp32, int8)):
-            t, outs[i] = _timed_predictions(pipe, kind, texts.test)
-            times[i].append(t)
-    logging.getLogger("llmos.inference").setLevel(logging.NOTSET)
+    quiet = logging.getLogger("llmos.inference")  # truncation warnings: said once already
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        for _ in range(repeats):
+            for i, pipe in enumerate((fp32, int8)):
+                t, outs[i] = _timed_predictions(pipe, kind, texts.test)
+                times[i].append(t)
+    finally:
+        quiet.setLevel(level)
     t32, t8 = min(times[0]), min(times[1])
     agreement: dict[str, float] = {}
     if kind == "embedding":
