@@ -604,6 +604,28 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--admin", action="store_true", help="may manage models and users")
     uc.set_defaults(func=_users)
     us.add_parser("list", help="list users").set_defaults(func=_users)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve every checkpoint under a directory over HTTP (/v1, /docs, /metrics)",
+        description="The llmos HTTP server (FastAPI + uvicorn): models load on first use "
+        "within a memory budget, requests to one model are micro-batched, every /v1 route "
+        "needs 'Authorization: Bearer KEY' (llmos users create NAME).",
+    )
+    sv.add_argument("--models", default="runs", help="directory of checkpoints (default: runs)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--memory-budget", type=float, default=4096, metavar="MIB")
+    sv.add_argument("--max-batch", type=int, default=32, help="texts per batch (1 = no batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill")
+    sv.add_argument("--queue-size", type=int, default=256, help="waiting requests per model")
+    sv.add_argument("--timeout", type=float, default=30.0, help="seconds a request may queue")
+    sv.add_argument(
+        "--rate-limit", type=float, default=50.0, help="requests a second per key (0 = off)"
+    )
+    sv.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES")
+    sv.add_argument("--preload", nargs="*", default=[], metavar="MODEL", help="load at start")
+    sv.set_defaults(func=_serve)
     di = cp.add_parser(
         "distill",
         help="train a smaller student on a teacher's logits (+ hidden states, attention)",
@@ -722,6 +744,25 @@ def _users(args: argparse.Namespace) -> int:
                 print(f"{u.id:>5}  {u.name:<30} {'admin' if u.is_admin else 'user'}")
     finally:
         store.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llmos.serve.app import serve
+    from llmos.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        models_dir=args.models,
+        memory_budget_mb=args.memory_budget,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        request_timeout_s=args.timeout,
+        rate_limit=args.rate_limit,
+        max_body_bytes=args.max_body,
+        preload=tuple(args.preload),
+    )
+    serve(settings, host=args.host, port=args.port)
     return 0
 
 

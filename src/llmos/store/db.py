@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -48,6 +49,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest migration (creates it from empty)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no per-plugin INFO lines at start
     from alembic import command
     from alembic.config import Config
 

@@ -1,0 +1,244 @@
+"""The HTTP server: ``create_app(settings)`` builds the FastAPI app; ``serve()`` runs it.
+
+Startup (the lifespan) opens the store (migrating it) and scans the models directory; shutdown
+serves what is queued and unloads every model. A pure-ASGI middleware in front of the routes
+refuses oversized bodies (413) and records every request's route, status and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmos import __version__
+from llmos.errors import LlmosError
+from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from llmos.serve.deps import ApiError, RateLimiter, Server
+from llmos.serve.metrics import Metrics
+from llmos.serve.registry import Registry, UnknownModel
+from llmos.serve.routes import inference, models, users
+from llmos.serve.settings import ServeSettings
+from llmos.store.db import Store
+
+log = logging.getLogger("llmos.serve")
+
+
+def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"type": type, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Guard:
+    """Refuse request bodies over ``limit`` bytes (by Content-Length, or while they stream in)
+    with 413, and count every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500, "started": False}
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+            await send(message)
+
+        too_large = self._too_large(scope)
+        if too_large is not None:
+            await too_large(scope, receive, send_status)
+        else:
+            seen = 0
+
+            async def receive_limited() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > self.limit:
+                        raise BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, receive_limited, send_status)
+            except BodyTooLarge:
+                if status["started"]:
+                    raise
+                await self._refuse()(scope, receive, send_status)
+        route = scope.get("route")
+        label = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(label, str(status["code"])).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def _refuse(self) -> Response:
+        self.metrics.rejected.labels("too_large").inc()
+        return error(
+            413,
+            "too_large",
+            f"the request body is larger than this server's limit of {self.limit} bytes",
+        )
+
+    def _too_large(self, scope: Scope) -> Response | None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.limit:
+                        return self._refuse()
+                except ValueError:
+                    return error(400, "invalid_request", "Content-Length is not a number")
+        return None
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = tuple(e.get("loc", ()))
+        if e.get("type") == "json_invalid":
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            reason = (e.get("ctx") or {}).get("error", "malformed")
+            return f"the request body is not valid JSON ({reason}{where})"
+        if loc == ("body",) and e.get("type") == "model_attributes_type":
+            return "the request body must be a JSON object (Content-Type: application/json)"
+        where = ".".join(str(p) for p in loc)
+        parts.append(f"{where}: {e.get('msg')}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return error(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        return error(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        kinds = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        return error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(UnknownModel)
+    async def unknown(_: Request, exc: UnknownModel) -> Response:
+        return error(404, "unknown_model", str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def full(_: Request, exc: QueueFull) -> Response:
+        metrics.rejected.labels("queue_full").inc()
+        return error(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def late(_: Request, exc: DeadlineExceeded) -> Response:
+        metrics.rejected.labels("deadline").inc()
+        return error(504, "deadline_exceeded", str(exc))
+
+    @app.exception_handler(BatcherClosed)
+    async def closed(_: Request, exc: BatcherClosed) -> Response:
+        return error(503, "model_unloaded", f"{exc}; send the request again", {"Retry-After": "1"})
+
+    @app.exception_handler(LlmosError)
+    async def bad_input(_: Request, exc: LlmosError) -> Response:
+        return error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, "internal_error", f"internal error ({type(exc).__name__}); see the log")
+
+
+def create_app(settings: ServeSettings | None = None, store: Store | None = None) -> FastAPI:
+    """The llmos HTTP app. ``store`` defaults to ``Store(settings.database_url)``, opened at
+    startup."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = store or await run_in_threadpool(Store, settings.database_url)
+        registry = Registry(settings, metrics)
+        await run_in_threadpool(registry.rescan)
+        for name in settings.preload:
+            await registry.get(name)
+        limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        srv = Server(settings, db, registry, metrics, limiter)
+        app.state.server = srv
+        srv.ready = True
+        try:
+            yield
+        finally:
+            srv.ready = False
+            await registry.close()
+            if store is None:
+                db.close()
+
+    app = FastAPI(
+        title="llmos",
+        version=__version__,
+        description="Language models as shared services: every /v1 route takes "
+        "`Authorization: Bearer KEY` (`llmos users create NAME`).",
+        lifespan=lifespan,
+    )
+    _install_handlers(app, metrics)
+    for module in (models, inference, users):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Response:
+        """Readiness: started, and the store answers."""
+        srv: Server | None = getattr(request.app.state, "server", None)
+        if srv is None or not srv.ready:
+            return error(503, "not_ready", "the server is starting or stopping")
+        try:
+            await asyncio.wait_for(run_in_threadpool(srv.store.users), 5)
+        except Exception as e:
+            return error(503, "not_ready", f"the store does not answer ({type(e).__name__})")
+        return JSONResponse({"status": "ready", "models": len(srv.registry.models)})
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text format."""
+        srv: Server = request.app.state.server
+        reg = srv.registry
+        metrics.models_loaded.set(len(reg.loaded))
+        metrics.model_bytes.set(reg.used_bytes)
+        for name, m in reg.loaded.items():
+            metrics.queue_depth.labels(name).set(m.batcher.depth)
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.add_middleware(Guard, limit=settings.max_body_bytes, metrics=metrics)
+    return app
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server with uvicorn until interrupted (Ctrl-C drains and unloads)."""
+    import uvicorn
+
+    if not settings.models_dir.is_dir():
+        raise LlmosError(f"models directory {settings.models_dir} does not exist")
+    app = create_app(settings)
+    log.info("llmos %s on http://%s:%d (API docs at /docs)", __version__, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)

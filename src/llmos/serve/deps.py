@@ -1,0 +1,195 @@
+"""What every route shares: the server state, API errors, authentication, rate limits and the
+wait for a batched result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from llmos.serve.metrics import Metrics
+from llmos.serve.registry import ModelEntry, Registry
+from llmos.serve.settings import ServeSettings
+from llmos.store.db import Store, hash_key
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": {"type", "message"}}``."""
+
+    def __init__(
+        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message, self.headers = status, type, message, headers
+
+
+class RateLimiter:
+    """A token bucket per API key: ``rate`` requests a second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key_id: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self.buckets[key_id] = (tokens, now)
+            wait = max(1, round((1 - tokens) / self.rate + 0.5))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this API key is limited to {self.rate:g} requests a second "
+                f"(bursts of {self.burst}); retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
+        self.buckets[key_id] = (tokens - 1, now)
+
+
+@dataclass
+class Server:
+    """The state of one running app (``app.state.server``)."""
+
+    settings: ServeSettings
+    store: Store
+    registry: Registry
+    metrics: Metrics
+    limiter: RateLimiter
+    started: float = field(default_factory=time.time)
+    ready: bool = False
+
+
+@dataclass
+class Caller:
+    """The authenticated user of a request."""
+
+    id: int
+    name: str
+    is_admin: bool
+
+
+def server(request: Request) -> Server:
+    return request.app.state.server
+
+
+async def caller(request: Request) -> Caller:
+    """The user whose ``Authorization: Bearer KEY`` this is (401 otherwise); rate-limited
+    per key (429)."""
+    srv: Server = request.app.state.server
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send an API key as 'Authorization: Bearer KEY' (create one with "
+            "`llmos users create NAME`)",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    key = key.strip()
+    user = await run_in_threadpool(srv.store.authenticate, key)
+    if user is None:
+        raise ApiError(
+            401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
+        )
+    try:
+        srv.limiter.check(hash_key(key))
+    except ApiError:
+        srv.metrics.rejected.labels("rate_limit").inc()
+        raise
+    return Caller(user.id, user.name, user.is_admin)
+
+
+async def admin(user: Annotated[Caller, Depends(caller)]) -> Caller:
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", "this route is for admins (llmos users create --admin)")
+    return user
+
+
+def check_texts(srv: Server, texts: list[str], name: str = "texts") -> None:
+    """The server's own limits on a request's texts (422 with the field named)."""
+    s = srv.settings
+    if len(texts) > s.max_texts:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{name} has {len(texts)} items; this server takes at most {s.max_texts} per request",
+        )
+    for i, t in enumerate(texts):
+        if len(t) > s.max_chars:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"{name}[{i}] is {len(t)} characters; this server takes at most {s.max_chars}",
+            )
+
+
+def require(entry: ModelEntry, capability: str) -> None:
+    if capability not in entry.capabilities:
+        routes = ", ".join(f"/v1/{c}" for c in entry.capabilities)
+        raise ApiError(
+            400,
+            "wrong_model",
+            f"model {entry.name!r} is a {entry.task} model: it answers {routes}, "
+            f"not /v1/{capability}",
+        )
+
+
+def deadline(request: Request, srv: Server) -> float:
+    """When a request must have left the queue: the server's timeout, or the client's shorter
+    ``X-Request-Timeout`` (seconds)."""
+    timeout = srv.settings.request_timeout_s
+    asked = request.headers.get("x-request-timeout")
+    if asked is not None:
+        try:
+            value = float(asked)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1e6:
+            raise ApiError(
+                422, "invalid_request", f"X-Request-Timeout must be seconds > 0, got {asked!r}"
+            )
+        timeout = min(timeout, value)
+    return time.monotonic() + timeout
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def submit(
+    request: Request, srv: Server, model: str, key: Any, payload: Any, size: int
+) -> Any:
+    """Queue a request on a model's batcher and wait for its result; a client that disconnects
+    meanwhile withdraws it (it takes no batch slot)."""
+    loaded = await srv.registry.get(model)
+    future = loaded.batcher.submit(key, payload, size, deadline(request, srv))
+    srv.metrics.queue_depth.labels(model).set(loaded.batcher.depth)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    srv.metrics.queue_depth.labels(model).set(loaded.batcher.depth)
+    if not future.done():
+        future.cancel()
+        raise ApiError(499, "client_closed", "the client closed the connection")
+    result = future.result()
+    if isinstance(result, BaseException):
+        raise result
+    return result

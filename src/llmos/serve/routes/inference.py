@@ -1,0 +1,189 @@
+"""``/v1`` inference routes: classify, tag, fill-mask, embed, generate (JSON or server-sent
+events), search. Each checks the request against the server's limits and the model's task,
+then waits on the model's micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from llmos.errors import LlmosError
+from llmos.inference.generate import GenerationConfig
+from llmos.serve import schemas as s
+from llmos.serve.deps import (
+    ApiError,
+    Caller,
+    Server,
+    caller,
+    check_texts,
+    deadline,
+    require,
+    submit,
+)
+from llmos.serve.deps import server as get_server
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+Srv = Annotated[Server, Depends(get_server)]
+User = Annotated[Caller, Depends(caller)]
+_unique = itertools.count()
+
+
+@router.post("/classify", response_model=s.ClassifyResponse)
+async def classify(body: s.ClassifyRequest, request: Request, srv: Srv, _: User) -> Any:
+    """Labels with probabilities for each text (or text pair)."""
+    require(srv.registry.entry(body.model), "classify")
+    check_texts(srv, body.texts)
+    if body.texts_b is not None:
+        check_texts(srv, body.texts_b, "texts_b")
+        if len(body.texts_b) != len(body.texts):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"texts_b has {len(body.texts_b)} items but texts has {len(body.texts)}; "
+                "give one second text per text",
+            )
+    payload = {"texts": body.texts, "texts_b": body.texts_b}
+    key = ("classify", body.texts_b is not None)
+    results = await submit(request, srv, body.model, key, payload, len(body.texts))
+    return {"model": body.model, "results": results}
+
+
+@router.post("/tag", response_model=s.TagResponse)
+async def tag(body: s.TagRequest, request: Request, srv: Srv, _: User) -> Any:
+    """Labelled spans (entities, slots, words) with character offsets, per text."""
+    require(srv.registry.entry(body.model), "tag")
+    check_texts(srv, body.texts)
+    results = await submit(
+        request, srv, body.model, ("tag",), {"texts": body.texts}, len(body.texts)
+    )
+    return {"model": body.model, "results": results}
+
+
+@router.post("/fill-mask", response_model=s.FillMaskResponse)
+async def fill_mask(body: s.FillMaskRequest, request: Request, srv: Srv, _: User) -> Any:
+    """The likeliest tokens behind each ``[MASK]`` of the text."""
+    require(srv.registry.entry(body.model), "fill-mask")
+    check_texts(srv, [body.text], "text")
+    result = await submit(
+        request, srv, body.model, ("fill-mask", body.top_k), {"text": body.text}, 1
+    )
+    if result and isinstance(result[0], dict):  # one mask: the pipeline returns a flat list
+        result = [result]
+    return {"model": body.model, "results": result}
+
+
+@router.post("/embed", response_model=s.EmbedResponse)
+async def embed(body: s.EmbedRequest, request: Request, srv: Srv, _: User) -> Any:
+    """Sentence embeddings (pooling and normalization default to the model's own)."""
+    require(srv.registry.entry(body.model), "embed")
+    check_texts(srv, body.texts)
+    key = ("embed", body.pooling, body.normalize)
+    vectors = await submit(request, srv, body.model, key, {"texts": body.texts}, len(body.texts))
+    return {"model": body.model, "dim": len(vectors[0]), "embeddings": vectors}
+
+
+@router.post("/search", response_model=s.SearchResponse)
+async def search(body: s.SearchRequest, request: Request, srv: Srv, _: User) -> Any:
+    """The ``k`` documents of an index nearest the query (cosine similarity, best first)."""
+    ix = srv.registry.index(body.index)
+    check_texts(srv, [body.query], "query")
+    payload = {"query": body.query, "k": body.k}
+    hits = await submit(request, srv, ix.model, ("search", ix.name), payload, 1)
+    return {"index": ix.name, "hits": hits}
+
+
+def _generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
+    if body.max_new_tokens > srv.settings.max_new_tokens:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"max_new_tokens is {body.max_new_tokens}; this server generates at most "
+            f"{srv.settings.max_new_tokens}",
+        )
+    options = body.model_dump(exclude={"model", "prompt", "raw", "stream"})
+    options["stop"] = tuple(options["stop"])
+    try:
+        GenerationConfig(**options)  # every option checked before the request queues
+    except LlmosError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    return options
+
+
+@router.post(
+    "/generate",
+    response_model=s.GenerateResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def generate(body: s.GenerateRequest, request: Request, srv: Srv, _: User) -> Any:
+    """Continue a prompt (or answer an instruction). With ``stream: true`` the answer is
+    server-sent events: ``data: {"text": piece}`` as pieces decode, then ``event: done``
+    with the whole text (or ``event: error``)."""
+    require(srv.registry.entry(body.model), "generate")
+    check_texts(srv, [body.prompt], "prompt")
+    if not body.prompt.strip():
+        raise ApiError(422, "invalid_request", "prompt is blank: give some text to continue")
+    options = _generation_options(body, srv)
+    if body.stream:
+        if body.num_beams > 1:
+            raise ApiError(422, "invalid_request", "streaming decodes one sequence: num_beams 1")
+        return await _stream(body, options, request, srv)
+    # Requests with equal options decode together as one left-padded batch; a seeded sample
+    # runs alone so that its result does not depend on the batch it lands in.
+    key = ("generate", tuple(sorted(options.items())), body.raw)
+    if body.seed is not None:
+        key += (next(_unique),)
+    text = await submit(request, srv, body.model, key, {"prompt": body.prompt}, 1)
+    return {"model": body.model, "text": text}
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _stream(
+    body: s.GenerateRequest, options: dict[str, Any], request: Request, srv: Server
+) -> StreamingResponse:
+    loaded = await srv.registry.get(body.model)
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(piece: str) -> None:  # called in the model's thread
+        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+    payload = {
+        "prompt": body.prompt,
+        "raw": body.raw,
+        "options": options,
+        "emit": emit,
+        "cancelled": cancelled,
+    }
+    future = loaded.batcher.submit(("stream", next(_unique)), payload, 1, deadline(request, srv))
+    future.add_done_callback(lambda _: pieces.put_nowait(None))
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            while True:
+                piece = await pieces.get()
+                if piece is None:
+                    break
+                yield _sse({"text": piece})
+            result = future.result()
+            if isinstance(result, BaseException):
+                raise result
+            yield _sse({"model": body.model, "text": result}, "done")
+        except Exception as e:  # headers are sent: the error travels as an event
+            yield _sse({"type": type(e).__name__, "message": str(e)}, "error")
+        finally:  # the client went away (or the stream ended): stop decoding
+            cancelled.set()
+            future.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream")

@@ -1,0 +1,243 @@
+"""The HTTP contract: request and response bodies of the ``/v1`` routes.
+
+Field limits here are the hard caps any server has; a server's own, usually tighter, limits
+(``ServeSettings``: texts per request, characters per text) are checked by the routes and
+answered 422 with the same error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Text = Annotated[str, Field(min_length=1, max_length=100_000)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=200, description="a name from /v1/models")
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="machine-readable kind, e.g. invalid_request, queue_full")
+    message: str = Field(description="what went wrong, and what was expected")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str = Field(
+        description="classification, tagging, embedding, fill-mask, generation, instruct"
+    )
+    capabilities: list[str] = Field(description="the /v1 routes this model answers")
+    labels: list[str] | None
+    language: str
+    size_bytes: int
+    quantization: str | None
+    max_length: int
+    loaded: bool
+
+
+class IndexInfo(BaseModel):
+    name: str
+    model: str
+    count: int
+    dim: int
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    indexes: list[IndexInfo]
+    memory_used_bytes: int
+    memory_budget_bytes: int
+
+
+class ModelAction(Strict):
+    model: ModelName
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+class ClassifyRequest(Strict):
+    model: ModelName
+    texts: list[Text] = Field(min_length=1, max_length=10_000)
+    texts_b: list[Text] | None = Field(
+        None, description="second texts of sentence pairs, one per text"
+    )
+
+
+class Classification(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    results: list[Classification]
+
+
+class TagRequest(Strict):
+    model: ModelName
+    texts: list[Text] = Field(min_length=1, max_length=10_000)
+
+
+class Span(BaseModel):
+    text: str
+    label: str
+    start: int = Field(description="character offset into the text")
+    end: int
+    score: float | None = None
+
+
+class TagResponse(BaseModel):
+    model: str
+    results: list[list[Span]]
+
+
+class FillMaskRequest(Strict):
+    model: ModelName
+    text: Text = Field(description="text with one or more [MASK] tokens")
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class Fill(BaseModel):
+    token: str
+    token_id: int
+    score: float
+    sequence: str
+
+
+class FillMaskResponse(BaseModel):
+    model: str
+    results: list[list[Fill]] = Field(description="one list per [MASK], left to right")
+
+
+class EmbedRequest(Strict):
+    model: ModelName
+    texts: list[Text] = Field(min_length=1, max_length=10_000)
+    pooling: Literal["mean", "cls", "max"] | None = None
+    normalize: bool | None = None
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+class GenerateRequest(Strict):
+    model: ModelName
+    prompt: Text
+    max_new_tokens: int = Field(64, ge=1)
+    strategy: Literal["greedy", "sample"] = "greedy"
+    temperature: float = Field(1.0, gt=0, le=100)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0, le=100)
+    no_repeat_ngram_size: int = Field(0, ge=0, le=100)
+    num_beams: int = Field(1, ge=1, le=16)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=16
+    )
+    raw: bool = Field(False, description="instruction-tuned models: skip the prompt template")
+    stream: bool = Field(False, description="server-sent events, one per decoded piece")
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    text: str
+
+
+class SearchRequest(Strict):
+    index: Annotated[str, Field(min_length=1, max_length=200)]
+    query: Text
+    k: int = Field(5, ge=1, le=100)
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    text: str
+
+
+class SearchResponse(BaseModel):
+    index: str
+    hits: list[Hit]
+
+
+# --- users and their data -------------------------------------------------------------------
+
+
+class UserInfo(BaseModel):
+    id: int
+    name: str
+    is_admin: bool
+
+
+class UserCreate(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    admin: bool = False
+
+
+class UserCreated(UserInfo):
+    api_key: str = Field(description="shown once; only its hash is stored")
+
+
+class ProfilePatch(Strict):
+    changes: dict[str, Any] = Field(description="keys to set; a null value removes the key")
+
+
+class Profile(BaseModel):
+    profile: dict[str, Any]
+
+
+class EventIn(Strict):
+    kind: Annotated[str, Field(min_length=1, max_length=50)]
+    item: Annotated[str, Field(max_length=200)] | None = None
+    text: Annotated[str, Field(max_length=10_000)] | None = None
+    value: float | None = Field(None, allow_inf_nan=False)
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    item: str | None
+    text: str | None
+    value: float | None
+    created_at: str
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+
+
+class MemoryIn(Strict):
+    role: Literal["user", "assistant", "system"]
+    content: Annotated[str, Field(min_length=1, max_length=10_000)]
+
+
+class MemoryOut(BaseModel):
+    role: str
+    content: str
+    created_at: str
+
+
+class MemoryList(BaseModel):
+    memory: list[MemoryOut]
+
+
+class Created(BaseModel):
+    id: int | None = None
+    ok: bool = True

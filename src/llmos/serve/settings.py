@@ -1,0 +1,72 @@
+"""Server settings: where the models are, how requests are batched and limited.
+
+One dataclass, filled from the ``llmos serve`` flags (or directly in tests); every limit a
+client can hit is here, with the default a single-machine deployment wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmos.errors import ConfigError
+
+
+@dataclass
+class ServeSettings:
+    """What ``llmos serve`` runs with.
+
+    Attributes:
+        models_dir: every checkpoint under it (up to three levels deep) is served, named by its
+            path relative to it (``runs/sentiment-zh/checkpoint`` -> ``sentiment-zh``); vector
+            indexes (``llmos index build``) under it are searchable.
+        database_url: the store (None: ``$LLMOS_DATABASE_URL`` or the SQLite file).
+        memory_budget_mb: models are loaded on first use; loading past this budget unloads the
+            least recently used ones first.
+        max_batch: texts per forward pass that the micro-batcher gathers (1 = batching off).
+        max_wait_ms: how long the first request of a batch waits for others to join.
+        queue_size: requests waiting per model; beyond it the server answers 429.
+        request_timeout_s: a request still queued after this long is answered 504 (clients can
+            ask for less with the ``X-Request-Timeout`` header, in seconds).
+        rate_limit: requests per second per API key (a token bucket of ``rate_burst``);
+            0 turns it off.
+        max_body_bytes: larger request bodies are refused with 413.
+        max_texts: texts per request.
+        max_chars: characters per text (prompts included).
+        max_new_tokens: the most tokens one generate request may ask for.
+        preload: models to load at startup rather than on first use.
+    """
+
+    models_dir: Path = Path("runs")
+    database_url: str | None = None
+    memory_budget_mb: float = 4096
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue_size: int = 256
+    request_timeout_s: float = 30.0
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    max_body_bytes: int = 1 << 20
+    max_texts: int = 256
+    max_chars: int = 4000
+    max_new_tokens: int = 512
+    preload: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.models_dir = Path(self.models_dir)
+        checks = {
+            "memory_budget_mb": self.memory_budget_mb > 0,
+            "max_batch": self.max_batch >= 1,
+            "max_wait_ms": self.max_wait_ms >= 0,
+            "queue_size": self.queue_size >= 1,
+            "request_timeout_s": self.request_timeout_s > 0,
+            "rate_limit": self.rate_limit >= 0,
+            "rate_burst": self.rate_burst >= 1,
+            "max_body_bytes": self.max_body_bytes >= 1024,
+            "max_texts": self.max_texts >= 1,
+            "max_chars": self.max_chars >= 1,
+            "max_new_tokens": self.max_new_tokens >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"serve setting {name} is out of range: {getattr(self, name)}")
