@@ -1,0 +1,188 @@
+"""A models directory of tiny random-init checkpoints (one of every kind the server serves, and
+a vector index), a store with users, and a real uvicorn server on a free localhost port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from llmos.checkpoint.io import save_checkpoint
+from llmos.config.model import BertConfig, GPTConfig
+from llmos.models.bert import (
+    BertForPreTraining,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from llmos.models.gpt import GPT
+from llmos.text.tokenizer import load_tokenizer
+
+DOCS = [
+    "我们今天参观城市。",
+    "老师昨天讨论经济。",
+    "学生经常学习历史。",
+    "公司去年发展市场。",
+    "农民一直保护环境。",
+    "记者现在介绍艺术。",
+]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def bert_config(vocab: int) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+def build_models(root: Path, wordpiece: Path, bpe: Path) -> Path:
+    """``root/models``: cls, ner, mlm, emb, gpt (random init, seeded) and ``docs`` (an index
+    over DOCS embedded by emb)."""
+    from llmos.recipes.search import build_index
+
+    models = root / "models"
+    torch.manual_seed(0)
+    tok = load_tokenizer(wordpiece)
+    cfg = bert_config(tok.get_vocab_size())
+    save_checkpoint(
+        models / "cls" / "checkpoint",  # a training run's layout: served as "cls"
+        BertForSequenceClassification(cfg, 2),
+        cfg,
+        tok,
+        {"task": "classification", "labels": ["neg", "pos"], "max_length": 32},
+    )
+    save_checkpoint(
+        models / "ner",
+        BertForTokenClassification(cfg, len(NER_LABELS)),
+        cfg,
+        tok,
+        {"task": "tagging", "labels": NER_LABELS, "scheme": "bio", "max_length": 32},
+    )
+    save_checkpoint(models / "mlm", BertForPreTraining(cfg), cfg, tok)
+    save_checkpoint(
+        models / "emb",
+        BertForPreTraining(cfg),
+        cfg,
+        tok,
+        {"task": "embedding", "pooling": "mean", "normalize": True},
+    )
+    btok = load_tokenizer(bpe)
+    gcfg = GPTConfig(
+        vocab_size=btok.get_vocab_size(),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position=64,
+        dropout=0.0,
+    )
+    save_checkpoint(models / "gpt", GPT(gcfg), gcfg, btok)
+    corpus = root / "docs.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "text": t}, ensure_ascii=False) + "\n"
+            for i, t in enumerate(DOCS)
+        ),
+        encoding="utf-8",
+    )
+    build_index(models / "emb", corpus, models / "docs")
+    return models
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tiny_corpus: Path) -> Path:
+    from llmos.text.tokenizer import train_tokenizer
+
+    return train_tokenizer("bpe", [tiny_corpus / "train.txt"], 300, tiny_corpus / "serve-bpe")
+
+
+@pytest.fixture(scope="session")
+def models_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path, bpe_tokenizer: Path
+) -> Path:
+    return build_models(tmp_path_factory.mktemp("serve"), tiny_tokenizer, bpe_tokenizer)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Live:
+    """A running server: its base URL, a store handle, and keys of an admin and two users."""
+
+    url: str
+    app: object
+    admin: str
+    alice: str
+    bob: str
+
+    def client(self, key: str | None = None, **kw: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+
+class UvicornThread:
+    """uvicorn serving an app in a background thread of this process."""
+
+    def __init__(self, app: object, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def start(models: Path, db_url: str, **settings: object) -> tuple[UvicornThread, Live]:
+    from llmos.serve.app import create_app
+    from llmos.serve.settings import ServeSettings
+    from llmos.store.db import Store
+
+    store = Store(db_url)
+    keys = {}
+    for name, admin in (("admin", True), ("alice", False), ("bob", False)):
+        user = store.user(name)
+        keys[name] = store.create_key(user.id) if user else store.create_user(name, admin)[1]
+    store.close()
+    app = create_app(ServeSettings(models_dir=models, database_url=db_url, **settings))
+    port = free_port()
+    runner = UvicornThread(app, port)
+    return runner, Live(f"http://127.0.0.1:{port}", app, keys["admin"], keys["alice"], keys["bob"])
+
+
+@pytest.fixture(scope="module")
+def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One server for a test module (SQLite store, default limits but a small rate limit off)."""
+    db = tmp_path_factory.mktemp("db") / "llmos.db"
+    runner, server = start(models_dir, f"sqlite:///{db}", rate_limit=0)
+    with runner:
+        yield server
