@@ -1,0 +1,247 @@
+"""The HTTP API on a real uvicorn server: every route answers what the Python API answers for
+the same checkpoint, streams join to the whole text, concurrent requests are batched, and
+auth, rate limits, queue limits and metrics behave."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llmos
+from llmos.cli import main
+from llmos.recipes.search import search as search_index
+from serve.conftest import DOCS, Live, start
+
+TEXTS = ["我们今天参观城市。", "老师讨论经济", "学生学习历史和艺术，记者介绍文化。"]
+
+
+def test_classify_tag_fill_mask_embed_equal_the_python_api(live: Live, models_dir: Path) -> None:
+    cls = llmos.load(models_dir / "cls" / "checkpoint")
+    with live.client(live.alice) as c:
+        r = c.post("/v1/classify", json={"model": "cls", "texts": TEXTS})
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        want = cls.classify(TEXTS)
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        for g, w in zip(got, want, strict=True):
+            assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+
+        r = c.post("/v1/tag", json={"model": "ner", "texts": TEXTS})
+        want = llmos.load(models_dir / "ner").tag(TEXTS)
+        spans = [
+            [{k: s[k] for k in ("text", "label", "start", "end")} for s in row] for row in want
+        ]
+        got = [
+            [{k: s[k] for k in ("text", "label", "start", "end")} for s in row]
+            for row in r.json()["results"]
+        ]
+        assert got == spans
+
+        r = c.post(
+            "/v1/fill-mask", json={"model": "mlm", "text": "我们[MASK]天参观城市。", "top_k": 3}
+        )
+        want = llmos.load(models_dir / "mlm").fill_mask("我们[MASK]天参观城市。", top_k=3)
+        got = r.json()["results"]
+        assert len(got) == 1 and [f["token_id"] for f in got[0]] == [w["token_id"] for w in want]
+
+        r = c.post("/v1/embed", json={"model": "emb", "texts": TEXTS})
+        body = r.json()
+        want = llmos.load(models_dir / "emb").embed(TEXTS)
+        assert body["dim"] == want.shape[1]
+        np.testing.assert_allclose(np.array(body["embeddings"]), want, atol=1e-5)
+
+        r = c.post("/v1/search", json={"index": "docs", "query": DOCS[2], "k": 3})
+        hits = r.json()["hits"]
+        want = search_index(models_dir / "docs", [DOCS[2]], k=3)[0]
+        assert [h["id"] for h in hits] == [w["id"] for w in want] and hits[0]["id"] == "d2"
+        assert hits[0]["text"] == DOCS[2]
+
+
+def test_generate_json_and_stream_equal_the_python_api(live: Live, models_dir: Path) -> None:
+    gpt = llmos.load(models_dir / "gpt")
+    want = gpt.generate("我们今天", max_new_tokens=12)
+    with live.client(live.alice) as c:
+        r = c.post(
+            "/v1/generate", json={"model": "gpt", "prompt": "我们今天", "max_new_tokens": 12}
+        )
+        assert r.status_code == 200 and r.json()["text"] == want
+        pieces, done = [], None
+        with c.stream(
+            "POST",
+            "/v1/generate",
+            json={"model": "gpt", "prompt": "我们今天", "max_new_tokens": 12, "stream": True},
+        ) as s:
+            assert s.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in s.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if event == "done":
+                        done = data
+                    else:
+                        assert event is None, data
+                        pieces.append(data["text"])
+        assert "".join(pieces) == want and done == {"model": "gpt", "text": want}
+        r = c.post("/v1/generate", json={"model": "gpt", "prompt": "x", "max_new_tokens": 10_000})
+        assert r.status_code == 422 and "at most 512" in r.json()["error"]["message"]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    texts = [f"{DOCS[i % len(DOCS)]}{'很好' * (i % 5)}" for i in range(24)]
+    want = llmos.load(models_dir / "cls" / "checkpoint").classify(texts)
+    runner, server = start(
+        models_dir, f"sqlite:///{tmp_path / 'db'}", max_wait_ms=100, rate_limit=0
+    )
+    with runner, server.client(server.alice) as c:
+        c.post("/v1/classify", json={"model": "cls", "texts": ["预热"]})  # load first
+
+        def one(text: str) -> dict:
+            return c.post("/v1/classify", json={"model": "cls", "texts": [text]}).json()["results"][
+                0
+            ]
+
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(one, texts))
+        for g, w in zip(got, want, strict=True):
+            assert g["label"] == w["label"]
+            assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+        metrics = c.get("/metrics").text
+    count = float(re.search(r'llmos_batch_size_count\{model="cls"\} (\S+)', metrics).group(1))
+    total = float(re.search(r'llmos_batch_size_sum\{model="cls"\} (\S+)', metrics).group(1))
+    assert total == 25 and count < 25  # 25 texts in fewer forward passes
+    assert 'llmos_requests_total{route="/v1/classify",status="200"} 25.0' in metrics
+
+
+def test_auth_and_admin_routes(live: Live) -> None:
+    with live.client() as anon:
+        r = anon.get("/v1/models")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer" in r.json()["error"]["message"]
+        r = anon.get("/v1/models", headers={"Authorization": "Bearer llmos_nope"})
+        assert r.status_code == 401 and r.json()["error"]["message"] == "unknown or revoked API key"
+        assert anon.get("/healthz").json()["status"] == "ok"
+        assert anon.get("/readyz").json()["status"] == "ready"
+    with live.client(live.alice) as alice:
+        assert alice.get("/v1/me").json()["name"] == "alice"
+        assert alice.get("/v1/users").status_code == 403
+        assert alice.post("/v1/users", json={"name": "mallory", "admin": True}).status_code == 403
+        assert alice.post("/v1/models/load", json={"model": "cls"}).status_code == 403
+    with live.client(live.admin) as admin:
+        r = admin.post("/v1/users", json={"name": "carol"})
+        assert r.status_code == 201 and not r.json()["is_admin"]
+        carol = r.json()["api_key"]
+        assert admin.post("/v1/users", json={"name": "carol"}).status_code == 409
+        assert "carol" in [u["name"] for u in admin.get("/v1/users").json()]
+        r = admin.post("/v1/models/load", json={"model": "ner"})
+        assert [m["loaded"] for m in r.json()["models"] if m["name"] == "ner"] == [True]
+        r = admin.post("/v1/models/unload", json={"model": "ner"})
+        assert [m["loaded"] for m in r.json()["models"] if m["name"] == "ner"] == [False]
+    with live.client(carol) as c:
+        assert c.get("/v1/me").json()["name"] == "carol"
+
+
+def test_rate_limit_per_key(models_dir: Path, tmp_path: Path) -> None:
+    runner, server = start(models_dir, f"sqlite:///{tmp_path / 'db'}", rate_limit=0.2, rate_burst=3)
+    with runner, server.client(server.alice) as alice, server.client(server.bob) as bob:
+        codes = [alice.get("/v1/me").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = alice.get("/v1/me")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert "limited to 0.2 requests a second" in r.json()["error"]["message"]
+        assert bob.get("/v1/me").status_code == 200  # another key has its own bucket
+        assert 'llmos_rejected_total{reason="rate_limit"} 2.0' in bob.get("/metrics").text
+
+
+def test_each_user_sees_only_their_own_data(live: Live) -> None:
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        assert (
+            alice.patch(
+                "/v1/me/profile", json={"changes": {"city": "北京", "likes": ["茶"]}}
+            ).status_code
+            == 200
+        )
+        assert (
+            alice.post("/v1/me/events", json={"kind": "rate", "item": "m1", "value": 5}).status_code
+            == 201
+        )
+        assert (
+            alice.post("/v1/me/memory", json={"role": "user", "content": "我喜欢喝茶"}).status_code
+            == 201
+        )
+        bob.post("/v1/me/events", json={"kind": "click", "item": "m2"})
+        assert bob.get("/v1/me/profile").json() == {"profile": {}}
+        assert [e["item"] for e in bob.get("/v1/me/events").json()["events"]] == ["m2"]
+        assert bob.get("/v1/me/memory").json() == {"memory": []}
+        assert alice.get("/v1/me/profile").json()["profile"] == {"city": "北京", "likes": ["茶"]}
+        ev = alice.get("/v1/me/events", params={"kind": "rate"}).json()["events"]
+        assert [(e["item"], e["value"]) for e in ev] == [("m1", 5.0)]
+        assert alice.get("/v1/me/memory").json()["memory"][0]["content"] == "我喜欢喝茶"
+        assert alice.patch("/v1/me/profile", json={"changes": {"city": None}}).json() == {
+            "profile": {"likes": ["茶"]}
+        }
+
+
+def test_queue_limit_answers_429_with_retry_after(models_dir: Path, tmp_path: Path) -> None:
+    runner, server = start(
+        models_dir, f"sqlite:///{tmp_path / 'db'}", queue_size=1, max_batch=1, rate_limit=0
+    )
+    body = {"model": "gpt", "prompt": "我们", "max_new_tokens": 40, "strategy": "sample"}
+    with runner, server.client(server.alice) as c:
+        c.post("/v1/generate", json={**body, "max_new_tokens": 1})  # load first
+
+        def one(seed: int):
+            return c.post("/v1/generate", json={**body, "seed": seed})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(one, range(8)))
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {200, 429} and 200 in codes and 429 in codes
+    refused = next(a for a in answers if a.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["type"] == "queue_full"
+
+
+def test_models_list_docs_and_metrics(live: Live) -> None:
+    with live.client(live.alice) as c:
+        body = c.get("/v1/models").json()
+        names = {m["name"]: m for m in body["models"]}
+        assert set(names) == {"cls", "emb", "gpt", "mlm", "ner"}
+        assert names["cls"]["labels"] == ["neg", "pos"] and names["cls"]["size_bytes"] > 0
+        assert body["indexes"] == [{"name": "docs", "model": "emb", "count": 6, "dim": 32}]
+        assert c.get("/docs").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+        for route in (
+            "/v1/classify",
+            "/v1/tag",
+            "/v1/fill-mask",
+            "/v1/embed",
+            "/v1/generate",
+            "/v1/search",
+            "/v1/models",
+            "/v1/me/profile",
+        ):
+            assert route in paths
+        text = c.get("/metrics").text
+        for name in (
+            "llmos_requests_total",
+            "llmos_request_seconds_bucket",
+            "llmos_models_loaded",
+            "llmos_model_memory_bytes",
+        ):
+            assert name in text
+
+
+def test_serve_cli_refuses_a_missing_models_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--models", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""The micro-batcher on its own: batches form by key up to max_batch, every caller gets its own
+result, a full queue refuses at once, deadlines drop waiting requests, withdrawn requests take
+no slot, and one bad request fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from llmos.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from llmos.serve.registry import isolating
+
+FAR = 1e9
+
+
+class Recorder:
+    """A batch function that doubles numbers and records every batch it saw."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[tuple[object, list[int]]] = []
+        self.gate = gate
+
+    def __call__(self, key: object, payloads: list[int]) -> list[int]:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append((key, list(payloads)))
+        return [2 * p for p in payloads]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
+    async def main() -> tuple[list[int], Recorder]:
+        rec = Recorder()
+        b = Batcher("m", rec, max_batch=16, max_wait=0.2, queue_size=100)
+        futures = [b.submit("k", i, 1, time.monotonic() + FAR) for i in range(40)]
+        results = await asyncio.gather(*futures)
+        await b.close()
+        return results, rec
+
+    results, rec = run(main())
+    assert results == [2 * i for i in range(40)]
+    assert [len(p) for _, p in rec.batches] == [16, 16, 8]
+    assert [x for _, p in rec.batches for x in p] == list(range(40))  # first come, first served
+
+
+def test_keys_never_mix_and_a_large_request_runs_alone() -> None:
+    async def main() -> Recorder:
+        rec = Recorder()
+        b = Batcher("m", rec, max_batch=4, max_wait=0.1, queue_size=100)
+        fs = [
+            b.submit("a", 1, 1, FAR),
+            b.submit("b", 2, 1, FAR),
+            b.submit("a", 3, 10, FAR),  # 10 texts: over max_batch, so alone
+            b.submit("a", 4, 1, FAR),
+            b.submit("b", 5, 1, FAR),
+        ]
+        await asyncio.gather(*fs)
+        await b.close()
+        return rec
+
+    rec = run(main())
+    assert rec.batches == [("a", [1, 4]), ("b", [2, 5]), ("a", [3])]
+
+
+def test_a_full_queue_refuses_with_a_retry_estimate() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        b = Batcher("m", Recorder(gate), max_batch=1, max_wait=0, queue_size=3)
+        first = b.submit("k", 0, 1, FAR)
+        await asyncio.sleep(0.05)  # the worker took it and blocks on the gate
+        waiting = [b.submit("k", i, 1, FAR) for i in range(3)]
+        with pytest.raises(QueueFull, match="busy") as e:
+            b.submit("k", 9, 1, FAR)
+        assert e.value.retry_after >= 1
+        gate.set()
+        assert await asyncio.gather(first, *waiting) == [0, 0, 2, 4]
+        await b.close()
+
+    run(main())
+
+
+def test_deadlines_drop_waiting_requests_and_withdrawn_ones_take_no_slot() -> None:
+    async def main() -> Recorder:
+        gate = threading.Event()
+        rec = Recorder(gate)
+        b = Batcher("m", rec, max_batch=8, max_wait=0, queue_size=100)
+        busy = b.submit("k", 0, 1, FAR)
+        await asyncio.sleep(0.05)
+        late = b.submit("k", 1, 1, time.monotonic() + 0.05)
+        gone = b.submit("k", 2, 1, FAR)
+        kept = b.submit("k", 3, 1, FAR)
+        gone.cancel()  # the client disconnected
+        await asyncio.sleep(0.1)
+        gate.set()
+        assert await busy == 0 and await kept == 6
+        with pytest.raises(DeadlineExceeded, match="deadline"):
+            await late
+        await b.close()
+        return rec
+
+    rec = run(main())
+    assert [p for _, p in rec.batches] == [[0], [3]]
+
+
+def test_one_bad_request_fails_alone() -> None:
+    def fragile(key: object, payloads: list[int]) -> list[int]:
+        if any(p < 0 for p in payloads):
+            raise ValueError(f"negative input {min(payloads)}")
+        return [p + 1 for p in payloads]
+
+    async def main() -> list[object]:
+        b = Batcher("m", isolating(fragile), max_batch=8, max_wait=0.1, queue_size=100)
+        fs = [b.submit("k", p, 1, FAR) for p in (1, -5, 3)]
+        out = await asyncio.gather(*fs, return_exceptions=True)
+        await b.close()
+        return out
+
+    ok1, bad, ok3 = run(main())
+    assert ok1 == 2 and ok3 == 4
+    assert isinstance(bad, ValueError) and "negative input -5" in str(bad)
+
+
+def test_close_serves_what_is_queued_then_refuses() -> None:
+    async def main() -> None:
+        b = Batcher("m", Recorder(), max_batch=2, max_wait=0.5, queue_size=100)
+        fs = [b.submit("k", i, 1, FAR) for i in range(5)]
+        await b.close()
+        assert [f.result() for f in fs] == [0, 2, 4, 6, 8]
+        with pytest.raises(BatcherClosed):
+            b.submit("k", 1, 1, FAR)
+
+    run(main())

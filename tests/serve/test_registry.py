@@ -1,0 +1,88 @@
+"""The registry: names and kinds of the checkpoints under a models directory, loading on first
+use, and a memory budget kept by unloading the least recently used models."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+
+from llmos.errors import LlmosError
+from llmos.serve.registry import Registry, UnknownModel, model_bytes, scan
+from llmos.serve.settings import ServeSettings
+
+
+def test_scan_names_kinds_and_indexes(models_dir: Path) -> None:
+    models, indexes = scan(models_dir)
+    assert sorted(models) == ["cls", "emb", "gpt", "mlm", "ner"]  # cls/checkpoint -> cls
+    kinds = {n: (m.task, m.capabilities) for n, m in models.items()}
+    assert kinds == {
+        "cls": ("classification", ("classify", "embed")),
+        "ner": ("tagging", ("tag", "embed")),
+        "mlm": ("fill-mask", ("fill-mask", "embed")),
+        "emb": ("embedding", ("embed",)),
+        "gpt": ("generation", ("generate",)),
+    }
+    assert models["cls"].labels == ["neg", "pos"]
+    assert (
+        models["cls"].size_bytes == (models_dir / "cls/checkpoint/model.safetensors").stat().st_size
+    )
+    assert indexes == {"docs": models_dir / "docs"}
+
+
+def test_a_broken_checkpoint_is_skipped_with_a_warning(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "ner", root / "ner")
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, "llmos.serve"):
+        models, _ = scan(root)
+    assert list(models) == ["ner"]
+    assert "broken" in caplog.text
+
+
+def test_loading_past_the_budget_unloads_the_least_recently_used(models_dir: Path) -> None:
+    async def main() -> None:
+        reg = Registry(ServeSettings(models_dir=models_dir, memory_budget_mb=1))
+        reg.rescan()
+        cls = await reg.get("cls")
+        one = cls.nbytes
+        assert one == model_bytes(cls.pipe) > 0
+        # A budget of two and a half of these models: the third load must evict one.
+        reg.budget = int(2.5 * one)
+        ner = await reg.get("ner")
+        await reg.get("cls")  # cls is now the most recently used; ner the least
+        ref = weakref.ref(ner.pipe)
+        del ner
+        await reg.get("mlm")
+        assert list(reg.loaded) == ["cls", "mlm"]
+        assert reg.used_bytes <= reg.budget and reg.evictions == 1
+        gc.collect()
+        assert ref() is None  # the evicted model's memory is really released
+        again = await reg.get("ner")  # loads again on use, evicting the oldest (cls)
+        assert again.pipe is not None and list(reg.loaded) == ["mlm", "ner"]
+        assert reg.used_bytes <= reg.budget
+        await reg.close()
+        assert not reg.loaded
+
+    asyncio.run(main())
+
+
+def test_unknown_names_and_models_over_the_whole_budget(models_dir: Path) -> None:
+    async def main() -> None:
+        reg = Registry(ServeSettings(models_dir=models_dir, memory_budget_mb=0.01))
+        reg.rescan()
+        with pytest.raises(UnknownModel, match=r"no model named 'nope'.*cls"):
+            await reg.get("nope")
+        with pytest.raises(LlmosError, match="more than the server's whole memory budget"):
+            await reg.get("cls")
+        assert not reg.loaded
+
+    asyncio.run(main())
