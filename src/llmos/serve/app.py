@@ -40,10 +40,6 @@ def error(status: int, type: str, message: str, headers: dict[str, str] | None =
     )
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class Guard:
     """Refuse request bodies over ``limit`` bytes (by Content-Length, or while they stream in)
     with 413, and count every HTTP request by route template and status."""
@@ -73,28 +69,23 @@ class Guard:
                 message = await receive()
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        raise BodyTooLarge
+                    if seen > self.limit:  # a chunked body without Content-Length
+                        self.metrics.rejected.labels("too_large").inc()
+                        raise HTTPException(413, self._message())
                 return message
 
-            try:
-                await self.app(scope, receive_limited, send_status)
-            except BodyTooLarge:
-                if status["started"]:
-                    raise
-                await self._refuse()(scope, receive, send_status)
+            await self.app(scope, receive_limited, send_status)
         route = scope.get("route")
         label = getattr(route, "path", None) or "unmatched"
         self.metrics.requests.labels(label, str(status["code"])).inc()
         self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
+    def _message(self) -> str:
+        return f"the request body is larger than this server's limit of {self.limit} bytes"
+
     def _refuse(self) -> Response:
         self.metrics.rejected.labels("too_large").inc()
-        return error(
-            413,
-            "too_large",
-            f"the request body is larger than this server's limit of {self.limit} bytes",
-        )
+        return error(413, "too_large", self._message())
 
     def _too_large(self, scope: Scope) -> Response | None:
         for name, value in scope.get("headers", []):
@@ -134,7 +125,12 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
-        kinds = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        kinds = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }
         return error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(UnknownModel)
