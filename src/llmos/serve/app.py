@@ -59,26 +59,28 @@ class Guard:
             await send(message)
 
         too_large = self._too_large(scope)
-        if too_large is not None:
-            await too_large(scope, receive, send_status)
-        else:
-            seen = 0
+        seen = 0
 
-            async def receive_limited() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:  # a chunked body without Content-Length
-                        self.metrics.rejected.labels("too_large").inc()
-                        raise HTTPException(413, self._message())
-                return message
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # a chunked body without Content-Length
+                    self.metrics.rejected.labels("too_large").inc()
+                    raise HTTPException(413, self._message())
+            return message
 
-            await self.app(scope, receive_limited, send_status)
-        route = scope.get("route")
-        label = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(label, str(status["code"])).inc()
-        self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+        try:
+            if too_large is not None:
+                await too_large(scope, receive, send_status)
+            else:
+                await self.app(scope, receive_limited, send_status)
+        finally:  # counted even when an unhandled error goes on to the 500 handler
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, str(status["code"])).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
     def _message(self) -> str:
         return f"the request body is larger than this server's limit of {self.limit} bytes"
