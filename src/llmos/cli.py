@@ -737,7 +737,8 @@ def _users(args: argparse.Namespace) -> int:
         if args.action == "create":
             user, key = store.create_user(args.name, admin=args.admin)
             role = "admin" if user.is_admin else "user"
-            print(f"created {role} {user.name!r} (id {user.id}) in {store.url}")
+            # engine.url prints as the URL with its password masked
+            print(f"created {role} {user.name!r} (id {user.id}) in {store.engine.url}")
             print(f"API key (shown once, store it now): {key}")
         else:
             for u in store.users():
