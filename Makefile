@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LLMOS_HOME ?= $(HOME)/.llmos
 export LLMOS_HOME
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast browser lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ test: install  ## run the test suite
 
 test-fast: install  ## the test suite without the slow end-to-end tests
 	$(BIN)/pytest -q -m "not slow"
+
+browser: install  ## the web console's browser tests (installs Debian's Chromium if missing)
+	.ci/chromium.sh
+	LLMOS_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/e2e
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check src tests bench
