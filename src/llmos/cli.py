@@ -607,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "serve",
-        help="serve every checkpoint under a directory over HTTP (/v1, /docs, /metrics)",
+        help="serve every checkpoint under a directory over HTTP (/v1, /docs, /metrics) "
+        "and the web console (/)",
         description="The llmos HTTP server (FastAPI + uvicorn): models load on first use "
         "within a memory budget, requests to one model are micro-batched, every /v1 route "
         "needs 'Authorization: Bearer KEY' (llmos users create NAME).",

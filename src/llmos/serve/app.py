@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +34,7 @@ from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
 
 log = logging.getLogger("llmos.serve")
+STATIC = Path(__file__).parent / "static"  # the web console: plain HTML, CSS and ES modules
 
 
 def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -227,6 +230,12 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             metrics.queue_depth.labels(name).set(m.batcher.depth)
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The web console (sign in with an API key; it calls the /v1 routes)."""
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guard, limit=settings.max_body_bytes, metrics=metrics)
     return app
 
@@ -238,5 +247,5 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) ->
     if not settings.models_dir.is_dir():
         raise LlmosError(f"models directory {settings.models_dir} does not exist")
     app = create_app(settings)
-    log.info("llmos %s on http://%s:%d (API docs at /docs)", __version__, host, port)
+    log.info("llmos %s on http://%s:%d (console at /, API docs at /docs)", __version__, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
