@@ -135,7 +135,7 @@ class Live:
 
     def client(self, key: str | None = None, **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 60, **kw})
 
 
 class UvicornThread:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,6 +30,7 @@ from llmos.serve.deps import ApiError, RateLimiter, Server
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry, UnknownModel
 from llmos.serve.routes import inference, models, users
+from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
 
@@ -41,6 +42,26 @@ def error(status: int, type: str, message: str, headers: dict[str, str] | None =
     return JSONResponse(
         {"error": {"type": type, "message": message}}, status_code=status, headers=headers
     )
+
+
+# Every error is answered as ErrorBody; the OpenAPI schema says so (instead of FastAPI's
+# default 422 shape, which this server never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in (
+        (400, "the model does not do this task, or the body cannot be read"),
+        (401, "no API key, or an unknown or revoked one"),
+        (403, "an admin route"),
+        (404, "no such route, model or index"),
+        (405, "the route does not take this method"),
+        (409, "the user exists already"),
+        (413, "the body is larger than the server's limit"),
+        (422, "the request does not fit the schema or the server's limits"),
+        (429, "rate limit or full queue: retry after Retry-After seconds"),
+        (503, "the server is starting or stopping, or the model was unloaded meanwhile"),
+        (504, "the request passed its deadline in the queue"),
+    )
+}
 
 
 class Guard:
@@ -129,14 +150,28 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
         return error(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         kinds = {
             400: "invalid_request",
             404: "not_found",
             405: "method_not_allowed",
             413: "too_large",
         }
-        return error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
+        message = str(exc.detail)
+        route = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"no route {route} (GET /docs lists the API)"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{route}: method not allowed" + (f"; use {allowed}" if allowed else "")
+        elif exc.__cause__ is not None:  # FastAPI's "error parsing the body": say what it was
+            message = f"{message}: {exc.__cause__}"
+        return error(
+            exc.status_code,
+            kinds.get(exc.status_code, "http_error"),
+            message,
+            dict(exc.headers) if exc.headers else None,
+        )
 
     @app.exception_handler(UnknownModel)
     async def unknown(_: Request, exc: UnknownModel) -> Response:
@@ -197,6 +232,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         description="Language models as shared services: every /v1 route takes "
         "`Authorization: Bearer KEY` (`llmos users create NAME`).",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     _install_handlers(app, metrics)
     for module in (models, inference, users):
@@ -219,7 +255,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             return error(503, "not_ready", f"the store does not answer ({type(e).__name__})")
         return JSONResponse({"status": "ready", "models": len(srv.registry.models)})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         """Prometheus text format."""
         srv: Server = request.app.state.server

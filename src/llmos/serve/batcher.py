@@ -168,18 +168,18 @@ class Batcher:
                 await self._wake.wait()
                 continue
             head = self.queue[0]
-            # Wait for company until the batch is full or the oldest request has waited enough.
+            # Wait for company until the batch is full or the oldest request has waited enough
+            # (or reached its deadline, which may come sooner).
             while not self.closed and self._companions(head.key) < self.max_batch:
-                remaining = head.enqueued + self.max_wait - time.monotonic()
+                wake_at = min(head.enqueued + self.max_wait, head.deadline)
+                remaining = wake_at - time.monotonic()
                 if remaining <= 0 or head.future.done():
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
-            if head.future.done():  # withdrawn while it waited: the next one leads
-                continue
             self._drop_dead()
-            if not self.queue:
+            if head.future.done():  # withdrawn or timed out while it waited: the next one leads
                 continue
             batch = self._take()
             start = time.monotonic()

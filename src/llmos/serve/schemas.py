@@ -7,9 +7,10 @@ answered 422 with the same error shape.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 ModelName = Annotated[
@@ -195,8 +196,27 @@ class UserCreated(UserInfo):
     api_key: str = Field(description="shown once; only its hash is stored")
 
 
+MAX_PROFILE_DEPTH = 32
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """A profile reads back as written: no NaN or Infinity (JSON has none; they would read back
+    as null) and nesting no deeper than MAX_PROFILE_DEPTH (deeper JSON cannot be serialized
+    back, and the profile would fail every read)."""
+    if depth > MAX_PROFILE_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_PROFILE_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"holds {value}, which JSON cannot carry: use a finite number")
+    if isinstance(value, dict | list):
+        for child in value.values() if isinstance(value, dict) else value:
+            _storable(child, depth + 1)
+    return value
+
+
 class ProfilePatch(Strict):
-    changes: dict[str, Any] = Field(description="keys to set; a null value removes the key")
+    changes: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(
+        description="keys to set; a null value removes the key"
+    )
 
 
 class Profile(BaseModel):

@@ -16,6 +16,7 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        # A profile merge reads, merges and writes its row: two at once (the server runs store
+        # calls in threads) would lose one's keys, or both insert a first row (IntegrityError).
+        self._profile_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -203,7 +207,7 @@ class Store:
 
     def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge ``changes`` into the user's profile (a key set to None is removed)."""
-        with self.session.begin() as s:
+        with self._profile_lock, self.session.begin() as s:
             row = s.get(Profile, user_id)
             data = dict(row.data) if row is not None else {}
             data.update(changes)

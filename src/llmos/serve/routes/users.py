@@ -97,6 +97,8 @@ async def list_users(srv: Srv, _: Admin) -> Any:
 @router.post("/users", response_model=s.UserCreated, status_code=201, tags=["admin"])
 async def create_user(body: s.UserCreate, srv: Srv, _: Admin) -> Any:
     """Create a user; the answer holds their API key, shown this once."""
+    if not body.name.strip():
+        raise ApiError(422, "invalid_request", "name is blank: give the user a name")
     try:
         user, key = await run_in_threadpool(srv.store.create_user, body.name, body.admin)
     except LlmosError as e:
