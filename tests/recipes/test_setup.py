@@ -178,7 +178,7 @@ def test_second_run_trains_nothing(
 
 
 def test_an_interrupted_step_resumes(
-    copy: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    built: tuple[Path, Path, list], copy: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     models, configs = copy
     run = models / "tiny-cls"
@@ -192,6 +192,8 @@ def test_an_interrupted_step_resumes(
     assert "resumed from" in caplog.text and "step-0000004" in caplog.text
     assert (run / "checkpoint" / "config.json").is_file() and (run / "report.json").is_file()
     assert (run / "checkpoints" / "step-0000006").is_dir()
+    weights = "checkpoint/model.safetensors"  # exact resume: the same model as the first run's
+    assert (run / weights).read_bytes() == (built[0] / "tiny-cls" / weights).read_bytes()
 
 
 def test_an_unfinished_run_of_another_config_is_left_alone(copy: tuple[Path, Path]) -> None:

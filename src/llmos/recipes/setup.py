@@ -57,15 +57,15 @@ class Step:
 
 # Minutes measured by `llmos setup` end to end on the reference machine (docs/BENCHMARKS.md).
 DEFAULT_STEPS: tuple[Step, ...] = (
-    Step("wordpiece-zh", "tokenizer", 0.3, source="wordpiece:zh:21128"),
-    Step("bpe-zh", "tokenizer", 1.0, source="bpe:zh:8000"),
-    Step("bert-zh", "pretrain", 5.5, config="bert-zh.yaml"),
-    Step("sentiment-zh", "finetune", 2.5, config="sentiment-zh.yaml", init="bert-zh"),
-    Step("intent-zh", "finetune", 1.5, config="intent-zh.yaml", init="bert-zh"),
-    Step("ner-zh", "finetune", 3.0, config="ner-zh.yaml", init="bert-zh"),
+    Step("wordpiece-zh", "tokenizer", 0.1, source="wordpiece:zh:21128"),
+    Step("bpe-zh", "tokenizer", 0.5, source="bpe:zh:8000"),
+    Step("bert-zh", "pretrain", 5.0, config="bert-zh.yaml"),
+    Step("sentiment-zh", "finetune", 2.1, config="sentiment-zh.yaml", init="bert-zh"),
+    Step("intent-zh", "finetune", 1.7, config="intent-zh.yaml", init="bert-zh"),
+    Step("ner-zh", "finetune", 3.8, config="ner-zh.yaml", init="bert-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
-    Step("intent-en", "finetune", 2.0, config="intent-en.yaml", init="minilm"),
-    Step("gpt-zh", "pretrain", 5.5, config="gpt-zh.yaml"),
+    Step("intent-en", "finetune", 2.2, config="intent-en.yaml", init="minilm"),
+    Step("gpt-zh", "pretrain", 4.6, config="gpt-zh.yaml"),
 )
 
 
@@ -152,19 +152,19 @@ def run_setup(
     todo = [p for p in planned if not p.done]
     results = []
     for p in planned:
+        step = p.step
         if p.done:
-            results.append(StepResult(p.step, p.output, False, 0.0, describe(p.step, p.output)))
+            results.append(StepResult(step, p.output, False, 0.0, describe(step, p.output)))
             continue
         n = todo.index(p) + 1
-        step = p.step
         log.info(
             "step %d/%d: %s (%s, about %.1f min)", n, len(todo), step.name, step.kind, step.minutes
         )
         start = time.perf_counter()
-        build(p.step, models, configs, outputs)
+        build(step, models, configs, outputs)
         seconds = time.perf_counter() - start
-        results.append(StepResult(p.step, p.output, True, seconds, describe(p.step, p.output)))
-        log.info("step %d/%d: %s done in %s", n, len(todo), p.step.name, _duration(seconds))
+        results.append(StepResult(step, p.output, True, seconds, describe(step, p.output)))
+        log.info("step %d/%d: %s done in %s", n, len(todo), step.name, _duration(seconds))
     return results
 
 
@@ -267,7 +267,7 @@ def format_summary(results: list[StepResult]) -> str:
     lines = []
     for r in results:
         took = _duration(r.seconds) if r.built else "kept"
-        lines.append(f"  {r.step.name:<{width}}  {took:>8}  {r.metric}")
+        lines.append(f"  {r.step.name:<{width}}  {took:>10}  {r.metric}")
     total = sum(r.seconds for r in results)
     built = sum(r.built for r in results)
     lines.append(f"setup: {built} built, {len(results) - built} kept, {_duration(total)} in all")
