@@ -7,7 +7,7 @@ LLMOS_HOME ?= $(HOME)/.llmos
 export LLMOS_HOME
 PORT   ?= 8000
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast browser lint format bench postgres clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ test: install  ## run the test suite
 
 test-fast: install  ## the test suite without the slow end-to-end tests
 	$(BIN)/pytest -q -m "not slow"
+
+postgres:  ## start a local PostgreSQL for the store tests (installs it on Debian; root or sudo)
+	@bash .ci/postgres.sh
+	@echo "# run the line above (or: eval \"\$$(make -s postgres)\"), then make test" >&2
+
+browser: install  ## the web console's browser tests (installs Debian's Chromium if missing)
+	.ci/chromium.sh
+	LLMOS_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/e2e
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check src tests bench

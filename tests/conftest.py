@@ -1,19 +1,77 @@
-"""Shared fixtures: a small synthetic corpus in the pretraining format, and its tokenizer."""
+"""Shared fixtures: a small synthetic corpus in the pretraining format, and its tokenizer;
+fresh databases for the store, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import os
 import random
+import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import NullPool, create_engine, make_url, text
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never touch the user's ~/.llmos: caches and data go to a throwaway home, which
     # subprocesses inherit too.
     os.environ["LLMOS_HOME"] = tempfile.mkdtemp(prefix="llmos-test-home-")
+
+
+# --- databases ---------------------------------------------------------------------------
+# The store's tests run on both backends. PostgreSQL needs a server: LLMOS_TEST_DATABASE_URL
+# names a database on it whose role may CREATE DATABASE (`make postgres` sets one up and prints
+# the variable). Each test gets a database of its own, dropped afterwards. Without the variable
+# the PostgreSQL tests skip, unless LLMOS_REQUIRE_POSTGRES=1 (CI), where they fail.
+
+NO_POSTGRES = "no PostgreSQL server: set LLMOS_TEST_DATABASE_URL or run make postgres"
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database (UTF-8), dropped on exit."""
+    server = os.environ.get("LLMOS_TEST_DATABASE_URL")
+    if not server:
+        if os.environ.get("LLMOS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"LLMOS_REQUIRE_POSTGRES=1 but {NO_POSTGRES}")
+        pytest.skip(NO_POSTGRES)
+    name = f"llmos_test_{secrets.token_hex(6)}"
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as c:
+        # template0 + UTF8 + C: valid whatever the cluster's own locale and encoding are.
+        c.execute(
+            text(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 '
+                "ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+            )
+        )
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            # FORCE: a test that failed before closing its store still holds connections.
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test, once on SQLite (a file) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, for the tests of server-only behaviour."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 SUBJECTS = ["我们", "他", "老师", "学生", "公司", "政府", "记者", "农民", "工人", "科学家"]

@@ -642,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "serve",
-        help="serve every checkpoint under a directory over HTTP (/v1, /docs, /metrics)",
+        help="serve every checkpoint under a directory over HTTP (/v1, /docs, /metrics) "
+        "and the web console (/)",
         description="The llmos HTTP server (FastAPI + uvicorn): models load on first use "
         "within a memory budget, requests to one model are micro-batched, every /v1 route "
         "needs 'Authorization: Bearer KEY' (llmos users create NAME).",
@@ -772,7 +773,8 @@ def _users(args: argparse.Namespace) -> int:
         if args.action == "create":
             user, key = store.create_user(args.name, admin=args.admin)
             role = "admin" if user.is_admin else "user"
-            print(f"created {role} {user.name!r} (id {user.id}) in {store.url}")
+            # engine.url prints as the URL with its password masked
+            print(f"created {role} {user.name!r} (id {user.id}) in {store.engine.url}")
             print(f"API key (shown once, store it now): {key}")
         else:
             for u in store.users():

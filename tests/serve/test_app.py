@@ -245,3 +245,23 @@ def test_serve_cli_refuses_a_missing_models_directory(
 ) -> None:
     assert main(["serve", "--models", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_user_data_through_the_server_on_both_databases(
+    models_dir: Path, database_url: str
+) -> None:
+    """The same API on a SQLite file and on a real PostgreSQL server: writes by one user are
+    read back by them alone, and survive a restart of the server."""
+    runner, server = start(models_dir, database_url, rate_limit=0)
+    with runner, server.client(server.alice) as alice, server.client(server.bob) as bob:
+        alice.patch("/v1/me/profile", json={"changes": {"语言": "中文"}})
+        alice.post("/v1/me/events", json={"kind": "view", "item": "书", "value": 1.5})
+        alice.post("/v1/me/memory", json={"role": "user", "content": "你好"})
+        assert bob.get("/v1/me/profile").json() == {"profile": {}}
+        assert bob.get("/v1/me/events").json() == {"events": []}
+    runner, again = start(models_dir, database_url, rate_limit=0)
+    with runner, again.client(server.alice) as alice:  # the old key, a new process state
+        assert alice.get("/v1/me/profile").json() == {"profile": {"语言": "中文"}}
+        events = alice.get("/v1/me/events").json()["events"]
+        assert [(e["kind"], e["item"], e["value"]) for e in events] == [("view", "书", 1.5)]
+        assert [m["content"] for m in alice.get("/v1/me/memory").json()["memory"]] == ["你好"]

@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,16 +34,13 @@ from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
 
 log = logging.getLogger("llmos.serve")
+STATIC = Path(__file__).parent / "static"  # the web console: plain HTML, CSS and ES modules
 
 
 def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(
         {"error": {"type": type, "message": message}}, status_code=status, headers=headers
     )
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class Guard:
@@ -63,38 +62,35 @@ class Guard:
             await send(message)
 
         too_large = self._too_large(scope)
-        if too_large is not None:
-            await too_large(scope, receive, send_status)
-        else:
-            seen = 0
+        seen = 0
 
-            async def receive_limited() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        raise BodyTooLarge
-                return message
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # a chunked body without Content-Length
+                    self.metrics.rejected.labels("too_large").inc()
+                    raise HTTPException(413, self._message())
+            return message
 
-            try:
+        try:
+            if too_large is not None:
+                await too_large(scope, receive, send_status)
+            else:
                 await self.app(scope, receive_limited, send_status)
-            except BodyTooLarge:
-                if status["started"]:
-                    raise
-                await self._refuse()(scope, receive, send_status)
-        route = scope.get("route")
-        label = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(label, str(status["code"])).inc()
-        self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+        finally:  # counted even when an unhandled error goes on to the 500 handler
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, str(status["code"])).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def _message(self) -> str:
+        return f"the request body is larger than this server's limit of {self.limit} bytes"
 
     def _refuse(self) -> Response:
         self.metrics.rejected.labels("too_large").inc()
-        return error(
-            413,
-            "too_large",
-            f"the request body is larger than this server's limit of {self.limit} bytes",
-        )
+        return error(413, "too_large", self._message())
 
     def _too_large(self, scope: Scope) -> Response | None:
         for name, value in scope.get("headers", []):
@@ -134,7 +130,12 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
-        kinds = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        kinds = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }
         return error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(UnknownModel)
@@ -229,6 +230,12 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             metrics.queue_depth.labels(name).set(m.batcher.depth)
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The web console (sign in with an API key; it calls the /v1 routes)."""
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guard, limit=settings.max_body_bytes, metrics=metrics)
     return app
 
@@ -240,5 +247,5 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) ->
     if not settings.models_dir.is_dir():
         raise LlmosError(f"models directory {settings.models_dir} does not exist")
     app = create_app(settings)
-    log.info("llmos %s on http://%s:%d (API docs at /docs)", __version__, host, port)
+    log.info("llmos %s on http://%s:%d (console at /, API docs at /docs)", __version__, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)

@@ -1,8 +1,9 @@
 """The llmos store: users, API keys, events, profiles and conversation memory in a database.
 
 A SQLite file under the llmos home directory by default (WAL journal, foreign keys on);
-PostgreSQL (or any SQLAlchemy URL) when ``LLMOS_DATABASE_URL`` is set. Opening a store brings
-its schema to the newest Alembic migration, so an older database is upgraded in place.
+PostgreSQL (``postgresql+psycopg://user:password@host:port/db``) when ``LLMOS_DATABASE_URL`` is
+set. Both are tested. Opening a store brings its schema to the newest Alembic migration, so an
+older database is upgraded in place.
 
 Every per-user method takes the user's id and filters on it: there is no method that reads
 another user's rows.
@@ -18,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Column, Engine, create_engine, event, func, make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +29,8 @@ from llmos.store.models import ApiKey, Event, Memory, Profile, User, now
 
 KEY_PREFIX = "llmos_"
 PREFIX_LENGTH = 14  # "llmos_" + 8 characters of the secret: a lookup index, not a secret
+# Any constant: the key of the PostgreSQL advisory lock that serialises migrations.
+MIGRATION_LOCK = 0x6C6C6D6F73  # "llmos"
 
 
 def database_url() -> str:
@@ -48,7 +51,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade the database to the newest migration (creates it from empty)."""
+    """Upgrade the database to the newest migration (creates it from empty).
+
+    On PostgreSQL the upgrade holds a transaction-scoped advisory lock, so server processes
+    that open the same new database at once migrate it one after the other (the second finds
+    it up to date) instead of racing to create the same tables. DDL is transactional there, so
+    a failed migration leaves nothing behind.
+    """
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no per-plugin INFO lines at start
     from alembic import command
     from alembic.config import Config
@@ -56,8 +65,24 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+def _check_text(column: Column[Any], value: str | None) -> None:
+    """Reject what PostgreSQL refuses and SQLite would store silently, alike on both.
+
+    PostgreSQL enforces ``VARCHAR(n)`` lengths and cannot hold a NUL character in text.
+    """
+    if value is None:
+        return
+    length = getattr(column.type, "length", None)
+    if length is not None and len(value) > length:
+        raise LlmosError(f"{column.name} must be at most {length} characters, got {len(value)}")
+    if "\0" in value:
+        raise LlmosError(f"{column.name} must not contain a NUL character")
 
 
 class Store:
@@ -65,10 +90,14 @@ class Store:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or database_url()
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(self.url)
-        if self.engine.dialect.name == "sqlite":
+        parsed = make_url(self.url)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # A server connection can die under the pool (a restart, an idle timeout): test each
+        # one before use. SQLite files have no such failure.
+        self.engine = create_engine(self.url, pool_pre_ping=not sqlite)
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
@@ -83,6 +112,7 @@ class Store:
         name = name.strip()
         if not name or len(name) > 100:
             raise LlmosError(f"user name must be 1-100 characters, got {name!r}")
+        _check_text(User.name.expression, name)
         with self.session.begin() as s:
             user = User(name=name, is_admin=admin)
             s.add(user)
@@ -150,6 +180,8 @@ class Store:
         text: str | None = None,
         value: float | None = None,
     ) -> int:
+        for column, field in ((Event.kind, kind), (Event.item, item), (Event.text, text)):
+            _check_text(column.expression, field)
         with self.session.begin() as s:
             row = Event(user_id=user_id, kind=kind, item=item, text=text, value=value)
             s.add(row)
@@ -183,6 +215,8 @@ class Store:
             return data
 
     def remember(self, user_id: int, role: str, content: str) -> None:
+        _check_text(Memory.role.expression, role)
+        _check_text(Memory.content.expression, content)
         with self.session.begin() as s:
             s.add(Memory(user_id=user_id, role=role, content=content))
 

@@ -1,0 +1,338 @@
+"""The web console in headless Chromium against a real server with tiny models: sign-in, then
+every page with Chinese input (and some English), each asserting that what the page shows is
+what the HTTP API answers for the same input, and that a failing call shows the server's own
+message (never a blank page). Screenshots of each page go to build/screenshots."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from serve.conftest import DOCS, Live
+
+REPO = Path(__file__).resolve().parents[2]
+STATIC = REPO / "src" / "llmos" / "serve" / "static"
+
+
+@pytest.fixture
+def api(live: Live) -> Iterator[httpx.Client]:
+    with live.client(live.alice) as c:
+        yield c
+
+
+def error_of(api: httpx.Client, path: str, body: dict[str, Any]) -> str:
+    r = api.post(path, json=body)
+    assert r.status_code >= 400, r.text
+    return r.json()["error"]["message"]
+
+
+def open_console(browser: Any, live: Live, key: str | None = None) -> Any:
+    """A fresh browser context on the console, signed in with ``key`` when given."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.script_errors = errors
+    page.goto(live.url + "/")
+    if key is not None:
+        page.fill("#api-key", key)
+        page.click("#sign-in")
+        expect(page.locator("#models")).to_be_visible()
+    return page
+
+
+def go(page: Any, name: str) -> None:
+    from playwright.sync_api import expect
+
+    page.click(f"nav a[href='#/{name}']")
+    expect(page.locator("nav a.active")).to_have_attribute("href", f"#/{name}")
+
+
+def expect_alert(page: Any, message: str) -> None:
+    """The server's message is shown in the alert region, and the page is still there."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("alert")).to_contain_text(message)
+    expect(page.locator("#page h1")).to_be_visible()
+
+
+def bars(locator: Any) -> list[tuple[str, float, str]]:
+    """(name, score, shown percent) of each score bar under ``locator``."""
+    return locator.locator(".row").evaluate_all(
+        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score),"
+        " r.querySelector('.value').textContent])"
+    )
+
+
+def assert_bars(shown: list[tuple[str, float, str]], want: list[tuple[str, float]]) -> None:
+    assert [name for name, _, _ in shown] == [name for name, _ in want]
+    for (_, score, text), (_, expected) in zip(shown, want, strict=True):
+        assert score == pytest.approx(expected, abs=1e-5)
+        assert float(text.rstrip("%")) == pytest.approx(expected * 100, abs=0.051)
+
+
+def test_console_is_served_beside_the_api(live: Live) -> None:
+    with httpx.Client(base_url=live.url) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert '<meta charset="utf-8">' in r.text and 'role="alert"' in r.text
+        js = c.get("/static/js/app.js")
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+        assert c.get("/static/nope.js").status_code == 404
+        assert c.get("/healthz").json()["status"] == "ok"
+        assert c.get("/docs").status_code == 200
+        assert "/" not in c.get("/openapi.json").json()["paths"]
+    # every file of the console is package data, so that an installed llmos serves it too
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["llmos"]
+    for f in STATIC.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(REPO / "src" / "llmos").as_posix()
+            assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} is not package data"
+
+
+@pytest.mark.browser
+def test_sign_in_shows_the_servers_refusal_then_the_user(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live)
+    expect(page.locator("#nav")).to_be_hidden()
+    page.screenshot(path=screenshots / "console-sign-in.png")
+    page.click("#sign-in")  # no key at all
+    with httpx.Client(base_url=live.url) as anonymous:
+        expect_alert(page, anonymous.get("/v1/me").json()["error"]["message"])
+    page.fill("#api-key", "llmos_not-a-key")
+    page.click("#sign-in")
+    with live.client("llmos_not-a-key") as wrong:
+        expect_alert(page, wrong.get("/v1/me").json()["error"]["message"])
+    assert page.evaluate("sessionStorage.length") == 0
+
+    page.fill("#api-key", live.alice)
+    page.click("#sign-in")
+    expect(page.locator("#who")).to_have_text(f"Signed in as {api.get('/v1/me').json()['name']}")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    page.reload()  # the key lives in the tab's sessionStorage
+    expect(page.locator("#who")).to_have_text("Signed in as alice")
+    page.click("#sign-out")
+    expect(page.locator("#api-key")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0 and page.script_errors == []
+
+
+@pytest.mark.browser
+def test_models_page_lists_what_the_api_lists(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    page = open_console(browser, live, live.alice)
+    want = api.get("/v1/models").json()
+    rows = page.locator("#models tr[data-model]").evaluate_all(
+        "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+    )
+    assert [r[0] for r in rows] == [m["name"] for m in want["models"]]
+    for r, m in zip(rows, want["models"], strict=True):
+        assert r[1:5] == [
+            m["task"],
+            ", ".join(m["capabilities"]),
+            m["language"],
+            f"{m['size_bytes'] / 2**20:.1f}",
+        ]
+        assert r[6] == (", ".join(m["labels"]) if m["labels"] else "—")
+    assert page.locator("#indexes td").first.text_content() == "docs"
+    page.screenshot(path=screenshots / "console-models.png")
+
+
+@pytest.mark.browser
+def test_classify_shows_the_api_probabilities(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    texts = ["我们今天参观城市。", "老师昨天讨论经济，学生学习历史！", "the market grew"]
+    page = open_console(browser, live, live.alice)
+    go(page, "classify")
+    page.select_option("#model", "cls")
+    page.fill("#texts", "\n".join([texts[0], "", f"  {texts[1]}  ", texts[2]]))  # lines trimmed
+    page.get_by_role("button", name="Classify").click()
+    cards = page.locator("#results .result")
+    expect(cards).to_have_count(len(texts))
+    want = api.post("/v1/classify", json={"model": "cls", "texts": texts}).json()["results"]
+    for i, (text, w) in enumerate(zip(texts, want, strict=True)):
+        assert cards.nth(i).locator(".text").text_content() == text
+        assert_bars(bars(cards.nth(i)), sorted(w["scores"].items(), key=lambda kv: -kv[1]))
+    page.screenshot(path=screenshots / "console-classify.png")
+
+    page.fill("#texts", "")
+    page.get_by_role("button", name="Classify").click()
+    expect_alert(page, error_of(api, "/v1/classify", {"model": "cls", "texts": []}))
+
+
+@pytest.mark.browser
+def test_tag_highlights_the_api_spans(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    texts = ["江泽民在北京会见记者。", "我们今天参观城市，老师讨论经济。"]
+    page = open_console(browser, live, live.alice)
+    go(page, "tag")
+    page.fill("#texts", "\n".join(texts))
+    page.get_by_role("button", name="Tag").click()
+    results = page.locator("#results .result")
+    expect(results).to_have_count(len(texts))
+    want = api.post("/v1/tag", json={"model": "ner", "texts": texts}).json()["results"]
+    assert any(want), "the random tagger found no span: the check below would be empty"
+    for i, (text, spans) in enumerate(zip(texts, want, strict=True)):
+        para = results.nth(i).locator(".tagged")
+        assert para.text_content() == text  # labels are drawn by CSS, not inserted as text
+        marks = para.locator("mark").evaluate_all(
+            "ms => ms.map(m => [m.textContent, m.dataset.label])"
+        )
+        assert marks == [[s["text"], s["label"]] for s in spans]
+    legend = page.locator("#legend span").all_text_contents()
+    assert legend[:2] == ["PER", "LOC"]  # the model's types first, in its label order
+    colours = page.locator("#legend span").evaluate_all(
+        "ss => ss.map(s => getComputedStyle(s).backgroundColor)"
+    )
+    assert len(set(colours)) == len(colours)
+    page.screenshot(path=screenshots / "console-tag.png")
+
+    long = "城" * 501
+    page.fill("#texts", long)
+    page.get_by_role("button", name="Tag").click()
+    expect_alert(page, error_of(api, "/v1/tag", {"model": "ner", "texts": [long]}))
+
+
+@pytest.mark.browser
+def test_fill_mask_shows_the_api_candidates(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    text = "我们[MASK]天参观城市。"
+    page = open_console(browser, live, live.alice)
+    go(page, "fill-mask")
+    page.fill("#text", text)
+    page.fill("#top-k", "4")
+    page.get_by_role("button", name="Fill").click()
+    expect(page.locator("#results .result")).to_have_count(1)
+    body = {"model": "mlm", "text": text, "top_k": 4}
+    want = api.post("/v1/fill-mask", json=body).json()["results"][0]
+    assert_bars(bars(page.locator("#results")), [(f["token"], f["score"]) for f in want])
+    assert page.locator("#results .text").text_content() == want[0]["sequence"]
+    page.screenshot(path=screenshots / "console-fill-mask.png")
+
+    page.fill("#text", "我们今天参观城市。")
+    page.get_by_role("button", name="Fill").click()
+    body = {"model": "mlm", "text": "我们今天参观城市。", "top_k": 4}
+    expect_alert(page, error_of(api, "/v1/fill-mask", body))
+
+
+@pytest.mark.browser
+def test_generate_streams_the_greedy_text(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.alice)
+    go(page, "generate")
+    expect(page.locator("#temperature")).to_be_disabled()  # sampling options: strategy sample
+    page.select_option("#strategy", "sample")
+    expect(page.locator("#temperature")).to_be_enabled()
+    page.select_option("#strategy", "greedy")
+    page.fill("#prompt", "我们今天")
+    page.fill("#max-new-tokens", "12")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+    body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 12}
+    want = api.post("/v1/generate", json=body).json()["text"]
+    assert want and page.locator("#generated").text_content() == want
+    assert page.locator("#output .prompt").text_content() == "我们今天"
+    page.screenshot(path=screenshots / "console-generate.png")
+
+    page.fill("#max-new-tokens", "100000")
+    page.get_by_role("button", name="Generate").click()
+    expect_alert(page, error_of(api, "/v1/generate", {**body, "max_new_tokens": 100000}))
+    expect(page.locator("#status")).to_have_text("failed")
+
+
+@pytest.mark.browser
+def test_search_and_embed_show_the_api_scores(
+    browser: Any, live: Live, api: httpx.Client, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.alice)
+    go(page, "search")
+    page.fill("#query", DOCS[2])
+    page.fill("#k", "3")
+    page.get_by_role("button", name="Search").click()
+    hits = page.locator("#hits .hit")
+    expect(hits).to_have_count(3)
+    want = api.post("/v1/search", json={"index": "docs", "query": DOCS[2], "k": 3}).json()
+    assert hits.evaluate_all("hs => hs.map(h => h.dataset.id)") == [h["id"] for h in want["hits"]]
+    assert_bars(bars(page.locator("#hits")), [(h["text"], h["score"]) for h in want["hits"]])
+
+    texts = [DOCS[0], DOCS[1], "学生经常学习历史"]
+    page.select_option("#embed-model", "emb")
+    page.fill("#embed-texts", "\n".join(texts))
+    page.get_by_role("button", name="Embed").click()
+    expect(page.locator("#matrix")).to_be_visible()
+    got = api.post("/v1/embed", json={"model": "emb", "texts": texts}).json()
+    assert page.locator("#dim").text_content() == f"3 vectors of dimension {got['dim']}"
+    v = np.array(got["embeddings"])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    shown = page.locator("#matrix td").all_text_contents()
+    np.testing.assert_allclose(np.array(shown, dtype=float).reshape(3, 3), v @ v.T, atol=1.1e-3)
+    page.screenshot(path=screenshots / "console-search.png", full_page=True)
+
+    page.fill("#query", "")
+    page.get_by_role("button", name="Search").click()
+    expect_alert(page, error_of(api, "/v1/search", {"index": "docs", "query": "", "k": 3}))
+
+
+@pytest.mark.browser
+def test_profile_page_reads_and_writes_the_callers_profile(
+    browser: Any, live: Live, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    with live.client(live.bob) as bob:
+        bob.post("/v1/me/events", json={"kind": "rating", "item": "酒店", "value": 4.5})
+        page = open_console(browser, live, live.bob)
+        go(page, "profile")
+        page.fill("#profile-key", "city")
+        page.fill("#profile-value", "北京")
+        page.get_by_role("button", name="Set").click()
+        expect(page.locator("#profile")).to_contain_text('"city": "北京"')
+        assert bob.get("/v1/me/profile").json()["profile"]["city"] == "北京"
+        expect(page.locator("#events tr")).to_have_count(1)
+        assert page.locator("#events td").all_text_contents()[1:] == ["rating", "酒店", "", "4.5"]
+    page.screenshot(path=screenshots / "console-profile.png")
+
+
+@pytest.mark.browser
+def test_failures_never_leave_a_blank_page(browser: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.alice)
+    page.goto(live.url + "/#/nowhere")
+    expect(page.locator("#page h1")).to_have_text("Not found")
+
+    page.route("**/v1/**", lambda route: route.abort())  # the server is gone
+    go(page, "classify")
+    page.fill("#texts", "服务很好")
+    page.get_by_role("button", name="Classify").click()
+    expect_alert(page, "Could not reach the server")
+    go(page, "models")  # the page itself needs the API: its title and the reason stay
+    expect_alert(page, "Could not reach the server")
+    expect(page.locator("#page")).to_contain_text("could not be shown")
+    assert page.script_errors == []
