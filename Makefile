@@ -1,10 +1,11 @@
-# llmos — `make run` (install, prepare data, train the default model, show results), `make test`.
+# llmos — `make run` (install, prepare data, build the default models, serve them), `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LLMOS_HOME ?= $(HOME)/.llmos
 export LLMOS_HOME
+PORT   ?= 8000
 
 .PHONY: help install run test test-fast browser lint format bench postgres clean
 
@@ -21,13 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install llmos with its dev tools
 
-run: install  ## prepare data, train tokenizer + default Chinese BERT, print fill-mask examples
+run: install  ## build the missing default models (~22 min the first time), print a demo API key, serve
 	$(BIN)/llmos data prepare
-	test -f $(LLMOS_HOME)/tokenizers/wordpiece-zh/tokenizer.json || \
-		$(BIN)/llmos tokenizer train --kind wordpiece --corpus zh --vocab-size 21128
-	$(BIN)/llmos pretrain --config configs/pretrain/bert-zh.yaml --resume
-	$(BIN)/llmos fill-mask runs/bert-zh/checkpoint "今天天气很[MASK]。" "中国的首都是北[MASK]。" \
-		"这家酒店的服务很[MASK]，下次还会再来。" "曹操率领大[MASK]南下。" --top-k 5
+	$(BIN)/llmos setup --models runs --demo-user demo
+	@echo "console: http://127.0.0.1:$(PORT)/  (sign in with the API key above; Ctrl-C stops the server)"
+	$(BIN)/llmos serve --models runs --port $(PORT)
 
 test: install  ## run the test suite
 	$(BIN)/pytest -q

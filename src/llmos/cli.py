@@ -44,6 +44,21 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> int:
+    from llmos.recipes.setup import demo_key, format_plan, format_summary, plan, run_setup
+
+    print(format_plan(plan(args.models, args.configs), args.models), flush=True)
+    if args.dry_run:
+        return 0
+    print(format_summary(run_setup(args.models, args.configs)))
+    if args.demo_user:
+        key, url, created = demo_key(args.demo_user)
+        what = "created admin user" if created else "new API key for user"
+        print(f"{what} {args.demo_user!r} in {url}")
+        print(f"API key: {key}")
+    return 0
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from llmos.config import PretrainConfig, load_config
     from llmos.recipes.pretrain import pretrain
@@ -378,6 +393,26 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--name", help="saved as $LLMOS_HOME/tokenizers/NAME (default KIND-CORPUS)")
     tt.add_argument("--out", help="output directory instead of $LLMOS_HOME/tokenizers/NAME")
     tt.set_defaults(func=_tokenizer_train)
+
+    su = sub.add_parser(
+        "setup",
+        help="build the default models that are missing (make run): tokenizers, Chinese BERT "
+        "+ sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
+        description="Build, step by step, the default model set into --models with the quick "
+        "configs of --configs (about 20 minutes on 2 CPU cores). A step whose final checkpoint "
+        "exists is skipped (a second run does nothing); an interrupted one resumes.",
+    )
+    su.add_argument("--models", default="runs", help="models directory (default: runs)")
+    su.add_argument(
+        "--configs", default="configs/run", help="the quick configs (default: configs/run)"
+    )
+    su.add_argument(
+        "--demo-user",
+        metavar="NAME",
+        help="then create the admin user NAME if missing and print a new API key for it",
+    )
+    su.add_argument("--dry-run", action="store_true", help="print the plan only")
+    su.set_defaults(func=_setup)
 
     pt = sub.add_parser(
         "pretrain", help="pretrain a BERT encoder (MLM + NSP) or a GPT decoder (causal LM)"

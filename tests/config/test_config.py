@@ -6,11 +6,14 @@ import pytest
 
 from llmos.config import DistillConfig, FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError
+from llmos.recipes.setup import DEFAULT_STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "distill": DistillConfig}
+# configs/run: the quick configs `llmos setup` trains, pretraining and fine-tuning side by side.
+RUN_KINDS = {s.config: s.kind for s in DEFAULT_STEPS if s.config}
 # The command each directory's configs start with, and the run name it gives (from the stem).
 COMMANDS = {
     "pretrain": ("llmos pretrain --config configs/pretrain/{name}", "{stem}"),
@@ -24,13 +27,16 @@ SHIPPED = sorted((ROOT / "configs").glob("*/*.yaml"))
 
 
 def test_every_config_directory_is_known() -> None:
-    assert {p.parent.name for p in SHIPPED} == set(KINDS)
+    assert {p.parent.name for p in SHIPPED} == {*KINDS, "run"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_parse(path: Path) -> None:
     kind = path.parent.name
+    if kind == "run":
+        kind = RUN_KINDS[path.name]
     command, run_name = COMMANDS[kind]
+    command = command.replace(f"configs/{kind}/", f"configs/{path.parent.name}/")
     first = path.read_text().splitlines()[0]
     assert first == "# " + command.format(name=path.name, stem=path.stem), "starts with its command"
     cfg = load_config(KINDS[kind], path)

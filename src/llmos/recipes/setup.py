@@ -1,0 +1,300 @@
+"""Recipe: build the default model set (``llmos setup``, which ``make run`` calls).
+
+The steps, in order: the two Chinese tokenizers, the Chinese BERT, its sentiment, intent and NER
+fine-tunes, the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from it, and the
+Chinese GPT. Training steps read the quick configs of ``configs/run/`` (the defaults of
+``configs/pretrain`` and ``configs/finetune``, shortened to fit 25 minutes on a 2-core CPU) and
+write the standard run directories (``runs/bert-zh``, ...), where the server finds them by name.
+
+A step is skipped when its final output exists (a tokenizer's ``tokenizer.json``, a run's
+``checkpoint/``, an imported model's ``config.json``), whoever made it: a second run does
+nothing, and a full-size run trained later with ``configs/pretrain`` or ``configs/finetune``
+replaces a quick one and is then kept. A training step killed half-way resumes from its newest
+step checkpoint (the recipes' ``resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from llmos.errors import ConfigError, LlmosError
+from llmos.paths import data_dir, tokenizers_dir
+
+log = logging.getLogger("llmos.recipes")
+
+DEFAULT_CONFIGS = "configs/run"
+WEIGHTS = "config.json"  # present once a checkpoint directory is complete (written atomically)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing to build.
+
+    Attributes:
+        name: the tokenizer's name under ``$LLMOS_HOME/tokenizers``, or the model's directory
+            under the models directory (the name the server gives it).
+        kind: ``tokenizer``, ``pretrain``, ``finetune`` or ``import`` (``llmos convert``).
+        minutes: how long it took on the reference machine (2 cores; docs/BENCHMARKS.md).
+        config: the YAML file under the configs directory (training steps).
+        init: the step whose checkpoint a fine-tune starts from.
+        source: ``KIND:CORPUS:VOCAB`` of a tokenizer, or the packaged model an import reads.
+    """
+
+    name: str
+    kind: Literal["tokenizer", "pretrain", "finetune", "import"]
+    minutes: float
+    config: str | None = None
+    init: str | None = None
+    source: str | None = None
+
+
+# Minutes measured by `llmos setup` end to end on the reference machine (docs/BENCHMARKS.md).
+DEFAULT_STEPS: tuple[Step, ...] = (
+    Step("wordpiece-zh", "tokenizer", 0.1, source="wordpiece:zh:21128"),
+    Step("bpe-zh", "tokenizer", 0.5, source="bpe:zh:8000"),
+    Step("bert-zh", "pretrain", 5.0, config="bert-zh.yaml"),
+    Step("sentiment-zh", "finetune", 2.1, config="sentiment-zh.yaml", init="bert-zh"),
+    Step("intent-zh", "finetune", 1.7, config="intent-zh.yaml", init="bert-zh"),
+    Step("ner-zh", "finetune", 3.8, config="ner-zh.yaml", init="bert-zh"),
+    Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
+    Step("intent-en", "finetune", 2.2, config="intent-en.yaml", init="minilm"),
+    Step("gpt-zh", "pretrain", 4.6, config="gpt-zh.yaml"),
+)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step with where its output goes and whether it is already there."""
+
+    step: Step
+    output: Path
+    done: bool
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did: ``built`` False when it was skipped; ``metric`` from its report."""
+
+    step: Step
+    output: Path
+    built: bool
+    seconds: float
+    metric: str
+
+
+def output_of(step: Step, models: Path) -> Path:
+    """Where a step's final output lies; it is done when this exists."""
+    if step.kind == "tokenizer":
+        return tokenizers_dir() / step.name / "tokenizer.json"
+    if step.kind == "import":
+        return models / step.name  # an imported model is a checkpoint directory itself
+    return models / step.name / "checkpoint"
+
+
+def is_done(step: Step, output: Path) -> bool:
+    return output.is_file() if step.kind == "tokenizer" else (output / WEIGHTS).is_file()
+
+
+def plan(
+    models: str | Path,
+    configs: str | Path = DEFAULT_CONFIGS,
+    steps: tuple[Step, ...] = DEFAULT_STEPS,
+) -> list[PlannedStep]:
+    """Each step with its output and whether it is done. Fails before any work when a step to
+    build has no config file, or a fine-tune starts from a step that is not in the list."""
+    models, configs = Path(models).expanduser(), Path(configs).expanduser()
+    names = {s.name for s in steps}
+    out = []
+    for step in steps:
+        if step.init is not None and step.init not in names:
+            raise ConfigError(f"step {step.name!r} starts from {step.init!r}, which is no step")
+        output = output_of(step, models)
+        done = is_done(step, output)
+        if not done and step.config is not None and not (configs / step.config).is_file():
+            raise ConfigError(
+                f"{configs / step.config}: config file not found (run from the repository root, "
+                "or pass --configs DIR)"
+            )
+        out.append(PlannedStep(step, output, done))
+    return out
+
+
+def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
+    """One line: what will be built into ``models`` and about how long it takes."""
+    todo = [p.step for p in planned if not p.done]
+    kept = [p.step.name for p in planned if p.done]
+    if not todo:
+        return f"setup: everything is built ({', '.join(kept)}); nothing to do"
+    minutes = sum(s.minutes for s in todo)
+    line = (
+        f"setup: building {', '.join(s.name for s in todo)} into {models}/ "
+        f"(about {max(minutes, 1):.0f} min on 2 CPU cores)"
+    )
+    return line + (f"; already built: {', '.join(kept)}" if kept else "")
+
+
+def run_setup(
+    models: str | Path,
+    configs: str | Path = DEFAULT_CONFIGS,
+    steps: tuple[Step, ...] = DEFAULT_STEPS,
+) -> list[StepResult]:
+    """Build every step whose output is missing, in order; returns one result per step."""
+    models, configs = Path(models).expanduser(), Path(configs).expanduser()
+    planned = plan(models, configs, steps)
+    outputs = {p.step.name: p.output for p in planned}
+    todo = [p for p in planned if not p.done]
+    results = []
+    for p in planned:
+        step = p.step
+        if p.done:
+            results.append(StepResult(step, p.output, False, 0.0, describe(step, p.output)))
+            continue
+        n = todo.index(p) + 1
+        log.info(
+            "step %d/%d: %s (%s, about %.1f min)", n, len(todo), step.name, step.kind, step.minutes
+        )
+        start = time.perf_counter()
+        build(step, models, configs, outputs)
+        seconds = time.perf_counter() - start
+        results.append(StepResult(step, p.output, True, seconds, describe(step, p.output)))
+        log.info("step %d/%d: %s done in %s", n, len(todo), step.name, _duration(seconds))
+    return results
+
+
+def build(step: Step, models: Path, configs: Path, outputs: dict[str, Path]) -> None:
+    """Run one step (its recipe is imported here: planning needs no torch)."""
+    if step.kind == "tokenizer":
+        from llmos.text.tokenizer import train_tokenizer
+
+        kind, corpus, vocab = str(step.source).split(":")
+        files = [data_dir() / "corpus" / corpus / "train.txt"]
+        train_tokenizer(kind, files, int(vocab), tokenizers_dir() / step.name)
+    elif step.kind == "import":
+        from llmos.recipes.convert import import_hf
+
+        import_hf(str(step.source), models / step.name)
+    elif step.kind == "pretrain":
+        from llmos.config import PretrainConfig, load_config
+        from llmos.recipes.pretrain import pretrain
+
+        cfg = load_config(PretrainConfig, configs / str(step.config), _overrides(step, models))
+        _check_resumable(cfg, models / step.name, "pretrain", configs / str(step.config))
+        pretrain(cfg, resume=True)
+    else:
+        from llmos.config import FinetuneConfig, load_config
+        from llmos.recipes.finetune import finetune
+
+        extra = [f"init={json.dumps(str(outputs[step.init]))}"] if step.init else []
+        cfg = load_config(
+            FinetuneConfig, configs / str(step.config), [*_overrides(step, models), *extra]
+        )
+        _check_resumable(cfg, models / step.name, "finetune", configs / str(step.config))
+        finetune(cfg, resume=True)
+
+
+def _overrides(step: Step, models: Path) -> list[str]:
+    # JSON quoting makes any path a YAML string.
+    return [f"out_dir={json.dumps(str(models))}", f"name={step.name}"]
+
+
+def _check_resumable(cfg: Any, run_dir: Path, verb: str, config: Path) -> None:
+    """Refuse to resume another config's unfinished run (a full-size run killed half-way):
+    continuing it with the quick schedule would mix the two."""
+    from llmos.config.loader import to_dict
+
+    if not any((run_dir / "checkpoints").glob("step-*")):
+        return
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    ours = to_dict(cfg)
+    if all(saved.get(k) == ours[k] for k in ("data", "optim", "train")):
+        return
+    raise LlmosError(
+        f"{run_dir} holds an unfinished run of another config; finish it (llmos {verb} "
+        f"--config ITS_CONFIG --resume) or move it away, then run setup again (it would train "
+        f"{config})"
+    )
+
+
+def describe(step: Step, output: Path) -> str:
+    """The headline metric of a built step, from its ``report.json`` (or its size)."""
+    if step.kind == "tokenizer":
+        if not output.is_file():
+            return ""
+        vocab = json.loads(output.read_text(encoding="utf-8")).get("model", {}).get("vocab", {})
+        return f"{len(vocab):,} tokens"
+    if step.kind == "import":
+        return "imported"
+    report_path = output.parent / "report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "no report.json"
+    if step.kind == "pretrain":
+        valid = report.get("valid", {})
+        if "mlm_accuracy" in valid:
+            return (
+                f"valid MLM perplexity {valid['perplexity']:.1f} (unigram "
+                f"{report.get('unigram_perplexity', float('nan')):.1f}), MLM accuracy "
+                f"{valid['mlm_accuracy']:.1%}"
+            )
+        if "perplexity" in valid:
+            return (
+                f"valid perplexity {valid['perplexity']:.1f} (unigram "
+                f"{report.get('unigram_perplexity', float('nan')):.1f})"
+            )
+        return "no validation in report.json"
+    test = report.get("test")
+    if not test:
+        return "no test split"
+    if "per_type" in test:  # a tagger
+        return f"test span F1 {100 * test['f1']:.2f}"
+    return f"test accuracy {test['accuracy']:.2%}, macro-F1 {100 * test['macro_f1']:.2f}"
+
+
+def format_summary(results: list[StepResult]) -> str:
+    """A table: each step, built or kept, its metric and the time it took."""
+    width = max(len(r.step.name) for r in results)
+    lines = []
+    for r in results:
+        took = _duration(r.seconds) if r.built else "kept"
+        lines.append(f"  {r.step.name:<{width}}  {took:>10}  {r.metric}")
+    total = sum(r.seconds for r in results)
+    built = sum(r.built for r in results)
+    lines.append(f"setup: {built} built, {len(results) - built} kept, {_duration(total)} in all")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def demo_key(name: str = "demo", url: str | None = None) -> tuple[str, str, bool]:
+    """Make sure the admin user ``name`` exists and give it a new API key.
+
+    Keys are stored hashed, so an old one cannot be shown again: every call issues a new key
+    (older keys keep working). Returns ``(key, store url, created)``.
+    """
+    from llmos.store.db import Store
+
+    store = Store(url)
+    try:
+        user = store.user(name)
+        if user is None:
+            _, key = store.create_user(name, admin=True)
+            return key, store.url, True
+        if not user.is_admin:
+            log.warning("user %r exists and is not an admin; the demo key is a user key", name)
+        return store.create_key(user.id), store.url, False
+    finally:
+        store.close()

@@ -1,0 +1,295 @@
+"""`llmos setup`: the plan, building a chain of real steps (tokenizer -> pretrain -> fine-tune)
+on tiny configs, skipping what exists, resuming an interrupted step, and the demo user's key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmos.cli import main
+from llmos.config import FinetuneConfig, PretrainConfig, load_config
+from llmos.errors import ConfigError, LlmosError
+from llmos.recipes import setup as S
+from llmos.store.db import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A tokenizer, an encoder pretrained with it, and a classifier fine-tuned from that encoder.
+TINY_STEPS = (
+    S.Step("wordpiece-tiny", "tokenizer", 0.1, source="wordpiece:tiny:200"),
+    S.Step("tiny-bert", "pretrain", 0.2, config="tiny-bert.yaml"),
+    S.Step("tiny-cls", "finetune", 0.3, config="tiny-cls.yaml", init="tiny-bert"),
+)
+
+TINY_BERT = {
+    "name": "anything",  # setup names the run after its step
+    "model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64},
+    "data": {"corpus": "tiny", "tokenizer": "wordpiece-tiny", "max_length": 32},
+    "train": {
+        "max_steps": 4,
+        "batch_size": 8,
+        "eval_every": 2,
+        "eval_batches": 1,
+        "save_every": 2,
+        "progress": False,
+        "precision": "fp32",
+    },
+    "optim": {"warmup_steps": 1},
+}
+TINY_CLS = {
+    "name": "anything",
+    "init": "runs/tiny-bert/checkpoint",  # setup points it at the models directory
+    "data": {"dataset": "tiny-sentiment", "max_length": 32},
+    "train": {
+        "max_steps": 6,
+        "batch_size": 8,
+        "eval_every": 2,
+        "save_every": 2,
+        "progress": False,
+        "precision": "fp32",
+    },
+    "optim": {"lr": 2e-3, "warmup_steps": 1},
+    "patience": None,
+}
+
+
+def write_sentiment(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = ["text\tlabel"]
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        verb = rng.choice(["喜欢", "支持"] if label == "pos" else ["讨厌", "反对"])
+        rows.append(
+            f"{rng.choice(['我们', '老师', '学生'])}{verb}{rng.choice(['经济', '文化'])}。\t{label}"
+        )
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def write_configs(configs: Path, **changes: dict) -> Path:
+    configs.mkdir(parents=True, exist_ok=True)
+    for name, values in (("tiny-bert.yaml", TINY_BERT), ("tiny-cls.yaml", TINY_CLS)):
+        values = json.loads(json.dumps(values))
+        for section, update in changes.get(name.removesuffix(".yaml"), {}).items():
+            values[section].update(update)
+        (configs / name).write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
+    return configs
+
+
+@pytest.fixture(scope="module")
+def home(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An llmos home of its own: the tiny corpus as a prepared corpus, a tiny labelled set."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "data" / "corpus" / "tiny").mkdir(parents=True)
+    for split in ("train", "valid"):
+        shutil.copy(tiny_corpus / f"{split}.txt", home / "data" / "corpus" / "tiny")
+    tasks = home / "data" / "tasks" / "tiny-sentiment"
+    tasks.mkdir(parents=True)
+    for split, n, seed in (("train", 200, 0), ("valid", 40, 1), ("test", 40, 2)):
+        write_sentiment(tasks / f"{split}.tsv", n, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMOS_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def built(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
+    """The first run: every step built. Returns (models, configs, results)."""
+    root = tmp_path_factory.mktemp("setup")
+    configs = write_configs(root / "configs")
+    models = root / "models"
+    return models, configs, S.run_setup(models, configs, TINY_STEPS)
+
+
+@pytest.fixture()
+def copy(built: tuple[Path, Path, list], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built models directory that a test may change, and the configs."""
+    models, configs, _ = built
+    shutil.copytree(models, tmp_path / "models")
+    return tmp_path / "models", configs
+
+
+def test_plan_lists_what_is_missing_with_its_minutes(home: Path, tmp_path: Path) -> None:
+    configs = write_configs(tmp_path / "configs")
+    planned = S.plan(tmp_path / "models", configs, TINY_STEPS)
+    assert [p.done for p in planned] == [False, False, False]
+    assert planned[0].output == home / "tokenizers" / "wordpiece-tiny" / "tokenizer.json"
+    assert planned[1].output == tmp_path / "models" / "tiny-bert" / "checkpoint"
+    line = S.format_plan(planned, "models")
+    assert "\n" not in line
+    assert "building wordpiece-tiny, tiny-bert, tiny-cls into models/" in line
+    assert "(about 1 min on 2 CPU cores)" in line  # 0.1 + 0.2 + 0.3, rounded
+
+
+def test_a_missing_config_fails_before_any_work(home: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tiny-bert\.yaml: config file not found"):
+        S.plan(tmp_path / "models", tmp_path / "nowhere", TINY_STEPS)
+    bad = (S.Step("x", "finetune", 1.0, config="tiny-cls.yaml", init="missing"),)
+    with pytest.raises(ConfigError, match="starts from 'missing', which is no step"):
+        S.plan(tmp_path / "models", write_configs(tmp_path / "configs"), bad)
+
+
+def test_first_run_builds_the_chain_in_order(home: Path, built: tuple[Path, Path, list]) -> None:
+    models, _, results = built
+    assert [(r.step.name, r.built) for r in results] == [
+        ("wordpiece-tiny", True),
+        ("tiny-bert", True),
+        ("tiny-cls", True),
+    ]
+    assert (home / "tokenizers" / "wordpiece-tiny" / "tokenizer.json").is_file()
+    bert = models / "tiny-bert"
+    # The run is named after its step and trained with the tokenizer the first step made.
+    assert load_config(PretrainConfig, bert / "config.yaml").name == "tiny-bert"
+    assert (bert / "checkpoint" / "config.json").is_file()
+    task = json.loads((models / "tiny-cls" / "checkpoint" / "task.json").read_text())
+    assert task["init"] == str(bert / "checkpoint")  # fine-tuned from the model built here
+    assert results[0].metric.endswith(" tokens")
+    assert results[1].metric.startswith("valid MLM perplexity ")
+    assert results[2].metric.startswith("test accuracy ")
+    assert all(r.seconds > 0 for r in results)
+    summary = S.format_summary(results)
+    assert "setup: 3 built, 0 kept" in summary and "tiny-cls" in summary
+
+
+def test_second_run_trains_nothing(
+    built: tuple[Path, Path, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, configs, first = built
+    files = {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()}
+
+    def no_work(*args: object) -> None:
+        raise AssertionError("a finished step was built again")
+
+    monkeypatch.setattr(S, "build", no_work)
+    planned = S.plan(models, configs, TINY_STEPS)
+    assert all(p.done for p in planned)
+    assert "nothing to do" in S.format_plan(planned, models)
+    again = S.run_setup(models, configs, TINY_STEPS)
+    assert [r.built for r in again] == [False, False, False]
+    assert [r.metric for r in again] == [r.metric for r in first]  # read from report.json
+    assert "setup: 0 built, 3 kept" in S.format_summary(again)
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()} == files
+
+
+def test_an_interrupted_step_resumes(
+    built: tuple[Path, Path, list], copy: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    models, configs = copy
+    run = models / "tiny-cls"
+    # As if killed after step 4 of 6: no final checkpoint, no newer step checkpoint.
+    shutil.rmtree(run / "checkpoint")
+    shutil.rmtree(run / "checkpoints" / "step-0000006")
+    (run / "report.json").unlink()
+    with caplog.at_level(logging.INFO, logger="llmos"):
+        results = S.run_setup(models, configs, TINY_STEPS)
+    assert [r.built for r in results] == [False, False, True]
+    assert "resumed from" in caplog.text and "step-0000004" in caplog.text
+    assert (run / "checkpoint" / "config.json").is_file() and (run / "report.json").is_file()
+    assert (run / "checkpoints" / "step-0000006").is_dir()
+    weights = "checkpoint/model.safetensors"  # exact resume: the same model as the first run's
+    assert (run / weights).read_bytes() == (built[0] / "tiny-cls" / weights).read_bytes()
+
+
+def test_an_unfinished_run_of_another_config_is_left_alone(copy: tuple[Path, Path]) -> None:
+    models, _ = copy
+    run = models / "tiny-cls"
+    shutil.rmtree(run / "checkpoint")  # e.g. a full-size run killed half-way
+    other = write_configs(models.parent / "other", **{"tiny-cls": {"train": {"max_steps": 9}}})
+    with pytest.raises(LlmosError, match="holds an unfinished run of another config"):
+        S.run_setup(models, other, TINY_STEPS)
+    assert (run / "checkpoints" / "step-0000006").is_dir()  # nothing removed
+
+
+def test_an_existing_encoder_is_kept_and_fine_tuned_from(copy: tuple[Path, Path]) -> None:
+    models, configs = copy
+    shutil.rmtree(models / "tiny-cls")
+    before = (models / "tiny-bert" / "checkpoint" / "model.safetensors").read_bytes()
+    results = S.run_setup(models, configs, TINY_STEPS)
+    assert [r.built for r in results] == [False, False, True]
+    assert (models / "tiny-bert" / "checkpoint" / "model.safetensors").read_bytes() == before
+    cfg = load_config(FinetuneConfig, models / "tiny-cls" / "config.yaml")
+    assert cfg.init == str(models / "tiny-bert" / "checkpoint")
+
+
+def test_demo_key_is_new_and_works_every_time(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first, _, created = S.demo_key("demo", url)
+    second, _, created_again = S.demo_key("demo", url)
+    assert created and not created_again
+    assert first != second
+    store = Store(url)
+    try:
+        users = {store.authenticate(k).name for k in (first, second)}
+        assert users == {"demo"} and store.user("demo").is_admin
+        assert [u.name for u in store.users()] == ["demo"]
+    finally:
+        store.close()
+
+
+def fake_outputs(models: Path) -> None:
+    """Finished outputs for every default step (as a second `make run` finds them)."""
+    for step in S.DEFAULT_STEPS:
+        out = S.output_of(step, models)
+        if step.kind == "tokenizer":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"model": {"vocab": {"[PAD]": 0, "a": 1}}}))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text("{}")
+
+
+def test_cli_second_run_prints_the_summary_and_a_working_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    models = tmp_path / "runs"
+    fake_outputs(models)
+    keys = []
+    for _ in range(2):
+        assert main(["setup", "--models", str(models), "--demo-user", "demo"]) == 0
+        out = capsys.readouterr().out
+        assert "nothing to do" in out and "setup: 0 built, 9 kept" in out
+        keys.append(out.split("API key: ")[1].split()[0])
+    assert keys[0] != keys[1]
+    store = Store()
+    try:
+        assert {store.authenticate(k).name for k in keys} == {"demo"}
+    finally:
+        store.close()
+
+
+def test_cli_dry_run_prints_the_plan_only(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configs = str(ROOT / "configs" / "run")
+    assert (
+        main(["setup", "--models", str(tmp_path / "runs"), "--configs", configs, "--dry-run"]) == 0
+    )
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0 and out.startswith("setup: building wordpiece-zh, bpe-zh, bert-zh")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_default_steps_use_every_quick_config() -> None:
+    """configs/run holds exactly the default steps' configs, each fine-tune starting from the
+    step it names (so each config also runs alone from the repository root)."""
+    shipped = {p.name for p in (ROOT / "configs" / "run").glob("*.yaml")}
+    assert shipped == {s.config for s in S.DEFAULT_STEPS if s.config}
+    runs = {s.name: S.output_of(s, Path("runs")) for s in S.DEFAULT_STEPS}
+    for step in S.DEFAULT_STEPS:
+        if step.kind == "finetune":
+            cfg = load_config(FinetuneConfig, ROOT / "configs" / "run" / str(step.config))
+            assert (cfg.name, cfg.init) == (step.name, str(runs[str(step.init)]))
+        elif step.kind == "pretrain":
+            cfg = load_config(PretrainConfig, ROOT / "configs" / "run" / str(step.config))
+            assert cfg.name == step.name
+    assert S.plan(Path("runs"), ROOT / "configs" / "run")  # every config is found
