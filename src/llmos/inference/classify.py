@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,27 @@ from llmos.data.batching import pad_batch
 log = logging.getLogger("llmos.inference")
 
 
+_TRUNCATING: dict[tuple[int, int], tuple[Tokenizer, Tokenizer]] = {}
+_TRUNCATING_LOCK = threading.Lock()
+
+
+def truncating(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """A copy of ``tokenizer`` that truncates to ``max_length`` (truncation is tokenizer state,
+    so the caller's own tokenizer is left as it is). Copies are kept, a few at a time: making
+    one serializes the whole vocabulary (milliseconds), too slow for every request."""
+    key = (id(tokenizer), max_length)
+    with _TRUNCATING_LOCK:
+        hit = _TRUNCATING.get(key)
+        if hit is not None and hit[0] is tokenizer:  # the original is held, so ids stay unique
+            return hit[1]
+        tok = Tokenizer.from_str(tokenizer.to_str())
+        tok.enable_truncation(max_length, strategy="longest_first")
+        if len(_TRUNCATING) >= 32:
+            _TRUNCATING.pop(next(iter(_TRUNCATING)))
+        _TRUNCATING[key] = (tokenizer, tok)
+        return tok
+
+
 def encode_texts(
     tokenizer: Tokenizer, texts: list[str], texts_b: list[str | None] | None, max_length: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
@@ -23,8 +45,7 @@ def encode_texts(
     Returns:
         (token ids per text, token types per text, number of texts that were truncated).
     """
-    tok = Tokenizer.from_str(tokenizer.to_str())  # a copy: truncation is tokenizer state
-    tok.enable_truncation(max_length, strategy="longest_first")
+    tok = truncating(tokenizer, max_length)
     if texts_b is not None and any(b is not None for b in texts_b):
         inputs: list[Any] = [(a, b or "") for a, b in zip(texts, texts_b, strict=True)]
     else:
