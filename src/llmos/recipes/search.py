@@ -97,11 +97,19 @@ def open_index(directory: str | Path) -> tuple[VectorIndex, Pipeline, dict[str, 
         index = build_index(
             src["checkpoint"], corpus, directory, text_key=src["text_key"], id_key=src["id_key"]
         )
+    return index, Pipeline.from_checkpoint(src["checkpoint"]), read_docs(directory)
+
+
+def read_docs(directory: str | Path) -> dict[str, str]:
+    """The texts an index was built from, by id (its ``docs.jsonl``; empty when missing)."""
+    path = Path(directory) / DOCS_FILE
+    if not path.is_file():
+        return {}
     docs = {}
-    for line in (directory / "docs.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         d = json.loads(line)
         docs[d["id"]] = d["text"]
-    return index, Pipeline.from_checkpoint(src["checkpoint"]), docs
+    return docs
 
 
 def search(directory: str | Path, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:

@@ -62,12 +62,13 @@ class ModelEntry:
     size_bytes: int
     quantization: str | None
     max_length: int
+    onnx: bool = False  # run by ONNX Runtime: the graph answers its own task only
     hidden: bool = False  # an index's encoder that lives outside the models directory
 
     @property
     def capabilities(self) -> tuple[str, ...]:
         caps = CAPABILITIES[self.task]
-        if self.quantization == "onnx-int8" or (self.path / ONNX_FILE).is_file():
+        if self.onnx:
             caps = tuple(c for c in caps if c != "embed" or self.task == "embedding")
         return caps
 
@@ -132,6 +133,7 @@ def describe(name: str, path: Path, hidden: bool = False) -> ModelEntry:
         size_bytes=weights.stat().st_size,
         quantization=getattr(config, "quantization", None),
         max_length=int((task or {}).get("max_length", config.max_position)),
+        onnx=weights.name == ONNX_FILE,
         hidden=hidden,
     )
 
@@ -390,16 +392,10 @@ class Registry:
 
     @staticmethod
     def _open_index(ix: IndexEntry) -> tuple[Any, dict[str, str]]:
+        from llmos.recipes.search import read_docs
         from llmos.store.vectors import VectorIndex
 
-        index = VectorIndex.load(ix.path)
-        docs = {}
-        docs_file = ix.path / "docs.jsonl"
-        if docs_file.is_file():
-            for line in docs_file.read_text(encoding="utf-8").splitlines():
-                d = json.loads(line)
-                docs[d["id"]] = d["text"]
-        return index, docs
+        return VectorIndex.load(ix.path), read_docs(ix.path)
 
     async def _make_room(self, incoming: int, keep: str) -> None:
         while self.used_bytes + incoming > self.budget:
