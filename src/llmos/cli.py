@@ -639,6 +639,15 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--admin", action="store_true", help="may manage models and users")
     uc.set_defaults(func=_users)
     us.add_parser("list", help="list users").set_defaults(func=_users)
+    uk = us.add_parser("key", help="issue another API key to a user and print it once")
+    uk.add_argument("name")
+    uk.set_defaults(func=_users)
+    ur = us.add_parser(
+        "revoke",
+        help="revoke an API key (running servers refuse it within their --auth-cache seconds)",
+    )
+    ur.add_argument("key", help="the API key, or - to read it from standard input")
+    ur.set_defaults(func=_users)
 
     sv = sub.add_parser(
         "serve",
@@ -658,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--timeout", type=float, default=30.0, help="seconds a request may queue")
     sv.add_argument(
         "--rate-limit", type=float, default=50.0, help="requests a second per key (0 = off)"
+    )
+    sv.add_argument(
+        "--auth-cache",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="remember authenticated keys this long (0 = ask the store every request)",
     )
     sv.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES")
     sv.add_argument("--preload", nargs="*", default=[], metavar="MODEL", help="load at start")
@@ -766,7 +782,7 @@ def _add_prune_parser(compress: Any) -> None:
 
 
 def _users(args: argparse.Namespace) -> int:
-    from llmos.store.db import Store
+    from llmos.store.db import PREFIX_LENGTH, Store
 
     store = Store()
     try:
@@ -776,6 +792,18 @@ def _users(args: argparse.Namespace) -> int:
             # engine.url prints as the URL with its password masked
             print(f"created {role} {user.name!r} (id {user.id}) in {store.engine.url}")
             print(f"API key (shown once, store it now): {key}")
+        elif args.action == "key":
+            user = store.user(args.name)
+            if user is None:
+                raise LlmosError(f"no user named {args.name!r} (see `llmos users list`)")
+            print(
+                f"API key for {user.name!r} (shown once, store it now): {store.create_key(user.id)}"
+            )
+        elif args.action == "revoke":
+            key = sys.stdin.readline().strip() if args.key == "-" else args.key.strip()
+            if not store.revoke_key(key):
+                raise LlmosError("no such API key, or it is revoked already")
+            print(f"revoked the key {key[:PREFIX_LENGTH]}...")
         else:
             for u in store.users():
                 print(f"{u.id:>5}  {u.name:<30} {'admin' if u.is_admin else 'user'}")
@@ -796,6 +824,7 @@ def _serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         request_timeout_s=args.timeout,
         rate_limit=args.rate_limit,
+        auth_cache_s=args.auth_cache,
         max_body_bytes=args.max_body,
         preload=tuple(args.preload),
     )

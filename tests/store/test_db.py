@@ -4,6 +4,7 @@ isolation, UTC timestamps, and data that survives reopening."""
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import subprocess
 import sys
@@ -198,6 +199,60 @@ def test_cli_creates_users_and_prints_the_key_once(
     listed = capsys.readouterr().out
     assert "demo" in listed and "admin" in listed and key not in listed
     assert main(["users", "create", "demo"]) == 2
+
+    # Another key for the same user; revoking one leaves the other working.
+    assert main(["users", "key", "demo"]) == 0
+    second = capsys.readouterr().out.split("store it now): ")[1].strip()
+    assert second != key and Store().authenticate(second).name == "demo"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
+    assert main(["users", "revoke", "-"]) == 0
+    assert key not in capsys.readouterr().out  # only its public prefix is echoed
+    assert Store().authenticate(key) is None
+    assert Store().authenticate(second).name == "demo"
+    assert main(["users", "revoke", key]) == 2  # already revoked
+    assert "revoked already" in capsys.readouterr().err
+    assert main(["users", "key", "nobody"]) == 2
+
+
+# Each process merges its own keys into one user's profile, one key per call, from the moment
+# the test says "go": a merge that read the row before another's write lands would drop keys.
+MERGE_ON_GO = """
+import sys
+from llmos.store.db import Store
+store = Store(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+for j in range(int(sys.argv[4])):
+    store.update_profile(int(sys.argv[2]), {f"{sys.argv[3]}-{j}": j})
+store.close()
+"""
+
+
+def test_profile_merges_from_several_processes_lose_no_key(database_url: str) -> None:
+    store = Store(database_url)
+    user, _ = store.create_user("busy")
+    store.update_profile(user.id, {"kept": True})
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MERGE_ON_GO, database_url, str(user.id), f"p{i}", "25"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    want = {"kept": True} | {f"p{i}-{j}": j for i in range(4) for j in range(25)}
+    assert store.profile(user.id) == want
+    store.close()
 
 
 # --- PostgreSQL only: what several server processes sharing one database need ---------------

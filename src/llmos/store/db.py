@@ -16,11 +16,12 @@ import hmac
 import logging
 import os
 import secrets
-import threading
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Engine, create_engine, event, func, make_url, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,9 +103,6 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
-        # A profile merge reads, merges and writes its row: two at once (the server runs store
-        # calls in threads) would lose one's keys, or both insert a first row (IntegrityError).
-        self._profile_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -161,10 +159,20 @@ class Store:
         return None
 
     def authenticate(self, key: str) -> User | None:
-        """The user an API key belongs to, or None for an unknown or revoked key."""
+        """The user an API key belongs to, or None for an unknown or revoked key (one query)."""
+        if not key.startswith(KEY_PREFIX):
+            return None
+        digest = hash_key(key)
+        q = (
+            select(User, ApiKey.key_hash)
+            .join(ApiKey, ApiKey.user_id == User.id)
+            .where(ApiKey.prefix == key[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
+        )
         with self.session() as s:
-            row = self._find_key(s, key)
-            return s.get(User, row.user_id) if row is not None else None
+            for user, key_hash in s.execute(q):
+                if hmac.compare_digest(key_hash, digest):
+                    return user
+        return None
 
     def user(self, name: str) -> User | None:
         with self.session() as s:
@@ -206,16 +214,29 @@ class Store:
             return dict(row.data) if row is not None else {}
 
     def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``changes`` into the user's profile (a key set to None is removed)."""
-        with self._profile_lock, self.session.begin() as s:
-            row = s.get(Profile, user_id)
-            data = dict(row.data) if row is not None else {}
+        """Merge ``changes`` into the user's profile (a key set to None is removed).
+
+        Safe against concurrent merges from any number of threads and processes: the row is
+        first made to exist (an insert that does nothing when it does), then read under a row
+        lock (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite that first write already holds
+        the database's write lock), so no merge reads a row another is about to replace."""
+        insert = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
+        with self.session.begin() as s:
+            s.execute(
+                insert(Profile)
+                .values(user_id=user_id, data={}, updated_at=now())
+                .on_conflict_do_nothing(index_elements=[Profile.user_id])
+            )
+            row = s.scalars(
+                select(Profile)
+                .where(Profile.user_id == user_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
+            data = dict(row.data)
             data.update(changes)
             data = {k: v for k, v in data.items() if v is not None}
-            if row is None:
-                s.add(Profile(user_id=user_id, data=data))
-            else:
-                row.data, row.updated_at = data, now()
+            row.data, row.updated_at = data, now()
             return data
 
     def remember(self, user_id: int, role: str, content: str) -> None:
