@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmos.checkpoint.io import save_checkpoint
 from llmos.config.model import BertConfig, GPTConfig
@@ -186,3 +187,12 @@ def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     runner, server = start(models_dir, f"sqlite:///{db}", rate_limit=0)
     with runner:
         yield server
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """A sample of the server's ``GET /metrics`` (0 when it has not been recorded yet)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0

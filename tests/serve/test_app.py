@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +16,11 @@ import pytest
 
 import llmos
 from llmos.cli import main
+from llmos.inference.pipeline import Pipeline
 from llmos.recipes.search import search as search_index
-from serve.conftest import DOCS, Live, start
+from llmos.serve import deps
+from llmos.store.db import Store
+from serve.conftest import DOCS, Live, metric, start
 
 TEXTS = ["我们今天参观城市。", "老师讨论经济", "学生学习历史和艺术，记者介绍文化。"]
 
@@ -147,6 +152,75 @@ def test_auth_and_admin_routes(live: Live) -> None:
         assert [m["loaded"] for m in r.json()["models"] if m["name"] == "ner"] == [False]
     with live.client(carol) as c:
         assert c.get("/v1/me").json()["name"] == "carol"
+
+
+def test_a_client_leaving_a_stream_stops_the_decoding(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client reads one event and hangs up; the model's thread stops at its next piece
+    instead of decoding all 56 (each piece is slowed to 20 ms so that the hang-up lands early;
+    the model runs in this process, in the server's thread)."""
+    decoded = []
+    real_stream = Pipeline.stream
+
+    def slow_stream(self: Pipeline, prompt: str, **options: object) -> Iterator[str]:
+        for piece in real_stream(self, prompt, **options):
+            time.sleep(0.02)
+            decoded.append(piece)
+            yield piece
+
+    monkeypatch.setattr(Pipeline, "stream", slow_stream)
+    body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56, "stream": True}
+    with live.client(live.alice) as c:
+        before = metric(c, "llmos_streams_total", model="gpt", outcome="client_closed")
+        with c.stream("POST", "/v1/generate", json=body) as s:
+            first = next(line for line in s.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["text"]
+        # The next request to the model is served: its thread is free again.
+        r = c.post("/v1/generate", json={**body, "stream": False, "max_new_tokens": 2})
+        assert r.status_code == 200
+        assert metric(c, "llmos_streams_total", model="gpt", outcome="client_closed") == before + 1
+    assert len(decoded) < 56
+
+
+def test_revoked_keys_are_refused_after_the_auth_cache_expires(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Keys are revoked by another process (the CLI) straight in the store: a server with the
+    cache off refuses at once; with it on, a known key is trusted for its TTL, then refused."""
+    db_url = f"sqlite:///{tmp_path / 'db'}"
+    for ttl in (0.0, 0.5):
+        runner, server = start(models_dir, db_url, rate_limit=0, auth_cache_s=ttl)
+        with runner:
+            store = Store(db_url)
+            key = store.create_key(store.user("bob").id)
+            with server.client(key) as c:
+                assert c.get("/v1/me").status_code == 200  # looked up, and cached if ttl > 0
+                assert store.revoke_key(key)
+                if ttl:
+                    assert c.get("/v1/me").status_code == 200  # still inside its TTL
+                    time.sleep(ttl + 0.1)
+                r = c.get("/v1/me")
+                assert r.status_code == 401, ttl
+                assert r.json()["error"]["message"] == "unknown or revoked API key"
+            store.close()
+
+
+def test_key_cache_expires_forgets_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(deps.time, "monotonic", lambda: clock[0])
+    cache = deps.KeyCache(ttl=5, size=2)
+    a, b, c = (deps.Caller(i, n, False) for i, n in enumerate("abc"))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a and cache.get("b") is b
+    cache.put("c", c)  # over the size: the oldest entry goes
+    assert cache.get("a") is None and cache.get("c") is c
+    clock[0] += 5
+    assert cache.get("b") is None and cache.get("c") is None  # expired
+    off = deps.KeyCache(ttl=0)
+    off.put("a", a)
+    assert off.get("a") is None
 
 
 def test_rate_limit_per_key(models_dir: Path, tmp_path: Path) -> None:

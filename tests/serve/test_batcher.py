@@ -136,3 +136,25 @@ def test_close_serves_what_is_queued_then_refuses() -> None:
             b.submit("k", 1, 1, FAR)
 
     run(main())
+
+
+def test_a_lone_request_on_an_idle_model_does_not_wait_but_a_busy_stream_does() -> None:
+    async def main() -> Recorder:
+        rec = Recorder()
+        b = Batcher("m", rec, max_batch=8, max_wait=0.9, queue_size=100)
+        # Nothing arrived lately: no company to wait for, so it runs at once (far inside 0.9 s).
+        assert await asyncio.wait_for(b.submit("k", 1, 1, FAR), 0.6) == 2
+        # A burst: arrivals close together bring the mean gap below max_wait ...
+        await asyncio.gather(*(b.submit("k", i, 1, FAR) for i in range(10, 18)))
+        assert b.gap < b.max_wait
+        # ... so the next request waits for company, and shares its batch with it.
+        late = b.submit("k", 100, 1, FAR)
+        await asyncio.sleep(0.3)
+        assert not late.done()
+        company = b.submit("k", 101, 1, FAR)
+        assert await asyncio.gather(late, company) == [200, 202]
+        await b.close()
+        return rec
+
+    rec = run(main())
+    assert [p for _, p in rec.batches] == [[1], list(range(10, 18)), [100, 101]]

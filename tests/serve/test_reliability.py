@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 import llmos
 from llmos.serve import schemas as s
 from llmos.serve.app import create_app
-from serve.conftest import DOCS, NER_LABELS, Live, start
+from serve.conftest import DOCS, NER_LABELS, Live, metric, start
 
 MODELS = ["cls", "emb", "gpt", "mlm", "ner"]  # what conftest.build_models writes
 CLS = {"model": "cls", "texts": ["今天天气很好。"]}
@@ -57,15 +57,6 @@ def assert_error(r: httpx.Response, status: int, type: str, *words: str) -> str:
     for word in words:
         assert word in message, (word, message)
     return message
-
-
-def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """A sample of the server's ``GET /metrics`` (0 when it has not been recorded yet)."""
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return 0.0
 
 
 # --- 1. a restart keeps users, keys and their data ------------------------------------------
@@ -815,3 +806,32 @@ def test_client_that_gives_up_does_not_break_the_server(patient: Live) -> None:
         assert metric(c, "llmos_batch_size_count", model="cls") == batches + 1
         assert metric(c, "llmos_batch_size_sum", model="cls") == texts + 2
         assert c.get("/readyz").status_code == 200
+
+
+def test_unloading_a_model_serves_its_queued_requests_first(
+    patient: Live, models_dir: Path
+) -> None:
+    """A lone request waits (up to a minute) for company when an admin unloads its model: it is
+    answered, not dropped, and the model loads again for the next request."""
+    with (
+        patient.client(patient.alice, timeout=60) as c,
+        patient.client(patient.admin, timeout=60) as admin,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        assert admin.post("/v1/models/load", json={"model": "cls"}).status_code == 200
+        queued = metric(c, "llmos_queue_depth", model="cls")
+        waiting = pool.submit(c.post, "/v1/classify", json=CLS)
+        for _ in range(1500):
+            if metric(c, "llmos_queue_depth", model="cls") > queued:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the request never queued")
+        r = admin.post("/v1/models/unload", json={"model": "cls"})
+        assert r.status_code == 200
+        assert [m["loaded"] for m in r.json()["models"] if m["name"] == "cls"] == [False]
+        answer = waiting.result(timeout=60)
+        assert answer.status_code == 200, answer.text
+        want = llmos.load(models_dir / "cls" / "checkpoint").classify(CLS["texts"])
+        assert answer.json()["results"][0]["label"] == want[0]["label"]
+        assert c.post("/v1/classify", json=PAIR).status_code == 200  # loaded again

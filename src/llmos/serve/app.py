@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmos import __version__
 from llmos.errors import LlmosError
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
-from llmos.serve.deps import ApiError, RateLimiter, Server
+from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry, UnknownModel
 from llmos.serve.routes import inference, models, users
@@ -215,7 +215,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         for name in settings.preload:
             await registry.get(name)
         limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        srv = Server(settings, db, registry, metrics, limiter)
+        srv = Server(settings, db, registry, metrics, limiter, KeyCache(settings.auth_cache_s))
         app.state.server = srv
         srv.ready = True
         try:

@@ -26,6 +26,10 @@ from typing import Any
 
 log = logging.getLogger("llmos.serve")
 
+# The arrival gaps' running mean: each new gap's weight, and the most one gap counts for.
+GAP_WEIGHT = 0.3
+MAX_GAP = 1.0
+
 
 class QueueFull(Exception):
     """The model's queue is full; ``retry_after`` seconds is a fair wait before trying again."""
@@ -92,6 +96,11 @@ class Batcher:
         self.queue: collections.deque[Request] = collections.deque()
         self.closed = False
         self.batch_seconds = 0.05  # running mean of one batch's duration, for Retry-After
+        # Running mean of the seconds between arrivals (each gap counted up to MAX_GAP): the
+        # worker waits for company only while it is below max_wait. It starts at MAX_GAP, so a
+        # first lone request is not held unless max_wait is longer than that.
+        self.gap = MAX_GAP
+        self._last_arrival = time.monotonic() - MAX_GAP
         # One thread per model: a model never runs two batches at once, and the event loop
         # stays free while it computes.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"llmos-{name}")
@@ -114,7 +123,11 @@ class Batcher:
         if len(self.queue) >= self.queue_size:
             raise QueueFull(self.name, self.retry_after())
         future = asyncio.get_running_loop().create_future()
-        self.queue.append(Request(key, payload, max(1, size), deadline, future))
+        request = Request(key, payload, max(1, size), deadline, future)
+        gap = min(request.enqueued - self._last_arrival, MAX_GAP)
+        self.gap += GAP_WEIGHT * (gap - self.gap)
+        self._last_arrival = request.enqueued
+        self.queue.append(request)
         self._wake.set()
         return future
 
@@ -169,8 +182,12 @@ class Batcher:
                 continue
             head = self.queue[0]
             # Wait for company until the batch is full or the oldest request has waited enough
-            # (or reached its deadline, which may come sooner).
-            while not self.closed and self._companions(head.key) < self.max_batch:
+            # (or reached its deadline, which may come sooner), if company is likely to come.
+            while (
+                not self.closed
+                and self.gap < self.max_wait
+                and self._companions(head.key) < self.max_batch
+            ):
                 wake_at = min(head.enqueued + self.max_wait, head.deadline)
                 remaining = wake_at - time.monotonic()
                 if remaining <= 0 or head.future.done():

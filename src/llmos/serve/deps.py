@@ -56,6 +56,46 @@ class RateLimiter:
 
 
 @dataclass
+class Caller:
+    """The authenticated user of a request."""
+
+    id: int
+    name: str
+    is_admin: bool
+
+
+class KeyCache:
+    """Recently authenticated API keys, by their SHA-256, for ``ttl`` seconds: a busy client
+    costs the store one lookup every ``ttl`` seconds instead of one per request. Only known
+    keys are kept (an unknown key is looked up every time), at most ``size`` of them. A key
+    revoked elsewhere (``llmos users revoke``, another server process) is refused by this
+    server at most ``ttl`` seconds later; ``ttl`` 0 turns the cache off."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self.entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, digest: str) -> Caller | None:
+        hit = self.entries.get(digest)
+        if hit is None:
+            return None
+        if time.monotonic() >= hit[1]:
+            del self.entries[digest]
+            return None
+        return hit[0]
+
+    def put(self, digest: str, user: Caller) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self.entries) >= self.size:  # the oldest entry goes (dicts keep insertion order)
+            del self.entries[next(iter(self.entries))]
+        self.entries[digest] = (user, time.monotonic() + self.ttl)
+
+    def forget(self, digest: str) -> None:
+        self.entries.pop(digest, None)
+
+
+@dataclass
 class Server:
     """The state of one running app (``app.state.server``)."""
 
@@ -64,17 +104,9 @@ class Server:
     registry: Registry
     metrics: Metrics
     limiter: RateLimiter
+    keys: KeyCache
     started: float = field(default_factory=time.time)
     ready: bool = False
-
-
-@dataclass
-class Caller:
-    """The authenticated user of a request."""
-
-    id: int
-    name: str
-    is_admin: bool
 
 
 def server(request: Request) -> Server:
@@ -96,17 +128,22 @@ async def caller(request: Request) -> Caller:
             {"WWW-Authenticate": "Bearer"},
         )
     key = key.strip()
-    user = await run_in_threadpool(srv.store.authenticate, key)
-    if user is None:
-        raise ApiError(
-            401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
-        )
+    digest = hash_key(key)
+    who = srv.keys.get(digest)
+    if who is None:
+        user = await run_in_threadpool(srv.store.authenticate, key)
+        if user is None:
+            raise ApiError(
+                401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
+            )
+        who = Caller(user.id, user.name, user.is_admin)
+        srv.keys.put(digest, who)
     try:
-        srv.limiter.check(hash_key(key))
+        srv.limiter.check(digest)
     except ApiError:
         srv.metrics.rejected.labels("rate_limit").inc()
         raise
-    return Caller(user.id, user.name, user.is_admin)
+    return who
 
 
 async def admin(user: Annotated[Caller, Depends(caller)]) -> Caller:

@@ -63,6 +63,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.streams = Counter(
+            "llmos_streams",
+            "streamed generations by how they ended: done, client_closed (decoding stopped "
+            "early) or error",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.models_loaded = Gauge("llmos_models_loaded", "models in memory", registry=r)
         self.model_bytes = Gauge(
             "llmos_model_memory_bytes", "bytes of the loaded models' weights", registry=r

@@ -227,11 +227,18 @@ def run_batch(pipe: Any, indexes: dict[str, Any], key: Hashable, payloads: list[
     if op == "stream":
         (p,) = payloads
         pieces = []
-        for piece in pipe.stream(p["prompt"], raw=p["raw"], **p["options"]):
-            if p["cancelled"].is_set():
-                break
-            pieces.append(piece)
-            p["emit"](piece)
+        outcome = "error"
+        try:
+            for piece in pipe.stream(p["prompt"], raw=p["raw"], **p["options"]):
+                if p["cancelled"].is_set():  # the client went away: stop decoding
+                    outcome = "client_closed"
+                    break
+                pieces.append(piece)
+                p["emit"](piece)
+            else:
+                outcome = "done"
+        finally:
+            p["ended"](outcome)
         return ["".join(pieces)]
     if op == "search":
         index, docs = indexes[key[1]]

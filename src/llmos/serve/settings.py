@@ -30,6 +30,9 @@ class ServeSettings:
             ask for less with the ``X-Request-Timeout`` header, in seconds).
         rate_limit: requests per second per API key (a token bucket of ``rate_burst``);
             0 turns it off.
+        auth_cache_s: how long an authenticated API key is remembered (the store is asked
+            again after it; a key revoked meanwhile by another process works until then);
+            0 asks the store on every request.
         max_body_bytes: larger request bodies are refused with 413.
         max_texts: texts per request.
         max_chars: characters per text (prompts included).
@@ -46,6 +49,7 @@ class ServeSettings:
     request_timeout_s: float = 30.0
     rate_limit: float = 50.0
     rate_burst: int = 100
+    auth_cache_s: float = 5.0
     max_body_bytes: int = 1 << 20
     max_texts: int = 256
     max_chars: int = 4000
@@ -62,6 +66,7 @@ class ServeSettings:
             "request_timeout_s": self.request_timeout_s > 0,
             "rate_limit": self.rate_limit >= 0,
             "rate_burst": self.rate_burst >= 1,
+            "auth_cache_s": self.auth_cache_s >= 0,
             "max_body_bytes": self.max_body_bytes >= 1024,
             "max_texts": self.max_texts >= 1,
             "max_chars": self.max_chars >= 1,

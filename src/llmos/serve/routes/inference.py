@@ -165,6 +165,7 @@ async def _stream(
         "options": options,
         "emit": emit,
         "cancelled": cancelled,
+        "ended": lambda outcome: srv.metrics.streams.labels(body.model, outcome).inc(),
     }
     future = loaded.batcher.submit(("stream", next(_unique)), payload, 1, deadline(request, srv))
     future.add_done_callback(lambda _: pieces.put_nowait(None))
