@@ -2,34 +2,10 @@
 // ctx.reload() fetches it again. Every API failure lands in the alert region (ui.busy).
 
 import { ApiError, call, events } from "./api.js";
-import { bar, busy, colour, field, h, lines, modelPicker, percent } from "./ui.js";
-
-const mb = (bytes) => (bytes / 2 ** 20).toFixed(1);
-const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
-
-function page(title, intro, ...children) {
-  return h("div", {}, h("h1", {}, title), intro && h("p", { class: "muted" }, intro), ...children);
-}
+import { bar, colour, field, form, h, lines, mb, modelPicker, page, percent, plural } from "./ui.js";
 
 function noModel(title, capability) {
   return page(title, null, h("p", { class: "panel" }, `No model on this server answers /v1/${capability}.`));
-}
-
-/** A form whose submit button runs `action` (errors go to the alert region). */
-function form(label, action, ...fields) {
-  const button = h("button", { type: "submit" }, label);
-  return h(
-    "form",
-    {
-      class: "panel",
-      onsubmit: (e) => {
-        e.preventDefault();
-        busy(button, action);
-      },
-    },
-    ...fields,
-    h("div", {}, button),
-  );
 }
 
 // --- models ---------------------------------------------------------------------------------
