@@ -176,6 +176,46 @@ def test_classify_shows_the_api_probabilities(
 
 
 @pytest.mark.browser
+def test_classify_sends_the_second_texts_of_sentence_pairs(
+    browser: Any, live: Live, api: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    texts, seconds = DOCS[:2], DOCS[2:4]
+    page = open_console(browser, live, live.alice)
+    go(page, "classify")
+    page.fill("#texts", "\n".join(texts))
+    page.fill("#texts-b", "\n".join(seconds))
+    body = {"model": "cls", "texts": texts}
+    # the random tiny classifier scores pairs and single texts only ~1e-5 apart: the request
+    # itself shows what was classified
+    with page.expect_request("**/v1/classify") as sent:
+        page.get_by_role("button", name="Classify").click()
+    assert sent.value.post_data_json == {**body, "texts_b": seconds}
+    cards = page.locator("#results .result")
+    expect(cards).to_have_count(len(texts))
+    pairs = api.post("/v1/classify", json={**body, "texts_b": seconds}).json()["results"]
+    for i, w in enumerate(pairs):
+        assert cards.nth(i).locator(".text").text_content() == texts[i]
+        assert cards.nth(i).locator(".text-b").text_content() == seconds[i]
+        assert_bars(bars(cards.nth(i)), sorted(w["scores"].items(), key=lambda kv: -kv[1]))
+
+    page.fill("#texts-b", seconds[0])  # one second text for two texts
+    page.get_by_role("button", name="Classify").click()
+    expect_alert(page, error_of(api, "/v1/classify", {**body, "texts_b": seconds[:1]}))
+
+    page.fill("#texts-b", "")  # no second texts: single-text classification again
+    with page.expect_request("**/v1/classify") as sent:
+        page.get_by_role("button", name="Classify").click()
+    assert sent.value.post_data_json == body
+    expect(cards).to_have_count(len(texts))
+    expect(page.locator("#results .text-b")).to_have_count(0)
+    singles = api.post("/v1/classify", json=body).json()["results"]
+    for i, w in enumerate(singles):
+        assert_bars(bars(cards.nth(i)), sorted(w["scores"].items(), key=lambda kv: -kv[1]))
+
+
+@pytest.mark.browser
 def test_tag_highlights_the_api_spans(
     browser: Any, live: Live, api: httpx.Client, screenshots: Path
 ) -> None:

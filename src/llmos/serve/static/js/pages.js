@@ -92,21 +92,40 @@ export function classify({ catalog }) {
     id: "texts",
     placeholder: "One text per line, e.g. 这家酒店的服务很好，下次还会再来。",
   });
+  const textsB = h("textarea", {
+    id: "texts-b",
+    placeholder: "Sentence-pair models: the second text of each text above, one per line, in the same order",
+  });
   const out = h("div", { id: "results" });
   const run = async () => {
     out.replaceChildren();
     const list = lines(texts.value);
-    const { results } = await call("POST", "/v1/classify", { model: picker.value, texts: list });
+    const body = { model: picker.value, texts: list };
+    const seconds = lines(textsB.value);
+    if (seconds.length) body.texts_b = seconds; // the server checks that there is one per text
+    const { results } = await call("POST", "/v1/classify", body);
     out.replaceChildren(
       ...results.map((r, i) =>
-        h("div", { class: "result" }, h("p", { class: "text" }, list[i]), ranked(r.scores)),
+        h(
+          "div",
+          { class: "result" },
+          h("p", { class: "text" }, list[i]),
+          body.texts_b && h("p", { class: "text-b" }, body.texts_b[i]),
+          ranked(r.scores),
+        ),
       ),
     );
   };
   return page(
     "Classify",
-    "Labels with their probabilities, best first.",
-    form("Classify", run, field("model", picker), field("texts", texts, "wide")),
+    "Labels with their probabilities, best first. Sentence-pair models take a second text per text.",
+    form(
+      "Classify",
+      run,
+      field("model", picker),
+      field("texts", texts, "wide"),
+      field("second texts (sentence pairs; empty: single texts)", textsB, "wide"),
+    ),
     out,
   );
 }
