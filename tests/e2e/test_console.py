@@ -305,6 +305,36 @@ def test_generate_streams_the_greedy_text(
 
 
 @pytest.mark.browser
+def test_generate_with_beams_shows_the_beam_search_text(
+    browser: Any, live: Live, api: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.alice)
+    go(page, "generate")
+    page.select_option("#strategy", "sample")
+    expect(page.locator("#num-beams")).to_be_disabled()  # beam search is greedy only
+    page.select_option("#strategy", "greedy")
+    page.fill("#prompt", "老师昨天")
+    page.fill("#max-new-tokens", "10")
+    page.fill("#num-beams", "3")
+    with page.expect_request("**/v1/generate") as sent:
+        page.get_by_role("button", name="Generate").click()
+    body = {"model": "gpt", "prompt": "老师昨天", "max_new_tokens": 10, "num_beams": 3}
+    # a plain JSON request: the server streams one sequence only
+    options = {"strategy": "greedy", "repetition_penalty": 1, "stop": [], "raw": False}
+    assert sent.value.post_data_json == {**body, **options, "stream": False}
+    expect(page.locator("#status")).to_contain_text("beam search over 3 beams", timeout=30_000)
+    want = api.post("/v1/generate", json=body).json()["text"]
+    assert want and page.locator("#generated").text_content() == want
+
+    page.fill("#num-beams", "17")
+    page.get_by_role("button", name="Generate").click()
+    expect_alert(page, error_of(api, "/v1/generate", {**body, "num_beams": 17}))
+    expect(page.locator("#status")).to_have_text("failed")
+
+
+@pytest.mark.browser
 def test_search_and_embed_show_the_api_scores(
     browser: Any, live: Live, api: httpx.Client, screenshots: Path
 ) -> None:

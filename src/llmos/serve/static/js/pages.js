@@ -244,12 +244,17 @@ export function generate({ catalog }) {
     top_k: num("top-k", 0, 1),
     top_p: num("top-p", 1.0, "any"),
     repetition_penalty: num("repetition-penalty", 1.0, "any"),
+    num_beams: h("input", { id: "num-beams", type: "number", min: 1, value: 1, step: 1 }),
     seed: h("input", { id: "seed", type: "number", placeholder: "none" }),
   };
   const stop = h("input", { id: "stop", placeholder: "e.g. 。|\\n (separated by |)" });
   const raw = h("input", { id: "raw", type: "checkbox" });
   const sampling = [controls.temperature, controls.top_k, controls.top_p, controls.seed];
-  const sync = () => sampling.forEach((x) => (x.disabled = controls.strategy.value === "greedy"));
+  const sync = () => {
+    const greedy = controls.strategy.value === "greedy";
+    sampling.forEach((x) => (x.disabled = greedy));
+    controls.num_beams.disabled = !greedy; // beam search is greedy only
+  };
   controls.strategy.addEventListener("change", sync);
   sync();
   const output = h("div", { class: "output", id: "output" });
@@ -262,14 +267,19 @@ export function generate({ catalog }) {
   );
 
   const run = async () => {
-    const body = { model: picker.value, prompt: prompt.value, stream: true, raw: raw.checked };
+    const body = { model: picker.value, prompt: prompt.value, raw: raw.checked };
     body.max_new_tokens = Number(controls.max_new_tokens.value);
     body.strategy = controls.strategy.value;
     body.repetition_penalty = Number(controls.repetition_penalty.value);
     if (body.strategy === "sample") {
       for (const name of ["temperature", "top_k", "top_p"]) body[name] = Number(controls[name].value);
       if (controls.seed.value !== "") body.seed = Number(controls.seed.value);
+    } else if (controls.num_beams.value !== "1") {
+      body.num_beams = Number(controls.num_beams.value); // the server checks the range
     }
+    // A stream decodes one sequence (the server refuses num_beams > 1 with stream), so beam
+    // search is one JSON answer, shown whole.
+    body.stream = body.num_beams === undefined;
     body.stop = stop.value
       .split("|")
       .filter(Boolean)
@@ -285,15 +295,21 @@ export function generate({ catalog }) {
     cancel.disabled = false;
     const started = performance.now();
     try {
-      let done = false;
-      for await (const { event, data } of events("/v1/generate", body, { signal: controller.signal })) {
-        if (event === "error") throw new ApiError(0, data.type, data.message);
-        if ((done = event === "done")) break;
-        text.textContent += data.text;
+      const signal = controller.signal;
+      if (body.stream) {
+        let done = false;
+        for await (const { event, data } of events("/v1/generate", body, { signal })) {
+          if (event === "error") throw new ApiError(0, data.type, data.message);
+          if ((done = event === "done")) break;
+          text.textContent += data.text;
+        }
+        if (!done) throw new ApiError(0, "network", "The stream ended before the answer was complete.");
+      } else {
+        text.textContent = (await call("POST", "/v1/generate", body, { signal })).text;
       }
-      if (!done) throw new ApiError(0, "network", "The stream ended before the answer was complete.");
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
-      status.textContent = `done: ${Array.from(text.textContent).length} characters in ${seconds} s`;
+      const how = body.stream ? "" : `, beam search over ${plural(body.num_beams, "beam")}`;
+      status.textContent = `done: ${Array.from(text.textContent).length} characters in ${seconds} s${how}`;
     } catch (e) {
       status.textContent = e.name === "AbortError" ? "stopped" : "failed";
       throw e;
@@ -304,7 +320,8 @@ export function generate({ catalog }) {
   };
   return page(
     "Generate",
-    "The text streams in as it decodes (server-sent events). Sampling options apply to strategy sample.",
+    "The text streams in as it decodes (server-sent events). Sampling options apply to strategy " +
+      "sample; num beams above 1 (greedy, at most 16) is beam search, shown whole when it ends.",
     form(
       "Generate",
       run,
