@@ -389,6 +389,67 @@ def test_profile_page_reads_and_writes_the_callers_profile(
     page.screenshot(path=screenshots / "console-profile.png")
 
 
+def cells(rows: Any) -> list[list[str]]:
+    """The text of each cell of each table row under ``rows``."""
+    return rows.evaluate_all("rs => rs.map(r => Array.from(r.cells, c => c.textContent))")
+
+
+def when(iso: str) -> str:
+    return iso[:19].replace("T", " ")
+
+
+@pytest.mark.browser
+def test_profile_page_shows_and_appends_memory_and_events(browser: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    with live.client(live.admin) as admin:  # a user of its own: nothing remembered yet
+        key = admin.post("/v1/users", json={"name": "dora"}).json()["api_key"]
+    with live.client(key) as dora:
+        dora.post("/v1/me/memory", json={"role": "user", "content": "我下周想去北京。"})
+        page = open_console(browser, live, key)
+        go(page, "profile")
+        expect(page.locator("#memory tr")).to_have_count(1)
+        page.select_option("#memory-role", "assistant")
+        page.fill("#memory-content", "可以住在王府井附近。")
+        page.get_by_role("button", name="Remember").click()
+        expect(page.locator("#memory tr")).to_have_count(2)
+        memory = dora.get("/v1/me/memory").json()["memory"]
+        assert [(m["role"], m["content"]) for m in memory] == [
+            ("user", "我下周想去北京。"),
+            ("assistant", "可以住在王府井附近。"),
+        ]
+        assert cells(page.locator("#memory tr")) == [
+            [when(m["created_at"]), m["role"], m["content"]] for m in memory
+        ]
+        assert page.locator("#memory-content").input_value() == ""
+
+        page.fill("#event-kind", "rating")
+        page.fill("#event-item", "酒店")
+        page.fill("#event-value", "4.5")
+        page.get_by_role("button", name="Record").click()
+        expect(page.locator("#events tr")).to_have_count(1)
+        (event,) = dora.get("/v1/me/events").json()["events"]
+        assert (event["kind"], event["item"], event["text"], event["value"]) == (
+            "rating",
+            "酒店",
+            None,
+            4.5,
+        )
+        assert cells(page.locator("#events tr")) == [
+            [when(event["created_at"]), "rating", "酒店", "", "4.5"]
+        ]
+
+        page.fill("#event-kind", "")
+        page.get_by_role("button", name="Record").click()
+        expect_alert(
+            page, error_of(dora, "/v1/me/events", {"kind": "", "item": "酒店", "value": 4.5})
+        )
+        page.get_by_role("button", name="Remember").click()  # an empty message
+        expect_alert(page, error_of(dora, "/v1/me/memory", {"role": "assistant", "content": ""}))
+        assert len(dora.get("/v1/me/memory").json()["memory"]) == 2
+    assert page.script_errors == []
+
+
 @pytest.mark.browser
 def test_failures_never_leave_a_blank_page(browser: Any, live: Live) -> None:
     from playwright.sync_api import expect

@@ -4,6 +4,7 @@
 import { call, key } from "./api.js";
 import { busy, clearError, field, h, showError } from "./ui.js";
 import * as pages from "./pages.js";
+import { profile } from "./profile.js";
 
 const routes = {
   models: ["Models", pages.models],
@@ -12,7 +13,7 @@ const routes = {
   "fill-mask": ["Fill-mask", pages.fillMask],
   generate: ["Generate", pages.generate],
   search: ["Embed & search", pages.search],
-  profile: ["Profile", pages.profile],
+  profile: ["Profile", profile],
 };
 
 const state = { user: null, catalog: null };
