@@ -71,7 +71,8 @@ export async function profile() {
 
   return page(
     "Profile",
-    "Your own profile, conversation memory and newest events (/v1/me/profile, /v1/me/memory, /v1/me/events).",
+    "Your own profile, conversation memory and newest events " +
+      "(/v1/me/profile, /v1/me/memory, /v1/me/events).",
     shown,
     form("Set", patch, field("key", name), field("value (JSON or text)", value)),
     h("h2", {}, "Conversation memory"),
