@@ -451,6 +451,80 @@ def test_profile_page_shows_and_appends_memory_and_events(browser: Any, live: Li
 
 
 @pytest.mark.browser
+def test_admin_page_lists_and_creates_users_and_loads_models(
+    browser: Any, live: Live, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    with live.client(live.admin) as admin:
+        admin.post("/v1/models/unload", json={"model": "ner"})  # a known state to start from
+        page = open_console(browser, live, live.admin)
+        expect(page.locator("#who")).to_have_text("Signed in as admin (admin)")
+        go(page, "admin")
+        users = admin.get("/v1/users").json()
+        expect(page.locator("#users tr")).to_have_count(len(users))
+        assert cells(page.locator("#users tr")) == [
+            [str(u["id"]), u["name"], "yes" if u["is_admin"] else "no"] for u in users
+        ]
+
+        page.fill("#user-name", "carol")
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#users tr")).to_have_count(len(users) + 1)
+        with live.client(page.locator("#new-key").text_content()) as carol:
+            me = carol.get("/v1/me").json()  # the key shown is carol's, and it works
+        assert me["name"] == "carol" and not me["is_admin"]
+        assert cells(page.locator("#users tr[data-user=carol]")) == [[str(me["id"]), "carol", "no"]]
+        page.screenshot(path=screenshots / "console-admin.png", full_page=True)
+
+        page.fill("#user-name", "carol")  # taken: the server's 409, and the old key is gone
+        page.get_by_role("button", name="Create").click()
+        expect_alert(page, error_of(admin, "/v1/users", {"name": "carol"}))
+        expect(page.locator("#created")).to_be_hidden()
+
+        def loaded() -> dict[str, bool]:
+            return {m["name"]: m["loaded"] for m in admin.get("/v1/models").json()["models"]}
+
+        ner = page.locator("#admin-models tr[data-model=ner]")
+        expect(ner.locator("td").nth(3)).to_have_text("no")
+        ner.get_by_role("button", name="Load").click()
+        expect(ner.locator("td").nth(3)).to_have_text("yes")
+        assert loaded()["ner"]
+        models = admin.get("/v1/models").json()["models"]
+        assert cells(page.locator("#admin-models tr")) == [
+            [
+                m["name"],
+                m["task"],
+                f"{m['size_bytes'] / 2**20:.1f}",
+                "yes" if m["loaded"] else "no",
+                "Unload" if m["loaded"] else "Load",
+            ]
+            for m in models
+        ]
+        ner.get_by_role("button", name="Unload").click()
+        expect(ner.locator("td").nth(3)).to_have_text("no")
+        assert not loaded()["ner"]
+
+
+@pytest.mark.browser
+def test_admin_page_is_for_admins_only(browser: Any, live: Live, api: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.admin)
+    expect(page.locator("#nav-admin")).to_be_visible()
+    page.click("#sign-out")
+    page.fill("#api-key", live.alice)
+    page.click("#sign-in")
+    expect(page.locator("#who")).to_have_text("Signed in as alice")
+    expect(page.locator("#nav-admin")).to_be_hidden()
+    page.goto(live.url + "/#/admin")  # typed by hand: the server refuses every call of the page
+    expect_alert(page, api.get("/v1/users").json()["error"]["message"])
+    expect(page.locator("#page")).to_contain_text("could not be shown")
+    expect(page.locator("#users")).to_have_count(0)
+    assert api.post("/v1/models/load", json={"model": "ner"}).status_code == 403
+    assert page.script_errors == []
+
+
+@pytest.mark.browser
 def test_failures_never_leave_a_blank_page(browser: Any, live: Live) -> None:
     from playwright.sync_api import expect
 
