@@ -176,6 +176,46 @@ def test_classify_shows_the_api_probabilities(
 
 
 @pytest.mark.browser
+def test_classify_sends_the_second_texts_of_sentence_pairs(
+    browser: Any, live: Live, api: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    texts, seconds = DOCS[:2], DOCS[2:4]
+    page = open_console(browser, live, live.alice)
+    go(page, "classify")
+    page.fill("#texts", "\n".join(texts))
+    page.fill("#texts-b", "\n".join(seconds))
+    body = {"model": "cls", "texts": texts}
+    # the random tiny classifier scores pairs and single texts only ~1e-5 apart: the request
+    # itself shows what was classified
+    with page.expect_request("**/v1/classify") as sent:
+        page.get_by_role("button", name="Classify").click()
+    assert sent.value.post_data_json == {**body, "texts_b": seconds}
+    cards = page.locator("#results .result")
+    expect(cards).to_have_count(len(texts))
+    pairs = api.post("/v1/classify", json={**body, "texts_b": seconds}).json()["results"]
+    for i, w in enumerate(pairs):
+        assert cards.nth(i).locator(".text").text_content() == texts[i]
+        assert cards.nth(i).locator(".text-b").text_content() == seconds[i]
+        assert_bars(bars(cards.nth(i)), sorted(w["scores"].items(), key=lambda kv: -kv[1]))
+
+    page.fill("#texts-b", seconds[0])  # one second text for two texts
+    page.get_by_role("button", name="Classify").click()
+    expect_alert(page, error_of(api, "/v1/classify", {**body, "texts_b": seconds[:1]}))
+
+    page.fill("#texts-b", "")  # no second texts: single-text classification again
+    with page.expect_request("**/v1/classify") as sent:
+        page.get_by_role("button", name="Classify").click()
+    assert sent.value.post_data_json == body
+    expect(cards).to_have_count(len(texts))
+    expect(page.locator("#results .text-b")).to_have_count(0)
+    singles = api.post("/v1/classify", json=body).json()["results"]
+    for i, w in enumerate(singles):
+        assert_bars(bars(cards.nth(i)), sorted(w["scores"].items(), key=lambda kv: -kv[1]))
+
+
+@pytest.mark.browser
 def test_tag_highlights_the_api_spans(
     browser: Any, live: Live, api: httpx.Client, screenshots: Path
 ) -> None:
@@ -265,6 +305,36 @@ def test_generate_streams_the_greedy_text(
 
 
 @pytest.mark.browser
+def test_generate_with_beams_shows_the_beam_search_text(
+    browser: Any, live: Live, api: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.alice)
+    go(page, "generate")
+    page.select_option("#strategy", "sample")
+    expect(page.locator("#num-beams")).to_be_disabled()  # beam search is greedy only
+    page.select_option("#strategy", "greedy")
+    page.fill("#prompt", "老师昨天")
+    page.fill("#max-new-tokens", "10")
+    page.fill("#num-beams", "3")
+    with page.expect_request("**/v1/generate") as sent:
+        page.get_by_role("button", name="Generate").click()
+    body = {"model": "gpt", "prompt": "老师昨天", "max_new_tokens": 10, "num_beams": 3}
+    # a plain JSON request: the server streams one sequence only
+    options = {"strategy": "greedy", "repetition_penalty": 1, "stop": [], "raw": False}
+    assert sent.value.post_data_json == {**body, **options, "stream": False}
+    expect(page.locator("#status")).to_contain_text("beam search over 3 beams", timeout=30_000)
+    want = api.post("/v1/generate", json=body).json()["text"]
+    assert want and page.locator("#generated").text_content() == want
+
+    page.fill("#num-beams", "17")
+    page.get_by_role("button", name="Generate").click()
+    expect_alert(page, error_of(api, "/v1/generate", {**body, "num_beams": 17}))
+    expect(page.locator("#status")).to_have_text("failed")
+
+
+@pytest.mark.browser
 def test_search_and_embed_show_the_api_scores(
     browser: Any, live: Live, api: httpx.Client, screenshots: Path
 ) -> None:
@@ -317,6 +387,141 @@ def test_profile_page_reads_and_writes_the_callers_profile(
         expect(page.locator("#events tr")).to_have_count(1)
         assert page.locator("#events td").all_text_contents()[1:] == ["rating", "酒店", "", "4.5"]
     page.screenshot(path=screenshots / "console-profile.png")
+
+
+def cells(rows: Any) -> list[list[str]]:
+    """The text of each cell of each table row under ``rows``."""
+    return rows.evaluate_all("rs => rs.map(r => Array.from(r.cells, c => c.textContent))")
+
+
+def when(iso: str) -> str:
+    return iso[:19].replace("T", " ")
+
+
+@pytest.mark.browser
+def test_profile_page_shows_and_appends_memory_and_events(browser: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    with live.client(live.admin) as admin:  # a user of its own: nothing remembered yet
+        key = admin.post("/v1/users", json={"name": "dora"}).json()["api_key"]
+    with live.client(key) as dora:
+        dora.post("/v1/me/memory", json={"role": "user", "content": "我下周想去北京。"})
+        page = open_console(browser, live, key)
+        go(page, "profile")
+        expect(page.locator("#memory tr")).to_have_count(1)
+        page.select_option("#memory-role", "assistant")
+        page.fill("#memory-content", "可以住在王府井附近。")
+        page.get_by_role("button", name="Remember").click()
+        expect(page.locator("#memory tr")).to_have_count(2)
+        memory = dora.get("/v1/me/memory").json()["memory"]
+        assert [(m["role"], m["content"]) for m in memory] == [
+            ("user", "我下周想去北京。"),
+            ("assistant", "可以住在王府井附近。"),
+        ]
+        assert cells(page.locator("#memory tr")) == [
+            [when(m["created_at"]), m["role"], m["content"]] for m in memory
+        ]
+        assert page.locator("#memory-content").input_value() == ""
+
+        page.fill("#event-kind", "rating")
+        page.fill("#event-item", "酒店")
+        page.fill("#event-value", "4.5")
+        page.get_by_role("button", name="Record").click()
+        expect(page.locator("#events tr")).to_have_count(1)
+        (event,) = dora.get("/v1/me/events").json()["events"]
+        assert (event["kind"], event["item"], event["text"], event["value"]) == (
+            "rating",
+            "酒店",
+            None,
+            4.5,
+        )
+        assert cells(page.locator("#events tr")) == [
+            [when(event["created_at"]), "rating", "酒店", "", "4.5"]
+        ]
+
+        page.fill("#event-kind", "")
+        page.get_by_role("button", name="Record").click()
+        expect_alert(
+            page, error_of(dora, "/v1/me/events", {"kind": "", "item": "酒店", "value": 4.5})
+        )
+        page.get_by_role("button", name="Remember").click()  # an empty message
+        expect_alert(page, error_of(dora, "/v1/me/memory", {"role": "assistant", "content": ""}))
+        assert len(dora.get("/v1/me/memory").json()["memory"]) == 2
+    assert page.script_errors == []
+
+
+@pytest.mark.browser
+def test_admin_page_lists_and_creates_users_and_loads_models(
+    browser: Any, live: Live, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    with live.client(live.admin) as admin:
+        admin.post("/v1/models/unload", json={"model": "ner"})  # a known state to start from
+        page = open_console(browser, live, live.admin)
+        expect(page.locator("#who")).to_have_text("Signed in as admin (admin)")
+        go(page, "admin")
+        users = admin.get("/v1/users").json()
+        expect(page.locator("#users tr")).to_have_count(len(users))
+        assert cells(page.locator("#users tr")) == [
+            [str(u["id"]), u["name"], "yes" if u["is_admin"] else "no"] for u in users
+        ]
+
+        page.fill("#user-name", "carol")
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#users tr")).to_have_count(len(users) + 1)
+        with live.client(page.locator("#new-key").text_content()) as carol:
+            me = carol.get("/v1/me").json()  # the key shown is carol's, and it works
+        assert me["name"] == "carol" and not me["is_admin"]
+        assert cells(page.locator("#users tr[data-user=carol]")) == [[str(me["id"]), "carol", "no"]]
+        page.screenshot(path=screenshots / "console-admin.png", full_page=True)
+
+        page.fill("#user-name", "carol")  # taken: the server's 409, and the old key is gone
+        page.get_by_role("button", name="Create").click()
+        expect_alert(page, error_of(admin, "/v1/users", {"name": "carol"}))
+        expect(page.locator("#created")).to_be_hidden()
+
+        def loaded() -> dict[str, bool]:
+            return {m["name"]: m["loaded"] for m in admin.get("/v1/models").json()["models"]}
+
+        ner = page.locator("#admin-models tr[data-model=ner]")
+        expect(ner.locator("td").nth(3)).to_have_text("no")
+        ner.get_by_role("button", name="Load").click()
+        expect(ner.locator("td").nth(3)).to_have_text("yes")
+        assert loaded()["ner"]
+        models = admin.get("/v1/models").json()["models"]
+        assert cells(page.locator("#admin-models tr")) == [
+            [
+                m["name"],
+                m["task"],
+                f"{m['size_bytes'] / 2**20:.1f}",
+                "yes" if m["loaded"] else "no",
+                "Unload" if m["loaded"] else "Load",
+            ]
+            for m in models
+        ]
+        ner.get_by_role("button", name="Unload").click()
+        expect(ner.locator("td").nth(3)).to_have_text("no")
+        assert not loaded()["ner"]
+
+
+@pytest.mark.browser
+def test_admin_page_is_for_admins_only(browser: Any, live: Live, api: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    page = open_console(browser, live, live.admin)
+    expect(page.locator("#nav-admin")).to_be_visible()
+    page.click("#sign-out")
+    page.fill("#api-key", live.alice)
+    page.click("#sign-in")
+    expect(page.locator("#who")).to_have_text("Signed in as alice")
+    expect(page.locator("#nav-admin")).to_be_hidden()
+    page.goto(live.url + "/#/admin")  # typed by hand: the server refuses every call of the page
+    expect_alert(page, api.get("/v1/users").json()["error"]["message"])
+    expect(page.locator("#page")).to_contain_text("could not be shown")
+    expect(page.locator("#users")).to_have_count(0)
+    assert api.post("/v1/models/load", json={"model": "ner"}).status_code == 403
+    assert page.script_errors == []
 
 
 @pytest.mark.browser

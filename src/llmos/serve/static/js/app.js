@@ -3,7 +3,9 @@
 
 import { call, key } from "./api.js";
 import { busy, clearError, field, h, showError } from "./ui.js";
+import { admin } from "./admin.js";
 import * as pages from "./pages.js";
+import { profile } from "./profile.js";
 
 const routes = {
   models: ["Models", pages.models],
@@ -12,7 +14,8 @@ const routes = {
   "fill-mask": ["Fill-mask", pages.fillMask],
   generate: ["Generate", pages.generate],
   search: ["Embed & search", pages.search],
-  profile: ["Profile", pages.profile],
+  profile: ["Profile", profile],
+  admin: ["Admin", admin],
 };
 
 const state = { user: null, catalog: null };
@@ -60,6 +63,7 @@ async function render() {
   document.body.classList.toggle("signed-out", !signedIn);
   $("nav").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
+  $("nav-admin").hidden = !(signedIn && state.user.is_admin);
   $("who").textContent = signedIn
     ? `Signed in as ${state.user.name}${state.user.is_admin ? " (admin)" : ""}`
     : "";

@@ -2,34 +2,10 @@
 // ctx.reload() fetches it again. Every API failure lands in the alert region (ui.busy).
 
 import { ApiError, call, events } from "./api.js";
-import { bar, busy, colour, field, h, lines, modelPicker, percent } from "./ui.js";
-
-const mb = (bytes) => (bytes / 2 ** 20).toFixed(1);
-const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
-
-function page(title, intro, ...children) {
-  return h("div", {}, h("h1", {}, title), intro && h("p", { class: "muted" }, intro), ...children);
-}
+import { bar, colour, field, form, h, lines, mb, modelPicker, page, percent, plural } from "./ui.js";
 
 function noModel(title, capability) {
   return page(title, null, h("p", { class: "panel" }, `No model on this server answers /v1/${capability}.`));
-}
-
-/** A form whose submit button runs `action` (errors go to the alert region). */
-function form(label, action, ...fields) {
-  const button = h("button", { type: "submit" }, label);
-  return h(
-    "form",
-    {
-      class: "panel",
-      onsubmit: (e) => {
-        e.preventDefault();
-        busy(button, action);
-      },
-    },
-    ...fields,
-    h("div", {}, button),
-  );
 }
 
 // --- models ---------------------------------------------------------------------------------
@@ -116,21 +92,40 @@ export function classify({ catalog }) {
     id: "texts",
     placeholder: "One text per line, e.g. 这家酒店的服务很好，下次还会再来。",
   });
+  const textsB = h("textarea", {
+    id: "texts-b",
+    placeholder: "Sentence-pair models: the second text of each text above, one per line, in the same order",
+  });
   const out = h("div", { id: "results" });
   const run = async () => {
     out.replaceChildren();
     const list = lines(texts.value);
-    const { results } = await call("POST", "/v1/classify", { model: picker.value, texts: list });
+    const body = { model: picker.value, texts: list };
+    const seconds = lines(textsB.value);
+    if (seconds.length) body.texts_b = seconds; // the server checks that there is one per text
+    const { results } = await call("POST", "/v1/classify", body);
     out.replaceChildren(
       ...results.map((r, i) =>
-        h("div", { class: "result" }, h("p", { class: "text" }, list[i]), ranked(r.scores)),
+        h(
+          "div",
+          { class: "result" },
+          h("p", { class: "text" }, list[i]),
+          body.texts_b && h("p", { class: "text-b" }, body.texts_b[i]),
+          ranked(r.scores),
+        ),
       ),
     );
   };
   return page(
     "Classify",
-    "Labels with their probabilities, best first.",
-    form("Classify", run, field("model", picker), field("texts", texts, "wide")),
+    "Labels with their probabilities, best first. Sentence-pair models take a second text per text.",
+    form(
+      "Classify",
+      run,
+      field("model", picker),
+      field("texts", texts, "wide"),
+      field("second texts (sentence pairs; empty: single texts)", textsB, "wide"),
+    ),
     out,
   );
 }
@@ -249,12 +244,17 @@ export function generate({ catalog }) {
     top_k: num("top-k", 0, 1),
     top_p: num("top-p", 1.0, "any"),
     repetition_penalty: num("repetition-penalty", 1.0, "any"),
+    num_beams: h("input", { id: "num-beams", type: "number", min: 1, value: 1, step: 1 }),
     seed: h("input", { id: "seed", type: "number", placeholder: "none" }),
   };
   const stop = h("input", { id: "stop", placeholder: "e.g. 。|\\n (separated by |)" });
   const raw = h("input", { id: "raw", type: "checkbox" });
   const sampling = [controls.temperature, controls.top_k, controls.top_p, controls.seed];
-  const sync = () => sampling.forEach((x) => (x.disabled = controls.strategy.value === "greedy"));
+  const sync = () => {
+    const greedy = controls.strategy.value === "greedy";
+    sampling.forEach((x) => (x.disabled = greedy));
+    controls.num_beams.disabled = !greedy; // beam search is greedy only
+  };
   controls.strategy.addEventListener("change", sync);
   sync();
   const output = h("div", { class: "output", id: "output" });
@@ -267,14 +267,19 @@ export function generate({ catalog }) {
   );
 
   const run = async () => {
-    const body = { model: picker.value, prompt: prompt.value, stream: true, raw: raw.checked };
+    const body = { model: picker.value, prompt: prompt.value, raw: raw.checked };
     body.max_new_tokens = Number(controls.max_new_tokens.value);
     body.strategy = controls.strategy.value;
     body.repetition_penalty = Number(controls.repetition_penalty.value);
     if (body.strategy === "sample") {
       for (const name of ["temperature", "top_k", "top_p"]) body[name] = Number(controls[name].value);
       if (controls.seed.value !== "") body.seed = Number(controls.seed.value);
+    } else if (controls.num_beams.value !== "1") {
+      body.num_beams = Number(controls.num_beams.value); // the server checks the range
     }
+    // A stream decodes one sequence (the server refuses num_beams > 1 with stream), so beam
+    // search is one JSON answer, shown whole.
+    body.stream = body.num_beams === undefined;
     body.stop = stop.value
       .split("|")
       .filter(Boolean)
@@ -290,15 +295,21 @@ export function generate({ catalog }) {
     cancel.disabled = false;
     const started = performance.now();
     try {
-      let done = false;
-      for await (const { event, data } of events("/v1/generate", body, { signal: controller.signal })) {
-        if (event === "error") throw new ApiError(0, data.type, data.message);
-        if ((done = event === "done")) break;
-        text.textContent += data.text;
+      const signal = controller.signal;
+      if (body.stream) {
+        let done = false;
+        for await (const { event, data } of events("/v1/generate", body, { signal })) {
+          if (event === "error") throw new ApiError(0, data.type, data.message);
+          if ((done = event === "done")) break;
+          text.textContent += data.text;
+        }
+        if (!done) throw new ApiError(0, "network", "The stream ended before the answer was complete.");
+      } else {
+        text.textContent = (await call("POST", "/v1/generate", body, { signal })).text;
       }
-      if (!done) throw new ApiError(0, "network", "The stream ended before the answer was complete.");
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
-      status.textContent = `done: ${Array.from(text.textContent).length} characters in ${seconds} s`;
+      const how = body.stream ? "" : `, beam search over ${plural(body.num_beams, "beam")}`;
+      status.textContent = `done: ${Array.from(text.textContent).length} characters in ${seconds} s${how}`;
     } catch (e) {
       status.textContent = e.name === "AbortError" ? "stopped" : "failed";
       throw e;
@@ -309,7 +320,8 @@ export function generate({ catalog }) {
   };
   return page(
     "Generate",
-    "The text streams in as it decodes (server-sent events). Sampling options apply to strategy sample.",
+    "The text streams in as it decodes (server-sent events). Sampling options apply to strategy " +
+      "sample; num beams above 1 (greedy, at most 16) is beam search, shown whole when it ends.",
     form(
       "Generate",
       run,
@@ -443,70 +455,5 @@ export function search({ catalog }) {
       : h("p", { class: "panel" }, "No index on this server (llmos index build)."),
     h("h2", {}, "Embed texts"),
     picker ? embedForm(picker) : h("p", { class: "panel" }, "No model on this server answers /v1/embed."),
-  );
-}
-
-// --- profile --------------------------------------------------------------------------------
-
-export async function profile() {
-  const shown = h("pre", { class: "json", id: "profile" });
-  const list = h("tbody", { id: "events" });
-  const refresh = async () => {
-    const [{ profile }, { events: rows }] = await Promise.all([
-      call("GET", "/v1/me/profile"),
-      call("GET", "/v1/me/events?limit=20"),
-    ]);
-    shown.textContent = JSON.stringify(profile, null, 2);
-    list.replaceChildren(
-      ...rows.map((e) =>
-        h(
-          "tr",
-          {},
-          [
-            e.created_at.slice(0, 19).replace("T", " "),
-            e.kind,
-            e.item ?? "",
-            e.text ?? "",
-            e.value ?? "",
-          ].map((x) => h("td", {}, String(x))),
-        ),
-      ),
-    );
-  };
-  await refresh();
-  const name = h("input", { id: "profile-key", placeholder: "e.g. city" });
-  const value = h("input", { id: "profile-value", placeholder: 'e.g. 北京 or {"a": 1}; empty removes' });
-  const patch = async () => {
-    let parsed = null;
-    if (value.value !== "") {
-      try {
-        parsed = JSON.parse(value.value);
-      } catch {
-        parsed = value.value; // plain text is a string value
-      }
-    }
-    await call("PATCH", "/v1/me/profile", { changes: { [name.value]: parsed } });
-    await refresh();
-  };
-  return page(
-    "Profile",
-    "Your own profile and newest events (GET/PATCH /v1/me/profile, GET /v1/me/events).",
-    shown,
-    form("Set", patch, field("key", name), field("value (JSON or text)", value)),
-    h("h2", {}, "Events"),
-    h(
-      "table",
-      {},
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          ["when", "kind", "item", "text", "value"].map((x) => h("th", {}, x)),
-        ),
-      ),
-      list,
-    ),
   );
 }

@@ -1,5 +1,5 @@
 // Small DOM helpers: elements built with textContent only (no HTML from the server is ever
-// parsed), the alert region, score bars and pickers.
+// parsed), the alert region, score bars, pickers, and the page and form every page is built of.
 
 /** h("p", {class: "x"}, "text", child) -> <p class="x">text…</p>; on* attributes are listeners. */
 export function h(tag, attrs = {}, ...children) {
@@ -82,3 +82,28 @@ export async function busy(button, action) {
 
 /** Distinct, light colours for label types (golden-angle hues). */
 export const colour = (i) => `hsl(${Math.round((i * 137.5) % 360)} 75% 82%)`;
+
+export const mb = (bytes) => (bytes / 2 ** 20).toFixed(1);
+export const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** A page: its title, an optional muted introduction, then the content. */
+export function page(title, intro, ...children) {
+  return h("div", {}, h("h1", {}, title), intro && h("p", { class: "muted" }, intro), ...children);
+}
+
+/** A form whose submit button runs `action` (errors go to the alert region). */
+export function form(label, action, ...fields) {
+  const button = h("button", { type: "submit" }, label);
+  return h(
+    "form",
+    {
+      class: "panel",
+      onsubmit: (e) => {
+        e.preventDefault();
+        busy(button, action);
+      },
+    },
+    ...fields,
+    h("div", {}, button),
+  );
+}
