@@ -113,12 +113,9 @@ def server(request: Request) -> Server:
     return request.app.state.server
 
 
-async def caller(request: Request) -> Caller:
-    """The user whose ``Authorization: Bearer KEY`` this is (401 otherwise); rate-limited
-    per key (429)."""
-    srv: Server = request.app.state.server
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
+def bearer_key(request: Request) -> str:
+    """The API key of ``Authorization: Bearer KEY`` (401 without one)."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
             401,
@@ -127,7 +124,14 @@ async def caller(request: Request) -> Caller:
             "`llmos users create NAME`)",
             {"WWW-Authenticate": "Bearer"},
         )
-    key = key.strip()
+    return key.strip()
+
+
+async def caller(request: Request) -> Caller:
+    """The user whose ``Authorization: Bearer KEY`` this is (401 otherwise); rate-limited
+    per key (429)."""
+    srv: Server = request.app.state.server
+    key = bearer_key(request)
     digest = hash_key(key)
     who = srv.keys.get(digest)
     if who is None:

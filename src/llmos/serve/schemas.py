@@ -196,6 +196,10 @@ class UserCreated(UserInfo):
     api_key: str = Field(description="shown once; only its hash is stored")
 
 
+class NewKey(BaseModel):
+    api_key: str = Field(description="shown once; only its hash is stored")
+
+
 MAX_PROFILE_DEPTH = 32
 
 

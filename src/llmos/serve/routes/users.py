@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.errors import LlmosError
 from llmos.serve import schemas as s
-from llmos.serve.deps import ApiError, Caller, Server, admin, caller
+from llmos.serve.deps import ApiError, Caller, Server, admin, bearer_key, caller
 from llmos.serve.deps import server as get_server
+from llmos.store.db import hash_key
 
 router = APIRouter(prefix="/v1", tags=["users"])
 Srv = Annotated[Server, Depends(get_server)]
@@ -23,6 +24,22 @@ Admin = Annotated[Caller, Depends(admin)]
 @router.get("/me", response_model=s.UserInfo)
 async def me(user: User) -> Any:
     return {"id": user.id, "name": user.name, "is_admin": user.is_admin}
+
+
+@router.post("/me/keys", response_model=s.NewKey, status_code=201)
+async def new_key(srv: Srv, user: User) -> Any:
+    """Issue the caller another API key (shown this once), e.g. to rotate keys: create the
+    new one, switch to it, then revoke the old one with ``DELETE /v1/me/key``."""
+    return {"api_key": await run_in_threadpool(srv.store.create_key, user.id)}
+
+
+@router.delete("/me/key", status_code=204)
+async def revoke_key(request: Request, srv: Srv, _: User) -> Response:
+    """Revoke the API key this request is made with; this server refuses it from now on."""
+    key = bearer_key(request)
+    await run_in_threadpool(srv.store.revoke_key, key)
+    srv.keys.forget(hash_key(key))
+    return Response(status_code=204)
 
 
 @router.get("/me/profile", response_model=s.Profile)
