@@ -214,6 +214,29 @@ def test_cli_creates_users_and_prints_the_key_once(
     assert main(["users", "key", "nobody"]) == 2
 
 
+def run_together(script: str, argvs: list[list[str]], timeout: float = 120) -> None:
+    """Start one Python process per argv running ``script``; each prints "ready" once set up
+    and waits for a line on stdin. All are released at once; each must exit 0."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n"
+    for p in procs:  # all set up and waiting: release them together
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+
+
 # Each process merges its own keys into one user's profile, one key per call, from the moment
 # the test says "go": a merge that read the row before another's write lands would drop keys.
 MERGE_ON_GO = """
@@ -232,24 +255,7 @@ def test_profile_merges_from_several_processes_lose_no_key(database_url: str) ->
     store = Store(database_url)
     user, _ = store.create_user("busy")
     store.update_profile(user.id, {"kept": True})
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", MERGE_ON_GO, database_url, str(user.id), f"p{i}", "25"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(4)
-    ]
-    for p in procs:
-        assert p.stdout.readline() == "ready\n"
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
+    run_together(MERGE_ON_GO, [[database_url, str(user.id), f"p{i}", "25"] for i in range(4)])
     want = {"kept": True} | {f"p{i}-{j}": j for i in range(4) for j in range(25)}
     assert store.profile(user.id) == want
     store.close()
@@ -269,24 +275,7 @@ Store(sys.argv[1]).close()
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once(postgres_url: str) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_ON_GO, postgres_url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    for p in procs:
-        assert p.stdout.readline() == "ready\n"
-    for p in procs:  # all imported and waiting: release them together
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    for p in procs:
-        _, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
+    run_together(OPEN_ON_GO, [[postgres_url]] * 4, timeout=60)
     store = Store(postgres_url)
     with store.engine.connect() as c:
         versions = c.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
