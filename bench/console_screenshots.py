@@ -145,6 +145,11 @@ def search_page(page: Any) -> None:
     run_form(page, "Embed", "#matrix")
 
 
+def admin_page(page: Any) -> None:
+    page.wait_for_selector("#admin-models tr")  # the models the other pages loaded show as such
+    page.wait_for_selector("#users tr")
+
+
 PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
     "models": ("models", models_page),
     "classify": ("classify", classify_page),
@@ -152,6 +157,7 @@ PAGES: dict[str, tuple[str, Callable[[Any], None]]] = {
     "fill-mask": ("fill-mask", fill_mask_page),
     "generate": ("generate", generate_page),
     "search": ("search", search_page),
+    "admin": ("admin", admin_page),
 }
 
 
