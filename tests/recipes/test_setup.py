@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -215,6 +216,34 @@ def test_an_existing_encoder_is_kept_and_fine_tuned_from(copy: tuple[Path, Path]
     assert (models / "tiny-bert" / "checkpoint" / "model.safetensors").read_bytes() == before
     cfg = load_config(FinetuneConfig, models / "tiny-cls" / "config.yaml")
     assert cfg.init == str(models / "tiny-bert" / "checkpoint")
+
+
+def test_a_fine_tune_older_than_its_rebuilt_encoder_is_flagged(copy: tuple[Path, Path]) -> None:
+    models, configs = copy
+    encoder = models / "tiny-bert" / "checkpoint" / "config.json"
+
+    def retrain_encoder() -> None:  # as if tiny-bert was trained again since tiny-cls
+        tuned = (models / "tiny-cls" / "checkpoint" / "config.json").stat().st_mtime_ns
+        os.utime(encoder, ns=(tuned + 10**9, tuned + 10**9))
+
+    # The copy's tiny-cls was tuned on the original directory's encoder, not this one: not ours
+    # to judge, as a full-size fine-tune of another encoder would not be.
+    retrain_encoder()
+    assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
+    shutil.rmtree(models / "tiny-cls")
+    S.run_setup(models, configs, TINY_STEPS)  # tuned on this directory's tiny-bert
+    assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
+    retrain_encoder()
+    planned = S.plan(models, configs, TINY_STEPS)
+    assert [p.step.name for p in planned if p.stale] == ["tiny-cls"]
+    line = S.format_plan(planned, models)
+    assert "tiny-cls was fine-tuned from an older tiny-bert" in line
+    assert str(models / "tiny-cls") in line
+    # Moved away, it is fine-tuned again from the new encoder and is current.
+    shutil.move(models / "tiny-cls", models.parent / "tiny-cls-old")
+    results = S.run_setup(models, configs, TINY_STEPS)
+    assert [r.built for r in results] == [False, False, True]
+    assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
 
 
 def test_demo_key_is_new_and_works_every_time(tmp_path: Path) -> None:

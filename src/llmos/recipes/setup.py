@@ -10,7 +10,8 @@ A step is skipped when its final output exists (a tokenizer's ``tokenizer.json``
 ``checkpoint/``, an imported model's ``config.json``), whoever made it: a second run does
 nothing, and a full-size run trained later with ``configs/pretrain`` or ``configs/finetune``
 replaces a quick one and is then kept. A training step killed half-way resumes from its newest
-step checkpoint (the recipes' ``resume``).
+step checkpoint (the recipes' ``resume``). A fine-tune whose encoder was rebuilt after it (a
+full-size ``bert-zh`` trained later) is kept too, but the plan says so and how to redo it.
 """
 
 from __future__ import annotations
@@ -71,11 +72,13 @@ DEFAULT_STEPS: tuple[Step, ...] = (
 
 @dataclass(frozen=True)
 class PlannedStep:
-    """A step with where its output goes and whether it is already there."""
+    """A step with where its output goes and whether it is already there; ``stale`` when it
+    is a fine-tune whose encoder was rebuilt after it (setup keeps it: see format_plan)."""
 
     step: Step
     output: Path
     done: bool
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def plan(
     build has no config file, or a fine-tune starts from a step that is not in the list."""
     models, configs = Path(models).expanduser(), Path(configs).expanduser()
     names = {s.name for s in steps}
-    out = []
+    out: list[PlannedStep] = []
     for step in steps:
         if step.init is not None and step.init not in names:
             raise ConfigError(f"step {step.name!r} starts from {step.init!r}, which is no step")
@@ -122,8 +125,26 @@ def plan(
                 f"{configs / step.config}: config file not found (run from the repository root, "
                 "or pass --configs DIR)"
             )
-        out.append(PlannedStep(step, output, done))
+        stale = False
+        if done and step.init is not None:
+            init = next(p for p in out if p.step.name == step.init)
+            stale = init.done and _tuned_before(output, init.output)
+        out.append(PlannedStep(step, output, done, stale))
     return out
+
+
+def _tuned_before(checkpoint: Path, encoder: Path) -> bool:
+    """Whether ``checkpoint`` was fine-tuned from ``encoder`` (its task.json says so) and the
+    encoder was written after it, i.e. replaced since. Checkpoints are written whole, config.json
+    last and atomically, so that file's time is the checkpoint's. A fine-tune of another
+    encoder (a full-size run on bert-en in place of MiniLM) is not this step's to judge."""
+    try:
+        task = json.loads((checkpoint / "task.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not task.get("init") or Path(task["init"]).resolve() != encoder.resolve():
+        return False
+    return (encoder / WEIGHTS).stat().st_mtime_ns > (checkpoint / WEIGHTS).stat().st_mtime_ns
 
 
 def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
@@ -131,13 +152,21 @@ def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
     todo = [p.step for p in planned if not p.done]
     kept = [p.step.name for p in planned if p.done]
     if not todo:
-        return f"setup: everything is built ({', '.join(kept)}); nothing to do"
-    minutes = sum(s.minutes for s in todo)
-    line = (
-        f"setup: building {', '.join(s.name for s in todo)} into {models}/ "
-        f"(about {max(minutes, 1):.0f} min on 2 CPU cores)"
-    )
-    return line + (f"; already built: {', '.join(kept)}" if kept else "")
+        line = f"setup: everything is built ({', '.join(kept)}); nothing to do"
+    else:
+        minutes = sum(s.minutes for s in todo)
+        line = (
+            f"setup: building {', '.join(s.name for s in todo)} into {models}/ "
+            f"(about {max(minutes, 1):.0f} min on 2 CPU cores)"
+        ) + (f"; already built: {', '.join(kept)}" if kept else "")
+    for p in planned:
+        if p.stale:
+            line += (
+                f"\nsetup: note: {p.step.name} was fine-tuned from an older {p.step.init} "
+                f"({p.step.init} was rebuilt after it) and is kept as it is; move "
+                f"{Path(models) / p.step.name} away to fine-tune it again from the new one"
+            )
+    return line
 
 
 def run_setup(
