@@ -6,6 +6,7 @@ message (never a blank page). Screenshots of each page go to build/screenshots."
 from __future__ import annotations
 
 import fnmatch
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serve.conftest import DOCS, Live
+from serve.conftest import DOCS, Live, metric
+
+from llmos.inference.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "src" / "llmos" / "serve" / "static"
@@ -302,6 +305,45 @@ def test_generate_streams_the_greedy_text(
     page.get_by_role("button", name="Generate").click()
     expect_alert(page, error_of(api, "/v1/generate", {**body, "max_new_tokens": 100000}))
     expect(page.locator("#status")).to_have_text("failed")
+
+
+@pytest.mark.browser
+def test_stop_ends_the_stream_and_the_servers_decoding(
+    browser: Any, live: Live, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop mid-stream: the page keeps the text so far and says stopped, and the server's model
+    thread stops decoding (its metrics count a stream ended by the client). Each piece is
+    slowed to 50 ms so that Stop lands mid-stream (the server runs in this process)."""
+    from playwright.sync_api import expect
+
+    real_stream = Pipeline.stream
+
+    def slow_stream(self: Pipeline, prompt: str, **options: object) -> Iterator[str]:
+        for piece in real_stream(self, prompt, **options):
+            time.sleep(0.05)
+            yield piece
+
+    monkeypatch.setattr(Pipeline, "stream", slow_stream)
+    body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56}
+    whole = api.post("/v1/generate", json=body).json()["text"]
+    closed = metric(api, "llmos_streams_total", model="gpt", outcome="client_closed")
+    page = open_console(browser, live, live.alice)
+    go(page, "generate")
+    page.fill("#prompt", body["prompt"])
+    page.fill("#max-new-tokens", str(body["max_new_tokens"]))
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#generated")).not_to_be_empty(timeout=30_000)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#status")).to_have_text("stopped")
+    shown = page.locator("#generated").text_content()
+    assert shown and whole.startswith(shown) and len(shown) < len(whole)
+    for _ in range(500):
+        if metric(api, "llmos_streams_total", model="gpt", outcome="client_closed") > closed:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the server went on decoding after Stop")
+    assert not page.script_errors
 
 
 @pytest.mark.browser
