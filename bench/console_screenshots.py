@@ -14,25 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmos.serve.testing import CHROMIUM_FLAGS, UvicornThread, free_port
+
 log = logging.getLogger("console_screenshots")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FAQ = [
     "怎么修改登录密码？",
     "忘记密码了怎么办？",
@@ -73,26 +62,13 @@ def models_dir(source: Path, work: Path, embedder: str) -> Path:
     return out
 
 
-def serve(models: Path, db_url: str) -> tuple[Any, str]:
-    """A uvicorn server on a free port in a daemon thread; (server, base URL)."""
-    import uvicorn
-
+def serve(models: Path, db_url: str) -> UvicornThread:
+    """A uvicorn server for ``models`` on a free port, in a daemon thread of this process."""
     from llmos.serve.app import create_app
     from llmos.serve.settings import ServeSettings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(ServeSettings(models_dir=models, database_url=db_url, rate_limit=0))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 120
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    return UvicornThread(app, free_port(), start_timeout=120)
 
 
 def run_form(page: Any, button: str, done: str, timeout_s: float = 120) -> None:
@@ -167,7 +143,9 @@ def capture(url: str, key: str, out: Path, chromium: str) -> list[Path]:
 
     shots = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+        browser = p.chromium.launch(
+            executable_path=chromium, headless=True, args=list(CHROMIUM_FLAGS)
+        )
         page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         page.goto(url + "/")
         page.fill("#api-key", key)
@@ -208,11 +186,8 @@ def main() -> None:
         store = Store(db_url)
         key = store.create_user("demo", True)[1]
         store.close()
-        server, url = serve(models, db_url)
-        try:
-            shots = capture(url, key, args.out, args.chromium)
-        finally:
-            server.should_exit = True
+        with serve(models, db_url) as server:
+            shots = capture(server.url, key, args.out, args.chromium)
     for path in shots:
         print(f"{path}  {path.stat().st_size / 1024:.0f} KB")
 

@@ -49,7 +49,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,7 @@ from pathlib import Path
 import llmos
 from llmos.data.readers import read_classification
 from llmos.recipes.finetune import dataset_files
+from llmos.serve.testing import free_port
 
 # Runs in wrk's Lua: each connection sends the next body of the file named by the script's
 # argument; response() counts statuses outside 2xx per thread, done() sums them and prints one
@@ -109,12 +109,6 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url: str, body: dict | None = None, key: str | None = None) -> tuple[int, bytes]:

@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 from serve.conftest import Live, build_models, start
 
+from llmos.serve.testing import CHROMIUM_FLAGS
+
 CHROMIUM = Path(os.environ.get("LLMOS_CHROMIUM", "/usr/bin/chromium"))
-# What Chromium needs on a machine without a display or a network beyond localhost: no GPU,
-# no background connections (refused here, many at a time), no first-run or sync work.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -72,7 +62,9 @@ def browser() -> Iterator[object]:
 
     with sync_playwright() as p:
         # Playwright gives the browser a fresh, throwaway --user-data-dir of its own.
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_FLAGS)
+        )
         yield chromium
         chromium.close()
 

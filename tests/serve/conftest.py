@@ -4,9 +4,6 @@ a vector index), a store with users, and a real uvicorn server on a free localho
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from llmos.models.bert import (
     BertForTokenClassification,
 )
 from llmos.models.gpt import GPT
+from llmos.serve.testing import UvicornThread, free_port
 from llmos.text.tokenizer import load_tokenizer
 
 DOCS = [
@@ -118,12 +116,6 @@ def models_dir(
     return build_models(tmp_path_factory.mktemp("serve"), tiny_tokenizer, bpe_tokenizer)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Live:
     """A running server: its base URL, a store handle, and keys of an admin and two users."""
@@ -137,30 +129,6 @@ class Live:
     def client(self, key: str | None = None, **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 60, **kw})
-
-
-class UvicornThread:
-    """uvicorn serving an app in a background thread of this process."""
-
-    def __init__(self, app: object, port: int) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> UvicornThread:
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 def start(models: Path, db_url: str, **settings: object) -> tuple[UvicornThread, Live]:
