@@ -148,7 +148,8 @@ def _tuned_before(checkpoint: Path, encoder: Path) -> bool:
 
 
 def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
-    """One line: what will be built into ``models`` and about how long it takes."""
+    """One line: what will be built into ``models`` and about how long it takes; then a note
+    line per fine-tune kept although its encoder was rebuilt after it."""
     todo = [p.step for p in planned if not p.done]
     kept = [p.step.name for p in planned if p.done]
     if not todo:
