@@ -109,7 +109,9 @@ class Server:
     ready: bool = False
 
 
-def server(request: Request) -> Server:
+async def server(request: Request) -> Server:
+    """The app's state. (async: FastAPI runs a plain-def dependency in a worker thread, a
+    thread hop per request for an attribute read.)"""
     return request.app.state.server
 
 
