@@ -158,14 +158,14 @@ def test_a_client_leaving_a_stream_stops_the_decoding(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client reads one event and hangs up; the model's thread stops at its next piece
-    instead of decoding all 56 (each piece is slowed to 20 ms so that the hang-up lands early;
+    instead of decoding all 56 (each piece is slowed to 30 ms so that the hang-up lands early;
     the model runs in this process, in the server's thread)."""
     decoded = []
     real_stream = Pipeline.stream
 
     def slow_stream(self: Pipeline, prompt: str, **options: object) -> Iterator[str]:
         for piece in real_stream(self, prompt, **options):
-            time.sleep(0.02)
+            time.sleep(0.03)
             decoded.append(piece)
             yield piece
 
@@ -189,7 +189,7 @@ def test_revoked_keys_are_refused_after_the_auth_cache_expires(
     """Keys are revoked by another process (the CLI) straight in the store: a server with the
     cache off refuses at once; with it on, a known key is trusted for its TTL, then refused."""
     db_url = f"sqlite:///{tmp_path / 'db'}"
-    for ttl in (0.0, 0.5):
+    for ttl in (0.0, 1.0):
         runner, server = start(models_dir, db_url, rate_limit=0, auth_cache_s=ttl)
         with runner:
             store = Store(db_url)
