@@ -493,6 +493,31 @@ def test_profile_page_shows_and_appends_memory_and_events(browser: Any, live: Li
 
 
 @pytest.mark.browser
+def test_profile_page_rotates_the_key(browser: Any, live: Live) -> None:
+    """Rotate key: the new key shown works, the old one is refused, and the tab goes on with
+    the new one."""
+    from playwright.sync_api import expect
+
+    with live.client(live.admin) as admin:
+        old = admin.post("/v1/users", json={"name": "erin"}).json()["api_key"]
+    page = open_console(browser, live, old)
+    go(page, "profile")
+    page.get_by_role("button", name="Rotate key").click()
+    expect(page.locator("#rotated-key")).to_be_visible()
+    new = page.locator("#rotated-key").text_content()
+    assert new != old and new.startswith("llmos_")
+    with live.client(old) as c:
+        assert c.get("/v1/me").status_code == 401
+    with live.client(new) as c:
+        assert c.get("/v1/me").json()["name"] == "erin"
+    assert page.evaluate("sessionStorage.getItem('llmos.key')") == new
+    go(page, "models")  # the next calls go out with the new key
+    expect(page.locator("#models")).to_be_visible()
+    assert not page.get_by_role("alert").is_visible()
+    assert not page.script_errors
+
+
+@pytest.mark.browser
 def test_admin_page_lists_and_creates_users_and_loads_models(
     browser: Any, live: Live, screenshots: Path
 ) -> None:

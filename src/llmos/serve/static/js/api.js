@@ -52,6 +52,7 @@ async function errorOf(response) {
 /** A JSON call: the parsed answer, or an ApiError carrying the server's message. */
 export async function call(method, path, body, options) {
   const response = await send(method, path, body, options);
+  if (response.status === 204) return null; // done, nothing to say (DELETE /v1/me/key)
   try {
     return await response.json();
   } catch {

@@ -1,8 +1,9 @@
 // The signed-in user's own data: profile (GET/PATCH /v1/me/profile), conversation memory
-// (GET/POST /v1/me/memory) and events (GET/POST /v1/me/events). Every route is the caller's:
-// there is no user id to pick.
+// (GET/POST /v1/me/memory) and events (GET/POST /v1/me/events), and the API key itself (rotated
+// with POST /v1/me/keys then DELETE /v1/me/key). Every route is the caller's: there is no user
+// id to pick.
 
-import { call } from "./api.js";
+import { call, key } from "./api.js";
 import { field, form, h, page } from "./ui.js";
 
 const when = (iso) => iso.slice(0, 19).replace("T", " ");
@@ -69,6 +70,28 @@ export async function profile() {
     await refresh();
   };
 
+  // Key rotation: a new key is issued with the old one, the old one is revoked, and this tab
+  // signs in with the new one, shown once.
+  const rotated = h("div", { class: "panel once", id: "rotated", hidden: true });
+  const rotate = async () => {
+    rotated.hidden = true;
+    rotated.replaceChildren();
+    const { api_key } = await call("POST", "/v1/me/keys");
+    await call("DELETE", "/v1/me/key"); // sent with the old key: revokes it
+    key.set(api_key);
+    rotated.replaceChildren(
+      h("p", {}, h("strong", {}, "Your new API key")),
+      h("code", { class: "key", id: "rotated-key" }, api_key),
+      h(
+        "p",
+        { class: "muted" },
+        "The old key is revoked and this tab now uses the new one. Shown this once: the " +
+          "server stores only its hash, so copy it now.",
+      ),
+    );
+    rotated.hidden = false;
+  };
+
   return page(
     "Profile",
     "Your own profile, conversation memory and newest events " +
@@ -83,5 +106,13 @@ export async function profile() {
     h("p", { class: "muted" }, "Your 20 newest events, newest first."),
     events.el,
     form("Record", record, field("kind", kind), field("item", item), field("value", score)),
+    h("h2", {}, "API key"),
+    h(
+      "p",
+      { class: "muted" },
+      "Rotate it when it may have leaked: a new key replaces the one this tab signed in with.",
+    ),
+    form("Rotate key", rotate),
+    rotated,
   );
 }
