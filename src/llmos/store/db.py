@@ -140,39 +140,32 @@ class Store:
     def revoke_key(self, key: str) -> bool:
         """Revoke a key; False when it is unknown or already revoked."""
         with self.session.begin() as s:
-            row = self._find_key(s, key)
-            if row is None:
+            found = self._find_key(s, key)
+            if found is None:
                 return False
-            row.revoked_at = now()
+            found[0].revoked_at = now()
             return True
 
-    def _find_key(self, s: Session, key: str) -> ApiKey | None:
-        if not key.startswith(KEY_PREFIX):
-            return None
-        digest = hash_key(key)
-        rows = s.scalars(
-            select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
-        )
-        for row in rows:
-            if hmac.compare_digest(row.key_hash, digest):
-                return row
-        return None
-
-    def authenticate(self, key: str) -> User | None:
-        """The user an API key belongs to, or None for an unknown or revoked key (one query)."""
+    def _find_key(self, s: Session, key: str) -> tuple[ApiKey, User] | None:
+        """The live key row matching ``key`` and its user (one query), or None."""
         if not key.startswith(KEY_PREFIX):
             return None
         digest = hash_key(key)
         q = (
-            select(User, ApiKey.key_hash)
-            .join(ApiKey, ApiKey.user_id == User.id)
+            select(ApiKey, User)
+            .join(User, ApiKey.user_id == User.id)
             .where(ApiKey.prefix == key[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
         )
-        with self.session() as s:
-            for user, key_hash in s.execute(q):
-                if hmac.compare_digest(key_hash, digest):
-                    return user
+        for row, user in s.execute(q):
+            if hmac.compare_digest(row.key_hash, digest):
+                return row, user
         return None
+
+    def authenticate(self, key: str) -> User | None:
+        """The user an API key belongs to, or None for an unknown or revoked key."""
+        with self.session() as s:
+            found = self._find_key(s, key)
+            return found[1] if found is not None else None
 
     def user(self, name: str) -> User | None:
         with self.session() as s:
