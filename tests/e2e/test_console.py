@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serve.conftest import DOCS, Live, metric
+from serve.conftest import DOCS, Live, metric, wait_for_metric
 
 from llmos.inference.pipeline import Pipeline
 
@@ -337,12 +337,15 @@ def test_stop_ends_the_stream_and_the_servers_decoding(
     expect(page.locator("#status")).to_have_text("stopped")
     shown = page.locator("#generated").text_content()
     assert shown and whole.startswith(shown) and len(shown) < len(whole)
-    for _ in range(500):
-        if metric(api, "llmos_streams_total", model="gpt", outcome="client_closed") > closed:
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the server went on decoding after Stop")
+    wait_for_metric(
+        api,
+        "llmos_streams_total",
+        closed,
+        "the server went on decoding after Stop",
+        timeout=10,
+        model="gpt",
+        outcome="client_closed",
+    )
     assert not page.script_errors
 
 

@@ -4,6 +4,7 @@ a vector index), a store with users, and a real uvicorn server on a free localho
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +165,15 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return 0.0
+
+
+def wait_for_metric(
+    client: httpx.Client, name: str, above: float, failure: str, timeout: float = 30, **labels: str
+) -> None:
+    """Poll ``GET /metrics`` until the sample ``name{labels}`` exceeds ``above``; after
+    ``timeout`` seconds the test fails with ``failure``."""
+    deadline = time.monotonic() + timeout
+    while metric(client, name, **labels) <= above:
+        if time.monotonic() > deadline:
+            pytest.fail(failure)
+        time.sleep(0.02)

@@ -206,16 +206,18 @@ def test_revoked_keys_are_refused_after_the_auth_cache_expires(
             store.close()
 
 
-def test_key_cache_expires_forgets_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_cache_expires_forgets_and_stays_bounded() -> None:
     clock = [100.0]
-    monkeypatch.setattr(deps.time, "monotonic", lambda: clock[0])
-    cache = deps.KeyCache(ttl=5, size=2)
+    cache = deps.KeyCache(ttl=5, size=2, clock=lambda: clock[0])
     a, b, c = (deps.Caller(i, n, False) for i, n in enumerate("abc"))
     cache.put("a", a)
     cache.put("b", b)
     assert cache.get("a") is a and cache.get("b") is b
     cache.put("c", c)  # over the size: the oldest entry goes
     assert cache.get("a") is None and cache.get("c") is c
+    cache.forget("c")  # revoked through this server
+    assert cache.get("c") is None and cache.get("b") is b
+    cache.put("c", c)
     clock[0] += 5
     assert cache.get("b") is None and cache.get("c") is None  # expired
     off = deps.KeyCache(ttl=0)

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 import llmos
 from llmos.serve import schemas as s
 from llmos.serve.app import create_app
-from serve.conftest import DOCS, NER_LABELS, Live, metric, start
+from serve.conftest import DOCS, NER_LABELS, Live, metric, start, wait_for_metric
 
 MODELS = ["cls", "emb", "gpt", "mlm", "ner"]  # what conftest.build_models writes
 CLS = {"model": "cls", "texts": ["今天天气很好。"]}
@@ -803,12 +803,14 @@ def test_client_that_gives_up_does_not_break_the_server(patient: Live) -> None:
         ):
             impatient.post("/v1/classify", json=CLS)
         # The server sees the connection close and withdraws the request (a 499 to nobody).
-        for _ in range(1500):
-            if metric(c, "llmos_requests_total", route="/v1/classify", status="499") > withdrawn:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the server did not notice the client going away")
+        wait_for_metric(
+            c,
+            "llmos_requests_total",
+            withdrawn,
+            "the server did not notice the client going away",
+            route="/v1/classify",
+            status="499",
+        )
         r = c.post("/v1/classify", json=PAIR)  # a full batch: served at once
         assert r.status_code == 200, r.text
         assert len(r.json()["results"]) == 2
@@ -831,12 +833,7 @@ def test_unloading_a_model_serves_its_queued_requests_first(
         assert admin.post("/v1/models/load", json={"model": "cls"}).status_code == 200
         queued = metric(c, "llmos_queue_depth", model="cls")
         waiting = pool.submit(c.post, "/v1/classify", json=CLS)
-        for _ in range(1500):
-            if metric(c, "llmos_queue_depth", model="cls") > queued:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the request never queued")
+        wait_for_metric(c, "llmos_queue_depth", queued, "the request never queued", model="cls")
         r = admin.post("/v1/models/unload", json={"model": "cls"})
         assert r.status_code == 200
         assert [m["loaded"] for m in r.json()["models"] if m["name"] == "cls"] == [False]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -71,15 +72,17 @@ class KeyCache:
     revoked elsewhere (``llmos users revoke``, another server process) is refused by this
     server at most ``ttl`` seconds later; ``ttl`` 0 turns the cache off."""
 
-    def __init__(self, ttl: float, size: int = 10_000) -> None:
-        self.ttl, self.size = ttl, size
+    def __init__(
+        self, ttl: float, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl, self.size, self.clock = ttl, size, clock
         self.entries: dict[str, tuple[Caller, float]] = {}
 
     def get(self, digest: str) -> Caller | None:
         hit = self.entries.get(digest)
         if hit is None:
             return None
-        if time.monotonic() >= hit[1]:
+        if self.clock() >= hit[1]:
             del self.entries[digest]
             return None
         return hit[0]
@@ -89,7 +92,7 @@ class KeyCache:
             return
         if len(self.entries) >= self.size:  # the oldest entry goes (dicts keep insertion order)
             del self.entries[next(iter(self.entries))]
-        self.entries[digest] = (user, time.monotonic() + self.ttl)
+        self.entries[digest] = (user, self.clock() + self.ttl)
 
     def forget(self, digest: str) -> None:
         self.entries.pop(digest, None)
