@@ -4,6 +4,9 @@ Module names follow Hugging Face ``GPT2LMHeadModel`` one to one (``transformer.h
 ...), so its weights map by name; HF's ``Conv1D`` stores weights as (in, out), ``nn.Linear`` as
 (out, in), hence the transpose in :mod:`llmos.checkpoint.hf`. Attention is PyTorch SDPA: causal
 without a cache, and with an explicit mask when new tokens attend to cached ones or to padding.
+
+Vocabulary of shape comments (as in :mod:`llmos.models.bert`): B batch, T new tokens, S keys
+(cached + new), C hidden size, nh heads, hs head size, V vocabulary size.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from llmos.config.model import GPTConfig
 
 
 class KVCache:
-    """Keys and values of every layer, (B, H, S, D) each, in buffers allocated ahead: a step
+    """Keys and values of every layer, (B, nh, S, hs) each, in buffers allocated ahead: a step
     writes its new entries in place instead of copying everything cached so far (a buffer
     that runs out of room doubles). ``length`` positions are filled."""
 
@@ -35,7 +38,7 @@ class KVCache:
     def append(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store a layer's new keys and values (B, H, T, D) after the cached ones; return all
+        """Store a layer's new keys and values (B, nh, T, hs) after the cached ones; return all
         of them. The cache's ``length`` moves on once every layer is done (:meth:`advance`)."""
         start, end = self.length, self.length + k.size(2)
         if layer == len(self.keys) and start == 0 and self.capacity <= end:
@@ -105,9 +108,9 @@ class Attention(nn.Module):
             project(self.c_attn, x)
             .view(B, T, 3, self.num_heads, self.head_size)
             .permute(2, 0, 3, 1, 4)
-        )  # each (B, H, T, D)
+        )  # each (B, nh, T, hs)
         first = len(cache) == 0
-        k, v = cache.append(layer, k, v)  # (B, H, S, D): cached and new
+        k, v = cache.append(layer, k, v)  # (B, nh, S, hs): cached and new
         dropout = self.attn_dropout if self.training else 0.0
         if mask is None:
             # No padding: plain causal attention over a fresh sequence, or one new token that
@@ -115,7 +118,7 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=first)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(project(self.c_proj, y))
 
 
