@@ -2,6 +2,8 @@
 
 from llmos.config.loader import from_dict, load_config, to_dict
 from llmos.config.model import MODEL_PRESETS, BertConfig, model_preset
+from llmos.config.prune import PruneConfig
+from llmos.config.quantize import QuantizeConfig
 from llmos.config.run import (
     DataConfig,
     DistillConfig,
@@ -21,6 +23,8 @@ __all__ = [
     "FinetuneDataConfig",
     "OptimConfig",
     "PretrainConfig",
+    "PruneConfig",
+    "QuantizeConfig",
     "TrainConfig",
     "from_dict",
     "load_config",

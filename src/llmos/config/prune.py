@@ -12,26 +12,41 @@ from llmos.errors import ConfigError
 class PruneConfig:
     """Prune a fine-tuned encoder (classifier or tagger) and report what it cost and saved.
 
-    ``heads`` and ``ffn`` are the fractions of all attention heads and of all feed-forward
-    neurons to remove (chosen globally by lowest importance). Importance is measured on
-    ``importance_examples`` training examples of ``data`` (default: the dataset in the
-    checkpoint's ``task.json``). ``recover_steps`` > 0 fine-tunes the pruned model that many
-    steps with the shared training loop (best step by validation). ``out_dir`` defaults to
-    ``runs/<run name>-pruned`` beside the checkpoint's run. The speed-up is timed on the test
-    split: the best of at least ``bench_repeats`` passes per model, and at least
-    ``bench_seconds`` of passes in all.
+    Attention heads and feed-forward neurons are removed globally by lowest importance. The
+    recovery fine-tune uses the shared training loop (best step by validation); the speed-up is
+    timed on the test split. The fields are the ``llmos compress prune`` flags, in the order its
+    help lists them.
+
+    Attributes:
+        checkpoint: fine-tuned classifier or tagger checkpoint.
+        heads: fraction of all heads to remove, in [0, 1).
+        ffn: fraction of all FFN neurons to remove, in [0, 1).
+        recover_steps: fine-tune the pruned model N steps.
+        recover_lr: peak learning rate.
+        out_dir: output directory (default: runs/<run>-pruned beside the run).
+        data: dataset name or directory (default: the one in the checkpoint's task.json).
+        label_key: label column/key (intent files: intent).
+        importance_examples: training examples the importance is measured on.
+        normalize: divide each layer's scores by their L2 norm before ranking (Michel et al.).
+        batch_size: examples per batch.
+        seed: seed of the importance examples' sample and of the recovery fine-tune.
+        precision: weights of the recovery fine-tune (auto: bf16 where the device has it).
+        num_threads: torch CPU threads (default: torch's).
+        bench_repeats: time each model at least this many passes for the speed-up.
+        bench_seconds: time each model at least this long for the speed-up (best pass counts).
+        progress: show a progress bar.
     """
 
     checkpoint: str
-    out_dir: str | None = None
     heads: float = 0.4
     ffn: float = 0.0
+    recover_steps: int = 0
+    recover_lr: float = 1e-4
+    out_dir: str | None = None
     data: str | None = None
     label_key: str | None = None
     importance_examples: int = 2048
     normalize: bool = True
-    recover_steps: int = 0
-    recover_lr: float = 1e-4
     batch_size: int = 32
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -1,7 +1,8 @@
-"""Server settings: where the models are, how requests are batched and limited.
+"""Server settings: where the models are, where it listens, how requests are batched and limited.
 
-One dataclass, filled from the ``llmos serve`` flags (or directly in tests); every limit a
-client can hit is here, with the default a single-machine deployment wants.
+One dataclass, filled from the ``llmos serve`` flags and ``LLMOS_*`` environment variables (or
+directly in tests); every limit a client can hit is here, with the default a single-machine
+deployment wants. The flags are generated from the fields (``llmos.cli.serve``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ class ServeSettings:
         models_dir: every checkpoint under it (up to three levels deep) is served, named by its
             path relative to it (``runs/sentiment-zh/checkpoint`` -> ``sentiment-zh``); vector
             indexes (``llmos index build``) under it are searchable.
-        database_url: the store (None: ``$LLMOS_DATABASE_URL`` or the SQLite file).
+        host: the address to listen on.
+        port: the port to listen on.
+        database_url: the store's SQLAlchemy URL (default: ``$LLMOS_DATABASE_URL``, else the
+            SQLite file).
         memory_budget_mb: models are loaded on first use; loading past this budget unloads the
             least recently used ones first.
         max_batch: texts per forward pass that the micro-batcher gathers (1 = batching off).
@@ -30,6 +34,7 @@ class ServeSettings:
             ask for less with the ``X-Request-Timeout`` header, in seconds).
         rate_limit: requests per second per API key (a token bucket of ``rate_burst``);
             0 turns it off.
+        rate_burst: requests a key may send at once (the size of its token bucket).
         auth_cache_s: how long an authenticated API key is remembered (the store is asked
             again after it; a key revoked meanwhile by another process works until then);
             0 asks the store on every request.
@@ -41,6 +46,8 @@ class ServeSettings:
     """
 
     models_dir: Path = Path("runs")
+    host: str = "127.0.0.1"
+    port: int = 8000
     database_url: str | None = None
     memory_budget_mb: float = 4096
     max_batch: int = 32
@@ -59,6 +66,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
         checks = {
+            "port": 0 <= self.port <= 65535,
             "memory_budget_mb": self.memory_budget_mb > 0,
             "max_batch": self.max_batch >= 1,
             "max_wait_ms": self.max_wait_ms >= 0,

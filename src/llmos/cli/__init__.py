@@ -1,0 +1,75 @@
+"""``llmos`` command line: parse -> config -> call a recipe, the engine or the server. No logic.
+
+One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
+(data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
+(evaluate, predict, fill-mask, generate, embed, index, search), :mod:`~llmos.cli.compress`
+(convert, export, compress), :mod:`~llmos.cli.users` and :mod:`~llmos.cli.serve`. The flags of a
+command with a config dataclass are generated from it (:mod:`~llmos.cli.flags`).
+
+Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
+:class:`~llmos.errors.LlmosError`: printed as one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from llmos import __version__
+from llmos.cli import compress, data, infer, serve, train, users
+from llmos.cli.flags import CommandParser
+from llmos.errors import LlmosError
+
+# The commands, in the order `llmos --help` lists them.
+COMMANDS = (
+    data.add_data,
+    data.add_tokenizer,
+    train.add_setup,
+    train.add_pretrain,
+    train.add_finetune,
+    infer.add_evaluate,
+    infer.add_predict,
+    infer.add_fill_mask,
+    infer.add_generate,
+    compress.add_convert,
+    infer.add_embed,
+    infer.add_index,
+    infer.add_search,
+    compress.add_export,
+    compress.add_compress,
+    users.add_users,
+    serve.add_serve,
+)
+
+
+def build_parser() -> CommandParser:
+    """The ``llmos`` parser: every command, each with ``func``, its handler, as a default."""
+    p = CommandParser(prog="llmos", description="A language-model operating system.")
+    p.add_argument("--version", action="version", version=f"llmos {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``llmos`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except LlmosError as e:
+        print(f"llmos: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmos: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

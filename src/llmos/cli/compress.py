@@ -1,0 +1,216 @@
+"""Changing a model's form: ``convert`` (Hugging Face <-> llmos), ``export onnx`` and ``compress
+quantize | prune | distill``.
+
+The flags of ``quantize`` and ``prune`` are generated from
+:class:`~llmos.config.quantize.QuantizeConfig` and :class:`~llmos.config.prune.PruneConfig`;
+``distill`` takes a YAML config plus dotted overrides, as training does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llmos.cli.flags import Flag, Subcommands, add_flags, build
+from llmos.config.prune import PruneConfig
+from llmos.config.quantize import QuantizeConfig
+
+# How the config fields read as flags where the name or placeholder differs from the field's.
+QUANTIZE_FLAGS = {
+    "out_dir": Flag("--out"),
+    "smooth": Flag(metavar="ALPHA"),
+    "keep_fp32": Flag(metavar="N"),
+}
+PRUNE_FLAGS = {
+    "out_dir": Flag("--out"),
+    "num_threads": Flag("--threads"),
+    "progress": Flag("--quiet", help="no progress bar", negate=True),
+}
+
+
+def add_convert(sub: Subcommands) -> None:
+    """``llmos convert``."""
+    cv = sub.add_parser(
+        "convert",
+        help="Hugging Face model directory <-> llmos checkpoint (BERT, RoBERTa, GPT-2)",
+        description="Import a Hugging Face model directory (config.json, model.safetensors or "
+        "pytorch_model.bin, tokenizer) as an llmos checkpoint, or export an llmos checkpoint "
+        "as a directory that transformers' AutoModel* and AutoTokenizer load.",
+    )
+    way = cv.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from-hf", metavar="DIR", help="Hugging Face model directory to import")
+    way.add_argument("--to-hf", metavar="CHECKPOINT", help="llmos checkpoint to export")
+    cv.add_argument("out", help="the directory to write")
+    cv.set_defaults(func=_convert)
+
+
+def add_export(sub: Subcommands) -> None:
+    """``llmos export onnx``."""
+    ex = sub.add_parser("export", help="export checkpoints").add_subparsers(
+        dest="format", required=True
+    )
+    eo = ex.add_parser(
+        "onnx",
+        help="an encoder checkpoint (classifier, tagger, embedding) as ONNX with dynamic "
+        "batch and sequence axes",
+    )
+    eo.add_argument("checkpoint", help="encoder checkpoint directory")
+    eo.add_argument("out", help="directory to write (model.onnx, tokenizer.json, config)")
+    eo.set_defaults(func=_export_onnx)
+
+
+def add_compress(sub: Subcommands) -> None:
+    """``llmos compress METHOD``: one group, a subcommand per compression method."""
+    cp = sub.add_parser("compress", help="make a model smaller and faster").add_subparsers(
+        dest="compress_command", required=True
+    )
+    cq = cp.add_parser(
+        "quantize",
+        help="int8 weights for an encoder checkpoint; reports size, speed and accuracy change",
+    )
+    add_flags(cq, QuantizeConfig, QUANTIZE_FLAGS)
+    cq.set_defaults(func=_compress_quantize)
+
+    pr = cp.add_parser(
+        "prune",
+        help="remove the least important attention heads (and FFN neurons) of a fine-tuned "
+        "encoder, optionally fine-tune to recover",
+        description="Head importance is the gradient-based score of Michel et al. (2019) on "
+        "the task's training data; the lowest-scoring heads over all layers are physically "
+        "removed. Writes OUT/checkpoint, OUT/report.json (accuracy before/after, sizes, "
+        "measured speed-up) and OUT/head_importance.png.",
+    )
+    add_flags(pr, PruneConfig, PRUNE_FLAGS)
+    pr.set_defaults(func=_compress_prune)
+
+    di = cp.add_parser(
+        "distill",
+        help="train a smaller student on a teacher's logits (+ hidden states, attention)",
+        description="Knowledge distillation through the shared trainer: soft-logit KL with a "
+        "temperature, hard labels, optional TinyBERT hidden-state and attention MSE over a "
+        "layer map; for classifiers and for masked-LM encoders. report.json compares teacher "
+        "and student on the test split (quality, parameters, inference time).",
+    )
+    di.add_argument("--teacher", help="teacher checkpoint (overrides the config's teacher)")
+    di.add_argument("--student", required=True, help="YAML config (configs/distill/*.yaml)")
+    di.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    di.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. student.num_layers=2 alpha=0.9"
+    )
+    di.set_defaults(func=_compress_distill)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from llmos.recipes.convert import export_hf, import_hf
+
+    if args.from_hf:
+        path = import_hf(args.from_hf, args.out)
+        print(f"llmos checkpoint written to {path}")
+    else:
+        path = export_hf(args.to_hf, args.out)
+        print(f"Hugging Face model directory written to {path}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from llmos.checkpoint.onnx import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out)
+    print(f"ONNX model written to {out / 'model.onnx'}")
+    return 0
+
+
+def _compress_quantize(args: argparse.Namespace) -> int:
+    from llmos.recipes.compress import REPORT_FILE, quantize_checkpoint
+
+    cfg = build(QuantizeConfig, args, QUANTIZE_FLAGS)
+    r = quantize_checkpoint(
+        cfg.checkpoint,
+        cfg.out_dir,
+        method=cfg.method,
+        data=cfg.data,
+        label_key=cfg.label_key,
+        smooth=cfg.smooth,
+        keep_fp32=cfg.keep_fp32,
+        calibration=cfg.calibration,
+        limit=cfg.limit,
+    )
+    mb = {k: v / 1e6 for k, v in r["size_bytes"].items() if k != "ratio"}
+    print(f"quantized ({r['method']}): {r['quantized']}")
+    ratio = r["size_bytes"]["ratio"]
+    print(f"size   {mb['fp32']:.1f} MB -> {mb['int8']:.1f} MB ({ratio:.2f}x smaller)")
+    tps = r["texts_per_second"]
+    print(
+        f"speed  {tps['fp32']:.0f} -> {tps['int8']:.0f} texts/s ({r['seconds']['speedup']:.2f}x, "
+        f"{r['test_texts']} test texts, {r['threads']} threads)"
+    )
+    for key, value in r["agreement"].items():
+        print(f"{key:<16} {value:.4f}")
+    before, after = r["quality"]["fp32"], r["quality"]["int8"]
+    for key in before:
+        change = 100 * (after[key] - before[key])
+        print(f"{key:<16} {before[key]:.4f} -> {after[key]:.4f} ({change:+.2f} points)")
+    print(f"report: {Path(r['quantized']) / REPORT_FILE}")
+    return 0
+
+
+def _compress_prune(args: argparse.Namespace) -> int:
+    from llmos.recipes.prune import prune
+
+    result = prune(build(PruneConfig, args, PRUNE_FLAGS))
+    r = result.report
+    removed = f"heads removed: {r['heads']['removed']} of {r['heads']['total']}"
+    if "ffn" in r:
+        removed += f", FFN neurons removed: {r['ffn']['removed']} of {r['ffn']['total']}"
+    print(removed)
+    metric = r["metric"]
+    for split in ("valid", "test"):
+        if split in r:
+            stages = ", ".join(f"{stage} {m[metric]:.4f}" for stage, m in r[split].items())
+            print(f"{split} {metric}: {stages}")
+    n, t = r["params"], r["throughput"]
+    print(f"parameters: {n['original']:,} -> {n['pruned']:,}")
+    print(
+        f"speed-up:   {t['speedup']:.2f}x on {t['examples']} {t['split']} examples, "
+        f"{t['threads']} threads"
+    )
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"report:     {result.out_dir / 'report.json'}")
+    print(f"heatmap:    {result.out_dir / 'head_importance.png'}")
+    return 0
+
+
+def _compress_distill(args: argparse.Namespace) -> int:
+    from llmos.config import DistillConfig, load_config
+    from llmos.recipes.distill import distill
+
+    # JSON quoting makes any path a YAML string; the flag wins over the config's teacher.
+    teacher = [f"teacher={json.dumps(args.teacher)}"] if args.teacher else []
+    cfg = load_config(DistillConfig, args.student, [*args.overrides, *teacher])
+    result = distill(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
+    report = json.loads((result.run_dir / "report.json").read_text(encoding="utf-8"))
+    plots = [result.run_dir / "loss.png"]
+    if report["task"] == "classification":
+        plots.append(result.run_dir / f"confusion_{report['split']}.png")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"plots:      {', '.join(map(str, plots))}")
+    print(f"report:     {result.run_dir / 'report.json'}")
+    metric = "accuracy" if report["task"] == "classification" else "mlm_accuracy"
+    s, speed = report["student"], report["speed"]
+    for who in ("teacher", "student"):
+        side = report[who]
+        print(
+            f"{who}:    {report['split']} {metric} {side[metric]:.4f}  {side['layers']} layers, "
+            f"{side['parameters'] / 1e6:.2f}M parameters, {speed[who + '_seconds']:.2f} s"
+        )
+    print(
+        f"student/teacher: {report[metric + '_ratio']:.1%} of the {metric}, "
+        f"{speed['speedup']:.2f}x faster ({speed['threads']} threads), agreement "
+        f"{s['agreement']:.4f}"
+    )
+    return 0

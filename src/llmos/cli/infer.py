@@ -1,0 +1,311 @@
+"""Using a model: ``evaluate``, ``predict``, ``fill-mask``, ``generate``, ``embed``, ``index
+build`` and ``search``.
+
+``generate``'s decoding flags are generated from
+:class:`~llmos.inference.generate.GenerationConfig`, so their defaults are the library's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from llmos.cli.flags import CommandParser, Flag, Subcommands, add_flags, values
+
+# How GenerationConfig's fields read as `llmos generate` flags (the rest: --field-name).
+GENERATION_FLAGS = {
+    "top_k": Flag(help="0 = off"),
+    "top_p": Flag(help="nucleus mass in (0, 1]; 1 = off"),
+    "seed": Flag(help="makes sampling reproducible"),
+    "num_beams": Flag(help="> 1: beam search"),
+    "stop": Flag(help="stop string (repeatable); cut before it", metavar="TEXT", append=True),
+}
+
+
+def add_evaluate(sub: Subcommands) -> None:
+    """``llmos evaluate``."""
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a model: classes (accuracy, macro-F1, confusion matrix), spans (P/R/F1 "
+        "per type), or a GPT (perplexity on text; answers to JSONL instructions)",
+    )
+    ev.add_argument("checkpoint", help="fine-tuned or GPT checkpoint directory")
+    ev.add_argument(
+        "--data",
+        required=True,
+        help="labelled file (.tsv/.csv/.jsonl; taggers: also .conll or word/POS .txt); GPT: a "
+        "corpus .txt or instruction .jsonl",
+    )
+    ev.add_argument("--label-key", default="label", help="label column/key (intent files: intent)")
+    ev.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows")
+    ev.add_argument(
+        "--spans-key", help="JSONL key of a tagger's gold spans (default: as in training)"
+    )
+    ev.add_argument(
+        "--out-dir", help="where report.json and confusion.png go (default: beside --data)"
+    )
+    ev.set_defaults(func=_evaluate)
+
+
+def add_predict(sub: Subcommands) -> None:
+    """``llmos predict``."""
+    pr = sub.add_parser(
+        "predict", help="label texts: JSONL with label and scores, or tagged spans with offsets"
+    )
+    pr.add_argument("checkpoint", help="fine-tuned checkpoint directory")
+    pr.add_argument(
+        "--input",
+        required=True,
+        help="text file (one text a line), .tsv/.csv/.jsonl, or - for stdin",
+    )
+    pr.add_argument("--output", default="-", help="JSONL file, or - for stdout")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.set_defaults(func=_predict)
+
+
+def add_fill_mask(sub: Subcommands) -> None:
+    """``llmos fill-mask``."""
+    fm = sub.add_parser("fill-mask", help="predict [MASK] tokens with a pretrained encoder")
+    fm.add_argument("checkpoint", help="checkpoint directory")
+    fm.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK]")
+    fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("--json", action="store_true", help="one JSON object per line")
+    fm.set_defaults(func=_fill_mask)
+
+
+def add_generate(sub: Subcommands) -> None:
+    """``llmos generate``: its flags are added when it runs (their defaults import torch)."""
+    gen = sub.add_parser(
+        "generate",
+        help="continue text (or answer instructions) with a GPT checkpoint, streaming",
+        description="Greedy, sampled or beam-search generation. One --prompt streams its text "
+        "to the terminal as it decodes; --input FILE writes JSONL. Prompts longer than the "
+        "context window minus --max-new-tokens are cut from the left, with a warning.",
+    )
+    gen.defer(_generate_arguments)
+    gen.set_defaults(func=_generate)
+
+
+def _generate_arguments(gen: CommandParser) -> None:
+    from llmos.inference.generate import GenerationConfig
+
+    gen.add_argument("checkpoint", help="GPT checkpoint directory")
+    src = gen.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the text to continue (an instruction, for tuned models)")
+    src.add_argument(
+        "--input", help='prompts: a text file (one a line), JSONL {"prompt": ...}, or - for stdin'
+    )
+    gen.add_argument("--output", default="-", help="with --input: JSONL file, or - for stdout")
+    add_flags(gen, GenerationConfig, GENERATION_FLAGS)
+    gen.add_argument(
+        "--raw", action="store_true", help="instruction-tuned models: do not apply the template"
+    )
+    gen.add_argument("--no-stream", action="store_true", help="print the text once, at the end")
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.add_argument("--batch-size", type=int, default=8, help="with --input")
+
+
+def add_embed(sub: Subcommands) -> None:
+    """``llmos embed``."""
+    em = sub.add_parser("embed", help="sentence embeddings of texts -> a .npy matrix")
+    em.add_argument("checkpoint", help="encoder checkpoint directory (e.g. an imported MiniLM)")
+    em.add_argument(
+        "--input", required=True, help="text file (one text a line), .tsv/.csv/.jsonl, or -"
+    )
+    em.add_argument("--output", required=True, help="the .npy file to write (row i = text i)")
+    em.add_argument(
+        "--pooling", choices=["mean", "cls", "max"], help="default: the checkpoint's, else mean"
+    )
+    em.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="unit-length vectors (default: the checkpoint's, else yes)",
+    )
+    em.add_argument("--batch-size", type=int, default=32)
+    em.set_defaults(func=_embed)
+
+
+def add_index(sub: Subcommands) -> None:
+    """``llmos index build``."""
+    ix = sub.add_parser("index", help="vector indexes for semantic search").add_subparsers(
+        dest="action", required=True
+    )
+    ib = ix.add_parser("build", help="embed a corpus into a saved FAISS index")
+    ib.add_argument("checkpoint", help="encoder checkpoint (e.g. an imported MiniLM)")
+    ib.add_argument(
+        "--corpus", required=True, help='text file (one document a line) or JSONL {"id", "text"}'
+    )
+    ib.add_argument("--out", required=True, help="index directory to write")
+    ib.add_argument("--text-key", default="text")
+    ib.add_argument("--id-key", default="id")
+    ib.add_argument("--batch-size", type=int, default=32)
+    ib.set_defaults(func=_index_build)
+
+
+def add_search(sub: Subcommands) -> None:
+    """``llmos search``."""
+    se = sub.add_parser(
+        "search", help="nearest documents of an index (rebuilt first if its corpus changed)"
+    )
+    se.add_argument("index", help="index directory made by `llmos index build`")
+    se.add_argument("queries", nargs="+", metavar="QUERY")
+    se.add_argument("--k", type=int, default=5)
+    se.add_argument("--json", action="store_true", help="one JSON object per query")
+    se.set_defaults(func=_search)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import evaluate_file
+
+    report = evaluate_file(
+        args.checkpoint,
+        args.data,
+        label_key=args.label_key,
+        spans_key=args.spans_key,
+        out_dir=args.out_dir,
+        skip_bad_rows=args.skip_bad_rows,
+    )
+    if report.get("kind") == "text":  # a decoder on text
+        print(
+            f"perplexity {report['perplexity']:.2f}  loss {report['loss']:.4f}  "
+            f"next-token accuracy {report['accuracy']:.4f}  ({report['targets']:.0f} tokens)"
+        )
+        print(f"report: {report['report_path']}")
+        return 0
+    if report.get("kind") == "instructions":  # an instruction-following decoder
+        r = report["response"]
+        print(f"response-token loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}")
+        for source, q in report["quality"].items():
+            print(
+                f"  {source:<12} exact match {q['exact_match']:.3f}  answer F1 "
+                f"{q['answer_f1']:.3f}  n={q['examples']}"
+            )
+        print(f"report: {report['report_path']}")
+        return 0
+    if "per_type" in report:  # a tagger
+        p, r, f, acc = report["precision"], report["recall"], report["f1"], report["accuracy"]
+        print(f"span P {p:.4f}  R {r:.4f}  F1 {f:.4f}  token accuracy {acc:.4f}")
+        for label, m in report["per_type"].items():
+            p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
+            print(f"  {label or '(word)':<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
+        print(f"report: {report['report_path']}\nscores plot: {report['scores_png']}")
+        return 0
+    acc, f1, n = report["accuracy"], report["macro_f1"], report["examples"]
+    print(f"accuracy {acc:.4f}  macro-F1 {f1:.4f}  ({n} examples)")
+    for label, m in report["per_class"].items():
+        p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
+        print(f"  {label:<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
+    print(f"report: {report['report_path']}\nconfusion matrix: {report['confusion_png']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import predict_file
+
+    n = predict_file(args.checkpoint, args.input, args.output, batch_size=args.batch_size)
+    if args.output != "-":
+        print(f"{n} predictions written to {args.output}")
+    return 0
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    import llmos
+
+    model = llmos.load(args.checkpoint)
+    for text in args.texts:
+        res = model.fill_mask(text, top_k=args.top_k)
+        if args.json:
+            print(json.dumps({"text": text, "predictions": res}, ensure_ascii=False))
+            continue
+        print(text)
+        rows = res if isinstance(res[0], list) else [res]
+        for i, row in enumerate(rows):
+            if len(rows) > 1:
+                print(f"  [MASK] #{i + 1}")
+            for r in row:
+                print(f"  {r['score']:.3f}  {r['token']:<8} {r['sequence']}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from llmos.inference.generate import GenerationConfig
+
+    # Every GenerationConfig field, as given or its default, as keyword arguments.
+    options = values(GenerationConfig, args, GENERATION_FLAGS)
+    if args.input is not None:
+        from llmos.recipes.evaluate import generate_file
+
+        n = generate_file(
+            args.checkpoint,
+            args.input,
+            args.output,
+            batch_size=args.batch_size,
+            raw=args.raw,
+            **options,
+        )
+        if args.output != "-":
+            print(f"{n} generations written to {args.output}")
+        return 0
+    import llmos
+
+    model = llmos.load(args.checkpoint)
+    several = options["num_beams"] > 1 or options["num_return_sequences"] > 1
+    if args.json or several or args.no_stream:
+        out = model.generate(args.prompt, raw=args.raw, **options)
+        if args.json:
+            key = "generations" if isinstance(out, list) else "generation"
+            print(json.dumps({"prompt": args.prompt, key: out}, ensure_ascii=False))
+        else:
+            for i, text in enumerate(out if isinstance(out, list) else [out]):
+                print(f"--- {i + 1} ---\n{text}" if isinstance(out, list) else text)
+        return 0
+    for piece in model.stream(args.prompt, raw=args.raw, **options):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from llmos.recipes.evaluate import embed_file
+
+    n, d = embed_file(
+        args.checkpoint,
+        args.input,
+        args.output,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+    )
+    print(f"{n} embeddings of size {d} written to {args.output}")
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import build_index
+
+    index = build_index(
+        args.checkpoint,
+        args.corpus,
+        args.out,
+        text_key=args.text_key,
+        id_key=args.id_key,
+        batch_size=args.batch_size,
+    )
+    print(f"{len(index.ids)} documents indexed in {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from llmos.recipes.search import search
+
+    for query, hits in zip(args.queries, search(args.index, args.queries, args.k), strict=True):
+        if args.json:
+            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+            continue
+        print(query)
+        for h in hits:
+            print(f"  {h['score']:.3f}  [{h['id']}] {h['text']}")
+    return 0

@@ -1,0 +1,114 @@
+"""``llmos setup``, ``llmos pretrain`` and ``llmos finetune``: building and training models."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmos.cli.flags import Subcommands
+
+
+def add_setup(sub: Subcommands) -> None:
+    """``llmos setup``: the default model set."""
+    su = sub.add_parser(
+        "setup",
+        help="build the default models that are missing (make run): tokenizers, Chinese BERT "
+        "+ sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
+        description="Build, step by step, the default model set into --models with the quick "
+        "configs of --configs (about 20 minutes on 2 CPU cores). A step whose final checkpoint "
+        "exists is skipped (a second run does nothing); an interrupted one resumes.",
+    )
+    su.add_argument("--models", default="runs", help="models directory (default: runs)")
+    su.add_argument(
+        "--configs", default="configs/run", help="the quick configs (default: configs/run)"
+    )
+    su.add_argument(
+        "--demo-user",
+        metavar="NAME",
+        help="then create the admin user NAME if missing and print a new API key for it",
+    )
+    su.add_argument("--dry-run", action="store_true", help="print the plan only")
+    su.set_defaults(func=_setup)
+
+
+def add_pretrain(sub: Subcommands) -> None:
+    """``llmos pretrain``: a YAML config plus dotted overrides (``PretrainConfig``)."""
+    pt = sub.add_parser(
+        "pretrain", help="pretrain a BERT encoder (MLM + NSP) or a GPT decoder (causal LM)"
+    )
+    pt.add_argument("--config", help="YAML config (configs/pretrain/*.yaml)")
+    pt.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    pt.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100 optim.lr=3e-4"
+    )
+    pt.set_defaults(func=_pretrain)
+
+
+def add_finetune(sub: Subcommands) -> None:
+    """``llmos finetune``: a YAML config plus dotted overrides (``FinetuneConfig``)."""
+    ft = sub.add_parser(
+        "finetune", help="fine-tune a classifier or tagger on an encoder, or instruction-tune a GPT"
+    )
+    ft.add_argument("--config", help="YAML config (configs/finetune/*.yaml)")
+    ft.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    ft.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip and count malformed data rows instead of stopping (data.skip_bad_rows)",
+    )
+    ft.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. init=runs/bert-zh/checkpoint"
+    )
+    ft.set_defaults(func=_finetune)
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from llmos.recipes.setup import demo_key, format_plan, format_summary, plan, run_setup
+
+    print(format_plan(plan(args.models, args.configs), args.models), flush=True)
+    if args.dry_run:
+        return 0
+    print(format_summary(run_setup(args.models, args.configs)))
+    if args.demo_user:
+        key, url, created = demo_key(args.demo_user)
+        what = "created admin user" if created else "new API key for user"
+        print(f"{what} {args.demo_user!r} in {url}")
+        print(f"API key: {key}")
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from llmos.config import PretrainConfig, load_config
+    from llmos.recipes.pretrain import pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    result = pretrain(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"loss plot:  {result.run_dir / 'loss.png'}")
+    if result.last_valid:
+        print("validation: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last_valid.items()))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from llmos.config import FinetuneConfig, load_config
+    from llmos.recipes.finetune import finetune
+
+    overrides = [*args.overrides, *(["data.skip_bad_rows=true"] if args.skip_bad_rows else [])]
+    cfg = load_config(FinetuneConfig, args.config, overrides)
+    result = finetune(cfg, resume=args.resume)
+    if not result.is_main:
+        return 0
+    print(f"checkpoint: {result.checkpoint}")
+    test_png = "confusion_test.png" if cfg.task == "classification" else "span_scores_test.png"
+    print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / test_png}")
+    print(f"report:     {result.run_dir / 'report.json'}")
+    if result.best:
+        best = ", ".join(f"{k}={v:.4g}" for k, v in result.best["metrics"].items())
+        print(f"best validation (step {result.best['step']}): {best}")
+    return 0
