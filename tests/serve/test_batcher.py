@@ -11,7 +11,7 @@ import time
 import pytest
 
 from llmos.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
-from llmos.serve.registry import isolating
+from llmos.serve.operations import isolating
 
 FAR = 1e9
 

@@ -26,9 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmos import __version__
 from llmos.errors import LlmosError
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
 from llmos.serve.metrics import Metrics
-from llmos.serve.registry import Registry, UnknownModel
+from llmos.serve.registry import Registry
 from llmos.serve.routes import inference, models, users
 from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
