@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -314,6 +315,29 @@ def test_models_list_docs_and_metrics(live: Live) -> None:
             "llmos_model_memory_bytes",
         ):
             assert name in text
+
+
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_their_assets_from_this_server(live: Live, page: str) -> None:
+    """The API docs work offline: the page names no other host, and every script, stylesheet
+    and icon it names is served here (from the fastapi-offline package) with its type."""
+    with httpx.Client(base_url=live.url) as c:
+        html = c.get(page)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        assert "://" not in html.text  # no CDN, no web font: only paths on this server
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert {Path(a).suffix for a in assets} >= {".js", ".png"}
+        for asset in assets:
+            assert asset.startswith("/docs-assets/"), asset
+            r = c.get(asset)
+            assert r.status_code == 200, asset
+            assert r.headers["content-type"].startswith(CONTENT_TYPES[Path(asset).suffix])
+            assert len(r.content) > 1000, asset
+        spec = re.search(r"(?:url: '|spec-url=\")(/[^'\"]+)", html.text)
+        assert spec and c.get(spec.group(1)).json()["info"]["title"] == "llmos"
 
 
 def test_serve_cli_refuses_a_missing_models_directory(
