@@ -318,6 +318,18 @@ def test_generate_streams_the_greedy_text(
 
     page = open_console(browser, live, live.alice)
     go(page, "generate")
+    defaults = api.get("/v1/generate/defaults").json()  # the form starts from the server's
+    assert page.input_value("#strategy") == defaults["strategy"]
+    for name in (
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "num_beams",
+    ):
+        assert float(page.input_value("#" + name.replace("_", "-"))) == defaults[name], name
     expect(page.locator("#temperature")).to_be_disabled()  # sampling options: strategy sample
     page.select_option("#strategy", "sample")
     expect(page.locator("#temperature")).to_be_enabled()
@@ -398,7 +410,14 @@ def test_generate_with_beams_shows_the_beam_search_text(
         page.get_by_role("button", name="Generate").click()
     body = {"model": "gpt", "prompt": "老师昨天", "max_new_tokens": 10, "num_beams": 3}
     # a plain JSON request: the server streams one sequence only
-    options = {"strategy": "greedy", "repetition_penalty": 1, "stop": [], "raw": False}
+    defaults = api.get("/v1/generate/defaults").json()
+    options = {
+        "strategy": "greedy",
+        "repetition_penalty": defaults["repetition_penalty"],
+        "no_repeat_ngram_size": defaults["no_repeat_ngram_size"],
+        "stop": [],
+        "raw": False,
+    }
     assert sent.value.post_data_json == {**body, **options, "stream": False}
     expect(page.locator("#status")).to_contain_text("beam search over 3 beams", timeout=30_000)
     want = api.post("/v1/generate", json=body).json()["text"]

@@ -4,6 +4,7 @@ auth, rate limits, queue limits and metrics behave."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -17,9 +18,11 @@ import pytest
 
 import llmos
 from llmos.cli import main
+from llmos.inference.generate import GenerationConfig
 from llmos.inference.pipeline import Pipeline
 from llmos.recipes.search import search as search_index
 from llmos.serve import deps
+from llmos.serve import schemas as s
 from llmos.store.db import Store
 from serve.conftest import DOCS, Live, metric, start
 
@@ -315,6 +318,28 @@ def test_models_list_docs_and_metrics(live: Live) -> None:
             "llmos_model_memory_bytes",
         ):
             assert name in text
+
+
+def test_generate_defaults_are_the_generation_configs(live: Live, models_dir: Path) -> None:
+    """A generate request that leaves an option out decodes with GenerationConfig's default;
+    GET /v1/generate/defaults and the OpenAPI schema say which (the console shows them)."""
+    config = dataclasses.asdict(GenerationConfig())
+    config["stop"] = list(config["stop"])
+    with live.client(live.alice) as c:
+        shown = c.get("/v1/generate/defaults").json()
+        assert shown and shown == {name: config[name] for name in shown}
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
+        for name, value in shown.items():
+            if value not in (None, []):  # (the schema leaves out null and factory defaults)
+                assert schema["properties"][name]["default"] == value, name
+        # (the tiny model's window is 64 tokens: max_new_tokens is the one option given)
+        body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 8}
+        r = c.post("/v1/generate", json=body)
+        assert r.status_code == 200, r.text
+    want = llmos.load(models_dir / "gpt").generate("我们今天", max_new_tokens=8)
+    assert r.json()["text"] == want
+    request = s.GenerateRequest(model="gpt", prompt="p")
+    assert request.model_dump(include=set(shown)) == shown
 
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

@@ -113,13 +113,20 @@ def _generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
             f"max_new_tokens is {body.max_new_tokens}; this server generates at most "
             f"{srv.settings.max_new_tokens}",
         )
-    options = body.model_dump(exclude={"model", "prompt", "raw", "stream"})
+    options = body.model_dump(include=set(s.GenerateOptions.model_fields))
     options["stop"] = tuple(options["stop"])
     try:
         GenerationConfig(**options)  # every option checked before the request queues
     except LlmosError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
     return options
+
+
+@router.get("/generate/defaults", response_model=s.GenerateOptions)
+async def generate_defaults(_: UserDep) -> Any:
+    """The decoding options a generate request gets when it leaves them out (the console
+    starts its form from these)."""
+    return s.GenerateOptions()
 
 
 @router.post(
