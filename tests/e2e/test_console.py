@@ -103,6 +103,37 @@ def test_console_is_served_beside_the_api(live: Live) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.parametrize(
+    ("path", "shown"), [("/docs", ".swagger-ui .info"), ("/redoc", "redoc h1")]
+)
+def test_api_docs_render_without_any_other_host(
+    browser: Any, live: Live, path: str, shown: str
+) -> None:
+    """/docs and /redoc render on a machine without internet: every request to another host
+    is refused, and the page still shows the API (its scripts and styles come from this
+    server)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(live.url + path)
+    expect(page.locator(shown)).to_contain_text("llmos", timeout=30_000)
+    expect(page.get_by_text("/v1/classify").first).to_be_visible()
+    # ReDoc's bundle itself names one image elsewhere, its "API docs by Redocly" badge; the
+    # page works without it (the badge shows its alt text).
+    assert set(elsewhere) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
+
+
+@pytest.mark.browser
 def test_sign_in_shows_the_servers_refusal_then_the_user(
     browser: Any, live: Live, api: httpx.Client, screenshots: Path
 ) -> None:
@@ -287,6 +318,18 @@ def test_generate_streams_the_greedy_text(
 
     page = open_console(browser, live, live.alice)
     go(page, "generate")
+    defaults = api.get("/v1/generate/defaults").json()  # the form starts from the server's
+    assert page.input_value("#strategy") == defaults["strategy"]
+    for name in (
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "num_beams",
+    ):
+        assert float(page.input_value("#" + name.replace("_", "-"))) == defaults[name], name
     expect(page.locator("#temperature")).to_be_disabled()  # sampling options: strategy sample
     page.select_option("#strategy", "sample")
     expect(page.locator("#temperature")).to_be_enabled()
@@ -367,7 +410,14 @@ def test_generate_with_beams_shows_the_beam_search_text(
         page.get_by_role("button", name="Generate").click()
     body = {"model": "gpt", "prompt": "老师昨天", "max_new_tokens": 10, "num_beams": 3}
     # a plain JSON request: the server streams one sequence only
-    options = {"strategy": "greedy", "repetition_penalty": 1, "stop": [], "raw": False}
+    defaults = api.get("/v1/generate/defaults").json()
+    options = {
+        "strategy": "greedy",
+        "repetition_penalty": defaults["repetition_penalty"],
+        "no_repeat_ngram_size": defaults["no_repeat_ngram_size"],
+        "stop": [],
+        "raw": False,
+    }
     assert sent.value.post_data_json == {**body, **options, "stream": False}
     expect(page.locator("#status")).to_contain_text("beam search over 3 beams", timeout=30_000)
     want = api.post("/v1/generate", json=body).json()["text"]

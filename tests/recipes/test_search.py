@@ -12,7 +12,7 @@ import pytest
 from llmos.cli import main
 from llmos.errors import CheckpointError, DataError
 from llmos.recipes.search import build_index, search
-from llmos.store.vectors import VectorIndex
+from llmos.store.vectors import DocumentIndex, VectorIndex
 
 
 def test_index_equals_brute_force_cosine_and_persists(tmp_path: Path) -> None:
@@ -41,6 +41,21 @@ def test_index_equals_brute_force_cosine_and_persists(tmp_path: Path) -> None:
         VectorIndex.load(tmp_path / "ix")
     with pytest.raises(Exception, match="ids must be unique"):
         VectorIndex.build(v[:2], ["a", "a"], {})
+
+
+def test_a_document_index_keeps_its_texts_beside_the_vectors(tmp_path: Path) -> None:
+    docs = [{"id": "a", "text": "今天老师参观城市。"}, {"id": "b", "text": "the market grew"}]
+    v = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    DocumentIndex.build(v, docs, {"corpus": "x"}).save(tmp_path / "ix")
+    lines = (tmp_path / "ix" / "docs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == docs
+    again = DocumentIndex.load(tmp_path / "ix")
+    assert again.texts == {"a": "今天老师参观城市。", "b": "the market grew"}
+    assert again.search(np.array([[0.1, 1.0]]), 1) == [
+        [{"id": "b", "score": pytest.approx(0.995, abs=1e-3), "text": "the market grew"}]
+    ]
+    (tmp_path / "ix" / "docs.jsonl").unlink()  # an index without its texts still answers ids
+    assert DocumentIndex.load(tmp_path / "ix").search(v[:1], 1)[0][0]["text"] == ""
 
 
 def test_search_finds_documents_and_rebuilds_when_the_corpus_changes(

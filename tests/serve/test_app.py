@@ -4,6 +4,7 @@ auth, rate limits, queue limits and metrics behave."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -11,14 +12,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 import llmos
 from llmos.cli import main
+from llmos.inference.generate import GenerationConfig
 from llmos.inference.pipeline import Pipeline
 from llmos.recipes.search import search as search_index
 from llmos.serve import deps
+from llmos.serve import schemas as s
 from llmos.store.db import Store
 from serve.conftest import DOCS, Live, metric, start
 
@@ -187,19 +191,23 @@ def test_revoked_keys_are_refused_after_the_auth_cache_expires(
     models_dir: Path, tmp_path: Path
 ) -> None:
     """Keys are revoked by another process (the CLI) straight in the store: a server with the
-    cache off refuses at once; with it on, a known key is trusted for its TTL, then refused."""
+    cache off refuses at once; with it on, a known key is trusted for its TTL, then refused.
+    The server's key cache runs on a fake clock that the test moves past the TTL."""
     db_url = f"sqlite:///{tmp_path / 'db'}"
-    for ttl in (0.0, 1.0):
+    clock = [0.0]
+    for ttl in (0.0, 60.0):
         runner, server = start(models_dir, db_url, rate_limit=0, auth_cache_s=ttl)
         with runner:
+            server.app.state.server.keys.clock = lambda: clock[0]
             store = Store(db_url)
             key = store.create_key(store.user("bob").id)
             with server.client(key) as c:
                 assert c.get("/v1/me").status_code == 200  # looked up, and cached if ttl > 0
                 assert store.revoke_key(key)
                 if ttl:
+                    clock[0] += ttl - 1
                     assert c.get("/v1/me").status_code == 200  # still inside its TTL
-                    time.sleep(ttl + 0.1)
+                    clock[0] += 1
                 r = c.get("/v1/me")
                 assert r.status_code == 401, ttl
                 assert r.json()["error"]["message"] == "unknown or revoked API key"
@@ -314,6 +322,51 @@ def test_models_list_docs_and_metrics(live: Live) -> None:
             "llmos_model_memory_bytes",
         ):
             assert name in text
+
+
+def test_generate_defaults_are_the_generation_configs(live: Live, models_dir: Path) -> None:
+    """A generate request that leaves an option out decodes with GenerationConfig's default;
+    GET /v1/generate/defaults and the OpenAPI schema say which (the console shows them)."""
+    config = dataclasses.asdict(GenerationConfig())
+    config["stop"] = list(config["stop"])
+    with live.client(live.alice) as c:
+        shown = c.get("/v1/generate/defaults").json()
+        assert shown and shown == {name: config[name] for name in shown}
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
+        for name, value in shown.items():
+            if value not in (None, []):  # (the schema leaves out null and factory defaults)
+                assert schema["properties"][name]["default"] == value, name
+        # (the tiny model's window is 64 tokens: max_new_tokens is the one option given)
+        body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 8}
+        r = c.post("/v1/generate", json=body)
+        assert r.status_code == 200, r.text
+    want = llmos.load(models_dir / "gpt").generate("我们今天", max_new_tokens=8)
+    assert r.json()["text"] == want
+    request = s.GenerateRequest(model="gpt", prompt="p")
+    assert request.model_dump(include=set(shown)) == shown
+
+
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_their_assets_from_this_server(live: Live, page: str) -> None:
+    """The API docs work offline: the page names no other host, and every script, stylesheet
+    and icon it names is served here (from the fastapi-offline package) with its type."""
+    with httpx.Client(base_url=live.url) as c:
+        html = c.get(page)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        assert "://" not in html.text  # no CDN, no web font: only paths on this server
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert {Path(a).suffix for a in assets} >= {".js", ".png"}
+        for asset in assets:
+            assert asset.startswith("/docs-assets/"), asset
+            r = c.get(asset)
+            assert r.status_code == 200, asset
+            assert r.headers["content-type"].startswith(CONTENT_TYPES[Path(asset).suffix])
+            assert len(r.content) > 1000, asset
+        spec = re.search(r"(?:url: '|spec-url=\")(/[^'\"]+)", html.text)
+        assert spec and c.get(spec.group(1)).json()["info"]["title"] == "llmos"
 
 
 def test_serve_cli_refuses_a_missing_models_directory(

@@ -1,6 +1,10 @@
 """The micro-batcher on its own: batches form by key up to max_batch, every caller gets its own
 result, a full queue refuses at once, deadlines drop waiting requests, withdrawn requests take
-no slot, and one bad request fails alone."""
+no slot, and one bad request fails alone.
+
+No test waits for wall time to order events: a test that needs the worker busy holds it on a
+gate and waits until it has taken its batch, and deadlines and waits for company run on a fake
+clock that the test moves."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import time
 import pytest
 
 from llmos.serve.batcher import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
-from llmos.serve.registry import isolating
+from llmos.serve.operations import isolating
 
 FAR = 1e9
 
@@ -32,6 +36,34 @@ class Recorder:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+class FakeClock:
+    """A clock that stands still until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def taken(b: Batcher) -> None:
+    """Return once the worker has taken every queued request (its batch is running)."""
+    for _ in range(10_000):
+        if not b.depth:
+            return
+        await asyncio.sleep(0)  # one turn of the event loop, no wall time
+    pytest.fail("the worker never took the queued requests")
+
+
+async def turns(n: int = 20) -> None:
+    """Let the event loop run ``n`` turns (the worker may act on what was queued)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
@@ -73,7 +105,7 @@ def test_a_full_queue_refuses_with_a_retry_estimate() -> None:
         gate = threading.Event()
         b = Batcher("m", Recorder(gate), max_batch=1, max_wait=0, queue_size=3)
         first = b.submit("k", 0, 1, FAR)
-        await asyncio.sleep(0.05)  # the worker took it and blocks on the gate
+        await taken(b)  # the worker took it and blocks on the gate
         waiting = [b.submit("k", i, 1, FAR) for i in range(3)]
         with pytest.raises(QueueFull, match="busy") as e:
             b.submit("k", 9, 1, FAR)
@@ -89,14 +121,15 @@ def test_deadlines_drop_waiting_requests_and_withdrawn_ones_take_no_slot() -> No
     async def main() -> Recorder:
         gate = threading.Event()
         rec = Recorder(gate)
-        b = Batcher("m", rec, max_batch=8, max_wait=0, queue_size=100)
+        clock = FakeClock()
+        b = Batcher("m", rec, max_batch=8, max_wait=0, queue_size=100, clock=clock)
         busy = b.submit("k", 0, 1, FAR)
-        await asyncio.sleep(0.05)
-        late = b.submit("k", 1, 1, time.monotonic() + 0.05)
+        await taken(b)  # the worker is busy: what comes next waits in the queue
+        late = b.submit("k", 1, 1, clock() + 0.05)
         gone = b.submit("k", 2, 1, FAR)
         kept = b.submit("k", 3, 1, FAR)
         gone.cancel()  # the client disconnected
-        await asyncio.sleep(0.1)
+        clock.advance(0.1)  # late's deadline passes while it waits
         gate.set()
         assert await busy == 0 and await kept == 6
         with pytest.raises(DeadlineExceeded, match="deadline"):
@@ -141,17 +174,24 @@ def test_close_serves_what_is_queued_then_refuses() -> None:
 def test_a_lone_request_on_an_idle_model_does_not_wait_but_a_busy_stream_does() -> None:
     async def main() -> Recorder:
         rec = Recorder()
-        b = Batcher("m", rec, max_batch=8, max_wait=0.9, queue_size=100)
-        # Nothing arrived lately: no company to wait for, so it runs at once (far inside 0.9 s).
-        assert await asyncio.wait_for(b.submit("k", 1, 1, FAR), 0.6) == 2
+        clock = FakeClock()
+        b = Batcher("m", rec, max_batch=8, max_wait=0.9, queue_size=100, clock=clock)
+        # Nothing arrived lately: no company to wait for, so it runs at once. (The clock stands
+        # still: had it waited for company, it would never run; the 60 s only stop a hang.)
+        assert await asyncio.wait_for(b.submit("k", 1, 1, FAR), 60) == 2
         # A burst: arrivals close together bring the mean gap below max_wait ...
         await asyncio.gather(*(b.submit("k", i, 1, FAR) for i in range(10, 18)))
         assert b.gap < b.max_wait
-        # ... so the next request waits for company, and shares its batch with it.
+        # ... so the next request waits for company (while the clock stands still, it waits
+        # however often the worker looks) ...
         late = b.submit("k", 100, 1, FAR)
-        await asyncio.sleep(0.3)
+        await turns()
         assert not late.done()
+        # ... company comes within max_wait, and when max_wait has passed, the two run as one
+        # batch (the company's arrival wakes the worker after the clock has moved on).
+        clock.advance(0.5)
         company = b.submit("k", 101, 1, FAR)
+        clock.advance(0.5)
         assert await asyncio.gather(late, company) == [200, 202]
         await b.close()
         return rec

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from llmos.errors import LlmosError
-from llmos.serve.registry import Registry, UnknownModel, model_bytes, scan
+from llmos.serve.catalog import UnknownModel, scan
+from llmos.serve.registry import Registry, model_bytes
 from llmos.serve.settings import ServeSettings
 
 

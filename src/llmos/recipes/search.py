@@ -1,6 +1,7 @@
-"""Semantic search: embed a corpus with an encoder checkpoint into a saved FAISS index; answer
-queries with the nearest texts. An index remembers the corpus file and checkpoint it was built
-from (path and sha256) and is rebuilt when the corpus changes.
+"""Semantic search: embed a corpus with an encoder checkpoint into a saved document index
+(:class:`~llmos.store.vectors.DocumentIndex`); answer queries with the nearest texts. An index
+remembers the corpus file and checkpoint it was built from (path and sha256) and is rebuilt when
+the corpus changes.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from typing import Any
 from llmos.data.sources import sha256_file
 from llmos.errors import DataError
 from llmos.inference.pipeline import Pipeline
-from llmos.store.vectors import VectorIndex
+from llmos.store.vectors import DocumentIndex, VectorIndex
 
 log = logging.getLogger("llmos.search")
-
-DOCS_FILE = "docs.jsonl"
 
 
 def read_corpus(path: str | Path, text_key: str = "text", id_key: str = "id") -> list[dict]:
@@ -74,48 +73,31 @@ def build_index(
         "text_key": text_key,
         "id_key": id_key,
     }
-    index = VectorIndex.build(vectors, [d["id"] for d in docs], source)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)
-    tmp = out / f".{DOCS_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), "utf-8")
-    tmp.replace(out / DOCS_FILE)
+    index = DocumentIndex.build(vectors, docs, source)
     index.save(out)
     log.info("indexed %d documents of %s in %s", len(docs), corpus, out)
-    return index
+    return index.vectors
 
 
-def open_index(directory: str | Path) -> tuple[VectorIndex, Pipeline, dict[str, str]]:
-    """Load an index, its encoder and its documents; rebuild it first if its corpus file has
-    changed since it was built."""
+def open_index(directory: str | Path) -> tuple[DocumentIndex, Pipeline]:
+    """Load an index (with its documents) and its encoder; rebuild it first if its corpus file
+    has changed since it was built."""
     directory = Path(directory)
-    index = VectorIndex.load(directory)
-    src = index.source
+    index = DocumentIndex.load(directory)
+    src = index.vectors.source
     corpus = Path(src["corpus"])
     if corpus.is_file() and sha256_file(corpus) != src["corpus_sha256"]:
         log.warning("%s changed since the index was built: rebuilding %s", corpus, directory)
-        index = build_index(
+        build_index(
             src["checkpoint"], corpus, directory, text_key=src["text_key"], id_key=src["id_key"]
         )
-    return index, Pipeline.from_checkpoint(src["checkpoint"]), read_docs(directory)
-
-
-def read_docs(directory: str | Path) -> dict[str, str]:
-    """The texts an index was built from, by id (its ``docs.jsonl``; empty when missing)."""
-    path = Path(directory) / DOCS_FILE
-    if not path.is_file():
-        return {}
-    docs = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        d = json.loads(line)
-        docs[d["id"]] = d["text"]
-    return docs
+        index = DocumentIndex.load(directory)
+    return index, Pipeline.from_checkpoint(src["checkpoint"])
 
 
 def search(directory: str | Path, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:
     """The ``k`` documents nearest each query: ``[{"id", "score", "text"}, ...]`` best first."""
     if k < 1:
         raise DataError(f"k must be >= 1, got {k}")
-    index, pipe, docs = open_index(directory)
-    hits = index.search(pipe.embed(queries), k)
-    return [[{"id": i, "score": s, "text": docs[i]} for i, s in row] for row in hits]
+    index, pipe = open_index(directory)
+    return index.search(pipe.embed(queries), k)

@@ -8,6 +8,7 @@ refuses oversized bodies (413) and records every request's route, status and lat
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -26,9 +38,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmos import __version__
 from llmos.errors import LlmosError
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
 from llmos.serve.metrics import Metrics
-from llmos.serve.registry import Registry, UnknownModel
+from llmos.serve.registry import Registry
 from llmos.serve.routes import inference, models, users
 from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
@@ -36,6 +49,10 @@ from llmos.store.db import Store
 
 log = logging.getLogger("llmos.serve")
 STATIC = Path(__file__).parent / "static"  # the web console: plain HTML, CSS and ES modules
+# The API docs pages' scripts and styles, served by this server so that /docs and /redoc work
+# offline (FastAPI's own pages load them from a CDN). They come from the pinned fastapi-offline
+# package (Swagger UI, ReDoc and a favicon), not from copies kept in this repository.
+DOCS_ASSETS = "/docs-assets"
 
 
 def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -201,6 +218,39 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
         return error(500, "internal_error", f"internal error ({type(exc).__name__}); see the log")
 
 
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), as FastAPI's own pages but with their
+    assets served under DOCS_ASSETS instead of a CDN."""
+    assets = importlib.resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(settings: ServeSettings | None = None, store: Store | None = None) -> FastAPI:
     """The llmos HTTP app. ``store`` defaults to ``Store(settings.database_url)``, opened at
     startup."""
@@ -233,8 +283,11 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         "`Authorization: Bearer KEY` (`llmos users create NAME`).",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # _install_docs serves them with local assets
+        redoc_url=None,
     )
     _install_handlers(app, metrics)
+    _install_docs(app)
     for module in (models, inference, users):
         app.include_router(module.router)
 

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("llmos.serve")
@@ -54,7 +54,7 @@ class Request:
     size: int
     deadline: float
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float
 
     def dead(self, now: float) -> bool:
         return self.future.done() or now >= self.deadline
@@ -75,6 +75,8 @@ class Batcher:
         max_wait: seconds the oldest request waits for company.
         queue_size: most waiting requests.
         observe: optional callback ``(batch_texts, seconds)`` after each batch (metrics).
+        clock: the seconds that deadlines and waits are measured in (``time.monotonic``, as
+            the deadlines given to :meth:`submit`); tests pass a fake one.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Batcher:
         max_wait: float,
         queue_size: int,
         observe: Callable[[int, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.run = run
@@ -93,6 +96,7 @@ class Batcher:
         self.max_wait = max_wait
         self.queue_size = queue_size
         self.observe = observe
+        self.clock = clock
         self.queue: collections.deque[Request] = collections.deque()
         self.closed = False
         self.batch_seconds = 0.05  # running mean of one batch's duration, for Retry-After
@@ -100,7 +104,7 @@ class Batcher:
         # worker waits for company only while it is below max_wait. It starts at MAX_GAP, so a
         # first lone request is not held unless max_wait is longer than that.
         self.gap = MAX_GAP
-        self._last_arrival = time.monotonic() - MAX_GAP
+        self._last_arrival = clock() - MAX_GAP
         # One thread per model: a model never runs two batches at once, and the event loop
         # stays free while it computes.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"llmos-{name}")
@@ -123,7 +127,7 @@ class Batcher:
         if len(self.queue) >= self.queue_size:
             raise QueueFull(self.name, self.retry_after())
         future = asyncio.get_running_loop().create_future()
-        request = Request(key, payload, max(1, size), deadline, future)
+        request = Request(key, payload, max(1, size), deadline, future, self.clock())
         gap = min(request.enqueued - self._last_arrival, MAX_GAP)
         self.gap += GAP_WEIGHT * (gap - self.gap)
         self._last_arrival = request.enqueued
@@ -140,7 +144,7 @@ class Batcher:
         self.executor.shutdown(wait=True)
 
     def _drop_dead(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         alive = collections.deque()
         for r in self.queue:
             if not r.future.done() and now >= r.deadline:
@@ -189,7 +193,7 @@ class Batcher:
                 and self._companions(head.key) < self.max_batch
             ):
                 wake_at = min(head.enqueued + self.max_wait, head.deadline)
-                remaining = wake_at - time.monotonic()
+                remaining = wake_at - self.clock()
                 if remaining <= 0 or head.future.done():
                     break
                 self._wake.clear()
@@ -199,7 +203,7 @@ class Batcher:
             if head.future.done():  # withdrawn or timed out while it waited: the next one leads
                 continue
             batch = self._take()
-            start = time.monotonic()
+            start = time.monotonic()  # compute time, for Retry-After and metrics: real seconds
             try:
                 results = await loop.run_in_executor(
                     self.executor, self.run, batch[0].key, [r.payload for r in batch]

@@ -1,5 +1,9 @@
 """What every route shares: the server state, API errors, authentication, rate limits and the
 wait for a batched result.
+
+Routes take the server and the caller through the ``Annotated`` aliases defined here once:
+``ServerDep`` (the app's :class:`Server`), ``UserDep`` (any authenticated caller) and
+``AdminDep`` (an admin caller, 403 otherwise).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from llmos.serve.catalog import ModelEntry
 from llmos.serve.metrics import Metrics
-from llmos.serve.registry import ModelEntry, Registry
+from llmos.serve.operations import Operation
+from llmos.serve.registry import Registry
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store, hash_key
 
@@ -155,10 +161,18 @@ async def caller(request: Request) -> Caller:
     return who
 
 
-async def admin(user: Annotated[Caller, Depends(caller)]) -> Caller:
+UserDep = Annotated[Caller, Depends(caller)]
+ServerDep = Annotated[Server, Depends(server)]
+
+
+async def admin(user: UserDep) -> Caller:
+    """The caller, if an admin (403 otherwise)."""
     if not user.is_admin:
         raise ApiError(403, "forbidden", "this route is for admins (llmos users create --admin)")
     return user
+
+
+AdminDep = Annotated[Caller, Depends(admin)]
 
 
 def check_texts(srv: Server, texts: list[str], name: str = "texts") -> None:
@@ -180,6 +194,7 @@ def check_texts(srv: Server, texts: list[str], name: str = "texts") -> None:
 
 
 def require(entry: ModelEntry, capability: str) -> None:
+    """400 unless the model answers the route ``/v1/{capability}``."""
     if capability not in entry.capabilities:
         routes = ", ".join(f"/v1/{c}" for c in entry.capabilities)
         raise ApiError(
@@ -217,12 +232,13 @@ async def _disconnected(request: Request) -> None:
 
 
 async def submit(
-    request: Request, srv: Server, model: str, key: Any, payload: Any, size: int
+    request: Request, srv: Server, model: str, op: Operation, payload: Any, size: int
 ) -> Any:
-    """Queue a request on a model's batcher and wait for its result; a client that disconnects
-    meanwhile withdraws it (it takes no batch slot)."""
+    """Queue a request (``payload`` of ``size`` texts, for the operation ``op``) on a model's
+    batcher and wait for its result; a client that disconnects meanwhile withdraws it (it takes
+    no batch slot)."""
     loaded = await srv.registry.get(model)
-    future = loaded.batcher.submit(key, payload, size, deadline(request, srv))
+    future = loaded.batcher.submit(op, payload, size, deadline(request, srv))
     srv.metrics.queue_depth.labels(model).set(loaded.batcher.depth)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:

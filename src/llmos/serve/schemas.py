@@ -7,10 +7,13 @@ answered 422 with the same error shape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from llmos.inference.generate import GenerationConfig
 
 Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 ModelName = Annotated[
@@ -137,21 +140,35 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]]
 
 
-class GenerateRequest(Strict):
+def decoding_default(name: str) -> Any:
+    """The default of the decoding option ``name``: GenerationConfig's, the one source of
+    decoding defaults for the Python API, the CLI and the server alike."""
+    f = GenerationConfig.__dataclass_fields__[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+class GenerateOptions(Strict):
+    """The decoding options of a generate request, with the server's defaults."""
+
+    max_new_tokens: int = Field(decoding_default("max_new_tokens"), ge=1)
+    strategy: Literal["greedy", "sample"] = decoding_default("strategy")
+    temperature: float = Field(decoding_default("temperature"), gt=0, le=100)
+    top_k: int = Field(decoding_default("top_k"), ge=0)
+    top_p: float = Field(decoding_default("top_p"), gt=0, le=1)
+    repetition_penalty: float = Field(decoding_default("repetition_penalty"), gt=0, le=100)
+    no_repeat_ngram_size: int = Field(decoding_default("no_repeat_ngram_size"), ge=0, le=100)
+    num_beams: int = Field(decoding_default("num_beams"), ge=1, le=16)
+    seed: int | None = Field(decoding_default("seed"), ge=0, le=2**63 - 1)
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=lambda: list(decoding_default("stop")), max_length=16
+    )
+
+
+class GenerateRequest(GenerateOptions):
     model: ModelName
     prompt: Text
-    max_new_tokens: int = Field(64, ge=1)
-    strategy: Literal["greedy", "sample"] = "greedy"
-    temperature: float = Field(1.0, gt=0, le=100)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    repetition_penalty: float = Field(1.0, gt=0, le=100)
-    no_repeat_ngram_size: int = Field(0, ge=0, le=100)
-    num_beams: int = Field(1, ge=1, le=16)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=16
-    )
     raw: bool = Field(False, description="instruction-tuned models: skip the prompt template")
     stream: bool = Field(False, description="server-sent events, one per decoded piece")
 

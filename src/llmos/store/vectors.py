@@ -1,9 +1,11 @@
-"""A FAISS vector index saved with the ids it covers and what it was built from.
+"""A FAISS vector index saved with the ids it covers and what it was built from, and the
+document index that adds the texts a search answers with.
 
 A saved index is a directory::
 
     index.faiss   the FAISS index (exact inner product over unit vectors = cosine)
     ids.json      the id of each row, in order
+    docs.jsonl    (a document index) the text of each id, one ``{"id", "text"}`` a line
     meta.json     written last: count, dimension, and the ``source`` fingerprint (the corpus
                   file's sha256, the model) that tells when the index is stale
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from llmos.errors import CheckpointError, LlmosError
 
-INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "meta.json"
+INDEX_FILE, IDS_FILE, META_FILE, DOCS_FILE = "index.faiss", "ids.json", "meta.json", "docs.jsonl"
 
 
 def _faiss() -> Any:
@@ -103,3 +105,60 @@ class VectorIndex:
                 f"{meta.get('count')}; rebuild it"
             )
         return cls(index, ids, meta.get("source", {}))
+
+
+class DocumentIndex:
+    """A :class:`VectorIndex` with the texts of the documents it covers, saved beside it as
+    ``docs.jsonl`` (one ``{"id", "text"}`` object a line): what a search answers with.
+
+    The texts are written before the index (whose ``meta.json`` comes last), so a saved
+    document index is complete exactly when its vector index is.
+    """
+
+    def __init__(self, vectors: VectorIndex, texts: dict[str, str]) -> None:
+        self.vectors, self.texts = vectors, texts
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, docs: list[dict[str, str]], source: dict[str, Any]
+    ) -> DocumentIndex:
+        """Index ``vectors`` (N, D), one per document of ``docs`` (``{"id", "text"}``)."""
+        index = VectorIndex.build(vectors, [d["id"] for d in docs], source)
+        return cls(index, {d["id"]: d["text"] for d in docs})
+
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / META_FILE).unlink(missing_ok=True)  # incomplete until the vector index is saved
+        lines = "".join(
+            json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
+            for i, t in self.texts.items()
+        )
+        _replace(d / DOCS_FILE, lambda p: p.write_text(lines, encoding="utf-8"))
+        return self.vectors.save(d)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DocumentIndex:
+        """The index saved in ``directory`` and its texts (none when ``docs.jsonl`` is missing:
+        hits then come back with empty texts)."""
+        return cls(VectorIndex.load(directory), read_docs(directory))
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        """The ``k`` documents nearest each query vector: ``[{"id", "score", "text"}, ...]``,
+        best first."""
+        return [
+            [{"id": i, "score": s, "text": self.texts.get(i, "")} for i, s in row]
+            for row in self.vectors.search(queries, k)
+        ]
+
+
+def read_docs(directory: str | Path) -> dict[str, str]:
+    """The texts an index was built from, by id (its ``docs.jsonl``; empty when missing)."""
+    path = Path(directory) / DOCS_FILE
+    if not path.is_file():
+        return {}
+    docs = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        docs[d["id"]] = d["text"]
+    return docs

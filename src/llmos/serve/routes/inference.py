@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from llmos.errors import LlmosError
@@ -19,24 +18,33 @@ from llmos.inference.generate import GenerationConfig
 from llmos.serve import schemas as s
 from llmos.serve.deps import (
     ApiError,
-    Caller,
     Server,
-    caller,
+    ServerDep,
+    UserDep,
     check_texts,
     deadline,
     require,
     submit,
 )
-from llmos.serve.deps import server as get_server
+from llmos.serve.operations import (
+    ClassifyOp,
+    EmbedOp,
+    FillMaskOp,
+    GenerateOp,
+    Query,
+    SearchOp,
+    StreamJob,
+    StreamOp,
+    TagOp,
+    TextBatch,
+)
 
 router = APIRouter(prefix="/v1", tags=["inference"])
-Srv = Annotated[Server, Depends(get_server)]
-User = Annotated[Caller, Depends(caller)]
 _unique = itertools.count()
 
 
 @router.post("/classify", response_model=s.ClassifyResponse)
-async def classify(body: s.ClassifyRequest, request: Request, srv: Srv, _: User) -> Any:
+async def classify(body: s.ClassifyRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Labels with probabilities for each text (or text pair)."""
     require(srv.registry.entry(body.model), "classify")
     check_texts(srv, body.texts)
@@ -49,53 +57,51 @@ async def classify(body: s.ClassifyRequest, request: Request, srv: Srv, _: User)
                 f"texts_b has {len(body.texts_b)} items but texts has {len(body.texts)}; "
                 "give one second text per text",
             )
-    payload = {"texts": body.texts, "texts_b": body.texts_b}
-    key = ("classify", body.texts_b is not None)
-    results = await submit(request, srv, body.model, key, payload, len(body.texts))
+    op = ClassifyOp(pairs=body.texts_b is not None)
+    payload = TextBatch(body.texts, body.texts_b)
+    results = await submit(request, srv, body.model, op, payload, len(body.texts))
     return {"model": body.model, "results": results}
 
 
 @router.post("/tag", response_model=s.TagResponse)
-async def tag(body: s.TagRequest, request: Request, srv: Srv, _: User) -> Any:
+async def tag(body: s.TagRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Labelled spans (entities, slots, words) with character offsets, per text."""
     require(srv.registry.entry(body.model), "tag")
     check_texts(srv, body.texts)
-    results = await submit(
-        request, srv, body.model, ("tag",), {"texts": body.texts}, len(body.texts)
-    )
+    payload = TextBatch(body.texts)
+    results = await submit(request, srv, body.model, TagOp(), payload, len(body.texts))
     return {"model": body.model, "results": results}
 
 
 @router.post("/fill-mask", response_model=s.FillMaskResponse)
-async def fill_mask(body: s.FillMaskRequest, request: Request, srv: Srv, _: User) -> Any:
+async def fill_mask(body: s.FillMaskRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """The likeliest tokens behind each ``[MASK]`` of the text."""
     require(srv.registry.entry(body.model), "fill-mask")
     check_texts(srv, [body.text], "text")
-    result = await submit(
-        request, srv, body.model, ("fill-mask", body.top_k), {"text": body.text}, 1
-    )
+    result = await submit(request, srv, body.model, FillMaskOp(body.top_k), body.text, 1)
     if result and isinstance(result[0], dict):  # one mask: the pipeline returns a flat list
         result = [result]
     return {"model": body.model, "results": result}
 
 
 @router.post("/embed", response_model=s.EmbedResponse)
-async def embed(body: s.EmbedRequest, request: Request, srv: Srv, _: User) -> Any:
+async def embed(body: s.EmbedRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Sentence embeddings (pooling and normalization default to the model's own)."""
     require(srv.registry.entry(body.model), "embed")
     check_texts(srv, body.texts)
-    key = ("embed", body.pooling, body.normalize)
-    vectors = await submit(request, srv, body.model, key, {"texts": body.texts}, len(body.texts))
+    op = EmbedOp(body.pooling, body.normalize)
+    payload = TextBatch(body.texts)
+    vectors = await submit(request, srv, body.model, op, payload, len(body.texts))
     return {"model": body.model, "dim": len(vectors[0]), "embeddings": vectors}
 
 
 @router.post("/search", response_model=s.SearchResponse)
-async def search(body: s.SearchRequest, request: Request, srv: Srv, _: User) -> Any:
+async def search(body: s.SearchRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """The ``k`` documents of an index nearest the query (cosine similarity, best first)."""
     ix = srv.registry.index(body.index)
     check_texts(srv, [body.query], "query")
-    payload = {"query": body.query, "k": body.k}
-    hits = await submit(request, srv, ix.model, ("search", ix.name), payload, 1)
+    query = Query(body.query, body.k)
+    hits = await submit(request, srv, ix.model, SearchOp(ix.name), query, 1)
     return {"index": ix.name, "hits": hits}
 
 
@@ -107,7 +113,7 @@ def _generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
             f"max_new_tokens is {body.max_new_tokens}; this server generates at most "
             f"{srv.settings.max_new_tokens}",
         )
-    options = body.model_dump(exclude={"model", "prompt", "raw", "stream"})
+    options = body.model_dump(include=set(s.GenerateOptions.model_fields))
     options["stop"] = tuple(options["stop"])
     try:
         GenerationConfig(**options)  # every option checked before the request queues
@@ -116,12 +122,19 @@ def _generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
     return options
 
 
+@router.get("/generate/defaults", response_model=s.GenerateOptions)
+async def generate_defaults(_: UserDep) -> Any:
+    """The decoding options a generate request gets when it leaves them out (the console
+    starts its form from these)."""
+    return s.GenerateOptions()
+
+
 @router.post(
     "/generate",
     response_model=s.GenerateResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def generate(body: s.GenerateRequest, request: Request, srv: Srv, _: User) -> Any:
+async def generate(body: s.GenerateRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Continue a prompt (or answer an instruction). With ``stream: true`` the answer is
     server-sent events: ``data: {"text": piece}`` as pieces decode, then ``event: done``
     with the whole text (or ``event: error``)."""
@@ -136,10 +149,8 @@ async def generate(body: s.GenerateRequest, request: Request, srv: Srv, _: User)
         return await _stream(body, options, request, srv)
     # Requests with equal options decode together as one left-padded batch; a seeded sample
     # runs alone so that its result does not depend on the batch it lands in.
-    key = ("generate", tuple(sorted(options.items())), body.raw)
-    if body.seed is not None:
-        key += (next(_unique),)
-    text = await submit(request, srv, body.model, key, {"prompt": body.prompt}, 1)
+    op = GenerateOp.of(options, body.raw, None if body.seed is None else next(_unique))
+    text = await submit(request, srv, body.model, op, body.prompt, 1)
     return {"model": body.model, "text": text}
 
 
@@ -154,20 +165,18 @@ async def _stream(
     loaded = await srv.registry.get(body.model)
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
-    cancelled = threading.Event()
 
     def emit(piece: str) -> None:  # called in the model's thread
         loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-    payload = {
-        "prompt": body.prompt,
-        "raw": body.raw,
-        "options": options,
-        "emit": emit,
-        "cancelled": cancelled,
-        "ended": lambda outcome: srv.metrics.streams.labels(body.model, outcome).inc(),
-    }
-    future = loaded.batcher.submit(("stream", next(_unique)), payload, 1, deadline(request, srv))
+    job = StreamJob(
+        prompt=body.prompt,
+        raw=body.raw,
+        options=options,
+        emit=emit,
+        ended=lambda outcome: srv.metrics.streams.labels(body.model, outcome).inc(),
+    )
+    future = loaded.batcher.submit(StreamOp(), job, 1, deadline(request, srv))
     future.add_done_callback(lambda _: pieces.put_nowait(None))
 
     async def events() -> AsyncIterator[str]:
@@ -184,7 +193,7 @@ async def _stream(
         except Exception as e:  # headers are sent: the error travels as an event
             yield _sse({"type": type(e).__name__, "message": str(e)}, "error")
         finally:  # the client went away (or the stream ended): stop decoding
-            cancelled.set()
+            job.cancelled.set()
             future.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from llmos.serve import schemas as s
-from llmos.serve.deps import Caller, Server, admin, caller
-from llmos.serve.deps import server as get_server
+from llmos.serve.deps import AdminDep, Server, ServerDep, UserDep
 
 router = APIRouter(prefix="/v1", tags=["models"])
-Srv = Annotated[Server, Depends(get_server)]
 
 
 def model_list(srv: Server) -> dict[str, Any]:
@@ -44,20 +42,20 @@ def model_list(srv: Server) -> dict[str, Any]:
 
 
 @router.get("/models", response_model=s.ModelList)
-async def list_models(srv: Srv, _: Annotated[Caller, Depends(caller)]) -> Any:
+async def list_models(srv: ServerDep, _: UserDep) -> Any:
     """Every model under the models directory: task, labels, size, language, loaded or not."""
     return model_list(srv)
 
 
 @router.post("/models/load", response_model=s.ModelList, tags=["admin"])
-async def load(body: s.ModelAction, srv: Srv, _: Annotated[Caller, Depends(admin)]) -> Any:
+async def load(body: s.ModelAction, srv: ServerDep, _: AdminDep) -> Any:
     """Load a model now (instead of on its first request)."""
     await srv.registry.get(body.model)
     return model_list(srv)
 
 
 @router.post("/models/unload", response_model=s.ModelList, tags=["admin"])
-async def unload(body: s.ModelAction, srv: Srv, _: Annotated[Caller, Depends(admin)]) -> Any:
+async def unload(body: s.ModelAction, srv: ServerDep, _: AdminDep) -> Any:
     """Free a model's memory (its queued requests are served first)."""
     srv.registry.entry(body.model)
     await srv.registry.unload(body.model)
@@ -65,7 +63,7 @@ async def unload(body: s.ModelAction, srv: Srv, _: Annotated[Caller, Depends(adm
 
 
 @router.post("/models/rescan", response_model=s.ModelList, tags=["admin"])
-async def rescan(srv: Srv, _: Annotated[Caller, Depends(admin)]) -> Any:
+async def rescan(srv: ServerDep, _: AdminDep) -> Any:
     """Read the models directory again (new checkpoints become available)."""
     srv.registry.rescan()
     return model_list(srv)

@@ -232,19 +232,25 @@ export function fillMask({ catalog }) {
 
 // --- generate -------------------------------------------------------------------------------
 
-export function generate({ catalog }) {
+export async function generate({ catalog }) {
   const picker = modelPicker(catalog.models, "generate");
   if (!picker) return noModel("Generate", "generate");
+  // The form starts from the server's own decoding defaults (what a request that leaves an
+  // option out gets), so that the console decodes as the API does.
+  const defaults = await call("GET", "/v1/generate/defaults");
   const num = (id, value, step) => h("input", { id, type: "number", value, step });
   const prompt = h("textarea", { id: "prompt", placeholder: "e.g. 却说曹操" });
+  const strategy = h("select", { id: "strategy" }, h("option", {}, "greedy"), h("option", {}, "sample"));
+  strategy.value = defaults.strategy;
   const controls = {
-    max_new_tokens: num("max-new-tokens", 64, 1),
-    strategy: h("select", { id: "strategy" }, h("option", {}, "greedy"), h("option", {}, "sample")),
-    temperature: num("temperature", 1.0, "any"),
-    top_k: num("top-k", 0, 1),
-    top_p: num("top-p", 1.0, "any"),
-    repetition_penalty: num("repetition-penalty", 1.0, "any"),
-    num_beams: h("input", { id: "num-beams", type: "number", min: 1, value: 1, step: 1 }),
+    max_new_tokens: num("max-new-tokens", defaults.max_new_tokens, 1),
+    strategy,
+    temperature: num("temperature", defaults.temperature, "any"),
+    top_k: num("top-k", defaults.top_k, 1),
+    top_p: num("top-p", defaults.top_p, "any"),
+    repetition_penalty: num("repetition-penalty", defaults.repetition_penalty, "any"),
+    no_repeat_ngram_size: num("no-repeat-ngram-size", defaults.no_repeat_ngram_size, 1),
+    num_beams: h("input", { id: "num-beams", type: "number", min: 1, value: defaults.num_beams, step: 1 }),
     seed: h("input", { id: "seed", type: "number", placeholder: "none" }),
   };
   const stop = h("input", { id: "stop", placeholder: "e.g. 。|\\n (separated by |)" });
@@ -271,6 +277,7 @@ export function generate({ catalog }) {
     body.max_new_tokens = Number(controls.max_new_tokens.value);
     body.strategy = controls.strategy.value;
     body.repetition_penalty = Number(controls.repetition_penalty.value);
+    body.no_repeat_ngram_size = Number(controls.no_repeat_ngram_size.value);
     if (body.strategy === "sample") {
       for (const name of ["temperature", "top_k", "top_p"]) body[name] = Number(controls[name].value);
       if (controls.seed.value !== "") body.seed = Number(controls.seed.value);
@@ -320,8 +327,9 @@ export function generate({ catalog }) {
   };
   return page(
     "Generate",
-    "The text streams in as it decodes (server-sent events). Sampling options apply to strategy " +
-      "sample; num beams above 1 (greedy, at most 16) is beam search, shown whole when it ends.",
+    "The text streams in as it decodes (server-sent events). The options start at the server's " +
+      "defaults; sampling options apply to strategy sample; num beams above 1 (greedy, at most " +
+      "16) is beam search, shown whole when it ends.",
     form(
       "Generate",
       run,

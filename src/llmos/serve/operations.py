@@ -1,0 +1,234 @@
+"""Typed batch operations: what a request asks of a loaded model, and how a batch of such
+requests runs as one call of its pipeline.
+
+An operation is a frozen dataclass and is the batcher's key: queued requests with *equal*
+operations (the same kind and the same options) share one forward pass; requests whose options
+differ never mix. Each operation's ``run`` takes the payloads of one batch (one per request,
+in queue order) and returns one result per payload, in the model's own thread.
+
+    op              payload        result per payload
+    ClassifyOp      TextBatch      [{"label", "score", "scores"}, ...]
+    TagOp           TextBatch      [[span, ...], ...]
+    EmbedOp         TextBatch      [[float, ...], ...]
+    FillMaskOp      str (text)     the pipeline's fill-mask answer
+    GenerateOp      str (prompt)   the generated text
+    SearchOp        Query          [{"id", "score", "text"}, ...]
+    StreamOp        StreamJob      the whole streamed text (pieces go out through the job)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from llmos.store.vectors import DocumentIndex
+
+# The batch size a pipeline call gets: at least this, or the whole batch's texts at once.
+MIN_BATCH_SIZE = 32
+
+
+@dataclass
+class Runtime:
+    """What a loaded model's batches run on: its pipeline and the indexes whose queries it
+    embeds (by index name)."""
+
+    pipe: Any
+    indexes: dict[str, DocumentIndex] = field(default_factory=dict)
+
+
+class Operation(Protocol):
+    """A batch key that runs a batch of its payloads on a model (see the module docstring)."""
+
+    def run(self, runtime: Runtime, payloads: list[Any]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """The texts of one request (and, for sentence pairs, their second texts)."""
+
+    texts: list[str]
+    texts_b: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search request: the query text and how many hits it wants."""
+
+    text: str
+    k: int
+
+
+def _flatten(payloads: list[TextBatch]) -> tuple[list[str], list[int]]:
+    """Every text of the batch in order, and how many each request brought."""
+    return [t for p in payloads for t in p.texts], [len(p.texts) for p in payloads]
+
+
+def _split(flat: list[Any], sizes: list[int]) -> list[list[Any]]:
+    """``flat`` cut back into one list per request (the inverse of :func:`_flatten`)."""
+    out, i = [], 0
+    for n in sizes:
+        out.append(flat[i : i + n])
+        i += n
+    return out
+
+
+@dataclass(frozen=True)
+class ClassifyOp:
+    """Classify texts, or sentence pairs (``pairs``: every payload has ``texts_b``)."""
+
+    pairs: bool = False
+
+    def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
+        texts, sizes = _flatten(payloads)
+        seconds = [t for p in payloads for t in p.texts_b or ()] if self.pairs else None
+        batch_size = max(MIN_BATCH_SIZE, len(texts))
+        return _split(runtime.pipe.classify(texts, seconds, batch_size=batch_size), sizes)
+
+
+@dataclass(frozen=True)
+class TagOp:
+    """Label spans in texts."""
+
+    def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
+        texts, sizes = _flatten(payloads)
+        batch_size = max(MIN_BATCH_SIZE, len(texts))
+        return _split(runtime.pipe.tag(texts, batch_size=batch_size), sizes)
+
+
+@dataclass(frozen=True)
+class EmbedOp:
+    """Sentence embeddings; ``None`` options mean the model's own (its task.json)."""
+
+    pooling: str | None = None
+    normalize: bool | None = None
+
+    def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
+        texts, sizes = _flatten(payloads)
+        vectors = runtime.pipe.embed(
+            texts,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            batch_size=max(MIN_BATCH_SIZE, len(texts)),
+        )
+        return _split(vectors.tolist(), sizes)
+
+
+@dataclass(frozen=True)
+class FillMaskOp:
+    """The ``top_k`` likeliest tokens behind each ``[MASK]`` (one pipeline call per text)."""
+
+    top_k: int = 5
+
+    def run(self, runtime: Runtime, payloads: list[str]) -> list[Any]:
+        return [runtime.pipe.fill_mask(text, top_k=self.top_k) for text in payloads]
+
+
+@dataclass(frozen=True)
+class GenerateOp:
+    """Continue prompts with equal decoding options as one left-padded batch.
+
+    ``options`` are GenerationConfig fields as sorted ``(name, value)`` pairs (hashable); build
+    one with :meth:`of`. ``solo``, a number no other request has, makes the request decode
+    alone: a seeded sample's result must not depend on the batch it lands in.
+    """
+
+    options: tuple[tuple[str, Any], ...] = ()
+    raw: bool = False
+    solo: int | None = None
+
+    @classmethod
+    def of(cls, options: dict[str, Any], raw: bool = False, solo: int | None = None) -> GenerateOp:
+        """The operation for decoding ``options`` (list values, such as ``stop``, as tuples)."""
+        items = ((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())
+        return cls(tuple(sorted(items)), raw, solo)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of the pipeline's ``generate``/``stream``."""
+        return dict(self.options)
+
+    def run(self, runtime: Runtime, payloads: list[str]) -> list[Any]:
+        return list(runtime.pipe.generate(list(payloads), raw=self.raw, **self.kwargs))
+
+
+@dataclass(frozen=True)
+class SearchOp:
+    """The nearest documents of the index ``index`` to each query (embedded as one batch)."""
+
+    index: str
+
+    def run(self, runtime: Runtime, payloads: list[Query]) -> list[Any]:
+        index = runtime.indexes[self.index]
+        queries = [q.text for q in payloads]
+        vectors = runtime.pipe.embed(queries, batch_size=MIN_BATCH_SIZE)
+        hits = index.search(vectors, max(q.k for q in payloads))
+        return [row[: q.k] for row, q in zip(hits, payloads, strict=True)]
+
+
+@dataclass
+class StreamJob:
+    """One streamed generation: the prompt and options, and the hooks the model's thread calls.
+
+    Attributes:
+        emit: called with each decoded piece, in the model's thread.
+        ended: called once with how the stream ended: ``done``, ``client_closed`` or ``error``.
+        cancelled: set when the client goes away; decoding stops at the next piece.
+    """
+
+    prompt: str
+    raw: bool
+    options: dict[str, Any]
+    emit: Callable[[str], None]
+    ended: Callable[[str], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, eq=False)
+class StreamOp:
+    """Stream one generation piece by piece. Compared by identity (``eq=False``): each stream
+    is its own batch, as a stream decodes one sequence."""
+
+    def run(self, runtime: Runtime, payloads: list[StreamJob]) -> list[str]:
+        (job,) = payloads
+        pieces: list[str] = []
+        outcome = "error"
+        try:
+            for piece in runtime.pipe.stream(job.prompt, raw=job.raw, **job.options):
+                if job.cancelled.is_set():  # the client went away: stop decoding
+                    outcome = "client_closed"
+                    break
+                pieces.append(piece)
+                job.emit(piece)
+            else:
+                outcome = "done"
+        finally:
+            job.ended(outcome)
+        return ["".join(pieces)]
+
+
+def run_batch(runtime: Runtime, op: Operation, payloads: list[Any]) -> list[Any]:
+    """One call of the model for a batch of requests with the operation ``op``."""
+    return op.run(runtime, payloads)
+
+
+def isolating(run: Callable[[Any, list[Any]], list[Any]]) -> Callable[[Any, list[Any]], list[Any]]:
+    """A batch function that, when a batch of several requests fails, runs them one by one so
+    that one bad request fails alone (its exception becomes its result)."""
+
+    def wrapped(key: Any, payloads: list[Any]) -> list[Any]:
+        try:
+            return run(key, payloads)
+        except Exception:
+            if len(payloads) == 1:
+                raise
+        out: list[Any] = []
+        for p in payloads:
+            try:
+                out.extend(run(key, [p]))
+            except Exception as e:
+                out.append(e)
+        return out
+
+    return wrapped
