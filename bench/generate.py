@@ -116,7 +116,9 @@ def main() -> None:
         f"{'batch':>5} {'hf tok/s':>10} {'llmos tok/s':>12} {'x hf':>6} "
         f"{'no-cache tok/s':>15} {'cache x':>8} {'same tokens':>12}"
     )
-    cfg_gen = GenerationConfig(max_new_tokens=new)
+    # Plain greedy, as hf.generate below (llmos's defaults add a repetition penalty and a
+    # trigram ban for small models).
+    cfg_gen = GenerationConfig(max_new_tokens=new, repetition_penalty=1.0, no_repeat_ngram_size=0)
     for bs in args.batch_sizes:
         batch = prompts[:bs]
         ids, mask, _ = left_pad(batch, 0, torch.device("cpu"))

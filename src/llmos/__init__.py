@@ -17,7 +17,8 @@ from llmos.errors import LlmosError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from llmos.inference.pipeline import Pipeline
+    from llmos.inference.encoder import EncoderPipeline
+    from llmos.inference.generator import GeneratorPipeline
 
 __version__ = "0.1.0"
 __all__ = ["LlmosError", "__version__", "load"]
@@ -25,8 +26,8 @@ __all__ = ["LlmosError", "__version__", "load"]
 
 def load(
     path: str | Path, device: str = "cpu", precision: str = "fp32", compile: bool = False
-) -> Pipeline:
-    """Load any llmos checkpoint directory for inference.
+) -> EncoderPipeline | GeneratorPipeline:
+    """Load any llmos checkpoint directory for inference, as the pipeline of its kind.
 
     Args:
         path: a checkpoint directory (``config.json``, ``model.safetensors``, ``tokenizer.json``;
@@ -36,9 +37,13 @@ def load(
         compile: ``torch.compile`` the encoder (each new batch shape compiles first).
 
     Returns:
-        A :class:`~llmos.inference.pipeline.Pipeline` with ``fill_mask`` and the task methods.
+        An :class:`~llmos.inference.encoder.EncoderPipeline` (``classify``, ``tag``,
+        ``fill_mask``, ``embed``) for an encoder, a
+        :class:`~llmos.inference.generator.GeneratorPipeline` (``generate``, ``stream``) for a
+        GPT. The other kind's methods raise
+        :class:`~llmos.inference.pipeline.UnsupportedTaskError` naming what the model can do.
     """
     # Imported here so that `import llmos` stays cheap (no torch at import time).
-    from llmos.inference.pipeline import Pipeline
+    from llmos.inference.load import load_pipeline
 
-    return Pipeline.from_checkpoint(path, device=device, precision=precision, compile=compile)
+    return load_pipeline(path, device=device, precision=precision, compile=compile)

@@ -237,7 +237,7 @@ def test_bad_requests_are_clear_errors(classifier: Path, tiny_encoder: Path, tmp
     quantize_checkpoint(classifier, out, repeats=1)
     with pytest.raises(CheckpointError, match="already quantized"):
         quantize_checkpoint(out, tmp_path / "z")
-    from llmos.checkpoint.onnx import export_onnx
+    from llmos.inference.onnx_export import export_onnx
 
     with pytest.raises(CheckpointError, match="inference only"):
         export_onnx(out, tmp_path / "onnx")

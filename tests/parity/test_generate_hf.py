@@ -33,6 +33,14 @@ CFG = GPTConfig(
     attention_dropout=0.0,
 )
 PAD = 0
+# Hugging Face's decoding defaults: no repetition penalty, no n-gram ban (llmos's own defaults
+# have both, for small models); a test that wants one passes it.
+HF_DEFAULTS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+
+
+def hf_config(**options: object) -> GenerationConfig:
+    """A GenerationConfig with Hugging Face's defaults unless ``options`` say otherwise."""
+    return GenerationConfig(**{**HF_DEFAULTS, **options})
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def pair() -> tuple[GPT, torch.nn.Module]:
 def test_greedy_equals_hf_generate_with_left_padded_batch(pair) -> None:
     ours, hf = pair
     prompts = [[5, 9, 13, 2, 7, 40], [11, 3], [20, 21, 22, 23]]
-    got = generate_ids(ours, prompts, GenerationConfig(max_new_tokens=12), eos_id=None, pad_id=PAD)
+    got = generate_ids(ours, prompts, hf_config(max_new_tokens=12), eos_id=None, pad_id=PAD)
     for prompt, ours_row in zip(prompts, got, strict=True):
         # HF one prompt at a time (no padding): the batched, left-padded run must match it.
         out = hf.generate(
@@ -67,9 +75,9 @@ def test_greedy_equals_hf_generate_with_left_padded_batch(pair) -> None:
 def test_eos_stops_a_row_and_is_kept(pair) -> None:
     ours, _ = pair
     prompt = [[5, 9, 13]]
-    free = generate_ids(ours, prompt, GenerationConfig(max_new_tokens=10), eos_id=None)[0]
+    free = generate_ids(ours, prompt, hf_config(max_new_tokens=10), eos_id=None)[0]
     eos = free[3]
-    stopped = generate_ids(ours, prompt, GenerationConfig(max_new_tokens=10), eos_id=eos)[0]
+    stopped = generate_ids(ours, prompt, hf_config(max_new_tokens=10), eos_id=eos)[0]
     assert stopped == free[: free.index(eos) + 1]
 
 
@@ -101,7 +109,7 @@ def test_filters_match_hf_logits_processors() -> None:
 def test_no_repeat_ngram_in_generation_equals_hf(pair) -> None:
     ours, hf = pair
     prompt = [5, 9, 13, 7]
-    cfg = GenerationConfig(max_new_tokens=20, no_repeat_ngram_size=2)
+    cfg = hf_config(max_new_tokens=20, no_repeat_ngram_size=2)
     got = generate_ids(ours, [prompt], cfg, eos_id=None)[0]
     out = hf.generate(
         torch.tensor([prompt]),
@@ -116,16 +124,16 @@ def test_no_repeat_ngram_in_generation_equals_hf(pair) -> None:
     seq = prompt + got
     bigrams = list(itertools.pairwise(seq))
     assert len(bigrams) == len(set(bigrams))
-    plain = generate_ids(ours, [prompt], GenerationConfig(max_new_tokens=20), eos_id=None)[0]
+    plain = generate_ids(ours, [prompt], hf_config(max_new_tokens=20), eos_id=None)[0]
     assert plain != got  # the ban changed the output: greedy alone repeats a bigram
 
 
 def test_seeded_sampling_is_reproducible_and_respects_top_k(pair) -> None:
     ours, _ = pair
-    cfg = GenerationConfig(max_new_tokens=15, strategy="sample", top_k=1, seed=3)
-    greedy = generate_ids(ours, [[5, 9]], GenerationConfig(max_new_tokens=15), eos_id=None)
+    cfg = hf_config(max_new_tokens=15, strategy="sample", top_k=1, seed=3)
+    greedy = generate_ids(ours, [[5, 9]], hf_config(max_new_tokens=15), eos_id=None)
     assert generate_ids(ours, [[5, 9]], cfg, eos_id=None) == greedy  # top-1 sampling = greedy
-    cfg = GenerationConfig(max_new_tokens=15, strategy="sample", temperature=1.5, seed=7)
+    cfg = hf_config(max_new_tokens=15, strategy="sample", temperature=1.5, seed=7)
     a = generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
     assert a == generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
 
@@ -161,8 +169,8 @@ def test_beam_search_equals_hf_generate(pair, kw: dict) -> None:
     prompts = [[5, 9, 13, 2, 7, 40], [11, 3], [20, 21, 22, 23]]
     # An eos that greedy decoding produces early for some prompts, so hypotheses finish at
     # different steps and the finished-list bookkeeping and stopping rules are exercised.
-    eos = generate_ids(ours, prompts, GenerationConfig(max_new_tokens=4), eos_id=None)[0][2]
-    cfg = GenerationConfig(max_new_tokens=14, **kw)
+    eos = generate_ids(ours, prompts, hf_config(max_new_tokens=4), eos_id=None)[0][2]
+    cfg = hf_config(max_new_tokens=14, **kw)
     got = generate_ids(ours, prompts, cfg, eos_id=eos, pad_id=PAD)
     assert got == hf_beams(hf, prompts, eos, max_new_tokens=14, **kw)
     assert any(r and r[-1] == eos for r in got)  # some hypothesis finished on eos
@@ -172,7 +180,7 @@ def test_beam_search_equals_hf_generate(pair, kw: dict) -> None:
 def test_beam_search_without_eos_equals_hf(pair) -> None:
     ours, hf = pair
     prompts = [[5, 9, 13], [11, 3, 4, 4, 30]]
-    cfg = GenerationConfig(max_new_tokens=10, num_beams=4, num_return_sequences=4)
+    cfg = hf_config(max_new_tokens=10, num_beams=4, num_return_sequences=4)
     got = generate_ids(ours, prompts, cfg, eos_id=None, pad_id=PAD)
     assert got == hf_beams(
         hf, prompts, None, max_new_tokens=10, num_beams=4, num_return_sequences=4
@@ -182,7 +190,7 @@ def test_beam_search_without_eos_equals_hf(pair) -> None:
 
 def test_sampling_returns_several_sequences_per_prompt(pair) -> None:
     ours, _ = pair
-    cfg = GenerationConfig(
+    cfg = hf_config(
         max_new_tokens=8, strategy="sample", temperature=20.0, num_return_sequences=3, seed=1
     )
     got = generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
@@ -191,13 +199,11 @@ def test_sampling_returns_several_sequences_per_prompt(pair) -> None:
 
 def test_stop_hook_ends_a_row(pair) -> None:
     ours, _ = pair
-    free = generate_ids(
-        ours, [[5, 9, 13], [11, 3]], GenerationConfig(max_new_tokens=10), eos_id=None
-    )
+    free = generate_ids(ours, [[5, 9, 13], [11, 3]], hf_config(max_new_tokens=10), eos_id=None)
     stopped = generate_ids(
         ours,
         [[5, 9, 13], [11, 3]],
-        GenerationConfig(max_new_tokens=10),
+        hf_config(max_new_tokens=10),
         eos_id=None,
         stop=lambda row, toks: row == 0 and len(toks) == 4,
     )
@@ -222,12 +228,12 @@ def test_stop_hook_ends_a_row(pair) -> None:
 )
 def test_invalid_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(LlmosError, match=message):
-        GenerationConfig(**kwargs)
+        hf_config(**kwargs)
 
 
 def test_bad_prompts(pair) -> None:
     ours, _ = pair
     with pytest.raises(LlmosError, match="at least one token"):
-        generate_ids(ours, [[]], GenerationConfig(), eos_id=None)
+        generate_ids(ours, [[]], hf_config(), eos_id=None)
     with pytest.raises(LlmosError, match="exceeds the context window of 48"):
-        generate_ids(ours, [[1] * 40], GenerationConfig(max_new_tokens=9), eos_id=None)
+        generate_ids(ours, [[1] * 40], hf_config(max_new_tokens=9), eos_id=None)

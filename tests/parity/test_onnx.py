@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from llmos.checkpoint.io import read_config, save_checkpoint
-from llmos.checkpoint.onnx import export_onnx, exportable
 from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError
+from llmos.inference.onnx_export import export_onnx, exportable
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.text.tokenizer import load_tokenizer
 

@@ -1,11 +1,13 @@
-"""The llmos checkpoint format: a directory written atomically.
+"""The llmos checkpoint format: a directory written atomically, read once into a typed
+:class:`Checkpoint`.
 
 ::
 
     config.json         architecture and sizes (``model_type`` picks the class)
     model.safetensors   weights (safetensors only: nothing is ever unpickled)
     tokenizer.json      the tokenizer, so a checkpoint is self-contained
-    task.json           fine-tuned models only: task type and label names
+    task.json           fine-tuned models only: task type and label names (see
+                        :mod:`llmos.checkpoint.task`)
 
 A directory is first written as ``.tmp-<name>-<pid>`` beside its target and renamed into place,
 so a crash mid-write never leaves a half checkpoint under the final name.
@@ -13,21 +15,55 @@ so a crash mid-write never leaves a half checkpoint under the final name.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llmos import __version__
+from llmos.checkpoint.task import (
+    DECODER_TASKS,
+    ENCODER_TASKS,
+    Generation,
+    MaskedLM,
+    TaskSpec,
+    parse_task,
+    task_json,
+)
 from llmos.config.loader import from_dict, to_dict
 from llmos.config.model import UNSET_NOT_SAVED, BertConfig, GPTConfig
 from llmos.errors import CheckpointError, ConfigError
+from llmos.files import atomic_directory, atomic_write_json
+from llmos.text.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = [
+    "CONFIG_FILE",
+    "ONNX_FILE",
+    "TASK_FILE",
+    "TOKENIZER_FILE",
+    "WEIGHTS_FILE",
+    "Checkpoint",
+    "atomic_directory",
+    "load_state_dict_strict",
+    "read_checkpoint",
+    "read_config",
+    "read_task",
+    "read_weights",
+    "require_unquantized",
+    "save_checkpoint",
+    "tied_weights",
+    "write_config",
+    "write_json_atomic",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -35,52 +71,10 @@ TOKENIZER_FILE = "tokenizer.json"
 TASK_FILE = "task.json"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+ONNX_FILE = "model.onnx"
 
-
-def atomic_directory(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Create ``target`` by filling a temp directory and renaming it into place.
-
-    An existing ``target`` is replaced: it is moved aside first and removed only once the new
-    directory is in place.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".old-{target.name}-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# Kept under its old name for the recipes that import it from here.
+write_json_atomic = atomic_write_json
 
 
 def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
@@ -95,7 +89,7 @@ def save_checkpoint(
     model: torch.nn.Module,
     config: BertConfig | GPTConfig,
     tokenizer: Any | None = None,
-    task: dict[str, Any] | None = None,
+    task: TaskSpec | dict[str, Any] | None = None,
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save a model as an llmos checkpoint directory, atomically.
@@ -105,7 +99,8 @@ def save_checkpoint(
         model: the (unwrapped) model; its ``state_dict`` is saved.
         config: the architecture config, saved as ``config.json``.
         tokenizer: a ``tokenizers.Tokenizer`` saved as ``tokenizer.json``.
-        task: task metadata for fine-tuned models, saved as ``task.json``.
+        task: what the model does, saved as ``task.json``: a :data:`TaskSpec` (none is
+            written for a pretrained one) or the ``task.json`` dict itself.
         extra: writes more files (training state) into the temp directory before the rename.
     """
 
@@ -120,8 +115,11 @@ def save_checkpoint(
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
-        if task is not None:
-            (tmp / TASK_FILE).write_text(json.dumps(task, ensure_ascii=False, indent=2) + "\n")
+        meta = task if task is None or isinstance(task, dict) else task_json(task)
+        if meta is not None:
+            (tmp / TASK_FILE).write_text(
+                json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
         if extra is not None:
             extra(tmp)
 
@@ -192,15 +190,20 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{f}: corrupt safetensors file ({e})") from None
 
 
-def read_task(path: str | Path) -> dict[str, Any] | None:
-    """``task.json`` of a checkpoint directory, or None for a pretrained-only checkpoint."""
-    f = Path(path) / TASK_FILE
+def _read_task_json(path: Path) -> Any | None:
+    f = path / TASK_FILE
     if not f.is_file():
         return None
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
+
+
+def read_task(path: str | Path) -> dict[str, Any] | None:
+    """``task.json`` of a checkpoint directory as a plain dict, or None for a pretrained-only
+    checkpoint. Prefer :func:`read_checkpoint`, whose ``task`` is typed and validated."""
+    return _read_task_json(Path(path))
 
 
 def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
@@ -222,3 +225,79 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) 
                 f"{tuple(own[key].shape)}"
             )
     model.load_state_dict(sd, strict=False)  # every untied key checked above
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint directory, read once: its architecture, what it was trained to do, and
+    the files behind them (weights and tokenizer are read on demand).
+
+    ``task`` is never None: a checkpoint without ``task.json`` is a pretrained one,
+    :class:`~llmos.checkpoint.task.MaskedLM` for an encoder and
+    :class:`~llmos.checkpoint.task.Generation` for a GPT.
+    """
+
+    path: Path
+    config: BertConfig | GPTConfig
+    task: TaskSpec
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """``tokenizer.json``, loaded on first use.
+
+        Lazy because a model scan (the server reads every checkpoint of its models directory)
+        needs config and task only, and a large vocabulary takes a good part of a second and
+        tens of MB to load. Loaded once per Checkpoint, then kept."""
+        return load_tokenizer(self.path / TOKENIZER_FILE)  # CheckpointError naming the file
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """``model.safetensors``, read anew on every call (the caller owns the tensors)."""
+        return read_weights(self.path)
+
+    @property
+    def task_json(self) -> dict[str, Any] | None:
+        """The ``task.json`` dict (None for a pretrained checkpoint): what :func:`read_task`
+        returns, for code that still reads plain dicts."""
+        return task_json(self.task)
+
+    @property
+    def is_decoder(self) -> bool:
+        return isinstance(self.config, GPTConfig)
+
+    @property
+    def onnx(self) -> Path | None:
+        """``model.onnx`` when this is an ONNX export (no ``model.safetensors``), else None."""
+        f = self.path / ONNX_FILE
+        return f if f.is_file() and not (self.path / WEIGHTS_FILE).is_file() else None
+
+    @property
+    def max_length(self) -> int:
+        """The longest input the task was trained on, else the model's context window."""
+        return getattr(self.task, "max_length", None) or self.config.max_position
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate ``config.json`` and ``task.json`` of a checkpoint directory.
+
+    Raises:
+        CheckpointError: naming the file and the field when the directory is not a checkpoint,
+            a file is corrupt, a field is invalid, or the task does not fit the model (a GPT
+            classifier, an instruction-tuned BERT).
+    """
+    path = Path(path)
+    config = read_config(path)
+    raw = _read_task_json(path)
+    source = str(path / TASK_FILE)
+    decoder = isinstance(config, GPTConfig)
+    if raw is None:
+        task: TaskSpec = Generation() if decoder else MaskedLM()
+    else:
+        task = parse_task(raw, source)
+    allowed = DECODER_TASKS if decoder else ENCODER_TASKS
+    if not isinstance(task, allowed):
+        names = ", ".join(repr(c.kind) for c in allowed)
+        raise CheckpointError(
+            f"{source}: field 'task' is {task.kind!r}, which a {config.model_type} model cannot "
+            f"do (a {config.model_type} checkpoint takes {names})"
+        )
+    return Checkpoint(path, config, task)

@@ -23,7 +23,6 @@ Everything here acts on a model holding a :class:`~llmos.models.bert.BertModel` 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 
 from llmos.config.model import BertConfig
 from llmos.errors import ConfigError
+from llmos.files import atomic_path
 from llmos.models.bert import linear
 
 log = logging.getLogger("llmos.compress")
@@ -273,8 +273,7 @@ def plot_head_importance(
     ax.set_title(title or "head importance", fontsize=9)
     fig.colorbar(im, ax=ax, label="importance (× = removed)")
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png

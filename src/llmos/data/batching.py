@@ -1,10 +1,12 @@
-"""Length-bucketed batches (fairseq-style): little compute spent on padding."""
+"""Batches of similar length, so that little compute is spent on padding: length-bucketed
+training batches (fairseq-style), and the sort -> pad -> run -> restore-order loop of
+inference (:func:`run_length_sorted`)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +31,45 @@ def bucketed_batches(
     n = len(order) // batch_size
     batches = [order[k * batch_size : (k + 1) * batch_size] for k in range(n)]
     return [batches[k] for k in rng.permutation(n)]
+
+
+B = TypeVar("B")
+R = TypeVar("R")
+
+
+def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices sorted by length (stable: equal lengths keep their order), cut into batches of
+    ``batch_size`` (the last one may be smaller)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def run_length_sorted(
+    sequences: Sequence[Sized],
+    batch_size: int,
+    pad: Callable[[np.ndarray], B],
+    forward: Callable[[B], Sequence[R]],
+) -> list[R]:
+    """Run ``forward`` over ``sequences`` in batches of similar length; results in input order.
+
+    Args:
+        sequences: the inputs (token id arrays); only their lengths are read here.
+        batch_size: rows per batch.
+        pad: the indices of one batch (into ``sequences``, shortest first) -> the padded batch.
+        forward: the padded batch -> one result per row, in the batch's row order.
+
+    Returns:
+        ``forward``'s results, one per sequence, in the order of ``sequences`` (each row once).
+    """
+    out: list[Any] = [None] * len(sequences)
+    for idx in length_sorted_batches([len(x) for x in sequences], batch_size):
+        results = forward(pad(idx))
+        assert len(results) == len(idx), f"forward gave {len(results)} rows for {len(idx)}"
+        for row, i in enumerate(idx):
+            out[i] = results[row]
+    return out
 
 
 def pad_batch(

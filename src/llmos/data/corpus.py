@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from llmos.data.sources import sha256_file
 from llmos.errors import DataError
+from llmos.files import atomic_path
 from llmos.text.sentences import join_sentences
 
 log = logging.getLogger("llmos.data")
@@ -146,9 +146,9 @@ def load_tokenized(
     if corpus.num_tokens == 0:
         raise DataError(f"{path}: the tokenizer produced no tokens from this corpus")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.npz")
-        np.savez(tmp, ids=corpus.ids, sent_bounds=corpus.sent_bounds, doc_bounds=corpus.doc_bounds)
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            np.savez(
+                tmp, ids=corpus.ids, sent_bounds=corpus.sent_bounds, doc_bounds=corpus.doc_bounds
+            )
     log.info("%s: %d documents, %d tokens", path, corpus.num_documents, corpus.num_tokens)
     return corpus

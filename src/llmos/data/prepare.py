@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from llmos.data.instructions import instruction_rows
 from llmos.data.intents import IntentSample, expand_intents
 from llmos.data.sources import PACKAGES, PackageArchive, normalize_text
 from llmos.errors import DataError
+from llmos.files import atomic_write
 from llmos.paths import data_dir
 from llmos.text.sentences import split_sentences
 
@@ -313,19 +312,6 @@ def _corpus_files(build: _Build) -> dict[str, int]:
     return documents
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -424,10 +410,10 @@ def prepare_data(
         step(build, archives)
     documents = _corpus_files(build)
     for path, data in build.files.items():
-        _write_atomic(home / path, data)
+        atomic_write(home / path, data)
     manifest = _manifest(build, archives, documents)
     payload = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
-    _write_atomic(home / "manifest.json", payload.encode("utf-8"))
+    atomic_write(home / "manifest.json", payload.encode("utf-8"))
     for warning in build.warnings:
         logger.warning("%s", warning)
     logger.info("prepared %d files in %s", len(build.files), home)

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llmos.data.batching import pad_batch
+from llmos.data.batching import pad_batch, run_length_sorted
 
 log = logging.getLogger("llmos.inference")
 
+
+INPUTS = ("input_ids", "token_type_ids", "attention_mask")  # the encoder's call, in order
 
 _TRUNCATING: dict[tuple[int, int], tuple[Tokenizer, Tokenizer]] = {}
 _TRUNCATING_LOCK = threading.Lock()
@@ -69,16 +71,12 @@ def batched_logits(
     if not ids:
         return torch.empty(0)
     device = next(model.parameters()).device
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    outputs: list[torch.Tensor] = [torch.empty(0)] * len(ids)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        b = pad_batch([ids[i] for i in idx], [types[i] for i in idx] if types else None, pad_id)
-        logits = model(
-            b["input_ids"].to(device),
-            b["token_type_ids"].to(device) if b["token_type_ids"] is not None else None,
-            b["attention_mask"].to(device) if b["attention_mask"] is not None else None,
-        ).float()
-        for row, i in enumerate(idx):
-            outputs[i] = logits[row].cpu()
-    return torch.stack(outputs)
+
+    def forward(b: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        args = [b[k].to(device) if b[k] is not None else None for k in INPUTS]
+        return model(*args).float().cpu()  # (B, K) logits
+
+    def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
+        return pad_batch([ids[i] for i in idx], [types[i] for i in idx] if types else None, pad_id)
+
+    return torch.stack(run_length_sorted(ids, batch_size, pad, forward))

@@ -7,10 +7,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from llmos.data.batching import pad_batch
+from llmos.checkpoint.task import POOLINGS
+from llmos.data.batching import pad_batch, run_length_sorted
 
 Pooling = Literal["mean", "cls", "max"]
-POOLINGS = ("mean", "cls", "max")
+__all__ = ["POOLINGS", "Pooling", "embed_ids", "pool"]
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -42,16 +43,16 @@ def embed_ids(
     if not ids:
         return np.zeros((0, 0), dtype=np.float32)
     device = next(encoder.parameters()).device
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    out: list[np.ndarray] = [np.empty(0)] * len(ids)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        b = pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad_id)
+
+    def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
+        return pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad_id)
+
+    def forward(b: dict[str, torch.Tensor | None]) -> np.ndarray:
         mask = b["attention_mask"].to(device) if b["attention_mask"] is not None else None
         h = encoder(b["input_ids"].to(device), b["token_type_ids"].to(device), mask).float()
-        v = pool(h, mask, pooling)
+        v = pool(h, mask, pooling)  # (B, C)
         if normalize:
             v = torch.nn.functional.normalize(v, dim=-1)
-        for row, i in enumerate(idx):
-            out[i] = v[row].cpu().numpy()
-    return np.stack(out).astype(np.float32)
+        return v.cpu().numpy()
+
+    return np.stack(run_length_sorted(ids, batch_size, pad, forward)).astype(np.float32)

@@ -1,6 +1,7 @@
 """Run an exported ONNX encoder (``llmos export onnx``, ``llmos compress quantize --method
-onnx-int8``) through ONNX Runtime behind the same call as the PyTorch models, so that
-:class:`~llmos.inference.pipeline.Pipeline` classifies, tags and embeds with it unchanged."""
+onnx-int8``) through ONNX Runtime behind the same call as the PyTorch models, so that the
+encoder pipeline classifies, tags and embeds with it unchanged. The export itself is
+:mod:`llmos.inference.onnx_export`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmos.checkpoint.io import ONNX_FILE
 from llmos.errors import CheckpointError
 
-ONNX_FILE = "model.onnx"
+__all__ = ["ONNX_FILE", "OnnxModel"]
 
 
 class OnnxModel(nn.Module):
@@ -42,6 +44,7 @@ class OnnxModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """(B, T) ids (types and mask optional) -> the graph's output as a CPU float tensor."""
         feed = {
             "input_ids": input_ids,
             "token_type_ids": torch.zeros_like(input_ids)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llmos.data.batching import pad_batch
+from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
 
 
@@ -79,18 +79,20 @@ def token_scores(
         for s in text_starts
     ]
     device = next(model.parameters()).device
-    window_scores: list[np.ndarray] = [np.empty(0)] * len(inputs)
-    order = np.argsort([len(x) for x in inputs], kind="stable")
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        batch = pad_batch([inputs[j] for j in idx], None, pad_id)
+
+    def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
+        return pad_batch([inputs[j] for j in idx], None, pad_id)
+
+    def forward(batch: dict[str, torch.Tensor | None]) -> np.ndarray:
         mask = batch["attention_mask"]
         logits = model(
             batch["input_ids"].to(device), None, mask.to(device) if mask is not None else None
         )
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-        for row, j in enumerate(idx):
-            window_scores[j] = logp[row, 1 : len(inputs[j]) - 1]
+        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()  # (B, T, K)
+
+    # Each window's rows without its [CLS] and [SEP] (and without the batch's padding).
+    padded = run_length_sorted(inputs, batch_size, pad, forward)
+    window_scores = [p[1 : len(x) - 1] for p, x in zip(padded, inputs, strict=True)]
     out: list[np.ndarray] = []
     k = 0  # index of the text's first window
     for t, text_starts in zip(texts, starts, strict=True):

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tokenizers import trainers as hf_trainers
 
 from llmos.errors import CheckpointError, ConfigError, DataError
+from llmos.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +212,8 @@ def train_tokenizer(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / TOKENIZER_FILE
-    tmp = out_dir / f".{TOKENIZER_FILE}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         tok.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("wrote %s (%s, %d tokens)", path, kind, tok.get_vocab_size())
     return path
 

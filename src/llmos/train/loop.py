@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -27,14 +26,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from llmos.checkpoint.io import (
-    atomic_directory,
-    load_state_dict_strict,
-    read_weights,
-    save_checkpoint,
-)
+from llmos.checkpoint.io import load_state_dict_strict, read_weights, save_checkpoint
 from llmos.config.run import OptimConfig, TrainConfig
 from llmos.errors import ConfigError
+from llmos.files import atomic_directory, atomic_write
 from llmos.train import dist as D
 from llmos.train.optim import build_optimizer, build_scheduler
 from llmos.train.plots import plot_losses
@@ -133,9 +128,7 @@ class _Metrics:
             for ln in self.path.read_text().splitlines()
             if ln.strip() and json.loads(ln)["step"] <= step
         ]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(ln + "\n" for ln in keep))
 
     def write(self, row: dict[str, Any]) -> None:
         if self.enabled:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from llmos.files import atomic_path
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -48,8 +49,7 @@ def plot_losses(metrics_path: Path, out_png: Path, title: str = "") -> Path:
     ax.set_ylabel("validation perplexity")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png

@@ -1,0 +1,230 @@
+"""What a checkpoint was trained to do: ``task.json`` read into a typed :data:`TaskSpec`.
+
+A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or ``match``:
+
+==================  =====================================================================
+``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``
+``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
+                    ``view``, ``spans_key``
+``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``
+``Instruct``        instruction-tuned GPT: ``template``, ``template_with_input``,
+                    ``max_length``
+``MaskedLM``        a pretrained encoder (no ``task.json``): fill-mask, embeddings
+``Generation``      a pretrained GPT (no ``task.json``): text continuation
+==================  =====================================================================
+
+Keys a spec does not model (``init``, ``dataset``, ``distilled_from``, ``quantized_from``,
+``pruned_heads``, ...) are kept in ``extra``, in their order, so that
+``parse_task(d).to_json() == d`` for every file llmos writes: the on-disk format stays as it is.
+Validation names the file and the field: ``runs/x/task.json: field 'scheme' must be 'bio' or
+'bmes', got 'iob'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from llmos.errors import CheckpointError
+
+POOLINGS = ("mean", "cls", "max")
+SCHEMES = ("bio", "bmes")
+
+
+class _Spec:
+    """What every spec shares: its ``kind`` (the ``task`` key) and :meth:`to_json`."""
+
+    kind: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``task.json`` dict: ``task``, the set fields in order, then ``extra``."""
+        return to_json(self)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Classification(_Spec):
+    """A sequence classifier (intent, sentiment, sentence pairs)."""
+
+    kind: ClassVar[str] = "classification"
+    labels: tuple[str, ...]
+    max_length: int | None = None  # None: the model's max_position
+    label_key: str | None = None  # the dataset's label column it was trained on
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tagging(_Spec):
+    """A sequence labeller (word segmentation, POS, NER, slots) under a BIO or BMES scheme."""
+
+    kind: ClassVar[str] = "tagging"
+    labels: tuple[str, ...]
+    scheme: Literal["bio", "bmes"]
+    max_length: int | None = None
+    view: str | None = None  # the dataset view it was trained on (e.g. "ner", "pos")
+    spans_key: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Embedding(_Spec):
+    """A sentence-embedding encoder: how its vectors are pooled and normalized."""
+
+    kind: ClassVar[str] = "embedding"
+    pooling: Literal["mean", "cls", "max"] = "mean"
+    normalize: bool = True
+    max_length: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instruct(_Spec):
+    """An instruction-tuned GPT and the prompt template it was tuned with."""
+
+    kind: ClassVar[str] = "instruct"
+    template: str | None = None  # None: today's default template (llmos.data.clm)
+    template_with_input: str | None = None
+    max_length: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MaskedLM(_Spec):
+    """A pretrained encoder: no ``task.json`` (fill-mask, or embeddings with the defaults)."""
+
+    kind: ClassVar[str] = "mlm"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Generation(_Spec):
+    """A pretrained GPT: no ``task.json`` (text continuation)."""
+
+    kind: ClassVar[str] = "generation"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+TaskSpec = Classification | Tagging | Embedding | Instruct | MaskedLM | Generation
+KINDS: dict[str, type] = {
+    c.kind: c for c in (Classification, Tagging, Embedding, Instruct, MaskedLM, Generation)
+}
+# Specs of pretrained checkpoints: without extra keys they are the absence of task.json.
+PRETRAINED = (MaskedLM, Generation)
+ENCODER_TASKS = (Classification, Tagging, Embedding, MaskedLM)
+DECODER_TASKS = (Instruct, Generation)
+
+# The fields each kind models, in the order llmos writes them (``extra`` follows).
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "classification": ("labels", "max_length", "label_key"),
+    "tagging": ("labels", "scheme", "max_length", "view", "spans_key"),
+    "embedding": ("pooling", "normalize", "max_length"),
+    "instruct": ("template", "template_with_input", "max_length"),
+    "mlm": (),
+    "generation": (),
+}
+
+
+def to_json(spec: TaskSpec) -> dict[str, Any]:
+    """The ``task.json`` dict of ``spec``: ``task``, the set fields in order, then ``extra``.
+
+    Fields left at None are not written (the file never had them); ``pooling`` and
+    ``normalize`` have defaults and are always written."""
+    out: dict[str, Any] = {"task": spec.kind}
+    for name in _FIELDS[spec.kind]:
+        value = getattr(spec, name)
+        if value is not None:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    out.update(spec.extra)
+    return out
+
+
+def task_json(spec: TaskSpec | None) -> dict[str, Any] | None:
+    """What ``task.json`` holds for ``spec``: None (no file) for a pretrained checkpoint."""
+    if spec is None or (isinstance(spec, PRETRAINED) and not spec.extra):
+        return None
+    return to_json(spec)
+
+
+def _field_error(source: str, name: str, expected: str, got: Any) -> CheckpointError:
+    return CheckpointError(f"{source}: field {name!r} must be {expected}, got {got!r}")
+
+
+def _labels(d: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    labels = d.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise _field_error(source, "labels", "a non-empty list of strings", labels)
+    return tuple(labels)
+
+
+def _optional(d: Mapping[str, Any], name: str, source: str, kind: type, expected: str) -> Any:
+    value = d.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python; a max_length of true is still wrong.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _field_error(source, name, expected, value)
+    return value
+
+
+def _max_length(d: Mapping[str, Any], source: str) -> int | None:
+    value = _optional(d, "max_length", source, int, "a positive integer")
+    if value is not None and value < 1:
+        raise _field_error(source, "max_length", "a positive integer", value)
+    return value
+
+
+def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
+    """Validate a ``task.json`` dict into its :data:`TaskSpec`.
+
+    Args:
+        d: the decoded JSON.
+        source: the file, named in error messages.
+
+    Raises:
+        CheckpointError: naming ``source``, the field, what was expected and what was found.
+    """
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(d).__name__}")
+    kind = d.get("task")
+    if kind not in KINDS:
+        raise _field_error(source, "task", f"one of {', '.join(map(repr, KINDS))}", kind)
+    extra = {k: v for k, v in d.items() if k != "task" and k not in _FIELDS[kind]}
+    if kind == "classification":
+        return Classification(
+            labels=_labels(d, source),
+            max_length=_max_length(d, source),
+            label_key=_optional(d, "label_key", source, str, "a string"),
+            extra=extra,
+        )
+    if kind == "tagging":
+        labels = _labels(d, source)
+        scheme = d.get("scheme")
+        if scheme not in SCHEMES:
+            raise _field_error(source, "scheme", "'bio' or 'bmes'", scheme)
+        return Tagging(
+            labels=labels,
+            scheme=scheme,
+            max_length=_max_length(d, source),
+            view=_optional(d, "view", source, str, "a string"),
+            spans_key=_optional(d, "spans_key", source, str, "a string"),
+            extra=extra,
+        )
+    if kind == "embedding":
+        pooling = d.get("pooling", "mean")
+        if pooling not in POOLINGS:
+            raise _field_error(source, "pooling", f"one of {', '.join(POOLINGS)}", pooling)
+        normalize = d.get("normalize", True)
+        if not isinstance(normalize, bool):
+            raise _field_error(source, "normalize", "true or false", normalize)
+        return Embedding(pooling, normalize, _max_length(d, source), extra)
+    if kind == "instruct":
+        template = _optional(d, "template", source, str, "a string")
+        if template is not None and "{instruction}" not in template:
+            raise _field_error(source, "template", "a string with '{instruction}'", template)
+        return Instruct(
+            template=template,
+            template_with_input=_optional(d, "template_with_input", source, str, "a string"),
+            max_length=_max_length(d, source),
+            extra=extra,
+        )
+    return KINDS[kind](extra=extra)  # mlm, generation: nothing else to check

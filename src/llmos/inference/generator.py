@@ -1,0 +1,165 @@
+"""The generator pipeline: ``generate`` and ``stream`` with a GPT checkpoint (pretrained, or
+instruction-tuned: prompts are then wrapped in the template it was tuned with).
+
+Token-level decoding lives in :mod:`llmos.inference.generate`; this module owns the text side:
+prompt templates and truncation, detokenizing, stop strings and streaming.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from llmos.checkpoint.task import Instruct
+from llmos.data.clm import PROMPT_TEMPLATE
+from llmos.errors import LlmosError
+from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
+from llmos.inference.pipeline import Pipeline
+from llmos.inference.stream import TextStream
+from llmos.text.tokenizer import token_bytes
+
+log = logging.getLogger("llmos.inference")
+
+
+class GeneratorPipeline(Pipeline):
+    """A GPT checkpoint ready for generation (see :func:`llmos.load`)."""
+
+    operations: ClassVar[tuple[str, ...]] = ("generate", "stream")
+    needs: ClassVar[str] = "an encoder (BERT) checkpoint"
+
+    def _prompt_ids(self, prompts: list[str], raw: bool, max_new_tokens: int) -> list[list[int]]:
+        """Token ids of each prompt (wrapped in the instruction template for instruction-tuned
+        checkpoints unless ``raw``), left-truncated with a warning so that prompt and
+        ``max_new_tokens`` fit the context window."""
+        window = self.config.max_position
+        if max_new_tokens >= window:
+            raise LlmosError(
+                f"max_new_tokens ({max_new_tokens}) must be below the context window of "
+                f"{window} tokens, which also holds the prompt"
+            )
+        spec = self.spec
+        # The template the checkpoint was tuned with (task.json), not today's default.
+        template = (spec.template or PROMPT_TEMPLATE) if isinstance(spec, Instruct) else None
+        out = []
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise LlmosError(f"prompt {i} is empty: give some text to continue")
+            text = template.format(instruction=prompt.strip()) if template and not raw else prompt
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+            room = window - max_new_tokens
+            if len(ids) > room:
+                log.warning(
+                    "prompt %d is %d tokens; kept its last %d so that it and max_new_tokens "
+                    "(%d) fit the %d-token context window",
+                    i,
+                    len(ids),
+                    room,
+                    max_new_tokens,
+                    window,
+                )
+                ids = ids[-room:]
+            out.append(ids)
+        return out
+
+    def generate(
+        self, prompts: str | list[str], *, raw: bool = False, **options: Any
+    ) -> str | list[str] | list[list[str]]:
+        """Continue text (or answer instructions, for an instruction-tuned checkpoint).
+
+        Args:
+            prompts: one prompt or a list (decoded together as a left-padded batch).
+            raw: for instruction-tuned checkpoints, use the prompt as is instead of wrapping it
+                in the instruction template.
+            **options: :class:`~llmos.inference.generate.GenerationConfig` fields:
+                ``max_new_tokens``, ``strategy`` (greedy | sample), ``temperature``,
+                ``top_k``, ``top_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
+                ``seed``, ``num_beams``, ``length_penalty``, ``early_stopping``,
+                ``num_return_sequences``, ``stop`` (strings). Defaults are those of
+                ``GenerationConfig`` (a mild repetition penalty and no repeated trigrams).
+
+        Returns:
+            The generated text (the prompt not included, cut before any stop string) per
+            prompt: a string for a single prompt, a list for a list; with
+            ``num_return_sequences`` n > 1, a list of n strings in their place.
+        """
+        single = isinstance(prompts, str)
+        items = [prompts] if single else list(prompts)
+        if not items:
+            raise LlmosError("no prompts given")
+        cfg = GenerationConfig(**options)
+        ids = self._prompt_ids(items, raw, cfg.max_new_tokens)
+        n = cfg.num_return_sequences
+        # With stop strings (greedy/sampling), each row's text is decoded as it grows, so that
+        # decoding can end at the first stop string; beams are cut afterwards.
+        hooked = bool(cfg.stop) and cfg.num_beams == 1
+        streams = [
+            TextStream(self.tokenizer, cfg.stop, self._token_bytes)
+            for _ in range(len(items) * n if hooked else 0)
+        ]
+
+        def stop(row: int, tokens: list[int]) -> bool:
+            streams[row].push(tokens[-1])
+            return streams[row].stopped
+
+        rows = generate_ids(
+            self.model,
+            ids,
+            cfg,
+            eos_id=self._ids.get("eos"),
+            pad_id=self._pad_id(),
+            stop=stop if hooked else None,
+        )
+        if hooked:  # the streams have already decoded every row, token by token
+            for text in streams:
+                text.finish()
+            texts = [text.text for text in streams]
+        else:
+            texts = [self._finish_text(r, cfg.stop) for r in rows]
+        grouped = [texts[i * n : (i + 1) * n] for i in range(len(items))] if n > 1 else texts
+        return grouped[0] if single else grouped
+
+    def stream(self, prompt: str, *, raw: bool = False, **options: Any) -> Iterator[str]:
+        """Generate for one prompt, yielding text as soon as it decodes cleanly: never half a
+        UTF-8 character, never part of a stop string. Joined, the pieces equal
+        :meth:`generate`'s result with the same options (greedy/sampling, one sequence)."""
+        cfg = GenerationConfig(**options)
+        if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
+            raise LlmosError(
+                "streaming decodes one sequence: num_beams and num_return_sequences must be 1"
+            )
+        ids = self._prompt_ids([prompt], raw, cfg.max_new_tokens)
+        text = TextStream(self.tokenizer, cfg.stop, self._token_bytes)
+        eos = self._ids.get("eos")
+        for step in decode_steps(self.model, ids, cfg, eos_id=eos, pad_id=self._pad_id()):
+            token = step[0]
+            if token < 0 or token == eos:
+                break
+            piece = text.push(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                return
+        rest = text.finish()
+        if rest:
+            yield rest
+
+    @functools.cached_property
+    def _token_bytes(self) -> list[bytes] | None:
+        return token_bytes(self.tokenizer)
+
+    def _pad_id(self) -> int:
+        pad = self._ids.get("pad")
+        return pad if pad is not None else (self._ids.get("eos") or 0)
+
+    def _finish_text(self, tokens: list[int], stop: tuple[str, ...]) -> str:
+        """Clean text of generated ids: special tokens dropped, cut before the first stop
+        string, an incomplete last character dropped."""
+        text = TextStream(self.tokenizer, stop, self._token_bytes)
+        for t in tokens:
+            text.push(t)
+            if text.stopped:
+                break
+        text.finish()
+        return text.text

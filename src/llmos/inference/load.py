@@ -1,0 +1,127 @@
+"""From a checkpoint directory to a ready pipeline: the model class its task names, the weights
+loaded strictly, precision and device applied, wrapped in the pipeline for its kind (HF's
+``pipeline(task)``: one class per kind of model, chosen here, once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmos.checkpoint.io import (
+    TASK_FILE,
+    Checkpoint,
+    load_state_dict_strict,
+    read_checkpoint,
+)
+from llmos.checkpoint.task import (
+    Classification,
+    Generation,
+    Instruct,
+    Tagging,
+    TaskSpec,
+    parse_task,
+)
+from llmos.config.model import BertConfig, GPTConfig
+from llmos.errors import CheckpointError, LlmosError
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.generator import GeneratorPipeline
+from llmos.inference.onnx import OnnxModel
+from llmos.models.bert import (
+    BertForPreTraining,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from llmos.models.gpt import GPT
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def build_model(
+    config: BertConfig | GPTConfig, task: TaskSpec | dict[str, Any] | None, path: Path
+) -> torch.nn.Module:
+    """The model class (random weights) that a checkpoint's config and task name: pretraining
+    heads for a pretrained or embedding encoder, a classifier or tagger head, a GPT.
+
+    ``task`` may still be a ``task.json`` dict (validated here) or None (a pretrained model)
+    for callers that have not moved to :class:`~llmos.checkpoint.io.Checkpoint`.
+    """
+    if isinstance(task, dict):
+        task = parse_task(task, f"{path}/{TASK_FILE}")
+    if isinstance(config, GPTConfig):
+        if task is None or isinstance(task, Instruct | Generation):
+            return GPT(config)
+        raise CheckpointError(
+            f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for a GPT (supported: "
+            "instruct, or none for a pretrained decoder)"
+        )
+    match task:
+        case Classification(labels=labels):
+            return BertForSequenceClassification(config, len(labels))
+        case Tagging(labels=labels):
+            return BertForTokenClassification(config, len(labels))
+        case Instruct() | Generation():
+            raise CheckpointError(
+                f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for an encoder "
+                "(supported: classification, tagging, embedding, or none)"
+            )
+    return BertForPreTraining(config)  # pretrained (MaskedLM, None) and embedding encoders
+
+
+def load_model(
+    ckpt: Checkpoint, device: str = "cpu", precision: str = "fp32", compile: bool = False
+) -> torch.nn.Module:
+    """The checkpoint's model with its weights, in eval mode, on ``device`` (an
+    :class:`OnnxModel` for an ONNX export).
+
+    ``precision`` ``bf16`` casts an encoder's weights to bfloat16 (fast on CUDA and on CPUs
+    with AVX512-BF16 or AMX; emulated, and slower, elsewhere); outputs are returned in fp32.
+    ``compile`` wraps an encoder in ``torch.compile(dynamic=True)``: each new batch shape
+    compiles first (minutes on a CPU), so it pays off only for long-running servers.
+    """
+    if precision not in PRECISIONS:
+        raise LlmosError(f"precision must be fp32 or bf16, got {precision!r}")
+    path, config = ckpt.path, ckpt.config
+    if ckpt.onnx is not None:
+        return OnnxModel(ckpt.onnx)
+    weights = ckpt.weights()
+    vocab = ckpt.tokenizer.get_vocab_size()
+    if vocab != config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer.json has {vocab} tokens but config.json says vocab_size "
+            f"{config.vocab_size}"
+        )
+    model = build_model(config, ckpt.task, path)
+    quantized = getattr(config, "quantization", None)
+    if quantized == "int8-dynamic":
+        from llmos.compress.quantize import prepare_quantized
+
+        prepare_quantized(model, weights)
+    load_state_dict_strict(model, weights)
+    if precision == "bf16":
+        if ckpt.is_decoder or quantized:
+            raise LlmosError(f"{path}: bf16 inference covers fp32 encoder checkpoints")
+        model = model.to(torch.bfloat16)
+    model = model.to(device)
+    if compile:
+        if ckpt.is_decoder:
+            raise LlmosError(f"{path}: compile covers encoder checkpoints")
+        model.forward = torch.compile(model.forward, dynamic=True)
+    return model.eval()
+
+
+def load_pipeline(
+    path: str | Path | Checkpoint,
+    device: str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
+) -> EncoderPipeline | GeneratorPipeline:
+    """A checkpoint directory (or an already read :class:`Checkpoint`) as the pipeline of its
+    kind: :class:`EncoderPipeline` for BERT-style encoders (also ONNX exports),
+    :class:`GeneratorPipeline` for GPTs. See :func:`llmos.load`."""
+    ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
+    model = load_model(ckpt, device, precision, compile)
+    if ckpt.is_decoder:
+        return GeneratorPipeline(model, ckpt)
+    return EncoderPipeline(model, ckpt)
