@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from serve.conftest import DOCS, Live, metric, wait_for_metric
 
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.generator import GeneratorPipeline
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "src" / "llmos" / "serve" / "static"
@@ -359,14 +359,14 @@ def test_stop_ends_the_stream_and_the_servers_decoding(
     slowed to 50 ms so that Stop lands mid-stream (the server runs in this process)."""
     from playwright.sync_api import expect
 
-    real_stream = Pipeline.stream
+    real_stream = GeneratorPipeline.stream
 
-    def slow_stream(self: Pipeline, prompt: str, **options: object) -> Iterator[str]:
+    def slow_stream(self: GeneratorPipeline, prompt: str, **options: object) -> Iterator[str]:
         for piece in real_stream(self, prompt, **options):
             time.sleep(0.05)
             yield piece
 
-    monkeypatch.setattr(Pipeline, "stream", slow_stream)
+    monkeypatch.setattr(GeneratorPipeline, "stream", slow_stream)
     body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56}
     whole = api.post("/v1/generate", json=body).json()["text"]
     closed = metric(api, "llmos_streams_total", model="gpt", outcome="client_closed")

@@ -19,7 +19,7 @@ import pytest
 import llmos
 from llmos.cli import main
 from llmos.inference.generate import GenerationConfig
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.generator import GeneratorPipeline
 from llmos.recipes.search import search as search_index
 from llmos.serve import deps
 from llmos.serve import schemas as s
@@ -165,15 +165,15 @@ def test_a_client_leaving_a_stream_stops_the_decoding(
     instead of decoding all 56 (each piece is slowed to 30 ms so that the hang-up lands early;
     the model runs in this process, in the server's thread)."""
     decoded = []
-    real_stream = Pipeline.stream
+    real_stream = GeneratorPipeline.stream
 
-    def slow_stream(self: Pipeline, prompt: str, **options: object) -> Iterator[str]:
+    def slow_stream(self: GeneratorPipeline, prompt: str, **options: object) -> Iterator[str]:
         for piece in real_stream(self, prompt, **options):
             time.sleep(0.03)
             decoded.append(piece)
             yield piece
 
-    monkeypatch.setattr(Pipeline, "stream", slow_stream)
+    monkeypatch.setattr(GeneratorPipeline, "stream", slow_stream)
     body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56, "stream": True}
     with live.client(live.alice) as c:
         before = metric(c, "llmos_streams_total", model="gpt", outcome="client_closed")
