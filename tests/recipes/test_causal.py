@@ -78,8 +78,8 @@ def test_config_picks_the_decoder_and_its_objective(
     with pytest.raises(ConfigError, match=r"data\.objective 'mlm' does not fit model\.model_type"):
         load_config(PretrainConfig, None, ["model.model_type=gpt", "data.objective=mlm"])
     with pytest.raises(ConfigError, match="end-of-text token"):
-        from llmos.recipes.causal import eos_id_of
         from llmos.text.tokenizer import load_tokenizer
+        from llmos.train.tasks.clm import eos_id_of
 
         eos_id_of(load_tokenizer(tiny_tokenizer), "data.tokenizer")  # WordPiece: no eos
 
