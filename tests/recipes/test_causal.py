@@ -86,6 +86,11 @@ def test_config_picks_the_decoder_and_its_objective(
 
 def test_pretraining_beats_the_unigram_baseline_and_reports_samples(gpt) -> None:
     report = json.loads((gpt.run_dir / "report.json").read_text())
+    assert gpt.report == report
+    assert gpt.format_report().splitlines()[:2] == [
+        f"checkpoint: {gpt.checkpoint}",
+        f"loss plot:  {gpt.run_dir / 'loss.png'}",
+    ]
     assert report["valid"]["perplexity"] < 0.5 * report["unigram_perplexity"]
     assert [s["prompt"] for s in report["samples"]] == ["The", "It was a", "In the morning"]
     assert (gpt.run_dir / "loss.png").stat().st_size > 0
