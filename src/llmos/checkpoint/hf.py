@@ -9,6 +9,8 @@ Maps are declarative templates: an HF key (``{}`` = layer index) names its llmos
 drops it (tied or derived weights). The one transform is the fused attention projection: HF keeps
 ``query``/``key``/``value`` apart, llmos concatenates them into ``qkv`` (rows q, then k, then v).
 Conversions are strict: an unknown or missing key raises with its name, and shapes are checked.
+
+One subject (Hugging Face interop, both directions), hence past 400 lines.
 """
 
 from __future__ import annotations
