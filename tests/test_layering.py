@@ -59,9 +59,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # import inference/).
     ("llmos.checkpoint.onnx", "llmos.inference.pipeline"): "issue 15 item 2",
     ("llmos.checkpoint.onnx", "llmos.inference.embed"): "issue 15 item 2",
-    # Debt, issue 15 item 4: the search index code moves to store/vectors.py (the server must
-    # not import a recipe).
-    ("llmos.serve.registry", "llmos.recipes.search"): "issue 15 item 4",
     # Decision: `llmos setup` builds the default models by running the training and conversion
     # recipes in order; recipes/defaults.py is that pipeline, the one recipe that calls others
     # (their entry points only, imported when a step runs).
