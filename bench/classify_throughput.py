@@ -28,10 +28,10 @@ import torch
 
 from llmos.checkpoint.hf import bert_to_hf, hf_bert_config
 from llmos.data.batching import pad_batch
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
 from llmos.inference.classify import encode_texts
 from llmos.inference.pipeline import Pipeline
-from llmos.recipes.finetune import dataset_files
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:

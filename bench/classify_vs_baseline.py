@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 import llmos
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
-from llmos.recipes.finetune import dataset_files
 
 
 def main() -> None:

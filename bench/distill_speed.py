@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from llmos.data.batching import pad_batch
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
 from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.pipeline import Pipeline
-from llmos.recipes.distill import time_models
-from llmos.recipes.finetune import dataset_files
+from llmos.train.tasks.distill import time_models
 
 
 def main() -> None:

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 import llmos
+from llmos.data.datasets import dataset_files, packaged_model_dir
 from llmos.data.readers import read_classification
-from llmos.recipes.convert import packaged_model_dir
-from llmos.recipes.finetune import dataset_files
 
 
 def main() -> None:

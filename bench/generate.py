@@ -30,9 +30,9 @@ from llmos.checkpoint.hf import gpt2_to_hf, hf_gpt2_config
 from llmos.checkpoint.io import load_state_dict_strict, read_config, read_weights
 from llmos.config.model import GPTConfig
 from llmos.data.corpus import read_documents
+from llmos.data.datasets import resolve_corpus, resolve_tokenizer
 from llmos.inference.generate import GenerationConfig, generate_ids, left_pad
 from llmos.models.gpt import GPT
-from llmos.recipes.pretrain import resolve_corpus, resolve_tokenizer
 from llmos.text.sentences import join_sentences
 from llmos.text.tokenizer import load_tokenizer
 

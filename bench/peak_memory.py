@@ -24,7 +24,7 @@ from llmos.data.batching import pad_batch
 from llmos.data.readers import read_classification
 from llmos.inference.classify import encode_texts
 from llmos.inference.pipeline import Pipeline
-from llmos.recipes.finetune import dataset_files
+from llmos.data.datasets import dataset_files
 side, path, dataset, _, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -30,10 +30,11 @@ import torch
 from llmos.checkpoint.hf import bert_to_hf, hf_bert_config
 from llmos.config.model import BertConfig
 from llmos.data.corpus import read_documents, tokenize_documents
+from llmos.data.datasets import resolve_corpus, resolve_tokenizer
 from llmos.data.mlm import MLMBatches, collate
 from llmos.models.bert import BertForPreTraining
-from llmos.recipes.pretrain import resolve_corpus, resolve_tokenizer, special_ids_for_mlm
 from llmos.text.tokenizer import load_tokenizer
+from llmos.train.tasks.mlm import special_ids_for_mlm
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 20) -> float:

@@ -62,8 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llmos
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
-from llmos.recipes.finetune import dataset_files
 from llmos.serve.testing import free_port
 
 # Runs in wrk's Lua: each connection sends the next body of the file named by the script's

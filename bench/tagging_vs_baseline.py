@@ -53,9 +53,9 @@ from pathlib import Path
 import sklearn_crfsuite
 
 import llmos
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import SpanExample, read_spans
 from llmos.data.tagging import spans_to_tags, tags_to_spans
-from llmos.recipes.finetune import dataset_files
 from llmos.train.metrics import span_scores
 
 Span = tuple[str, int, int]

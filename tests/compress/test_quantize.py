@@ -23,9 +23,9 @@ from llmos.errors import CheckpointError, DataError, LlmosError
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
-from llmos.recipes.compress import quantize_checkpoint
-from llmos.recipes.finetune import load_encoder
+from llmos.recipes.quantize import quantize_checkpoint
 from llmos.text.tokenizer import load_tokenizer
+from llmos.train.runs import load_encoder
 
 CFG = BertConfig(
     vocab_size=100,

@@ -6,7 +6,7 @@ import pytest
 
 from llmos.config import DistillConfig, FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError
-from llmos.recipes.setup import DEFAULT_STEPS
+from llmos.recipes.defaults import DEFAULT_STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 

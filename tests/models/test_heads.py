@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from llmos.config.model import BertConfig
 from llmos.models.bert import BertForSequenceClassification, BertForTokenClassification
-from llmos.recipes.finetune import ClassifyTask, Encoded
-from llmos.recipes.tagging import IGNORE, TagTask
+from llmos.train.tasks.classify import ClassifyTask, Encoded
+from llmos.train.tasks.tag import IGNORE, TagTask
 
 
 def tiny_config() -> BertConfig:

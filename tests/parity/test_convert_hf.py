@@ -12,11 +12,14 @@ import torch
 from tokenizers import processors
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-from llmos.checkpoint.io import read_config, read_task, read_weights
+from llmos.checkpoint.io import read_config, read_task, read_weights, save_checkpoint
+from llmos.config.model import GPTConfig
 from llmos.errors import CheckpointError
+from llmos.inference.generate import GenerationConfig, generate_ids
 from llmos.inference.pipeline import Pipeline
+from llmos.models.gpt import GPT
 from llmos.recipes.convert import export_hf, import_hf
-from llmos.text.tokenizer import load_tokenizer, train_tokenizer
+from llmos.text.tokenizer import load_tokenizer, special_ids, train_tokenizer
 
 T = pytest.importorskip("transformers")
 
@@ -242,3 +245,64 @@ def test_bad_inputs_name_the_problem(toks, tmp_path: Path) -> None:
     save_file(sd, str(src / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"layer\.0\.attention\.self\.rotary\.weight"):
         import_hf(src, tmp_path / "x")
+
+
+def test_exported_gpt_stops_generating_where_llmos_does(toks, tmp_path: Path) -> None:
+    """The exported config names the tokenizer's own end-of-text and pad ids (not GPT-2's
+    50256, which a small vocabulary lacks), so HF ``generate`` stops where llmos does."""
+    tok = toks["gpt2"]
+    ids = special_ids(tok)
+    eos, pad = ids["eos"], ids["pad"]
+    assert eos is not None and pad is not None
+    cfg = GPTConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position=48,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    with torch.no_grad():  # larger block weights than the init's: a varied greedy path
+        for name, p in model.named_parameters():
+            if name.startswith("transformer.h.") and p.dim() == 2:
+                p.mul_(10)
+    prompt = tok.encode("今天我们学习经济。").ids
+    greedy = GenerationConfig(max_new_tokens=16)
+    free = generate_ids(model, [prompt], greedy, eos_id=None)[0]
+    # Make the k-th new token the end of text: swapping two rows of the tied embedding relabels
+    # two ids, so the greedy path is the same with `t` and `eos` exchanged.
+    k = next(
+        i
+        for i in range(2, len(free))
+        if free[i] not in (*prompt, *free[:i], eos, pad) and eos not in (*prompt, *free[:i])
+    )
+    t = free[k]
+    with torch.no_grad():
+        wte = model.transformer.wte.weight
+        wte[[eos, t]] = wte[[t, eos]]
+    ckpt = save_checkpoint(tmp_path / "gpt", model, cfg, tok)
+    ours = generate_ids(Pipeline.from_checkpoint(ckpt).model, [prompt], greedy, eos_id=eos)[0]
+    assert ours == [*free[:k], eos]  # llmos stops at the end of text, which it keeps
+
+    exported = export_hf(ckpt, tmp_path / "hf")
+    config = json.loads((exported / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (
+        eos,
+        eos,
+        pad,
+    )
+    hf = T.AutoModelForCausalLM.from_pretrained(str(exported)).eval()
+    assert hf.generation_config.eos_token_id == eos
+    out = hf.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        max_new_tokens=16,
+        do_sample=False,
+    )
+    assert out[0, len(prompt) :].tolist() == ours
+    auto = T.AutoTokenizer.from_pretrained(str(exported))
+    assert (auto.eos_token_id, auto.pad_token_id) == (eos, pad)

@@ -12,7 +12,8 @@ import torch
 import llmos
 from llmos.checkpoint.io import read_task
 from llmos.cli import main
-from llmos.recipes.convert import import_hf, packaged_model_dir
+from llmos.data.datasets import packaged_model_dir
+from llmos.recipes.convert import import_hf
 
 T = pytest.importorskip("transformers")
 

@@ -78,14 +78,19 @@ def test_config_picks_the_decoder_and_its_objective(
     with pytest.raises(ConfigError, match=r"data\.objective 'mlm' does not fit model\.model_type"):
         load_config(PretrainConfig, None, ["model.model_type=gpt", "data.objective=mlm"])
     with pytest.raises(ConfigError, match="end-of-text token"):
-        from llmos.recipes.causal import eos_id_of
         from llmos.text.tokenizer import load_tokenizer
+        from llmos.train.tasks.clm import eos_id_of
 
         eos_id_of(load_tokenizer(tiny_tokenizer), "data.tokenizer")  # WordPiece: no eos
 
 
 def test_pretraining_beats_the_unigram_baseline_and_reports_samples(gpt) -> None:
     report = json.loads((gpt.run_dir / "report.json").read_text())
+    assert gpt.report == report
+    assert gpt.format_report().splitlines()[:2] == [
+        f"checkpoint: {gpt.checkpoint}",
+        f"loss plot:  {gpt.run_dir / 'loss.png'}",
+    ]
     assert report["valid"]["perplexity"] < 0.5 * report["unigram_perplexity"]
     assert [s["prompt"] for s in report["samples"]] == ["The", "It was a", "In the morning"]
     assert (gpt.run_dir / "loss.png").stat().st_size > 0

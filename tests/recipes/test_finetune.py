@@ -221,3 +221,21 @@ def test_sentence_pairs_use_the_second_text(encoder: Path, tmp_path: Path) -> No
     assert report["test"]["accuracy"] > 0.85, report["test"]
     out = llmos.load(run.checkpoint).classify(["我们喜欢经济。"] * 2, ["老师讨厌。", "老师支持。"])
     assert [o["label"] for o in out] == ["neg", "pos"]
+
+
+def test_the_result_carries_its_report_and_formats_what_the_cli_prints(
+    run, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.recipes.evaluate import evaluate_file
+
+    saved = json.loads((run.run_dir / "report.json").read_text())
+    assert run.report.keys() == saved.keys()
+    assert run.report["test"]["accuracy"] == pytest.approx(saved["test"]["accuracy"])
+    lines = run.format_report().splitlines()
+    assert lines[0] == f"checkpoint: {run.checkpoint}"
+    assert lines[1].endswith("confusion_test.png")
+    assert lines[3].startswith(f"best validation (step {run.best['step']}): ")
+    report = evaluate_file(run.checkpoint, dataset / "test.tsv", out_dir=tmp_path)
+    args = ["evaluate", str(run.checkpoint), "--data", str(dataset / "test.tsv")]
+    assert main([*args, "--out-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == report.format_report()

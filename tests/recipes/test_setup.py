@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file, save_file
 
+from llmos.checkpoint.digest import weights_digest
 from llmos.cli import main
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError, LlmosError
-from llmos.recipes import setup as S
+from llmos.recipes import defaults as S
 from llmos.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,22 +220,28 @@ def test_an_existing_encoder_is_kept_and_fine_tuned_from(copy: tuple[Path, Path]
     assert cfg.init == str(models / "tiny-bert" / "checkpoint")
 
 
-def test_a_fine_tune_older_than_its_rebuilt_encoder_is_flagged(copy: tuple[Path, Path]) -> None:
+def retrain(encoder: Path) -> None:
+    """As if the encoder was trained again: other weights in its model.safetensors."""
+    weights = encoder / "model.safetensors"
+    state = load_file(str(weights))
+    name = sorted(state)[0]
+    state[name] = state[name] + 1.0
+    save_file(state, str(weights), metadata={"format": "pt"})
+
+
+def test_a_fine_tune_of_a_since_rebuilt_encoder_is_flagged(copy: tuple[Path, Path]) -> None:
     models, configs = copy
-    encoder = models / "tiny-bert" / "checkpoint" / "config.json"
-
-    def retrain_encoder() -> None:  # as if tiny-bert was trained again since tiny-cls
-        tuned = (models / "tiny-cls" / "checkpoint" / "config.json").stat().st_mtime_ns
-        os.utime(encoder, ns=(tuned + 10**9, tuned + 10**9))
-
+    encoder = models / "tiny-bert" / "checkpoint"
     # The copy's tiny-cls was tuned on the original directory's encoder, not this one: not ours
     # to judge, as a full-size fine-tune of another encoder would not be.
-    retrain_encoder()
+    retrain(encoder)
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
     shutil.rmtree(models / "tiny-cls")
     S.run_setup(models, configs, TINY_STEPS)  # tuned on this directory's tiny-bert
+    task = json.loads((models / "tiny-cls" / "checkpoint" / "task.json").read_text())
+    assert task["init_digest"] == weights_digest(encoder)
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
-    retrain_encoder()
+    retrain(encoder)
     planned = S.plan(models, configs, TINY_STEPS)
     assert [p.step.name for p in planned if p.stale] == ["tiny-cls"]
     line = S.format_plan(planned, models)
@@ -244,6 +252,36 @@ def test_a_fine_tune_older_than_its_rebuilt_encoder_is_flagged(copy: tuple[Path,
     results = S.run_setup(models, configs, TINY_STEPS)
     assert [r.built for r in results] == [False, False, True]
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
+
+
+def test_staleness_is_judged_by_content_not_file_times(tmp_path: Path) -> None:
+    """A fine-tune newer or older on disk than its encoder is judged by the encoder's weights
+    digest alone; one without ``init_digest`` (made before llmos recorded it) is not judged."""
+    models = tmp_path / "models"
+    encoder = models / "enc" / "checkpoint"
+    tuned = models / "cls" / "checkpoint"
+    for d in (encoder, tuned):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    (encoder / "model.safetensors").write_bytes(b"weights v1")
+    steps = (
+        S.Step("enc", "pretrain", 0.1, config="enc.yaml"),
+        S.Step("cls", "finetune", 0.1, config="cls.yaml", init="enc"),
+    )
+
+    def stale(task: dict) -> bool:
+        (tuned / "task.json").write_text(json.dumps(task))
+        return [p.step.name for p in S.plan(models, tmp_path, steps) if p.stale] == ["cls"]
+
+    v1 = weights_digest(encoder)
+    assert v1 is not None and v1.startswith("sha256:")
+    os.utime(encoder / "config.json", ns=(0, 2 * 10**18))  # the encoder "newer" on disk
+    assert not stale({"init": str(encoder), "init_digest": v1})
+    (encoder / "model.safetensors").write_bytes(b"weights v2")
+    os.utime(encoder / "config.json", ns=(0, 0))  # the encoder "older" on disk
+    assert stale({"init": str(encoder), "init_digest": v1})
+    assert not stale({"init": str(encoder)})  # an old fine-tune: not judged
+    assert not stale({"init": str(tmp_path / "elsewhere"), "init_digest": v1})
 
 
 def test_demo_key_is_new_and_works_every_time(tmp_path: Path) -> None:

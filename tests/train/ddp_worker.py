@@ -8,12 +8,13 @@ from safetensors.torch import save_file
 
 from llmos.config import PretrainConfig, load_config
 from llmos.models.bert import BertForPreTraining
-from llmos.recipes.pretrain import setup
 from llmos.train.loop import fit
+from llmos.train.tasks.mlm import setup_mlm_pretraining
 
 cfg = load_config(PretrainConfig, sys.argv[1], ["name=ddp"])
 out = Path(sys.argv[2])
-cfg, tokenizer, task, _ = setup(cfg)
+setup = setup_mlm_pretraining(cfg)
+cfg, tokenizer, task = setup.cfg, setup.tokenizer, setup.task
 import torch  # noqa: E402
 
 torch.manual_seed(cfg.train.seed)

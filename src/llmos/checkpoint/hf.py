@@ -1,20 +1,108 @@
-"""Hugging Face <-> llmos weight maps. The only module that imports ``transformers``.
+"""Hugging Face <-> llmos: weight maps, readers of HF model directories, and the
+``transformers`` models and tokenizers an llmos checkpoint exports to.
+
+This is the only module of llmos that imports ``transformers``, and only inside the functions
+that export (importing a model reads its files with safetensors and ``tokenizers`` alone), so
+``transformers`` is needed for ``llmos convert --to-hf`` only.
 
 Maps are declarative templates: an HF key (``{}`` = layer index) names its llmos key, ``None``
 drops it (tied or derived weights). The one transform is the fused attention projection: HF keeps
 ``query``/``key``/``value`` apart, llmos concatenates them into ``qkv`` (rows q, then k, then v).
 Conversions are strict: an unknown or missing key raises with its name, and shapes are checked.
+
+One subject (Hugging Face interop, both directions), hence past 400 lines.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, processors
+from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import CheckpointError
+from llmos.text.tokenizer import load_tokenizer, special_ids
+
+# Buffers HF models keep in their state dicts that llmos does not store.
+HF_BUFFERS = ("position_ids", "attn.bias", "attn.masked_bias")
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (an HF ``config.json`` and the like), or a clear error."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return obj
+
+
+def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
+    """The state dict of an HF model directory: ``model.safetensors`` (or its shards), else
+    ``pytorch_model.bin`` read with ``weights_only=True`` (tensors only, nothing executed)."""
+    index = src / "model.safetensors.index.json"
+    try:
+        if (src / "model.safetensors").is_file():
+            return load_file(str(src / "model.safetensors"))
+        if index.is_file():
+            shards = sorted(set(read_json_object(index).get("weight_map", {}).values()))
+            out: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                out.update(load_file(str(src / shard)))
+            return out
+        if (src / "pytorch_model.bin").is_file():
+            sd = torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            if not isinstance(sd, dict):
+                raise CheckpointError(f"{src}/pytorch_model.bin: not a state dict")
+            return sd
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{src}: unreadable weights ({e})") from None
+    raise CheckpointError(
+        f"{src}: no weights (expected model.safetensors, model.safetensors.index.json or "
+        "pytorch_model.bin)"
+    )
+
+
+def read_hf_tokenizer(src: Path, family: str) -> Tokenizer:
+    """``tokenizer.json`` as is (its padding and truncation switched off: llmos batches
+    itself), else one built from ``vocab.txt`` (WordPiece) or ``vocab.json`` + ``merges.txt``
+    (byte-level BPE, with RoBERTa's ``<s> ... </s>`` template for RoBERTa)."""
+    settings = (
+        read_json_object(src / "tokenizer_config.json")
+        if (src / "tokenizer_config.json").is_file()
+        else {}
+    )
+    if (src / TOKENIZER_FILE).is_file():
+        tok = load_tokenizer(src / TOKENIZER_FILE)
+    elif (src / "vocab.txt").is_file():
+        lower = bool(settings.get("do_lower_case", True))
+        tok = BertWordPieceTokenizer(str(src / "vocab.txt"), lowercase=lower)._tokenizer
+    elif (src / "vocab.json").is_file() and (src / "merges.txt").is_file():
+        bpe = ByteLevelBPETokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
+        tok = bpe._tokenizer
+        if family == "roberta":
+            bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+            if bos is None or eos is None:
+                raise CheckpointError(f"{src}/vocab.json: a RoBERTa vocabulary needs <s> and </s>")
+            tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+    else:
+        raise CheckpointError(
+            f"{src}: no tokenizer (expected tokenizer.json, vocab.txt, or vocab.json and "
+            "merges.txt)"
+        )
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
 
 # HF BertForPreTraining key -> llmos BertForPreTraining key (None = dropped on import).
 BERT_KEYS: dict[str, str | None] = {
@@ -176,10 +264,24 @@ def gpt2_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def hf_gpt2_config(config: Any) -> Any:
-    """The ``transformers.GPT2Config`` of an llmos :class:`~llmos.config.model.GPTConfig`."""
+def hf_gpt2_config(config: Any, token_ids: dict[str, int | None] | None = None) -> Any:
+    """The ``transformers.GPT2Config`` of an llmos :class:`~llmos.config.model.GPTConfig`.
+
+    ``token_ids`` (:func:`~llmos.text.tokenizer.special_ids` of the checkpoint's tokenizer)
+    give the end-of-text id (GPT-2's ``bos_token_id`` and ``eos_token_id`` are both its
+    ``<|endoftext|>``) and the pad id. Without them transformers keeps GPT-2's 50256, an id
+    an llmos vocabulary of a few thousand tokens does not have: ``generate`` would never stop
+    at the real end of text.
+    """
     from transformers import GPT2Config
 
+    ids = token_ids or {}
+    eos, pad = ids.get("eos"), ids.get("pad")
+    specials: dict[str, int] = {}
+    if eos is not None:
+        specials |= {"bos_token_id": eos, "eos_token_id": eos}
+    if pad is not None:
+        specials["pad_token_id"] = pad
     return GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.max_position,
@@ -194,6 +296,7 @@ def hf_gpt2_config(config: Any) -> Any:
         layer_norm_epsilon=config.layer_norm_eps,
         initializer_range=config.initializer_range,
         tie_word_embeddings=True,
+        **specials,
     )
 
 
@@ -276,3 +379,73 @@ def hf_encoder_config(cfg: BertConfig, labels: list[str] | None = None) -> Any:
         base["max_position_embeddings"] = cfg.max_position + cfg.pad_token_id + 1
         return transformers.RobertaConfig(**base)
     return transformers.BertConfig(**base)
+
+
+def hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None, tokenizer: Tokenizer) -> Any:
+    """The ``transformers`` model (random weights) an llmos checkpoint exports to: the class
+    of its head (pretraining, masked LM, bare encoder, sequence or token classification, GPT-2
+    LM head), configured with the tokenizer's special ids."""
+    import transformers as T
+
+    if isinstance(cfg, GPTConfig):
+        return T.GPT2LMHeadModel(hf_gpt2_config(cfg, special_ids(tokenizer)))
+    if cfg.albert:
+        raise CheckpointError(
+            "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "
+            "transformers BERT or RoBERTa class has; it stays an llmos checkpoint"
+        )
+    if cfg.pruned:
+        # transformers 5 dropped BertConfig.pruned_heads: every layer has num_attention_heads
+        # heads and intermediate_size neurons, so per-layer sizes have nowhere to go.
+        raise CheckpointError(
+            "this encoder is pruned (layer_heads / layer_intermediate: sizes differ per layer), "
+            "which transformers' BERT and RoBERTa classes cannot load; it stays an llmos "
+            "checkpoint (`llmos export onnx` exports it)"
+        )
+    labels = task.get("labels") if task else None
+    hcfg = hf_encoder_config(cfg, labels)
+    roberta = cfg.model_type == "roberta"
+    kind = task.get("task") if task else None
+    if kind == "classification":
+        if roberta:
+            raise CheckpointError("exporting a RoBERTa classifier is not supported")
+        return T.BertForSequenceClassification(hcfg)
+    if kind == "tagging":
+        return (T.RobertaForTokenClassification if roberta else T.BertForTokenClassification)(hcfg)
+    if cfg.heads == "mlm+nsp":
+        if roberta:
+            raise CheckpointError("RoBERTa has no next-sentence head in transformers")
+        return T.BertForPreTraining(hcfg)
+    if cfg.heads == "mlm":
+        return (T.RobertaForMaskedLM if roberta else T.BertForMaskedLM)(hcfg)
+    return (T.RobertaModel if roberta else T.BertModel)(hcfg, add_pooling_layer=cfg.pooler)
+
+
+# llmos's special tokens -> the role names of transformers' tokenizers.
+HF_TOKEN_ROLES = {
+    "<|endoftext|>": "eos_token",
+    "<|pad|>": "pad_token",
+    "[CLS]": "cls_token",
+    "[SEP]": "sep_token",
+    "[PAD]": "pad_token",
+    "[MASK]": "mask_token",
+    "[UNK]": "unk_token",
+    "<s>": "bos_token",
+    "</s>": "eos_token",
+    "<pad>": "pad_token",
+    "<mask>": "mask_token",
+    "<unk>": "unk_token",
+}
+
+
+def save_hf_tokenizer(tok: Tokenizer, cfg: BertConfig | GPTConfig, out: Path) -> None:
+    """Save ``tok`` as a ``transformers`` fast tokenizer (``AutoTokenizer`` reads it), its
+    special tokens named by role."""
+    from transformers import PreTrainedTokenizerFast
+
+    special = {HF_TOKEN_ROLES[t]: t for t in tok.get_vocab() if t in HF_TOKEN_ROLES}
+    if cfg.model_type == "roberta":  # RoBERTa's <s> and </s> are also its cls and sep
+        special |= {"cls_token": "<s>", "sep_token": "</s>"}
+    if isinstance(cfg, GPTConfig) and "eos_token" in special:
+        special["bos_token"] = special["eos_token"]  # as GPT-2's: <|endoftext|> both ways
+    PreTrainedTokenizerFast(tokenizer_object=tok, **special).save_pretrained(str(out))

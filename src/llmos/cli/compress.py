@@ -124,7 +124,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _compress_quantize(args: argparse.Namespace) -> int:
-    from llmos.recipes.compress import REPORT_FILE, quantize_checkpoint
+    from llmos.recipes.quantize import REPORT_FILE, quantize_checkpoint
 
     cfg = build(QuantizeConfig, args, QUANTIZE_FLAGS)
     r = quantize_checkpoint(
@@ -193,24 +193,5 @@ def _compress_distill(args: argparse.Namespace) -> int:
     result = distill(cfg, resume=args.resume)
     if not result.is_main:
         return 0
-    report = json.loads((result.run_dir / "report.json").read_text(encoding="utf-8"))
-    plots = [result.run_dir / "loss.png"]
-    if report["task"] == "classification":
-        plots.append(result.run_dir / f"confusion_{report['split']}.png")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"plots:      {', '.join(map(str, plots))}")
-    print(f"report:     {result.run_dir / 'report.json'}")
-    metric = "accuracy" if report["task"] == "classification" else "mlm_accuracy"
-    s, speed = report["student"], report["speed"]
-    for who in ("teacher", "student"):
-        side = report[who]
-        print(
-            f"{who}:    {report['split']} {metric} {side[metric]:.4f}  {side['layers']} layers, "
-            f"{side['parameters'] / 1e6:.2f}M parameters, {speed[who + '_seconds']:.2f} s"
-        )
-    print(
-        f"student/teacher: {report[metric + '_ratio']:.1%} of the {metric}, "
-        f"{speed['speedup']:.2f}x faster ({speed['threads']} threads), agreement "
-        f"{s['agreement']:.4f}"
-    )
+    print(result.format_report())
     return 0

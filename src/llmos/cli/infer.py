@@ -202,7 +202,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from llmos.recipes.evaluate import predict_file
+    from llmos.recipes.predict import predict_file
 
     n = predict_file(args.checkpoint, args.input, args.output, batch_size=args.batch_size)
     if args.output != "-":
@@ -235,7 +235,7 @@ def _generate(args: argparse.Namespace) -> int:
     # Every GenerationConfig field, as given or its default, as keyword arguments.
     options = values(GenerationConfig, args, GENERATION_FLAGS)
     if args.input is not None:
-        from llmos.recipes.evaluate import generate_file
+        from llmos.recipes.predict import generate_file
 
         n = generate_file(
             args.checkpoint,
@@ -269,7 +269,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from llmos.recipes.evaluate import embed_file
+    from llmos.recipes.predict import embed_file
 
     n, d = embed_file(
         args.checkpoint,

@@ -66,7 +66,7 @@ def add_finetune(sub: Subcommands) -> None:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from llmos.recipes.setup import demo_key, format_plan, format_summary, plan, run_setup
+    from llmos.recipes.defaults import demo_key, format_plan, format_summary, plan, run_setup
 
     print(format_plan(plan(args.models, args.configs), args.models), flush=True)
     if args.dry_run:

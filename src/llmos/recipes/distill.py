@@ -15,41 +15,73 @@ both have that head).
 from __future__ import annotations
 
 import logging
-import math
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmos.checkpoint.io import TOKENIZER_FILE, read_weights, write_json_atomic
-from llmos.compress.distill import Objective, check_layer_list, init_from_teacher, soft_kl
+from llmos.compress.distill import Objective, check_layer_list, init_from_teacher
 from llmos.config.model import BertConfig
 from llmos.config.run import DataConfig, DistillConfig, PretrainConfig
-from llmos.data.batching import pad_batch
+from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import read_classification
 from llmos.errors import ConfigError
 from llmos.inference.classify import batched_logits
 from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
-from llmos.recipes.finetune import ClassifyTask, Encoded, dataset_files, encode_split, warn_skipped
-from llmos.recipes.pretrain import PretrainTask
-from llmos.recipes.pretrain import setup as pretrain_setup
-from llmos.recipes.runs import start_run
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult, fit
-from llmos.train.metrics import classification_metrics, plot_confusion
+from llmos.train.metrics import plot_confusion
+from llmos.train.runs import start_run
+from llmos.train.tasks.classify import Encoded, encode_split
+from llmos.train.tasks.distill import (
+    DistillClassifyTask,
+    DistillMLMTask,
+    length_batches,
+    score_against_teacher,
+    time_models,
+)
+from llmos.train.tasks.mlm import setup_mlm_pretraining
 
 log = logging.getLogger("llmos.recipes")
 
-TIMING_SECONDS = 20.0  # timed passes (teacher and student in turns) add up to about this
-TIMING_BATCH = 32
+
+@dataclass
+class DistillResult(FitResult):
+    """Where the run and its best checkpoint are, and its report (empty on other DDP ranks)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def format_report(self) -> str:
+        """What ``llmos compress distill`` prints: checkpoint, plots, report, and teacher vs
+        student (quality, size, time)."""
+        report = self.report
+        plots = [self.run_dir / "loss.png"]
+        if report["task"] == "classification":
+            plots.append(self.run_dir / f"confusion_{report['split']}.png")
+        lines = [
+            f"checkpoint: {self.checkpoint}",
+            f"plots:      {', '.join(map(str, plots))}",
+            f"report:     {self.run_dir / 'report.json'}",
+        ]
+        metric = "accuracy" if report["task"] == "classification" else "mlm_accuracy"
+        s, speed = report["student"], report["speed"]
+        for who in ("teacher", "student"):
+            side = report[who]
+            lines.append(
+                f"{who}:    {report['split']} {metric} {side[metric]:.4f}  {side['layers']} "
+                f"layers, {side['parameters'] / 1e6:.2f}M parameters, "
+                f"{speed[who + '_seconds']:.2f} s"
+            )
+        lines.append(
+            f"student/teacher: {report[metric + '_ratio']:.1%} of the {metric}, "
+            f"{speed['speedup']:.2f}x faster ({speed['threads']} threads), agreement "
+            f"{s['agreement']:.4f}"
+        )
+        return "\n".join(lines)
 
 
 @dataclass
@@ -128,175 +160,8 @@ def check_setup(
     return layer_map, init
 
 
-class DistillClassifyTask(ClassifyTask):
-    """Classification batches (as fine-tuning) with the distillation loss; validation reports
-    the student's accuracy and macro-F1, its agreement with the teacher and the soft KL."""
-
-    def __init__(
-        self,
-        train: Encoded,
-        valid: Encoded,
-        labels: list[str],
-        batch_size: int,
-        seed: int,
-        pad_id: int,
-        objective: Objective,
-    ) -> None:
-        super().__init__(train, valid, labels, batch_size, seed, pad_id)
-        self.objective = objective
-        self.valid_teacher = batched_logits(objective.teacher, valid.ids, valid.types, pad_id)
-
-    def counts(self, batch: dict[str, Any]) -> list[float]:
-        return [float(batch["labels"].numel()), float(batch["num_tokens"])]
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-        s, t, layers = self.objective.forward(model, args)
-        soft = soft_kl(s, t, self.objective.temperature) / totals[0]
-        hard = F.cross_entropy(s.float(), batch["labels"], reduction="sum") / totals[0]
-        return self.objective.combine(soft, hard, layers, totals[1])
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits = batched_logits(model, self.valid.ids, self.valid.types, self.pad_id)
-        return score_against_teacher(
-            logits, self.valid_teacher, self.valid.labels, self.labels, self.objective.temperature
-        )[0]
-
-
-def score_against_teacher(
-    logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    gold: np.ndarray,
-    labels: list[str],
-    temperature: float,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Flat metrics (loss, accuracy, macro-F1, agreement with the teacher, soft KL per example)
-    and the full classification report."""
-    n = max(len(gold), 1)
-    pred = logits.argmax(-1)
-    report = classification_metrics(gold.tolist(), pred.tolist(), labels)
-    flat = {
-        "loss": F.cross_entropy(logits, torch.from_numpy(gold)).item(),
-        "accuracy": report["accuracy"],
-        "macro_f1": report["macro_f1"],
-        "agreement": (pred == teacher_logits.argmax(-1)).float().mean().item(),
-        "kl": soft_kl(logits, teacher_logits, temperature).item() / n,
-    }
-    return flat, report
-
-
-class DistillMLMTask:
-    """Masked-LM batches from the pretraining pipeline with the distillation loss."""
-
-    def __init__(self, base: PretrainTask, objective: Objective) -> None:
-        self.base, self.objective = base, objective
-
-    def steps(self, info: Any, micro_batch: int) -> Any:
-        return self.base.steps(info, micro_batch)
-
-    def counts(self, batch: dict[str, Any]) -> list[float]:
-        return [*self.base.counts(batch), float(batch["num_tokens"])]
-
-    def _sums(self, model: nn.Module, batch: dict[str, Any], layers: bool = True) -> dict[str, Any]:
-        """Soft and hard sums of the MLM (per masked token) and NSP (per pair) parts."""
-        args = (
-            batch["input_ids"],
-            batch["token_type_ids"],
-            batch["attention_mask"],
-            batch["mlm_positions"],
-        )
-        s, t, sums = self.objective.forward(model, args, layers)
-        T = self.objective.temperature
-        out = {
-            "mlm_kl": soft_kl(s.mlm_logits, t.mlm_logits, T),
-            "mlm_ce": F.cross_entropy(s.mlm_logits.float(), batch["mlm_labels"], reduction="sum"),
-            "mlm_hit": (s.mlm_logits.argmax(-1) == batch["mlm_labels"]).sum(),
-            "mlm_agree": (s.mlm_logits.argmax(-1) == t.mlm_logits.argmax(-1)).sum(),
-            "layers": sums,
-        }
-        if batch["nsp_labels"] is not None and s.nsp_logits is not None:
-            if t.nsp_logits is not None:
-                out["nsp_kl"] = soft_kl(s.nsp_logits, t.nsp_logits, T)
-            out["nsp_ce"] = F.cross_entropy(
-                s.nsp_logits.float(), batch["nsp_labels"], reduction="sum"
-            )
-        return out
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        sums = self._sums(model, batch)
-        masked, pairs = max(totals[0], 1.0), max(totals[1], 1.0)
-        soft = sums["mlm_kl"] / masked + sums.get("nsp_kl", 0.0) / pairs
-        hard = sums["mlm_ce"] / masked + sums.get("nsp_ce", 0.0) / pairs
-        return self.objective.combine(soft, hard, sums["layers"], totals[2])
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """MLM loss, perplexity and accuracy of ``model`` on the validation batches, its top-1
-        agreement with the teacher and the soft KL, per masked token."""
-        device = next(model.parameters()).device
-        s = dict.fromkeys(("kl", "ce", "hit", "agree", "n"), 0.0)
-        with torch.no_grad():
-            for batch in self.base.valid:
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                sums = self._sums(model, batch, layers=False)
-                s["kl"] += sums["mlm_kl"].item()
-                s["ce"] += sums["mlm_ce"].item()
-                s["hit"] += sums["mlm_hit"].item()
-                s["agree"] += sums["mlm_agree"].item()
-                s["n"] += batch["mlm_labels"].numel()
-        n = max(s["n"], 1.0)
-        return {
-            "loss": s["ce"] / n,
-            "perplexity": math.exp(min(s["ce"] / n, 50)),
-            "mlm_accuracy": s["hit"] / n,
-            "agreement": s["agree"] / n,
-            "kl": s["kl"] / n,
-        }
-
-    def state(self) -> dict[str, int]:
-        return self.base.state()
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.base.load_state(state)
-
-
 def parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def time_models(
-    models: dict[str, nn.Module], run: Callable[[nn.Module], None], repeats: int | None = None
-) -> tuple[dict[str, float], int]:
-    """Median seconds of ``run(model)`` per model, the models taking turns (so a slower moment
-    of a shared machine hits both), after a warm-up pass of each. By default enough passes for
-    about TIMING_SECONDS of timing in all (3 to 20). Returns the medians and the pass count."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        warm = 0.0
-        for model in models.values():
-            t0 = time.perf_counter()
-            run(model)
-            warm += time.perf_counter() - t0
-        if repeats is None:
-            repeats = min(20, max(3, math.ceil(TIMING_SECONDS / max(warm, 1e-3))))
-        for _ in range(repeats):
-            for name, model in models.items():
-                t0 = time.perf_counter()
-                run(model)
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}, repeats
-
-
-def length_batches(data: Encoded, pad_id: int, size: int = TIMING_BATCH) -> list[dict[str, Any]]:
-    """The split in batches of similar length, as ``classify()`` forms them."""
-    order = np.argsort([len(x) for x in data.ids], kind="stable")
-    return [
-        pad_batch([data.ids[i] for i in idx], [data.types[i] for i in idx], pad_id)
-        for idx in (order[s : s + size] for s in range(0, len(order), size))
-    ]
 
 
 def _speed(
@@ -335,7 +200,7 @@ def build_student(
     return student
 
 
-def distill(cfg: DistillConfig, resume: bool = False) -> FitResult:
+def distill(cfg: DistillConfig, resume: bool = False) -> DistillResult:
     """Distill ``cfg.teacher`` into the student ``cfg.student``; returns where the run and its
     best checkpoint are (``report.json`` beside them)."""
     teacher = load_teacher(cfg)
@@ -361,7 +226,7 @@ def _distill_classifier(
     objective: Objective,
     init: list[int] | None,
     resume: bool,
-) -> FitResult:
+) -> DistillResult:
     labels, enc, max_length, pad_id = _classification_data(cfg, teacher, student_cfg)
     task = DistillClassifyTask(
         enc["train"], enc["valid"], labels, cfg.train.batch_size, cfg.train.seed, pad_id, objective
@@ -382,7 +247,7 @@ def _distill_classifier(
     )[0]
     assert teacher.task is not None
     meta = {**teacher.task, "max_length": max_length, "distilled_from": str(teacher.path)}
-    result = fit(
+    fitted = fit(
         student,
         task,
         cfg.train,
@@ -396,16 +261,17 @@ def _distill_classifier(
         select=cfg.select,
         patience=cfg.patience,
     )
+    result = DistillResult(**vars(fitted))
     if not result.is_main:
         return result
-    report = _classification_report(cfg, teacher, result, test, split, teacher_logits, pad_id)
-    report |= {
+    report = _classification_report(cfg, teacher, fitted, test, split, teacher_logits, pad_id)
+    result.report = report | {
         "student_before": before,
         "layer_map": objective.layer_map,
         "init_layers": init,
         "train_examples": len(enc["train"].labels),
     }
-    write_json_atomic(result.run_dir / "report.json", report)
+    write_json_atomic(result.run_dir / "report.json", result.report)
     return result
 
 
@@ -499,7 +365,7 @@ def _distill_mlm(
     objective: Objective,
     init: list[int] | None,
     resume: bool,
-) -> FitResult:
+) -> DistillResult:
     objective_name = cfg.data.objective or (
         "mlm+nsp" if teacher.config.heads == "mlm+nsp" else "mlm"
     )
@@ -519,14 +385,15 @@ def _distill_mlm(
         )
     except ConfigError as e:  # objective vs heads, max_length vs positions
         raise ConfigError(str(e).replace("model.", "teacher's ")) from None
-    _, _, base, train_corpus = pretrain_setup(pcfg)
+    pretraining = setup_mlm_pretraining(pcfg)
+    base, train_corpus = pretraining.task, pretraining.train
     task = DistillMLMTask(base, objective)
 
     run_dir = start_run(cfg)
     student = build_student(teacher, student_cfg, init, None)
     student.eval()
     before = task.evaluate(student)
-    result = fit(
+    fitted = fit(
         student,
         task,
         cfg.train,
@@ -539,6 +406,7 @@ def _distill_mlm(
         select=cfg.select,
         patience=cfg.patience,
     )
+    result = DistillResult(**vars(fitted))
     if not result.is_main:
         return result
     teacher.model.cpu()  # the report compares both on the CPU, where Pipeline loads the student
@@ -552,7 +420,7 @@ def _distill_mlm(
 
     timed = time_models({"teacher": teacher.model, "student": final}, run)
     t_flat, s_flat = task.evaluate(teacher.model), task.evaluate(final)
-    report = {
+    result.report = {
         "task": "mlm",
         "split": "valid",
         "distilled_from": str(teacher.path),
@@ -572,5 +440,5 @@ def _distill_mlm(
         "best": result.best,
         "train_tokens": train_corpus.num_tokens,
     }
-    write_json_atomic(result.run_dir / "report.json", report)
+    write_json_atomic(result.run_dir / "report.json", result.report)
     return result

@@ -1,239 +1,93 @@
-"""Recipe: pretrain a BERT encoder with masked LM (+ next-sentence prediction).
+"""Recipe: pretrain a language model on a corpus (``llmos pretrain``).
 
-setup (tokenizer, corpus, model) -> train (the shared loop) -> save -> report.
+config -> the model family's setup (``PRETRAIN_SETUPS`` on ``model.model_type``: tokenizer,
+corpus, task, model; each lives in ``llmos.train.tasks``) -> train (the shared loop) -> save ->
+report (``report.json``: validation perplexity against a unigram baseline; a GPT's also has
+sample generations).
+
+Families: BERT/RoBERTa encoders learn masked LM (+ next-sentence prediction,
+``llmos.train.tasks.mlm``); GPT decoders learn next-token prediction on packed blocks
+(``llmos.train.tasks.clm``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import PretrainConfig
-from llmos.data.corpus import TokenizedCorpus, load_tokenized
-from llmos.data.mlm import MLMBatches, SpecialIds, collate
-from llmos.errors import ConfigError
-from llmos.models.bert import BertForPreTraining
-from llmos.paths import data_dir, llmos_home, tokenizers_dir
-from llmos.recipes.runs import start_run
-from llmos.text.tokenizer import load_tokenizer, special_ids
-from llmos.train.dist import DistInfo
 from llmos.train.loop import FitResult, fit
+from llmos.train.metrics import unigram_perplexity
+from llmos.train.runs import PretrainSetup, start_run
+from llmos.train.tasks.clm import setup_clm_pretraining
+from llmos.train.tasks.mlm import setup_mlm_pretraining
 
 log = logging.getLogger("llmos.recipes")
 
-VALID_SEED = 1234  # fixed masks and pairs: every validation sees the same examples
-
-
-def resolve_tokenizer(name: str) -> Path:
-    """A tokenizer name under ``$LLMOS_HOME/tokenizers`` or a path to a tokenizer.json / dir."""
-    p = Path(name).expanduser()
-    if p.exists():
-        return p
-    return tokenizers_dir() / name / "tokenizer.json"
-
-
-def resolve_corpus(name: str) -> Path:
-    """A corpus name under ``$LLMOS_HOME/data/corpus`` or a directory with train.txt/valid.txt."""
-    p = Path(name).expanduser()
-    if p.is_dir():
-        return p
-    return data_dir() / "corpus" / name
-
-
-def special_ids_for_mlm(tokenizer: Any) -> SpecialIds:
-    ids = special_ids(tokenizer)
-    missing = [k for k in ("pad", "cls", "sep", "mask") if ids.get(k) is None]
-    if missing:
-        raise ConfigError(
-            f"data.tokenizer lacks the special tokens {missing} a BERT needs (train a "
-            "wordpiece tokenizer)"
-        )
-    specials = [v for v in ids.values() if v is not None]
-    return SpecialIds(
-        pad=ids["pad"],
-        cls=ids["cls"],
-        sep=ids["sep"],
-        mask=ids["mask"],
-        vocab_size=tokenizer.get_vocab_size(),
-        first_normal=max(specials) + 1,
-    )
+# model.model_type -> the setup of that model family: the one place it is dispatched on.
+PRETRAIN_SETUPS: dict[str, Callable[[PretrainConfig], PretrainSetup]] = {
+    "bert": setup_mlm_pretraining,
+    "roberta": setup_mlm_pretraining,
+    "gpt": setup_clm_pretraining,
+}
 
 
 @dataclass
-class PretrainTask:
-    """MLM (+ NSP) for the shared training loop."""
+class PretrainResult(FitResult):
+    """Where the run and its final checkpoint are, and its report (empty on other DDP ranks)."""
 
-    batches: MLMBatches
-    valid: list[dict[str, Any]]  # validation batches, masked once with VALID_SEED
-    sp: SpecialIds
-    mask_prob: float
-    seed: int
+    report: dict[str, Any] = field(default_factory=dict)
 
-    def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
-        per_rank = self.batches.global_batch // info.world
-        for epoch, insts in self.batches:
-            mine = insts[info.rank * per_rank : (info.rank + 1) * per_rank]
-            yield [
-                collate(mine[j : j + micro_batch], self.sp, self.mask_prob, self.seed, epoch)
-                for j in range(0, per_rank, micro_batch)
-            ]
-
-    def counts(self, batch: dict[str, Any]) -> list[float]:
-        nsp = batch["nsp_labels"]
-        return [float(batch["mlm_labels"].numel()), float(nsp.numel()) if nsp is not None else 0.0]
-
-    def _losses(
-        self, model: nn.Module, batch: dict[str, Any]
-    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        out = model(
-            batch["input_ids"],
-            batch["token_type_ids"],
-            batch["attention_mask"],
-            batch["mlm_positions"],
-        )
-        mlm = F.cross_entropy(out.mlm_logits.float(), batch["mlm_labels"], reduction="sum")
-        nsp = torch.zeros((), device=mlm.device)
-        if batch["nsp_labels"] is not None:
-            nsp = F.cross_entropy(out.nsp_logits.float(), batch["nsp_labels"], reduction="sum")
-        return mlm, nsp, out
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        mlm, nsp, _ = self._losses(model, batch)
-        mlm = mlm / max(totals[0], 1.0)
-        nsp = nsp / max(totals[1], 1.0)
-        loss = mlm + nsp
-        return loss, {"loss": loss.item(), "mlm_loss": mlm.item(), "nsp_loss": nsp.item()}
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
-        s = dict.fromkeys(("mlm", "nsp", "n_mlm", "n_nsp", "mlm_hit", "nsp_hit"), 0.0)
-        for batch in self.valid:
-            batch = {
-                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-            }
-            mlm, nsp, out = self._losses(model, batch)
-            s["mlm"] += mlm.item()
-            s["n_mlm"] += batch["mlm_labels"].numel()
-            s["mlm_hit"] += (out.mlm_logits.argmax(-1) == batch["mlm_labels"]).sum().item()
-            if batch["nsp_labels"] is not None:
-                s["nsp"] += nsp.item()
-                s["n_nsp"] += batch["nsp_labels"].numel()
-                s["nsp_hit"] += (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().item()
-        mlm_loss = s["mlm"] / max(s["n_mlm"], 1)
-        res = {
-            "mlm_loss": mlm_loss,
-            "perplexity": math.exp(min(mlm_loss, 50)),
-            "mlm_accuracy": s["mlm_hit"] / max(s["n_mlm"], 1),
-        }
-        if s["n_nsp"]:
-            res["nsp_loss"] = s["nsp"] / s["n_nsp"]
-            res["nsp_accuracy"] = s["nsp_hit"] / s["n_nsp"]
-        res["loss"] = mlm_loss + res.get("nsp_loss", 0.0)
-        return res
-
-    def state(self) -> dict[str, int]:
-        return self.batches.state()
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.batches.load_state(state)
+    def format_report(self) -> str:
+        """What ``llmos pretrain`` prints: checkpoint, loss plot and the last validation."""
+        lines = [f"checkpoint: {self.checkpoint}", f"loss plot:  {self.run_dir / 'loss.png'}"]
+        if self.last_valid:
+            valid = ", ".join(f"{k}={v:.4g}" for k, v in self.last_valid.items())
+            lines.append(f"validation: {valid}")
+        return "\n".join(lines)
 
 
-def unigram_perplexity(train: TokenizedCorpus, task: PretrainTask) -> float:
-    """Perplexity on the validation masked tokens of a unigram model of the training tokens
-    (add-one smoothed): the baseline an MLM must beat."""
-    counts = np.bincount(train.ids, minlength=task.sp.vocab_size).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    total, n = 0.0, 0
-    for batch in task.valid:
-        labels = batch["mlm_labels"].numpy()
-        total -= logp[labels].sum()
-        n += labels.size
-    return math.exp(total / max(n, 1))
-
-
-def setup(cfg: PretrainConfig) -> tuple[PretrainConfig, Any, PretrainTask, TokenizedCorpus]:
-    """Tokenizer, tokenized corpora and the task; the model config's vocab is the tokenizer's."""
-    tokenizer = load_tokenizer(resolve_tokenizer(cfg.data.tokenizer))
-    sp = special_ids_for_mlm(tokenizer)
-    cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.vocab_size, pad_token_id=sp.pad))
-    corpus_dir = resolve_corpus(cfg.data.corpus)
-    cache = llmos_home() / "cache" / "tokenized"
-    train = load_tokenized(corpus_dir / "train.txt", tokenizer, cache, cfg.data.max_train_documents)
-    valid = load_tokenized(corpus_dir / "valid.txt", tokenizer, cache)
-    common = dict(
-        objective=cfg.data.objective,
-        max_length=cfg.data.max_length,
-        short_seq_prob=cfg.data.short_seq_prob,
-        mask_prob=cfg.data.mask_prob,
-    )
-    batches = MLMBatches(
-        train, sp, global_batch=cfg.train.batch_size, seed=cfg.train.seed, **common
-    )
-    valid_stream = MLMBatches(valid, sp, global_batch=1, seed=VALID_SEED, **common)
-    valid_insts = valid_stream.instances(0)[: cfg.data.max_valid_examples]
-    bs = cfg.train.micro_batch_size or cfg.train.batch_size
-    chunks = [valid_insts[i : i + bs] for i in range(0, len(valid_insts), bs)]
-    valid_batches = [
-        collate(c, sp, cfg.data.mask_prob, VALID_SEED, 0) for c in chunks[: cfg.train.eval_batches]
-    ]
-    task = PretrainTask(batches, valid_batches, sp, cfg.data.mask_prob, cfg.train.seed)
-    return cfg, tokenizer, task, train
-
-
-def pretrain(cfg: PretrainConfig, resume: bool = False) -> FitResult:
+def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
     """Pretrain a BERT encoder, or a GPT decoder when ``model.model_type`` is ``gpt``; returns
-    where the run and its final checkpoint are."""
-    if cfg.model.model_type == "gpt":
-        from llmos.recipes.causal import pretrain_gpt
-
-        return pretrain_gpt(cfg, resume)
-    cfg, tokenizer, task, train = setup(cfg)
+    where the run and its final checkpoint are, with the report also written to
+    ``report.json``."""
+    setup = PRETRAIN_SETUPS[cfg.model.model_type](cfg)
+    cfg = setup.cfg
     run_dir = start_run(cfg)
-    model = BertForPreTraining(cfg.model)
+    model = setup.build()
     n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model: %.2fM parameters; corpus: %d documents, %d tokens",
-        n_params / 1e6,
-        train.num_documents,
-        train.num_tokens,
-    )
-    result = fit(
+    log.info("model: %.2fM parameters; %s", n_params / 1e6, setup.describe)
+    fitted = fit(
         model,
-        task,
+        setup.task,
         cfg.train,
         cfg.optim,
         run_dir,
         model_config=cfg.model,
-        tokenizer=tokenizer,
+        tokenizer=setup.tokenizer,
         resume=resume,
         title=cfg.name,
     )
+    result = PretrainResult(**vars(fitted))
     if not result.is_main:
         return result
-    baseline = unigram_perplexity(train, task)
-    report = {
+    vocab = setup.tokenizer.get_vocab_size()
+    result.report = {
         "valid": result.last_valid,
-        "unigram_perplexity": baseline,
+        "unigram_perplexity": unigram_perplexity(setup.train.ids, setup.valid_targets, vocab),
         "parameters": n_params,
-        "train_tokens": train.num_tokens,
+        "train_tokens": setup.train.num_tokens,
         "steps": result.step,
     }
-    write_json_atomic(run_dir / "report.json", report)
+    if setup.extra_report is not None:
+        result.report |= setup.extra_report(fitted)
+    write_json_atomic(run_dir / "report.json", result.report)
     log.info(
         "validation perplexity %.2f; unigram baseline %.2f",
         result.last_valid.get("perplexity", float("nan")),
-        baseline,
+        result.report["unigram_perplexity"],
     )
     return result

@@ -50,26 +50,21 @@ from llmos.config.model import BertConfig, GPTConfig
 from llmos.config.prune import PruneConfig
 from llmos.config.run import FinetuneConfig, FinetuneDataConfig, OptimConfig, TrainConfig
 from llmos.data.batching import EpochBatches, pad_batch
+from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification, read_spans
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.pipeline import Pipeline, build_model
 from llmos.inference.tag import SpanDecoder
-from llmos.recipes.finetune import (
-    ClassifyTask,
-    Init,
-    dataset_files,
-    encode_split,
-    evaluate_encoded,
-    train_head,
-)
-from llmos.recipes.tagging import (
+from llmos.text.tokenizer import load_tokenizer, special_ids
+from llmos.train.runs import Init, train_head
+from llmos.train.tasks.classify import ClassifyTask, encode_split, evaluate_encoded
+from llmos.train.tasks.tag import (
     IGNORE,
     TagTask,
     encode_tagging,
     evaluate_tagging,
     training_windows,
 )
-from llmos.text.tokenizer import load_tokenizer, special_ids
 
 log = logging.getLogger("llmos.recipes")
 
@@ -92,9 +87,35 @@ class TaskData:
 
 @dataclass
 class PruneResult:
+    """Where the pruned checkpoint and the report are, and the report itself."""
+
     out_dir: Path
     checkpoint: Path
     report: dict[str, Any]
+
+    def format_report(self) -> str:
+        """What ``llmos compress prune`` prints: what was removed, the metric before and after,
+        parameters, speed-up and where the files are."""
+        r = self.report
+        removed = f"heads removed: {r['heads']['removed']} of {r['heads']['total']}"
+        if "ffn" in r:
+            removed += f", FFN neurons removed: {r['ffn']['removed']} of {r['ffn']['total']}"
+        lines = [removed]
+        metric = r["metric"]
+        for split in ("valid", "test"):
+            if split in r:
+                stages = ", ".join(f"{stage} {m[metric]:.4f}" for stage, m in r[split].items())
+                lines.append(f"{split} {metric}: {stages}")
+        n, t = r["params"], r["throughput"]
+        lines += [
+            f"parameters: {n['original']:,} -> {n['pruned']:,}",
+            f"speed-up:   {t['speedup']:.2f}x on {t['examples']} {t['split']} examples, "
+            f"{t['threads']} threads",
+            f"checkpoint: {self.checkpoint}",
+            f"report:     {self.out_dir / 'report.json'}",
+            f"heatmap:    {self.out_dir / 'head_importance.png'}",
+        ]
+        return "\n".join(lines)
 
 
 def _length_batches(idx: np.ndarray, lengths: np.ndarray, size: int) -> list[np.ndarray]:

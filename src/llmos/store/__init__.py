@@ -1,1 +1,3 @@
-"""Persistent stores: vector indexes (and, later, users, profiles and memory)."""
+"""Persistent stores: the database of users, API keys, events, profiles and conversation memory
+(``db.py``, tables in ``models.py``, Alembic ``migrations/``; SQLite or PostgreSQL), and vector
+indexes (``vectors.py``)."""

@@ -1,1 +1,2 @@
-"""Text outside the models: tokenizers, corpus readers, sentence splitting."""
+"""Text outside the models: tokenizers (train, load, special ids, decode; ``tokenizer.py``) and
+sentence splitting for Chinese and English (``sentences.py``)."""

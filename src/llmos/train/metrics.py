@@ -7,12 +7,14 @@ Each metric follows a reference implementation and is tested against it:
   :func:`llmos.data.tagging.tags_to_spans`, which decodes ill-formed tags as seqeval does.
 - :func:`segmentation_f1` is the SIGHAN bakeoff scorer: a predicted word is correct when its
   character offsets equal those of a gold word.
+- :func:`unigram_perplexity` is the baseline a language model (masked or causal) must beat.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import warnings
 from collections import Counter
@@ -36,6 +38,24 @@ CJK_FONT_HINTS = (
     "msyh",
     "pingfang",
 )
+
+
+def unigram_perplexity(train_ids: np.ndarray, targets: np.ndarray, vocab_size: int) -> float:
+    """Perplexity on ``targets`` of an add-one smoothed unigram model of ``train_ids``.
+
+    Args:
+        train_ids: every training token id (a tokenized corpus's flat ids).
+        targets: the validation targets a model is scored on (masked-LM labels, next-token
+            labels); negative ids (``IGNORE``: no target) are left out.
+        vocab_size: the tokenizer's vocabulary size (every id gets a count of at least one).
+    """
+    counts = np.bincount(train_ids, minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    targets = np.asarray(targets).ravel()
+    targets = targets[targets >= 0]
+    if targets.size == 0:
+        return float("nan")
+    return math.exp(-logp[targets].mean())
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

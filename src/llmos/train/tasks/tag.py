@@ -1,4 +1,6 @@
-"""Sequence labelling (segmentation, POS, NER, slot filling) for ``llmos finetune``.
+"""Sequence labelling (segmentation, POS, NER, slot filling): encoding, training windows,
+batches, loss, evaluation, and the fine-tuning setup built from a
+:class:`~llmos.config.run.FinetuneConfig`.
 
 Data arrive as texts with character spans (:func:`llmos.data.readers.read_spans`). Spans are
 aligned to subword tokens and written as BIO or BMES tags, every subword tagged; long texts
@@ -10,7 +12,9 @@ against the gold ones, so a span the tokenizer cannot represent counts as a miss
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
+from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import SpanExample, read_spans
-from llmos.data.tagging import align_spans, label_set, spans_to_tags
+from llmos.data.tagging import align_spans, label_set, parse_label, spans_to_tags
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.pipeline import Pipeline
 from llmos.inference.tag import SpanDecoder, TokenizedText, predict_spans, tokenize_for_tagging
@@ -30,8 +34,9 @@ from llmos.models.bert import BertForTokenClassification
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
 from llmos.train.metrics import plot_span_scores, span_scores
+from llmos.train.runs import FinetuneSetup, Init
 
-log = logging.getLogger("llmos.recipes")
+log = logging.getLogger("llmos.train")
 
 IGNORE = -100
 
@@ -169,11 +174,45 @@ class TagTask(EpochBatches):
         return evaluate_tagging(model, self.valid, self.decoder, self.special, self.max_length)[0]
 
 
-def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
-    """Fine-tune a token-classification head; writes ``report.json`` with test-split scores."""
-    from llmos.recipes.finetune import dataset_files, load_init, train_head, warn_skipped
+def score_tagger(
+    pipe: Pipeline,
+    data: str | Path,
+    *,
+    spans_key: str | None = None,
+    skip_bad_rows: bool = False,
+) -> dict[str, Any]:
+    """A fine-tuned tagger on a labelled file, decoding as ``tag()`` does: span P/R/F1 per type
+    (exact character offsets, the CoNLL definition), token accuracy and loss, plus
+    ``examples``, ``skipped_rows`` and ``unseen_labels``.
 
-    init = load_init(cfg)
+    The file is read as the model was trained (``view`` and ``spans_key`` from ``task.json``,
+    ``spans_key`` overridable). Gold types the model was never trained on are reported
+    (``unseen_labels``); they count as misses.
+    """
+    labels = pipe.require_task("tagging")
+    task = pipe.task or {}
+    key = spans_key or task.get("spans_key") or "spans"
+    read = read_spans(data, view=task.get("view"), spans_key=key, skip_bad_rows=skip_bad_rows)
+    rows = read.rows
+    known = {parse_label(label, task["scheme"])[1] for label in labels}
+    unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
+    if unseen:
+        log.warning("%s: span types the model was not trained on: %s", data, dict(unseen))
+    enc = encode_tagging(pipe.tokenizer, rows, labels, task["scheme"], str(data))
+    max_length = int(task.get("max_length", pipe.config.max_position))
+    special = special_ids(pipe.tokenizer)
+    report = evaluate_tagging(pipe.model, enc, pipe.decoder, special, max_length)[1]
+    return report | {
+        "examples": len(rows),
+        "skipped_rows": read.skipped,
+        "unseen_labels": dict(unseen),
+    }
+
+
+def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
+    """The label set (BIO or BMES tags of the training spans), the splits encoded and cut into
+    training windows, the task, and a report scoring the best checkpoint's spans on the test
+    split (with ``span_scores_test.png``)."""
     files = dataset_files(cfg.data.dataset)
     read = {
         s: read_spans(
@@ -222,29 +261,25 @@ def finetune_tagging(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         "view": cfg.data.view,
         "spans_key": cfg.data.spans_key,
     }
-    result = train_head(
-        cfg,
-        init,
-        lambda: BertForTokenClassification(init.config, len(labels)),
-        task,
-        meta,
-        resume,
+
+    def report(result: FitResult) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "best": result.best,
+            "labels": labels,
+            "train_sentences": len(train_rows),
+            "train_windows": len(train_ids),
+        }
+        if "test" in enc:
+            best = Pipeline.from_checkpoint(result.checkpoint)
+            out["test"] = evaluate_tagging(best.model, enc["test"], decoder, special, max_length)[1]
+            plot_span_scores(
+                out["test"]["per_type"],
+                result.run_dir / "span_scores_test.png",
+                f"{cfg.name} (test)",
+            )
+        return out
+
+    config = init.config
+    return FinetuneSetup(
+        task, lambda: BertForTokenClassification(config, len(labels)), meta, report
     )
-    if not result.is_main:
-        return result
-    report: dict[str, Any] = {
-        "best": result.best,
-        "labels": labels,
-        "train_sentences": len(train_rows),
-        "train_windows": len(train_ids),
-    }
-    if "test" in enc:
-        best = Pipeline.from_checkpoint(result.checkpoint)
-        report["test"] = evaluate_tagging(best.model, enc["test"], decoder, special, max_length)[1]
-        plot_span_scores(
-            report["test"]["per_type"],
-            result.run_dir / "span_scores_test.png",
-            f"{cfg.name} (test)",
-        )
-    write_json_atomic(result.run_dir / "report.json", report)
-    return result

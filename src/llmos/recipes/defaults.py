@@ -11,7 +11,14 @@ A step is skipped when its final output exists (a tokenizer's ``tokenizer.json``
 nothing, and a full-size run trained later with ``configs/pretrain`` or ``configs/finetune``
 replaces a quick one and is then kept. A training step killed half-way resumes from its newest
 step checkpoint (the recipes' ``resume``). A fine-tune whose encoder was rebuilt after it (a
-full-size ``bert-zh`` trained later) is kept too, but the plan says so and how to redo it.
+full-size ``bert-zh`` trained later) is kept too, but the plan says so and how to redo it: a
+fine-tune records its encoder's weights digest in ``task.json`` (``init_digest``), and the plan
+compares it with the encoder's digest now. A fine-tune from before that field existed is not
+judged (file times would be the only evidence, and copies, clock skew and fast machines make
+them wrong).
+
+This is the one recipe that runs other recipes (``pretrain``, ``finetune``, ``convert``'s
+``import_hf``): it is the pipeline ``make run`` builds the default models with.
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from typing import Any, Literal
 
 import yaml
 
+from llmos.checkpoint.digest import weights_digest
 from llmos.errors import ConfigError, LlmosError
 from llmos.paths import data_dir, tokenizers_dir
 
 log = logging.getLogger("llmos.recipes")
 
 DEFAULT_CONFIGS = "configs/run"
-WEIGHTS = "config.json"  # present once a checkpoint directory is complete (written atomically)
+# Present once a checkpoint directory is complete: save_checkpoint writes it last, atomically.
+COMPLETE_MARKER = "config.json"
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
 @dataclass(frozen=True)
 class PlannedStep:
     """A step with where its output goes and whether it is already there; ``stale`` when it
-    is a fine-tune whose encoder was rebuilt after it (setup keeps it: see format_plan)."""
+    is a fine-tune whose encoder was rebuilt since (setup keeps it: see format_plan)."""
 
     step: Step
     output: Path
@@ -102,7 +111,7 @@ def output_of(step: Step, models: Path) -> Path:
 
 
 def is_done(step: Step, output: Path) -> bool:
-    return output.is_file() if step.kind == "tokenizer" else (output / WEIGHTS).is_file()
+    return output.is_file() if step.kind == "tokenizer" else (output / COMPLETE_MARKER).is_file()
 
 
 def plan(
@@ -115,6 +124,7 @@ def plan(
     models, configs = Path(models).expanduser(), Path(configs).expanduser()
     names = {s.name for s in steps}
     out: list[PlannedStep] = []
+    digests: dict[Path, str | None] = {}
     for step in steps:
         if step.init is not None and step.init not in names:
             raise ConfigError(f"step {step.name!r} starts from {step.init!r}, which is no step")
@@ -128,23 +138,29 @@ def plan(
         stale = False
         if done and step.init is not None:
             init = next(p for p in out if p.step.name == step.init)
-            stale = init.done and _tuned_before(output, init.output)
+            stale = init.done and _tuned_from_another(output, init.output, digests)
         out.append(PlannedStep(step, output, done, stale))
     return out
 
 
-def _tuned_before(checkpoint: Path, encoder: Path) -> bool:
-    """Whether ``checkpoint`` was fine-tuned from ``encoder`` (its task.json says so) and the
-    encoder was written after it, i.e. replaced since. Checkpoints are written whole, config.json
-    last and atomically, so that file's time is the checkpoint's. A fine-tune of another
-    encoder (a full-size run on bert-en in place of MiniLM) is not this step's to judge."""
+def _tuned_from_another(checkpoint: Path, encoder: Path, digests: dict[Path, str | None]) -> bool:
+    """Whether ``checkpoint`` was fine-tuned from ``encoder`` (its task.json says so) when the
+    encoder held other weights, i.e. the encoder was rebuilt since: ``init_digest`` differs from
+    the encoder's weights digest now. A fine-tune without ``init_digest`` (made before llmos
+    recorded it) is not judged, nor is a fine-tune of another encoder (a full-size run on
+    bert-en in place of MiniLM): neither is this step's to flag. ``digests`` caches each
+    encoder's digest (one read of its weights per plan)."""
     try:
         task = json.loads((checkpoint / "task.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not task.get("init") or Path(task["init"]).resolve() != encoder.resolve():
         return False
-    return (encoder / WEIGHTS).stat().st_mtime_ns > (checkpoint / WEIGHTS).stat().st_mtime_ns
+    if not task.get("init_digest"):
+        return False
+    if encoder not in digests:
+        digests[encoder] = weights_digest(encoder)
+    return digests[encoder] not in (None, task["init_digest"])
 
 
 def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
@@ -184,7 +200,7 @@ def run_setup(
     for p in planned:
         step = p.step
         if p.done:
-            results.append(StepResult(step, p.output, False, 0.0, describe(step, p.output)))
+            results.append(StepResult(step, p.output, False, 0.0, headline_metric(step, p.output)))
             continue
         n = todo.index(p) + 1
         log.info(
@@ -193,7 +209,7 @@ def run_setup(
         start = time.perf_counter()
         build(step, models, configs, outputs)
         seconds = time.perf_counter() - start
-        results.append(StepResult(step, p.output, True, seconds, describe(step, p.output)))
+        results.append(StepResult(step, p.output, True, seconds, headline_metric(step, p.output)))
         log.info("step %d/%d: %s done in %s", n, len(todo), step.name, _duration(seconds))
     return results
 
@@ -255,7 +271,7 @@ def _check_resumable(cfg: Any, run_dir: Path, verb: str, config: Path) -> None:
     )
 
 
-def describe(step: Step, output: Path) -> str:
+def headline_metric(step: Step, output: Path) -> str:
     """The headline metric of a built step, from its ``report.json`` (or its size)."""
     if step.kind == "tokenizer":
         if not output.is_file():

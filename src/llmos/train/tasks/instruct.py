@@ -1,17 +1,15 @@
-"""Recipe: instruction tuning of a pretrained GPT (the supervised step of InstructGPT).
-
-setup (GPT checkpoint, {instruction, input, output} JSONL, prompt template) -> train (the
-shared loop, loss on response tokens only, best checkpoint by validation loss) -> save ->
-report (held-out response loss and answer quality of the base model and the tuned one, with
-generations side by side).
-"""
+"""Instruction tuning of a GPT (the supervised step of InstructGPT): held-out batches, answer
+quality (exact match and answer F1 of greedy answers), and the fine-tuning setup built from a
+:class:`~llmos.config.run.FinetuneConfig` ({instruction, input, output} JSONL, the prompt
+template, loss on response tokens only; the report compares the base model and the tuned one,
+with generations side by side)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from llmos.checkpoint.io import load_state_dict_strict, write_json_atomic
+from llmos.checkpoint.io import load_state_dict_strict
 from llmos.config.run import FinetuneConfig
 from llmos.data.clm import (
     PROMPT_TEMPLATE,
@@ -21,17 +19,18 @@ from llmos.data.clm import (
     format_prompt,
     pad_pairs,
 )
+from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import Instruction, read_instructions
 from llmos.errors import CheckpointError
 from llmos.inference.pipeline import Pipeline
 from llmos.models.gpt import GPT
-from llmos.recipes.causal import CausalLMTask, eos_id_of, lm_metrics
-from llmos.recipes.finetune import dataset_files, load_init, train_head, warn_skipped
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
 from llmos.train.metrics import answer_f1, exact_match
+from llmos.train.runs import FinetuneSetup, Init
+from llmos.train.tasks.clm import CausalLMTask, eos_id_of, lm_metrics
 
-log = logging.getLogger("llmos.recipes")
+log = logging.getLogger("llmos.train")
 
 EVAL_BATCH = 16
 SHOWN_EXAMPLES = 8  # generations kept in the report, per model
@@ -80,9 +79,10 @@ def answer_quality(
     return scores, answers
 
 
-def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
-    """Instruction-tune a GPT checkpoint; returns where the run and its best checkpoint are."""
-    init = load_init(cfg)
+def setup_instruct(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
+    """The splits encoded as prompt + response + end-of-text (prompt targets ignored), the task,
+    the GPT (all its weights loaded from ``init``), and a report on the test split (valid
+    without one): response-token loss and answer quality of the base and the tuned model."""
     if init.config.model_type != "gpt":
         raise CheckpointError(
             f"{init.path}: task instruct needs a GPT checkpoint (model_type gpt), got "
@@ -117,39 +117,38 @@ def finetune_instruct(cfg: FinetuneConfig, resume: bool = False) -> FitResult:
         "template_with_input": PROMPT_TEMPLATE_INPUT,
         "max_length": max_length,
     }
-    result = train_head(
-        cfg,
-        init,
-        lambda: GPT(init.config),
+
+    def report(result: FitResult) -> dict[str, Any]:
+        out: dict[str, Any] = {"best": result.best, "train_examples": len(enc["train"][0])}
+        split = "test" if "test" in enc else "valid"
+        held_out = pair_batches(*enc[split], pad_id, bs)
+        tuned = Pipeline.from_checkpoint(result.checkpoint)
+        base = Pipeline.from_checkpoint(init.path)
+        rows = read[split].rows
+        out["split"] = split
+        for name, pipe in (("base", base), ("tuned", tuned)):
+            response = lm_metrics(pipe.model, held_out)
+            quality, answers = answer_quality(pipe, rows)
+            out[name] = {"response": response, "quality": quality}
+            out.setdefault("examples", [{} for _ in rows[:SHOWN_EXAMPLES]])
+            for shown, e, a in zip(out["examples"], rows, answers, strict=False):
+                shown |= {"instruction": e.instruction, "input": e.input, "reference": e.output}
+                shown[name] = a
+        log.info(
+            "%s response-token loss: base %.3f -> tuned %.3f; answer F1 %.3f -> %.3f",
+            split,
+            out["base"]["response"]["loss"],
+            out["tuned"]["response"]["loss"],
+            out["base"]["quality"]["all"]["answer_f1"],
+            out["tuned"]["quality"]["all"]["answer_f1"],
+        )
+        return out
+
+    config = init.config
+    return FinetuneSetup(
         task,
+        lambda: GPT(config),
         meta,
-        resume,
+        report,
         load=lambda model, weights, _path: load_state_dict_strict(model, weights),
     )
-    if not result.is_main:
-        return result
-    report: dict[str, Any] = {"best": result.best, "train_examples": len(enc["train"][0])}
-    split = "test" if "test" in enc else "valid"
-    held_out = pair_batches(*enc[split], pad_id, bs)
-    tuned = Pipeline.from_checkpoint(result.checkpoint)
-    base = Pipeline.from_checkpoint(init.path)
-    rows = read[split].rows
-    report["split"] = split
-    for name, pipe in (("base", base), ("tuned", tuned)):
-        response = lm_metrics(pipe.model, held_out)
-        quality, answers = answer_quality(pipe, rows)
-        report[name] = {"response": response, "quality": quality}
-        report.setdefault("examples", [{} for _ in rows[:SHOWN_EXAMPLES]])
-        for shown, e, a in zip(report["examples"], rows, answers, strict=False):
-            shown |= {"instruction": e.instruction, "input": e.input, "reference": e.output}
-            shown[name] = a
-    write_json_atomic(result.run_dir / "report.json", report)
-    log.info(
-        "%s response-token loss: base %.3f -> tuned %.3f; answer F1 %.3f -> %.3f",
-        split,
-        report["base"]["response"]["loss"],
-        report["tuned"]["response"]["loss"],
-        report["base"]["quality"]["all"]["answer_f1"],
-        report["tuned"]["quality"]["all"]["answer_f1"],
-    )
-    return result

@@ -1,12 +1,10 @@
-"""Recipe: pretrain a GPT decoder with causal language modelling.
-
-setup (tokenizer, corpus packed into blocks, model) -> train (the shared loop) -> save ->
-report (validation perplexity against a unigram baseline, and sample generations).
-"""
+"""Causal language modelling for GPT-style decoders: next-token loss and metrics, the task
+(pretraining on packed blocks, or instruction tuning on padded pairs), the sample generations a
+pretraining report shows, and the pretraining setup built from a
+:class:`~llmos.config.run.PretrainConfig`."""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,20 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import PretrainConfig
 from llmos.data.batching import EpochBatches
 from llmos.data.clm import IGNORE, BlockBatches, block_batch, pack_blocks
 from llmos.data.corpus import load_tokenized
+from llmos.data.datasets import resolve_corpus, resolve_tokenizer
 from llmos.errors import ConfigError, DataError
+from llmos.inference.pipeline import Pipeline
 from llmos.models.gpt import GPT
 from llmos.paths import llmos_home
-from llmos.recipes.runs import start_run
 from llmos.text.tokenizer import load_tokenizer, special_ids
 from llmos.train.dist import DistInfo
-from llmos.train.loop import FitResult, fit
-
-log = logging.getLogger("llmos.recipes")
+from llmos.train.runs import PretrainSetup
 
 # Prompts for the samples a pretraining report shows, per corpus language.
 SAMPLE_PROMPTS = {
@@ -103,6 +99,7 @@ class CausalLMTask:
 
 
 def eos_id_of(tokenizer: Any, what: str) -> int:
+    """The tokenizer's end-of-text id, or a ConfigError naming ``what`` (a GPT needs one)."""
     eos = special_ids(tokenizer).get("eos")
     if eos is None:
         raise ConfigError(
@@ -112,20 +109,26 @@ def eos_id_of(tokenizer: Any, what: str) -> int:
     return eos
 
 
-def unigram_perplexity(train_ids: np.ndarray, valid: list[dict[str, Any]], vocab: int) -> float:
-    """Perplexity of an add-one unigram model of the training tokens on the validation targets:
-    the floor a language model must beat."""
-    counts = np.bincount(train_ids, minlength=vocab).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    labels = np.concatenate([b["labels"].numpy().ravel() for b in valid])
-    labels = labels[labels != IGNORE]
-    return math.exp(-logp[labels].mean())
+def sample_generations(checkpoint: Path, corpus: str) -> list[dict[str, str]]:
+    """Greedy (with no-repeat-3-gram) and seeded top-p samples from a few fixed prompts."""
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    prompts = SAMPLE_PROMPTS.get(corpus, SAMPLE_PROMPTS["en"])
+    new = min(48, pipe.config.max_position // 2)  # small context windows: leave room for prompts
+    out = []
+    for prompt in prompts:
+        greedy = pipe.generate(prompt, max_new_tokens=new, no_repeat_ngram_size=3)
+        sample = pipe.generate(
+            prompt, max_new_tokens=new, strategy="sample", top_p=0.9, temperature=0.8, seed=0
+        )
+        out.append({"prompt": prompt, "greedy": greedy, "top_p": sample})
+    return out
 
 
-def pretrain_gpt(cfg: PretrainConfig, resume: bool = False) -> FitResult:
-    """Pretrain a GPT decoder on a corpus (``model.model_type: gpt``)."""
-    from llmos.recipes.pretrain import resolve_corpus, resolve_tokenizer
-
+def setup_clm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
+    """Tokenizer (it must have an end-of-text token), the corpus packed into blocks of
+    ``data.max_length`` tokens (documents joined by end-of-text), the task, a :class:`GPT`
+    builder, and sample generations for the report; the model's vocabulary is the
+    tokenizer's."""
     tokenizer = load_tokenizer(resolve_tokenizer(cfg.data.tokenizer))
     eos = eos_id_of(tokenizer, f"data.tokenizer {cfg.data.tokenizer!r}")
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=tokenizer.get_vocab_size()))
@@ -148,63 +151,17 @@ def pretrain_gpt(cfg: PretrainConfig, resume: bool = False) -> FitResult:
     valid_batches = [
         block_batch(valid_blocks[i : i + bs]) for i in range(0, len(valid_blocks), bs)
     ][: cfg.train.eval_batches]
-    task = CausalLMTask(batches, valid_batches)
-
-    run_dir = start_run(cfg)
-    model = GPT(cfg.model)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model: %.2fM parameters; corpus: %d documents, %d tokens, %d blocks of %d",
-        n_params / 1e6,
-        train.num_documents,
-        train.num_tokens,
-        len(batches.blocks),
-        block,
-    )
-    result = fit(
-        model,
-        task,
-        cfg.train,
-        cfg.optim,
-        run_dir,
-        model_config=cfg.model,
+    model_cfg, corpus = cfg.model, cfg.data.corpus
+    return PretrainSetup(
+        cfg=cfg,
         tokenizer=tokenizer,
-        resume=resume,
-        title=cfg.name,
-    )
-    if not result.is_main:
-        return result
-    report: dict[str, Any] = {
-        "valid": result.last_valid,
-        "unigram_perplexity": unigram_perplexity(
-            train.ids, valid_batches, tokenizer.get_vocab_size()
+        task=CausalLMTask(batches, valid_batches),
+        build=lambda: GPT(model_cfg),
+        train=train,
+        valid_targets=np.concatenate([b["labels"].numpy().ravel() for b in valid_batches]),
+        describe=(
+            f"corpus: {train.num_documents} documents, {train.num_tokens} tokens, "
+            f"{len(batches.blocks)} blocks of {block}"
         ),
-        "parameters": n_params,
-        "train_tokens": train.num_tokens,
-        "steps": result.step,
-        "samples": sample_generations(result.checkpoint, cfg.data.corpus),
-    }
-    write_json_atomic(run_dir / "report.json", report)
-    log.info(
-        "validation perplexity %.2f; unigram baseline %.2f",
-        result.last_valid.get("perplexity", float("nan")),
-        report["unigram_perplexity"],
+        extra_report=lambda result: {"samples": sample_generations(result.checkpoint, corpus)},
     )
-    return result
-
-
-def sample_generations(checkpoint: Path, corpus: str) -> list[dict[str, str]]:
-    """Greedy (with no-repeat-3-gram) and seeded top-p samples from a few fixed prompts."""
-    from llmos.inference.pipeline import Pipeline
-
-    pipe = Pipeline.from_checkpoint(checkpoint)
-    prompts = SAMPLE_PROMPTS.get(corpus, SAMPLE_PROMPTS["en"])
-    new = min(48, pipe.config.max_position // 2)  # small context windows: leave room for prompts
-    out = []
-    for prompt in prompts:
-        greedy = pipe.generate(prompt, max_new_tokens=new, no_repeat_ngram_size=3)
-        sample = pipe.generate(
-            prompt, max_new_tokens=new, strategy="sample", top_p=0.9, temperature=0.8, seed=0
-        )
-        out.append({"prompt": prompt, "greedy": greedy, "top_p": sample})
-    return out

@@ -1,0 +1,88 @@
+"""Recipes for the file jobs: ``llmos predict`` (classify or tag every text of a file),
+``llmos generate --input`` (generate for every prompt of a file) and ``llmos embed`` (a
+``.npy`` matrix of sentence vectors). Scoring on labelled files is ``recipes/evaluate.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from llmos.data.textfiles import read_inputs, write_lines
+from llmos.errors import DataError
+from llmos.inference.pipeline import Pipeline
+
+
+def predict_file(
+    checkpoint: str | Path, input_path: str, output: str, *, batch_size: int = 32
+) -> int:
+    """Write one JSON line per input text.
+
+    Classifiers: ``{"text", "label", "score", "scores"}``; taggers: ``{"text", "spans": [{"text",
+    "label", "start", "end", "score"}, ...]}`` with character offsets into ``text``.
+    """
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    texts, texts_b = read_inputs(input_path)
+    if pipe.task and pipe.task.get("task") == "tagging":
+        preds: list[dict[str, Any]] = [{"spans": s} for s in pipe.tag(texts, batch_size=batch_size)]
+    else:
+        preds = pipe.classify(texts, texts_b, batch_size=batch_size)
+    lines = [
+        json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)
+    ]
+    return write_lines(lines, output)
+
+
+def generate_file(
+    checkpoint: str | Path,
+    input_path: str,
+    output: str,
+    *,
+    batch_size: int = 8,
+    raw: bool = False,
+    **options: Any,
+) -> int:
+    """Generate for every prompt of a file (one a line, or JSONL ``{"prompt": ...}``); write
+    ``{"prompt", "generation"}`` lines (``"generations"``, a list, with
+    ``num_return_sequences`` > 1)."""
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    prompts, _ = read_inputs(input_path, key="prompt")
+    if not prompts:
+        raise DataError(f"{input_path}: no prompts")
+    key = "generations" if options.get("num_return_sequences", 1) > 1 else "generation"
+    lines = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
+        chunk = prompts[i : i + batch_size]
+        outs = pipe.generate(chunk, raw=raw, **options)
+        lines += [
+            json.dumps({"prompt": p, key: o}, ensure_ascii=False)
+            for p, o in zip(chunk, outs, strict=True)
+        ]
+    return write_lines(lines, output)
+
+
+def embed_file(
+    checkpoint: str | Path,
+    input_path: str,
+    output: str | Path,
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    batch_size: int = 32,
+) -> tuple[int, int]:
+    """Embed every text of a file (one a line, or .tsv/.csv/.jsonl ``text``) into a float32
+    ``.npy`` matrix, row i for text i; returns its shape."""
+    import numpy as np
+
+    pipe = Pipeline.from_checkpoint(checkpoint)
+    texts, _ = read_inputs(input_path)
+    if not texts:
+        raise DataError(f"{input_path}: no texts")
+    vectors = pipe.embed(texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(out)
+    return vectors.shape

@@ -1,0 +1,176 @@
+"""What every training recipe does around :func:`~llmos.train.loop.fit`: the run directory,
+the checkpoint a fine-tune starts from, and the fine-tuning call itself."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tokenizers import Tokenizer
+from torch import nn
+
+from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, require_unquantized
+from llmos.config.loader import to_dict
+from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.run import FinetuneConfig, PretrainConfig
+from llmos.data.corpus import TokenizedCorpus
+from llmos.errors import CheckpointError
+from llmos.text.tokenizer import load_tokenizer
+from llmos.train.loop import FitResult, TrainTask, fit
+
+log = logging.getLogger("llmos.train")
+
+LoadWeights = Callable[[nn.Module, dict[str, torch.Tensor], Path], None]
+
+
+def start_run(cfg: Any) -> Path:
+    """Create ``out_dir/name``, save the run's config there as ``config.yaml``, and seed torch
+    with ``train.seed`` so the model starts from the same weights on every rank and every
+    resume. Returns the run directory."""
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    )
+    torch.manual_seed(cfg.train.seed)
+    return run_dir
+
+
+@dataclass
+class PretrainSetup:
+    """What a model family gives the pretraining recipe (``train.tasks.mlm`` for encoders,
+    ``train.tasks.clm`` for decoders).
+
+    Attributes:
+        cfg: the run's config, its model's vocabulary (and pad id) set from the tokenizer.
+        tokenizer: the tokenizer the corpus was tokenized with; saved with the checkpoints.
+        task: the data stream and loss for :func:`~llmos.train.loop.fit`.
+        build: a fresh model (called after :func:`start_run` seeded torch).
+        train: the tokenized training corpus.
+        valid_targets: every validation target (for the unigram baseline).
+        describe: what the model trains on, for the log (``corpus: N documents, ...``).
+        extra_report: more fields for the report from the fit result (main rank only).
+    """
+
+    cfg: PretrainConfig
+    tokenizer: Tokenizer
+    task: TrainTask
+    build: Callable[[], nn.Module]
+    train: TokenizedCorpus
+    valid_targets: np.ndarray
+    describe: str
+    extra_report: Callable[[FitResult], dict[str, Any]] | None = None
+
+
+@dataclass
+class Init:
+    """The checkpoint a fine-tuning run starts from.
+
+    Attributes:
+        digest: :func:`~llmos.checkpoint.digest.weights_digest` of ``path`` when the weights
+            are that checkpoint's (None when they were changed in memory, as pruning does).
+    """
+
+    path: Path
+    config: BertConfig | GPTConfig
+    weights: dict[str, torch.Tensor]
+    tokenizer: Tokenizer
+    digest: str | None = None
+
+
+def load_init(cfg: FinetuneConfig) -> Init:
+    """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest."""
+    path = Path(cfg.init).expanduser()
+    config = read_config(path)
+    require_unquantized(path, config, "fine-tuning")
+    return Init(
+        path,
+        config,
+        read_weights(path),
+        load_tokenizer(path / TOKENIZER_FILE),
+        weights_digest(path),
+    )
+
+
+def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head stays fresh.
+
+    A model without a pooler (token classification) leaves the checkpoint's pooler out.
+    """
+    has_pooler = any(k.startswith("bert.pooler.") for k in model.state_dict())
+    encoder = {
+        k: v
+        for k, v in weights.items()
+        if k.startswith("bert.") and (has_pooler or not k.startswith("bert.pooler."))
+    }
+    missing, unexpected = model.load_state_dict(encoder, strict=False)
+    if unexpected or any(not k.startswith(("classifier.", "bert.pooler.")) for k in missing):
+        raise CheckpointError(
+            f"{path}: not a BERT encoder checkpoint "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if any(k.startswith("bert.pooler.") for k in missing):
+        log.warning("%s has no pooler weights: the pooler starts from random weights", path)
+
+
+@dataclass
+class FinetuneSetup:
+    """What a task family gives the fine-tuning recipe (built by ``train.tasks.*.setup_*``).
+
+    Attributes:
+        task: the data stream and loss for :func:`~llmos.train.loop.fit`.
+        build: a fresh task model (called after :func:`start_run` seeded torch).
+        meta: ``task.json`` of the fine-tuned checkpoint.
+        report: the run's report (test-split scores, plots written), from the fit result; called
+            on the main rank only.
+        load: copies the initial weights into the model (default: the encoder of a BERT
+            checkpoint; the head stays fresh).
+    """
+
+    task: TrainTask
+    build: Callable[[], nn.Module]
+    meta: dict[str, Any]
+    report: Callable[[FitResult], dict[str, Any]]
+    load: LoadWeights | None = None
+
+
+def train_head(
+    cfg: FinetuneConfig,
+    init: Init,
+    build: Callable[[], nn.Module],
+    task: TrainTask,
+    meta: dict[str, Any],
+    resume: bool,
+    load: LoadWeights | None = None,
+) -> FitResult:
+    """Build the task model (seeded), copy in the initial weights (``load``: by default the
+    encoder of a BERT checkpoint, the head stays fresh), save the run config and train it with
+    the shared loop; ``task.json`` gets ``meta`` plus where the run started from (its path and,
+    when known, its weights' digest)."""
+    run_dir = start_run(cfg)
+    model = build()
+    (load or load_encoder)(model, init.weights, init.path)
+    started = {"init": str(init.path), "dataset": cfg.data.dataset}
+    if init.digest is not None:
+        started["init_digest"] = init.digest
+    return fit(
+        model,
+        task,
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        model_config=init.config,
+        tokenizer=init.tokenizer,
+        task_meta=meta | started,
+        resume=resume,
+        title=cfg.name,
+        select=cfg.select,
+        patience=cfg.patience,
+    )

@@ -1,0 +1,7 @@
+"""Training tasks, one module per task family: its data encoding, batches, loss and
+evaluation, and the setup a recipe builds it with (``setup_*``).
+
+``mlm`` (BERT pretraining), ``clm`` (GPT pretraining, next-token loss and metrics),
+``classify`` (sequence classification), ``tag`` (sequence labelling), ``instruct`` (instruction
+tuning of a GPT) and ``distill`` (a student learning a teacher).
+"""
