@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module imports only from its own layer or a lower one):
 
-    L0  config, errors, paths, the package root (``llmos.__version__``, ``llmos.LlmosError``)
+    L0  config, errors, paths, files, the package root (``llmos.__version__``, ``llmos.LlmosError``)
     L1  models, text, store
     L2  data, checkpoint
     L3  train, inference, compress
@@ -31,6 +31,7 @@ LAYERS = {
     "config": 0,
     "errors": 0,
     "paths": 0,
+    "files": 0,
     "models": 1,
     "text": 1,
     "store": 1,
@@ -54,11 +55,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     # Decision: `llmos.load` is the Python API (DESIGN.md "Python API"): the package root stays
     # at L0 for everything that imports llmos.errors or the version, and reaches up to the
     # inference engine only inside load() (and for its return type, under TYPE_CHECKING).
-    ("llmos", "llmos.inference.pipeline"): "the llmos.load facade (lazy)",
-    # Debt, issue 15 item 2: the ONNX export moves to inference/onnx.py (checkpoint/ must not
-    # import inference/).
-    ("llmos.checkpoint.onnx", "llmos.inference.pipeline"): "issue 15 item 2",
-    ("llmos.checkpoint.onnx", "llmos.inference.embed"): "issue 15 item 2",
+    ("llmos", "llmos.inference.load"): "the llmos.load facade (lazy)",
+    ("llmos", "llmos.inference.encoder"): "llmos.load's return type (TYPE_CHECKING only)",
+    ("llmos", "llmos.inference.generator"): "llmos.load's return type (TYPE_CHECKING only)",
     # Decision: `llmos setup` builds the default models by running the training and conversion
     # recipes in order; recipes/defaults.py is that pipeline, the one recipe that calls others
     # (their entry points only, imported when a step runs).

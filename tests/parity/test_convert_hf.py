@@ -271,7 +271,8 @@ def test_exported_gpt_stops_generating_where_llmos_does(toks, tmp_path: Path) ->
             if name.startswith("transformer.h.") and p.dim() == 2:
                 p.mul_(10)
     prompt = tok.encode("今天我们学习经济。").ids
-    greedy = GenerationConfig(max_new_tokens=16)
+    # HF's own defaults: no repetition penalty, no n-gram ban (llmos's are on by default).
+    greedy = GenerationConfig(max_new_tokens=16, repetition_penalty=1.0, no_repeat_ngram_size=0)
     free = generate_ids(model, [prompt], greedy, eos_id=None)[0]
     # Make the k-th new token the end of text: swapping two rows of the tied embedding relabels
     # two ids, so the greedy path is the same with `t` and `eos` exchanged.

@@ -116,7 +116,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from llmos.checkpoint.onnx import export_onnx
+    from llmos.inference.onnx_export import export_onnx
 
     out = export_onnx(args.checkpoint, args.out)
     print(f"ONNX model written to {out / 'model.onnx'}")

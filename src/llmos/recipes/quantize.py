@@ -260,7 +260,7 @@ def quantize_checkpoint(
         config = dataclasses.replace(fp32.config, quantization="int8-dynamic")
         save_checkpoint(out, model, config, fp32.tokenizer, task)
     else:
-        from llmos.checkpoint.onnx import export_onnx
+        from llmos.inference.onnx_export import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(checkpoint, Path(tmp) / "fp32")
