@@ -15,6 +15,9 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
 Splits are assigned per document by a salted sha1 of its text, so they do not depend on the
 order of the sources; a document has one split, shared by the corpus and the task that uses
 it, so no task test text is in the pretraining train text.
+
+One module past ~400 lines on purpose: it is the one place that decides every split, dedupe
+and output file, so that the shared split assignment can be read in one sitting.
 """
 
 from __future__ import annotations

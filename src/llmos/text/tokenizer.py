@@ -8,6 +8,9 @@ Two kinds, each saved as one ``tokenizer.json`` that Hugging Face Transformers a
 
 Training streams the files in bounded pieces, so neither a multi-GB corpus nor a 10 MB line is
 read into memory at once.
+
+One module past ~400 lines on purpose: training, loading, special ids and decoding of both
+kinds share the normalizers, the byte alphabet and the streaming reader.
 """
 
 from __future__ import annotations
