@@ -11,38 +11,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from llmos.checkpoint.io import (
     TASK_FILE,
     TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    atomic_directory,
+    read_checkpoint,
     save_checkpoint,
     write_config,
-    write_json_atomic,
 )
+from llmos.checkpoint.task import Classification
 from llmos.compress import quantize as Q
-from llmos.data.batching import pad_batch
-from llmos.data.datasets import dataset_files
-from llmos.data.readers import read_classification, read_spans
-from llmos.errors import CheckpointError, DataError, LlmosError
-from llmos.inference.classify import encode_texts
-from llmos.inference.embed import pool
+from llmos.compress import quantize_eval as M
+from llmos.errors import CheckpointError, LlmosError
+from llmos.files import atomic_directory, atomic_write_json
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.load import load_pipeline
 from llmos.inference.onnx import ONNX_FILE
-from llmos.inference.pipeline import Pipeline
-from llmos.train.tasks.classify import score_classifier
-from llmos.train.tasks.tag import score_tagger
-
-log = logging.getLogger("llmos.recipes")
 
 REPORT_FILE = "quantization.json"
 
@@ -73,117 +63,6 @@ class QuantizeReport(dict[str, Any]):
         return "\n".join(lines)
 
 
-@dataclasses.dataclass
-class Texts:
-    """Calibration texts, test texts, and the labelled test file (None for plain text)."""
-
-    calibration: list[str]
-    test: list[str]
-    test_file: Path | None
-
-
-def _kind(pipe: Pipeline) -> str:
-    kind = (pipe.task or {}).get("task", "embedding")
-    return kind if kind in ("classification", "tagging") else "embedding"
-
-
-def read_texts(
-    pipe: Pipeline, data: str | None, calibration: int, limit: int, label_key: str = "label"
-) -> Texts:
-    """Texts to calibrate on (the valid split) and to measure on (the test split), from a
-    dataset name or directory (default: the one in ``task.json``) or a plain text file (one text
-    per line: the first ``calibration`` calibrate, the rest are measured)."""
-    data = data or (pipe.task or {}).get("dataset")
-    if data is None:
-        raise DataError(
-            "no data to calibrate and measure on: pass --data DATASET (a name under the data "
-            "directory or a directory with valid and test splits) or --data FILE.txt (one text "
-            "per line)"
-        )
-    path = Path(data).expanduser()
-    if path.is_file():
-        lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        if len(lines) < 2:
-            raise DataError(f"{path}: needs at least 2 non-empty lines (one text per line)")
-        cut = min(calibration, len(lines) // 2)
-        return Texts(lines[:cut], lines[cut : cut + limit], None)
-    files = dataset_files(data)
-    if "test" not in files:
-        raise DataError(f"{data}: no test split to measure the quantized model on")
-    task = pipe.task or {}
-
-    def texts(f: Path) -> list[str]:
-        if _kind(pipe) == "tagging":
-            return [r.text for r in read_spans(f, view=task.get("view")).rows]
-        return [r.text for r in read_classification(f, label_key=label_key).rows]
-
-    return Texts(texts(files["valid"])[:calibration], texts(files["test"])[:limit], files["test"])
-
-
-def _batches(pipe: Pipeline, texts: list[str], size: int = 32) -> list[dict[str, Any]]:
-    max_length = int((pipe.task or {}).get("max_length", pipe.config.max_position))
-    ids, types, _ = encode_texts(pipe.tokenizer, texts, None, max_length)
-    pad = pipe._ids["pad"] or 0
-    return [
-        pad_batch(ids[i : i + size], types[i : i + size], pad) for i in range(0, len(ids), size)
-    ]
-
-
-@torch.inference_mode()
-def _outputs(
-    model: torch.nn.Module, batches: list[dict[str, Any]], kind: str, pooling: str = "mean"
-) -> torch.Tensor:
-    """The model's outputs on calibration batches, real positions only: logits for
-    classifiers and taggers, unit-length sentence vectors for encoders."""
-    out = []
-    for b in batches:
-        y = model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
-        mask = b["attention_mask"]
-        if kind == "embedding" and not isinstance(y, torch.Tensor):  # an ONNX graph pools
-            y = torch.nn.functional.normalize(pool(y.hidden, mask, pooling), dim=-1)
-        elif kind == "tagging":
-            y = y[mask.bool()] if mask is not None else y.reshape(-1, y.size(-1))
-        out.append(y.float())
-    return torch.cat(out)
-
-
-def _relative_error(
-    model: torch.nn.Module, batches: list, kind: str, ref: torch.Tensor, pooling: str
-) -> float:
-    y = _outputs(model, batches, kind, pooling)
-    return float((y - ref).norm() / ref.norm().clamp(min=1e-12))
-
-
-def _timed_predictions(pipe: Pipeline, kind: str, texts: list[str]) -> tuple[float, Any]:
-    t = time.perf_counter()
-    if kind == "classification":
-        out: Any = [p["label"] for p in pipe.classify(texts)]
-    elif kind == "tagging":
-        out = [[(s["label"], s["start"], s["end"]) for s in row] for row in pipe.tag(texts)]
-    else:
-        out = pipe.embed(texts)
-    return time.perf_counter() - t, out
-
-
-def _quality(pipe: Pipeline, kind: str, test_file: Path | None, label_key: str) -> dict[str, float]:
-    """Accuracy and macro-F1 (classifiers) or span F1 and token accuracy (taggers) on the
-    labelled test file."""
-    if test_file is None or kind == "embedding":
-        return {}
-    if kind == "tagging":
-        r = score_tagger(pipe, test_file)
-        return {"span_f1": r["f1"], "token_accuracy": r["accuracy"]}
-    r = score_classifier(pipe, test_file, label_key=label_key)
-    return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
-
-
-def _weights_bytes(path: Path) -> int:
-    for name in (WEIGHTS_FILE, ONNX_FILE):
-        if (path / name).is_file():
-            return (path / name).stat().st_size
-    return 0
-
-
 def quantize_checkpoint(
     checkpoint: str | Path,
     out: str | Path,
@@ -204,13 +83,15 @@ def quantize_checkpoint(
         out: the quantized checkpoint directory to write (replaced if it exists).
         method: ``int8-dynamic`` (PyTorch, fbgemm int8 kernels) or ``onnx-int8`` (an ONNX
             export quantized by ONNX Runtime, which also runs it).
-        data: calibration and test texts (see :func:`read_texts`).
+        data: calibration and test texts (see
+            :func:`~llmos.compress.quantize_eval.read_texts`).
         label_key: the label column of a classification dataset (default: task.json's, else
             ``label``).
         smooth: SmoothQuant's alpha (None: no smoothing); int8-dynamic only.
         keep_fp32: how many of the most sensitive linear layers stay fp32; int8-dynamic only.
         calibration: number of calibration texts; limit: most test texts measured.
-        repeats: timing passes per side (best counts).
+        repeats: timed rounds per side, after a warm-up pass; the report's seconds and
+            speed-up are the median over these interleaved rounds (fp32 and int8 in turns).
 
     Returns:
         The report also written to ``out/quantization.json``.
@@ -226,19 +107,23 @@ def quantize_checkpoint(
         raise LlmosError(
             f"{out}: write the quantized model to a new directory, not over its source"
         )
-    fp32 = Pipeline.from_checkpoint(checkpoint)
-    if fp32.config.model_type == "gpt":
+    ckpt = read_checkpoint(checkpoint)
+    if ckpt.is_decoder:
         raise CheckpointError(f"{checkpoint}: quantization covers encoders; this is a GPT")
-    if getattr(fp32.config, "quantization", None):
-        raise CheckpointError(f"{checkpoint}: already quantized ({fp32.config.quantization})")
-    kind = _kind(fp32)
-    label_key = label_key or (fp32.task or {}).get("label_key", "label")
-    texts = read_texts(fp32, data, calibration, limit, label_key)
-    calib = _batches(fp32, texts.calibration)
-    pooling = (fp32.task or {}).get("pooling", "mean")
-    ref = _outputs(fp32.model, calib, kind, pooling)
+    if getattr(ckpt.config, "quantization", None):
+        raise CheckpointError(f"{checkpoint}: already quantized ({ckpt.config.quantization})")
+    fp32 = load_pipeline(ckpt)
+    assert isinstance(fp32, EncoderPipeline)
+    spec, kind = ckpt.task, M.output_kind(fp32)
+    if label_key is None:
+        own = spec.label_key if isinstance(spec, Classification) else None
+        label_key = own or "label"
+    texts = M.read_texts(fp32, data, calibration, limit, label_key)
+    calib = M.calibration_batches(fp32, texts.calibration)
+    pooling, normalized = M.pooling_of(fp32)
+    ref = M.outputs(fp32.model, calib, kind, pooling)
     details: dict[str, Any] = {}
-    task = (fp32.task or {}) | {"quantized_from": str(checkpoint)}
+    task = dataclasses.replace(spec, extra={**spec.extra, "quantized_from": str(checkpoint)})
     if method == "int8-dynamic":
         model = copy.deepcopy(fp32.model)
         factors = None
@@ -250,14 +135,14 @@ def quantize_checkpoint(
         if keep_fp32:
 
             def score(m: torch.nn.Module) -> float:
-                return _relative_error(m, calib, kind, ref, pooling)
+                return M.relative_error(m, calib, kind, ref, pooling)
 
             scores = Q.sensitivity(model, score, factors)
             keep = sorted(scores, key=scores.__getitem__, reverse=True)[:keep_fp32]
             details["sensitivity"] = scores
         replaced = Q.quantize_model(model, keep=keep, smooth=factors)
         details |= {"int8_modules": replaced, "fp32_kept": keep, "smooth_alpha": smooth}
-        config = dataclasses.replace(fp32.config, quantization="int8-dynamic")
+        config = dataclasses.replace(ckpt.config, quantization="int8-dynamic")
         save_checkpoint(out, model, config, fp32.tokenizer, task)
     else:
         from llmos.inference.onnx_export import export_onnx
@@ -267,38 +152,21 @@ def quantize_checkpoint(
 
             def fill(d: Path) -> None:
                 Q.quantize_onnx(str(Path(tmp) / "fp32" / ONNX_FILE), str(d / ONNX_FILE))
-                write_config(d, dataclasses.replace(fp32.config, quantization="onnx-int8"))
+                write_config(d, dataclasses.replace(ckpt.config, quantization="onnx-int8"))
                 shutil.copyfile(checkpoint / TOKENIZER_FILE, d / TOKENIZER_FILE)
-                write_json_atomic(d / TASK_FILE, task)
+                atomic_write_json(d / TASK_FILE, task.to_json())
 
             atomic_directory(out, fill)
-    int8 = Pipeline.from_checkpoint(out)
-    error = _relative_error(int8.model, calib, kind, ref, pooling)
+    int8 = load_pipeline(out)
+    assert isinstance(int8, EncoderPipeline)
+    error = M.relative_error(int8.model, calib, kind, ref, pooling)
 
     # Speed: the same test texts through each pipeline, in turns; quality on the test split.
-    times: list[list[float]] = [[], []]
-    outs: list[Any] = [None, None]
-    quiet = logging.getLogger("llmos.inference")  # truncation warnings: said once already
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        for _ in range(repeats):
-            for i, pipe in enumerate((fp32, int8)):
-                t, outs[i] = _timed_predictions(pipe, kind, texts.test)
-                times[i].append(t)
-    finally:
-        quiet.setLevel(level)
-    t32, t8 = min(times[0]), min(times[1])
-    agreement: dict[str, float] = {}
-    if kind == "embedding":
-        cos = (np.asarray(outs[0]) * np.asarray(outs[1])).sum(1)
-        if not (fp32.task or {}).get("normalize", True):
-            cos = cos / (np.linalg.norm(outs[0], axis=1) * np.linalg.norm(outs[1], axis=1))
-        agreement = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
-    else:
-        same = sum(a == b for a, b in zip(outs[0], outs[1], strict=True))
-        agreement = {"same_predictions": same / max(len(outs[0]), 1)}
-    size32, size8 = _weights_bytes(checkpoint), _weights_bytes(out)
+    seconds, predicted = M.timed_predictions(
+        {"fp32": fp32, "int8": int8}, kind, texts.test, repeats
+    )
+    t32, t8 = seconds["fp32"], seconds["int8"]
+    size32, size8 = M.weights_bytes(checkpoint), M.weights_bytes(out)
     report = QuantizeReport(
         {
             "method": method,
@@ -312,11 +180,11 @@ def quantize_checkpoint(
             "size_bytes": {"fp32": size32, "int8": size8, "ratio": size32 / max(size8, 1)},
             "seconds": {"fp32": t32, "int8": t8, "speedup": t32 / t8},
             "texts_per_second": {"fp32": len(texts.test) / t32, "int8": len(texts.test) / t8},
-            "agreement": agreement,
-            "quality": {"fp32": _quality(fp32, kind, texts.test_file, label_key)},
+            "agreement": M.agreement(kind, predicted["fp32"], predicted["int8"], normalized),
+            "quality": {"fp32": M.quality(fp32, kind, texts.test_file, label_key)},
             **details,
         }
     )
-    report["quality"]["int8"] = _quality(int8, kind, texts.test_file, label_key)
-    write_json_atomic(out / REPORT_FILE, report)
+    report["quality"]["int8"] = M.quality(int8, kind, texts.test_file, label_key)
+    atomic_write_json(out / REPORT_FILE, report)
     return report
