@@ -157,6 +157,25 @@ def lowest(scores: list[torch.Tensor], count: int) -> Selection:
     return {layer: sorted(units) for layer, units in sorted(chosen.items())}
 
 
+def count_removed(selection: Selection) -> int:
+    """How many units ``selection`` removes, over all layers."""
+    return sum(map(len, selection.values()))
+
+
+def choose(
+    scores: Importance, heads: float, ffn: float, normalize: bool = True
+) -> tuple[list[torch.Tensor], Selection, Selection]:
+    """Head scores as ranked (normalized per layer unless ``normalize`` is off), and the heads
+    and neurons to remove: the lowest-ranked ``heads`` / ``ffn`` fractions of all."""
+    head_scores = normalize_by_layer(scores.heads) if normalize else scores.heads
+    chosen = lowest(head_scores, count_to_remove(sum(map(len, head_scores)), heads))
+    neurons: Selection = {}
+    if scores.neurons is not None:
+        units = normalize_by_layer(scores.neurons) if normalize else scores.neurons
+        neurons = lowest(units, count_to_remove(sum(map(len, units)), ffn))
+    return head_scores, chosen, neurons
+
+
 def _sliced(old: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A copy of ``old`` keeping the output rows (dim 0) or input columns (dim 1) at ``index``."""
     n_out, n_in = old.out_features, old.in_features
