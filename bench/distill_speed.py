@@ -1,5 +1,6 @@
 """Inference speed of a distilled student against its teacher: the same test texts, the same
-batches, fp32, inference mode, a fixed thread count, the two models timed in turns (median).
+batches, fp32, inference mode, a fixed thread count, the two models timed in turns (the median
+over interleaved rounds after a warm-up pass, ``llmos.compress.timing.compare_speed``).
 
     python bench/distill_speed.py --teacher runs/sentiment-zh/checkpoint \
         --student runs/distill-sentiment-zh/checkpoint --dataset sentiment-zh
@@ -18,12 +19,13 @@ import argparse
 import numpy as np
 import torch
 
-from llmos.data.batching import pad_batch
+import llmos
+from llmos.checkpoint.task import Classification
+from llmos.compress.timing import compare_speed
+from llmos.data.batching import length_sorted_batches, pad_batch
 from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
 from llmos.inference.classify import batched_logits, encode_texts
-from llmos.inference.pipeline import Pipeline
-from llmos.train.tasks.distill import time_models
 
 
 def main() -> None:
@@ -34,20 +36,19 @@ def main() -> None:
     ap.add_argument("--label-key", default="label")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=10, help="timed rounds per model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    teacher, student = (
-        Pipeline.from_checkpoint(args.teacher),
-        Pipeline.from_checkpoint(args.student),
-    )
-    labels = teacher.task["labels"]
-    assert student.task["labels"] == labels, "teacher and student label sets differ"
+    teacher, student = llmos.load(args.teacher), llmos.load(args.student)
+    assert isinstance(teacher.spec, Classification), "the teacher is not a classifier"
+    assert isinstance(student.spec, Classification), "the student is not a classifier"
+    labels = list(teacher.spec.labels)
+    assert list(student.spec.labels) == labels, "teacher and student label sets differ"
     rows = read_classification(dataset_files(args.dataset)["test"], label_key=args.label_key).rows
     rows = [r for r in rows if r.label in labels]
     ids, types, _ = encode_texts(
-        teacher.tokenizer, [r.text for r in rows], None, int(teacher.task["max_length"])
+        teacher.tokenizer, [r.text for r in rows], None, teacher.checkpoint.max_length
     )
     pad = teacher._ids["pad"] or 0
     gold = np.array([labels.index(r.label) for r in rows])
@@ -68,25 +69,24 @@ def main() -> None:
             "order", "teacher s", "student s", "teacher t/s", "student t/s", "speedup"
         )
     )
-    lengths = np.array([len(x) for x in ids])
-    for name, order in (
-        ("dataset", np.arange(len(ids))),
-        ("sorted", np.argsort(lengths, kind="stable")),
+    size = args.batch_size
+    for name, index_batches in (
+        ("dataset", [np.arange(s, min(s + size, len(ids))) for s in range(0, len(ids), size)]),
+        ("sorted", length_sorted_batches([len(x) for x in ids], size)),
     ):
         batches = [
-            pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad)
-            for idx in (
-                order[s : s + args.batch_size] for s in range(0, len(order), args.batch_size)
-            )
+            pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad) for idx in index_batches
         ]
 
         def run(model: torch.nn.Module, batches: list = batches) -> None:
             for b in batches:
                 model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
 
-        sec, _ = time_models(
-            {"teacher": teacher.model, "student": student.model}, run, args.repeats
-        )
+        with torch.inference_mode():
+            sec = compare_speed(
+                {"teacher": lambda: run(teacher.model), "student": lambda: run(student.model)},
+                rounds=args.repeats,
+            ).seconds
         print(
             f"{name:<8} {sec['teacher']:>10.3f} {sec['student']:>10.3f} "
             f"{len(ids) / sec['teacher']:>12.1f} {len(ids) / sec['student']:>12.1f} "
