@@ -4,22 +4,21 @@ same fine-tuned weights, the same batches of real variable-length text.
     python bench/classify_throughput.py --checkpoint runs/sentiment-zh/checkpoint \
         --dataset sentiment-zh
 
-The test split's texts are tokenized once (truncated to the checkpoint's max_length) and cut
-into batches of --batch-size either in dataset order (as requests arrive: much padding) or
-sorted by length. Both sides run every batch with its padding mask, fp32, in inference mode,
---threads threads, timed in turns (median of --repeats passes). llmos runs its projections and
-feed-forward layers on the real tokens only; HF computes every padded position. Reported: real
-tokens per second (padding excluded), the ratio, the padding share of each ordering, whether
-the predicted labels are identical, and each side's useful FLOP/s (the FLOPs of the real tokens
-only: the layers' matrix products plus attention over each text's own length) as a share of
-this machine's fp32 matrix-product peak, measured in the same run (``torch.mm`` of 2048 x 2048
-matrices, best of 10).
+The test split's texts are tokenized once (truncated to the checkpoint's max_length) and cut into
+batches of --batch-size either in dataset order (as requests arrive: much padding) or sorted by
+length. Both sides run every batch with its padding mask, fp32, in inference mode, --threads
+threads, timed in turns (a warm-up pass, then the median of --repeats rounds:
+``llmos.compress.timing.compare_speed``). llmos runs its projections and feed-forward layers on the
+real tokens only; HF computes every padded position. Reported: real tokens per second (padding
+excluded), the ratio, the padding share of each ordering, whether the predicted labels are
+identical, and each side's useful FLOP/s (the FLOPs of the real tokens only: the layers' matrix
+products plus attention over each text's own length) as a share of this machine's fp32
+matrix-product peak, measured in the same run (``torch.mm`` of 2048 x 2048 matrices, best of 10).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -27,11 +26,12 @@ import numpy as np
 import torch
 
 from llmos.checkpoint.hf import bert_to_hf, hf_bert_config
-from llmos.data.batching import pad_batch
+from llmos.compress.timing import compare_speed
+from llmos.data.batching import length_sorted_batches, pad_batch
 from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
 from llmos.inference.classify import encode_texts
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -69,8 +69,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers import BertForSequenceClassification
 
-    pipe = Pipeline.from_checkpoint(args.checkpoint)
-    labels = pipe.task["labels"]
+    pipe = load_pipeline(args.checkpoint)
+    labels = pipe.require_task("classification")
     cfg = pipe.config
     hf_cfg = hf_bert_config(cfg)
     hf_cfg.num_labels = len(labels)
@@ -78,7 +78,7 @@ def main() -> None:
     hf.load_state_dict(bert_to_hf(pipe.model.state_dict()))
     rows = read_classification(dataset_files(args.dataset)["test"]).rows
     ids, types, _ = encode_texts(
-        pipe.tokenizer, [r.text for r in rows], None, int(pipe.task["max_length"])
+        pipe.tokenizer, [r.text for r in rows], None, pipe.checkpoint.max_length
     )
     pad = pipe._ids["pad"] or 0
     lengths = np.array([len(x) for x in ids])
@@ -94,14 +94,19 @@ def main() -> None:
     )
     header = ("order", "padding", "hf tok/s", "llmos tok/s", "x hf", "same labels", "hf MFU")
     print("{:<10} {:>8} {:>10} {:>12} {:>6} {:>12} {:>7} {:>9}".format(*header, "llmos MFU"))
-    for order_name, order in (
-        ("dataset", np.arange(len(ids))),
-        ("sorted", np.argsort(lengths, kind="stable")),
+    outs: dict[str, list[int]] = {}  # each side's predicted labels, from its last pass
+
+    def keep(name: str, fn: Callable[[], list[int]]) -> Callable[[], None]:
+        return lambda: outs.__setitem__(name, fn())
+
+    size = args.batch_size
+    for order_name, index_batches in (
+        ("dataset", [np.arange(s, min(s + size, len(ids))) for s in range(0, len(ids), size)]),
+        ("sorted", length_sorted_batches(lengths, size)),
     ):
-        batches = []
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s : s + args.batch_size]
-            batches.append(pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad))
+        batches = [
+            pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad) for idx in index_batches
+        ]
         padded = sum(b["input_ids"].numel() for b in batches)
 
         def run_ours(batches: list = batches) -> list[int]:
@@ -126,19 +131,16 @@ def main() -> None:
                     out += logits.argmax(-1).tolist()
             return out
 
-        outs = [run_hf(), run_ours()]
-        times: list[list[float]] = [[], []]
-        for _ in range(args.repeats):
-            for i, fn in enumerate((run_hf, run_ours)):
-                t = time.perf_counter()
-                outs[i] = fn()
-                times[i].append(time.perf_counter() - t)
-        t_hf, t_ours = statistics.median(times[0]), statistics.median(times[1])
+        # Warm-up, then hf and llmos in turns; the medians.
+        sec = compare_speed(
+            {"hf": keep("hf", run_hf), "llmos": keep("llmos", run_ours)}, rounds=args.repeats
+        ).seconds
+        t_hf, t_ours = sec["hf"], sec["llmos"]
         real = lengths.sum()
         share = 1 - real / padded
         print(
             f"{order_name:<10} {share:>8.1%} {real / t_hf:>10,.0f} {real / t_ours:>12,.0f} "
-            f"{t_hf / t_ours:>6.2f} {outs[0] == outs[1]!s:>12} "
+            f"{t_hf / t_ours:>6.2f} {outs['hf'] == outs['llmos']!s:>12} "
             f"{flops / t_hf / peak:>7.1%} {flops / t_ours / peak:>9.1%}"
         )
 

@@ -4,24 +4,25 @@ all-MiniLM-L6-v2 weights, the same real sentences.
     python bench/embed_throughput.py --checkpoint runs/minilm
 
 The sentences are the English sentiment set's train and test texts (real, variable length), in
-dataset order. sentence-transformers loads the packaged model directory (no hub access) and
-sorts by length itself; llmos sorts by length too and runs its padding-free encoder. Both
-batch 32, fp32, normalized mean-pooled vectors, --threads threads, timed in turns (median of
---repeats passes). Reported: sentences and real tokens per second, the ratio, and the cosine
-between the two sides' vectors (min and mean over all sentences).
+dataset order. sentence-transformers loads the packaged model directory (no hub access) and sorts by
+length itself; llmos sorts by length too and runs its padding-free encoder. Both batch 32, fp32,
+normalized mean-pooled vectors, --threads threads, timed in turns (a warm-up pass, then the median
+of --repeats rounds: ``llmos.compress.timing.compare_speed``). Reported: sentences and real tokens
+per second, the ratio, and the cosine between the two sides' vectors (min and mean over all
+sentences).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 import llmos
+from llmos.compress.timing import compare_speed
 from llmos.data.datasets import dataset_files, packaged_model_dir
 from llmos.data.readers import read_classification
 
@@ -58,15 +59,17 @@ def main() -> None:
     def run_st() -> np.ndarray:
         return st.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
-    outs = [run_st(), run_ours()]
-    times: list[list[float]] = [[], []]
-    for _ in range(args.repeats):
-        for i, fn in enumerate((run_st, run_ours)):
-            t = time.perf_counter()
-            outs[i] = fn()
-            times[i].append(time.perf_counter() - t)
-    t_st, t_ours = statistics.median(times[0]), statistics.median(times[1])
-    cos = (outs[0] * outs[1]).sum(1)
+    outs: dict[str, np.ndarray] = {}  # each side's vectors, from its last pass
+
+    def keep(name: str, fn: Callable[[], np.ndarray]) -> Callable[[], None]:
+        return lambda: outs.__setitem__(name, fn())
+
+    # A warm-up pass each, then the two in turns; the medians.
+    sec = compare_speed(
+        {"st": keep("st", run_st), "llmos": keep("llmos", run_ours)}, rounds=args.repeats
+    ).seconds
+    t_st, t_ours = sec["st"], sec["llmos"]
+    cos = (outs["st"] * outs["llmos"]).sum(1)
     print(
         f"{len(texts)} sentences, {tokens:,} tokens (with [CLS]/[SEP]), batch 32, "
         f"{args.threads} threads, torch {torch.__version__}"
@@ -80,17 +83,13 @@ def main() -> None:
     if args.bf16:
         variants.append(("llmos bf16", llmos.load(args.checkpoint, precision="bf16")))
     for name, pipe in variants:
-        pipe.embed(texts[:64])  # warm up
-        secs, vec = [], None
-        for _ in range(args.repeats):  # in turns with sentence-transformers again
-            t = time.perf_counter()
-            run_st()
-            t_peer = time.perf_counter() - t
-            t = time.perf_counter()
-            vec = pipe.embed(texts, batch_size=32)
-            secs.append((time.perf_counter() - t, t_peer))
-        mine, peer = statistics.median(s for s, _ in secs), statistics.median(p for _, p in secs)
-        c = (vec * outs[1]).sum(1)
+        # In turns with sentence-transformers again.
+        sec = compare_speed(
+            {"st": run_st, name: keep(name, lambda pipe=pipe: pipe.embed(texts, batch_size=32))},
+            rounds=args.repeats,
+        ).seconds
+        mine, peer = sec[name], sec["st"]
+        c = (outs[name] * outs["llmos"]).sum(1)
         print(
             f"{name}: {len(texts) / mine:,.1f} sentences/s, {peer / mine:.2f}x "
             f"sentence-transformers (same run), {t_ours / mine:.2f}x llmos fp32; cosine to llmos "

@@ -23,24 +23,24 @@ torch.set_num_threads(int(sys.argv[4]))
 from llmos.data.batching import pad_batch
 from llmos.data.readers import read_classification
 from llmos.inference.classify import encode_texts
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.data.datasets import dataset_files
 side, path, dataset, _, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-pipe = Pipeline.from_checkpoint(path)
+pipe = load_pipeline(path)
 model = pipe.model
 if side == "hf":
     from transformers import BertForSequenceClassification
     from llmos.checkpoint.hf import bert_to_hf, hf_bert_config
     cfg = hf_bert_config(pipe.config)
-    cfg.num_labels = len(pipe.task["labels"])
+    cfg.num_labels = len(pipe.spec.labels)
     model = BertForSequenceClassification(cfg).eval()
     model.load_state_dict(bert_to_hf(pipe.model.state_dict()))
     del pipe.model
 loaded = rss()
 rows = read_classification(dataset_files(dataset)["test"]).rows
-max_length = int(pipe.task["max_length"])
+max_length = pipe.checkpoint.max_length
 ids, types, _ = encode_texts(pipe.tokenizer, [r.text for r in rows], None, max_length)
 with torch.inference_mode():
     for s in range(0, len(ids), batch):
