@@ -15,13 +15,12 @@ import torch
 from safetensors import safe_open
 
 import llmos
-from llmos.checkpoint.io import read_weights, save_checkpoint
+from llmos.checkpoint.io import read_checkpoint, read_weights, save_checkpoint
 from llmos.cli import main
 from llmos.compress import quantize as Q
 from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError, DataError, LlmosError
 from llmos.inference.onnx import OnnxModel
-from llmos.inference.pipeline import Pipeline
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.recipes.quantize import quantize_checkpoint
 from llmos.text.tokenizer import load_tokenizer
@@ -120,7 +119,7 @@ def test_quantize_model_replaces_encoder_layers_and_keeps_heads() -> None:
 
 
 def test_mlm_checkpoints_keep_tied_embeddings_fp32(tiny_encoder: Path) -> None:
-    pipe = Pipeline.from_checkpoint(tiny_encoder)
+    pipe = llmos.load(tiny_encoder)
     replaced = Q.quantize_model(pipe.model)
     assert "bert.embeddings.tok" not in replaced
     assert isinstance(pipe.model.bert.embeddings.tok, torch.nn.Embedding)
@@ -144,7 +143,7 @@ def dataset(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def classifier(tiny_encoder: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A classifier on the tiny encoder with a random head (quantization needs no training)."""
     torch.manual_seed(3)
-    config = Pipeline.from_checkpoint(tiny_encoder).config
+    config = read_checkpoint(tiny_encoder).config
     model = BertForSequenceClassification(config, 2)
     load_encoder(model, read_weights(tiny_encoder), tiny_encoder)
     task = {"task": "classification", "labels": ["a", "b"], "max_length": 32}
@@ -203,7 +202,7 @@ def test_onnx_runtime_int8_checkpoint_loads_and_classifies(classifier: Path, tmp
 
 
 def test_embedding_model_from_a_text_file(tiny_encoder: Path, tmp_path: Path) -> None:
-    config = Pipeline.from_checkpoint(tiny_encoder).config
+    config = read_checkpoint(tiny_encoder).config
     enc_cfg = replace(config, heads="none")
     model = BertForPreTraining(enc_cfg)
     weights = {k: v for k, v in read_weights(tiny_encoder).items() if k.startswith("bert.")}

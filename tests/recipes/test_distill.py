@@ -14,7 +14,8 @@ import torch
 import yaml
 
 import llmos
-from llmos.checkpoint.io import read_config, read_task, read_weights
+from llmos.checkpoint.io import TASK_FILE, read_checkpoint, read_config, read_weights
+from llmos.checkpoint.task import Classification
 from llmos.cli import main
 from llmos.compress.distill import (
     attention_probs,
@@ -327,8 +328,9 @@ def test_cli_run_gives_a_checkpoint_that_follows_the_teacher(
 ) -> None:
     run_dir, _ = cli_run
     ckpt = run_dir / "checkpoint"
-    task = read_task(ckpt)
-    assert task["labels"] == ["a", "b", "c"] and task["distilled_from"] == str(teacher)
+    spec = read_checkpoint(ckpt).task
+    assert isinstance(spec, Classification) and spec.labels == ("a", "b", "c")
+    assert spec.extra["distilled_from"] == str(teacher)
     assert read_config(ckpt).num_layers == 1
     rows = [r.split("\t") for r in (dataset / "test.tsv").read_text().splitlines()[1:]]
     texts = [r[0] for r in rows]
@@ -340,7 +342,7 @@ def test_cli_run_gives_a_checkpoint_that_follows_the_teacher(
     torch.manual_seed(0)
     fresh = BertForSequenceClassification(read_config(ckpt), 3).eval()
     ids, types, _ = encode_texts(pipe.tokenizer, texts, None, 32)
-    fresh_labels = [task["labels"][i] for i in batched_logits(fresh, ids, types, 0).argmax(-1)]
+    fresh_labels = [spec.labels[i] for i in batched_logits(fresh, ids, types, 0).argmax(-1)]
     fresh_agreement = sum(a == b for a, b in zip(fresh_labels, t_labels, strict=True)) / len(texts)
     assert agreement >= 0.9 and agreement > fresh_agreement + 0.3, (agreement, fresh_agreement)
 
@@ -434,6 +436,6 @@ def test_mlm_distillation_lowers_the_kl(
     before, after = report["student_before"], report["student"]
     assert after["kl"] < 0.8 * before["kl"], (before, after)
     assert report["teacher"]["kl"] == pytest.approx(0.0, abs=1e-5)
-    assert read_task(tmp_path / "mlm" / "checkpoint") is None  # a pretrained encoder
+    assert not (tmp_path / "mlm" / "checkpoint" / TASK_FILE).exists()  # a pretrained encoder
     preds = llmos.load(tmp_path / "mlm" / "checkpoint").fill_mask("今天我们[MASK]经济。", top_k=2)
     assert len(preds) == 2
