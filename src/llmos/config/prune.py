@@ -33,7 +33,8 @@ class PruneConfig:
         precision: weights of the recovery fine-tune (auto: bf16 where the device has it).
         num_threads: torch CPU threads (default: torch's).
         bench_repeats: time each model at least this many passes for the speed-up.
-        bench_seconds: time each model at least this long for the speed-up (best pass counts).
+        bench_seconds: time each model at least this long for the speed-up (the median over
+            interleaved rounds counts).
         progress: show a progress bar.
     """
 
