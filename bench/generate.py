@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from llmos.checkpoint.hf import gpt2_to_hf, hf_gpt2_config
-from llmos.checkpoint.io import load_state_dict_strict, read_config, read_weights
+from llmos.checkpoint.io import load_state_dict_strict, read_checkpoint
 from llmos.config.model import GPTConfig
 from llmos.data.corpus import read_documents
 from llmos.data.datasets import resolve_corpus, resolve_tokenizer
@@ -88,10 +88,10 @@ def main() -> None:
     from transformers import GPT2LMHeadModel
 
     if args.checkpoint:
-        cfg = read_config(args.checkpoint)
-        tok = load_tokenizer(f"{args.checkpoint}/tokenizer.json")
+        ckpt = read_checkpoint(args.checkpoint)
+        cfg, tok = ckpt.config, ckpt.tokenizer
         model = GPT(cfg).eval()
-        load_state_dict_strict(model, read_weights(args.checkpoint))
+        load_state_dict_strict(model, ckpt.weights())
     else:
         tok = load_tokenizer(resolve_tokenizer(args.tokenizer))
         cfg = GPTConfig(vocab_size=tok.get_vocab_size(), dropout=0.0, attention_dropout=0.0)

@@ -21,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.paths import data_dir
 from llmos.store.vectors import VectorIndex
 
@@ -80,7 +80,7 @@ def main() -> None:
     relevant = [{index_of[a] for a in r["answers"]} for r in rows]
 
     t = time.perf_counter()
-    pipe = Pipeline.from_checkpoint(args.checkpoint)
+    pipe = load_pipeline(args.checkpoint)
     index = VectorIndex.build(pipe.embed(answers), [str(i) for i in range(len(answers))], {})
     hits = index.search(pipe.embed(questions), len(answers))
     dense = metrics([[int(i) for i, _ in row] for row in hits], relevant)

@@ -354,7 +354,7 @@ def main() -> None:
 
     ckpt = Path(args.checkpoint).resolve()
     pipe = llmos.load(ckpt)
-    dataset = args.dataset or pipe.task.get("dataset")
+    dataset = args.dataset or pipe.spec.extra.get("dataset")
     rows = read_classification(dataset_files(dataset)["test"], label_key=args.label_key).rows
     texts = [r.text for r in rows]
     name = ckpt.parent.name if ckpt.name == "checkpoint" else ckpt.name

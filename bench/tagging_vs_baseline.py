@@ -248,10 +248,11 @@ def main() -> None:
     if args.checkpoint:
         t = time.perf_counter()
         model = llmos.load(args.checkpoint)
-        task = model.task or {}
+        spec = model.spec
+        trained = {"dataset": spec.extra.get("dataset"), "view": getattr(spec, "view", None)}
         for key, ours in (("dataset", args.dataset), ("view", args.view)):
-            if task.get(key) is not None and task.get(key) != ours:
-                print(f"warning: checkpoint trained on {key} {task[key]!r}", file=sys.stderr)
+            if trained[key] is not None and trained[key] != ours:
+                print(f"warning: checkpoint trained on {key} {trained[key]!r}", file=sys.stderr)
         tagged = model.tag(texts, batch_size=args.batch_size)
         pred = [[(d["label"], d["start"], d["end"]) for d in spans] for spans in tagged]
         add("llmos", pred, None, time.perf_counter() - t)

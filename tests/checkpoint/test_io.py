@@ -18,7 +18,6 @@ from llmos.checkpoint.io import (
     WEIGHTS_FILE,
     Checkpoint,
     read_checkpoint,
-    read_task,
     read_weights,
     save_checkpoint,
 )
@@ -178,7 +177,7 @@ def test_save_read_round_trip(tmp_path: Path, tokenizer: Tokenizer) -> None:
     assert isinstance(ckpt, Checkpoint)
     assert ckpt.path == out and ckpt.config == cfg and ckpt.task == task
     assert json.loads((out / TASK_FILE).read_text(encoding="utf-8")) == TASK_FILES[0]
-    assert read_task(out) == TASK_FILES[0] == ckpt.task_json
+    assert ckpt.task_json == TASK_FILES[0]
     assert ckpt.tokenizer.get_vocab() == tokenizer.get_vocab()
     assert ckpt.tokenizer is ckpt.tokenizer  # loaded once
     assert ckpt.max_length == 64 and not ckpt.is_decoder and ckpt.onnx is None
@@ -192,7 +191,7 @@ def test_a_pretrained_checkpoint_has_no_task_json(tmp_path: Path, tokenizer: Tok
     out = save_checkpoint(tmp_path / "mlm", BertForPreTraining(cfg), cfg, tokenizer, MaskedLM())
     assert not (out / TASK_FILE).exists()
     ckpt = read_checkpoint(out)
-    assert ckpt.task == MaskedLM() and ckpt.task_json is None and read_task(out) is None
+    assert ckpt.task == MaskedLM() and ckpt.task_json is None
     assert ckpt.max_length == cfg.max_position
     gcfg = GPTConfig(
         vocab_size=tokenizer.get_vocab_size(),

@@ -67,7 +67,6 @@ def test_load_picks_the_pipeline_of_the_kind(checkpoints: dict) -> None:
         pipe = llmos.load(path)
         want = GeneratorPipeline if name == "gpt" else EncoderPipeline
         assert type(pipe) is want and isinstance(pipe, Pipeline)
-        assert type(Pipeline.from_checkpoint(path)) is want  # the old entry point
     assert isinstance(llmos.load(checkpoints["mlm"]).spec, MaskedLM)
     assert llmos.load(checkpoints["mlm"]).task is None
     assert llmos.load(checkpoints["clf"]).task == {

@@ -13,7 +13,7 @@ from llmos.checkpoint.io import read_config, read_weights
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.config.model import BertConfig
 from llmos.errors import CheckpointError, ConfigError
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.models.bert import BertForPreTraining
 from llmos.recipes.convert import export_hf
 from llmos.recipes.finetune import finetune
@@ -129,7 +129,7 @@ def test_albert_pretrains_finetunes_reloads_and_refuses_hf_export(
     assert not any("layers.1." in k for k in tuned)  # the classifier keeps the sharing
     key = "bert.layers.0.ffn.up.weight"
     assert not torch.equal(tuned[key], weights[key])  # and fine-tuning moved the shared layer
-    pipe = Pipeline.from_checkpoint(result.checkpoint)
+    pipe = load_pipeline(result.checkpoint)
     assert pipe.config.share_layers and pipe.classify(["今天老师学习经济"])[0]["label"] in (
         "pos",
         "neg",

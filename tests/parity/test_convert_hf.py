@@ -12,11 +12,13 @@ import torch
 from tokenizers import processors
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-from llmos.checkpoint.io import read_config, read_task, read_weights, save_checkpoint
+from llmos.checkpoint.io import read_checkpoint, read_weights, save_checkpoint
+from llmos.checkpoint.task import Tagging
 from llmos.config.model import GPTConfig
 from llmos.errors import CheckpointError
+from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generate import GenerationConfig, generate_ids
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.models.gpt import GPT
 from llmos.recipes.convert import export_hf, import_hf
 from llmos.text.tokenizer import load_tokenizer, special_ids, train_tokenizer
@@ -90,7 +92,7 @@ def hf_out(model, ids, mask, kind: str) -> list[torch.Tensor]:
     return [out.logits]
 
 
-def ours_out(pipe: Pipeline, ids, mask, kind: str) -> list[torch.Tensor]:
+def ours_out(pipe: EncoderPipeline, ids, mask, kind: str) -> list[torch.Tensor]:
     with torch.no_grad():
         if kind in ("classification", "tagging"):
             return [pipe.model(ids, None, mask)]
@@ -140,22 +142,22 @@ def test_encoders_import_export_round_trip(family, cls, kind, toks, tmp_path: Pa
     src = hf_dir(model, tok, tmp_path / "hf", **special)
 
     ours = import_hf(src, tmp_path / "llmos")
-    pipe = Pipeline.from_checkpoint(ours)
+    pipe = load_pipeline(ours)
     ids, mask = batch(config.vocab_size, pad)
     real = mask.bool()
     for a, b in zip(ours_out(pipe, ids, mask, kind), hf_out(model, ids, mask, kind), strict=True):
         if a.dim() == 3:  # per token: padded positions are not compared
             a, b = a[real], b[real]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    cfg = read_config(ours)
+    ckpt = read_checkpoint(ours)
+    cfg = ckpt.config
     assert cfg.model_type == family and (cfg.heads == kind or kind in ("classification", "tagging"))
     if kind == "tagging":
-        assert read_task(ours) == {
-            "task": "tagging",
-            "labels": ["O", "B-PER", "I-PER"],
-            "scheme": "bio",
-            "max_length": 40 - (2 if family == "roberta" else 0),
-        }
+        assert ckpt.task == Tagging(
+            labels=("O", "B-PER", "I-PER"),
+            scheme="bio",
+            max_length=40 - (2 if family == "roberta" else 0),
+        )
 
     exported = export_hf(ours, tmp_path / "export")
     back = getattr(T, cls).from_pretrained(str(exported)).eval()
@@ -181,7 +183,7 @@ def test_gpt2_import_export_round_trip(toks, tmp_path: Path) -> None:
     perturb(model)
     src = hf_dir(model, tok, tmp_path / "hf", eos_token="<|endoftext|>")
     ours = import_hf(src, tmp_path / "llmos")
-    pipe = Pipeline.from_checkpoint(ours)
+    pipe = load_pipeline(ours)
     ids = torch.randint(2, config.vocab_size, (2, 15))
     with torch.no_grad():
         torch.testing.assert_close(pipe.model(ids)[0], model(ids).logits, atol=1e-5, rtol=1e-4)
@@ -286,7 +288,7 @@ def test_exported_gpt_stops_generating_where_llmos_does(toks, tmp_path: Path) ->
         wte = model.transformer.wte.weight
         wte[[eos, t]] = wte[[t, eos]]
     ckpt = save_checkpoint(tmp_path / "gpt", model, cfg, tok)
-    ours = generate_ids(Pipeline.from_checkpoint(ckpt).model, [prompt], greedy, eos_id=eos)[0]
+    ours = generate_ids(load_pipeline(ckpt).model, [prompt], greedy, eos_id=eos)[0]
     assert ours == [*free[:k], eos]  # llmos stops at the end of text, which it keeps
 
     exported = export_hf(ckpt, tmp_path / "hf")

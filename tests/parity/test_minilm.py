@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import llmos
-from llmos.checkpoint.io import read_task
+from llmos.checkpoint.io import read_checkpoint
+from llmos.checkpoint.task import Embedding
 from llmos.cli import main
 from llmos.data.datasets import packaged_model_dir
 from llmos.recipes.convert import import_hf
@@ -35,12 +36,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_embeddings_equal_transformers_mean_pooling(minilm: Path) -> None:
-    assert read_task(minilm) == {
-        "task": "embedding",
-        "pooling": "mean",
-        "normalize": True,
-        "max_length": 256,
-    }
+    assert read_checkpoint(minilm).task == Embedding(pooling="mean", normalize=True, max_length=256)
     ours = llmos.load(minilm).embed(TEXTS)
     src = packaged_model_dir("all-MiniLM-L6-v2")
     tok = T.AutoTokenizer.from_pretrained(str(src))

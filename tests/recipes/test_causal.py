@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from llmos.checkpoint.io import read_config, read_weights
+from llmos.checkpoint.task import Instruct
 from llmos.cli import main
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.config.model import GPTConfig
 from llmos.errors import ConfigError, LlmosError
 from llmos.inference.generate import GenerationConfig, generate_ids
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.recipes.finetune import finetune
 from llmos.recipes.pretrain import pretrain
 
@@ -130,7 +131,7 @@ def test_gpt_ddp_two_processes_match_one(tiny_corpus: Path, bpe: Path, tmp_path:
 
 
 def test_pipeline_generate_matches_the_token_loop_and_reloads(gpt) -> None:
-    pipe = Pipeline.from_checkpoint(gpt.checkpoint)
+    pipe = load_pipeline(gpt.checkpoint)
     prompts = ["今天我们", "The market"]
     texts = pipe.generate(prompts, max_new_tokens=12)
     ids = [pipe.tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
@@ -147,7 +148,7 @@ def test_pipeline_generate_matches_the_token_loop_and_reloads(gpt) -> None:
 
 
 def test_stream_yields_whole_characters_and_joins_to_generate(gpt) -> None:
-    pipe = Pipeline.from_checkpoint(gpt.checkpoint)
+    pipe = load_pipeline(gpt.checkpoint)
     for opts in ({}, {"strategy": "sample", "seed": 3, "temperature": 1.5}):
         pieces = list(pipe.stream("去年老师", max_new_tokens=30, **opts))
         assert "".join(pieces) == pipe.generate("去年老师", max_new_tokens=30, **opts)
@@ -156,7 +157,7 @@ def test_stream_yields_whole_characters_and_joins_to_generate(gpt) -> None:
 
 
 def test_stop_strings_cut_generate_and_stream(gpt) -> None:
-    pipe = Pipeline.from_checkpoint(gpt.checkpoint)
+    pipe = load_pipeline(gpt.checkpoint)
     free = pipe.generate("现在他", max_new_tokens=30)
     stop = free[len(free) // 2 : len(free) // 2 + 2]
     cut = free[: free.index(stop)]
@@ -167,7 +168,7 @@ def test_stop_strings_cut_generate_and_stream(gpt) -> None:
 def test_long_prompts_are_cut_from_the_left_and_bad_requests_fail(
     gpt, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pipe = Pipeline.from_checkpoint(gpt.checkpoint)
+    pipe = load_pipeline(gpt.checkpoint)
     long = "今天我们学习经济。" * 30
     ids = pipe.tokenizer.encode(long, add_special_tokens=False).ids
     assert len(ids) > 64
@@ -189,7 +190,7 @@ def test_long_prompts_are_cut_from_the_left_and_bad_requests_fail(
 def test_generate_cli_streams_and_writes_jsonl(
     gpt, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pipe = Pipeline.from_checkpoint(gpt.checkpoint)
+    pipe = load_pipeline(gpt.checkpoint)
     ck = str(gpt.checkpoint)
     assert main(["generate", ck, "--prompt", "今天我们", "--max-new-tokens", "12"]) == 0
     assert capsys.readouterr().out == pipe.generate("今天我们", max_new_tokens=12) + "\n"
@@ -246,8 +247,8 @@ def test_instruction_tuning_learns_responses(gpt, tiny_encoder: Path, tmp_path: 
         report["tuned"]["quality"]["all"]["answer_f1"]
         > report["base"]["quality"]["all"]["answer_f1"]
     )
-    pipe = Pipeline.from_checkpoint(result.checkpoint)
-    assert pipe.task["task"] == "instruct"
+    pipe = load_pipeline(result.checkpoint)
+    assert isinstance(pipe.spec, Instruct)
     # The instruction template is applied for an instruct checkpoint (raw=False).
     assert pipe.generate("你好", max_new_tokens=20) == pipe.generate(
         "### Instruction:\n你好\n\n### Response:\n", raw=True, max_new_tokens=20

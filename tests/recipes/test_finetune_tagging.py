@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import llmos
+from llmos.checkpoint.io import read_checkpoint
+from llmos.checkpoint.task import Tagging
 from llmos.cli import main
 from llmos.config import FinetuneConfig, load_config
 from llmos.data.readers import read_spans
@@ -96,8 +98,8 @@ def test_ner_learns_and_reports_span_scores(ner) -> None:
         for x in (ner.run_dir / "metrics.jsonl").read_text().splitlines()
         if json.loads(x)["split"] == "valid"
     )
-    task = json.loads((ner.checkpoint / "task.json").read_text())
-    assert task["task"] == "tagging" and task["scheme"] == "bio" and task["view"] == "ner"
+    spec = read_checkpoint(ner.checkpoint).task
+    assert isinstance(spec, Tagging) and spec.scheme == "bio" and spec.view == "ner"
     assert (ner.run_dir / "span_scores_test.png").stat().st_size > 1000
 
 

@@ -269,7 +269,8 @@ def test_staleness_is_judged_by_content_not_file_times(tmp_path: Path) -> None:
         S.Step("cls", "finetune", 0.1, config="cls.yaml", init="enc"),
     )
 
-    def stale(task: dict) -> bool:
+    def stale(provenance: dict) -> bool:
+        task = {"task": "classification", "labels": ["neg", "pos"], **provenance}
         (tuned / "task.json").write_text(json.dumps(task))
         return [p.step.name for p in S.plan(models, tmp_path, steps) if p.stale] == ["cls"]
 

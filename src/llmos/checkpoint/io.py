@@ -39,7 +39,7 @@ from llmos.checkpoint.task import (
 from llmos.config.loader import from_dict, to_dict
 from llmos.config.model import UNSET_NOT_SAVED, BertConfig, GPTConfig
 from llmos.errors import CheckpointError, ConfigError
-from llmos.files import atomic_directory, atomic_write_json
+from llmos.files import atomic_directory
 from llmos.text.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
@@ -52,17 +52,14 @@ __all__ = [
     "TOKENIZER_FILE",
     "WEIGHTS_FILE",
     "Checkpoint",
-    "atomic_directory",
     "load_state_dict_strict",
     "read_checkpoint",
     "read_config",
-    "read_task",
     "read_weights",
     "require_unquantized",
     "save_checkpoint",
     "tied_weights",
     "write_config",
-    "write_json_atomic",
 ]
 
 CONFIG_FILE = "config.json"
@@ -72,9 +69,6 @@ TASK_FILE = "task.json"
 
 
 ONNX_FILE = "model.onnx"
-
-# Kept under its old name for the recipes that import it from here.
-write_json_atomic = atomic_write_json
 
 
 def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
@@ -200,12 +194,6 @@ def _read_task_json(path: Path) -> Any | None:
         raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
 
 
-def read_task(path: str | Path) -> dict[str, Any] | None:
-    """``task.json`` of a checkpoint directory as a plain dict, or None for a pretrained-only
-    checkpoint. Prefer :func:`read_checkpoint`, whose ``task`` is typed and validated."""
-    return _read_task_json(Path(path))
-
-
 def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     """Load ``sd`` into ``model``: every key present, none extra, every shape equal (tied
     weights may be absent: they follow their source)."""
@@ -256,8 +244,8 @@ class Checkpoint:
 
     @property
     def task_json(self) -> dict[str, Any] | None:
-        """The ``task.json`` dict (None for a pretrained checkpoint): what :func:`read_task`
-        returns, for code that still reads plain dicts."""
+        """The ``task.json`` dict (None for a pretrained checkpoint), for code that still
+        reads plain dicts."""
         return task_json(self.task)
 
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from llmos.cli.flags import Flag, Subcommands, add_flags, build
 from llmos.config.prune import PruneConfig
@@ -124,10 +123,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _compress_quantize(args: argparse.Namespace) -> int:
-    from llmos.recipes.quantize import REPORT_FILE, quantize_checkpoint
+    from llmos.recipes.quantize import quantize_checkpoint
 
     cfg = build(QuantizeConfig, args, QUANTIZE_FLAGS)
-    r = quantize_checkpoint(
+    report = quantize_checkpoint(
         cfg.checkpoint,
         cfg.out_dir,
         method=cfg.method,
@@ -138,22 +137,7 @@ def _compress_quantize(args: argparse.Namespace) -> int:
         calibration=cfg.calibration,
         limit=cfg.limit,
     )
-    mb = {k: v / 1e6 for k, v in r["size_bytes"].items() if k != "ratio"}
-    print(f"quantized ({r['method']}): {r['quantized']}")
-    ratio = r["size_bytes"]["ratio"]
-    print(f"size   {mb['fp32']:.1f} MB -> {mb['int8']:.1f} MB ({ratio:.2f}x smaller)")
-    tps = r["texts_per_second"]
-    print(
-        f"speed  {tps['fp32']:.0f} -> {tps['int8']:.0f} texts/s ({r['seconds']['speedup']:.2f}x, "
-        f"{r['test_texts']} test texts, {r['threads']} threads)"
-    )
-    for key, value in r["agreement"].items():
-        print(f"{key:<16} {value:.4f}")
-    before, after = r["quality"]["fp32"], r["quality"]["int8"]
-    for key in before:
-        change = 100 * (after[key] - before[key])
-        print(f"{key:<16} {before[key]:.4f} -> {after[key]:.4f} ({change:+.2f} points)")
-    print(f"report: {Path(r['quantized']) / REPORT_FILE}")
+    print(report.format_report())
     return 0
 
 
@@ -161,25 +145,7 @@ def _compress_prune(args: argparse.Namespace) -> int:
     from llmos.recipes.prune import prune
 
     result = prune(build(PruneConfig, args, PRUNE_FLAGS))
-    r = result.report
-    removed = f"heads removed: {r['heads']['removed']} of {r['heads']['total']}"
-    if "ffn" in r:
-        removed += f", FFN neurons removed: {r['ffn']['removed']} of {r['ffn']['total']}"
-    print(removed)
-    metric = r["metric"]
-    for split in ("valid", "test"):
-        if split in r:
-            stages = ", ".join(f"{stage} {m[metric]:.4f}" for stage, m in r[split].items())
-            print(f"{split} {metric}: {stages}")
-    n, t = r["params"], r["throughput"]
-    print(f"parameters: {n['original']:,} -> {n['pruned']:,}")
-    print(
-        f"speed-up:   {t['speedup']:.2f}x on {t['examples']} {t['split']} examples, "
-        f"{t['threads']} threads"
-    )
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"report:     {result.out_dir / 'report.json'}")
-    print(f"heatmap:    {result.out_dir / 'head_importance.png'}")
+    print(result.format_report())
     return 0
 
 

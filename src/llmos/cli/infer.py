@@ -167,37 +167,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         skip_bad_rows=args.skip_bad_rows,
     )
-    if report.get("kind") == "text":  # a decoder on text
-        print(
-            f"perplexity {report['perplexity']:.2f}  loss {report['loss']:.4f}  "
-            f"next-token accuracy {report['accuracy']:.4f}  ({report['targets']:.0f} tokens)"
-        )
-        print(f"report: {report['report_path']}")
-        return 0
-    if report.get("kind") == "instructions":  # an instruction-following decoder
-        r = report["response"]
-        print(f"response-token loss {r['loss']:.4f}  perplexity {r['perplexity']:.2f}")
-        for source, q in report["quality"].items():
-            print(
-                f"  {source:<12} exact match {q['exact_match']:.3f}  answer F1 "
-                f"{q['answer_f1']:.3f}  n={q['examples']}"
-            )
-        print(f"report: {report['report_path']}")
-        return 0
-    if "per_type" in report:  # a tagger
-        p, r, f, acc = report["precision"], report["recall"], report["f1"], report["accuracy"]
-        print(f"span P {p:.4f}  R {r:.4f}  F1 {f:.4f}  token accuracy {acc:.4f}")
-        for label, m in report["per_type"].items():
-            p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
-            print(f"  {label or '(word)':<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
-        print(f"report: {report['report_path']}\nscores plot: {report['scores_png']}")
-        return 0
-    acc, f1, n = report["accuracy"], report["macro_f1"], report["examples"]
-    print(f"accuracy {acc:.4f}  macro-F1 {f1:.4f}  ({n} examples)")
-    for label, m in report["per_class"].items():
-        p, r, f, n = m["precision"], m["recall"], m["f1"], m["support"]
-        print(f"  {label:<24} P {p:.3f}  R {r:.3f}  F1 {f:.3f}  n={n}")
-    print(f"report: {report['report_path']}\nconfusion matrix: {report['confusion_png']}")
+    print(report.format_report())
     return 0
 
 

@@ -88,10 +88,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     result = pretrain(cfg, resume=args.resume)
     if not result.is_main:
         return 0
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"loss plot:  {result.run_dir / 'loss.png'}")
-    if result.last_valid:
-        print("validation: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last_valid.items()))
+    print(result.format_report())
     return 0
 
 
@@ -104,11 +101,5 @@ def _finetune(args: argparse.Namespace) -> int:
     result = finetune(cfg, resume=args.resume)
     if not result.is_main:
         return 0
-    print(f"checkpoint: {result.checkpoint}")
-    test_png = "confusion_test.png" if cfg.task == "classification" else "span_scores_test.png"
-    print(f"plots:      {result.run_dir / 'loss.png'}, {result.run_dir / test_png}")
-    print(f"report:     {result.run_dir / 'report.json'}")
-    if result.best:
-        best = ", ".join(f"{k}={v:.4g}" for k, v in result.best["metrics"].items())
-        print(f"best validation (step {result.best['step']}): {best}")
+    print(result.format_report())
     return 0

@@ -25,13 +25,13 @@ from llmos.checkpoint.io import (
     TASK_FILE,
     TOKENIZER_FILE,
     Checkpoint,
-    atomic_directory,
     load_state_dict_strict,
     read_checkpoint,
     require_unquantized,
 )
 from llmos.checkpoint.task import Classification, Embedding, Tagging
 from llmos.errors import CheckpointError
+from llmos.files import atomic_directory
 from llmos.inference.embed import pool
 from llmos.inference.load import build_model
 

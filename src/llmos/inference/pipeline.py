@@ -17,7 +17,7 @@ checkpoint. A method of the other kind is not there at all; asking for it raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,10 +25,6 @@ from llmos.checkpoint.io import Checkpoint
 from llmos.checkpoint.task import TaskSpec
 from llmos.errors import LlmosError
 from llmos.text.tokenizer import special_ids
-
-if TYPE_CHECKING:
-    from llmos.inference.encoder import EncoderPipeline
-    from llmos.inference.generator import GeneratorPipeline
 
 # Every public inference method, of either kind.
 OPERATIONS = ("classify", "tag", "fill_mask", "embed", "generate", "stream")
@@ -58,15 +54,6 @@ class Pipeline:
         self.tokenizer = checkpoint.tokenizer
         self.device = next(model.parameters()).device
         self._ids = special_ids(self.tokenizer)
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", precision: str = "fp32", compile: bool = False
-    ) -> EncoderPipeline | GeneratorPipeline:
-        """The pipeline of the checkpoint's kind; the same as :func:`llmos.load`."""
-        from llmos.inference.load import load_pipeline  # load imports the subclasses
-
-        return load_pipeline(path, device=device, precision=precision, compile=compile)
 
     @property
     def config(self) -> Any:
@@ -107,14 +94,3 @@ class Pipeline:
                 f"{type(self).needs}"
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-
-def __getattr__(name: str) -> Any:
-    # `from llmos.inference.pipeline import build_model` (recipes/prune.py, recipes/convert.py)
-    # keeps working until they import it from llmos.inference.load, where it lives now; lazy,
-    # because load imports the pipelines, which import this module.
-    if name == "build_model":
-        from llmos.inference.load import build_model
-
-        return build_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

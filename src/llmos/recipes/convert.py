@@ -25,20 +25,17 @@ import torch
 from llmos.checkpoint import hf
 from llmos.checkpoint.hf import HF_BUFFERS, read_hf_tokenizer, read_hf_weights, read_json_object
 from llmos.checkpoint.io import (
-    TOKENIZER_FILE,
     load_state_dict_strict,
-    read_config,
-    read_task,
-    read_weights,
+    read_checkpoint,
     require_unquantized,
     save_checkpoint,
 )
+from llmos.checkpoint.task import parse_task
 from llmos.config.model import BertConfig, GPTConfig
 from llmos.data.datasets import PACKAGED_MODELS, packaged_model_dir
 from llmos.data.readers import guess_scheme
 from llmos.errors import CheckpointError
-from llmos.inference.pipeline import build_model
-from llmos.text.tokenizer import load_tokenizer
+from llmos.inference.load import build_model
 
 log = logging.getLogger("llmos.convert")
 
@@ -205,9 +202,11 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
             f"{src}: the tokenizer has {tok.get_vocab_size()} tokens but the embeddings have "
             f"{cfg.vocab_size} rows; they must agree"
         )
-    model = build_model(cfg, task, src)
+    # Validated as any task.json is, before a checkpoint that could not be read back is written.
+    spec = parse_task(task, f"{src} (the task read from config.json)") if task else None
+    model = build_model(cfg, spec, src)
     load_state_dict_strict(model, state)
-    path = save_checkpoint(out, model, cfg, tok, task)
+    path = save_checkpoint(out, model, cfg, tok, spec)
     log.info("imported %s (%s) -> %s", src, family, path)
     return path
 
@@ -216,12 +215,11 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``), with
     the tokenizer beside it; a GPT's config names the tokenizer's own end-of-text and pad ids."""
     checkpoint, out = Path(checkpoint), Path(out)
-    cfg = read_config(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
+    cfg, tok = ckpt.config, ckpt.tokenizer
     require_unquantized(checkpoint, cfg, "export to Hugging Face")
-    task = read_task(checkpoint)
-    sd = read_weights(checkpoint)
-    tok = load_tokenizer(checkpoint / TOKENIZER_FILE)
-    model = hf.hf_model(cfg, task, tok)
+    sd = ckpt.weights()
+    model = hf.hf_model(cfg, ckpt.task_json, tok)
     if isinstance(cfg, GPTConfig):
         state = hf.gpt2_to_hf(sd)
     else:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.task import parse_task
 from llmos.errors import ConfigError, LlmosError
 from llmos.paths import data_dir, tokenizers_dir
 
@@ -150,17 +151,21 @@ def _tuned_from_another(checkpoint: Path, encoder: Path, digests: dict[Path, str
     recorded it) is not judged, nor is a fine-tune of another encoder (a full-size run on
     bert-en in place of MiniLM): neither is this step's to flag. ``digests`` caches each
     encoder's digest (one read of its weights per plan)."""
+    # task.json alone, parsed as read_checkpoint does: read_checkpoint would import torch (for
+    # the weights), which planning does not need.
+    f = checkpoint / "task.json"
     try:
-        task = json.loads((checkpoint / "task.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        extra = parse_task(json.loads(f.read_text(encoding="utf-8")), str(f)).extra
+    except (OSError, ValueError, LlmosError):
         return False
-    if not task.get("init") or Path(task["init"]).resolve() != encoder.resolve():
+    init, digest = extra.get("init"), extra.get("init_digest")
+    if not isinstance(init, str) or Path(init).resolve() != encoder.resolve():
         return False
-    if not task.get("init_digest"):
+    if not digest:
         return False
     if encoder not in digests:
         digests[encoder] = weights_digest(encoder)
-    return digests[encoder] not in (None, task["init_digest"])
+    return digests[encoder] not in (None, digest)
 
 
 def format_plan(planned: list[PlannedStep], models: str | Path) -> str:

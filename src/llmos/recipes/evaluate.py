@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmos.checkpoint.io import write_json_atomic
+from llmos.checkpoint.task import Tagging
 from llmos.data.clm import block_batch, encode_instructions, pack_blocks
 from llmos.data.corpus import load_tokenized
 from llmos.data.readers import read_instructions
 from llmos.data.textfiles import write_lines
-from llmos.inference.pipeline import Pipeline
+from llmos.files import atomic_write_json
+from llmos.inference.generator import GeneratorPipeline
+from llmos.inference.load import load_pipeline
 from llmos.train.metrics import plot_confusion, plot_span_scores
 from llmos.train.tasks.classify import score_classifier
 from llmos.train.tasks.clm import eos_id_of, lm_metrics
@@ -84,11 +86,11 @@ def evaluate_file(
     no prediction could match them. Taggers: span P/R/F1 per type and ``span_scores.png`` (see
     :func:`~llmos.train.tasks.tag.score_tagger`). GPTs: see :func:`evaluate_decoder_file`.
     """
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load_pipeline(checkpoint)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(data).stem}"
-    if pipe.config.model_type == "gpt":
+    if isinstance(pipe, GeneratorPipeline):
         return evaluate_decoder_file(pipe, data, out, skip_bad_rows=skip_bad_rows)
-    if pipe.task and pipe.task.get("task") == "tagging":
+    if isinstance(pipe.spec, Tagging):
         report = score_tagger(pipe, data, spans_key=spans_key, skip_bad_rows=skip_bad_rows)
         out.mkdir(parents=True, exist_ok=True)
         report |= {"data": str(data), "checkpoint": str(pipe.path)}
@@ -102,12 +104,12 @@ def evaluate_file(
         png = plot_confusion(report["confusion"], labels, out / "confusion.png", Path(data).name)
         report["confusion_png"] = str(png)
     report["report_path"] = str(out / "report.json")
-    write_json_atomic(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     return EvaluationReport(report)
 
 
 def evaluate_decoder_file(
-    pipe: Pipeline, data: str | Path, out: Path, *, skip_bad_rows: bool = False
+    pipe: GeneratorPipeline, data: str | Path, out: Path, *, skip_bad_rows: bool = False
 ) -> EvaluationReport:
     """A GPT on a file: text (one sentence a line, a blank line between documents) gets
     perplexity over blocks of the context window; JSONL instructions ``{instruction, input,
@@ -147,5 +149,5 @@ def evaluate_decoder_file(
         batches = [block_batch(blocks[i : i + 16]) for i in range(0, len(blocks), 16)]
         report |= {"kind": "text", "block": block, **lm_metrics(pipe.model, batches)}
     report["report_path"] = str(out / "report.json")
-    write_json_atomic(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     return EvaluationReport(report)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import FinetuneConfig
+from llmos.files import atomic_write_json
 from llmos.train.loop import FitResult
 from llmos.train.runs import FinetuneSetup, Init, load_init, train_head
 from llmos.train.tasks.classify import setup_classification
@@ -64,5 +64,5 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FinetuneResult:
     if not result.is_main:
         return result
     result.report = setup.report(fitted)
-    write_json_atomic(result.run_dir / "report.json", result.report)
+    atomic_write_json(result.run_dir / "report.json", result.report)
     return result

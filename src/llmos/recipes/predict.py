@@ -10,9 +10,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from llmos.checkpoint.task import Tagging
 from llmos.data.textfiles import read_inputs, write_lines
 from llmos.errors import DataError
-from llmos.inference.pipeline import Pipeline
+from llmos.files import atomic_path
+from llmos.inference.load import load_pipeline
 
 
 def predict_file(
@@ -23,9 +25,9 @@ def predict_file(
     Classifiers: ``{"text", "label", "score", "scores"}``; taggers: ``{"text", "spans": [{"text",
     "label", "start", "end", "score"}, ...]}`` with character offsets into ``text``.
     """
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load_pipeline(checkpoint)
     texts, texts_b = read_inputs(input_path)
-    if pipe.task and pipe.task.get("task") == "tagging":
+    if isinstance(pipe.spec, Tagging):
         preds: list[dict[str, Any]] = [{"spans": s} for s in pipe.tag(texts, batch_size=batch_size)]
     else:
         preds = pipe.classify(texts, texts_b, batch_size=batch_size)
@@ -47,7 +49,7 @@ def generate_file(
     """Generate for every prompt of a file (one a line, or JSONL ``{"prompt": ...}``); write
     ``{"prompt", "generation"}`` lines (``"generations"``, a list, with
     ``num_return_sequences`` > 1)."""
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load_pipeline(checkpoint)
     prompts, _ = read_inputs(input_path, key="prompt")
     if not prompts:
         raise DataError(f"{input_path}: no prompts")
@@ -76,13 +78,12 @@ def embed_file(
     ``.npy`` matrix, row i for text i; returns its shape."""
     import numpy as np
 
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load_pipeline(checkpoint)
     texts, _ = read_inputs(input_path)
     if not texts:
         raise DataError(f"{input_path}: no texts")
     vectors = pipe.embed(texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
-    out = Path(output)
-    tmp = out.with_name(f".{out.name}.tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(out)
+    # Through an open file: np.save appends .npy to a path name that lacks it.
+    with atomic_path(output) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, vectors)
     return vectors.shape

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmos.checkpoint.io import write_json_atomic
 from llmos.config.run import PretrainConfig
+from llmos.files import atomic_write_json
 from llmos.train.loop import FitResult, fit
 from llmos.train.metrics import unigram_perplexity
 from llmos.train.runs import PretrainSetup, start_run
@@ -84,7 +84,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
     }
     if setup.extra_report is not None:
         result.report |= setup.extra_report(fitted)
-    write_json_atomic(run_dir / "report.json", result.report)
+    atomic_write_json(run_dir / "report.json", result.report)
     log.info(
         "validation perplexity %.2f; unigram baseline %.2f",
         result.last_valid.get("perplexity", float("nan")),

@@ -13,7 +13,8 @@ from typing import Any
 
 from llmos.data.sources import sha256_file
 from llmos.errors import DataError
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.load import load_pipeline
 from llmos.store.vectors import DocumentIndex, VectorIndex
 
 log = logging.getLogger("llmos.search")
@@ -64,7 +65,7 @@ def build_index(
     """Embed every document of ``corpus`` and save the index (with the documents) in ``out``."""
     corpus, checkpoint, out = Path(corpus).resolve(), Path(checkpoint).resolve(), Path(out)
     docs = read_corpus(corpus, text_key, id_key)
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    pipe = load_pipeline(checkpoint)
     vectors = pipe.embed([d["text"] for d in docs], batch_size=batch_size)
     source = {
         "corpus": str(corpus),
@@ -79,7 +80,7 @@ def build_index(
     return index.vectors
 
 
-def open_index(directory: str | Path) -> tuple[DocumentIndex, Pipeline]:
+def open_index(directory: str | Path) -> tuple[DocumentIndex, EncoderPipeline]:
     """Load an index (with its documents) and its encoder; rebuild it first if its corpus file
     has changed since it was built."""
     directory = Path(directory)
@@ -92,7 +93,7 @@ def open_index(directory: str | Path) -> tuple[DocumentIndex, Pipeline]:
             src["checkpoint"], corpus, directory, text_key=src["text_key"], id_key=src["id_key"]
         )
         index = DocumentIndex.load(directory)
-    return index, Pipeline.from_checkpoint(src["checkpoint"])
+    return index, load_pipeline(src["checkpoint"])
 
 
 def search(directory: str | Path, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:

@@ -2,7 +2,7 @@
 any weights.
 
 Scanning reads only the small files of each checkpoint (``config.json``, ``task.json``, the
-tokenizer) so that a server with many checkpoints starts at once. The result is a
+tokenizer when needed) so that a server with many checkpoints starts at once. The result is a
 :class:`Catalog`: every servable model (:class:`ModelEntry`) and vector index
 (:class:`IndexEntry`) by name. The registry (``serve/registry.py``) loads what the catalog names.
 """
@@ -13,9 +13,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from llmos.checkpoint.io import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, read_config, read_task
+from llmos.checkpoint.io import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, read_checkpoint
+from llmos.checkpoint.task import Classification, MaskedLM, Tagging
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.onnx import ONNX_FILE
 from llmos.store.vectors import IDS_FILE, META_FILE
@@ -75,13 +75,16 @@ class IndexEntry:
     dim: int
 
 
-def _language(task_language: Any, tokenizer: Any) -> str:
+def _language(ckpt: Checkpoint) -> str:
     """``task.json``'s ``language``, else ``zh`` when the tokenizer encodes Chinese compactly
     (>= 0.9 characters a token; byte-level tokenizers not trained on Chinese give ~0.4), else
     ``en``; ``unknown`` without a readable tokenizer."""
-    if isinstance(task_language, str):
-        return task_language
-    if tokenizer is None:
+    language = ckpt.task.extra.get("language")
+    if isinstance(language, str):
+        return language  # the tokenizer is not read at all
+    try:
+        tokenizer = ckpt.tokenizer
+    except Exception:  # an unreadable tokenizer fails later, at load, with its own message
         return "unknown"
     ids = tokenizer.encode(ZH_PROBE, add_special_tokens=False).ids
     unk = tokenizer.token_to_id("[UNK]")
@@ -89,48 +92,43 @@ def _language(task_language: Any, tokenizer: Any) -> str:
     return "zh" if known and len(ZH_PROBE) / len(ids) >= 0.9 and len(known) == len(ids) else "en"
 
 
+def _kind(ckpt: Checkpoint) -> str:
+    """The catalog's name for what the checkpoint does (a key of :data:`CAPABILITIES`): a
+    pretrained encoder serves fill-mask, unless it has no MLM head (then it only embeds)."""
+    match ckpt.task:
+        case MaskedLM():
+            return "embedding" if getattr(ckpt.config, "heads", None) == "none" else "fill-mask"
+        case spec:
+            return spec.kind  # classification, tagging, embedding, instruct, generation
+
+
 def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:
     """The catalog entry of the checkpoint directory ``path``, served as ``name``.
 
-    This is the one place discovery reads a checkpoint (config.json, task.json, the tokenizer
-    when task.json names no language, and the weights file's size).
+    This is the one place discovery reads a checkpoint: :func:`read_checkpoint` (config.json
+    and task.json, validated), the tokenizer only when task.json names no language, and the
+    weights file's size.
 
     Raises:
-        CheckpointError: the directory cannot be read as a checkpoint, or its task is not one
-            the server serves.
+        CheckpointError: the directory cannot be read as a checkpoint, or its task does not fit
+            its model.
     """
-    config = read_config(path)
-    task = read_task(path)
-    kind = task.get("task") if task else None
-    if config.model_type == "gpt":
-        kind = "instruct" if kind == "instruct" else "generation"
-    elif kind is None:
-        kind = "embedding" if getattr(config, "heads", None) == "none" else "fill-mask"
-    if kind not in CAPABILITIES:
-        raise CheckpointError(f"{path}/task.json: the server cannot serve task {kind!r}")
+    ckpt = read_checkpoint(path)
+    kind = _kind(ckpt)
     weights = path / WEIGHTS_FILE if (path / WEIGHTS_FILE).is_file() else path / ONNX_FILE
     if not weights.is_file():
         raise CheckpointError(f"{path}: no {WEIGHTS_FILE} or {ONNX_FILE}")
-    labels = task.get("labels") if task else None
-    task_language = (task or {}).get("language")
-    tokenizer = None
-    if not isinstance(task_language, str):
-        from llmos.text.tokenizer import load_tokenizer
-
-        try:
-            tokenizer = load_tokenizer(path / TOKENIZER_FILE)
-        except Exception:  # an unreadable tokenizer fails later, at load, with its own message
-            tokenizer = None
+    labels = ckpt.task.labels if isinstance(ckpt.task, Classification | Tagging) else None
     return ModelEntry(
         name=name,
         path=path,
         task=kind,
-        model_type=config.model_type,
-        labels=list(labels) if isinstance(labels, list) else None,
-        language=_language(task_language, tokenizer),
+        model_type=ckpt.config.model_type,
+        labels=list(labels) if labels is not None else None,
+        language=_language(ckpt),
         size_bytes=weights.stat().st_size,
-        quantization=getattr(config, "quantization", None),
-        max_length=int((task or {}).get("max_length", config.max_position)),
+        quantization=getattr(ckpt.config, "quantization", None),
+        max_length=ckpt.max_length,
         onnx=weights.name == ONNX_FILE,
         hidden=hidden,
     )

@@ -125,10 +125,13 @@ class Registry:
                 f"server's whole memory budget of {self.budget / 2**20:.0f} MiB"
             )
         await self._make_room(entry.size_bytes, keep=entry.name)
-        from llmos.inference.pipeline import Pipeline
+        from llmos.inference.load import load_pipeline
 
         started = time.monotonic()
-        pipe = await asyncio.to_thread(Pipeline.from_checkpoint, entry.path)
+        # From the path, not from a Checkpoint kept in the catalog: the pipeline's tokenizer
+        # then goes when the model is unloaded, and a checkpoint rewritten since the scan is
+        # read as it is now.
+        pipe = await asyncio.to_thread(load_pipeline, entry.path)
         runtime = Runtime(pipe)
         for ix in self.indexes.values():
             if ix.model == entry.name:

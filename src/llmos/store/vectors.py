@@ -9,20 +9,20 @@ A saved index is a directory::
     meta.json     written last: count, dimension, and the ``source`` fingerprint (the corpus
                   file's sha256, the model) that tells when the index is stale
 
-Each file is written through a temp file and ``os.replace``; ``meta.json`` comes last and is
+Each file is written atomically (:mod:`llmos.files`); ``meta.json`` comes last and is
 checked against the other two on load, so an interrupted save is detected, never half-read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmos.errors import CheckpointError, LlmosError
+from llmos.files import atomic_path, atomic_write, atomic_write_json
 
 INDEX_FILE, IDS_FILE, META_FILE, DOCS_FILE = "index.faiss", "ids.json", "meta.json", "docs.jsonl"
 
@@ -33,12 +33,6 @@ def _faiss() -> Any:
     except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
         raise LlmosError("faiss-cpu is not installed (pip install faiss-cpu)") from e
     return faiss
-
-
-def _replace(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class VectorIndex:
@@ -77,12 +71,11 @@ class VectorIndex:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / META_FILE).unlink(missing_ok=True)  # the index is incomplete until meta is back
-        _replace(d / INDEX_FILE, lambda p: faiss.write_index(self.index, str(p)))
-        _replace(d / IDS_FILE, lambda p: p.write_text(json.dumps(self.ids, ensure_ascii=False)))
+        with atomic_path(d / INDEX_FILE) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        atomic_write(d / IDS_FILE, json.dumps(self.ids, ensure_ascii=False))
         meta = {"count": len(self.ids), "dim": self.index.d, "source": self.source}
-        _replace(
-            d / META_FILE, lambda p: p.write_text(json.dumps(meta, ensure_ascii=False, indent=2))
-        )
+        atomic_write_json(d / META_FILE, meta)
         return d
 
     @classmethod
@@ -134,7 +127,7 @@ class DocumentIndex:
             json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
             for i, t in self.texts.items()
         )
-        _replace(d / DOCS_FILE, lambda p: p.write_text(lines, encoding="utf-8"))
+        atomic_write(d / DOCS_FILE, lines)
         return self.vectors.save(d)
 
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from llmos.data.tagging import tags_to_spans
+from llmos.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +300,9 @@ def plot_confusion(
             colour = "white" if rates[i, j] > 0.5 else "black"
             ax.text(j, i, str(n), ha="center", va="center", color=colour, fontsize=8)
         fig.tight_layout()
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(out_png) as tmp:  # the temp keeps .png: savefig picks the format
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
@@ -334,11 +332,9 @@ def plot_span_scores(per_type: dict[str, dict], out_png: Path, title: str = "") 
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(out_png) as tmp:  # the temp keeps .png: savefig picks the format
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 

@@ -16,13 +16,12 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmos.checkpoint.digest import weights_digest
-from llmos.checkpoint.io import TOKENIZER_FILE, read_config, read_weights, require_unquantized
+from llmos.checkpoint.io import read_checkpoint, require_unquantized
 from llmos.config.loader import to_dict
 from llmos.config.model import BertConfig, GPTConfig
 from llmos.config.run import FinetuneConfig, PretrainConfig
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import CheckpointError
-from llmos.text.tokenizer import load_tokenizer
 from llmos.train.loop import FitResult, TrainTask, fit
 
 log = logging.getLogger("llmos.train")
@@ -88,15 +87,9 @@ class Init:
 def load_init(cfg: FinetuneConfig) -> Init:
     """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest."""
     path = Path(cfg.init).expanduser()
-    config = read_config(path)
-    require_unquantized(path, config, "fine-tuning")
-    return Init(
-        path,
-        config,
-        read_weights(path),
-        load_tokenizer(path / TOKENIZER_FILE),
-        weights_digest(path),
-    )
+    ckpt = read_checkpoint(path)
+    require_unquantized(path, ckpt.config, "fine-tuning")
+    return Init(path, ckpt.config, ckpt.weights(), ckpt.tokenizer, weights_digest(path))
 
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:

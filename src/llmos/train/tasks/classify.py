@@ -20,7 +20,8 @@ from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import Example, read_classification
 from llmos.errors import DataError
 from llmos.inference.classify import batched_logits, encode_texts
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.load import load_pipeline
 from llmos.models.bert import BertForSequenceClassification
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
@@ -117,7 +118,11 @@ def evaluate_encoded(
 
 
 def score_classifier(
-    pipe: Pipeline, data: str | Path, *, label_key: str = "label", skip_bad_rows: bool = False
+    pipe: EncoderPipeline,
+    data: str | Path,
+    *,
+    label_key: str = "label",
+    skip_bad_rows: bool = False,
 ) -> dict[str, Any]:
     """A fine-tuned classifier on a labelled file, predicting as ``classify()`` does: accuracy,
     macro-F1, per-class P/R/F1 and the confusion matrix, plus ``examples``, ``skipped_rows``
@@ -190,7 +195,7 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
             "train_examples": len(enc["train"].labels),
         }
         if "test" in enc:
-            best = Pipeline.from_checkpoint(result.checkpoint)
+            best = load_pipeline(result.checkpoint)
             flat, full = evaluate_encoded(best.model, enc["test"], labels, pad_id)
             out["test"] = full | {"loss": flat["loss"]}
             png = result.run_dir / "confusion_test.png"

@@ -22,7 +22,7 @@ from llmos.data.clm import IGNORE, BlockBatches, block_batch, pack_blocks
 from llmos.data.corpus import load_tokenized
 from llmos.data.datasets import resolve_corpus, resolve_tokenizer
 from llmos.errors import ConfigError, DataError
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.load import load_pipeline
 from llmos.models.gpt import GPT
 from llmos.paths import llmos_home
 from llmos.text.tokenizer import load_tokenizer, special_ids
@@ -110,15 +110,28 @@ def eos_id_of(tokenizer: Any, what: str) -> int:
 
 
 def sample_generations(checkpoint: Path, corpus: str) -> list[dict[str, str]]:
-    """Greedy (with no-repeat-3-gram) and seeded top-p samples from a few fixed prompts."""
-    pipe = Pipeline.from_checkpoint(checkpoint)
+    """Greedy (with no-repeat-3-gram) and seeded top-p samples from a few fixed prompts.
+
+    The decoding is pinned (no repetition penalty; the n-gram ban on greedy only), as these
+    samples always were: ``GenerationConfig``'s defaults for interactive use add a penalty and
+    a trigram ban everywhere, which would change what the reports of older runs compare to."""
+    pipe = load_pipeline(checkpoint)
     prompts = SAMPLE_PROMPTS.get(corpus, SAMPLE_PROMPTS["en"])
     new = min(48, pipe.config.max_position // 2)  # small context windows: leave room for prompts
     out = []
     for prompt in prompts:
-        greedy = pipe.generate(prompt, max_new_tokens=new, no_repeat_ngram_size=3)
+        greedy = pipe.generate(
+            prompt, max_new_tokens=new, no_repeat_ngram_size=3, repetition_penalty=1.0
+        )
         sample = pipe.generate(
-            prompt, max_new_tokens=new, strategy="sample", top_p=0.9, temperature=0.8, seed=0
+            prompt,
+            max_new_tokens=new,
+            strategy="sample",
+            top_p=0.9,
+            temperature=0.8,
+            seed=0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
         )
         out.append({"prompt": prompt, "greedy": greedy, "top_p": sample})
     return out

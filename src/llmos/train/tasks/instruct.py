@@ -22,7 +22,8 @@ from llmos.data.clm import (
 from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import Instruction, read_instructions
 from llmos.errors import CheckpointError
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.generator import GeneratorPipeline
+from llmos.inference.load import load_pipeline
 from llmos.models.gpt import GPT
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
@@ -45,7 +46,7 @@ def pair_batches(ids: list, targets: list, pad_id: int, size: int) -> list[dict[
 
 
 def answer_quality(
-    pipe: Pipeline, examples: list[Instruction], max_new_tokens: int = 48
+    pipe: GeneratorPipeline, examples: list[Instruction], max_new_tokens: int = 48
 ) -> tuple[dict[str, Any], list[str]]:
     """Greedy answers to held-out instructions, scored against the references: exact match
     and answer F1 (CJK characters / words), overall and per ``source``. An answer gets at most
@@ -60,7 +61,16 @@ def answer_quality(
         budget = min(max_new_tokens, window - max(lengths[j] for j in idx))
         if budget < 1:
             continue  # prompts that fill the window get no answer (scored as empty)
-        outs = pipe.generate([prompts[j] for j in idx], raw=True, max_new_tokens=budget)
+        # Plain greedy, pinned: GenerationConfig's defaults for interactive use (repetition
+        # penalty 1.1, no repeated trigram) would change the answers, and the exact-match and
+        # F1 numbers in docs/BENCHMARKS.md were measured without them.
+        outs = pipe.generate(
+            [prompts[j] for j in idx],
+            raw=True,
+            max_new_tokens=budget,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+        )
         for j, a in zip(idx, outs, strict=True):
             answers[j] = a
     groups: dict[str, list[tuple[str, str]]] = {"all": []}
@@ -122,8 +132,8 @@ def setup_instruct(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         out: dict[str, Any] = {"best": result.best, "train_examples": len(enc["train"][0])}
         split = "test" if "test" in enc else "valid"
         held_out = pair_batches(*enc[split], pad_id, bs)
-        tuned = Pipeline.from_checkpoint(result.checkpoint)
-        base = Pipeline.from_checkpoint(init.path)
+        tuned = load_pipeline(result.checkpoint)
+        base = load_pipeline(init.path)
         rows = read[split].rows
         out["split"] = split
         for name, pipe in (("base", base), ("tuned", tuned)):

@@ -15,20 +15,22 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmos.checkpoint.task import Tagging
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import SpanExample, read_spans
 from llmos.data.tagging import align_spans, label_set, parse_label, spans_to_tags
 from llmos.errors import CheckpointError, DataError
-from llmos.inference.pipeline import Pipeline
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.load import load_pipeline
 from llmos.inference.tag import SpanDecoder, TokenizedText, predict_spans, tokenize_for_tagging
 from llmos.models.bert import BertForTokenClassification
 from llmos.text.tokenizer import special_ids
@@ -175,7 +177,7 @@ class TagTask(EpochBatches):
 
 
 def score_tagger(
-    pipe: Pipeline,
+    pipe: EncoderPipeline,
     data: str | Path,
     *,
     spans_key: str | None = None,
@@ -189,17 +191,17 @@ def score_tagger(
     ``spans_key`` overridable). Gold types the model was never trained on are reported
     (``unseen_labels``); they count as misses.
     """
-    labels = pipe.require_task("tagging")
-    task = pipe.task or {}
-    key = spans_key or task.get("spans_key") or "spans"
-    read = read_spans(data, view=task.get("view"), spans_key=key, skip_bad_rows=skip_bad_rows)
+    labels = pipe.require_task("tagging")  # raises unless the checkpoint is a tagger
+    spec = cast(Tagging, pipe.spec)
+    key = spans_key or spec.spans_key or "spans"
+    read = read_spans(data, view=spec.view, spans_key=key, skip_bad_rows=skip_bad_rows)
     rows = read.rows
-    known = {parse_label(label, task["scheme"])[1] for label in labels}
+    known = {parse_label(label, spec.scheme)[1] for label in labels}
     unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
     if unseen:
         log.warning("%s: span types the model was not trained on: %s", data, dict(unseen))
-    enc = encode_tagging(pipe.tokenizer, rows, labels, task["scheme"], str(data))
-    max_length = int(task.get("max_length", pipe.config.max_position))
+    enc = encode_tagging(pipe.tokenizer, rows, labels, spec.scheme, str(data))
+    max_length = pipe.checkpoint.max_length
     special = special_ids(pipe.tokenizer)
     report = evaluate_tagging(pipe.model, enc, pipe.decoder, special, max_length)[1]
     return report | {
@@ -270,7 +272,7 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
             "train_windows": len(train_ids),
         }
         if "test" in enc:
-            best = Pipeline.from_checkpoint(result.checkpoint)
+            best = load_pipeline(result.checkpoint)
             out["test"] = evaluate_tagging(best.model, enc["test"], decoder, special, max_length)[1]
             plot_span_scores(
                 out["test"]["per_type"],
