@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, processors
 from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
+from llmos.checkpoint.task import Classification, Tagging, TaskSpec
 from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import CheckpointError
 from llmos.text.tokenizer import load_tokenizer, special_ids
@@ -381,7 +382,7 @@ def hf_encoder_config(cfg: BertConfig, labels: list[str] | None = None) -> Any:
     return transformers.BertConfig(**base)
 
 
-def hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None, tokenizer: Tokenizer) -> Any:
+def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) -> Any:
     """The ``transformers`` model (random weights) an llmos checkpoint exports to: the class
     of its head (pretraining, masked LM, bare encoder, sequence or token classification, GPT-2
     LM head), configured with the tokenizer's special ids."""
@@ -402,15 +403,14 @@ def hf_model(cfg: BertConfig | GPTConfig, task: dict[str, Any] | None, tokenizer
             "which transformers' BERT and RoBERTa classes cannot load; it stays an llmos "
             "checkpoint (`llmos export onnx` exports it)"
         )
-    labels = task.get("labels") if task else None
+    labels = task.labels if isinstance(task, Classification | Tagging) else None
     hcfg = hf_encoder_config(cfg, labels)
     roberta = cfg.model_type == "roberta"
-    kind = task.get("task") if task else None
-    if kind == "classification":
+    if isinstance(task, Classification):
         if roberta:
             raise CheckpointError("exporting a RoBERTa classifier is not supported")
         return T.BertForSequenceClassification(hcfg)
-    if kind == "tagging":
+    if isinstance(task, Tagging):
         return (T.RobertaForTokenClassification if roberta else T.BertForTokenClassification)(hcfg)
     if cfg.heads == "mlm+nsp":
         if roberta:

@@ -219,7 +219,7 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     cfg, tok = ckpt.config, ckpt.tokenizer
     require_unquantized(checkpoint, cfg, "export to Hugging Face")
     sd = ckpt.weights()
-    model = hf.hf_model(cfg, ckpt.task_json, tok)
+    model = hf.hf_model(cfg, ckpt.task, tok)
     if isinstance(cfg, GPTConfig):
         state = hf.gpt2_to_hf(sd)
     else:
