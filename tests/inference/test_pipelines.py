@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import llmos
-from llmos.checkpoint.io import save_checkpoint
+from llmos.checkpoint.io import read_checkpoint, save_checkpoint
 from llmos.checkpoint.task import Classification, Embedding, MaskedLM, Tagging
 from llmos.config.model import BertConfig, GPTConfig
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generate import GenerationConfig, generate_ids
 from llmos.inference.generator import GeneratorPipeline
+from llmos.inference.load import load_pipeline
 from llmos.inference.pipeline import Pipeline, UnsupportedTaskError
 from llmos.models.bert import (
     BertForPreTraining,
@@ -133,8 +134,23 @@ def test_encoder_tasks_answer_in_input_order(checkpoints: dict) -> None:
         assert np.allclose(emb.embed(text), vectors[i], atol=1e-5)
     raw = emb.embed(TEXTS, pooling="mean", normalize=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    # no prefixes in its task.json: queries and passages are embedded alike
+    assert np.array_equal(emb.embed(TEXTS, kind="query"), emb.embed(TEXTS))
     filled = llmos.load(checkpoints["mlm"]).fill_mask("我[MASK]", top_k=3)
     assert len(filled) == 3 and {"token", "token_id", "score", "sequence"} <= set(filled[0])
+
+
+def test_embed_kinds_put_the_checkpoints_prefixes_first(checkpoints: dict, tmp_path) -> None:
+    src = read_checkpoint(checkpoints["emb"])
+    spec = Embedding(query_prefix="问：", passage_prefix="文：")
+    model = load_pipeline(checkpoints["emb"]).model
+    save_checkpoint(tmp_path / "e", model, src.config, src.tokenizer, spec)
+    assert read_checkpoint(tmp_path / "e").task == spec  # task.json round-trips the prefixes
+    emb = llmos.load(tmp_path / "e")
+    assert np.array_equal(emb.embed(["今天"], kind="query"), emb.embed(["问：今天"]))
+    assert np.array_equal(emb.embed(["今天"], kind="passage"), emb.embed(["文：今天"]))
+    with pytest.raises(llmos.LlmosError, match="kind must be one of"):
+        emb.embed(["今天"], kind="doc")
 
 
 def test_generation_defaults_break_loops_and_turn_off(checkpoints: dict) -> None:

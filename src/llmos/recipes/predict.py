@@ -72,17 +72,21 @@ def embed_file(
     *,
     pooling: str | None = None,
     normalize: bool | None = None,
+    kind: str | None = None,
     batch_size: int = 32,
 ) -> tuple[int, int]:
     """Embed every text of a file (one a line, or .tsv/.csv/.jsonl ``text``) into a float32
-    ``.npy`` matrix, row i for text i; returns its shape."""
+    ``.npy`` matrix, row i for text i; returns its shape. ``kind`` (query / passage) applies
+    the checkpoint's prefix for that kind, if it has one."""
     import numpy as np
 
     pipe = load_pipeline(checkpoint)
     texts, _ = read_inputs(input_path)
     if not texts:
         raise DataError(f"{input_path}: no texts")
-    vectors = pipe.embed(texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
+    vectors = pipe.embed(
+        texts, pooling=pooling, normalize=normalize, kind=kind, batch_size=batch_size
+    )
     # Through an open file: np.save appends .npy to a path name that lacks it.
     with atomic_path(output) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vectors)

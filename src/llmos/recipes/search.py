@@ -1,5 +1,7 @@
 """Semantic search: embed a corpus with an encoder checkpoint into a saved document index
-(:class:`~llmos.store.vectors.DocumentIndex`); answer queries with the nearest texts. An index
+(:class:`~llmos.store.vectors.DocumentIndex`); answer queries with the nearest texts. A model
+with query/passage prefixes (multilingual-e5-small) gets its passage prefix on the documents
+and its query prefix on the queries. An index
 remembers the corpus file and checkpoint it was built from (path and sha256) and is rebuilt when
 the corpus changes.
 """
@@ -66,7 +68,8 @@ def build_index(
     corpus, checkpoint, out = Path(corpus).resolve(), Path(checkpoint).resolve(), Path(out)
     docs = read_corpus(corpus, text_key, id_key)
     pipe = load_pipeline(checkpoint)
-    vectors = pipe.embed([d["text"] for d in docs], batch_size=batch_size)
+    # Documents are passages: an asymmetric model (E5) puts its passage prefix before each.
+    vectors = pipe.embed([d["text"] for d in docs], kind="passage", batch_size=batch_size)
     source = {
         "corpus": str(corpus),
         "corpus_sha256": sha256_file(corpus),
@@ -101,4 +104,4 @@ def search(directory: str | Path, queries: list[str], k: int = 5) -> list[list[d
     if k < 1:
         raise DataError(f"k must be >= 1, got {k}")
     index, pipe = open_index(directory)
-    return index.search(pipe.embed(queries), k)
+    return index.search(pipe.embed(queries, kind="query"), k)

@@ -103,6 +103,7 @@ class EmbedOp:
 
     pooling: str | None = None
     normalize: bool | None = None
+    kind: str | None = None
 
     def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
         texts, sizes = _flatten(payloads)
@@ -110,6 +111,7 @@ class EmbedOp:
             texts,
             pooling=self.pooling,
             normalize=self.normalize,
+            kind=self.kind,
             batch_size=max(MIN_BATCH_SIZE, len(texts)),
         )
         return _split(vectors.tolist(), sizes)
@@ -162,7 +164,7 @@ class SearchOp:
     def run(self, runtime: Runtime, payloads: list[Query]) -> list[Any]:
         index = runtime.indexes[self.index]
         queries = [q.text for q in payloads]
-        vectors = runtime.pipe.embed(queries, batch_size=MIN_BATCH_SIZE)
+        vectors = runtime.pipe.embed(queries, kind="query", batch_size=MIN_BATCH_SIZE)
         hits = index.search(vectors, max(q.k for q in payloads))
         return [row[: q.k] for row, q in zip(hits, payloads, strict=True)]
 

@@ -132,6 +132,8 @@ class EmbedRequest(Strict):
     texts: list[Text] = Field(min_length=1, max_length=10_000)
     pooling: Literal["mean", "cls", "max"] | None = None
     normalize: bool | None = None
+    # The model's prefix for this kind of text (E5: "query: " / "passage: "); none: as given.
+    kind: Literal["query", "passage"] | None = None
 
 
 class EmbedResponse(BaseModel):

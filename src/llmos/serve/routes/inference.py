@@ -89,7 +89,7 @@ async def embed(body: s.EmbedRequest, request: Request, srv: ServerDep, _: UserD
     """Sentence embeddings (pooling and normalization default to the model's own)."""
     require(srv.registry.entry(body.model), "embed")
     check_texts(srv, body.texts)
-    op = EmbedOp(body.pooling, body.normalize)
+    op = EmbedOp(body.pooling, body.normalize, body.kind)
     payload = TextBatch(body.texts)
     vectors = await submit(request, srv, body.model, op, payload, len(body.texts))
     return {"model": body.model, "dim": len(vectors[0]), "embeddings": vectors}
