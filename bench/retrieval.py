@@ -3,9 +3,12 @@ against BM25 in the same run.
 
     python bench/retrieval.py --checkpoint runs/minilm --lang en
     python bench/retrieval.py --checkpoint runs/bert-zh/checkpoint --lang zh
+    python bench/retrieval.py --checkpoint runs/e5 --lang zh      # multilingual-e5-small
 
 The corpus is every distinct answer of ``tasks/qa-{lang}.jsonl``; each question is a query
-whose relevant documents are its own answers. Reported: accuracy@1, accuracy@5 (a relevant
+whose relevant documents are its own answers. Answers are embedded as passages and questions as
+queries (``embed(kind=...)``: E5's ``passage: `` / ``query: `` prefixes; no-ops for a model
+without prefixes). Reported: accuracy@1, accuracy@5 (a relevant
 answer among the top k) and MRR over all questions, for both retrievers. BM25 is Okapi BM25
 (k1 = 1.5, b = 0.75) over lower-cased words (English) or jieba words (Chinese).
 """
@@ -81,8 +84,9 @@ def main() -> None:
 
     t = time.perf_counter()
     pipe = load_pipeline(args.checkpoint)
-    index = VectorIndex.build(pipe.embed(answers), [str(i) for i in range(len(answers))], {})
-    hits = index.search(pipe.embed(questions), len(answers))
+    ids = [str(i) for i in range(len(answers))]
+    index = VectorIndex.build(pipe.embed(answers, kind="passage"), ids, {})
+    hits = index.search(pipe.embed(questions, kind="query"), len(answers))
     dense = metrics([[int(i) for i, _ in row] for row in hits], relevant)
     t_dense = time.perf_counter() - t
 
