@@ -131,24 +131,30 @@ def test_windows_take_the_tokenizers_own_wrapping(tiny_tokenizer: Path) -> None:
     tok = load_tokenizer(tiny_tokenizer)
     content = tok.encode(LONG, add_special_tokens=False).ids
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    for template, head, tail in [
-        ("[CLS] $A [SEP]", [cls], [sep]),
-        ("[CLS] $A", [cls], []),  # a prefix only
-        ("[SEP] [CLS] $A [SEP] [SEP]", [sep, cls], [sep, sep]),
+    specials = [("[CLS]", cls), ("[SEP]", sep)]
+    for post, head, tail in [
+        (
+            processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=specials),
+            [cls],
+            [sep],
+        ),
+        (processors.TemplateProcessing(single="[CLS] $A", special_tokens=specials), [cls], []),
+        (
+            processors.TemplateProcessing(
+                single="[SEP] [CLS] $A [SEP] [SEP]", special_tokens=specials
+            ),
+            [sep, cls],
+            [sep, sep],
+        ),
+        (processors.RobertaProcessing(("[SEP]", sep), ("[CLS]", cls)), [cls], [sep]),  # XLM-R's
         (None, [], []),  # no post-processor: bare windows of max_length tokens
     ]:
         wrapped = load_tokenizer(tiny_tokenizer)
-        wrapped.post_processor = (
-            processors.TemplateProcessing(
-                single=template, special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-            )
-            if template
-            else None
-        )
+        wrapped.post_processor = post
         got = encode_windows(wrapped, [LONG], MAX_LENGTH)
         size = MAX_LENGTH - len(head) - len(tail)
         spans = reference_windows(len(content), size)
-        assert got.windows == [len(spans)] and got.fallback == 0, template
+        assert got.windows == [len(spans)] and got.fallback == 0, post
         assert [x.tolist() for x in got.ids] == [head + content[a:b] + tail for a, b in spans]
         assert all(len(t) == MAX_LENGTH and not t.any() for t in got.types)
 
