@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import time
+import typing
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 import llmos
 from llmos.cli import main
+from llmos.inference.classify import LONG_INPUTS
 from llmos.inference.generate import GenerationConfig
 from llmos.inference.generator import GeneratorPipeline
 from llmos.recipes.search import search as search_index
@@ -73,6 +75,35 @@ def test_classify_tag_fill_mask_embed_equal_the_python_api(live: Live, models_di
         want = search_index(models_dir / "docs", [DOCS[2]], k=3)[0]
         assert [h["id"] for h in hits] == [w["id"] for w in want] and hits[0]["id"] == "d2"
         assert hits[0]["text"] == DOCS[2]
+
+
+def test_classify_long_inputs_windows_by_default_and_truncates_on_request(
+    live: Live, models_dir: Path
+) -> None:
+    """A text longer than the model's max_length (32) is read in windows unless the request
+    says truncate; each answer equals classify() with the same option; a bad value is 422."""
+    assert typing.get_args(s.ClassifyRequest.model_fields["long_inputs"].annotation) == LONG_INPUTS
+    cls = llmos.load(models_dir / "cls" / "checkpoint")
+    texts = [TEXTS[0], "我们今天参观城市，老师讨论经济。" * 6]
+    with live.client(live.alice) as c:
+        for option in (None, "window", "truncate"):
+            body = {"model": "cls", "texts": texts}
+            if option:
+                body["long_inputs"] = option
+            r = c.post("/v1/classify", json=body)
+            assert r.status_code == 200, r.text
+            got = r.json()["results"]
+            want = cls.classify(texts, long_inputs=option or "window")
+            assert [g["windows"] for g in got] == [w["windows"] for w in want]
+            assert (got[1]["windows"] > 1) == (option != "truncate")
+            for g, w in zip(got, want, strict=True):
+                assert g["label"] == w["label"]
+                assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+        r = c.post("/v1/classify", json={"model": "cls", "texts": texts, "long_inputs": "all"})
+        assert r.status_code == 422
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request", error
+        assert "long_inputs" in error["message"] and "'window' or 'truncate'" in error["message"]
 
 
 def test_generate_json_and_stream_equal_the_python_api(live: Live, models_dir: Path) -> None:

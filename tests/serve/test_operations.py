@@ -61,6 +61,7 @@ def test_equal_options_are_equal_keys_and_different_options_are_not() -> None:
     assert hash(EmbedOp("mean", True)) == hash(EmbedOp("mean", True))
     assert EmbedOp("mean", True) != EmbedOp("cls", True) != EmbedOp("cls", None)
     assert ClassifyOp(pairs=True) != ClassifyOp(pairs=False)
+    assert ClassifyOp() == ClassifyOp(long_inputs="window") != ClassifyOp(long_inputs="truncate")
     assert FillMaskOp(3) != FillMaskOp(5) and TagOp() == TagOp()
     assert TagOp() != ClassifyOp()  # different kinds never mix, whatever their fields
     a = GenerateOp.of({"top_k": 5, "stop": ["。"], "strategy": "sample"}, raw=False)
@@ -84,6 +85,13 @@ def test_a_batch_is_one_call_and_each_request_gets_its_slice() -> None:
         rt, [TextBatch(["a"], ["x"]), TextBatch(["b", "c"], ["y", "z"])]
     )
     assert out == [["a|x"], ["b|y", "c|z"]]
+    assert pipe.calls[-1][2] == {"batch_size": 32, "long_inputs": "window"}
+    ClassifyOp(long_inputs="truncate").run(rt, [TextBatch(["a"])])
+    assert pipe.calls[-1] == (
+        "classify",
+        (["a"], None),
+        {"batch_size": 32, "long_inputs": "truncate"},
+    )
 
     pipe.calls.clear()
     out = EmbedOp("cls", False, "passage").run(rt, [TextBatch(["a"]), TextBatch(["bb"])])

@@ -61,7 +61,21 @@ def add_predict(sub: Subcommands) -> None:
     )
     pr.add_argument("--output", default="-", help="JSONL file, or - for stdout")
     pr.add_argument("--batch-size", type=int, default=32)
+    pr.defer(_predict_arguments)  # the choices live next to torch
     pr.set_defaults(func=_predict)
+
+
+def _predict_arguments(pr: CommandParser) -> None:
+    from llmos.inference.classify import LONG_INPUTS
+
+    pr.add_argument(
+        "--long-inputs",
+        choices=LONG_INPUTS,
+        default=LONG_INPUTS[0],
+        help="classifiers: a text longer than the model's max_length is read in overlapping "
+        "windows whose logits are averaged (window, the default) or cut off (truncate); "
+        "sentence pairs are always truncated",
+    )
 
 
 def add_fill_mask(sub: Subcommands) -> None:
@@ -180,7 +194,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from llmos.recipes.predict import predict_file
 
-    n = predict_file(args.checkpoint, args.input, args.output, batch_size=args.batch_size)
+    n = predict_file(
+        args.checkpoint,
+        args.input,
+        args.output,
+        batch_size=args.batch_size,
+        long_inputs=args.long_inputs,
+    )
     if args.output != "-":
         print(f"{n} predictions written to {args.output}")
     return 0

@@ -18,7 +18,13 @@ import torch
 from llmos.checkpoint.io import Checkpoint
 from llmos.checkpoint.task import Classification, Embedding, MaskedLM, Tagging
 from llmos.errors import LlmosError
-from llmos.inference.classify import batched_logits, encode_texts
+from llmos.inference.classify import (
+    batched_logits,
+    check_long_inputs,
+    encode_texts,
+    encode_windows,
+    mean_over_windows,
+)
 from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
@@ -128,33 +134,60 @@ class EncoderPipeline(Pipeline):
         return results[0] if len(results) == 1 else results
 
     def classify(
-        self, texts: list[str], texts_b: list[str] | None = None, batch_size: int = 32
+        self,
+        texts: list[str],
+        texts_b: list[str] | None = None,
+        batch_size: int = 32,
+        long_inputs: str = "window",
     ) -> list[dict[str, Any]]:
         """Classify texts (or sentence pairs with ``texts_b``).
 
-        Inputs longer than the model's ``max_length`` are truncated, with a warning.
+        Args:
+            texts: the texts (or the first texts of pairs).
+            texts_b: the second texts of sentence pairs, one per text.
+            batch_size: rows per forward pass (texts, or windows of long texts).
+            long_inputs: what happens to a text longer than the checkpoint's ``max_length``
+                tokens. ``"window"`` (the default): it is read in windows that overlap by half
+                (each wrapped in the tokenizer's own special tokens) and its logits are the
+                mean of the windows' logits (see
+                :func:`~llmos.inference.classify.mean_over_windows`). ``"truncate"``: only its
+                first ``max_length`` tokens are read, with a warning. Sentence pairs are always
+                truncated (longest first), as the model was trained on them: a window of the
+                second text alone would not be the pair the model learned to judge.
 
         Returns:
-            ``[{"label", "score", "scores": {label: probability}}, ...]`` in input order.
+            ``[{"label", "score", "scores": {label: probability}, "windows"}, ...]`` in input
+            order; ``windows`` is how many windows the text was read in (1 unless it was
+            longer than ``max_length`` and windowed).
         """
         labels = self.require_task("classification")
+        check_long_inputs(long_inputs)
         if isinstance(texts, str):
             texts = [texts]
         max_length = self.checkpoint.max_length
-        ids, types, truncated = encode_texts(self.tokenizer, texts, texts_b, max_length)
+        pairs = texts_b is not None and any(b is not None for b in texts_b)
+        if long_inputs == "window" and not pairs:
+            inputs = encode_windows(self.tokenizer, texts, max_length)
+            ids, types, windows = inputs.ids, inputs.types, inputs.windows
+            truncated = inputs.fallback
+        else:
+            ids, types, truncated = encode_texts(self.tokenizer, texts, texts_b, max_length)
+            windows = [1] * len(texts)
         if truncated:
             log.warning(
                 "%d of %d inputs were truncated to %d tokens", truncated, len(texts), max_length
             )
-        probs = batched_logits(self.model, ids, types, self._pad(), batch_size).softmax(-1)
+        logits = batched_logits(self.model, ids, types, self._pad(), batch_size)
+        probs = mean_over_windows(logits, windows).softmax(-1)
         out = []
-        for row in probs.tolist():
+        for row, n in zip(probs.tolist(), windows, strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             out.append(
                 {
                     "label": labels[best],
                     "score": row[best],
                     "scores": dict(zip(labels, row, strict=True)),
+                    "windows": n,
                 }
             )
         return out

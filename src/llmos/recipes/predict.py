@@ -14,23 +14,33 @@ from llmos.checkpoint.task import Tagging
 from llmos.data.textfiles import read_inputs, write_lines
 from llmos.errors import DataError
 from llmos.files import atomic_path
+from llmos.inference.classify import check_long_inputs
 from llmos.inference.load import load_pipeline
 
 
 def predict_file(
-    checkpoint: str | Path, input_path: str, output: str, *, batch_size: int = 32
+    checkpoint: str | Path,
+    input_path: str,
+    output: str,
+    *,
+    batch_size: int = 32,
+    long_inputs: str = "window",
 ) -> int:
     """Write one JSON line per input text.
 
-    Classifiers: ``{"text", "label", "score", "scores"}``; taggers: ``{"text", "spans": [{"text",
-    "label", "start", "end", "score"}, ...]}`` with character offsets into ``text``.
+    Classifiers: ``{"text", "label", "score", "scores", "windows"}``, a text longer than the
+    model reads classified from overlapping windows (``long_inputs="window"``) or truncated
+    (``"truncate"``), as :meth:`~llmos.inference.encoder.EncoderPipeline.classify` does;
+    taggers (which always read long texts in windows): ``{"text", "spans": [{"text", "label",
+    "start", "end", "score"}, ...]}`` with character offsets into ``text``.
     """
+    check_long_inputs(long_inputs)  # before the model loads: a typo fails at once
     pipe = load_pipeline(checkpoint)
     texts, texts_b = read_inputs(input_path)
     if isinstance(pipe.spec, Tagging):
         preds: list[dict[str, Any]] = [{"spans": s} for s in pipe.tag(texts, batch_size=batch_size)]
     else:
-        preds = pipe.classify(texts, texts_b, batch_size=batch_size)
+        preds = pipe.classify(texts, texts_b, batch_size=batch_size, long_inputs=long_inputs)
     lines = [
         json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)
     ]

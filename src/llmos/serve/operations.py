@@ -7,7 +7,7 @@ differ never mix. Each operation's ``run`` takes the payloads of one batch (one 
 in queue order) and returns one result per payload, in the model's own thread.
 
     op              payload        result per payload
-    ClassifyOp      TextBatch      [{"label", "score", "scores"}, ...]
+    ClassifyOp      TextBatch      [{"label", "score", "scores", "windows"}, ...]
     TagOp           TextBatch      [[span, ...], ...]
     EmbedOp         TextBatch      [[float, ...], ...]
     FillMaskOp      str (text)     the pipeline's fill-mask answer
@@ -76,15 +76,20 @@ def _split(flat: list[Any], sizes: list[int]) -> list[list[Any]]:
 
 @dataclass(frozen=True)
 class ClassifyOp:
-    """Classify texts, or sentence pairs (``pairs``: every payload has ``texts_b``)."""
+    """Classify texts, or sentence pairs (``pairs``: every payload has ``texts_b``); a text
+    longer than the model reads is windowed or truncated as ``long_inputs`` says."""
 
     pairs: bool = False
+    long_inputs: str = "window"
 
     def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
         texts, sizes = _flatten(payloads)
         seconds = [t for p in payloads for t in p.texts_b or ()] if self.pairs else None
         batch_size = max(MIN_BATCH_SIZE, len(texts))
-        return _split(runtime.pipe.classify(texts, seconds, batch_size=batch_size), sizes)
+        results = runtime.pipe.classify(
+            texts, seconds, batch_size=batch_size, long_inputs=self.long_inputs
+        )
+        return _split(results, sizes)
 
 
 @dataclass(frozen=True)

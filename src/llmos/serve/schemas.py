@@ -78,12 +78,21 @@ class ClassifyRequest(Strict):
     texts_b: list[Text] | None = Field(
         None, description="second texts of sentence pairs, one per text"
     )
+    long_inputs: Literal["window", "truncate"] = Field(
+        "window",
+        description="a text longer than the model's max_length: classified from overlapping "
+        "windows whose logits are averaged (window), or cut off (truncate); sentence pairs are "
+        "always truncated",
+    )
 
 
 class Classification(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    windows: int = Field(
+        1, description="how many windows the text was read in (1 unless longer than max_length)"
+    )
 
 
 class ClassifyResponse(BaseModel):

@@ -57,7 +57,7 @@ async def classify(body: s.ClassifyRequest, request: Request, srv: ServerDep, _:
                 f"texts_b has {len(body.texts_b)} items but texts has {len(body.texts)}; "
                 "give one second text per text",
             )
-    op = ClassifyOp(pairs=body.texts_b is not None)
+    op = ClassifyOp(pairs=body.texts_b is not None, long_inputs=body.long_inputs)
     payload = TextBatch(body.texts, body.texts_b)
     results = await submit(request, srv, body.model, op, payload, len(body.texts))
     return {"model": body.model, "results": results}
