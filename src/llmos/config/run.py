@@ -146,7 +146,12 @@ class FinetuneDataConfig:
 
     Tagging only: ``scheme`` is the tag scheme the model learns (``bio`` or ``bmes``);
     ``spans_key`` the JSONL key holding the spans (``slots`` in the intent files); ``view``
-    what to learn from a People's Daily file (``segmentation``, ``pos`` or ``ner``).
+    what to learn from a People's Daily file (``segmentation``, ``pos`` or ``ner``);
+    ``split_cjk`` whether every CJK character becomes a token of its own (see
+    ``llmos.text.tokenizer.split_cjk_characters``): null (auto) splits for SentencePiece Unigram
+    tokenizers (XLM-R / multilingual-e5), which merge Chinese characters into words, and leaves
+    WordPiece and BPE tokenizers as they are. The fine-tuned checkpoint saves the tokenizer it
+    was trained with, so it tags the same way with no option at inference.
     """
 
     dataset: str = "sentiment-zh"
@@ -156,6 +161,7 @@ class FinetuneDataConfig:
     scheme: Literal["bio", "bmes"] = "bio"
     spans_key: str = "spans"
     view: Literal["segmentation", "pos", "ner"] | None = None
+    split_cjk: bool | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:

@@ -22,6 +22,7 @@ from llmos.config.model import BertConfig, GPTConfig
 from llmos.config.run import FinetuneConfig, PretrainConfig
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import CheckpointError
+from llmos.text.tokenizer import split_cjk_characters, splits_cjk_by_default
 from llmos.train.loop import FitResult, TrainTask, fit
 
 log = logging.getLogger("llmos.train")
@@ -85,11 +86,25 @@ class Init:
 
 
 def load_init(cfg: FinetuneConfig) -> Init:
-    """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest."""
+    """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest.
+
+    For tagging, the tokenizer is the one the task trains and saves: with CJK characters split
+    (:func:`~llmos.text.tokenizer.split_cjk_characters`) when ``cfg.data.split_cjk`` says so,
+    or by default for tokenizers that merge them into words. Encoding and the saved
+    ``tokenizer.json`` then agree, and the fine-tuned checkpoint tags the same way.
+    """
     path = Path(cfg.init).expanduser()
     ckpt = read_checkpoint(path)
     require_unquantized(path, ckpt.config, "fine-tuning")
-    return Init(path, ckpt.config, ckpt.weights(), ckpt.tokenizer, weights_digest(path))
+    tokenizer = ckpt.tokenizer
+    if cfg.task == "tagging":
+        split = cfg.data.split_cjk
+        if split is None:
+            split = splits_cjk_by_default(tokenizer)
+        if split:
+            tokenizer = split_cjk_characters(tokenizer)
+            log.info("tagging: every CJK character is a token of its own (data.split_cjk)")
+    return Init(path, ckpt.config, ckpt.weights(), tokenizer, weights_digest(path))
 
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
