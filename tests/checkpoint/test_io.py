@@ -77,6 +77,7 @@ TASK_FILES: list[dict[str, Any]] = [
     },
     {"task": "mlm", "note": "kept"},
     {"task": "generation"},
+    {"task": "tagging", "labels": ["B", "E", "S"], "scheme": "bmes", "crf": True, "init": "x"},
 ]
 KIND_OF = {
     "classification": Classification,
@@ -102,6 +103,8 @@ def test_typed_fields() -> None:
     assert isinstance(spec, Tagging)
     assert spec.labels == ("O", "B-PER", "I-PER") and spec.scheme == "bio"
     assert spec.max_length == 128 and spec.view == "ner" and spec.spans_key == "entities"
+    assert not spec.crf and "crf" not in spec.to_json()  # absent: false, and never written
+    assert parse_task(TASK_FILES[-1]).crf
     clf = parse_task(TASK_FILES[0])
     assert isinstance(clf, Classification)
     assert dict(clf.extra) == {"init": "runs/bert/checkpoint", "dataset": "chnsenticorp"}
@@ -136,6 +139,10 @@ def test_typed_fields() -> None:
         ({"task": "embedding", "normalize": "yes"}, "field 'normalize' must be true or false"),
         ({"task": "instruct", "template": "Q: A:"}, "field 'template' must be a string with"),
         ({"task": "tagging", "labels": ["O"], "scheme": "bio", "view": 3}, "field 'view'"),
+        (
+            {"task": "tagging", "labels": ["O"], "scheme": "bio", "crf": "yes"},
+            "field 'crf' must be true or false, got 'yes'",
+        ),
     ],
 )
 def test_validation_names_the_file_and_the_field(d: dict[str, Any], message: str) -> None:

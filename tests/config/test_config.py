@@ -85,3 +85,12 @@ def test_bad_yaml_file_names_the_file(tmp_path: Path) -> None:
         load_config(PretrainConfig, p)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(PretrainConfig, tmp_path / "missing.yaml")
+
+
+def test_crf_is_for_tagging_only() -> None:
+    assert load_config(FinetuneConfig, None, ["task=tagging", "crf=true"]).crf
+    with pytest.raises(
+        ConfigError,
+        match="crf is a sequence-labelling head: it needs task: tagging, got task: classification",
+    ):
+        load_config(FinetuneConfig, None, ["crf=true"])  # the default task: classification

@@ -3,21 +3,27 @@ segmentation (BMES); reload, tag(), long inputs, evaluate and predict."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import llmos
-from llmos.checkpoint.io import read_checkpoint
+from llmos.checkpoint.io import read_checkpoint, read_weights
 from llmos.checkpoint.task import Tagging
 from llmos.cli import main
 from llmos.config import FinetuneConfig, load_config
 from llmos.data.readers import read_spans
+from llmos.data.tagging import allowed_transitions
 from llmos.errors import DataError
+from llmos.inference.tag import TokenizedText, predict_spans, tokenize_for_tagging
 from llmos.recipes.finetune import finetune
+from llmos.text.tokenizer import special_ids
+from llmos.train.tasks.tag import TagEncoded, training_windows, window_edges
 
 ADVERBS = ["今天", "昨天", "去年", "现在"]
 PEOPLE = [["老", "师"], ["记者"], ["农", "民"]]  # split ones test that nr + nr is one person
@@ -51,7 +57,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def tagger(encoder: Path, dataset: Path, out: Path, view: str, scheme: str, steps: int = 80):
+def tagger(
+    encoder: Path,
+    dataset: Path,
+    out: Path,
+    view: str,
+    scheme: str,
+    steps: int = 80,
+    extra: tuple[str, ...] = (),
+):
     cfg = load_config(
         FinetuneConfig,
         None,
@@ -72,6 +86,7 @@ def tagger(encoder: Path, dataset: Path, out: Path, view: str, scheme: str, step
             "train.precision=fp32",
             "optim.lr=3e-3",
             "optim.warmup_steps=5",
+            *extra,
         ],
     )
     return finetune(cfg)
@@ -174,8 +189,6 @@ def test_tagging_bad_inputs(ner, tiny_encoder: Path, dataset: Path, tmp_path: Pa
 def test_tagging_resumes_exactly(tiny_encoder: Path, dataset: Path, tmp_path: Path) -> None:
     import shutil
 
-    from llmos.checkpoint.io import read_weights
-
     full = tagger(tiny_encoder, dataset, tmp_path, "ner", "bio", steps=20)
     # A run killed after its step-10 checkpoint: the same directory without anything later.
     killed = tmp_path / "killed"
@@ -202,3 +215,124 @@ def test_skip_bad_rows_flag(ner, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main([*argv, "--skip-bad-rows"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["skipped_rows"] == 1 and report["examples"] == 1
+
+
+@pytest.fixture(scope="module")
+def crf_ner(tiny_encoder: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("crf")
+    return tagger(tiny_encoder, dataset, out, "ner", "bio", extra=("crf=true", "name=ner-crf"))
+
+
+def test_crf_tagger_learns_reloads_and_tags_valid_spans(crf_ner, ner, dataset: Path) -> None:
+    report = json.loads((crf_ner.run_dir / "report.json").read_text())
+    assert report["test"]["f1"] > 0.9, report["test"]
+    task = json.loads((crf_ner.checkpoint / "task.json").read_text())
+    assert task["crf"] is True and list(task)[:7] == [
+        "task", "labels", "scheme", "max_length", "view", "spans_key", "crf"
+    ]  # fmt: skip
+    assert "crf" not in json.loads((ner.checkpoint / "task.json").read_text())
+    weights = read_weights(crf_ner.checkpoint)
+    assert {k for k in weights if k.startswith("crf.")} == {
+        "crf.transitions", "crf.start", "crf.end"
+    }  # fmt: skip
+    model = llmos.load(crf_ner.checkpoint)
+    crf = model.model.crf
+    assert isinstance(model.spec, Tagging) and model.spec.crf and crf is not None
+    assert crf.transitions[crf.allowed].abs().max() > 0  # the transitions were learned
+    rows = read_spans(dataset / "test.txt", view="ner").rows
+    texts = [r.text for r in rows]
+    pred = model.tag(texts, batch_size=7)
+    labels = list(model.spec.labels)
+    allowed, start, end = allowed_transitions(labels, "bio")
+    for text, spans in zip(texts, pred, strict=True):
+        for s in spans:
+            assert s["text"] == text[s["start"] : s["end"]] and 0 < s["score"] <= 1
+    # Whole-text CRF Viterbi: every decoded tag sequence obeys BIO, also on a long text.
+    long_text = "".join(texts[:10])
+    tok = tokenize_for_tagging(model.tokenizer, [long_text])
+    special = special_ids(model.tokenizer)
+    _, (tags,), (spans,) = predict_spans(model.model, tok, [long_text], model.decoder, special, 24)
+    path = [labels.index(t) for t in tags]
+    assert start[path[0]] and end[path[-1]]
+    assert all(allowed[a, b] for a, b in itertools.pairwise(path))
+    assert spans == model.tag(long_text)[0]
+    gold = {(i, *s) for i, r in enumerate(rows) for s in r.spans}
+    found = {(i, s["label"], s["start"], s["end"]) for i, x in enumerate(pred) for s in x}
+    f1 = 2 * len(gold & found) / (len(gold) + len(found))
+    assert f1 == pytest.approx(report["test"]["f1"])
+
+
+def test_crf_tagger_export_is_refused_clearly(crf_ner, tmp_path: Path) -> None:
+    from llmos.errors import CheckpointError
+    from llmos.inference.onnx_export import export_onnx
+    from llmos.recipes.convert import export_hf
+
+    with pytest.raises(CheckpointError, match=r"CRF head .* which no transformers class has"):
+        export_hf(crf_ner.checkpoint, tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="ONNX export does not cover taggers with a CRF"):
+        export_onnx(crf_ner.checkpoint, tmp_path / "onnx")
+
+
+def test_crf_segmentation_trains_on_cut_windows(
+    tiny_encoder: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """Windows of 6 content tokens cut most texts: open edges must not break training."""
+    extra = ("crf=true", "data.max_length=8", "name=seg-crf", "patience=null")
+    run = tagger(tiny_encoder, dataset, tmp_path, "segmentation", "bmes", 60, extra)
+    report = json.loads((run.run_dir / "report.json").read_text())
+    # 6-token windows see little context: the softmax tagger scores 0.64 here too.
+    assert report["test"]["f1"] > 0.6, report["test"]
+    losses = [
+        json.loads(x)["loss"]
+        for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["split"] == "train"
+    ]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+    rows = read_spans(dataset / "test.txt", view="segmentation").rows
+    long_text = "".join(r.text for r in rows[:5])
+    words = llmos.load(run.checkpoint).tag(long_text)[0]
+    assert "".join(w["text"] for w in words) == long_text
+
+
+def test_window_edges_mark_cut_windows() -> None:
+    tokens = [TokenizedText(np.arange(n), [(i, i + 1) for i in range(n)]) for n in (13, 6, 1)]
+    data = TagEncoded([], tokens, [[0] * len(t.ids) for t in tokens], 0)
+    ids, _ = training_windows(data, 8, 101, 102)
+    edges = window_edges(data, 8)
+    assert len(ids) == len(edges) == 5
+    assert edges.tolist() == [
+        [False, True], [True, True], [True, False], [False, False], [False, False]
+    ]  # fmt: skip
+
+
+def test_crf_loss_reads_each_window_alone_without_specials_or_padding() -> None:
+    """The batched CRF loss equals the sum of each window's NLL computed on its own."""
+    from llmos.config.model import BertConfig
+    from llmos.inference.tag import SpanDecoder, tagger_model
+    from llmos.train.tasks.tag import TagTask
+
+    torch.manual_seed(0)
+    labels = ["O", "B-X", "I-X"]
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_layers=1, num_heads=2)
+    model = tagger_model(cfg, labels, "bio", crf=True).eval()
+    with torch.no_grad():
+        model.crf.transitions.normal_()
+    ids = [np.array([1, 5, 6, 7, 2]), np.array([1, 8, 2]), np.array([1, 9, 10, 11, 12, 2])]
+    tags = [[-100, 2, 0, 1, -100], [-100, 1, -100], [-100, 2, 2, -100, 0, -100]]
+    edges = np.array([[True, False], [False, False], [True, True]])
+    task = TagTask(
+        ids, [np.array(t) for t in tags], None, SpanDecoder(labels, "bio"),  # type: ignore[arg-type]
+        {"pad": 0}, 8, 3, 0, crf_edges=edges,
+    )  # fmt: skip
+    batch = task.collate(np.arange(3))
+    known = task.counts(batch)[0]
+    loss, _ = task.loss(model, batch, [known])
+    want = 0.0
+    for x, t, (open_start, open_end) in zip(ids, tags, edges, strict=True):
+        logits = model(torch.from_numpy(x)[None])[:, 1:-1]  # one window, content tokens only
+        n = logits.shape[1]
+        want += model.crf.nll(
+            logits, torch.tensor(t[1:-1])[None], torch.ones(1, n, dtype=torch.bool),
+            torch.tensor([open_start]), torch.tensor([open_end]),
+        ).item()  # fmt: skip
+    assert known == 7 and loss.item() == pytest.approx(want / known, rel=1e-5)

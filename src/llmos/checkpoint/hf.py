@@ -390,6 +390,12 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
 
     if isinstance(cfg, GPTConfig):
         return T.GPT2LMHeadModel(hf_gpt2_config(cfg, special_ids(tokenizer)))
+    if isinstance(task, Tagging) and task.crf:
+        raise CheckpointError(
+            "this tagger has a CRF head (task.json crf: true; weights crf.*), which no "
+            "transformers class has; it stays an llmos checkpoint (a softmax tagger, crf: "
+            "false, exports)"
+        )
     if cfg.albert:
         raise CheckpointError(
             "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "

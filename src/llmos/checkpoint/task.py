@@ -5,7 +5,7 @@ A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or 
 ==================  =====================================================================
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
-                    ``view``, ``spans_key``
+                    ``view``, ``spans_key``, ``crf`` (written only when true)
 ``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
                     ``query_prefix``, ``passage_prefix``
 ``Instruct``        instruction-tuned GPT: ``template``, ``template_with_input``,
@@ -64,6 +64,7 @@ class Tagging(_Spec):
     max_length: int | None = None
     view: str | None = None  # the dataset view it was trained on (e.g. "ner", "pos")
     spans_key: str | None = None
+    crf: bool = False  # a linear-chain CRF head (crf.* weights); decoded with its transitions
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +122,7 @@ DECODER_TASKS = (Instruct, Generation)
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("labels", "max_length", "label_key"),
-    "tagging": ("labels", "scheme", "max_length", "view", "spans_key"),
+    "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
     "mlm": (),
@@ -129,15 +130,20 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Boolean fields added after files without them were written: absent means false.
+_WRITTEN_WHEN_TRUE = frozenset({"crf"})
+
+
 def to_json(spec: TaskSpec) -> dict[str, Any]:
     """The ``task.json`` dict of ``spec``: ``task``, the set fields in order, then ``extra``.
 
     Fields left at None are not written (the file never had them); ``pooling`` and
-    ``normalize`` have defaults and are always written."""
+    ``normalize`` have defaults and are always written; flags newer than the format
+    (``_WRITTEN_WHEN_TRUE``) only when true, so files from before them round-trip unchanged."""
     out: dict[str, Any] = {"task": spec.kind}
     for name in _FIELDS[spec.kind]:
         value = getattr(spec, name)
-        if value is not None:
+        if value is not None and (value or name not in _WRITTEN_WHEN_TRUE):
             out[name] = list(value) if isinstance(value, tuple) else value
     out.update(spec.extra)
     return out
@@ -206,12 +212,16 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
         scheme = d.get("scheme")
         if scheme not in SCHEMES:
             raise _field_error(source, "scheme", "'bio' or 'bmes'", scheme)
+        crf = d.get("crf", False)
+        if not isinstance(crf, bool):
+            raise _field_error(source, "crf", "true or false", crf)
         return Tagging(
             labels=labels,
             scheme=scheme,
             max_length=_max_length(d, source),
             view=_optional(d, "view", source, str, "a string"),
             spans_key=_optional(d, "spans_key", source, str, "a string"),
+            crf=crf,
             extra=extra,
         )
     if kind == "embedding":

@@ -171,7 +171,10 @@ class FinetuneDataConfig:
 @dataclass
 class FinetuneConfig:
     """``llmos finetune``: a task head on a pretrained encoder checkpoint, or instruction
-    tuning of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output})."""
+    tuning of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output}).
+
+    ``crf`` (tagging only) puts a linear-chain CRF on the tagger: learned tag transitions,
+    trained by the sequence negative log-likelihood and decoded by Viterbi with them."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
@@ -183,10 +186,16 @@ class FinetuneConfig:
     class_weights: Literal["none", "balanced"] = "none"
     select: str | None = None
     patience: int | None = 3
+    crf: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.crf and self.task != "tagging":
+            raise ConfigError(
+                f"crf is a sequence-labelling head: it needs task: tagging, got task: "
+                f"{self.task} (set crf: false or task: tagging)"
+            )
         if self.select is None:
             self.select = {"classification": "macro_f1", "tagging": "f1", "instruct": "loss"}[
                 self.task
@@ -292,10 +301,16 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     select: str | None = None
     patience: int | None = 3
+    crf: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.crf and self.task != "tagging":
+            raise ConfigError(
+                f"crf is a sequence-labelling head: it needs task: tagging, got task: "
+                f"{self.task} (set crf: false or task: tagging)"
+            )
         if not self.teacher:
             raise ConfigError(
                 "teacher: no teacher checkpoint; pass --teacher CHECKPOINT or set teacher: PATH"

@@ -28,11 +28,8 @@ from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generator import GeneratorPipeline
 from llmos.inference.onnx import OnnxModel
-from llmos.models.bert import (
-    BertForPreTraining,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-)
+from llmos.inference.tag import tagger_model
+from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.models.gpt import GPT
 
 PRECISIONS = ("fp32", "bf16")
@@ -42,7 +39,8 @@ def build_model(
     config: BertConfig | GPTConfig, task: TaskSpec | dict[str, Any] | None, path: Path
 ) -> torch.nn.Module:
     """The model class (random weights) that a checkpoint's config and task name: pretraining
-    heads for a pretrained or embedding encoder, a classifier or tagger head, a GPT.
+    heads for a pretrained or embedding encoder, a classifier or tagger head (with its CRF when
+    ``task.json`` says ``crf: true``), a GPT.
 
     ``task`` may still be a ``task.json`` dict (validated here) or None (a pretrained model)
     for callers that have not moved to :class:`~llmos.checkpoint.io.Checkpoint`.
@@ -59,8 +57,8 @@ def build_model(
     match task:
         case Classification(labels=labels):
             return BertForSequenceClassification(config, len(labels))
-        case Tagging(labels=labels):
-            return BertForTokenClassification(config, len(labels))
+        case Tagging(labels=labels, scheme=scheme, crf=crf):
+            return tagger_model(config, list(labels), scheme, crf)
         case Instruct() | Generation():
             raise CheckpointError(
                 f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for an encoder "

@@ -62,6 +62,13 @@ def exportable(path: str | Path | Checkpoint) -> tuple[nn.Module, str, Checkpoin
     if ckpt.is_decoder:
         raise CheckpointError(f"{ckpt.path}: ONNX export covers encoders; this is a GPT")
     require_unquantized(ckpt.path, ckpt.config, "ONNX export")
+    if isinstance(ckpt.task, Tagging) and ckpt.task.crf:
+        # The graph would give emissions only, and the ONNX runtime path decodes without the
+        # learned transitions: its spans would silently differ from the checkpoint's.
+        raise CheckpointError(
+            f"{ckpt.path}: ONNX export does not cover taggers with a CRF head (task.json "
+            "crf: true); serve the llmos checkpoint itself"
+        )
     model = build_model(ckpt.config, ckpt.task, ckpt.path)
     load_state_dict_strict(model, ckpt.weights())
     model.eval()

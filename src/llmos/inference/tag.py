@@ -5,6 +5,11 @@ scores from the window where it sits farthest from an edge (the most context on 
 and one constrained Viterbi pass over the whole text turns the scores into a valid tag
 sequence, so spans never break at window edges. Spans come back as character offsets into
 the original text.
+
+A tagger with a CRF (``task.json`` ``crf: true``) is decoded the same way, on its stitched
+logits (the CRF's emissions) and with its learned transitions merged with the scheme's
+constraints; its per-token scores are the CRF's marginal log-probabilities (forward-backward
+over the whole text), so a span's ``score`` stays a probability.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from llmos.config.model import BertConfig
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
+from llmos.models.bert import BertForTokenClassification
+from llmos.models.crf import CRF
 
 
 @dataclass
@@ -68,8 +76,10 @@ def token_scores(
     pad_id: int,
     max_length: int,
     batch_size: int = 32,
+    log_probs: bool = True,
 ) -> list[np.ndarray]:
-    """Log-probabilities (T, K) per text, from windows of ``max_length`` tokens with specials."""
+    """Log-probabilities (T, K) per text, from windows of ``max_length`` tokens with specials;
+    the logits themselves when not ``log_probs`` (a CRF's emissions)."""
     size = max_length - 2
     stride = max(1, size // 2)
     starts = [windows(len(t.ids), size, stride) for t in texts]  # per text
@@ -88,6 +98,8 @@ def token_scores(
         logits = model(
             batch["input_ids"].to(device), None, mask.to(device) if mask is not None else None
         )
+        if not log_probs:
+            return logits.float().cpu().numpy()  # (B, T, K)
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()  # (B, T, K)
 
     # Each window's rows without its [CLS] and [SEP] (and without the batch's padding).
@@ -121,13 +133,18 @@ class SpanDecoder:
         return [self.labels[i] for i in viterbi_decode(scores, self.allowed, self.start, self.end)]
 
     def spans(
-        self, text: str, tokens: TokenizedText, scores: np.ndarray
+        self,
+        text: str,
+        tokens: TokenizedText,
+        scores: np.ndarray,
+        path: list[int] | None = None,
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """The tag of each token and ``[{"text", "label", "start", "end", "score"}, ...]``.
 
-        ``score`` is the mean probability of the span's tags.
+        ``path`` is the label indices when already decoded (by a CRF), else the constrained
+        Viterbi over ``scores`` picks them. ``score`` is the mean probability of the span's tags.
         """
-        tags = self.tags(scores)
+        tags = self.tags(scores) if path is None else [self.labels[i] for i in path]
         chosen = np.exp(scores[np.arange(len(tags)), [self.index[t] for t in tags]])
         out = []
         for type_, first, last in tags_to_spans(tags, self.scheme):
@@ -153,7 +170,9 @@ def predict_spans(
     max_length: int,
     batch_size: int = 32,
 ) -> tuple[list[np.ndarray], list[list[str]], list[list[dict[str, Any]]]]:
-    """Scores, tags and character spans for every text."""
+    """Scores (log-probabilities, a CRF's log-marginals), tags and character spans for every
+    text."""
+    crf = getattr(model, "crf", None)  # None: softmax tagger (or an ONNX export)
     scores = token_scores(
         model,
         tokens,
@@ -162,10 +181,54 @@ def predict_spans(
         special["pad"] or 0,
         max_length,
         batch_size,
+        log_probs=crf is None,
     )
+    paths: list[list[int] | None] = [None] * len(scores)
+    if crf is not None:
+        scores, paths = crf_decode(crf, scores, batch_size)  # type: ignore[assignment]
     tags, spans = [], []
-    for text, tok, sc in zip(texts, tokens, scores, strict=True):
-        t, s = decoder.spans(text, tok, sc)
+    for text, tok, sc, path in zip(texts, tokens, scores, paths, strict=True):
+        t, s = decoder.spans(text, tok, sc, path)
         tags.append(t)
         spans.append(s)
     return scores, tags, spans
+
+
+@torch.inference_mode()
+def crf_decode(
+    crf: CRF, emissions: list[np.ndarray], batch_size: int = 32
+) -> tuple[list[np.ndarray], list[list[int]]]:
+    """Each text's (T, K) log-marginals and Viterbi path under ``crf``, from its whole-text
+    (T, K) emissions; texts of similar length run together."""
+    device = crf.transitions.device
+
+    def pad(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([len(emissions[i]) for i in idx])
+        em = torch.zeros(len(idx), int(lengths.max()), crf.num_labels)  # (B, T, K)
+        for row, i in enumerate(idx):
+            em[row, : len(emissions[i])] = torch.from_numpy(emissions[i])
+        mask = torch.arange(em.shape[1])[None, :] < lengths[:, None]  # (B, T)
+        return em.to(device), mask.to(device)
+
+    def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> list[tuple[np.ndarray, list[int]]]:
+        em, mask = batch
+        marginals = crf.marginals(em, mask).cpu().numpy()  # (B, T, K)
+        paths = crf.decode(em, mask).cpu().numpy()  # (B, T)
+        lengths = mask.sum(1).tolist()
+        return [(m[:n], p[:n].tolist()) for m, p, n in zip(marginals, paths, lengths, strict=True)]
+
+    out = run_length_sorted(emissions, batch_size, pad, forward)
+    return [m for m, _ in out], [p for _, p in out]
+
+
+def tagging_crf(labels: list[str], scheme: str) -> CRF:
+    """A fresh CRF over ``labels`` under ``scheme``'s hard transition constraints."""
+    return CRF(len(labels), *(torch.from_numpy(m) for m in allowed_transitions(labels, scheme)))
+
+
+def tagger_model(
+    config: BertConfig, labels: list[str], scheme: str, crf: bool = False
+) -> BertForTokenClassification:
+    """A tagger (random weights) over ``labels``, with a CRF under ``scheme`` when ``crf``."""
+    head = tagging_crf(labels, scheme) if crf else None
+    return BertForTokenClassification(config, len(labels), head)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmos.config.model import BertConfig
+from llmos.models.crf import CRF
 
 # Rows per attention group on the padding-free path: the rows of a batch, sorted by length, are
 # attended in groups of this many, each padded only to its own longest row. On a 2-core AVX2
@@ -373,15 +374,23 @@ class BertForSequenceClassification(nn.Module):
 
 
 class BertForTokenClassification(nn.Module):
-    """Hidden state of every token -> dropout -> linear: sequence labelling (BIO / BMES)."""
+    """Hidden state of every token -> dropout -> linear: sequence labelling (BIO / BMES).
 
-    def __init__(self, cfg: BertConfig, num_labels: int) -> None:
+    With a ``crf`` (:class:`~llmos.models.crf.CRF` over the same labels) the logits are its
+    emission scores: training minimises the CRF's negative log-likelihood and decoding runs its
+    Viterbi (``llmos.train.tasks.tag``, ``llmos.inference.tag``); ``forward`` is unchanged.
+    Without one the model is Hugging Face's ``BertForTokenClassification``, weight for weight.
+    """
+
+    def __init__(self, cfg: BertConfig, num_labels: int, crf: CRF | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.bert = BertModel(cfg, pooler=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
+        assert crf is None or crf.num_labels == num_labels, "CRF and classifier label counts"
+        self.crf = crf  # after init_weights, which would not touch it anyway
 
     def forward(
         self,

@@ -108,7 +108,8 @@ def load_init(cfg: FinetuneConfig) -> Init:
 
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head stays fresh.
+    """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head (classifier,
+    a tagger's CRF) stays fresh.
 
     A model without a pooler (token classification) leaves the checkpoint's pooler out.
     """
@@ -119,7 +120,9 @@ def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path)
         if k.startswith("bert.") and (has_pooler or not k.startswith("bert.pooler."))
     }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
-    if unexpected or any(not k.startswith(("classifier.", "bert.pooler.")) for k in missing):
+    if unexpected or any(
+        not k.startswith(("classifier.", "crf.", "bert.pooler.")) for k in missing
+    ):
         raise CheckpointError(
             f"{path}: not a BERT encoder checkpoint "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"

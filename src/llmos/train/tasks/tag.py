@@ -7,6 +7,12 @@ aligned to subword tokens and written as BIO or BMES tags, every subword tagged;
 are cut into windows of ``max_length`` tokens for training. Evaluation decodes exactly as
 prediction does (overlapping windows, constrained Viterbi) and scores the character spans
 against the gold ones, so a span the tokenizer cannot represent counts as a miss.
+
+With ``crf: true`` the loss is the CRF's negative log-likelihood of each window's tag
+sequence instead of per-token cross-entropy (see :mod:`llmos.models.crf`): a window cut out of
+a longer text has an open edge there (it may start or end inside a span), and a token whose
+gold label the model lacks (-100) is marginalized. The sum over windows is divided by the
+step's labelled tokens, as the cross-entropy is, so both losses read per token.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmos.checkpoint.task import Tagging
+from llmos.config.model import BertConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.datasets import dataset_files, warn_skipped
@@ -31,8 +38,13 @@ from llmos.data.tagging import align_spans, label_set, parse_label, spans_to_tag
 from llmos.errors import CheckpointError, DataError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
-from llmos.inference.tag import SpanDecoder, TokenizedText, predict_spans, tokenize_for_tagging
-from llmos.models.bert import BertForTokenClassification
+from llmos.inference.tag import (
+    SpanDecoder,
+    TokenizedText,
+    predict_spans,
+    tagger_model,
+    tokenize_for_tagging,
+)
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
 from llmos.train.metrics import plot_span_scores, span_scores
@@ -94,6 +106,17 @@ def training_windows(
     return ids, labels
 
 
+def window_edges(data: TagEncoded, max_length: int) -> np.ndarray:
+    """(N, 2) bool per window of :func:`training_windows`, in its order: does the window start
+    after its text's start, does it end before its text's end (a CRF's open edges)."""
+    size = max_length - 2
+    edges = []
+    for tok in data.tokens:
+        n = len(tok.ids)
+        edges += [(s > 0, s + size < n) for s in range(0, n, size)]
+    return np.asarray(edges, dtype=bool).reshape(-1, 2)
+
+
 def evaluate_tagging(
     model: nn.Module,
     data: TagEncoded,
@@ -101,7 +124,10 @@ def evaluate_tagging(
     special: dict[str, int | None],
     max_length: int,
 ) -> tuple[dict[str, float], dict[str, Any], list[list[dict[str, Any]]]]:
-    """Span P/R/F1 on character offsets, token accuracy and loss; flat, full, predictions."""
+    """Span P/R/F1 on character offsets, token accuracy and loss; flat, full, predictions.
+
+    The loss is the mean negative log-probability of the gold labels: per-token softmax, or a
+    CRF's marginal probabilities (not the sequence NLL it trains on)."""
     was_training = model.training
     model.eval()
     scores, tags, spans = predict_spans(
@@ -129,7 +155,9 @@ def evaluate_tagging(
 
 
 class TagTask(EpochBatches):
-    """Token classification for the shared training loop."""
+    """Token classification for the shared training loop: per-token cross-entropy, or the
+    model's CRF negative log-likelihood when ``crf_edges`` (from :func:`window_edges`) is
+    given."""
 
     def __init__(
         self,
@@ -141,8 +169,11 @@ class TagTask(EpochBatches):
         max_length: int,
         batch_size: int,
         seed: int,
+        crf_edges: np.ndarray | None = None,
     ) -> None:
         self.train_ids, self.train_labels, self.valid = train_ids, train_labels, valid
+        assert crf_edges is None or len(crf_edges) == len(train_ids), "one edge pair per window"
+        self.crf_edges = crf_edges
         self.decoder, self.special, self.max_length = decoder, special, max_length
         self.batch_size, self.seed = batch_size, seed
         self.lengths = np.array([len(x) for x in train_ids])
@@ -155,6 +186,8 @@ class TagTask(EpochBatches):
         for row, i in enumerate(idx):
             labels[row, : len(self.train_labels[i])] = self.train_labels[i]
         b["labels"] = torch.from_numpy(labels)
+        if self.crf_edges is not None:
+            b["open_edges"] = torch.from_numpy(self.crf_edges[idx])  # (B, 2)
         return b
 
     def counts(self, batch: dict[str, Any]) -> list[float]:
@@ -164,6 +197,9 @@ class TagTask(EpochBatches):
         self, model: nn.Module, batch: dict[str, Any], totals: list[float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["input_ids"], None, batch["attention_mask"])  # (B, T, K)
+        if self.crf_edges is not None:
+            loss = self._crf_nll(model, logits, batch) / max(totals[0], 1.0)
+            return loss, {"loss": loss.item()}
         loss = F.cross_entropy(
             logits.float().flatten(0, 1),
             batch["labels"].flatten(),
@@ -171,6 +207,21 @@ class TagTask(EpochBatches):
             reduction="sum",
         ) / max(totals[0], 1.0)
         return loss, {"loss": loss.item()}
+
+    def _crf_nll(
+        self, model: nn.Module, logits: torch.Tensor, batch: dict[str, Any]
+    ) -> torch.Tensor:
+        """Summed CRF NLL of the batch's windows over their content tokens."""
+        crf = getattr(model, "module", model).crf  # under DDP, the wrapped model's
+        labels, attention = batch["labels"], batch["attention_mask"]
+        B, T = labels.shape
+        device = labels.device
+        lengths = attention.sum(1) if attention is not None else torch.full((B,), T, device=device)
+        # Content tokens sit between [CLS] (position 0) and [SEP] (position length - 1).
+        mask = torch.arange(T - 1, device=device)[None, :] < (lengths - 2)[:, None]  # (B, T-1)
+        edges = batch["open_edges"].to(device)
+        nll = crf.nll(logits[:, 1:], labels[:, 1:], mask, edges[:, 0], edges[:, 1])  # (B,)
+        return nll.sum()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_tagging(model, self.valid, self.decoder, self.special, self.max_length)[0]
@@ -254,6 +305,7 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         max_length,
         cfg.train.batch_size,
         cfg.train.seed,
+        crf_edges=window_edges(enc["train"], max_length) if cfg.crf else None,
     )
     meta = {
         "task": "tagging",
@@ -263,6 +315,8 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         "view": cfg.data.view,
         "spans_key": cfg.data.spans_key,
     }
+    if cfg.crf:
+        meta["crf"] = True  # written only when set: task.json of softmax taggers is unchanged
 
     def report(result: FitResult) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -281,7 +335,5 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
             )
         return out
 
-    config = init.config
-    return FinetuneSetup(
-        task, lambda: BertForTokenClassification(config, len(labels)), meta, report
-    )
+    config = cast(BertConfig, init.config)
+    return FinetuneSetup(task, lambda: tagger_model(config, labels, scheme, cfg.crf), meta, report)
