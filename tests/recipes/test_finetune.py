@@ -7,11 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 import llmos
+from llmos.checkpoint.io import read_checkpoint
 from llmos.cli import main
 from llmos.config import FinetuneConfig, load_config
-from llmos.errors import CheckpointError, DataError
+from llmos.errors import CheckpointError, ConfigError, DataError
 from llmos.recipes.finetune import finetune
 
 POS = ["喜欢", "支持", "保护"]
@@ -239,3 +241,41 @@ def test_the_result_carries_its_report_and_formats_what_the_cli_prints(
     args = ["evaluate", str(run.checkpoint), "--data", str(dataset / "test.tsv")]
     assert main([*args, "--out-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == report.format_report()
+
+
+def test_init_layers_starts_from_the_first_layers(encoder: Path, dataset: Path, tmp_path) -> None:
+    # lr ~ 0: the fine-tuned encoder is the init's first layer, and nothing above it.
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={dataset}",
+            f"out_dir={tmp_path}",
+            "name=cut",
+            "init_layers=1",
+            "train.max_steps=2",
+            "train.batch_size=8",
+            "train.eval_every=2",
+            "train.save_every=2",
+            "train.progress=false",
+            "optim.lr=1e-12",
+            "optim.warmup_steps=0",
+        ],
+    )
+    result = finetune(cfg)
+    src, out = read_checkpoint(encoder), read_checkpoint(result.checkpoint)
+    assert src.config.num_layers == 2 and out.config.num_layers == 1
+    a, b = src.weights(), out.weights()
+    assert not any(k.startswith("bert.layers.1.") for k in b)
+    for k, v in b.items():
+        if k.startswith(("bert.layers.0.", "bert.embeddings.")):
+            torch.testing.assert_close(v, a[k], atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="has 2 layers, asked for 3"):
+        finetune(load_config(FinetuneConfig, None, [*cfg_overrides(cfg), "init_layers=3"]))
+    with pytest.raises(ConfigError, match="init_layers must be >= 1"):
+        load_config(FinetuneConfig, None, ["init_layers=0"])
+
+
+def cfg_overrides(cfg: FinetuneConfig) -> list[str]:
+    return [f"init={cfg.init}", f"data.dataset={cfg.data.dataset}", f"out_dir={cfg.out_dir}"]

@@ -4,8 +4,9 @@ the checkpoint a fine-tune starts from, and the fine-tuning call itself."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from llmos.config.loader import to_dict
 from llmos.config.model import BertConfig, GPTConfig
 from llmos.config.run import FinetuneConfig, PretrainConfig
 from llmos.data.corpus import TokenizedCorpus
-from llmos.errors import CheckpointError
+from llmos.errors import CheckpointError, ConfigError
 from llmos.text.tokenizer import split_cjk_characters, splits_cjk_by_default
 from llmos.train.loop import FitResult, TrainTask, fit
 
@@ -104,7 +105,35 @@ def load_init(cfg: FinetuneConfig) -> Init:
         if split:
             tokenizer = split_cjk_characters(tokenizer)
             log.info("tagging: every CJK character is a token of its own (data.split_cjk)")
-    return Init(path, ckpt.config, ckpt.weights(), tokenizer, weights_digest(path))
+    if cfg.init_layers is None:
+        return Init(path, ckpt.config, ckpt.weights(), tokenizer, weights_digest(path))
+    config, weights = first_layers(ckpt.config, ckpt.weights(), cfg.init_layers, path)
+    return Init(path, config, weights, tokenizer)
+
+
+def first_layers(
+    config: BertConfig | GPTConfig, weights: dict[str, torch.Tensor], n: int, path: Path
+) -> tuple[BertConfig, dict[str, torch.Tensor]]:
+    """The encoder's first ``n`` layers: the config with ``num_layers`` n (per-layer pruning
+    sizes cut to match) and the weights without the layers above."""
+    if not isinstance(config, BertConfig):
+        raise ConfigError(f"init_layers: {path} is not a BERT encoder checkpoint")
+    if n > config.num_layers:
+        raise ConfigError(f"init_layers: {path} has {config.num_layers} layers, asked for {n}")
+    if config.share_layers:
+        raise ConfigError(f"init_layers: {path} shares one layer's weights (share_layers)")
+    cut = {
+        name: getattr(config, name)[:n]
+        for name in ("layer_heads", "layer_intermediate")
+        if getattr(config, name) is not None
+    }
+    kept = {
+        k: v
+        for k, v in weights.items()
+        if not (m := re.match(r"bert\.layers\.(\d+)\.", k)) or int(m.group(1)) < n
+    }
+    log.info("init_layers: the first %d of %d layers of %s", n, config.num_layers, path)
+    return replace(config, num_layers=n, **cut), kept
 
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
