@@ -298,3 +298,28 @@ def test_compare_counts_as_a_text_by_text_reference(
     got = T.compare(tok, trimmed, remap, [texts[:7], texts[7:]])
     assert got == ref
     assert got.texts_changed > 0 and got.unk_tokens > 0
+
+
+def test_a_classifier_keeps_its_labels_and_its_scores(
+    wordpiece_checkpoint: Path, trim_corpus: Path, tmp_path: Path
+) -> None:
+    from llmos.checkpoint.io import save_checkpoint
+    from llmos.checkpoint.task import Classification
+    from llmos.models.bert import BertForSequenceClassification
+
+    src = read_checkpoint(wordpiece_checkpoint)
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(src.config, 3).eval()
+    task = Classification(("a", "b", "c"), max_length=24, extra={"dataset": "x"})
+    clf = save_checkpoint(tmp_path / "clf", model, src.config, src.tokenizer, task)
+    run(clf, trim_corpus, tmp_path / "clf-trimmed")
+    before, after = llmos.load(clf), llmos.load(tmp_path / "clf-trimmed")
+    assert after.classify(COVERED) == before.classify(COVERED)
+    spec = read_checkpoint(tmp_path / "clf-trimmed").task
+    assert spec.labels == ("a", "b", "c") and spec.max_length == 24
+    assert list(spec.extra) == ["dataset", "trimmed_from", "trimmed_vocab"]
+
+
+def test_out_may_not_be_the_checkpoint_itself(unigram_checkpoint: Path, trim_corpus: Path) -> None:
+    with pytest.raises(CheckpointError, match="--out must be a new directory"):
+        run(unigram_checkpoint, trim_corpus, unigram_checkpoint)

@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from llmos.checkpoint.io import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    Checkpoint,
     load_state_dict_strict,
     read_checkpoint,
     require_unquantized,
@@ -102,17 +104,10 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
             WordPiece.
         DataError: an unknown corpus or dataset, or unreadable texts.
     """
-    path = Path(cfg.checkpoint).expanduser()
-    ckpt = read_checkpoint(path)
+    path, out = Path(cfg.checkpoint).expanduser(), Path(cfg.out_dir).expanduser()
+    ckpt = _trimmable(path, out)
     config = ckpt.config
-    if not isinstance(config, BertConfig):
-        raise CheckpointError(
-            f"{path}: trim-vocab trims encoder (BERT) checkpoints; this is a "
-            f"{config.model_type} checkpoint"
-        )
-    if ckpt.onnx is not None:
-        raise CheckpointError(f"{path}: an ONNX export; trim the checkpoint it came from")
-    require_unquantized(path, config, "trimming the vocabulary")
+    assert isinstance(config, BertConfig)
     tok = ckpt.tokenizer
     framing = T.take_framing(tok)
     kind = T.model_type(tok)
@@ -131,13 +126,7 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
     remap = T.Remap.of(keep, size)
     trimmed_tok = T.trim_tokenizer(tok, remap)
     log.info("keeping %d of %d pieces", len(keep), tok.get_vocab_size())
-
-    coverage = []
-    unk = (T.unk_id(tok), T.unk_id(trimmed_tok))
-    with _bar(sources, "checking coverage", cfg.progress) as bar:
-        for s in sources:
-            cov = T.compare(tok, trimmed_tok, remap, _batches([s], bar), unk)
-            coverage.append({"source": s.label, "counted": s.counted, **asdict(cov)})
+    coverage = _coverage(tok, trimmed_tok, remap, sources, cfg.progress)
 
     new_config = dataclasses.replace(
         config, vocab_size=len(keep), pad_token_id=remap[config.pad_token_id]
@@ -156,13 +145,15 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
         "splits": counted_splits,
         "keep_top": cfg.keep_top,
     }
+    # task.json as it was (a pretrained encoder's {"task": "mlm"} holds the record), the trim
+    # last.
     meta = (task_json(ckpt.task) or ckpt.task.to_json()) | {
         "trimmed_from": str(path),
         "trimmed_vocab": record,
     }
     report = TrimVocabReport(
         checkpoint=str(path),
-        trimmed=str(Path(cfg.out_dir).expanduser()),
+        trimmed=str(out),
         tokenizer=kind,
         vocab={
             "original": tok.get_vocab_size(),
@@ -193,9 +184,41 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
         atomic_write_json(tmp / REPORT_FILE, dict(report))
 
     T.put_framing(trimmed_tok, framing, remap)  # pad and truncate as the original did
-    saved = save_checkpoint(cfg.out_dir, model, new_config, trimmed_tok, meta, extra=write_report)
-    report["trimmed"] = str(saved)
+    save_checkpoint(out, model, new_config, trimmed_tok, meta, extra=write_report)
     return report
+
+
+def _trimmable(path: Path, out: Path) -> Checkpoint:
+    """The checkpoint at ``path``, if trim-vocab can trim it into ``out``."""
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt.config, BertConfig):
+        raise CheckpointError(
+            f"{path}: trim-vocab trims encoder (BERT) checkpoints; this is a "
+            f"{ckpt.config.model_type} checkpoint"
+        )
+    if ckpt.onnx is not None:
+        raise CheckpointError(f"{path}: an ONNX export; trim the checkpoint it came from")
+    require_unquantized(path, ckpt.config, "trimming the vocabulary")
+    if out.resolve() == path.resolve():
+        raise CheckpointError(f"{out}: --out must be a new directory, not the checkpoint itself")
+    return ckpt
+
+
+def _coverage(
+    tok: Tokenizer,
+    trimmed: Tokenizer,
+    remap: T.Remap,
+    sources: Sequence[Source],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Per source, how its texts tokenize after trimming (see :func:`T.compare`)."""
+    coverage = []
+    unk = (T.unk_id(tok), T.unk_id(trimmed))
+    with _bar(sources, "checking coverage", progress) as bar:
+        for s in sources:
+            cov = T.compare(tok, trimmed, remap, _batches([s], bar), unk)
+            coverage.append({"source": s.label, "counted": s.counted, **asdict(cov)})
+    return coverage
 
 
 def _width(config: BertConfig) -> int:
