@@ -323,3 +323,23 @@ def test_a_classifier_keeps_its_labels_and_its_scores(
 def test_out_may_not_be_the_checkpoint_itself(unigram_checkpoint: Path, trim_corpus: Path) -> None:
     with pytest.raises(CheckpointError, match="--out must be a new directory"):
         run(unigram_checkpoint, trim_corpus, unigram_checkpoint)
+
+
+def test_padded_embedding_rows_past_the_tokenizer_are_dropped(
+    trim_corpus: Path, tmp_path: Path
+) -> None:
+    # multilingual-e5-small has 250,037 embedding rows for 250,002 pieces; ids past the
+    # tokenizer are never produced, so trimming drops those rows too.
+    from conftest import tiny_bert, unigram_tokenizer
+
+    from llmos.checkpoint.io import save_checkpoint
+
+    tok = unigram_tokenizer()
+    model, cfg = tiny_bert(tok.get_vocab_size() + 5, pad=1, heads="mlm")
+    padded = save_checkpoint(tmp_path / "padded", model, cfg, tok)
+    report = run(padded, trim_corpus, tmp_path / "trimmed")
+    trimmed = llmos.load(tmp_path / "trimmed")  # loads: rows == pieces again
+    assert trimmed.config.vocab_size == report["vocab"]["kept"] < tok.get_vocab_size()
+    assert (
+        read_checkpoint(tmp_path / "trimmed").task.extra["trimmed_vocab"]["from"] == cfg.vocab_size
+    )
