@@ -50,7 +50,7 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 22
+    assert len(COMMANDS) == 23
     assert ("compress", "prune") in COMMANDS and ("users", "revoke") in COMMANDS
 
 

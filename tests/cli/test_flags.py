@@ -15,11 +15,12 @@ from typing import Any, Literal
 import pytest
 
 from llmos.cli import build_parser
-from llmos.cli.compress import PRUNE_FLAGS, QUANTIZE_FLAGS
+from llmos.cli.compress import PRUNE_FLAGS, QUANTIZE_FLAGS, TRIM_VOCAB_FLAGS
 from llmos.cli.flags import CommandParser, Flag, Flags, add_flags, build, env_name, given, values
 from llmos.cli.infer import GENERATION_FLAGS
 from llmos.cli.serve import ENV_PREFIX, SERVE_FLAGS
 from llmos.config import PruneConfig, QuantizeConfig
+from llmos.config.trim_vocab import TrimVocabConfig
 from llmos.errors import ConfigError
 from llmos.inference.generate import GenerationConfig
 from llmos.serve.settings import ServeSettings
@@ -125,6 +126,7 @@ def test_a_bad_environment_value_names_the_variable_and_the_type(
 COMMANDS: list[tuple[type, list[str], Flags]] = [
     (PruneConfig, ["compress", "prune"], PRUNE_FLAGS),
     (QuantizeConfig, ["compress", "quantize"], QUANTIZE_FLAGS),
+    (TrimVocabConfig, ["compress", "trim-vocab"], TRIM_VOCAB_FLAGS),
     (ServeSettings, ["serve"], SERVE_FLAGS),
     (GenerationConfig, ["generate", "ckpt", "--prompt", "p"], GENERATION_FLAGS),
 ]
@@ -215,12 +217,17 @@ def test_every_field_round_trips_through_its_flag(
             QUANTIZE_FLAGS,
         ),
         (
+            TrimVocabConfig("ck", "o", "zh,en", ("intent-zh", "pku"), keep_top=9, progress=False),
+            ["compress", "trim-vocab"],
+            TRIM_VOCAB_FLAGS,
+        ),
+        (
             ServeSettings(Path("m"), port=9000, preload=("a", "b"), auth_cache_s=0.0),
             ["serve"],
             SERVE_FLAGS,
         ),
     ],
-    ids=["prune", "quantize", "serve"],
+    ids=["prune", "quantize", "trim-vocab", "serve"],
 )
 def test_a_config_round_trips_dataclass_flags_dataclass(
     cfg: Any, command: list[str], flags: Flags

@@ -1,8 +1,9 @@
 """Changing a model's form: ``convert`` (Hugging Face <-> llmos), ``export onnx`` and ``compress
-quantize | prune | distill``.
+quantize | prune | distill | trim-vocab``.
 
-The flags of ``quantize`` and ``prune`` are generated from
-:class:`~llmos.config.quantize.QuantizeConfig` and :class:`~llmos.config.prune.PruneConfig`;
+The flags of ``quantize``, ``prune`` and ``trim-vocab`` are generated from
+:class:`~llmos.config.quantize.QuantizeConfig`, :class:`~llmos.config.prune.PruneConfig` and
+:class:`~llmos.config.trim_vocab.TrimVocabConfig`;
 ``distill`` takes a YAML config plus dotted overrides, as training does.
 """
 
@@ -14,6 +15,7 @@ import json
 from llmos.cli.flags import Flag, Subcommands, add_flags, build
 from llmos.config.prune import PruneConfig
 from llmos.config.quantize import QuantizeConfig
+from llmos.config.trim_vocab import TrimVocabConfig
 
 # How the config fields read as flags where the name or placeholder differs from the field's.
 QUANTIZE_FLAGS = {
@@ -24,6 +26,13 @@ QUANTIZE_FLAGS = {
 PRUNE_FLAGS = {
     "out_dir": Flag("--out"),
     "num_threads": Flag("--threads"),
+    "progress": Flag("--quiet", help="no progress bar", negate=True),
+}
+TRIM_VOCAB_FLAGS = {
+    "out_dir": Flag("--out"),
+    "corpus": Flag(metavar="NAMES"),
+    "data": Flag(metavar="DATASET", append=True),
+    "keep_top": Flag(metavar="N"),
     "progress": Flag("--quiet", help="no progress bar", negate=True),
 }
 
@@ -101,6 +110,19 @@ def add_compress(sub: Subcommands) -> None:
     )
     di.set_defaults(func=_compress_distill)
 
+    tv = cp.add_parser(
+        "trim-vocab",
+        help="keep only the vocabulary pieces some corpora and datasets use (and their "
+        "embedding rows); reports sizes and what became <unk>",
+        description="Counts the pieces the checkpoint's tokenizer (Unigram or WordPiece) "
+        "produces on the counted splits, keeps those (or the N most frequent) plus the special "
+        "tokens in their original order, and writes an ordinary checkpoint whose outputs on "
+        "covered texts are bit-identical to the original's. OUT/trim_vocab.json reports sizes "
+        "and, per split, the tokens that became <unk>.",
+    )
+    add_flags(tv, TrimVocabConfig, TRIM_VOCAB_FLAGS)
+    tv.set_defaults(func=_compress_trim_vocab)
+
 
 def _convert(args: argparse.Namespace) -> int:
     from llmos.recipes.convert import export_hf, import_hf
@@ -160,4 +182,12 @@ def _compress_distill(args: argparse.Namespace) -> int:
     if not result.is_main:
         return 0
     print(result.format_report())
+    return 0
+
+
+def _compress_trim_vocab(args: argparse.Namespace) -> int:
+    from llmos.recipes.trim_vocab import trim_vocab
+
+    report = trim_vocab(build(TrimVocabConfig, args, TRIM_VOCAB_FLAGS))
+    print(report.format_report())
     return 0
