@@ -217,7 +217,15 @@ def test_every_field_round_trips_through_its_flag(
             QUANTIZE_FLAGS,
         ),
         (
-            TrimVocabConfig("ck", "o", "zh,en", ("intent-zh", "pku"), keep_top=9, progress=False),
+            TrimVocabConfig(
+                "ck",
+                "o",
+                "zh,en",
+                ("intent-zh", "pku"),
+                keep_top=9,
+                cjk_characters=False,
+                progress=False,
+            ),
             ["compress", "trim-vocab"],
             TRIM_VOCAB_FLAGS,
         ),

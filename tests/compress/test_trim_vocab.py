@@ -20,6 +20,7 @@ from llmos.compress import trim_vocab as T
 from llmos.config.trim_vocab import TrimVocabConfig
 from llmos.errors import CheckpointError, ConfigError, DataError
 from llmos.recipes.trim_vocab import REPORT_FILE, trim_vocab
+from llmos.text.tokenizer import split_cjk_characters
 
 COVERED = [
     "我们今天学习文化，the students learn about culture。",
@@ -232,7 +233,9 @@ def test_keep_top_keeps_exactly_n_plus_the_reserved(
     unigram_checkpoint: Path, trim_corpus: Path, tmp_path: Path
 ) -> None:
     n = 20
-    report = run(unigram_checkpoint, trim_corpus, tmp_path / "top", keep_top=n)
+    report = run(
+        unigram_checkpoint, trim_corpus, tmp_path / "top", keep_top=n, cjk_characters=False
+    )
     tok = read_checkpoint(unigram_checkpoint).tokenizer
     reserved = set(T.reserved_ids(tok))
     # Brute force: count the pieces one text at a time, rank by (-count, id).
@@ -343,3 +346,30 @@ def test_padded_embedding_rows_past_the_tokenizer_are_dropped(
     assert (
         read_checkpoint(tmp_path / "trimmed").task.extra["trimmed_vocab"]["from"] == cfg.vocab_size
     )
+
+
+def test_single_cjk_character_pieces_are_kept_for_taggers(
+    unigram_checkpoint: Path, tmp_path: Path
+) -> None:
+    # Taggers fine-tuned from a Unigram checkpoint split CJK characters. A corpus of words the
+    # tokenizer merges: by default the single-character pieces are kept too, so the split
+    # tokenizer reads the text as before; without the option they are not.
+    tok = read_checkpoint(unigram_checkpoint).tokenizer
+    words = [
+        p
+        for p in tok.get_vocab()
+        if len(p.lstrip("▁")) >= 2 and all("\u4e00" <= c <= "\u9fff" for c in p.lstrip("▁"))
+    ]
+    text = "".join(w.lstrip("▁") for w in words[:3])
+    split = split_cjk_characters(tok)
+    assert len(split.encode(text).tokens) > len(tok.encode(text).tokens)  # merged words
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("train.txt", "valid.txt"):
+        (corpus / name).write_text(text + "\n", encoding="utf-8")
+    run(unigram_checkpoint, corpus, tmp_path / "with")
+    after = split_cjk_characters(read_checkpoint(tmp_path / "with").tokenizer)
+    assert after.encode(text).tokens == split.encode(text).tokens
+    run(unigram_checkpoint, corpus, tmp_path / "without", cjk_characters=False)
+    bare = read_checkpoint(tmp_path / "without").tokenizer.get_vocab()
+    assert set(split.encode(text).tokens) - set(bare)  # some single characters went

@@ -33,6 +33,12 @@ TRIM_VOCAB_FLAGS = {
     "corpus": Flag(metavar="NAMES"),
     "data": Flag(metavar="DATASET", append=True),
     "keep_top": Flag(metavar="N"),
+    "cjk_characters": Flag(
+        "--no-cjk-characters",
+        help="do not also keep the single-character CJK pieces that taggers fine-tuned from a "
+        "Unigram checkpoint use",
+        negate=True,
+    ),
     "progress": Flag("--quiet", help="no progress bar", negate=True),
 }
 

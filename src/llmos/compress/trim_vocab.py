@@ -86,23 +86,27 @@ def put_framing(tok: Tokenizer, framing: Framing, remap: Remap) -> None:
         tok.enable_truncation(**truncation)
 
 
-def count_pieces(tok: Tokenizer, batches: Iterable[Sequence[str]], size: int) -> np.ndarray:
+def count_pieces(
+    tok: Tokenizer, batches: Iterable[Sequence[str]], size: int, also: Sequence[Tokenizer] = ()
+) -> np.ndarray:
     """How often each id occurs when ``tok`` encodes the texts (no special tokens added).
 
     Args:
         tok: a tokenizer without padding or truncation (see :func:`take_framing`).
         batches: lists of texts, encoded a list at a time (in parallel by the library).
         size: the length of the result (at least the tokenizer's size).
+        also: other tokenizers over the same ids (the CJK-split one) whose pieces count too.
 
     Returns:
         ``(size,)`` int64 counts.
     """
     counts = np.zeros(size, dtype=np.int64)
     for batch in batches:
-        encs = tok.encode_batch(list(batch), add_special_tokens=False)
-        ids = [i for e in encs for i in e.ids]
-        if ids:
-            counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=size)[:size]
+        for t in (tok, *also):
+            encs = t.encode_batch(list(batch), add_special_tokens=False)
+            ids = [i for e in encs for i in e.ids]
+            if ids:
+                counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=size)[:size]
     return counts
 
 

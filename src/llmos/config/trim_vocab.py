@@ -30,6 +30,10 @@ class TrimVocabConfig:
             special tokens.
         splits: splits counted, comma-separated; the others are only checked for coverage
             (the report's held-out lines).
+        cjk_characters: for a SentencePiece Unigram tokenizer, also count the texts with every
+            CJK character split off (as taggers fine-tuned from the checkpoint tokenize them,
+            see ``llmos.text.tokenizer.split_cjk_characters``), so that the single-character
+            pieces they need are kept.
         progress: show a progress bar.
     """
 
@@ -39,6 +43,7 @@ class TrimVocabConfig:
     data: tuple[str, ...] = ()
     keep_top: int | None = None
     splits: str = "train,valid"
+    cjk_characters: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -41,6 +41,7 @@ from llmos.data.textfiles import read_inputs
 from llmos.errors import CheckpointError, DataError
 from llmos.files import atomic_write_json
 from llmos.inference.load import build_model
+from llmos.text.tokenizer import split_cjk_characters, splits_cjk_by_default
 
 log = logging.getLogger("llmos.recipes")
 
@@ -118,8 +119,10 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
     counted = [s for s in sources if s.counted]
     if not any(s.texts for s in counted):
         raise DataError(f"no text in the counted splits ({', '.join(counted_splits)})")
+    # Taggers fine-tuned from a Unigram checkpoint split CJK characters: keep their pieces too.
+    also = [split_cjk_characters(tok)] if cfg.cjk_characters and splits_cjk_by_default(tok) else []
     with _bar(counted, "counting pieces", cfg.progress) as bar:
-        counts = T.count_pieces(tok, _batches(counted, bar), size)
+        counts = T.count_pieces(tok, _batches(counted, bar), size, also)
     pads = {config.pad_token_id} | ({framing[0]["pad_id"]} if framing[0] else set())
     reserved = sorted({*T.reserved_ids(tok), *pads})
     keep = T.choose(counts, reserved, cfg.keep_top)
