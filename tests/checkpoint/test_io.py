@@ -78,6 +78,15 @@ TASK_FILES: list[dict[str, Any]] = [
     {"task": "mlm", "note": "kept"},
     {"task": "generation"},
     {"task": "tagging", "labels": ["B", "E", "S"], "scheme": "bmes", "crf": True, "init": "x"},
+    {"task": "classification", "labels": ["a", "b"], "pooling": "mean"},
+    {
+        "task": "embedding",
+        "pooling": "mean",
+        "normalize": True,
+        "max_length": 512,
+        "query_prefix": "query: ",
+        "passage_prefix": "passage: ",
+    },
 ]
 KIND_OF = {
     "classification": Classification,
@@ -104,7 +113,9 @@ def test_typed_fields() -> None:
     assert spec.labels == ("O", "B-PER", "I-PER") and spec.scheme == "bio"
     assert spec.max_length == 128 and spec.view == "ner" and spec.spans_key == "entities"
     assert not spec.crf and "crf" not in spec.to_json()  # absent: false, and never written
-    assert parse_task(TASK_FILES[-1]).crf
+    assert parse_task(TASK_FILES[-3]).crf
+    assert parse_task(TASK_FILES[0]).pooling == "cls" and "pooling" not in TASK_FILES[0]
+    assert parse_task(TASK_FILES[-2]).pooling == "mean"
     clf = parse_task(TASK_FILES[0])
     assert isinstance(clf, Classification)
     assert dict(clf.extra) == {"init": "runs/bert/checkpoint", "dataset": "chnsenticorp"}
@@ -142,6 +153,10 @@ def test_typed_fields() -> None:
         (
             {"task": "tagging", "labels": ["O"], "scheme": "bio", "crf": "yes"},
             "field 'crf' must be true or false, got 'yes'",
+        ),
+        (
+            {"task": "classification", "labels": ["a"], "pooling": "max"},
+            "field 'pooling' must be 'cls' or 'mean', got 'max'",
         ),
     ],
 )

@@ -279,3 +279,52 @@ def test_init_layers_starts_from_the_first_layers(encoder: Path, dataset: Path, 
 
 def cfg_overrides(cfg: FinetuneConfig) -> list[str]:
     return [f"init={cfg.init}", f"data.dataset={cfg.data.dataset}", f"out_dir={cfg.out_dir}"]
+
+
+def test_mean_pooling_head_learns_and_reloads(encoder: Path, dataset: Path, tmp_path) -> None:
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={dataset}",
+            f"out_dir={tmp_path}",
+            "name=mean",
+            "pooling=mean",
+            "train.max_steps=60",
+            "train.batch_size=16",
+            "train.eval_every=20",
+            "train.save_every=20",
+            "train.progress=false",
+            "train.precision=fp32",
+            "optim.lr=2e-3",
+            "optim.warmup_steps=5",
+        ],
+    )
+    result = finetune(cfg)
+    assert result.report["test"]["accuracy"] > 0.9
+    ckpt = read_checkpoint(result.checkpoint)
+    assert ckpt.task.pooling == "mean"
+    assert json.loads((result.checkpoint / "task.json").read_text())["pooling"] == "mean"
+    assert not any(k.startswith("bert.pooler.") for k in ckpt.weights())
+    # The head reads the mean of the last layer over the real tokens: padding changes nothing.
+    pipe = llmos.load(result.checkpoint)
+    texts = ["我们喜欢城市。", "他们讨厌经济发展和文化建设。"]
+    together = pipe.classify(texts)
+    for text, row in zip(texts, together, strict=True):
+        assert row["scores"] == pytest.approx(pipe.classify([text])[0]["scores"], abs=1e-5)
+    with torch.no_grad():
+        ids = torch.tensor([pipe.tokenizer.encode(texts[0]).ids])
+        h = pipe.model.bert(ids)
+        want = pipe.model.classifier(h.mean(1)).softmax(-1)[0]
+    assert list(together[0]["scores"].values()) == pytest.approx(want.tolist(), abs=1e-5)
+    with pytest.raises(CheckpointError, match="pooling: mean"):
+        main_convert_to_hf(result.checkpoint, tmp_path / "hf")
+    with pytest.raises(ConfigError, match="pooling chooses a classifier's input"):
+        load_config(FinetuneConfig, None, ["task=tagging", "pooling=mean"])
+
+
+def main_convert_to_hf(checkpoint: Path, out: Path) -> None:
+    from llmos.recipes.convert import export_hf
+
+    export_hf(checkpoint, out)

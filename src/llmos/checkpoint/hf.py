@@ -413,6 +413,12 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
     hcfg = hf_encoder_config(cfg, labels)
     roberta = cfg.model_type == "roberta"
     if isinstance(task, Classification):
+        if task.pooling != "cls":
+            raise CheckpointError(
+                f"this classifier reads the mean of the last layer (pooling: {task.pooling}), "
+                "which transformers' BertForSequenceClassification (tanh pooler over [CLS]) "
+                "cannot; it stays an llmos checkpoint (`llmos export onnx` exports it)"
+            )
         if roberta:
             raise CheckpointError("exporting a RoBERTa classifier is not supported")
         return T.BertForSequenceClassification(hcfg)

@@ -3,7 +3,8 @@
 A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or ``match``:
 
 ==================  =====================================================================
-``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``
+``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``,
+                    ``pooling`` (cls | mean; written only when mean)
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
                     ``view``, ``spans_key``, ``crf`` (written only when true)
 ``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
@@ -51,6 +52,7 @@ class Classification(_Spec):
     labels: tuple[str, ...]
     max_length: int | None = None  # None: the model's max_position
     label_key: str | None = None  # the dataset's label column it was trained on
+    pooling: Literal["cls", "mean"] = "cls"  # the head's input (written only when mean)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +123,7 @@ DECODER_TASKS = (Instruct, Generation)
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("labels", "max_length", "label_key"),
+    "classification": ("labels", "max_length", "label_key", "pooling"),
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
@@ -130,20 +132,26 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-# Boolean fields added after files without them were written: absent means false.
-_WRITTEN_WHEN_TRUE = frozenset({"crf"})
+# Fields added after files without them were written: absent means this default, and the
+# default is not written, so older files round-trip unchanged.
+_NEWER_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("tagging", "crf"): False,
+    ("classification", "pooling"): "cls",
+}
 
 
 def to_json(spec: TaskSpec) -> dict[str, Any]:
     """The ``task.json`` dict of ``spec``: ``task``, the set fields in order, then ``extra``.
 
-    Fields left at None are not written (the file never had them); ``pooling`` and
-    ``normalize`` have defaults and are always written; flags newer than the format
-    (``_WRITTEN_WHEN_TRUE``) only when true, so files from before them round-trip unchanged."""
+    Fields left at None are not written (the file never had them); an embedding's ``pooling``
+    and ``normalize`` have defaults and are always written; fields newer than the format
+    (``_NEWER_DEFAULTS``) only when set otherwise, so files from before them round-trip
+    unchanged."""
     out: dict[str, Any] = {"task": spec.kind}
     for name in _FIELDS[spec.kind]:
         value = getattr(spec, name)
-        if value is not None and (value or name not in _WRITTEN_WHEN_TRUE):
+        newer = (spec.kind, name) in _NEWER_DEFAULTS
+        if value is not None and not (newer and value == _NEWER_DEFAULTS[spec.kind, name]):
             out[name] = list(value) if isinstance(value, tuple) else value
     out.update(spec.extra)
     return out
@@ -201,10 +209,14 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
         raise _field_error(source, "task", f"one of {', '.join(map(repr, KINDS))}", kind)
     extra = {k: v for k, v in d.items() if k != "task" and k not in _FIELDS[kind]}
     if kind == "classification":
+        pooling = d.get("pooling", "cls")
+        if pooling not in ("cls", "mean"):
+            raise _field_error(source, "pooling", "'cls' or 'mean'", pooling)
         return Classification(
             labels=_labels(d, source),
             max_length=_max_length(d, source),
             label_key=_optional(d, "label_key", source, str, "a string"),
+            pooling=pooling,
             extra=extra,
         )
     if kind == "tagging":

@@ -176,6 +176,10 @@ class FinetuneConfig:
     ``crf`` (tagging only) puts a linear-chain CRF on the tagger: learned tag transitions,
     trained by the sequence negative log-likelihood and decoded by Viterbi with them.
 
+    ``pooling`` (classification only) is what the classifier reads: ``cls`` (BERT's tanh
+    pooler over the [CLS] state) or ``mean`` (the last layer averaged over the real tokens, no
+    pooler: how sentence-embedding encoders such as multilingual-e5 are trained to be read).
+
     ``init_layers`` keeps only the first N encoder layers of ``init`` (null: all): a smaller,
     faster model that still starts from pretrained weights. Dropping the top layers of a
     pretrained encoder before fine-tuning keeps most of its accuracy (Sajjad et al., 2020,
@@ -193,10 +197,16 @@ class FinetuneConfig:
     patience: int | None = 3
     crf: bool = False
     init_layers: int | None = None
+    pooling: Literal["cls", "mean"] = "cls"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.pooling != "cls" and self.task != "classification":
+            raise ConfigError(
+                f"pooling chooses a classifier's input: it needs task: classification, got "
+                f"task: {self.task} (leave pooling out)"
+            )
         if self.init_layers is not None and self.init_layers < 1:
             raise ConfigError(
                 f"init_layers must be >= 1 (or null for all layers), got {self.init_layers}"

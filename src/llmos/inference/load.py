@@ -55,8 +55,8 @@ def build_model(
             "instruct, or none for a pretrained decoder)"
         )
     match task:
-        case Classification(labels=labels):
-            return BertForSequenceClassification(config, len(labels))
+        case Classification(labels=labels, pooling=pooling):
+            return BertForSequenceClassification(config, len(labels), pooling)
         case Tagging(labels=labels, scheme=scheme, crf=crf):
             return tagger_model(config, list(labels), scheme, crf)
         case Instruct() | Generation():

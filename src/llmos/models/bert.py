@@ -352,12 +352,20 @@ class BertForPreTraining(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """Pooled [CLS] -> dropout -> linear: single-sentence and sentence-pair classification."""
+    """Pooled text -> dropout -> linear: single-sentence and sentence-pair classification.
 
-    def __init__(self, cfg: BertConfig, num_labels: int) -> None:
+    ``pooling`` ``cls`` is BERT's: the tanh pooler over the [CLS] state. ``mean`` averages the
+    last layer over the real tokens and has no pooler, as sentence-embedding encoders (E5,
+    sentence-transformers) are trained to be read: their features are meaningful from the first
+    step, where a fresh pooler over a [CLS] state the encoder never trained must be learned.
+    """
+
+    def __init__(self, cfg: BertConfig, num_labels: int, pooling: str = "cls") -> None:
         super().__init__()
-        self.cfg = cfg
-        self.bert = BertModel(cfg)
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.cfg, self.pooling = cfg, pooling
+        self.bert = BertModel(cfg, pooler=pooling == "cls")
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
@@ -370,7 +378,14 @@ class BertForSequenceClassification(nn.Module):
     ) -> torch.Tensor:
         """(B, T) ids (and segments, mask as in :meth:`BertModel.forward`) -> (B, K) logits."""
         h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
-        return self.classifier(self.drop(self.bert.pool(h)))  # (B, K)
+        if self.pooling == "cls":
+            return self.classifier(self.drop(self.bert.pool(h)))  # (B, K)
+        if attention_mask is None:
+            pooled = h.mean(1)
+        else:
+            m = attention_mask.to(h.dtype)[..., None]  # (B, T, 1)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.classifier(self.drop(pooled))
 
 
 class BertForTokenClassification(nn.Module):

@@ -187,6 +187,8 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         "max_length": max_length,
         "label_key": cfg.data.label_key,
     }
+    if cfg.pooling != "cls":
+        meta["pooling"] = cfg.pooling
 
     def report(result: FitResult) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -204,5 +206,8 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
 
     config = init.config
     return FinetuneSetup(
-        task, lambda: BertForSequenceClassification(config, len(labels)), meta, report
+        task,
+        lambda: BertForSequenceClassification(config, len(labels), cfg.pooling),
+        meta,
+        report,
     )

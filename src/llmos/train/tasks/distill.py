@@ -134,8 +134,9 @@ def build_student(
     """The student (a classifier when ``num_labels`` is given, else pretraining heads) from
     random weights (seeded by the caller), or DistilBERT-style from the teacher's layers
     ``init`` (:func:`~llmos.compress.distill.init_from_teacher`)."""
-    if num_labels is not None:
-        student: nn.Module = BertForSequenceClassification(student_cfg, num_labels)
+    if num_labels is not None:  # the teacher's head: its task.json carries over to the student
+        pooling = teacher.task.pooling if isinstance(teacher.task, Classification) else "cls"
+        student: nn.Module = BertForSequenceClassification(student_cfg, num_labels, pooling)
     else:
         student = BertForPreTraining(student_cfg)
     if init is not None:
