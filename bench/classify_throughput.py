@@ -14,6 +14,10 @@ excluded), the ratio, the padding share of each ordering, whether the predicted 
 identical, and each side's useful FLOP/s (the FLOPs of the real tokens only: the layers' matrix
 products plus attention over each text's own length) as a share of this machine's fp32
 matrix-product peak, measured in the same run (``torch.mm`` of 2048 x 2048 matrices, best of 10).
+
+A classifier with a mean-pooling head (``pooling: mean``, e.g. the multilingual-e5 fine-tunes)
+has no ``BertForSequenceClassification`` counterpart; its HF side is ``BertModel`` (no pooler)
+with the same weights, the mean of the last layer over the mask, and the same linear head.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -58,6 +63,42 @@ def useful_flops(cfg, lengths: np.ndarray, num_labels: int) -> float:
     return per_token * float(lengths.sum()) + attention + pooler
 
 
+class MeanPooledHF(torch.nn.Module):
+    """HF ``BertModel`` + mean over the mask + the checkpoint's linear head."""
+
+    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Linear) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        h = self.encoder(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        m = attention_mask[..., None].to(h.dtype)
+        return SimpleNamespace(logits=self.head((h * m).sum(1) / m.sum(1)))
+
+
+def hf_classifier(pipe, num_labels: int) -> torch.nn.Module:
+    """The same weights in transformers: ``BertForSequenceClassification`` for a [CLS] head,
+    :class:`MeanPooledHF` for a mean-pooling one."""
+    from transformers import BertForSequenceClassification, BertModel
+
+    hf_cfg = hf_bert_config(pipe.config)
+    state = bert_to_hf(pipe.model.state_dict())
+    if pipe.model.pooling == "cls":
+        hf_cfg.num_labels = num_labels
+        hf = BertForSequenceClassification(hf_cfg).eval()
+        hf.load_state_dict(state)
+        return hf
+    encoder = BertModel(hf_cfg, add_pooling_layer=False).eval()
+    encoder.load_state_dict(
+        {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+    )
+    head = torch.nn.Linear(pipe.config.hidden_size, num_labels)
+    head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    return MeanPooledHF(encoder, head.eval()).eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -67,15 +108,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from transformers import BertForSequenceClassification
-
     pipe = load_pipeline(args.checkpoint)
     labels = pipe.require_task("classification")
     cfg = pipe.config
-    hf_cfg = hf_bert_config(cfg)
-    hf_cfg.num_labels = len(labels)
-    hf = BertForSequenceClassification(hf_cfg).eval()
-    hf.load_state_dict(bert_to_hf(pipe.model.state_dict()))
+    hf = hf_classifier(pipe, len(labels))
     rows = read_classification(dataset_files(args.dataset)["test"]).rows
     ids, types, _ = encode_texts(
         pipe.tokenizer, [r.text for r in rows], None, pipe.checkpoint.max_length
