@@ -88,6 +88,30 @@ def test_no_weight_decay_on_biases_and_layernorm() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_head_lr_puts_the_task_head_in_groups_of_its_own() -> None:
+    from llmos.config import BertConfig
+    from llmos.models.bert import BertForSequenceClassification
+    from llmos.train.optim import build_optimizer, build_scheduler
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model = BertForSequenceClassification(cfg, 3, pooling="mean")
+    groups = param_groups(model, 0.01, head_lr=1e-2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    head = [names[id(p)] for g in groups[2:] for p in g["params"]]
+    assert sorted(head) == ["classifier.bias", "classifier.weight"]
+    assert [g.get("lr") for g in groups] == [None, None, 1e-2, 1e-2]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    opt_cfg = OptimConfig(lr=1e-4, head_lr=1e-2, warmup_steps=10)
+    opt = build_optimizer(model, opt_cfg)
+    sched = build_scheduler(opt, opt_cfg, 100)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    # the schedule scales both rates alike: at step 5 of a 10-step warmup, 6/10 of each peak
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([6e-5, 6e-5, 6e-3, 6e-3])
+    assert len(param_groups(model, 0.01)) == 2  # without head_lr: the groups as before
+
+
 def test_accumulation_gives_the_same_weights_as_one_batch(
     tiny_corpus: Path, tiny_tokenizer: Path, tmp_path: Path
 ) -> None:

@@ -42,10 +42,17 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with warmup and decay; no weight decay on biases and LayerNorm weights."""
+    """AdamW with warmup and decay; no weight decay on biases and LayerNorm weights.
+
+    ``head_lr`` (null: ``lr``) is the peak learning rate of the parameters outside the
+    pretrained encoder when fine-tuning: the classifier, a CRF's transitions, a fresh pooler.
+    They start from random weights and usually want a larger rate than the encoder (CRF
+    taggers commonly train their transitions at 10-100x the encoder's). The schedule scales
+    both alike."""
 
     name: Literal["adamw"] = "adamw"
     lr: float = 5e-4
+    head_lr: float | None = None
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999
@@ -58,6 +65,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ConfigError(f"optim.head_lr must be positive (or null), got {self.head_lr}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -10,29 +10,37 @@ from torch import nn
 from llmos.config.run import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decay for weight matrices, none for biases and LayerNorm weights (as BERT)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Decay for weight matrices, none for biases and LayerNorm weights (as BERT): two groups.
+
+    With ``head_lr``, the parameters outside the encoder (names not under ``bert.``: a task's
+    classifier, CRF or fresh pooler) form two more groups at that learning rate."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()
     }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.endswith("bias") or id(p) in norm_params:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        decays = not (name.endswith("bias") or id(p) in norm_params)
+        head = head_lr is not None and not name.removeprefix("module.").startswith("bert.")
+        groups.setdefault((head, decays), []).append(p)
+    out = [
+        {"params": groups.get((False, True), []), "weight_decay": weight_decay},
+        {"params": groups.get((False, False), []), "weight_decay": 0.0},
     ]
+    if head_lr is not None:
+        out += [
+            {"params": groups.get((True, True), []), "weight_decay": weight_decay, "lr": head_lr},
+            {"params": groups.get((True, False), []), "weight_decay": 0.0, "lr": head_lr},
+        ]
+    return out
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups`. ``foreach`` keeps the step fast on CPU."""
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
+        param_groups(model, cfg.weight_decay, cfg.head_lr),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
