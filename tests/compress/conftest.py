@@ -133,3 +133,10 @@ def wordpiece_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model, cfg = tiny_bert(tok.get_vocab_size(), pad=0, heads="none")
     task = Embedding(pooling="mean", normalize=True, extra={"prefixes": {"query": "query: "}})
     return save_checkpoint(root / "ckpt", model, cfg, tok, task)
+
+
+@pytest.fixture
+def tiny_parts() -> tuple:
+    """:func:`tiny_bert` and :func:`unigram_tokenizer`, for tests that build their own
+    checkpoint (a module named ``conftest`` cannot be imported by name: pytest has several)."""
+    return tiny_bert, unigram_tokenizer

@@ -329,13 +329,13 @@ def test_out_may_not_be_the_checkpoint_itself(unigram_checkpoint: Path, trim_cor
 
 
 def test_padded_embedding_rows_past_the_tokenizer_are_dropped(
-    trim_corpus: Path, tmp_path: Path
+    trim_corpus: Path, tmp_path: Path, tiny_parts: tuple
 ) -> None:
     # multilingual-e5-small has 250,037 embedding rows for 250,002 pieces; ids past the
     # tokenizer are never produced, so trimming drops those rows too.
-    from conftest import tiny_bert, unigram_tokenizer
-
     from llmos.checkpoint.io import save_checkpoint
+
+    tiny_bert, unigram_tokenizer = tiny_parts
 
     tok = unigram_tokenizer()
     model, cfg = tiny_bert(tok.get_vocab_size() + 5, pad=1, heads="mlm")
