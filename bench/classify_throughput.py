@@ -106,13 +106,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--limit", type=int, help="the first N test texts only (quicker runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.checkpoint)
     labels = pipe.require_task("classification")
     cfg = pipe.config
     hf = hf_classifier(pipe, len(labels))
-    rows = read_classification(dataset_files(args.dataset)["test"]).rows
+    rows = read_classification(dataset_files(args.dataset)["test"]).rows[: args.limit]
     ids, types, _ = encode_texts(
         pipe.tokenizer, [r.text for r in rows], None, pipe.checkpoint.max_length
     )
