@@ -58,12 +58,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("llmos", "llmos.inference.load"): "the llmos.load facade (lazy)",
     ("llmos", "llmos.inference.encoder"): "llmos.load's return type (TYPE_CHECKING only)",
     ("llmos", "llmos.inference.generator"): "llmos.load's return type (TYPE_CHECKING only)",
-    # Decision: `llmos setup` builds the default models by running the training and conversion
-    # recipes in order; recipes/defaults.py is that pipeline, the one recipe that calls others
-    # (their entry points only, imported when a step runs).
-    ("llmos.recipes.defaults", "llmos.recipes.pretrain"): "the default-model pipeline",
-    ("llmos.recipes.defaults", "llmos.recipes.finetune"): "the default-model pipeline",
-    ("llmos.recipes.defaults", "llmos.recipes.convert"): "the default-model pipeline",
 }
 
 

@@ -20,6 +20,9 @@ from llmos.cli import main
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.errors import ConfigError, LlmosError
 from llmos.recipes import defaults as S
+from llmos.recipes.convert import import_hf
+from llmos.recipes.finetune import finetune
+from llmos.recipes.pretrain import pretrain
 from llmos.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +33,9 @@ TINY_STEPS = (
     S.Step("tiny-bert", "pretrain", 0.2, config="tiny-bert.yaml"),
     S.Step("tiny-cls", "finetune", 0.3, config="tiny-cls.yaml", init="tiny-bert"),
 )
+
+# The recipes `llmos setup` hands over (the CLI builds the same).
+RUNNERS = S.Runners(import_hf=import_hf, pretrain=pretrain, finetune=finetune)
 
 TINY_BERT = {
     "name": "anything",  # setup names the run after its step
@@ -107,7 +113,7 @@ def built(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     root = tmp_path_factory.mktemp("setup")
     configs = write_configs(root / "configs")
     models = root / "models"
-    return models, configs, S.run_setup(models, configs, TINY_STEPS)
+    return models, configs, S.run_setup(models, configs, RUNNERS, TINY_STEPS)
 
 
 @pytest.fixture()
@@ -173,7 +179,7 @@ def test_second_run_trains_nothing(
     planned = S.plan(models, configs, TINY_STEPS)
     assert all(p.done for p in planned)
     assert "nothing to do" in S.format_plan(planned, models)
-    again = S.run_setup(models, configs, TINY_STEPS)
+    again = S.run_setup(models, configs, RUNNERS, TINY_STEPS)
     assert [r.built for r in again] == [False, False, False]
     assert [r.metric for r in again] == [r.metric for r in first]  # read from report.json
     assert "setup: 0 built, 3 kept" in S.format_summary(again)
@@ -190,7 +196,7 @@ def test_an_interrupted_step_resumes(
     shutil.rmtree(run / "checkpoints" / "step-0000006")
     (run / "report.json").unlink()
     with caplog.at_level(logging.INFO, logger="llmos"):
-        results = S.run_setup(models, configs, TINY_STEPS)
+        results = S.run_setup(models, configs, RUNNERS, TINY_STEPS)
     assert [r.built for r in results] == [False, False, True]
     assert "resumed from" in caplog.text and "step-0000004" in caplog.text
     assert (run / "checkpoint" / "config.json").is_file() and (run / "report.json").is_file()
@@ -205,7 +211,7 @@ def test_an_unfinished_run_of_another_config_is_left_alone(copy: tuple[Path, Pat
     shutil.rmtree(run / "checkpoint")  # e.g. a full-size run killed half-way
     other = write_configs(models.parent / "other", **{"tiny-cls": {"train": {"max_steps": 9}}})
     with pytest.raises(LlmosError, match="holds an unfinished run of another config"):
-        S.run_setup(models, other, TINY_STEPS)
+        S.run_setup(models, other, RUNNERS, TINY_STEPS)
     assert (run / "checkpoints" / "step-0000006").is_dir()  # nothing removed
 
 
@@ -213,7 +219,7 @@ def test_an_existing_encoder_is_kept_and_fine_tuned_from(copy: tuple[Path, Path]
     models, configs = copy
     shutil.rmtree(models / "tiny-cls")
     before = (models / "tiny-bert" / "checkpoint" / "model.safetensors").read_bytes()
-    results = S.run_setup(models, configs, TINY_STEPS)
+    results = S.run_setup(models, configs, RUNNERS, TINY_STEPS)
     assert [r.built for r in results] == [False, False, True]
     assert (models / "tiny-bert" / "checkpoint" / "model.safetensors").read_bytes() == before
     cfg = load_config(FinetuneConfig, models / "tiny-cls" / "config.yaml")
@@ -237,7 +243,7 @@ def test_a_fine_tune_of_a_since_rebuilt_encoder_is_flagged(copy: tuple[Path, Pat
     retrain(encoder)
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
     shutil.rmtree(models / "tiny-cls")
-    S.run_setup(models, configs, TINY_STEPS)  # tuned on this directory's tiny-bert
+    S.run_setup(models, configs, RUNNERS, TINY_STEPS)  # tuned on this directory's tiny-bert
     task = json.loads((models / "tiny-cls" / "checkpoint" / "task.json").read_text())
     assert task["init_digest"] == weights_digest(encoder)
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
@@ -249,7 +255,7 @@ def test_a_fine_tune_of_a_since_rebuilt_encoder_is_flagged(copy: tuple[Path, Pat
     assert str(models / "tiny-cls") in line
     # Moved away, it is fine-tuned again from the new encoder and is current.
     shutil.move(models / "tiny-cls", models.parent / "tiny-cls-old")
-    results = S.run_setup(models, configs, TINY_STEPS)
+    results = S.run_setup(models, configs, RUNNERS, TINY_STEPS)
     assert [r.built for r in results] == [False, False, True]
     assert not any(p.stale for p in S.plan(models, configs, TINY_STEPS))
 

@@ -66,12 +66,24 @@ def add_finetune(sub: Subcommands) -> None:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from llmos.recipes.defaults import demo_key, format_plan, format_summary, plan, run_setup
+    from llmos.recipes.defaults import (
+        Runners,
+        demo_key,
+        format_plan,
+        format_summary,
+        plan,
+        run_setup,
+    )
 
     print(format_plan(plan(args.models, args.configs), args.models), flush=True)
     if args.dry_run:
         return 0
-    print(format_summary(run_setup(args.models, args.configs)))
+    from llmos.recipes.convert import import_hf
+    from llmos.recipes.finetune import finetune
+    from llmos.recipes.pretrain import pretrain
+
+    runners = Runners(import_hf=import_hf, pretrain=pretrain, finetune=finetune)
+    print(format_summary(run_setup(args.models, args.configs, runners)))
     if args.demo_user:
         key, url, created = demo_key(args.demo_user)
         what = "created admin user" if created else "new API key for user"

@@ -17,8 +17,8 @@ compares it with the encoder's digest now. A fine-tune from before that field ex
 judged (file times would be the only evidence, and copies, clock skew and fast machines make
 them wrong).
 
-This is the one recipe that runs other recipes (``pretrain``, ``finetune``, ``convert``'s
-``import_hf``): it is the pipeline ``make run`` builds the default models with.
+The recipes a step runs (``pretrain``, ``finetune``, ``convert``'s ``import_hf``) are handed in
+by the caller as :class:`Runners` (the CLI builds them), so this recipe imports no other recipe.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,17 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("intent-en", "finetune", 2.2, config="intent-en.yaml", init="minilm"),
     Step("gpt-zh", "pretrain", 4.6, config="gpt-zh.yaml"),
 )
+
+
+@dataclass(frozen=True)
+class Runners:
+    """The recipes the steps run, given by the caller (``llmos setup`` passes
+    ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain`` and ``recipes.finetune.finetune``):
+    ``import_hf(source, out)``, ``pretrain(cfg, resume=True)``, ``finetune(cfg, resume=True)``."""
+
+    import_hf: Callable[[str, Path], Any]
+    pretrain: Callable[..., Any]
+    finetune: Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -193,10 +205,12 @@ def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
 
 def run_setup(
     models: str | Path,
-    configs: str | Path = DEFAULT_CONFIGS,
+    configs: str | Path,
+    runners: Runners,
     steps: tuple[Step, ...] = DEFAULT_STEPS,
 ) -> list[StepResult]:
-    """Build every step whose output is missing, in order; returns one result per step."""
+    """Build every step whose output is missing, in order, with ``runners``' recipes; returns
+    one result per step."""
     models, configs = Path(models).expanduser(), Path(configs).expanduser()
     planned = plan(models, configs, steps)
     outputs = {p.step.name: p.output for p in planned}
@@ -212,15 +226,17 @@ def run_setup(
             "step %d/%d: %s (%s, about %.1f min)", n, len(todo), step.name, step.kind, step.minutes
         )
         start = time.perf_counter()
-        build(step, models, configs, outputs)
+        build(step, models, configs, outputs, runners)
         seconds = time.perf_counter() - start
         results.append(StepResult(step, p.output, True, seconds, headline_metric(step, p.output)))
         log.info("step %d/%d: %s done in %s", n, len(todo), step.name, _duration(seconds))
     return results
 
 
-def build(step: Step, models: Path, configs: Path, outputs: dict[str, Path]) -> None:
-    """Run one step (its recipe is imported here: planning needs no torch)."""
+def build(
+    step: Step, models: Path, configs: Path, outputs: dict[str, Path], runners: Runners
+) -> None:
+    """Run one step (a tokenizer's trainer is imported here: planning needs no torch)."""
     if step.kind == "tokenizer":
         from llmos.text.tokenizer import train_tokenizer
 
@@ -228,26 +244,22 @@ def build(step: Step, models: Path, configs: Path, outputs: dict[str, Path]) -> 
         files = [data_dir() / "corpus" / corpus / "train.txt"]
         train_tokenizer(kind, files, int(vocab), tokenizers_dir() / step.name)
     elif step.kind == "import":
-        from llmos.recipes.convert import import_hf
-
-        import_hf(str(step.source), models / step.name)
+        runners.import_hf(str(step.source), models / step.name)
     elif step.kind == "pretrain":
         from llmos.config import PretrainConfig, load_config
-        from llmos.recipes.pretrain import pretrain
 
         cfg = load_config(PretrainConfig, configs / str(step.config), _overrides(step, models))
         _check_resumable(cfg, models / step.name, "pretrain", configs / str(step.config))
-        pretrain(cfg, resume=True)
+        runners.pretrain(cfg, resume=True)
     else:
         from llmos.config import FinetuneConfig, load_config
-        from llmos.recipes.finetune import finetune
 
         extra = [f"init={json.dumps(str(outputs[step.init]))}"] if step.init else []
         cfg = load_config(
             FinetuneConfig, configs / str(step.config), [*_overrides(step, models), *extra]
         )
         _check_resumable(cfg, models / step.name, "finetune", configs / str(step.config))
-        finetune(cfg, resume=True)
+        runners.finetune(cfg, resume=True)
 
 
 def _overrides(step: Step, models: Path) -> list[str]:
