@@ -392,8 +392,8 @@ class BertForTokenClassification(nn.Module):
     """Hidden state of every token -> dropout -> linear: sequence labelling (BIO / BMES).
 
     With a ``crf`` (:class:`~llmos.models.crf.CRF` over the same labels) the logits are its
-    emission scores: training minimises the CRF's negative log-likelihood and decoding runs its
-    Viterbi (``llmos.train.tasks.tag``, ``llmos.inference.tag``); ``forward`` is unchanged.
+    emission scores: the tagging task's loss is the CRF's negative log-likelihood and decoding
+    runs its Viterbi (the CRF's own ``nll`` and ``decode``); ``forward`` is unchanged.
     Without one the model is Hugging Face's ``BertForTokenClassification``, weight for weight.
     """
 
