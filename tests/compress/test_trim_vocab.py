@@ -20,7 +20,7 @@ from llmos.compress import trim_vocab as T
 from llmos.config.trim_vocab import TrimVocabConfig
 from llmos.errors import CheckpointError, ConfigError, DataError
 from llmos.recipes.trim_vocab import REPORT_FILE, trim_vocab
-from llmos.text.tokenizer import split_cjk_characters
+from llmos.text.cjk import split_cjk_characters
 
 COVERED = [
     "我们今天学习文化，the students learn about culture。",

@@ -16,7 +16,8 @@ from llmos.checkpoint.io import read_checkpoint, save_checkpoint
 from llmos.config import BertConfig, FinetuneConfig, load_config
 from llmos.data.readers import read_spans
 from llmos.recipes.finetune import finetune
-from llmos.text.tokenizer import load_tokenizer, split_cjk_characters
+from llmos.text.cjk import split_cjk_characters
+from llmos.text.tokenizer import load_tokenizer
 from llmos.train.runs import load_init
 from llmos.train.tasks.tag import encode_tagging
 

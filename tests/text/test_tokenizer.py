@@ -11,10 +11,10 @@ from tokenizers import Tokenizer, decoders, models
 
 from llmos.errors import CheckpointError, ConfigError, DataError
 from llmos.text import tokenizer as tokenizer_module
+from llmos.text.cjk import is_cjk
 from llmos.text.tokenizer import (
     SPECIAL_TOKENS_WORDPIECE,
     decode,
-    is_cjk,
     load_tokenizer,
     special_ids,
     train_bpe,

@@ -157,7 +157,7 @@ class FinetuneDataConfig:
     ``spans_key`` the JSONL key holding the spans (``slots`` in the intent files); ``view``
     what to learn from a People's Daily file (``segmentation``, ``pos`` or ``ner``);
     ``split_cjk`` whether every CJK character becomes a token of its own (see
-    ``llmos.text.tokenizer.split_cjk_characters``): null (auto) splits for SentencePiece Unigram
+    ``llmos.text.cjk.split_cjk_characters``): null (auto) splits for SentencePiece Unigram
     tokenizers (XLM-R / multilingual-e5), which merge Chinese characters into words, and leaves
     WordPiece and BPE tokenizers as they are. The fine-tuned checkpoint saves the tokenizer it
     was trained with, so it tags the same way with no option at inference.

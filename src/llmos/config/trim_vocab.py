@@ -32,7 +32,7 @@ class TrimVocabConfig:
             (the report's held-out lines).
         cjk_characters: for a SentencePiece Unigram tokenizer, also count the texts with every
             CJK character split off (as taggers fine-tuned from the checkpoint tokenize them,
-            see ``llmos.text.tokenizer.split_cjk_characters``), so that the single-character
+            see ``llmos.text.cjk.split_cjk_characters``), so that the single-character
             pieces they need are kept.
         progress: show a progress bar.
     """

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmos.data.tagging import tags_to_spans
 from llmos.errors import DataError
-from llmos.text.tokenizer import is_cjk
+from llmos.text.cjk import is_cjk
 
 Span = tuple[str, int, int]
 

@@ -41,7 +41,7 @@ from llmos.data.textfiles import read_inputs
 from llmos.errors import CheckpointError, DataError
 from llmos.files import atomic_write_json
 from llmos.inference.load import build_model
-from llmos.text.tokenizer import split_cjk_characters, splits_cjk_by_default
+from llmos.text.cjk import split_cjk_characters, splits_cjk_by_default
 
 log = logging.getLogger("llmos.recipes")
 

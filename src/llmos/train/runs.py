@@ -23,7 +23,7 @@ from llmos.config.model import BertConfig, GPTConfig
 from llmos.config.run import FinetuneConfig, PretrainConfig
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import CheckpointError, ConfigError
-from llmos.text.tokenizer import split_cjk_characters, splits_cjk_by_default
+from llmos.text.cjk import split_cjk_characters, splits_cjk_by_default
 from llmos.train.loop import FitResult, TrainTask, fit
 
 log = logging.getLogger("llmos.train")
@@ -90,7 +90,7 @@ def load_init(cfg: FinetuneConfig) -> Init:
     """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest.
 
     For tagging, the tokenizer is the one the task trains and saves: with CJK characters split
-    (:func:`~llmos.text.tokenizer.split_cjk_characters`) when ``cfg.data.split_cjk`` says so,
+    (:func:`~llmos.text.cjk.split_cjk_characters`) when ``cfg.data.split_cjk`` says so,
     or by default for tokenizers that merge them into words. Encoding and the saved
     ``tokenizer.json`` then agree, and the fine-tuned checkpoint tags the same way.
     """

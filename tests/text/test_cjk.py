@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from llmos.text.tokenizer import (
-    is_cjk,
-    load_tokenizer,
-    split_cjk_characters,
-    splits_cjk_by_default,
-    train_bpe,
-    train_wordpiece,
-)
+from llmos.text.cjk import is_cjk, split_cjk_characters, splits_cjk_by_default
+from llmos.text.tokenizer import load_tokenizer, train_bpe, train_wordpiece
 
 # Merged words (as XLM-R's vocabulary has them) score above their characters, so the original
 # tokenizer prefers them; ':“' '!”' '”,' are merged punctuation pieces XLM-R has too.
