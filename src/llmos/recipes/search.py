@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llmos.data.sources import sha256_file
+from llmos.data.packages import sha256_file
 from llmos.errors import DataError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
