@@ -145,7 +145,7 @@ def test_kind_prefixes_and_errors(e5: Path) -> None:
         pipe.embed(["北京"], kind="document")
 
 
-def test_cli_convert_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_convert_by_name(tmp_path: Path) -> None:
     # the packages are already downloaded and extracted by the fixture: this is the CLI path
     assert main(["convert", "--from-hf", "multilingual-e5-small", str(tmp_path / "e5")]) == 0
     assert (tmp_path / "e5" / "model.safetensors").is_file()
