@@ -277,6 +277,51 @@ def test_init_layers_starts_from_the_first_layers(encoder: Path, dataset: Path, 
         load_config(FinetuneConfig, None, ["init_layers=0"])
 
 
+def test_freeze_layers_trains_only_the_layers_above_and_resumes_exactly(
+    encoder: Path, dataset: Path, tmp_path
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    argv = [
+        f"init={encoder}",
+        f"data.dataset={dataset}",
+        f"out_dir={tmp_path}",
+        "name=frozen",
+        "freeze_layers=1",
+        "train.max_steps=6",
+        "train.batch_size=8",
+        "train.eval_every=3",
+        "train.save_every=3",
+        "train.progress=false",
+        "optim.lr=1e-3",
+        "optim.warmup_steps=0",
+        "patience=null",
+    ]
+    full = finetune(load_config(FinetuneConfig, None, argv))
+    a, b = read_checkpoint(encoder).weights(), read_checkpoint(full.checkpoint).weights()
+    frozen = [k for k in b if k.startswith(("bert.embeddings.", "bert.layers.0."))]
+    trained = [k for k in b if k.startswith("bert.layers.1.")]
+    assert frozen and trained
+    assert all(torch.equal(b[k], a[k]) for k in frozen)  # not one bit moved
+    assert not all(torch.equal(b[k], a[k]) for k in trained)
+    # A run killed after its step-3 checkpoint resumes to the same weights: the optimizer
+    # state it reloads holds the trained parameters only, as the run's own.
+    killed = tmp_path / "killed"
+    shutil.copytree(full.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "step-0000006")
+    shutil.rmtree(killed / "checkpoint")
+    resumed = finetune(load_config(FinetuneConfig, None, [*argv, "name=killed"]), resume=True)
+    step6 = Path("checkpoints") / "step-0000006" / "model.safetensors"
+    x, y = load_file(str(full.run_dir / step6)), load_file(str(resumed.run_dir / step6))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    with pytest.raises(ConfigError, match="freeze_layers: 3 is more than the 2 layers"):
+        finetune(load_config(FinetuneConfig, None, [*argv, "name=x", "freeze_layers=3"]))
+    with pytest.raises(ConfigError, match="freeze_layers must be >= 0"):
+        load_config(FinetuneConfig, None, ["freeze_layers=-1"])
+
+
 def cfg_overrides(cfg: FinetuneConfig) -> list[str]:
     return [f"init={cfg.init}", f"data.dataset={cfg.data.dataset}", f"out_dir={cfg.out_dir}"]
 

@@ -136,6 +136,36 @@ def first_layers(
     return replace(config, num_layers=n, **cut), kept
 
 
+def freeze_bottom(model: nn.Module, n: int, config: BertConfig | GPTConfig, path: Path) -> int:
+    """Stop training the encoder's embeddings and its first ``n`` layers (``freeze_layers``):
+    their parameters no longer require gradients, so autograd records nothing below layer
+    ``n`` and the optimizer (built from the parameters that do) holds no state for them.
+    Returns the number of parameters frozen."""
+    if not isinstance(config, BertConfig):
+        raise ConfigError(f"freeze_layers: {path} is not a BERT encoder checkpoint")
+    if n > config.num_layers:
+        raise ConfigError(
+            f"freeze_layers: {n} is more than the {config.num_layers} layers the model has "
+            f"(of {path})"
+        )
+    if config.share_layers and n:
+        raise ConfigError(f"freeze_layers: {path} shares one layer's weights (share_layers)")
+    frozen = 0
+    for name, p in model.named_parameters():
+        m = re.match(r"bert\.layers\.(\d+)\.", name)
+        if name.startswith("bert.embeddings.") or (m and int(m.group(1)) < n):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    log.info(
+        "freeze_layers: the embeddings and the first %d of %d layers (%d parameters) are "
+        "not trained",
+        n,
+        config.num_layers,
+        frozen,
+    )
+    return frozen
+
+
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
     """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head (classifier,
     a tagger's CRF) stays fresh.
@@ -197,6 +227,8 @@ def train_head(
     run_dir = start_run(cfg)
     model = build()
     (load or load_encoder)(model, init.weights, init.path)
+    if cfg.freeze_layers is not None:
+        freeze_bottom(model, cfg.freeze_layers, init.config, init.path)
     started = {"init": str(init.path), "dataset": cfg.data.dataset}
     if init.digest is not None:
         started["init_digest"] = init.digest
