@@ -80,6 +80,14 @@ TASK_FILES: list[dict[str, Any]] = [
     {"task": "tagging", "labels": ["B", "E", "S"], "scheme": "bmes", "crf": True, "init": "x"},
     {"task": "classification", "labels": ["a", "b"], "pooling": "mean"},
     {
+        "task": "classification",
+        "labels": ["a", "b"],
+        "max_length": 128,
+        "pooling": "mean",
+        "text_prefix": "query: ",
+        "init": "x",
+    },
+    {
         "task": "embedding",
         "pooling": "mean",
         "normalize": True,
@@ -113,9 +121,13 @@ def test_typed_fields() -> None:
     assert spec.labels == ("O", "B-PER", "I-PER") and spec.scheme == "bio"
     assert spec.max_length == 128 and spec.view == "ner" and spec.spans_key == "entities"
     assert not spec.crf and "crf" not in spec.to_json()  # absent: false, and never written
-    assert parse_task(TASK_FILES[-3]).crf
+    assert parse_task(TASK_FILES[-4]).crf
     assert parse_task(TASK_FILES[0]).pooling == "cls" and "pooling" not in TASK_FILES[0]
-    assert parse_task(TASK_FILES[-2]).pooling == "mean"
+    assert parse_task(TASK_FILES[-3]).pooling == "mean"
+    # text_prefix: absent in older files is None, and None is never written.
+    assert parse_task(TASK_FILES[0]).text_prefix is None
+    assert "text_prefix" not in parse_task(TASK_FILES[0]).to_json()
+    assert parse_task(TASK_FILES[-2]).text_prefix == "query: "
     clf = parse_task(TASK_FILES[0])
     assert isinstance(clf, Classification)
     assert dict(clf.extra) == {"init": "runs/bert/checkpoint", "dataset": "chnsenticorp"}
@@ -157,6 +169,10 @@ def test_typed_fields() -> None:
         (
             {"task": "classification", "labels": ["a"], "pooling": "max"},
             "field 'pooling' must be 'cls' or 'mean', got 'max'",
+        ),
+        (
+            {"task": "classification", "labels": ["a"], "text_prefix": 1},
+            "field 'text_prefix' must be a string, got 1",
         ),
     ],
 )
@@ -206,6 +222,18 @@ def test_save_read_round_trip(tmp_path: Path, tokenizer: Tokenizer) -> None:
     weights = ckpt.weights()
     for key, value in model.state_dict().items():
         assert torch.equal(weights[key], value), key
+
+
+def test_an_older_classifier_saves_byte_for_byte(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    # A task.json written before text_prefix (and pooling) existed: read and saved again, the
+    # file is the same bytes, and the spec has no prefix.
+    cfg = bert_config(tokenizer)
+    model = BertForSequenceClassification(cfg, 2)
+    first = save_checkpoint(tmp_path / "a", model, cfg, tokenizer, dict(TASK_FILES[0]))
+    ckpt = read_checkpoint(first)
+    assert isinstance(ckpt.task, Classification) and ckpt.task.text_prefix is None
+    again = save_checkpoint(tmp_path / "b", model, cfg, tokenizer, ckpt.task)
+    assert (again / TASK_FILE).read_bytes() == (first / TASK_FILE).read_bytes()
 
 
 def test_a_pretrained_checkpoint_has_no_task_json(tmp_path: Path, tokenizer: Tokenizer) -> None:

@@ -15,7 +15,13 @@ import llmos
 from llmos.checkpoint.io import save_checkpoint
 from llmos.config.model import BertConfig
 from llmos.errors import LlmosError
-from llmos.inference.classify import batched_logits, encode_texts, encode_windows, truncating
+from llmos.inference.classify import (
+    LONG_INPUTS,
+    batched_logits,
+    encode_texts,
+    encode_windows,
+    truncating,
+)
 from llmos.models.bert import BertForSequenceClassification
 from llmos.text.tokenizer import load_tokenizer
 
@@ -179,3 +185,101 @@ def test_an_onnx_export_windows_the_same_way(classifier: Path, tmp_path: Path) -
     assert [r["windows"] for r in got] == [r["windows"] for r in want]
     for g, w in zip(got, want, strict=True):
         assert list(g["scores"].values()) == pytest.approx(list(w["scores"].values()), abs=1e-4)
+
+
+# --- text_prefix: a classifier fine-tuned on prefix + text reads every input that way -------
+
+PREFIX = "the market: "  # words the tiny tokenizer knows, and a ':' it may not
+
+
+@pytest.fixture(scope="module")
+def prefixed(classifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classifier above, its task.json saying ``text_prefix: PREFIX``."""
+    ckpt = llmos.load(classifier)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("prefixed") / "clf",
+        ckpt.model,
+        ckpt.config,
+        ckpt.tokenizer,
+        {
+            "task": "classification",
+            "labels": ["a", "b", "c"],
+            "max_length": MAX_LENGTH,
+            "text_prefix": PREFIX,
+        },
+    )
+
+
+@torch.inference_mode()
+def test_a_short_text_is_read_after_the_prefix(classifier: Path, prefixed: Path) -> None:
+    pipe = llmos.load(prefixed)
+    assert pipe.spec.text_prefix == PREFIX
+    tok = load_tokenizer(prefixed)  # by hand: the checkpoint's tokenizer, the model alone
+    for text in ["x", SHORT[0]]:
+        ids = tok.encode(PREFIX + text).ids
+        assert len(ids) <= MAX_LENGTH
+        want = pipe.model(torch.tensor([ids]))[0].softmax(-1)
+        for long_inputs in LONG_INPUTS:
+            got = pipe.classify([text], long_inputs=long_inputs)[0]
+            assert list(got["scores"].values()) == pytest.approx(want.tolist(), abs=1e-6)
+    # The same weights without the task.json prefix answer otherwise: the prefix is read.
+    bare = llmos.load(classifier).classify(["x"])[0]["scores"]
+    assert bare != pytest.approx(pipe.classify(["x"])[0]["scores"], abs=1e-3)
+
+
+@torch.inference_mode()
+def test_truncation_counts_the_prefix_and_pairs_prefix_the_first_text(prefixed: Path) -> None:
+    pipe = llmos.load(prefixed)
+    tok = load_tokenizer(prefixed)
+    tok.enable_truncation(MAX_LENGTH, strategy="longest_first")
+    ids = tok.encode(PREFIX + LONG).ids
+    assert len(ids) == MAX_LENGTH
+    want = pipe.model(torch.tensor([ids]))[0].softmax(-1)
+    got = pipe.classify([LONG], long_inputs="truncate")[0]
+    assert list(got["scores"].values()) == pytest.approx(want.tolist(), abs=1e-6)
+    pair = tok.encode(PREFIX + SHORT[0], SHORT[1])
+    want = pipe.model(torch.tensor([pair.ids]), torch.tensor([pair.type_ids]))[0].softmax(-1)
+    got = pipe.classify([SHORT[0]], [SHORT[1]])[0]
+    assert list(got["scores"].values()) == pytest.approx(want.tolist(), abs=1e-6)
+
+
+def test_every_window_begins_with_the_prefix(prefixed: Path) -> None:
+    pipe = llmos.load(prefixed)
+    tok = load_tokenizer(prefixed)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    lead = tok.encode(PREFIX, add_special_tokens=False).ids
+    content = tok.encode(LONG, add_special_tokens=False).ids
+    assert lead and tok.encode(PREFIX + LONG, add_special_tokens=False).ids == lead + content
+    size = MAX_LENGTH - 2 - len(lead)
+    spans = reference_windows(len(content), size)
+    assert len(spans) >= 4
+    # What the model saw: every row of every forward call, padding cut by the attention mask.
+    seen: list[list[int]] = []
+
+    def capture(_: torch.nn.Module, args: tuple) -> None:
+        ids, _types, mask = args  # batched_logits calls the model with INPUTS, in order
+        mask = torch.ones_like(ids) if mask is None else mask  # None: a batch without padding
+        for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
+            seen.append([t for t, k in zip(row, m, strict=True) if k])
+
+    hook = pipe.model.register_forward_pre_hook(capture)
+    try:
+        got = pipe.classify([LONG])[0]
+    finally:
+        hook.remove()
+    want_rows = [[cls, *lead, *content[a:b], sep] for a, b in spans]
+    assert sorted(seen) == sorted(want_rows)  # batches are length-sorted: compare as sets
+    assert all(r[: 1 + len(lead)] == [cls, *lead] and len(r) == MAX_LENGTH for r in seen)
+    assert got["windows"] == len(spans)
+    with torch.inference_mode():
+        mean = torch.stack([pipe.model(torch.tensor([r]))[0] for r in want_rows]).mean(0)
+    assert list(got["scores"].values()) == pytest.approx(mean.softmax(-1).tolist(), abs=1e-5)
+
+
+def test_a_prefix_that_fills_max_length_falls_back_to_truncation(tiny_tokenizer: Path) -> None:
+    tok = load_tokenizer(tiny_tokenizer)
+    prefix = "the market grew " * 8  # more than MAX_LENGTH tokens by itself
+    got = encode_windows(tok, [LONG, "x"], MAX_LENGTH, prefix)
+    assert got.windows == [1, 1] and got.fallback == 2  # "x" too: the prefix overflows
+    want, _, _ = encode_texts(tok, [LONG, "x"], None, MAX_LENGTH, prefix)
+    assert [x.tolist() for x in got.ids] == [x.tolist() for x in want]

@@ -15,6 +15,7 @@ from llmos.cli import main
 from llmos.config import FinetuneConfig, load_config
 from llmos.errors import CheckpointError, ConfigError, DataError
 from llmos.recipes.finetune import finetune
+from llmos.train.tasks.classify import score_classifier
 
 POS = ["喜欢", "支持", "保护"]
 NEG = ["讨厌", "反对", "破坏"]
@@ -373,3 +374,51 @@ def main_convert_to_hf(checkpoint: Path, out: Path) -> None:
     from llmos.recipes.convert import export_hf
 
     export_hf(checkpoint, out)
+
+
+def test_text_prefix_is_trained_recorded_and_read(
+    encoder: Path, dataset: Path, tmp_path: Path
+) -> None:
+    prefix = "the market: "
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            f"init={encoder}",
+            f"data.dataset={dataset}",
+            f"out_dir={tmp_path}",
+            "name=prefixed",
+            f"data.text_prefix='{prefix}'",  # quoted: a bare `the market: ` is a YAML mapping
+            "train.max_steps=10",
+            "train.batch_size=16",
+            "train.eval_every=10",
+            "train.save_every=10",
+            "train.progress=false",
+            "train.precision=fp32",
+        ],
+    )
+    assert cfg.data.text_prefix == prefix
+    result = finetune(cfg)
+    task = json.loads((result.checkpoint / "task.json").read_text())
+    assert task["text_prefix"] == prefix
+    assert list(task)[:6] == ["task", "labels", "max_length", "label_key", "text_prefix", "init"]
+    # The run's test loss is the model's on prefix + text, encoded here by hand.
+    pipe = llmos.load(result.checkpoint)
+    rows = [line.split("\t") for line in (dataset / "test.tsv").read_text().splitlines()[1:]]
+    labels = result.report["labels"]
+    with torch.no_grad():
+        logits = torch.cat(
+            [pipe.model(torch.tensor([pipe.tokenizer.encode(prefix + t).ids])) for t, _ in rows]
+        )
+    target = torch.tensor([labels.index(y) for _, y in rows])
+    loss = torch.nn.functional.cross_entropy(logits, target).item()
+    assert result.report["test"]["loss"] == pytest.approx(loss, abs=1e-5)
+    # classify() (and so predict, evaluate and /v1/classify) reads the same inputs.
+    got = [r["label"] for r in pipe.classify([t for t, _ in rows])]
+    assert got == [labels[i] for i in logits.argmax(-1).tolist()]
+    accuracy = (logits.argmax(-1) == target).float().mean().item()
+    assert score_classifier(pipe, dataset / "test.tsv")["accuracy"] == pytest.approx(accuracy)
+    with pytest.raises(CheckpointError, match="text_prefix"):
+        main_convert_to_hf(result.checkpoint, tmp_path / "hf")
+    with pytest.raises(ConfigError, match=r"data\.text_prefix .* needs task: classification"):
+        load_config(FinetuneConfig, None, ["task=tagging", "data.text_prefix=x"])

@@ -419,6 +419,14 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
                 "which transformers' BertForSequenceClassification (tanh pooler over [CLS]) "
                 "cannot; it stays an llmos checkpoint (`llmos export onnx` exports it)"
             )
+        if task.text_prefix:
+            # transformers' config.json has no field for it: the exported model would be fed
+            # texts without the prefix it was trained on, and answer differently, silently.
+            raise CheckpointError(
+                f"this classifier reads every text after the prefix {task.text_prefix!r} "
+                "(task.json text_prefix), which a transformers checkpoint cannot record; it "
+                "stays an llmos checkpoint (`llmos export onnx` exports it, task.json included)"
+            )
         if roberta:
             raise CheckpointError("exporting a RoBERTa classifier is not supported")
         return T.BertForSequenceClassification(hcfg)

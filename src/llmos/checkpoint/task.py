@@ -4,7 +4,8 @@ A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or 
 
 ==================  =====================================================================
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``,
-                    ``pooling`` (cls | mean; written only when mean)
+                    ``pooling`` (cls | mean; written only when mean), ``text_prefix``
+                    (written only when set)
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
                     ``view``, ``spans_key``, ``crf`` (written only when true)
 ``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
@@ -53,6 +54,8 @@ class Classification(_Spec):
     max_length: int | None = None  # None: the model's max_position
     label_key: str | None = None  # the dataset's label column it was trained on
     pooling: Literal["cls", "mean"] = "cls"  # the head's input (written only when mean)
+    # Put before every input text (the first of a pair), as in training: E5's "query: ".
+    text_prefix: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -123,7 +126,7 @@ DECODER_TASKS = (Instruct, Generation)
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("labels", "max_length", "label_key", "pooling"),
+    "classification": ("labels", "max_length", "label_key", "pooling", "text_prefix"),
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
@@ -217,6 +220,7 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             max_length=_max_length(d, source),
             label_key=_optional(d, "label_key", source, str, "a string"),
             pooling=pooling,
+            text_prefix=_optional(d, "text_prefix", source, str, "a string"),
             extra=extra,
         )
     if kind == "tagging":

@@ -161,6 +161,12 @@ class FinetuneDataConfig:
     tokenizers (XLM-R / multilingual-e5), which merge Chinese characters into words, and leaves
     WordPiece and BPE tokenizers as they are. The fine-tuned checkpoint saves the tokenizer it
     was trained with, so it tags the same way with no option at inference.
+
+    Classification only: ``text_prefix`` is a string put before every input text (the first
+    text of a sentence pair), in training and, recorded in task.json, at inference: the
+    instruction prefix some encoders are trained to read, such as multilingual-e5's
+    ``"query: "`` for classification inputs (Wang et al., 2022). Its tokens count in
+    ``max_length``.
     """
 
     dataset: str = "sentiment-zh"
@@ -171,10 +177,16 @@ class FinetuneDataConfig:
     spans_key: str = "spans"
     view: Literal["segmentation", "pos", "ner"] | None = None
     split_cjk: bool | None = None
+    text_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:
             raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
+        if self.text_prefix is not None and not isinstance(self.text_prefix, str):
+            raise ConfigError(
+                f"data.text_prefix must be a string (or null), got {self.text_prefix!r}"
+            )
+        self.text_prefix = self.text_prefix or None  # "" puts nothing before the texts
 
 
 @dataclass
@@ -223,6 +235,12 @@ class FinetuneConfig:
             raise ConfigError(
                 f"pooling chooses a classifier's input: it needs task: classification, got "
                 f"task: {self.task} (leave pooling out)"
+            )
+        if self.data.text_prefix and self.task != "classification":
+            # A tagger labels every token; the prefix's tokens would need labels of their own.
+            raise ConfigError(
+                f"data.text_prefix is put before a classifier's input texts: it needs task: "
+                f"classification, got task: {self.task} (leave data.text_prefix out)"
             )
         if self.init_layers is not None and self.init_layers < 1:
             raise ConfigError(

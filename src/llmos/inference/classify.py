@@ -6,6 +6,11 @@ cut into windows of ``max_length`` minus the tokenizer's special tokens, half a 
 (the last one ending at the text's end), each window wrapped in the specials the tokenizer's
 own post-processor adds (``[CLS] ... [SEP]``, ``<s> ... </s>``, ...), and the text's logits are
 the mean of its windows' logits (:func:`mean_over_windows`).
+
+A classifier fine-tuned with a ``text_prefix`` (task.json; E5's ``"query: "``) reads
+``prefix + text``: its prefix counts in ``max_length``, and in the window path it begins EVERY
+window, right after the leading specials, since the model only ever saw texts that start with
+it (:func:`encode_windows`).
 """
 
 from __future__ import annotations
@@ -57,15 +62,26 @@ def truncating(tokenizer: Tokenizer, max_length: int | None) -> Tokenizer:
         return tok
 
 
+def prefixed(texts: list[str], prefix: str | None) -> list[str]:
+    """``texts`` with ``prefix`` put before each (unchanged for None or "")."""
+    return [prefix + t for t in texts] if prefix else list(texts)
+
+
 def encode_texts(
-    tokenizer: Tokenizer, texts: list[str], texts_b: list[str | None] | None, max_length: int
+    tokenizer: Tokenizer,
+    texts: list[str],
+    texts_b: list[str | None] | None,
+    max_length: int,
+    prefix: str | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Encode single texts or pairs (``[CLS] A [SEP] B [SEP]``), truncated longest-first to
-    ``max_length`` tokens.
+    ``max_length`` tokens; ``prefix`` (a classifier's ``text_prefix``) is put before each text
+    (the first of a pair) and its tokens count in ``max_length``.
 
     Returns:
         (token ids per text, token types per text, number of texts that were truncated).
     """
+    texts = prefixed(texts, prefix)
     tok = truncating(tokenizer, max_length)
     if texts_b is not None and any(b is not None for b in texts_b):
         inputs: list[Any] = [(a, b or "") for a, b in zip(texts, texts_b, strict=True)]
@@ -123,7 +139,22 @@ def _wrapping(enc: Encoding, plain: list[int]) -> tuple[int, int] | None:
     return start, stop
 
 
-def encode_windows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> Windowed:
+def _prefix_tokens(enc: Encoding, prefix: str) -> int:
+    """How many leading tokens of ``enc`` (a ``prefix + text`` encoded without specials) are
+    the prefix's: those that end within it. A token that starts in the prefix and runs into the
+    text counts as the text's; a space that ends the prefix and that the tokenizer attaches to
+    the next word (SentencePiece's ``▁``, byte-level BPE's ``Ġ``) goes with that word."""
+    n = 0
+    for _, end in enc.offsets:
+        if end > len(prefix):
+            break
+        n += 1
+    return n
+
+
+def encode_windows(
+    tokenizer: Tokenizer, texts: list[str], max_length: int, prefix: str | None = None
+) -> Windowed:
     """Encode single texts; a text longer than ``max_length`` tokens becomes overlapping
     windows instead of being truncated.
 
@@ -134,18 +165,31 @@ def encode_windows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> W
     that the tokenizer's post-processor gave the truncated text, so the wrapping is the
     tokenizer's own (``[CLS] .. [SEP]`` for WordPiece, ``<s> .. </s>`` for XLM-R, none at all
     for a tokenizer without a post-processor).
+
+    With a ``prefix`` every text is read as ``prefix + text``; a long one's windows are cut
+    from the text's tokens only, each window ``specials + prefix tokens + window + specials``
+    (the window that much shorter), so that every window starts as the classifier was trained
+    to see its inputs start. The first window is then exactly the truncated ``prefix + text``.
+    A prefix that leaves no room for text falls back to truncation.
     """
-    encs = truncating(tokenizer, max_length).encode_batch(list(texts))
+    texts = prefixed(texts, prefix)
+    encs = truncating(tokenizer, max_length).encode_batch(texts)
     long = [i for i, e in enumerate(encs) if e.overflowing]
     plain: dict[int, list[int]] = {}
+    lead: dict[int, int] = {}  # the prefix's tokens at the start of plain[i]
     if long:
         whole = truncating(tokenizer, None).encode_batch(
             [texts[i] for i in long], add_special_tokens=False
         )
         plain = {i: e.ids for i, e in zip(long, whole, strict=True)}
+        lead = {
+            i: _prefix_tokens(e, prefix) if prefix else 0 for i, e in zip(long, whole, strict=True)
+        }
     out = Windowed([], [], [])
     for i, enc in enumerate(encs):
         where = _wrapping(enc, plain[i]) if i in plain else None
+        if where is not None and where[1] - where[0] <= lead[i]:
+            where = None  # the prefix fills max_length: no room for a window of text
         if where is None:  # fits (or cannot be windowed): today's single row
             out.fallback += int(i in plain)
             out.ids.append(np.asarray(enc.ids, dtype=np.int64))
@@ -153,12 +197,15 @@ def encode_windows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> W
             out.windows.append(1)
             continue
         start, stop = where
-        size = stop - start  # content tokens per window: max_length minus the specials
-        head, tail = enc.ids[:start], enc.ids[stop:]
+        k = lead[i]
+        # The specials and the prefix begin every window; the text's tokens fill the rest.
+        head, tail = enc.ids[:start] + plain[i][:k], enc.ids[stop:]
+        text = plain[i][k:]
+        size = stop - start - k  # text tokens per window: max_length minus specials and prefix
         types = np.asarray(enc.type_ids, dtype=np.int64)  # every window's types (same length)
-        starts = windows(len(plain[i]), size, max(1, size // 2))
+        starts = windows(len(text), size, max(1, size // 2))
         for s in starts:
-            out.ids.append(np.asarray(head + plain[i][s : s + size] + tail, dtype=np.int64))
+            out.ids.append(np.asarray(head + text[s : s + size] + tail, dtype=np.int64))
             out.types.append(types)
         out.windows.append(len(starts))
     return out

@@ -155,6 +155,10 @@ class EncoderPipeline(Pipeline):
                 truncated (longest first), as the model was trained on them: a window of the
                 second text alone would not be the pair the model learned to judge.
 
+        A classifier fine-tuned with a ``text_prefix`` (task.json) reads ``prefix + text``
+        for every text (the first of a pair), as in training; in the window path the prefix
+        begins every window. The answers are about the texts as given.
+
         Returns:
             ``[{"label", "score", "scores": {label: probability}, "windows"}, ...]`` in input
             order; ``windows`` is how many windows the text was read in (1 unless it was
@@ -165,13 +169,14 @@ class EncoderPipeline(Pipeline):
         if isinstance(texts, str):
             texts = [texts]
         max_length = self.checkpoint.max_length
+        prefix = self.spec.text_prefix if isinstance(self.spec, Classification) else None
         pairs = texts_b is not None and any(b is not None for b in texts_b)
         if long_inputs == "window" and not pairs:
-            inputs = encode_windows(self.tokenizer, texts, max_length)
+            inputs = encode_windows(self.tokenizer, texts, max_length, prefix)
             ids, types, windows = inputs.ids, inputs.types, inputs.windows
             truncated = inputs.fallback
         else:
-            ids, types, truncated = encode_texts(self.tokenizer, texts, texts_b, max_length)
+            ids, types, truncated = encode_texts(self.tokenizer, texts, texts_b, max_length, prefix)
             windows = [1] * len(texts)
         if truncated:
             log.warning(

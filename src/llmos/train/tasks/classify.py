@@ -41,17 +41,23 @@ class Encoded:
 
 
 def encode_split(
-    tokenizer: Any, rows: list[Example], labels: list[str], max_length: int, name: str
+    tokenizer: Any,
+    rows: list[Example],
+    labels: list[str],
+    max_length: int,
+    name: str,
+    prefix: str | None = None,
 ) -> Encoded:
     """Tokenize a split's texts (pairs too) and index its labels; rows whose label is not in
-    ``labels`` are skipped with a warning naming ``name``."""
+    ``labels`` are skipped with a warning naming ``name``. ``prefix`` (the classifier's
+    ``text_prefix``) is put before each text (the first of a pair), inside ``max_length``."""
     index = {label: i for i, label in enumerate(labels)}
     unseen = Counter(r.label for r in rows if r.label not in index)
     if unseen:
         log.warning("%s: labels unseen in training (rows skipped): %s", name, dict(unseen))
     rows = [r for r in rows if r.label in index]
     ids, types, truncated = encode_texts(
-        tokenizer, [r.text for r in rows], [r.text_b for r in rows], max_length
+        tokenizer, [r.text for r in rows], [r.text_b for r in rows], max_length, prefix
     )
     if truncated:
         log.warning(
@@ -168,7 +174,9 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         raise DataError(f"{files['train']}: needs at least two labels, found {labels}")
     max_length = min(cfg.data.max_length, init.config.max_position)
     enc = {
-        s: encode_split(init.tokenizer, r.rows, labels, max_length, str(files[s]))
+        s: encode_split(
+            init.tokenizer, r.rows, labels, max_length, str(files[s]), cfg.data.text_prefix
+        )
         for s, r in read.items()
     }
     weights_t = None
@@ -189,6 +197,8 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     }
     if cfg.pooling != "cls":
         meta["pooling"] = cfg.pooling
+    if cfg.data.text_prefix:  # written only when set: task.json without one is unchanged
+        meta["text_prefix"] = cfg.data.text_prefix
 
     def report(result: FitResult) -> dict[str, Any]:
         out: dict[str, Any] = {
