@@ -373,3 +373,28 @@ def test_single_cjk_character_pieces_are_kept_for_taggers(
     run(unigram_checkpoint, corpus, tmp_path / "without", cjk_characters=False)
     bare = read_checkpoint(tmp_path / "without").tokenizer.get_vocab()
     assert set(split.encode(text).tokens) - set(bare)  # some single characters went
+
+
+def test_a_classifiers_text_prefix_keeps_its_pieces(
+    unigram_checkpoint: Path, trim_corpus: Path, tmp_path: Path
+) -> None:
+    from llmos.checkpoint.io import save_checkpoint
+    from llmos.checkpoint.task import Classification
+    from llmos.models.bert import BertForSequenceClassification
+
+    prefix = "zebra: "  # "zebra" is in no counted text (held out in test.txt only)
+    src = read_checkpoint(unigram_checkpoint)
+    tok = src.tokenizer
+    own = tok.encode(prefix, add_special_tokens=False).ids
+    counted = {i for e in tok.encode_batch(counted_texts(trim_corpus)) for i in e.ids}
+    assert set(own) - counted  # without the prefix these pieces would be trimmed away
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(src.config, 3).eval()
+    task = Classification(("a", "b", "c"), max_length=24, text_prefix=prefix)
+    clf = save_checkpoint(tmp_path / "clf", model, src.config, tok, task)
+    run(clf, trim_corpus, tmp_path / "trimmed")
+    after = read_checkpoint(tmp_path / "trimmed")
+    assert after.task.text_prefix == prefix
+    pieces = after.tokenizer.encode(prefix, add_special_tokens=False).tokens
+    assert pieces == tok.encode(prefix, add_special_tokens=False).tokens
+    assert llmos.load(tmp_path / "trimmed").classify(COVERED) == llmos.load(clf).classify(COVERED)

@@ -133,7 +133,7 @@ def classification_data(
     labels = list(spec.labels)  # the checkpoint's order, not the data's
     max_length = _max_length(spec, config)
     enc = {
-        s: encode_split(tokenizer, r.rows, labels, max_length, str(files[s]))
+        s: encode_split(tokenizer, r.rows, labels, max_length, str(files[s]), spec.text_prefix)
         for s, r in read.items()
     }
     pad = special_ids(tokenizer)["pad"] or 0

@@ -91,10 +91,11 @@ def read_texts(
 def calibration_batches(
     pipe: EncoderPipeline, texts: list[str], size: int = CALIBRATION_BATCH
 ) -> list[dict[str, Any]]:
-    """``texts`` tokenized as the pipeline does (truncated to the task's max_length), in
-    batches of similar length. Every model is run on the same batches, so outputs compare row
-    for row."""
-    ids, types, _ = encode_texts(pipe.tokenizer, texts, None, pipe.checkpoint.max_length)
+    """``texts`` tokenized as the pipeline does (a classifier's text_prefix before each,
+    truncated to the task's max_length), in batches of similar length. Every model is run on
+    the same batches, so outputs compare row for row."""
+    prefix = pipe.spec.text_prefix if isinstance(pipe.spec, Classification) else None
+    ids, types, _ = encode_texts(pipe.tokenizer, texts, None, pipe.checkpoint.max_length, prefix)
     pad = pipe._pad()
     return [
         pad_batch([ids[i] for i in idx], [types[i] for i in idx], pad)

@@ -31,7 +31,7 @@ from llmos.checkpoint.io import (
     require_unquantized,
     save_checkpoint,
 )
-from llmos.checkpoint.task import task_json
+from llmos.checkpoint.task import Classification, task_json
 from llmos.compress import trim_vocab as T
 from llmos.config.model import BertConfig
 from llmos.config.trim_vocab import SPLITS, TrimVocabConfig, names
@@ -124,7 +124,11 @@ def trim_vocab(cfg: TrimVocabConfig) -> TrimVocabReport:
     with _bar(counted, "counting pieces", cfg.progress) as bar:
         counts = T.count_pieces(tok, _batches(counted, bar), size, also)
     pads = {config.pad_token_id} | ({framing[0]["pad_id"]} if framing[0] else set())
-    reserved = sorted({*T.reserved_ids(tok), *pads})
+    # A classifier reads every text after its text_prefix (task.json): keep the prefix's pieces
+    # whatever the counted texts (which come without it) use.
+    prefix = ckpt.task.text_prefix if isinstance(ckpt.task, Classification) else None
+    own = tok.encode(prefix, add_special_tokens=False).ids if prefix else []
+    reserved = sorted({*T.reserved_ids(tok), *pads, *own})
     keep = T.choose(counts, reserved, cfg.keep_top)
     remap = T.Remap.of(keep, size)
     trimmed_tok = T.trim_tokenizer(tok, remap)

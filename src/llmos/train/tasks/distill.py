@@ -171,7 +171,11 @@ def classification_data(
     max_length = cfg.data.max_length or teacher.task.max_length or 128
     max_length = min(max_length, student_cfg.max_position)
     enc = {
-        s: encode_split(teacher.tokenizer, r.rows, labels, max_length, str(files[s]))
+        # The teacher's text_prefix: it was trained on prefixed texts, and the student, whose
+        # task.json copies the teacher's, is read with it too.
+        s: encode_split(
+            teacher.tokenizer, r.rows, labels, max_length, str(files[s]), teacher.task.text_prefix
+        )
         for s, r in read.items()
     }
     return labels, enc, max_length, special_ids(teacher.tokenizer)["pad"] or 0
