@@ -18,11 +18,13 @@ from safetensors.torch import load_file, save_file
 from llmos.checkpoint.digest import weights_digest
 from llmos.cli import main
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
+from llmos.config.trim_vocab import TrimVocabConfig
 from llmos.errors import ConfigError, LlmosError
 from llmos.recipes import defaults as S
-from llmos.recipes.convert import import_hf
+from llmos.recipes.convert import export_hf, import_hf
 from llmos.recipes.finetune import finetune
 from llmos.recipes.pretrain import pretrain
+from llmos.recipes.trim_vocab import trim_vocab
 from llmos.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,9 @@ TINY_STEPS = (
 )
 
 # The recipes `llmos setup` hands over (the CLI builds the same).
-RUNNERS = S.Runners(import_hf=import_hf, pretrain=pretrain, finetune=finetune)
+RUNNERS = S.Runners(
+    import_hf=import_hf, pretrain=pretrain, finetune=finetune, trim_vocab=trim_vocab
+)
 
 TINY_BERT = {
     "name": "anything",  # setup names the run after its step
@@ -226,6 +230,44 @@ def test_an_existing_encoder_is_kept_and_fine_tuned_from(copy: tuple[Path, Path]
     assert cfg.init == str(models / "tiny-bert" / "checkpoint")
 
 
+def test_trim_steps_import_or_take_an_encoder_and_keep_only_the_trimmed_model(
+    copy: tuple[Path, Path],
+) -> None:
+    """A trim step with a source imports it into a scratch directory, trims it into the
+    models directory and removes the scratch copy; one with ``init`` trims that step's
+    output. A fine-tune starts from the trimmed model; a second run keeps everything."""
+    models, configs = copy
+    hf_dir = export_hf(models / "tiny-bert" / "checkpoint", models.parent / "hf-tiny-bert")
+    trim = {"checkpoint": "replaced-by-setup", "corpus": "tiny", "progress": False}
+    (configs / "tiny-trim.yaml").write_text(yaml.safe_dump(trim), encoding="utf-8")
+    steps = (
+        *TINY_STEPS,
+        S.Step("tiny-imported", "trim", 0.1, config="tiny-trim.yaml", source=str(hf_dir)),
+        S.Step("tiny-trimmed", "trim", 0.1, config="tiny-trim.yaml", init="tiny-bert"),
+        S.Step("tiny-cls-trimmed", "finetune", 0.1, config="tiny-cls.yaml", init="tiny-imported"),
+    )
+    results = S.run_setup(models, configs, RUNNERS, steps)
+    assert [r.built for r in results] == [False, False, False, True, True, True]
+    assert sorted(p.name for p in models.iterdir()) == [  # no scratch import left behind
+        "tiny-bert", "tiny-cls", "tiny-cls-trimmed", "tiny-imported", "tiny-trimmed"
+    ]  # fmt: skip
+    for r in results[3:5]:
+        report = json.loads((r.output / "trim_vocab.json").read_text())
+        assert report["vocab"]["kept"] < report["vocab"]["original"]
+        assert r.metric.startswith(
+            f"{report['vocab']['kept']:,} of {report['vocab']['original']:,} pieces kept, "
+        )
+    # Trimmed from an import of the encoder, or from the encoder itself: the same model.
+    imported, trimmed = (
+        models / n / "model.safetensors" for n in ("tiny-imported", "tiny-trimmed")
+    )
+    a, b = load_file(str(imported)), load_file(str(trimmed))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    task = json.loads((models / "tiny-cls-trimmed" / "checkpoint" / "task.json").read_text())
+    assert task["init"] == str(models / "tiny-imported")
+    assert [r.built for r in S.run_setup(models, configs, RUNNERS, steps)] == [False] * 6
+
+
 def retrain(encoder: Path) -> None:
     """As if the encoder was trained again: other weights in its model.safetensors."""
     weights = encoder / "model.safetensors"
@@ -331,7 +373,8 @@ def test_cli_second_run_prints_the_summary_and_a_working_key(
     for _ in range(2):
         assert main(["setup", "--models", str(models), "--demo-user", "demo"]) == 0
         out = capsys.readouterr().out
-        assert "nothing to do" in out and "setup: 0 built, 9 kept" in out
+        assert "nothing to do" in out
+        assert f"setup: 0 built, {len(S.DEFAULT_STEPS)} kept" in out
         keys.append(out.split("API key: ")[1].split()[0])
     assert keys[0] != keys[1]
     store = Store()
@@ -345,25 +388,35 @@ def test_cli_dry_run_prints_the_plan_only(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configs = str(ROOT / "configs" / "run")
-    assert (
-        main(["setup", "--models", str(tmp_path / "runs"), "--configs", configs, "--dry-run"]) == 0
-    )
+    argv = ["setup", "--models", str(tmp_path / "runs"), "--configs", configs, "--dry-run"]
+    assert main(argv) == 0
     out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0 and out.startswith("setup: building wordpiece-zh, bpe-zh, bert-zh")
+    assert out.count("\n") == 0 and out.startswith("setup: building bpe-zh, e5-zh, sentiment-zh")
+    assert "bert-zh" not in out
+    assert main([*argv, "--with", "bert-zh"]) == 0
+    assert "gpt-zh, wordpiece-zh, bert-zh into" in capsys.readouterr().out
+    assert main([*argv, "--with", "bert"]) != 0
+    err = capsys.readouterr().err
+    assert "no optional step set 'bert' (there are: bert-zh)" in err
     assert not (tmp_path / "runs").exists()
 
 
 def test_default_steps_use_every_quick_config() -> None:
-    """configs/run holds exactly the default steps' configs, each fine-tune starting from the
-    step it names (so each config also runs alone from the repository root)."""
+    """configs/run holds exactly the default and optional steps' configs, each fine-tune
+    starting from the step it names and the trim step reading the model it imports (so each
+    config also runs alone from the repository root)."""
+    every = S.steps_with(list(S.OPTIONAL_STEPS))
     shipped = {p.name for p in (ROOT / "configs" / "run").glob("*.yaml")}
-    assert shipped == {s.config for s in S.DEFAULT_STEPS if s.config}
-    runs = {s.name: S.output_of(s, Path("runs")) for s in S.DEFAULT_STEPS}
-    for step in S.DEFAULT_STEPS:
+    assert shipped == {s.config for s in every if s.config}
+    runs = {s.name: S.output_of(s, Path("runs")) for s in every}
+    for step in every:
+        config = ROOT / "configs" / "run" / str(step.config)
         if step.kind == "finetune":
-            cfg = load_config(FinetuneConfig, ROOT / "configs" / "run" / str(step.config))
+            cfg = load_config(FinetuneConfig, config)
             assert (cfg.name, cfg.init) == (step.name, str(runs[str(step.init)]))
         elif step.kind == "pretrain":
-            cfg = load_config(PretrainConfig, ROOT / "configs" / "run" / str(step.config))
-            assert cfg.name == step.name
-    assert S.plan(Path("runs"), ROOT / "configs" / "run")  # every config is found
+            assert load_config(PretrainConfig, config).name == step.name
+        elif step.kind == "trim":
+            trim = load_config(TrimVocabConfig, config)
+            assert (trim.checkpoint, trim.out_dir) == (step.source, str(runs[step.name]))
+    assert S.plan(Path("runs"), ROOT / "configs" / "run", every)  # every config is found

@@ -11,11 +11,20 @@ def add_setup(sub: Subcommands) -> None:
     """``llmos setup``: the default model set."""
     su = sub.add_parser(
         "setup",
-        help="build the default models that are missing (make run): tokenizers, Chinese BERT "
-        "+ sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
+        help="build the default models that are missing (make run): multilingual-e5-small "
+        "(trimmed) + Chinese sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
         description="Build, step by step, the default model set into --models with the quick "
         "configs of --configs (about 20 minutes on 2 CPU cores). A step whose final checkpoint "
         "exists is skipped (a second run does nothing); an interrupted one resumes.",
+    )
+    su.add_argument(
+        "--with",
+        dest="with_steps",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also build an optional model (repeatable): bert-zh, the Chinese BERT pretrained "
+        "here from nothing (+ its WordPiece tokenizer; about 7 minutes)",
     )
     su.add_argument("--models", default="runs", help="models directory (default: runs)")
     su.add_argument(
@@ -73,17 +82,22 @@ def _setup(args: argparse.Namespace) -> int:
         format_summary,
         plan,
         run_setup,
+        steps_with,
     )
 
-    print(format_plan(plan(args.models, args.configs), args.models), flush=True)
+    steps = steps_with(args.with_steps)
+    print(format_plan(plan(args.models, args.configs, steps), args.models), flush=True)
     if args.dry_run:
         return 0
     from llmos.recipes.convert import import_hf
     from llmos.recipes.finetune import finetune
     from llmos.recipes.pretrain import pretrain
+    from llmos.recipes.trim_vocab import trim_vocab
 
-    runners = Runners(import_hf=import_hf, pretrain=pretrain, finetune=finetune)
-    print(format_summary(run_setup(args.models, args.configs, runners)))
+    runners = Runners(
+        import_hf=import_hf, pretrain=pretrain, finetune=finetune, trim_vocab=trim_vocab
+    )
+    print(format_summary(run_setup(args.models, args.configs, runners, steps)))
     if args.demo_user:
         key, url, created = demo_key(args.demo_user)
         what = "created admin user" if created else "new API key for user"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from llmos.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
+REPORT_FILE = "trim_vocab.json"  # the report written beside the trimmed weights
 
 
 def names(value: str | None) -> list[str]:

@@ -1,32 +1,35 @@
 """Recipe: build the default model set (``llmos setup``, which ``make run`` calls).
 
-The steps, in order: the two Chinese tokenizers, the Chinese BERT, its sentiment, intent and NER
-fine-tunes, the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from it, and the
-Chinese GPT. Training steps read the quick configs of ``configs/run/`` (the defaults of
-``configs/pretrain`` and ``configs/finetune``, shortened to fit 25 minutes on a 2-core CPU) and
-write the standard run directories (``runs/bert-zh``, ...), where the server finds them by name.
+The steps, in order: the Chinese byte-level BPE tokenizer; ``e5-zh``, the real pretrained
+multilingual-e5-small imported from its registry package and its vocabulary trimmed to the
+pieces the Chinese and English data use; the Chinese sentiment, intent and NER models
+fine-tuned from it; the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from
+it; and the Chinese GPT, pretrained here. Training steps read the quick configs of
+``configs/run/`` (shortened to fit the first-run budget on a 2-core CPU) and write the standard
+run directories (``runs/sentiment-zh``, ...), where the server finds them by name.
 
 A step is skipped when its final output exists (a tokenizer's ``tokenizer.json``, a run's
-``checkpoint/``, an imported model's ``config.json``), whoever made it: a second run does
-nothing, and a full-size run trained later with ``configs/pretrain`` or ``configs/finetune``
-replaces a quick one and is then kept. A training step killed half-way resumes from its newest
-step checkpoint (the recipes' ``resume``). A fine-tune whose encoder was rebuilt after it (a
-full-size ``bert-zh`` trained later) is kept too, but the plan says so and how to redo it: a
-fine-tune records its encoder's weights digest in ``task.json`` (``init_digest``), and the plan
-compares it with the encoder's digest now. A fine-tune from before that field existed is not
-judged (file times would be the only evidence, and copies, clock skew and fast machines make
-them wrong).
+``checkpoint/``, an imported or trimmed model's ``config.json``), whoever made it: a second run
+does nothing, and a full-size run trained later with ``configs/pretrain`` or
+``configs/finetune`` replaces a quick one and is then kept. A training step killed half-way
+resumes from its newest step checkpoint (the recipes' ``resume``). A fine-tune whose encoder was
+rebuilt after it is kept too, but the plan says so and how to redo it: a fine-tune records its
+encoder's weights digest in ``task.json`` (``init_digest``), and the plan compares it with the
+encoder's digest now. A fine-tune from before that field existed is not judged (file times
+would be the only evidence, and copies, clock skew and fast machines make them wrong).
 
-The recipes a step runs (``pretrain``, ``finetune``, ``convert``'s ``import_hf``) are handed in
-by the caller as :class:`Runners` (the CLI builds them), so this recipe imports no other recipe.
+The recipes a step runs (``pretrain``, ``finetune``, ``convert``'s ``import_hf``,
+``trim_vocab``) are handed in by the caller as :class:`Runners` (the CLI builds them), so this
+recipe imports no other recipe.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +38,7 @@ import yaml
 
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import parse_task
+from llmos.config.trim_vocab import REPORT_FILE as TRIM_REPORT
 from llmos.errors import ConfigError, LlmosError
 from llmos.paths import data_dir, tokenizers_dir
 
@@ -52,15 +56,19 @@ class Step:
     Attributes:
         name: the tokenizer's name under ``$LLMOS_HOME/tokenizers``, or the model's directory
             under the models directory (the name the server gives it).
-        kind: ``tokenizer``, ``pretrain``, ``finetune`` or ``import`` (``llmos convert``).
+        kind: ``tokenizer``, ``pretrain``, ``finetune``, ``import`` (``llmos convert``) or
+            ``trim`` (``llmos compress trim-vocab``).
         minutes: how long it took on the reference machine (2 cores; docs/BENCHMARKS.md).
-        config: the YAML file under the configs directory (training steps).
-        init: the step whose checkpoint a fine-tune starts from.
-        source: ``KIND:CORPUS:VOCAB`` of a tokenizer, or the packaged model an import reads.
+        config: the YAML file under the configs directory (training and trim steps; a trim
+            step's file holds :class:`~llmos.config.trim_vocab.TrimVocabConfig`'s fields).
+        init: the step whose checkpoint a fine-tune starts from, or a trim step trims.
+        source: ``KIND:CORPUS:VOCAB`` of a tokenizer, or the packaged model (or Hugging Face
+            directory) an import reads; a trim step with a source imports it into a scratch
+            directory first and keeps only the trimmed model.
     """
 
     name: str
-    kind: Literal["tokenizer", "pretrain", "finetune", "import"]
+    kind: Literal["tokenizer", "pretrain", "finetune", "import", "trim"]
     minutes: float
     config: str | None = None
     init: str | None = None
@@ -69,27 +77,49 @@ class Step:
 
 # Minutes measured by `llmos setup` end to end on the reference machine (docs/BENCHMARKS.md).
 DEFAULT_STEPS: tuple[Step, ...] = (
-    Step("wordpiece-zh", "tokenizer", 0.1, source="wordpiece:zh:21128"),
-    Step("bpe-zh", "tokenizer", 0.5, source="bpe:zh:8000"),
-    Step("bert-zh", "pretrain", 5.0, config="bert-zh.yaml"),
-    Step("sentiment-zh", "finetune", 2.1, config="sentiment-zh.yaml", init="bert-zh"),
-    Step("intent-zh", "finetune", 1.7, config="intent-zh.yaml", init="bert-zh"),
-    Step("ner-zh", "finetune", 3.8, config="ner-zh.yaml", init="bert-zh"),
+    Step("bpe-zh", "tokenizer", 0.6, source="bpe:zh:8000"),
+    Step("e5-zh", "trim", 1.2, config="e5-zh.yaml", source="multilingual-e5-small"),
+    Step("sentiment-zh", "finetune", 4.0, config="sentiment-zh.yaml", init="e5-zh"),
+    Step("intent-zh", "finetune", 2.6, config="intent-zh.yaml", init="e5-zh"),
+    Step("ner-zh", "finetune", 4.0, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
-    Step("intent-en", "finetune", 2.2, config="intent-en.yaml", init="minilm"),
-    Step("gpt-zh", "pretrain", 4.6, config="gpt-zh.yaml"),
+    Step("intent-en", "finetune", 2.6, config="intent-en.yaml", init="minilm"),
+    Step("gpt-zh", "pretrain", 6.0, config="gpt-zh.yaml"),
 )
+
+# Steps built only when asked for (``llmos setup --with NAME``): the Chinese BERT pretrained
+# here from nothing, the "pretrain your own" path (its quick run is too small to fine-tune
+# from, see docs/BENCHMARKS.md; it is the default set's only fill-mask model).
+OPTIONAL_STEPS: dict[str, tuple[Step, ...]] = {
+    "bert-zh": (
+        Step("wordpiece-zh", "tokenizer", 0.1, source="wordpiece:zh:21128"),
+        Step("bert-zh", "pretrain", 7.1, config="bert-zh.yaml"),
+    ),
+}
+
+
+def steps_with(names: Sequence[str] = ()) -> tuple[Step, ...]:
+    """The default steps, then those of each optional set named (``OPTIONAL_STEPS``)."""
+    unknown = [n for n in names if n not in OPTIONAL_STEPS]
+    if unknown:
+        raise ConfigError(
+            f"no optional step set {unknown[0]!r} (there are: {', '.join(OPTIONAL_STEPS)})"
+        )
+    extra = [s for n in dict.fromkeys(names) for s in OPTIONAL_STEPS[n]]
+    return (*DEFAULT_STEPS, *extra)
 
 
 @dataclass(frozen=True)
 class Runners:
     """The recipes the steps run, given by the caller (``llmos setup`` passes
-    ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain`` and ``recipes.finetune.finetune``):
-    ``import_hf(source, out)``, ``pretrain(cfg, resume=True)``, ``finetune(cfg, resume=True)``."""
+    ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain``, ``recipes.finetune.finetune``
+    and ``recipes.trim_vocab.trim_vocab``): ``import_hf(source, out)``, ``pretrain(cfg,
+    resume=True)``, ``finetune(cfg, resume=True)``, ``trim_vocab(cfg)``."""
 
     import_hf: Callable[[str, Path], Any]
     pretrain: Callable[..., Any]
     finetune: Callable[..., Any]
+    trim_vocab: Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -118,8 +148,8 @@ def output_of(step: Step, models: Path) -> Path:
     """Where a step's final output lies; it is done when this exists."""
     if step.kind == "tokenizer":
         return tokenizers_dir() / step.name / "tokenizer.json"
-    if step.kind == "import":
-        return models / step.name  # an imported model is a checkpoint directory itself
+    if step.kind in ("import", "trim"):
+        return models / step.name  # an imported or trimmed model is a checkpoint directory itself
     return models / step.name / "checkpoint"
 
 
@@ -245,6 +275,8 @@ def build(
         train_tokenizer(kind, files, int(vocab), tokenizers_dir() / step.name)
     elif step.kind == "import":
         runners.import_hf(str(step.source), models / step.name)
+    elif step.kind == "trim":
+        _trim(step, models, configs, outputs, runners)
     elif step.kind == "pretrain":
         from llmos.config import PretrainConfig, load_config
 
@@ -260,6 +292,29 @@ def build(
         )
         _check_resumable(cfg, models / step.name, "finetune", configs / str(step.config))
         runners.finetune(cfg, resume=True)
+
+
+def _trim(
+    step: Step, models: Path, configs: Path, outputs: dict[str, Path], runners: Runners
+) -> None:
+    """Trim the vocabulary of ``step.init``'s output, of ``step.source`` imported into a
+    scratch directory beside the output (removed afterwards: only the trimmed model stays), or
+    of the config's own ``checkpoint``."""
+    from llmos.config import load_config
+    from llmos.config.trim_vocab import TrimVocabConfig
+
+    out = [f"out_dir={json.dumps(str(models / step.name))}"]
+    if step.init is not None:
+        out.append(f"checkpoint={json.dumps(str(outputs[step.init]))}")
+    if step.source is None:
+        runners.trim_vocab(load_config(TrimVocabConfig, configs / str(step.config), out))
+        return
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{step.name}-import-", dir=models) as scratch:
+        imported = Path(scratch) / "model"
+        runners.import_hf(step.source, imported)
+        out.append(f"checkpoint={json.dumps(str(imported))}")
+        runners.trim_vocab(load_config(TrimVocabConfig, configs / str(step.config), out))
 
 
 def _overrides(step: Step, models: Path) -> list[str]:
@@ -297,6 +352,17 @@ def headline_metric(step: Step, output: Path) -> str:
         return f"{len(vocab):,} tokens"
     if step.kind == "import":
         return "imported"
+    if step.kind == "trim":
+        try:
+            trimmed = json.loads((output / TRIM_REPORT).read_text(encoding="utf-8"))
+            vocab, params = trimmed["vocab"], trimmed["params"]
+            kept, was = params["trimmed"] / 1e6, params["original"] / 1e6
+            return (
+                f"{vocab['kept']:,} of {vocab['original']:,} pieces kept, "
+                f"{kept:.1f} M parameters (from {was:.1f} M)"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"no {TRIM_REPORT}"
     report_path = output.parent / "report.json"
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))

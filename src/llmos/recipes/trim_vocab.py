@@ -34,7 +34,7 @@ from llmos.checkpoint.io import (
 from llmos.checkpoint.task import Classification, task_json
 from llmos.compress import trim_vocab as T
 from llmos.config.model import BertConfig
-from llmos.config.trim_vocab import SPLITS, TrimVocabConfig, names
+from llmos.config.trim_vocab import REPORT_FILE, SPLITS, TrimVocabConfig, names
 from llmos.data.datasets import dataset_files, resolve_corpus
 from llmos.data.readers import join_tokens, read_conll, read_pku
 from llmos.data.textfiles import read_inputs
@@ -45,7 +45,6 @@ from llmos.text.cjk import split_cjk_characters, splits_cjk_by_default
 
 log = logging.getLogger("llmos.recipes")
 
-REPORT_FILE = "trim_vocab.json"
 BATCH = 1000  # texts per tokenizer call (the library encodes a batch in parallel)
 
 
