@@ -5,15 +5,17 @@ from pathlib import Path
 import pytest
 
 from llmos.config import DistillConfig, FinetuneConfig, PretrainConfig, load_config
+from llmos.config.trim_vocab import TrimVocabConfig
 from llmos.errors import ConfigError
-from llmos.recipes.defaults import DEFAULT_STEPS
+from llmos.recipes.defaults import OPTIONAL_STEPS, steps_with
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "distill": DistillConfig}
-# configs/run: the quick configs `llmos setup` trains, pretraining and fine-tuning side by side.
-RUN_KINDS = {s.config: s.kind for s in DEFAULT_STEPS if s.config}
+# configs/run: the quick configs `llmos setup` trains, pretraining and fine-tuning side by side,
+# and the trim-vocab settings of the encoder it imports.
+RUN_KINDS = {s.config: s.kind for s in steps_with(list(OPTIONAL_STEPS)) if s.config}
 # The command each directory's configs start with, and the run name it gives (from the stem).
 COMMANDS = {
     "pretrain": ("llmos pretrain --config configs/pretrain/{name}", "{stem}"),
@@ -35,6 +37,10 @@ def test_shipped_configs_parse(path: Path) -> None:
     kind = path.parent.name
     if kind == "run":
         kind = RUN_KINDS[path.name]
+    if kind == "trim":  # no --config of its own: the import, then trim-vocab's flags
+        assert path.read_text().startswith("# llmos convert --from-hf ")
+        assert load_config(TrimVocabConfig, path).out_dir == f"runs/{path.stem}"
+        return
     command, run_name = COMMANDS[kind]
     command = command.replace(f"configs/{kind}/", f"configs/{path.parent.name}/")
     first = path.read_text().splitlines()[0]

@@ -323,6 +323,37 @@ def test_freeze_layers_trains_only_the_layers_above_and_resumes_exactly(
         load_config(FinetuneConfig, None, ["freeze_layers=-1"])
 
 
+def test_eval_every_0_never_validates_and_keeps_the_last_step(
+    encoder: Path, dataset: Path, tmp_path
+) -> None:
+    from safetensors.torch import load_file
+
+    argv = [
+        f"init={encoder}",
+        f"data.dataset={dataset}",
+        f"out_dir={tmp_path}",
+        "name=unvalidated",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.eval_every=0",
+        "train.save_every=4",
+        "train.log_every=2",
+        "train.progress=false",
+    ]
+    result = finetune(load_config(FinetuneConfig, None, argv))
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    assert [r["split"] for r in rows] == ["train", "train"]
+    assert (result.run_dir / "loss.png").is_file() and not (result.run_dir / "best").exists()
+    last = result.run_dir / "checkpoints" / "step-0000004" / "model.safetensors"
+    x, y = load_file(str(last)), load_file(str(result.checkpoint / "model.safetensors"))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert report["best"] is None and 0.0 <= report["test"]["accuracy"] <= 1.0
+    assert "best validation" not in result.format_report()
+    with pytest.raises(ConfigError, match=r"train\.eval_every must be positive \(or 0"):
+        load_config(FinetuneConfig, None, ["train.eval_every=-1"])
+
+
 def cfg_overrides(cfg: FinetuneConfig) -> list[str]:
     return [f"init={cfg.init}", f"data.dataset={cfg.data.dataset}", f"out_dir={cfg.out_dir}"]
 

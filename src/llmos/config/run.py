@@ -79,6 +79,11 @@ class TrainConfig:
 
     ``batch_size`` is the global batch of one optimizer step (over all DDP ranks and
     accumulation micro-steps); ``micro_batch_size`` is what one rank runs in one forward.
+
+    ``eval_every`` validates every N steps and at the last step; ``0`` never validates (no
+    best-checkpoint selection, no early stopping: the final checkpoint is the last step), for
+    short runs whose one validation pass would cost as much as the training (a tagger reads
+    every validation sentence whole).
     """
 
     max_steps: int = 1000
@@ -96,9 +101,13 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "eval_every", "save_every", "log_every"):
+        for name in ("max_steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ConfigError(
+                f"train.eval_every must be positive (or 0: never validate), got {self.eval_every}"
+            )
         if self.micro_batch_size is not None and self.micro_batch_size <= 0:
             raise ConfigError(
                 f"train.micro_batch_size must be positive, got {self.micro_batch_size}"

@@ -161,7 +161,8 @@ def fit(
     With ``select`` (a validation metric; names ending in ``loss`` are minimised, others
     maximised) the best model so far is kept in ``run_dir/best/`` and becomes the final
     ``checkpoint/``; with ``patience`` too, training stops after that many validations without
-    improvement (early stopping).
+    improvement (early stopping). ``train_cfg.eval_every`` 0 never validates: the final
+    checkpoint is the last step's model.
     """
     run_dir = Path(run_dir)
     info = D.init_distributed(train_cfg.device)
@@ -312,7 +313,9 @@ def fit(
             t_last, tokens_since, window, sums = now, 0.0, 0.0, {}
         if progress is not None:
             progress.update(1)
-        evaluated = step % train_cfg.eval_every == 0 or step == train_cfg.max_steps
+        evaluated = train_cfg.eval_every > 0 and (
+            step % train_cfg.eval_every == 0 or step == train_cfg.max_steps
+        )
         if evaluated:
             validate(step)
         stop = evaluated and should_stop()
@@ -328,6 +331,8 @@ def fit(
 
     final = run_dir / "checkpoint"
     if info.is_main:
+        if train_cfg.eval_every == 0:  # validation drew it so far
+            plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", title)
         if select is not None and (run_dir / "best").is_dir():
             atomic_directory(final, lambda tmp: _copy_files(run_dir / "best", tmp))
         else:
