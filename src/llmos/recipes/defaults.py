@@ -77,14 +77,14 @@ class Step:
 
 # Minutes measured by `llmos setup` end to end on the reference machine (docs/BENCHMARKS.md).
 DEFAULT_STEPS: tuple[Step, ...] = (
-    Step("bpe-zh", "tokenizer", 0.6, source="bpe:zh:8000"),
-    Step("e5-zh", "trim", 1.2, config="e5-zh.yaml", source="multilingual-e5-small"),
-    Step("sentiment-zh", "finetune", 4.0, config="sentiment-zh.yaml", init="e5-zh"),
-    Step("intent-zh", "finetune", 2.6, config="intent-zh.yaml", init="e5-zh"),
-    Step("ner-zh", "finetune", 4.0, config="ner-zh.yaml", init="e5-zh"),
+    Step("bpe-zh", "tokenizer", 0.3, source="bpe:zh:8000"),
+    Step("e5-zh", "trim", 0.9, config="e5-zh.yaml", source="multilingual-e5-small"),
+    Step("sentiment-zh", "finetune", 3.9, config="sentiment-zh.yaml", init="e5-zh"),
+    Step("intent-zh", "finetune", 3.2, config="intent-zh.yaml", init="e5-zh"),
+    Step("ner-zh", "finetune", 6.0, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
-    Step("intent-en", "finetune", 2.6, config="intent-en.yaml", init="minilm"),
-    Step("gpt-zh", "pretrain", 6.0, config="gpt-zh.yaml"),
+    Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
+    Step("gpt-zh", "pretrain", 5.0, config="gpt-zh.yaml"),
 )
 
 # Steps built only when asked for (``llmos setup --with NAME``): the Chinese BERT pretrained
