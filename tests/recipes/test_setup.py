@@ -246,6 +246,8 @@ def test_trim_steps_import_or_take_an_encoder_and_keep_only_the_trimmed_model(
         S.Step("tiny-trimmed", "trim", 0.1, config="tiny-trim.yaml", init="tiny-bert"),
         S.Step("tiny-cls-trimmed", "finetune", 0.1, config="tiny-cls.yaml", init="tiny-imported"),
     )
+    left = models / ".tiny-imported-import-killed" / "model"  # as a killed run leaves it
+    left.mkdir(parents=True)
     results = S.run_setup(models, configs, RUNNERS, steps)
     assert [r.built for r in results] == [False, False, False, True, True, True]
     assert sorted(p.name for p in models.iterdir()) == [  # no scratch import left behind

@@ -14,7 +14,7 @@ def add_setup(sub: Subcommands) -> None:
         help="build the default models that are missing (make run): multilingual-e5-small "
         "(trimmed) + Chinese sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
         description="Build, step by step, the default model set into --models with the quick "
-        "configs of --configs (about 20 minutes on 2 CPU cores). A step whose final checkpoint "
+        "configs of --configs (about 22 minutes on 2 CPU cores). A step whose final checkpoint "
         "exists is skipped (a second run does nothing); an interrupted one resumes.",
     )
     su.add_argument(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -299,7 +300,8 @@ def _trim(
 ) -> None:
     """Trim the vocabulary of ``step.init``'s output, of ``step.source`` imported into a
     scratch directory beside the output (removed afterwards: only the trimmed model stays), or
-    of the config's own ``checkpoint``."""
+    of the config's own ``checkpoint``. A scratch directory left by a killed run (a full-size
+    import: hundreds of MB) is removed first."""
     from llmos.config import load_config
     from llmos.config.trim_vocab import TrimVocabConfig
 
@@ -310,6 +312,8 @@ def _trim(
         runners.trim_vocab(load_config(TrimVocabConfig, configs / str(step.config), out))
         return
     models.mkdir(parents=True, exist_ok=True)
+    for left in models.glob(f".{step.name}-import-*"):
+        shutil.rmtree(left, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".{step.name}-import-", dir=models) as scratch:
         imported = Path(scratch) / "model"
         runners.import_hf(step.source, imported)
