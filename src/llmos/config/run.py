@@ -219,8 +219,8 @@ class FinetuneConfig:
     ``init`` has them (null: train everything; 0: freeze the embeddings only). Frozen layers
     run forward only: no gradients, no backward pass and no optimizer state for them, so a
     frozen layer costs about a third of a trained one per step, and the pretrained lower layers
-    are not disturbed by a few hundred noisy steps (the upper layers adapt most in fine-tuning; Lee et al., 2019,
-    "What Would Elsa Do? Freezing Layers During Transformer Fine-Tuning")."""
+    are not disturbed by a few hundred noisy steps (the upper layers adapt most in fine-tuning;
+    Lee et al., 2019, "What Would Elsa Do? Freezing Layers During Transformer Fine-Tuning")."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
