@@ -439,3 +439,28 @@ def test_mlm_distillation_lowers_the_kl(
     assert not (tmp_path / "mlm" / "checkpoint" / TASK_FILE).exists()  # a pretrained encoder
     preds = llmos.load(tmp_path / "mlm" / "checkpoint").fill_mask("今天我们[MASK]经济。", top_k=2)
     assert len(preds) == 2
+
+
+def test_a_prefixed_teachers_data_is_prefixed_for_the_student(
+    teacher: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """A teacher fine-tuned with ``data.text_prefix`` read every text after it: the student is
+    trained on the same prefixed texts (and its task.json, copied from the teacher's, keeps
+    the prefix for inference)."""
+    from llmos.train.tasks.distill import classification_data, load_teacher
+
+    prefixed = tmp_path / "teacher"
+    shutil.copytree(teacher, prefixed)
+    task = json.loads((prefixed / TASK_FILE).read_text())
+    (prefixed / TASK_FILE).write_text(json.dumps({**task, "text_prefix": "评论："}))
+    config = student_yaml(tmp_path / "s.yaml", tmp_path)
+    cfg = load_config(DistillConfig, config, [f"teacher={prefixed}"])
+    t = load_teacher(cfg)
+    assert isinstance(t.task, Classification) and t.task.text_prefix == "评论："
+    _, enc, max_length, _ = classification_data(cfg, t, t.config)
+    rows = [r.split("\t") for r in (dataset / "train.tsv").read_text().splitlines()[1:]]
+    want, _, _ = encode_texts(t.tokenizer, [text for text, _ in rows], None, max_length, "评论：")
+    bare, _, _ = encode_texts(t.tokenizer, [text for text, _ in rows], None, max_length)
+    got = enc["train"].ids
+    assert [a.tolist() for a in got] == [b.tolist() for b in want]
+    assert [a.tolist() for a in got] != [b.tolist() for b in bare]
