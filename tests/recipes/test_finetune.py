@@ -14,6 +14,7 @@ from llmos.checkpoint.io import read_checkpoint
 from llmos.cli import main
 from llmos.config import FinetuneConfig, load_config
 from llmos.errors import CheckpointError, ConfigError, DataError
+from llmos.recipes.convert import export_hf
 from llmos.recipes.finetune import finetune
 from llmos.train.tasks.classify import score_classifier
 
@@ -168,10 +169,7 @@ def test_early_stopping_after_patience_validations(
         FinetuneConfig,
         None,
         [
-            f"init={encoder}",
-            f"data.dataset={dataset}",
-            f"out_dir={tmp_path}",
-            "name=stop",
+            *toy_args(encoder, dataset, tmp_path, "stop"),
             "train.max_steps=60",
             "train.batch_size=16",
             "train.eval_every=10",
@@ -250,10 +248,7 @@ def test_init_layers_starts_from_the_first_layers(encoder: Path, dataset: Path, 
         FinetuneConfig,
         None,
         [
-            f"init={encoder}",
-            f"data.dataset={dataset}",
-            f"out_dir={tmp_path}",
-            "name=cut",
+            *toy_args(encoder, dataset, tmp_path, "cut"),
             "init_layers=1",
             "train.max_steps=2",
             "train.batch_size=8",
@@ -273,7 +268,11 @@ def test_init_layers_starts_from_the_first_layers(encoder: Path, dataset: Path, 
         if k.startswith(("bert.layers.0.", "bert.embeddings.")):
             torch.testing.assert_close(v, a[k], atol=1e-6, rtol=0)
     with pytest.raises(ConfigError, match="has 2 layers, asked for 3"):
-        finetune(load_config(FinetuneConfig, None, [*cfg_overrides(cfg), "init_layers=3"]))
+        finetune(
+            load_config(
+                FinetuneConfig, None, [*toy_args(encoder, dataset, tmp_path, "x"), "init_layers=3"]
+            )
+        )
     with pytest.raises(ConfigError, match="init_layers must be >= 1"):
         load_config(FinetuneConfig, None, ["init_layers=0"])
 
@@ -286,10 +285,7 @@ def test_freeze_layers_trains_only_the_layers_above_and_resumes_exactly(
     from safetensors.torch import load_file
 
     argv = [
-        f"init={encoder}",
-        f"data.dataset={dataset}",
-        f"out_dir={tmp_path}",
-        "name=frozen",
+        *toy_args(encoder, dataset, tmp_path, "frozen"),
         "freeze_layers=1",
         "train.max_steps=6",
         "train.batch_size=8",
@@ -329,10 +325,7 @@ def test_eval_every_0_never_validates_and_keeps_the_last_step(
     from safetensors.torch import load_file
 
     argv = [
-        f"init={encoder}",
-        f"data.dataset={dataset}",
-        f"out_dir={tmp_path}",
-        "name=unvalidated",
+        *toy_args(encoder, dataset, tmp_path, "unvalidated"),
         "train.max_steps=4",
         "train.batch_size=8",
         "train.eval_every=0",
@@ -354,8 +347,9 @@ def test_eval_every_0_never_validates_and_keeps_the_last_step(
         load_config(FinetuneConfig, None, ["train.eval_every=-1"])
 
 
-def cfg_overrides(cfg: FinetuneConfig) -> list[str]:
-    return [f"init={cfg.init}", f"data.dataset={cfg.data.dataset}", f"out_dir={cfg.out_dir}"]
+def toy_args(encoder: Path, dataset: Path, out: Path, name: str) -> list[str]:
+    """The overrides every tiny fine-tune here starts with: init, data, output and run name."""
+    return [f"init={encoder}", f"data.dataset={dataset}", f"out_dir={out}", f"name={name}"]
 
 
 def test_mean_pooling_head_learns_and_reloads(encoder: Path, dataset: Path, tmp_path) -> None:
@@ -363,10 +357,7 @@ def test_mean_pooling_head_learns_and_reloads(encoder: Path, dataset: Path, tmp_
         FinetuneConfig,
         None,
         [
-            f"init={encoder}",
-            f"data.dataset={dataset}",
-            f"out_dir={tmp_path}",
-            "name=mean",
+            *toy_args(encoder, dataset, tmp_path, "mean"),
             "pooling=mean",
             "train.max_steps=60",
             "train.batch_size=16",
@@ -396,15 +387,9 @@ def test_mean_pooling_head_learns_and_reloads(encoder: Path, dataset: Path, tmp_
         want = pipe.model.classifier(h.mean(1)).softmax(-1)[0]
     assert list(together[0]["scores"].values()) == pytest.approx(want.tolist(), abs=1e-5)
     with pytest.raises(CheckpointError, match="pooling: mean"):
-        main_convert_to_hf(result.checkpoint, tmp_path / "hf")
+        export_hf(result.checkpoint, tmp_path / "hf")
     with pytest.raises(ConfigError, match="pooling chooses a classifier's input"):
         load_config(FinetuneConfig, None, ["task=tagging", "pooling=mean"])
-
-
-def main_convert_to_hf(checkpoint: Path, out: Path) -> None:
-    from llmos.recipes.convert import export_hf
-
-    export_hf(checkpoint, out)
 
 
 def test_text_prefix_is_trained_recorded_and_read(
@@ -415,10 +400,7 @@ def test_text_prefix_is_trained_recorded_and_read(
         FinetuneConfig,
         None,
         [
-            f"init={encoder}",
-            f"data.dataset={dataset}",
-            f"out_dir={tmp_path}",
-            "name=prefixed",
+            *toy_args(encoder, dataset, tmp_path, "prefixed"),
             f"data.text_prefix='{prefix}'",  # quoted: a bare `the market: ` is a YAML mapping
             "train.max_steps=10",
             "train.batch_size=16",
@@ -450,6 +432,6 @@ def test_text_prefix_is_trained_recorded_and_read(
     accuracy = (logits.argmax(-1) == target).float().mean().item()
     assert score_classifier(pipe, dataset / "test.tsv")["accuracy"] == pytest.approx(accuracy)
     with pytest.raises(CheckpointError, match="text_prefix"):
-        main_convert_to_hf(result.checkpoint, tmp_path / "hf")
+        export_hf(result.checkpoint, tmp_path / "hf")
     with pytest.raises(ConfigError, match=r"data\.text_prefix .* needs task: classification"):
         load_config(FinetuneConfig, None, ["task=tagging", "data.text_prefix=x"])
