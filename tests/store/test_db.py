@@ -31,7 +31,18 @@ from llmos.errors import LlmosError
 from llmos.store.db import Store, hash_key
 from llmos.store.models import ApiKey
 
-TABLES = {"users", "api_keys", "events", "profiles", "memory", "alembic_version"}
+HEAD = "0003"  # the newest migration
+
+TABLES = {
+    "users",
+    "api_keys",
+    "events",
+    "profiles",
+    "memory",
+    "kbs",
+    "kb_entries",
+    "alembic_version",
+}
 
 
 def stored_values(engine: Engine) -> Iterator[str]:
@@ -48,7 +59,7 @@ def test_migrations_create_every_table(database_url: str) -> None:
     store = Store(database_url)
     assert set(inspect(store.engine).get_table_names()) >= TABLES
     with store.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     store.close()
     Store(database_url).close()  # opening again is a no-op migration
 
@@ -279,7 +290,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(postgres_url: 
     store = Store(postgres_url)
     with store.engine.connect() as c:
         versions = c.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0001"]
+    assert versions == [HEAD]
     store.close()
 
 

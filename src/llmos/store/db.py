@@ -73,7 +73,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def _check_text(column: Column[Any], value: str | None) -> None:
+# The largest id an INTEGER column holds on every backend (PostgreSQL's is 32-bit).
+MAX_ID = 2**31 - 1
+
+
+def valid_id(value: int) -> bool:
+    """Whether ``value`` can be a row id: a larger one cannot exist, and asking the database
+    for it fails (an overflow) rather than finding nothing."""
+    return 1 <= value <= MAX_ID
+
+
+def check_text(column: Column[Any], value: str | None) -> None:
     """Reject what PostgreSQL refuses and SQLite would store silently, alike on both.
 
     PostgreSQL enforces ``VARCHAR(n)`` lengths and cannot hold a NUL character in text.
@@ -114,7 +124,7 @@ class Store:
         name = name.strip()
         if not name or len(name) > 100:
             raise LlmosError(f"user name must be 1-100 characters, got {name!r}")
-        _check_text(User.name.expression, name)
+        check_text(User.name.expression, name)
         with self.session.begin() as s:
             user = User(name=name, is_admin=admin)
             s.add(user)
@@ -186,7 +196,7 @@ class Store:
         value: float | None = None,
     ) -> int:
         for column, field in ((Event.kind, kind), (Event.item, item), (Event.text, text)):
-            _check_text(column.expression, field)
+            check_text(column.expression, field)
         with self.session.begin() as s:
             row = Event(user_id=user_id, kind=kind, item=item, text=text, value=value)
             s.add(row)
@@ -233,8 +243,8 @@ class Store:
             return data
 
     def remember(self, user_id: int, role: str, content: str) -> None:
-        _check_text(Memory.role.expression, role)
-        _check_text(Memory.content.expression, content)
+        check_text(Memory.role.expression, role)
+        check_text(Memory.content.expression, content)
         with self.session.begin() as s:
             s.add(Memory(user_id=user_id, role=role, content=content))
 

@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -80,7 +91,7 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(50))
     item: Mapped[str | None] = mapped_column(String(200), nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
-    value: Mapped[float | None] = mapped_column(nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
 
@@ -106,3 +117,95 @@ class Memory(Base):
     role: Mapped[str] = mapped_column(String(20))
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class KnowledgeBase(Base):
+    """A user's FAQ knowledge base (the customer-service app). ``revision`` grows by one with
+    every change to its entries, in the same transaction: a search index records the revision
+    it reflects, so staleness is a number compared, never a file time."""
+
+    __tablename__ = "kbs"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_kbs_owner_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    # Whether other users may ask it questions (as customers); only its owner and its agents
+    # ever see its entries, conversations and tickets.
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class KbEntry(Base):
+    """One FAQ pair of a knowledge base: a question (and other ways to ask it), its answer."""
+
+    __tablename__ = "kb_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kbs.id", ondelete="CASCADE"), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    alternatives: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class KbAgent(Base):
+    """A user who serves a knowledge base's human queue (besides its owner)."""
+
+    __tablename__ = "kb_agents"
+
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kbs.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Conversation(Base):
+    """A customer's conversation with a knowledge base's support desk. ``status``: ``bot``
+    (the policy answers), ``human`` (escalated: agents answer), ``closed``. ``state`` is the
+    policy's memory across turns (pending clarification, failed turns in a row)."""
+
+    __tablename__ = "support_conversations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kbs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="bot")
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Turn(Base):
+    """One message of a conversation: the customer's, the bot's (with its ``action`` and the
+    ``trace`` of why: language, sentiment, sources) or an agent's."""
+
+    __tablename__ = "support_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("support_conversations.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    trace: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Ticket(Base):
+    """An escalated conversation waiting in its knowledge base's human queue."""
+
+    __tablename__ = "support_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("support_conversations.id", ondelete="CASCADE"), index=True
+    )
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kbs.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
