@@ -50,8 +50,15 @@ def e2e_models(
 
 @pytest.fixture(scope="module")
 def live(e2e_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    db = tmp_path_factory.mktemp("e2e-db") / "llmos.db"
-    runner, server = start(e2e_models, f"sqlite:///{db}", rate_limit=0, max_chars=500)
+    d = tmp_path_factory.mktemp("e2e-db")
+    runner, server = start(
+        e2e_models,
+        f"sqlite:///{d / 'llmos.db'}",
+        rate_limit=0,
+        max_chars=500,
+        support_encoder="emb",
+        apps_dir=d,
+    )
     with runner:
         yield server
 

@@ -645,6 +645,138 @@ def test_admin_page_is_for_admins_only(browser: Any, live: Live, api: httpx.Clie
 
 
 @pytest.mark.browser
+def test_knowledge_base_page_uploads_lists_and_answers_as_the_api(
+    browser: Any, live: Live, tmp_path: Path, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base = "/v1/apps/support/kbs"
+    with live.client(live.bob) as bob:
+        page = open_console(browser, live, live.bob)
+        go(page, "support")
+        page.fill("#kb-name", "shop")
+        page.get_by_role("button", name="Create").click()
+        expect(page.locator("#kb-panel")).to_have_attribute("data-kb", "shop")
+        faq = tmp_path / "faq.csv"
+        faq.write_text(
+            "question,answer,alternatives,tags\n"
+            "农民一直保护环境,环境保护是大事。,农民保护环境吗,环境\n"
+            "记者现在介绍艺术,艺术介绍在晚上。,,\n"
+            "老师今天讨论经济,经济讨论在周一。,,\n",
+            encoding="utf-8",
+        )
+        page.set_input_files("#kb-file", str(faq))
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator("#kb-entries tr")).to_have_count(3)
+        stored = bob.get(f"{base}/shop/entries").json()["entries"]
+        assert cells(page.locator("#kb-entries tr")) == [
+            [
+                str(e["id"]),
+                e["question"],
+                e["answer"],
+                " | ".join(e["alternatives"]),
+                ", ".join(e["tags"]),
+                "Delete",
+            ]
+            for e in stored
+        ]
+        expect(page.locator("#kbs tr[data-kb='shop'] td").nth(1)).to_have_text("3")
+
+        page.fill("#kb-query", "农民保护环境")
+        page.fill("#kb-k", "2")
+        page.get_by_role("button", name="Ask").click()
+        expect(page.locator("#kb-hits .hit")).to_have_count(2)
+        want = bob.post(f"{base}/shop/search", json={"query": "农民保护环境", "k": 2}).json()
+        ids = page.locator("#kb-hits .hit").evaluate_all("hs => hs.map(h => Number(h.dataset.id))")
+        assert ids == [hit["id"] for hit in want["hits"]]
+        assert_bars(
+            bars(page.locator("#kb-hits")), [(x["question"], x["similarity"]) for x in want["hits"]]
+        )
+        expect(page.locator("#kb-hits .answer").first).to_have_text(want["hits"][0]["answer"])
+        page.screenshot(path=screenshots / "console-support.png", full_page=True)
+
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n', encoding="utf-8")
+        page.set_input_files("#kb-file", str(bad))
+        page.get_by_role("button", name="Upload").click()
+        expect_alert(page, "the file:2: 'answer' must be a non-empty string")
+        assert bob.get(f"{base}/shop").json()["entries"] == 3
+
+        page.locator("#kb-entries tr").first.get_by_role("button", name="Delete").click()
+        expect(page.locator("#kb-entries tr")).to_have_count(2)
+        assert bob.get(f"{base}/shop").json()["entries"] == 2
+    with live.client(live.alice) as alice:  # alice's page never lists bob's knowledge base
+        page_a = open_console(browser, live, live.alice)
+        go(page_a, "support")
+        expect(page_a.locator("#page h1")).to_have_text("Knowledge bases")
+        names = {kb["name"] for kb in alice.get(base).json()["kbs"]}
+        assert "shop" not in names
+        expect(page_a.locator("#kbs tr[data-kb='shop']")).to_have_count(0)
+    assert page.script_errors == [] and page_a.script_errors == []
+
+
+@pytest.mark.browser
+def test_chat_escalates_and_the_queue_answers_the_customer(
+    browser: Any, live: Live, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base = "/v1/apps/support"
+    with live.client(live.alice) as alice, live.client(live.admin) as admin:
+        alice.post(f"{base}/kbs", json={"name": "desk"})
+        alice.post(
+            f"{base}/kbs/desk/entries",
+            json={"entries": [{"question": "农民一直保护环境", "answer": "环境保护是大事。"}]},
+        )
+        alice.patch(f"{base}/kbs/desk", json={"public": True, "agents": ["admin"]})
+
+        page = open_console(browser, live, live.bob)  # bob is the customer
+        go(page, "chat")
+        page.fill("#chat-kb", "alice/desk")
+        page.fill("#chat-text", "农民一直保护环境")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#chat-log .turn")).to_have_count(2)
+        [conv] = [
+            c["id"]
+            for c in live.client(live.bob).get(f"{base}/conversations").json()["conversations"]
+        ]
+        turns = live.client(live.bob).get(f"{base}/conversations/{conv}").json()["turns"]
+        shown = page.locator("#chat-log .turn .said").all_text_contents()
+        assert shown == [t["text"] for t in turns]
+        expect(page.locator("#why-action")).to_have_text(turns[1]["action"])
+
+        page.fill("#chat-text", "转人工")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#why-action")).to_have_text("escalate")
+        expect(page.locator("#why-reason")).to_have_text("the customer asked for a person")
+        expect(page.locator("#chat-status")).to_contain_text(": human")
+        page.screenshot(path=screenshots / "console-chat.png", full_page=True)
+        [ticket] = admin.get(f"{base}/tickets").json()["tickets"]
+
+        agent = open_console(browser, live, live.admin)
+        go(agent, "queue")
+        expect(agent.locator("#tickets tr")).to_have_count(1)
+        agent.locator(f"#tickets tr[data-id='{ticket['id']}'] a").click()
+        expect(agent.locator("#ticket-transcript .turn")).to_have_count(4)
+        expect(agent.locator("#ticket-transcript .trace").last).to_contain_text(
+            "escalate: the customer asked for a person"
+        )
+        agent.fill("#ticket-reply", "您好，我是客服小王。")
+        agent.get_by_role("button", name="Reply").click()
+        expect(agent.locator("#ticket-transcript .turn")).to_have_count(5)
+        agent.screenshot(path=screenshots / "console-queue.png", full_page=True)
+        agent.get_by_role("button", name="Close ticket").click()
+        expect(agent.locator("#tickets tr")).to_have_count(0)
+        turns = live.client(live.bob).get(f"{base}/conversations/{conv}").json()["turns"]
+        assert (turns[-1]["role"], turns[-1]["text"]) == ("agent", "您好，我是客服小王。")
+
+        go(page, "queue")  # bob serves no knowledge base: an empty queue
+        expect(page.locator("#page h1")).to_have_text("Queue")
+        expect(page.locator("#tickets tr")).to_have_count(0)
+    assert page.script_errors == [] and agent.script_errors == []
+
+
+@pytest.mark.browser
 def test_failures_never_leave_a_blank_page(browser: Any, live: Live) -> None:
     from playwright.sync_api import expect
 

@@ -151,9 +151,12 @@ def start(models: Path, db_url: str, **settings: object) -> tuple[UvicornThread,
 
 @pytest.fixture(scope="module")
 def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """One server for a test module (SQLite store, default limits but a small rate limit off)."""
-    db = tmp_path_factory.mktemp("db") / "llmos.db"
-    runner, server = start(models_dir, f"sqlite:///{db}", rate_limit=0)
+    """One server for a test module (SQLite store, default limits but the rate limit off; the
+    customer-service app searches with the tiny ``emb`` model)."""
+    d = tmp_path_factory.mktemp("db")
+    runner, server = start(
+        models_dir, f"sqlite:///{d / 'llmos.db'}", rate_limit=0, support_encoder="emb", apps_dir=d
+    )
     with runner:
         yield server
 

@@ -3,8 +3,9 @@
 One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
 (evaluate, predict, fill-mask, generate, embed, index, search), :mod:`~llmos.cli.compress`
-(convert, export, compress), :mod:`~llmos.cli.users` and :mod:`~llmos.cli.serve`. The flags of a
-command with a config dataclass are generated from it (:mod:`~llmos.cli.flags`).
+(convert, export, compress), :mod:`~llmos.cli.users`, :mod:`~llmos.cli.support` (the
+customer-service app) and :mod:`~llmos.cli.serve`. The flags of a command with a config
+dataclass are generated from it (:mod:`~llmos.cli.flags`).
 
 Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
 :class:`~llmos.errors.LlmosError`: printed as one line on stderr, exit status 2.
@@ -16,7 +17,7 @@ import logging
 import sys
 
 from llmos import __version__
-from llmos.cli import compress, data, infer, serve, train, users
+from llmos.cli import compress, data, infer, serve, support, train, users
 from llmos.cli.flags import CommandParser
 from llmos.errors import LlmosError
 
@@ -38,8 +39,12 @@ COMMANDS = (
     compress.add_export,
     compress.add_compress,
     users.add_users,
+    support.add_support,
     serve.add_serve,
 )
+
+
+QUIET_LOGGERS = ("faiss",)
 
 
 def build_parser() -> CommandParser:
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # libraries that log their own setup at INFO/DEBUG level
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except LlmosError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from llmos.cli.flags import Subcommands
 
@@ -103,6 +104,12 @@ def _setup(args: argparse.Namespace) -> int:
         what = "created admin user" if created else "new API key for user"
         print(f"{what} {args.demo_user!r} in {url}")
         print(f"API key: {key}")
+        encoder = Path(args.models) / "e5-zh"
+        if (encoder / "model.safetensors").is_file():  # the customer-service app's encoder
+            from llmos.apps.support.demo import setup_demo
+
+            for name, n in setup_demo(args.demo_user, encoder).items():
+                print(f"demo knowledge base {name!r}: {n} FAQ pairs")
     return 0
 
 

@@ -36,10 +36,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmos import __version__
+from llmos.apps.support import routes as support_routes
+from llmos.apps.support.service import SupportService
 from llmos.errors import LlmosError
+from llmos.paths import llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
+from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
 from llmos.serve.routes import inference, models, users
@@ -266,6 +270,15 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             await registry.get(name)
         limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         srv = Server(settings, db, registry, metrics, limiter, KeyCache(settings.auth_cache_s))
+        apps_dir = settings.apps_dir or llmos_home() / "apps"
+        loop = asyncio.get_running_loop()
+        sentiment = {"zh": settings.support_sentiment_zh, "en": settings.support_sentiment_en}
+        srv.support = SupportService(
+            db,
+            BatcherEmbedder(srv, settings.support_encoder, loop),
+            apps_dir / "support",
+            classify=BatcherClassifier(srv, sentiment, loop),
+        )
         app.state.server = srv
         srv.ready = True
         try:
@@ -288,7 +301,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     )
     _install_handlers(app, metrics)
     _install_docs(app)
-    for module in (models, inference, users):
+    for module in (models, inference, users, support_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])

@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,9 @@ from llmos.serve.operations import Operation
 from llmos.serve.registry import Registry
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store, hash_key
+
+if TYPE_CHECKING:
+    from llmos.apps.support.service import SupportService
 
 
 class ApiError(Exception):
@@ -116,6 +119,7 @@ class Server:
     keys: KeyCache
     started: float = field(default_factory=time.time)
     ready: bool = False
+    support: SupportService | None = None  # the customer-service app
 
 
 async def server(request: Request) -> Server:

@@ -43,6 +43,13 @@ class ServeSettings:
         max_chars: characters per text (prompts included).
         max_new_tokens: the most tokens one generate request may ask for.
         preload: models to load at startup rather than on first use.
+        support_encoder: the served embedding model that the customer-service app searches
+            its knowledge bases with (``llmos setup`` builds ``e5-zh``).
+        support_sentiment_zh: the served classifier of Chinese messages' sentiment (labels
+            ``neg``/``pos``); a missing model means no sentiment for that language.
+        support_sentiment_en: the same for English messages.
+        apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
+            database holds the data, this directory only what is rebuilt from it.
     """
 
     models_dir: Path = Path("runs")
@@ -62,9 +69,14 @@ class ServeSettings:
     max_chars: int = 4000
     max_new_tokens: int = 512
     preload: tuple[str, ...] = ()
+    support_encoder: str = "e5-zh"
+    support_sentiment_zh: str = "sentiment-zh"
+    support_sentiment_en: str = "sentiment-en"
+    apps_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
+        self.apps_dir = Path(self.apps_dir) if self.apps_dir is not None else None
         checks = {
             "port": 0 <= self.port <= 65535,
             "memory_budget_mb": self.memory_budget_mb > 0,

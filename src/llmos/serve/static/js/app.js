@@ -6,6 +6,8 @@ import { busy, clearError, field, h, showError } from "./ui.js";
 import { admin } from "./admin.js";
 import * as pages from "./pages.js";
 import { profile } from "./profile.js";
+import { support } from "./support.js";
+import { chat, queue } from "./desk.js";
 
 const routes = {
   models: ["Models", pages.models],
@@ -14,6 +16,9 @@ const routes = {
   "fill-mask": ["Fill-mask", pages.fillMask],
   generate: ["Generate", pages.generate],
   search: ["Embed & search", pages.search],
+  support: ["Knowledge bases", support],
+  chat: ["Support chat", chat],
+  queue: ["Queue", queue],
   profile: ["Profile", profile],
   admin: ["Admin", admin],
 };

@@ -1,0 +1,207 @@
+"""The support desk's dialogue policy: from a customer's message, its language, its sentiment
+and the knowledge base's hits, decide what to do and say.
+
+    answer     the best entry is close enough to the message, and clearly ahead of the next
+               (negative messages get an apology before the answer)
+    clarify    a few entries are plausible but none is sure: the reply offers them by number;
+               the customer's next message may be that number (or the question's text)
+    fallback   nothing in the knowledge base is near: say so, offer a person
+    escalate   the customer asks for a person, or is strongly negative, or the bot failed
+               (fell back) ``failed_turns`` times in a row: a ticket goes to the human queue,
+               and the bot stays out of the conversation until an agent closes the ticket
+
+:func:`decide` is pure (no store, no model): what it needs comes in as arguments, and what it
+must remember for the next turn comes back as the conversation's new ``state``. The
+thresholds are cosine similarities of the encoder (multilingual-e5 puts most pairs of short
+texts above 0.8, so they are high). The defaults were chosen with ``bench/support_eval.py
+--calibrate`` on scripted dialogues over the intents' validation utterances and off-topic
+messages (docs/BENCHMARKS.md, "Scripted dialogues"): the best task success among the
+thresholds that ask back on at most 45 % of the answerable questions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from llmos.apps.support.index import Hit
+from llmos.text.cjk import is_cjk
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy's thresholds.
+
+    Attributes:
+        answer_similarity: answer with the best entry when its cosine similarity to the
+            message is at least this...
+        answer_margin: ...and it is ahead of the second entry by at least this much.
+        clarify_similarity: below an answer, offer the plausible entries (those within
+            ``answer_margin`` of the best, at most ``candidates``) when the best reaches this.
+        negative: a message this likely negative (the sentiment model's probability) gets an
+            apology before the answer.
+        strongly_negative: this likely negative escalates to a person at once.
+        failed_turns: fallbacks in a row that escalate.
+        candidates: the most entries a clarification offers.
+    """
+
+    answer_similarity: float = 0.92
+    answer_margin: float = 0.01
+    clarify_similarity: float = 0.88
+    negative: float = 0.6
+    strongly_negative: float = 0.95
+    failed_turns: int = 2
+    candidates: int = 3
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # answer | clarify | fallback | escalate
+    reply: str
+    entry: Hit | None = None  # the entry answered with
+    candidates: tuple[Hit, ...] = ()  # the entries a clarification offers
+    reason: str = ""  # why, in words (for the trace, and a ticket's reason)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+# An explicit request for a person. Chinese: 转人工, 人工客服/服务, 找/要人工, a bare 人工, 真人,
+# 客服人员, 找/叫 (你们的) 经理/负责人; 人工 alone is no request (人工智能, 人工费).
+HUMAN_ZH = re.compile(
+    r"转人工|人工(客服|服务|坐席|座席)|(找|要|叫|接)人工|^\W*人工\W*$|真人|活人|客服人员"
+    r"|(找|叫|要)(你们)?(的)?(经理|负责人|主管)"
+)
+HUMAN_EN = re.compile(
+    r"\b(human|real person|live agent|an agent|representative|operator|"
+    r"(talk|speak) to (a |an |some)?(one|body|person|manager|agent)|manager)\b",
+    re.IGNORECASE,
+)
+
+LATIN_WORD = re.compile(r"[A-Za-z]+")
+REPLIES = {
+    "zh": {
+        "sorry": "非常抱歉给您带来不便。",
+        "clarify": "您是想问以下哪个问题？请回复序号：",
+        "fallback": "抱歉，我没有找到相关的答案。您可以换个说法，或者回复“人工”转人工客服。",
+        "escalate": "已为您转接人工客服（工单 #{ticket}），客服人员会在这里回复您，请稍候。",
+        "waiting": "您的问题已在人工客服队列中（工单 #{ticket}），请稍候。",
+    },
+    "en": {
+        "sorry": "I'm sorry about the trouble.",
+        "clarify": "Which of these do you mean? Reply with its number:",
+        "fallback": (
+            "Sorry, I couldn't find an answer to that. Try asking another way, or say "
+            '"human" to talk to a person.'
+        ),
+        "escalate": (
+            "I've passed your conversation to a person (ticket #{ticket}); they will reply here."
+        ),
+        "waiting": "A person will reply here soon (ticket #{ticket}).",
+    },
+}
+
+
+def detect_language(text: str) -> str:
+    """``zh`` when the message has at least as many CJK characters as Latin words (a
+    Chinese character is about a word's worth of text), else ``en``."""
+    cjk = sum(is_cjk(c) and c.isalpha() for c in text)
+    return "zh" if cjk and cjk >= len(LATIN_WORD.findall(text)) else "en"
+
+
+def wants_human(text: str, lang: str) -> bool:
+    """Whether the message asks for a person."""
+    return bool((HUMAN_ZH if lang == "zh" else HUMAN_EN).search(text)) or bool(
+        HUMAN_ZH.search(text)
+    )
+
+
+def chosen_entry(text: str, state: dict[str, Any]) -> int | None:
+    """The entry a reply to a clarification picks: its number, or its question's text."""
+    pending = state.get("candidates") or []
+    t = text.strip().rstrip("。.!！ ").strip()
+    m = re.fullmatch(r"(?:第)?\s*(\d+)\s*(?:个|号)?", t)
+    if m and 1 <= int(m.group(1)) <= len(pending):
+        return pending[int(m.group(1)) - 1]["entry"]
+    for c in pending:
+        if t and t == c["question"]:
+            return c["entry"]
+    return None
+
+
+def decide(
+    text: str,
+    lang: str,
+    negative: float | None,
+    hits: list[Hit],
+    state: dict[str, Any],
+    config: PolicyConfig = PolicyConfig(),
+    chosen: Hit | None = None,
+) -> Decision:
+    """What to do with one message (see the module docstring).
+
+    Args:
+        text: the customer's message.
+        lang: ``zh`` or ``en`` (:func:`detect_language`).
+        negative: the probability that the message is negative, or None without a
+            sentiment model for ``lang``.
+        hits: the knowledge base's best entries for the message, best first.
+        state: the conversation's state after the last turn.
+        config: the thresholds.
+        chosen: the entry the customer picked from a clarification (:func:`chosen_entry`).
+
+    Returns:
+        The decision, with the conversation's new state.
+    """
+    words = REPLIES[lang]
+    failed = int(state.get("failed", 0))
+    sorry = words["sorry"] if negative is not None and negative >= config.negative else ""
+    if wants_human(text, lang):
+        return Decision("escalate", words["escalate"], reason="the customer asked for a person")
+    if negative is not None and negative >= config.strongly_negative:
+        return Decision("escalate", words["escalate"], reason=f"strongly negative ({negative:.2f})")
+    if chosen is not None:
+        return Decision(
+            "answer", sorry + chosen.answer, entry=chosen, reason="picked from the clarification"
+        )
+    best = hits[0] if hits else None
+    second = hits[1].similarity if len(hits) > 1 else -1.0
+    lead = best.similarity - second if best is not None else 0.0
+    if (
+        best is not None
+        and best.similarity >= config.answer_similarity
+        and (lead >= config.answer_margin)
+    ):
+        why = f"cosine {best.similarity:.3f}, " + (
+            f"ahead of the next by {lead:.3f}" if len(hits) > 1 else "the only entry"
+        )
+        return Decision("answer", sorry + best.answer, entry=best, reason=why)
+    if best is not None and best.similarity >= config.clarify_similarity:
+        near = [h for h in hits if best.similarity - h.similarity < config.answer_margin]
+        near = (near if len(near) > 1 else hits[:2])[: config.candidates]
+        if len(near) > 1:
+            options = "\n".join(f"{i}. {h.question}" for i, h in enumerate(near, 1))
+            pending = [{"entry": h.entry, "question": h.question} for h in near]
+            return Decision(
+                "clarify",
+                f"{sorry}{words['clarify']}\n{options}",
+                candidates=tuple(near),
+                reason=f"best cosine {best.similarity:.3f}, the next within "
+                f"{best.similarity - near[-1].similarity:.3f}",
+                state={"candidates": pending},
+            )
+        return Decision(
+            "answer", sorry + best.answer, entry=best, reason="the only plausible entry"
+        )
+    failed += 1
+    if failed >= config.failed_turns:
+        return Decision("escalate", words["escalate"], reason=f"{failed} failed turns in a row")
+    top = (
+        f"best cosine {best.similarity:.3f}" if best is not None else "the knowledge base is empty"
+    )
+    return Decision("fallback", sorry + words["fallback"], reason=top, state={"failed": failed})
+
+
+def with_ticket(decision: Decision, ticket: int, lang: str, waiting: bool = False) -> Decision:
+    """The escalation's reply with its ticket number filled in."""
+    template = REPLIES[lang]["waiting" if waiting else "escalate"]
+    return replace(decision, reply=template.format(ticket=ticket))

@@ -1,0 +1,321 @@
+"""Hybrid search over one knowledge base: BM25 over words and dense vectors, fused by
+reciprocal rank.
+
+Every entry contributes rows: its question and each alternative question (embedded as
+queries: a customer's message is matched against them query to query), and its answer
+(embedded as a passage: a message that asks what an answer says finds it even when no stored
+question is near). A search ranks the *entries* twice, each by its best row: by BM25 over the
+rows' words (``bm25s``, jieba words for Chinese, :func:`llmos.text.words.words`) and by cosine
+similarity of the rows' vectors to the message's (FAISS, exact inner product over unit
+vectors); the two rankings are fused by weighted reciprocal rank, score =
+``1 / (RRF_K + dense rank) + BM25_WEIGHT / (RRF_K + BM25 rank)`` (the second term only for
+entries that share a word with the message; Cormack, Clarke and Buettcher, SIGIR 2009,
+https://plg.uwaterloo.ca/~gvcormac/cormacksigir09-rrf.pdf, whose k = 60 is kept).
+
+The index is kept in step with the store by the knowledge base's ``revision``: :meth:`sync`
+compares the stored entries with the indexed rows and embeds only rows it has not seen (an
+upload of 10 entries to a 10,000-entry base embeds 10 entries' texts), removes the rows of
+deleted entries from the FAISS index (``IndexIDMap2.remove_ids``), and rebuilds the BM25
+matrix from the rows' stored words (no re-tokenizing). A saved index is a directory::
+
+    dense.faiss    the FAISS index, rows by their row id
+    rows.jsonl     one {"row", "entry", "field", "text", "words"} a line
+    entries.json   question, answer and tags of each entry, by id
+    meta.json      written last: revision, encoder, dimension, next row id
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmos.errors import CheckpointError
+from llmos.files import atomic_path, atomic_write, atomic_write_json
+from llmos.store.kb import KbSnapshot
+from llmos.text.words import words
+
+RRF_K = 60
+# The BM25 ranking counts half as much as the dense one: chosen on the intents' valid splits
+# (bench/support_eval.py --protocol paraphrase --split valid): 0.25-1 all scored within 0.7
+# points of each other, 0.5 had the best MRR in both languages; 0 (dense alone) was lower in en.
+BM25_WEIGHT = 0.5
+DENSE_FILE, ROWS_FILE, ENTRIES_FILE, META_FILE = (
+    "dense.faiss",
+    "rows.jsonl",
+    "entries.json",
+    "meta.json",
+)
+# Which embedding each row field gets: questions are matched query to query, answers as the
+# passages a query looks for (E5's input format; a model without prefixes ignores the kind).
+KINDS = {"question": "query", "alternative": "query", "answer": "passage"}
+
+
+class Embedder(Protocol):
+    """Text -> unit vectors (N, D) with one encoder; ``name`` identifies the encoder, so an
+    index built with another one is rebuilt rather than mixed."""
+
+    name: str
+
+    def __call__(self, texts: list[str], kind: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Row:
+    row: int
+    entry: int
+    field: str  # question | alternative | answer
+    text: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One entry found for a message, with the evidence of both retrievers."""
+
+    entry: int
+    question: str
+    answer: str
+    tags: tuple[str, ...]
+    score: float  # the fused reciprocal-rank score
+    similarity: float  # cosine of the message to the entry's nearest row (-1: none)
+    bm25: float  # BM25 score of the entry's best row (0: no word in common)
+    matched: str  # the text of the entry's row nearest the message
+    dense_rank: int | None  # 1-based; None when the entry is not among the dense candidates
+    bm25_rank: int | None  # 1-based; None when it shares no word with the message
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def _best(scores: dict[int, float], rows: dict[int, Row]) -> dict[int, float]:
+    """The best score of each entry over its rows."""
+    best: dict[int, float] = {}
+    for r, s in scores.items():
+        entry = rows[r].entry
+        if s > best.get(entry, -np.inf):
+            best[entry] = s
+    return best
+
+
+def _rank(best: dict[int, float]) -> dict[int, int]:
+    """1-based ranks of the entries by score, best first (ties by entry id, stable)."""
+    order = sorted(best, key=lambda e: (-best[e], e))
+    return {e: i + 1 for i, e in enumerate(order)}
+
+
+class KbIndex:
+    """The hybrid index of one knowledge base (see the module docstring). Thread-safe: a sync
+    and searches of the same index take its lock."""
+
+    def __init__(self, encoder: str, dim: int | None = None) -> None:
+        self.encoder, self.dim = encoder, dim
+        self.dense: Any = None  # made at the first rows, with their dimension
+        self.rows: dict[int, Row] = {}
+        self.entries: dict[int, dict[str, Any]] = {}
+        self.revision = -1  # nothing synced yet
+        self.bm25_weight = BM25_WEIGHT
+        self.next_row = 0
+        self.lock = threading.RLock()
+        self._bm25: Any = None
+        self._bm25_rows: list[int] = []
+
+    # --- keeping in step with the store ---------------------------------------------------
+
+    def sync(self, snapshot: KbSnapshot, embed: Embedder) -> dict[str, int]:
+        """Bring the index to ``snapshot``; returns how many rows were added and removed."""
+        with self.lock:
+            wanted: dict[tuple[int, str, str], None] = {}
+            entries = {}
+            for e in snapshot.entries:
+                texts = [("question", e.question), *(("alternative", a) for a in e.alternatives)]
+                for field, text in [*texts, ("answer", e.answer)]:
+                    if text.strip():  # the store refuses empty texts; an evaluation may not
+                        wanted[(e.id, field, text)] = None
+                entries[e.id] = {"question": e.question, "answer": e.answer, "tags": list(e.tags)}
+            have = {(r.entry, r.field, r.text): r.row for r in self.rows.values()}
+            gone = [row for key, row in have.items() if key not in wanted]
+            new = [key for key in wanted if key not in have]
+            if gone:
+                assert self.dense is not None
+                self.dense.remove_ids(np.asarray(gone, dtype=np.int64))
+                for row in gone:
+                    del self.rows[row]
+            for kind in ("query", "passage"):
+                batch = [key for key in new if KINDS[key[1]] == kind]
+                if batch:
+                    self._add(batch, embed([key[2] for key in batch], kind))
+            self.entries = entries
+            self.revision = snapshot.revision
+            if gone or new or self._bm25 is None:
+                self._index_words()
+            return {"added": len(new), "removed": len(gone)}
+
+    def _add(self, keys: list[tuple[int, str, str]], vectors: np.ndarray) -> None:
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.dense is None:
+            faiss = _faiss()
+            self.dim = self.dim or v.shape[1]
+            self.dense = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        if v.shape != (len(keys), self.dim):
+            raise CheckpointError(
+                f"the encoder gave vectors of shape {v.shape}, expected ({len(keys)}, {self.dim})"
+            )
+        _faiss().normalize_L2(v)
+        ids = np.arange(self.next_row, self.next_row + len(keys), dtype=np.int64)
+        self.dense.add_with_ids(v, ids)
+        for row, (entry, field, text) in zip(ids.tolist(), keys, strict=True):
+            self.rows[row] = Row(row, entry, field, text, tuple(words(text)))
+        self.next_row += len(keys)
+
+    def _index_words(self) -> None:
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index build
+        self._bm25_rows = sorted(self.rows)
+        corpus = [list(self.rows[r].words) for r in self._bm25_rows]
+        # k1 1.5, b 0.75 (Okapi's usual values), Lucene's idf: bm25s's defaults.
+        self._bm25 = bm25s.BM25()
+        if corpus:
+            self._bm25.index(corpus, show_progress=False)
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search(self, query: str, vector: np.ndarray, k: int = 5) -> list[Hit]:
+        """The ``k`` best entries for ``query`` (whose embedding, kind "query", is ``vector``)."""
+        with self.lock:
+            if not self.rows:
+                return []
+            dense = self._dense(vector, k)
+            lexical = self._lexical(query)
+            # Two rankings of the entries, each by its best row under one retriever, fused by
+            # reciprocal rank. (Ranking each field group apart, questions and answers, and
+            # fusing four lists was measured worse: docs/BENCHMARKS.md, "Knowledge-base
+            # answers".)
+            dense_best, bm25_best = _best(dense, self.rows), _best(lexical, self.rows)
+            dense_rank, bm25_rank = _rank(dense_best), _rank(bm25_best)
+            fused: dict[int, float] = {}
+            for ranking, weight in ((dense_rank, 1.0), (bm25_rank, self.bm25_weight)):
+                for e, r in ranking.items():
+                    fused[e] = fused.get(e, 0.0) + weight / (RRF_K + r)
+            order = sorted(fused, key=lambda e: (-fused[e], e))[:k]
+            matched = {}
+            for r in sorted(dense, key=lambda r: -dense[r]):
+                matched.setdefault(self.rows[r].entry, self.rows[r].text)
+            return [
+                Hit(
+                    entry=e,
+                    question=self.entries[e]["question"],
+                    answer=self.entries[e]["answer"],
+                    tags=tuple(self.entries[e]["tags"]),
+                    score=fused[e],
+                    similarity=dense_best.get(e, -1.0),
+                    bm25=bm25_best.get(e, 0.0),
+                    matched=matched.get(e, ""),
+                    dense_rank=dense_rank.get(e),
+                    bm25_rank=bm25_rank.get(e),
+                )
+                for e in order
+            ]
+
+    def hit(self, entry: int) -> Hit | None:
+        """An entry by id, as a hit without search scores (None when it is not indexed)."""
+        with self.lock:
+            e = self.entries.get(entry)
+            if e is None:
+                return None
+            return Hit(
+                entry, e["question"], e["answer"], tuple(e["tags"]), 0.0, -1.0, 0.0, "", None, None
+            )
+
+    def _dense(self, vector: np.ndarray, k: int) -> dict[int, float]:
+        """Cosine similarity of the query to its nearest rows, by row id."""
+        q = np.ascontiguousarray(np.atleast_2d(vector), dtype=np.float32)
+        _faiss().normalize_L2(q)
+        # Enough rows that k entries with several rows each are all ranked: exact search over
+        # 10,000 rows of 384 floats costs well under a millisecond more per extra row.
+        n = min(self.dense.ntotal, max(200, 20 * k))
+        scores, ids = self.dense.search(q, n)
+        return {r: s for s, r in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if r >= 0}
+
+    def _lexical(self, query: str) -> dict[int, float]:
+        """BM25 score of every row sharing a word with the query, by row id."""
+        tokens = [w for w in words(query) if w in self._vocabulary()]
+        if not tokens:
+            return {}
+        scores = self._bm25.get_scores(tokens)
+        return {self._bm25_rows[i]: float(scores[i]) for i in np.flatnonzero(scores > 0).tolist()}
+
+    def _vocabulary(self) -> dict[str, int]:
+        return getattr(self._bm25, "vocab_dict", None) or {}
+
+    # --- saving ----------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the index atomically file by file; ``meta.json`` last (see the docstring)."""
+        with self.lock:
+            d = Path(directory)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / META_FILE).unlink(missing_ok=True)  # incomplete until meta is back
+            if self.dense is not None:
+                with atomic_path(d / DENSE_FILE) as tmp:
+                    _faiss().write_index(self.dense, str(tmp))
+            rows = "".join(
+                json.dumps(
+                    {
+                        "row": r.row,
+                        "entry": r.entry,
+                        "field": r.field,
+                        "text": r.text,
+                        "words": r.words,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for r in self.rows.values()
+            )
+            atomic_write(d / ROWS_FILE, rows)
+            atomic_write(d / ENTRIES_FILE, json.dumps(self.entries, ensure_ascii=False))
+            meta = {
+                "revision": self.revision,
+                "encoder": self.encoder,
+                "dim": self.dim,
+                "next_row": self.next_row,
+                "rows": len(self.rows),
+            }
+            atomic_write_json(d / META_FILE, meta)
+            return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> KbIndex:
+        d = Path(directory)
+        if not (d / META_FILE).is_file():
+            raise CheckpointError(f"{d}: not a complete knowledge-base index (no {META_FILE})")
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+            dense = _faiss().read_index(str(d / DENSE_FILE)) if meta["dim"] else None
+            lines = (d / ROWS_FILE).read_text(encoding="utf-8").splitlines()
+            rows = [json.loads(line) for line in lines]
+            entries = json.loads((d / ENTRIES_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{d}: unreadable knowledge-base index ({e})") from None
+        vectors = dense.ntotal if dense is not None else 0
+        if vectors != len(rows) or meta.get("rows") != len(rows):
+            raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} rows; rebuild it")
+        index = cls(meta["encoder"], meta["dim"])
+        index.dense, index.revision, index.next_row = dense, meta["revision"], meta["next_row"]
+        index.rows = {
+            r["row"]: Row(r["row"], r["entry"], r["field"], r["text"], tuple(r["words"]))
+            for r in rows
+        }
+        index.entries = {int(e): v for e, v in entries.items()}
+        index._index_words()
+        return index

@@ -1,0 +1,347 @@
+"""The customer-service app's logic, without HTTP: knowledge bases of FAQ pairs, kept in the
+store, searched through a hybrid index that follows every change.
+
+:class:`SupportService` is built from the store, an :class:`~llmos.apps.support.index.Embedder`
+(in the server the encoder model's batcher, so messages of many users share forward passes;
+on the command line a loaded pipeline: :class:`PipelineEmbedder`) and a directory for the
+indexes. Every method takes the owner's user id: a knowledge base is only ever read or changed
+by its owner.
+
+The database is the source of truth. Each knowledge base's index lives in
+``index_root/kb-<id>/`` and in memory; before a search the service compares the index's
+revision with the store's (one small query) and syncs the difference first, so a change made
+by another server process sharing the database is seen by the next search here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmos.apps.support.dialogue import (
+    REPLIES,
+    PolicyConfig,
+    chosen_entry,
+    decide,
+    detect_language,
+    with_ticket,
+)
+from llmos.apps.support.faq import read_faq
+from llmos.apps.support.index import Embedder, Hit, KbIndex
+from llmos.checkpoint.digest import weights_digest
+from llmos.errors import CheckpointError, LlmosError
+from llmos.store.db import Store
+from llmos.store.desk import DeskKb, SupportDesk
+from llmos.store.kb import FaqPair, KbEntry, KbInfo, KnowledgeBases
+from llmos.store.models import Ticket, Turn
+
+log = logging.getLogger("llmos.apps.support")
+MAX_K = 50
+NEGATIVE_LABELS = ("neg", "negative")
+# (texts, language) -> one {"label", "score", "scores"} per text, or None when no sentiment
+# model reads that language.
+Classifier = Callable[[list[str], str], list[dict[str, Any]] | None]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the desk answers a customer's message (see ``POST /v1/apps/support/messages``)."""
+
+    conversation_id: int
+    reply: str
+    action: str
+    language: str
+    reason: str
+    sentiment: dict[str, Any] | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    ticket_id: int | None = None
+
+
+class PipelineEmbedder:
+    """An :class:`Embedder` over an encoder checkpoint loaded in this process (CLI, scripts,
+    tests). ``name`` is the checkpoint's weights digest."""
+
+    def __init__(self, checkpoint: str | Path, batch_size: int = 32) -> None:
+        from llmos.inference.load import load_pipeline
+
+        self.pipe = load_pipeline(checkpoint)
+        self.name = weights_digest(checkpoint) or str(Path(checkpoint).resolve())
+        self.batch_size = batch_size
+        self.lock = threading.Lock()  # one forward pass at a time over the shared model
+
+    def __call__(self, texts: list[str], kind: str) -> np.ndarray:
+        with self.lock:
+            return self.pipe.embed(texts, kind=kind, batch_size=self.batch_size)
+
+
+class PipelineClassifier:
+    """A :data:`Classifier` over classification checkpoints loaded in this process, one per
+    language (``{"zh": "runs/sentiment-zh/checkpoint"}``); a language without one, or whose
+    checkpoint is missing, gets None."""
+
+    def __init__(self, checkpoints: dict[str, str | Path | None]) -> None:
+        from llmos.inference.load import load_pipeline
+
+        self.pipes = {
+            lang: load_pipeline(path)
+            for lang, path in checkpoints.items()
+            if path is not None and (Path(path) / "config.json").is_file()
+        }
+
+    def __call__(self, texts: list[str], lang: str) -> list[dict[str, Any]] | None:
+        pipe = self.pipes.get(lang)
+        return pipe.classify(texts) if pipe is not None else None
+
+
+class SupportService:
+    """Knowledge bases and their search, per owner (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        embed: Embedder,
+        index_root: str | Path,
+        classify: Classifier | None = None,
+        policy: PolicyConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.kbs = KnowledgeBases(store)
+        self.desk = SupportDesk(store)
+        self.embed = embed
+        self.classify = classify
+        self.policy = policy or PolicyConfig()
+        self.index_root = Path(index_root)
+        self._indexes: dict[int, KbIndex] = {}
+        self._lock = threading.Lock()
+
+    # --- knowledge bases -------------------------------------------------------------------
+
+    def create_kb(self, owner: int, name: str) -> KbInfo:
+        return self.kbs.create(owner, name)
+
+    def list_kbs(self, owner: int) -> list[KbInfo]:
+        return self.kbs.list(owner)
+
+    def kb(self, owner: int, name: str) -> KbInfo:
+        return self.kbs.info(owner, name)
+
+    def delete_kb(self, owner: int, name: str) -> None:
+        info = self.kbs.info(owner, name)
+        self.kbs.delete(owner, name)
+        with self._lock:
+            self._indexes.pop(info.id, None)
+        shutil.rmtree(self._dir(info.id), ignore_errors=True)
+
+    def add(self, owner: int, name: str, pairs: list[FaqPair]) -> list[int]:
+        """Store ``pairs`` (all or none) and index them; their new entry ids."""
+        if not pairs:
+            raise LlmosError("no FAQ pairs to add")
+        ids = self.kbs.add(owner, name, pairs)
+        self._synced(owner, name)
+        return ids
+
+    def add_file(self, owner: int, name: str, path: str | Path) -> list[int]:
+        """Add every pair of an FAQ file (JSONL, CSV or TSV: :mod:`llmos.apps.support.faq`);
+        a malformed row stops the upload with its file and line, and nothing is stored."""
+        return self.add(owner, name, read_faq(path))
+
+    def remove(self, owner: int, name: str, entry_ids: list[int]) -> int:
+        """Delete entries by id; how many of them were in the knowledge base."""
+        n = self.kbs.remove(owner, name, entry_ids)
+        self._synced(owner, name)
+        return n
+
+    def entries(self, owner: int, name: str) -> list[KbEntry]:
+        return self.kbs.snapshot(owner, name).entries
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search(
+        self, owner: int, name: str, query: str, k: int = 5, vector: np.ndarray | None = None
+    ) -> list[Hit]:
+        """The ``k`` entries that best answer ``query``, best first. ``vector`` is the query's
+        embedding (kind "query") when the caller has it already."""
+        if not 1 <= k <= MAX_K:
+            raise LlmosError(f"k must be 1-{MAX_K}, got {k}")
+        if not query.strip():
+            raise LlmosError("the query is empty")
+        index = self._synced(owner, name)
+        if vector is None:
+            vector = self.embed([query], "query")[0]
+        return index.search(query, vector, k)
+
+    # --- sharing -----------------------------------------------------------------------------
+
+    def share(
+        self, owner: int, name: str, public: bool | None = None, agents: list[str] | None = None
+    ) -> tuple[KbInfo, list[str]]:
+        """Let other users ask the knowledge base (``public``), and name the users who serve
+        its human queue (``agents``, by user name; the owner always does)."""
+        info = self.kbs.info(owner, name)
+        if public is not None:
+            info = self.kbs.set_public(owner, name, public)
+        if agents is not None:
+            ids = []
+            for agent in agents:
+                user = self.store.user(agent)
+                if user is None:
+                    raise LlmosError(f"no user named {agent!r} to be an agent")
+                ids.append(user.id)
+            self.desk.set_agents(owner, info.id, ids)
+        return info, self.desk.agents(info.id)
+
+    # --- conversations -----------------------------------------------------------------------
+
+    def message(
+        self, customer: int, text: str, kb: str | None = None, conversation: int | None = None
+    ) -> Reply:
+        """Answer a customer's message: in a new conversation with the knowledge base ``kb``
+        (``owner/name``), or in the customer's ``conversation``. Both turns are stored."""
+        if not text.strip():
+            raise LlmosError("the message is empty")
+        if conversation is not None:
+            conv = self.desk.conversation(customer, conversation)
+            desk_kb = self.desk.kb_of(conv.kb_id)
+            self.desk.askable(customer, desk_kb.handle)  # still allowed to ask it
+            status, state = conv.status, dict(conv.state)
+        elif kb is not None:
+            desk_kb = self.desk.askable(customer, kb)
+            conv = self.desk.start(customer, desk_kb.id)
+            status, state = "bot", {}
+        else:
+            raise LlmosError("give the knowledge base (kb: OWNER/NAME) or a conversation_id")
+        lang = detect_language(text)
+        self.desk.add_turn(conv.id, "customer", text, trace={"language": lang})
+        if status == "human":  # escalated: the agents answer, the bot only says so
+            ticket = self.desk.open_ticket(conv.id, desk_kb.id, "the customer wrote again")
+            waiting = REPLIES[lang]["waiting"].format(ticket=ticket.id)
+            reply = Reply(
+                conv.id, waiting, "escalate", lang, "waiting for an agent", None, [], ticket.id
+            )
+            return self._record(conv.id, "human", state, reply)
+        negative, sentiment = self._sentiment(text, lang)
+        index = self._synced(desk_kb.owner_id, desk_kb.name)
+        vector = self.embed([text], "query")[0]
+        hits = index.search(text, vector, k=max(5, self.policy.candidates))
+        picked = chosen_entry(text, state)
+        chosen = index.hit(picked) if picked is not None else None
+        d = decide(text, lang, negative, hits, state, self.policy, chosen)
+        ticket_id = None
+        status = "bot"
+        if d.action == "escalate":
+            ticket_id = self.desk.open_ticket(conv.id, desk_kb.id, d.reason).id
+            d = with_ticket(d, ticket_id, lang)
+            status = "human"
+        shown = [d.entry] if d.entry is not None else list(d.candidates) or hits[:3]
+        sources = [
+            {"id": h.entry, "question": h.question, "similarity": h.similarity, "score": h.score}
+            for h in shown
+        ]
+        reply = Reply(conv.id, d.reply, d.action, lang, d.reason, sentiment, sources, ticket_id)
+        return self._record(conv.id, status, d.state, reply)
+
+    def _record(self, conversation: int, status: str, state: dict[str, Any], r: Reply) -> Reply:
+        trace = {
+            "language": r.language,
+            "reason": r.reason,
+            "sentiment": r.sentiment,
+            "sources": r.sources,
+            "ticket_id": r.ticket_id,
+        }
+        self.desk.add_turn(conversation, "bot", r.reply, r.action, trace)
+        self.desk.save(conversation, status, state)
+        return r
+
+    def _sentiment(self, text: str, lang: str) -> tuple[float | None, dict[str, Any] | None]:
+        """The probability that ``text`` is negative, and the sentiment model's answer."""
+        if self.classify is None:
+            return None, None
+        result = self.classify([text], lang)
+        if not result:
+            return None, None
+        scores = result[0].get("scores", {})
+        negative = next((scores[k] for k in NEGATIVE_LABELS if k in scores), None)
+        return negative, {"label": result[0]["label"], "negative": negative}
+
+    def conversations(self, customer: int) -> list[Any]:
+        return self.desk.conversations(customer)
+
+    def transcript(self, customer: int, conversation: int) -> tuple[Any, list[Turn]]:
+        """The customer's own conversation and its turns."""
+        conv = self.desk.conversation(customer, conversation)
+        return conv, self.desk.turns(conv.id)
+
+    # --- the human queue ---------------------------------------------------------------------
+
+    def tickets(self, agent: int, status: str | None = "open") -> list[Ticket]:
+        return self.desk.tickets(agent, status)
+
+    def ticket(self, agent: int, ticket: int) -> tuple[Ticket, DeskKb, list[Turn]]:
+        """A ticket of the agent's queue, its knowledge base and its conversation's turns."""
+        t = self.desk.ticket(agent, ticket)
+        return t, self.desk.kb_of(t.kb_id), self.desk.turns(t.conversation_id)
+
+    def agent_reply(self, agent: int, ticket: int, text: str, name: str) -> Turn:
+        """An agent's message in the ticket's conversation (the customer sees it there)."""
+        if not text.strip():
+            raise LlmosError("the reply is empty")
+        t = self.desk.ticket(agent, ticket)
+        return self.desk.add_turn(t.conversation_id, "agent", text, trace={"agent": name})
+
+    def close(self, agent: int, ticket: int) -> Ticket:
+        """Close a ticket; the bot answers the conversation again."""
+        return self.desk.close_ticket(agent, ticket)
+
+    # --- the indexes -----------------------------------------------------------------------
+
+    def _dir(self, kb_id: int) -> Path:
+        return self.index_root / f"kb-{kb_id}"
+
+    def _index(self, kb_id: int) -> KbIndex:
+        """The knowledge base's index: in memory, else as saved, else a new empty one."""
+        with self._lock:
+            index = self._indexes.get(kb_id)
+            if index is not None:
+                return index
+            index = self._open(kb_id)
+            self._indexes[kb_id] = index
+            return index
+
+    def _open(self, kb_id: int) -> KbIndex:
+        path = self._dir(kb_id)
+        if path.is_dir():
+            try:
+                index = KbIndex.load(path)
+                if index.encoder == self.embed.name:
+                    return index
+                log.info("%s was built with another encoder: rebuilding it", path)
+            except CheckpointError as e:
+                log.warning("%s; rebuilding it", e)
+        return KbIndex(self.embed.name)
+
+    def _synced(self, owner: int, name: str) -> KbIndex:
+        """The index of the owner's knowledge base, brought to the store's revision first."""
+        info = self.kbs.info(owner, name)
+        index = self._index(info.id)
+        if index.revision == info.revision:
+            return index
+        with index.lock:
+            snapshot = self.kbs.snapshot(owner, name)
+            if index.revision != snapshot.revision:
+                changed = index.sync(snapshot, self.embed)
+                index.save(self._dir(info.id))
+                log.info(
+                    "knowledge base %r (revision %d): %d rows added, %d removed",
+                    name,
+                    snapshot.revision,
+                    changed["added"],
+                    changed["removed"],
+                )
+        return index

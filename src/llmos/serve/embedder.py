@@ -1,0 +1,86 @@
+"""Embeddings and classifications for an app's service, computed by served models'
+micro-batchers.
+
+An app's service runs in a worker thread (its store calls block) and asks for embeddings
+synchronously; :class:`BatcherEmbedder` hands each request to the event loop, where it joins
+the model's queue like any ``/v1/embed`` call, so messages of many users share forward passes
+and the server's queue limits and memory budget apply to the app too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from llmos.checkpoint.digest import weights_digest
+from llmos.serve.operations import ClassifyOp, EmbedOp, TextBatch
+
+# A large upload is queued as requests of CHUNK texts, IN_FLIGHT at a time: it never fills the
+# model's queue, and other users' requests interleave with it.
+CHUNK, IN_FLIGHT = 64, 4
+
+
+class BatcherEmbedder:
+    """The :class:`~llmos.apps.support.index.Embedder` of the served model ``model``."""
+
+    def __init__(self, server: Any, model: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.server, self.model, self.loop = server, model, loop
+        self._name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's weights digest (its path for a model without safetensors)."""
+        if self._name is None:
+            path = self.server.registry.entry(self.model).path
+            self._name = weights_digest(path) or str(path)
+        return self._name
+
+    def __call__(self, texts: list[str], kind: str) -> np.ndarray:
+        future = asyncio.run_coroutine_threadsafe(self._embed(texts, kind), self.loop)
+        return np.asarray(future.result(), dtype=np.float32)
+
+    async def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
+        loaded = await self.server.registry.get(self.model)
+        op = EmbedOp(kind=kind)
+        chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        out: list[list[float]] = []
+        for w in range(0, len(chunks), IN_FLIGHT):
+            deadline = time.monotonic() + self.server.settings.request_timeout_s
+            futures = [
+                loaded.batcher.submit(op, TextBatch(c), len(c), deadline)
+                for c in chunks[w : w + IN_FLIGHT]
+            ]
+            for result in await asyncio.gather(*futures):
+                if isinstance(result, BaseException):
+                    raise result
+                out.extend(result)
+        return out
+
+
+class BatcherClassifier:
+    """The sentiment classifier of the customer-service app: a served classification model
+    per language (``{"zh": "sentiment-zh"}``); a language without one, or whose model is not
+    in the models directory, gets None (the policy then works without sentiment)."""
+
+    def __init__(
+        self, server: Any, models: dict[str, str | None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.server, self.models, self.loop = server, models, loop
+
+    def __call__(self, texts: list[str], lang: str) -> list[dict[str, Any]] | None:
+        model = self.models.get(lang)
+        if not model or model not in self.server.registry.models:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._classify(model, texts), self.loop)
+        return future.result()
+
+    async def _classify(self, model: str, texts: list[str]) -> list[dict[str, Any]]:
+        loaded = await self.server.registry.get(model)
+        deadline = time.monotonic() + self.server.settings.request_timeout_s
+        result = await loaded.batcher.submit(ClassifyOp(), TextBatch(texts), len(texts), deadline)
+        if isinstance(result, BaseException):
+            raise result
+        return result
