@@ -120,23 +120,32 @@ def unseen_protocol(lang: str, embed: CachedEmbedder, folds: int) -> dict[str, l
     return ranks
 
 
-def paraphrase_protocol(lang: str, embed: CachedEmbedder, folds: int) -> dict[str, list]:
-    """An FAQ entry per intent, stored as 8 of its training utterances (a question and 7
-    alternatives; no answer text); every test utterance (templates never seen in training)
-    must find its intent's entry."""
-    base = data_dir() / "tasks" / f"intent-{lang}"
+def intent_entries(lang: str, answers: bool) -> tuple[list[KbEntry], list[str]]:
+    """One FAQ entry per intent: 8 of its training utterances (spread over its list, which is
+    ordered by template) as the question and 7 alternatives; the intent's name as the answer
+    when ``answers``, else no answer text."""
     examples: dict[str, list[str]] = {}
-    for line in (base / "train.jsonl").read_text(encoding="utf-8").splitlines():
+    path = data_dir() / "tasks" / f"intent-{lang}" / "train.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         examples.setdefault(r["intent"], []).append(r["text"])
     intents = sorted(examples)
-    # 8 examples spread over each intent's training list (it is ordered by template)
     picked = {n: examples[n][:: max(1, len(examples[n]) // 8)][:8] for n in intents}
-    entries = [entry(i, picked[n][0], "", picked[n][1:]) for i, n in enumerate(intents)]
+    entries = [
+        entry(i, picked[n][0], n if answers else "", picked[n][1:]) for i, n in enumerate(intents)
+    ]
+    return entries, intents
+
+
+def paraphrase_protocol(lang: str, embed: CachedEmbedder, folds: int) -> dict[str, list]:
+    """An FAQ entry per intent (:func:`intent_entries`, no answer text); every utterance of
+    the split (templates never seen in training) must find its intent's entry."""
+    entries, intents = intent_entries(lang, answers=False)
     queries = []
-    for line in (base / f"{SPLIT}.jsonl").read_text(encoding="utf-8").splitlines():
+    path = data_dir() / "tasks" / f"intent-{lang}" / f"{SPLIT}.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
-        if r["intent"] in examples:
+        if r["intent"] in intents:
             queries.append((r["text"], intents.index(r["intent"])))
     return rank_all(entries, queries, embed)
 
@@ -167,16 +176,8 @@ HUMAN = {
 
 
 def intent_desk(lang: str, embed: CachedEmbedder) -> tuple[KbIndex, list[str]]:
-    """The intents as an FAQ desk: one entry per intent, 8 training utterances as its
-    question and alternatives, the intent's name as its answer."""
-    base = data_dir() / "tasks" / f"intent-{lang}"
-    examples: dict[str, list[str]] = {}
-    for line in (base / "train.jsonl").read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        examples.setdefault(r["intent"], []).append(r["text"])
-    intents = sorted(examples)
-    picked = {n: examples[n][:: max(1, len(examples[n]) // 8)][:8] for n in intents}
-    entries = [entry(i, picked[n][0], n, picked[n][1:]) for i, n in enumerate(intents)]
+    """The intents as an FAQ desk (:func:`intent_entries`, the intent's name as the answer)."""
+    entries, intents = intent_entries(lang, answers=True)
     index = KbIndex(embed.name)
     index.sync(KbSnapshot(0, "desk", 1, entries), embed)
     return index, intents
