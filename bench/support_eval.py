@@ -288,6 +288,47 @@ def calibrate(embed: CachedEmbedder, langs: tuple[str, ...]) -> PolicyConfig:
     return best[1]
 
 
+# --- escalation on complaints ------------------------------------------------------------------
+
+
+def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[str, dict]:
+    """Negative test reviews as complaints, positive ones as controls, each a customer's first
+    message: does the desk escalate (the policy: a request for a person, or the sentiment
+    model's negative probability >= ``strongly_negative``)? Against the sentiment threshold
+    alone at 0.5, and with the threshold that reaches 0.90 recall."""
+    from llmos.apps.support.dialogue import wants_human
+    from llmos.apps.support.service import PipelineClassifier
+
+    rows = [
+        line.split("\t")
+        for line in (data_dir() / "tasks" / f"sentiment-{lang}" / "test.tsv")
+        .read_text(encoding="utf-8")
+        .splitlines()[1:]
+    ]
+    texts = [t for t, _ in rows]
+    complaint = np.array([label == "neg" for _, label in rows])
+    classify = PipelineClassifier({lang: checkpoint})
+    negative = np.array([r["scores"]["neg"] for r in classify(texts, lang)])
+    human = np.array([wants_human(t, lang) for t in texts])
+
+    def pr(escalated: np.ndarray) -> dict[str, float]:
+        tp = int((escalated & complaint).sum())
+        return {
+            "recall": tp / int(complaint.sum()),
+            "precision": tp / max(1, int(escalated.sum())),
+            "escalated": float(escalated.mean()),
+        }
+
+    order = np.sort(negative[complaint])
+    at_90 = float(order[int(0.10 * len(order))])  # 90 % of the complaints are at or above
+    return {
+        "policy": pr(human | (negative >= config.strongly_negative)),
+        "threshold 0.5": pr(negative >= 0.5),
+        f"threshold {at_90:.3f} (recall 0.90)": pr(negative >= at_90),
+        "n": {"complaints": int(complaint.sum()), "controls": int((~complaint).sum())},
+    }
+
+
 # --- scale: a 10,000-entry knowledge base ------------------------------------------------------
 
 
@@ -370,6 +411,11 @@ def main() -> None:
         help="choose the policy's thresholds on the valid scripts",
     )
     ap.add_argument("--scale", type=int, default=0, help="also time a knowledge base of N entries")
+    ap.add_argument(
+        "--sentiment",
+        default=None,
+        help="a Chinese sentiment checkpoint: also measure escalation on complaint reviews",
+    )
     args = ap.parse_args()
     global BM25_WEIGHT, SPLIT
     SPLIT = args.split
@@ -400,6 +446,16 @@ def main() -> None:
             f"search) p50 {r['query_p50_ms']:.1f} ms, p95 {r['query_p95_ms']:.1f} ms; the "
             f"search alone p50 {r['search_p50_ms']:.1f} ms, p95 {r['search_p95_ms']:.1f} ms"
         )
+    if args.sentiment:
+        r = escalation_eval("zh", args.sentiment, PolicyConfig())
+        n = r.pop("n")
+        print(
+            f"\n## escalation on complaints, sentiment-zh test ({n['complaints']} negative "
+            f"reviews as complaints, {n['controls']} positive as controls; {args.sentiment})"
+        )
+        print("| rule | recall | precision | escalated |\n|---|---:|---:|---:|")
+        for name, m in r.items():
+            print(f"| {name} | {m['recall']:.3f} | {m['precision']:.3f} | {m['escalated']:.3f} |")
     if not (args.dialogue or args.calibrate):
         return
     langs = ("zh", "en") if args.lang == "both" else (args.lang,)

@@ -93,6 +93,12 @@ class Hit:
 def _faiss() -> Any:
     import faiss
 
+    # One query at a time is searched here, and FAISS's OpenMP threads cost more than they
+    # save on it: an exact search of 20,000 rows took 22 ms with the default threads and 1.3 ms
+    # with one, on 2 cores that a training run shared (docs/BENCHMARKS.md, "a 10,000-entry
+    # knowledge base"). The setting is the process's: every FAISS search in it runs on one
+    # thread, as the server's single-query searches want too.
+    faiss.omp_set_num_threads(1)
     return faiss
 
 
@@ -195,7 +201,7 @@ class KbIndex:
             if not self.rows:
                 return []
             dense = self._dense(vector, k)
-            lexical = self._lexical(query)
+            lexical = self._lexical(query, k)
             # Two rankings of the entries, each by its best row under one retriever, fused by
             # reciprocal rank. (Ranking each field group apart, questions and answers, and
             # fusing four lists was measured worse: docs/BENCHMARKS.md, "Knowledge-base
@@ -246,13 +252,19 @@ class KbIndex:
         scores, ids = self.dense.search(q, n)
         return {r: s for s, r in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if r >= 0}
 
-    def _lexical(self, query: str) -> dict[int, float]:
-        """BM25 score of every row sharing a word with the query, by row id."""
+    def _lexical(self, query: str, k: int) -> dict[int, float]:
+        """BM25 score of the query's best-scoring rows (as many as the dense search reads),
+        by row id; only rows sharing a word with the query."""
         tokens = [w for w in words(query) if w in self._vocabulary()]
         if not tokens:
             return {}
         scores = self._bm25.get_scores(tokens)
-        return {self._bm25_rows[i]: float(scores[i]) for i in np.flatnonzero(scores > 0).tolist()}
+        n = min(len(scores), max(200, 20 * k))
+        # The n best rows without sorting them all: a common word (的, the) scores most rows,
+        # and turning every one into a Python object cost more than the search itself
+        # (measured on 20,000 rows: 80 ms a query before, 35 ms after, on shared cores).
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        return {self._bm25_rows[i]: float(scores[i]) for i in top.tolist() if scores[i] > 0}
 
     def _vocabulary(self) -> dict[str, int]:
         return getattr(self._bm25, "vocab_dict", None) or {}
