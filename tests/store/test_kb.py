@@ -65,7 +65,7 @@ def test_an_upload_is_stored_whole_or_not_at_all(database_url: str) -> None:
     with pytest.raises(LlmosError, match="entry 1: answer is empty"):
         kbs.add(owner.id, "faq", [PAIRS[0], FaqPair("q", "  ")])
     assert kbs.info(owner.id, "faq").entries == 0
-    assert kbs.revision(owner.id, "faq") == 0
+    assert kbs.revision(owner.id, "faq")[1] == 0
     store.close()
 
 
@@ -75,7 +75,7 @@ def test_the_revision_counts_every_change(database_url: str) -> None:
     kbs = KnowledgeBases(store)
     kbs.create(owner.id, "faq")
     ids = kbs.add(owner.id, "faq", PAIRS)
-    assert kbs.revision(owner.id, "faq") == 1
+    assert kbs.revision(owner.id, "faq")[1] == 1
     kbs.add(owner.id, "faq", PAIRS[:1])
     assert kbs.remove(owner.id, "faq", [ids[0], 999_999]) == 1
     assert kbs.remove(owner.id, "faq", [999_999]) == 0  # nothing removed: no new revision

@@ -87,6 +87,16 @@ class SupportDesk:
             ).one()
             return DeskKb(kb.id, kb.owner_id, owner, kb.name)
 
+    def handles(self, kb_ids: set[int]) -> dict[int, str]:
+        """``owner/name`` of each knowledge base of ``kb_ids``, in one query."""
+        with self.session() as s:
+            rows = s.execute(
+                select(KnowledgeBase.id, User.name, KnowledgeBase.name)
+                .join(User, KnowledgeBase.owner_id == User.id)
+                .where(KnowledgeBase.id.in_(kb_ids))
+            )
+            return {kb_id: f"{owner}/{name}" for kb_id, owner, name in rows}
+
     @staticmethod
     def _serves(s: Session, user: int, kb_id: int) -> bool:
         return s.get(KbAgent, (kb_id, user)) is not None

@@ -177,9 +177,12 @@ class KnowledgeBases:
             )
             return KbSnapshot(kb.id, kb.name, kb.revision, entries)
 
-    def revision(self, owner_id: int, name: str) -> int:
+    def revision(self, owner_id: int, name: str) -> tuple[int, int]:
+        """The knowledge base's id and revision (one row read, no entry count: asked before
+        every search)."""
         with self.session() as s:
-            return self._find(s, owner_id, name).revision
+            kb = self._find(s, owner_id, name)
+            return kb.id, kb.revision
 
     @staticmethod
     def _bump(s: Session, kb_id: int) -> None:

@@ -119,4 +119,4 @@ def test_asking_for_a_person_escalates_before_anything_else() -> None:
     assert with_ticket(d, 42, "zh").reply == (
         "已为您转接人工客服（工单 #42），客服人员会在这里回复您，请稍候。"
     )
-    assert "ticket #7" in with_ticket(d, 7, "en", waiting=True).reply
+    assert "ticket #7" in with_ticket(d, 7, "en").reply

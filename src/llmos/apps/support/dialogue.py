@@ -201,7 +201,6 @@ def decide(
     return Decision("fallback", sorry + words["fallback"], reason=top, state={"failed": failed})
 
 
-def with_ticket(decision: Decision, ticket: int, lang: str, waiting: bool = False) -> Decision:
+def with_ticket(decision: Decision, ticket: int, lang: str) -> Decision:
     """The escalation's reply with its ticket number filled in."""
-    template = REPLIES[lang]["waiting" if waiting else "escalate"]
-    return replace(decision, reply=template.format(ticket=ticket))
+    return replace(decision, reply=REPLIES[lang]["escalate"].format(ticket=ticket))

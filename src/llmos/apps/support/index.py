@@ -26,6 +26,7 @@ matrix from the rows' stored words (no re-tokenizing). A saved index is a direct
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -90,6 +91,7 @@ class Hit:
     bm25_rank: int | None  # 1-based; None when it shares no word with the message
 
 
+@functools.cache
 def _faiss() -> Any:
     import faiss
 
@@ -122,8 +124,9 @@ class KbIndex:
     """The hybrid index of one knowledge base (see the module docstring). Thread-safe: a sync
     and searches of the same index take its lock."""
 
-    def __init__(self, encoder: str, dim: int | None = None) -> None:
-        self.encoder, self.dim = encoder, dim
+    def __init__(self, encoder: str) -> None:
+        self.encoder = encoder
+        self.dim: int | None = None  # the encoder's, known at the first rows
         self.dense: Any = None  # made at the first rows, with their dimension
         self.rows: dict[int, Row] = {}
         self.entries: dict[int, dict[str, Any]] = {}
@@ -169,7 +172,7 @@ class KbIndex:
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.dense is None:
             faiss = _faiss()
-            self.dim = self.dim or v.shape[1]
+            self.dim = v.shape[1]
             self.dense = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         if v.shape != (len(keys), self.dim):
             raise CheckpointError(
@@ -246,8 +249,8 @@ class KbIndex:
         """Cosine similarity of the query to its nearest rows, by row id."""
         q = np.ascontiguousarray(np.atleast_2d(vector), dtype=np.float32)
         _faiss().normalize_L2(q)
-        # Enough rows that k entries with several rows each are all ranked: exact search over
-        # 10,000 rows of 384 floats costs well under a millisecond more per extra row.
+        # Enough rows that k entries with several rows each are all ranked (the lexical side
+        # reads as many).
         n = min(self.dense.ntotal, max(200, 20 * k))
         scores, ids = self.dense.search(q, n)
         return {r: s for s, r in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if r >= 0}
@@ -322,8 +325,9 @@ class KbIndex:
         vectors = dense.ntotal if dense is not None else 0
         if vectors != len(rows) or meta.get("rows") != len(rows):
             raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} rows; rebuild it")
-        index = cls(meta["encoder"], meta["dim"])
-        index.dense, index.revision, index.next_row = dense, meta["revision"], meta["next_row"]
+        index = cls(meta["encoder"])
+        index.dim, index.dense = meta["dim"], dense
+        index.revision, index.next_row = meta["revision"], meta["next_row"]
         index.rows = {
             r["row"]: Row(r["row"], r["entry"], r["field"], r["text"], tuple(r["words"]))
             for r in rows

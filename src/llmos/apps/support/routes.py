@@ -203,7 +203,7 @@ async def list_conversations(srv: ServerDep, user: UserDep) -> Any:
     """The caller's own conversations, the most recently active first."""
     svc = service(srv, embeds=False)
     convs = await call(svc.conversations, user.id)
-    kbs = {c.kb_id: (await call(svc.desk.kb_of, c.kb_id)).handle for c in convs}
+    kbs = await call(svc.desk.handles, {c.kb_id for c in convs})
     return {
         "conversations": [
             {"id": c.id, "kb": kbs[c.kb_id], "status": c.status, "updated_at": _iso(c.updated_at)}
@@ -241,7 +241,7 @@ async def list_tickets(
     """The human queue of the knowledge bases the caller owns or serves, oldest first."""
     svc = service(srv, embeds=False)
     tickets = await call(svc.tickets, user.id, None if status == "all" else status)
-    kbs = {t.kb_id: (await call(svc.desk.kb_of, t.kb_id)).handle for t in tickets}
+    kbs = await call(svc.desk.handles, {t.kb_id for t in tickets})
     return {"tickets": [_ticket(t, kbs[t.kb_id]) for t in tickets]}
 
 

@@ -4,8 +4,9 @@ store, searched through a hybrid index that follows every change.
 :class:`SupportService` is built from the store, an :class:`~llmos.apps.support.index.Embedder`
 (in the server the encoder model's batcher, so messages of many users share forward passes;
 on the command line a loaded pipeline: :class:`PipelineEmbedder`) and a directory for the
-indexes. Every method takes the owner's user id: a knowledge base is only ever read or changed
-by its owner.
+indexes. Every method takes the caller's user id: a knowledge base is only ever read or
+changed by its owner, a conversation is its customer's, and a ticket is seen by the knowledge
+base's owner and agents (:mod:`llmos.store.desk`).
 
 The database is the source of truth. Each knowledge base's index lives in
 ``index_root/kb-<id>/`` and in memory; before a search the service compares the index's
@@ -40,7 +41,7 @@ from llmos.errors import CheckpointError, LlmosError
 from llmos.store.db import Store
 from llmos.store.desk import DeskKb, SupportDesk
 from llmos.store.kb import FaqPair, KbEntry, KbInfo, KnowledgeBases
-from llmos.store.models import Ticket, Turn
+from llmos.store.models import Conversation, Ticket, Turn
 
 log = logging.getLogger("llmos.apps.support")
 MAX_K = 50
@@ -270,10 +271,10 @@ class SupportService:
         negative = next((scores[k] for k in NEGATIVE_LABELS if k in scores), None)
         return negative, {"label": result[0]["label"], "negative": negative}
 
-    def conversations(self, customer: int) -> list[Any]:
+    def conversations(self, customer: int) -> list[Conversation]:
         return self.desk.conversations(customer)
 
-    def transcript(self, customer: int, conversation: int) -> tuple[Any, list[Turn]]:
+    def transcript(self, customer: int, conversation: int) -> tuple[Conversation, list[Turn]]:
         """The customer's own conversation and its turns."""
         conv = self.desk.conversation(customer, conversation)
         return conv, self.desk.turns(conv.id)
@@ -328,15 +329,15 @@ class SupportService:
 
     def _synced(self, owner: int, name: str) -> KbIndex:
         """The index of the owner's knowledge base, brought to the store's revision first."""
-        info = self.kbs.info(owner, name)
-        index = self._index(info.id)
-        if index.revision == info.revision:
+        kb_id, revision = self.kbs.revision(owner, name)
+        index = self._index(kb_id)
+        if index.revision == revision:
             return index
         with index.lock:
             snapshot = self.kbs.snapshot(owner, name)
             if index.revision != snapshot.revision:
                 changed = index.sync(snapshot, self.embed)
-                index.save(self._dir(info.id))
+                index.save(self._dir(kb_id))
                 log.info(
                     "knowledge base %r (revision %d): %d rows added, %d removed",
                     name,
