@@ -1,6 +1,6 @@
 """What a checkpoint was trained to do: ``task.json`` read into a typed :data:`TaskSpec`.
 
-A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or ``match``:
+A ``TaskSpec`` is one of seven frozen dataclasses, matched with ``isinstance`` or ``match``:
 
 ==================  =====================================================================
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``,
@@ -8,6 +8,10 @@ A ``TaskSpec`` is one of six frozen dataclasses, matched with ``isinstance`` or 
                     (written only when set)
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
                     ``view``, ``spans_key``, ``crf`` (written only when true)
+``MultiTask``       one encoder, several heads read from the same pass: ``heads`` (name ->
+                    its ``Classification`` or ``Tagging``, each head's ``task.json`` dict
+                    nested), ``max_length``; classifier heads and embeddings read the mean
+                    of the last layer
 ``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
                     ``query_prefix``, ``passage_prefix``
 ``Instruct``        instruction-tuned GPT: ``template``, ``template_with_input``,
@@ -74,6 +78,22 @@ class Tagging(_Spec):
 
 
 @dataclass(frozen=True)
+class MultiTask(_Spec):
+    """One shared encoder with several heads (intent, slots, sentiment), all read from one
+    forward pass; its mean-pooled last layer is also the sentence vector (``embed``).
+
+    ``heads`` maps each head's name to its spec, a :class:`Classification` (``pooling``
+    ``mean``) or a :class:`Tagging`; ``heads[name].to_json()`` is nested under ``heads`` in
+    ``task.json``. Every head reads the same tokens, so CJK characters are split when a
+    tagging head needs them and no head has a ``text_prefix``."""
+
+    kind: ClassVar[str] = "multitask"
+    heads: Mapping[str, Classification | Tagging]
+    max_length: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Embedding(_Spec):
     """A sentence-embedding encoder: how its vectors are pooled and normalized, and the
     prefixes an asymmetric retrieval model (E5: ``query: `` / ``passage: ``) was trained
@@ -115,19 +135,21 @@ class Generation(_Spec):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-TaskSpec = Classification | Tagging | Embedding | Instruct | MaskedLM | Generation
+TaskSpec = Classification | Tagging | MultiTask | Embedding | Instruct | MaskedLM | Generation
 KINDS: dict[str, type] = {
-    c.kind: c for c in (Classification, Tagging, Embedding, Instruct, MaskedLM, Generation)
+    c.kind: c
+    for c in (Classification, Tagging, MultiTask, Embedding, Instruct, MaskedLM, Generation)
 }
 # Specs of pretrained checkpoints: without extra keys they are the absence of task.json.
 PRETRAINED = (MaskedLM, Generation)
-ENCODER_TASKS = (Classification, Tagging, Embedding, MaskedLM)
+ENCODER_TASKS = (Classification, Tagging, MultiTask, Embedding, MaskedLM)
 DECODER_TASKS = (Instruct, Generation)
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("labels", "max_length", "label_key", "pooling", "text_prefix"),
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf"),
+    "multitask": ("heads", "max_length"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
     "mlm": (),
@@ -155,6 +177,8 @@ def to_json(spec: TaskSpec) -> dict[str, Any]:
         value = getattr(spec, name)
         newer = (spec.kind, name) in _NEWER_DEFAULTS
         if value is not None and not (newer and value == _NEWER_DEFAULTS[spec.kind, name]):
+            if name == "heads":
+                value = {head: to_json(sub) for head, sub in value.items()}
             out[name] = list(value) if isinstance(value, tuple) else value
     out.update(spec.extra)
     return out
@@ -240,6 +264,28 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             crf=crf,
             extra=extra,
         )
+    if kind == "multitask":
+        heads = d.get("heads")
+        if not isinstance(heads, dict) or not heads:
+            raise _field_error(source, "heads", "a non-empty mapping of head name -> task", heads)
+        parsed: dict[str, Classification | Tagging] = {}
+        for name, sub in heads.items():
+            spec = parse_task(sub, f"{source} (heads.{name})")
+            if not isinstance(spec, Classification | Tagging):
+                raise _field_error(
+                    source, f"heads.{name}.task", "'classification' or 'tagging'", spec.kind
+                )
+            if isinstance(spec, Classification) and (
+                spec.pooling != "mean" or spec.text_prefix is not None
+            ):
+                raise _field_error(
+                    source,
+                    f"heads.{name}",
+                    "a classifier reading the mean (pooling: mean, no text_prefix)",
+                    sub,
+                )
+            parsed[name] = spec
+        return MultiTask(heads=parsed, max_length=_max_length(d, source), extra=extra)
     if kind == "embedding":
         pooling = d.get("pooling", "mean")
         if pooling not in POOLINGS:

@@ -84,14 +84,29 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings; a number indexes a list (``heads.0.weight``)."""
     parts = key.split(".")
-    node = values
+    node: Any = values
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        if isinstance(node, list):
+            child = node[_list_index(node, part, key)]
+        else:
+            child = node.setdefault(part, {})
+        if not isinstance(child, dict | list):
             raise ConfigError(f"override {key}: {part!r} is a value, not a section")
         node = child
-    node[parts[-1]] = value
+    if isinstance(node, list):
+        node[_list_index(node, parts[-1], key)] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(items: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(
+            f"override {key}: {part!r} must be an index of the list (0-{len(items) - 1})"
+        )
+    return int(part)
 
 
 def _type_name(tp: Any) -> str:

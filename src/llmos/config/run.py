@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -199,9 +200,57 @@ class FinetuneDataConfig:
 
 
 @dataclass
+class HeadConfig:
+    """One head of a multi-task model (``task: multitask``): its ``name`` (the key it has in
+    ``task.json`` and in the predictions), what it learns (``task``: ``classification`` or
+    ``tagging``) from which data (``data``, as a single-task run's, without ``text_prefix``),
+    and ``weight``: its share of the training steps (each step trains one head, drawn with
+    probability weight / sum of weights). ``crf`` and ``class_weights`` as in a single-task
+    run. ``exclude`` leaves out the rows whose JSONL field has one of the listed values, in
+    every split (``{intent: [HassVacuumStart]}``): data held out of training, e.g. to measure
+    few-shot intents on intents the model never saw; the kept rows are written to the run's
+    ``data/<head>/`` directory and the head reads them from there."""
+
+    name: str = ""
+    task: Literal["classification", "tagging"] = "classification"
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    weight: float = 1.0
+    crf: bool = False
+    class_weights: Literal["none", "balanced"] = "none"
+    exclude: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name or ""):
+            raise ConfigError(
+                f"heads[].name must be an identifier (letters, digits, _), got {self.name!r}"
+            )
+        if not self.weight > 0:
+            raise ConfigError(f"heads[{self.name}].weight must be > 0, got {self.weight}")
+        if self.crf and self.task != "tagging":
+            raise ConfigError(f"heads[{self.name}].crf needs task: tagging")
+        if self.data.text_prefix:
+            raise ConfigError(
+                f"heads[{self.name}].data.text_prefix: every head of a multi-task model reads "
+                "the same tokens; leave text_prefix out"
+            )
+        for key, values in self.exclude.items():
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ConfigError(
+                    f"heads[{self.name}].exclude.{key} must be a list of strings, got {values!r}"
+                )
+
+
+@dataclass
 class FinetuneConfig:
-    """``llmos finetune``: a task head on a pretrained encoder checkpoint, or instruction
-    tuning of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output}).
+    """``llmos finetune``: a task head on a pretrained encoder checkpoint, instruction tuning
+    of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output}), or several
+    heads on one encoder (``task: multitask``, ``heads``: see :class:`HeadConfig`).
+
+    ``retain`` (multitask only) weighs a term that keeps the encoder's sentence vector (the
+    mean of its last layer) where ``init`` had it: 1 - cosine between the trained and the
+    frozen initial encoder's vectors of each training batch, so that the vector stays a
+    retrieval embedding while the heads are learned (learning without forgetting, Li and
+    Hoiem, 2016). It costs one more forward pass (no backward) per step.
 
     ``crf`` (tagging only) puts a linear-chain CRF on the tagger: learned tag transitions,
     trained by the sequence negative log-likelihood and decoded by Viterbi with them.
@@ -225,8 +274,10 @@ class FinetuneConfig:
     name: str = "sentiment-zh"
     out_dir: str = "runs"
     init: str = "runs/bert-zh/checkpoint"
-    task: Literal["classification", "tagging", "instruct"] = "classification"
+    task: Literal["classification", "tagging", "instruct", "multitask"] = "classification"
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    heads: list[HeadConfig] = field(default_factory=list)
+    retain: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=50))
     train: TrainConfig = field(default_factory=TrainConfig)
     class_weights: Literal["none", "balanced"] = "none"
@@ -240,7 +291,22 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
-        if self.pooling != "cls" and self.task != "classification":
+        if self.task == "multitask":
+            if not self.heads:
+                raise ConfigError("task: multitask needs heads (a list of {name, task, data})")
+            names = [h.name for h in self.heads]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"heads: names must differ, got {names}")
+            if self.crf:
+                raise ConfigError("task: multitask: set crf on the tagging head (heads[].crf)")
+        elif self.heads:
+            raise ConfigError(f"heads are for task: multitask, got task: {self.task}")
+        if self.retain < 0 or (self.retain and self.task != "multitask"):
+            raise ConfigError(
+                f"retain must be >= 0 and is for task: multitask, got {self.retain} "
+                f"(task: {self.task})"
+            )
+        if self.pooling != "cls" and self.task not in ("classification", "multitask"):
             raise ConfigError(
                 f"pooling chooses a classifier's input: it needs task: classification, got "
                 f"task: {self.task} (leave pooling out)"
@@ -266,9 +332,12 @@ class FinetuneConfig:
                 f"{self.task} (set crf: false or task: tagging)"
             )
         if self.select is None:
-            self.select = {"classification": "macro_f1", "tagging": "f1", "instruct": "loss"}[
-                self.task
-            ]
+            self.select = {
+                "classification": "macro_f1",
+                "tagging": "f1",
+                "instruct": "loss",
+                "multitask": "score",
+            }[self.task]
         if self.patience is not None and self.patience < 1:
             raise ConfigError(
                 f"patience must be >= 1 (or null for no early stopping), got {self.patience}"

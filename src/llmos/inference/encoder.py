@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from llmos.checkpoint.io import Checkpoint
-from llmos.checkpoint.task import Classification, Embedding, MaskedLM, Tagging
+from llmos.checkpoint.task import Classification, Embedding, MaskedLM, MultiTask, Tagging
+from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.errors import LlmosError
 from llmos.inference.classify import (
     batched_logits,
@@ -28,7 +29,8 @@ from llmos.inference.classify import (
 from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
-from llmos.inference.tag import SpanDecoder, predict_spans, tokenize_for_tagging
+from llmos.inference.tag import SpanDecoder, crf_decode, predict_spans, tokenize_for_tagging
+from llmos.models.bert import HeadView
 from llmos.text.tokenizer import decode
 
 log = logging.getLogger("llmos.inference")
@@ -77,10 +79,104 @@ class EncoderPipeline(Pipeline):
         """The labels of a ``kind`` (classification, tagging) model; a clear error for any
         other model."""
         spec = self.spec
+        if isinstance(spec, MultiTask):
+            raise LlmosError(
+                f"this checkpoint is a multitask model (heads: {', '.join(spec.heads)}): pick "
+                f"a head with .head(name), or read them all in one pass with .analyze()"
+            )
         if spec.kind != kind or not isinstance(spec, Classification | Tagging):
             have = "pretraining (fill-mask)" if isinstance(spec, MaskedLM) else spec.kind
             raise LlmosError(f"this checkpoint is a {have} model, not a {kind} model")
         return list(spec.labels)
+
+    def head(self, name: str) -> EncoderPipeline:
+        """One head of a multitask checkpoint as a pipeline of its own (``classify`` for a
+        classifier head, ``tag`` for a tagger), sharing this one's model and tokenizer."""
+        spec = self.spec
+        if not isinstance(spec, MultiTask):
+            raise LlmosError(f"this checkpoint is {self.describe()}, not a multitask model")
+        if name not in spec.heads:
+            raise LlmosError(f"no head {name!r}; this model's heads: {', '.join(spec.heads)}")
+        ckpt = Checkpoint(self.checkpoint.path, self.checkpoint.config, spec.heads[name])
+        vars(ckpt)["tokenizer"] = self.tokenizer  # the cached_property's slot: no re-read
+        return EncoderPipeline(HeadView(self.model, name), ckpt)
+
+    @torch.inference_mode()
+    def analyze(
+        self, texts: list[str] | str, batch_size: int = 32
+    ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """Every head of a multitask checkpoint on each text, from one encoder pass.
+
+        Returns:
+            Per text, ``{head: result}``: a classifier head's ``{"label", "score",
+            "scores"}`` (as :meth:`classify`), a tagger head's spans (as :meth:`tag`); and the
+            texts' sentence vectors (the mean of the last layer, L2-normalized; float32
+            (N, C)), the same vectors :meth:`embed` gives. A text longer than the model's
+            ``max_length`` tokens is read in several passes (each head's own windowing).
+        """
+        spec = self.spec
+        if not isinstance(spec, MultiTask):
+            raise LlmosError(
+                f"this checkpoint is {self.describe()}: analyze needs a multitask model"
+            )
+        if isinstance(texts, str):
+            texts = [texts]
+        tokens = tokenize_for_tagging(self.tokenizer, texts)
+        size = self.checkpoint.max_length - 2
+        short = [i for i, t in enumerate(tokens) if len(t.ids) <= size]
+        cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
+        inputs = [np.concatenate([[cls_id], tokens[i].ids, [sep_id]]) for i in short]
+
+        def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
+            return pad_batch([inputs[j] for j in idx], None, self._pad())
+
+        def forward(b: dict[str, torch.Tensor | None]) -> list[dict[str, np.ndarray]]:
+            mask = b["attention_mask"]
+            mask = mask.to(self.device) if mask is not None else None
+            out = self.model(b["input_ids"].to(self.device), None, mask)
+            out["pooled"] = torch.nn.functional.normalize(out["pooled"].float(), dim=-1)
+            rows = {k: v.float().cpu().numpy() for k, v in out.items()}
+            return [{k: v[r] for k, v in rows.items()} for r in range(len(b["input_ids"]))]
+
+        rows = run_length_sorted(inputs, batch_size, pad, forward) if inputs else []
+        results: list[dict[str, Any]] = [{} for _ in texts]
+        vectors = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
+        for i, row in zip(short, rows, strict=True):
+            vectors[i] = row["pooled"]
+        for name, head in spec.heads.items():
+            if isinstance(head, Classification):
+                labels = list(head.labels)
+                for i, row in zip(short, rows, strict=True):
+                    p = torch.from_numpy(row[name]).softmax(-1).tolist()
+                    best = max(range(len(p)), key=p.__getitem__)
+                    results[i][name] = {
+                        "label": labels[best],
+                        "score": p[best],
+                        "scores": dict(zip(labels, p, strict=True)),
+                    }
+                continue
+            decoder = SpanDecoder(list(head.labels), head.scheme)
+            n = [len(tokens[i].ids) for i in short]
+            logits = [row[name][1 : k + 1] for row, k in zip(rows, n, strict=True)]
+            crf = HeadView(self.model, name).crf
+            if crf is not None:
+                scores, paths = crf_decode(crf, logits, batch_size)
+            else:
+                scores = [torch.from_numpy(x).log_softmax(-1).numpy() for x in logits]
+                paths = [None] * len(scores)
+            for i, sc, path in zip(short, scores, paths, strict=True):
+                results[i][name] = decoder.spans(texts[i], tokens[i], sc, path)[1]
+        read = set(short)
+        long = [i for i in range(len(texts)) if i not in read]
+        if long:  # several passes: each head reads them in its own windows
+            more = [texts[i] for i in long]
+            for name, head in spec.heads.items():
+                pipe = self.head(name)
+                got = pipe.classify(more) if isinstance(head, Classification) else pipe.tag(more)
+                for i, r in zip(long, got, strict=True):
+                    results[i][name] = r
+            vectors[long] = self.embed(more)
+        return results, vectors
 
     @torch.inference_mode()
     def fill_mask(

@@ -19,6 +19,7 @@ from llmos.checkpoint.task import (
     Classification,
     Generation,
     Instruct,
+    MultiTask,
     Tagging,
     TaskSpec,
     parse_task,
@@ -28,8 +29,13 @@ from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generator import GeneratorPipeline
 from llmos.inference.onnx import OnnxModel
-from llmos.inference.tag import tagger_model
-from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
+from llmos.inference.tag import tagger_model, tagging_crf
+from llmos.models.bert import (
+    BertForPreTraining,
+    BertForSequenceClassification,
+    BertMultiTask,
+    HeadShape,
+)
 from llmos.models.gpt import GPT
 
 PRECISIONS = ("fp32", "bf16")
@@ -40,7 +46,7 @@ def build_model(
 ) -> torch.nn.Module:
     """The model class (random weights) that a checkpoint's config and task name: pretraining
     heads for a pretrained or embedding encoder, a classifier or tagger head (with its CRF when
-    ``task.json`` says ``crf: true``), a GPT.
+    ``task.json`` says ``crf: true``), a multi-task encoder with several of them, a GPT.
 
     ``task`` may still be a ``task.json`` dict (validated here) or None (a pretrained model)
     for callers that have not moved to :class:`~llmos.checkpoint.io.Checkpoint`.
@@ -59,12 +65,22 @@ def build_model(
             return BertForSequenceClassification(config, len(labels), pooling)
         case Tagging(labels=labels, scheme=scheme, crf=crf):
             return tagger_model(config, list(labels), scheme, crf)
+        case MultiTask(heads=heads):
+            return BertMultiTask(config, {name: head_shape(h) for name, h in heads.items()})
         case Instruct() | Generation():
             raise CheckpointError(
                 f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for an encoder "
-                "(supported: classification, tagging, embedding, or none)"
+                "(supported: classification, tagging, multitask, embedding, or none)"
             )
     return BertForPreTraining(config)  # pretrained (MaskedLM, None) and embedding encoders
+
+
+def head_shape(spec: Classification | Tagging) -> HeadShape:
+    """A multi-task model's head as its spec describes it (a fresh CRF when it has one)."""
+    if isinstance(spec, Tagging):
+        crf = tagging_crf(list(spec.labels), spec.scheme) if spec.crf else None
+        return HeadShape("tagging", len(spec.labels), crf)
+    return HeadShape("classification", len(spec.labels))
 
 
 def load_model(

@@ -6,7 +6,8 @@ by a validation metric, early stopping) -> save -> report (``report.json``: test
 with a plot).
 
 Task families: ``classification`` (a classifier head on a BERT encoder), ``tagging`` (a token
-classifier: segmentation, POS, NER, slots) and ``instruct`` (instruction tuning of a GPT).
+classifier: segmentation, POS, NER, slots), ``multitask`` (several classifier and tagger heads
+on one encoder, read from one pass) and ``instruct`` (instruction tuning of a GPT).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from llmos.train.loop import FitResult
 from llmos.train.runs import FinetuneSetup, Init, load_init, train_head
 from llmos.train.tasks.classify import setup_classification
 from llmos.train.tasks.instruct import setup_instruct
+from llmos.train.tasks.multitask import setup_multitask
 from llmos.train.tasks.tag import setup_tagging
 
 # cfg.task -> the setup of that task family: the one place a task type is dispatched on.
@@ -28,6 +30,7 @@ FINETUNE_SETUPS: dict[str, Callable[[FinetuneConfig, Init], FinetuneSetup]] = {
     "classification": setup_classification,
     "tagging": setup_tagging,
     "instruct": setup_instruct,
+    "multitask": setup_multitask,
 }
 # The plot each task family's report writes beside report.json (instruct writes none).
 TEST_PLOTS = {"classification": "confusion_test.png", "tagging": "span_scores_test.png"}
@@ -42,10 +45,12 @@ class FinetuneResult(FitResult):
 
     def format_report(self) -> str:
         """What ``llmos finetune`` prints: checkpoint, plots, report and best validation."""
-        plot = TEST_PLOTS.get(self.task, "span_scores_test.png")
+        plots = [TEST_PLOTS.get(self.task, "span_scores_test.png")]
+        if self.task == "multitask":  # one plot per head
+            plots = [f"{h}_test.png" for h in self.report.get("heads", {})]
         lines = [
             f"checkpoint: {self.checkpoint}",
-            f"plots:      {self.run_dir / 'loss.png'}, {self.run_dir / plot}",
+            "plots:      " + ", ".join(str(self.run_dir / p) for p in ["loss.png", *plots]),
             f"report:     {self.run_dir / 'report.json'}",
         ]
         if self.best:

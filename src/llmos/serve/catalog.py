@@ -29,6 +29,7 @@ CAPABILITIES = {
     "classification": ("classify", "embed"),
     "tagging": ("tag", "embed"),
     "embedding": ("embed",),
+    "multitask": ("embed",),  # its heads serve the apps (AnalyzeOp), not a route of their own
     "fill-mask": ("fill-mask", "embed"),
     "generation": ("generate",),
     "instruct": ("generate",),

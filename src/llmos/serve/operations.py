@@ -10,6 +10,7 @@ in queue order) and returns one result per payload, in the model's own thread.
     ClassifyOp      TextBatch      [{"label", "score", "scores", "windows"}, ...]
     TagOp           TextBatch      [[span, ...], ...]
     EmbedOp         TextBatch      [[float, ...], ...]
+    AnalyzeOp       TextBatch      [({head: result}, [float, ...]), ...] (a multitask model)
     FillMaskOp      str (text)     the pipeline's fill-mask answer
     GenerateOp      str (prompt)   the generated text
     SearchOp        Query          [{"id", "score", "text"}, ...]
@@ -120,6 +121,16 @@ class EmbedOp:
             batch_size=max(MIN_BATCH_SIZE, len(texts)),
         )
         return _split(vectors.tolist(), sizes)
+
+
+@dataclass(frozen=True)
+class AnalyzeOp:
+    """Every head of a multitask model and the sentence vector, from one pass per text."""
+
+    def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
+        texts, sizes = _flatten(payloads)
+        results, vectors = runtime.pipe.analyze(texts, batch_size=max(MIN_BATCH_SIZE, len(texts)))
+        return _split(list(zip(results, vectors.tolist(), strict=True)), sizes)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ class Init:
 def load_init(cfg: FinetuneConfig) -> Init:
     """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest.
 
-    For tagging, the tokenizer is the one the task trains and saves: with CJK characters split
+    For tagging (or a multitask run with a tagging head, every head then reading the same
+    tokens), the tokenizer is the one the task trains and saves: with CJK characters split
     (:func:`~llmos.text.cjk.split_cjk_characters`) when ``cfg.data.split_cjk`` says so,
     or by default for tokenizers that merge them into words. Encoding and the saved
     ``tokenizer.json`` then agree, and the fine-tuned checkpoint tags the same way.
@@ -98,8 +99,9 @@ def load_init(cfg: FinetuneConfig) -> Init:
     ckpt = read_checkpoint(path)
     require_unquantized(path, ckpt.config, "fine-tuning")
     tokenizer = ckpt.tokenizer
-    if cfg.task == "tagging":
-        split = cfg.data.split_cjk
+    taggers = [h.data for h in cfg.heads if h.task == "tagging"]  # a multitask run's
+    if cfg.task == "tagging" or taggers:
+        split = (taggers[0] if taggers else cfg.data).split_cjk
         if split is None:
             split = splits_cjk_by_default(tokenizer)
         if split:
@@ -229,7 +231,9 @@ def train_head(
     (load or load_encoder)(model, init.weights, init.path)
     if cfg.freeze_layers is not None:
         freeze_bottom(model, cfg.freeze_layers, init.config, init.path)
-    started = {"init": str(init.path), "dataset": cfg.data.dataset}
+    started = {"init": str(init.path)}
+    if cfg.task != "multitask":  # a multitask run names each head's dataset
+        started["dataset"] = cfg.data.dataset
     if init.digest is not None:
         started["init_digest"] = init.digest
     return fit(
