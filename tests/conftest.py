@@ -138,3 +138,95 @@ def tiny_encoder(
         ],
     )
     return pretrain(cfg).checkpoint
+
+
+def nlu_rows(n: int, seed: int) -> list[dict]:
+    """``<adverb><subject><verb>[<object>]。``: the verb is the intent (参观 without its object
+    a third of the time), subject and object are slots. 保护 is left out: the domain adds it
+    from examples."""
+    import random
+
+    from recipes.test_finetune_tagging_cjk_split import ADVERBS, OBJECTS, SUBJECTS
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, s, o = rng.choice(ADVERBS), rng.choice(SUBJECTS), rng.choice(OBJECTS)
+        v = rng.choice(["参观", "研究"])
+        o = "" if v == "参观" and rng.random() < 0.33 else o
+        text = f"{a}{s}{v}{o}。"
+        i, j = len(a), len(a) + len(s) + len(v)
+        slots = [{"name": "who", "value": s, "start": i, "end": i + len(s)}]
+        if o:
+            slots.append({"name": "what", "value": o, "start": j, "end": j + len(o)})
+        out.append({"text": text, "intent": v, "slots": slots})
+    return out
+
+
+@pytest.fixture(scope="session")
+def nlu_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny multitask NLU checkpoint (intent, slots with a CRF, sentiment) trained on the
+    synthetic sentences of :func:`nlu_rows`, for the support desk's tests (apps, serve,
+    e2e): 参观 (its object missing a third of the time) and 研究 are its intents."""
+    import json
+
+    import torch
+    from recipes.test_finetune_tagging_cjk_split import unigram_tokenizer
+
+    from llmos.checkpoint.io import save_checkpoint
+    from llmos.config import BertConfig, FinetuneConfig, load_config
+    from llmos.models.bert import BertForPreTraining
+    from llmos.recipes.finetune import finetune
+
+    root = tmp_path_factory.mktemp("nlu")
+    tok = unigram_tokenizer()
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position=64,
+        pad_token_id=1,
+        heads="mlm",
+        pooler=False,
+    )
+    torch.manual_seed(0)
+    encoder = save_checkpoint(root / "enc", BertForPreTraining(cfg), cfg, tok)
+    data, mood = root / "intents", root / "mood"
+    data.mkdir()
+    mood.mkdir()
+    for split, n, seed in (("train", 300, 0), ("valid", 40, 1), ("test", 40, 2)):
+        rs = nlu_rows(n, seed)
+        (data / f"{split}.jsonl").write_text(
+            "\n".join(json.dumps(r, ensure_ascii=False) for r in rs) + "\n", encoding="utf-8"
+        )
+        lines = [f"{r['text']}\t{'neg' if r['text'].startswith('昨天') else 'pos'}" for r in rs]
+        (mood / f"{split}.tsv").write_text("text\tlabel\n" + "\n".join(lines) + "\n")
+    spec = {
+        "name": "nlu",
+        "out_dir": str(root),
+        "init": str(encoder),
+        "task": "multitask",
+        "heads": [
+            {"name": "intent", "data": {"dataset": str(data), "label_key": "intent"}},
+            {
+                "name": "slots",
+                "task": "tagging",
+                "crf": True,
+                "data": {"dataset": str(data), "spans_key": "slots"},
+            },
+            {"name": "sentiment", "data": {"dataset": str(mood)}},
+        ],
+        "optim": {"lr": 3e-3, "warmup_steps": 5},
+        "train": {
+            "max_steps": 180,
+            "batch_size": 16,
+            "eval_every": 0,
+            "save_every": 180,
+            "progress": False,
+            "precision": "fp32",
+        },
+    }
+    (root / "nlu.yaml").write_text(json.dumps(spec), encoding="utf-8")
+    return finetune(load_config(FinetuneConfig, root / "nlu.yaml")).checkpoint

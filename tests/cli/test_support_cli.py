@@ -90,3 +90,14 @@ def test_a_knowledge_base_from_the_command_line(
     )
     assert run(capsys, "support", "kb", "delete", "faq", *enc)[0] == 0
     assert run(capsys, "support", "kb", "list", *enc)[1] == ""
+
+
+def test_a_malformed_domain_file_stops_serve_and_ask_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "domain.yaml"
+    bad.write_text("intents:\n  HassTurnOn:\n    action: fly\n", encoding="utf-8")
+    assert main(["serve", "--support-domain", str(bad), "--models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3: HassTurnOn.action must be one of form, handoff, answer; got 'fly'" in err
+    assert "Traceback" not in err

@@ -422,3 +422,20 @@ def test_default_steps_use_every_quick_config() -> None:
             trim = load_config(TrimVocabConfig, config)
             assert (trim.checkpoint, trim.out_dir) == (step.source, str(runs[step.name]))
     assert S.plan(Path("runs"), ROOT / "configs" / "run", every)  # every config is found
+
+
+def test_headline_of_a_multitask_run_names_every_head(tmp_path: Path) -> None:
+    step = S.Step("support-zh", "finetune", 1.0, config="support-zh.yaml", init="e5-zh")
+    out = tmp_path / "support-zh" / "checkpoint"
+    out.mkdir(parents=True)
+    report = {
+        "heads": {
+            "intent": {"accuracy": 0.9512, "macro_f1": 0.9},
+            "slots": {"f1": 0.8834, "per_type": {}},
+            "sentiment": {"accuracy": 0.871, "macro_f1": 0.87},
+        }
+    }
+    (out.parent / "report.json").write_text(json.dumps(report))
+    assert S.headline_metric(step, out) == (
+        "test intent accuracy 95.12%, slots span F1 88.34, sentiment accuracy 87.10%"
+    )

@@ -76,6 +76,15 @@ def add_support(sub: Subcommands) -> None:
     ask.add_argument(
         "--sentiment-en", default=None, help="English sentiment checkpoint (default: none)"
     )
+    ask.add_argument(
+        "--nlu-zh",
+        default="runs/support-zh/checkpoint",
+        help="Chinese multitask checkpoint: intent, slots, sentiment (skipped when missing)",
+    )
+    ask.add_argument("--nlu-en", default=None, help="English multitask checkpoint (default: none)")
+    ask.add_argument(
+        "--domain", type=Path, default=None, help="domain file (default: the packaged demo)"
+    )
     ask.set_defaults(func=_ask)
 
 
@@ -163,7 +172,13 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from llmos.apps.support.service import PipelineClassifier, PipelineEmbedder, SupportService
+    from llmos.apps.support.domain import demo_domain, read_domain
+    from llmos.apps.support.service import (
+        PipelineClassifier,
+        PipelineEmbedder,
+        PipelineNlu,
+        SupportService,
+    )
     from llmos.paths import llmos_home
     from llmos.store.db import Store
 
@@ -179,6 +194,8 @@ def _ask(args: argparse.Namespace) -> int:
             PipelineEmbedder(args.encoder),
             llmos_home() / "apps" / "support",
             classify=PipelineClassifier({"zh": args.sentiment_zh, "en": args.sentiment_en}),
+            nlu=PipelineNlu({"zh": args.nlu_zh, "en": args.nlu_en}),
+            domain=read_domain(args.domain) if args.domain else demo_domain(),
         )
         kb = None if args.conversation else args.kb
         r = svc.message(user.id, args.text, kb=kb, conversation=args.conversation)
@@ -186,6 +203,10 @@ def _ask(args: argparse.Namespace) -> int:
         mood = f", negative {r.sentiment['negative']:.2f}" if r.sentiment else ""
         ticket = f", ticket #{r.ticket_id}" if r.ticket_id else ""
         where = f"conversation {r.conversation_id}, {r.language}{mood}{ticket}"
+        if r.intent:
+            slots = ", ".join(f"{x['name']}={x['value']}" for x in r.slots)
+            where += f"; intent {r.intent['label']} ({r.intent['score']:.2f})"
+            where += f"; slots {slots}" if slots else ""
         print(f"[{r.action}: {r.reason}; {where}]")
     finally:
         store.close()

@@ -3,7 +3,8 @@
 The steps, in order: the Chinese byte-level BPE tokenizer; ``e5-zh``, the real pretrained
 multilingual-e5-small imported from its registry package and its vocabulary trimmed to the
 pieces the Chinese and English data use; the Chinese sentiment, intent and NER models
-fine-tuned from it; the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from
+fine-tuned from it, and the customer-service app's NLU model (intent, slots and sentiment
+heads on one encoder); the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from
 it; and the Chinese GPT, pretrained here. Training steps read the quick configs of
 ``configs/run/`` (shortened to fit the first-run budget on a 2-core CPU) and write the standard
 run directories (``runs/sentiment-zh``, ...), where the server finds them by name.
@@ -82,6 +83,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("e5-zh", "trim", 0.9, config="e5-zh.yaml", source="multilingual-e5-small"),
     Step("sentiment-zh", "finetune", 3.9, config="sentiment-zh.yaml", init="e5-zh"),
     Step("intent-zh", "finetune", 3.2, config="intent-zh.yaml", init="e5-zh"),
+    Step("support-zh", "finetune", 6.0, config="support-zh.yaml", init="e5-zh"),
     Step("ner-zh", "finetune", 6.0, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
@@ -386,6 +388,14 @@ def headline_metric(step: Step, output: Path) -> str:
                 f"{report.get('unigram_perplexity', float('nan')):.1f})"
             )
         return "no validation in report.json"
+    if "heads" in report:  # a multitask run: each head's test score
+        parts = []
+        for name, scores in report["heads"].items():
+            if "per_type" in scores:
+                parts.append(f"{name} span F1 {100 * scores['f1']:.2f}")
+            else:
+                parts.append(f"{name} accuracy {scores['accuracy']:.2%}")
+        return "test " + ", ".join(parts) if parts else "no test split"
     test = report.get("test")
     if not test:
         return "no test split"

@@ -37,13 +37,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmos import __version__
 from llmos.apps.support import routes as support_routes
+from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.errors import LlmosError
 from llmos.paths import llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
-from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder
+from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
 from llmos.serve.routes import inference, models, users
@@ -260,6 +261,8 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     startup."""
     settings = settings or ServeSettings()
     metrics = Metrics()
+    # Read now, so that a malformed domain file stops `llmos serve` with its line, not later.
+    domain = read_domain(settings.support_domain) if settings.support_domain else demo_domain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -273,11 +276,14 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         apps_dir = settings.apps_dir or llmos_home() / "apps"
         loop = asyncio.get_running_loop()
         sentiment = {"zh": settings.support_sentiment_zh, "en": settings.support_sentiment_en}
+        nlu = {"zh": settings.support_nlu_zh, "en": settings.support_nlu_en}
         srv.support = SupportService(
             db,
             BatcherEmbedder(srv, settings.support_encoder, loop),
             apps_dir / "support",
             classify=BatcherClassifier(srv, sentiment, loop),
+            nlu=BatcherNlu(srv, nlu, loop),
+            domain=domain,
         )
         app.state.server = srv
         srv.ready = True

@@ -1,5 +1,5 @@
-"""Embeddings and classifications for an app's service, computed by served models'
-micro-batchers.
+"""Embeddings, classifications and multitask analyses for an app's service, computed by
+served models' micro-batchers.
 
 An app's service runs in a worker thread (its store calls block) and asks for embeddings
 synchronously; :class:`BatcherEmbedder` hands each request to the event loop, where it joins
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from llmos.checkpoint.digest import weights_digest
-from llmos.serve.operations import ClassifyOp, EmbedOp, TextBatch
+from llmos.serve.operations import AnalyzeOp, ClassifyOp, EmbedOp, TextBatch
 
 # A large upload is queued as requests of CHUNK texts, IN_FLIGHT at a time: it never fills the
 # model's queue, and other users' requests interleave with it.
@@ -84,3 +84,53 @@ class BatcherClassifier:
         if isinstance(result, BaseException):
             raise result
         return result
+
+
+class BatcherNlu:
+    """The customer-service app's NLU (:class:`~llmos.apps.support.service.Nlu`): a served
+    multitask model per language (``{"zh": "support-zh"}``), read through its batcher so that
+    messages of many users share one forward pass; a language without one, or whose model is
+    not in the models directory, gets None."""
+
+    def __init__(
+        self, server: Any, models: dict[str, str | None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.server, self.models, self.loop = server, models, loop
+        self._names: dict[str, str] = {}
+
+    def _model(self, lang: str) -> str | None:
+        model = self.models.get(lang)
+        return model if model and model in self.server.registry.models else None
+
+    def encoder(self, lang: str) -> str | None:
+        model = self._model(lang)
+        if model is None:
+            return None
+        if model not in self._names:
+            path = self.server.registry.entry(model).path
+            self._names[model] = weights_digest(path) or str(path)
+        return self._names[model]
+
+    def __call__(
+        self, texts: list[str], lang: str
+    ) -> tuple[list[dict[str, Any]], np.ndarray] | None:
+        model = self._model(lang)
+        if model is None:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._analyze(model, texts), self.loop)
+        rows = future.result()
+        return [r for r, _ in rows], np.asarray([v for _, v in rows], dtype=np.float32)
+
+    async def _analyze(self, model: str, texts: list[str]) -> list[Any]:
+        loaded = await self.server.registry.get(model)
+        out: list[Any] = []
+        for i in range(0, len(texts), CHUNK):
+            chunk = texts[i : i + CHUNK]
+            deadline = time.monotonic() + self.server.settings.request_timeout_s
+            result = await loaded.batcher.submit(
+                AnalyzeOp(), TextBatch(chunk), len(chunk), deadline
+            )
+            if isinstance(result, BaseException):
+                raise result
+            out.extend(result)
+        return out

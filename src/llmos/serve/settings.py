@@ -48,6 +48,13 @@ class ServeSettings:
         support_sentiment_zh: the served classifier of Chinese messages' sentiment (labels
             ``neg``/``pos``); a missing model means no sentiment for that language.
         support_sentiment_en: the same for English messages.
+        support_nlu_zh: the served multitask model (intent, slots and sentiment heads, one
+            pass) that reads Chinese messages (``configs/finetune/support-zh.yaml``); when
+            present it replaces the sentiment classifier for that language, and when it is
+            also ``support_encoder`` its pass gives the knowledge base's query vector.
+        support_nlu_en: the same for English messages (none by default).
+        support_domain: the domain file (what each intent does: forms, hand-offs, few-shot
+            intents); default: the packaged demo domain.
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
     """
@@ -72,11 +79,16 @@ class ServeSettings:
     support_encoder: str = "e5-zh"
     support_sentiment_zh: str = "sentiment-zh"
     support_sentiment_en: str = "sentiment-en"
+    support_nlu_zh: str = "support-zh"
+    support_nlu_en: str = ""
+    support_domain: Path | None = None
     apps_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
         self.apps_dir = Path(self.apps_dir) if self.apps_dir is not None else None
+        if self.support_domain is not None:
+            self.support_domain = Path(self.support_domain)
         checks = {
             "port": 0 <= self.port <= 65535,
             "memory_budget_mb": self.memory_budget_mb > 0,

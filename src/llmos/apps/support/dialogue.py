@@ -1,14 +1,23 @@
-"""The support desk's dialogue policy: from a customer's message, its language, its sentiment
-and the knowledge base's hits, decide what to do and say.
+"""The support desk's dialogue policy: from a customer's message, its language, its sentiment,
+its intent and slots, and the knowledge base's hits, decide what to do and say.
 
+    ask        the message's intent (or the form in progress) is a form of the domain file
+               (:mod:`llmos.apps.support.domain`): the policy asks for a missing slot, or
+               asks to confirm (:mod:`llmos.apps.support.forms`); when the form is complete
+               the reply is its template, with action ``answer``
     answer     the best entry is close enough to the message, and clearly ahead of the next
                (negative messages get an apology before the answer)
     clarify    a few entries are plausible but none is sure: the reply offers them by number;
                the customer's next message may be that number (or the question's text)
     fallback   nothing in the knowledge base is near: say so, offer a person
     escalate   the customer asks for a person, or is strongly negative, or the bot failed
-               (fell back) ``failed_turns`` times in a row: a ticket goes to the human queue,
-               and the bot stays out of the conversation until an agent closes the ticket
+               (fell back) ``failed_turns`` times in a row, or the intent's action is
+               ``handoff``: a ticket goes to the human queue, and the bot stays out of the
+               conversation until an agent closes the ticket
+
+Requests for a person and strong negativity come first (a form would take "转人工" as a
+slot's value), then a pick from a clarification, then forms and hand-offs (only for an intent
+the NLU is sure of: ``intent_confidence``), then the knowledge base.
 
 :func:`decide` is pure (no store, no model): what it needs comes in as arguments, and what it
 must remember for the next turn comes back as the conversation's new ``state``. The
@@ -25,6 +34,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llmos.apps.support.domain import Domain
+from llmos.apps.support.forms import step_form
 from llmos.apps.support.index import Hit
 from llmos.text.cjk import is_cjk
 
@@ -44,6 +55,11 @@ class PolicyConfig:
         strongly_negative: this likely negative escalates to a person at once.
         failed_turns: fallbacks in a row that escalate.
         candidates: the most entries a clarification offers.
+        intent_confidence: an intent this likely (the NLU head's probability, or the
+            few-shot cosine) may start or switch a form, or hand off; a less sure one leaves
+            the message to the form in progress and the knowledge base. 0.4 was the best of
+            0.1-0.8 on the scripted form dialogues of the intents' validation split
+            (``bench/support_nlu.py``).
     """
 
     answer_similarity: float = 0.92
@@ -53,16 +69,20 @@ class PolicyConfig:
     strongly_negative: float = 0.95
     failed_turns: int = 2
     candidates: int = 3
+    intent_confidence: float = 0.4
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # answer | clarify | fallback | escalate
+    action: str  # answer | ask | clarify | fallback | escalate
     reply: str
     entry: Hit | None = None  # the entry answered with
     candidates: tuple[Hit, ...] = ()  # the entries a clarification offers
     reason: str = ""  # why, in words (for the trace, and a ticket's reason)
     state: dict[str, Any] = field(default_factory=dict)
+    form: str | None = None  # the form's intent, when a form answered
+    slots: dict[str, str] = field(default_factory=dict)  # the form's slots so far
+    learned: dict[str, str] = field(default_factory=dict)  # profile facts the form learned
 
 
 # An explicit request for a person. Chinese: 转人工, 人工客服/服务, 找/要人工, a bare 人工, 真人,
@@ -136,6 +156,11 @@ def decide(
     state: dict[str, Any],
     config: PolicyConfig = PolicyConfig(),
     chosen: Hit | None = None,
+    *,
+    intent: dict[str, Any] | None = None,
+    slots: list[dict[str, Any]] | None = None,
+    domain: Domain | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> Decision:
     """What to do with one message (see the module docstring).
 
@@ -148,6 +173,10 @@ def decide(
         state: the conversation's state after the last turn.
         config: the thresholds.
         chosen: the entry the customer picked from a clarification (:func:`chosen_entry`).
+        intent: the message's intent, ``{"label", "score"}``, or None without an NLU model.
+        slots: the message's tagged slots, ``{"name", "value"}`` in text order.
+        domain: what each intent does (forms, hand-offs); None: the knowledge base only.
+        profile: the customer's profile, for the forms' defaults.
 
     Returns:
         The decision, with the conversation's new state.
@@ -163,6 +192,23 @@ def decide(
         return Decision(
             "answer", sorry + chosen.answer, entry=chosen, reason="picked from the clarification"
         )
+    sure = intent["label"] if intent and intent["score"] >= config.intent_confidence else None
+    if domain is not None:
+        step = step_form(
+            domain, lang, text, sure, slots or [], state.get("form") or {}, profile or {}
+        )
+        if step is not None:
+            return Decision(
+                "ask" if step.action in ("ask", "confirm") else "answer",
+                sorry + step.reply,
+                reason=f"form {step.intent}: {step.reason}",
+                state={"form": step.state} if step.state else {},
+                form=step.intent,
+                slots=step.slots,
+                learned=step.learned,
+            )
+        if sure is not None and domain.action(sure) == "handoff":
+            return Decision("escalate", words["escalate"], reason=f"intent {sure} goes to a person")
     best = hits[0] if hits else None
     second = hits[1].similarity if len(hits) > 1 else -1.0
     lead = best.similarity - second if best is not None else 0.0

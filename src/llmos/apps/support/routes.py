@@ -190,9 +190,10 @@ async def share_kb(name: s.KbName, body: s.KbShare, srv: ServerDep, user: UserDe
 
 @router.post("/messages", response_model=s.MessageOut)
 async def message(body: s.MessageIn, srv: ServerDep, user: UserDep) -> Any:
-    """A customer's message and the desk's reply: answer from the knowledge base, ask which
-    entry was meant (clarify), say it does not know (fallback), or hand the conversation to a
-    person (escalate, with the ticket's id)."""
+    """A customer's message and the desk's reply: answer from the knowledge base (or with a
+    completed form's reply), ask for a form's missing slot or its confirmation (ask), ask
+    which entry was meant (clarify), say it does not know (fallback), or hand the conversation
+    to a person (escalate, with the ticket's id)."""
     check_texts(srv, [body.text], "text")
     r = await call(service(srv).message, user.id, body.text, body.kb, body.conversation_id)
     return dataclasses.asdict(r)

@@ -124,15 +124,38 @@ class Sentiment(BaseModel):
     negative: float | None
 
 
+class Intent(BaseModel):
+    label: str
+    score: float = Field(description="the head's probability, or the few-shot cosine")
+    source: Literal["head", "examples"] = Field(
+        description="the trained head, or the domain file's few-shot examples"
+    )
+
+
+class Slot(BaseModel):
+    name: str
+    value: str
+    start: int
+    end: int
+
+
+class Form(BaseModel):
+    intent: str
+    slots: dict[str, str] = Field(description="the form's slots filled so far")
+
+
 class MessageOut(BaseModel):
     conversation_id: int
     reply: str
-    action: Literal["answer", "clarify", "fallback", "escalate"]
+    action: Literal["answer", "ask", "clarify", "fallback", "escalate"]
     language: Literal["zh", "en"]
     reason: str = Field(description="why the policy chose the action")
     sentiment: Sentiment | None
     sources: list[Source]
     ticket_id: int | None
+    intent: Intent | None = Field(None, description="null without an NLU model")
+    slots: list[Slot] = Field(default_factory=list, description="the message's tagged slots")
+    form: Form | None = Field(None, description="the form that answered (action ask/answer)")
 
 
 class TurnOut(BaseModel):
@@ -143,7 +166,10 @@ class TurnOut(BaseModel):
 
 
 class TracedTurn(TurnOut):
-    trace: dict = Field(description="the policy's evidence: language, sentiment, sources, reason")
+    trace: dict = Field(
+        description="the policy's evidence: language, sentiment, intent, slots, form, "
+        "sources, reason"
+    )
 
 
 class ConversationOut(BaseModel):

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +34,9 @@ from llmos.apps.support.dialogue import (
     detect_language,
     with_ticket,
 )
+from llmos.apps.support.domain import Domain
 from llmos.apps.support.faq import read_faq
+from llmos.apps.support.fewshot import FewShotConfig, FewShotIntents, combine
 from llmos.apps.support.index import Embedder, Hit, KbIndex
 from llmos.checkpoint.digest import weights_digest
 from llmos.errors import CheckpointError, LlmosError
@@ -49,6 +51,25 @@ NEGATIVE_LABELS = ("neg", "negative")
 # (texts, language) -> one {"label", "score", "scores"} per text, or None when no sentiment
 # model reads that language.
 Classifier = Callable[[list[str], str], list[dict[str, Any]] | None]
+# A profile key: True when the customer lets the desk remember facts from their messages
+# (the city a weather form asked for...) in their profile.
+CONSENT = "remember_facts"
+
+
+class Nlu(Protocol):
+    """A multitask model per language (intent, slots, sentiment heads and the sentence
+    vector, from one encoder pass): :class:`PipelineNlu` here, the served model's batcher in
+    the server (:class:`llmos.serve.embedder.BatcherNlu`)."""
+
+    def __call__(
+        self, texts: list[str], lang: str
+    ) -> tuple[list[dict[str, Any]], np.ndarray] | None:
+        """Per text ``{head: result}`` and the (N, C) vectors; None when no model reads
+        ``lang``."""
+
+    def encoder(self, lang: str) -> str | None:
+        """The weights digest of the model reading ``lang`` (None: none): when it is the
+        knowledge base's encoder, the message's vector from the same pass is its query."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,9 @@ class Reply:
     sentiment: dict[str, Any] | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     ticket_id: int | None = None
+    intent: dict[str, Any] | None = None  # {"label", "score", "source": head | examples}
+    slots: list[dict[str, Any]] = field(default_factory=list)  # the message's tagged slots
+    form: dict[str, Any] | None = None  # {"intent", "slots"} of the form that answered
 
 
 class PipelineEmbedder:
@@ -101,6 +125,54 @@ class PipelineClassifier:
         return pipe.classify(texts) if pipe is not None else None
 
 
+class PipelineNlu:
+    """An :class:`Nlu` over multitask checkpoints loaded in this process, one per language
+    (``{"zh": "runs/support-zh/checkpoint"}``); a language without one, or whose checkpoint
+    is missing, gets None."""
+
+    def __init__(self, checkpoints: dict[str, str | Path | None], batch_size: int = 32) -> None:
+        from llmos.inference.load import load_pipeline
+
+        self.pipes, self.names = {}, {}
+        for lang, path in checkpoints.items():
+            if path is not None and (Path(path) / "config.json").is_file():
+                self.pipes[lang] = load_pipeline(path)
+                self.names[lang] = weights_digest(path) or str(Path(path).resolve())
+        self.batch_size = batch_size
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, texts: list[str], lang: str
+    ) -> tuple[list[dict[str, Any]], np.ndarray] | None:
+        pipe = self.pipes.get(lang)
+        if pipe is None:
+            return None
+        with self.lock:
+            return pipe.analyze(texts, batch_size=self.batch_size)
+
+    def encoder(self, lang: str) -> str | None:
+        return self.names.get(lang)
+
+
+@dataclass
+class Understanding:
+    """What the NLU made of a message: its intent (the head's, or a few-shot intent's),
+    its slots, its sentiment, and its vector when that is the knowledge base's query."""
+
+    intent: dict[str, Any] | None = None
+    slots: list[dict[str, Any]] = field(default_factory=list)
+    negative: float | None = None
+    sentiment: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
+
+
+def sentiment_of(result: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """The probability that a classified text is negative, and the answer as replies show it."""
+    scores = result.get("scores", {})
+    negative = next((scores[k] for k in NEGATIVE_LABELS if k in scores), None)
+    return negative, {"label": result["label"], "negative": negative}
+
+
 class SupportService:
     """Knowledge bases and their search, per owner (see the module docstring)."""
 
@@ -111,6 +183,9 @@ class SupportService:
         index_root: str | Path,
         classify: Classifier | None = None,
         policy: PolicyConfig | None = None,
+        nlu: Nlu | None = None,
+        domain: Domain | None = None,
+        fewshot: FewShotConfig | None = None,
     ) -> None:
         self.store = store
         self.kbs = KnowledgeBases(store)
@@ -118,6 +193,10 @@ class SupportService:
         self.embed = embed
         self.classify = classify
         self.policy = policy or PolicyConfig()
+        self.nlu = nlu
+        self.domain = domain
+        self.fewshot = fewshot or FewShotConfig()
+        self._centroids: dict[tuple[str, str], FewShotIntents | None] = {}
         self.index_root = Path(index_root)
         self._indexes: dict[int, KbIndex] = {}
         self._lock = threading.Lock()
@@ -227,13 +306,28 @@ class SupportService:
                 conv.id, waiting, "escalate", lang, "waiting for an agent", None, [], ticket.id
             )
             return self._record(conv.id, "human", state, reply)
-        negative, sentiment = self._sentiment(text, lang)
+        nlu = self.understand(text, lang)
         index = self._synced(desk_kb.owner_id, desk_kb.name)
-        vector = self.embed([text], "query")[0]
+        vector = nlu.vector if nlu.vector is not None else self.embed([text], "query")[0]
         hits = index.search(text, vector, k=max(5, self.policy.candidates))
         picked = chosen_entry(text, state)
         chosen = index.hit(picked) if picked is not None else None
-        d = decide(text, lang, negative, hits, state, self.policy, chosen)
+        profile = self.store.profile(customer) if self.domain is not None else {}
+        d = decide(
+            text,
+            lang,
+            nlu.negative,
+            hits,
+            state,
+            self.policy,
+            chosen,
+            intent=nlu.intent,
+            slots=nlu.slots,
+            domain=self.domain,
+            profile=profile,
+        )
+        if d.learned and profile.get(CONSENT) is True:
+            self.store.update_profile(customer, d.learned)
         ticket_id = None
         status = "bot"
         if d.action == "escalate":
@@ -245,14 +339,73 @@ class SupportService:
             {"id": h.entry, "question": h.question, "similarity": h.similarity, "score": h.score}
             for h in shown
         ]
-        reply = Reply(conv.id, d.reply, d.action, lang, d.reason, sentiment, sources, ticket_id)
+        if d.form is not None:
+            sources = []  # the reply is the form's, not an entry's
+        form = {"intent": d.form, "slots": d.slots} if d.form is not None else None
+        reply = Reply(
+            conv.id,
+            d.reply,
+            d.action,
+            lang,
+            d.reason,
+            nlu.sentiment,
+            sources,
+            ticket_id,
+            nlu.intent,
+            nlu.slots,
+            form,
+        )
         return self._record(conv.id, status, d.state, reply)
+
+    def understand(self, text: str, lang: str) -> Understanding:
+        """The message's intent, slots, sentiment (and vector) from the NLU model of its
+        language, in one pass; without one, its sentiment from the sentiment classifier."""
+        out = self.nlu([text], lang) if self.nlu is not None else None
+        if out is None:
+            negative, sentiment = self._sentiment(text, lang)
+            return Understanding(negative=negative, sentiment=sentiment)
+        (result,), vectors = out
+        u = Understanding(vector=vectors[0] if self.nlu.encoder(lang) == self.embed.name else None)
+        if "sentiment" in result:
+            u.negative, u.sentiment = sentiment_of(result["sentiment"])
+        else:
+            u.negative, u.sentiment = self._sentiment(text, lang)
+        u.slots = [
+            {"name": x["label"], "value": x["text"], "start": x["start"], "end": x["end"]}
+            for x in result.get("slots", [])
+        ]
+        few = self._few_shot(lang)
+        u.intent = combine(
+            result.get("intent"), few.best(vectors[0]) if few is not None else None, self.fewshot
+        )
+        return u
+
+    def _few_shot(self, lang: str) -> FewShotIntents | None:
+        """The domain's few-shot intents, their centroids from the NLU model of ``lang``
+        (computed once per model)."""
+        if self.domain is None or self.nlu is None:
+            return None
+        name = self.nlu.encoder(lang)
+        if name is None:
+            return None
+        key = (lang, name)
+        if key not in self._centroids:
+            # The message's language's examples; an intent given only in the other language
+            # keeps those (the encoder is multilingual).
+            examples = self.domain.few_shot_examples() | self.domain.few_shot_examples(lang)
+            texts = [t for ts in examples.values() for t in ts]
+            out = self.nlu(texts, lang) if texts else None
+            self._centroids[key] = FewShotIntents(examples, out[1]) if out is not None else None
+        return self._centroids[key]
 
     def _record(self, conversation: int, status: str, state: dict[str, Any], r: Reply) -> Reply:
         trace = {
             "language": r.language,
             "reason": r.reason,
             "sentiment": r.sentiment,
+            "intent": r.intent,
+            "slots": r.slots,
+            "form": r.form,
             "sources": r.sources,
             "ticket_id": r.ticket_id,
         }
@@ -267,9 +420,7 @@ class SupportService:
         result = self.classify([text], lang)
         if not result:
             return None, None
-        scores = result[0].get("scores", {})
-        negative = next((scores[k] for k in NEGATIVE_LABELS if k in scores), None)
-        return negative, {"label": result[0]["label"], "negative": negative}
+        return sentiment_of(result[0])
 
     def conversations(self, customer: int) -> list[Conversation]:
         return self.desk.conversations(customer)

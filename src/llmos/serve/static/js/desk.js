@@ -25,8 +25,35 @@ function whyView(r) {
     { id: "why", "data-action": r.action },
     h("p", {}, h("strong", { id: "why-action" }, r.action), " — ", h("span", { id: "why-reason" }, r.reason)),
     h("p", { class: "muted" }, `language ${r.language} · sentiment ${mood}`),
+    r.intent
+      ? h(
+          "p",
+          { id: "why-intent" },
+          "intent ",
+          h("strong", {}, r.intent.label),
+          ` ${r.intent.score.toFixed(2)} (${r.intent.source === "examples" ? "few-shot examples" : "trained head"})`,
+        )
+      : h("p", { class: "muted" }, "no NLU model for this language"),
+    r.slots && r.slots.length
+      ? h(
+          "p",
+          { id: "why-slots" },
+          "slots ",
+          ...r.slots.map((s) => h("span", { class: "tag", title: `${s.start}-${s.end}` }, `${s.name}=${s.value}`)),
+        )
+      : "",
+    r.form
+      ? h(
+          "p",
+          { id: "why-form" },
+          `form ${r.form.intent}: `,
+          Object.entries(r.form.slots)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(", ") || "no slots yet",
+        )
+      : "",
     r.ticket_id ? h("p", { id: "why-ticket" }, `ticket #${r.ticket_id}`) : "",
-    h("h3", {}, "Sources"),
+    r.sources.length ? h("h3", {}, "Sources") : "",
     h(
       "div",
       { id: "why-sources" },

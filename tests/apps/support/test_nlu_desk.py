@@ -1,0 +1,148 @@
+"""The desk with an NLU model (a real tiny multitask checkpoint trained here) and a domain
+file: forms that ask for a missing slot and carry slots over turns, defaults from the profile
+and facts learned into it only with consent, hand-off intents, a few-shot intent the model
+never saw, and one encoder pass per message when the NLU model is also the knowledge base's
+encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmos.apps.support.dialogue import PolicyConfig
+from llmos.apps.support.domain import parse_domain
+from llmos.apps.support.fewshot import FewShotConfig
+from llmos.apps.support.service import (
+    CONSENT,
+    PipelineEmbedder,
+    PipelineNlu,
+    SupportService,
+)
+from llmos.store.db import Store
+from llmos.store.kb import FaqPair
+
+DOMAIN = """
+intents:
+  参观:
+    action: form
+    slots:
+      what:
+        ask: {zh: 参观哪里？, en: "Visit what?"}
+        profile: place
+        remember: true
+      who:
+    reply: {zh: "好的，{who}参观{what}。", en: "OK, {who} visits {what}."}
+  研究:
+    action: handoff
+  保护:
+    action: answer
+    examples:
+      zh: [今天农民保护城市。, 昨天记者保护经济。, 现在老师保护农村。, 今天老师保护经济。]
+"""
+
+
+class Counting(PipelineEmbedder):
+    """The knowledge base's embedder, counting the message embeddings it is asked for."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(checkpoint)
+        self.queries = 0
+
+    def __call__(self, texts: list[str], kind: str) -> np.ndarray:
+        self.queries += kind == "query" and len(texts) == 1
+        return super().__call__(texts, kind)
+
+
+class Desk:
+    def __init__(self, root: Path, nlu: Path, encoder: Path) -> None:
+        self.store = Store(f"sqlite:///{root / 'llmos.db'}")
+        self.shop = self.store.create_user("shop")[0].id
+        self.customer = self.store.create_user("customer")[0].id
+        self.embed = Counting(encoder)
+        self.svc = SupportService(
+            self.store,
+            self.embed,
+            root / "indexes",
+            policy=PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0),
+            nlu=PipelineNlu({"zh": nlu}),
+            domain=parse_domain(DOMAIN, "test-domain.yaml"),
+            fewshot=FewShotConfig(similarity=0.9, head_confidence=1.0, sure_similarity=0.99),
+        )
+        self.svc.create_kb(self.shop, "faq")
+        self.svc.add(self.shop, "faq", [FaqPair("农民保护环境", "环境保护是大事。")])
+        self.svc.share(self.shop, "faq", public=True)
+        self.embed.queries = 0  # the entries' embeddings are not messages
+
+    def say(self, text: str, conversation: int | None = None):
+        kb = None if conversation else "shop/faq"
+        return self.svc.message(self.customer, text, kb=kb, conversation=conversation)
+
+
+@pytest.fixture()
+def desk(tmp_path: Path, nlu_model: Path) -> Iterator[Desk]:
+    d = Desk(tmp_path, nlu_model, nlu_model)
+    yield d
+    d.store.close()
+
+
+def test_a_form_asks_for_the_missing_slot_and_carries_the_others(desk: Desk) -> None:
+    r = desk.say("今天记者参观。")
+    assert r.intent is not None and r.intent["label"] == "参观" and r.intent["source"] == "head"
+    assert [(s["name"], s["value"]) for s in r.slots] == [("who", "记者")]
+    assert (r.action, r.reply) == ("ask", "参观哪里？")
+    assert r.form == {"intent": "参观", "slots": {"who": "记者"}} and r.sources == []
+    # The bare answer fills the slot asked for; the subject comes from the first turn.
+    done = desk.say("城市", r.conversation_id)
+    assert (done.action, done.reply) == ("answer", "好的，记者参观城市。")
+    assert done.form == {"intent": "参观", "slots": {"who": "记者", "what": "城市"}}
+    _, turns = desk.svc.transcript(desk.customer, r.conversation_id)
+    assert [t.action for t in turns] == [None, "ask", None, "answer"]
+    trace = desk.svc.desk.turns(r.conversation_id)[1].trace
+    assert trace["intent"]["label"] == "参观" and trace["form"]["intent"] == "参观"
+    # A complete request answers at once.
+    assert desk.say("现在老师参观农村。").reply == "好的，老师参观农村。"
+
+
+def test_profile_defaults_and_facts_learned_only_with_consent(desk: Desk) -> None:
+    r = desk.say("今天记者参观。")
+    desk.say("城市", r.conversation_id)
+    assert desk.store.profile(desk.customer) == {}  # no consent: nothing remembered
+    desk.store.update_profile(desk.customer, {CONSENT: True})
+    r = desk.say("今天记者参观。")
+    desk.say("农村", r.conversation_id)
+    assert desk.store.profile(desk.customer) == {CONSENT: True, "place": "农村"}
+    # Next time the profile's place fills the slot: no question asked.
+    r = desk.say("现在农民参观。")
+    assert (r.action, r.reply) == ("answer", "好的，农民参观农村。")
+
+
+def test_a_handoff_intent_goes_to_the_human_queue(desk: Desk) -> None:
+    r = desk.say("昨天老师研究经济。")
+    assert r.action == "escalate" and r.ticket_id is not None
+    assert r.reason == "intent 研究 goes to a person"
+    assert [t.id for t in desk.svc.tickets(desk.shop)] == [r.ticket_id]
+
+
+def test_a_few_shot_intent_the_model_never_saw(desk: Desk) -> None:
+    r = desk.say("现在农民保护城市。")
+    assert r.intent is not None and r.intent["label"] == "保护", r.intent
+    assert r.intent["source"] == "examples"
+    assert r.action == "answer" and r.form is None  # 保护 answers from the knowledge base
+    assert r.reply == "环境保护是大事。"
+
+
+def test_one_encoder_pass_when_the_nlu_model_is_the_encoder(
+    desk: Desk, tmp_path: Path, nlu_model: Path, tiny_encoder: Path
+) -> None:
+    desk.say("今天记者参观城市。")
+    desk.say("今天农民保护环境。")
+    assert desk.embed.queries == 0  # the NLU pass gave the query vector
+    other = Desk(tmp_path / "other", nlu_model, tiny_encoder)
+    try:
+        other.say("今天记者参观城市。")
+        assert other.embed.queries == 1  # another encoder: a second pass for retrieval
+    finally:
+        other.store.close()
