@@ -307,8 +307,16 @@ def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[st
     ]
     texts = [t for t, _ in rows]
     complaint = np.array([label == "neg" for _, label in rows])
-    classify = PipelineClassifier({lang: checkpoint})
-    negative = np.array([r["scores"]["neg"] for r in classify(texts, lang)])
+    import llmos
+    from llmos.checkpoint.task import MultiTask
+
+    pipe = llmos.load(checkpoint)
+    if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
+        results = pipe.analyze(texts)[0]
+        negative = np.array([r["sentiment"]["scores"]["neg"] for r in results])
+    else:
+        classify = PipelineClassifier({lang: checkpoint})
+        negative = np.array([r["scores"]["neg"] for r in classify(texts, lang)])
     human = np.array([wants_human(t, lang) for t in texts])
 
     def pr(escalated: np.ndarray) -> dict[str, float]:
@@ -414,7 +422,8 @@ def main() -> None:
     ap.add_argument(
         "--sentiment",
         default=None,
-        help="a Chinese sentiment checkpoint: also measure escalation on complaint reviews",
+        help="a Chinese sentiment (or multitask NLU) checkpoint: also measure escalation on "
+        "complaint reviews",
     )
     args = ap.parse_args()
     global BM25_WEIGHT, SPLIT
