@@ -66,7 +66,9 @@ class Desk:
             self.store,
             self.embed,
             root / "indexes",
-            policy=PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0),
+            # Never sure of the knowledge base (so forms start), but its one entry is the
+            # answer when a message goes to it.
+            policy=PolicyConfig(answer_similarity=2.0, clarify_similarity=-1.0),
             nlu=PipelineNlu({"zh": nlu}),
             domain=parse_domain(DOMAIN, "test-domain.yaml"),
             fewshot=FewShotConfig(similarity=0.9, head_confidence=1.0, sure_similarity=0.99),
@@ -146,3 +148,18 @@ def test_one_encoder_pass_when_the_nlu_model_is_the_encoder(
         assert other.embed.queries == 1  # another encoder: a second pass for retrieval
     finally:
         other.store.close()
+
+
+def test_a_question_the_knowledge_base_answers_surely_starts_no_form(desk: Desk) -> None:
+    """The intent head has no "none of these": when the knowledge base is sure, its answer
+    wins over a new form (a form in progress goes on)."""
+    desk.svc.policy = PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0)  # always sure
+    r = desk.say("今天记者参观。")
+    assert r.intent is not None and r.intent["label"] == "参观"
+    assert (r.action, r.form, r.reply) == ("answer", None, "环境保护是大事。")
+    desk.svc.policy = PolicyConfig(answer_similarity=2.0, clarify_similarity=-1.0)
+    asked = desk.say("今天记者参观。")
+    assert asked.action == "ask"
+    desk.svc.policy = PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0)
+    done = desk.say("城市", asked.conversation_id)  # the form in progress goes on
+    assert (done.action, done.reply) == ("answer", "好的，记者参观城市。")

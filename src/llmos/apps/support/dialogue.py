@@ -17,7 +17,8 @@ its intent and slots, and the knowledge base's hits, decide what to do and say.
 
 Requests for a person and strong negativity come first (a form would take "转人工" as a
 slot's value), then a pick from a clarification, then forms and hand-offs (only for an intent
-the NLU is sure of: ``intent_confidence``), then the knowledge base.
+the NLU is sure of: ``intent_confidence``, and not for a message the knowledge base answers
+surely, since the intent head has no class for "none of these"), then the knowledge base.
 
 :func:`decide` is pure (no store, no model): what it needs comes in as arguments, and what it
 must remember for the next turn comes back as the conversation's new ``state``. The
@@ -193,7 +194,17 @@ def decide(
             "answer", sorry + chosen.answer, entry=chosen, reason="picked from the clarification"
         )
     sure = intent["label"] if intent and intent["score"] >= config.intent_confidence else None
-    if domain is not None:
+    best = hits[0] if hits else None
+    second = hits[1].similarity if len(hits) > 1 else -1.0
+    lead = best.similarity - second if best is not None else 0.0
+    kb_sure = (
+        best is not None
+        and best.similarity >= config.answer_similarity
+        and lead >= config.answer_margin
+    )
+    # The intent head has no "none of these": a question the knowledge base answers surely
+    # is not taken for the start of a form or a hand-off (a form in progress goes on).
+    if domain is not None and (state.get("form") or not kb_sure):
         step = step_form(
             domain, lang, text, sure, slots or [], state.get("form") or {}, profile or {}
         )
@@ -209,14 +220,8 @@ def decide(
             )
         if sure is not None and domain.action(sure) == "handoff":
             return Decision("escalate", words["escalate"], reason=f"intent {sure} goes to a person")
-    best = hits[0] if hits else None
-    second = hits[1].similarity if len(hits) > 1 else -1.0
-    lead = best.similarity - second if best is not None else 0.0
-    if (
-        best is not None
-        and best.similarity >= config.answer_similarity
-        and (lead >= config.answer_margin)
-    ):
+    if kb_sure:
+        assert best is not None
         why = f"cosine {best.similarity:.3f}, " + (
             f"ahead of the next by {lead:.3f}" if len(hits) > 1 else "the only entry"
         )
