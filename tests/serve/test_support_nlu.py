@@ -84,3 +84,26 @@ def test_a_form_over_http_with_intent_and_slots(server: Live) -> None:
         actions = server.client(server.bob).get("/openapi.json").json()
         schema = actions["components"]["schemas"]["MessageOut"]["properties"]["action"]
         assert "ask" in schema["enum"]
+
+
+def test_a_served_model_that_is_not_multitask_is_not_the_nlu(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """--support-nlu-zh naming a classifier: the desk works on without intents (logged)."""
+    runner, live = start(
+        models_dir,
+        f"sqlite:///{tmp_path / 'llmos.db'}",
+        rate_limit=0,
+        support_encoder="emb",
+        support_nlu_zh="cls",
+        apps_dir=tmp_path,
+    )
+    with runner, live.client(live.alice) as c:
+        c.post(f"{BASE}/kbs", json={"name": "desk"})
+        c.post(
+            f"{BASE}/kbs/desk/entries",
+            json={"entries": [{"question": "农民保护环境", "answer": "环境保护是大事。"}]},
+        )
+        r = c.post(f"{BASE}/messages", json={"kb": "alice/desk", "text": "农民保护环境"})
+        assert r.status_code == 200, r.text
+        assert r.json()["intent"] is None and r.json()["slots"] == []

@@ -10,6 +10,7 @@ and the server's queue limits and memory budget apply to the app too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from llmos.checkpoint.digest import weights_digest
 from llmos.serve.operations import AnalyzeOp, ClassifyOp, EmbedOp, TextBatch
+
+log = logging.getLogger("llmos.serve")
 
 # A large upload is queued as requests of CHUNK texts, IN_FLIGHT at a time: it never fills the
 # model's queue, and other users' requests interleave with it.
@@ -97,10 +100,23 @@ class BatcherNlu:
     ) -> None:
         self.server, self.models, self.loop = server, models, loop
         self._names: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     def _model(self, lang: str) -> str | None:
+        """The served multitask model of ``lang``; None when the setting names none, or a
+        model that is missing or not a multitask model (logged once)."""
         model = self.models.get(lang)
-        return model if model and model in self.server.registry.models else None
+        if not model or model not in self.server.registry.models:
+            return None
+        task = self.server.registry.entry(model).task
+        if task != "multitask":
+            if model not in self._warned:
+                self._warned.add(model)
+                log.warning(
+                    "support NLU model %r is a %s model, not a multitask one: not used", model, task
+                )
+            return None
+        return model
 
     def encoder(self, lang: str) -> str | None:
         model = self._model(lang)

@@ -163,3 +163,10 @@ def test_a_question_the_knowledge_base_answers_surely_starts_no_form(desk: Desk)
     desk.svc.policy = PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0)
     done = desk.say("城市", asked.conversation_id)  # the form in progress goes on
     assert (done.action, done.reply) == ("answer", "好的，记者参观城市。")
+
+
+def test_the_nlu_model_must_be_a_multitask_checkpoint(tiny_encoder: Path) -> None:
+    from llmos.errors import LlmosError
+
+    with pytest.raises(LlmosError, match="the NLU model must be a multitask checkpoint"):
+        PipelineNlu({"zh": tiny_encoder})

@@ -39,6 +39,7 @@ from llmos.apps.support.faq import read_faq
 from llmos.apps.support.fewshot import FewShotConfig, FewShotIntents, combine
 from llmos.apps.support.index import Embedder, Hit, KbIndex
 from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.task import MultiTask
 from llmos.errors import CheckpointError, LlmosError
 from llmos.store.db import Store
 from llmos.store.desk import DeskKb, SupportDesk
@@ -136,7 +137,13 @@ class PipelineNlu:
         self.pipes, self.names = {}, {}
         for lang, path in checkpoints.items():
             if path is not None and (Path(path) / "config.json").is_file():
-                self.pipes[lang] = load_pipeline(path)
+                pipe = load_pipeline(path)
+                if not isinstance(pipe.spec, MultiTask):
+                    raise LlmosError(
+                        f"{path}: the NLU model must be a multitask checkpoint (intent, slots, "
+                        f"sentiment heads: configs/finetune/support-zh.yaml), not {pipe.describe()}"
+                    )
+                self.pipes[lang] = pipe
                 self.names[lang] = weights_digest(path) or str(Path(path).resolve())
         self.batch_size = batch_size
         self.lock = threading.Lock()
