@@ -33,7 +33,7 @@ import numpy as np
 
 from llmos.apps.support.dialogue import PolicyConfig, chosen_entry, decide
 from llmos.apps.support.index import KbIndex
-from llmos.apps.support.service import PipelineEmbedder
+from llmos.apps.support.local import PipelineEmbedder
 from llmos.paths import data_dir
 from llmos.store.kb import KbSnapshot
 from llmos.store.models import KbEntry
@@ -297,7 +297,7 @@ def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[st
     model's negative probability >= ``strongly_negative``)? Against the sentiment threshold
     alone at 0.5, and with the threshold that reaches 0.90 recall."""
     from llmos.apps.support.dialogue import wants_human
-    from llmos.apps.support.service import PipelineClassifier
+    from llmos.apps.support.local import PipelineClassifier
 
     rows = [
         line.split("\t")

@@ -170,29 +170,13 @@ def nlu_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     e2e): 参观 (its object missing a third of the time) and 研究 are its intents."""
     import json
 
-    import torch
-    from recipes.test_finetune_tagging_cjk_split import unigram_tokenizer
+    from recipes.test_finetune_tagging_cjk_split import unigram_encoder
 
-    from llmos.checkpoint.io import save_checkpoint
-    from llmos.config import BertConfig, FinetuneConfig, load_config
-    from llmos.models.bert import BertForPreTraining
+    from llmos.config import FinetuneConfig, load_config
     from llmos.recipes.finetune import finetune
 
     root = tmp_path_factory.mktemp("nlu")
-    tok = unigram_tokenizer()
-    cfg = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-        pad_token_id=1,
-        heads="mlm",
-        pooler=False,
-    )
-    torch.manual_seed(0)
-    encoder = save_checkpoint(root / "enc", BertForPreTraining(cfg), cfg, tok)
+    encoder = unigram_encoder(root / "enc")
     data, mood = root / "intents", root / "mood"
     data.mkdir()
     mood.mkdir()

@@ -17,37 +17,20 @@ from recipes.test_finetune_tagging_cjk_split import (
     OBJECTS,
     SUBJECTS,
     VERBS,
-    unigram_tokenizer,
+    unigram_encoder,
 )
 
 import llmos
-from llmos.checkpoint.io import read_checkpoint, read_weights, save_checkpoint
+from llmos.checkpoint.io import read_checkpoint, read_weights
 from llmos.checkpoint.task import Classification, MultiTask, Tagging, parse_task
-from llmos.config import BertConfig, FinetuneConfig, load_config
+from llmos.config import FinetuneConfig, load_config
 from llmos.errors import CheckpointError, ConfigError, LlmosError
 from llmos.recipes.finetune import finetune
 
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT with an XLM-R-shaped Unigram tokenizer (pad id 1)."""
-    from llmos.models.bert import BertForPreTraining
-
-    tok = unigram_tokenizer()
-    cfg = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-        pad_token_id=1,
-        heads="mlm",
-        pooler=False,
-    )
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("mt-enc") / "checkpoint"
-    return save_checkpoint(out, BertForPreTraining(cfg), cfg, tok)
+    return unigram_encoder(tmp_path_factory.mktemp("mt-enc") / "checkpoint")
 
 
 def intent_rows(n: int, seed: int) -> list[dict]:

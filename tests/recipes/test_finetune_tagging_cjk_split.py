@@ -59,9 +59,9 @@ def write_pku(path: Path, n: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT with the Unigram tokenizer (pad id 1, as XLM-R)."""
+def unigram_encoder(out: Path) -> Path:
+    """A random 2-layer BERT (seed 0) with the Unigram tokenizer (pad id 1, as XLM-R), saved
+    as a checkpoint at ``out``; the multitask and support-desk tests start from it too."""
     import torch
 
     from llmos.models.bert import BertForPreTraining
@@ -79,8 +79,12 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pooler=False,
     )
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("unigram-enc") / "checkpoint"
     return save_checkpoint(out, BertForPreTraining(cfg), cfg, tok)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unigram_encoder(tmp_path_factory.mktemp("unigram-enc") / "checkpoint")
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,8 @@ def add_support(sub: Subcommands) -> None:
 
 
 def _kb(args: argparse.Namespace) -> int:
-    from llmos.apps.support.service import PipelineEmbedder, SupportService
+    from llmos.apps.support.local import PipelineEmbedder
+    from llmos.apps.support.service import SupportService
     from llmos.paths import llmos_home
     from llmos.store.db import Store
 
@@ -173,12 +174,8 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
 
 def _ask(args: argparse.Namespace) -> int:
     from llmos.apps.support.domain import demo_domain, read_domain
-    from llmos.apps.support.service import (
-        PipelineClassifier,
-        PipelineEmbedder,
-        PipelineNlu,
-        SupportService,
-    )
+    from llmos.apps.support.local import PipelineClassifier, PipelineEmbedder, PipelineNlu
+    from llmos.apps.support.service import SupportService
     from llmos.paths import llmos_home
     from llmos.store.db import Store
 

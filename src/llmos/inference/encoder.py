@@ -30,7 +30,7 @@ from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
 from llmos.inference.tag import SpanDecoder, crf_decode, predict_spans, tokenize_for_tagging
-from llmos.models.bert import HeadView
+from llmos.models.multitask import HeadView
 from llmos.text.tokenizer import decode
 
 log = logging.getLogger("llmos.inference")

@@ -30,13 +30,9 @@ from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generator import GeneratorPipeline
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.tag import tagger_model, tagging_crf
-from llmos.models.bert import (
-    BertForPreTraining,
-    BertForSequenceClassification,
-    BertMultiTask,
-    HeadShape,
-)
+from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.models.gpt import GPT
+from llmos.models.multitask import BertMultiTask, HeadShape
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from llmos.apps.support.dialogue import PolicyConfig
-from llmos.apps.support.service import PipelineEmbedder, SupportService
+from llmos.apps.support.local import PipelineEmbedder
+from llmos.apps.support.service import SupportService
 from llmos.errors import LlmosError
 from llmos.store.db import Store
 from llmos.store.desk import UnknownConversation

@@ -15,12 +15,8 @@ import pytest
 from llmos.apps.support.dialogue import PolicyConfig
 from llmos.apps.support.domain import parse_domain
 from llmos.apps.support.fewshot import FewShotConfig
-from llmos.apps.support.service import (
-    CONSENT,
-    PipelineEmbedder,
-    PipelineNlu,
-    SupportService,
-)
+from llmos.apps.support.local import PipelineEmbedder, PipelineNlu
+from llmos.apps.support.service import CONSENT, SupportService
 from llmos.store.db import Store
 from llmos.store.kb import FaqPair
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from llmos.apps.support.index import BM25_WEIGHT, RRF_K
-from llmos.apps.support.service import PipelineEmbedder, SupportService
+from llmos.apps.support.local import PipelineEmbedder
+from llmos.apps.support.service import SupportService
 from llmos.errors import DataError, LlmosError
 from llmos.store.db import Store
 from llmos.store.kb import FaqPair, UnknownKnowledgeBase

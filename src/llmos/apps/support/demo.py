@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from llmos.apps.support.service import PipelineEmbedder, SupportService
+from llmos.apps.support.local import PipelineEmbedder
+from llmos.apps.support.service import SupportService
 from llmos.errors import DataError, LlmosError
 from llmos.paths import data_dir, llmos_home
 from llmos.store.db import Store

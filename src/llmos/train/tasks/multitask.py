@@ -44,7 +44,8 @@ from llmos.errors import CheckpointError, DataError
 from llmos.files import atomic_write
 from llmos.inference.embed import embed_ids
 from llmos.inference.tag import tagging_crf
-from llmos.models.bert import BertModel, BertMultiTask, HeadShape, HeadView
+from llmos.models.bert import BertModel
+from llmos.models.multitask import BertMultiTask, HeadShape, HeadView
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult, TrainTask
 from llmos.train.metrics import plot_confusion, plot_span_scores
