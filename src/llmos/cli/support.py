@@ -81,7 +81,11 @@ def add_support(sub: Subcommands) -> None:
         default="runs/support-zh/checkpoint",
         help="Chinese multitask checkpoint: intent, slots, sentiment (skipped when missing)",
     )
-    ask.add_argument("--nlu-en", default=None, help="English multitask checkpoint (default: none)")
+    ask.add_argument(
+        "--nlu-en",
+        default="runs/support-en/checkpoint",
+        help="English multitask checkpoint: intent, slots, sentiment (skipped when missing)",
+    )
     ask.add_argument(
         "--domain", type=Path, default=None, help="domain file (default: the packaged demo)"
     )

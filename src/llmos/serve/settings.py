@@ -52,7 +52,7 @@ class ServeSettings:
             pass) that reads Chinese messages (``configs/finetune/support-zh.yaml``); when
             present it replaces the sentiment classifier for that language, and when it is
             also ``support_encoder`` its pass gives the knowledge base's query vector.
-        support_nlu_en: the same for English messages (none by default).
+        support_nlu_en: the same for English messages (``configs/finetune/support-en.yaml``).
         support_domain: the domain file (what each intent does: forms, hand-offs, few-shot
             intents); default: the packaged demo domain.
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
@@ -80,7 +80,7 @@ class ServeSettings:
     support_sentiment_zh: str = "sentiment-zh"
     support_sentiment_en: str = "sentiment-en"
     support_nlu_zh: str = "support-zh"
-    support_nlu_en: str = ""
+    support_nlu_en: str = "support-en"
     support_domain: Path | None = None
     apps_dir: Path | None = None
 
