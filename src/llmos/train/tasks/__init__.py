@@ -3,5 +3,6 @@ evaluation, and the setup a recipe builds it with (``setup_*``).
 
 ``mlm`` (BERT pretraining), ``clm`` (GPT pretraining, next-token loss and metrics),
 ``classify`` (sequence classification), ``tag`` (sequence labelling), ``instruct`` (instruction
-tuning of a GPT) and ``distill`` (a student learning a teacher).
+tuning of a GPT), ``distill`` (a student learning a teacher) and ``bpr`` (matrix
+factorisation of user-item interactions with the BPR loss).
 """

@@ -1,0 +1,224 @@
+"""Interactions and their evaluation split, as the recommendation models read them.
+
+Files are RecBole's atomic format (tab-separated, a header of ``name:type`` columns), so that a
+split written here is the very split RecBole evaluates on (``bench/recommend_eval.py``):
+
+    user_id:token   item_id:token   rating:float    timestamp:float
+    196             242             3               881250949
+
+``user_id`` and ``item_id`` are required; ``rating`` and ``timestamp`` are optional (a missing
+rating is 1, a missing timestamp 0). Every interaction is a positive: there is no rating
+threshold, as in RecBole's default MovieLens configuration. A malformed line is a
+:class:`~llmos.errors.DataError` naming the file and line.
+
+Users and items are numbered in order of first appearance in the file (the external tokens are
+kept in ``users`` / ``items``); the models and the metrics work on those numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmos.errors import DataError
+
+COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Interactions as parallel arrays over shared user and item vocabularies.
+
+    ``user``, ``item``: (N,) int64 indexes into ``users`` / ``items`` (the external ids);
+    ``rating``: (N,) float32; ``timestamp``: (N,) float64. Several splits of one data set share
+    the vocabularies, so a matrix of one split lines up with another's.
+    """
+
+    users: tuple[str, ...]
+    items: tuple[str, ...]
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    timestamp: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def subset(self, rows: np.ndarray) -> Interactions:
+        """The interactions at ``rows`` (indexes or a mask), same vocabularies."""
+        return Interactions(
+            self.users,
+            self.items,
+            self.user[rows],
+            self.item[rows],
+            self.rating[rows],
+            self.timestamp[rows],
+        )
+
+    def matrix(self) -> sp.csr_matrix:
+        """The (users, items) 0/1 matrix of who interacted with what (float32)."""
+        m = sp.csr_matrix(
+            (np.ones(len(self), np.float32), (self.user, self.item)),
+            shape=(self.num_users, self.num_items),
+        )
+        m.data[:] = 1.0  # a pair seen twice is still one interaction
+        return m
+
+
+def read_inter(path: str | Path) -> Interactions:
+    """An atomic ``.inter`` file (RecBole's format; see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header line ({HEADER})")
+    names = [h.split(":", 1)[0].strip() for h in lines[0].split("\t")]
+    for need in ("user_id", "item_id"):
+        if need not in names:
+            raise DataError(f"{path}:1: the header has no {need!r} column (expected {HEADER})")
+    col = {n: names.index(n) for n in COLUMNS if n in names}
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    u, i, r, t = [], [], [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(names):
+            raise DataError(
+                f"{path}:{lineno}: {len(cells)} tab-separated fields, the header has {len(names)}"
+            )
+        user, item = cells[col["user_id"]].strip(), cells[col["item_id"]].strip()
+        if not user or not item:
+            raise DataError(f"{path}:{lineno}: empty user_id or item_id")
+        u.append(users.setdefault(user, len(users)))
+        i.append(items.setdefault(item, len(items)))
+        for name, out, default in (("rating", r, 1.0), ("timestamp", t, 0.0)):
+            if name not in col:
+                out.append(default)
+                continue
+            try:
+                out.append(float(cells[col[name]]))
+            except ValueError:
+                raise DataError(
+                    f"{path}:{lineno}: {name} must be a number, got {cells[col[name]]!r:.40}"
+                ) from None
+    if not u:
+        raise DataError(f"{path}: no interactions after the header")
+    return Interactions(
+        tuple(users),
+        tuple(items),
+        np.asarray(u, np.int64),
+        np.asarray(i, np.int64),
+        np.asarray(r, np.float32),
+        np.asarray(t, np.float64),
+    )
+
+
+def write_inter(path: str | Path, inter: Interactions) -> None:
+    """Write ``inter`` as an atomic ``.inter`` file, external ids as they were read."""
+    rows = [HEADER]
+    for u, i, r, t in zip(inter.user, inter.item, inter.rating, inter.timestamp, strict=True):
+        rows.append(f"{inter.users[u]}\t{inter.items[i]}\t{r:g}\t{t:.0f}")
+    Path(path).write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def split_by_ratio(
+    inter: Interactions, ratios: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 2020
+) -> tuple[Interactions, ...]:
+    """RecBole's default evaluation split (``RS`` by ratio, order ``RO``, grouped by user):
+    each user's interactions in a seeded random order, cut into parts of the sizes
+    :func:`part_sizes` gives (RecBole's rounding)."""
+    if not ratios or any(x <= 0 for x in ratios):
+        raise ValueError(f"ratios must be positive, got {ratios}")
+    total = sum(ratios)
+    shares = [x / total for x in ratios]
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in ratios]
+    order = np.argsort(inter.user, kind="stable")
+    bounds = np.flatnonzero(np.diff(inter.user[order])) + 1
+    for rows in np.split(order, bounds):
+        rows = rows[rng.permutation(len(rows))]
+        ends = np.cumsum(part_sizes(len(rows), shares))
+        for k, (a, b) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+            parts[k].append(rows[a:b])
+    return tuple(inter.subset(np.sort(np.concatenate(p))) for p in parts)
+
+
+def part_sizes(n: int, shares: list[float]) -> list[int]:
+    """How a user's ``n`` interactions are shared out (RecBole's
+    ``Dataset._calcu_split_ids``): every part but the first gets ``int(share * n)``, the first
+    the rest; then, from the last part backwards, a part whose share of ``n`` is below one
+    interaction takes one from the first part while the first keeps more than one. So 10
+    interactions give 8 / 1 / 1, 25 give 21 / 2 / 2, 3 give 1 / 1 / 1."""
+    sizes = [int(x * n) for x in shares]
+    sizes[0] = n - sum(sizes[1:])
+    for k in range(1, len(shares)):
+        if sizes[0] <= 1:
+            break
+        if 0 < shares[-k] * n < 1:
+            sizes[-k] += 1
+            sizes[0] -= 1
+    return sizes
+
+
+@dataclass(frozen=True)
+class Item:
+    """A catalog item: its title, text and tags (MovieLens: title, year, genres)."""
+
+    id: str
+    title: str
+    text: str = ""
+    tags: tuple[str, ...] = ()
+
+
+def read_atomic_items(path: str | Path) -> dict[str, Item]:
+    """An atomic ``.item`` file (RecBole's format), by item id: ``item_id`` required; the
+    title from ``movie_title`` or ``title``, the tags from ``class``, ``genre`` or ``tags``
+    (space-separated), the text from the other columns (``release_year`` ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header line with item_id")
+    names = [h.split(":", 1)[0].strip() for h in lines[0].split("\t")]
+    if "item_id" not in names:
+        raise DataError(f"{path}:1: the header has no 'item_id' column")
+    title_col = next((n for n in ("movie_title", "title") if n in names), None)
+    tag_col = next((n for n in ("class", "genre", "tags") if n in names), None)
+    out: dict[str, Item] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = dict(zip(names, line.split("\t"), strict=False))
+        if len(line.split("\t")) != len(names):
+            raise DataError(
+                f"{path}:{lineno}: {len(line.split(chr(9)))} tab-separated fields, "
+                f"the header has {len(names)}"
+            )
+        item = cells["item_id"].strip()
+        rest = [cells[n] for n in names if n not in ("item_id", title_col, tag_col) and cells[n]]
+        out[item] = Item(
+            item,
+            cells[title_col].strip() if title_col else item,
+            " ".join(rest),
+            tuple(cells[tag_col].split()) if tag_col else (),
+        )
+    return out
