@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import Ridge
 
-from llmos.models.itemitem import EASE, Popularity
+from llmos.models.itemitem import EASE, ContentProfile, Popularity
 
 
 def test_ease_equals_one_ridge_regression_per_item() -> None:
@@ -41,3 +41,15 @@ def test_popularity_scores_every_user_by_the_item_counts() -> None:
     x = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], np.float32))
     scores = Popularity.fit(x)(torch.zeros(2, 3))
     assert scores.tolist() == [[1.0, 3.0, 1.0], [1.0, 3.0, 1.0]]
+
+
+def test_content_profile_is_the_cosine_to_the_mean_of_the_users_items() -> None:
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(5, 3))
+    model = ContentProfile(torch.from_numpy(v))
+    rows = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0] * 5])
+    got = model(rows).double().numpy()
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    profile = unit[0] + unit[2]
+    assert np.allclose(got[0], unit @ (profile / np.linalg.norm(profile)), atol=1e-6)
+    assert np.allclose(got[1], 0.0)  # no interactions, no profile

@@ -10,6 +10,12 @@ user has no training interaction with (rejection sampling). The loss is
 Exact resume: the permutation of epoch ``e`` is drawn from ``(seed, e)`` and the negatives of
 global step ``s`` from ``(seed, s)``, so the position (epoch, batch) is the whole data state and
 a resumed run sees the very triples an uninterrupted one would.
+
+The task is model-agnostic: it needs ``model(users, items)`` ((B,) users, (B,) or (B, K) items
+-> scores) and ``model.score_all(users)``; a model with a ``regularization(users, pos, neg)``
+method has that term (divided by the step's pairs) added to the loss. :func:`train_bpr` trains
+a :class:`BPRMF` or a given model, :func:`train_lightgcn` a
+:class:`~llmos.models.lightgcn.LightGCN`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from llmos.checkpoint.io import load_state_dict_strict, read_weights
 from llmos.config.run import OptimConfig, TrainConfig
 from llmos.data.interactions import Interactions
 from llmos.errors import DataError
+from llmos.models.lightgcn import LightGCN, LightGCNConfig
 from llmos.models.mf import BPRMF, MFConfig
 from llmos.train.dist import DistInfo
 from llmos.train.loop import FitResult, fit
@@ -136,8 +143,15 @@ class BPRTask:
         # One forward for both items (B, 2): a DDP-wrapped model must run forward once.
         scores = model(batch["users"], torch.stack([batch["pos"], batch["neg"]], 1)).float()
         loss = -F.logsigmoid(scores[:, 0] - scores[:, 1]).sum() / totals[0]
-        # "loss" is what the loop's plot and progress bar read; "bpr_loss" names the term.
-        return loss, {"loss": loss.item(), "bpr_loss": loss.item()}
+        # A model may add a penalty on the batch's parameters (LightGCN's L2 on its ego
+        # embeddings); DDP wraps the model, so the hook is looked up on the module inside.
+        regularization = getattr(getattr(model, "module", model), "regularization", None)
+        if regularization is None:
+            # "loss" is what the loop's plot and progress bar read; "bpr_loss" names the term.
+            return loss, {"loss": loss.item(), "bpr_loss": loss.item()}
+        reg = regularization(batch["users"], batch["pos"], batch["neg"]).float() / totals[0]
+        total = loss + reg
+        return total, {"loss": total.item(), "bpr_loss": loss.item(), "reg_loss": reg.item()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """recall, ndcg, mrr, hit and precision at ``k`` on the validation split, ranking
@@ -162,6 +176,7 @@ def train_bpr(
     run_dir: str | Path,
     *,
     steps: int,
+    model: nn.Module | None = None,
     dim: int = 64,
     batch_size: int = 2048,
     lr: float = 1e-3,
@@ -174,8 +189,10 @@ def train_bpr(
     device: str = "auto",
     num_threads: int | None = None,
     progress: bool = False,
-) -> tuple[BPRMF, FitResult]:
-    """Train a :class:`BPRMF` for ``steps`` optimizer steps through :func:`fit`.
+) -> tuple[nn.Module, FitResult]:
+    """Train ``model`` (by default a :class:`BPRMF` of ``dim``) for ``steps`` optimizer steps
+    through :func:`fit`. A given model is saved with its ``config`` attribute as
+    ``config.json``; ``dim`` is then unused.
 
     The defaults are RecBole's BPR (embedding size 64, batch 2048, Adam at lr 1e-3, no weight
     decay, no gradient clipping, a constant rate): AdamW with ``weight_decay`` 0 and eps 1e-8
@@ -188,8 +205,10 @@ def train_bpr(
         The model (the selected one, else the last step's) and :func:`fit`'s result.
     """
     task = BPRTask(train, valid, batch_size, seed)
-    config = MFConfig(train.num_users, train.num_items, dim)
-    model = BPRMF(config, generator=torch.Generator().manual_seed(seed))
+    title = type(model).__name__ if model is not None else "BPR-MF"
+    if model is None:
+        config = MFConfig(train.num_users, train.num_items, dim)
+        model = BPRMF(config, generator=torch.Generator().manual_seed(seed))
     train_cfg = TrainConfig(
         max_steps=steps,
         batch_size=batch_size,
@@ -215,11 +234,35 @@ def train_bpr(
         train_cfg,
         optim_cfg,
         run_dir,
-        model_config=config,
+        model_config=model.config,
         resume=resume,
-        title="BPR-MF",
+        title=title,
         select=select if eval_every else None,
         patience=patience,
     )
     load_state_dict_strict(model, read_weights(result.checkpoint))
+    return model, result
+
+
+def train_lightgcn(
+    train: Interactions,
+    valid: Interactions,
+    run_dir: str | Path,
+    *,
+    steps: int,
+    dim: int = 64,
+    layers: int = 2,
+    reg_weight: float = 1e-5,
+    seed: int = 2020,
+    **kwargs: Any,
+) -> tuple[LightGCN, FitResult]:
+    """Train a :class:`~llmos.models.lightgcn.LightGCN` on the graph of ``train`` with
+    :func:`train_bpr` (``kwargs``: its other arguments).
+
+    The defaults are RecBole 1.2.1's LightGCN (``properties/model/LightGCN.yaml``: embedding
+    size 64, 2 layers, reg_weight 1e-5) with its BPR training (batch 2048, Adam at lr 1e-3).
+    """
+    config = LightGCNConfig(train.num_users, train.num_items, dim, layers, reg_weight)
+    model = LightGCN(config, train.matrix(), generator=torch.Generator().manual_seed(seed))
+    _, result = train_bpr(train, valid, run_dir, steps=steps, model=model, seed=seed, **kwargs)
     return model, result
