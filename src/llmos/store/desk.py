@@ -134,11 +134,23 @@ class SupportDesk:
 
     # --- conversations (the customer's own) ----------------------------------------------
 
-    def start(self, customer: int, kb_id: int) -> Conversation:
+    def start(
+        self,
+        customer: int,
+        kb_id: int,
+        text: str | None = None,
+        trace: dict[str, Any] | None = None,
+    ) -> Conversation:
+        """A new conversation of ``customer`` with the knowledge base, and its first customer
+        turn ``text`` (with ``trace``) when given, in one transaction."""
+        if text is not None:
+            check_text(Turn.text.expression, text)
         with self.session.begin() as s:
             conv = Conversation(customer_id=customer, kb_id=kb_id, status="bot", state={})
             s.add(conv)
             s.flush()
+            if text is not None:
+                s.add(Turn(conversation_id=conv.id, role="customer", text=text, trace=trace or {}))
             return conv
 
     def conversation(self, customer: int, conversation_id: int) -> Conversation:
@@ -173,7 +185,11 @@ class SupportDesk:
         text: str,
         action: str | None = None,
         trace: dict[str, Any] | None = None,
+        status: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> Turn:
+        """Add a turn to the conversation; ``status`` and ``state``, when given, become the
+        conversation's in the same transaction (the bot's reply and the policy's state)."""
         check_text(Turn.text.expression, text)
         with self.session.begin() as s:
             turn = Turn(
@@ -187,6 +203,10 @@ class SupportDesk:
             conv = s.get(Conversation, conversation_id)
             assert conv is not None
             conv.updated_at = now()
+            if status is not None:
+                conv.status = status
+            if state is not None:
+                conv.state = dict(state)
             s.flush()
             return turn
 

@@ -220,19 +220,19 @@ class SupportService:
         (``owner/name``), or in the customer's ``conversation``. Both turns are stored."""
         if not text.strip():
             raise LlmosError("the message is empty")
+        lang = detect_language(text)
         if conversation is not None:
             conv = self.desk.conversation(customer, conversation)
             desk_kb = self.desk.kb_of(conv.kb_id)
             self.desk.askable(customer, desk_kb.handle)  # still allowed to ask it
             status, state = conv.status, dict(conv.state)
+            self.desk.add_turn(conv.id, "customer", text, trace={"language": lang})
         elif kb is not None:
             desk_kb = self.desk.askable(customer, kb)
-            conv = self.desk.start(customer, desk_kb.id)
+            conv = self.desk.start(customer, desk_kb.id, text, {"language": lang})
             status, state = "bot", {}
         else:
             raise LlmosError("give the knowledge base (kb: OWNER/NAME) or a conversation_id")
-        lang = detect_language(text)
-        self.desk.add_turn(conv.id, "customer", text, trace={"language": lang})
         if status == "human":  # escalated: the agents answer, the bot only says so
             ticket = self.desk.open_ticket(conv.id, desk_kb.id, "the customer wrote again")
             waiting = REPLIES[lang]["waiting"].format(ticket=ticket.id)
@@ -343,8 +343,7 @@ class SupportService:
             "sources": r.sources,
             "ticket_id": r.ticket_id,
         }
-        self.desk.add_turn(conversation, "bot", r.reply, r.action, trace)
-        self.desk.save(conversation, status, state)
+        self.desk.add_turn(conversation, "bot", r.reply, r.action, trace, status, state)
         return r
 
     def _sentiment(self, text: str, lang: str) -> tuple[float | None, dict[str, Any] | None]:
