@@ -98,3 +98,13 @@ def test_beyond_accuracy_by_hand() -> None:
     assert got["novelty"] == pytest.approx((0 + 1 + 0 + 2) / 4)
     # {a,b} vs {a}: 1 - 1/2; {a,b} vs {c}: 1
     assert got["diversity"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_stored_zeros_are_no_interactions() -> None:
+    """A matrix that keeps explicit zeros (scipy's multiply by a 0/1 mask does) must count as
+    its non-zero entries only: users whose row holds zeros only are not evaluated."""
+    held = csr([[2, 5], [5, 4], [2]], 6).multiply(np.array([[1.0], [0.0], [1.0]])).tocsr()
+    assert held.nnz == 5  # the zeros are stored
+    got = full_ranking(scorer, csr([[0], [], [1, 3]], 6), held, k=3)
+    assert got["users"] == 2
+    assert got["recall@3"] == pytest.approx((1 / 2 + 0) / 2)

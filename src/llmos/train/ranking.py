@@ -67,7 +67,7 @@ def user_metrics(
 ) -> dict[str, np.ndarray]:
     """Per-user metrics (each (U,) over the users with a held-out interaction, in index
     order) and ``"user"``: those users' indexes."""
-    seen, held_out = seen.tocsr(), held_out.tocsr()
+    seen, held_out = _positive(seen), _positive(held_out)
     if seen.shape != held_out.shape:
         raise ValueError(f"seen {seen.shape} and held-out {held_out.shape} differ in shape")
     users = np.flatnonzero(np.diff(held_out.indptr))
@@ -97,11 +97,19 @@ def user_metrics(
     return result
 
 
+def _positive(m: sp.spmatrix) -> sp.csr_matrix:
+    """``m`` as CSR with only its non-zero entries stored: a stored 0 (what ``multiply`` or
+    arithmetic can leave) is no interaction."""
+    m = sp.csr_matrix(m, copy=True)
+    m.eliminate_zeros()
+    return m
+
+
 def top_items(
     score: Scorer, seen: sp.csr_matrix, users: np.ndarray, k: int = 10, batch_size: int = 256
 ) -> np.ndarray:
     """(len(users), k) the best ``k`` items of each user that they have not seen, best first."""
-    seen = seen.tocsr()
+    seen = _positive(seen)
     out = []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
