@@ -87,7 +87,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("ner-zh", "finetune", 6.0, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
-    Step("support-en", "finetune", 3.0, config="support-en.yaml", init="minilm"),
+    Step("support-en", "finetune", 3.6, config="support-en.yaml", init="minilm"),
     Step("gpt-zh", "pretrain", 5.0, config="gpt-zh.yaml"),
 )
 
