@@ -154,12 +154,19 @@ def live_server(
             raise RuntimeError(f"{name}: warm-up request answered {status}: {body[:300]!r}")
         yield srv
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server as Ctrl-C does (SIGINT), killing it after 30 s; nothing if it ended."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_ready(srv: LiveServer, timeout: float = 60) -> None:

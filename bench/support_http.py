@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import WRK_SCRIPT, LiveServer, _wait_ready, http, run_wrk
+from serve_load import WRK_SCRIPT, LiveServer, _wait_ready, http, run_wrk, stop
 
 import llmos
 from llmos.apps.support.demo import demo_pairs
@@ -116,13 +115,7 @@ def server(
         _wait_ready(srv, timeout=120)
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def call(srv: LiveServer, path: str, body: dict | None = None, key: str | None = None) -> dict:
@@ -163,9 +156,10 @@ def latency(srv_by_desk: dict[str, LiveServer], work: Path, texts: list[str], ar
                 (f"messages, {desk}", wrk_run(srv, work, MESSAGES, messages, clients, args.seconds))
             )
         for name, r in rows:
+            ratio = f"{r['p95'] / base['p95']:.2f}x" if base["p95"] > 0 else "-"
             print(
                 f"| {clients} | {name} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
-                f"{r['p99']:.1f} | {r['errors']} | {r['p95'] / base['p95']:.2f}x |"
+                f"{r['p99']:.1f} | {r['errors']} | {ratio} |"
             )
     print("(targets: p95 <= 1.5x the classify call's; <= 150 ms at 1 client)\n")
 

@@ -76,12 +76,8 @@ def user_metrics(
     out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        raw = score(batch)
-        s = (raw if torch.is_tensor(raw) else torch.from_numpy(np.asarray(raw))).float().clone()
         truth = held_out[batch]
-        rows, cols = (seen[batch] - seen[batch].multiply(truth > 0)).nonzero()
-        s[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
-        top = torch.topk(s, min(k, s.shape[1]), dim=1).indices.numpy()  # (B, k)
+        top = _top_k(score, batch, seen[batch] - seen[batch].multiply(truth > 0), k)  # (B, k)
         hits = np.take_along_axis(truth.toarray() > 0, top, axis=1)  # (B, k)
         n = np.diff(truth.indptr)
         found = hits.sum(1)
@@ -95,6 +91,15 @@ def user_metrics(
     result = {m: np.concatenate(v) if v else np.zeros(0) for m, v in out.items()}
     result["user"] = users
     return result
+
+
+def _top_k(score: Scorer, users: np.ndarray, masked: sp.csr_matrix, k: int) -> np.ndarray:
+    """(B, k) the best-scored items of ``users``, the ``masked`` ones (B, items) left out."""
+    raw = score(users)
+    s = (raw if torch.is_tensor(raw) else torch.from_numpy(np.asarray(raw))).float().clone()
+    rows, cols = masked.nonzero()
+    s[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
+    return torch.topk(s, min(k, s.shape[1]), dim=1).indices.numpy()
 
 
 def _positive(m: sp.spmatrix) -> sp.csr_matrix:
@@ -113,11 +118,7 @@ def top_items(
     out = []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        raw = score(batch)
-        s = (raw if torch.is_tensor(raw) else torch.from_numpy(np.asarray(raw))).float().clone()
-        rows, cols = seen[batch].nonzero()
-        s[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
-        out.append(torch.topk(s, min(k, s.shape[1]), dim=1).indices.numpy())
+        out.append(_top_k(score, batch, seen[batch], k))
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 
