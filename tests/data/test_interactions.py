@@ -139,3 +139,6 @@ def test_atomic_item_files(tmp_path: Path) -> None:
     path.write_text("id:token\n")
     with pytest.raises(DataError, match="no 'item_id'"):
         read_atomic_items(path)
+    path.write_bytes(b"item_id:token\n\xff\n")
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_atomic_items(path)

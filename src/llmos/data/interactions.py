@@ -17,6 +17,7 @@ kept in ``users`` / ``items``); the models and the metrics work on those numbers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,6 @@ import scipy.sparse as sp
 
 from llmos.errors import DataError
 
-COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 
 
@@ -77,8 +77,10 @@ class Interactions:
         return m
 
 
-def read_inter(path: str | Path) -> Interactions:
-    """An atomic ``.inter`` file (RecBole's format; see the module docstring)."""
+def atomic_rows(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """The rows of a RecBole atomic file as ``(line number, {column: cell})``, blank lines
+    skipped. The file, its encoding, its header (which must name every ``required`` column)
+    and each row's field count are checked, with the file and line in the error."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -87,15 +89,11 @@ def read_inter(path: str | Path) -> Interactions:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     if not lines:
-        raise DataError(f"{path}: empty file; expected a header line ({HEADER})")
+        raise DataError(f"{path}: empty file; expected a header line ({', '.join(required)})")
     names = [h.split(":", 1)[0].strip() for h in lines[0].split("\t")]
-    for need in ("user_id", "item_id"):
+    for need in required:
         if need not in names:
-            raise DataError(f"{path}:1: the header has no {need!r} column (expected {HEADER})")
-    col = {n: names.index(n) for n in COLUMNS if n in names}
-    users: dict[str, int] = {}
-    items: dict[str, int] = {}
-    u, i, r, t = [], [], [], []
+            raise DataError(f"{path}:1: the header has no {need!r} column")
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -104,20 +102,30 @@ def read_inter(path: str | Path) -> Interactions:
             raise DataError(
                 f"{path}:{lineno}: {len(cells)} tab-separated fields, the header has {len(names)}"
             )
-        user, item = cells[col["user_id"]].strip(), cells[col["item_id"]].strip()
+        yield lineno, dict(zip(names, cells, strict=True))
+
+
+def read_inter(path: str | Path) -> Interactions:
+    """An atomic ``.inter`` file (RecBole's format; see the module docstring)."""
+    path = Path(path)
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    u, i, r, t = [], [], [], []
+    for lineno, cells in atomic_rows(path, ("user_id", "item_id")):
+        user, item = cells["user_id"].strip(), cells["item_id"].strip()
         if not user or not item:
             raise DataError(f"{path}:{lineno}: empty user_id or item_id")
         u.append(users.setdefault(user, len(users)))
         i.append(items.setdefault(item, len(items)))
         for name, out, default in (("rating", r, 1.0), ("timestamp", t, 0.0)):
-            if name not in col:
+            if name not in cells:
                 out.append(default)
                 continue
             try:
-                out.append(float(cells[col[name]]))
+                out.append(float(cells[name]))
             except ValueError:
                 raise DataError(
-                    f"{path}:{lineno}: {name} must be a number, got {cells[col[name]]!r:.40}"
+                    f"{path}:{lineno}: {name} must be a number, got {cells[name]!r:.40}"
                 ) from None
     if not u:
         raise DataError(f"{path}: no interactions after the header")
@@ -192,29 +200,12 @@ def read_atomic_items(path: str | Path) -> dict[str, Item]:
     """An atomic ``.item`` file (RecBole's format), by item id: ``item_id`` required; the
     title from ``movie_title`` or ``title``, the tags from ``class``, ``genre`` or ``tags``
     (space-separated), the text from the other columns (``release_year`` ...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise DataError(f"{path}: empty file; expected a header line with item_id")
-    names = [h.split(":", 1)[0].strip() for h in lines[0].split("\t")]
-    if "item_id" not in names:
-        raise DataError(f"{path}:1: the header has no 'item_id' column")
-    title_col = next((n for n in ("movie_title", "title") if n in names), None)
-    tag_col = next((n for n in ("class", "genre", "tags") if n in names), None)
     out: dict[str, Item] = {}
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = dict(zip(names, line.split("\t"), strict=False))
-        if len(line.split("\t")) != len(names):
-            raise DataError(
-                f"{path}:{lineno}: {len(line.split(chr(9)))} tab-separated fields, "
-                f"the header has {len(names)}"
-            )
+    for _, cells in atomic_rows(path, ("item_id",)):
+        title_col = next((n for n in ("movie_title", "title") if n in cells), None)
+        tag_col = next((n for n in ("class", "genre", "tags") if n in cells), None)
         item = cells["item_id"].strip()
-        rest = [cells[n] for n in names if n not in ("item_id", title_col, tag_col) and cells[n]]
+        rest = [v for n, v in cells.items() if n not in ("item_id", title_col, tag_col) and v]
         out[item] = Item(
             item,
             cells[title_col].strip() if title_col else item,
