@@ -57,6 +57,7 @@ def live(e2e_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         rate_limit=0,
         max_chars=500,
         support_encoder="emb",
+        recommend_encoder="emb",
         apps_dir=d,
     )
     with runner:

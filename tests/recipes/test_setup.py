@@ -439,3 +439,41 @@ def test_headline_of_a_multitask_run_names_every_head(tmp_path: Path) -> None:
     assert S.headline_metric(step, out) == (
         "test intent accuracy 95.12%, slots span F1 88.34, sentiment accuracy 87.10%"
     )
+
+
+def test_the_recommend_step_measures_then_trains_the_movielens_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_encoder: Path
+) -> None:
+    from llmos.apps.recommend.demo import setup_movielens
+    from llmos.checkpoint.recommender import read_recommender
+
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    models = tmp_path / "runs"
+    steps = (
+        S.Step("enc", "import", 0.1, source="unused"),
+        S.Step("movielens", "recommend", 0.1, init="enc"),
+    )
+    shutil.copytree(tiny_encoder, models / "enc")  # the encoder step, already done
+    runners = S.Runners(import_hf, pretrain, finetune, trim_vocab, recommend=setup_movielens)
+    with pytest.raises(LlmosError, match=r"ml-100k\.item not found: run `llmos data prepare`"):
+        S.run_setup(models, tmp_path, runners, steps)
+    root = tmp_path / "home" / "data" / "tasks" / "movielens"
+    root.mkdir(parents=True)
+    (root / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        + "".join(f"{i}\tFilm {i}\t1990\t{'Comedy' if i < 5 else 'Horror'}\n" for i in range(10)),
+        encoding="utf-8",
+    )
+    rows = [f"u{u}\t{i}\t4\t{u}" for u in range(30) for i in range(10) if (i < 5) == (u % 2 == 0)]
+    (root / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n",
+        encoding="utf-8",
+    )
+    (result,) = [r for r in S.run_setup(models, tmp_path, runners, steps) if r.built]
+    ck = read_recommender(models / "movielens" / "checkpoint")
+    assert ck.catalog == "movielens" and ck.num_items == 10 and "content.vectors" in ck.weights
+    assert ck.meta["encoder"] == "enc" and ck.meta["trained_on"]["interactions"] == len(rows)
+    recall = ck.meta["evaluation"]["recall@10"]
+    assert recall == 1.0  # every held-out film is one of the user's own four unseen ones
+    assert result.metric == "150 interactions; RecBole protocol: recall@10 1.0000, NDCG@10 1.0000"
+    assert S.plan(models, tmp_path, steps)[1].done  # a second setup keeps it

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,6 +35,54 @@ DOCS = [
     "记者现在介绍艺术。",
 ]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+# The tiny recommender's catalog: two tastes (comedies, horror) and a drama everyone takes.
+CATALOG = [
+    ("c1", "Laugh Out", "Comedy"),
+    ("c2", "Funny Days", "Comedy"),
+    ("c3", "Big Joke", "Comedy"),
+    ("c4", "Silly Summer", "Comedy"),
+    ("h1", "Night Fear", "Horror"),
+    ("h2", "The Cellar", "Horror"),
+    ("h3", "Scream Lake", "Horror"),
+    ("h4", "Dark House", "Horror"),
+    ("d1", "The Long Road", "Drama"),
+    ("n1", "Unseen Film", "Drama"),  # nobody took it: only its text can rank it
+]
+
+
+def build_recommender(models: Path) -> Path:
+    """``models/movielens``: a recommender over :data:`CATALOG` whose users take either the
+    comedies or the horror films (and the drama ``d1``), embedded by the tiny ``emb``."""
+    from llmos.apps.recommend.train import train_recommender
+    from llmos.apps.support.local import PipelineEmbedder
+    from llmos.data.interactions import Interactions, Item
+
+    items = [Item(i, title, "2020", (tag,)) for i, title, tag in CATALOG]
+    users, rows = [], []
+    for u in range(12):
+        taste = ["c1", "c2", "c3", "c4"] if u % 2 == 0 else ["h1", "h2", "h3", "h4"]
+        for item in [*taste[: 2 + u % 3], "d1"]:
+            users.append(u)
+            rows.append([x.id for x in items].index(item))
+    inter = Interactions(
+        tuple(str(u) for u in range(12)),
+        tuple(x.id for x in items),
+        np.asarray(users, np.int64),
+        np.asarray(rows, np.int64),
+        np.ones(len(rows), np.float32),
+        np.zeros(len(rows)),
+    )
+    embed = PipelineEmbedder(models / "emb")
+    return train_recommender(
+        items,
+        models / "movielens",
+        inter=inter,
+        catalog="tiny",
+        reg=1.0,
+        embed=embed,
+        encoder="emb",
+        encoder_digest=embed.name,
+    )
 
 
 def bert_config(vocab: int) -> BertConfig:
@@ -50,8 +99,8 @@ def bert_config(vocab: int) -> BertConfig:
 
 
 def build_models(root: Path, wordpiece: Path, bpe: Path) -> Path:
-    """``root/models``: cls, ner, mlm, emb, gpt (random init, seeded) and ``docs`` (an index
-    over DOCS embedded by emb)."""
+    """``root/models``: cls, ner, mlm, emb, gpt (random init, seeded), ``docs`` (an index
+    over DOCS embedded by emb) and ``movielens`` (:func:`build_recommender`)."""
     from llmos.recipes.search import build_index
 
     models = root / "models"
@@ -100,6 +149,7 @@ def build_models(root: Path, wordpiece: Path, bpe: Path) -> Path:
         encoding="utf-8",
     )
     build_index(models / "emb", corpus, models / "docs")
+    build_recommender(models)
     return models
 
 
@@ -155,7 +205,12 @@ def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     customer-service app searches with the tiny ``emb`` model)."""
     d = tmp_path_factory.mktemp("db")
     runner, server = start(
-        models_dir, f"sqlite:///{d / 'llmos.db'}", rate_limit=0, support_encoder="emb", apps_dir=d
+        models_dir,
+        f"sqlite:///{d / 'llmos.db'}",
+        rate_limit=0,
+        support_encoder="emb",
+        recommend_encoder="emb",
+        apps_dir=d,
     )
     with runner:
         yield server

@@ -333,7 +333,8 @@ def test_models_list_docs_and_metrics(live: Live) -> None:
     with live.client(live.alice) as c:
         body = c.get("/v1/models").json()
         names = {m["name"]: m for m in body["models"]}
-        assert set(names) == {"cls", "emb", "gpt", "mlm", "ner"}
+        assert set(names) == {"cls", "emb", "gpt", "mlm", "movielens", "ner"}
+        assert names["movielens"]["task"] == "recommendation"
         assert names["cls"]["labels"] == ["neg", "pos"] and names["cls"]["size_bytes"] > 0
         assert body["indexes"] == [{"name": "docs", "model": "emb", "count": 6, "dim": 32}]
         assert c.get("/docs").status_code == 200

@@ -20,7 +20,7 @@ from llmos.serve.settings import ServeSettings
 
 def test_scan_names_kinds_and_indexes(models_dir: Path) -> None:
     models, indexes = scan(models_dir)
-    assert sorted(models) == ["cls", "emb", "gpt", "mlm", "ner"]  # cls/checkpoint -> cls
+    assert sorted(models) == ["cls", "emb", "gpt", "mlm", "movielens", "ner"]
     kinds = {n: (m.task, m.capabilities) for n, m in models.items()}
     assert kinds == {
         "cls": ("classification", ("classify", "embed")),
@@ -28,6 +28,7 @@ def test_scan_names_kinds_and_indexes(models_dir: Path) -> None:
         "mlm": ("fill-mask", ("fill-mask", "embed")),
         "emb": ("embedding", ("embed",)),
         "gpt": ("generation", ("generate",)),
+        "movielens": ("recommendation", ("apps/recommend",)),
     }
     assert models["cls"].labels == ["neg", "pos"]
     assert (

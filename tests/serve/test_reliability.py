@@ -37,7 +37,7 @@ from llmos.serve import schemas as s
 from llmos.serve.app import create_app
 from serve.conftest import DOCS, NER_LABELS, Live, metric, start, wait_for_metric
 
-MODELS = ["cls", "emb", "gpt", "mlm", "ner"]  # what conftest.build_models writes
+MODELS = ["cls", "emb", "gpt", "mlm", "movielens", "ner"]  # what conftest.build_models writes
 CLS = {"model": "cls", "texts": ["今天天气很好。"]}
 LIMIT = 1 << 20  # ServeSettings.max_body_bytes by default
 
@@ -700,10 +700,12 @@ def test_no_route_addresses_another_user(live: Live) -> None:
     # The only path parameters name the caller's own things: a knowledge base is looked up by
     # name among the caller's (its entries within it), a conversation among the caller's, a
     # ticket in the queues the caller serves; tests/serve/test_support.py shows another
-    # user's are never reached.
+    # user's are never reached. An ``item`` is a catalog item, shared by every user (the
+    # recommendation app; tests/serve/test_recommend_http.py).
     params = {p for path in paths for p in re.findall(r"\{(\w+)\}", path)}
-    assert params <= {"name", "entry_id", "conversation_id", "ticket_id"}, params
-    assert all(path.startswith("/v1/apps/support/") for path in paths if "{" in path)
+    assert params <= {"name", "entry_id", "conversation_id", "ticket_id", "item"}, params
+    assert all(path.startswith("/v1/apps/") for path in paths if "{" in path)
+    assert all(p.startswith("/v1/apps/recommend/") for p in paths if "{item}" in p)
     admin_routes = [
         (method.upper(), path)
         for path, ops in paths.items()

@@ -4,7 +4,8 @@ One module per command group adds its subcommands and their handlers: :mod:`~llm
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
 (evaluate, predict, fill-mask, generate, embed, index, search), :mod:`~llmos.cli.compress`
 (convert, export, compress), :mod:`~llmos.cli.users`, :mod:`~llmos.cli.support` (the
-customer-service app) and :mod:`~llmos.cli.serve`. The flags of a command with a config
+customer-service app), :mod:`~llmos.cli.recommend` (the recommendation app) and
+:mod:`~llmos.cli.serve`. The flags of a command with a config
 dataclass are generated from it (:mod:`~llmos.cli.flags`).
 
 Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
@@ -17,7 +18,7 @@ import logging
 import sys
 
 from llmos import __version__
-from llmos.cli import compress, data, infer, serve, support, train, users
+from llmos.cli import compress, data, infer, recommend, serve, support, train, users
 from llmos.cli.flags import CommandParser
 from llmos.errors import LlmosError
 
@@ -40,6 +41,7 @@ COMMANDS = (
     compress.add_compress,
     users.add_users,
     support.add_support,
+    recommend.add_recommend,
     serve.add_serve,
 )
 

@@ -90,13 +90,18 @@ def _setup(args: argparse.Namespace) -> int:
     print(format_plan(plan(args.models, args.configs, steps), args.models), flush=True)
     if args.dry_run:
         return 0
+    from llmos.apps.recommend.demo import setup_movielens
     from llmos.recipes.convert import import_hf
     from llmos.recipes.finetune import finetune
     from llmos.recipes.pretrain import pretrain
     from llmos.recipes.trim_vocab import trim_vocab
 
     runners = Runners(
-        import_hf=import_hf, pretrain=pretrain, finetune=finetune, trim_vocab=trim_vocab
+        import_hf=import_hf,
+        pretrain=pretrain,
+        finetune=finetune,
+        trim_vocab=trim_vocab,
+        recommend=setup_movielens,
     )
     print(format_summary(run_setup(args.models, args.configs, runners, steps)))
     if args.demo_user:

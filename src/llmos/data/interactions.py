@@ -17,6 +17,7 @@ kept in ``users`` / ``items``); the models and the metrics work on those numbers
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +214,47 @@ def read_atomic_items(path: str | Path) -> dict[str, Item]:
             tuple(cells[tag_col].split()) if tag_col else (),
         )
     return out
+
+
+def read_jsonl_items(path: str | Path) -> list[Item]:
+    """A JSONL catalog: one ``{"id", "title", "text", "tags"}`` object a line (``text`` and
+    ``tags`` optional; an integer id is read as a string). A malformed line, an unknown field
+    or an id seen before is a :class:`~llmos.errors.DataError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+        item = row.get("id")
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        title, text, tags = row.get("title"), row.get("text", ""), row.get("tags", [])
+        if not isinstance(item, str) or not item.strip():
+            raise DataError(f"{path}:{lineno}: 'id' must be a non-empty string")
+        if not isinstance(title, str) or not title.strip():
+            raise DataError(f"{path}:{lineno}: 'title' must be a non-empty string")
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: 'text' must be a string")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise DataError(f"{path}:{lineno}: 'tags' must be a list of strings")
+        unknown = sorted(set(row) - {"id", "title", "text", "tags"})
+        if unknown:
+            raise DataError(
+                f"{path}:{lineno}: unknown field {unknown[0]!r} (expected id, title, text, tags)"
+            )
+        if item.strip() in seen:
+            raise DataError(f"{path}:{lineno}: item id {item!r} appears twice")
+        seen.add(item.strip())
+        items.append(Item(item.strip(), title.strip(), text, tuple(tags)))
+    if not items:
+        raise DataError(f"{path}: no items")
+    return items

@@ -58,19 +58,21 @@ class Step:
     Attributes:
         name: the tokenizer's name under ``$LLMOS_HOME/tokenizers``, or the model's directory
             under the models directory (the name the server gives it).
-        kind: ``tokenizer``, ``pretrain``, ``finetune``, ``import`` (``llmos convert``) or
-            ``trim`` (``llmos compress trim-vocab``).
+        kind: ``tokenizer``, ``pretrain``, ``finetune``, ``import`` (``llmos convert``),
+            ``trim`` (``llmos compress trim-vocab``) or ``recommend`` (the recommendation app's
+            MovieLens model, ``llmos recommend train``).
         minutes: how long it took on the reference machine (2 cores; docs/BENCHMARKS.md).
         config: the YAML file under the configs directory (training and trim steps; a trim
             step's file holds :class:`~llmos.config.trim_vocab.TrimVocabConfig`'s fields).
-        init: the step whose checkpoint a fine-tune starts from, or a trim step trims.
+        init: the step whose checkpoint a fine-tune starts from, a trim step trims, or a
+            recommend step embeds its catalog with.
         source: ``KIND:CORPUS:VOCAB`` of a tokenizer, or the packaged model (or Hugging Face
             directory) an import reads; a trim step with a source imports it into a scratch
             directory first and keeps only the trimmed model.
     """
 
     name: str
-    kind: Literal["tokenizer", "pretrain", "finetune", "import", "trim"]
+    kind: Literal["tokenizer", "pretrain", "finetune", "import", "trim", "recommend"]
     minutes: float
     config: str | None = None
     init: str | None = None
@@ -88,6 +90,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
     Step("support-en", "finetune", 3.6, config="support-en.yaml", init="minilm"),
+    Step("movielens", "recommend", 0.3, init="e5-zh"),
     Step("gpt-zh", "pretrain", 5.0, config="gpt-zh.yaml"),
 )
 
@@ -116,14 +119,16 @@ def steps_with(names: Sequence[str] = ()) -> tuple[Step, ...]:
 @dataclass(frozen=True)
 class Runners:
     """The recipes the steps run, given by the caller (``llmos setup`` passes
-    ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain``, ``recipes.finetune.finetune``
-    and ``recipes.trim_vocab.trim_vocab``): ``import_hf(source, out)``, ``pretrain(cfg,
-    resume=True)``, ``finetune(cfg, resume=True)``, ``trim_vocab(cfg)``."""
+    ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain``, ``recipes.finetune.finetune``,
+    ``recipes.trim_vocab.trim_vocab`` and ``apps.recommend.demo.setup_movielens``):
+    ``import_hf(source, out)``, ``pretrain(cfg, resume=True)``, ``finetune(cfg, resume=True)``,
+    ``trim_vocab(cfg)``, ``recommend(out, encoder)``."""
 
     import_hf: Callable[[str, Path], Any]
     pretrain: Callable[..., Any]
     finetune: Callable[..., Any]
     trim_vocab: Callable[[Any], Any]
+    recommend: Callable[[Path, Path], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,10 @@ def build(
         runners.import_hf(str(step.source), models / step.name)
     elif step.kind == "trim":
         _trim(step, models, configs, outputs, runners)
+    elif step.kind == "recommend":
+        if runners.recommend is None:
+            raise LlmosError(f"step {step.name!r} needs a recommend runner")
+        runners.recommend(models / step.name / "checkpoint", outputs[str(step.init)])
     elif step.kind == "pretrain":
         from llmos.config import PretrainConfig, load_config
 
@@ -359,6 +368,16 @@ def headline_metric(step: Step, output: Path) -> str:
         return f"{len(vocab):,} tokens"
     if step.kind == "import":
         return "imported"
+    if step.kind == "recommend":
+        try:
+            task = json.loads((output / "task.json").read_text(encoding="utf-8"))
+            m = task["evaluation"]
+            return (
+                f"{task['trained_on']['interactions']:,} interactions; RecBole protocol: "
+                f"recall@10 {m['recall@10']:.4f}, NDCG@10 {m['ndcg@10']:.4f}"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return "no evaluation in task.json"
     if step.kind == "trim":
         try:
             trimmed = json.loads((output / TRIM_REPORT).read_text(encoding="utf-8"))

@@ -36,6 +36,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmos import __version__
+from llmos.apps.recommend import routes as recommend_routes
+from llmos.apps.recommend.service import NoRecommender, RecommendService
 from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
@@ -256,6 +258,37 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
+def _recommend_service(srv: Server, loop: asyncio.AbstractEventLoop) -> RecommendService:
+    """The recommendation app over the served recommender ``--recommend-model``; wishes are
+    embedded by ``--recommend-encoder``'s batcher (when that model is served)."""
+    settings = srv.settings
+    name = settings.recommend_model
+
+    def locate() -> Path:
+        try:
+            entry = srv.registry.entry(name)
+        except UnknownModel:
+            raise NoRecommender(f"no recommender named {name!r} in the models directory") from None
+        if entry.task != "recommendation":
+            raise NoRecommender(f"model {name!r} is a {entry.task} model, not a recommender")
+        return entry.path
+
+    embedder = BatcherEmbedder(srv, settings.recommend_encoder, loop)
+
+    def embed(texts: list[str], kind: str) -> Any:
+        if settings.recommend_encoder not in srv.registry.models:
+            raise LlmosError(
+                f"the wish needs the embedding model {settings.recommend_encoder!r}, which is "
+                "not served"
+            )
+        return embedder(texts, kind)
+
+    def digest() -> str | None:
+        return embedder.name if settings.recommend_encoder in srv.registry.models else None
+
+    return RecommendService(srv.store, locate, embed, digest)
+
+
 def create_app(settings: ServeSettings | None = None, store: Store | None = None) -> FastAPI:
     """The llmos HTTP app. ``store`` defaults to ``Store(settings.database_url)``, opened at
     startup."""
@@ -285,6 +318,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             nlu=BatcherNlu(srv, nlu, loop),
             domain=domain,
         )
+        srv.recommend = _recommend_service(srv, loop)
         app.state.server = srv
         srv.ready = True
         try:
@@ -307,7 +341,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     )
     _install_handlers(app, metrics)
     _install_docs(app)
-    for module in (models, inference, users, support_routes):
+    for module in (models, inference, users, support_routes, recommend_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmos.checkpoint.io import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, read_checkpoint
+from llmos.checkpoint.recommender import ITEMS_FILE, is_recommender, read_items
 from llmos.checkpoint.task import Classification, MaskedLM, Tagging
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.onnx import ONNX_FILE
@@ -33,6 +34,7 @@ CAPABILITIES = {
     "fill-mask": ("fill-mask", "embed"),
     "generation": ("generate",),
     "instruct": ("generate",),
+    "recommendation": ("apps/recommend",),  # loaded by the recommendation app, not a batcher
 }
 ZH_PROBE = "今天天气很好，我们一起去公园散步，然后在附近的饭店吃午饭。"
 
@@ -114,6 +116,8 @@ def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:
         CheckpointError: the directory cannot be read as a checkpoint, or its task does not fit
             its model.
     """
+    if is_recommender(path):
+        return _describe_recommender(name, path, hidden)
     ckpt = read_checkpoint(path)
     kind = _kind(ckpt)
     weights = path / WEIGHTS_FILE if (path / WEIGHTS_FILE).is_file() else path / ONNX_FILE
@@ -131,6 +135,28 @@ def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:
         quantization=getattr(ckpt.config, "quantization", None),
         max_length=ckpt.max_length,
         onnx=weights.name == ONNX_FILE,
+        hidden=hidden,
+    )
+
+
+def _describe_recommender(name: str, path: Path, hidden: bool) -> ModelEntry:
+    """A recommender checkpoint's entry (``llmos.checkpoint.recommender``): its catalog file
+    is read (a broken one is skipped here rather than failing at first use), not its weights;
+    it has no input length (``max_length`` 0)."""
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no {WEIGHTS_FILE}")
+    read_items(path / ITEMS_FILE)
+    return ModelEntry(
+        name=name,
+        path=path,
+        task="recommendation",
+        model_type="item-recommender",
+        labels=None,
+        language="any",
+        size_bytes=weights.stat().st_size,
+        quantization=None,
+        max_length=0,
         hidden=hidden,
     )
 

@@ -26,6 +26,7 @@ from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store, hash_key
 
 if TYPE_CHECKING:
+    from llmos.apps.recommend.service import RecommendService
     from llmos.apps.support.service import SupportService
 
 
@@ -120,6 +121,7 @@ class Server:
     started: float = field(default_factory=time.time)
     ready: bool = False
     support: SupportService | None = None  # the customer-service app
+    recommend: RecommendService | None = None  # the recommendation app
 
 
 async def server(request: Request) -> Server:

@@ -119,6 +119,11 @@ class Registry:
             return await self._load(entry)
 
     async def _load(self, entry: ModelEntry) -> Loaded:
+        if entry.task == "recommendation":
+            raise LlmosError(
+                f"model {entry.name!r} is a recommender: the recommendation app "
+                "(/v1/apps/recommend) reads it, no /v1 inference route does"
+            )
         if entry.size_bytes > self.budget:
             raise LlmosError(
                 f"model {entry.name!r} needs {entry.size_bytes / 2**20:.0f} MiB, more than the "

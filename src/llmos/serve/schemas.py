@@ -40,7 +40,8 @@ class ErrorBody(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     task: str = Field(
-        description="classification, tagging, embedding, fill-mask, generation, instruct"
+        description="classification, tagging, embedding, fill-mask, generation, instruct, "
+        "recommendation"
     )
     capabilities: list[str] = Field(description="the /v1 routes this model answers")
     labels: list[str] | None

@@ -55,6 +55,10 @@ class ServeSettings:
         support_nlu_en: the same for English messages (``configs/finetune/support-en.yaml``).
         support_domain: the domain file (what each intent does: forms, hand-offs, few-shot
             intents); default: the packaged demo domain.
+        recommend_model: the served recommender checkpoint the recommendation app answers
+            with (``llmos recommend train`` / ``llmos setup`` build ``movielens``).
+        recommend_encoder: the served embedding model that reads users' free-text wishes; it
+            must be the one that embedded the recommender's catalog (``e5-zh``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
     """
@@ -82,6 +86,8 @@ class ServeSettings:
     support_nlu_zh: str = "support-zh"
     support_nlu_en: str = "support-en"
     support_domain: Path | None = None
+    recommend_model: str = "movielens"
+    recommend_encoder: str = "e5-zh"
     apps_dir: Path | None = None
 
     def __post_init__(self) -> None:

@@ -203,6 +203,45 @@ class Store:
             s.flush()
             return row.id
 
+    def add_catalog_events(
+        self, user_id: int, catalog: str, events: list[tuple[str, str, float | None]]
+    ) -> list[int]:
+        """Record a user's ``(kind, item, value)`` events on a recommendation catalog's items,
+        all in one transaction; their ids in order."""
+        check_text(Event.catalog.expression, catalog)
+        for kind, item, _ in events:
+            check_text(Event.kind.expression, kind)
+            check_text(Event.item.expression, item)
+        with self.session.begin() as s:
+            rows = [
+                Event(user_id=user_id, kind=k, item=i, value=v, catalog=catalog)
+                for k, i, v in events
+            ]
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def catalog_events(self, user_id: int, catalog: str, limit: int = 10_000) -> list[Event]:
+        """A user's last ``limit`` events on a catalog's items, oldest first."""
+        q = (
+            select(Event)
+            .where(Event.user_id == user_id, Event.catalog == catalog)
+            .order_by(Event.id.desc())
+            .limit(limit)
+        )
+        with self.session() as s:
+            return list(reversed(list(s.scalars(q))))
+
+    def all_catalog_events(self, catalog: str) -> dict[int, list[Event]]:
+        """Every user's events on a catalog, oldest first, by user id: what ``llmos recommend
+        train --from-store`` learns from. No route calls it (it reads every user's rows)."""
+        q = select(Event).where(Event.catalog == catalog).order_by(Event.user_id, Event.id)
+        out: dict[int, list[Event]] = {}
+        with self.session() as s:
+            for e in s.scalars(q):
+                out.setdefault(e.user_id, []).append(e)
+        return out
+
     def events(self, user_id: int, kind: str | None = None, limit: int = 100) -> list[Event]:
         """A user's newest events first."""
         q = select(Event).where(Event.user_id == user_id)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -85,6 +86,7 @@ class Event(Base):
     """A user's interaction with an item or a text (a click, a rating, a query)."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_user_catalog", "user_id", "catalog"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -92,6 +94,8 @@ class Event(Base):
     item: Mapped[str | None] = mapped_column(String(200), nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The recommendation app's catalog the item belongs to (None for other events).
+    catalog: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
 

@@ -6,6 +6,7 @@ import { busy, clearError, field, h, showError } from "./ui.js";
 import { admin } from "./admin.js";
 import * as pages from "./pages.js";
 import { profile } from "./profile.js";
+import { recommend } from "./recommend.js";
 import { support } from "./support.js";
 import { chat, queue } from "./desk.js";
 
@@ -19,6 +20,7 @@ const routes = {
   support: ["Knowledge bases", support],
   chat: ["Support chat", chat],
   queue: ["Queue", queue],
+  recommend: ["For you", recommend],
   profile: ["Profile", profile],
   admin: ["Admin", admin],
 };

@@ -1,0 +1,218 @@
+"""The recommendation app live: adaptation to new events without retraining, and top-10 over
+HTTP.
+
+    python bench/recommend_live.py                          # runs/movielens (llmos setup)
+    python bench/recommend_live.py --users 300 --clients 1,16 --seconds 15
+
+**Live adaptation** (in process, ML-100K, the app's own engine): for --users users drawn with
+a seed among those with at least 30 ratings, their last 6 ratings by time are held out and
+EASE (reg 400, as the app) is fitted on every other rating. Each user's 6th held-out film is
+the target; *before*: the list from their earlier ratings only; *after*: the same model, the
+user's first 5 held-out ratings added as ``like`` events (folded in as the server does, no
+refit). Reported: hit@10 and NDCG@10 of the target, before and after, and the lift. The same
+for a popularity list as a floor.
+
+**Serving** (``llmos serve`` in a subprocess, its own SQLite store, rate limit off; a models
+directory of links to the recommender and its encoder): --http-users users each record 20
+random likes over HTTP, then wrk (as bench/serve_load.py: one C thread, keep-alive, closed
+loop) sends ``GET /v1/apps/recommend?k=10`` cycling through the users' keys, at each client
+count; then ``GET /v1/apps/recommend/similar/{item}``; first, as the floor of any route,
+``GET /v1/me`` (authentication and a JSON answer). Reported: requests/s and p50/p95/p99.
+Target (issue 18): p95 <= 30 ms at 1 client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_load import WRK_SCRIPT, LiveServer, _wait_ready, http, run_wrk, stop
+
+import llmos
+from llmos.apps.recommend.demo import movielens_files
+from llmos.apps.recommend.engine import Act, Recommender, fold
+from llmos.apps.recommend.train import read_catalog
+from llmos.checkpoint.recommender import RecommenderCheckpoint
+from llmos.data.interactions import read_inter
+from llmos.models.itemitem import EASE
+from llmos.serve.testing import free_port
+from llmos.store.db import Store
+
+GET_SCRIPT = WRK_SCRIPT.replace(
+    'return wrk.format("POST", "/v1/classify", nil, bodies[next_body])',
+    'local key, path = bodies[next_body]:match("(%S+) (%S+)")\n'
+    '  return wrk.format("GET", path, {Authorization = "Bearer " .. key})',
+)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def adaptation(args: argparse.Namespace) -> None:
+    items_file, inter_file = movielens_files()
+    items, inter = read_catalog(items_file), read_inter(inter_file)
+    index = {item.id: i for i, item in enumerate(items)}
+    col = np.array([index[x] for x in inter.items])[inter.item]
+    by_user: dict[int, list[int]] = {}
+    for row in np.lexsort((inter.timestamp, inter.user)):
+        by_user.setdefault(int(inter.user[row]), []).append(row)
+    eligible = sorted(u for u, rows in by_user.items() if len(rows) >= 30)
+    users = random.Random(args.seed).sample(eligible, min(args.users, len(eligible)))
+    held = {u: by_user[u][-6:] for u in users}
+    keep = np.ones(len(inter), bool)
+    for rows in held.values():
+        keep[rows] = False
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (inter.user[keep], col[keep])),
+        shape=(inter.num_users, len(items)),
+    )
+    x.data[:] = 1
+    started = time.perf_counter()
+    weights = {
+        "ease.weight": EASE.fit(x, reg=400.0).weight,
+        "popularity.counts": torch.from_numpy(np.asarray(x.sum(0)).ravel()).float(),
+    }
+    fit_s = time.perf_counter() - started
+    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}))
+    pop_rank = torch.argsort(weights["popularity.counts"], descending=True).tolist()
+    out = {k: [] for k in ("before", "after", "pop_before", "pop_after")}
+    for u in users:
+        history = [Act("like", items[col[r]].id) for r in by_user[u][:-6]]
+        session = [Act("like", items[col[r]].id) for r in held[u][:5]]
+        target = items[col[held[u][5]]].id
+        for name, acts in (("before", history), ("after", history + session)):
+            taste = fold(acts)
+            top = [r.item.id for r in rec.recommend(taste, 10)]
+            out[name].append(top.index(target) + 1 if target in top else 0)
+            seen = taste.seen
+            pop = [items[i].id for i in pop_rank if items[i].id not in seen][:10]
+            out[f"pop_{name}"].append(pop.index(target) + 1 if target in pop else 0)
+
+    def hit(ranks: list[int]) -> float:
+        return float(np.mean([r > 0 for r in ranks]))
+
+    def ndcg(ranks: list[int]) -> float:
+        return float(np.mean([1 / np.log2(r + 1) if r else 0.0 for r in ranks]))
+
+    print(f"\n## Live adaptation: {len(users)} users, EASE fitted in {fit_s:.1f} s\n")
+    print("| list | hit@10 before | hit@10 after 5 events | lift | NDCG@10 before | after |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, b, a in (
+        ("EASE, events folded in", "before", "after"),
+        ("popularity", "pop_before", "pop_after"),
+    ):
+        hb, ha = hit(out[b]), hit(out[a])
+        lift = f"{(ha / hb - 1) * 100:+.1f} %" if hb else "-"
+        print(
+            f"| {label} | {hb:.4f} | {ha:.4f} | {lift} | {ndcg(out[b]):.4f} | {ndcg(out[a]):.4f} |"
+        )
+
+
+@contextlib.contextmanager
+def server(work: Path, models: Path) -> Iterator[LiveServer]:
+    env = dict(os.environ, LLMOS_DATABASE_URL=f"sqlite:///{work / 'store.db'}")
+    port = free_port()
+    cmd = [sys.executable, "-m", "llmos", "serve", "--models", str(models), "--port", str(port)]
+    cmd += ["--rate-limit", "0", "--apps-dir", str(work / "apps")]
+    log_path = work / "serve.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    srv = LiveServer("recommend", proc, port, "", log_path)
+    try:
+        _wait_ready(srv, timeout=120)
+        yield srv
+    finally:
+        stop(proc)
+
+
+def serving(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="rec-bench-") as tmp:
+        work = Path(tmp)
+        models = work / "models"
+        models.mkdir()
+        (models / "movielens").symlink_to(Path(args.model).resolve())
+        if Path(args.encoder).is_dir():
+            (models / "e5-zh").symlink_to(Path(args.encoder).resolve())
+        store = Store(f"sqlite:///{work / 'store.db'}")
+        keys = [store.create_user(f"u{i}")[1] for i in range(args.http_users)]
+        store.close()
+        ids = [
+            json.loads(line)["id"]
+            for line in (Path(args.model) / "items.jsonl").read_text().splitlines()
+        ]
+        rng = random.Random(args.seed)
+        with server(work, models) as srv:
+            for key in keys:
+                events = [{"kind": "like", "item": i} for i in rng.sample(ids, 20)]
+                status, raw = http(f"{srv.url}/v1/apps/recommend/events", {"events": events}, key)
+                assert status == 201, raw
+            script = work / "get.lua"
+            script.write_text(GET_SCRIPT)
+            print(f"\n## Serving: {args.http_users} users, {args.seconds} s per row\n")
+            print("| route | clients | req/s | p50 ms | p95 ms | p99 ms | errors |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            routes = {
+                "GET /v1/me (the server's floor)": lambda k, i: "/v1/me",
+                "GET /v1/apps/recommend?k=10": lambda k, i: "/v1/apps/recommend?k=10",
+                "GET /v1/apps/recommend/similar/{item}": lambda k, i: (
+                    f"/v1/apps/recommend/similar/{ids[i % len(ids)]}?k=10"
+                ),
+            }
+            for route, path in routes.items():
+                lines = work / "paths.txt"
+                lines.write_text("".join(f"{k} {path(k, i)}\n" for i, k in enumerate(keys)))
+                for clients in args.clients:
+                    r = run_wrk(srv, clients, args.seconds, script, lines)
+                    secs = r["duration_us"] / 1e6
+                    errors = r["non2xx"] + r["socket_errors"] + r["timeouts"]
+                    print(
+                        f"| {route} | {clients} | {(r['requests'] - r['non2xx']) / secs:.0f} | "
+                        f"{r['p50_us'] / 1000:.1f} | {r['p95_us'] / 1000:.1f} | "
+                        f"{r['p99_us'] / 1000:.1f} | {errors} |"
+                    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="runs/movielens/checkpoint")
+    ap.add_argument("--encoder", default="runs/e5-zh")
+    ap.add_argument("--users", type=int, default=300, help="users of the adaptation measure")
+    ap.add_argument("--http-users", type=int, default=32)
+    ap.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (adaptation)")
+    ap.add_argument("--skip-serving", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"# llmos {llmos.__version__}, torch {torch.__version__}, {cpu_name()}, "
+        f"{os.cpu_count()} cores"
+    )
+    adaptation(args)
+    if not args.skip_serving:
+        serving(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The recommendation app: catalog, events, profiles, recommendations (issue 18)."""

@@ -1,0 +1,371 @@
+"""The recommender a user talks to: a trained checkpoint plus the user's own events, no HTTP.
+
+A user's events fold into a *taste* (:func:`fold`): what they liked, disliked, hid and saw.
+The next recommendation is computed from it on every request, so an event changes the next
+list at once, without retraining:
+
+- **personal** (EASE, Steck 2019): the user's row of item weights times the item-item matrix.
+  A user the model never saw is *folded in* this way exactly like a training user; a dislike
+  enters the row with a negative weight, so items like it sink.
+- **wish** (onboarding, or a request's free text, e.g. "想看轻松的喜剧"): the cosine between the
+  wish's embedding (as an E5 query) and the items' text vectors (E5 passages).
+- **tags**: the user's chosen interests raise the items that carry them.
+- **popularity** (counts, time-decayed when the model was trained so): the floor for a user
+  with nothing else, and a small prior under the wish.
+
+Each signal is standardised over the catalog (zero mean, unit variance) and scaled so that its
+best item scores 1, so they add on one scale. The weights (:data:`WISH_WEIGHT` ...) are design
+choices: a chosen interest counts fully for a new user and little once their events speak.
+
+Filters run before the ranking: items already seen, hidden, disliked or excluded, and items
+with a blocked tag, never come back; ``tags`` restricts the list to items with one of them.
+``diversity`` re-ranks the candidates by maximal marginal relevance over the items' tags.
+Every result says why it is there (``reason``), from the signal that gave it the most.
+
+Event weights (:data:`WEIGHTS`): ``like``, ``view`` and a ``rate`` of 3 or more are a full
+positive (a MovieLens rating, what the model was trained on, means "watched it"), ``click``
+half of one, ``dislike`` and a ``rate`` below 3 a negative; ``hide`` removes the item and adds
+nothing. The latest explicit event (like, dislike, rate, hide) of an item wins; a view or click
+never overrides one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from llmos.checkpoint.recommender import RecommenderCheckpoint
+from llmos.data.interactions import Item
+
+KINDS = ("view", "click", "rate", "like", "dislike", "hide")
+EXPLICIT = {"like", "dislike", "rate", "hide"}
+WEIGHTS = {"view": 1.0, "click": 0.5, "like": 1.0, "dislike": -1.0, "hide": 0.0}
+GOOD_RATING = 3.0
+WISH_WEIGHT = 1.0  # the wish's standardised cosine, next to the personal score's
+TAG_WEIGHT = 1.0  # per chosen interest an item carries, for a user without history
+TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
+POP_PRIOR = 0.3  # popularity under a wish or tags (no personal score)
+MMR_POOL = 100  # candidates the diversity re-ranking chooses from
+
+Embed = Callable[[list[str], str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Act:
+    """One event of a user on an item of the catalog."""
+
+    kind: str
+    item: str
+    value: float | None = None
+
+
+@dataclass
+class Taste:
+    """What a user's events say: an input weight per item, what never to show again, the
+    positive items newest first."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    hidden: set[str] = field(default_factory=set)
+    recent: list[str] = field(default_factory=list)
+
+
+def weight(act: Act) -> float:
+    """The input weight of one event (see the module docstring)."""
+    if act.kind == "rate":
+        return 1.0 if (act.value if act.value is not None else 0.0) >= GOOD_RATING else -1.0
+    return WEIGHTS[act.kind]
+
+
+def fold(acts: Iterable[Act]) -> Taste:
+    """A user's events, oldest first, folded into a :class:`Taste`."""
+    taste = Taste()
+    explicit: set[str] = set()
+    for act in acts:
+        if act.kind not in KINDS:
+            continue  # other apps' events share the table
+        taste.seen.add(act.item)
+        w = weight(act)
+        if act.kind in EXPLICIT:
+            explicit.add(act.item)
+            taste.weights[act.item] = w
+            if act.kind == "hide":
+                taste.hidden.add(act.item)
+            else:
+                taste.hidden.discard(act.item)
+        elif act.item not in explicit:
+            taste.weights[act.item] = max(taste.weights.get(act.item, 0.0), w)
+        if taste.weights.get(act.item, 0.0) > 0:
+            if act.item in taste.recent:
+                taste.recent.remove(act.item)
+            taste.recent.insert(0, act.item)
+        elif act.item in taste.recent:
+            taste.recent.remove(act.item)
+    return taste
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item: Item
+    score: float
+    reason: str
+    source: str  # personal | wish | tags | popular
+
+
+def _standard(x: torch.Tensor) -> torch.Tensor:
+    """``x`` standardised, then divided by its largest value: every signal's best item scores
+    1, so a heavy-tailed signal (EASE's) does not drown the others."""
+    std = x.std()
+    if not float(std) > 0:
+        return torch.zeros_like(x)
+    z = (x - x.mean()) / std
+    return z / z.max()
+
+
+class Recommender:
+    """A recommender checkpoint, ready to answer (see the module docstring)."""
+
+    def __init__(self, ckpt: RecommenderCheckpoint) -> None:
+        self.catalog = ckpt.catalog
+        self.meta = ckpt.meta
+        self.items = ckpt.items
+        self.index = {item.id: i for i, item in enumerate(self.items)}
+        self.ease = ckpt.weights["ease.weight"].float()
+        self.counts = ckpt.weights["popularity.counts"].float()
+        content = ckpt.weights.get("content.vectors")
+        self.content = (
+            torch.nn.functional.normalize(content.float(), dim=-1) if content is not None else None
+        )
+        self.tags = [frozenset(item.tags) for item in self.items]
+        # (items,) bool per tag: the filters and the interests are a few vector operations
+        # per request, not a Python loop over the catalog.
+        self.tag_mask: dict[str, torch.Tensor] = {}
+        for i, item in enumerate(self.items):
+            for t in item.tags:
+                self.tag_mask.setdefault(t, torch.zeros(self.num_items, dtype=torch.bool))[i] = True
+        self.popular = _standard(torch.log1p(self.counts))
+        self.query_prefix = str(self.meta.get("query_prefix", ""))
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def _any_tag(self, tags: Iterable[str]) -> torch.Tensor:
+        """(items,) bool: the items with one of ``tags``."""
+        out = torch.zeros(self.num_items, dtype=torch.bool)
+        for t in set(tags):
+            if t in self.tag_mask:
+                out |= self.tag_mask[t]
+        return out
+
+    def row(self, taste: Taste) -> torch.Tensor:
+        """The user's (items,) input row: each known item's weight."""
+        x = torch.zeros(self.num_items)
+        for item, w in taste.weights.items():
+            i = self.index.get(item)
+            if i is not None:
+                x[i] = w
+        return x
+
+    def _signals(
+        self, taste: Taste, wish: torch.Tensor | None, interests: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Each signal's standardised (items,) scores, those the user has."""
+        out: dict[str, torch.Tensor] = {}
+        x = self.row(taste)
+        if bool((x > 0).any()):
+            out["personal"] = _standard(x @ self.ease)
+        if wish is not None and self.content is not None:
+            out["wish"] = WISH_WEIGHT * _standard(self.content @ wish)
+        if interests:
+            chosen = set(interests)
+            w = TAG_WEIGHT_WITH_HISTORY if "personal" in out else TAG_WEIGHT
+            counts = torch.zeros(self.num_items)
+            for t in chosen:
+                if t in self.tag_mask:
+                    counts += self.tag_mask[t].float()
+            out["tags"] = w * counts
+        if "personal" not in out:
+            out["popular"] = (POP_PRIOR if out else 1.0) * self.popular
+        return out
+
+    def allowed(
+        self,
+        taste: Taste,
+        exclude: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        blocked_tags: Iterable[str] = (),
+    ) -> torch.Tensor:
+        """(items,) bool: what may be recommended (see the filters in the module docstring)."""
+        ok = torch.ones(self.num_items, dtype=torch.bool)
+        for item in (*taste.seen, *exclude):
+            i = self.index.get(item)
+            if i is not None:
+                ok[i] = False
+        blocked, wanted = set(blocked_tags), set(tags)
+        if blocked:
+            ok &= ~self._any_tag(blocked)
+        if wanted:
+            ok &= self._any_tag(wanted)
+        return ok
+
+    def recommend(
+        self,
+        taste: Taste,
+        k: int = 10,
+        *,
+        wish: torch.Tensor | None = None,
+        wish_text: str = "",
+        interests: Sequence[str] = (),
+        exclude: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        blocked_tags: Iterable[str] = (),
+        diversity: float = 0.0,
+    ) -> list[Recommendation]:
+        """The best ``k`` items for the user, each with its reason."""
+        signals = self._signals(taste, wish, interests)
+        total = torch.stack(list(signals.values())).sum(0)
+        ok = self.allowed(taste, exclude, tags, blocked_tags)
+        total = total.masked_fill(~ok, -torch.inf)
+        n = int(ok.sum())
+        if n == 0 or k <= 0:
+            return []
+        pool = torch.topk(total, min(n, max(k, MMR_POOL) if diversity > 0 else k)).indices
+        chosen = mmr(pool.tolist(), total, self.tags, k, diversity)
+        because = self._because(taste, chosen)
+        return [
+            Recommendation(
+                self.items[i], float(total[i]), *self._reason(i, signals, because, wish_text)
+            )
+            for i in chosen
+        ]
+
+    def _because(self, taste: Taste, chosen: list[int]) -> dict[int, Item]:
+        """For each chosen item that a liked item contributes to positively, the liked item
+        that contributes most (``weight * B[liked, item]``)."""
+        liked = [(self.index[x], w) for x, w in taste.weights.items() if w > 0 and x in self.index]
+        if not liked or not chosen:
+            return {}
+        rows = torch.tensor([j for j, _ in liked])
+        w = torch.tensor([w for _, w in liked])
+        contrib = w[:, None] * self.ease[rows][:, chosen]  # (liked, chosen)
+        best, arg = contrib.max(0)
+        return {
+            i: self.items[int(rows[a])]
+            for i, b, a in zip(chosen, best.tolist(), arg.tolist(), strict=True)
+            if b > 0
+        }
+
+    def _reason(
+        self, i: int, signals: dict[str, torch.Tensor], because: dict[int, Item], wish_text: str
+    ) -> tuple[str, str]:
+        """Why item ``i`` is in the list: the signal that gave it the most, if that is
+        positive; for the personal signal, the liked item that contributed most
+        (:meth:`_because`), if one did; else that it is popular."""
+        source = max(signals, key=lambda s: float(signals[s][i]))
+        if float(signals[source][i]) > 0:
+            if source == "personal" and i in because:
+                return f"because you liked {because[i].title}", source
+            if source == "wish" and wish_text:
+                return f"matches “{wish_text}”", source
+            if source == "tags":
+                return f"in your interests: {', '.join(sorted(self.tags[i]))}", source
+        item_tags = self.items[i].tags
+        return (f"popular in {item_tags[0]}" if item_tags else "popular now"), "popular"
+
+    def similar(self, item: str, k: int = 10) -> list[Recommendation]:
+        """The items most like ``item``: first those its EASE row scores positive (what people
+        who took it took), best first; then the rest by their text's cosine to it (by
+        popularity without text vectors). Each says which it is."""
+        i = self.index[item]
+        title = self.items[i].title
+        row = self.ease[i].clone()
+        row[i] = -torch.inf
+        positive = row > 0
+        people = torch.topk(row, min(k, int(positive.sum()))).indices.tolist()
+        if self.content is not None:
+            other, source = self.content @ self.content[i], "content"
+            reason = f"like {title} in its description"
+        else:
+            other, source, reason = self.popular.clone(), "popular", "popular now"
+        other = other.masked_fill(positive, -torch.inf)
+        other[i] = -torch.inf
+        rest = torch.topk(other, min(k - len(people), self.num_items - 1 - int(positive.sum())))
+        liked = f"people who liked {title} liked it"
+        out = [Recommendation(self.items[j], float(row[j]), liked, "personal") for j in people]
+        out += [
+            Recommendation(self.items[j], float(other[j]), reason, source)
+            for j in rest.indices.tolist()
+        ]
+        return out
+
+    def search(self, query: str, k: int = 20) -> list[Item]:
+        """Catalog items whose title, text or tags contain every word of ``query`` (case
+        ignored), the most popular first."""
+        words = query.casefold().split()
+        hits = [
+            i
+            for i, item in enumerate(self.items)
+            if all(w in f"{item.title} {item.text} {' '.join(item.tags)}".casefold() for w in words)
+        ]
+        hits.sort(key=lambda i: -float(self.counts[i]))
+        return [self.items[i] for i in hits[:k]]
+
+    def profile(self, taste: Taste, top: int = 5) -> dict[str, list]:
+        """What the user's events show: their top tags (positive weights summed per tag), the
+        recent positive items, and what they disliked or hid."""
+        tag_weight: Counter[str] = Counter()
+        for item, w in taste.weights.items():
+            i = self.index.get(item)
+            if i is not None and w > 0:
+                for t in self.items[i].tags:
+                    tag_weight[t] += w
+        known = [self.items[self.index[x]] for x in taste.recent if x in self.index]
+        disliked = [x for x, w in taste.weights.items() if w < 0 and x in self.index]
+        return {
+            "top_tags": [[t, round(w, 3)] for t, w in tag_weight.most_common(top)],
+            "recent": known[:top],
+            "disliked": [self.items[self.index[x]] for x in disliked][:top],
+            "hidden": [self.items[self.index[x]] for x in taste.hidden if x in self.index][:top],
+        }
+
+
+def mmr(
+    pool: list[int],
+    scores: torch.Tensor,
+    tags: Sequence[frozenset[str]],
+    k: int,
+    diversity: float,
+) -> list[int]:
+    """Maximal marginal relevance (Carbonell & Goldstein, 1998) over ``pool`` (best first):
+    each pick maximises ``(1 - diversity) * relevance - diversity * (the largest tag overlap,
+    Jaccard, with an item already picked)``, relevance being the score min-max scaled over the
+    pool. ``diversity`` 0 keeps the order of the scores."""
+    if not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+    if diversity == 0 or len(pool) <= 1:
+        return pool[:k]
+    s = scores[pool]
+    rel = (s - s.min()) / (s.max() - s.min()) if float(s.max() - s.min()) > 0 else s * 0 + 1
+    relevance = dict(zip(pool, rel.tolist(), strict=True))
+    chosen: list[int] = []
+    left = list(pool)
+    while left and len(chosen) < k:
+
+        def gain(i: int) -> float:
+            overlap = max((_jaccard(tags[i], tags[j]) for j in chosen), default=0.0)
+            return (1 - diversity) * relevance[i] - diversity * overlap
+
+        best = max(left, key=gain)
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0

@@ -1,0 +1,150 @@
+"""``/v1/apps/recommend``: the recommendation app over HTTP.
+
+Every route acts for the caller: their events, their onboarding choices, their list. The
+catalog (items, tags, similar items) is shared by every user of the server; no route reads or
+writes another user's events.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from llmos.apps.recommend import schemas as s
+from llmos.apps.recommend.service import (
+    NoRecommender,
+    Preferences,
+    RecommendService,
+    UnknownItem,
+)
+from llmos.data.interactions import Item
+from llmos.errors import LlmosError
+from llmos.serve.deps import ApiError, ServerDep, UserDep
+
+router = APIRouter(prefix="/v1/apps/recommend", tags=["recommend"])
+MAX_LIST = 100  # items in an exclude or tags query
+
+
+def service(srv: Any) -> RecommendService:
+    rec = getattr(srv, "recommend", None)
+    if rec is None:
+        raise ApiError(503, "not_ready", "the recommendation app is not running")
+    return rec
+
+
+async def call(fn: Any, *args: Any) -> Any:
+    """Run a service method in a worker thread: an unknown item is a 404, a missing model a
+    503 that says how to build it, another mistake a 422."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except UnknownItem as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    except NoRecommender as e:
+        raise ApiError(
+            503,
+            "no_recommender",
+            f"{e} (build one with `llmos recommend train` or `llmos setup`, or name another "
+            "with --recommend-model)",
+        ) from None
+    except LlmosError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+
+
+def _item(item: Item) -> dict[str, Any]:
+    return {"id": item.id, "title": item.title, "text": item.text, "tags": list(item.tags)}
+
+
+def _recs(recs: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {**_item(r.item), "score": r.score, "reason": r.reason, "source": r.source} for r in recs
+    ]
+
+
+def _short(values: list[str], name: str) -> tuple[str, ...]:
+    if len(values) > MAX_LIST or any(not 0 < len(v) <= 200 for v in values):
+        raise ApiError(422, "invalid_request", f"{name}: at most {MAX_LIST} values of 1-200 chars")
+    return tuple(values)
+
+
+@router.get("", response_model=s.RecommendationList)
+async def recommend(
+    srv: ServerDep,
+    user: UserDep,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+    exclude: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    tags: Annotated[list[str], Query(description="only items with one of these tags")] = [],  # noqa: B006
+    diversity: Annotated[float, Query(ge=0, le=1, description="MMR over tags")] = 0.0,
+    wish: Annotated[str | None, Query(max_length=500, description="this request's wish")] = None,
+) -> Any:
+    """The caller's next items, each with why. Reads the caller's events at every call, so a
+    like, a dislike or a hide changes the next list."""
+    svc = service(srv)
+    recs = await call(
+        svc.recommend,
+        user.id,
+        k,
+        _short(exclude, "exclude"),
+        _short(tags, "tags"),
+        diversity,
+        wish,
+    )
+    return {"catalog": await call(lambda: svc.catalog), "items": _recs(recs)}
+
+
+@router.post("/events", response_model=s.EventIds, status_code=201)
+async def add_events(body: s.EventsIn, srv: ServerDep, user: UserDep) -> Any:
+    """Record the caller's events on catalog items (all or none)."""
+    events = [(e.kind, e.item, e.value) for e in body.events]
+    return {"ids": await call(service(srv).add_events, user.id, events)}
+
+
+@router.get("/profile", response_model=s.TasteOut)
+async def profile(srv: ServerDep, user: UserDep) -> Any:
+    """What the caller's events show (top tags, recent items, dislikes) and their choices."""
+    view = await call(service(srv).profile, user.id)
+    for key in ("recent", "disliked", "hidden"):
+        view[key] = [_item(i) for i in view[key]]
+    return view
+
+
+@router.put("/onboarding", response_model=s.Preferences)
+async def onboarding(body: s.Preferences, srv: ServerDep, user: UserDep) -> Any:
+    """Save the caller's interests (tags), free-text wish and blocked tags."""
+    prefs = Preferences(tuple(body.interests), body.wish.strip(), tuple(body.blocked_tags))
+    return (await call(service(srv).set_preferences, user.id, prefs)).as_json()
+
+
+@router.get("/tags", response_model=s.TagList)
+async def tags(srv: ServerDep, _: UserDep) -> Any:
+    """The catalog's tags and how many items carry each (for onboarding)."""
+    svc = service(srv)
+    counts = await call(svc.tags)
+    return {"catalog": svc.catalog, "tags": [{"tag": t, "items": n} for t, n in counts]}
+
+
+@router.get("/items", response_model=s.ItemList)
+async def search(
+    srv: ServerDep,
+    _: UserDep,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    k: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Any:
+    """Catalog items whose title, text or tags contain every word of ``q``."""
+    return {"items": [_item(i) for i in await call(service(srv).search, q, k)]}
+
+
+@router.get("/items/{item}", response_model=s.ItemOut)
+async def get_item(item: s.ItemId, srv: ServerDep, _: UserDep) -> Any:
+    return _item(await call(service(srv).item, item))
+
+
+@router.get("/similar/{item}", response_model=s.RecommendationList)
+async def similar(
+    item: s.ItemId, srv: ServerDep, _: UserDep, k: Annotated[int, Query(ge=1, le=100)] = 10
+) -> Any:
+    """The items most like ``item`` (what people who took it took; by text for a new item)."""
+    svc = service(srv)
+    recs = await call(svc.similar, item, k)
+    return {"catalog": svc.catalog, "items": _recs(recs)}

@@ -1,0 +1,173 @@
+"""Training and evaluating a catalog's recommender (``llmos recommend train|evaluate``).
+
+A catalog is a JSONL file (one ``{"id", "title", "text", "tags"}`` a line; ``text`` and
+``tags`` optional) or a RecBole ``.item`` file (MovieLens: title, year, genres). Interactions
+are a RecBole ``.inter`` file (``llmos.data.interactions``), plus, optionally, the events the
+store holds for the catalog (every user's likes, views and ratings: see
+:func:`~llmos.apps.recommend.engine.weight`; their negatives are left out, as the model learns
+from what people took).
+
+:func:`train_recommender` fits on *all* the interactions it is given (a deployed model);
+:func:`evaluate` measures the same models on RecBole's protocol (each user's interactions cut
+8:1:1, full ranking; ``llmos.train.ranking``), where the model sees the train part only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from llmos.apps.recommend.engine import Act, fold
+from llmos.checkpoint.recommender import save_recommender
+from llmos.data.interactions import (
+    Interactions,
+    Item,
+    read_atomic_items,
+    read_jsonl_items,
+    split_by_ratio,
+)
+from llmos.errors import DataError
+from llmos.models.itemitem import EASE, Popularity
+from llmos.train.ranking import full_ranking
+
+log = logging.getLogger("llmos.apps.recommend")
+DAY = 86400.0
+
+
+def read_catalog(path: str | Path) -> list[Item]:
+    """A catalog file: RecBole ``.item`` by its suffix, else JSONL (errors name the line)."""
+    path = Path(path)
+    if path.suffix == ".item":
+        return list(read_atomic_items(path).values())
+    return read_jsonl_items(path)
+
+
+def item_text(item: Item) -> str:
+    """The text an item is embedded from: ``title (text): tag, tag``."""
+    text = f"{item.title} ({item.text})" if item.text else item.title
+    return f"{text}: {', '.join(item.tags)}" if item.tags else text
+
+
+def catalog_matrix(
+    items: list[Item],
+    inter: Interactions | None,
+    store_events: dict[int, list[Act]] | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The (users, items) 0/1 matrix over the catalog's order, and, per stored interaction,
+    its item index and timestamp (for popularity). Users of the file and of the store are
+    distinct rows; a store user's positives are the items of positive weight in their taste.
+
+    Raises:
+        DataError: an interaction names an item the catalog lacks.
+    """
+    index = {item.id: i for i, item in enumerate(items)}
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    users = 0
+    if inter is not None:
+        col = np.array([index.get(x, -1) for x in inter.items], np.int64)[inter.item]
+        missing = np.flatnonzero(col < 0)
+        if len(missing):
+            first = inter.items[inter.item[missing[0]]]
+            raise DataError(
+                f"{len(missing)} interactions name items the catalog lacks (first: {first!r}): "
+                "give the catalog file these items were rated in"
+            )
+        rows.append(inter.user)
+        cols.append(col)
+        times.append(inter.timestamp)
+        users = inter.num_users
+    for acts in (store_events or {}).values():
+        taste = fold(acts)
+        known = [index[x] for x, w in taste.weights.items() if w > 0 and x in index]
+        rows.append(np.full(len(known), users, np.int64))
+        cols.append(np.asarray(known, np.int64))
+        times.append(np.full(len(known), np.nan))
+        users += 1
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(max(users, 1), len(items)))
+    m.data[:] = 1.0
+    return m, c, np.concatenate(times) if times else np.zeros(0)
+
+
+def popularity(
+    num_items: int, item: np.ndarray, timestamp: np.ndarray, half_life_days: float | None
+) -> torch.Tensor:
+    """Interaction counts per item; with ``half_life_days``, each interaction weighs
+    ``0.5 ** (age / half-life)``, its age counted from the newest timestamp (an interaction
+    without a timestamp, NaN, counts as the newest)."""
+    w = np.ones(len(item))
+    if half_life_days is not None:
+        if half_life_days <= 0:
+            raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+        t = np.where(np.isnan(timestamp), np.nanmax(timestamp, initial=0.0), timestamp)
+        w = 0.5 ** ((t.max(initial=0.0) - t) / (half_life_days * DAY))
+    return torch.from_numpy(np.bincount(item, weights=w, minlength=num_items)).float()
+
+
+def train_recommender(
+    items: list[Item],
+    out: str | Path,
+    *,
+    inter: Interactions | None = None,
+    store_events: dict[int, list[Act]] | None = None,
+    catalog: str = "default",
+    reg: float = 400.0,
+    half_life_days: float | None = None,
+    embed: Any = None,
+    encoder: str | None = None,
+    encoder_digest: str | None = None,
+    evaluation: dict[str, float] | None = None,
+) -> Path:
+    """Fit EASE and popularity on every interaction given, embed the items' text when
+    ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint (with
+    ``evaluation``, the metrics measured before, in its ``task.json``)."""
+    x, item, timestamp = catalog_matrix(items, inter, store_events)
+    if x.nnz == 0:
+        raise DataError("no interactions to learn from: give --inter or store events")
+    log.info("EASE over %d users x %d items (%d interactions), reg %g", *x.shape, x.nnz, reg)
+    weights = {
+        "ease.weight": EASE.fit(x, reg=reg).weight,
+        "popularity.counts": popularity(len(items), item, timestamp, half_life_days),
+    }
+    if embed is not None:
+        log.info("embedding %d items' text", len(items))
+        weights["content.vectors"] = torch.from_numpy(
+            np.asarray(embed([item_text(i) for i in items], "passage"), np.float32)
+        )
+    meta = {
+        "catalog": catalog,
+        "ease_reg": reg,
+        "half_life_days": half_life_days,
+        "encoder": encoder,
+        "encoder_digest": encoder_digest,
+        "trained_on": {"users": int(x.shape[0]), "interactions": int(x.nnz)},
+        "evaluation": evaluation,
+    }
+    return save_recommender(out, items, weights, meta)
+
+
+def evaluate(
+    inter: Interactions, regs: Iterable[float] = (250.0, 400.0), k: int = 10
+) -> dict[str, dict[str, float]]:
+    """Popularity and EASE (at each ``reg``) on RecBole's protocol: fitted on the train part,
+    scored on test, the user's train and valid items masked (their train items the input)."""
+    train, valid, test = split_by_ratio(inter)
+    x_tr, x_va, x_te = train.matrix(), valid.matrix(), test.matrix()
+    seen = x_tr + x_va
+    rows = torch.from_numpy(x_tr.toarray())
+    out: dict[str, dict[str, float]] = {}
+    pop = Popularity.fit(x_tr)
+    out["popularity"] = full_ranking(lambda u: pop(rows[u]), seen, x_te, k)
+    for reg in regs:
+        model = EASE.fit(x_tr, reg=reg)
+        out[f"ease reg {reg:g}"] = full_ranking(lambda u, m=model: m(rows[u]), seen, x_te, k)
+    return out

@@ -1,0 +1,178 @@
+"""Recommender checkpoints: the language models' directory layout, for a catalog's item models.
+
+::
+
+    config.json         {"model_type": "item-recommender", "num_items": N, "content_dim": D}
+    model.safetensors   "ease.weight" (N, N), "popularity.counts" (N,), and, when the
+                        catalog's text was embedded, "content.vectors" (N, D) unit rows
+    items.jsonl         the catalog in model order, one {"id", "title", "text", "tags"} a line
+    task.json           {"task": "recommendation", "catalog": NAME, ...}: what it was trained
+                        on and how (the EASE ``reg``, the popularity half-life, the encoder that
+                        embedded the items and the prefix its queries take)
+
+Written atomically like every checkpoint (a temp directory renamed into place), read through
+safetensors only. The server's model scan lists it (task ``recommendation``) next to the
+language models; the recommendation app loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llmos import __version__
+from llmos.data.interactions import Item, read_jsonl_items
+from llmos.errors import CheckpointError, DataError
+from llmos.files import atomic_directory
+
+MODEL_TYPE = "item-recommender"
+TASK = "recommendation"
+ITEMS_FILE = "items.jsonl"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TASK_FILE = "task.json"
+REQUIRED = ("ease.weight", "popularity.counts")
+
+
+@dataclass(frozen=True)
+class RecommenderCheckpoint:
+    """A recommender checkpoint, read: the catalog, the weights and ``task.json``."""
+
+    path: Path
+    items: tuple[Item, ...]
+    weights: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def catalog(self) -> str:
+        return str(self.meta.get("catalog", "default"))
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+
+def is_recommender(path: str | Path) -> bool:
+    """Whether ``path/config.json`` names an item recommender (read without the weights)."""
+    try:
+        raw = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and raw.get("model_type") == MODEL_TYPE
+
+
+def save_recommender(
+    path: str | Path,
+    items: list[Item] | tuple[Item, ...],
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> Path:
+    """Write a recommender checkpoint to ``path`` (replaced if it exists), atomically."""
+    _check(Path(path), list(items), weights)
+    content = weights.get("content.vectors")
+
+    def fill(tmp: Path) -> None:
+        config = {
+            "model_type": MODEL_TYPE,
+            "num_items": len(items),
+            "content_dim": int(content.shape[1]) if content is not None else None,
+            "llmos_version": __version__,
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in weights.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        lines = [
+            json.dumps(
+                {"id": i.id, "title": i.title, "text": i.text, "tags": list(i.tags)},
+                ensure_ascii=False,
+            )
+            for i in items
+        ]
+        (tmp / ITEMS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        task = {"task": TASK, **meta}
+        (tmp / TASK_FILE).write_text(
+            json.dumps(task, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+
+    return atomic_directory(Path(path), fill)
+
+
+def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> None:
+    """The weights fit the catalog: every required tensor, every shape over ``len(items)``."""
+    n = len(items)
+    for name in REQUIRED:
+        if name not in weights:
+            raise CheckpointError(f"{path / WEIGHTS_FILE}: no {name!r} tensor")
+    shapes = {"ease.weight": (n, n), "popularity.counts": (n,)}
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            raise CheckpointError(
+                f"{path / WEIGHTS_FILE}: {name!r} has shape {tuple(weights[name].shape)}, "
+                f"the catalog of {n} items needs {shape}"
+            )
+    content = weights.get("content.vectors")
+    if content is not None and (content.ndim != 2 or content.shape[0] != n):
+        raise CheckpointError(
+            f"{path / WEIGHTS_FILE}: 'content.vectors' has shape {tuple(content.shape)}, "
+            f"expected ({n}, dim)"
+        )
+    unknown = sorted(set(weights) - {*REQUIRED, "content.vectors"})
+    if unknown:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: unexpected tensors {unknown[:5]}")
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CheckpointError(f"{path / ITEMS_FILE}: item id {dup!r} appears twice")
+
+
+def _json_object(f: Path) -> dict[str, Any]:
+    if not f.is_file():
+        raise CheckpointError(f"{f}: not found (a recommender checkpoint has it)")
+    try:
+        raw = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{f}: expected a JSON object")
+    return raw
+
+
+def read_items(f: Path) -> tuple[Item, ...]:
+    """``items.jsonl`` (:func:`~llmos.data.interactions.read_jsonl_items`; errors name the
+    line)."""
+    if not f.is_file():
+        raise CheckpointError(f"{f}: not found (a recommender checkpoint has it)")
+    try:
+        return tuple(read_jsonl_items(f))
+    except DataError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def read_recommender(path: str | Path) -> RecommenderCheckpoint:
+    """Read and check a recommender checkpoint (errors name the file and what is wrong)."""
+    path = Path(path)
+    config = _json_object(path / CONFIG_FILE)
+    if config.get("model_type") != MODEL_TYPE:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: model_type is {config.get('model_type')!r}, a recommender "
+            f"checkpoint has {MODEL_TYPE!r}"
+        )
+    meta = _json_object(path / TASK_FILE)
+    if meta.pop("task", None) != TASK:
+        raise CheckpointError(f"{path / TASK_FILE}: field 'task' must be {TASK!r}")
+    items = read_items(path / ITEMS_FILE)
+    f = path / WEIGHTS_FILE
+    if not f.is_file():
+        raise CheckpointError(f"{f}: not found")
+    try:
+        weights = load_file(str(f))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: corrupt safetensors file ({e})") from None
+    _check(path, list(items), weights)
+    return RecommenderCheckpoint(path, items, weights, meta)

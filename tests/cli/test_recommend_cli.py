@@ -1,0 +1,141 @@
+"""``llmos recommend``: train from files, act for a store user, evaluate; mistakes exit 2 with
+the file and line named, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmos.cli import main
+from llmos.store.db import Store
+
+CATALOG = [
+    {"id": "c1", "title": "Laugh Out", "tags": ["Comedy"]},
+    {"id": "c2", "title": "Funny Days", "tags": ["Comedy"]},
+    {"id": "c3", "title": "Big Joke", "tags": ["Comedy"]},
+    {"id": "h1", "title": "Night Fear", "tags": ["Horror"]},
+    {"id": "h2", "title": "The Cellar", "tags": ["Horror"]},
+    {"id": "h3", "title": "Scream Lake", "tags": ["Horror"]},
+]
+
+
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in CATALOG), encoding="utf-8")
+    rows = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(10):
+        taste = ("c1", "c2", "c3") if u % 2 else ("h1", "h2", "h3")
+        rows += [f"u{u}\t{i}\t4\t{u}" for i in taste[: 2 + (u // 2) % 2]]
+    inter = tmp_path / "x.inter"
+    inter.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return items, inter
+
+
+def test_train_then_recommend_for_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
+    items, inter = files(tmp_path)
+    out = tmp_path / "rec"
+    args = ["--items", str(items), "--inter", str(inter), "--no-encoder", "--reg", "1"]
+    assert main(["recommend", "train", *args, "--catalog", "films", "--out", str(out)]) == 0
+    assert "saved the 'films' recommender (6 items)" in capsys.readouterr().out
+    Store().create_user("ann")
+    model = ["--user", "ann", "--model", str(out)]
+    assert main(["recommend", "event", *model, "like", "h1"]) == 0
+    assert main(["recommend", "recommend", *model, "--k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-2:]
+    assert all("Horror" in line and "because you liked Night Fear" in line for line in lines)
+    assert main(["recommend", "similar", "c1", "--k", "2", "--model", str(out)]) == 0
+    assert "people who liked Laugh Out liked it" in capsys.readouterr().out
+    assert main(["recommend", "search", "scream", "--model", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "[h3] Scream Lake (Horror)"
+    assert main(["recommend", "profile", *model]) == 0
+    assert json.loads(capsys.readouterr().out)["recent"] == ["[h1] Night Fear"]
+
+
+def test_evaluate_writes_the_protocols_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, inter = files(tmp_path)
+    out = tmp_path / "m.json"
+    assert (
+        main(["recommend", "evaluate", "--inter", str(inter), "--reg", "1", "--json", str(out)])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "recall@10" in table and "ease reg 1" in table
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"popularity", "ease reg 1"} and metrics["ease reg 1"]["users"] == 10
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda p: p.write_text('{"id": "a", "title": "A"}\n{"id": "a", "title": "B"}\n'),
+            ":2: item id 'a' appears twice",
+        ),
+        (lambda p: p.write_text('{"id": "a", "title": "A"}\nnope\n'), ":2: not JSON"),
+    ],
+)
+def test_a_bad_catalog_exits_2_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str
+) -> None:
+    _, inter = files(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    make(bad)
+    argv = ["recommend", "train", "--items", str(bad), "--inter", str(inter), "--no-encoder"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}{message}" in err and "Traceback" not in err
+
+
+def test_user_mistakes_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
+    items, inter = files(tmp_path)
+    out = tmp_path / "rec"
+    main(
+        [
+            "recommend",
+            "train",
+            "--items",
+            str(items),
+            "--inter",
+            str(inter),
+            "--no-encoder",
+            "--out",
+            str(out),
+        ]
+    )
+    Store().create_user("ann")
+    model = ["--model", str(out)]
+    cases = [
+        (["recommend", "recommend", "--user", "nobody", *model], "no user named 'nobody'"),
+        (["recommend", "event", "--user", "ann", *model, "like", "zz"], "no item 'zz'"),
+        (["recommend", "event", "--user", "ann", *model, "rate", "c1"], "needs a value"),
+        (["recommend", "recommend", "--user", "ann", "--model", str(tmp_path)], "no recommender"),
+        (["recommend", "recommend", "--user", "ann", *model, "--diversity", "3"], "diversity"),
+        (
+            [
+                "recommend",
+                "train",
+                "--items",
+                str(items),
+                "--out",
+                str(out),
+                "--encoder",
+                str(tmp_path / "none"),
+            ],
+            "no encoder checkpoint",
+        ),
+    ]
+    capsys.readouterr()
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
