@@ -118,6 +118,7 @@ def test_user_mistakes_exit_2(
         (["recommend", "recommend", "--user", "nobody", *model], "no user named 'nobody'"),
         (["recommend", "event", "--user", "ann", *model, "like", "zz"], "no item 'zz'"),
         (["recommend", "event", "--user", "ann", *model, "rate", "c1"], "needs a value"),
+        (["recommend", "event", "--user", "ann", *model, "rate", "c1", "nan"], "finite number"),
         (["recommend", "recommend", "--user", "ann", "--model", str(tmp_path)], "no recommender"),
         (["recommend", "recommend", "--user", "ann", *model, "--diversity", "3"], "diversity"),
         (

@@ -13,6 +13,7 @@ checkpoint records), since vectors of two encoders do not compare.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ class RecommendService:
                 raise UnknownItem(f"the catalog {model.catalog!r} has no item {item!r}")
             if kind == "rate" and value is None:
                 raise LlmosError(f"a 'rate' event needs a value (item {item!r})")
+            if value is not None and not math.isfinite(value):
+                raise LlmosError(f"an event's value must be a finite number, got {value}")
         return self.store.add_catalog_events(user_id, model.catalog, events)
 
     def acts(self, user_id: int) -> list[Act]:
