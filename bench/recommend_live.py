@@ -12,6 +12,12 @@ user's first 5 held-out ratings added as ``like`` events (folded in as the serve
 refit). Reported: hit@10 and NDCG@10 of the target, before and after, and the lift. The same
 for a popularity list as a floor.
 
+**Diversity**: the app's own lists (the engine, as the server makes them) for every test user
+of RecBole's 8:1:1 split, EASE fitted on train, each user's train items as likes and valid
+items excluded, at each ``--diversities`` value (MMR over genres): recall and NDCG@10 on test,
+intra-list genre diversity and catalog coverage (``llmos.train.ranking.beyond_accuracy``).
+At 0 the lists are EASE's full ranking, so the metrics must equal ``bench/recommend_eval.py``'s.
+
 **Serving** (``llmos serve`` in a subprocess, its own SQLite store, rate limit off; a models
 directory of links to the recommender and its encoder): --http-users users each record 20
 random likes over HTTP, then wrk (as bench/serve_load.py: one C thread, keep-alive, closed
@@ -35,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +135,64 @@ def adaptation(args: argparse.Namespace) -> None:
         )
 
 
+def diversity_tradeoff(args: argparse.Namespace) -> None:
+    """The app's lists on RecBole's split (8:1:1; EASE reg 400 fitted on train, each user's
+    train items as their likes, valid items excluded) at several ``diversity`` values:
+    recall/NDCG@10 on test against intra-list genre diversity and coverage."""
+    from llmos.data.interactions import split_by_ratio
+    from llmos.train.ranking import beyond_accuracy
+
+    items_file, inter_file = movielens_files()
+    items, inter = read_catalog(items_file), read_inter(inter_file)
+    index = {item.id: i for i, item in enumerate(items)}
+    col = np.array([index[x] for x in inter.items])
+    train, valid, test = split_by_ratio(inter)
+    import scipy.sparse as sp
+
+    def matrix(part: Any) -> sp.csr_matrix:
+        m = sp.csr_matrix(
+            (np.ones(len(part), np.float32), (part.user, col[part.item])),
+            shape=(inter.num_users, len(items)),
+        )
+        m.data[:] = 1
+        return m
+
+    x_tr, x_va, x_te = matrix(train), matrix(valid), matrix(test)
+    weights = {
+        "ease.weight": EASE.fit(x_tr, reg=400.0).weight,
+        "popularity.counts": torch.from_numpy(np.asarray(x_tr.sum(0)).ravel()).float(),
+    }
+    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}))
+    users = np.flatnonzero(np.diff(x_te.indptr))
+    discount = 1 / np.log2(np.arange(2, 12))
+    tags = [frozenset(i.tags) for i in items]
+    counts = np.asarray(x_tr.sum(0)).ravel()
+    print("\n## Diversity (MMR over genres) on RecBole's split, EASE reg 400\n")
+    print("| diversity | recall@10 | NDCG@10 | genre diversity | coverage | ms per list |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for diversity in args.diversities:
+        recall, ndcg, tops, seconds = [], [], [], 0.0
+        for u in users:
+            taste = fold(Act("like", items[i].id) for i in x_tr[u].indices)
+            valid_ids = [items[i].id for i in x_va[u].indices]
+            start = time.perf_counter()
+            top = rec.recommend(taste, 10, exclude=valid_ids, diversity=diversity)
+            seconds += time.perf_counter() - start
+            got = [index[r.item.id] for r in top]
+            truth = set(x_te[u].indices)
+            hits = np.array([i in truth for i in got], float)
+            recall.append(hits.sum() / len(truth))
+            ideal = discount[: min(len(truth), 10)].sum()
+            ndcg.append((hits * discount[: len(hits)]).sum() / ideal)
+            tops.append(got)
+        extra = beyond_accuracy(np.array(tops), counts, inter.num_users, tags)
+        print(
+            f"| {diversity:.1f} | {np.mean(recall):.4f} | {np.mean(ndcg):.4f} | "
+            f"{extra['diversity']:.3f} | {extra['coverage']:.3f} | "
+            f"{1000 * seconds / len(users):.2f} |"
+        )
+
+
 @contextlib.contextmanager
 def server(work: Path, models: Path) -> Iterator[LiveServer]:
     env = dict(os.environ, LLMOS_DATABASE_URL=f"sqlite:///{work / 'store.db'}")
@@ -203,6 +268,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (adaptation)")
     ap.add_argument("--skip-serving", action="store_true")
+    ap.add_argument(
+        "--diversities",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0, 0.2, 0.4, 0.6],
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -210,6 +280,7 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     adaptation(args)
+    diversity_tradeoff(args)
     if not args.skip_serving:
         serving(args)
 
