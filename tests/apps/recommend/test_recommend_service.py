@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmos.apps.recommend.engine import POP_PRIOR
 from llmos.apps.recommend.service import (
     NoRecommender,
     Preferences,
@@ -147,7 +148,7 @@ def test_a_wish_is_used_only_with_the_encoder_that_embedded_the_catalog(
         return z / z.max()
 
     counts = same.model().counts.numpy()
-    want = scaled(cos) + 0.3 * scaled(np.log1p(counts))
+    want = scaled(cos) + POP_PRIOR * scaled(np.log1p(counts))
     score = {r.item.id: r.score for r in got}
     assert np.allclose([score[i.id] for i in ITEMS], want, atol=1e-5)
     assert [r.score for r in got] == sorted(score.values(), reverse=True)

@@ -11,7 +11,8 @@ list at once, without retraining:
   wish's embedding (as an E5 query) and the items' text vectors (E5 passages).
 - **tags**: the user's chosen interests raise the items that carry them.
 - **popularity** (counts, time-decayed when the model was trained so): the floor for a user
-  with nothing else, and a small prior under the wish.
+  with nothing else, and a prior as strong as the wish beside it (measured: a weaker one
+  ranks obscure films that match the words; ``bench/recommend_live.py``, "Onboarding").
 
 Each signal is standardised over the catalog (zero mean, unit variance) and scaled so that its
 best item scores 1, so they add on one scale. The weights (:data:`WISH_WEIGHT` ...) are design
@@ -46,9 +47,9 @@ EXPLICIT = {"like", "dislike", "rate", "hide"}
 WEIGHTS = {"view": 1.0, "click": 0.5, "like": 1.0, "dislike": -1.0, "hide": 0.0}
 GOOD_RATING = 3.0
 WISH_WEIGHT = 1.0  # the wish's standardised cosine, next to the personal score's
-TAG_WEIGHT = 1.0  # per chosen interest an item carries, for a user without history
+TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any popularity
 TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
-POP_PRIOR = 0.3  # popularity under a wish or tags (no personal score)
+POP_PRIOR = 1.0  # popularity beside a wish or tags (no personal score): bench/recommend_live.py
 MMR_POOL = 100  # candidates the diversity re-ranking chooses from
 
 Embed = Callable[[list[str], str], np.ndarray]
