@@ -221,16 +221,21 @@ class Store:
             s.flush()
             return [r.id for r in rows]
 
-    def catalog_events(self, user_id: int, catalog: str, limit: int = 10_000) -> list[Event]:
-        """A user's last ``limit`` events on a catalog's items, oldest first."""
+    def catalog_events(
+        self, user_id: int, catalog: str, limit: int = 10_000
+    ) -> list[tuple[str, str | None, float | None]]:
+        """A user's last ``limit`` events on a catalog's items as ``(kind, item, value)``,
+        oldest first (plain rows, no ORM objects: the recommendation app reads them on every
+        request)."""
         q = (
-            select(Event)
+            select(Event.kind, Event.item, Event.value)
             .where(Event.user_id == user_id, Event.catalog == catalog)
             .order_by(Event.id.desc())
             .limit(limit)
         )
-        with self.session() as s:
-            return list(reversed(list(s.scalars(q))))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return [(kind, item, value) for kind, item, value in reversed(rows)]
 
     def all_catalog_events(self, catalog: str) -> dict[int, list[Event]]:
         """Every user's events on a catalog, oldest first, by user id: what ``llmos recommend

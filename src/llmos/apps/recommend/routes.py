@@ -81,16 +81,13 @@ async def recommend(
     """The caller's next items, each with why. Reads the caller's events at every call, so a
     like, a dislike or a hide changes the next list."""
     svc = service(srv)
-    recs = await call(
-        svc.recommend,
-        user.id,
-        k,
-        _short(exclude, "exclude"),
-        _short(tags, "tags"),
-        diversity,
-        wish,
-    )
-    return {"catalog": await call(lambda: svc.catalog), "items": _recs(recs)}
+    only = _short(exclude, "exclude"), _short(tags, "tags")
+
+    def run() -> tuple[str, list[Any]]:  # one worker-thread hop for the list and its catalog
+        return svc.catalog, svc.recommend(user.id, k, *only, diversity, wish)
+
+    catalog, recs = await call(run)
+    return {"catalog": catalog, "items": _recs(recs)}
 
 
 @router.post("/events", response_model=s.EventIds, status_code=201)
@@ -120,8 +117,8 @@ async def onboarding(body: s.Preferences, srv: ServerDep, user: UserDep) -> Any:
 async def tags(srv: ServerDep, _: UserDep) -> Any:
     """The catalog's tags and how many items carry each (for onboarding)."""
     svc = service(srv)
-    counts = await call(svc.tags)
-    return {"catalog": svc.catalog, "tags": [{"tag": t, "items": n} for t, n in counts]}
+    catalog, counts = await call(lambda: (svc.catalog, svc.tags()))
+    return {"catalog": catalog, "tags": [{"tag": t, "items": n} for t, n in counts]}
 
 
 @router.get("/items", response_model=s.ItemList)
@@ -146,5 +143,5 @@ async def similar(
 ) -> Any:
     """The items most like ``item`` (what people who took it took; by text for a new item)."""
     svc = service(srv)
-    recs = await call(svc.similar, item, k)
-    return {"catalog": svc.catalog, "items": _recs(recs)}
+    catalog, recs = await call(lambda: (svc.catalog, svc.similar(item, k)))
+    return {"catalog": catalog, "items": _recs(recs)}

@@ -135,7 +135,7 @@ class RecommendService:
 
     def acts(self, user_id: int) -> list[Act]:
         rows = self.store.catalog_events(user_id, self.catalog)
-        return [Act(e.kind, e.item or "", e.value) for e in rows]
+        return [Act(kind, item or "", value) for kind, item, value in rows]
 
     def preferences(self, user_id: int) -> Preferences:
         raw = self.store.profile(user_id).get(PROFILE_KEY) or {}
