@@ -170,6 +170,42 @@ def split_by_ratio(
     return tuple(inter.subset(np.sort(np.concatenate(p))) for p in parts)
 
 
+def split_leave_one_out(inter: Interactions) -> tuple[Interactions, Interactions, Interactions]:
+    """RecBole's leave-one-out split (``eval_args``: ``order: TO``, ``split: {LS:
+    valid_and_test}``, grouped by user): each user's interactions ordered by timestamp (a
+    stable sort: equal timestamps keep their order in the file), the last one to test, the one
+    before it to valid, the rest to train.
+
+    A user with fewer than three interactions gives up what is left after train keeps one, the
+    test part first (RecBole 1.2.1's ``Dataset._split_index_by_leave_one_out``: it leaves out
+    ``min(2, n - 1)`` interactions, the last to test): two interactions are 1 train / 0 valid
+    / 1 test, a single one stays in train.
+
+    Of a sequential model RecBole splits the augmented (prefix, next item) examples instead,
+    one fewer than the interactions, since a user's first interaction is no target: users with
+    four or more interactions (all of ML-100K's) get the very split above; one with three has
+    no valid example there, one with two no test example.
+
+    Returns:
+        ``(train, valid, test)``, each in file order, over the same vocabularies as ``inter``.
+    """
+    order = np.argsort(inter.timestamp, kind="stable")
+    order = order[np.argsort(inter.user[order], kind="stable")]  # by user, then by time
+    users = inter.user[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, len(users)])
+    size = np.repeat(sizes, sizes)  # (N,) each row's user's interaction count
+    from_end = np.repeat(starts + sizes, sizes) - 1 - np.arange(len(users))  # 0: the last
+    test = (from_end == 0) & (size >= 2)
+    valid = (from_end == 1) & (size >= 3)
+    train = ~(test | valid)
+
+    def part(mask: np.ndarray) -> Interactions:
+        return inter.subset(np.sort(order[mask]))
+
+    return part(train), part(valid), part(test)
+
+
 def part_sizes(n: int, shares: list[float]) -> list[int]:
     """How a user's ``n`` interactions are shared out (RecBole's
     ``Dataset._calcu_split_ids``): every part but the first gets ``int(share * n)``, the first
