@@ -36,14 +36,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -54,36 +51,10 @@ from llmos.train.ranking import full_ranking
 from llmos.train.tasks.bpr import train_bpr
 from llmos.train.tasks.sasrec import SequenceTask, sequence_scorer, train_sasrec
 
+sys.path.insert(0, str(Path(__file__).parent))
+from recommend_eval import cpu_name, index_scorer, scorer
+
 COLS = ("hit@10", "ndcg@10", "mrr@10")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def row_scorer(model: torch.nn.Module, x: sp.csr_matrix) -> Callable[[np.ndarray], torch.Tensor]:
-    """Users -> scores of a model that reads each user's interaction row of ``x``."""
-    dense = torch.from_numpy(x.toarray())
-
-    @torch.inference_mode()
-    def score(users: np.ndarray) -> torch.Tensor:
-        return model(dense[torch.from_numpy(users)])
-
-    return score
-
-
-def index_scorer(model: torch.nn.Module) -> Callable[[np.ndarray], torch.Tensor]:
-    """Users -> scores of a model that scores by user index (``score_all``)."""
-    model.eval()
-
-    @torch.inference_mode()
-    def score(users: np.ndarray) -> torch.Tensor:
-        return model.score_all(torch.from_numpy(users))
-
-    return score
 
 
 def evaluations(run_dir: Path) -> int:
@@ -121,26 +92,24 @@ def main() -> None:
     t = time.perf_counter()
     pop = Popularity.fit(x_tr)
     secs = time.perf_counter() - t
-    rows["popularity"] = (full_ranking(row_scorer(pop, x_tr), history, x_te), secs, None, "")
+    rows["popularity"] = (full_ranking(scorer(pop, x_tr), history, x_te), secs, None, "")
 
     grid = (50.0, 100.0, 200.0, 250.0, 400.0, 600.0, 1000.0)
     t = time.perf_counter()
     by_reg = {r: EASE.fit(x_tr, reg=r) for r in grid}
-    on_valid = {
-        r: full_ranking(row_scorer(m, x_tr), x_tr, x_va)["ndcg@10"] for r, m in by_reg.items()
-    }
+    on_valid = {r: full_ranking(scorer(m, x_tr), x_tr, x_va)["ndcg@10"] for r, m in by_reg.items()}
     reg = max(on_valid, key=on_valid.get)
     secs = time.perf_counter() - t
     note = f"reg {reg:g}, best on valid of {', '.join(f'{r:g}' for r in grid)}"
     ease = by_reg[reg]
     rows["EASE, input train"] = (
-        full_ranking(row_scorer(ease, x_tr), history, x_te),
+        full_ranking(scorer(ease, x_tr), history, x_te),
         secs,
         None,
         note,
     )
     rows["EASE, input train + valid"] = (
-        full_ranking(row_scorer(ease, history), history, x_te),
+        full_ranking(scorer(ease, history), history, x_te),
         secs,
         None,
         "same fit, the history row as input",

@@ -30,15 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmos.checkpoint.io import load_state_dict_strict, read_weights
-from llmos.config.run import OptimConfig, TrainConfig
 from llmos.data.interactions import Interactions
 from llmos.errors import DataError
 from llmos.models.lightgcn import LightGCN, LightGCNConfig
 from llmos.models.mf import BPRMF, MFConfig
 from llmos.train.dist import DistInfo
-from llmos.train.loop import FitResult, fit
+from llmos.train.loop import FitResult
 from llmos.train.ranking import full_ranking
+from llmos.train.tasks.recfit import fit_recommender
 
 # Stream tags of the two seeded generators, so the permutation of epoch e and the negatives
 # of step e never come from the same stream.
@@ -209,38 +208,24 @@ def train_bpr(
     if model is None:
         config = MFConfig(train.num_users, train.num_items, dim)
         model = BPRMF(config, generator=torch.Generator().manual_seed(seed))
-    train_cfg = TrainConfig(
-        max_steps=steps,
+    result = fit_recommender(
+        model,
+        task,
+        run_dir,
+        title=title,
+        steps=steps,
         batch_size=batch_size,
-        precision="fp32",  # bf16 dot products would blur the close scores a ranking compares
-        eval_every=eval_every,
-        save_every=eval_every or steps,
+        lr=lr,
+        weight_decay=weight_decay,
         seed=seed,
+        eval_every=eval_every,
+        resume=resume,
+        select=select,
+        patience=patience,
         device=device,
         num_threads=num_threads,
         progress=progress,
     )
-    optim_cfg = OptimConfig(
-        lr=lr,
-        weight_decay=weight_decay,
-        eps=1e-8,
-        schedule="constant",
-        warmup_steps=0,
-        grad_clip=math.inf,  # RecBole clips nothing; inf leaves every gradient as it is
-    )
-    result = fit(
-        model,
-        task,
-        train_cfg,
-        optim_cfg,
-        run_dir,
-        model_config=model.config,
-        resume=resume,
-        title=title,
-        select=select if eval_every else None,
-        patience=patience,
-    )
-    load_state_dict_strict(model, read_weights(result.checkpoint))
     return model, result
 
 
