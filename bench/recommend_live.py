@@ -107,20 +107,41 @@ def adaptation(args: argparse.Namespace) -> None:
         "popularity.counts": torch.from_numpy(np.asarray(x.sum(0)).ravel()).float(),
     }
     fit_s = time.perf_counter() - started
-    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}))
+    recs = {"EASE, events folded in": Recommender(_ckpt(items, weights, None))}
+    if args.sasrec_steps:
+        from dataclasses import replace
+
+        from llmos.apps.recommend.train import fit_sequential
+
+        kept = replace(
+            inter,
+            user=inter.user[keep],
+            item=inter.item[keep],
+            rating=inter.rating[keep],
+            timestamp=inter.timestamp[keep],
+        )
+        started = time.perf_counter()
+        seq, config, valid = fit_sequential(items, kept, args.sasrec_steps)
+        seq_s = time.perf_counter() - started
+        print(f"SASRec: {args.sasrec_steps} steps in {seq_s:.0f} s, valid {valid}")
+        both = {**weights, **seq}
+        alone = {**both, "ease.weight": torch.zeros_like(weights["ease.weight"])}
+        recs["SASRec alone, events read in order"] = Recommender(_ckpt(items, alone, config))
+        recs["EASE + SASRec"] = Recommender(_ckpt(items, both, config))
     pop_rank = torch.argsort(weights["popularity.counts"], descending=True).tolist()
-    out = {k: [] for k in ("before", "after", "pop_before", "pop_after")}
+    out: dict[str, dict[str, list[int]]] = {n: {"before": [], "after": []} for n in recs}
+    out["popularity"] = {"before": [], "after": []}
     for u in users:
         history = [Act("like", items[col[r]].id) for r in by_user[u][:-6]]
         session = [Act("like", items[col[r]].id) for r in held[u][:5]]
         target = items[col[held[u][5]]].id
-        for name, acts in (("before", history), ("after", history + session)):
+        for when, acts in (("before", history), ("after", history + session)):
             taste = fold(acts)
-            top = [r.item.id for r in rec.recommend(taste, 10)]
-            out[name].append(top.index(target) + 1 if target in top else 0)
-            seen = taste.seen
-            pop = [items[i].id for i in pop_rank if items[i].id not in seen][:10]
-            out[f"pop_{name}"].append(pop.index(target) + 1 if target in pop else 0)
+            for name, rec in recs.items():
+                top = [r.item.id for r in rec.recommend(taste, 10)]
+                out[name][when].append(top.index(target) + 1 if target in top else 0)
+            pop = [items[i].id for i in pop_rank if items[i].id not in taste.seen][:10]
+            out["popularity"][when].append(pop.index(target) + 1 if target in pop else 0)
 
     def hit(ranks: list[int]) -> float:
         return float(np.mean([r > 0 for r in ranks]))
@@ -131,15 +152,17 @@ def adaptation(args: argparse.Namespace) -> None:
     print(f"\n## Live adaptation: {len(users)} users, EASE fitted in {fit_s:.1f} s\n")
     print("| list | hit@10 before | hit@10 after 5 events | lift | NDCG@10 before | after |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label, b, a in (
-        ("EASE, events folded in", "before", "after"),
-        ("popularity", "pop_before", "pop_after"),
-    ):
-        hb, ha = hit(out[b]), hit(out[a])
+    for label, ranks in out.items():
+        hb, ha = hit(ranks["before"]), hit(ranks["after"])
         lift = f"{(ha / hb - 1) * 100:+.1f} %" if hb else "-"
         print(
-            f"| {label} | {hb:.4f} | {ha:.4f} | {lift} | {ndcg(out[b]):.4f} | {ndcg(out[a]):.4f} |"
+            f"| {label} | {hb:.4f} | {ha:.4f} | {lift} | {ndcg(ranks['before']):.4f} | "
+            f"{ndcg(ranks['after']):.4f} |"
         )
+
+
+def _ckpt(items: list, weights: dict, sasrec: dict | None) -> RecommenderCheckpoint:
+    return RecommenderCheckpoint(Path("."), tuple(items), weights, {}, sasrec)
 
 
 ZH_GENRES = {
@@ -326,6 +349,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (adaptation)")
     ap.add_argument("--skip-serving", action="store_true")
+    ap.add_argument(
+        "--sasrec-steps", type=int, default=0, help="also train SASRec for adaptation (1200)"
+    )
     ap.add_argument(
         "--diversities",
         type=lambda s: [float(x) for x in s.split(",")],

@@ -2,9 +2,11 @@
 
 ::
 
-    config.json         {"model_type": "item-recommender", "num_items": N, "content_dim": D}
+    config.json         {"model_type": "item-recommender", "num_items": N, "content_dim": D,
+                        "sasrec": {...} or null (the sequential model's sizes)}
     model.safetensors   "ease.weight" (N, N), "popularity.counts" (N,), and, when the
-                        catalog's text was embedded, "content.vectors" (N, D) unit rows
+                        catalog's text was embedded, "content.vectors" (N, D) unit rows;
+                        with a sequential model, its weights under "sasrec."
     items.jsonl         the catalog in model order, one {"id", "title", "text", "tags"} a line
     task.json           {"task": "recommendation", "catalog": NAME, ...}: what it was trained
                         on and how (the EASE ``reg``, the popularity half-life, the encoder that
@@ -38,6 +40,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TASK_FILE = "task.json"
 REQUIRED = ("ease.weight", "popularity.counts")
+SASREC = "sasrec."  # the prefix of the sequential model's weights
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class RecommenderCheckpoint:
     items: tuple[Item, ...]
     weights: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    sasrec: dict[str, Any] | None = None  # SASRecConfig's fields, when it has one
 
     @property
     def catalog(self) -> str:
@@ -72,8 +76,10 @@ def save_recommender(
     items: list[Item] | tuple[Item, ...],
     weights: dict[str, torch.Tensor],
     meta: dict[str, Any],
+    sasrec: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a recommender checkpoint to ``path`` (replaced if it exists), atomically."""
+    """Write a recommender checkpoint to ``path`` (replaced if it exists), atomically;
+    ``sasrec``: the sequential model's config fields (its weights are the ``sasrec.`` ones)."""
     _check(Path(path), list(items), weights)
     content = weights.get("content.vectors")
 
@@ -82,6 +88,7 @@ def save_recommender(
             "model_type": MODEL_TYPE,
             "num_items": len(items),
             "content_dim": int(content.shape[1]) if content is not None else None,
+            "sasrec": sasrec,
             "llmos_version": __version__,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -122,7 +129,9 @@ def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> N
             f"{path / WEIGHTS_FILE}: 'content.vectors' has shape {tuple(content.shape)}, "
             f"expected ({n}, dim)"
         )
-    unknown = sorted(set(weights) - {*REQUIRED, "content.vectors"})
+    unknown = sorted(
+        k for k in set(weights) - {*REQUIRED, "content.vectors"} if not k.startswith(SASREC)
+    )
     if unknown:
         raise CheckpointError(f"{path / WEIGHTS_FILE}: unexpected tensors {unknown[:5]}")
     ids = [i.id for i in items]
@@ -175,4 +184,9 @@ def read_recommender(path: str | Path) -> RecommenderCheckpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{f}: corrupt safetensors file ({e})") from None
     _check(path, list(items), weights)
-    return RecommenderCheckpoint(path, items, weights, meta)
+    sasrec = config.get("sasrec")
+    if sasrec is not None and not isinstance(sasrec, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE}: 'sasrec' must be an object or null")
+    if sasrec is not None and not any(k.startswith(SASREC) for k in weights):
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: 'sasrec' is configured but has no weights")
+    return RecommenderCheckpoint(path, items, weights, meta, sasrec)

@@ -43,6 +43,12 @@ def add_recommend(sub: Subcommands) -> None:
     p.add_argument("--half-life-days", type=float, help="time-decayed popularity")
     p.add_argument("--encoder", default=DEFAULT_ENCODER, help="embeds the items' text")
     p.add_argument("--no-encoder", action="store_true", help="no text vectors (no wishes)")
+    p.add_argument(
+        "--sasrec-steps",
+        type=int,
+        default=0,
+        help="also train the sequential model (SASRec) for this many steps (1200: ~9 min)",
+    )
     p.set_defaults(func=_train)
 
     p = rp.add_parser("evaluate", help="popularity and EASE on RecBole's protocol (8:1:1)")
@@ -127,6 +133,7 @@ def _train(args: argparse.Namespace) -> int:
         embed=embed,
         encoder=None if args.no_encoder else Path(args.encoder).name,
         encoder_digest=digest,
+        sasrec_steps=args.sasrec_steps,
     )
     print(f"saved the {args.catalog!r} recommender ({len(items)} items) to {out}")
     return 0

@@ -128,3 +128,31 @@ def test_evaluate_on_two_taste_clusters_beats_popularity(tmp_path: Path) -> None
     # each user's held-out item lies in their own cluster of ten, which EASE recovers
     assert result["ease reg 1"]["hit@5"] == 1.0
     assert result["ease reg 1"]["recall@5"] > result["popularity"]["recall@5"] + 0.3
+
+
+def test_a_sequential_model_rides_in_the_checkpoint_and_reads_the_order(tmp_path: Path) -> None:
+    from llmos.apps.recommend.engine import Recommender, fold
+    from llmos.checkpoint.recommender import read_recommender
+
+    items = [Item(f"i{i}", f"Film {i}", "", ("g",)) for i in range(8)]
+    # every user walks the catalog in order from i0 or i1: i is followed by i + 1 (the last
+    # two of each walk are held out of training: leave-one-out's valid and test)
+    rows = []
+    for u in range(60):
+        start = u % 2
+        rows += [(f"u{u}", f"i{i}", 4, t) for t, i in enumerate(range(start, start + 6))]
+    inter = read_inter(inter_file(tmp_path, rows))
+    out = train_recommender(items, tmp_path / "r", inter=inter, reg=1.0, sasrec_steps=150)
+    ck = read_recommender(out)
+    assert ck.sasrec is not None and ck.sasrec["num_items"] == 8
+    assert ck.meta["sasrec"]["steps"] == 150 and "hit@10" in ck.meta["sasrec"]["valid"]
+    rec = Recommender(ck)
+    for last in (1, 2, 3):
+        taste = fold([Act("like", f"i{i}") for i in range(max(last - 2, 0), last + 1)])
+        assert int(rec.next_items(taste).argmax()) == last + 1
+        signals = rec._signals(taste, None, ())
+        assert set(signals) == {"personal", "sequence"}
+    with pytest.raises(DataError, match="give --inter"):
+        train_recommender(
+            items, tmp_path / "s", store_events={1: [Act("like", "i0")]}, sasrec_steps=5
+        )

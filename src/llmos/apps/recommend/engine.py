@@ -9,6 +9,9 @@ list at once, without retraining:
   enters the row with a negative weight, so items like it sink.
 - **wish** (onboarding, or a request's free text, e.g. "想看轻松的喜剧"): the cosine between the
   wish's embedding (as an E5 query) and the items' text vectors (E5 passages).
+- **sequence** (when the checkpoint has a SASRec, ``llmos recommend train --sasrec-steps``):
+  the next-item scores of llmos's GPT over the user's latest positive items, oldest first, so
+  the order of what they just did counts, not only the set.
 - **tags**: the user's chosen interests raise the items that carry them.
 - **popularity** (counts, time-decayed when the model was trained so): the floor for a user
   with nothing else, and a prior as strong as the wish beside it (measured: a weaker one
@@ -39,14 +42,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from llmos.checkpoint.recommender import RecommenderCheckpoint
+from llmos.checkpoint.io import load_state_dict_strict
+from llmos.checkpoint.recommender import SASREC, RecommenderCheckpoint
 from llmos.data.interactions import Item
+from llmos.models.sasrec import SASRec, SASRecConfig
 
 KINDS = ("view", "click", "rate", "like", "dislike", "hide")
 EXPLICIT = {"like", "dislike", "rate", "hide"}
 WEIGHTS = {"view": 1.0, "click": 0.5, "like": 1.0, "dislike": -1.0, "hide": 0.0}
 GOOD_RATING = 3.0
 WISH_WEIGHT = 1.0  # the wish's standardised cosine, next to the personal score's
+SEQUENCE_WEIGHT = 1.0  # the sequential model's, next to the personal score's
 TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any popularity
 TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
 POP_PRIOR = 1.0  # popularity beside a wish or tags (no personal score): bench/recommend_live.py
@@ -114,7 +120,7 @@ class Recommendation:
     item: Item
     score: float
     reason: str
-    source: str  # personal | wish | tags | popular
+    source: str  # personal | sequence | wish | tags | popular
 
 
 def _standard(x: torch.Tensor) -> torch.Tensor:
@@ -151,6 +157,13 @@ class Recommender:
                 self.tag_mask.setdefault(t, torch.zeros(self.num_items, dtype=torch.bool))[i] = True
         self.popular = _standard(torch.log1p(self.counts))
         self.query_prefix = str(self.meta.get("query_prefix", ""))
+        self.sasrec: SASRec | None = None
+        if ckpt.sasrec is not None:
+            self.sasrec = SASRec(SASRecConfig(**ckpt.sasrec))
+            prefix = len(SASREC)
+            state = {k[prefix:]: v for k, v in ckpt.weights.items() if k.startswith(SASREC)}
+            load_state_dict_strict(self.sasrec, state)
+            self.sasrec.eval()
 
     @property
     def num_items(self) -> int:
@@ -182,19 +195,31 @@ class Recommender:
         if bool((x > 0).any()):
             rows = torch.nonzero(x).squeeze(1)  # the user's few items: rows of B, not all of it
             out["personal"] = _standard(x[rows] @ self.ease[rows])
+        if self.sasrec is not None and taste.recent:
+            out["sequence"] = SEQUENCE_WEIGHT * _standard(self.next_items(taste))
         if wish is not None and self.content is not None:
             out["wish"] = WISH_WEIGHT * _standard(self.content @ wish)
         if interests:
             chosen = set(interests)
-            w = TAG_WEIGHT_WITH_HISTORY if "personal" in out else TAG_WEIGHT
+            w = TAG_WEIGHT_WITH_HISTORY if out.keys() & {"personal", "sequence"} else TAG_WEIGHT
             counts = torch.zeros(self.num_items)
             for t in chosen:
                 if t in self.tag_mask:
                     counts += self.tag_mask[t].float()
             out["tags"] = w * counts
-        if "personal" not in out:
+        if "personal" not in out and "sequence" not in out:
             out["popular"] = (POP_PRIOR if out else 1.0) * self.popular
         return out
+
+    @torch.inference_mode()
+    def next_items(self, taste: Taste) -> torch.Tensor:
+        """(items,) the sequential model's scores of the item after the user's latest positive
+        items (``taste.recent``, oldest first, the last ``max_len`` of them)."""
+        assert self.sasrec is not None
+        known = [self.index[x] for x in reversed(taste.recent) if x in self.index]
+        known = known[-self.sasrec.config.max_len :]
+        tokens = torch.tensor([[i + 1 for i in known]])  # item index i is token i + 1
+        return self.sasrec.score_all(tokens, torch.tensor([len(known)]))[0].float()
 
     def allowed(
         self,
@@ -240,9 +265,12 @@ class Recommender:
         pool = torch.topk(total, min(n, max(k, MMR_POOL) if diversity > 0 else k)).indices
         chosen = mmr(pool.tolist(), total, self.tags, k, diversity)
         because = self._because(taste, chosen)
+        last = next((self.items[self.index[x]] for x in taste.recent if x in self.index), None)
         return [
             Recommendation(
-                self.items[i], float(total[i]), *self._reason(i, signals, because, wish_text)
+                self.items[i],
+                float(total[i]),
+                *self._reason(i, signals, because, wish_text, last),
             )
             for i in chosen
         ]
@@ -265,7 +293,12 @@ class Recommender:
         }
 
     def _reason(
-        self, i: int, signals: dict[str, torch.Tensor], because: dict[int, Item], wish_text: str
+        self,
+        i: int,
+        signals: dict[str, torch.Tensor],
+        because: dict[int, Item],
+        wish_text: str,
+        taste_last: Item | None = None,
     ) -> tuple[str, str]:
         """Why item ``i`` is in the list: the signal that gave it the most, if that is
         positive; for the personal signal, the liked item that contributed most
@@ -274,6 +307,8 @@ class Recommender:
         if float(signals[source][i]) > 0:
             if source == "personal" and i in because:
                 return f"because you liked {because[i].title}", source
+            if source == "sequence" and taste_last is not None:
+                return f"often next after {taste_last.title}", source
             if source == "wish" and wish_text:
                 return f"matches “{wish_text}”", source
             if source == "tags":

@@ -126,10 +126,12 @@ def train_recommender(
     encoder: str | None = None,
     encoder_digest: str | None = None,
     evaluation: dict[str, float] | None = None,
+    sasrec_steps: int = 0,
 ) -> Path:
     """Fit EASE and popularity on every interaction given, embed the items' text when
     ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint (with
-    ``evaluation``, the metrics measured before, in its ``task.json``)."""
+    ``evaluation``, the metrics measured before, in its ``task.json``). With
+    ``sasrec_steps``, a sequential model is trained on ``inter`` too (:func:`fit_sequential`)."""
     x, item, timestamp = catalog_matrix(items, inter, store_events)
     if x.nnz == 0:
         raise DataError("no interactions to learn from: give --inter or store events")
@@ -143,6 +145,13 @@ def train_recommender(
         weights["content.vectors"] = torch.from_numpy(
             np.asarray(embed([item_text(i) for i in items], "passage"), np.float32)
         )
+    sasrec = None
+    if sasrec_steps > 0:
+        if inter is None:
+            raise DataError("the sequential model learns from an interactions file: give --inter")
+        log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(inter))
+        seq_weights, sasrec, sasrec_valid = fit_sequential(items, inter, sasrec_steps)
+        weights.update(seq_weights)
     meta = {
         "catalog": catalog,
         "ease_reg": reg,
@@ -151,8 +160,41 @@ def train_recommender(
         "encoder_digest": encoder_digest,
         "trained_on": {"users": int(x.shape[0]), "interactions": int(x.nnz)},
         "evaluation": evaluation,
+        "sasrec": {"steps": sasrec_steps, "valid": sasrec_valid} if sasrec else None,
     }
-    return save_recommender(out, items, weights, meta)
+    return save_recommender(out, items, weights, meta, sasrec)
+
+
+def fit_sequential(
+    items: list[Item], inter: Interactions, steps: int, seed: int = 2020
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Train a SASRec (:mod:`llmos.train.tasks.sasrec`, RecBole's defaults) on the
+    interactions over the catalog's order: each user's history but the last two items by time
+    as training, the second-last as validation (RecBole's leave-one-out), the best validated
+    step kept. Returns its weights (under ``sasrec.``, the tied output projection left out),
+    its config fields and its validation metrics."""
+    import dataclasses
+    import tempfile
+
+    from llmos.checkpoint.recommender import SASREC
+    from llmos.data.interactions import split_leave_one_out
+    from llmos.train.tasks.sasrec import train_sasrec
+
+    index = {item.id: i for i, item in enumerate(items)}
+    col = np.array([index[x] for x in inter.items], np.int64)[inter.item]  # checked by caller
+    ids = tuple(item.id for item in items)
+    ordered = Interactions(inter.users, ids, inter.user, col, inter.rating, inter.timestamp)
+    train, valid, _ = split_leave_one_out(ordered)
+    with tempfile.TemporaryDirectory(prefix="sasrec-") as run:
+        model, result = train_sasrec(
+            train, valid, run, steps=steps, seed=seed, eval_every=max(steps // 10, 1)
+        )
+    tied = set(model.tied_weights)
+    weights = {
+        SASREC + k: v.detach().clone() for k, v in model.state_dict().items() if k not in tied
+    }
+    best = result.best or {}
+    return weights, dataclasses.asdict(model.config), dict(best.get("metrics", {}))
 
 
 def evaluate(
