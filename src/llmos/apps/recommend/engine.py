@@ -156,7 +156,6 @@ class Recommender:
             for t in item.tags:
                 self.tag_mask.setdefault(t, torch.zeros(self.num_items, dtype=torch.bool))[i] = True
         self.popular = _standard(torch.log1p(self.counts))
-        self.query_prefix = str(self.meta.get("query_prefix", ""))
         self.sasrec: SASRec | None = None
         if ckpt.sasrec is not None:
             self.sasrec = SASRec(SASRecConfig(**ckpt.sasrec))
@@ -195,7 +194,7 @@ class Recommender:
         if bool((x > 0).any()):
             rows = torch.nonzero(x).squeeze(1)  # the user's few items: rows of B, not all of it
             out["personal"] = _standard(x[rows] @ self.ease[rows])
-        if self.sasrec is not None and taste.recent:
+        if self.sasrec is not None and any(x in self.index for x in taste.recent):
             out["sequence"] = SEQUENCE_WEIGHT * _standard(self.next_items(taste))
         if wish is not None and self.content is not None:
             out["wish"] = WISH_WEIGHT * _standard(self.content @ wish)
@@ -214,7 +213,8 @@ class Recommender:
     @torch.inference_mode()
     def next_items(self, taste: Taste) -> torch.Tensor:
         """(items,) the sequential model's scores of the item after the user's latest positive
-        items (``taste.recent``, oldest first, the last ``max_len`` of them)."""
+        items (``taste.recent``, oldest first, the last ``max_len`` of them; at least one of
+        them in the catalog)."""
         assert self.sasrec is not None
         known = [self.index[x] for x in reversed(taste.recent) if x in self.index]
         known = known[-self.sasrec.config.max_len :]
