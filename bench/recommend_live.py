@@ -59,7 +59,7 @@ from serve_load import WRK_SCRIPT, LiveServer, _wait_ready, http, run_wrk, stop
 import llmos
 from llmos.apps.recommend.demo import movielens_files
 from llmos.apps.recommend.engine import Act, Recommender, fold
-from llmos.apps.recommend.train import read_catalog
+from llmos.apps.recommend.train import in_catalog_order, read_catalog
 from llmos.checkpoint.recommender import RecommenderCheckpoint
 from llmos.data.interactions import read_inter
 from llmos.models.itemitem import EASE
@@ -83,8 +83,7 @@ def cpu_name() -> str:
 def adaptation(args: argparse.Namespace) -> None:
     items_file, inter_file = movielens_files()
     items, inter = read_catalog(items_file), read_inter(inter_file)
-    index = {item.id: i for i, item in enumerate(items)}
-    col = np.array([index[x] for x in inter.items])[inter.item]
+    col = in_catalog_order(items, inter).item
     by_user: dict[int, list[int]] = {}
     for row in np.lexsort((inter.timestamp, inter.user)):
         by_user.setdefault(int(inter.user[row]), []).append(row)
@@ -226,13 +225,13 @@ def diversity_tradeoff(args: argparse.Namespace) -> None:
     items_file, inter_file = movielens_files()
     items, inter = read_catalog(items_file), read_inter(inter_file)
     index = {item.id: i for i, item in enumerate(items)}
-    col = np.array([index[x] for x in inter.items])
-    train, valid, test = split_by_ratio(inter)
+    # The same split as bench/recommend_eval.py's: it depends on users, not item numbering.
+    train, valid, test = split_by_ratio(in_catalog_order(items, inter))
     import scipy.sparse as sp
 
     def matrix(part: Any) -> sp.csr_matrix:
         m = sp.csr_matrix(
-            (np.ones(len(part), np.float32), (part.user, col[part.item])),
+            (np.ones(len(part), np.float32), (part.user, part.item)),
             shape=(inter.num_users, len(items)),
         )
         m.data[:] = 1

@@ -17,9 +17,11 @@ list at once, without retraining:
   with nothing else, and a prior as strong as the wish beside it (measured: a weaker one
   ranks obscure films that match the words; ``bench/recommend_live.py``, "Onboarding").
 
-Each signal is standardised over the catalog (zero mean, unit variance) and scaled so that its
-best item scores 1, so they add on one scale. The weights (:data:`WISH_WEIGHT` ...) are design
-choices: a chosen interest counts fully for a new user and little once their events speak.
+The scored signals (personal, sequence, wish, popularity) are standardised over the catalog
+(zero mean, unit variance) and scaled so that each one's best item scores 1, so they add on
+one scale; an interest adds a fixed amount to each item that carries it. The weights
+(:data:`WISH_WEIGHT` ...) are design choices: an interest ranks above any popularity for a
+new user (:data:`TAG_WEIGHT`) and counts little once their events speak.
 
 Filters run before the ranking: items already seen, hidden, disliked or excluded, and items
 with a blocked tag, never come back; ``tags`` restricts the list to items with one of them.
@@ -36,7 +38,7 @@ never overrides one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,8 +59,6 @@ TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any p
 TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
 POP_PRIOR = 1.0  # popularity beside a wish or tags (no personal score): bench/recommend_live.py
 MMR_POOL = 100  # candidates the diversity re-ranking chooses from
-
-Embed = Callable[[list[str], str], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Recommendation:
     item: Item
     score: float
     reason: str
-    source: str  # personal | sequence | wish | tags | popular
+    source: str  # personal | sequence | wish | tags | popular; similar items: content too
 
 
 def _standard(x: torch.Tensor) -> torch.Tensor:
@@ -155,6 +155,9 @@ class Recommender:
         for i, item in enumerate(self.items):
             for t in item.tags:
                 self.tag_mask.setdefault(t, torch.zeros(self.num_items, dtype=torch.bool))[i] = True
+        counts = {t: int(mask.sum()) for t, mask in self.tag_mask.items()}
+        # The catalog's tags with their item counts, the commonest first (onboarding).
+        self.tag_counts = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         self.popular = _standard(torch.log1p(self.counts))
         self.sasrec: SASRec | None = None
         if ckpt.sasrec is not None:

@@ -133,8 +133,9 @@ class RecommendService:
                 raise LlmosError(f"an event's value must be a finite number, got {value}")
         return self.store.add_catalog_events(user_id, model.catalog, events)
 
-    def acts(self, user_id: int) -> list[Act]:
-        rows = self.store.catalog_events(user_id, self.catalog)
+    def acts(self, user_id: int, catalog: str | None = None) -> list[Act]:
+        """The user's events on ``catalog`` (default: the model's), oldest first."""
+        rows = self.store.catalog_events(user_id, catalog or self.catalog)
         return [Act(kind, item or "", value) for kind, item, value in rows]
 
     def preferences(self, user_id: int) -> Preferences:
@@ -151,13 +152,10 @@ class RecommendService:
         self.store.update_profile(user_id, {PROFILE_KEY: prefs.as_json()})
         return prefs
 
-    def _wish(self, text: str) -> torch.Tensor | None:
-        """The wish as a query vector (cached), or None when it cannot be compared with the
-        catalog's vectors."""
-        if not text or self.embed is None:
-            return None
-        model = self.model()
-        if model.content is None:
+    def _wish(self, model: Recommender, text: str) -> torch.Tensor | None:
+        """The wish as a query vector (cached), or None when it cannot be compared with
+        ``model``'s catalog vectors."""
+        if not text or self.embed is None or model.content is None:
             return None
         if text in self._wishes:
             return self._wishes[text]
@@ -197,9 +195,9 @@ class RecommendService:
         prefs = self.preferences(user_id)
         text = wish if wish is not None else prefs.wish
         return model.recommend(
-            fold(self.acts(user_id)),
+            fold(self.acts(user_id, model.catalog)),
             k,
-            wish=self._wish(text),
+            wish=self._wish(model, text),
             wish_text=text,
             interests=prefs.interests,
             exclude=exclude,
@@ -209,8 +207,10 @@ class RecommendService:
         )
 
     def similar(self, item: str, k: int = 10) -> list[Recommendation]:
-        self.item(item)  # UnknownItem
-        return self.model().similar(item, k)
+        model = self.model()
+        if item not in model.index:
+            raise UnknownItem(f"the catalog {model.catalog!r} has no item {item!r}")
+        return model.similar(item, k)
 
     def search(self, query: str, k: int = 20) -> list[Item]:
         return self.model().search(query, k)
@@ -218,13 +218,9 @@ class RecommendService:
     def profile(self, user_id: int) -> dict[str, Any]:
         """What the user's events show, and their onboarding choices."""
         model = self.model()
-        view = model.profile(fold(self.acts(user_id)))
+        view = model.profile(fold(self.acts(user_id, model.catalog)))
         return {**view, "preferences": self.preferences(user_id).as_json()}
 
     def tags(self) -> list[tuple[str, int]]:
         """The catalog's tags with their item counts, the commonest first (onboarding)."""
-        counts: dict[str, int] = {}
-        for item in self.model().items:
-            for t in item.tags:
-                counts[t] = counts.get(t, 0) + 1
-        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return self.model().tag_counts

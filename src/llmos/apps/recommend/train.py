@@ -54,6 +54,26 @@ def item_text(item: Item) -> str:
     return f"{text}: {', '.join(item.tags)}" if item.tags else text
 
 
+def in_catalog_order(items: list[Item], inter: Interactions) -> Interactions:
+    """``inter`` with its item vocabulary replaced by the catalog's (item ``i`` is
+    ``items[i]``), so that its matrix and its sequences line up with the model's rows.
+
+    Raises:
+        DataError: an interaction names an item the catalog lacks.
+    """
+    index = {item.id: i for i, item in enumerate(items)}
+    col = np.array([index.get(x, -1) for x in inter.items], np.int64)[inter.item]
+    missing = np.flatnonzero(col < 0)
+    if len(missing):
+        first = inter.items[inter.item[missing[0]]]
+        raise DataError(
+            f"{len(missing)} interactions name items the catalog lacks (first: {first!r}): "
+            "give the catalog file these items were rated in"
+        )
+    ids = tuple(item.id for item in items)
+    return Interactions(inter.users, ids, inter.user, col, inter.rating, inter.timestamp)
+
+
 def catalog_matrix(
     items: list[Item],
     inter: Interactions | None,
@@ -72,17 +92,10 @@ def catalog_matrix(
     times: list[np.ndarray] = []
     users = 0
     if inter is not None:
-        col = np.array([index.get(x, -1) for x in inter.items], np.int64)[inter.item]
-        missing = np.flatnonzero(col < 0)
-        if len(missing):
-            first = inter.items[inter.item[missing[0]]]
-            raise DataError(
-                f"{len(missing)} interactions name items the catalog lacks (first: {first!r}): "
-                "give the catalog file these items were rated in"
-            )
-        rows.append(inter.user)
-        cols.append(col)
-        times.append(inter.timestamp)
+        ordered = in_catalog_order(items, inter)
+        rows.append(ordered.user)
+        cols.append(ordered.item)
+        times.append(ordered.timestamp)
         users = inter.num_users
     for acts in (store_events or {}).values():
         taste = fold(acts)
@@ -180,11 +193,7 @@ def fit_sequential(
     from llmos.data.interactions import split_leave_one_out
     from llmos.train.tasks.sasrec import train_sasrec
 
-    index = {item.id: i for i, item in enumerate(items)}
-    col = np.array([index[x] for x in inter.items], np.int64)[inter.item]  # checked by caller
-    ids = tuple(item.id for item in items)
-    ordered = Interactions(inter.users, ids, inter.user, col, inter.rating, inter.timestamp)
-    train, valid, _ = split_leave_one_out(ordered)
+    train, valid, _ = split_leave_one_out(in_catalog_order(items, inter))
     with tempfile.TemporaryDirectory(prefix="sasrec-") as run:
         model, result = train_sasrec(
             train, valid, run, steps=steps, seed=seed, eval_every=max(steps // 10, 1)
