@@ -5,11 +5,20 @@ against BM25 in the same run.
     python bench/retrieval.py --checkpoint runs/bert-zh/checkpoint --lang zh
     python bench/retrieval.py --checkpoint runs/e5 --lang zh      # multilingual-e5-small
 
+    # the same encoder fine-tuned on the other questions' pairs, 5-fold cross-validation:
+    python bench/retrieval.py --checkpoint runs/e5-zh --lang zh \
+        --tune configs/finetune/embed-qa-zh.yaml --folds 5
+
 The corpus is every distinct answer of ``tasks/qa-{lang}.jsonl``; each question is a query
-whose relevant documents are its own answers. Answers are embedded as passages and questions as
-queries (``embed(kind=...)``: E5's ``passage: `` / ``query: `` prefixes; no-ops for a model
-without prefixes). Reported: accuracy@1, accuracy@5 (a relevant
-answer among the top k) and MRR over all questions, for both retrievers. BM25 is Okapi BM25
+whose relevant documents are its own answers. With ``--tune CONFIG`` the questions are cut
+into ``--folds`` folds (seeded); for each fold, ``llmos finetune`` runs CONFIG (``task:
+embedding``, ``init`` the checkpoint) on the pairs of the other folds (a tenth of them held
+for validation and best-checkpoint selection), and the fold's questions search the whole
+corpus with the fine-tuned encoder. Every question is then scored once, by a model that never
+saw it or, unless another question shares it, its answer. Answers are embedded as passages
+and questions as queries (``embed(kind=...)``: E5's ``passage: `` / ``query: `` prefixes;
+no-ops for a model without prefixes). Reported: accuracy@1, accuracy@5 (a relevant answer
+among the top k) and MRR over all questions, for both retrievers. BM25 is Okapi BM25
 (k1 = 1.5, b = 0.75) over lower-cased words (English) or jieba words (Chinese).
 """
 
@@ -19,8 +28,10 @@ import argparse
 import json
 import math
 import re
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -68,10 +79,68 @@ def metrics(ranked: list[list[int]], relevant: list[set[int]]) -> dict[str, floa
     return {"acc@1": at1 / n, "acc@5": at5 / n, "mrr": rr / n}
 
 
+def tuned_cv(
+    checkpoint: str,
+    config: str,
+    overrides: list[str],
+    folds: int,
+    rows: list[dict],
+    answers: list[str],
+    work: Path,
+) -> tuple[list[list[int]], list[float]]:
+    """Each question's ranking of ``answers`` by an encoder fine-tuned (``config`` with
+    ``overrides``) on the other folds' pairs, and each fold's training seconds."""
+    from llmos.config import FinetuneConfig, load_config
+    from llmos.recipes.finetune import finetune
+
+    fold = np.random.default_rng(0).permutation(len(rows)) % folds
+    ranked: list[list[int]] = [[] for _ in rows]
+    seconds = []
+    for k in range(folds):
+        held = [i for i in range(len(rows)) if fold[i] == k]
+        rest = [i for i in range(len(rows)) if fold[i] != k]
+        data = work / f"fold{k}"
+        data.mkdir(parents=True, exist_ok=True)
+        for split, idx in (("train", rest[len(rest) // 10 :]), ("valid", rest[: len(rest) // 10])):
+            lines = [json.dumps(rows[i], ensure_ascii=False) for i in idx]
+            (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        cfg = load_config(
+            FinetuneConfig,
+            config,
+            [
+                *overrides,
+                f"init={checkpoint}",
+                f"data.dataset={data}",
+                f"out_dir={work}",
+                f"name=run{k}",
+            ],
+        )
+        t = time.perf_counter()
+        result = finetune(cfg)
+        seconds.append(time.perf_counter() - t)
+        pipe = load_pipeline(result.checkpoint)
+        scores = (
+            pipe.embed([rows[i]["question"] for i in held], kind="query")
+            @ pipe.embed(answers, kind="passage").T
+        )
+        for row, i in enumerate(held):
+            ranked[i] = list(np.argsort(-scores[row], kind="stable"))
+        print(
+            f"fold {k}: {len(rest)} pairs -> best step {result.best and result.best['step']},"
+            f" {seconds[-1]:.0f} s",
+            flush=True,
+        )
+    return ranked, seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True, help="encoder checkpoint")
     ap.add_argument("--lang", choices=["zh", "en"], default="en")
+    ap.add_argument("--tune", help="a task: embedding config, run per fold (cross-validation)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--set", nargs="*", default=[], help="overrides of the --tune config")
+    ap.add_argument("--work", default=None, help="where the folds' runs go (default: a temp dir)")
     args = ap.parse_args()
     rows = [
         json.loads(line)
@@ -96,14 +165,24 @@ def main() -> None:
     sparse = metrics(ranked, relevant)
     t_sparse = time.perf_counter() - t
 
+    runs = [(f"llmos dense ({args.checkpoint})", dense, t_dense), ("BM25", sparse, t_sparse)]
+    if args.tune:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(args.work or tmp)
+            ranked, secs = tuned_cv(
+                args.checkpoint, args.tune, args.set, args.folds, rows, answers, work
+            )
+        runs.insert(
+            1,
+            (f"llmos dense, fine-tuned ({args.folds}-fold)", metrics(ranked, relevant), sum(secs)),
+        )
+
     print(f"qa-{args.lang}: {len(questions)} questions, {len(answers)} distinct answers")
-    print(f"{'retriever':<40} {'acc@1':>7} {'acc@5':>7} {'MRR':>7} {'seconds':>8}")
-    for name, m, secs in (
-        (f"llmos dense ({args.checkpoint})", dense, t_dense),
-        ("BM25", sparse, t_sparse),
-    ):
-        print(f"{name:<40} {m['acc@1']:>7.4f} {m['acc@5']:>7.4f} {m['mrr']:>7.4f} {secs:>8.1f}")
-    print(f"dense / BM25 MRR: {dense['mrr'] / max(sparse['mrr'], 1e-9):.2f}x")
+    print(f"{'retriever':<44} {'acc@1':>7} {'acc@5':>7} {'MRR':>7} {'seconds':>8}")
+    for name, m, secs in runs:
+        print(f"{name:<44} {m['acc@1']:>7.4f} {m['acc@5']:>7.4f} {m['mrr']:>7.4f} {secs:>8.1f}")
+    for name, m, _ in runs[:-1]:
+        print(f"{name} / BM25 MRR: {m['mrr'] / max(sparse['mrr'], 1e-9):.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pytest
 from llmos.data import prepare as prepare_mod
 from llmos.data.intents import expand_intents
 from llmos.data.packages import PackageArchive
-from llmos.data.prepare import SPLITS, assign_split, prepare_data
+from llmos.data.prepare import LABELLED_RATIOS, SPLITS, assign_split, prepare_data
 from llmos.data.sources import (
     detokenize,
     parse_pku_line,
@@ -467,6 +467,14 @@ def test_qa_and_movielens(prepared: tuple[Path, dict[str, Any]]) -> None:
     assert zh[2]["answers"] == ["你好！", "很高兴见到你"] and zh[0]["category"] == "AI"
     en = read_jsonl(home / "tasks/qa-en.jsonl")
     assert [r["question"] for r in en] == ["Hello", "How are you?"]
+    # the split files hold the same rows, each question in the split the instructions use
+    for lang, rows in (("zh", zh), ("en", en)):
+        split = {s: read_jsonl(home / f"tasks/qa-{lang}/{s}.jsonl") for s in SPLITS}
+        assert sorted(r["question"] for s in SPLITS for r in split[s]) == sorted(
+            r["question"] for r in rows
+        )
+        for s in SPLITS:
+            assert all(assign_split(r["question"], LABELLED_RATIOS) == s for r in split[s])
     for name, text in ML_FILES.items():
         assert (home / "tasks/movielens" / name).read_text(encoding="utf-8") == text
 

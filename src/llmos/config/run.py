@@ -241,10 +241,29 @@ class HeadConfig:
 
 
 @dataclass
+class ContrastiveConfig:
+    """How ``task: embedding`` learns from (query, positive) pairs: the in-batch negatives
+    loss of sentence-transformers' ``MultipleNegativesRankingLoss`` (van den Oord et al.,
+    2018; Henderson et al., 2017). Each query must pick its positive among every passage of
+    the batch (the other rows' positives and any hard negatives) by softmax over ``scale`` *
+    cosine; ``scale`` 20 is a temperature of 0.05. ``symmetric`` adds the passage -> query
+    direction (``MultipleNegativesSymmetricRankingLoss``), averaged with the first."""
+
+    scale: float = 20.0
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ConfigError(f"contrastive.scale must be > 0, got {self.scale}")
+
+
+@dataclass
 class FinetuneConfig:
     """``llmos finetune``: a task head on a pretrained encoder checkpoint, instruction tuning
     of a pretrained GPT (``task: instruct``, JSONL {instruction, input, output}), or several
-    heads on one encoder (``task: multitask``, ``heads``: see :class:`HeadConfig`).
+    heads on one encoder (``task: multitask``, ``heads``: see :class:`HeadConfig`), or a
+    retrieval embedding trained on (query, positive) pairs (``task: embedding``, JSONL read
+    by :func:`~llmos.data.readers.read_pairs`; the loss in :class:`ContrastiveConfig`).
 
     ``retain`` (multitask only) weighs a term that keeps the encoder's sentence vector (the
     mean of its last layer) where ``init`` had it: 1 - cosine between the trained and the
@@ -274,9 +293,12 @@ class FinetuneConfig:
     name: str = "sentiment-zh"
     out_dir: str = "runs"
     init: str = "runs/bert-zh/checkpoint"
-    task: Literal["classification", "tagging", "instruct", "multitask"] = "classification"
+    task: Literal["classification", "tagging", "instruct", "multitask", "embedding"] = (
+        "classification"
+    )
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     heads: list[HeadConfig] = field(default_factory=list)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     retain: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=50))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -331,12 +353,20 @@ class FinetuneConfig:
                 f"crf is a sequence-labelling head: it needs task: tagging, got task: "
                 f"{self.task} (set crf: false or task: tagging)"
             )
+        micro = self.train.micro_batch_size
+        if self.task == "embedding" and micro is not None and micro < self.train.batch_size:
+            raise ConfigError(
+                "train.micro_batch_size: task: embedding takes its negatives from the other "
+                "pairs of one forward pass, so accumulating smaller micro-batches would weaken "
+                f"them ({micro} < batch_size {self.train.batch_size}); lower batch_size instead"
+            )
         if self.select is None:
             self.select = {
                 "classification": "macro_f1",
                 "tagging": "f1",
                 "instruct": "loss",
                 "multitask": "score",
+                "embedding": "mrr",
             }[self.task]
         if self.patience is not None and self.patience < 1:
             raise ConfigError(

@@ -8,6 +8,8 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
     tasks/pku/{train,valid,test}.txt        People's Daily, word/POS tokens, a paragraph per line
     tasks/intent-{zh,en}/{train,valid,test}.jsonl    {"text", "intent", "slots"}
     tasks/qa-{zh,en}.jsonl                  {"question", "answer", "answers", "category"}
+    tasks/qa-{zh,en}/{train,valid,test}.jsonl   the same rows split by question (retrieval
+                                            fine-tuning; the instruction sets use this split)
     tasks/instruct-{zh,en}/{train,valid,test}.jsonl  {"instruction", "input", "output", "source"}
     tasks/movielens/ml-100k.{inter,item,user}   RecBole atomic files, copied as is
     manifest.json                   sha256 and counts of every output, sources, warnings
@@ -48,7 +50,7 @@ __all__ = ["SPLITS", "assign_split", "prepare_data"]
 
 SPLITS = ("train", "valid", "test")
 # Bump when the outputs change for the same packages, so existing data is rebuilt.
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 _SALT = "llmos-data-v1"
 CORPUS_RATIOS = (0.96, 0.02, 0.02)  # sources used only for pretraining
 LABELLED_RATIOS = (0.80, 0.10, 0.10)  # sources with a task
@@ -251,6 +253,10 @@ def _chatterbot(build: _Build, archives: dict[str, PackageArchive]) -> None:
         ]
         build.count(f"qa-{lang}_duplicates_merged", len(pairs) - len(rows))
         build.add_jsonl(f"tasks/qa-{lang}.jsonl", rows)
+        split_of = {r["question"]: assign_split(r["question"], LABELLED_RATIOS) for r in rows}
+        for split in SPLITS:
+            kept = [r for r in rows if split_of[r["question"]] == split]
+            build.add_jsonl(f"tasks/qa-{lang}/{split}.jsonl", kept)
 
 
 def _instructions(build: _Build) -> None:

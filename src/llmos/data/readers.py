@@ -67,6 +67,19 @@ class Instruction:
 
 
 @dataclass
+class Pair:
+    """A retrieval example: a query, the passages that answer it, other wordings of the query
+    that should find it too (``paraphrases``: texts of the query's own kind, which an
+    asymmetric encoder reads with its query prefix), and optionally passages that look close
+    but do not answer it (hard negatives). A pair has a positive or a paraphrase, or both."""
+
+    query: str
+    positives: list[str]
+    negatives: list[str] = field(default_factory=list)
+    paraphrases: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ReadResult:
     """What a reader returns: the rows, and how many bad rows were skipped (with where)."""
 
@@ -409,3 +422,54 @@ def read_instructions(path: str | Path, skip_bad_rows: bool = False) -> ReadResu
                 )
             )
     return col.done("instruction records")
+
+
+PAIR_KEYS = {"query": ("positive", "negative"), "question": ("answers", "negatives")}
+
+
+def _texts(value: object) -> list[str] | None:
+    """A non-empty string or a non-empty list of non-empty strings, as a list; else None."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        return None
+    if not all(isinstance(t, str) and t.strip() for t in items):
+        return None
+    return list(dict.fromkeys(items))  # duplicates once, order kept
+
+
+def read_pairs(path: str | Path, *, skip_bad_rows: bool = False) -> ReadResult:
+    """Read JSONL retrieval pairs into :class:`Pair` rows.
+
+    A row is ``{"query": str, "positive": str | [str], "negative": str | [str] (optional),
+    "paraphrase": str | [str] (optional)}`` (a row may have paraphrases instead of
+    positives), or in the question/answer files' shape (``tasks/qa-zh.jsonl``)
+    ``{"question": str, "answers": [str], "negatives": [str] (optional)}``. Every text must
+    be a non-empty string. Other keys are ignored.
+
+    Raises:
+        DataError: a missing file, a line that is not a JSON object, a missing or empty query,
+            a row with neither a positive nor a paraphrase, a text that is not a non-empty
+            string (names the file and line), unless ``skip_bad_rows``.
+    """
+    col = _Collector(Path(path), skip_bad_rows)
+    like = '{"query": "...", "positive": "..." or ["..."], "negative": [...] (optional)}'
+    for lineno, obj in _json_objects(col.path, col, like):
+        key = "query" if "query" in obj else "question"
+        pos_key, neg_key = PAIR_KEYS[key]
+        query = obj.get(key)
+        if not isinstance(query, str) or not query.strip():
+            col.bad(lineno, f"{key!r} must be a non-empty string, expected {like}")
+            continue
+        lists = {}
+        for k in (pos_key, neg_key, "paraphrase"):
+            lists[k] = _texts(obj[k]) if k in obj else []
+            if lists[k] is None:
+                col.bad(lineno, f"{k!r} must be a non-empty string or list of them")
+                break
+        else:
+            if not lists[pos_key] and not lists["paraphrase"]:
+                col.bad(lineno, f"needs {pos_key!r} (or 'paraphrase'), expected {like}")
+                continue
+            row = Pair(query, lists[pos_key], lists[neg_key], lists["paraphrase"])
+            col.result.rows.append(row)
+    return col.done("pairs")

@@ -21,6 +21,7 @@ from llmos.files import atomic_write_json
 from llmos.train.loop import FitResult
 from llmos.train.runs import FinetuneSetup, Init, load_init, train_head
 from llmos.train.tasks.classify import setup_classification
+from llmos.train.tasks.embed import setup_embedding
 from llmos.train.tasks.instruct import setup_instruct
 from llmos.train.tasks.multitask import setup_multitask
 from llmos.train.tasks.tag import setup_tagging
@@ -31,9 +32,14 @@ FINETUNE_SETUPS: dict[str, Callable[[FinetuneConfig, Init], FinetuneSetup]] = {
     "tagging": setup_tagging,
     "instruct": setup_instruct,
     "multitask": setup_multitask,
+    "embedding": setup_embedding,
 }
 # The plot each task family's report writes beside report.json (instruct writes none).
-TEST_PLOTS = {"classification": "confusion_test.png", "tagging": "span_scores_test.png"}
+TEST_PLOTS = {
+    "classification": "confusion_test.png",
+    "tagging": "span_scores_test.png",
+    "embedding": "retrieval_test.png",
+}
 
 
 @dataclass

@@ -8,6 +8,8 @@ Each metric follows a reference implementation and is tested against it:
 - :func:`segmentation_f1` is the SIGHAN bakeoff scorer: a predicted word is correct when its
   character offsets equal those of a gold word.
 - :func:`unigram_perplexity` is the baseline a language model (masked or causal) must beat.
+- :func:`retrieval_metrics` ranks a corpus per query as ``bench/retrieval.py`` does (stable
+  sort of the scores, so ties go to the earlier document): MRR, accuracy@k.
 """
 
 from __future__ import annotations
@@ -374,3 +376,58 @@ def answer_f1(prediction: str, reference: str) -> float:
 def exact_match(prediction: str, reference: str) -> bool:
     """Equal after lower-casing and dropping punctuation and spaces."""
     return answer_units(prediction) == answer_units(reference)
+
+
+RETRIEVAL_KS = (1, 5, 10)
+
+
+def retrieval_metrics(
+    scores: np.ndarray, relevant: list[frozenset[int]] | list[set[int]]
+) -> dict[str, float]:
+    """MRR and accuracy@k (a relevant document among the first k, k in :data:`RETRIEVAL_KS`)
+    of queries ranking a corpus: ``scores`` (queries, documents), higher first, ties broken
+    by document order (a stable sort); ``relevant`` the documents that answer each query. A
+    query whose relevant documents are all missing counts as a miss."""
+    scores = np.asarray(scores)
+    if scores.shape[0] != len(relevant):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
+    firsts = []
+    for row, rel in zip(scores, relevant, strict=True):
+        order = np.argsort(-row, kind="stable")
+        hit = np.flatnonzero(np.isin(order, list(rel))) if rel else np.array([], dtype=np.int64)
+        firsts.append(int(hit[0]) + 1 if hit.size else 0)
+    ranks = np.array(firsts, dtype=np.float64)
+    n = max(len(ranks), 1)
+    out = {"mrr": float(np.where(ranks > 0, 1 / np.maximum(ranks, 1), 0).sum() / n)}
+    for k in RETRIEVAL_KS:
+        out[f"acc@{k}"] = float(((ranks > 0) & (ranks <= k)).sum() / n)
+    return out
+
+
+def plot_retrieval(runs: dict[str, dict[str, float]], out_png: Path, title: str = "") -> Path:
+    """Bar chart of MRR and accuracy@k, one bar group per metric and one bar per model
+    (``runs``: name -> :func:`retrieval_metrics`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["mrr", *(f"acc@{k}" for k in RETRIEVAL_KS)]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    x = np.arange(len(names))
+    width = 0.8 / max(len(runs), 1)
+    for k, (run, m) in enumerate(runs.items()):
+        offset = (k - (len(runs) - 1) / 2) * width
+        bars = ax.bar(x + offset, [m[n] for n in names], width=width, label=run)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, ["MRR", *(f"acc@{k}" for k in RETRIEVAL_KS)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(title or "retrieval")
+    ax.legend(loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return out_png
