@@ -101,3 +101,73 @@ def test_a_malformed_domain_file_stops_serve_and_ask_with_its_line(
     err = capsys.readouterr().err
     assert f"{bad}:3: HassTurnOn.action must be one of form, handoff, answer; got 'fly'" in err
     assert "Traceback" not in err
+
+
+def test_kb_pairs_tune_an_encoder_that_the_desk_then_uses(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_encoder: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
+    enc = ("--user", "shop", "--encoder", str(tiny_encoder))
+    assert run(capsys, "users", "create", "shop")[0] == 0
+    assert run(capsys, "support", "kb", "create", "faq", *enc)[0] == 0
+    faq = tmp_path / "faq.jsonl"
+    rows = [
+        {
+            "question": "农民保护环境",
+            "answer": "环境保护是大事。",
+            "alternatives": ["农民一直保护环境", "今天农民保护环境", "农民经常保护环境"],
+        },
+        {
+            "question": "记者介绍艺术",
+            "answer": "艺术介绍在晚上。",
+            "alternatives": ["记者现在介绍艺术", "昨天记者介绍艺术"],
+        },
+    ]
+    faq.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    assert run(capsys, "support", "kb", "add", "faq", str(faq), *enc)[0] == 0
+    code, out, _ = run(capsys, "support", "kb", "pairs", "faq", "--out", "pairs", *enc)
+    assert (code, out.strip()) == (0, "pairs: 5 training and 2 validation pairs")
+    valid = [json.loads(x) for x in (tmp_path / "pairs" / "valid.jsonl").read_text().splitlines()]
+    assert [v["query"] for v in valid] == ["农民经常保护环境", "昨天记者介绍艺术"]
+    code, out, _ = run(
+        capsys,
+        "finetune",
+        "--config",
+        str(Path(__file__).parents[2] / "configs" / "finetune" / "embed-kb.yaml"),
+        f"init={tiny_encoder}",
+        "data.dataset=pairs",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.eval_every=1",
+        "train.progress=false",
+        "train.precision=fp32",
+    )
+    assert code == 0 and "runs/embed-kb/checkpoint" in out
+    code, out, _ = run(
+        capsys,
+        "support",
+        "kb",
+        "search",
+        "faq",
+        "农民保护环境",
+        "--k",
+        "1",
+        "--user",
+        "shop",
+        "--encoder",
+        "runs/embed-kb/checkpoint",
+    )
+    assert code == 0 and out.startswith("1. [1] 农民保护环境")
+
+    (tmp_path / "one.jsonl").write_text(
+        json.dumps({"question": "你好", "answer": "您好！"}, ensure_ascii=False) + "\n", "utf-8"
+    )
+    assert run(capsys, "support", "kb", "create", "tiny", *enc)[0] == 0
+    assert run(capsys, "support", "kb", "add", "tiny", str(tmp_path / "one.jsonl"), *enc)[0] == 0
+    code, _, err = run(capsys, "support", "kb", "pairs", "tiny", "--out", "p2", *enc)
+    assert code == 2 and "'tiny': too few wordings to train on (1 training and 0 validation" in err

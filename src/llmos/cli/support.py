@@ -55,6 +55,13 @@ def add_support(sub: Subcommands) -> None:
     p.add_argument("query")
     p.add_argument("--k", type=int, default=5)
     action("demo", "load the packaged chatterbot QA pairs as faq-zh and faq-en")
+    p = action(
+        "pairs",
+        "write the entries as retrieval training pairs (OUT/train.jsonl, OUT/valid.jsonl) for "
+        "`llmos finetune --config configs/finetune/embed-kb.yaml data.dataset=OUT`",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", type=Path, required=True, help="directory to write")
     p = action("share", "let other users ask it (--public/--private) and name its agents")
     p.add_argument("name")
     p.add_argument("--public", action=argparse.BooleanOptionalAction, default=None)
@@ -149,6 +156,24 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
                 "tags": e.tags,
             }
             print(json.dumps(row, ensure_ascii=False))
+    elif args.action == "pairs":
+        from llmos.apps.support.faq import kb_pairs
+        from llmos.files import atomic_write
+
+        pairs = kb_pairs(svc.entries(owner, args.name))
+        if not pairs["train"] or not pairs["valid"]:
+            raise LlmosError(
+                f"{args.name!r}: too few wordings to train on ({len(pairs['train'])} training "
+                f"and {len(pairs['valid'])} validation pairs); validation needs entries with "
+                "at least two alternatives"
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        for split, rows in pairs.items():
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            atomic_write(args.out / f"{split}.jsonl", text)
+        print(
+            f"{args.out}: {len(pairs['train'])} training and {len(pairs['valid'])} validation pairs"
+        )
     elif args.action == "remove":
         n = svc.remove(owner, args.name, args.ids)
         print(f"removed {n} of {len(args.ids)} entries from {args.name!r}")

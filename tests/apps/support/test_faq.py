@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos.apps.support.faq import parse_faq, read_faq
+from llmos.apps.support.faq import kb_pairs, parse_faq, read_faq
 from llmos.errors import DataError
 from llmos.store.kb import FaqPair
 
@@ -78,3 +78,23 @@ def test_bad_files_are_refused_with_the_reason(tmp_path: Path) -> None:
         read_faq(tmp_path / "empty.csv")
     with pytest.raises(DataError, match="the format must be one of"):
         parse_faq("x", "xlsx")
+
+
+def test_kb_pairs_hold_out_one_wording_per_entry() -> None:
+    entries = [
+        FaqPair("怎么退货", "七天内可退。", ("如何退货", "退货流程")),
+        FaqPair("运费多少", "满百包邮。", ("邮费",)),
+        FaqPair("营业时间", "九点到五点。"),
+    ]
+    pairs = kb_pairs(entries)
+    assert pairs["train"] == [
+        {"query": "怎么退货", "positive": "七天内可退。", "paraphrase": ["如何退货"]},
+        {"query": "如何退货", "positive": "七天内可退。", "paraphrase": ["怎么退货"]},
+        {"query": "运费多少", "positive": "满百包邮。", "paraphrase": ["邮费"]},
+        {"query": "邮费", "positive": "满百包邮。", "paraphrase": ["运费多少"]},
+        {"query": "营业时间", "positive": "九点到五点。"},
+    ]
+    # only an entry with three wordings or more gives one up for validation
+    assert pairs["valid"] == [
+        {"query": "退货流程", "positive": "七天内可退。", "paraphrase": ["怎么退货", "如何退货"]}
+    ]

@@ -15,11 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from llmos.errors import DataError
 from llmos.store.kb import FaqPair
+from llmos.store.models import KbEntry
 
 FIELDS = ("question", "answer", "alternatives", "tags")
 REQUIRED = ("question", "answer")
@@ -130,3 +132,28 @@ def read_faq(path: str | Path) -> list[FaqPair]:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     return parse_faq(text, kind, str(path))
+
+
+def kb_pairs(entries: Iterable[FaqPair | KbEntry]) -> dict[str, list[dict[str, Any]]]:
+    """A knowledge base as retrieval training pairs (``task: embedding`` JSONL rows; see
+    :func:`~llmos.data.readers.read_pairs`), so an encoder can be fine-tuned on the
+    knowledge base's own wordings.
+
+    Each stored wording of an entry (its question and alternatives) is a query whose
+    positive is the entry's answer (read as a passage, as the index embeds answers) and whose
+    paraphrases are the entry's other wordings (read as queries, as the index embeds them).
+    ``valid`` holds, for every entry with at least three wordings, its last one as an unseen
+    wording to find the entry from; ``train`` is built from the others.
+    """
+    out: dict[str, list[dict[str, Any]]] = {"train": [], "valid": []}
+    for e in entries:
+        texts = list(dict.fromkeys(t for t in (e.question, *e.alternatives) if t.strip()))
+        held = texts.pop() if len(texts) >= 3 else None
+        answer = {"positive": e.answer} if e.answer.strip() else {}
+        for t in texts:
+            others = {"paraphrase": [u for u in texts if u != t]} if len(texts) > 1 else {}
+            if answer or others:
+                out["train"].append({"query": t, **answer, **others})
+        if held is not None:
+            out["valid"].append({"query": held, **answer, "paraphrase": texts})
+    return out
