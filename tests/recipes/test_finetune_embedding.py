@@ -222,16 +222,48 @@ def test_paraphrases_are_read_as_queries_and_never_negatives(tiny_encoder: Path)
     ]
 
 
+def test_rows_of_one_label_are_never_each_others_negatives(tiny_encoder: Path) -> None:
+    tok = read_checkpoint(tiny_encoder).tokenizer
+    rows = [
+        Pair("我们", [], paraphrases=["我们喜欢"], label="like"),
+        Pair("老师", [], paraphrases=["老师喜欢"], label="like"),
+        Pair("学生", [], paraphrases=["学生讨论"], label="talk"),
+        Pair("公司", [], paraphrases=["公司研究"]),  # no label: only its own text is masked
+    ]
+    enc = encode_pairs(tok, rows, 16, "", "")
+    assert enc.label.tolist() == [0, 0, 1, -1]
+    task = ContrastiveTask(
+        enc,
+        ([], [], []),
+        batch_size=4,
+        seed=0,
+        pad_id=0,
+        pooling="mean",
+        normalize=True,
+        scale=20.0,
+        symmetric=True,
+    )
+    b = task.collate(np.arange(4))
+    want = [
+        [False, True, False, False],
+        [True, False, False, False],
+        [False, False, False, False],
+        [False, False, False, False],
+    ]
+    assert b["mask"].tolist() == want and b["mask_t"].tolist() == want
+
+
 def test_read_pairs_shapes_and_errors(tmp_path: Path) -> None:
     f = tmp_path / "p.jsonl"
     f.write_text(
         '{"query": "q1", "positive": "a"}\n'
         '{"question": "q2", "answers": ["b", "b", "c"], "category": "x"}\n'
         '{"query": "q3", "positive": ["d"], "negative": "e"}\n'
-        '{"query": "q4", "paraphrase": "f"}\n',
+        '{"query": "q4", "paraphrase": "f", "label": "x"}\n',
         "utf-8",
     )
     rows = read_pairs(f).rows
+    assert [r.label for r in rows] == [None, None, None, "x"]
     assert [(r.query, r.positives, r.negatives, r.paraphrases) for r in rows] == [
         ("q1", ["a"], [], []),
         ("q2", ["b", "c"], [], []),
@@ -244,6 +276,9 @@ def test_read_pairs_shapes_and_errors(tmp_path: Path) -> None:
     assert len(read_pairs(f, skip_bad_rows=True).rows) == 1
     f.write_text('{"query": "q1", "positive": "a", "negative": 3}\n')
     with pytest.raises(DataError, match=r"p\.jsonl:1: 'negative' must be"):
+        read_pairs(f)
+    f.write_text('{"query": "q1", "positive": "a", "label": 3}\n')
+    with pytest.raises(DataError, match=r"p\.jsonl:1: 'label' must be a non-empty string"):
         read_pairs(f)
     f.write_text('{"query": "q1", "negative": "a"}\n')
     with pytest.raises(DataError, match=r"p\.jsonl:1: needs 'positive' \(or 'paraphrase'\)"):

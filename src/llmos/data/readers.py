@@ -71,12 +71,15 @@ class Pair:
     """A retrieval example: a query, the passages that answer it, other wordings of the query
     that should find it too (``paraphrases``: texts of the query's own kind, which an
     asymmetric encoder reads with its query prefix), and optionally passages that look close
-    but do not answer it (hard negatives). A pair has a positive or a paraphrase, or both."""
+    but do not answer it (hard negatives). A pair has a positive or a paraphrase, or both.
+    ``label`` (optional) is a class the pair belongs to (an intent): pairs of one label are
+    never each other's negatives."""
 
     query: str
     positives: list[str]
     negatives: list[str] = field(default_factory=list)
     paraphrases: list[str] = field(default_factory=list)
+    label: str | None = None
 
 
 @dataclass
@@ -441,10 +444,10 @@ def read_pairs(path: str | Path, *, skip_bad_rows: bool = False) -> ReadResult:
     """Read JSONL retrieval pairs into :class:`Pair` rows.
 
     A row is ``{"query": str, "positive": str | [str], "negative": str | [str] (optional),
-    "paraphrase": str | [str] (optional)}`` (a row may have paraphrases instead of
-    positives), or in the question/answer files' shape (``tasks/qa-zh.jsonl``)
-    ``{"question": str, "answers": [str], "negatives": [str] (optional)}``. Every text must
-    be a non-empty string. Other keys are ignored.
+    "paraphrase": str | [str] (optional), "label": str (optional)}`` (a row may have
+    paraphrases instead of positives), or in the question/answer files' shape
+    (``tasks/qa-zh.jsonl``) ``{"question": str, "answers": [str], "negatives": [str]
+    (optional)}``. Every text must be a non-empty string. Other keys are ignored.
 
     Raises:
         DataError: a missing file, a line that is not a JSON object, a missing or empty query,
@@ -470,6 +473,10 @@ def read_pairs(path: str | Path, *, skip_bad_rows: bool = False) -> ReadResult:
             if not lists[pos_key] and not lists["paraphrase"]:
                 col.bad(lineno, f"needs {pos_key!r} (or 'paraphrase'), expected {like}")
                 continue
-            row = Pair(query, lists[pos_key], lists[neg_key], lists["paraphrase"])
+            label = obj.get("label")
+            if label is not None and (not isinstance(label, str) or not label.strip()):
+                col.bad(lineno, f"'label' must be a non-empty string, got {label!r:.80}")
+                continue
+            row = Pair(query, lists[pos_key], lists[neg_key], lists["paraphrase"], label)
             col.result.rows.append(row)
     return col.done("pairs")

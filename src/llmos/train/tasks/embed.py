@@ -52,6 +52,7 @@ class EncodedPairs:
     positives: list[np.ndarray]
     negatives: list[np.ndarray | None]
     group: np.ndarray  # (rows,) index of the Pair each row comes from
+    label: np.ndarray  # (rows,) id of the Pair's label, -1 for none
     positive_key: np.ndarray  # (rows,) id of the positive's text
     negative_key: np.ndarray  # (rows,) id of the negative's text, -1 for none
     answers: list[frozenset[int]]  # per Pair: the text ids of its positives and paraphrases
@@ -68,7 +69,8 @@ def encode_pairs(
 ) -> EncodedPairs:
     """One training row per (query, positive or paraphrase); a Pair's hard negatives are
     handed out to its rows in turn (row j gets negative j mod n). Queries and paraphrases get
-    the query prefix, positives and negatives the passage prefix."""
+    the query prefix, positives and negatives the passage prefix. Labels become ids (-1:
+    none)."""
     texts: dict[tuple[str, bool], int] = {}
 
     def key(target: tuple[str, bool]) -> int:
@@ -84,11 +86,13 @@ def encode_pairs(
         for j, target in enumerate(targets(x))
     ]
     n_ids = iter(encode([r[3] for r in rows if r[3] is not None]))
+    labels = {name: i for i, name in enumerate(sorted({x.label for x in pairs if x.label}))}
     return EncodedPairs(
         queries=encode([(r[1], True) for r in rows]),
         positives=encode([r[2] for r in rows]),
         negatives=[next(n_ids) if r[3] is not None else None for r in rows],
         group=np.array([r[0] for r in rows], dtype=np.int64),
+        label=np.array([labels.get(pairs[r[0]].label, -1) for r in rows], dtype=np.int64),
         positive_key=np.array([key(r[2]) for r in rows], dtype=np.int64),
         negative_key=np.array([key(r[3]) if r[3] else -1 for r in rows], dtype=np.int64),
         answers=[frozenset(map(key, targets(x))) for x in pairs],
@@ -142,10 +146,14 @@ class ContrastiveTask(EpochBatches):
         negs = [i for i in idx if t.negatives[i] is not None]
         answers = [t.answers[g] for g in t.group[idx]]
         cand_keys = [*t.positive_key[idx], *t.negative_key[negs]]
-        # A candidate that answers the query is not its negative (its own positive excepted).
+        # A candidate that answers the query is not its negative (its own positive excepted),
+        # nor is another row's positive when both rows have the same label.
+        label = t.label[idx]
+        same = torch.from_numpy((label[:, None] == label[None, :]) & (label[:, None] >= 0))
         mask = torch.tensor(
             [[c in a and j != i for j, c in enumerate(cand_keys)] for i, a in enumerate(answers)]
         )
+        mask[:, : len(idx)] |= same & ~torch.eye(len(idx), dtype=torch.bool)
         batch: dict[str, Any] = {
             "q": pad_batch([t.queries[i] for i in idx], None, self.pad_id),
             "p": pad_batch([t.positives[i] for i in idx], None, self.pad_id),
@@ -158,7 +166,7 @@ class ContrastiveTask(EpochBatches):
             keys = t.positive_key[idx]
             batch["mask_t"] = torch.tensor(
                 [[k in a and j != i for j, a in enumerate(answers)] for i, k in enumerate(keys)]
-            )
+            ) | (same & ~torch.eye(len(idx), dtype=torch.bool))
         return batch
 
     def counts(self, batch: dict[str, Any]) -> list[float]:
