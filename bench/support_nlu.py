@@ -194,11 +194,129 @@ def form_dialogues(pipe: Any, valid: list[dict], test: list[dict], lang: str = "
     print("(target: >= 95 %)\n")
 
 
+def spread(texts: list[str], k: int = SHOTS) -> list[str]:
+    """``k`` texts spread over the list (which is ordered by template)."""
+    return texts[:: max(1, len(texts) // k)][:k]
+
+
+def few_shot_eval(
+    pipe: Any,
+    rows: dict[str, list[dict]],
+    known: dict[str, list[dict]],
+    held: set[str],
+    test: list[dict],
+    results: list[dict],
+    vectors: np.ndarray,
+    encoder: str | None,
+) -> None:
+    """New intents from SHOTS training utterances each, recognised without retraining, two
+    ways: the few-shot centroids alone (thresholds decide against the head), and with the
+    head's own intents' centroids as references (SHOTS training utterances each, what a
+    classifier's task.json keeps as ``examples``): a message nearest a known intent is the
+    head's. Thresholds chosen on the valid split; the retrained head is the baseline."""
+    if encoder:
+        other = llmos.load(encoder)
+
+        def few_vectors(texts: list[str]) -> np.ndarray:
+            return other.embed(texts, kind="query")
+    else:
+
+        def few_vectors(texts: list[str]) -> np.ndarray:
+            return pipe.analyze(texts)[1]
+
+    train_by: dict[str, list[str]] = {}
+    for r in rows["train"]:
+        train_by.setdefault(r["intent"], []).append(r["text"])
+    shots = {n: spread(train_by[n]) for n in sorted(held)}
+    refs = {n: spread(ts) for n, ts in sorted(train_by.items()) if n not in held}
+    new_test = [r for r in rows["test"] if r["intent"] in held]
+    new_texts = [r["text"] for r in new_test]
+    new_res, new_vec = pipe.analyze(new_texts)[0], few_vectors(new_texts)
+    valid = rows["valid"]
+    v_res, v_vec = (
+        pipe.analyze([r["text"] for r in valid])[0],
+        few_vectors([r["text"] for r in valid]),
+    )
+    known_vec = few_vectors([r["text"] for r in test]) if encoder else vectors
+
+    # Baseline: retrain the head (logistic regression on the NLU model's vectors).
+    tr_texts = [r["text"] for r in known["train"]] + [t for n in shots for t in shots[n]]
+    tr_labels = [r["intent"] for r in known["train"]] + [n for n in shots for _ in shots[n]]
+    _, tr_vec = pipe.analyze(tr_texts)
+    t = time.perf_counter()
+    lr = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced").fit(tr_vec, tr_labels)
+    retrain_s = time.perf_counter() - t
+    base_new = lr.predict(pipe.analyze(new_texts)[1])
+    base_false = lr.predict(vectors)
+    names = ", ".join(sorted(held))
+    print(f"## new intents from {SHOTS} examples ({names}; {len(new_test)} test utterances)")
+    print(f"few-shot vectors: {encoder or 'the NLU model'}")
+    print(
+        "| method | accuracy on the new intents | other intents taken for a new one "
+        "| accuracy on every intent |"
+    )
+    print("|---|---:|---:|---:|")
+    base_hit = base_new == np.array([g["intent"] for g in new_test])
+    base_right = base_hit.sum() + (base_false == np.array([r["intent"] for r in test])).sum()
+    print(
+        f"| retrained head (logistic regression, {retrain_s:.1f} s) | "
+        f"{pct(float(np.mean(base_hit)))} | "
+        f"{pct(float(np.mean([p in held for p in base_false])))} | "
+        f"{pct(base_right / (len(new_test) + len(test)))} |"
+    )
+    grid = [
+        FewShotConfig(similarity=a / 100, head_confidence=h, sure_similarity=max(a, b) / 100)
+        for a in range(50, 99, 2)
+        for h in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+        for b in range(80, 101, 2)
+    ]
+    variants = {
+        "few-shot centroids + head": FewShotIntents.from_embedder(shots, few_vectors),
+        "few-shot and reference centroids + head": FewShotIntents.from_embedder(
+            shots | refs, few_vectors, reference=refs
+        ),
+    }
+    for name, few in variants.items():
+        v_few = [few.best(v) for v in v_vec]
+
+        def accuracy(cfg: FewShotConfig, v_few: list = v_few) -> float:
+            got = [combine(r["intent"], f, cfg)["label"] for r, f in zip(v_res, v_few, strict=True)]
+            return float(np.mean([g == r["intent"] for g, r in zip(got, valid, strict=True)]))
+
+        chosen = max(grid, key=accuracy)
+
+        def rates(cfg: FewShotConfig, few: FewShotIntents = few) -> tuple[float, float, float]:
+            def decide(res: dict, vec: np.ndarray) -> str:
+                return combine(res["intent"], few.best(vec), cfg)["label"]
+
+            hit = [
+                decide(r, v) == g["intent"]
+                for r, v, g in zip(new_res, new_vec, new_test, strict=True)
+            ]
+            known_got = [decide(r, v) for r, v in zip(results, known_vec, strict=True)]
+            false = [g in held for g in known_got]
+            right = sum(hit) + sum(g == r["intent"] for g, r in zip(known_got, test, strict=True))
+            return float(np.mean(hit)), float(np.mean(false)), right / (len(hit) + len(test))
+
+        for label, cfg in ((f"chosen on valid: {chosen}", chosen), ("defaults", FewShotConfig())):
+            hit, false, overall = rates(cfg)
+            print(
+                f"| {name}, no retraining ({label}) | {pct(hit)} | {pct(false)} | {pct(overall)} |"
+            )
+    print("(target: >= 90 % without retraining)\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="runs/support-zh/checkpoint")
     ap.add_argument("--timing-messages", type=int, default=200)
     ap.add_argument("--skip-crf", action="store_true", help="no CRF baseline (minutes)")
+    ap.add_argument(
+        "--fewshot-encoder",
+        default=None,
+        help="embed the few-shot examples and messages with this encoder (kind query) "
+        "instead of the NLU model's own vector (the desk's --support-fewshot-encoder)",
+    )
     args = ap.parse_args()
     pipe = llmos.load(args.checkpoint)
     spec = pipe.spec
@@ -280,83 +398,7 @@ def main() -> None:
 
     # --- new intents from 8 examples --------------------------------------------------------
     if held:
-        train_by: dict[str, list[str]] = {}
-        for r in rows["train"]:
-            train_by.setdefault(r["intent"], []).append(r["text"])
-        shots = {n: train_by[n][:: max(1, len(train_by[n]) // SHOTS)][:SHOTS] for n in held}
-        few = FewShotIntents.from_embedder(shots, lambda texts: pipe.analyze(texts)[1])
-        new_test = [r for r in rows["test"] if r["intent"] in held]
-        new_res, new_vec = pipe.analyze([r["text"] for r in new_test])
-        # Thresholds chosen on the valid split (every intent, known and new): the best
-        # accuracy of the combined decision; the defaults are reported too.
-        valid = rows["valid"]
-        v_res, v_vec = pipe.analyze([r["text"] for r in valid])
-        v_few = [few.best(v) for v in v_vec]
-
-        def accuracy(cfg: FewShotConfig) -> float:
-            got = [combine(r["intent"], f, cfg)["label"] for r, f in zip(v_res, v_few, strict=True)]
-            return float(np.mean([g == r["intent"] for g, r in zip(got, valid, strict=True)]))
-
-        grid = [
-            FewShotConfig(similarity=a / 100, head_confidence=h, sure_similarity=max(a, b) / 100)
-            for a in range(70, 99, 2)
-            for h in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
-            for b in range(80, 101, 2)
-        ]
-        chosen = max(grid, key=accuracy)
-        print(
-            f"few-shot thresholds chosen on valid ({len(valid)} utterances): similarity "
-            f"{chosen.similarity:.2f}, head_confidence {chosen.head_confidence:.2f}, "
-            f"sure_similarity {chosen.sure_similarity:.2f} (valid accuracy "
-            f"{pct(accuracy(chosen))}; defaults {pct(accuracy(FewShotConfig()))})"
-        )
-
-        def rates(cfg: FewShotConfig) -> tuple[float, float]:
-            def decide(res: dict, vec: np.ndarray) -> str:
-                return combine(res["intent"], few.best(vec), cfg)["label"]
-
-            hit = [
-                decide(r, v) == g["intent"]
-                for r, v, g in zip(new_res, new_vec, new_test, strict=True)
-            ]
-            known_got = [decide(r, v) for r, v in zip(results, vectors, strict=True)]
-            false = [g in held for g in known_got]
-            right = sum(hit) + sum(g == r["intent"] for g, r in zip(known_got, test, strict=True))
-            return float(np.mean(hit)), float(np.mean(false)), right / (len(hit) + len(test))
-
-        # Baseline: retrain the head (logistic regression on the same vectors).
-        tr_texts = [r["text"] for r in known["train"]] + [t for n in held for t in shots[n]]
-        tr_labels = [r["intent"] for r in known["train"]] + [n for n in held for _ in shots[n]]
-        _, tr_vec = pipe.analyze(tr_texts)
-        t = time.perf_counter()
-        lr = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced").fit(
-            tr_vec, tr_labels
-        )
-        retrain_s = time.perf_counter() - t
-        base_new = lr.predict(new_vec)
-        base_false = lr.predict(vectors)
-        names = ", ".join(sorted(held))
-        print(f"## new intents from {SHOTS} examples ({names}; {len(new_test)} test utterances)")
-        print(
-            "| method | accuracy on the new intents | other intents taken for a new one "
-            "| accuracy on every intent |"
-        )
-        print("|---|---:|---:|---:|")
-        base_hit = base_new == np.array([g["intent"] for g in new_test])
-        base_right = base_hit.sum() + (base_false == np.array([r["intent"] for r in test])).sum()
-        print(
-            f"| retrained head (logistic regression, {retrain_s:.1f} s) | "
-            f"{pct(float(np.mean(base_hit)))} | "
-            f"{pct(float(np.mean([p in held for p in base_false])))} | "
-            f"{pct(base_right / (len(new_test) + len(test)))} |"
-        )
-        for name, cfg in (("chosen on valid", chosen), ("defaults", FewShotConfig())):
-            hit, false, overall = rates(cfg)
-            print(
-                f"| llmos few-shot centroids + head, no retraining ({name}) | {pct(hit)} | "
-                f"{pct(false)} | {pct(overall)} |"
-            )
-        print("(target: >= 90 % without retraining)\n")
+        few_shot_eval(pipe, rows, known, held, test, results, vectors, args.fewshot_encoder)
 
     # --- scripted form dialogues ---------------------------------------------------------------
     form_dialogues(pipe, known["valid"], test, lang)

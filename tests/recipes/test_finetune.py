@@ -86,6 +86,15 @@ def test_learns_the_task_and_keeps_the_best_checkpoint(run) -> None:
     assert (run.run_dir / "confusion_test.png").stat().st_size > 1000
 
 
+def test_task_json_keeps_eight_training_texts_per_label(run, dataset: Path) -> None:
+    rows = [x.split("\t") for x in (dataset / "train.tsv").read_text().splitlines()[1:]]
+    examples = read_checkpoint(run.checkpoint).task.extra["examples"]
+    assert sorted(examples) == ["neg", "pos"]
+    for label, texts in examples.items():
+        of_label = [t for t, lab in rows if lab == label]
+        assert texts == of_label[:: len(of_label) // 8][:8]  # spread over the file
+
+
 def test_reloaded_checkpoint_predicts_identically(run, dataset: Path) -> None:
     texts = [line.split("\t")[0] for line in (dataset / "test.tsv").read_text().splitlines()[1:]]
     a = llmos.load(run.checkpoint).classify(texts, batch_size=7)
@@ -414,7 +423,14 @@ def test_text_prefix_is_trained_recorded_and_read(
     result = finetune(cfg)
     task = json.loads((result.checkpoint / "task.json").read_text())
     assert task["text_prefix"] == prefix
-    assert list(task)[:6] == ["task", "labels", "max_length", "label_key", "text_prefix", "init"]
+    assert list(task)[:6] == [
+        "task",
+        "labels",
+        "max_length",
+        "label_key",
+        "text_prefix",
+        "examples",
+    ]
     # The run's test loss is the model's on prefix + text, encoded here by hand.
     pipe = llmos.load(result.checkpoint)
     rows = [line.split("\t") for line in (dataset / "test.tsv").read_text().splitlines()[1:]]

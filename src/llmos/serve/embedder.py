@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from llmos.apps.support.fewshot import intent_examples
 from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.io import read_checkpoint
 from llmos.serve.operations import AnalyzeOp, ClassifyOp, EmbedOp, TextBatch
 
 log = logging.getLogger("llmos.serve")
@@ -100,6 +102,7 @@ class BatcherNlu:
     ) -> None:
         self.server, self.models, self.loop = server, models, loop
         self._names: dict[str, str] = {}
+        self._examples: dict[str, dict[str, list[str]]] = {}
         self._warned: set[str] = set()
 
     def _model(self, lang: str) -> str | None:
@@ -126,6 +129,15 @@ class BatcherNlu:
             path = self.server.registry.entry(model).path
             self._names[model] = weights_digest(path) or str(path)
         return self._names[model]
+
+    def intent_examples(self, lang: str) -> dict[str, list[str]]:
+        model = self._model(lang)
+        if model is None:
+            return {}
+        if model not in self._examples:
+            path = self.server.registry.entry(model).path
+            self._examples[model] = intent_examples(read_checkpoint(path).task)
+        return self._examples[model]
 
     def __call__(
         self, texts: list[str], lang: str

@@ -25,6 +25,22 @@ def test_centroids_are_normalised_means() -> None:
     np.testing.assert_allclose(few.centroids, expected, rtol=1e-6)
 
 
+def test_a_message_nearest_a_reference_intent_is_the_heads() -> None:
+    # "refund" is an intent the head knows: its examples only stake out its region
+    few = FewShotIntents(EXAMPLES, VECTORS, reference=["refund"])
+    assert few.best(np.array([1, 0, 0])) == ("order", pytest.approx(C, rel=1e-5))
+    assert few.best(np.array([0, 0.6, 0.8])) is None  # nearer refund than order
+    # the head keeps its answer however sure the thresholds would make the few-shot one
+    head = {"label": "refund", "score": 0.1}
+    assert combine(head, few.best(np.array([0, 0.6, 0.8])), FewShotConfig(-1, 1.0, -1)) == {
+        "label": "refund",
+        "score": 0.1,
+        "source": "head",
+    }
+    with pytest.raises(ValueError, match=r"reference intents without examples: \['billing'\]"):
+        FewShotIntents(EXAMPLES, VECTORS, reference=["billing"])
+
+
 def test_scores_and_the_best_intent() -> None:
     few = FewShotIntents(EXAMPLES, VECTORS)
     queries = np.array([[1, 0, 0], [0, 0.6, 0.8], [0, 1, 0]], dtype=np.float32)
@@ -159,3 +175,9 @@ def test_combine_without_one_side() -> None:
 def test_config_is_checked(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="FewShotConfig"):
         FewShotConfig(**kwargs)
+
+
+def test_the_vectors_setting_is_checked() -> None:
+    assert FewShotConfig().vectors == "encoder" and FewShotConfig(vectors="nlu").vectors == "nlu"
+    with pytest.raises(ValueError, match="vectors is 'encoder' or 'nlu'; got 'e5'"):
+        FewShotConfig(vectors="e5")

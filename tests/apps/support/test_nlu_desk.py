@@ -17,6 +17,7 @@ from llmos.apps.support.domain import parse_domain
 from llmos.apps.support.fewshot import FewShotConfig
 from llmos.apps.support.local import PipelineEmbedder, PipelineNlu
 from llmos.apps.support.service import CONSENT, SupportService
+from llmos.checkpoint.io import read_checkpoint
 from llmos.store.db import Store
 from llmos.store.kb import FaqPair
 
@@ -54,6 +55,7 @@ class Counting(PipelineEmbedder):
 
 class Desk:
     def __init__(self, root: Path, nlu: Path, encoder: Path) -> None:
+        self.nlu = nlu
         self.store = Store(f"sqlite:///{root / 'llmos.db'}")
         self.shop = self.store.create_user("shop")[0].id
         self.customer = self.store.create_user("customer")[0].id
@@ -130,6 +132,13 @@ def test_a_few_shot_intent_the_model_never_saw(desk: Desk) -> None:
     assert r.intent["source"] == "examples"
     assert r.action == "answer" and r.form is None  # 保护 answers from the knowledge base
     assert r.reply == "环境保护是大事。"
+    # The head's own intents, from the eight training utterances its task.json keeps, stake
+    # out their regions: a message nearest one of them is the head's, however low the bar.
+    few = desk.svc._few_shot("zh")
+    assert few.reference == {"参观", "研究"} and set(few.labels) == {"保护", "参观", "研究"}
+    kept = read_checkpoint(desk.nlu).task.heads["intent"].extra["examples"]
+    assert sorted(kept) == ["参观", "研究"] and all(len(v) == 8 for v in kept.values())
+    assert few.best(few.centroids[few.labels.index("研究")]) is None
 
 
 def test_one_encoder_pass_when_the_nlu_model_is_the_encoder(
@@ -142,6 +151,14 @@ def test_one_encoder_pass_when_the_nlu_model_is_the_encoder(
     try:
         other.say("今天记者参观城市。")
         assert other.embed.queries == 1  # another encoder: a second pass for retrieval
+        # ...whose vector also places the message among the few-shot centroids, which come
+        # from the same encoder (FewShotConfig.vectors "encoder")
+        few = other.svc._few_shot("zh")
+        shots = other.svc.domain.few_shot_examples("zh")["保护"]
+        mean = other.embed(shots, "query").mean(axis=0)
+        np.testing.assert_allclose(
+            few.centroids[few.labels.index("保护")], mean / np.linalg.norm(mean), atol=1e-5
+        )
     finally:
         other.store.close()
 

@@ -16,11 +16,13 @@ multilingual-e5, most pairs of short texts are above 0.8, so a useful threshold 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from llmos.checkpoint.task import MultiTask
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,18 @@ class FewShotConfig:
         similarity: the few-shot intent's cosine similarity that wins over an unsure head...
         head_confidence: ...one whose probability is below this.
         sure_similarity: a cosine similarity that wins over any head.
+        vectors: what embeds the examples and the messages: ``encoder``, the knowledge
+            base's encoder (multilingual-e5 by default; the message's vector is then also
+            its knowledge-base query, embedded once), or ``nlu``, the NLU model's own vector
+            from its one pass. Measured (docs/BENCHMARKS.md, "New intents from 8 examples"):
+            E5's vectors recognise more of a new intent's messages, the NLU model's take
+            fewer of the other intents' messages for a new one.
     """
 
     similarity: float = 0.90
     head_confidence: float = 0.5
     sure_similarity: float = 0.92
+    vectors: str = "encoder"
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similarity <= self.sure_similarity <= 1.0:
@@ -44,10 +53,21 @@ class FewShotConfig:
                 "FewShotConfig: need -1 <= similarity <= sure_similarity <= 1; got "
                 f"similarity={self.similarity}, sure_similarity={self.sure_similarity}"
             )
+        if self.vectors not in ("encoder", "nlu"):
+            raise ValueError(f"FewShotConfig: vectors is 'encoder' or 'nlu'; got {self.vectors!r}")
         if not 0.0 <= self.head_confidence <= 1.0:
             raise ValueError(
                 f"FewShotConfig: head_confidence is a probability; got {self.head_confidence}"
             )
+
+
+def intent_examples(spec: object) -> dict[str, list[str]]:
+    """The ``examples`` a multitask checkpoint's intent head keeps in task.json (a few
+    training utterances per intent; empty for another spec or a checkpoint from before they
+    were kept): the reference intents of :class:`FewShotIntents`."""
+    head = spec.heads.get("intent") if isinstance(spec, MultiTask) else None
+    examples = head.extra.get("examples", {}) if head is not None else {}
+    return {str(k): [str(t) for t in v] for k, v in examples.items()}
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -63,9 +83,23 @@ class FewShotIntents:
         examples: each intent's example utterances, in order.
         vectors: the examples' sentence vectors, ``(n, d)`` with ``n`` the number of all
             examples, in the order of ``examples``' intents and utterances.
+        reference: intents of ``examples`` that the trained head already knows (their
+            examples are a few of its training utterances). A message nearest to one of
+            them is not a few-shot intent's: :meth:`best` gives None, and the head decides.
+            Without them, only the thresholds of :func:`combine` keep a known intent's
+            message from a new intent whose examples look alike.
     """
 
-    def __init__(self, examples: Mapping[str, Sequence[str]], vectors: np.ndarray) -> None:
+    def __init__(
+        self,
+        examples: Mapping[str, Sequence[str]],
+        vectors: np.ndarray,
+        reference: Collection[str] = (),
+    ) -> None:
+        unknown = set(reference) - set(examples)
+        if unknown:
+            raise ValueError(f"reference intents without examples: {sorted(unknown)}")
+        self.reference = frozenset(reference)
         vectors = np.asarray(vectors, dtype=np.float32)
         n = sum(len(texts) for texts in examples.values())
         if vectors.ndim != 2 or vectors.shape[0] != n:
@@ -89,11 +123,13 @@ class FewShotIntents:
         cls,
         examples: Mapping[str, Sequence[str]],
         embed: Callable[[list[str]], np.ndarray],
+        reference: Collection[str] = (),
     ) -> FewShotIntents:
         """Built by embedding the examples with ``embed`` (texts -> ``(n, d)`` vectors), the
         encoder that will embed the messages: centroids from another encoder mean nothing."""
         texts = [t for ts in examples.values() for t in ts]
-        return cls(examples, embed(texts) if texts else np.zeros((0, 0), dtype=np.float32))
+        vectors = embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+        return cls(examples, vectors, reference)
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """Cosine similarities of messages' vectors ``(n, d)`` to the intents' centroids:
@@ -112,11 +148,13 @@ class FewShotIntents:
 
     def best(self, vector: np.ndarray) -> tuple[str, float] | None:
         """The nearest intent to one message's vector ``(d,)`` and its cosine similarity;
-        None when there are no few-shot intents."""
+        None when there are no few-shot intents or the nearest is a reference intent."""
         if not self.labels:
             return None
         row = self.scores(np.asarray(vector)[None, :])[0]  # (k,)
         i = int(np.argmax(row))
+        if self.labels[i] in self.reference:
+            return None
         return self.labels[i], float(row[i])
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from llmos.apps.support.fewshot import intent_examples
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import MultiTask
 from llmos.errors import LlmosError
@@ -89,3 +90,7 @@ class PipelineNlu:
 
     def encoder(self, lang: str) -> str | None:
         return self.names.get(lang)
+
+    def intent_examples(self, lang: str) -> dict[str, list[str]]:
+        pipe = self.pipes.get(lang)
+        return intent_examples(pipe.spec) if pipe is not None else {}

@@ -70,6 +70,10 @@ class Nlu(Protocol):
         """The weights digest of the model reading ``lang`` (None: none): when it is the
         knowledge base's encoder, the message's vector from the same pass is its query."""
 
+    def intent_examples(self, lang: str) -> dict[str, list[str]]:
+        """A few training utterances per intent of the model reading ``lang`` (its intent
+        head's ``examples`` in task.json; empty when it has none)."""
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -309,27 +313,45 @@ class SupportService:
             for x in result.get("slots", [])
         ]
         few = self._few_shot(lang)
+        vector = vectors[0]
+        if few is not None and self.fewshot.vectors == "encoder":
+            if u.vector is None:  # embedded once: the knowledge-base search reuses it
+                u.vector = self.embed([text], "query")[0]
+            vector = u.vector
         u.intent = combine(
-            result.get("intent"), few.best(vectors[0]) if few is not None else None, self.fewshot
+            result.get("intent"), few.best(vector) if few is not None else None, self.fewshot
         )
         return u
 
     def _few_shot(self, lang: str) -> FewShotIntents | None:
-        """The domain's few-shot intents, their centroids from the NLU model of ``lang``
-        (computed once per model)."""
+        """The domain's few-shot intents, with the NLU head's own intents as references
+        (:class:`FewShotIntents`), their centroids from the vectors ``FewShotConfig.vectors``
+        names (computed once per model)."""
         if self.domain is None or self.nlu is None:
             return None
         name = self.nlu.encoder(lang)
         if name is None:
             return None
-        key = (lang, name)
+        by_encoder = self.fewshot.vectors == "encoder"
+        key = (lang, f"encoder:{self.embed.name}" if by_encoder else name)
         if key not in self._centroids:
             # The message's language's examples; an intent given only in the other language
             # keeps those (the encoder is multilingual).
             examples = self.domain.few_shot_examples() | self.domain.few_shot_examples(lang)
-            texts = [t for ts in examples.values() for t in ts]
-            out = self.nlu(texts, lang) if texts else None
-            self._centroids[key] = FewShotIntents(examples, out[1]) if out is not None else None
+            # The head's own intents, from a few of its training utterances: a message
+            # nearer one of them than any few-shot intent is the head's to decide.
+            refs = {n: ts for n, ts in self.nlu.intent_examples(lang).items() if n not in examples}
+            texts = [t for ts in (examples | refs).values() for t in ts] if examples else []
+            if not texts:
+                vecs = None
+            elif by_encoder:
+                vecs = self.embed(texts, "query")
+            else:
+                out = self.nlu(texts, lang)
+                vecs = out[1] if out is not None else None
+            self._centroids[key] = (
+                FewShotIntents(examples | refs, vecs, reference=refs) if vecs is not None else None
+            )
         return self._centroids[key]
 
     def _record(self, conversation: int, status: str, state: dict[str, Any], r: Reply) -> Reply:

@@ -157,6 +157,23 @@ def score_classifier(
     }
 
 
+# How many training texts per label task.json keeps (``examples``).
+EXAMPLES_PER_LABEL = 8
+
+
+def label_examples(rows: list[Example], labels: list[str], k: int = EXAMPLES_PER_LABEL) -> dict:
+    """Up to ``k`` training texts per label, spread over the label's rows in file order (the
+    intents' files are ordered by template, so the spread covers several templates). Kept in
+    task.json as ``examples``, so a few-shot layer can tell a message that looks like a
+    trained label from one that looks like a new label (:mod:`llmos.apps.support.fewshot`),
+    whatever encoder it embeds them with."""
+    by: dict[str, list[str]] = {label: [] for label in labels}
+    for r in rows:
+        if r.label in by and r.text_b is None:
+            by[r.label].append(r.text)
+    return {label: ts[:: max(1, len(ts) // k)][:k] for label, ts in by.items() if ts}
+
+
 def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     """Labels from the training split, the splits encoded with the encoder's tokenizer, the
     task (balanced class weights on request), and a report scoring the best checkpoint on the
@@ -199,6 +216,8 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         meta["pooling"] = cfg.pooling
     if cfg.data.text_prefix:  # written only when set: task.json without one is unchanged
         meta["text_prefix"] = cfg.data.text_prefix
+    if examples := label_examples(read["train"].rows, labels):
+        meta["examples"] = examples
 
     def report(result: FitResult) -> dict[str, Any]:
         out: dict[str, Any] = {
