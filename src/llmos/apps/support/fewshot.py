@@ -5,6 +5,8 @@ Each such intent is represented by its centroid: the normalised mean of its exam
 sentence vectors (from the same encoder that embeds the customers' messages). A message's
 few-shot intent is the one whose centroid is nearest by cosine similarity (nearest centroid,
 the prototype rule of Snell et al. 2017, https://arxiv.org/abs/1703.05175, without training).
+The intents the head was trained on take part through a few of their training utterances
+(reference centroids): a message nearest one of those is left to the head.
 
 :func:`combine` then decides between the trained head's intent and the few-shot one. Its
 thresholds (:class:`FewShotConfig`) were chosen by ``bench/support_nlu.py`` on the intents'
@@ -12,6 +14,8 @@ validation split, with four intents left out of the NLU model's training
 (``configs/finetune/support-zh.yaml``): the best accuracy over every validation utterance,
 known and new (96.5 %, against 91.6 % for the first guesses 0.85 / 0.9 / 0.93); with
 multilingual-e5, most pairs of short texts are above 0.8, so a useful threshold is high.
+Re-run with E5's vectors and the references, the same thresholds were chosen again
+(docs/BENCHMARKS.md, "New intents from 8 examples: E5's vectors ...").
 """
 
 from __future__ import annotations
