@@ -15,7 +15,7 @@ validation split, with four intents left out of the NLU model's training
 known and new (96.5 %, against 91.6 % for the first guesses 0.85 / 0.9 / 0.93); with
 multilingual-e5, most pairs of short texts are above 0.8, so a useful threshold is high.
 Re-run with E5's vectors and the references, the defaults give the test results of the
-thresholds chosen on validation in Chinese, and one message fewer right in English
+thresholds chosen on validation in Chinese, and one more message right in English
 (docs/BENCHMARKS.md, "New intents from 8 examples: E5's vectors ...").
 """
 
