@@ -94,6 +94,13 @@ def test_learns_the_pairing_and_records_how_it_is_read(encoder: Path, pairs: Pat
     assert result.best is not None and set(result.best["metrics"]) >= {"mrr", "acc@1"}
 
     ckpt = read_checkpoint(result.checkpoint)
+    # the pretraining heads and the pooler, which the vectors do not read, are kept untrained
+    before, after = read_checkpoint(encoder).weights(), ckpt.weights()
+    kept = [k for k in after if not k.startswith(("bert.embeddings.", "bert.layers."))]
+    assert any(k.startswith("mlm.") for k in kept)
+    assert all(torch.equal(after[k], before[k]) for k in kept)
+    key = "bert.layers.0.ffn.up.weight"
+    assert not torch.equal(after[key], before[key])  # the encoder itself was trained
     assert ckpt.task.kind == "embedding"
     assert (ckpt.task.query_prefix, ckpt.task.passage_prefix) == ("问：", "答：")
     assert ckpt.task.extra["contrastive"] == {"pairs": 300, "scale": 20.0, "symmetric": False}
@@ -127,6 +134,21 @@ def test_resumes_to_the_same_weights(encoder: Path, pairs: Path, tmp_path) -> No
     step6 = Path("checkpoints") / "step-0000006" / "model.safetensors"
     x, y = load_file(str(full.run_dir / step6)), load_file(str(resumed.run_dir / step6))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def collator(enc, symmetric: bool) -> ContrastiveTask:
+    """A task over ``enc`` for its collate (no validation split)."""
+    return ContrastiveTask(
+        enc,
+        ([], [], []),
+        batch_size=len(enc.queries),
+        seed=0,
+        pad_id=0,
+        pooling="mean",
+        normalize=True,
+        scale=20.0,
+        symmetric=symmetric,
+    )
 
 
 def mnrl_reference(q: np.ndarray, c: np.ndarray, scale: float, skip: np.ndarray) -> float:
@@ -163,17 +185,7 @@ def test_collate_masks_passages_that_also_answer_the_query(tiny_encoder: Path) -
     ]
     enc = encode_pairs(tok, rows, 16, "", "")
     assert enc.group.tolist() == [0, 1, 1, 2]
-    task = ContrastiveTask(
-        enc,
-        ([], [], []),
-        batch_size=4,
-        seed=0,
-        pad_id=0,
-        pooling="mean",
-        normalize=True,
-        scale=20.0,
-        symmetric=True,
-    )
+    task = collator(enc, symmetric=True)
     b = task.collate(np.arange(4))
     # candidates: positives 经济, 经济, 城市, 文化, then row 0's negative 文化
     assert b["mask"].tolist() == [
@@ -204,17 +216,7 @@ def test_paraphrases_are_read_as_queries_and_never_negatives(tiny_encoder: Path)
     # the same text read two ways is two candidates; 老师 has both, 学生 only the passage
     a, b, c = enc.positive_key.tolist()
     assert a == c != b and enc.answers == [frozenset({a, b}), frozenset({a})]
-    task = ContrastiveTask(
-        enc,
-        ([], [], []),
-        batch_size=3,
-        seed=0,
-        pad_id=0,
-        pooling="mean",
-        normalize=True,
-        scale=20.0,
-        symmetric=False,
-    )
+    task = collator(enc, symmetric=False)
     assert task.collate(np.arange(3))["mask"].tolist() == [
         [False, True, True],
         [True, False, True],
@@ -232,17 +234,7 @@ def test_rows_of_one_label_are_never_each_others_negatives(tiny_encoder: Path) -
     ]
     enc = encode_pairs(tok, rows, 16, "", "")
     assert enc.label.tolist() == [0, 0, 1, -1]
-    task = ContrastiveTask(
-        enc,
-        ([], [], []),
-        batch_size=4,
-        seed=0,
-        pad_id=0,
-        pooling="mean",
-        normalize=True,
-        scale=20.0,
-        symmetric=True,
-    )
+    task = collator(enc, symmetric=True)
     b = task.collate(np.arange(4))
     want = [
         [False, True, False, False],

@@ -241,8 +241,8 @@ def embedding_spec(init: Init) -> Embedding:
 
 def setup_embedding(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     """Pairs from the dataset's splits, the contrastive task, the encoder with every weight of
-    the init checkpoint (its MLM head, if any, is kept as it is), and a report of the best
-    checkpoint and the init checkpoint side by side on the test split (with
+    the init checkpoint (:func:`load_all`), and a report of the best checkpoint and the init
+    checkpoint (as it is on disk, all its layers) side by side on the test split (with
     ``retrieval_test.png``)."""
     spec = embedding_spec(init)
     files = dataset_files(cfg.data.dataset)
@@ -312,10 +312,14 @@ def setup_embedding(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         return out
 
     config = init.config
-    return FinetuneSetup(
-        task,
-        lambda: BertForPreTraining(config),
-        meta,
-        report,
-        lambda model, w, path: load_state_dict_strict(model, w),
-    )
+    return FinetuneSetup(task, lambda: BertForPreTraining(config), meta, report, load_all)
+
+
+def load_all(model: nn.Module, weights: dict[str, torch.Tensor], path: Any) -> None:
+    """Every weight of the init checkpoint; what the vectors do not read (the pooler, an MLM
+    or NSP head) is kept as it is and not trained, so that no parameter is left without a
+    gradient (DDP requires every trained one to get one)."""
+    load_state_dict_strict(model, weights)
+    for name, p in model.named_parameters():
+        if not name.startswith(("bert.embeddings.", "bert.layers.")):
+            p.requires_grad_(False)
