@@ -134,7 +134,7 @@ class SupportService:
         self.nlu = nlu
         self.domain = domain
         self.fewshot = fewshot or FewShotConfig()
-        self._centroids: dict[tuple[str, str], FewShotIntents | None] = {}
+        self._centroids: dict[tuple[str, str, str], FewShotIntents | None] = {}
         self.index_root = Path(index_root)
         self._indexes: dict[int, KbIndex] = {}
         self._lock = threading.Lock()
@@ -333,7 +333,8 @@ class SupportService:
         if name is None:
             return None
         by_encoder = self.fewshot.vectors == "encoder"
-        key = (lang, f"encoder:{self.embed.name}" if by_encoder else name)
+        # the NLU model gives the references, the encoder (if so set) the vectors
+        key = (lang, name, self.embed.name if by_encoder else "")
         if key not in self._centroids:
             # The message's language's examples; an intent given only in the other language
             # keeps those (the encoder is multilingual).
