@@ -95,7 +95,21 @@ def pad_batch(
     }
 
 
-class EpochBatches(ABC):
+class EpochPosition:
+    """Where an endless stream of epochs is: ``position`` (epoch, batch) is a task's whole
+    data state, saved with a checkpoint and loaded on resume (the shared loop's ``state`` /
+    ``load_state``)."""
+
+    position: dict[str, int]
+
+    def state(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
+
+
+class EpochBatches(EpochPosition, ABC):
     """Endless, resumable epochs of length-bucketed batches over a fine-tuning set.
 
     Subclasses set ``lengths`` (one per example), ``batch_size`` and ``seed`` and implement
@@ -106,7 +120,6 @@ class EpochBatches(ABC):
     lengths: np.ndarray
     batch_size: int
     seed: int
-    position: dict[str, int]
 
     @abstractmethod
     def collate(self, idx: np.ndarray) -> dict[str, Any]:
@@ -134,9 +147,3 @@ class EpochBatches(ABC):
                     self.collate(idx[j : j + micro_batch]) for j in range(0, per_rank, micro_batch)
                 ]
             self.position = {"epoch": epoch + 1, "batch": 0}
-
-    def state(self) -> dict[str, int]:
-        return dict(self.position)
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}

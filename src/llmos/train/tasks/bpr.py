@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmos.data.batching import EpochPosition
 from llmos.data.interactions import Interactions
 from llmos.errors import DataError
 from llmos.models.lightgcn import LightGCN, LightGCNConfig
@@ -44,7 +45,7 @@ from llmos.train.tasks.recfit import fit_recommender
 _ORDER, _NEGATIVES = 0, 1
 
 
-class BPRTask:
+class BPRTask(EpochPosition):
     """BPR triples from ``train`` and full-ranking validation on ``valid`` (seen = train).
 
     The training pairs are the distinct (user, item) pairs of ``train`` (a pair seen twice is
@@ -161,12 +162,6 @@ class BPRTask:
             return model.score_all(torch.as_tensor(users, device=device)).float().cpu()
 
         return full_ranking(score, self.seen, self.held, k=self.k)
-
-    def state(self) -> dict[str, int]:
-        return dict(self.position)
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
 
 
 def train_bpr(

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmos.data.batching import EpochPosition
 from llmos.data.interactions import Interactions
 from llmos.errors import DataError
 from llmos.models.sasrec import PAD, SASRec, SASRecConfig
@@ -106,7 +107,7 @@ def sequence_scorer(
     return score
 
 
-class SequenceTask:
+class SequenceTask(EpochPosition):
     """Next-item windows of ``train`` (module docstring) and full-ranking validation on
     ``valid``, the model reading each user's training sequence."""
 
@@ -199,12 +200,6 @@ class SequenceTask:
         held = self.valid.matrix()
         seen = self.train.matrix() if self.mask_history else sp.csr_matrix(held.shape)
         return full_ranking(sequence_scorer(model, self.train), seen, held, k=self.k)
-
-    def state(self) -> dict[str, int]:
-        return dict(self.position)
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
 
 
 def train_sasrec(
