@@ -229,6 +229,7 @@ def test_exclude_leaves_rows_out_of_every_split(encoder, datasets, tmp_path: Pat
         (["heads.0.crf=true"], "heads\\[intent\\].crf needs task: tagging"),
         (["heads.0.weight=0"], "heads\\[intent\\].weight must be > 0"),
         (["heads.0.data.text_prefix='query: '"], "every head of a multi-task model reads"),
+        (["heads.1.data.char_tags=true"], "heads\\[slots\\].data.char_tags: a multi-task"),
         (["task=classification"], "heads are for task: multitask"),
     ],
 )
@@ -246,3 +247,6 @@ def test_task_json_errors_name_the_head() -> None:
         parse_task({"task": "multitask", "heads": {"intent": cls}}, "x/task.json")
     with pytest.raises(CheckpointError, match="field 'heads' must be a non-empty mapping"):
         parse_task({"task": "multitask", "heads": {}}, "x/task.json")
+    chars = {"task": "tagging", "labels": ["B-X", "I-X"], "scheme": "bio", "char_tags": True}
+    with pytest.raises(CheckpointError, match=r"heads\.slots\.char_tags' must be false"):
+        parse_task({"task": "multitask", "heads": {"slots": chars}}, "x/task.json")

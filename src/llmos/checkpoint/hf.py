@@ -390,6 +390,12 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
 
     if isinstance(cfg, GPTConfig):
         return T.GPT2LMHeadModel(hf_gpt2_config(cfg, special_ids(tokenizer)))
+    if isinstance(task, Tagging) and task.char_tags:
+        raise CheckpointError(
+            "this tagger tags characters from the tokenizer's pieces (task.json char_tags: "
+            "true; weights char_*), which no transformers class does; it stays an llmos "
+            "checkpoint"
+        )
     if isinstance(task, Tagging) and task.crf:
         raise CheckpointError(
             "this tagger has a CRF head (task.json crf: true; weights crf.*), which no "

@@ -7,7 +7,8 @@ A ``TaskSpec`` is one of seven frozen dataclasses, matched with ``isinstance`` o
                     ``pooling`` (cls | mean; written only when mean), ``text_prefix``
                     (written only when set)
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
-                    ``view``, ``spans_key``, ``crf`` (written only when true)
+                    ``view``, ``spans_key``, ``crf``, ``char_tags`` (each written only
+                    when true)
 ``MultiTask``       one encoder, several heads read from the same pass: ``heads`` (name ->
                     its ``Classification`` or ``Tagging``, each head's ``task.json`` dict
                     nested), ``max_length``; classifier heads and embeddings read the mean
@@ -74,6 +75,8 @@ class Tagging(_Spec):
     view: str | None = None  # the dataset view it was trained on (e.g. "ner", "pos")
     spans_key: str | None = None
     crf: bool = False  # a linear-chain CRF head (crf.* weights); decoded with its transitions
+    # One tag per character, predicted from the tokenizer's own pieces (BertForCharTagging).
+    char_tags: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -148,7 +151,7 @@ DECODER_TASKS = (Instruct, Generation)
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("labels", "max_length", "label_key", "pooling", "text_prefix"),
-    "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf"),
+    "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf", "char_tags"),
     "multitask": ("heads", "max_length"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
     "instruct": ("template", "template_with_input", "max_length"),
@@ -161,6 +164,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 # default is not written, so older files round-trip unchanged.
 _NEWER_DEFAULTS: dict[tuple[str, str], Any] = {
     ("tagging", "crf"): False,
+    ("tagging", "char_tags"): False,
     ("classification", "pooling"): "cls",
 }
 
@@ -252,9 +256,11 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
         scheme = d.get("scheme")
         if scheme not in SCHEMES:
             raise _field_error(source, "scheme", "'bio' or 'bmes'", scheme)
-        crf = d.get("crf", False)
+        crf, char_tags = d.get("crf", False), d.get("char_tags", False)
         if not isinstance(crf, bool):
             raise _field_error(source, "crf", "true or false", crf)
+        if not isinstance(char_tags, bool):
+            raise _field_error(source, "char_tags", "true or false", char_tags)
         return Tagging(
             labels=labels,
             scheme=scheme,
@@ -262,6 +268,7 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             view=_optional(d, "view", source, str, "a string"),
             spans_key=_optional(d, "spans_key", source, str, "a string"),
             crf=crf,
+            char_tags=char_tags,
             extra=extra,
         )
     if kind == "multitask":
@@ -274,6 +281,10 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             if not isinstance(spec, Classification | Tagging):
                 raise _field_error(
                     source, f"heads.{name}.task", "'classification' or 'tagging'", spec.kind
+                )
+            if isinstance(spec, Tagging) and spec.char_tags:
+                raise _field_error(
+                    source, f"heads.{name}.char_tags", "false (a multitask head tags tokens)", True
                 )
             if isinstance(spec, Classification) and (
                 spec.pooling != "mean" or spec.text_prefix is not None

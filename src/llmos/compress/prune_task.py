@@ -166,6 +166,11 @@ def tagging_data(
     cfg: PruneConfig, spec: Tagging, config: BertConfig, tokenizer: Any, dataset: str
 ) -> TaskData:
     """A tagger's dataset, encoded as it was fine-tuned (text windows of its max_length)."""
+    if spec.char_tags:
+        raise CheckpointError(
+            "pruning covers token taggers; this one tags characters from the tokenizer's "
+            "pieces (task.json char_tags: true)"
+        )
     files = dataset_files(dataset)
     scheme, view, spans_key = spec.scheme, spec.view, spec.spans_key or "spans"
     read = {s: read_spans(f, view=view, spans_key=spans_key) for s, f in files.items()}

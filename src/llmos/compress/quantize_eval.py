@@ -24,7 +24,7 @@ from llmos.compress.timing import compare_speed
 from llmos.data.batching import length_sorted_batches, pad_batch
 from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification, read_spans
-from llmos.errors import DataError
+from llmos.errors import CheckpointError, DataError
 from llmos.inference.classify import encode_texts
 from llmos.inference.embed import pool
 from llmos.inference.encoder import EncoderPipeline
@@ -51,6 +51,11 @@ def output_kind(pipe: EncoderPipeline) -> Kind:
     if isinstance(pipe.spec, Classification):
         return "classification"
     if isinstance(pipe.spec, Tagging):
+        if pipe.spec.char_tags:
+            raise CheckpointError(
+                f"{pipe.checkpoint.path}: quantization covers token taggers; this one tags "
+                "characters from the tokenizer's pieces (task.json char_tags: true)"
+            )
         return "tagging"
     return "embedding"
 

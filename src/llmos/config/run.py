@@ -176,7 +176,10 @@ class FinetuneDataConfig:
     ``llmos.text.cjk.split_cjk_characters``): null (auto) splits for SentencePiece Unigram
     tokenizers (XLM-R / multilingual-e5), which merge Chinese characters into words, and leaves
     WordPiece and BPE tokenizers as they are. The fine-tuned checkpoint saves the tokenizer it
-    was trained with, so it tags the same way with no option at inference.
+    was trained with, so it tags the same way with no option at inference. ``char_tags``
+    instead reads the text in the tokenizer's own pieces and predicts one tag per character
+    from the vector of the piece holding it (``llmos.models.bert.BertForCharTagging``): the
+    encoder sees its pretraining input, and a boundary inside a piece is still representable.
 
     Classification only: ``text_prefix`` is a string put before every input text (the first
     text of a sentence pair), in training and, recorded in task.json, at inference: the
@@ -193,11 +196,17 @@ class FinetuneDataConfig:
     spans_key: str = "spans"
     view: Literal["segmentation", "pos", "ner"] | None = None
     split_cjk: bool | None = None
+    char_tags: bool = False
     text_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:
             raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
+        if self.char_tags and self.split_cjk:
+            raise ConfigError(
+                "data.char_tags reads the tokenizer's own pieces and tags their characters; "
+                "data.split_cjk would split them first: set one of the two"
+            )
         if self.text_prefix is not None and not isinstance(self.text_prefix, str):
             raise ConfigError(
                 f"data.text_prefix must be a string (or null), got {self.text_prefix!r}"
@@ -234,6 +243,11 @@ class HeadConfig:
             raise ConfigError(f"heads[{self.name}].weight must be > 0, got {self.weight}")
         if self.crf and self.task != "tagging":
             raise ConfigError(f"heads[{self.name}].crf needs task: tagging")
+        if self.data.char_tags:
+            raise ConfigError(
+                f"heads[{self.name}].data.char_tags: a multi-task model's tagging heads tag "
+                "tokens (split_cjk); leave char_tags out"
+            )
         if self.data.text_prefix:
             raise ConfigError(
                 f"heads[{self.name}].data.text_prefix: every head of a multi-task model reads "
@@ -344,6 +358,11 @@ class FinetuneConfig:
             raise ConfigError(
                 f"data.text_prefix is put before a classifier's input texts: it needs task: "
                 f"classification, got task: {self.task} (leave data.text_prefix out)"
+            )
+        if self.data.char_tags and self.task != "tagging":
+            raise ConfigError(
+                f"data.char_tags is for task: tagging, got task: {self.task} "
+                "(leave data.char_tags out)"
             )
         if self.init_layers is not None and self.init_layers < 1:
             raise ConfigError(

@@ -308,7 +308,8 @@ class EncoderPipeline(Pipeline):
         assert self.decoder is not None
         if isinstance(texts, str):
             texts = [texts]
-        tokens = tokenize_for_tagging(self.tokenizer, texts)
+        char_units = isinstance(self.spec, Tagging) and self.spec.char_tags
+        tokens = tokenize_for_tagging(self.tokenizer, texts, char_units)
         return predict_spans(
             self.model,
             tokens,

@@ -59,8 +59,8 @@ def build_model(
     match task:
         case Classification(labels=labels, pooling=pooling):
             return BertForSequenceClassification(config, len(labels), pooling)
-        case Tagging(labels=labels, scheme=scheme, crf=crf):
-            return tagger_model(config, list(labels), scheme, crf)
+        case Tagging(labels=labels, scheme=scheme, crf=crf, char_tags=char_tags):
+            return tagger_model(config, list(labels), scheme, crf, char_tags)
         case MultiTask(heads=heads):
             return BertMultiTask(config, {name: head_shape(h) for name, h in heads.items()})
         case Instruct() | Generation():

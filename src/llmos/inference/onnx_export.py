@@ -62,6 +62,11 @@ def exportable(path: str | Path | Checkpoint) -> tuple[nn.Module, str, Checkpoin
     if ckpt.is_decoder:
         raise CheckpointError(f"{ckpt.path}: ONNX export covers encoders; this is a GPT")
     require_unquantized(ckpt.path, ckpt.config, "ONNX export")
+    if isinstance(ckpt.task, Tagging) and ckpt.task.char_tags:
+        raise CheckpointError(
+            f"{ckpt.path}: ONNX export does not cover character taggers (task.json "
+            "char_tags: true); serve the llmos checkpoint itself"
+        )
     if isinstance(ckpt.task, Tagging) and ckpt.task.crf:
         # The graph would give emissions only, and the ONNX runtime path decodes without the
         # learned transitions: its spans would silently differ from the checkpoint's.

@@ -10,10 +10,17 @@ A tagger with a CRF (``task.json`` ``crf: true``) is decoded the same way, on it
 logits (the CRF's emissions) and with its learned transitions merged with the scheme's
 constraints; its per-token scores are the CRF's marginal log-probabilities (forward-backward
 over the whole text), so a span's ``score`` stays a probability.
+
+A character tagger (``task.json`` ``char_tags: true``,
+:class:`~llmos.models.bert.BertForCharTagging`) reads the text in the tokenizer's own pieces
+and tags every character: the tagged *units* are then the characters (:class:`CharUnits`),
+the windows are still cut over pieces, and each character takes its scores from the window
+where its piece sits farthest from an edge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,29 +31,95 @@ from tokenizers import Tokenizer
 from llmos.config.model import BertConfig
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
-from llmos.models.bert import BertForTokenClassification
+from llmos.models.bert import BertForCharTagging, BertForTokenClassification
 from llmos.models.crf import CRF
 
 
 @dataclass
+class CharUnits:
+    """The characters of a text read in pieces: for each, the piece holding it, its position
+    in that piece from the start and from the end, and its own token id."""
+
+    piece: np.ndarray  # (U,) index into the text's pieces, non-decreasing
+    start: np.ndarray  # (U,) position in the piece
+    end: np.ndarray  # (U,) positions left to the piece's end
+    ids: np.ndarray  # (U,) the character as a piece of its own (the unknown token if none)
+
+    def window(self, first: int, last: int) -> tuple[int, int]:
+        """The characters ``[u0, u1)`` of the pieces ``[first, last)``."""
+        return (
+            int(np.searchsorted(self.piece, first, side="left")),
+            int(np.searchsorted(self.piece, last, side="left")),
+        )
+
+    def rows(self, u0: int, u1: int, first_piece: int) -> np.ndarray:
+        """(u1 - u0, 4) model input for characters ``[u0, u1)`` of a window whose first piece
+        is ``first_piece``, sitting after [CLS] (see BertForCharTagging)."""
+        piece = self.piece[u0:u1] - first_piece + 1
+        return np.stack([piece, self.start[u0:u1], self.end[u0:u1], self.ids[u0:u1]], axis=1)
+
+
+@dataclass
 class TokenizedText:
-    """A text's content tokens (no specials) and their character offsets."""
+    """A text's content tokens (no specials) and the character offsets of its tagged units:
+    the tokens themselves, or with ``units`` (a character tagger) its characters."""
 
     ids: np.ndarray  # (T,)
-    offsets: list[tuple[int, int]]
+    offsets: list[tuple[int, int]]  # one per unit
+    units: CharUnits | None = None
+
+    def window(self, first: int, last: int) -> tuple[int, int]:
+        """The units ``[u0, u1)`` of the tokens ``[first, last)``."""
+        if self.units is None:
+            return min(first, len(self.ids)), min(last, len(self.ids))
+        return self.units.window(first, last)
 
 
-def tokenize_for_tagging(tokenizer: Tokenizer, texts: list[str]) -> list[TokenizedText]:
-    """Content tokens of each text: special tokens and empty tokens are left out."""
+def char_ids(tokenizer: Tokenizer) -> Callable[[str], int]:
+    """A character's id as a piece of its own: the normalized character, else with the
+    word-start marker of a Metaspace tokenizer, else the unknown token (0 if none)."""
+    normalizer = tokenizer.normalizer
+    unk = next((i for t in ("<unk>", "[UNK]") if (i := tokenizer.token_to_id(t)) is not None), 0)
+    cache: dict[str, int] = {}
+
+    def lookup(ch: str) -> int:
+        if ch not in cache:
+            norm = normalizer.normalize_str(ch) if normalizer is not None else ch
+            found = tokenizer.token_to_id(norm)
+            if found is None:
+                found = tokenizer.token_to_id("\u2581" + norm)
+            cache[ch] = unk if found is None else found
+        return cache[ch]
+
+    return lookup
+
+
+def tokenize_for_tagging(
+    tokenizer: Tokenizer, texts: list[str], char_units: bool = False
+) -> list[TokenizedText]:
+    """Content tokens of each text: special tokens and empty tokens are left out. With
+    ``char_units`` the tagged units are the characters of the pieces (whitespace excluded; a
+    character that several pieces cover, as NFKC expansions do, belongs to the first)."""
+    lookup = char_ids(tokenizer) if char_units else None
     out = []
-    for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False):
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    for text, enc in zip(texts, encodings, strict=True):
         keep = [i for i, (s, e) in enumerate(enc.offsets) if e > s]
-        out.append(
-            TokenizedText(
-                np.asarray([enc.ids[i] for i in keep], dtype=np.int64),
-                [enc.offsets[i] for i in keep],
-            )
-        )
+        ids = np.asarray([enc.ids[i] for i in keep], dtype=np.int64)
+        offsets = [enc.offsets[i] for i in keep]
+        if lookup is None:
+            out.append(TokenizedText(ids, offsets))
+            continue
+        rows: list[tuple[int, int, int, int]] = []
+        chars: list[tuple[int, int]] = []
+        free = 0  # characters before this one already belong to a piece
+        for p, (s, e) in enumerate(offsets):
+            inside = [c for c in range(max(s, free), e) if not text[c].isspace()]
+            rows += [(p, j, len(inside) - 1 - j, lookup(text[c])) for j, c in enumerate(inside)]
+            chars += [(c, c + 1) for c in inside]
+            free = max(free, e)
+        cols = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
+        out.append(TokenizedText(ids, chars, CharUnits(*cols)))
     return out
 
 
@@ -78,47 +151,68 @@ def token_scores(
     batch_size: int = 32,
     log_probs: bool = True,
 ) -> list[np.ndarray]:
-    """Log-probabilities (T, K) per text, from windows of ``max_length`` tokens with specials;
-    the logits themselves when not ``log_probs`` (a CRF's emissions)."""
+    """Log-probabilities (U, K) per text, one row per tagged unit (a token, or a character of
+    a character tagger), from windows of ``max_length`` tokens with specials; the logits
+    themselves when not ``log_probs`` (a CRF's emissions)."""
     size = max_length - 2
     stride = max(1, size // 2)
     starts = [windows(len(t.ids), size, stride) for t in texts]  # per text
+    spans = [[t.window(s, s + size) for s in ss] for t, ss in zip(texts, starts, strict=True)]
     inputs = [
         np.concatenate([[cls_id], t.ids[s : s + size], [sep_id]])
         for t, text_starts in zip(texts, starts, strict=True)
         for s in text_starts
     ]
+    units = [
+        t.units.rows(u0, u1, s) if t.units is not None else None
+        for t, text_starts, text_spans in zip(texts, starts, spans, strict=True)
+        for s, (u0, u1) in zip(text_starts, text_spans, strict=True)
+    ]
     device = next(model.parameters()).device
 
     def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
-        return pad_batch([inputs[j] for j in idx], None, pad_id)
+        batch = pad_batch([inputs[j] for j in idx], None, pad_id)
+        if units[idx[0]] is not None:
+            batch["units"] = pad_units([units[j] for j in idx])  # type: ignore[misc]
+        return batch
 
     def forward(batch: dict[str, torch.Tensor | None]) -> np.ndarray:
         mask = batch["attention_mask"]
-        logits = model(
-            batch["input_ids"].to(device), None, mask.to(device) if mask is not None else None
-        )
+        args = [batch["input_ids"].to(device), None, mask.to(device) if mask is not None else None]
+        if batch.get("units") is not None:
+            args.append(batch["units"].to(device))
+        logits = model(*args)
         if not log_probs:
             return logits.float().cpu().numpy()  # (B, T, K)
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()  # (B, T, K)
 
-    # Each window's rows without its [CLS] and [SEP] (and without the batch's padding).
+    # Each window's units: its rows without [CLS], [SEP] and padding, or its characters.
     padded = run_length_sorted(inputs, batch_size, pad, forward)
-    window_scores = [p[1 : len(x) - 1] for p, x in zip(padded, inputs, strict=True)]
+    window_scores = [
+        p[1 : len(x) - 1] if u is None else p[: len(u)]
+        for p, x, u in zip(padded, inputs, units, strict=True)
+    ]
     out: list[np.ndarray] = []
     k = 0  # index of the text's first window
-    for t, text_starts in zip(texts, starts, strict=True):
+    for t, text_starts, text_spans in zip(texts, starts, spans, strict=True):
         if len(text_starts) == 1:
             out.append(window_scores[k])
         else:
-            choice = best_window(len(t.ids), size, text_starts)
-            out.append(
-                np.stack(
-                    [window_scores[k + w][pos - text_starts[w]] for pos, w in enumerate(choice)]
-                )
-            )
+            choice = best_window(len(t.ids), size, text_starts)  # per token
+            piece = t.units.piece if t.units is not None else np.arange(len(t.ids))
+            rows = [window_scores[k + w][u - text_spans[w][0]] for u, w in enumerate(choice[piece])]
+            out.append(np.stack(rows) if rows else window_scores[k][:0])
         k += len(text_starts)
     return out
+
+
+def pad_units(rows: list[np.ndarray]) -> torch.Tensor:
+    """(B, U, 4) character units of a batch of windows, zero-padded (piece 0 is [CLS])."""
+    width = max(1, max(len(r) for r in rows))
+    out = np.zeros((len(rows), width, 4), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
 
 
 class SpanDecoder:
@@ -227,8 +321,14 @@ def tagging_crf(labels: list[str], scheme: str) -> CRF:
 
 
 def tagger_model(
-    config: BertConfig, labels: list[str], scheme: str, crf: bool = False
+    config: BertConfig,
+    labels: list[str],
+    scheme: str,
+    crf: bool = False,
+    char_tags: bool = False,
 ) -> BertForTokenClassification:
-    """A tagger (random weights) over ``labels``, with a CRF under ``scheme`` when ``crf``."""
+    """A tagger (random weights) over ``labels``, with a CRF under ``scheme`` when ``crf``;
+    one tag per character of the tokenizer's pieces when ``char_tags``."""
     head = tagging_crf(labels, scheme) if crf else None
-    return BertForTokenClassification(config, len(labels), head)
+    cls = BertForCharTagging if char_tags else BertForTokenClassification
+    return cls(config, len(labels), head)

@@ -101,7 +101,8 @@ def load_init(cfg: FinetuneConfig) -> Init:
     tokenizer = ckpt.tokenizer
     taggers = [h.data for h in cfg.heads if h.task == "tagging"]  # a multitask run's
     if cfg.task == "tagging" or taggers:
-        split = (taggers[0] if taggers else cfg.data).split_cjk
+        data = taggers[0] if taggers else cfg.data
+        split = False if data.char_tags else data.split_cjk
         if split is None:
             split = splits_cjk_by_default(tokenizer)
         if split:
@@ -170,7 +171,7 @@ def freeze_bottom(model: nn.Module, n: int, config: BertConfig | GPTConfig, path
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
     """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head (classifier,
-    a tagger's CRF) stays fresh.
+    a tagger's CRF, a character tagger's ``char_*`` layers) stays fresh.
 
     A model without a pooler (token classification) leaves the checkpoint's pooler out.
     """
@@ -182,7 +183,7 @@ def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path)
     }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
     if unexpected or any(
-        not k.startswith(("classifier.", "crf.", "bert.pooler.")) for k in missing
+        not k.startswith(("classifier.", "crf.", "char_", "bert.pooler.")) for k in missing
     ):
         raise CheckpointError(
             f"{path}: not a BERT encoder checkpoint "

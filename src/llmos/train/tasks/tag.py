@@ -3,8 +3,10 @@ batches, loss, evaluation, and the fine-tuning setup built from a
 :class:`~llmos.config.run.FinetuneConfig`.
 
 Data arrive as texts with character spans (:func:`llmos.data.readers.read_spans`). Spans are
-aligned to subword tokens and written as BIO or BMES tags, every subword tagged; long texts
-are cut into windows of ``max_length`` tokens for training. Evaluation decodes exactly as
+aligned to subword tokens and written as BIO or BMES tags, every subword tagged (with
+``data.char_tags``, every character of the pieces instead: see
+:class:`~llmos.models.bert.BertForCharTagging`); long texts are cut into windows of
+``max_length`` tokens for training. Evaluation decodes exactly as
 prediction does (overlapping windows, constrained Viterbi) and scores the character spans
 against the gold ones, so a span the tokenizer cannot represent counts as a miss.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -41,6 +44,7 @@ from llmos.inference.load import load_pipeline
 from llmos.inference.tag import (
     SpanDecoder,
     TokenizedText,
+    pad_units,
     predict_spans,
     tagger_model,
     tokenize_for_tagging,
@@ -66,16 +70,22 @@ class TagEncoded:
 
 
 def encode_tagging(
-    tokenizer: Any, rows: list[SpanExample], labels: list[str], scheme: str, name: str
+    tokenizer: Any,
+    rows: list[SpanExample],
+    labels: list[str],
+    scheme: str,
+    name: str,
+    char_units: bool = False,
 ) -> TagEncoded:
-    """Tokenize texts and turn their character spans into one tag index per token."""
+    """Tokenize texts and turn their character spans into one tag index per unit (a token,
+    or with ``char_units`` a character of the pieces)."""
     index = {label: i for i, label in enumerate(labels)}
-    tokens = tokenize_for_tagging(tokenizer, [r.text for r in rows])
+    tokens = tokenize_for_tagging(tokenizer, [r.text for r in rows], char_units)
     tags, dropped, unknown = [], 0, set()
     for row, tok in zip(rows, tokens, strict=True):
         token_spans, n = align_spans(tok.offsets, row.spans)
         dropped += n
-        names = spans_to_tags(token_spans, len(tok.ids), scheme)
+        names = spans_to_tags(token_spans, len(tok.offsets), scheme)
         unknown.update(t for t in names if t not in index)
         tags.append([index.get(t, IGNORE) for t in names])
     if dropped:
@@ -90,30 +100,54 @@ def encode_tagging(
     return TagEncoded(rows, tokens, tags, dropped)
 
 
+def _windows(data: TagEncoded, max_length: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(text, first token, first unit, end unit)`` of each training window: texts cut into
+    windows of ``max_length - 2`` tokens; a window with no unit to tag is left out."""
+    size = max_length - 2
+    for i, tok in enumerate(data.tokens):
+        for s in range(0, len(tok.ids), size):
+            u0, u1 = tok.window(s, s + size)
+            if u1 > u0:
+                yield i, s, u0, u1
+
+
 def training_windows(
     data: TagEncoded, max_length: int, cls_id: int, sep_id: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Input ids and label ids with specials, texts longer than a window cut into pieces."""
+    """Input ids and label ids of each window of :func:`_windows`: tokens with specials (the
+    labels of a token tagger aligned with them, ``IGNORE`` on the specials), or a character
+    tagger's labels, one per character."""
     size = max_length - 2
     ids, labels = [], []
-    for tok, tags in zip(data.tokens, data.tags, strict=True):
-        for s in range(0, max(len(tok.ids), 1), size):
-            piece = tok.ids[s : s + size]
-            if len(piece) == 0:
-                continue
-            ids.append(np.concatenate([[cls_id], piece, [sep_id]]).astype(np.int64))
-            labels.append(np.asarray([IGNORE, *tags[s : s + size], IGNORE], dtype=np.int64))
+    for i, s, u0, u1 in _windows(data, max_length):
+        tok, tags = data.tokens[i], data.tags[i]
+        ids.append(np.concatenate([[cls_id], tok.ids[s : s + size], [sep_id]]).astype(np.int64))
+        window = tags[u0:u1]
+        labels.append(
+            np.asarray(window if tok.units is not None else [IGNORE, *window, IGNORE], np.int64)
+        )
     return ids, labels
+
+
+def window_units(data: TagEncoded, max_length: int) -> list[np.ndarray] | None:
+    """A character tagger's (U, 4) units per window of :func:`training_windows`, in its
+    order (see :class:`~llmos.models.bert.BertForCharTagging`); None for a token tagger."""
+    if not data.tokens or data.tokens[0].units is None:
+        return None
+    out = []
+    for i, s, u0, u1 in _windows(data, max_length):
+        units = data.tokens[i].units
+        assert units is not None
+        out.append(units.rows(u0, u1, s))
+    return out
 
 
 def window_edges(data: TagEncoded, max_length: int) -> np.ndarray:
     """(N, 2) bool per window of :func:`training_windows`, in its order: does the window start
     after its text's start, does it end before its text's end (a CRF's open edges)."""
-    size = max_length - 2
-    edges = []
-    for tok in data.tokens:
-        n = len(tok.ids)
-        edges += [(s > 0, s + size < n) for s in range(0, n, size)]
+    edges = [
+        (u0 > 0, u1 < len(data.tokens[i].offsets)) for i, _, u0, u1 in _windows(data, max_length)
+    ]
     return np.asarray(edges, dtype=bool).reshape(-1, 2)
 
 
@@ -157,7 +191,8 @@ def evaluate_tagging(
 class TagTask(EpochBatches):
     """Token classification for the shared training loop: per-token cross-entropy, or the
     model's CRF negative log-likelihood when ``crf_edges`` (from :func:`window_edges`) is
-    given."""
+    given. With ``train_units`` (from :func:`window_units`) the model is a character tagger
+    and each window's labels are its characters'."""
 
     def __init__(
         self,
@@ -170,10 +205,12 @@ class TagTask(EpochBatches):
         batch_size: int,
         seed: int,
         crf_edges: np.ndarray | None = None,
+        train_units: list[np.ndarray] | None = None,
     ) -> None:
         self.train_ids, self.train_labels, self.valid = train_ids, train_labels, valid
         assert crf_edges is None or len(crf_edges) == len(train_ids), "one edge pair per window"
-        self.crf_edges = crf_edges
+        assert train_units is None or len(train_units) == len(train_ids), "units per window"
+        self.crf_edges, self.train_units = crf_edges, train_units
         self.decoder, self.special, self.max_length = decoder, special, max_length
         self.batch_size, self.seed = batch_size, seed
         self.lengths = np.array([len(x) for x in train_ids])
@@ -182,6 +219,11 @@ class TagTask(EpochBatches):
     def collate(self, idx: np.ndarray) -> dict[str, Any]:
         b = pad_batch([self.train_ids[i] for i in idx], None, self.special["pad"] or 0)
         width = b["input_ids"].shape[1]
+        if self.train_units is not None:
+            units = [self.train_units[i] for i in idx]
+            b["units"] = pad_units(units)  # (B, U, 4)
+            b["unit_lengths"] = torch.tensor([len(u) for u in units])
+            width = b["units"].shape[1]
         labels = np.full((len(idx), width), IGNORE, dtype=np.int64)
         for row, i in enumerate(idx):
             labels[row, : len(self.train_labels[i])] = self.train_labels[i]
@@ -196,7 +238,10 @@ class TagTask(EpochBatches):
     def loss(
         self, model: nn.Module, batch: dict[str, Any], totals: list[float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["input_ids"], None, batch["attention_mask"])  # (B, T, K)
+        args = [batch["input_ids"], None, batch["attention_mask"]]
+        if "units" in batch:
+            args.append(batch["units"])
+        logits = model(*args)  # (B, T, K), or (B, U, K) for a character tagger
         if self.crf_edges is not None:
             loss = self._crf_nll(model, logits, batch) / max(totals[0], 1.0)
             return loss, {"loss": loss.item()}
@@ -216,10 +261,14 @@ class TagTask(EpochBatches):
         labels, attention = batch["labels"], batch["attention_mask"]
         B, T = labels.shape
         device = labels.device
+        edges = batch["open_edges"].to(device)
+        if "units" in batch:  # a character tagger: the labels are the characters', no specials
+            n = batch["unit_lengths"].to(device)
+            mask = torch.arange(T, device=device)[None, :] < n[:, None]  # (B, U)
+            return crf.nll(logits, labels, mask, edges[:, 0], edges[:, 1]).sum()
         lengths = attention.sum(1) if attention is not None else torch.full((B,), T, device=device)
         # Content tokens sit between [CLS] (position 0) and [SEP] (position length - 1).
         mask = torch.arange(T - 1, device=device)[None, :] < (lengths - 2)[:, None]  # (B, T-1)
-        edges = batch["open_edges"].to(device)
         nll = crf.nll(logits[:, 1:], labels[:, 1:], mask, edges[:, 0], edges[:, 1])  # (B,)
         return nll.sum()
 
@@ -251,7 +300,7 @@ def score_tagger(
     unseen = Counter(t for r in rows for t, _, _ in r.spans if t not in known)
     if unseen:
         log.warning("%s: span types the model was not trained on: %s", data, dict(unseen))
-    enc = encode_tagging(pipe.tokenizer, rows, labels, spec.scheme, str(data))
+    enc = encode_tagging(pipe.tokenizer, rows, labels, spec.scheme, str(data), spec.char_tags)
     max_length = pipe.checkpoint.max_length
     special = special_ids(pipe.tokenizer)
     report = evaluate_tagging(pipe.model, enc, pipe.decoder, special, max_length)[1]
@@ -285,8 +334,9 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     if len(labels) < 2:
         raise DataError(f"{files['train']}: no labelled spans found")
     max_length = min(cfg.data.max_length, init.config.max_position)
+    chars = cfg.data.char_tags
     enc = {
-        s: encode_tagging(init.tokenizer, r.rows, labels, scheme, str(files[s]))
+        s: encode_tagging(init.tokenizer, r.rows, labels, scheme, str(files[s]), chars)
         for s, r in read.items()
     }
     special = special_ids(init.tokenizer)
@@ -306,6 +356,7 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         cfg.train.batch_size,
         cfg.train.seed,
         crf_edges=window_edges(enc["train"], max_length) if cfg.crf else None,
+        train_units=window_units(enc["train"], max_length),
     )
     meta = {
         "task": "tagging",
@@ -317,6 +368,8 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     }
     if cfg.crf:
         meta["crf"] = True  # written only when set: task.json of softmax taggers is unchanged
+    if chars:
+        meta["char_tags"] = True
 
     def report(result: FitResult) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -336,4 +389,6 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         return out
 
     config = cast(BertConfig, init.config)
-    return FinetuneSetup(task, lambda: tagger_model(config, labels, scheme, cfg.crf), meta, report)
+    return FinetuneSetup(
+        task, lambda: tagger_model(config, labels, scheme, cfg.crf, chars), meta, report
+    )
