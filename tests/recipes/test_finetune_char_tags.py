@@ -13,7 +13,7 @@ import torch
 
 import llmos
 from llmos.checkpoint.io import read_checkpoint
-from llmos.config import BertConfig, FinetuneConfig, load_config
+from llmos.config import BertConfig, FinetuneConfig
 from llmos.data.readers import read_spans
 from llmos.errors import CheckpointError, ConfigError
 from llmos.inference.tag import SpanDecoder, tagger_model, token_scores, tokenize_for_tagging
@@ -28,6 +28,7 @@ from llmos.train.tasks.tag import (
     window_edges,
     window_units,
 )
+from tests.recipes.test_finetune_tagging_cjk_split import config as split_config
 from tests.recipes.test_finetune_tagging_cjk_split import (
     unigram_encoder,
     unigram_tokenizer,
@@ -51,30 +52,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(encoder: Path, dataset: Path, out: Path, *overrides: str) -> FinetuneConfig:
-    return load_config(
-        FinetuneConfig,
-        None,
-        [
-            f"init={encoder}",
-            "task=tagging",
-            f"data.dataset={dataset}",
-            "data.view=segmentation",
-            "data.scheme=bmes",
-            "data.char_tags=true",
-            "data.max_length=24",
-            f"out_dir={out}",
-            "name=seg-chars",
-            "train.max_steps=60",
-            "train.batch_size=16",
-            "train.eval_every=20",
-            "train.save_every=20",
-            "train.progress=false",
-            "train.precision=fp32",
-            "optim.lr=3e-3",
-            "optim.warmup_steps=5",
-            *overrides,
-        ],
-    )
+    """The split-character test's segmentation run, reading pieces instead."""
+    return split_config(encoder, dataset, out, "data.char_tags=true", "name=seg-chars", *overrides)
 
 
 def test_units_are_the_characters_of_the_pieces() -> None:
