@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recipes.test_finetune_tagging_cjk_split import config as split_config
+from recipes.test_finetune_tagging_cjk_split import (
+    unigram_encoder,
+    unigram_tokenizer,
+    write_pku,
+)
 
 import llmos
 from llmos.checkpoint.io import read_checkpoint
@@ -27,12 +33,6 @@ from llmos.train.tasks.tag import (
     training_windows,
     window_edges,
     window_units,
-)
-from tests.recipes.test_finetune_tagging_cjk_split import config as split_config
-from tests.recipes.test_finetune_tagging_cjk_split import (
-    unigram_encoder,
-    unigram_tokenizer,
-    write_pku,
 )
 
 BMES = ["B", "M", "E", "S"]
