@@ -86,7 +86,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("sentiment-zh", "finetune", 3.9, config="sentiment-zh.yaml", init="e5-zh"),
     Step("intent-zh", "finetune", 3.2, config="intent-zh.yaml", init="e5-zh"),
     Step("support-zh", "finetune", 6.0, config="support-zh.yaml", init="e5-zh"),
-    Step("ner-zh", "finetune", 6.0, config="ner-zh.yaml", init="e5-zh"),
+    Step("ner-zh", "finetune", 2.5, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
     Step("support-en", "finetune", 3.6, config="support-en.yaml", init="minilm"),
