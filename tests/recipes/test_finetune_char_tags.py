@@ -73,8 +73,9 @@ def test_units_are_the_characters_of_the_pieces() -> None:
     rows = t.units.rows(2, 8, 2)  # a window starting at piece 2, after [CLS]
     assert rows[:, 0].tolist() == [1, 1, 1, 1, 2, 2]
     # An unknown character is the unknown token, and the NFKC form is looked up first.
-    (u,) = tokenize_for_tagging(tok, ["今Ｘ。"], char_units=True)
-    assert u.units is not None and u.units.ids.tolist()[1] == tok.token_to_id("<unk>")
+    (u,) = tokenize_for_tagging(tok, ["今Ｘ｡"], char_units=True)
+    assert u.units is not None
+    assert u.units.ids.tolist()[1:] == [tok.token_to_id("<unk>"), tok.token_to_id("。")]
 
 
 def test_boundaries_inside_pieces_stay_representable(encoder: Path, dataset: Path) -> None:
@@ -231,6 +232,13 @@ def test_char_tagger_learns_boundaries_inside_pieces(
         from llmos.inference.onnx_export import export_onnx
 
         export_onnx(result.checkpoint, tmp_path / "onnx")
+    from llmos.compress.prune_task import tagging_data
+    from llmos.compress.quantize_eval import output_kind
+
+    with pytest.raises(CheckpointError, match="quantization covers token taggers"):
+        output_kind(model)
+    with pytest.raises(CheckpointError, match="pruning covers token taggers"):
+        tagging_data(None, model.spec, None, None, str(dataset))  # type: ignore[arg-type]
 
 
 def test_char_tags_config_errors(encoder: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
 from llmos.models.bert import BertForCharTagging, BertForTokenClassification
 from llmos.models.crf import CRF
+from llmos.text.tokenizer import special_ids
 
 
 @dataclass
@@ -79,7 +80,7 @@ def char_ids(tokenizer: Tokenizer) -> Callable[[str], int]:
     """A character's id as a piece of its own: the normalized character, else with the
     word-start marker of a Metaspace tokenizer, else the unknown token (0 if none)."""
     normalizer = tokenizer.normalizer
-    unk = next((i for t in ("<unk>", "[UNK]") if (i := tokenizer.token_to_id(t)) is not None), 0)
+    unk = special_ids(tokenizer)["unk"] or 0
     cache: dict[str, int] = {}
 
     def lookup(ch: str) -> int:

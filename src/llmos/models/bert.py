@@ -455,9 +455,14 @@ class BertForCharTagging(BertForTokenClassification):
         self.char_proj = nn.Linear(E, H)
         self.char_norm = nn.LayerNorm(H, eps=cfg.layer_norm_eps)
         self.char_mlp = nn.Linear(H, H)
-        for module in (self.char_start, self.char_end, self.char_proj, self.char_mlp):
-            init_weights(module, cfg)
-        init_weights(self.char_norm, cfg)
+        for module in (
+            self.char_start,
+            self.char_end,
+            self.char_proj,
+            self.char_norm,
+            self.char_mlp,
+        ):
+            init_weights(module, cfg)  # the encoder and classifier were initialised above
 
     def forward(  # type: ignore[override]
         self,
