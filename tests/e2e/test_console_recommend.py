@@ -226,7 +226,9 @@ def test_more_variety_and_a_wish_refetch_the_list(
 ) -> None:
     key, api = reader
     page = for_you(browser, live, key)
-    page.locator("#rec-list .rec-card[data-id='h1'] button[data-action='like']").click()
+    # The expected list is read once the like is stored, not while its POST is in flight.
+    with page.expect_response(f"**{BASE}/events"):
+        page.locator("#rec-list .rec-card[data-id='h1'] button[data-action='like']").click()
     expect_cards(list_cards(page), recommended(api))
 
     with page.expect_request(lambda r: urlsplit(r.url).path == BASE) as sent:
