@@ -23,7 +23,7 @@ from llmos.config import BertConfig, FinetuneConfig
 from llmos.data.readers import read_spans
 from llmos.errors import CheckpointError, ConfigError
 from llmos.inference.tag import SpanDecoder, tagger_model, token_scores, tokenize_for_tagging
-from llmos.models.bert import BertForCharTagging
+from llmos.models.chars import BertForCharTagging
 from llmos.recipes.finetune import finetune
 from llmos.text.tokenizer import load_tokenizer
 from llmos.train.tasks.tag import (

@@ -52,6 +52,11 @@ def intent_rows(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_datasets(tmp_path_factory)
+
+
+def write_datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An intents dataset (intent and slots of each row) and a sentiment one."""
     intents = tmp_path_factory.mktemp("intents")
     for split, n, seed in (("train", 300, 0), ("valid", 40, 1), ("test", 60, 2)):
         lines = [json.dumps(r, ensure_ascii=False) for r in intent_rows(n, seed)]
@@ -229,7 +234,7 @@ def test_exclude_leaves_rows_out_of_every_split(encoder, datasets, tmp_path: Pat
         (["heads.0.crf=true"], "heads\\[intent\\].crf needs task: tagging"),
         (["heads.0.weight=0"], "heads\\[intent\\].weight must be > 0"),
         (["heads.0.data.text_prefix='query: '"], "every head of a multi-task model reads"),
-        (["heads.1.data.char_tags=true"], "heads\\[slots\\].data.char_tags: a multi-task"),
+        (["heads.0.data.char_tags=true"], "heads\\[intent\\].data.char_tags is for task: tagging"),
         (["task=classification"], "heads are for task: multitask"),
     ],
 )
@@ -247,6 +252,3 @@ def test_task_json_errors_name_the_head() -> None:
         parse_task({"task": "multitask", "heads": {"intent": cls}}, "x/task.json")
     with pytest.raises(CheckpointError, match="field 'heads' must be a non-empty mapping"):
         parse_task({"task": "multitask", "heads": {}}, "x/task.json")
-    chars = {"task": "tagging", "labels": ["B-X", "I-X"], "scheme": "bio", "char_tags": True}
-    with pytest.raises(CheckpointError, match=r"heads\.slots\.char_tags' must be false"):
-        parse_task({"task": "multitask", "heads": {"slots": chars}}, "x/task.json")

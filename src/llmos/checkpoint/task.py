@@ -282,10 +282,6 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
                 raise _field_error(
                     source, f"heads.{name}.task", "'classification' or 'tagging'", spec.kind
                 )
-            if isinstance(spec, Tagging) and spec.char_tags:
-                raise _field_error(
-                    source, f"heads.{name}.char_tags", "false (a multitask head tags tokens)", True
-                )
             if isinstance(spec, Classification) and (
                 spec.pooling != "mean" or spec.text_prefix is not None
             ):

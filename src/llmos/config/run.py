@@ -220,11 +220,13 @@ class HeadConfig:
     ``task.json`` and in the predictions), what it learns (``task``: ``classification`` or
     ``tagging``) from which data (``data``, as a single-task run's, without ``text_prefix``),
     and ``weight``: its share of the training steps (each step trains one head, drawn with
-    probability weight / sum of weights). ``crf`` and ``class_weights`` as in a single-task
-    run. ``exclude`` leaves out the rows whose JSONL field has one of the listed values, in
-    every split (``{intent: [HassVacuumStart]}``): data held out of training, e.g. to measure
-    few-shot intents on intents the model never saw; the kept rows are written to the run's
-    ``data/<head>/`` directory and the head reads them from there."""
+    probability weight / sum of weights). ``crf``, ``class_weights`` and a tagging head's
+    ``data.char_tags`` as in a single-task run (every head reads the same tokens, so the
+    tagging heads must agree on ``char_tags`` and ``split_cjk``). ``exclude`` leaves out the
+    rows whose JSONL field has one of the listed values, in every split (``{intent:
+    [HassVacuumStart]}``): data held out of training, e.g. to measure few-shot intents on
+    intents the model never saw; the kept rows are written to the run's ``data/<head>/``
+    directory and the head reads them from there."""
 
     name: str = ""
     task: Literal["classification", "tagging"] = "classification"
@@ -243,10 +245,9 @@ class HeadConfig:
             raise ConfigError(f"heads[{self.name}].weight must be > 0, got {self.weight}")
         if self.crf and self.task != "tagging":
             raise ConfigError(f"heads[{self.name}].crf needs task: tagging")
-        if self.data.char_tags:
+        if self.data.char_tags and self.task != "tagging":
             raise ConfigError(
-                f"heads[{self.name}].data.char_tags: a multi-task model's tagging heads tag "
-                "tokens (split_cjk); leave char_tags out"
+                f"heads[{self.name}].data.char_tags is for task: tagging, got task: {self.task}"
             )
         if self.data.text_prefix:
             raise ConfigError(
@@ -341,6 +342,16 @@ class FinetuneConfig:
                 raise ConfigError(f"heads: names must differ, got {names}")
             if self.crf:
                 raise ConfigError("task: multitask: set crf on the tagging head (heads[].crf)")
+            taggers = [h for h in self.heads if h.task == "tagging"]
+            if len({(h.data.char_tags, h.data.split_cjk) for h in taggers}) > 1:
+                raise ConfigError(
+                    "heads: every head reads the same tokens, so the tagging heads must agree on "
+                    "data.char_tags and data.split_cjk, got "
+                    + ", ".join(
+                        f"{h.name}: char_tags={h.data.char_tags} split_cjk={h.data.split_cjk}"
+                        for h in taggers
+                    )
+                )
         elif self.heads:
             raise ConfigError(f"heads are for task: multitask, got task: {self.task}")
         if self.retain < 0 or (self.retain and self.task != "multitask"):

@@ -29,7 +29,13 @@ from llmos.inference.classify import (
 from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
-from llmos.inference.tag import SpanDecoder, crf_decode, predict_spans, tokenize_for_tagging
+from llmos.inference.tag import (
+    SpanDecoder,
+    crf_decode,
+    pad_units,
+    predict_spans,
+    tokenize_for_tagging,
+)
 from llmos.models.multitask import HeadView
 from llmos.text.tokenizer import decode
 
@@ -121,19 +127,31 @@ class EncoderPipeline(Pipeline):
             )
         if isinstance(texts, str):
             texts = [texts]
-        tokens = tokenize_for_tagging(self.tokenizer, texts)
+        # Character heads (char_tags) tag the characters of the pieces every head reads.
+        chars = any(isinstance(h, Tagging) and h.char_tags for h in spec.heads.values())
+        tokens = tokenize_for_tagging(self.tokenizer, texts, chars)
         size = self.checkpoint.max_length - 2
         short = [i for i, t in enumerate(tokens) if len(t.ids) <= size]
         cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
         inputs = [np.concatenate([[cls_id], tokens[i].ids, [sep_id]]) for i in short]
+        units = [u.rows(0, len(u.piece), 0) for i in short if (u := tokens[i].units) is not None]
 
         def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
-            return pad_batch([inputs[j] for j in idx], None, self._pad())
+            b = pad_batch([inputs[j] for j in idx], None, self._pad())
+            if units:
+                b["units"] = pad_units([units[j] for j in idx])  # type: ignore[assignment]
+            return b
 
         def forward(b: dict[str, torch.Tensor | None]) -> list[dict[str, np.ndarray]]:
             mask = b["attention_mask"]
             mask = mask.to(self.device) if mask is not None else None
-            out = self.model(b["input_ids"].to(self.device), None, mask)
+            u = b.get("units")
+            out = self.model(
+                b["input_ids"].to(self.device),
+                None,
+                mask,
+                units=u.to(self.device) if u is not None else None,
+            )
             out["pooled"] = torch.nn.functional.normalize(out["pooled"].float(), dim=-1)
             rows = {k: v.float().cpu().numpy() for k, v in out.items()}
             return [{k: v[r] for k, v in rows.items()} for r in range(len(b["input_ids"]))]
@@ -156,8 +174,12 @@ class EncoderPipeline(Pipeline):
                     }
                 continue
             decoder = SpanDecoder(list(head.labels), head.scheme)
-            n = [len(tokens[i].ids) for i in short]
-            logits = [row[name][1 : k + 1] for row, k in zip(rows, n, strict=True)]
+            if head.char_tags:  # one row per character, no specials
+                n = [len(tokens[i].offsets) for i in short]
+                logits = [row[name][:k] for row, k in zip(rows, n, strict=True)]
+            else:
+                n = [len(tokens[i].ids) for i in short]
+                logits = [row[name][1 : k + 1] for row, k in zip(rows, n, strict=True)]
             crf = HeadView(self.model, name).crf
             if crf is not None:
                 scores, paths = crf_decode(crf, logits, batch_size)

@@ -75,7 +75,7 @@ def head_shape(spec: Classification | Tagging) -> HeadShape:
     """A multi-task model's head as its spec describes it (a fresh CRF when it has one)."""
     if isinstance(spec, Tagging):
         crf = tagging_crf(list(spec.labels), spec.scheme) if spec.crf else None
-        return HeadShape("tagging", len(spec.labels), crf)
+        return HeadShape("tagging", len(spec.labels), crf, spec.char_tags)
     return HeadShape("classification", len(spec.labels))
 
 

@@ -31,7 +31,8 @@ from tokenizers import Tokenizer
 from llmos.config.model import BertConfig
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
-from llmos.models.bert import BertForCharTagging, BertForTokenClassification
+from llmos.models.bert import BertForTokenClassification
+from llmos.models.chars import BertForCharTagging
 from llmos.models.crf import CRF
 from llmos.text.tokenizer import special_ids
 

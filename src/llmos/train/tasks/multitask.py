@@ -177,14 +177,14 @@ class MultiTaskTrainer:
 
 def load_multitask(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
     """Copy a BERT checkpoint's encoder (``bert.*``, no pooler) into a new multi-task model;
-    the heads (``heads.*``, ``crfs.*``) stay fresh."""
+    the heads (``heads.*``, ``crfs.*``, ``chars.*``) stay fresh."""
     encoder = {
         k: v
         for k, v in weights.items()
         if k.startswith("bert.") and not k.startswith("bert.pooler.")
     }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
-    if unexpected or any(not k.startswith(("heads.", "crfs.")) for k in missing):
+    if unexpected or any(not k.startswith(("heads.", "crfs.", "chars.")) for k in missing):
         raise CheckpointError(
             f"{path}: not a BERT encoder checkpoint "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -272,7 +272,7 @@ def setup_multitask(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         for h in cfg.heads:
             labels = metas[h.name]["labels"]
             crf = tagging_crf(labels, metas[h.name]["scheme"]) if h.crf else None
-            shapes[h.name] = HeadShape(h.task, len(labels), crf)
+            shapes[h.name] = HeadShape(h.task, len(labels), crf, h.data.char_tags)
         return BertMultiTask(config, shapes)
 
     def report(result: FitResult) -> dict[str, Any]:
