@@ -85,7 +85,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("e5-zh", "trim", 0.9, config="e5-zh.yaml", source="multilingual-e5-small"),
     Step("sentiment-zh", "finetune", 3.9, config="sentiment-zh.yaml", init="e5-zh"),
     Step("intent-zh", "finetune", 3.2, config="intent-zh.yaml", init="e5-zh"),
-    Step("support-zh", "finetune", 6.0, config="support-zh.yaml", init="e5-zh"),
+    Step("support-zh", "finetune", 4.5, config="support-zh.yaml", init="e5-zh"),
     Step("ner-zh", "finetune", 2.5, config="ner-zh.yaml", init="e5-zh"),
     Step("minilm", "import", 0.1, source="all-MiniLM-L6-v2"),
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
