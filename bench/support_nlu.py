@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ from llmos.data.readers import read_classification, read_spans
 from llmos.train.metrics import span_scores
 
 SHOTS = 8
+# FewShotConfig.reference_margin candidates, chosen on valid with the thresholds.
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03)
 
 
 def cpu_name() -> str:
@@ -288,17 +291,20 @@ def few_shot_eval(
         ),
     }
     for name, few in variants.items():
-        v_few = [few.best(v) for v in v_vec]
+        # The reference margin matters only with references; its grid is chosen on valid too.
+        margins = MARGINS if few.reference else (0.0,)
+        v_few = {m: [few.best(v, m) for v in v_vec] for m in margins}
 
-        def accuracy(cfg: FewShotConfig, v_few: list = v_few) -> float:
-            got = [combine(r["intent"], f, cfg)["label"] for r, f in zip(v_res, v_few, strict=True)]
+        def accuracy(cfg: FewShotConfig, v_few: dict = v_few) -> float:
+            pairs = zip(v_res, v_few[cfg.reference_margin], strict=True)
+            got = [combine(r["intent"], f, cfg)["label"] for r, f in pairs]
             return float(np.mean([g == r["intent"] for g, r in zip(got, valid, strict=True)]))
 
-        chosen = max(grid, key=accuracy)
+        chosen = max((replace(c, reference_margin=m) for m in margins for c in grid), key=accuracy)
 
         def rates(cfg: FewShotConfig, few: FewShotIntents = few) -> tuple[float, float, float]:
             def decide(res: dict, vec: np.ndarray) -> str:
-                return combine(res["intent"], few.best(vec), cfg)["label"]
+                return combine(res["intent"], few.best(vec, cfg.reference_margin), cfg)["label"]
 
             hit = [
                 decide(r, v) == g["intent"]

@@ -41,6 +41,21 @@ def test_a_message_nearest_a_reference_intent_is_the_heads() -> None:
         FewShotIntents(EXAMPLES, VECTORS, reference=["billing"])
 
 
+def test_a_reference_must_be_nearer_by_the_margin() -> None:
+    few = FewShotIntents(EXAMPLES, VECTORS, reference=["refund"])
+    # (0, 0.6, 0.8): order 0.6 S = 0.190, refund 0.6 S + 0.8 C = 0.949: refund nearer by 0.759
+    v = np.array([0, 0.6, 0.8])
+    gap = 0.8 * C
+    assert few.best(v, margin=gap - 1e-3) is None
+    assert few.best(v, margin=gap + 1e-3) == ("order", pytest.approx(0.6 * S, rel=1e-5))
+    # a few-shot intent that is the nearest stays whatever the margin
+    assert few.best(np.array([1, 0, 0]), margin=0.0) == ("order", pytest.approx(C, rel=1e-5))
+    # only references: no few-shot intent to give
+    assert FewShotIntents(EXAMPLES, VECTORS, reference=["order", "refund"]).best(v) is None
+    with pytest.raises(ValueError, match="reference_margin is a cosine difference"):
+        FewShotConfig(reference_margin=-0.1)
+
+
 def test_scores_and_the_best_intent() -> None:
     few = FewShotIntents(EXAMPLES, VECTORS)
     queries = np.array([[1, 0, 0], [0, 0.6, 0.8], [0, 1, 0]], dtype=np.float32)

@@ -45,12 +45,17 @@ class FewShotConfig:
             from its one pass. Measured (docs/BENCHMARKS.md, "New intents from 8 examples"):
             E5's vectors recognise more of a new intent's messages, the NLU model's take
             fewer of the other intents' messages for a new one.
+        reference_margin: how much nearer a reference (trained) intent's centroid must be
+            than the nearest few-shot intent's to leave the message to the head
+            (:meth:`FewShotIntents.best`); 0 leaves it to the head whenever a reference is
+            nearer.
     """
 
     similarity: float = 0.90
     head_confidence: float = 0.5
     sure_similarity: float = 0.92
     vectors: str = "encoder"
+    reference_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similarity <= self.sure_similarity <= 1.0:
@@ -63,6 +68,11 @@ class FewShotConfig:
         if not 0.0 <= self.head_confidence <= 1.0:
             raise ValueError(
                 f"FewShotConfig: head_confidence is a probability; got {self.head_confidence}"
+            )
+        if not 0.0 <= self.reference_margin <= 2.0:
+            raise ValueError(
+                "FewShotConfig: reference_margin is a cosine difference in [0, 2]; got "
+                f"{self.reference_margin}"
             )
 
 
@@ -151,14 +161,17 @@ class FewShotIntents:
             )
         return _normalised(vectors) @ self.centroids.T  # (n, d) @ (d, k) -> (n, k)
 
-    def best(self, vector: np.ndarray) -> tuple[str, float] | None:
-        """The nearest intent to one message's vector ``(d,)`` and its cosine similarity;
-        None when there are no few-shot intents or the nearest is a reference intent."""
-        if not self.labels:
+    def best(self, vector: np.ndarray, margin: float = 0.0) -> tuple[str, float] | None:
+        """The nearest few-shot intent to one message's vector ``(d,)`` and its cosine
+        similarity; None when there is none, or when a reference intent's centroid is nearer
+        than it by more than ``margin`` (``FewShotConfig.reference_margin``)."""
+        few = [i for i, label in enumerate(self.labels) if label not in self.reference]
+        if not few:
             return None
         row = self.scores(np.asarray(vector)[None, :])[0]  # (k,)
-        i = int(np.argmax(row))
-        if self.labels[i] in self.reference:
+        i = few[int(np.argmax(row[few]))]  # the first of equals
+        refs = [j for j, label in enumerate(self.labels) if label in self.reference]
+        if refs and float(row[refs].max()) - float(row[i]) > margin:
             return None
         return self.labels[i], float(row[i])
 

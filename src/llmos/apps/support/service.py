@@ -318,9 +318,8 @@ class SupportService:
             if u.vector is None:  # embedded once: the knowledge-base search reuses it
                 u.vector = self.embed([text], "query")[0]
             vector = u.vector
-        u.intent = combine(
-            result.get("intent"), few.best(vector) if few is not None else None, self.fewshot
-        )
+        best = few.best(vector, self.fewshot.reference_margin) if few is not None else None
+        u.intent = combine(result.get("intent"), best, self.fewshot)
         return u
 
     def _few_shot(self, lang: str) -> FewShotIntents | None:
