@@ -39,14 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from llmos.apps.support.dialogue import PolicyConfig, chosen_entry, decide
-from llmos.apps.support.index import KbIndex
+from llmos.apps.support.index import BM25_WEIGHT as DEFAULT_WEIGHT
+from llmos.apps.support.index import RRF_K, Hit, KbIndex
 from llmos.apps.support.local import PipelineEmbedder
 from llmos.paths import data_dir
 from llmos.store.kb import KbSnapshot
 from llmos.store.models import KbEntry
 
-BM25_WEIGHT: float | None = None  # None: the app's own (llmos.apps.support.index)
+BM25_WEIGHT: float | None = None  # None: the base's own (KbIndex.calibrate)
 SPLIT = "test"
+CALIBRATIONS: list[dict | None] = []  # each index's, in the order built
 
 
 class CachedEmbedder:
@@ -74,16 +76,22 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+def default_score(hit: Hit) -> float:
+    """The hit's fused score at the default BM25 weight, from its two ranks."""
+    s = 1 / (RRF_K + hit.dense_rank) if hit.dense_rank else 0.0
+    return s + (DEFAULT_WEIGHT / (RRF_K + hit.bm25_rank) if hit.bm25_rank else 0.0)
+
+
 def rank_all(
     entries: list[KbEntry], queries: list[tuple[str, int]], embed: CachedEmbedder
 ) -> dict[str, list[int | None]]:
     """Index ``entries``, ask every query, and give the rank of its entry under BM25 alone,
-    dense alone and the hybrid search (None: not found)."""
-    index = KbIndex(embed.name)
-    if BM25_WEIGHT is not None:
-        index.bm25_weight = BM25_WEIGHT
+    dense alone, the hybrid search (the base's own BM25 weight) and the hybrid at the fixed
+    default weight (recomputed from the same hits' ranks; None: not found)."""
+    index = KbIndex(embed.name, BM25_WEIGHT)
     index.sync(KbSnapshot(0, "eval", 1, entries), embed)
-    ranks: dict[str, list[int | None]] = {"bm25": [], "dense": [], "hybrid": []}
+    CALIBRATIONS.append(index.calibration)
+    ranks: dict[str, list[int | None]] = {"bm25": [], "dense": [], "hybrid": [], "fixed": []}
     vectors = embed([q for q, _ in queries], "query")
     for (q, entry), v in zip(queries, vectors, strict=True):
         hits = index.search(q, v, k=len(entries))
@@ -91,6 +99,8 @@ def rank_all(
         ranks["hybrid"].append(hits.index(mine) + 1 if mine else None)
         ranks["bm25"].append(mine.bm25_rank if mine else None)
         ranks["dense"].append(mine.dense_rank if mine else None)
+        order = sorted(hits, key=lambda h: (-default_score(h), h.entry))
+        ranks["fixed"].append(order.index(mine) + 1 if mine else None)
     return ranks
 
 
@@ -115,7 +125,7 @@ def unseen_protocol(lang: str, embed: CachedEmbedder, folds: int) -> dict[str, l
     """k-fold: the held-out fold's entries keep only their answer, the others their question
     too; each held-out question must find its own entry."""
     rows = qa_rows(lang)
-    ranks: dict[str, list] = {"bm25": [], "dense": [], "hybrid": []}
+    ranks: dict[str, list] = {"bm25": [], "dense": [], "hybrid": [], "fixed": []}
     for f in range(folds):
         held = {i for i, r in enumerate(rows) if fold_of(r["question"], folds) == f}
         entries = [
@@ -469,15 +479,26 @@ def main() -> None:
             embed = CachedEmbedder(PipelineEmbedder(str(tuned)))
         for name in args.protocol:
             start = time.perf_counter()
+            CALIBRATIONS.clear()
             result = {k: summary(v) for k, v in PROTOCOLS[name](lang, embed, args.folds).items()}
             took = time.perf_counter() - start
             n = result["bm25"]["n"]
             print(f"\n## knowledge-base answers, {lang}, {name} ({n} questions, {took:.0f} s)")
+            weights = sorted({c["weight"] if c else DEFAULT_WEIGHT for c in CALIBRATIONS})
+            chosen = "fixed" if BM25_WEIGHT is not None else "the base's own"
+            print(f"BM25 weight ({chosen}): {', '.join(f'{w:g}' for w in weights)}")
+            for c in CALIBRATIONS[:1]:
+                print(f"calibration of the first index: {c}")
             print("| retriever | acc@1 | acc@5 | MRR |\n|---|---:|---:|---:|")
-            for r in ("bm25", "dense", "hybrid"):
+            for r, label in (
+                ("bm25", "bm25"),
+                ("dense", "dense"),
+                ("fixed", f"hybrid, weight {DEFAULT_WEIGHT:g}"),
+                ("hybrid", "hybrid (the app)"),
+            ):
                 m = result[r]
                 at1, at5 = 100 * m["acc@1"], 100 * m["acc@5"]
-                print(f"| {r} | {at1:.2f} % | {at5:.2f} % | {m['mrr']:.3f} |")
+                print(f"| {label} | {at1:.2f} % | {at5:.2f} % | {m['mrr']:.3f} |")
             gain = 100 * (result["hybrid"]["acc@1"] - result["bm25"]["acc@1"])
             print(f"hybrid - BM25 accuracy@1: {gain:+.2f} points (target >= +15)")
     if args.scale:

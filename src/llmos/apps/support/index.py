@@ -8,9 +8,18 @@ question is near). A search ranks the *entries* twice, each by its best row: by 
 rows' words (``bm25s``, jieba words for Chinese, :func:`llmos.text.words.words`) and by cosine
 similarity of the rows' vectors to the message's (FAISS, exact inner product over unit
 vectors); the two rankings are fused by weighted reciprocal rank, score =
-``1 / (RRF_K + dense rank) + BM25_WEIGHT / (RRF_K + BM25 rank)`` (the second term only for
-entries that share a word with the message; Cormack, Clarke and Buettcher, SIGIR 2009,
+``1 / (RRF_K + dense rank) + w / (RRF_K + BM25 rank)`` (the second term only for entries
+that share a word with the message; Cormack, Clarke and Buettcher, SIGIR 2009,
 https://plg.uwaterloo.ca/~gvcormac/cormacksigir09-rrf.pdf, whose k = 60 is kept).
+
+The BM25 weight ``w`` is the base's own (:meth:`KbIndex.calibrate`): the base asks its own
+stored questions and alternatives (up to ``MAX_CALIBRATION``), each left out of the search
+that answers it, so that its entry must be found by its other wordings or its answer, as a
+customer's new wording must; it keeps the weight of ``CALIBRATION_WEIGHTS`` under which they
+find their entries best (MRR). How much words should count depends on the encoder and on the
+base: an encoder fine-tuned on the base (``llmos support kb pairs``) needs them less than a
+general one, and a question is matched to an answer by words less often than to another
+question. A base with fewer than ``MIN_CALIBRATION`` such wordings keeps ``BM25_WEIGHT``.
 
 The index is kept in step with the store by the knowledge base's ``revision``: :meth:`sync`
 compares the stored entries with the indexed rows and embeds only rows it has not seen (an
@@ -41,11 +50,17 @@ from llmos.files import atomic_path, atomic_write, atomic_write_json
 from llmos.store.kb import KbSnapshot
 from llmos.text.words import words
 
+log = logging.getLogger("llmos.apps.support")
 RRF_K = 60
 # The BM25 ranking counts half as much as the dense one: chosen on the intents' valid splits
 # (bench/support_eval.py --protocol paraphrase --split valid): 0.25-1 all scored within 0.7
 # points of each other, 0.5 had the best MRR in both languages; 0 (dense alone) was lower in en.
 BM25_WEIGHT = 0.5
+CALIBRATION_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
+MIN_CALIBRATION = 30  # wordings of entries with two or more, before a base picks its own weight
+MAX_CALIBRATION = 300  # wordings asked at most (spread evenly over the base)
+RECALIBRATE = 0.1  # the weight is chosen again once the wordings grew or shrank by this share
+SIGNIFICANCE = 2.0  # standard errors by which a weight must beat the default (calibrate)
 DENSE_FILE, ROWS_FILE, ENTRIES_FILE, META_FILE = (
     "dense.faiss",
     "rows.jsonl",
@@ -120,18 +135,30 @@ def _rank(best: dict[int, float]) -> dict[int, int]:
     return {e: i + 1 for i, e in enumerate(order)}
 
 
+def _fuse(dense_rank: dict[int, int], bm25_rank: dict[int, int], weight: float) -> dict[int, float]:
+    """Weighted reciprocal-rank fusion of the entries' two rankings."""
+    fused: dict[int, float] = {}
+    for ranking, w in ((dense_rank, 1.0), (bm25_rank, weight)):
+        for e, r in ranking.items():
+            fused[e] = fused.get(e, 0.0) + w / (RRF_K + r)
+    return fused
+
+
 class KbIndex:
     """The hybrid index of one knowledge base (see the module docstring). Thread-safe: a sync
     and searches of the same index take its lock."""
 
-    def __init__(self, encoder: str) -> None:
+    def __init__(self, encoder: str, bm25_weight: float | None = None) -> None:
+        """``bm25_weight``: a fixed weight (None: the base's own, :meth:`calibrate`)."""
         self.encoder = encoder
         self.dim: int | None = None  # the encoder's, known at the first rows
         self.dense: Any = None  # made at the first rows, with their dimension
         self.rows: dict[int, Row] = {}
         self.entries: dict[int, dict[str, Any]] = {}
         self.revision = -1  # nothing synced yet
-        self.bm25_weight = BM25_WEIGHT
+        self.bm25_weight = BM25_WEIGHT if bm25_weight is None else bm25_weight
+        self.fixed_weight = bm25_weight is not None
+        self.calibration: dict[str, Any] | None = None  # what chose bm25_weight
         self.next_row = 0
         self.lock = threading.RLock()
         self._bm25: Any = None
@@ -166,6 +193,8 @@ class KbIndex:
             self.revision = snapshot.revision
             if gone or new or self._bm25 is None:
                 self._index_words()
+            if self._calibration_due():
+                self.calibrate()
             return {"added": len(new), "removed": len(gone)}
 
     def _add(self, keys: list[tuple[int, str, str]], vectors: np.ndarray) -> None:
@@ -211,10 +240,7 @@ class KbIndex:
             # answers".)
             dense_best, bm25_best = _best(dense, self.rows), _best(lexical, self.rows)
             dense_rank, bm25_rank = _rank(dense_best), _rank(bm25_best)
-            fused: dict[int, float] = {}
-            for ranking, weight in ((dense_rank, 1.0), (bm25_rank, self.bm25_weight)):
-                for e, r in ranking.items():
-                    fused[e] = fused.get(e, 0.0) + weight / (RRF_K + r)
+            fused = _fuse(dense_rank, bm25_rank, self.bm25_weight)
             order = sorted(fused, key=lambda e: (-fused[e], e))[:k]
             matched = {}
             for r in sorted(dense, key=lambda r: -dense[r]):
@@ -234,6 +260,93 @@ class KbIndex:
                 )
                 for e in order
             ]
+
+    # --- the base's own BM25 weight ---------------------------------------------------------
+
+    def _wordings(self) -> list[int]:
+        """The rows that can be asked: the questions and alternatives of entries that have
+        another row besides (another wording, or the answer), by which the entry can still be
+        found when the asked one is left out."""
+        by_entry: dict[int, list[Row]] = {}
+        for r in self.rows.values():
+            by_entry.setdefault(r.entry, []).append(r)
+        return sorted(
+            r.row
+            for rows in by_entry.values()
+            if len(rows) >= 2
+            for r in rows
+            if r.field != "answer"
+        )
+
+    def _calibration_due(self) -> bool:
+        if self.fixed_weight:
+            return False
+        n = len(self._wordings())
+        if self.calibration is None:
+            return n >= MIN_CALIBRATION
+        return abs(n - self.calibration["wordings"]) >= RECALIBRATE * self.calibration["wordings"]
+
+    def calibrate(self) -> dict[str, Any] | None:
+        """Choose the base's BM25 weight (see the module docstring) and return the
+        measurements behind it: ``{"weight", "wordings", "asked", "mrr": {weight: MRR}}``, or
+        None (and ``BM25_WEIGHT``) when the base has too few wordings.
+
+        Each asked wording is searched with its own stored vector (the vector a customer
+        typing it would get) and its own words, its row left out of both rankings; BM25's
+        statistics still count it (one row in the base's, a small bias). A weight replaces
+        ``BM25_WEIGHT`` only when it is significantly better on these wordings: its mean gain
+        in reciprocal rank over the default's exceeds ``SIGNIFICANCE`` paired standard errors
+        (so that a base whose weights all score alike keeps the default rather than follow
+        noise); of those that are, the best is kept."""
+        with self.lock:
+            rows = self._wordings()
+            if len(rows) < MIN_CALIBRATION:
+                self.bm25_weight, self.calibration = BM25_WEIGHT, None
+                return None
+            step = -(-len(rows) // MAX_CALIBRATION)  # ceil: an even spread of at most MAX
+            asked = rows[::step]
+            reciprocal = np.zeros((len(CALIBRATION_WEIGHTS), len(asked)))
+            for j, row in enumerate(asked):
+                r = self.rows[row]
+                vector = self.dense.reconstruct(row)
+                dense = {x: s for x, s in self._dense(vector, 5).items() if x != row}
+                lexical = {x: s for x, s in self._lexical(r.text, 5).items() if x != row}
+                dense_rank = _rank(_best(dense, self.rows))
+                bm25_rank = _rank(_best(lexical, self.rows))
+                for i, w in enumerate(CALIBRATION_WEIGHTS):
+                    fused = _fuse(dense_rank, bm25_rank, w)
+                    if r.entry in fused:
+                        rank = 1 + sum(
+                            1
+                            for e, s in fused.items()
+                            if s > fused[r.entry] or (s == fused[r.entry] and e < r.entry)
+                        )
+                        reciprocal[i, j] = 1.0 / rank
+            mrr = dict(zip(CALIBRATION_WEIGHTS, reciprocal.mean(axis=1).tolist(), strict=True))
+            gain = reciprocal - reciprocal[CALIBRATION_WEIGHTS.index(BM25_WEIGHT)]
+            error = gain.std(axis=1, ddof=1) / np.sqrt(len(asked))
+            better = [
+                w
+                for i, w in enumerate(CALIBRATION_WEIGHTS)
+                if gain[i].mean() > SIGNIFICANCE * error[i]
+            ]
+            chosen = max(better, key=lambda w: mrr[w]) if better else BM25_WEIGHT
+            self.bm25_weight = chosen
+            self.calibration = {
+                "weight": chosen,
+                "wordings": len(rows),
+                "asked": len(asked),
+                "mrr": {str(w): round(v, 6) for w, v in mrr.items()},
+            }
+            log.info(
+                "BM25 weight %g: MRR %.4f over %d wordings (%.4f at %g)",
+                chosen,
+                mrr[chosen],
+                len(asked),
+                mrr[BM25_WEIGHT],
+                BM25_WEIGHT,
+            )
+            return self.calibration
 
     def hit(self, entry: int) -> Hit | None:
         """An entry by id, as a hit without search scores (None when it is not indexed)."""
@@ -305,6 +418,9 @@ class KbIndex:
                 "dim": self.dim,
                 "next_row": self.next_row,
                 "rows": len(self.rows),
+                "bm25_weight": self.bm25_weight,
+                "fixed_weight": self.fixed_weight,
+                "calibration": self.calibration,
             }
             atomic_write_json(d / META_FILE, meta)
             return d
@@ -325,7 +441,11 @@ class KbIndex:
         vectors = dense.ntotal if dense is not None else 0
         if vectors != len(rows) or meta.get("rows") != len(rows):
             raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} rows; rebuild it")
-        index = cls(meta["encoder"])
+        # an index saved before the weights were calibrated has none: the next sync chooses it
+        index = cls(meta["encoder"], meta["bm25_weight"] if meta.get("fixed_weight") else None)
+        index.calibration = meta.get("calibration")
+        if index.calibration is not None:
+            index.bm25_weight = float(meta["bm25_weight"])
         index.dim, index.dense = meta["dim"], dense
         index.revision, index.next_row = meta["revision"], meta["next_row"]
         index.rows = {
