@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from llmos.checkpoint.io import read_config, read_weights
 from llmos.config import OptimConfig, PretrainConfig, load_config
+from llmos.errors import ConfigError
 from llmos.models.bert import BertForPreTraining
 from llmos.recipes.pretrain import pretrain
 from llmos.train.optim import lr_factor, param_groups
@@ -306,3 +307,39 @@ def test_bf16_autocast_trains(tiny_corpus: Path, tiny_tokenizer: Path, tmp_path:
     ]
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert all(v.dtype == torch.float32 for v in read_weights(result.checkpoint).values())
+
+
+def test_layer_decay_gives_each_encoder_layer_its_own_rate() -> None:
+    from llmos.config import BertConfig
+    from llmos.models.bert import BertForSequenceClassification
+    from llmos.train.optim import build_optimizer, build_scheduler
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32)
+    model = BertForSequenceClassification(cfg, 3, pooling="cls")
+    opt_cfg = OptimConfig(lr=1e-3, head_lr=1e-2, layer_decay=0.5, warmup_steps=0)
+    opt = build_optimizer(model, opt_cfg)
+    rate = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    expected = {}
+    for name, p in model.named_parameters():
+        if name.startswith("bert.layers."):
+            expected[name] = 1e-3 * 0.5 ** (2 - int(name.split(".")[2]))  # top layer: lr
+        elif name.startswith("bert.embeddings."):
+            expected[name] = 1e-3 * 0.5**3  # one step below the first layer
+        elif name.startswith("bert."):
+            expected[name] = 1e-3  # the pooler, above the top layer
+        else:
+            expected[name] = 1e-2  # the head
+        assert rate[id(p)] == pytest.approx(expected[name]), name
+        assert decay[id(p)] == (0.0 if name.endswith("bias") or "norm" in name else 0.01), name
+    assert len(rate) == len(list(model.parameters()))  # every parameter in exactly one group
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(rate)
+    sched = build_scheduler(opt, OptimConfig(lr=1e-3, schedule="linear", warmup_steps=0), 10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    # the schedule scales every group alike
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(0.5 * g["initial_lr"])
+    with pytest.raises(ConfigError, match="layer_decay"):
+        OptimConfig(layer_decay=1.5)

@@ -55,7 +55,13 @@ class OptimConfig:
     pretrained encoder when fine-tuning: the classifier, a CRF's transitions, a fresh pooler.
     They start from random weights and usually want a larger rate than the encoder (CRF
     taggers commonly train their transitions at 10-100x the encoder's). The schedule scales
-    both alike."""
+    both alike.
+
+    ``layer_decay`` (null: off) gives each encoder layer its own peak rate when fine-tuning:
+    ``lr`` for the top layer, times ``layer_decay`` for each layer below it, the embeddings one
+    step below the first layer (ELECTRA's layer-wise decay, Clark et al., 2020). The lower
+    layers, which hold what pretraining learned about words, then move least; 0.8-0.9 is the
+    usual range for 12 layers."""
 
     name: Literal["adamw"] = "adamw"
     lr: float = 5e-4
@@ -68,6 +74,7 @@ class OptimConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -78,6 +85,10 @@ class OptimConfig:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(
+                f"optim.layer_decay must be in (0, 1] (null: off), got {self.layer_decay}"
+            )
 
 
 @dataclass

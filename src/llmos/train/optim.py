@@ -3,36 +3,80 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
 from llmos.config.run import OptimConfig
 
+_LAYER = re.compile(r"^bert\.layers\.(\d+)\.")
 
-def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+
+def layer_scale(name: str, num_layers: int, layer_decay: float | None) -> float:
+    """The encoder parameter ``name``'s learning-rate multiplier under layer-wise decay: 1 for
+    the top layer (and the pooler above it), ``layer_decay`` for the one below, and so on down;
+    the embeddings are one step below the first layer (ELECTRA's rule, Clark et al., 2020)."""
+    if layer_decay is None:
+        return 1.0
+    m = _LAYER.match(name)
+    if m:
+        return layer_decay ** (num_layers - 1 - int(m.group(1)))
+    if name.startswith("bert.embeddings."):
+        return layer_decay**num_layers
+    return 1.0
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    head_lr: float | None = None,
+    lr: float | None = None,
+    layer_decay: float | None = None,
+) -> list[dict]:
     """Decay for weight matrices, none for biases and LayerNorm weights (as BERT): two groups.
 
     With ``head_lr``, the parameters outside the encoder (names not under ``bert.``: a task's
-    classifier, CRF or fresh pooler) form two more groups at that learning rate."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    classifier, CRF or fresh pooler) form two more groups at that learning rate. With
+    ``layer_decay`` (and the peak ``lr``), the encoder's two groups split by layer, each at
+    ``lr`` times :func:`layer_scale`, top layer first."""
+    if layer_decay is not None and lr is None:
+        raise ValueError("layer_decay needs the peak lr")
+    groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()
     }
-    for name, p in model.named_parameters():
+    named = [(n.removeprefix("module."), p) for n, p in model.named_parameters()]
+    layers = {int(m.group(1)) for n, _ in named if (m := _LAYER.match(n))}
+    num_layers = max(layers) + 1 if layers else 0
+    for name, p in named:
         if not p.requires_grad:
             continue
         decays = not (name.endswith("bias") or id(p) in norm_params)
-        head = head_lr is not None and not name.removeprefix("module.").startswith("bert.")
-        groups.setdefault((head, decays), []).append(p)
-    out = [
-        {"params": groups.get((False, True), []), "weight_decay": weight_decay},
-        {"params": groups.get((False, False), []), "weight_decay": 0.0},
-    ]
+        head = head_lr is not None and not name.startswith("bert.")
+        scale = 1.0 if head else layer_scale(name, num_layers, layer_decay)
+        groups.setdefault((head, decays, scale), []).append(p)
+    out = []
+    scales = sorted({k[2] for k in groups if not k[0]} | {1.0}, reverse=True)
+    for scale in scales:
+        for decays in (True, False):
+            if layer_decay is not None and scale != 1.0 and (False, decays, scale) not in groups:
+                continue
+            group = {
+                "params": groups.get((False, decays, scale), []),
+                "weight_decay": weight_decay if decays else 0.0,
+            }
+            if layer_decay is not None:
+                group["lr"] = lr * scale
+            out.append(group)
     if head_lr is not None:
         out += [
-            {"params": groups.get((True, True), []), "weight_decay": weight_decay, "lr": head_lr},
-            {"params": groups.get((True, False), []), "weight_decay": 0.0, "lr": head_lr},
+            {
+                "params": groups.get((True, True, 1.0), []),
+                "weight_decay": weight_decay,
+                "lr": head_lr,
+            },
+            {"params": groups.get((True, False, 1.0), []), "weight_decay": 0.0, "lr": head_lr},
         ]
     return out
 
@@ -40,7 +84,7 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups`. ``foreach`` keeps the step fast on CPU."""
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay, cfg.head_lr),
+        param_groups(model, cfg.weight_decay, cfg.head_lr, cfg.lr, cfg.layer_decay),
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
