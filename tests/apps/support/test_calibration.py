@@ -8,6 +8,7 @@ the weight survives save/load, and the base is measured again once it has grown.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,17 @@ def test_the_weight_survives_a_restart_and_is_measured_again_as_the_base_grows(
     assert back.calibration["wordings"] == 48
     assert back.calibration["mrr"] == pytest.approx(
         {str(w): v for w, v in reference_mrr(sentence_base(16), embedder).items()}, abs=1e-5
+    )
+
+    # an index saved before bases chose their weight: chosen as it loads
+    meta = json.loads((tmp_path / "kb" / "meta.json").read_text())
+    for key in ("bm25_weight", "fixed_weight", "calibration"):
+        del meta[key]
+    (tmp_path / "kb" / "meta.json").write_text(json.dumps(meta))
+    old = KbIndex.load(tmp_path / "kb")
+    assert old.calibration is not None and old.calibration["wordings"] == 42
+    assert old.calibration["mrr"] == pytest.approx(
+        {str(w): v for w, v in reference_mrr(entries, embedder).items()}, abs=1e-5
     )
 
     fixed = KbIndex(embedder.name, bm25_weight=0.25)

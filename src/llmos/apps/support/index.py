@@ -57,7 +57,7 @@ RRF_K = 60
 # points of each other, 0.5 had the best MRR in both languages; 0 (dense alone) was lower in en.
 BM25_WEIGHT = 0.5
 CALIBRATION_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
-MIN_CALIBRATION = 30  # wordings of entries with two or more, before a base picks its own weight
+MIN_CALIBRATION = 30  # askable wordings (KbIndex._wordings) before a base picks its own weight
 MAX_CALIBRATION = 300  # wordings asked at most (spread evenly over the base)
 RECALIBRATE = 0.1  # the weight is chosen again once the wordings grew or shrank by this share
 SIGNIFICANCE = 2.0  # standard errors by which a weight must beat the default (calibrate)
@@ -303,8 +303,9 @@ class KbIndex:
             if len(rows) < MIN_CALIBRATION:
                 self.bm25_weight, self.calibration = BM25_WEIGHT, None
                 return None
-            step = -(-len(rows) // MAX_CALIBRATION)  # ceil: an even spread of at most MAX
-            asked = rows[::step]
+            # an even spread of at most MAX_CALIBRATION of them
+            picks = np.linspace(0, len(rows) - 1, min(len(rows), MAX_CALIBRATION))
+            asked = [rows[i] for i in np.unique(picks.round().astype(int))]
             reciprocal = np.zeros((len(CALIBRATION_WEIGHTS), len(asked)))
             for j, row in enumerate(asked):
                 r = self.rows[row]
@@ -441,7 +442,6 @@ class KbIndex:
         vectors = dense.ntotal if dense is not None else 0
         if vectors != len(rows) or meta.get("rows") != len(rows):
             raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} rows; rebuild it")
-        # an index saved before the weights were calibrated has none: the next sync chooses it
         index = cls(meta["encoder"], meta["bm25_weight"] if meta.get("fixed_weight") else None)
         index.calibration = meta.get("calibration")
         if index.calibration is not None:
@@ -454,4 +454,6 @@ class KbIndex:
         }
         index.entries = {int(e): v for e, v in entries.items()}
         index._index_words()
+        if index._calibration_due():  # saved before bases chose their weight
+            index.calibrate()
         return index
