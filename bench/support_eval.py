@@ -16,10 +16,12 @@ find its own entry. Reported per language: accuracy@1, accuracy@5 and MRR of
 
 - BM25 alone over the same rows (jieba words for Chinese; ``bm25s``, k1 1.5, b 0.75),
 - dense retrieval alone (the encoder, questions as queries, answers as passages; FAISS),
-- the app's hybrid search (reciprocal-rank fusion of the two),
+- the app's hybrid search (reciprocal-rank fusion of the two, with the BM25 weight the base
+  chose for itself: ``KbIndex.calibrate``; ``--bm25-weight`` fixes it),
+- the fusion at the fixed default weight 0.5, recomputed from the same hits' two ranks,
 
-all three from the same index and the same search calls (each hit carries its rank in
-either retriever). With ``--tune CONFIG``, per language, the encoder is first fine-tuned
+all from the same index and the same search calls (each hit carries its rank in either
+retriever). With ``--tune CONFIG``, per language, the encoder is first fine-tuned
 (``llmos finetune``, ``task: embedding``) on the pairs ``llmos support kb pairs`` makes of the
 paraphrase protocol's knowledge base (its entries' stored wordings only; the asked utterances
 come from templates never seen in training), and that encoder answers. The issue's target:
@@ -48,7 +50,7 @@ from llmos.store.models import KbEntry
 
 BM25_WEIGHT: float | None = None  # None: the base's own (KbIndex.calibrate)
 SPLIT = "test"
-CALIBRATIONS: list[dict | None] = []  # each index's, in the order built
+CALIBRATIONS: list[tuple[float, dict | None]] = []  # each index's weight and its measurement
 
 
 class CachedEmbedder:
@@ -90,7 +92,7 @@ def rank_all(
     default weight (recomputed from the same hits' ranks; None: not found)."""
     index = KbIndex(embed.name, BM25_WEIGHT)
     index.sync(KbSnapshot(0, "eval", 1, entries), embed)
-    CALIBRATIONS.append(index.calibration)
+    CALIBRATIONS.append((index.bm25_weight, index.calibration))
     ranks: dict[str, list[int | None]] = {"bm25": [], "dense": [], "hybrid": [], "fixed": []}
     vectors = embed([q for q, _ in queries], "query")
     for (q, entry), v in zip(queries, vectors, strict=True):
@@ -484,10 +486,10 @@ def main() -> None:
             took = time.perf_counter() - start
             n = result["bm25"]["n"]
             print(f"\n## knowledge-base answers, {lang}, {name} ({n} questions, {took:.0f} s)")
-            weights = sorted({c["weight"] if c else DEFAULT_WEIGHT for c in CALIBRATIONS})
+            weights = sorted({w for w, _ in CALIBRATIONS})
             chosen = "fixed" if BM25_WEIGHT is not None else "the base's own"
             print(f"BM25 weight ({chosen}): {', '.join(f'{w:g}' for w in weights)}")
-            for c in CALIBRATIONS[:1]:
+            for _, c in CALIBRATIONS[:1]:
                 print(f"calibration of the first index: {c}")
             print("| retriever | acc@1 | acc@5 | MRR |\n|---|---:|---:|---:|")
             for r, label in (
