@@ -42,7 +42,7 @@ import numpy as np
 
 from llmos.apps.support.dialogue import PolicyConfig, chosen_entry, decide
 from llmos.apps.support.index import BM25_WEIGHT as DEFAULT_WEIGHT
-from llmos.apps.support.index import RRF_K, Hit, KbIndex
+from llmos.apps.support.index import KbIndex, fuse_ranks
 from llmos.apps.support.local import PipelineEmbedder
 from llmos.paths import data_dir
 from llmos.store.kb import KbSnapshot
@@ -78,12 +78,6 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def default_score(hit: Hit) -> float:
-    """The hit's fused score at the default BM25 weight, from its two ranks."""
-    s = 1 / (RRF_K + hit.dense_rank) if hit.dense_rank else 0.0
-    return s + (DEFAULT_WEIGHT / (RRF_K + hit.bm25_rank) if hit.bm25_rank else 0.0)
-
-
 def rank_all(
     entries: list[KbEntry], queries: list[tuple[str, int]], embed: CachedEmbedder
 ) -> dict[str, list[int | None]]:
@@ -101,8 +95,13 @@ def rank_all(
         ranks["hybrid"].append(hits.index(mine) + 1 if mine else None)
         ranks["bm25"].append(mine.bm25_rank if mine else None)
         ranks["dense"].append(mine.dense_rank if mine else None)
-        order = sorted(hits, key=lambda h: (-default_score(h), h.entry))
-        ranks["fixed"].append(order.index(mine) + 1 if mine else None)
+        fixed = fuse_ranks(
+            {h.entry: h.dense_rank for h in hits if h.dense_rank},
+            {h.entry: h.bm25_rank for h in hits if h.bm25_rank},
+            DEFAULT_WEIGHT,
+        )
+        order = sorted(fixed, key=lambda e: (-fixed[e], e))
+        ranks["fixed"].append(order.index(entry) + 1 if mine else None)
     return ranks
 
 

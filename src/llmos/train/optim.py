@@ -60,7 +60,7 @@ def param_groups(
     scales = sorted({k[2] for k in groups if not k[0]} | {1.0}, reverse=True)
     for scale in scales:
         for decays in (True, False):
-            if layer_decay is not None and scale != 1.0 and (False, decays, scale) not in groups:
+            if scale != 1.0 and (False, decays, scale) not in groups:  # 1.0: always two
                 continue
             group = {
                 "params": groups.get((False, decays, scale), []),

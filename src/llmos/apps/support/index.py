@@ -13,13 +13,14 @@ that share a word with the message; Cormack, Clarke and Buettcher, SIGIR 2009,
 https://plg.uwaterloo.ca/~gvcormac/cormacksigir09-rrf.pdf, whose k = 60 is kept).
 
 The BM25 weight ``w`` is the base's own (:meth:`KbIndex.calibrate`): the base asks its own
-stored questions and alternatives (up to ``MAX_CALIBRATION``), each left out of the search
-that answers it, so that its entry must be found by its other wordings or its answer, as a
+stored questions and alternatives (up to ``MAX_CALIBRATION``), each left out of the search that
+answers it, so that its entry must be found by its other wordings or its answer, as a
 customer's new wording must; it keeps the weight of ``CALIBRATION_WEIGHTS`` under which they
-find their entries best (MRR). How much words should count depends on the encoder and on the
-base: an encoder fine-tuned on the base (``llmos support kb pairs``) needs them less than a
-general one, and a question is matched to an answer by words less often than to another
-question. A base with fewer than ``MIN_CALIBRATION`` such wordings keeps ``BM25_WEIGHT``.
+find their entries best (MRR), when that one is significantly better than ``BM25_WEIGHT``. How
+much words should count depends on the encoder and on the base: an encoder fine-tuned on the
+base (``llmos support kb pairs``) needs them less than a general one, and a question is matched
+to an answer by words less often than to another question. A base with fewer than
+``MIN_CALIBRATION`` such wordings keeps ``BM25_WEIGHT``.
 
 The index is kept in step with the store by the knowledge base's ``revision``: :meth:`sync`
 compares the stored entries with the indexed rows and embeds only rows it has not seen (an
@@ -135,7 +136,9 @@ def _rank(best: dict[int, float]) -> dict[int, int]:
     return {e: i + 1 for i, e in enumerate(order)}
 
 
-def _fuse(dense_rank: dict[int, int], bm25_rank: dict[int, int], weight: float) -> dict[int, float]:
+def fuse_ranks(
+    dense_rank: dict[int, int], bm25_rank: dict[int, int], weight: float
+) -> dict[int, float]:
     """Weighted reciprocal-rank fusion of the entries' two rankings."""
     fused: dict[int, float] = {}
     for ranking, w in ((dense_rank, 1.0), (bm25_rank, weight)):
@@ -240,7 +243,7 @@ class KbIndex:
             # answers".)
             dense_best, bm25_best = _best(dense, self.rows), _best(lexical, self.rows)
             dense_rank, bm25_rank = _rank(dense_best), _rank(bm25_best)
-            fused = _fuse(dense_rank, bm25_rank, self.bm25_weight)
+            fused = fuse_ranks(dense_rank, bm25_rank, self.bm25_weight)
             order = sorted(fused, key=lambda e: (-fused[e], e))[:k]
             matched = {}
             for r in sorted(dense, key=lambda r: -dense[r]):
@@ -315,7 +318,7 @@ class KbIndex:
                 dense_rank = _rank(_best(dense, self.rows))
                 bm25_rank = _rank(_best(lexical, self.rows))
                 for i, w in enumerate(CALIBRATION_WEIGHTS):
-                    fused = _fuse(dense_rank, bm25_rank, w)
+                    fused = fuse_ranks(dense_rank, bm25_rank, w)
                     if r.entry in fused:
                         rank = 1 + sum(
                             1
