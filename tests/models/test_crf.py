@@ -1,4 +1,6 @@
-"""The linear-chain CRF against brute-force enumeration of every path on tiny cases."""
+"""The linear-chain CRF against brute-force enumeration of every path on tiny cases, and
+against pytorch-crf (the field's maintained CRF) and its own log-sum-exp recursion on label
+sets as large as joint segmentation + POS."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torchcrf
 
 from llmos.data.tagging import allowed_transitions
 from llmos.models.crf import CRF
@@ -174,3 +177,78 @@ def test_bf16_emissions_and_a_checkpoint_holds_only_the_learned_scores() -> None
     em = torch.randn(2, 3, 4)
     mask = torch.ones(2, 3, dtype=torch.bool)
     assert torch.equal(crf.decode(em.bfloat16(), mask), crf.decode(em.bfloat16().float(), mask))
+
+
+def pos_labels(n_types: int) -> list[str]:
+    """BMES labels over ``n_types`` word classes: the shape of the joint seg + POS label set."""
+    return [f"{p}-t{i}" for i in range(n_types) for p in "BMES"]
+
+
+def test_loss_gradients_and_viterbi_match_pytorch_crf_on_a_large_label_set() -> None:
+    """No constraints (pytorch-crf has none): the same learned scores give the same per-row
+    log-likelihood, the same gradients and the same best paths."""
+    K, lengths = 64, [40, 17, 1, 33, 40, 5]
+    ours = random_crf(None, K, seed=8)
+    ref = torchcrf.CRF(K, batch_first=True)
+    with torch.no_grad():
+        ref.transitions.copy_(ours.transitions)
+        ref.start_transitions.copy_(ours.start)
+        ref.end_transitions.copy_(ours.end)
+    torch.manual_seed(9)
+    T = max(lengths)
+    em = (torch.randn(len(lengths), T, K) * 3).requires_grad_()
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    gold = torch.randint(0, K, (len(lengths), T))
+    nll = ours.nll(em, gold.masked_fill(~mask, -100), mask)
+    want = -ref(em, gold, mask, reduction="none")
+    torch.testing.assert_close(nll, want, rtol=1e-5, atol=1e-3)
+    grads = torch.autograd.grad(nll.sum(), [em, ours.transitions, ours.start, ours.end])
+    wants = torch.autograd.grad(
+        want.sum(), [em, ref.transitions, ref.start_transitions, ref.end_transitions]
+    )
+    for g, w in zip(grads, wants, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    path = ours.decode(em.detach(), mask)
+    for row, m, best in zip(path, mask, ref.decode(em.detach(), mask), strict=True):
+        assert row[m].tolist() == best
+
+
+def test_exp_space_forward_equals_the_log_sum_exp_form_under_constraints() -> None:
+    """The fast recursion against ``exact=True`` with 176 BMES-POS labels, windows with open
+    edges and partly labelled rows: log Z, NLL and every gradient."""
+    labels = pos_labels(44)
+    K = len(labels)
+    crf = random_crf(labels, K, "bmes", seed=10)
+    torch.manual_seed(11)
+    lengths = [60, 60, 31, 2, 0, 47]
+    B, T = len(lengths), max(lengths)
+    em = (torch.randn(B, T, K) * 4).requires_grad_()
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    open_start = torch.tensor([True, False, False, False, False, True])
+    open_end = torch.tensor([True, True, False, False, False, False])
+    # Gold paths that are valid BMES sequences: words of 1-3 characters, random classes.
+    gold = torch.full((B, T), -100)
+    for b, L in enumerate(lengths):
+        t = 0
+        while t < L:
+            n, c = min(int(torch.randint(1, 4, ())), L - t), int(torch.randint(0, 44, ()))
+            tags = ["S"] if n == 1 else ["B"] + ["M"] * (n - 2) + ["E"]
+            for i, p in enumerate(tags):
+                gold[b, t + i] = labels.index(f"{p}-t{c}")
+            t += n
+    gold[1, 10:14] = gold[5, 0] = -100  # marginalized positions
+    kw = {"open_start": open_start, "open_end": open_end}
+    fast = crf.log_partition(em, mask, **kw)
+    exact = crf.log_partition(em, mask, **kw, exact=True)
+    torch.testing.assert_close(fast, exact, rtol=1e-6, atol=1e-3)
+    g_fast = torch.autograd.grad(fast.sum(), [em, crf.transitions], retain_graph=True)
+    g_exact = torch.autograd.grad(exact.sum(), [em, crf.transitions])
+    for g, w in zip(g_fast, g_exact, strict=True):  # sums of ~300 fp32 probabilities
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=2e-4)
+    # The NLL's gold side: a sum for full rows, the exact recursion for partial ones.
+    nll = crf.nll(em, gold, mask, **kw)
+    other = torch.arange(K) != gold.clamp(min=0)[..., None]
+    only = em.masked_fill(((gold != -100) & mask)[..., None] & other, -1e4)
+    want = exact - crf.log_partition(only, mask, **kw, exact=True)
+    torch.testing.assert_close(nll, want, rtol=1e-6, atol=1e-3)
+    assert nll[4] == 0 and bool((nll[mask.any(1)] > 0).all())
