@@ -4,6 +4,7 @@ line, on the store and the index directory the server uses."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,21 @@ def test_a_knowledge_base_from_the_command_line(
     assert out.split() == ["faq", "1", "entries", "revision", "2"]
     # the index the server would use is saved under $LLMOS_HOME
     assert list((tmp_path / "home" / "apps" / "support").glob("kb-*/meta.json"))
+    # its own encoder, named as the server names the models under --models-dir
+    shutil.copytree(tiny_encoder, tmp_path / "models" / "tuned")
+    own = (*enc, "--models-dir", str(tmp_path / "models"))
+    code, out, _ = run(capsys, "support", "kb", "encoder", "faq", "tuned", *own)
+    assert (code, out.strip()) == (0, "'faq' searches with 'tuned'")
+    code, out, _ = run(capsys, "support", "kb", "list", *own)
+    assert out.split() == ["faq", "1", "entries", "revision", "2", "encoder", "tuned"]
+    code, out, _ = run(capsys, "support", "kb", "search", "faq", "农民保护环境", *own)
+    assert code == 0 and out.startswith("1. [2] 记者现在介绍艺术")  # the only entry left
+    code, _, err = run(capsys, "support", "kb", "search", "faq", "农民保护环境", *enc)
+    assert code == 2 and "encoder 'tuned': models directory runs does not exist" in err
+    code, _, err = run(capsys, "support", "kb", "encoder", "faq", "nope", *own)
+    assert code == 2 and "no model named 'nope'" in err
+    code, out, _ = run(capsys, "support", "kb", "encoder", "faq", *own)
+    assert out.strip() == "'faq' searches with the default encoder"
 
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\nq,a\nq2\n", encoding="utf-8")

@@ -695,6 +695,27 @@ def test_knowledge_base_page_uploads_lists_and_answers_as_the_api(
         expect(page.locator("#kb-hits .answer").first).to_have_text(want["hits"][0]["answer"])
         page.screenshot(path=screenshots / "console-support.png", full_page=True)
 
+        # its own encoder: the served "mlm" instead of the desk's "emb"
+        expect(page.locator("#kb-encoder-note")).to_have_text(
+            "searches with the desk's default encoder"
+        )
+        page.select_option("#kb-encoder", "mlm")
+        page.get_by_role("button", name="Use").click()
+        expect(page.locator("#kb-encoder-note")).to_have_text("searches with mlm")
+        expect(page.locator("#kbs tr[data-kb='shop'] td").nth(3)).to_have_text("mlm")
+        assert bob.get(f"{base}/shop").json()["encoder"] == "mlm"
+        page.get_by_role("button", name="Ask").click()
+        tuned = bob.post(f"{base}/shop/search", json={"query": "农民保护环境", "k": 2}).json()
+        top = tuned["hits"][0]  # the new answer is on the page once its top bar shows it
+        expect(page.locator("#kb-hits .row").first).to_have_attribute(
+            "data-score", str(top["similarity"])
+        )
+        assert_bars(
+            bars(page.locator("#kb-hits")),
+            [(x["question"], x["similarity"]) for x in tuned["hits"]],
+        )
+        assert [x["similarity"] for x in tuned["hits"]] != [x["similarity"] for x in want["hits"]]
+
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n', encoding="utf-8")
         page.set_input_files("#kb-file", str(bad))

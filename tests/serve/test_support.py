@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from serve.conftest import Live, start
@@ -44,7 +46,13 @@ def test_a_knowledge_base_is_created_filled_and_searched(server: Live) -> None:
         r = c.post(f"{BASE}/kbs/shop/files", json={"format": "csv", "content": csv})
         assert r.status_code == 201, r.text
         info = c.get(f"{BASE}/kbs/shop").json()
-        assert info == {"name": "shop", "revision": 2, "entries": 3, "public": False}
+        assert info == {
+            "name": "shop",
+            "revision": 2,
+            "entries": 3,
+            "public": False,
+            "encoder": None,
+        }
 
         r = c.post(f"{BASE}/kbs/shop/search", json={"query": "农民保护环境", "k": 3})
         assert r.status_code == 200, r.text
@@ -101,6 +109,52 @@ def test_a_bad_upload_names_its_line_and_stores_nothing(server: Live) -> None:
         r = c.post(f"{BASE}/kbs", json={"name": "a/b"})
         assert r.status_code == 422
         assert c.get(f"{BASE}/kbs/upload").json()["entries"] == 0
+
+
+def test_a_knowledge_base_searches_with_its_own_served_encoder(server: Live) -> None:
+    """alice's "tuned" base embeds with the served "mlm" model instead of the desk's "emb":
+    the hits' cosines are the ones /v1/embed gives with "mlm"."""
+    with server.client(server.alice) as c, server.client(server.bob) as bob:
+        r = c.post(f"{BASE}/kbs", json={"name": "tuned", "encoder": "gpt"})
+        assert r.status_code == 422 and "does not embed" in r.json()["error"]["message"]
+        r = c.post(f"{BASE}/kbs", json={"name": "tuned", "encoder": "mlm"})
+        assert r.status_code == 201 and r.json()["encoder"] == "mlm"
+        assert c.post(f"{BASE}/kbs/tuned/entries", json={"entries": ENTRIES}).status_code == 201
+        query = "农民保护环境"
+
+        def cosines(model: str) -> list[float]:
+            hits = c.post(f"{BASE}/kbs/tuned/search", json={"query": query, "k": 2}).json()
+            rows = {
+                h["id"]: [(h["question"], "query"), (h["answer"], "passage")] for h in hits["hits"]
+            }
+            for e in ENTRIES:  # the alternatives are rows too
+                for h in hits["hits"]:
+                    if h["question"] == e["question"]:
+                        rows[h["id"]] += [(a, "query") for a in e.get("alternatives", [])]
+            q = embed(c, model, [query], "query")[0]
+            out = []
+            for h in hits["hits"]:
+                vecs = [embed(c, model, [t], kind)[0] for t, kind in rows[h["id"]]]
+                assert h["similarity"] == pytest.approx(max(v @ q for v in vecs), abs=1e-4)
+                out.append(h["similarity"])
+            return out
+
+        cosines("mlm")
+        for bad, why in (("nope", "no model named 'nope'"), ("gpt", "does not embed")):
+            r = c.put(f"{BASE}/kbs/tuned/encoder", json={"encoder": bad})
+            assert r.status_code == 422 and why in r.json()["error"]["message"]
+        r = bob.put(f"{BASE}/kbs/tuned/encoder", json={"encoder": None})
+        assert r.status_code == 404  # alice's base is not bob's to change
+        r = c.put(f"{BASE}/kbs/tuned/encoder", json={"encoder": None})
+        assert r.status_code == 200 and r.json()["encoder"] is None
+        cosines("emb")  # rebuilt with the desk's default
+        assert c.get(f"{BASE}/kbs/tuned").json()["encoder"] is None
+
+
+def embed(c: httpx.Client, model: str, texts: list[str], kind: str) -> list[np.ndarray]:
+    r = c.post("/v1/embed", json={"model": model, "texts": texts, "kind": kind})
+    assert r.status_code == 200, r.text
+    return [np.asarray(v) for v in r.json()["embeddings"]]
 
 
 def test_without_its_encoder_the_app_says_what_to_do(models_dir: Path, tmp_path: Path) -> None:

@@ -36,6 +36,13 @@ def add_support(sub: Subcommands) -> None:
         p.add_argument(
             "--encoder", default="runs/e5-zh", help="embedding checkpoint (default runs/e5-zh)"
         )
+        p.add_argument(
+            "--models-dir",
+            type=Path,
+            default=Path("runs"),
+            help="where the models a knowledge base may name as its encoder are, as the "
+            "server's --models-dir (default runs)",
+        )
         p.set_defaults(func=_kb)
         return p
 
@@ -50,6 +57,13 @@ def add_support(sub: Subcommands) -> None:
     p.add_argument("name")
     p.add_argument("ids", nargs="+", type=int)
     action("delete", "delete a knowledge base and its entries").add_argument("name")
+    p = action(
+        "encoder",
+        "search a knowledge base with its own embedding model, named as the server names it "
+        "(e.g. one fine-tuned on its wordings); without MODEL, the default encoder again",
+    )
+    p.add_argument("name")
+    p.add_argument("model", nargs="?")
     p = action("search", "the entries that best answer a query")
     p.add_argument("name")
     p.add_argument("query")
@@ -76,6 +90,12 @@ def add_support(sub: Subcommands) -> None:
     ask.add_argument("--conversation", type=int, help="continue this conversation of yours")
     ask.add_argument("--encoder", default="runs/e5-zh", help="embedding checkpoint")
     ask.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where a knowledge base's own encoder is (as `support kb encoder`; default runs)",
+    )
+    ask.add_argument(
         "--sentiment-zh",
         default="runs/sentiment-zh/checkpoint",
         help="Chinese sentiment checkpoint (skipped when missing)",
@@ -100,7 +120,7 @@ def add_support(sub: Subcommands) -> None:
 
 
 def _kb(args: argparse.Namespace) -> int:
-    from llmos.apps.support.local import PipelineEmbedder
+    from llmos.apps.support.local import PipelineEmbedder, catalog_encoders
     from llmos.apps.support.service import SupportService
     from llmos.paths import llmos_home
     from llmos.store.db import Store
@@ -110,14 +130,19 @@ def _kb(args: argparse.Namespace) -> int:
         user = store.user(args.user)
         if user is None:
             raise LlmosError(f"no user named {args.user!r} (see `llmos users list`)")
-        needs_encoder = args.action in ("add", "search", "remove", "demo")
+        needs_encoder = args.action in ("add", "search", "remove", "demo", "encoder")
         if needs_encoder and not (Path(args.encoder) / "config.json").is_file():
             raise LlmosError(
                 f"{args.encoder}: no encoder checkpoint (build runs/e5-zh with `llmos setup`, "
                 "or pass --encoder)"
             )
         embed = PipelineEmbedder(args.encoder) if needs_encoder else _no_encoder
-        svc = SupportService(store, embed, llmos_home() / "apps" / "support")
+        svc = SupportService(
+            store,
+            embed,
+            llmos_home() / "apps" / "support",
+            encoders=catalog_encoders(args.models_dir),
+        )
         _run(svc, user.id, args)
     finally:
         store.close()
@@ -142,7 +167,8 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
         print(f"created knowledge base {args.name!r}")
     elif args.action == "list":
         for kb in svc.list_kbs(owner):
-            print(f"{kb.name:<30} {kb.entries:>7} entries  revision {kb.revision}")
+            encoder = f"  encoder {kb.encoder}" if kb.encoder else ""
+            print(f"{kb.name:<30} {kb.entries:>7} entries  revision {kb.revision}{encoder}")
     elif args.action == "add":
         ids = svc.add_file(owner, args.name, args.file)
         print(f"added {len(ids)} entries to {args.name!r} (ids {ids[0]}-{ids[-1]})")
@@ -186,6 +212,13 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
                 f"{rank}. [{h.entry}] {h.question}\n   -> {h.answer}\n   "
                 f"(score {h.score:.4f}, cosine {h.similarity:.3f}, bm25 {h.bm25:.2f})"
             )
+    elif args.action == "encoder":
+        info = svc.set_encoder(owner, args.name, args.model)
+        print(
+            f"{args.name!r} searches with {info.encoder!r}"
+            if info.encoder
+            else f"{args.name!r} searches with the default encoder"
+        )
     elif args.action == "share":
         agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
         info, names = svc.share(owner, args.name, args.public, agents)
@@ -203,7 +236,12 @@ def _run(svc: SupportService, owner: int, args: argparse.Namespace) -> None:
 
 def _ask(args: argparse.Namespace) -> int:
     from llmos.apps.support.domain import demo_domain, read_domain
-    from llmos.apps.support.local import PipelineClassifier, PipelineEmbedder, PipelineNlu
+    from llmos.apps.support.local import (
+        PipelineClassifier,
+        PipelineEmbedder,
+        PipelineNlu,
+        catalog_encoders,
+    )
     from llmos.apps.support.service import SupportService
     from llmos.paths import llmos_home
     from llmos.store.db import Store
@@ -222,6 +260,7 @@ def _ask(args: argparse.Namespace) -> int:
             classify=PipelineClassifier({"zh": args.sentiment_zh, "en": args.sentiment_en}),
             nlu=PipelineNlu({"zh": args.nlu_zh, "en": args.nlu_en}),
             domain=read_domain(args.domain) if args.domain else demo_domain(),
+            encoders=catalog_encoders(args.models_dir),
         )
         kb = None if args.conversation else args.kb
         r = svc.message(user.id, args.text, kb=kb, conversation=args.conversation)

@@ -46,7 +46,7 @@ from llmos.paths import llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
-from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu
+from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu, served_encoders
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
 from llmos.serve.routes import inference, models, users
@@ -317,6 +317,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             classify=BatcherClassifier(srv, sentiment, loop),
             nlu=BatcherNlu(srv, nlu, loop),
             domain=domain,
+            encoders=served_encoders(srv, loop),
         )
         srv.recommend = _recommend_service(srv, loop)
         app.state.server = srv

@@ -239,6 +239,14 @@ class Catalog:
             )
         return e
 
+    def encoder(self, name: str) -> ModelEntry:
+        """The model ``name`` if it embeds (:class:`UnknownModel` if it is missing or does
+        not): what a knowledge base may search with."""
+        e = self.entry(name)
+        if "embed" not in e.capabilities:
+            raise UnknownModel(f"{name!r} is a {e.task} model, which does not embed")
+        return e
+
     def index(self, name: str) -> IndexEntry:
         """The index ``name`` (:class:`UnknownModel`, listing the others, if none)."""
         e = self.indexes.get(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from llmos.apps.support.fewshot import intent_examples
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.io import read_checkpoint
+from llmos.serve.catalog import UnknownModel
 from llmos.serve.operations import AnalyzeOp, ClassifyOp, EmbedOp, TextBatch
 
 log = logging.getLogger("llmos.serve")
@@ -63,6 +65,21 @@ class BatcherEmbedder:
                     raise result
                 out.extend(result)
         return out
+
+
+def served_encoders(server: Any, loop: asyncio.AbstractEventLoop) -> Callable[[str], Any]:
+    """The support service's ``encoders``: a served model's name -> its
+    :class:`BatcherEmbedder`, refusing a model that is not served or does not embed."""
+    from llmos.apps.support.service import UnknownEncoder
+
+    def encoder(name: str) -> BatcherEmbedder:
+        try:
+            server.registry.catalog.encoder(name)
+        except UnknownModel as e:
+            raise UnknownEncoder(str(e)) from None
+        return BatcherEmbedder(server, name, loop)
+
+    return encoder
 
 
 class BatcherClassifier:

@@ -36,13 +36,15 @@ class FaqPair:
 
 @dataclass(frozen=True)
 class KbInfo:
-    """A knowledge base as listed: its name, revision and number of entries."""
+    """A knowledge base as listed: its name, revision, number of entries, whether others may
+    ask it, and the served model its index embeds with (None: the desk's default)."""
 
     id: int
     name: str
     revision: int
     entries: int
     public: bool = False
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,16 @@ def _check_name(name: str) -> str:
         raise LlmosError(f"knowledge base name must be 1-100 characters without '/', got {name!r}")
     check_text(KnowledgeBase.name.expression, name)
     return name
+
+
+def _check_encoder(encoder: str | None) -> str | None:
+    if encoder is None:
+        return None
+    if not encoder.strip() or len(encoder) > 200:
+        raise LlmosError(
+            f"an encoder is a served model's name of 1-200 characters, got {encoder!r}"
+        )
+    return encoder
 
 
 class KnowledgeBases:
@@ -82,17 +94,18 @@ class KnowledgeBases:
             )
         return kb
 
-    def create(self, owner_id: int, name: str) -> KbInfo:
+    def create(self, owner_id: int, name: str, encoder: str | None = None) -> KbInfo:
         """A new, empty knowledge base (an error if the owner has one of that name)."""
         name = _check_name(name)
+        encoder = _check_encoder(encoder)
         with self.session.begin() as s:
-            kb = KnowledgeBase(owner_id=owner_id, name=name, revision=0)
+            kb = KnowledgeBase(owner_id=owner_id, name=name, revision=0, encoder=encoder)
             s.add(kb)
             try:
                 s.flush()
             except IntegrityError:
                 raise LlmosError(f"a knowledge base named {name!r} exists already") from None
-            return KbInfo(kb.id, kb.name, 0, 0, False)
+            return KbInfo(kb.id, kb.name, 0, 0, False, encoder)
 
     def list(self, owner_id: int) -> list[KbInfo]:
         """The owner's knowledge bases, by name, with their entry counts."""
@@ -107,13 +120,24 @@ class KnowledgeBases:
             .order_by(KnowledgeBase.name)
         )
         with self.session() as s:
-            return [KbInfo(kb.id, kb.name, kb.revision, n, kb.public) for kb, n in s.execute(q)]
+            return [
+                KbInfo(kb.id, kb.name, kb.revision, n, kb.public, kb.encoder)
+                for kb, n in s.execute(q)
+            ]
 
     def info(self, owner_id: int, name: str) -> KbInfo:
         with self.session() as s:
             kb = self._find(s, owner_id, name)
             n = s.scalar(select(func.count(KbEntry.id)).where(KbEntry.kb_id == kb.id)) or 0
-            return KbInfo(kb.id, kb.name, kb.revision, n, kb.public)
+            return KbInfo(kb.id, kb.name, kb.revision, n, kb.public, kb.encoder)
+
+    def set_encoder(self, owner_id: int, name: str, encoder: str | None) -> KbInfo:
+        """Name the served model the knowledge base's index embeds with (None: the default).
+        Its entries and revision stay: the index notices the new encoder and rebuilds."""
+        encoder = _check_encoder(encoder)
+        with self.session.begin() as s:
+            self._find(s, owner_id, name).encoder = encoder
+        return self.info(owner_id, name)
 
     def set_public(self, owner_id: int, name: str, public: bool) -> KbInfo:
         """Let other users ask the knowledge base questions (or stop them)."""
@@ -177,12 +201,12 @@ class KnowledgeBases:
             )
             return KbSnapshot(kb.id, kb.name, kb.revision, entries)
 
-    def revision(self, owner_id: int, name: str) -> tuple[int, int]:
-        """The knowledge base's id and revision (one row read, no entry count: asked before
-        every search)."""
+    def revision(self, owner_id: int, name: str) -> tuple[int, int, str | None]:
+        """The knowledge base's id, revision and encoder (one row read, no entry count: asked
+        before every search)."""
         with self.session() as s:
             kb = self._find(s, owner_id, name)
-            return kb.id, kb.revision
+            return kb.id, kb.revision, kb.encoder
 
     @staticmethod
     def _bump(s: Session, kb_id: int) -> None:

@@ -138,6 +138,9 @@ class KnowledgeBase(Base):
     # Whether other users may ask it questions (as customers); only its owner and its agents
     # ever see its entries, conversations and tickets.
     public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The served embedding model its index searches with (a registry name, e.g. an encoder
+    # fine-tuned on this knowledge base's own wordings); None: the desk's default encoder.
+    encoder: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
 

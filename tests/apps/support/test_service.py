@@ -4,16 +4,19 @@ index updates, restarts, changes made by another process, and per-owner isolatio
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from llmos.apps.support.index import BM25_WEIGHT, RRF_K
 from llmos.apps.support.local import PipelineEmbedder
-from llmos.apps.support.service import SupportService
+from llmos.apps.support.service import SupportService, UnknownEncoder
 from llmos.errors import DataError, LlmosError
 from llmos.store.db import Store
 from llmos.store.kb import FaqPair, UnknownKnowledgeBase
@@ -138,7 +141,7 @@ def test_updates_embed_only_what_changed(setup: Setup, tmp_path: Path) -> None:
     hits = svc.search(owner, "faq", PAIRS[0].question, k=5)
     assert first[0] not in {h.entry for h in hits}
     assert {h.entry for h in hits} == {first[1], first[2], new}
-    index = svc._index(svc.kb(owner, "faq").id)
+    index = svc._synced(owner, "faq")
     assert index.dense.ntotal == sum(len(texts_of(p)) for p in PAIRS[1:4])
 
     # a restarted service loads the saved index: nothing is embedded again but the query
@@ -204,3 +207,83 @@ def test_deleting_a_knowledge_base_removes_its_index(setup: Setup, tmp_path: Pat
     assert (tmp_path / "indexes" / f"kb-{kb_id}" / "meta.json").is_file()
     svc.delete_kb(owner, "faq")
     assert not (tmp_path / "indexes" / f"kb-{kb_id}").exists()
+
+
+@pytest.fixture(scope="module")
+def other_encoder(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny encoder with every weight moved: another encoder (another digest, other
+    vectors), as one fine-tuned on a knowledge base would be."""
+    out = tmp_path_factory.mktemp("other") / "enc"
+    shutil.copytree(tiny_encoder, out)
+    weights = load_file(out / "model.safetensors")
+    gen = torch.Generator().manual_seed(3)
+    moved = {k: v + 0.5 * torch.randn(v.shape, generator=gen) for k, v in weights.items()}
+    save_file(moved, out / "model.safetensors")
+    return out
+
+
+def test_a_knowledge_base_searches_with_its_own_encoder(
+    setup: Setup, other_encoder: Path, tmp_path: Path
+) -> None:
+    store, owner, svc, default = setup
+    other = Counting(PipelineEmbedder(other_encoder))
+    assert other.name != default.name
+
+    def encoders(name: str) -> Counting:
+        if name != "tuned":
+            raise UnknownEncoder(f"no model named {name!r}")
+        return other
+
+    svc = SupportService(store, default, tmp_path / "indexes", encoders=encoders)
+    with pytest.raises(UnknownEncoder):
+        svc.create_kb(owner, "own", encoder="missing")
+    assert [kb.name for kb in svc.list_kbs(owner)] == ["faq"]  # nothing stored
+    assert svc.create_kb(owner, "own", encoder="tuned").encoder == "tuned"
+    svc.add(owner, "faq", PAIRS)
+    assert other.seen == []  # the default base embeds with the default encoder
+    default.seen.clear()
+    svc.add(owner, "own", PAIRS)
+    assert default.seen == [] and sorted(other.seen) == sorted(
+        r for p in PAIRS for r in texts_of(p)
+    )
+
+    # the base's own encoder embeds the query, and its cosines are that encoder's
+    query = "老师和学生讨论经济历史"
+    other.seen.clear()
+    hits = svc.search(owner, "own", query, k=len(PAIRS))
+    assert other.seen == [(query, "query")] and default.seen == []
+    q = other([query], "query")[0]
+    for h in hits:
+        p = PAIRS[[x.question for x in PAIRS].index(h.question)]
+        rows = np.concatenate([other.inner([t], kind) for t, kind in texts_of(p)])
+        assert h.similarity == pytest.approx(float((rows @ q).max()), abs=1e-5)
+    mine = {h.entry: h.similarity for h in svc.search(owner, "faq", query, k=len(PAIRS))}
+    assert sorted(mine.values()) != sorted(h.similarity for h in hits)
+    # a customer's message to that base is embedded by its encoder too
+    other.seen.clear()
+    default.seen.clear()
+    reply = svc.message(owner, PAIRS[3].question, kb="shop/own")
+    assert other.seen == [(PAIRS[3].question, "query")] and default.seen == []
+    assert reply.sources[0]["question"] == PAIRS[3].question
+
+    # switching the default base to the tuned encoder rebuilds its index at once, and a
+    # restarted service loads it as saved: only the query is embedded then
+    other.seen.clear()
+    assert svc.set_encoder(owner, "faq", "tuned").encoder == "tuned"
+    assert len(other.seen) == sum(len(texts_of(p)) for p in PAIRS)
+    other.seen.clear()
+    again = SupportService(store, default, tmp_path / "indexes", encoders=encoders)
+    again.search(owner, "faq", query, k=1)
+    assert other.seen == [(query, "query")]
+    with pytest.raises(UnknownEncoder):
+        svc.set_encoder(owner, "faq", "missing")
+    assert svc.kb(owner, "faq").encoder == "tuned"
+
+    # back to the default
+    default.seen.clear()
+    assert svc.set_encoder(owner, "faq", None).encoder is None
+    assert len(default.seen) == sum(len(texts_of(p)) for p in PAIRS)
+    # a desk without encoders serves only bases of its default encoder
+    plain = SupportService(store, default, tmp_path / "indexes")
+    with pytest.raises(UnknownEncoder, match="default encoder only"):
+        plain.search(owner, "own", query)

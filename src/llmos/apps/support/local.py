@@ -7,6 +7,7 @@ over checkpoint directories. The server uses its models' batchers instead
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,27 @@ class PipelineEmbedder:
     def __call__(self, texts: list[str], kind: str) -> np.ndarray:
         with self.lock:
             return self.pipe.embed(texts, kind=kind, batch_size=self.batch_size)
+
+
+def catalog_encoders(models_dir: str | Path) -> Callable[[str], PipelineEmbedder]:
+    """A support service's ``encoders`` on the command line: a model's name under
+    ``models_dir`` (the server's ``--models-dir``, named as the server names it) -> that
+    checkpoint loaded here; a missing model, or one that does not embed, is refused."""
+    from llmos.apps.support.service import UnknownEncoder
+    from llmos.serve.catalog import Catalog
+
+    catalog: list[Catalog] = []
+
+    def encoder(name: str) -> PipelineEmbedder:
+        try:
+            if not catalog:
+                catalog.append(Catalog.read(Path(models_dir)))
+            entry = catalog[0].encoder(name)
+        except LlmosError as e:  # no such directory, no such model, not an encoder
+            raise UnknownEncoder(f"encoder {name!r}: {e} (--models-dir {models_dir})") from None
+        return PipelineEmbedder(entry.path)
+
+    return encoder
 
 
 class PipelineClassifier:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.support import schemas as s
 from llmos.apps.support.faq import parse_faq
-from llmos.apps.support.service import SupportService
+from llmos.apps.support.service import SupportService, UnknownEncoder
 from llmos.errors import LlmosError
 from llmos.serve.deps import ApiError, ServerDep, UserDep, check_texts
 from llmos.store.desk import UnknownConversation
@@ -49,19 +49,47 @@ async def call(fn: Any, *args: Any) -> Any:
         return await run_in_threadpool(fn, *args)
     except (UnknownKnowledgeBase, UnknownConversation) as e:
         raise ApiError(404, "not_found", str(e)) from None
+    except UnknownEncoder as e:  # the knowledge base's own encoder is no longer served
+        raise ApiError(503, "no_encoder", str(e)) from None
 
 
 def _info(kb: Any) -> dict[str, Any]:
-    return {"name": kb.name, "revision": kb.revision, "entries": kb.entries, "public": kb.public}
+    return {
+        "name": kb.name,
+        "revision": kb.revision,
+        "entries": kb.entries,
+        "public": kb.public,
+        "encoder": kb.encoder,
+    }
 
 
 @router.post("/kbs", response_model=s.KbInfo, status_code=201)
 async def create_kb(body: s.KbCreate, srv: ServerDep, user: UserDep) -> Any:
-    """Create an empty knowledge base."""
+    """Create an empty knowledge base (searched with ``encoder`` if given)."""
     try:
-        kb = await call(service(srv, embeds=False).create_kb, user.id, body.name)
+        kb = await run_in_threadpool(
+            service(srv, embeds=False).create_kb, user.id, body.name, body.encoder
+        )
+    except UnknownEncoder as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
     except LlmosError as e:
         raise ApiError(409, "conflict", str(e)) from None
+    return _info(kb)
+
+
+@router.put("/kbs/{name}/encoder", response_model=s.KbInfo)
+async def set_encoder(name: s.KbName, body: s.KbEncoder, srv: ServerDep, user: UserDep) -> Any:
+    """Search the knowledge base with another served embedding model (null: the desk's
+    default), e.g. an encoder fine-tuned on its own wordings (`llmos support kb pairs`, then
+    `llmos finetune --config configs/finetune/embed-kb.yaml`). The index is rebuilt before
+    the answer."""
+    try:
+        support = service(srv, embeds=body.encoder is None)  # the default must be served
+        kb = await run_in_threadpool(support.set_encoder, user.id, name, body.encoder)
+    except UnknownKnowledgeBase as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    except UnknownEncoder as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
     return _info(kb)
 
 

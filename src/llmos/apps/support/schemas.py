@@ -16,8 +16,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+EncoderName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="a served embedding model (GET /v1/models); the knowledge base's index "
+        "embeds with it instead of the desk's default encoder",
+    ),
+]
+
+
 class KbCreate(Strict):
     name: KbName
+    encoder: EncoderName | None = None
+
+
+class KbEncoder(Strict):
+    """The model a knowledge base searches with; null: the desk's default encoder."""
+
+    encoder: EncoderName | None
 
 
 class KbInfo(BaseModel):
@@ -25,6 +43,9 @@ class KbInfo(BaseModel):
     revision: int = Field(description="grows by one with every change to the entries")
     entries: int
     public: bool = Field(description="other users may ask it questions")
+    encoder: str | None = Field(
+        description="the served model its index embeds with; null: the desk's default"
+    )
 
 
 class KbList(BaseModel):

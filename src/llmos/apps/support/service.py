@@ -8,6 +8,11 @@ the indexes. Every method takes the caller's user id: a knowledge base is only e
 changed by its owner, a conversation is its customer's, and a ticket is seen by the knowledge
 base's owner and agents (:mod:`llmos.store.desk`).
 
+A knowledge base may name its own encoder (``KbInfo.encoder``, a served embedding model: one
+fine-tuned on that base's own wordings answers it far better, docs/BENCHMARKS.md); the service
+turns the name into an :class:`~llmos.apps.support.index.Embedder` through ``encoders`` and
+searches that base with it, every other base with the default ``embed``.
+
 The database is the source of truth. Each knowledge base's index lives in
 ``index_root/kb-<id>/`` and in memory; before a search the service compares the index's
 revision with the store's (one small query) and syncs the difference first, so a change made
@@ -50,9 +55,15 @@ NEGATIVE_LABELS = ("neg", "negative")
 # (texts, language) -> one {"label", "score", "scores"} per text, or None when no sentiment
 # model reads that language.
 Classifier = Callable[[list[str], str], list[dict[str, Any]] | None]
+# A served model's name -> its Embedder; raises UnknownEncoder when no such model embeds.
+Encoders = Callable[[str], Embedder]
 # A profile key: True when the customer lets the desk remember facts from their messages
 # (the city a weather form asked for...) in their profile.
 CONSENT = "remember_facts"
+
+
+class UnknownEncoder(LlmosError):
+    """A knowledge base names an encoder that is not served, or that does not embed."""
 
 
 class Nlu(Protocol):
@@ -95,13 +106,14 @@ class Reply:
 @dataclass
 class Understanding:
     """What the NLU made of a message: its intent (the head's, or a few-shot intent's),
-    its slots, its sentiment, and its vector when that is the knowledge base's query."""
+    its slots, its sentiment, and the query vectors computed on the way, by encoder name (the
+    knowledge-base search reuses the one of its own encoder)."""
 
     intent: dict[str, Any] | None = None
     slots: list[dict[str, Any]] = field(default_factory=list)
     negative: float | None = None
     sentiment: dict[str, Any] | None = None
-    vector: np.ndarray | None = None
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def sentiment_of(result: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
@@ -124,11 +136,14 @@ class SupportService:
         nlu: Nlu | None = None,
         domain: Domain | None = None,
         fewshot: FewShotConfig | None = None,
+        encoders: Encoders | None = None,
     ) -> None:
         self.store = store
         self.kbs = KnowledgeBases(store)
         self.desk = SupportDesk(store)
         self.embed = embed
+        self.encoders = encoders
+        self._embedders: dict[str, Embedder] = {}
         self.classify = classify
         self.policy = policy or PolicyConfig()
         self.nlu = nlu
@@ -141,8 +156,35 @@ class SupportService:
 
     # --- knowledge bases -------------------------------------------------------------------
 
-    def create_kb(self, owner: int, name: str) -> KbInfo:
-        return self.kbs.create(owner, name)
+    def create_kb(self, owner: int, name: str, encoder: str | None = None) -> KbInfo:
+        """A new, empty knowledge base; ``encoder`` names the served model that embeds it
+        (default: the desk's encoder)."""
+        if encoder is not None:
+            self.embedder(encoder)  # refused before anything is stored
+        return self.kbs.create(owner, name, encoder)
+
+    def set_encoder(self, owner: int, name: str, encoder: str | None) -> KbInfo:
+        """Search the knowledge base with the served model ``encoder`` from now on (None: the
+        desk's default). Its index is rebuilt at once, so the next message pays nothing."""
+        if encoder is not None:
+            self.embedder(encoder)
+        info = self.kbs.set_encoder(owner, name, encoder)
+        self._synced(owner, name)
+        return info
+
+    def embedder(self, encoder: str | None) -> Embedder:
+        """The embedder of a knowledge base's ``encoder`` (None: the default)."""
+        if encoder is None:
+            return self.embed
+        with self._lock:
+            embed = self._embedders.get(encoder)
+        if embed is not None:
+            return embed
+        if self.encoders is None:
+            raise UnknownEncoder(f"this desk embeds with its default encoder only, not {encoder!r}")
+        embed = self.encoders(encoder)
+        with self._lock:
+            return self._embedders.setdefault(encoder, embed)
 
     def list_kbs(self, owner: int) -> list[KbInfo]:
         return self.kbs.list(owner)
@@ -190,9 +232,9 @@ class SupportService:
             raise LlmosError(f"k must be 1-{MAX_K}, got {k}")
         if not query.strip():
             raise LlmosError("the query is empty")
-        index = self._synced(owner, name)
+        index, embed = self._synced_with(owner, name)
         if vector is None:
-            vector = self.embed([query], "query")[0]
+            vector = embed([query], "query")[0]
         return index.search(query, vector, k)
 
     # --- sharing -----------------------------------------------------------------------------
@@ -245,8 +287,10 @@ class SupportService:
             )
             return self._record(conv.id, "human", state, reply)
         nlu = self.understand(text, lang)
-        index = self._synced(desk_kb.owner_id, desk_kb.name)
-        vector = nlu.vector if nlu.vector is not None else self.embed([text], "query")[0]
+        index, embed = self._synced_with(desk_kb.owner_id, desk_kb.name)
+        vector = nlu.vectors.get(embed.name)
+        if vector is None:
+            vector = embed([text], "query")[0]
         hits = index.search(text, vector, k=max(5, self.policy.candidates))
         picked = chosen_entry(text, state)
         chosen = index.hit(picked) if picked is not None else None
@@ -303,7 +347,10 @@ class SupportService:
             negative, sentiment = self._sentiment(text, lang)
             return Understanding(negative=negative, sentiment=sentiment)
         (result,), vectors = out
-        u = Understanding(vector=vectors[0] if self.nlu.encoder(lang) == self.embed.name else None)
+        u = Understanding()
+        name = self.nlu.encoder(lang)
+        if name is not None:  # the pass's sentence vector: a query for a base of that encoder
+            u.vectors[name] = vectors[0]
         if "sentiment" in result:
             u.negative, u.sentiment = sentiment_of(result["sentiment"])
         else:
@@ -315,9 +362,9 @@ class SupportService:
         few = self._few_shot(lang)
         vector = vectors[0]
         if few is not None and self.fewshot.vectors == "encoder":
-            if u.vector is None:  # embedded once: the knowledge-base search reuses it
-                u.vector = self.embed([text], "query")[0]
-            vector = u.vector
+            if self.embed.name not in u.vectors:  # embedded once: the search reuses it
+                u.vectors[self.embed.name] = self.embed([text], "query")[0]
+            vector = u.vectors[self.embed.name]
         best = few.best(vector, self.fewshot.reference_margin) if few is not None else None
         u.intent = combine(result.get("intent"), best, self.fewshot)
         return u
@@ -411,38 +458,44 @@ class SupportService:
     def _dir(self, kb_id: int) -> Path:
         return self.index_root / f"kb-{kb_id}"
 
-    def _index(self, kb_id: int) -> KbIndex:
-        """The knowledge base's index: in memory, else as saved, else a new empty one."""
+    def _index(self, kb_id: int, encoder: str) -> KbIndex:
+        """The knowledge base's index built with ``encoder`` (a weights digest): in memory,
+        else as saved, else a new empty one."""
         with self._lock:
             index = self._indexes.get(kb_id)
-            if index is not None:
+            if index is not None and index.encoder == encoder:
                 return index
-            index = self._open(kb_id)
+            index = self._open(kb_id, encoder)
             self._indexes[kb_id] = index
             return index
 
-    def _open(self, kb_id: int) -> KbIndex:
+    def _open(self, kb_id: int, encoder: str) -> KbIndex:
         path = self._dir(kb_id)
         if path.is_dir():
             try:
                 index = KbIndex.load(path)
-                if index.encoder == self.embed.name:
+                if index.encoder == encoder:
                     return index
                 log.info("%s was built with another encoder: rebuilding it", path)
             except CheckpointError as e:
                 log.warning("%s; rebuilding it", e)
-        return KbIndex(self.embed.name)
+        return KbIndex(encoder)
 
     def _synced(self, owner: int, name: str) -> KbIndex:
         """The index of the owner's knowledge base, brought to the store's revision first."""
-        kb_id, revision = self.kbs.revision(owner, name)
-        index = self._index(kb_id)
+        return self._synced_with(owner, name)[0]
+
+    def _synced_with(self, owner: int, name: str) -> tuple[KbIndex, Embedder]:
+        """:meth:`_synced`, and the embedder of the knowledge base's encoder."""
+        kb_id, revision, encoder = self.kbs.revision(owner, name)
+        embed = self.embedder(encoder)
+        index = self._index(kb_id, embed.name)
         if index.revision == revision:
-            return index
+            return index, embed
         with index.lock:
             snapshot = self.kbs.snapshot(owner, name)
             if index.revision != snapshot.revision:
-                changed = index.sync(snapshot, self.embed)
+                changed = index.sync(snapshot, embed)
                 index.save(self._dir(kb_id))
                 log.info(
                     "knowledge base %r (revision %d): %d rows added, %d removed",
@@ -451,4 +504,4 @@ class SupportService:
                     changed["added"],
                     changed["removed"],
                 )
-        return index
+        return index, embed

@@ -1,7 +1,8 @@
 // The customer-service app's knowledge bases (/v1/apps/support/kbs): the caller's own list,
 // creating and deleting one, uploading an FAQ file (JSONL, CSV or TSV: the server checks it
 // and names a bad row's line), the entries, and a query tried against the hybrid search with
-// both retrievers' evidence per hit.
+// both retrievers' evidence per hit, and the embedding model the knowledge base searches with
+// (the desk's default, or a served one of its own: PUT .../encoder).
 
 import { call } from "./api.js";
 import { bar, field, form, h, page, plural } from "./ui.js";
@@ -26,7 +27,41 @@ function hitView(hit, i) {
   );
 }
 
-/** The panel of one knowledge base: upload, try a query, entries. */
+/** A knowledge base's encoder: a <select> of the served models that embed, "default" first. */
+async function encoderForm(name, current, refreshList) {
+  const { models } = await call("GET", "/v1/models");
+  const usable = models.filter((m) => m.capabilities.includes("embed"));
+  const choice = h(
+    "select",
+    { id: "kb-encoder" },
+    h("option", { value: "" }, "the desk's default"),
+    usable.map((m) => h("option", { value: m.name }, `${m.name} (${m.task}, ${m.language})`)),
+  );
+  choice.value = current || "";
+  const note = h("p", { class: "muted", id: "kb-encoder-note" });
+  const show = (encoder) =>
+    (note.textContent = encoder ? `searches with ${encoder}` : "searches with the desk's default encoder");
+  show(current);
+  const use = async () => {
+    note.textContent = "re-embedding the entries…";
+    const kb = await call("PUT", path(name, "/encoder"), { encoder: choice.value || null });
+    show(kb.encoder);
+    await refreshList();
+  };
+  return [
+    h("h3", {}, "Encoder"),
+    h(
+      "p",
+      { class: "muted" },
+      "The embedding model this knowledge base's entries and questions are embedded with, e.g. " +
+        "one fine-tuned on its own wordings (llmos support kb pairs, then llmos finetune).",
+    ),
+    form("Use", use, field("model", choice)),
+    note,
+  ];
+}
+
+/** The panel of one knowledge base: upload, try a query, entries, its encoder. */
 async function kbPanel(name, refreshList) {
   const entries = h("tbody", { id: "kb-entries" });
   const summary = h("p", { class: "muted", id: "kb-summary" });
@@ -89,6 +124,7 @@ async function kbPanel(name, refreshList) {
     );
   };
 
+  const { encoder } = await call("GET", path(name));
   return h(
     "div",
     { id: "kb-panel", "data-kb": name },
@@ -116,6 +152,7 @@ async function kbPanel(name, refreshList) {
       ),
       entries,
     ),
+    ...(await encoderForm(name, encoder, refreshList)),
   );
 }
 
@@ -133,6 +170,7 @@ export async function support() {
           h("td", {}, h("a", { href: "#/support", onclick: (e) => (e.preventDefault(), open(kb.name)) }, kb.name)),
           h("td", {}, String(kb.entries)),
           h("td", {}, String(kb.revision)),
+          h("td", {}, kb.encoder || "default"),
           h(
             "td",
             {},
@@ -169,7 +207,7 @@ export async function support() {
     h(
       "table",
       { id: "kb-table" },
-      h("thead", {}, h("tr", {}, ["name", "entries", "revision", ""].map((x) => h("th", {}, x)))),
+      h("thead", {}, h("tr", {}, ["name", "entries", "revision", "encoder", ""].map((x) => h("th", {}, x)))),
       list,
     ),
     form("Create", create, field("name", name)),
