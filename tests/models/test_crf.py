@@ -252,3 +252,16 @@ def test_exp_space_forward_equals_the_log_sum_exp_form_under_constraints() -> No
     want = exact - crf.log_partition(only, mask, **kw, exact=True)
     torch.testing.assert_close(nll, want, rtol=1e-6, atol=1e-3)
     assert nll[4] == 0 and bool((nll[mask.any(1)] > 0).all())
+    # marginals (forward-backward) are the gradient of log Z by the emissions, here in fp64
+    trans, start, end = (x.double() for x in crf.merged())
+    em64 = em.detach().double().requires_grad_()
+    log_z = []
+    for b, L in enumerate(lengths):
+        alpha = start + em64[b, 0]
+        for t in range(1, L):
+            alpha = torch.logsumexp(alpha[:, None] + trans, 0) + em64[b, t]
+        log_z.append(torch.logsumexp(alpha + end, 0) if L else em64.new_zeros(()))
+    (want,) = torch.autograd.grad(torch.stack(log_z).sum(), [em64])
+    marg = crf.marginals(em.detach(), mask).exp().masked_fill(~mask[..., None], 0.0)
+    # fp32 alpha + beta - log Z, each in the hundreds here: ~1e-4 of rounding
+    torch.testing.assert_close(marg.double(), want, rtol=0, atol=1e-3)

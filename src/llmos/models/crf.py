@@ -131,12 +131,10 @@ class CRF(nn.Module):
                 return torch.logsumexp(alpha[:, :, None] + trans, dim=1)
 
         else:
-            top = trans.max()
-            step = (trans - top).exp()  # (K, K), disallowed entries exactly 0
+            step = _exp_step(trans)
 
             def advance(alpha: torch.Tensor) -> torch.Tensor:
-                m = alpha.max(dim=1, keepdim=True).values  # (B, 1)
-                return ((alpha - m).exp() @ step).clamp_min(TINY).log() + m + top
+                return _log_matmul_exp(alpha, *step)
 
         alpha = start + em[:, 0]  # (B, K)
         alphas = [alpha]
@@ -251,10 +249,11 @@ class CRF(nn.Module):
         alphas = self._alphas(em, mask, trans, start)
         log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (B,)
         beta = end  # (B, K): at a row's last token, the end score
+        back, top = _exp_step(trans.T)  # the transitions read backwards, as in _alphas
         betas = [beta]
         for t in range(T - 2, -1, -1):
             # beta[b, i] = logsumexp_j trans[i, j] + em[b, t+1, j] + beta_{t+1}[b, j]
-            nxt = torch.logsumexp(trans + (em[:, t + 1] + beta)[:, None, :], dim=2)  # (B, K)
+            nxt = _log_matmul_exp(em[:, t + 1] + beta, back, top)  # (B, K)
             beta = torch.where(mask[:, t + 1, None], nxt, end)
             betas.append(beta)
         out = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
@@ -299,6 +298,20 @@ class CRF(nn.Module):
             if t > 0:
                 cur = back[t - 1].gather(1, cur[:, None]).squeeze(1)
         return out
+
+
+def _exp_step(trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``exp(trans - top)`` and ``top``, the transitions' maximum: disallowed entries exactly 0,
+    nothing above 1."""
+    top = trans.max()
+    return (trans - top).exp(), top
+
+
+def _log_matmul_exp(x: torch.Tensor, step: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """``log(exp(x) @ exp(trans))`` for (B, K) ``x``, given :func:`_exp_step`'s ``step`` and
+    ``top``: each row shifted by its maximum first, the sums floored at :data:`TINY`."""
+    m = x.max(dim=1, keepdim=True).values  # (B, 1)
+    return ((x - m).exp() @ step).clamp_min(TINY).log() + m + top
 
 
 def _check_mask(mask: torch.Tensor, emissions: torch.Tensor) -> torch.Tensor:
