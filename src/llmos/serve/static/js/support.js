@@ -41,11 +41,15 @@ async function encoderForm(name, current, refreshList) {
   const note = h("p", { class: "muted", id: "kb-encoder-note" });
   const show = (encoder) =>
     (note.textContent = encoder ? `searches with ${encoder}` : "searches with the desk's default encoder");
-  show(current);
+  let now = current;
+  show(now);
   const use = async () => {
     note.textContent = "re-embedding the entries…";
-    const kb = await call("PUT", path(name, "/encoder"), { encoder: choice.value || null });
-    show(kb.encoder);
+    try {
+      now = (await call("PUT", path(name, "/encoder"), { encoder: choice.value || null })).encoder;
+    } finally {
+      show(now); // a refusal (the server's message is in the alert region) changes nothing
+    }
     await refreshList();
   };
   return [
