@@ -171,6 +171,21 @@ def test_training_on_a_toy_sequence_task_lowers_the_loss_and_learns_transitions(
     assert torch.equal(crf.decode(em, mask), gold)
 
 
+def test_the_loss_stays_fp32_inside_a_bf16_autocast_region() -> None:
+    """A training step under bf16 autocast: the CRF's products must not be rounded to bf16."""
+    labels = pos_labels(44)
+    crf = random_crf(labels, len(labels), "bmes", seed=12)
+    torch.manual_seed(13)
+    em = torch.randn(4, 50, len(labels)) * 4
+    mask = torch.ones(4, 50, dtype=torch.bool)
+    gold = crf.decode(em, mask)  # a valid path per row
+    want = crf.nll(em, gold, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crf.nll(em, gold, mask)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-4)
+
+
 def test_bf16_emissions_and_a_checkpoint_holds_only_the_learned_scores() -> None:
     crf = random_crf(BIO, 4)
     assert sorted(crf.state_dict()) == ["end", "start", "transitions"]
