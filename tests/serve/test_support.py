@@ -151,6 +151,29 @@ def test_a_knowledge_base_searches_with_its_own_served_encoder(server: Live) -> 
         assert c.get(f"{BASE}/kbs/tuned").json()["encoder"] is None
 
 
+def test_a_knowledge_base_whose_encoder_is_not_served_says_so(server: Live) -> None:
+    """A base stored with an encoder this server lacks (another server's, or one removed
+    since) answers 503 naming it; the other bases keep working."""
+    from llmos.store.kb import KnowledgeBases
+
+    store = server.app.state.server.store
+    KnowledgeBases(store).create(store.user("alice").id, "stale", encoder="gone")
+    with server.client(server.alice) as c:
+        for path, body in (
+            ("/kbs/stale/search", {"query": "经济"}),
+            ("/kbs/stale/entries", {"entries": ENTRIES}),
+        ):
+            r = c.post(BASE + path, json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["type"] == "no_encoder"
+            assert "no model named 'gone'" in r.json()["error"]["message"]
+        r = c.post(f"{BASE}/messages", json={"kb": "alice/stale", "text": "经济"})
+        assert r.status_code == 503 and "'gone'" in r.json()["error"]["message"]
+        assert c.get(f"{BASE}/kbs/stale").json()["entries"] == 0  # nothing half-stored
+        assert c.delete(f"{BASE}/kbs/stale/entries/1").status_code == 503
+        assert c.post(f"{BASE}/kbs/tuned/search", json={"query": "经济"}).status_code == 200
+
+
 def embed(c: httpx.Client, model: str, texts: list[str], kind: str) -> list[np.ndarray]:
     r = c.post("/v1/embed", json={"model": model, "texts": texts, "kind": kind})
     assert r.status_code == 200, r.text

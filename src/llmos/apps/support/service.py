@@ -203,6 +203,7 @@ class SupportService:
         """Store ``pairs`` (all or none) and index them; their new entry ids."""
         if not pairs:
             raise LlmosError("no FAQ pairs to add")
+        self._encoder_of(owner, name)  # an encoder not served refuses before anything is stored
         ids = self.kbs.add(owner, name, pairs)
         self._synced(owner, name)
         return ids
@@ -214,6 +215,7 @@ class SupportService:
 
     def remove(self, owner: int, name: str, entry_ids: list[int]) -> int:
         """Delete entries by id; how many of them were in the knowledge base."""
+        self._encoder_of(owner, name)
         n = self.kbs.remove(owner, name, entry_ids)
         self._synced(owner, name)
         return n
@@ -480,6 +482,11 @@ class SupportService:
             except CheckpointError as e:
                 log.warning("%s; rebuilding it", e)
         return KbIndex(encoder)
+
+    def _encoder_of(self, owner: int, name: str) -> Embedder:
+        """The embedder of the owner's knowledge base (:class:`UnknownEncoder` if its encoder
+        is not served)."""
+        return self.embedder(self.kbs.revision(owner, name)[2])
 
     def _synced(self, owner: int, name: str) -> KbIndex:
         """The index of the owner's knowledge base, brought to the store's revision first."""
