@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmos.apps.support.fewshot import intent_examples
+from llmos.apps.support.indexes import UnknownEncoder
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.io import read_checkpoint
 from llmos.serve.catalog import UnknownModel
@@ -70,7 +71,6 @@ class BatcherEmbedder:
 def served_encoders(server: Any, loop: asyncio.AbstractEventLoop) -> Callable[[str], Any]:
     """The support service's ``encoders``: a served model's name -> its
     :class:`BatcherEmbedder`, refusing a model that is not served or does not embed."""
-    from llmos.apps.support.service import UnknownEncoder
 
     def encoder(name: str) -> BatcherEmbedder:
         try:

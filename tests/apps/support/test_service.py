@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmos.apps.support.index import BM25_WEIGHT, RRF_K
+from llmos.apps.support.indexes import UnknownEncoder
 from llmos.apps.support.local import PipelineEmbedder
-from llmos.apps.support.service import SupportService, UnknownEncoder
+from llmos.apps.support.service import SupportService
 from llmos.errors import DataError, LlmosError
 from llmos.store.db import Store
 from llmos.store.kb import FaqPair, UnknownKnowledgeBase
@@ -141,7 +142,7 @@ def test_updates_embed_only_what_changed(setup: Setup, tmp_path: Path) -> None:
     hits = svc.search(owner, "faq", PAIRS[0].question, k=5)
     assert first[0] not in {h.entry for h in hits}
     assert {h.entry for h in hits} == {first[1], first[2], new}
-    index = svc._synced(owner, "faq")
+    index, _ = svc.indexes.synced(owner, "faq")
     assert index.dense.ntotal == sum(len(texts_of(p)) for p in PAIRS[1:4])
 
     # a restarted service loads the saved index: nothing is embedded again but the query

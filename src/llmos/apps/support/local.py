@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from llmos.apps.support.fewshot import intent_examples
+from llmos.apps.support.indexes import UnknownEncoder
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import MultiTask
 from llmos.errors import LlmosError
@@ -41,7 +42,6 @@ def catalog_encoders(models_dir: str | Path) -> Callable[[str], PipelineEmbedder
     """A support service's ``encoders`` on the command line: a model's name under
     ``models_dir`` (the server's ``--models-dir``, named as the server names it) -> that
     checkpoint loaded here; a missing model, or one that does not embed, is refused."""
-    from llmos.apps.support.service import UnknownEncoder
     from llmos.serve.catalog import Catalog
 
     catalog: list[Catalog] = []

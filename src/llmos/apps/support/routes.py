@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.support import schemas as s
 from llmos.apps.support.faq import parse_faq
-from llmos.apps.support.service import SupportService, UnknownEncoder
+from llmos.apps.support.indexes import UnknownEncoder
+from llmos.apps.support.service import SupportService
 from llmos.errors import LlmosError
 from llmos.serve.deps import ApiError, ServerDep, UserDep, check_texts
 from llmos.store.desk import UnknownConversation

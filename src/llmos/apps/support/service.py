@@ -8,22 +8,13 @@ the indexes. Every method takes the caller's user id: a knowledge base is only e
 changed by its owner, a conversation is its customer's, and a ticket is seen by the knowledge
 base's owner and agents (:mod:`llmos.store.desk`).
 
-A knowledge base may name its own encoder (``KbInfo.encoder``, a served embedding model: one
-fine-tuned on that base's own wordings answers it far better, docs/BENCHMARKS.md); the service
-turns the name into an :class:`~llmos.apps.support.index.Embedder` through ``encoders`` and
-searches that base with it, every other base with the default ``embed``.
-
-The database is the source of truth. Each knowledge base's index lives in
-``index_root/kb-<id>/`` and in memory; before a search the service compares the index's
-revision with the store's (one small query) and syncs the difference first, so a change made
-by another server process sharing the database is seen by the next search here.
+The indexes, each built with its knowledge base's own encoder or the default ``embed`` and
+kept in step with the store, are :mod:`llmos.apps.support.indexes`'.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +33,9 @@ from llmos.apps.support.dialogue import (
 from llmos.apps.support.domain import Domain
 from llmos.apps.support.faq import read_faq
 from llmos.apps.support.fewshot import FewShotConfig, FewShotIntents, combine
-from llmos.apps.support.index import Embedder, Hit, KbIndex
-from llmos.errors import CheckpointError, LlmosError
+from llmos.apps.support.index import Embedder, Hit
+from llmos.apps.support.indexes import Encoders, KbIndexes
+from llmos.errors import LlmosError
 from llmos.store.db import Store
 from llmos.store.desk import DeskKb, SupportDesk
 from llmos.store.kb import FaqPair, KbEntry, KbInfo, KnowledgeBases
@@ -55,15 +47,9 @@ NEGATIVE_LABELS = ("neg", "negative")
 # (texts, language) -> one {"label", "score", "scores"} per text, or None when no sentiment
 # model reads that language.
 Classifier = Callable[[list[str], str], list[dict[str, Any]] | None]
-# A served model's name -> its Embedder; raises UnknownEncoder when no such model embeds.
-Encoders = Callable[[str], Embedder]
 # A profile key: True when the customer lets the desk remember facts from their messages
 # (the city a weather form asked for...) in their profile.
 CONSENT = "remember_facts"
-
-
-class UnknownEncoder(LlmosError):
-    """A knowledge base names an encoder that is not served, or that does not embed."""
 
 
 class Nlu(Protocol):
@@ -142,49 +128,29 @@ class SupportService:
         self.kbs = KnowledgeBases(store)
         self.desk = SupportDesk(store)
         self.embed = embed
-        self.encoders = encoders
-        self._embedders: dict[str, Embedder] = {}
+        self.indexes = KbIndexes(self.kbs, embed, index_root, encoders)
         self.classify = classify
         self.policy = policy or PolicyConfig()
         self.nlu = nlu
         self.domain = domain
         self.fewshot = fewshot or FewShotConfig()
         self._centroids: dict[tuple[str, str, str], FewShotIntents | None] = {}
-        self.index_root = Path(index_root)
-        self._indexes: dict[int, KbIndex] = {}
-        self._lock = threading.Lock()
 
     # --- knowledge bases -------------------------------------------------------------------
 
     def create_kb(self, owner: int, name: str, encoder: str | None = None) -> KbInfo:
         """A new, empty knowledge base; ``encoder`` names the served model that embeds it
         (default: the desk's encoder)."""
-        if encoder is not None:
-            self.embedder(encoder)  # refused before anything is stored
+        self.indexes.embedder(encoder)  # an encoder not served is refused before anything is stored
         return self.kbs.create(owner, name, encoder)
 
     def set_encoder(self, owner: int, name: str, encoder: str | None) -> KbInfo:
         """Search the knowledge base with the served model ``encoder`` from now on (None: the
         desk's default). Its index is rebuilt at once, so the next message pays nothing."""
-        if encoder is not None:
-            self.embedder(encoder)
+        self.indexes.embedder(encoder)
         info = self.kbs.set_encoder(owner, name, encoder)
-        self._synced(owner, name)
+        self.indexes.synced(owner, name)
         return info
-
-    def embedder(self, encoder: str | None) -> Embedder:
-        """The embedder of a knowledge base's ``encoder`` (None: the default)."""
-        if encoder is None:
-            return self.embed
-        with self._lock:
-            embed = self._embedders.get(encoder)
-        if embed is not None:
-            return embed
-        if self.encoders is None:
-            raise UnknownEncoder(f"this desk embeds with its default encoder only, not {encoder!r}")
-        embed = self.encoders(encoder)
-        with self._lock:
-            return self._embedders.setdefault(encoder, embed)
 
     def list_kbs(self, owner: int) -> list[KbInfo]:
         return self.kbs.list(owner)
@@ -195,17 +161,15 @@ class SupportService:
     def delete_kb(self, owner: int, name: str) -> None:
         info = self.kbs.info(owner, name)
         self.kbs.delete(owner, name)
-        with self._lock:
-            self._indexes.pop(info.id, None)
-        shutil.rmtree(self._dir(info.id), ignore_errors=True)
+        self.indexes.drop(info.id)
 
     def add(self, owner: int, name: str, pairs: list[FaqPair]) -> list[int]:
         """Store ``pairs`` (all or none) and index them; their new entry ids."""
         if not pairs:
             raise LlmosError("no FAQ pairs to add")
-        self._encoder_of(owner, name)  # an encoder not served refuses before anything is stored
+        self.indexes.embedder_of(owner, name)
         ids = self.kbs.add(owner, name, pairs)
-        self._synced(owner, name)
+        self.indexes.synced(owner, name)
         return ids
 
     def add_file(self, owner: int, name: str, path: str | Path) -> list[int]:
@@ -215,9 +179,9 @@ class SupportService:
 
     def remove(self, owner: int, name: str, entry_ids: list[int]) -> int:
         """Delete entries by id; how many of them were in the knowledge base."""
-        self._encoder_of(owner, name)
+        self.indexes.embedder_of(owner, name)
         n = self.kbs.remove(owner, name, entry_ids)
-        self._synced(owner, name)
+        self.indexes.synced(owner, name)
         return n
 
     def entries(self, owner: int, name: str) -> list[KbEntry]:
@@ -234,7 +198,7 @@ class SupportService:
             raise LlmosError(f"k must be 1-{MAX_K}, got {k}")
         if not query.strip():
             raise LlmosError("the query is empty")
-        index, embed = self._synced_with(owner, name)
+        index, embed = self.indexes.synced(owner, name)
         if vector is None:
             vector = embed([query], "query")[0]
         return index.search(query, vector, k)
@@ -289,7 +253,7 @@ class SupportService:
             )
             return self._record(conv.id, "human", state, reply)
         nlu = self.understand(text, lang)
-        index, embed = self._synced_with(desk_kb.owner_id, desk_kb.name)
+        index, embed = self.indexes.synced(desk_kb.owner_id, desk_kb.name)
         vector = nlu.vectors.get(embed.name)
         if vector is None:
             vector = embed([text], "query")[0]
@@ -454,61 +418,3 @@ class SupportService:
     def close(self, agent: int, ticket: int) -> Ticket:
         """Close a ticket; the bot answers the conversation again."""
         return self.desk.close_ticket(agent, ticket)
-
-    # --- the indexes -----------------------------------------------------------------------
-
-    def _dir(self, kb_id: int) -> Path:
-        return self.index_root / f"kb-{kb_id}"
-
-    def _index(self, kb_id: int, encoder: str) -> KbIndex:
-        """The knowledge base's index built with ``encoder`` (a weights digest): in memory,
-        else as saved, else a new empty one."""
-        with self._lock:
-            index = self._indexes.get(kb_id)
-            if index is not None and index.encoder == encoder:
-                return index
-            index = self._open(kb_id, encoder)
-            self._indexes[kb_id] = index
-            return index
-
-    def _open(self, kb_id: int, encoder: str) -> KbIndex:
-        path = self._dir(kb_id)
-        if path.is_dir():
-            try:
-                index = KbIndex.load(path)
-                if index.encoder == encoder:
-                    return index
-                log.info("%s was built with another encoder: rebuilding it", path)
-            except CheckpointError as e:
-                log.warning("%s; rebuilding it", e)
-        return KbIndex(encoder)
-
-    def _encoder_of(self, owner: int, name: str) -> Embedder:
-        """The embedder of the owner's knowledge base (:class:`UnknownEncoder` if its encoder
-        is not served)."""
-        return self.embedder(self.kbs.revision(owner, name)[2])
-
-    def _synced(self, owner: int, name: str) -> KbIndex:
-        """The index of the owner's knowledge base, brought to the store's revision first."""
-        return self._synced_with(owner, name)[0]
-
-    def _synced_with(self, owner: int, name: str) -> tuple[KbIndex, Embedder]:
-        """:meth:`_synced`, and the embedder of the knowledge base's encoder."""
-        kb_id, revision, encoder = self.kbs.revision(owner, name)
-        embed = self.embedder(encoder)
-        index = self._index(kb_id, embed.name)
-        if index.revision == revision:
-            return index, embed
-        with index.lock:
-            snapshot = self.kbs.snapshot(owner, name)
-            if index.revision != snapshot.revision:
-                changed = index.sync(snapshot, embed)
-                index.save(self._dir(kb_id))
-                log.info(
-                    "knowledge base %r (revision %d): %d rows added, %d removed",
-                    name,
-                    snapshot.revision,
-                    changed["added"],
-                    changed["removed"],
-                )
-        return index, embed
