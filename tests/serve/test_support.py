@@ -122,24 +122,20 @@ def test_a_knowledge_base_searches_with_its_own_served_encoder(server: Live) -> 
         assert c.post(f"{BASE}/kbs/tuned/entries", json={"entries": ENTRIES}).status_code == 201
         query = "农民保护环境"
 
-        def cosines(model: str) -> list[float]:
+        def check_cosines(model: str) -> None:
+            """Each hit's similarity is the cosine, by ``model``, of the query and the
+            nearest of its entry's rows (question and alternatives as queries, answer as a
+            passage)."""
             hits = c.post(f"{BASE}/kbs/tuned/search", json={"query": query, "k": 2}).json()
-            rows = {
-                h["id"]: [(h["question"], "query"), (h["answer"], "passage")] for h in hits["hits"]
-            }
-            for e in ENTRIES:  # the alternatives are rows too
-                for h in hits["hits"]:
-                    if h["question"] == e["question"]:
-                        rows[h["id"]] += [(a, "query") for a in e.get("alternatives", [])]
             q = embed(c, model, [query], "query")[0]
-            out = []
             for h in hits["hits"]:
-                vecs = [embed(c, model, [t], kind)[0] for t, kind in rows[h["id"]]]
+                e = next(e for e in ENTRIES if e["question"] == h["question"])
+                rows = [(e["question"], "query"), (e["answer"], "passage")]
+                rows += [(a, "query") for a in e.get("alternatives", [])]
+                vecs = [embed(c, model, [t], kind)[0] for t, kind in rows]
                 assert h["similarity"] == pytest.approx(max(v @ q for v in vecs), abs=1e-4)
-                out.append(h["similarity"])
-            return out
 
-        cosines("mlm")
+        check_cosines("mlm")
         for bad, why in (("nope", "no model named 'nope'"), ("gpt", "does not embed")):
             r = c.put(f"{BASE}/kbs/tuned/encoder", json={"encoder": bad})
             assert r.status_code == 422 and why in r.json()["error"]["message"]
@@ -147,7 +143,7 @@ def test_a_knowledge_base_searches_with_its_own_served_encoder(server: Live) -> 
         assert r.status_code == 404  # alice's base is not bob's to change
         r = c.put(f"{BASE}/kbs/tuned/encoder", json={"encoder": None})
         assert r.status_code == 200 and r.json()["encoder"] is None
-        cosines("emb")  # rebuilt with the desk's default
+        check_cosines("emb")  # rebuilt with the desk's default
         assert c.get(f"{BASE}/kbs/tuned").json()["encoder"] is None
 
 
