@@ -78,3 +78,49 @@ def test_read_refuses_an_items_file_of_another_length(tmp_path: Path) -> None:
     (tmp_path / "r" / "items.jsonl").write_text("\n".join(lines[:2]) + "\n")
     with pytest.raises(CheckpointError, match="catalog of 2 items needs"):
         read_recommender(tmp_path / "r")
+
+
+def train_tensors() -> dict[str, torch.Tensor]:
+    # seconds since 1970: float32 would round them to 128 s
+    time = [1.7e9 + 1, 1.7e9 + 2, float("nan"), 3.0, 4.0]
+    return {
+        "train.user": torch.tensor([0, 0, 1, 2, 2], dtype=torch.int64),
+        "train.item": torch.tensor([0, 2, 1, 2, 0], dtype=torch.int64),
+        "train.time": torch.tensor(time, dtype=torch.float64),
+    }
+
+
+def test_the_kept_interactions_round_trip_with_their_dtypes(tmp_path: Path) -> None:
+    w = {**weights(), **train_tensors()}
+    save_recommender(tmp_path / "r", ITEMS, w, {})
+    ck = read_recommender(tmp_path / "r")
+    user, item, time = ck.interactions
+    assert user.dtype == item.dtype == torch.int64 and time.dtype == torch.float64
+    assert user.tolist() == [0, 0, 1, 2, 2] and item.tolist() == [0, 2, 1, 2, 0]
+    assert torch.equal(time.isnan(), w["train.time"].isnan())
+    assert time[1].item() == 1.7e9 + 2
+    save_recommender(tmp_path / "old", ITEMS, weights(), {})  # a checkpoint that keeps none
+    assert read_recommender(tmp_path / "old").interactions is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train.time": None}, r"\['train.user', 'train.item'\] without \['train.time'\]"),
+        ({"train.time": torch.zeros(4, dtype=torch.float64)}, "shapes .* differ"),
+        ({"train.item": torch.tensor([0, 1, 2, 3, 0])}, "rows of the 3-item catalog"),
+        ({"train.user": torch.tensor([0, -1, 1, 2, 2])}, "'train.user' indexes from 0"),
+        ({"train.item": torch.zeros(5, dtype=torch.float64)}, "'train.item' must hold integers"),
+    ],
+)
+def test_kept_interactions_that_do_not_fit_are_named(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    w = {**weights(), **train_tensors()}
+    for k, v in change.items():
+        if v is None:
+            del w[k]
+        else:
+            w[k] = v
+    with pytest.raises(CheckpointError, match=message):
+        save_recommender(tmp_path / "r", ITEMS, w, {})

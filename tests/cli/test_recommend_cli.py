@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmos.cli import main
 from llmos.store.db import Store
@@ -140,3 +141,31 @@ def test_user_mistakes_exit_2(
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_retrain_needs_no_interactions_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.checkpoint.recommender import read_recommender
+
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
+    items, inter = files(tmp_path)
+    out = tmp_path / "rec"
+    args = ["--items", str(items), "--inter", str(inter), "--no-encoder", "--reg", "1"]
+    assert main(["recommend", "train", *args, "--catalog", "films", "--out", str(out)]) == 0
+    first = read_recommender(out).weights["ease.weight"]
+    inter.unlink()  # the checkpoint keeps what it learned from
+    assert main(["recommend", "retrain", str(out), "--out", str(tmp_path / "same")]) == 0
+    assert torch.equal(read_recommender(tmp_path / "same").weights["ease.weight"], first)
+    store = Store()
+    for name in ("ann", "bob"):
+        user = store.create_user(name)[0]
+        store.add_catalog_events(user.id, "films", [("like", "c1", None), ("like", "h1", None)])
+    store.close()
+    capsys.readouterr()
+    assert main(["recommend", "retrain", str(out), "--from-store"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"retrained the 'films' recommender (6 items, 28 interactions of 12 users) to {out}"
+    )
+    again = read_recommender(out).weights["ease.weight"]
+    assert again[0, 3] > first[0, 3]  # c1 and h1 now go together

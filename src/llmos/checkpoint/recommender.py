@@ -6,11 +6,21 @@
                         "sasrec": {...} or null (the sequential model's sizes)}
     model.safetensors   "ease.weight" (N, N), "popularity.counts" (N,), and, when the
                         catalog's text was embedded, "content.vectors" (N, D) unit rows;
-                        with a sequential model, its weights under "sasrec."
+                        with a sequential model, its weights under "sasrec."; when it was
+                        trained on an interactions file, those interactions (M of them):
+                        "train.user" (M,) int64 (the file's users numbered from 0),
+                        "train.item" (M,) int64 (rows of items.jsonl) and "train.time" (M,)
+                        float64 (seconds, NaN for none)
     items.jsonl         the catalog in model order, one {"id", "title", "text", "tags"} a line
     task.json           {"task": "recommendation", "catalog": NAME, ...}: what it was trained
                         on and how (the EASE ``reg``, the popularity half-life, the encoder that
                         embedded the items and the prefix its queries take)
+
+The ``train.*`` tensors make a checkpoint self-contained: it can be retrained later (new
+store events, a changed catalog) without the file it was trained on
+(:func:`~llmos.apps.recommend.train.retrain_recommender`). They are optional: a checkpoint
+written before they were kept, or trained on store events only, has none and still loads. The
+store's events are not kept here: they stay in the store and are read again at each retraining.
 
 Written atomically like every checkpoint (a temp directory renamed into place), read through
 safetensors only. The server's model scan lists it (task ``recommendation``) next to the
@@ -41,6 +51,9 @@ WEIGHTS_FILE = "model.safetensors"
 TASK_FILE = "task.json"
 REQUIRED = ("ease.weight", "popularity.counts")
 SASREC = "sasrec."  # the prefix of the sequential model's weights
+# The interactions of the file it was trained on (optional, all three or none), with their
+# dtypes: ids and item rows stay exact, and seconds since 1970 need more than float32's 24 bits.
+TRAIN = {"train.user": torch.int64, "train.item": torch.int64, "train.time": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,14 @@ class RecommenderCheckpoint:
     @property
     def num_items(self) -> int:
         return len(self.items)
+
+    @property
+    def interactions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The interactions of the file it was trained on, ``(user, item, time)`` (item: a row
+        of :attr:`items`), or None when it keeps none (see the module docstring)."""
+        if "train.item" not in self.weights:
+            return None
+        return self.weights["train.user"], self.weights["train.item"], self.weights["train.time"]
 
 
 def is_recommender(path: str | Path) -> bool:
@@ -92,7 +113,10 @@ def save_recommender(
             "llmos_version": __version__,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in weights.items()}
+        tensors = {
+            k: v.detach().to(TRAIN.get(k, torch.float32)).contiguous().cpu()
+            for k, v in weights.items()
+        }
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         lines = [
             json.dumps(
@@ -129,8 +153,9 @@ def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> N
             f"{path / WEIGHTS_FILE}: 'content.vectors' has shape {tuple(content.shape)}, "
             f"expected ({n}, dim)"
         )
+    _check_interactions(path, n, weights)
     unknown = sorted(
-        k for k in set(weights) - {*REQUIRED, "content.vectors"} if not k.startswith(SASREC)
+        k for k in set(weights) - {*REQUIRED, *TRAIN, "content.vectors"} if not k.startswith(SASREC)
     )
     if unknown:
         raise CheckpointError(f"{path / WEIGHTS_FILE}: unexpected tensors {unknown[:5]}")
@@ -138,6 +163,30 @@ def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> N
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise CheckpointError(f"{path / ITEMS_FILE}: item id {dup!r} appears twice")
+
+
+def _check_interactions(path: Path, n: int, weights: dict[str, torch.Tensor]) -> None:
+    """The ``train.*`` tensors: all three or none, 1-D, of one length, integer ids, every item
+    a row of the catalog."""
+    have = [k for k in TRAIN if k in weights]
+    if not have:
+        return
+    if len(have) != len(TRAIN):
+        missing = sorted(set(TRAIN) - set(have))
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: {have} without {missing}")
+    lengths = {tuple(weights[k].shape) for k in TRAIN}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        shapes = {k: tuple(weights[k].shape) for k in TRAIN}
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: the train.* tensors' shapes {shapes} differ")
+    for k in ("train.user", "train.item"):
+        if weights[k].is_floating_point() or weights[k].is_complex():
+            raise CheckpointError(f"{path / WEIGHTS_FILE}: {k!r} must hold integers")
+    item, user = weights["train.item"], weights["train.user"]
+    if len(item) and (int(item.min()) < 0 or int(item.max()) >= n or int(user.min()) < 0):
+        raise CheckpointError(
+            f"{path / WEIGHTS_FILE}: 'train.item' must hold rows of the {n}-item catalog and "
+            "'train.user' indexes from 0"
+        )
 
 
 def _json_object(f: Path) -> dict[str, Any]:

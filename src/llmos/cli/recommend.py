@@ -1,7 +1,9 @@
 """``llmos recommend ...``: the recommendation app from the command line.
 
 ``train`` fits a catalog's recommender (EASE + popularity + the items' text vectors) and
-writes it as a checkpoint the server lists; ``evaluate`` measures it on RecBole's protocol;
+writes it as a checkpoint the server lists (with the interactions file's rows in it);
+``retrain`` fits such a checkpoint again from those rows and, with ``--from-store``, the
+store's events of now; ``evaluate`` measures it on RecBole's protocol;
 ``recommend``, ``event``, ``onboard``, ``similar`` and ``search`` act for one store user
 (``--user NAME``) as the server's routes do. The defaults are the packaged MovieLens-100K
 (``llmos data prepare``) and ``runs/movielens/checkpoint``, which ``llmos setup`` builds.
@@ -51,6 +53,21 @@ def add_recommend(sub: Subcommands) -> None:
     )
     p.set_defaults(func=_train)
 
+    p = rp.add_parser(
+        "retrain",
+        help="fit a recommender checkpoint again from the interactions it keeps (no file needed)",
+    )
+    p.add_argument("model", type=Path, nargs="?", default=Path(DEFAULT_MODEL))
+    p.add_argument("--from-store", action="store_true", help="also learn from the store's events")
+    p.add_argument("--items", type=Path, help="a new catalog (items it lacks lose their rows)")
+    p.add_argument("--out", type=Path, help="where to write it (default: over the checkpoint)")
+    p.add_argument("--reg", type=float, help="EASE's L2 weight (default: the checkpoint's)")
+    p.add_argument("--half-life-days", type=float, help="default: the checkpoint's")
+    p.add_argument(
+        "--encoder", help="embeds the texts the checkpoint has no vector for (default: none)"
+    )
+    p.set_defaults(func=_retrain)
+
     p = rp.add_parser("evaluate", help="popularity and EASE on RecBole's protocol (8:1:1)")
     p.add_argument("--inter", type=Path, help="interactions (default: MovieLens-100K)")
     p.add_argument("--reg", type=float, nargs="+", default=[250.0, 400.0])
@@ -89,8 +106,18 @@ def add_recommend(sub: Subcommands) -> None:
         p.set_defaults(func=_catalog)
 
 
+def _store_events(catalog: str) -> Any:
+    from llmos.apps.recommend.train import store_acts
+    from llmos.store.db import Store
+
+    store = Store()
+    try:
+        return store_acts(store, catalog)
+    finally:
+        store.close()
+
+
 def _train(args: argparse.Namespace) -> int:
-    from llmos.apps.recommend.engine import Act
     from llmos.apps.recommend.train import read_catalog, train_recommender
     from llmos.data.interactions import read_inter
 
@@ -98,18 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     inter_file = args.inter or (None if args.items else _movielens("inter"))
     items = read_catalog(items_file)
     inter = read_inter(inter_file) if inter_file else None
-    store_events: dict[int, list[Act]] | None = None
-    if args.from_store:
-        from llmos.store.db import Store
-
-        store = Store()
-        try:
-            rows = store.all_catalog_events(args.catalog)
-        finally:
-            store.close()
-        store_events = {
-            u: [Act(e.kind, e.item or "", e.value) for e in es] for u, es in rows.items()
-        }
+    store_events = _store_events(args.catalog) if args.from_store else None
     embed: Any = None
     digest = None
     if not args.no_encoder:
@@ -136,6 +152,37 @@ def _train(args: argparse.Namespace) -> int:
         sasrec_steps=args.sasrec_steps,
     )
     print(f"saved the {args.catalog!r} recommender ({len(items)} items) to {out}")
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from llmos.apps.recommend.train import read_catalog, retrain_recommender
+    from llmos.checkpoint.recommender import read_recommender
+
+    ckpt = read_recommender(args.model)
+    embed: Any = None
+    if args.encoder:
+        if not (Path(args.encoder) / "config.json").is_file():
+            raise LlmosError(f"{args.encoder}: no encoder checkpoint")
+        from llmos.apps.support.local import PipelineEmbedder
+
+        embed = PipelineEmbedder(args.encoder)
+    out = retrain_recommender(
+        ckpt,
+        args.out or args.model,
+        items=read_catalog(args.items) if args.items else None,
+        store_events=_store_events(ckpt.catalog) if args.from_store else None,
+        reg=args.reg,
+        half_life_days=args.half_life_days,
+        embed=embed,
+        encoder=Path(args.encoder).name if args.encoder else None,
+        encoder_digest=embed.name if embed is not None else None,
+    )
+    trained = read_recommender(out).meta["trained_on"]
+    print(
+        f"retrained the {ckpt.catalog!r} recommender ({trained['items']} items, "
+        f"{trained['interactions']} interactions of {trained['users']} users) to {out}"
+    )
     return 0
 
 

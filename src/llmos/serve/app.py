@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmos import __version__
 from llmos.apps.recommend import routes as recommend_routes
+from llmos.apps.recommend.jobs import CatalogJobs
 from llmos.apps.recommend.service import NoRecommender, RecommendService
 from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
@@ -60,6 +61,7 @@ STATIC = Path(__file__).parent / "static"  # the web console: plain HTML, CSS an
 # offline (FastAPI's own pages load them from a CDN). They come from the pinned fastapi-offline
 # package (Swagger UI, ReDoc and a favicon), not from copies kept in this repository.
 DOCS_ASSETS = "/docs-assets"
+JOBS_GRACE_S = 10.0  # how long shutdown waits for a running recommender job
 
 
 def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -148,6 +150,19 @@ class Guard:
         return None
 
 
+def _where(loc: tuple[Any, ...]) -> str:
+    """A field's place as the client wrote it: ``("body", "items", 12, "id")`` ->
+    ``items[12].id``; a query or path parameter keeps its kind (``query.k``)."""
+    parts = loc[1:] if len(loc) > 1 and loc[0] == "body" else loc
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for e in exc.errors()[:5]:
@@ -158,8 +173,7 @@ def _validation_message(exc: RequestValidationError) -> str:
             return f"the request body is not valid JSON ({reason}{where})"
         if loc == ("body",) and e.get("type") == "model_attributes_type":
             return "the request body must be a JSON object (Content-Type: application/json)"
-        where = ".".join(str(p) for p in loc)
-        parts.append(f"{where}: {e.get('msg')}")
+        parts.append(f"{_where(loc)}: {e.get('msg')}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
@@ -289,6 +303,31 @@ def _recommend_service(srv: Server, loop: asyncio.AbstractEventLoop) -> Recommen
     return RecommendService(srv.store, locate, embed, digest)
 
 
+def _recommend_jobs(srv: Server, service: RecommendService) -> CatalogJobs:
+    """The recommendation app's admin jobs. A catalog imported while no recommender is served
+    is written as ``models_dir/recommend_model``; the models directory is then read again, so
+    that the app finds it by that name."""
+    settings = srv.settings
+    name = settings.recommend_model
+
+    def serves(path: Path) -> bool:
+        entry = srv.registry.models.get(name)
+        return entry is not None and entry.path.resolve() == path.resolve()
+
+    def published(path: Path) -> None:
+        if serves(path):
+            return
+        srv.registry.rescan()
+        if not serves(path):
+            raise LlmosError(
+                f"wrote {path}, but the models directory's scan does not serve it as {name!r}: "
+                "name the recommender by its directory with --recommend-model"
+            )
+
+    new = settings.models_dir / name
+    return CatalogJobs(service, new, published, encoder=settings.recommend_encoder)
+
+
 def create_app(settings: ServeSettings | None = None, store: Store | None = None) -> FastAPI:
     """The llmos HTTP app. ``store`` defaults to ``Store(settings.database_url)``, opened at
     startup."""
@@ -320,12 +359,15 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             encoders=served_encoders(srv, loop),
         )
         srv.recommend = _recommend_service(srv, loop)
+        srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
         app.state.server = srv
         srv.ready = True
         try:
             yield
         finally:
             srv.ready = False
+            # a job still training after this is cut off with the process (its write is atomic)
+            await run_in_threadpool(srv.recommend_jobs.close, JOBS_GRACE_S)
             await registry.close()
             if store is None:
                 db.close()

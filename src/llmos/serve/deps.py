@@ -26,6 +26,7 @@ from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store, hash_key
 
 if TYPE_CHECKING:
+    from llmos.apps.recommend.jobs import CatalogJobs
     from llmos.apps.recommend.service import RecommendService
     from llmos.apps.support.service import SupportService
 
@@ -122,6 +123,7 @@ class Server:
     ready: bool = False
     support: SupportService | None = None  # the customer-service app
     recommend: RecommendService | None = None  # the recommendation app
+    recommend_jobs: CatalogJobs | None = None  # its catalog imports and retrainings
 
 
 async def server(request: Request) -> Server:

@@ -239,7 +239,8 @@ class Store:
 
     def all_catalog_events(self, catalog: str) -> dict[int, list[Event]]:
         """Every user's events on a catalog, oldest first, by user id: what ``llmos recommend
-        train --from-store`` learns from. No route calls it (it reads every user's rows)."""
+        train --from-store`` and the server's recommender jobs learn from. No request reads it
+        (it reads every user's rows): only those jobs, on their own thread."""
         q = select(Event).where(Event.catalog == catalog).order_by(Event.user_id, Event.id)
         out: dict[int, list[Event]] = {}
         with self.session() as s:

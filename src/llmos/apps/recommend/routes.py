@@ -1,18 +1,21 @@
 """``/v1/apps/recommend``: the recommendation app over HTTP.
 
-Every route acts for the caller: their events, their onboarding choices, their list. The
-catalog (items, tags, similar items) is shared by every user of the server; no route reads or
-writes another user's events.
+Every user route acts for the caller: their events, their onboarding choices, their list. The
+catalog (items, tags, similar items) is shared by every user of the server; no user route reads
+or writes another user's events. The admin routes (``PUT /catalog``, ``POST /train``,
+``/jobs``) replace or retrain the served catalog from every user's events, as background jobs
+(:mod:`~llmos.apps.recommend.jobs`): they answer 202 with the job at once.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.recommend import schemas as s
+from llmos.apps.recommend.jobs import CatalogJobs, Job, JobsBusy, UnknownJob
 from llmos.apps.recommend.service import (
     NoRecommender,
     Preferences,
@@ -21,7 +24,7 @@ from llmos.apps.recommend.service import (
 )
 from llmos.data.interactions import Item
 from llmos.errors import LlmosError
-from llmos.serve.deps import ApiError, ServerDep, UserDep
+from llmos.serve.deps import AdminDep, ApiError, ServerDep, UserDep
 
 router = APIRouter(prefix="/v1/apps/recommend", tags=["recommend"])
 MAX_LIST = 100  # items in an exclude or tags query
@@ -45,8 +48,9 @@ async def call(fn: Any, *args: Any) -> Any:
         raise ApiError(
             503,
             "no_recommender",
-            f"{e} (build one with `llmos recommend train` or `llmos setup`, or name another "
-            "with --recommend-model)",
+            f"{e} (build one with `llmos recommend train` or `llmos setup`, have an admin "
+            "import a catalog with PUT /v1/apps/recommend/catalog, or name another with "
+            "--recommend-model)",
         ) from None
     except LlmosError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
@@ -145,3 +149,63 @@ async def similar(
     svc = service(srv)
     catalog, recs = await call(lambda: (svc.catalog, svc.similar(item, k)))
     return {"catalog": catalog, "items": _recs(recs)}
+
+
+# --- admin: the catalog and its training jobs ------------------------------------------------
+
+
+def jobs(srv: Any) -> CatalogJobs:
+    found = getattr(srv, "recommend_jobs", None)
+    if found is None:
+        raise ApiError(503, "not_ready", "the recommendation app is not running")
+    return found
+
+
+def _queued(submit: Any, response: Response, *args: Any) -> dict[str, Any]:
+    """Queue a job (quick: nothing is read or trained here) and answer it, with its URL in
+    ``Location``; a full queue is a 429, a bad item list a 422."""
+    try:
+        job: Job = submit(*args)
+    except JobsBusy as e:
+        raise ApiError(429, "busy", str(e), {"Retry-After": "30"}) from None
+    except LlmosError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    response.headers["Location"] = f"{router.prefix}/jobs/{job.id}"
+    return job.as_json()
+
+
+@router.put("/catalog", response_model=s.JobOut, status_code=202, tags=["admin"])
+async def import_catalog(body: s.CatalogIn, srv: ServerDep, _: AdminDep, response: Response) -> Any:
+    """Replace the served catalog with these items (admins). A job trains the new model from
+    every user's events on the catalog (and, under the same catalog name, the interactions the
+    old model keeps, less those of items that are gone); the next list is the new model's once
+    the job is done."""
+    items = [Item(i.id, i.title, i.text, tuple(i.tags)) for i in body.items]
+    args = body.catalog, items, body.reg, body.half_life_days
+    return _queued(jobs(srv).import_catalog, response, *args)
+
+
+@router.post("/train", response_model=s.JobOut, status_code=202, tags=["admin"])
+async def train(
+    srv: ServerDep, _: AdminDep, response: Response, body: s.TrainIn | None = None
+) -> Any:
+    """Retrain the served catalog (admins): same items, the interactions its model keeps plus
+    every user's events on it now."""
+    body = body or s.TrainIn()
+    return _queued(jobs(srv).retrain, response, body.reg, body.half_life_days)
+
+
+@router.get("/jobs", response_model=s.JobList, tags=["admin"])
+async def list_jobs(srv: ServerDep, _: AdminDep) -> Any:
+    """The jobs since the server started, the newest first (the last 100 finished ones)."""
+    return {"jobs": [job.as_json() for job in jobs(srv).list()]}
+
+
+@router.get("/jobs/{job_id}", response_model=s.JobOut, tags=["admin"])
+async def get_job(job_id: str, srv: ServerDep, _: AdminDep) -> Any:
+    """A job: ``queued``, ``running``, ``done`` (with what was trained) or ``failed`` (with
+    why)."""
+    try:
+        return jobs(srv).get(job_id).as_json()
+    except UnknownJob as e:
+        raise ApiError(404, "not_found", str(e)) from None

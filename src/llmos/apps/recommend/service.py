@@ -5,9 +5,11 @@ model's catalog); their onboarding choices (interests, a free-text wish, blocked
 profile under ``"recommend"``. Every call reads them anew, so an event recorded by one request
 changes the next one's list (no retraining; :mod:`~llmos.apps.recommend.engine`). The model is
 read once and read again when its checkpoint is rewritten (``llmos recommend train`` while the
-server runs). A wish is embedded by ``embed`` (the server's encoder model, as an E5 query); it
-is used only when that encoder is the one that embedded the catalog (the weights digest the
-checkpoint records), since vectors of two encoders do not compare.
+server runs: its weights file's mtime changes) or when :meth:`RecommendService.forget` is
+called (the server's catalog and training jobs, :mod:`~llmos.apps.recommend.jobs`). A wish is
+embedded by ``embed`` (the server's encoder model, as an E5 query); it is used only when that
+encoder is the one that embedded the catalog (the weights digest the checkpoint records), since
+vectors of two encoders do not compare.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ class RecommendService:
                 self._wishes.clear()
                 log.debug("recommender %s: %d items", path, self._model.num_items)
             return self._model
+
+    def forget(self) -> None:
+        """Drop the model read: the next call reads the checkpoint again (after a job rewrote
+        it, whatever its mtime says)."""
+        with self._lock:
+            self._model, self._stamp = None, None
+            self._wishes.clear()
 
     @property
     def catalog(self) -> str:

@@ -1,4 +1,4 @@
-"""Training and evaluating a catalog's recommender (``llmos recommend train|evaluate``).
+"""Training and evaluating a catalog's recommender (``llmos recommend train|retrain|evaluate``).
 
 A catalog is a JSONL file (one ``{"id", "title", "text", "tags"}`` a line; ``text`` and
 ``tags`` optional) or a RecBole ``.item`` file (MovieLens: title, year, genres). Interactions
@@ -7,7 +7,11 @@ store holds for the catalog (every user's likes, views and ratings: see
 :func:`~llmos.apps.recommend.engine.weight`; their negatives are left out, as the model learns
 from what people took).
 
-:func:`train_recommender` fits on *all* the interactions it is given (a deployed model);
+:func:`train_recommender` fits on *all* the interactions it is given (a deployed model) and
+keeps the file's interactions in the checkpoint (``train.*``,
+:mod:`llmos.checkpoint.recommender`), so that :func:`retrain_recommender` can fit it again
+later from the checkpoint alone, with the store's events of that day and, if need be, a new
+item list (the server's ``PUT /v1/apps/recommend/catalog`` and ``POST .../train``).
 :func:`evaluate` measures the same models on RecBole's protocol (each user's interactions cut
 8:1:1, full ranking; ``llmos.train.ranking``), where the model sees the train part only.
 """
@@ -15,7 +19,7 @@ from what people took).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from llmos.apps.recommend.engine import Act, fold
-from llmos.checkpoint.recommender import save_recommender
+from llmos.checkpoint.recommender import RecommenderCheckpoint, save_recommender
 from llmos.data.interactions import (
     Interactions,
     Item,
@@ -34,10 +38,18 @@ from llmos.data.interactions import (
 )
 from llmos.errors import DataError
 from llmos.models.itemitem import EASE, Popularity
+from llmos.store.db import Store
 from llmos.train.ranking import full_ranking
 
 log = logging.getLogger("llmos.apps.recommend")
 DAY = 86400.0
+REG = 400.0  # EASE's L2 weight, best on MovieLens-100K's validation (bench/recommend_eval.py)
+# texts, kind ("passage" for items) -> (len(texts), dim) unit vectors
+Embed = Callable[[list[str], str], Any]
+SASREC_DROPPED = (
+    "a retraining keeps no sequential model: it needs a training run "
+    "(llmos recommend train --sasrec-steps N)"
+)
 
 
 def read_catalog(path: str | Path) -> list[Item]:
@@ -111,6 +123,13 @@ def catalog_matrix(
     return m, c, np.concatenate(times) if times else np.zeros(0)
 
 
+def store_acts(store: Store, catalog: str) -> dict[int, list[Act]]:
+    """Every store user's events on ``catalog``, oldest first, by user id (what training with
+    the store learns from; it reads every user's rows)."""
+    rows = store.all_catalog_events(catalog)
+    return {u: [Act(e.kind, e.item or "", e.value) for e in es] for u, es in rows.items()}
+
+
 def popularity(
     num_items: int, item: np.ndarray, timestamp: np.ndarray, half_life_days: float | None
 ) -> torch.Tensor:
@@ -133,26 +152,40 @@ def train_recommender(
     inter: Interactions | None = None,
     store_events: dict[int, list[Act]] | None = None,
     catalog: str = "default",
-    reg: float = 400.0,
+    reg: float = REG,
     half_life_days: float | None = None,
-    embed: Any = None,
+    embed: Embed | None = None,
     encoder: str | None = None,
     encoder_digest: str | None = None,
     evaluation: dict[str, float] | None = None,
     sasrec_steps: int = 0,
+    allow_empty: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Fit EASE and popularity on every interaction given, embed the items' text when
-    ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint (with
-    ``evaluation``, the metrics measured before, in its ``task.json``). With
-    ``sasrec_steps``, a sequential model is trained on ``inter`` too (:func:`fit_sequential`)."""
-    x, item, timestamp = catalog_matrix(items, inter, store_events)
-    if x.nnz == 0:
+    ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint, with
+    ``inter``'s interactions in it (``train.*``) and, in its ``task.json``, ``evaluation`` (the
+    metrics measured before) and ``meta``'s fields. With ``sasrec_steps``, a sequential model
+    is trained on ``inter`` too (:func:`fit_sequential`).
+
+    Raises:
+        DataError: no interaction to learn from (unless ``allow_empty``: a new catalog that
+            nobody has taken yet, whose model then ranks by text and tags only), or one that
+            names an item the catalog lacks.
+    """
+    ordered = in_catalog_order(items, inter) if inter is not None else None
+    x, item, timestamp = catalog_matrix(items, ordered, store_events)
+    if x.nnz == 0 and not allow_empty:
         raise DataError("no interactions to learn from: give --inter or store events")
     log.info("EASE over %d users x %d items (%d interactions), reg %g", *x.shape, x.nnz, reg)
     weights = {
         "ease.weight": EASE.fit(x, reg=reg).weight,
         "popularity.counts": popularity(len(items), item, timestamp, half_life_days),
     }
+    if ordered is not None:  # kept, so that the checkpoint can be retrained without the file
+        weights["train.user"] = torch.from_numpy(ordered.user.astype(np.int64))
+        weights["train.item"] = torch.from_numpy(ordered.item.astype(np.int64))
+        weights["train.time"] = torch.from_numpy(ordered.timestamp.astype(np.float64))
     if embed is not None:
         log.info("embedding %d items' text", len(items))
         weights["content.vectors"] = torch.from_numpy(
@@ -165,17 +198,155 @@ def train_recommender(
         log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(inter))
         seq_weights, sasrec, sasrec_valid = fit_sequential(items, inter, sasrec_steps)
         weights.update(seq_weights)
-    meta = {
+    task = {
         "catalog": catalog,
         "ease_reg": reg,
         "half_life_days": half_life_days,
-        "encoder": encoder,
-        "encoder_digest": encoder_digest,
-        "trained_on": {"users": int(x.shape[0]), "interactions": int(x.nnz)},
+        "encoder": encoder if embed is not None else None,
+        "encoder_digest": encoder_digest if embed is not None else None,
+        "trained_on": {
+            "users": int(x.shape[0]) if x.nnz else 0,
+            "interactions": int(x.nnz),
+            "file_interactions": len(ordered) if ordered is not None else 0,
+            "store_users": len(store_events or {}),
+            "items": len(items),
+        },
         "evaluation": evaluation,
         "sasrec": {"steps": sasrec_steps, "valid": sasrec_valid} if sasrec else None,
+        **(meta or {}),
     }
-    return save_recommender(out, items, weights, meta, sasrec)
+    return save_recommender(out, items, weights, task, sasrec)
+
+
+def kept_interactions(
+    ckpt: RecommenderCheckpoint, items: Sequence[Item] | None = None
+) -> Interactions | None:
+    """The interactions ``ckpt`` keeps from the file it was trained on, restricted to the
+    items of ``items`` (default: its own catalog): an interaction with an item ``items``
+    lacks is dropped, and a user left with none with it. Item ids are the checkpoint's (order
+    them with :func:`in_catalog_order`); users are numbered anew. None when it keeps none
+    (trained on store events only, or before the interactions were kept)."""
+    kept = ckpt.interactions
+    if kept is None:
+        return None
+    user, item, time = (t.numpy() for t in kept)
+    if items is not None:
+        wanted = {i.id for i in items}
+        rows = np.array([i.id in wanted for i in ckpt.items], bool)[item]
+        user, item, time = user[rows], item[rows], time[rows]
+    users, user = np.unique(user, return_inverse=True)
+    return Interactions(
+        tuple(str(u) for u in users),
+        tuple(i.id for i in ckpt.items),
+        user.astype(np.int64),
+        item.astype(np.int64),
+        np.ones(len(item), np.float32),
+        time.astype(np.float64),
+    )
+
+
+def retrain_recommender(
+    ckpt: RecommenderCheckpoint,
+    out: str | Path,
+    *,
+    items: list[Item] | None = None,
+    store_events: dict[int, list[Act]] | None = None,
+    reg: float | None = None,
+    half_life_days: float | None = None,
+    embed: Embed | None = None,
+    encoder: str | None = None,
+    encoder_digest: str | None = None,
+    allow_empty: bool = False,
+) -> Path:
+    """Fit ``ckpt``'s catalog again and save it to ``out`` (which may be ``ckpt``'s own
+    directory: the write is atomic).
+
+    What it learns from: the interactions the checkpoint keeps (:func:`kept_interactions`;
+    those of items that ``items`` no longer has are dropped) plus ``store_events``, the store
+    users' events on the catalog as they are now. With no store events and the same items,
+    the EASE weights and the popularity are exactly those of the original training. The
+    catalog's name stays the checkpoint's; ``reg`` and ``half_life_days`` too, unless given.
+
+    Content vectors: an item whose text the checkpoint embedded keeps its vector when the
+    encoder is the same (``encoder_digest`` is the checkpoint's, or no ``embed`` is given);
+    the others are embedded by ``embed``. Without ``embed``, a catalog with a text the
+    checkpoint never embedded gets no content vectors (no wishes, no ranking of items nobody
+    took), and the log says so.
+
+    A sequential model (SASRec) is *not* carried over: its weights were trained over the old
+    interactions and it needs a real training run (``llmos recommend train --sasrec-steps``);
+    ``task.json`` says so (``retrained.sasrec``).
+    """
+    items = list(items) if items is not None else list(ckpt.items)
+    inter = kept_interactions(ckpt, items)
+    kept = len(inter) if inter is not None else 0
+    total = len(ckpt.weights["train.item"]) if inter is not None else 0
+    content, encoder, encoder_digest, reuse = _content(ckpt, items, embed, encoder, encoder_digest)
+    if ckpt.sasrec is not None:
+        log.warning("retraining %s without its sequential model: %s", ckpt.path, SASREC_DROPPED)
+    half_life = ckpt.meta.get("half_life_days") if half_life_days is None else half_life_days
+    return train_recommender(
+        items,
+        out,
+        inter=inter,
+        store_events=store_events,
+        catalog=ckpt.catalog,
+        reg=float(ckpt.meta.get("ease_reg", REG)) if reg is None else reg,
+        half_life_days=half_life,
+        embed=content,
+        encoder=encoder,
+        encoder_digest=encoder_digest,
+        allow_empty=allow_empty,
+        meta={
+            "retrained": {
+                "kept_interactions": kept,
+                "dropped_interactions": total - kept,
+                "dropped_items": len({i.id for i in ckpt.items} - {i.id for i in items}),
+                "content": reuse,
+                "sasrec": SASREC_DROPPED if ckpt.sasrec is not None else None,
+            }
+        },
+    )
+
+
+def _content(
+    ckpt: RecommenderCheckpoint,
+    items: list[Item],
+    embed: Embed | None,
+    encoder: str | None,
+    digest: str | None,
+) -> tuple[Embed | None, str | None, str | None, dict[str, int] | None]:
+    """What embeds the retrained catalog (None: no content vectors), the encoder and digest
+    it records, and how many vectors are reused and embedded (see
+    :func:`retrain_recommender`). Vectors are looked up by the item's text, so an item whose
+    title, text or tags changed is embedded again."""
+    old = ckpt.weights.get("content.vectors")
+    same = old is not None and (
+        embed is None or (digest is not None and digest == ckpt.meta.get("encoder_digest"))
+    )
+    known = {item_text(i): old[r].numpy() for r, i in enumerate(ckpt.items)} if same else {}
+    texts = [item_text(i) for i in items]
+    missing = sorted(set(texts) - set(known))
+    if missing and embed is None:
+        if old is not None:
+            log.warning(
+                "no encoder to embed the %d item texts without a vector: the model has no "
+                "content vectors",
+                len(missing),
+            )
+        return None, None, None, None
+    if embed is None:  # every vector is the checkpoint's
+        encoder, digest = ckpt.meta.get("encoder"), ckpt.meta.get("encoder_digest")
+    counts = {"reused": sum(t in known for t in texts), "embedded": len(missing)}
+
+    def reusing(batch: list[str], kind: str) -> np.ndarray:
+        vectors = dict(known)
+        if missing:
+            assert embed is not None  # returned above otherwise
+            vectors.update(zip(missing, np.asarray(embed(missing, kind), np.float32), strict=True))
+        return np.stack([vectors[t] for t in batch]).astype(np.float32)
+
+    return reusing, encoder, digest, counts
 
 
 def fit_sequential(
