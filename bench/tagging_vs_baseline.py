@@ -9,6 +9,10 @@
     python bench/tagging_vs_baseline.py --checkpoint runs/slots-en/checkpoint \
         --dataset intent-en --spans-key slots
 
+For the pos view every system also gets a breakdown of its typed-word F1 (``pos_breakdown``):
+its segmentation F1 with the tags ignored, its tag accuracy on the words it cut right, and the
+same for the test words never seen in training.
+
 Leave out --checkpoint to score the baselines only; --limit N keeps the first N sentences of
 every split (quick checks); --json OUT writes the numbers.
 
@@ -137,6 +141,37 @@ def score(gold: list[SpanExample], pred: list[list[Span]], scheme: str) -> dict:
     }
 
 
+def pos_breakdown(
+    gold: list[SpanExample], pred: list[list[Span]], known: set[str]
+) -> dict[str, float]:
+    """Where a joint segmentation + POS system loses its typed-word F1: its segmentation
+    alone (word P/R/F1, tags ignored), the tag accuracy on the words it cut right (all of
+    them, and those never seen in the train split), and its recall of unseen words. Typed
+    F1 = segmentation F1 x that tag accuracy, so the two parts bound each other."""
+    seg = span_scores(
+        [[("", s, e) for _, s, e in r.spans] for r in gold],
+        [[("", s, e) for _, s, e in spans] for spans in pred],
+    )
+    cut = tagged = oov = oov_cut = oov_tagged = 0
+    for row, spans in zip(gold, pred, strict=True):
+        guess = {(s, e): tag for tag, s, e in spans}
+        for tag, s, e in row.spans:
+            unseen = row.text[s:e] not in known
+            oov += unseen
+            if (s, e) in guess:
+                cut += 1
+                tagged += guess[(s, e)] == tag
+                oov_cut += unseen
+                oov_tagged += unseen and guess[(s, e)] == tag
+    return {
+        "seg_f1": seg["f1"],
+        "tag_accuracy_on_cut_words": tagged / max(cut, 1),
+        "unseen_words": oov,
+        "unseen_recall_cut": oov_cut / max(oov, 1),
+        "tag_accuracy_on_cut_unseen": oov_tagged / max(oov_cut, 1),
+    }
+
+
 def train_crf(
     train: list[SpanExample], valid: list[SpanExample], scheme: str, iters: int, tune: bool
 ) -> tuple[sklearn_crfsuite.CRF, str]:
@@ -202,10 +237,12 @@ def main() -> None:
     scheme = "bmes" if args.view in ("segmentation", "pos") else "bio"
     texts = [r.text for r in test]
     results: dict[str, dict] = {}
+    predictions: dict[str, list[list[Span]]] = {}
 
     def add(name: str, pred: list[list[Span]], train_s: float | None, test_s: float) -> None:
         times = {"train_seconds": train_s, "test_seconds": test_s}
         results[name] = score(test, pred, scheme) | times
+        predictions[name] = pred
 
     if args.view == "pos":
         t = time.perf_counter()
@@ -274,6 +311,23 @@ def main() -> None:
             f"{100 * r['f1']:>8.2f}{100 * r['char_accuracy']:>10.2f}{train_col:>9}"
             f"{r['test_seconds']:>8.1f}"
         )
+    if args.view == "pos":
+        known = {r.text[s:e] for r in train for _, s, e in r.spans}
+        print(
+            f"\n{'where typed F1 goes':<{width}}{'seg F1':>8}{'tag acc':>9}"
+            f"{'unseen':>8}{'cut':>8}{'tag acc':>9}"
+        )
+        for name, pred in predictions.items():
+            b = pos_breakdown(test, pred, known)
+            results[name]["pos_breakdown"] = b
+            print(
+                f"{name:<{width}}{100 * b['seg_f1']:>8.2f}"
+                f"{100 * b['tag_accuracy_on_cut_words']:>9.2f}{b['unseen_words']:>8}"
+                f"{100 * b['unseen_recall_cut']:>8.2f}{100 * b['tag_accuracy_on_cut_unseen']:>9.2f}"
+            )
+        print("(seg F1: words cut right, tags ignored; tag acc: on the words cut right;")
+        print(" unseen: gold words absent from the train split, the share of them cut right,")
+        print(" their tag acc)")
     gap = None
     if "llmos" in results:
         best = max(r["f1"] for n, r in results.items() if n != "llmos")

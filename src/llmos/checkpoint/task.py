@@ -5,7 +5,7 @@ A ``TaskSpec`` is one of seven frozen dataclasses, matched with ``isinstance`` o
 ==================  =====================================================================
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``,
                     ``pooling`` (cls | mean; written only when mean), ``text_prefix``
-                    (written only when set)
+                    and ``temperature`` (each written only when set)
 ``Tagging``         sequence labeller: ``labels``, ``scheme`` (bio | bmes), ``max_length``,
                     ``view``, ``spans_key``, ``crf``, ``char_tags`` (each written only
                     when true)
@@ -61,6 +61,9 @@ class Classification(_Spec):
     pooling: Literal["cls", "mean"] = "cls"  # the head's input (written only when mean)
     # Put before every input text (the first of a pair), as in training: E5's "query: ".
     text_prefix: str | None = None
+    # The logits are divided by it before the softmax (temperature scaling, fitted on held-out
+    # data by ``llmos calibrate``: llmos.train.calibration); None: 1, the raw softmax.
+    temperature: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -150,7 +153,14 @@ DECODER_TASKS = (Instruct, Generation)
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("labels", "max_length", "label_key", "pooling", "text_prefix"),
+    "classification": (
+        "labels",
+        "max_length",
+        "label_key",
+        "pooling",
+        "text_prefix",
+        "temperature",
+    ),
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf", "char_tags"),
     "multitask": ("heads", "max_length"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
@@ -223,6 +233,15 @@ def _max_length(d: Mapping[str, Any], source: str) -> int | None:
     return value
 
 
+def _temperature(d: Mapping[str, Any], source: str) -> float | None:
+    value = d.get("temperature")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e4:
+        raise _field_error(source, "temperature", "a number > 0", value)
+    return float(value)
+
+
 def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
     """Validate a ``task.json`` dict into its :data:`TaskSpec`.
 
@@ -249,6 +268,7 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             label_key=_optional(d, "label_key", source, str, "a string"),
             pooling=pooling,
             text_prefix=_optional(d, "text_prefix", source, str, "a string"),
+            temperature=_temperature(d, source),
             extra=extra,
         )
     if kind == "tagging":

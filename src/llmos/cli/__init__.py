@@ -30,6 +30,7 @@ COMMANDS = (
     train.add_pretrain,
     train.add_finetune,
     infer.add_evaluate,
+    infer.add_calibrate,
     infer.add_predict,
     infer.add_fill_mask,
     infer.add_generate,

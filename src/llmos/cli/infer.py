@@ -1,5 +1,5 @@
-"""Using a model: ``evaluate``, ``predict``, ``fill-mask``, ``generate``, ``embed``, ``index
-build`` and ``search``.
+"""Using a model: ``evaluate``, ``calibrate``, ``predict``, ``fill-mask``, ``generate``,
+``embed``, ``index build`` and ``search``.
 
 ``generate``'s decoding flags are generated from
 :class:`~llmos.inference.generate.GenerationConfig`, so their defaults are the library's.
@@ -46,6 +46,34 @@ def add_evaluate(sub: Subcommands) -> None:
         "--out-dir", help="where report.json and confusion.png go (default: beside --data)"
     )
     ev.set_defaults(func=_evaluate)
+
+
+def add_calibrate(sub: Subcommands) -> None:
+    """``llmos calibrate``."""
+    ca = sub.add_parser(
+        "calibrate",
+        help="fit a classifier's temperature on held-out data so that its probabilities are "
+        "honest (recorded in task.json; labels unchanged)",
+    )
+    ca.add_argument("checkpoint", help="classifier or multi-task checkpoint directory")
+    ca.add_argument(
+        "--data",
+        help="labelled .tsv/.csv/.jsonl (default: the valid split of the dataset it was "
+        "trained on)",
+    )
+    ca.add_argument("--label-key", help="label column/key (default: as in training)")
+    ca.add_argument(
+        "--head",
+        action="append",
+        dest="heads",
+        metavar="NAME",
+        help="a multi-task model's classification head (repeatable; default: all of them)",
+    )
+    ca.add_argument(
+        "--out-dir", help="where the reliability diagrams go (default: beside the checkpoint)"
+    )
+    ca.add_argument("--dry-run", action="store_true", help="report the fit, write nothing")
+    ca.set_defaults(func=_calibrate)
 
 
 def add_predict(sub: Subcommands) -> None:
@@ -188,6 +216,26 @@ def _evaluate(args: argparse.Namespace) -> int:
         skip_bad_rows=args.skip_bad_rows,
     )
     print(report.format_report())
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from llmos.train.calibration import calibrate_checkpoint, format_calibration
+
+    results = calibrate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        label_key=args.label_key,
+        heads=args.heads,
+        out_dir=args.out_dir,
+        write=not args.dry_run,
+    )
+    print(format_calibration(results))
+    print(
+        "(dry run: task.json unchanged)"
+        if args.dry_run
+        else f"written: {args.checkpoint}/task.json"
+    )
     return 0
 
 

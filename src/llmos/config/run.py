@@ -237,7 +237,9 @@ class HeadConfig:
     rows whose JSONL field has one of the listed values, in every split (``{intent:
     [HassVacuumStart]}``): data held out of training, e.g. to measure few-shot intents on
     intents the model never saw; the kept rows are written to the run's ``data/<head>/``
-    directory and the head reads them from there."""
+    directory and the head reads them from there. ``calibrate`` (classification heads) fits
+    the head's temperature on its validation split after training (see
+    :class:`FinetuneConfig`)."""
 
     name: str = ""
     task: Literal["classification", "tagging"] = "classification"
@@ -246,8 +248,11 @@ class HeadConfig:
     crf: bool = False
     class_weights: Literal["none", "balanced"] = "none"
     exclude: dict[str, list[str]] = field(default_factory=dict)
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
+        if self.calibrate and self.task != "classification":
+            raise ConfigError(f"heads[{self.name}].calibrate needs task: classification")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name or ""):
             raise ConfigError(
                 f"heads[].name must be an identifier (letters, digits, _), got {self.name!r}"
@@ -320,7 +325,13 @@ class FinetuneConfig:
     run forward only: no gradients, no backward pass and no optimizer state for them, so a
     frozen layer costs about a third of a trained one per step, and the pretrained lower layers
     are not disturbed by a few hundred noisy steps (the upper layers adapt most in fine-tuning;
-    Lee et al., 2019, "What Would Elsa Do? Freezing Layers During Transformer Fine-Tuning")."""
+    Lee et al., 2019, "What Would Elsa Do? Freezing Layers During Transformer Fine-Tuning").
+
+    ``calibrate`` (classification only; a multitask head has its own, ``heads[].calibrate``)
+    fits the classifier's temperature on the validation split once training is done and records
+    it in task.json (``llmos calibrate``, :mod:`llmos.train.calibration`): the labels stay, the
+    probabilities become honest, so thresholds on them mean the same from one model to the
+    next."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
@@ -341,8 +352,14 @@ class FinetuneConfig:
     init_layers: int | None = None
     pooling: Literal["cls", "mean"] = "cls"
     freeze_layers: int | None = None
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
+        if self.calibrate and self.task != "classification":
+            raise ConfigError(
+                f"calibrate fits a classifier's temperature: it needs task: classification, got "
+                f"task: {self.task} (a multitask head has heads[].calibrate)"
+            )
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
         if self.task == "multitask":

@@ -163,9 +163,9 @@ class EncoderPipeline(Pipeline):
             vectors[i] = row["pooled"]
         for name, head in spec.heads.items():
             if isinstance(head, Classification):
-                labels = list(head.labels)
+                labels, t = list(head.labels), head.temperature or 1.0
                 for i, row in zip(short, rows, strict=True):
-                    p = torch.from_numpy(row[name]).softmax(-1).tolist()
+                    p = (torch.from_numpy(row[name]) / t).softmax(-1).tolist()
                     best = max(range(len(p)), key=p.__getitem__)
                     results[i][name] = {
                         "label": labels[best],
@@ -273,6 +273,10 @@ class EncoderPipeline(Pipeline):
                 truncated (longest first), as the model was trained on them: a window of the
                 second text alone would not be the pair the model learned to judge.
 
+        A classifier calibrated by ``llmos calibrate`` divides its logits by the
+        ``temperature`` task.json records before the softmax: the label is the same, the
+        probabilities are the calibrated ones.
+
         A classifier fine-tuned with a ``text_prefix`` (task.json) reads ``prefix + text``
         for every text (the first of a pair), as in training; in the window path the prefix
         begins every window. The answers are about the texts as given.
@@ -301,7 +305,8 @@ class EncoderPipeline(Pipeline):
                 "%d of %d inputs were truncated to %d tokens", truncated, len(texts), max_length
             )
         logits = batched_logits(self.model, ids, types, self._pad(), batch_size)
-        probs = mean_over_windows(logits, windows).softmax(-1)
+        t = self.spec.temperature if isinstance(self.spec, Classification) else None
+        probs = (mean_over_windows(logits, windows) / (t or 1.0)).softmax(-1)
         out = []
         for row, n in zip(probs.tolist(), windows, strict=True):
             best = max(range(len(row)), key=row.__getitem__)

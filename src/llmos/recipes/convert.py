@@ -293,7 +293,10 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
 
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``), with
-    the tokenizer beside it; a GPT's config names the tokenizer's own end-of-text and pad ids."""
+    the tokenizer beside it; a GPT's config names the tokenizer's own end-of-text and pad ids.
+    A calibrated classifier's temperature (``llmos calibrate``) is folded into its classifier
+    layer (weight and bias divided by it), so transformers' probabilities are the calibrated
+    ones."""
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = read_checkpoint(checkpoint)
     cfg, tok = ckpt.config, ckpt.tokenizer
@@ -311,6 +314,10 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
         prefix = "roberta." if cfg.model_type == "roberta" else "bert."
         if not any(k.startswith(prefix) for k in model.state_dict()):  # a bare encoder
             state = {k.removeprefix(prefix): v for k, v in state.items()}
+    t = getattr(ckpt.task, "temperature", None)
+    if t:  # logits / T = (W / T) x + b / T: transformers' softmax gives the calibrated numbers
+        for k in ("classifier.weight", "classifier.bias"):
+            state[k] = state[k] / t
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(HF_BUFFERS) and k != "lm_head.weight"]
     if missing or unexpected:

@@ -3,7 +3,8 @@
 config -> the init checkpoint -> the task family's setup (``FINETUNE_SETUPS``: data, task,
 model, report; each lives in ``llmos.train.tasks``) -> train (the shared loop, best checkpoint
 by a validation metric, early stopping) -> save -> report (``report.json``: test-split scores,
-with a plot).
+with a plot) -> with ``calibrate``, the classifiers' temperatures fitted on the validation split
+(``llmos.train.calibration``).
 
 Task families: ``classification`` (a classifier head on a BERT encoder), ``tagging`` (a token
 classifier: segmentation, POS, NER, slots), ``multitask`` (several classifier and tagger heads
@@ -75,5 +76,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = False) -> FinetuneResult:
     if not result.is_main:
         return result
     result.report = setup.report(fitted)
+    heads = [h.name for h in cfg.heads if h.calibrate]
+    if cfg.calibrate or heads:  # labels unchanged: the test scores above still hold
+        from llmos.train.calibration import calibrate_checkpoint
+
+        fits = calibrate_checkpoint(fitted.checkpoint, heads=heads or None)
+        result.report["calibration"] = [f.as_json() for f in fits]
     atomic_write_json(result.run_dir / "report.json", result.report)
     return result
