@@ -60,7 +60,9 @@ class PolicyConfig:
             few-shot cosine) may start or switch a form, or hand off; a less sure one leaves
             the message to the form in progress and the knowledge base. 0.4 was the best of
             0.1-0.8 on the scripted form dialogues of the intents' validation split
-            (``bench/support_nlu.py``).
+            (``bench/support_nlu.py``). A head trained briefly is timid (its top intent
+            under 0.4 even when right): ``llmos calibrate`` fits its temperature so that the
+            threshold means the same for it (the quick ``make run`` support-zh does this).
     """
 
     answer_similarity: float = 0.92
