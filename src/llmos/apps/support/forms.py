@@ -13,7 +13,10 @@ intent needs until it has them, then confirms when the domain says so, and repli
     cancelled  the whole message is 算了/取消/cancel/never mind... (or a bare no while a slot
                is asked for), or the NLU said HassNevermind
 
-A message whose intent is another form's drops the active form and starts that one.
+A message whose intent is another form's drops the active form and starts that one, unless
+the form has just asked for a slot and the message is only tagged values (fillers aside): then
+it answers the question ("bedside lamp" after "Which device?" reads as a turn-on request on its
+own; Rasa's forms, too, fill the requested slot before they look at the intent).
 
 :func:`step_form` is pure, like :func:`llmos.apps.support.dialogue.decide`: what the form has
 gathered travels to the next turn in the returned ``state`` (JSON-serialisable), and facts to
@@ -42,6 +45,11 @@ CANCEL = re.compile(
 YES = re.compile(
     r"(是|是的|好|好的|对|对的|确认|确定|可以|行|嗯|没问题)(的|啊|吧|呀)?"
     r"|(yes|yeah|yep|yup|ok|okay|sure|confirm|correct|right|y)( please| thanks)?"
+)
+# What may surround a bare answer to a question ("it's the bedside lamp", "就是床头灯吧").
+FILLER = re.compile(
+    r"\b(it's|its|it|is|the|an|a|my|our|your|that|this|one|please|just|oh|um|uh|okay|ok|"
+    r"thank you|thanks)\b|就是|那个|这个|谢谢|[的吧呢啊呀嗯哦是请]"
 )
 NO = re.compile(r"(不|不是|不对|否|别|不行)(的|啊|吧|呀)?|(no|nope|nah|n|not really)( thanks)?")
 REPLIES = {
@@ -82,6 +90,20 @@ def _bare(text: str) -> str:
     while end > start and _trimmed(text[end - 1]):
         end -= 1
     return text[start:end]
+
+
+def _only_values(text: str, slots: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the message is tagged values and nothing else: with every tagged value taken
+    out, only punctuation and filler words (:data:`FILLER`) are left. "the bedside lamp"
+    is; "turn on the bedside lamp" and "打开床头灯" are not (a verb is left)."""
+    values = sorted((str(x.get("value") or "") for x in slots), key=len, reverse=True)
+    rest = text
+    for value in values:
+        if value:
+            rest = rest.replace(value, " ", 1)
+    if rest == text:
+        return False  # no tagged value in it
+    return not re.search(r"\w", FILLER.sub(" ", rest.lower()))
 
 
 def _trimmed(c: str) -> bool:
@@ -266,6 +288,20 @@ def step_form(
             return form.done(lang, "confirmed")
         if _answer(text) == "no":
             return form.cancel(lang, "not confirmed: cancelled")
+    if (
+        started is not None
+        and form is not None
+        and started.name != form.spec.name
+        and form.requested
+        and _only_values(text, slots)
+    ):
+        # "bedside lamp" after "Which device?" reads as a turn-on request of its own; it is
+        # the answer to the question asked (below), not a new request
+        form.reasons.append(
+            f"kept {form.spec.name}: the message is only a value, the answer to "
+            f"{form.requested} (its intent alone read {started.name})"
+        )
+        started = None
     if started is not None and (form is None or started.name != form.spec.name):
         switched = f"dropped {form.spec.name} for {started.name}" if form is not None else None
         why = switched or f"form {started.name} started"
