@@ -7,7 +7,13 @@ llmos's: RecBole is not an llmos dependency. Run it as a subprocess:
     "$PY" bench/recbole_run.py --data DIR --dataset NAME --model EASE --model BPR \
         [--epochs N] [--seed S] [--threads T]
 
-DIR/NAME holds the split as RecBole benchmark atomic files NAME.train.inter, NAME.valid.inter
+With ``--leave-one-out`` (sequential models such as SASRec) DIR/NAME/NAME.inter is read whole
+(``user_id``, ``item_id``, ``timestamp``) and RecBole splits it as it does for its sequential
+models: each user's interactions in time order, the last held out for test, the one before for
+validation, the rest to train (``eval_args``: ``split: {LS: valid_and_test}``, ``order: TO``),
+full ranking; SASRec trains with its full-softmax CE loss (no negative sampling).
+
+Otherwise DIR/NAME holds the split as RecBole benchmark atomic files NAME.train.inter, NAME.valid.inter
 and NAME.test.inter (header ``user_id:token  item_id:token  rating:float  timestamp:float``,
 tab-separated). RecBole uses exactly these files (``benchmark_filename``), every interaction
 is a positive (no rating threshold), evaluation is full ranking over all items with Recall,
@@ -65,13 +71,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=2020, help="RecBole seed (default 2020)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--keep-tmp", action="store_true", help="keep logs/checkpoints")
+    p.add_argument(
+        "--leave-one-out",
+        action="store_true",
+        help="DIR/NAME/NAME.inter whole, split by RecBole itself as for its sequential models: "
+        "each user's interactions in time order, the last to test, the one before to valid",
+    )
     return p.parse_args(argv)
 
 
-def link_split(data: Path, name: str, root: Path) -> None:
-    """Symlink DIR/NAME/NAME.<part>.inter as root/INTERNAL_NAME/INTERNAL_NAME.<part>.inter."""
+def link_split(data: Path, name: str, root: Path, whole: bool = False) -> None:
+    """Symlink DIR/NAME/NAME.<part>.inter as root/INTERNAL_NAME/INTERNAL_NAME.<part>.inter
+    (``whole``: DIR/NAME/NAME.inter as INTERNAL_NAME.inter)."""
     target = root / INTERNAL_NAME
     target.mkdir(parents=True)
+    if whole:
+        src = (data / name / f"{name}.inter").resolve()
+        if not src.is_file():
+            raise SystemExit(f"recbole_run.py: missing {src}")
+        (target / f"{INTERNAL_NAME}.inter").symlink_to(src)
+        return
     for part in PARTS:
         src = (data / name / f"{name}.{part}.inter").resolve()
         if not src.is_file():
@@ -114,6 +133,16 @@ def config_dict(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "log_wandb": False,
         "state": "INFO",
     }
+    if args.leave_one_out:  # RecBole's defaults for sequential models, on the whole file
+        del cfg["benchmark_filename"]
+        cfg["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
+        cfg["eval_args"] = {
+            "split": {"LS": "valid_and_test"},
+            "order": "TO",
+            "group_by": "user",
+            "mode": {"valid": "full", "test": "full"},
+        }
+        cfg["train_neg_sample_args"] = None  # SASRec's CE loss ranks against every item
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     return cfg
@@ -215,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="recbole-run-"))
     log_file = tmp / "recbole.log"
     try:
-        link_split(data, args.dataset, tmp / "data")
+        link_split(data, args.dataset, tmp / "data", args.leave_one_out)
         quiet_logging(log_file)
         os.chdir(tmp)  # RecBole writes ./log_tensorboard relative to the working directory
 
