@@ -13,12 +13,13 @@ models: each user's interactions in time order, the last held out for test, the 
 validation, the rest to train (``eval_args``: ``split: {LS: valid_and_test}``, ``order: TO``),
 full ranking; SASRec trains with its full-softmax CE loss (no negative sampling).
 
-Otherwise DIR/NAME holds the split as RecBole benchmark atomic files NAME.train.inter, NAME.valid.inter
-and NAME.test.inter (header ``user_id:token  item_id:token  rating:float  timestamp:float``,
-tab-separated). RecBole uses exactly these files (``benchmark_filename``), every interaction
-is a positive (no rating threshold), evaluation is full ranking over all items with Recall,
-MRR, NDCG, Hit and Precision @10, early stopping on valid NDCG@10, CPU only; everything else
-is RecBole's default, model hyper-parameters included.
+Otherwise DIR/NAME holds the split as RecBole benchmark atomic files NAME.train.inter,
+NAME.valid.inter and NAME.test.inter (header
+``user_id:token  item_id:token  rating:float  timestamp:float``, tab-separated). RecBole uses
+exactly these files (``benchmark_filename``), every interaction is a positive (no rating
+threshold), evaluation is full ranking over all items with Recall, MRR, NDCG, Hit and
+Precision @10, early stopping on valid NDCG@10, CPU only; everything else is RecBole's
+default, model hyper-parameters included.
 
 For each model one line goes to stdout:
 
