@@ -17,8 +17,8 @@
                         embedded the items and the prefix its queries take)
 
 The ``train.*`` tensors make a checkpoint self-contained: it can be retrained later (new
-store events, a changed catalog) without the file it was trained on
-(:func:`~llmos.apps.recommend.train.retrain_recommender`). They are optional: a checkpoint
+store events, a changed catalog) without the file it was trained on (``llmos recommend
+retrain``, the server's ``POST /v1/apps/recommend/train``). They are optional: a checkpoint
 written before they were kept, or trained on store events only, has none and still loads. The
 store's events are not kept here: they stay in the store and are read again at each retraining.
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from llmos.compress.distill import Objective
+from llmos.config.distill import DistillConfig
 from llmos.config.model import BertConfig
-from llmos.config.run import DistillConfig
 from llmos.files import atomic_write_json
 from llmos.inference.classify import batched_logits
 from llmos.inference.load import load_pipeline

@@ -24,8 +24,9 @@ from llmos.checkpoint.io import TOKENIZER_FILE, read_checkpoint
 from llmos.checkpoint.task import Classification, MaskedLM, TaskSpec
 from llmos.compress.distill import Objective, check_layer_list, init_from_teacher, soft_kl
 from llmos.compress.timing import compare_speed
+from llmos.config.distill import DistillConfig
 from llmos.config.model import BertConfig
-from llmos.config.run import DataConfig, DistillConfig, PretrainConfig
+from llmos.config.run import DataConfig, PretrainConfig
 from llmos.data.batching import length_sorted_batches, pad_batch
 from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import read_classification
