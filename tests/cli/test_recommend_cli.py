@@ -34,14 +34,21 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return items, inter
 
 
-def test_train_then_recommend_for_a_user(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The 'films' recommender trained by the CLI from :func:`files` (a store of its own);
+    its checkpoint and its interactions file."""
     monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
     items, inter = files(tmp_path)
     out = tmp_path / "rec"
     args = ["--items", str(items), "--inter", str(inter), "--no-encoder", "--reg", "1"]
     assert main(["recommend", "train", *args, "--catalog", "films", "--out", str(out)]) == 0
+    return out, inter
+
+
+def test_train_then_recommend_for_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = trained(tmp_path, monkeypatch)
     assert "saved the 'films' recommender (6 items)" in capsys.readouterr().out
     Store().create_user("ann")
     model = ["--user", "ann", "--model", str(out)]
@@ -148,11 +155,7 @@ def test_retrain_needs_no_interactions_file(
 ) -> None:
     from llmos.checkpoint.recommender import read_recommender
 
-    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
-    items, inter = files(tmp_path)
-    out = tmp_path / "rec"
-    args = ["--items", str(items), "--inter", str(inter), "--no-encoder", "--reg", "1"]
-    assert main(["recommend", "train", *args, "--catalog", "films", "--out", str(out)]) == 0
+    out, inter = trained(tmp_path, monkeypatch)
     first = read_recommender(out).weights["ease.weight"]
     inter.unlink()  # the checkpoint keeps what it learned from
     assert main(["recommend", "retrain", str(out), "--out", str(tmp_path / "same")]) == 0

@@ -68,11 +68,16 @@ def item_text(item: Item) -> str:
 
 def in_catalog_order(items: list[Item], inter: Interactions) -> Interactions:
     """``inter`` with its item vocabulary replaced by the catalog's (item ``i`` is
-    ``items[i]``), so that its matrix and its sequences line up with the model's rows.
+    ``items[i]``), so that its matrix and its sequences line up with the model's rows;
+    ``inter`` itself when it is in that order already (``train_recommender`` orders once and
+    hands the result on).
 
     Raises:
         DataError: an interaction names an item the catalog lacks.
     """
+    ids = tuple(item.id for item in items)
+    if inter.items == ids:
+        return inter
     index = {item.id: i for i, item in enumerate(items)}
     col = np.array([index.get(x, -1) for x in inter.items], np.int64)[inter.item]
     missing = np.flatnonzero(col < 0)
@@ -82,7 +87,6 @@ def in_catalog_order(items: list[Item], inter: Interactions) -> Interactions:
             f"{len(missing)} interactions name items the catalog lacks (first: {first!r}): "
             "give the catalog file these items were rated in"
         )
-    ids = tuple(item.id for item in items)
     return Interactions(inter.users, ids, inter.user, col, inter.rating, inter.timestamp)
 
 
