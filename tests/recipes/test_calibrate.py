@@ -58,6 +58,10 @@ def classifier(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return finetune(cfg).checkpoint
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
 def copy(ckpt: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(ckpt, tmp_path / "run" / "checkpoint"))
 
@@ -106,7 +110,16 @@ def test_a_multitask_head_gets_its_own_temperature_and_analyze_applies_it(
     before, _ = llmos.load(ckpt).analyze(texts)
     with pytest.raises(LlmosError, match="no classification head 'slots'"):
         calibrate_checkpoint(ckpt, heads=["slots"])
-    [fit] = calibrate_checkpoint(ckpt, heads=["intent"])
+    # its validation split is read without a miss: every fifth intent flipped, so that the
+    # likelihood has a finite best temperature (the clean split would leave it at 1)
+    task = json.loads((ckpt / "task.json").read_text())
+    rows = read_jsonl(Path(task["heads"]["intent"]["dataset"]) / "valid.jsonl")
+    for row in rows[::5]:
+        row["intent"] = {"参观": "研究", "研究": "参观"}[row["intent"]]
+    noisy = tmp_path / "noisy.jsonl"
+    noisy.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    [fit] = calibrate_checkpoint(ckpt, heads=["intent"], data=noisy)
+    assert not fit.at_bound and fit.temperature != pytest.approx(1.0, abs=0.01)
     heads = json.loads((ckpt / "task.json").read_text())["heads"]
     assert heads["intent"]["temperature"] == pytest.approx(fit.temperature)
     assert "temperature" not in heads["sentiment"]
