@@ -64,6 +64,31 @@ def test_train_then_recommend_for_a_user(
     assert json.loads(capsys.readouterr().out)["recent"] == ["[h1] Night Fear"]
 
 
+def test_movielens_popularity_decays_by_default_a_users_catalog_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmos.apps.recommend.demo import HALF_LIFE_DAYS
+    from llmos.checkpoint.recommender import read_recommender
+
+    out, _ = trained(tmp_path, monkeypatch)  # --items: no decay unless asked
+    assert read_recommender(out).meta["half_life_days"] is None
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    root = tmp_path / "home" / "data" / "tasks" / "movielens"
+    root.mkdir(parents=True)
+    _, inter = files(tmp_path)
+    (root / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\n"
+        + "".join(f"{r['id']}\t{r['title']}\n" for r in CATALOG),
+        encoding="utf-8",
+    )
+    (root / "ml-100k.inter").write_text(inter.read_text(encoding="utf-8"), encoding="utf-8")
+    for extra, want in (([], HALF_LIFE_DAYS), (["--half-life-days", "3"], 3.0)):
+        ml = tmp_path / f"ml{len(extra)}"
+        argv = ["recommend", "train", "--no-encoder", "--reg", "1", "--out", str(ml), *extra]
+        assert main(argv) == 0
+        assert read_recommender(ml).meta["half_life_days"] == want
+
+
 def test_evaluate_writes_the_protocols_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

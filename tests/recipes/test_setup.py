@@ -444,7 +444,7 @@ def test_headline_of_a_multitask_run_names_every_head(tmp_path: Path) -> None:
 def test_the_recommend_step_measures_then_trains_the_movielens_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_encoder: Path
 ) -> None:
-    from llmos.apps.recommend.demo import setup_movielens
+    from llmos.apps.recommend.demo import HALF_LIFE_DAYS, setup_movielens
     from llmos.checkpoint.recommender import read_recommender
 
     monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
@@ -473,6 +473,7 @@ def test_the_recommend_step_measures_then_trains_the_movielens_model(
     ck = read_recommender(models / "movielens" / "checkpoint")
     assert ck.catalog == "movielens" and ck.num_items == 10 and "content.vectors" in ck.weights
     assert ck.meta["encoder"] == "enc" and ck.meta["trained_on"]["interactions"] == len(rows)
+    assert ck.meta["half_life_days"] == HALF_LIFE_DAYS  # popularity decays as measured
     recall = ck.meta["evaluation"]["recall@10"]
     assert recall == 1.0  # every held-out film is one of the user's own four unseen ones
     assert result.metric == "150 interactions; RecBole protocol: recall@10 1.0000, NDCG@10 1.0000"
