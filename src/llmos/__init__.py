@@ -6,11 +6,15 @@ outgrow it. The Python API mirrors the CLI::
     import llmos
     m = llmos.load("runs/bert-zh/checkpoint")
     m.fill_mask("今天天气很[MASK]。", top_k=5)
+    clf = llmos.zero_shot("runs/e5-zh", {"pos": "正面评价", "neg": "负面评价"})
+    clf.classify(["质量很好"])
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
 
 from llmos.errors import LlmosError
 
@@ -19,9 +23,10 @@ if TYPE_CHECKING:
 
     from llmos.inference.encoder import EncoderPipeline
     from llmos.inference.generator import GeneratorPipeline
+    from llmos.inference.zeroshot import ZeroShotClassifier
 
 __version__ = "0.1.0"
-__all__ = ["LlmosError", "__version__", "load"]
+__all__ = ["LlmosError", "__version__", "load", "zero_shot"]
 
 
 def load(
@@ -47,3 +52,36 @@ def load(
     from llmos.inference.load import load_pipeline
 
     return load_pipeline(path, device=device, precision=precision, compile=compile)
+
+
+def zero_shot(
+    model: str | Path | EncoderPipeline,
+    labels: Mapping[str, str | Sequence[str]],
+    examples: Mapping[str, Sequence[str]] | None = None,
+    *,
+    method: str | None = None,
+    device: str = "cpu",
+    **options: Any,
+) -> ZeroShotClassifier:
+    """A classifier from label descriptions (zero-shot) or a few examples per label
+    (few-shot), over a sentence encoder's frozen vectors: no training run.
+
+    Args:
+        model: an encoder checkpoint directory (multilingual-e5: ``runs/e5-zh``) or a pipeline
+            already loaded with :func:`load`.
+        labels: each label's description(s): ``{"pos": "a positive review", ...}``.
+        examples: each label's example texts (few-shot).
+        method: ``similarity`` (descriptions only), ``centroid`` or ``logreg``; default
+            ``centroid`` with examples, else ``similarity``.
+        device: torch device, when ``model`` is a path.
+        **options: ``temperature``, ``C``, ``batch_size`` of
+            :class:`~llmos.inference.zeroshot.ZeroShotClassifier`.
+
+    Returns:
+        A :class:`~llmos.inference.zeroshot.ZeroShotClassifier`: ``classify(texts)`` gives
+        ``[{"label", "score", "scores"}, ...]`` like a trained classifier.
+    """
+    from llmos.inference.zeroshot import ZeroShotClassifier
+
+    pipe = load(model, device=device) if isinstance(model, str | PathLike) else model
+    return ZeroShotClassifier(pipe, labels, examples, method=method, **options)

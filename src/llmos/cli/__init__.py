@@ -2,10 +2,10 @@
 
 One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
-(evaluate, predict, fill-mask, generate, embed, index, search), :mod:`~llmos.cli.compress`
-(convert, export, compress), :mod:`~llmos.cli.users`, :mod:`~llmos.cli.support` (the
-customer-service app), :mod:`~llmos.cli.recommend` (the recommendation app) and
-:mod:`~llmos.cli.serve`. The flags of a command with a config
+(evaluate, predict, classify-zero, fill-mask, generate, embed, index, search),
+:mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
+:mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
+recommendation app) and :mod:`~llmos.cli.serve`. The flags of a command with a config
 dataclass are generated from it (:mod:`~llmos.cli.flags`).
 
 Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
@@ -32,6 +32,7 @@ COMMANDS = (
     infer.add_evaluate,
     infer.add_calibrate,
     infer.add_predict,
+    infer.add_classify_zero,
     infer.add_fill_mask,
     infer.add_generate,
     compress.add_convert,

@@ -1,5 +1,5 @@
-"""Using a model: ``evaluate``, ``calibrate``, ``predict``, ``fill-mask``, ``generate``,
-``embed``, ``index build`` and ``search``.
+"""Using a model: ``evaluate``, ``calibrate``, ``predict``, ``classify-zero``, ``fill-mask``,
+``generate``, ``embed``, ``index build`` and ``search``.
 
 ``generate``'s decoding flags are generated from
 :class:`~llmos.inference.generate.GenerationConfig`, so their defaults are the library's.
@@ -103,6 +103,59 @@ def _predict_arguments(pr: CommandParser) -> None:
         help="classifiers: a text longer than the model's max_length is read in overlapping "
         "windows whose logits are averaged (window, the default) or cut off (truncate); "
         "sentence pairs are always truncated",
+    )
+
+
+def add_classify_zero(sub: Subcommands) -> None:
+    """``llmos classify-zero``."""
+    cz = sub.add_parser(
+        "classify-zero",
+        help="classify texts with labels from descriptions (zero-shot) or a few examples each "
+        "(few-shot), over an encoder's sentence vectors: no training",
+        description="Labels come from --labels NAME=DESCRIPTION (repeat a name for several "
+        "descriptions) and/or --examples FILE. similarity: nearest label description "
+        "(E5: texts as queries, descriptions as passages); centroid: nearest mean of a label's "
+        "examples; logreg: logistic regression on the examples' vectors (scikit-learn). A "
+        "label without examples goes by its descriptions. Put the TEXTs before --labels, "
+        "whose values run up to the next option.",
+    )
+    cz.add_argument("checkpoint", help="encoder checkpoint directory (e.g. runs/e5-zh)")
+    cz.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (or --input)")
+    cz.add_argument(
+        "--labels",
+        nargs="+",
+        default=[],
+        metavar="NAME=TEXT",
+        help='label descriptions, e.g. "positive=a positive review" (repeat a NAME for more); a '
+        "label of --examples needs none",
+    )
+    cz.add_argument("--examples", help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)')
+    cz.add_argument(
+        "--label-key", default="label", help="label key of --examples (intents: intent)"
+    )
+    cz.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
+    cz.add_argument(
+        "--input", help="texts: a text file (one a line), .tsv/.csv/.jsonl, or - for stdin"
+    )
+    cz.add_argument("--output", default="-", help="JSONL file (default: print to stdout)")
+    cz.add_argument("--json", action="store_true", help="print one JSON object per text")
+    cz.add_argument("--batch-size", type=int, default=32)
+    cz.defer(_classify_zero_arguments)  # the methods and the temperature live in inference
+    cz.set_defaults(func=_classify_zero)
+
+
+def _classify_zero_arguments(cz: CommandParser) -> None:
+    from llmos.inference.zeroshot import METHODS, TEMPERATURE
+
+    cz.add_argument(
+        "--method", choices=METHODS, help="default: centroid with --examples, else similarity"
+    )
+    cz.add_argument(
+        "--temperature",
+        type=float,
+        default=TEMPERATURE,
+        help="softmax temperature over cosines (similarity, centroid): it sets how sure the "
+        "scores are, not which label wins",
     )
 
 
@@ -251,6 +304,32 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if args.output != "-":
         print(f"{n} predictions written to {args.output}")
+    return 0
+
+
+def _classify_zero(args: argparse.Namespace) -> int:
+    from llmos.data.textfiles import write_lines
+    from llmos.recipes.classify_zero import classify_zero
+
+    results = classify_zero(
+        args.checkpoint,
+        args.labels,
+        args.texts,
+        input_path=args.input,
+        examples_path=args.examples,
+        label_key=args.label_key,
+        skip_bad_rows=args.skip_bad_rows,
+        method=args.method,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+    )
+    if args.json or args.output != "-":
+        n = write_lines([json.dumps(r, ensure_ascii=False) for r in results], args.output)
+        if args.output != "-":
+            print(f"{n} predictions written to {args.output}")
+        return 0
+    for r in results:
+        print(f"{r['score']:.3f}  {r['label']:<12} {r['text']}")
     return 0
 
 

@@ -1,0 +1,273 @@
+"""Zero- and few-shot classification over a frozen sentence encoder's vectors: labels from a
+few words that describe them, or from a few examples each, with no training of the encoder.
+
+Three methods, all on unit-length sentence vectors of one encoder (multilingual-e5 is the one
+llmos ships, ``runs/e5`` / ``runs/e5-zh``):
+
+- ``similarity`` (zero-shot): each label is the direction of its descriptions ("a positive
+  review"), the normalised mean of their unit vectors; a text goes to the label whose
+  direction is nearest by cosine. E5 is an asymmetric retrieval model, so a text is embedded
+  as a *query* and a description as a *passage* (``query: `` / ``passage: `` prefixes): "which
+  description answers this text" is the question E5 was trained on
+  (https://arxiv.org/abs/2212.03533, section 4.1).
+- ``centroid`` (few-shot): each label is the normalised mean of its examples' unit vectors
+  (the prototype rule of Snell et al. 2017, https://arxiv.org/abs/1703.05175, without
+  training). Examples are texts of the same kind as the ones classified, so they are embedded
+  as queries too. A label without examples falls back to its descriptions' direction; its
+  cosines are then query-passage ones, which run a little lower than query-query cosines with
+  E5, so such a label is at a slight disadvantage: give every label examples when you can.
+- ``logreg`` (few-shot): a multinomial logistic regression (scikit-learn) fitted on the
+  examples' unit vectors; a label without examples takes its descriptions' vectors as its
+  training points. It learns which directions of the space separate the labels, where the
+  centroid rule weighs all 384 dimensions alike; with very few examples the two are close.
+
+``similarity`` and ``centroid`` turn cosines into probabilities with a softmax over
+``cosine / temperature``; ``logreg`` gives its own probabilities. Either way a result has the
+shape of a trained classifier's :meth:`~llmos.inference.encoder.EncoderPipeline.classify`:
+``{"label", "score", "scores": {label: probability}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmos.errors import LlmosError
+
+METHODS = ("similarity", "centroid", "logreg")
+
+# Softmax temperature over cosines. E5 was trained with an InfoNCE temperature of 0.01, and its
+# cosines crowd into a narrow band (most pairs of short texts sit between 0.75 and 0.9; see
+# llmos.apps.support.fewshot): a plain softmax of cosines (temperature 1) would give every label
+# nearly 1/k whatever the texts. At 0.05 a cosine 0.05 higher is e (2.7x) the odds, so a clear
+# winner gets a clear score and two close labels stay close. Only the scores depend on it: the
+# label is the nearest one at any temperature.
+TEMPERATURE = 0.05
+
+# logreg's inverse regularisation strength on unit vectors. Chosen on the valid splits with
+# runs/e5-zh (3 seeds, 8 / 32 examples per class; bench/fewshot.py's sampling): C = 1 shrinks
+# the weights so much that it falls below the nearest centroid on intents (intent-zh 75.4 /
+# 80.0 %, intent-en 77.9 / 72.0 %), C = 10 gives 80.0 / 90.2 % and 82.2 / 89.7 %; sentiment-en
+# loses at most 0.8 points to C = 1 (70.0 / 75.4 % against 70.2 / 76.2 %). C = 100 was no
+# better overall. See docs/BENCHMARKS.md, "Zero- and few-shot classification from E5 vectors".
+LOGREG_C = 10.0
+
+
+class Embedder(Protocol):
+    """What the classifier needs of a pipeline: sentence vectors of texts, with E5's
+    ``kind`` prefixes (:meth:`~llmos.inference.encoder.EncoderPipeline.embed`)."""
+
+    def embed(
+        self, texts: list[str], *, kind: str | None = None, batch_size: int = 32
+    ) -> np.ndarray: ...
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (n, d) scaled to unit L2 length, in float32 (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, k) logits, shifted by each row's max (no overflow)."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def as_results(labels: Sequence[str], probs: np.ndarray) -> list[dict[str, Any]]:
+    """(n, k) probabilities -> ``[{"label", "score", "scores"}, ...]``: the best label (the
+    first of equals) and every label's probability, as a trained classifier answers."""
+    out = []
+    for row in probs.tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(
+            {
+                "label": labels[best],
+                "score": row[best],
+                "scores": dict(zip(labels, row, strict=True)),
+            }
+        )
+    return out
+
+
+def _texts(value: object, what: str) -> list[str]:
+    """A label's descriptions or examples as a list of non-empty strings (one string is one
+    text); a clear error naming ``what`` for anything else."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not all(isinstance(t, str) for t in items):
+        raise LlmosError(f"{what}: expected a string or a list of strings, got {value!r}")
+    texts = [t.strip() for t in items]
+    if any(not t for t in texts):
+        raise LlmosError(f"{what}: an empty text")
+    return texts
+
+
+class ZeroShotClassifier:
+    """Classify texts into labels given by descriptions and/or examples, over an encoder's
+    sentence vectors (see the module docstring for the methods).
+
+    Args:
+        pipe: an encoder pipeline (``llmos.load("runs/e5-zh")``), or anything with its
+            ``embed(texts, kind=..., batch_size=...)``.
+        labels: each label's descriptions (a string, or several: their unit vectors are
+            averaged and renormalised). A label with no description (``[]``) needs examples.
+        examples: each label's example texts (few-shot). A label may appear here only; the
+            labels are those of ``labels`` then the new ones of ``examples``, in order.
+        method: ``similarity``, ``centroid`` or ``logreg``; None: ``centroid`` when there are
+            examples, else ``similarity``.
+        temperature: the softmax temperature over cosines (``similarity``, ``centroid``);
+            see :data:`TEMPERATURE` for why 0.05.
+        C: ``logreg``'s inverse regularisation strength (scikit-learn's ``C``); see
+            :data:`LOGREG_C` for why 10.
+        batch_size: texts per forward pass when embedding.
+
+    Raises:
+        LlmosError: fewer than two labels, a label with nothing to go by (no description for
+            ``similarity``; neither descriptions nor examples otherwise), examples given to
+            ``similarity``, an unknown method, or a checkpoint that cannot embed (a GPT).
+    """
+
+    def __init__(
+        self,
+        pipe: Embedder,
+        labels: Mapping[str, str | Sequence[str]],
+        examples: Mapping[str, Sequence[str]] | None = None,
+        *,
+        method: str | None = None,
+        temperature: float = TEMPERATURE,
+        C: float = LOGREG_C,
+        batch_size: int = 32,
+    ) -> None:
+        if not hasattr(pipe, "embed"):  # a GPT pipeline raises AttributeError for embed
+            what = pipe.describe() if hasattr(pipe, "describe") else type(pipe).__name__
+            raise LlmosError(
+                f"this checkpoint is {what}: zero-shot classification needs an encoder that "
+                "embeds texts (e.g. runs/e5-zh, multilingual-e5)"
+            )
+        if not isinstance(labels, Mapping) or not isinstance(examples or {}, Mapping):
+            raise LlmosError(
+                "labels (and examples) map each label to its texts: {'positive': "
+                "['a positive review'], ...}"
+            )
+        examples = dict(examples or {})
+        method = _check_options(method, bool(any(examples.values())), temperature, C)
+        names = list(dict.fromkeys([*labels, *examples]))
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise LlmosError(f"labels must be non-empty strings, got {names!r}")
+        if len(names) < 2:
+            raise LlmosError(
+                f"need at least two labels, got {names or 'none'}: give each label a "
+                "description ({'positive': 'a positive review', ...}) or examples"
+            )
+        self.pipe, self.method, self.temperature = pipe, method, temperature
+        self.batch_size = batch_size
+        self.labels: tuple[str, ...] = tuple(names)
+        self.descriptions = {
+            n: _texts(labels.get(n, []), f"label {n!r}'s descriptions") for n in names
+        }
+        self.examples = {n: _texts(examples.get(n, []), f"label {n!r}'s examples") for n in names}
+        for n in names:
+            if method == "similarity" and not self.descriptions[n]:
+                raise LlmosError(f"label {n!r} has no description (method similarity needs one)")
+            if not self.descriptions[n] and not self.examples[n]:
+                raise LlmosError(f"label {n!r} has neither a description nor examples")
+        # What each label goes by: its examples (embedded as queries, like the texts it will
+        # classify) when it has some, else its descriptions (passages).
+        by_examples = {n: bool(self.examples[n]) and method != "similarity" for n in names}
+        points = {n: self.examples[n] if by_examples[n] else self.descriptions[n] for n in names}
+        vectors = self._label_vectors(points, by_examples)
+        self.prototypes: np.ndarray | None = None  # (k, d) unit rows: similarity, centroid
+        self.model: Any = None  # the fitted LogisticRegression: logreg
+        if method == "logreg":
+            self.model = _fit_logreg(vectors, C)
+        else:
+            self.prototypes = np.stack([_direction(n, v) for n, v in vectors.items()])
+
+    def _label_vectors(
+        self, points: dict[str, list[str]], as_query: dict[str, bool]
+    ) -> dict[str, np.ndarray]:
+        """Each label's unit vectors (one row per description or example), from two embed
+        calls: the examples as queries, the descriptions as passages."""
+        out: dict[str, np.ndarray] = {}
+        for query in (True, False):
+            names = [n for n in self.labels if as_query[n] == query]
+            texts = [t for n in names for t in points[n]]
+            if not texts:
+                continue
+            kind = "query" if query else "passage"
+            vectors = unit_rows(self.pipe.embed(texts, kind=kind, batch_size=self.batch_size))
+            start = 0
+            for n in names:
+                out[n] = vectors[start : start + len(points[n])]
+                start += len(points[n])
+        return {n: out[n] for n in self.labels}
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, k) label probabilities of texts' sentence vectors (n, d) (embedded as queries;
+        any length: they are normalised here), columns in the order of :attr:`labels`."""
+        x = unit_rows(vectors)
+        if self.model is not None:
+            return self.model.predict_proba(x).astype(np.float64)
+        assert self.prototypes is not None
+        return softmax((x @ self.prototypes.T).astype(np.float64) / self.temperature)
+
+    def classify(
+        self, texts: list[str] | str, batch_size: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Classify texts.
+
+        Returns:
+            ``[{"label", "score", "scores": {label: probability}}, ...]`` in input order, the
+            shape of a trained classifier's results. Texts longer than the encoder's
+            ``max_length`` are truncated (with a warning), as ``embed`` does.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return []
+        size = batch_size or self.batch_size
+        vectors = self.pipe.embed(list(texts), kind="query", batch_size=size)
+        return as_results(self.labels, self.probabilities(vectors))
+
+
+def _check_options(method: str | None, has_examples: bool, temperature: float, C: float) -> str:
+    """The method to use (None: ``centroid`` with examples, else ``similarity``), once the
+    options are known to be valid: before anything is embedded."""
+    method = method or ("centroid" if has_examples else "similarity")
+    if method not in METHODS:
+        raise LlmosError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not temperature > 0:
+        raise LlmosError(f"temperature must be > 0, got {temperature}")
+    if not C > 0:
+        raise LlmosError(f"C must be > 0, got {C}")
+    if method == "similarity" and has_examples:
+        raise LlmosError(
+            "method similarity reads only the labels' descriptions; examples are for "
+            "method centroid or logreg"
+        )
+    return method
+
+
+def _direction(label: str, vectors: np.ndarray) -> np.ndarray:
+    """The normalised mean of a label's unit vectors (d,): its prototype."""
+    mean = vectors.mean(axis=0)
+    if not np.linalg.norm(mean) > 1e-6:
+        raise LlmosError(f"label {label!r}: its texts' vectors cancel out (no direction)")
+    return unit_rows(mean[None, :])[0]
+
+
+def _fit_logreg(vectors: Mapping[str, np.ndarray], C: float) -> Any:
+    """A multinomial logistic regression on the labels' unit vectors; class i is the i-th
+    label, so ``predict_proba``'s columns are in label order."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:  # a dev dependency: the other two methods do without it
+        raise LlmosError(
+            "method logreg needs scikit-learn: pip install 'llmos[fewshot]' (or scikit-learn)"
+        ) from None
+    x = np.concatenate(list(vectors.values()))
+    y = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors.values())])
+    return LogisticRegression(C=C, max_iter=1000).fit(x, y)

@@ -1,0 +1,95 @@
+"""``llmos classify-zero``: classify texts with labels given by descriptions (zero-shot) or by a
+file of a few examples per label (few-shot), over an encoder's sentence vectors
+(:class:`~llmos.inference.zeroshot.ZeroShotClassifier`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmos.data.readers import read_classification
+from llmos.data.textfiles import read_inputs
+from llmos.errors import DataError, LlmosError
+from llmos.inference.load import load_pipeline
+from llmos.inference.zeroshot import METHODS, TEMPERATURE, ZeroShotClassifier
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["positive=a positive review", "positive=great", "negative=..."]`` -> ``{label:
+    [descriptions]}``; a label given twice gets both descriptions. (A label known only from
+    the examples file needs no item.)"""
+    labels: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, description = item.partition("=")
+        name, description = name.strip(), description.strip()
+        if not sep:
+            # argparse gives --labels every value up to the next option: a text to classify
+            # written after them lands here.
+            raise LlmosError(
+                f"--labels {item!r}: expected NAME=DESCRIPTION; put the texts to classify "
+                "before --labels, or in a file with --input"
+            )
+        if not name or not description:
+            raise LlmosError(
+                f"--labels {item!r}: expected NAME=DESCRIPTION, with a name and a description"
+            )
+        labels.setdefault(name, []).append(description)
+    return labels
+
+
+def read_examples(
+    path: str | Path, label_key: str = "label", skip_bad_rows: bool = False
+) -> dict[str, list[str]]:
+    """``{label: [texts]}`` from a labelled file (JSONL ``{"text", "label"}``, or .tsv/.csv
+    with those columns), labels in order of first appearance. A malformed row is a
+    :class:`~llmos.errors.DataError` naming the file, line and field (skipped with
+    ``skip_bad_rows``)."""
+    examples: dict[str, list[str]] = {}
+    read = read_classification(path, label_key=label_key, skip_bad_rows=skip_bad_rows)
+    for row in read.rows:
+        if row.text_b is not None:
+            raise DataError(f"{path}: sentence pairs (text_b) are not supported as examples")
+        examples.setdefault(row.label, []).append(row.text)
+    return examples
+
+
+def classify_zero(
+    checkpoint: str | Path,
+    labels: Sequence[str] = (),
+    texts: Sequence[str] = (),
+    *,
+    input_path: str | None = None,
+    examples_path: str | None = None,
+    label_key: str = "label",
+    skip_bad_rows: bool = False,
+    method: str | None = None,
+    temperature: float = TEMPERATURE,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """Classify ``texts`` (or every text of ``input_path``) into the labels of ``labels``
+    (``NAME=DESCRIPTION`` items) and of the examples file.
+
+    Returns:
+        ``[{"text", "label", "score", "scores"}, ...]`` in input order.
+    """
+    if method is not None and method not in METHODS:  # before the model loads
+        raise LlmosError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if bool(texts) == bool(input_path):
+        raise LlmosError("give the texts to classify as arguments or with --input FILE (one)")
+    names = parse_labels(labels)
+    examples = read_examples(examples_path, label_key, skip_bad_rows) if examples_path else None
+    if not names and not examples:
+        raise LlmosError(
+            "no labels: give --labels NAME=DESCRIPTION ... (zero-shot) or --examples FILE"
+        )
+    if input_path:
+        texts, _ = read_inputs(input_path)
+        if not texts:
+            raise DataError(f"{input_path}: no texts")
+    pipe = load_pipeline(checkpoint)
+    clf = ZeroShotClassifier(
+        pipe, names, examples, method=method, temperature=temperature, batch_size=batch_size
+    )
+    results = clf.classify(list(texts))
+    return [{"text": t, **r} for t, r in zip(texts, results, strict=True)]
