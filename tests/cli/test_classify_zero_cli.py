@@ -36,6 +36,21 @@ def test_texts_and_labels_give_the_python_apis_answers(ckpts, capsys) -> None:
     assert capsys.readouterr().out == f"{want[0]['score']:.3f}  {want[0]['label']:<12} {TEXTS[0]}\n"
 
 
+def test_an_unlabelled_file_removes_the_labels_priors(ckpts, tmp_path, capsys) -> None:
+    e5 = str(ckpts["e5"])
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join([*ZH, *EN]) + "\n", encoding="utf-8")
+    assert main(["classify-zero", e5, *TEXTS, *FLAGS, "--unlabelled", str(pool), "--json"]) == 0
+    want = llmos.zero_shot(e5, LABELS, unlabelled=[*ZH, *EN]).classify(TEXTS)
+    assert lines(capsys.readouterr().out) == [
+        {"text": t, **r} for t, r in zip(TEXTS, want, strict=True)
+    ]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert main(["classify-zero", e5, *TEXTS, *FLAGS, "--unlabelled", str(empty)]) == 2
+    assert f"{empty}: no texts" in capsys.readouterr().err
+
+
 def test_examples_file_and_input_file_to_an_output_file(ckpts, tmp_path, capsys) -> None:
     e5 = str(ckpts["e5"])
     examples = tmp_path / "examples.jsonl"

@@ -129,6 +129,26 @@ def test_centroid_scores_are_the_softmax_of_cosines_to_the_hand_centroids(pipe) 
     assert np.allclose(scores(mixed.classify(TEXTS), ["zh", "other", "en"]), want, atol=1e-5)
 
 
+def test_unlabelled_texts_remove_each_labels_mean_cosine_before_the_softmax(pipe) -> None:
+    pool = [*ZH, *EN]
+    clf = ZeroShotClassifier(pipe, LABELS, unlabelled=pool)
+    zh = unit(unit(pipe.embed(LABELS["zh"], kind="passage")).mean(0))
+    en = unit(pipe.embed([LABELS["en"]], kind="passage")[0])
+    protos = np.stack([zh, en])
+    prior = (unit(pipe.embed(pool, kind="query")) @ protos.T).mean(0)
+    assert np.allclose(clf.prior, prior, atol=1e-6)
+    cosines = unit(pipe.embed(TEXTS, kind="query")) @ protos.T
+    want = softmax((cosines - prior) / TEMPERATURE)
+    assert np.allclose(scores(clf.classify(TEXTS), ["zh", "en"]), want, atol=1e-5)
+    # the prior moves the scores: a label the encoder leans toward loses its head start
+    plain = scores(ZeroShotClassifier(pipe, LABELS).classify(TEXTS), ["zh", "en"])
+    assert not np.allclose(plain, want, atol=1e-3)
+    with pytest.raises(llmos.LlmosError, match="not logreg"):
+        ZeroShotClassifier(pipe, {}, {"zh": ZH, "en": EN}, method="logreg", unlabelled=pool)
+    with pytest.raises(llmos.LlmosError, match="unlabelled texts: none given"):
+        ZeroShotClassifier(pipe, LABELS, unlabelled=[])
+
+
 def test_logreg_equals_scikit_learn_fitted_by_hand(pipe) -> None:
     examples = {"zh": ZH, "en": EN}
     clf = ZeroShotClassifier(pipe, {"x": "别的句子"}, examples, method="logreg", C=3.0)

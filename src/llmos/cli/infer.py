@@ -133,6 +133,11 @@ def add_classify_zero(sub: Subcommands) -> None:
     cz.add_argument(
         "--label-key", default="label", help="label key of --examples (intents: intent)"
     )
+    cz.add_argument(
+        "--unlabelled",
+        help="texts like the ones to classify, without labels (a file as --input): each "
+        "label's mean cosine over them is removed first (similarity, centroid)",
+    )
     cz.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
     cz.add_argument(
         "--input", help="texts: a text file (one a line), .tsv/.csv/.jsonl, or - for stdin"
@@ -317,6 +322,7 @@ def _classify_zero(args: argparse.Namespace) -> int:
         args.texts,
         input_path=args.input,
         examples_path=args.examples,
+        unlabelled_path=args.unlabelled,
         label_key=args.label_key,
         skip_bad_rows=args.skip_bad_rows,
         method=args.method,

@@ -123,6 +123,16 @@ class ZeroShotClassifier:
         C: ``logreg``'s inverse regularisation strength (scikit-learn's ``C``); see
             :data:`LOGREG_C` for why 10.
         batch_size: texts per forward pass when embedding.
+        unlabelled: texts of the kind to classify, without labels (a few hundred to a few
+            thousand). With them, ``similarity`` and ``centroid`` subtract from each label's
+            cosine its mean over these texts: the encoder's own lean toward a label (a
+            description that sits nearer to every review) no longer decides. This is the
+            idea of Zhao et al. 2021's contextual calibration
+            (https://arxiv.org/abs/2102.09690), with a pool of real texts in place of a
+            content-free input. Measured (docs/BENCHMARKS.md, "Zero- and few-shot
+            classification from E5 vectors"): zero-shot sentiment-zh 78.14 -> 81.36 %,
+            sentiment-en 76.83 -> 77.33 % with 2,000 training texts. Not used by ``logreg``,
+            whose intercepts already learn the labels' priors.
 
     Raises:
         LlmosError: fewer than two labels, a label with nothing to go by (no description for
@@ -140,6 +150,7 @@ class ZeroShotClassifier:
         temperature: float = TEMPERATURE,
         C: float = LOGREG_C,
         batch_size: int = 32,
+        unlabelled: Sequence[str] | None = None,
     ) -> None:
         if not hasattr(pipe, "embed"):  # a GPT pipeline raises AttributeError for embed
             what = pipe.describe() if hasattr(pipe, "describe") else type(pipe).__name__
@@ -185,6 +196,17 @@ class ZeroShotClassifier:
             self.model = _fit_logreg(vectors, C)
         else:
             self.prototypes = np.stack([_direction(n, v) for n, v in vectors.items()])
+        # (k,) each label's mean cosine over the unlabelled texts: subtracted before the softmax
+        self.prior = np.zeros(len(self.labels))
+        if unlabelled is not None:
+            if method == "logreg":
+                raise LlmosError("unlabelled texts correct similarity and centroid, not logreg")
+            pool = _texts(list(unlabelled), "unlabelled texts")
+            if not pool:
+                raise LlmosError("unlabelled texts: none given")
+            x = unit_rows(pipe.embed(pool, kind="query", batch_size=batch_size))
+            assert self.prototypes is not None
+            self.prior = (x @ self.prototypes.T).astype(np.float64).mean(axis=0)
 
     def _label_vectors(
         self, points: dict[str, list[str]], as_query: dict[str, bool]
@@ -212,7 +234,8 @@ class ZeroShotClassifier:
         if self.model is not None:
             return self.model.predict_proba(x).astype(np.float64)
         assert self.prototypes is not None
-        return softmax((x @ self.prototypes.T).astype(np.float64) / self.temperature)
+        cosines = (x @ self.prototypes.T).astype(np.float64) - self.prior
+        return softmax(cosines / self.temperature)
 
     def classify(
         self, texts: list[str] | str, batch_size: int | None = None

@@ -61,6 +61,7 @@ def classify_zero(
     *,
     input_path: str | None = None,
     examples_path: str | None = None,
+    unlabelled_path: str | None = None,
     label_key: str = "label",
     skip_bad_rows: bool = False,
     method: str | None = None,
@@ -68,7 +69,8 @@ def classify_zero(
     batch_size: int = 32,
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` (or every text of ``input_path``) into the labels of ``labels``
-    (``NAME=DESCRIPTION`` items) and of the examples file.
+    (``NAME=DESCRIPTION`` items) and of the examples file; ``unlabelled_path``'s texts, when
+    given, remove each label's prior (``ZeroShotClassifier(unlabelled=...)``).
 
     Returns:
         ``[{"text", "label", "score", "scores"}, ...]`` in input order.
@@ -87,9 +89,20 @@ def classify_zero(
         texts, _ = read_inputs(input_path)
         if not texts:
             raise DataError(f"{input_path}: no texts")
+    pool = None
+    if unlabelled_path:
+        pool, _ = read_inputs(unlabelled_path)
+        if not pool:
+            raise DataError(f"{unlabelled_path}: no texts")
     pipe = load_pipeline(checkpoint)
     clf = ZeroShotClassifier(
-        pipe, names, examples, method=method, temperature=temperature, batch_size=batch_size
+        pipe,
+        names,
+        examples,
+        method=method,
+        temperature=temperature,
+        batch_size=batch_size,
+        unlabelled=pool,
     )
     results = clf.classify(list(texts))
     return [{"text": t, **r} for t, r in zip(texts, results, strict=True)]
