@@ -5,7 +5,7 @@ issue's evaluation protocol for the baselines of llmos.inference.zeroshot.
     python bench/fewshot.py --checkpoint runs/e5-zh --max-test 300   # quicker, noisier
 
 Protocol: on sentiment-zh, sentiment-en, intent-zh and intent-en (the prepared splits; test
-scored, nothing tuned), with k = 0, 8, 16 and 32 training examples per class and 5 seeds:
+scored, nothing tuned), with k = 0, 8, 16, 32 and 64 training examples per class and 5 seeds:
 
 - k = 0, ``similarity``: one plain description per class, written once and not tuned
   (:data:`DESCRIPTIONS`; an intent's is its name in words, ``HassTurnOn`` -> "turn on", in
@@ -55,7 +55,7 @@ from llmos.data.readers import read_classification
 from llmos.inference.zeroshot import ZeroShotClassifier
 
 DATASETS = ("sentiment-zh", "sentiment-en", "intent-zh", "intent-en")
-SHOTS = (0, 8, 16, 32)
+SHOTS = (0, 8, 16, 32, 64)
 METHODS = ("similarity", "similarity+prior", "centroid", "logreg", "tfidf-lr")
 POOL = 2000  # unlabelled training texts whose mean cosine per label is each label's prior
 
