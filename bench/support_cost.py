@@ -184,7 +184,7 @@ def desk_costs(checkpoint: Path, texts: list[str], work: Path, threads: int) -> 
         f"(wall / CPU {wall / cpu:.2f}: 1.00 when no call waits on another's lock)\n"
     )
 
-    conv0 = desk.start(users[0].id, 1, "x", {})
+    conv0 = desk.start(users[0].id, desk.askable(users[0].id, "owner/faq").id, "x", {})
 
     def core_writes() -> None:
         for _ in range(n):

@@ -165,6 +165,11 @@ class ZeroShotClassifier:
             )
         examples = dict(examples or {})
         method = _check_options(method, bool(any(examples.values())), temperature, C)
+        pool = None if unlabelled is None else _texts(list(unlabelled), "unlabelled texts")
+        if pool is not None and method == "logreg":  # checked before anything is embedded
+            raise LlmosError("unlabelled texts correct similarity and centroid, not logreg")
+        if pool is not None and not pool:
+            raise LlmosError("unlabelled texts: none given")
         names = list(dict.fromkeys([*labels, *examples]))
         if any(not isinstance(n, str) or not n.strip() for n in names):
             raise LlmosError(f"labels must be non-empty strings, got {names!r}")
@@ -198,12 +203,7 @@ class ZeroShotClassifier:
             self.prototypes = np.stack([_direction(n, v) for n, v in vectors.items()])
         # (k,) each label's mean cosine over the unlabelled texts: subtracted before the softmax
         self.prior = np.zeros(len(self.labels))
-        if unlabelled is not None:
-            if method == "logreg":
-                raise LlmosError("unlabelled texts correct similarity and centroid, not logreg")
-            pool = _texts(list(unlabelled), "unlabelled texts")
-            if not pool:
-                raise LlmosError("unlabelled texts: none given")
+        if pool is not None:
             x = unit_rows(pipe.embed(pool, kind="query", batch_size=batch_size))
             assert self.prototypes is not None
             self.prior = (x @ self.prototypes.T).astype(np.float64).mean(axis=0)
