@@ -124,3 +124,22 @@ def test_kept_interactions_that_do_not_fit_are_named(
             w[k] = v
     with pytest.raises(CheckpointError, match=message):
         save_recommender(tmp_path / "r", ITEMS, w, {})
+
+
+def test_a_ranker_round_trips_and_a_configured_ranker_needs_its_weights(tmp_path: Path) -> None:
+    ranker = {"features": ["personal", "popular"], "hidden": 0}
+    w = {
+        **weights(),
+        "ranker.out.weight": torch.tensor([[1.5, 0.25]]),
+        "ranker.out.bias": torch.zeros(1),
+    }
+    save_recommender(tmp_path / "r", ITEMS, w, {}, ranker=ranker)
+    ck = read_recommender(tmp_path / "r")
+    assert ck.ranker == ranker and torch.equal(
+        ck.weights["ranker.out.weight"], w["ranker.out.weight"]
+    )
+    save_recommender(tmp_path / "r", ITEMS, weights(), {}, ranker=ranker)  # no ranker. weights
+    with pytest.raises(CheckpointError, match=r"config.json: 'ranker' must be null or"):
+        read_recommender(tmp_path / "r")
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \['rank.x'\]"):
+        save_recommender(tmp_path / "s", ITEMS, {**weights(), "rank.x": torch.zeros(1)}, {})

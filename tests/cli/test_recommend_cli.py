@@ -167,6 +167,10 @@ def test_user_mistakes_exit_2(
             ],
             "no encoder checkpoint",
         ),
+        (
+            ["recommend", "train", "--items", str(items), "--no-encoder", "--ranker"],
+            "give --inter",
+        ),
     ]
     capsys.readouterr()
     for argv, message in cases:
@@ -197,3 +201,26 @@ def test_retrain_needs_no_interactions_file(
     )
     again = read_recommender(out).weights["ease.weight"]
     assert again[0, 3] > first[0, 3]  # c1 and h1 now go together
+
+
+def test_train_with_a_ranker_reports_it_and_refuses_too_short_histories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.checkpoint.recommender import read_recommender
+
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'llmos.db'}")
+    items, inter = files(tmp_path)
+    argv = ["recommend", "train", "--items", str(items), "--inter", str(inter), "--no-encoder"]
+    assert main([*argv, "--ranker", "--out", str(tmp_path / "r")]) == 0
+    # four users took three films: one to learn from, one to validate on, one to test on
+    assert "ranker: 4 lists; next item on test, hit@10 / NDCG@10: sum " in capsys.readouterr().out
+    assert read_recommender(tmp_path / "r").ranker is not None
+    short = tmp_path / "short.inter"
+    lines = inter.read_text().splitlines()
+    short.write_text(
+        "\n".join(lines[:1] + [x for x in lines[1:] if x.split("\t")[1] not in ("c3", "h3")]) + "\n"
+    )
+    argv[argv.index(str(inter))] = str(short)
+    assert main([*argv, "--ranker", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "no user to train the ranker on" in err and "Traceback" not in err

@@ -3,10 +3,12 @@
 ::
 
     config.json         {"model_type": "item-recommender", "num_items": N, "content_dim": D,
-                        "sasrec": {...} or null (the sequential model's sizes)}
+                        "sasrec": {...} or null (the sequential model's sizes),
+                        "ranker": {"features": [...], "hidden": H} or null}
     model.safetensors   "ease.weight" (N, N), "popularity.counts" (N,), and, when the
                         catalog's text was embedded, "content.vectors" (N, D) unit rows;
-                        with a sequential model, its weights under "sasrec."; when it was
+                        with a sequential model, its weights under "sasrec."; with a
+                        learned ranker (llmos.models.ranker), its under "ranker."; when it was
                         trained on an interactions file, those interactions (M of them):
                         "train.user" (M,) int64 (the file's users numbered from 0),
                         "train.item" (M,) int64 (rows of items.jsonl) and "train.time" (M,)
@@ -51,6 +53,7 @@ WEIGHTS_FILE = "model.safetensors"
 TASK_FILE = "task.json"
 REQUIRED = ("ease.weight", "popularity.counts")
 SASREC = "sasrec."  # the prefix of the sequential model's weights
+RANKER = "ranker."  # the prefix of the learned ranker's weights
 # The interactions of the file it was trained on (optional, all three or none), with their
 # dtypes: ids and item rows stay exact, and seconds since 1970 need more than float32's 24 bits.
 TRAIN = {"train.user": torch.int64, "train.item": torch.int64, "train.time": torch.float64}
@@ -65,6 +68,7 @@ class RecommenderCheckpoint:
     weights: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     sasrec: dict[str, Any] | None = None  # SASRecConfig's fields, when it has one
+    ranker: dict[str, Any] | None = None  # RankerConfig's fields, when it has one
 
     @property
     def catalog(self) -> str:
@@ -98,9 +102,11 @@ def save_recommender(
     weights: dict[str, torch.Tensor],
     meta: dict[str, Any],
     sasrec: dict[str, Any] | None = None,
+    ranker: dict[str, Any] | None = None,
 ) -> Path:
     """Write a recommender checkpoint to ``path`` (replaced if it exists), atomically;
-    ``sasrec``: the sequential model's config fields (its weights are the ``sasrec.`` ones)."""
+    ``sasrec``: the sequential model's config fields (its weights are the ``sasrec.`` ones);
+    ``ranker``: the learned ranker's (its weights: the ``ranker.`` ones)."""
     _check(Path(path), list(items), weights)
     content = weights.get("content.vectors")
 
@@ -110,6 +116,7 @@ def save_recommender(
             "num_items": len(items),
             "content_dim": int(content.shape[1]) if content is not None else None,
             "sasrec": sasrec,
+            "ranker": ranker,
             "llmos_version": __version__,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -155,7 +162,9 @@ def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> N
         )
     _check_interactions(path, n, weights)
     unknown = sorted(
-        k for k in set(weights) - {*REQUIRED, *TRAIN, "content.vectors"} if not k.startswith(SASREC)
+        k
+        for k in set(weights) - {*REQUIRED, *TRAIN, "content.vectors"}
+        if not k.startswith((SASREC, RANKER))
     )
     if unknown:
         raise CheckpointError(f"{path / WEIGHTS_FILE}: unexpected tensors {unknown[:5]}")
@@ -238,4 +247,14 @@ def read_recommender(path: str | Path) -> RecommenderCheckpoint:
         raise CheckpointError(f"{path / CONFIG_FILE}: 'sasrec' must be an object or null")
     if sasrec is not None and not any(k.startswith(SASREC) for k in weights):
         raise CheckpointError(f"{path / WEIGHTS_FILE}: 'sasrec' is configured but has no weights")
-    return RecommenderCheckpoint(path, items, weights, meta, sasrec)
+    ranker = config.get("ranker")
+    if ranker is not None and not (
+        isinstance(ranker, dict)
+        and isinstance(ranker.get("features"), list)
+        and any(k.startswith(RANKER) for k in weights)
+    ):
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: 'ranker' must be null or {{\"features\": [...], "
+            f"\"hidden\": H}} with 'ranker.' weights in {WEIGHTS_FILE}"
+        )
+    return RecommenderCheckpoint(path, items, weights, meta, sasrec, ranker)

@@ -57,6 +57,11 @@ def add_recommend(sub: Subcommands) -> None:
         default=0,
         help="also train the sequential model (SASRec) for this many steps (1200: ~9 min)",
     )
+    p.add_argument(
+        "--ranker",
+        action="store_true",
+        help="also train the learned ranker on each user's held-out next items (seconds)",
+    )
     p.set_defaults(func=_train)
 
     p = rp.add_parser(
@@ -161,7 +166,18 @@ def _train(args: argparse.Namespace) -> int:
         encoder=None if args.no_encoder else Path(args.encoder).name,
         encoder_digest=digest,
         sasrec_steps=args.sasrec_steps,
+        ranker=args.ranker,
     )
+    if args.ranker:
+        from llmos.checkpoint.recommender import read_recommender
+
+        report = read_recommender(out).meta["ranker"]
+        test = report["test"]
+        print(
+            f"ranker: {report['lists']} lists; next item on test, hit@10 / NDCG@10: "
+            f"sum {test['sum']['hit@10']} / {test['sum']['ndcg@10']}, "
+            f"ranker {test['ranker']['hit@10']} / {test['ranker']['ndcg@10']}"
+        )
     print(f"saved the {args.catalog!r} recommender ({len(items)} items) to {out}")
     return 0
 

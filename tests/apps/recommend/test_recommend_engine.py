@@ -204,3 +204,72 @@ def test_the_profile_sums_liked_tags_and_lists_dislikes() -> None:
     assert view["top_tags"] == [["Comedy", 2.0], ["Horror", 0.5]]
     assert [i.id for i in view["recent"]] == ["i3", "i1", "i0"]
     assert [i.id for i in view["disliked"]] == ["i6"]
+
+
+def standard(v: torch.Tensor) -> torch.Tensor:
+    z = (v - v.mean()) / v.std()
+    return z / z.max()
+
+
+def test_the_rankers_features_against_an_independent_computation() -> None:
+    from llmos.apps.recommend.engine import FEATURES
+
+    rec, x = model()
+    taste = fold([Act("like", "i0"), Act("like", "i1"), Act("dislike", "i4")])
+    f = rec.features(taste)
+    assert f.shape == (8, len(FEATURES))
+    col = {name: f[:, j] for j, name in enumerate(FEATURES)}
+    row = torch.zeros(8)
+    row[[0, 1]], row[4] = 1.0, -1.0
+    assert torch.allclose(col["personal"], standard(row[[0, 1, 4]] @ rec.ease[[0, 1, 4]]))
+    assert torch.equal(col["sequence"], torch.zeros(8))  # no sequential model
+    assert torch.allclose(col["popular"], standard(torch.log1p(torch.from_numpy(x.sum(0)))))
+    profile = torch.nn.functional.normalize(rec.content[0] + rec.content[1], dim=0)
+    assert torch.allclose(col["content"], standard(rec.content @ profile), atol=1e-6)
+    # both likes are comedies (the dislike adds no taste): comedies 1, the rest 0
+    comedy = torch.tensor([1.0 if t == "Comedy" else 0.0 for t in TAGS])
+    assert torch.allclose(col["genre"], standard(comedy))
+    assert torch.allclose(col["history"], torch.full((8,), float(np.log1p(2))))
+
+
+def test_a_learned_ranker_reorders_a_users_candidates_by_its_features() -> None:
+    from llmos.apps.recommend.engine import FEATURES
+    from llmos.checkpoint.recommender import RANKER
+    from llmos.errors import CheckpointError
+    from llmos.models.ranker import Ranker, RankerConfig
+
+    rec, x = model()
+    base = RecommenderCheckpoint(None, rec.items, {}, {"catalog": "t"})  # type: ignore[arg-type]
+    weights = {
+        "ease.weight": rec.ease,
+        "popularity.counts": rec.counts,
+        "content.vectors": rec.content,
+    }
+    ranker = Ranker(RankerConfig(FEATURES))
+    with torch.no_grad():  # a ranker that reads popularity only
+        ranker.out.weight.zero_()
+        ranker.out.weight[0, FEATURES.index("popular")] = 1.0
+    state = {RANKER + k: v for k, v in ranker.state_dict().items()}
+    ranked = Recommender(
+        RecommenderCheckpoint(
+            base.path, base.items, {**weights, **state}, base.meta, None, ranker.config.to_dict()
+        )
+    )
+    taste = fold([Act("like", "i0")])
+    plain = [r.item.id for r in rec.recommend(taste, 7)]
+    listed = [r.item.id for r in ranked.recommend(taste, 7)]
+    counts = x.sum(0)
+    assert sorted(listed) == sorted(plain) and "i0" not in listed
+    assert [counts[int(i[1:])] for i in listed] == sorted(counts[1:], reverse=True)
+    assert listed != plain  # the sum puts the liked comedy's neighbours first
+    # a new user's list (no history) is the sum's: the ranker learned from histories
+    new = [r.item.id for r in ranked.recommend(Taste(), 5, interests=["Horror"])]
+    assert new == [r.item.id for r in rec.recommend(Taste(), 5, interests=["Horror"])]
+    bad = RankerConfig(("personal", "other"))
+    bad_state = {RANKER + k: v for k, v in Ranker(bad).state_dict().items()}
+    with pytest.raises(CheckpointError, match="train it again"):
+        Recommender(
+            RecommenderCheckpoint(
+                base.path, base.items, {**weights, **bad_state}, base.meta, None, bad.to_dict()
+            )
+        )

@@ -156,3 +156,33 @@ def test_a_sequential_model_rides_in_the_checkpoint_and_reads_the_order(tmp_path
         train_recommender(
             items, tmp_path / "s", store_events={1: [Act("like", "i0")]}, sasrec_steps=5
         )
+
+
+def test_a_learned_ranker_is_trained_on_held_out_next_items_and_saved(tmp_path: Path) -> None:
+    from llmos.apps.recommend.engine import FEATURES, Recommender
+    from llmos.apps.recommend.train import RANKER_DROPPED, retrain_recommender
+
+    rng = np.random.default_rng(0)
+    items = [Item(f"i{i}", f"Film {i}", "", ("A" if i < 6 else "B",)) for i in range(12)]
+    rows = []
+    for u in range(80):  # two taste clusters of six films; each user takes five of theirs
+        group = range(0, 6) if u % 2 else range(6, 12)
+        for t, i in enumerate(rng.choice(list(group), 5, replace=False)):
+            rows.append((f"u{u}", f"i{i}", 4, t))
+    inter = read_inter(inter_file(tmp_path, rows))
+    out = train_recommender(items, tmp_path / "r", inter=inter, reg=1.0, ranker=True)
+    ck = read_recommender(out)
+    assert ck.ranker == {"features": list(FEATURES), "hidden": 0}
+    report = ck.meta["ranker"]
+    assert report["valid_users"] == 80 and report["test_users"] == 80
+    assert report["lists"] == 80 and report["pool_recall"] == 1.0  # 12 items: all in the pool
+    # the held-out film is one of the two of the user's cluster left: rank 1 or 2 for both
+    for name in ("sum", "ranker"):
+        assert report["test"][name]["hit@10"] == 1.0
+        assert report["test"][name]["ndcg@10"] >= 1 / np.log2(3)
+    assert report["weights"]["personal"] > 0
+    assert Recommender(ck).ranker is not None
+    again = read_recommender(retrain_recommender(ck, tmp_path / "again"))
+    assert again.ranker is None and again.meta["retrained"]["ranker"] == RANKER_DROPPED
+    with pytest.raises(DataError, match="the learned ranker learns from an interactions file"):
+        train_recommender(items, tmp_path / "s", store_events={1: [Act("like", "i0")]}, ranker=True)

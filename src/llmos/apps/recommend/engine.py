@@ -23,6 +23,12 @@ one scale; an interest adds a fixed amount to each item that carries it. The wei
 (:data:`WISH_WEIGHT` ...) are design choices: an interest ranks above any popularity for a
 new user (:data:`TAG_WEIGHT`) and counts little once their events speak.
 
+**Learned ranking** (when the checkpoint has a ranker, ``llmos recommend train --ranker``): for
+a user with history, the best :data:`RANK_POOL` allowed items of that sum are the candidates,
+and a :class:`~llmos.models.ranker.Ranker` trained on held-out next items re-scores them from
+their :data:`FEATURES` (:meth:`Recommender.features`); a wish's and the interests' signals are
+added to its standardised score, and the items outside the pool follow, in the sum's order.
+
 Filters run before the ranking: items already seen, hidden, disliked or excluded, and items
 with a blocked tag, never come back; ``tags`` restricts the list to items with one of them.
 ``diversity`` re-ranks the candidates by maximal marginal relevance over the items' tags.
@@ -45,8 +51,10 @@ import numpy as np
 import torch
 
 from llmos.checkpoint.io import load_state_dict_strict
-from llmos.checkpoint.recommender import SASREC, RecommenderCheckpoint
+from llmos.checkpoint.recommender import RANKER, SASREC, RecommenderCheckpoint
 from llmos.data.interactions import Item
+from llmos.errors import CheckpointError
+from llmos.models.ranker import Ranker, RankerConfig
 from llmos.models.sasrec import SASRec, SASRecConfig
 
 KINDS = ("view", "click", "rate", "like", "dislike", "hide")
@@ -59,6 +67,11 @@ TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any p
 TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
 POP_PRIOR = 1.0  # popularity beside a wish or tags (no personal score): bench/recommend_live.py
 MMR_POOL = 100  # candidates the diversity re-ranking chooses from
+RANK_POOL = 200  # candidates the learned ranker re-scores
+# What the learned ranker reads of each candidate (Recommender.features): the personal and
+# sequential scores, popularity, the text's cosine to the user's liked items, the user's
+# affinity to its tags (standardised like the signals), and log(1 + the user's positives).
+FEATURES = ("personal", "sequence", "popular", "content", "genre", "history")
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,32 @@ class Recommender:
             state = {k[prefix:]: v for k, v in ckpt.weights.items() if k.startswith(SASREC)}
             load_state_dict_strict(self.sasrec, state)
             self.sasrec.eval()
+        # (items, tags) 0/1, sparse, and each item's tag count: the genre feature
+        names = sorted(self.tag_mask)
+        rows, cols = [], []
+        for j, t in enumerate(names):
+            idx = torch.nonzero(self.tag_mask[t]).squeeze(1)
+            rows.append(idx)
+            cols.append(torch.full_like(idx, j))
+        at = torch.stack([torch.cat(rows), torch.cat(cols)]) if rows else torch.zeros(2, 0)
+        self.tag_matrix = torch.sparse_coo_tensor(
+            at.long(), torch.ones(at.shape[1]), (self.num_items, len(names)), check_invariants=True
+        ).coalesce()
+        self.item_of_tag = self.tag_matrix.t().coalesce()  # (tags, items)
+        self.tag_count = torch.tensor([float(len(t)) for t in self.tags])
+        self.ranker: Ranker | None = None
+        if ckpt.ranker is not None:
+            config = RankerConfig.from_dict(ckpt.ranker)
+            if config.features != FEATURES:
+                raise CheckpointError(
+                    f"{ckpt.path}: the ranker reads features {list(config.features)}; this "
+                    f"llmos computes {list(FEATURES)}: train it again (llmos recommend train "
+                    "--ranker)"
+                )
+            self.ranker = Ranker(config)
+            state = {k[len(RANKER) :]: v for k, v in ckpt.weights.items() if k.startswith(RANKER)}
+            load_state_dict_strict(self.ranker, state)
+            self.ranker.eval()
 
     @property
     def num_items(self) -> int:
@@ -188,17 +227,24 @@ class Recommender:
                 x[i] = w
         return x
 
-    def _signals(
-        self, taste: Taste, wish: torch.Tensor | None, interests: Sequence[str]
-    ) -> dict[str, torch.Tensor]:
-        """Each signal's standardised (items,) scores, those the user has."""
+    def _history(self, taste: Taste, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The standardised (items,) scores of the user's history: ``personal`` (EASE over
+        their row ``x``) and ``sequence`` (SASRec over their latest items), those they have."""
         out: dict[str, torch.Tensor] = {}
-        x = self.row(taste)
         if bool((x > 0).any()):
             rows = torch.nonzero(x).squeeze(1)  # the user's few items: rows of B, not all of it
             out["personal"] = _standard(x[rows] @ self.ease[rows])
         if self.sasrec is not None and any(x in self.index for x in taste.recent):
-            out["sequence"] = SEQUENCE_WEIGHT * _standard(self.next_items(taste))
+            out["sequence"] = _standard(self.next_items(taste))
+        return out
+
+    def _signals(
+        self, taste: Taste, wish: torch.Tensor | None, interests: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Each signal's standardised (items,) scores, those the user has."""
+        out = self._history(taste, self.row(taste))
+        if "sequence" in out:
+            out["sequence"] = SEQUENCE_WEIGHT * out["sequence"]
         if wish is not None and self.content is not None:
             out["wish"] = WISH_WEIGHT * _standard(self.content @ wish)
         if interests:
@@ -211,6 +257,75 @@ class Recommender:
             out["tags"] = w * counts
         if "personal" not in out and "sequence" not in out:
             out["popular"] = (POP_PRIOR if out else 1.0) * self.popular
+        return out
+
+    def features(
+        self, taste: Taste, history: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(items, len(FEATURES)) what the learned ranker reads of every item for this user
+        (see :data:`FEATURES`; a feature the user or the model lacks is 0). ``history``: the
+        user's :meth:`_history` scores when already computed."""
+        x = self.row(taste)
+        history = self._history(taste, x) if history is None else history
+        zeros = torch.zeros(self.num_items)
+        positive = x.clamp(min=0)
+        content = zeros
+        if self.content is not None and bool((positive > 0).any()):
+            rows = torch.nonzero(positive).squeeze(1)
+            profile = torch.nn.functional.normalize(positive[rows] @ self.content[rows], dim=0)
+            content = _standard(self.content @ profile)
+        genre = zeros
+        if self.tag_matrix.shape[1] and bool((positive > 0).any()):
+            share = torch.sparse.mm(self.item_of_tag, positive[:, None]).squeeze(1)
+            share = share / positive.sum()
+            per_item = torch.sparse.mm(self.tag_matrix, share[:, None]).squeeze(1)
+            genre = _standard(per_item / self.tag_count.clamp(min=1))
+        count = torch.full((self.num_items,), float(torch.log1p((positive > 0).sum())))
+        columns = {
+            "personal": history.get("personal", zeros),
+            "sequence": history.get("sequence", zeros),
+            "popular": self.popular,
+            "content": content,
+            "genre": genre,
+            "history": count,
+        }
+        return torch.stack([columns[f] for f in FEATURES], dim=-1)
+
+    @torch.inference_mode()
+    def candidates(
+        self,
+        taste: Taste,
+        total: torch.Tensor | None = None,
+        n: int = RANK_POOL,
+        signals: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned ranker's candidates for a user: the best ``n`` items of ``total``
+        (default: the signals' sum over the allowed items, history only), and their
+        (len(pool), F) :meth:`features`. What the ranker is trained on and what it
+        re-scores. ``signals``: the user's, when already computed."""
+        signals = self._signals(taste, None, ()) if signals is None else signals
+        if total is None:
+            total = torch.stack(list(signals.values())).sum(0)
+            total = total.masked_fill(~self.allowed(taste), -torch.inf)
+        pool = torch.topk(total, min(int(torch.isfinite(total).sum()), n)).indices
+        history = {k: v / SEQUENCE_WEIGHT if k == "sequence" else v for k, v in signals.items()}
+        return pool, self.features(taste, history)[pool]
+
+    @torch.inference_mode()
+    def _rank(
+        self, taste: Taste, signals: dict[str, torch.Tensor], total: torch.Tensor
+    ) -> torch.Tensor:
+        """``total`` (disallowed items at -inf) re-scored by the learned ranker: its best
+        :data:`RANK_POOL` items by the ranker (plus the wish's and interests' signals), the
+        rest after them in ``total``'s order."""
+        assert self.ranker is not None
+        pool, features = self.candidates(taste, total, signals=signals)
+        score = _standard(self.ranker(features))
+        for extra in ("wish", "tags"):
+            if extra in signals:
+                score = score + signals[extra][pool]
+        out = total - (float(total[pool[0]]) - float(score.min()) + 1.0)  # the rest: below
+        out[pool] = score
         return out
 
     @torch.inference_mode()
@@ -265,6 +380,8 @@ class Recommender:
         n = int(ok.sum())
         if n == 0 or k <= 0:
             return []
+        if self.ranker is not None and signals.keys() & {"personal", "sequence"}:
+            total = self._rank(taste, signals, total)
         pool = torch.topk(total, min(n, max(k, MMR_POOL) if diversity > 0 else k)).indices
         chosen = mmr(pool.tolist(), total, self.tags, k, diversity)
         because = self._because(taste, chosen)

@@ -50,6 +50,11 @@ SASREC_DROPPED = (
     "a retraining keeps no sequential model: it needs a training run "
     "(llmos recommend train --sasrec-steps N)"
 )
+RANKER_DROPPED = (
+    "a retraining keeps no learned ranker: it is trained on held-out items of the "
+    "interactions file (llmos recommend train --ranker)"
+)
+RANKER_USERS = 5000  # the most users whose held-out items train (and test) the ranker
 
 
 def read_catalog(path: str | Path) -> list[Item]:
@@ -163,6 +168,7 @@ def train_recommender(
     encoder_digest: str | None = None,
     evaluation: dict[str, float] | None = None,
     sasrec_steps: int = 0,
+    ranker: bool = False,
     allow_empty: bool = False,
     meta: dict[str, Any] | None = None,
 ) -> Path:
@@ -170,7 +176,8 @@ def train_recommender(
     ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint, with
     ``inter``'s interactions in it (``train.*``) and, in its ``task.json``, ``evaluation`` (the
     metrics measured before) and ``meta``'s fields. With ``sasrec_steps``, a sequential model
-    is trained on ``inter`` too (:func:`fit_sequential`).
+    is trained on ``inter`` too (:func:`fit_sequential`); with ``ranker``, a learned ranker
+    (:func:`fit_app_ranker`).
 
     Raises:
         DataError: no interaction to learn from (unless ``allow_empty``: a new catalog that
@@ -196,12 +203,26 @@ def train_recommender(
             np.asarray(embed([item_text(i) for i in items], "passage"), np.float32)
         )
     sasrec = None
+    if (sasrec_steps > 0 or ranker) and ordered is None:
+        what = "the sequential model" if sasrec_steps > 0 else "the learned ranker"
+        raise DataError(f"{what} learns from an interactions file: give --inter")
     if sasrec_steps > 0:
-        if inter is None:
-            raise DataError("the sequential model learns from an interactions file: give --inter")
-        log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(inter))
-        seq_weights, sasrec, sasrec_valid = fit_sequential(items, inter, sasrec_steps)
+        assert ordered is not None
+        log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(ordered))
+        seq_weights, sasrec, sasrec_valid = fit_sequential(items, ordered, sasrec_steps)
         weights.update(seq_weights)
+    ranker_config = ranker_report = None
+    if ranker:
+        assert ordered is not None
+        rank_weights, ranker_config, ranker_report = fit_app_ranker(
+            items,
+            ordered,
+            reg=reg,
+            half_life_days=half_life_days,
+            content=weights.get("content.vectors"),
+            sasrec=(seq_weights, sasrec) if sasrec is not None else None,
+        )
+        weights.update(rank_weights)
     task = {
         "catalog": catalog,
         "ease_reg": reg,
@@ -217,9 +238,10 @@ def train_recommender(
         },
         "evaluation": evaluation,
         "sasrec": {"steps": sasrec_steps, "valid": sasrec_valid} if sasrec else None,
+        "ranker": ranker_report,
         **(meta or {}),
     }
-    return save_recommender(out, items, weights, task, sasrec)
+    return save_recommender(out, items, weights, task, sasrec, ranker_config)
 
 
 def kept_interactions(
@@ -279,7 +301,8 @@ def retrain_recommender(
 
     A sequential model (SASRec) is *not* carried over: its weights were trained over the old
     interactions and it needs a real training run (``llmos recommend train --sasrec-steps``);
-    ``task.json`` says so (``retrained.sasrec``).
+    ``task.json`` says so (``retrained.sasrec``). Nor is a learned ranker
+    (``retrained.ranker``): it is trained on held-out items of the file.
     """
     items = list(items) if items is not None else list(ckpt.items)
     inter = kept_interactions(ckpt, items)
@@ -288,6 +311,8 @@ def retrain_recommender(
     content, encoder, encoder_digest, reuse = _content(ckpt, items, embed, encoder, encoder_digest)
     if ckpt.sasrec is not None:
         log.warning("retraining %s without its sequential model: %s", ckpt.path, SASREC_DROPPED)
+    if ckpt.ranker is not None:
+        log.warning("retraining %s without its learned ranker: %s", ckpt.path, RANKER_DROPPED)
     half_life = ckpt.meta.get("half_life_days") if half_life_days is None else half_life_days
     return train_recommender(
         items,
@@ -308,6 +333,7 @@ def retrain_recommender(
                 "dropped_items": len({i.id for i in ckpt.items} - {i.id for i in items}),
                 "content": reuse,
                 "sasrec": SASREC_DROPPED if ckpt.sasrec is not None else None,
+                "ranker": RANKER_DROPPED if ckpt.ranker is not None else None,
             }
         },
     )
@@ -379,6 +405,138 @@ def fit_sequential(
     }
     best = result.best or {}
     return weights, dataclasses.asdict(model.config), dict(best.get("metrics", {}))
+
+
+def fit_app_ranker(
+    items: list[Item],
+    inter: Interactions,
+    *,
+    reg: float = REG,
+    half_life_days: float | None = None,
+    content: torch.Tensor | None = None,
+    sasrec: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    hidden: int = 0,
+    max_users: int = RANKER_USERS,
+    seed: int = 2020,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Train the app's learned ranker (:mod:`llmos.models.ranker`) on held-out next items.
+
+    ``inter`` (in the catalog's order) is cut by RecBole's leave-one-out
+    (``split_leave_one_out``: each user's last item by time to test, the one before to
+    valid), the same cut :func:`fit_sequential` trains on, so ``sasrec`` (its weights and
+    config) has seen the train part only. EASE and popularity are fitted on the train part
+    and, with ``content`` and ``sasrec``, make a :class:`~llmos.apps.recommend.engine.
+    Recommender`. For each user (at most ``max_users``, a seeded sample) whose valid item is
+    among their :data:`~llmos.apps.recommend.engine.RANK_POOL` candidates, the candidates'
+    features after their train items (as likes, in time order) make one list; the ranker is
+    fitted on those lists. Then each user's test item is ranked after their train and valid
+    items, by the signals' sum and by the ranker, through ``Recommender.recommend`` itself.
+
+    Returns the ranker's weights (under ``ranker.``), its config and a report: the lists it
+    learned from, the share of valid items inside the pool, the test hit@10 / NDCG@10 of both
+    rankings, the mean per-user NDCG@10 gain with its standard error, and a linear ranker's
+    weight per feature.
+    """
+    from llmos.apps.recommend.engine import FEATURES, Recommender, Taste
+    from llmos.checkpoint.recommender import RANKER, RecommenderCheckpoint
+    from llmos.data.interactions import split_leave_one_out
+    from llmos.models.ranker import RankerConfig, fit_ranker
+    from llmos.train.tasks.sasrec import user_sequences
+
+    train, valid, test = split_leave_one_out(inter)
+    weights: dict[str, torch.Tensor] = {
+        "ease.weight": EASE.fit(train.matrix(), reg=reg).weight,
+        "popularity.counts": popularity(len(items), train.item, train.timestamp, half_life_days),
+    }
+    if content is not None:
+        weights["content.vectors"] = content
+    if sasrec is not None:
+        weights.update(sasrec[0])
+    part = RecommenderCheckpoint(
+        Path("(the ranker's train part)"), tuple(items), weights, {}, sasrec[1] if sasrec else None
+    )
+    rec = Recommender(part)
+    ids = [item.id for item in items]
+
+    def taste(seq: np.ndarray) -> Taste:
+        return fold(Act("like", ids[i]) for i in seq)
+
+    users = np.unique(valid.user)
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    before_valid = user_sequences(train)
+    before_test = user_sequences(train, valid)
+    valid_item = dict(zip(valid.user.tolist(), valid.item.tolist(), strict=True))
+    test_item = dict(zip(test.user.tolist(), test.item.tolist(), strict=True))
+    lists, targets = [], []
+    for u in users.tolist():
+        if not len(before_valid[u]):
+            continue
+        pool, features = rec.candidates(taste(before_valid[u]))
+        at = torch.nonzero(pool == valid_item[u]).flatten()
+        if len(at):
+            lists.append(features)
+            targets.append(int(at[0]))
+    log.info("ranker: %d of %d valid items in their pool", len(lists), len(users))
+    if not lists:
+        raise DataError(
+            "no user to train the ranker on: it needs users with at least 3 interactions "
+            "(one to learn from, one to validate on, one to test on)"
+        )
+    features, mask = _padded(lists, len(FEATURES))
+    ranker, loss = fit_ranker(
+        features, torch.tensor(targets), RankerConfig(FEATURES, hidden), mask=mask, seed=seed
+    )
+    scores: dict[str, list[tuple[float, float]]] = {"sum": [], "ranker": []}
+    for u in users.tolist():
+        if u not in test_item or not len(before_test[u]):
+            continue
+        t = taste(before_test[u])
+        for name, model in (("sum", None), ("ranker", ranker)):
+            rec.ranker = model
+            top = [r.item.id for r in rec.recommend(t, 10)]
+            rank = top.index(ids[test_item[u]]) + 1 if ids[test_item[u]] in top else 0
+            scores[name].append((float(rank > 0), 1.0 / np.log2(rank + 1) if rank else 0.0))
+    test_metrics = {
+        name: {
+            "hit@10": round(float(np.mean([h for h, _ in v])), 4) if v else None,
+            "ndcg@10": round(float(np.mean([d for _, d in v])), 4) if v else None,
+        }
+        for name, v in scores.items()
+    }
+    gain = np.array([r[1] - f[1] for f, r in zip(scores["sum"], scores["ranker"], strict=True)])
+    report = {
+        "features": list(FEATURES),
+        "hidden": hidden,
+        "lists": len(lists),
+        "valid_users": len(users),
+        "pool_recall": round(len(lists) / max(len(users), 1), 4),
+        "loss": round(loss, 4),
+        "test_users": len(scores["sum"]),
+        "test": test_metrics,
+        # the per-user NDCG@10 gain of the ranker over the sum, and its standard error
+        "ndcg_gain": round(float(gain.mean()), 4) if len(gain) else None,
+        "ndcg_gain_se": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 4)
+        if len(gain) > 1
+        else None,
+        "weights": ranker.weights(),
+    }
+    log.info("ranker on test (leave-one-out): %s", test_metrics)
+    state = {RANKER + k: v.detach().clone() for k, v in ranker.state_dict().items()}
+    return state, ranker.config.to_dict(), report
+
+
+def _padded(lists: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate lists of unequal lengths (a user with fewer allowed items than the pool) as
+    one (L, C, F) tensor of ``width`` features, zero-padded, and the (L, C) mask of the real
+    candidates."""
+    longest = max((len(f) for f in lists), default=0)
+    out = torch.zeros(len(lists), longest, width)
+    mask = torch.zeros(len(lists), longest, dtype=torch.bool)
+    for row, f in enumerate(lists):
+        out[row, : len(f)] = f
+        mask[row, : len(f)] = True
+    return out, mask
 
 
 def evaluate(
