@@ -58,7 +58,8 @@ from serve_load import WRK_SCRIPT, LiveServer, _wait_ready, http, run_wrk, stop
 
 import llmos
 from llmos.apps.recommend.demo import movielens_files
-from llmos.apps.recommend.engine import Act, Recommender, fold
+from llmos.apps.recommend.engine import Recommender
+from llmos.apps.recommend.events import Act, fold
 from llmos.apps.recommend.train import in_catalog_order, read_catalog
 from llmos.checkpoint.recommender import RecommenderCheckpoint
 from llmos.data.interactions import read_inter
@@ -177,7 +178,7 @@ def onboarding(args: argparse.Namespace) -> None:
     the genre they rated most): the app's list from that interest, and from a Chinese wish
     "想看<genre>片" embedded by the encoder, against popularity; hit@10 and precision@10 over
     all the films the user rated."""
-    from llmos.apps.recommend.engine import Taste
+    from llmos.apps.recommend.events import Taste
     from llmos.checkpoint.recommender import read_recommender
 
     rec = Recommender(read_recommender(args.model))

@@ -221,6 +221,12 @@ def read_items(f: Path) -> tuple[Item, ...]:
         raise CheckpointError(str(e)) from None
 
 
+def read_task(path: str | Path) -> dict[str, Any]:
+    """A recommender checkpoint's ``task.json`` (what it was trained on and what was
+    measured), read without its weights."""
+    return _json_object(Path(path) / TASK_FILE)
+
+
 def read_recommender(path: str | Path) -> RecommenderCheckpoint:
     """Read and check a recommender checkpoint (errors name the file and what is wrong)."""
     path = Path(path)

@@ -169,9 +169,9 @@ def _train(args: argparse.Namespace) -> int:
         ranker=args.ranker,
     )
     if args.ranker:
-        from llmos.checkpoint.recommender import read_recommender
+        from llmos.checkpoint.recommender import read_task
 
-        report = read_recommender(out).meta["ranker"]
+        report = read_task(out)["ranker"]
         test = report["test"]
         print(
             f"ranker: {report['lists']} lists; next item on test, hit@10 / NDCG@10: "

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from llmos.apps.recommend.engine import Act, Recommender, Taste, fold, mmr
+from llmos.apps.recommend.engine import Recommender, mmr
+from llmos.apps.recommend.events import Act, Taste, fold
 from llmos.checkpoint.recommender import RecommenderCheckpoint
 from llmos.data.interactions import Item
 from llmos.models.itemitem import EASE

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmos.apps.recommend.engine import Act
+from llmos.apps.recommend.events import Act
 from llmos.apps.recommend.train import (
     SASREC_DROPPED,
     catalog_matrix,

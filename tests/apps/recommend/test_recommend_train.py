@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmos.apps.recommend.engine import Act
+from llmos.apps.recommend.events import Act
 from llmos.apps.recommend.train import (
     catalog_matrix,
     evaluate,
@@ -131,7 +131,8 @@ def test_evaluate_on_two_taste_clusters_beats_popularity(tmp_path: Path) -> None
 
 
 def test_a_sequential_model_rides_in_the_checkpoint_and_reads_the_order(tmp_path: Path) -> None:
-    from llmos.apps.recommend.engine import Recommender, fold
+    from llmos.apps.recommend.engine import Recommender
+    from llmos.apps.recommend.events import fold
     from llmos.checkpoint.recommender import read_recommender
 
     items = [Item(f"i{i}", f"Film {i}", "", ("g",)) for i in range(8)]

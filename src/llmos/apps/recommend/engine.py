@@ -1,6 +1,7 @@
 """The recommender a user talks to: a trained checkpoint plus the user's own events, no HTTP.
 
-A user's events fold into a *taste* (:func:`fold`): what they liked, disliked, hid and saw.
+A user's events fold into a *taste* (:func:`~llmos.apps.recommend.events.fold`, which also
+says what each kind of event weighs): what they liked, disliked, hid and saw.
 The next recommendation is computed from it on every request, so an event changes the next
 list at once, without retraining:
 
@@ -33,23 +34,18 @@ Filters run before the ranking: items already seen, hidden, disliked or excluded
 with a blocked tag, never come back; ``tags`` restricts the list to items with one of them.
 ``diversity`` re-ranks the candidates by maximal marginal relevance over the items' tags.
 Every result says why it is there (``reason``), from the signal that gave it the most.
-
-Event weights (:data:`WEIGHTS`): ``like``, ``view`` and a ``rate`` of 3 or more are a full
-positive (a MovieLens rating, what the model was trained on, means "watched it"), ``click``
-half of one, ``dislike`` and a ``rate`` below 3 a negative; ``hide`` removes the item and adds
-nothing. The latest explicit event (like, dislike, rate, hide) of an item wins; a view or click
-never overrides one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from llmos.apps.recommend.events import Taste
 from llmos.checkpoint.io import load_state_dict_strict
 from llmos.checkpoint.recommender import RANKER, SASREC, RecommenderCheckpoint
 from llmos.data.interactions import Item
@@ -57,10 +53,6 @@ from llmos.errors import CheckpointError
 from llmos.models.ranker import Ranker, RankerConfig
 from llmos.models.sasrec import SASRec, SASRecConfig
 
-KINDS = ("view", "click", "rate", "like", "dislike", "hide")
-EXPLICIT = {"like", "dislike", "rate", "hide"}
-WEIGHTS = {"view": 1.0, "click": 0.5, "like": 1.0, "dislike": -1.0, "hide": 0.0}
-GOOD_RATING = 3.0
 WISH_WEIGHT = 1.0  # the wish's standardised cosine, next to the personal score's
 SEQUENCE_WEIGHT = 1.0  # the sequential model's, next to the personal score's
 TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any popularity
@@ -72,60 +64,6 @@ RANK_POOL = 200  # candidates the learned ranker re-scores
 # sequential scores, popularity, the text's cosine to the user's liked items, the user's
 # affinity to its tags (standardised like the signals), and log(1 + the user's positives).
 FEATURES = ("personal", "sequence", "popular", "content", "genre", "history")
-
-
-@dataclass(frozen=True)
-class Act:
-    """One event of a user on an item of the catalog."""
-
-    kind: str
-    item: str
-    value: float | None = None
-
-
-@dataclass
-class Taste:
-    """What a user's events say: an input weight per item, what never to show again, the
-    positive items newest first."""
-
-    weights: dict[str, float] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    hidden: set[str] = field(default_factory=set)
-    recent: list[str] = field(default_factory=list)
-
-
-def weight(act: Act) -> float:
-    """The input weight of one event (see the module docstring)."""
-    if act.kind == "rate":
-        return 1.0 if (act.value if act.value is not None else 0.0) >= GOOD_RATING else -1.0
-    return WEIGHTS[act.kind]
-
-
-def fold(acts: Iterable[Act]) -> Taste:
-    """A user's events, oldest first, folded into a :class:`Taste`."""
-    taste = Taste()
-    explicit: set[str] = set()
-    for act in acts:
-        if act.kind not in KINDS:
-            continue  # other apps' events share the table
-        taste.seen.add(act.item)
-        w = weight(act)
-        if act.kind in EXPLICIT:
-            explicit.add(act.item)
-            taste.weights[act.item] = w
-            if act.kind == "hide":
-                taste.hidden.add(act.item)
-            else:
-                taste.hidden.discard(act.item)
-        elif act.item not in explicit:
-            taste.weights[act.item] = max(taste.weights.get(act.item, 0.0), w)
-        if taste.weights.get(act.item, 0.0) > 0:
-            if act.item in taste.recent:
-                taste.recent.remove(act.item)
-            taste.recent.insert(0, act.item)
-        elif act.item in taste.recent:
-            taste.recent.remove(act.item)
-    return taste
 
 
 @dataclass(frozen=True)

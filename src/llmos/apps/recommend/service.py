@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmos.apps.recommend.engine import KINDS, Act, Recommendation, Recommender, fold
+from llmos.apps.recommend.engine import Recommendation, Recommender
+from llmos.apps.recommend.events import KINDS, Act, fold
 from llmos.checkpoint.recommender import WEIGHTS_FILE, read_recommender
 from llmos.data.interactions import Item
 from llmos.errors import LlmosError

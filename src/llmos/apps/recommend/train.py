@@ -4,7 +4,7 @@ A catalog is a JSONL file (one ``{"id", "title", "text", "tags"}`` a line; ``tex
 ``tags`` optional) or a RecBole ``.item`` file (MovieLens: title, year, genres). Interactions
 are a RecBole ``.inter`` file (``llmos.data.interactions``), plus, optionally, the events the
 store holds for the catalog (every user's likes, views and ratings: see
-:func:`~llmos.apps.recommend.engine.weight`; their negatives are left out, as the model learns
+:func:`~llmos.apps.recommend.events.weight`; their negatives are left out, as the model learns
 from what people took).
 
 :func:`train_recommender` fits on *all* the interactions it is given (a deployed model) and
@@ -27,7 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from llmos.apps.recommend.engine import Act, fold
+from llmos.apps.recommend.engine import Recommender
+from llmos.apps.recommend.events import Act, fold
+from llmos.apps.recommend.ranking import RANKER_USERS, learn_ranker
 from llmos.checkpoint.recommender import RecommenderCheckpoint, save_recommender
 from llmos.data.interactions import (
     Interactions,
@@ -35,6 +37,7 @@ from llmos.data.interactions import (
     read_atomic_items,
     read_jsonl_items,
     split_by_ratio,
+    split_leave_one_out,
 )
 from llmos.errors import DataError
 from llmos.models.itemitem import EASE, Popularity
@@ -54,7 +57,6 @@ RANKER_DROPPED = (
     "a retraining keeps no learned ranker: it is trained on held-out items of the "
     "interactions file (llmos recommend train --ranker)"
 )
-RANKER_USERS = 5000  # the most users whose held-out items train (and test) the ranker
 
 
 def read_catalog(path: str | Path) -> list[Item]:
@@ -391,7 +393,6 @@ def fit_sequential(
     import tempfile
 
     from llmos.checkpoint.recommender import SASREC
-    from llmos.data.interactions import split_leave_one_out
     from llmos.train.tasks.sasrec import train_sasrec
 
     train, valid, _ = split_leave_one_out(in_catalog_order(items, inter))
@@ -424,25 +425,11 @@ def fit_app_ranker(
     ``inter`` (in the catalog's order) is cut by RecBole's leave-one-out
     (``split_leave_one_out``: each user's last item by time to test, the one before to
     valid), the same cut :func:`fit_sequential` trains on, so ``sasrec`` (its weights and
-    config) has seen the train part only. EASE and popularity are fitted on the train part
-    and, with ``content`` and ``sasrec``, make a :class:`~llmos.apps.recommend.engine.
-    Recommender`. For each user (at most ``max_users``, a seeded sample) whose valid item is
-    among their :data:`~llmos.apps.recommend.engine.RANK_POOL` candidates, the candidates'
-    features after their train items (as likes, in time order) make one list; the ranker is
-    fitted on those lists. Then each user's test item is ranked after their train and valid
-    items, by the signals' sum and by the ranker, through ``Recommender.recommend`` itself.
-
-    Returns the ranker's weights (under ``ranker.``), its config and a report: the lists it
-    learned from, the share of valid items inside the pool, the test hit@10 / NDCG@10 of both
-    rankings, the mean per-user NDCG@10 gain with its standard error, and a linear ranker's
-    weight per feature.
+    config) has seen the train part only. EASE and popularity fitted on the train part make,
+    with ``content`` and ``sasrec``, the recommender that
+    :func:`~llmos.apps.recommend.ranking.learn_ranker` trains and measures the ranker with;
+    its weights, config and report are returned (see there).
     """
-    from llmos.apps.recommend.engine import FEATURES, Recommender, Taste
-    from llmos.checkpoint.recommender import RANKER, RecommenderCheckpoint
-    from llmos.data.interactions import split_leave_one_out
-    from llmos.models.ranker import RankerConfig, fit_ranker
-    from llmos.train.tasks.sasrec import user_sequences
-
     train, valid, test = split_leave_one_out(inter)
     weights: dict[str, torch.Tensor] = {
         "ease.weight": EASE.fit(train.matrix(), reg=reg).weight,
@@ -455,88 +442,9 @@ def fit_app_ranker(
     part = RecommenderCheckpoint(
         Path("(the ranker's train part)"), tuple(items), weights, {}, sasrec[1] if sasrec else None
     )
-    rec = Recommender(part)
-    ids = [item.id for item in items]
-
-    def taste(seq: np.ndarray) -> Taste:
-        return fold(Act("like", ids[i]) for i in seq)
-
-    users = np.unique(valid.user)
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    before_valid = user_sequences(train)
-    before_test = user_sequences(train, valid)
-    valid_item = dict(zip(valid.user.tolist(), valid.item.tolist(), strict=True))
-    test_item = dict(zip(test.user.tolist(), test.item.tolist(), strict=True))
-    lists, targets = [], []
-    for u in users.tolist():
-        if not len(before_valid[u]):
-            continue
-        pool, features = rec.candidates(taste(before_valid[u]))
-        at = torch.nonzero(pool == valid_item[u]).flatten()
-        if len(at):
-            lists.append(features)
-            targets.append(int(at[0]))
-    log.info("ranker: %d of %d valid items in their pool", len(lists), len(users))
-    if not lists:
-        raise DataError(
-            "no user to train the ranker on: it needs users with at least 3 interactions "
-            "(one to learn from, one to validate on, one to test on)"
-        )
-    features, mask = _padded(lists, len(FEATURES))
-    ranker, loss = fit_ranker(
-        features, torch.tensor(targets), RankerConfig(FEATURES, hidden), mask=mask, seed=seed
+    return learn_ranker(
+        Recommender(part), train, valid, test, hidden=hidden, max_users=max_users, seed=seed
     )
-    scores: dict[str, list[tuple[float, float]]] = {"sum": [], "ranker": []}
-    for u in users.tolist():
-        if u not in test_item or not len(before_test[u]):
-            continue
-        t = taste(before_test[u])
-        for name, model in (("sum", None), ("ranker", ranker)):
-            rec.ranker = model
-            top = [r.item.id for r in rec.recommend(t, 10)]
-            rank = top.index(ids[test_item[u]]) + 1 if ids[test_item[u]] in top else 0
-            scores[name].append((float(rank > 0), 1.0 / np.log2(rank + 1) if rank else 0.0))
-    test_metrics = {
-        name: {
-            "hit@10": round(float(np.mean([h for h, _ in v])), 4) if v else None,
-            "ndcg@10": round(float(np.mean([d for _, d in v])), 4) if v else None,
-        }
-        for name, v in scores.items()
-    }
-    gain = np.array([r[1] - f[1] for f, r in zip(scores["sum"], scores["ranker"], strict=True)])
-    report = {
-        "features": list(FEATURES),
-        "hidden": hidden,
-        "lists": len(lists),
-        "valid_users": len(users),
-        "pool_recall": round(len(lists) / max(len(users), 1), 4),
-        "loss": round(loss, 4),
-        "test_users": len(scores["sum"]),
-        "test": test_metrics,
-        # the per-user NDCG@10 gain of the ranker over the sum, and its standard error
-        "ndcg_gain": round(float(gain.mean()), 4) if len(gain) else None,
-        "ndcg_gain_se": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 4)
-        if len(gain) > 1
-        else None,
-        "weights": ranker.weights(),
-    }
-    log.info("ranker on test (leave-one-out): %s", test_metrics)
-    state = {RANKER + k: v.detach().clone() for k, v in ranker.state_dict().items()}
-    return state, ranker.config.to_dict(), report
-
-
-def _padded(lists: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate lists of unequal lengths (a user with fewer allowed items than the pool) as
-    one (L, C, F) tensor of ``width`` features, zero-padded, and the (L, C) mask of the real
-    candidates."""
-    longest = max((len(f) for f in lists), default=0)
-    out = torch.zeros(len(lists), longest, width)
-    mask = torch.zeros(len(lists), longest, dtype=torch.bool)
-    for row, f in enumerate(lists):
-        out[row, : len(f)] = f
-        mask[row, : len(f)] = True
-    return out, mask
 
 
 def evaluate(
