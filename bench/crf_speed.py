@@ -21,7 +21,7 @@ is timed the same way against ``torchcrf.CRF.decode``.
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,16 +31,8 @@ import torchcrf
 from llmos.compress.timing import compare_speed
 from llmos.models.crf import CRF
 
-
-def machine() -> str:
-    """The CPU's model name and the vector extensions that decide fp32 speed."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-        platform.processor(),
-    )
-    isa = "AVX-512" if "avx512f" in text else "AVX2" if "avx2" in text else "no AVX2"
-    return f"{name} ({isa})"
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import machine
 
 
 def one_case(K: int, B: int, T: int) -> None:

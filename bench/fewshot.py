@@ -37,10 +37,10 @@ Writes a plot of accuracy against k (``--plot``).
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +53,9 @@ import llmos
 from llmos.data.datasets import dataset_files
 from llmos.data.readers import read_classification
 from llmos.inference.zeroshot import ZeroShotClassifier
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import machine
 
 DATASETS = ("sentiment-zh", "sentiment-en", "intent-zh", "intent-en")
 SHOTS = (0, 8, 16, 32, 64)
@@ -71,17 +74,6 @@ def intent_description(name: str) -> str:
     ``get current time`` (Home Assistant's intents all start with ``Hass``)."""
     words = re.findall(r"[A-Z][a-z]*|[a-z]+|\d+", name.removeprefix("Hass"))
     return " ".join(w.lower() for w in words)
-
-
-def machine() -> str:
-    """The CPU's model name and the vector extensions that decide fp32 speed."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-        platform.processor(),
-    )
-    isa = "AVX-512" if "avx512f" in text else "AVX2" if "avx2" in text else "no AVX2"
-    return f"{name} ({isa}), {torch.get_num_threads()} torch threads"
 
 
 class CachedEmbedder:
@@ -261,7 +253,10 @@ def main() -> None:
         t0 = time.perf_counter()
         all_results[name] = run_dataset(name, embedder, shots, args.seeds, args.max_test)
         print(f"  {time.perf_counter() - t0:.0f} s")
-    print(f"\nencoder: {args.checkpoint}; machine: {machine()}")
+    print(
+        f"\nencoder: {args.checkpoint}; machine: {machine()}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     took = time.perf_counter() - start
     print(
         f"{embedder.texts} texts embedded in {embedder.seconds:.0f} s; whole run {took:.0f} s; "

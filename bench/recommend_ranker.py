@@ -36,7 +36,7 @@ from llmos.apps.recommend.train import (
 from llmos.data.interactions import read_inter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recommend_eval import cpu_name
+from machine import machine
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     items_file, inter_file = movielens_files()
     items = read_catalog(items_file)
     ordered = in_catalog_order(items, read_inter(inter_file))
-    print(f"# {cpu_name()}, {os.cpu_count()} CPUs, torch threads {args.threads}\n")
+    print(f"# {machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}\n")
     content = None
     if args.encoder != "none":
         from llmos.apps.support.local import PipelineEmbedder

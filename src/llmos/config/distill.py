@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmos.config.run import OptimConfig, TrainConfig
+from llmos.config.run import OptimConfig, TrainConfig, check_pretraining_rates
 from llmos.errors import ConfigError
 
 
@@ -74,10 +74,7 @@ class DistillDataConfig:
     def __post_init__(self) -> None:
         if self.max_length is not None and not 8 <= self.max_length <= 4096:
             raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        check_pretraining_rates(self.mask_prob, self.short_seq_prob)
 
 
 @dataclass

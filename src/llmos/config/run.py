@@ -16,6 +16,15 @@ from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import ConfigError
 
 
+def check_pretraining_rates(mask_prob: float, short_seq_prob: float) -> None:
+    """The masking rate in (0, 1) and the short-sequence rate in [0, 1] of a ``data:``
+    section that builds pretraining examples (a run's, a distillation's)."""
+    if not 0.0 < mask_prob < 1.0:
+        raise ConfigError(f"data.mask_prob must be in (0, 1), got {mask_prob}")
+    if not 0.0 <= short_seq_prob <= 1.0:
+        raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
+
+
 @dataclass
 class DataConfig:
     """Pretraining data.
@@ -41,10 +50,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:
             raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        check_pretraining_rates(self.mask_prob, self.short_seq_prob)
 
 
 @dataclass

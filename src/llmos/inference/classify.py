@@ -211,6 +211,17 @@ def encode_windows(
     return out
 
 
+def label_result(labels: list[str] | tuple[str, ...], probs: list[float]) -> dict[str, Any]:
+    """One text's classification from its label probabilities: ``{"label", "score",
+    "scores"}``, the best label (the first of equals), its probability and every label's."""
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {
+        "label": labels[best],
+        "score": probs[best],
+        "scores": dict(zip(labels, probs, strict=True)),
+    }
+
+
 def mean_over_windows(logits: torch.Tensor, windows: list[int]) -> torch.Tensor:
     """(rows, K) logits -> (texts, K): each text's windows' logits averaged.
 

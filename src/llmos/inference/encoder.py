@@ -24,6 +24,7 @@ from llmos.inference.classify import (
     check_long_inputs,
     encode_texts,
     encode_windows,
+    label_result,
     mean_over_windows,
 )
 from llmos.inference.embed import POOLINGS, embed_ids
@@ -166,12 +167,7 @@ class EncoderPipeline(Pipeline):
                 labels, t = list(head.labels), head.temperature or 1.0
                 for i, row in zip(short, rows, strict=True):
                     p = (torch.from_numpy(row[name]) / t).softmax(-1).tolist()
-                    best = max(range(len(p)), key=p.__getitem__)
-                    results[i][name] = {
-                        "label": labels[best],
-                        "score": p[best],
-                        "scores": dict(zip(labels, p, strict=True)),
-                    }
+                    results[i][name] = label_result(labels, p)
                 continue
             decoder = SpanDecoder(list(head.labels), head.scheme)
             if head.char_tags:  # one row per character, no specials
@@ -307,18 +303,10 @@ class EncoderPipeline(Pipeline):
         logits = batched_logits(self.model, ids, types, self._pad(), batch_size)
         t = self.spec.temperature if isinstance(self.spec, Classification) else None
         probs = (mean_over_windows(logits, windows) / (t or 1.0)).softmax(-1)
-        out = []
-        for row, n in zip(probs.tolist(), windows, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append(
-                {
-                    "label": labels[best],
-                    "score": row[best],
-                    "scores": dict(zip(labels, row, strict=True)),
-                    "windows": n,
-                }
-            )
-        return out
+        return [
+            {**label_result(labels, row), "windows": n}
+            for row, n in zip(probs.tolist(), windows, strict=True)
+        ]
 
     def tag(self, texts: list[str] | str, batch_size: int = 32) -> list[list[dict[str, Any]]]:
         """Label spans in texts (entities, slots, words, words with their POS).

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmos.errors import LlmosError
+from llmos.inference.classify import label_result
 
 METHODS = ("similarity", "centroid", "logreg")
 
@@ -75,22 +76,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of (n, k) logits, shifted by each row's max (no overflow)."""
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
-
-
-def as_results(labels: Sequence[str], probs: np.ndarray) -> list[dict[str, Any]]:
-    """(n, k) probabilities -> ``[{"label", "score", "scores"}, ...]``: the best label (the
-    first of equals) and every label's probability, as a trained classifier answers."""
-    out = []
-    for row in probs.tolist():
-        best = max(range(len(row)), key=row.__getitem__)
-        out.append(
-            {
-                "label": labels[best],
-                "score": row[best],
-                "scores": dict(zip(labels, row, strict=True)),
-            }
-        )
-    return out
 
 
 def _texts(value: object, what: str) -> list[str]:
@@ -253,7 +238,7 @@ class ZeroShotClassifier:
             return []
         size = batch_size or self.batch_size
         vectors = self.pipe.embed(list(texts), kind="query", batch_size=size)
-        return as_results(self.labels, self.probabilities(vectors))
+        return [label_result(self.labels, row) for row in self.probabilities(vectors).tolist()]
 
 
 def _check_options(method: str | None, has_examples: bool, temperature: float, C: float) -> str:
