@@ -111,7 +111,7 @@ def adaptation(args: argparse.Namespace) -> None:
     if args.sasrec_steps:
         from dataclasses import replace
 
-        from llmos.apps.recommend.train import fit_sequential
+        from llmos.apps.recommend.generators import fit_sequential
 
         kept = replace(
             inter,
@@ -121,7 +121,7 @@ def adaptation(args: argparse.Namespace) -> None:
             timestamp=inter.timestamp[keep],
         )
         started = time.perf_counter()
-        seq, config, valid = fit_sequential(items, kept, args.sasrec_steps)
+        seq, config, valid = fit_sequential(in_catalog_order(items, kept), args.sasrec_steps)
         seq_s = time.perf_counter() - started
         print(f"SASRec: {args.sasrec_steps} steps in {seq_s:.0f} s, valid {valid}")
         both = {**weights, **seq}

@@ -6,7 +6,7 @@ interactions more pick what users watch next better than plain counts?
 RecBole's protocol (``bench/recommend_eval.py``) splits each user's interactions at random, so
 "recent" means nothing there. This split is by time, as the app meets it: every interaction
 ordered by its timestamp (ties by row), the oldest 80 % train, the next 10 % valid, the
-newest 10 % test. Popularity (``llmos.apps.recommend.train.popularity``: each interaction
+newest 10 % test. Popularity (``llmos.apps.recommend.generators.popularity``: each interaction
 weighs ``0.5 ** (age / half-life)``, its age counted from the newest training interaction)
 ranks the whole catalog for every user with a held-out interaction, their earlier
 interactions removed from the ranking; full-ranking recall@10 / NDCG@10 / hit@10 as in
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from recommend_eval import cpu_name
 
-from llmos.apps.recommend.train import popularity
+from llmos.apps.recommend.generators import popularity
 from llmos.data.interactions import Interactions, part_sizes, read_inter
 from llmos.paths import data_dir
 from llmos.train.ranking import full_ranking

@@ -49,6 +49,10 @@ def test_save_refuses_weights_that_do_not_fit_the_catalog(tmp_path: Path) -> Non
         save_recommender(tmp_path / "r", ITEMS, weights(2), {})
     with pytest.raises(CheckpointError, match=r"no 'popularity\.counts'"):
         save_recommender(tmp_path / "r", ITEMS, {"ease.weight": torch.zeros(3, 3)}, {})
+    with pytest.raises(
+        CheckpointError, match=r"'mf.items' has shape \(2, 4\), expected \(3, dim\)"
+    ):
+        save_recommender(tmp_path / "r", ITEMS, {**weights(), "mf.items": torch.zeros(2, 4)}, {})
     with pytest.raises(CheckpointError, match="item id 'a' appears twice"):
         save_recommender(tmp_path / "r", [*ITEMS[:2], ITEMS[0]], weights(), {})
     assert not (tmp_path / "r").exists()

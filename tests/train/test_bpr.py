@@ -199,3 +199,20 @@ def test_rejects_users_with_every_item(splits) -> None:
     )
     with pytest.raises(DataError, match="interacted with every item"):
         BPRTask(everything, valid, batch_size=8, seed=0)
+
+
+def test_fold_in_is_the_ridge_solution_and_recovers_a_user_the_items_determine() -> None:
+    from llmos.models.mf import fold_in
+
+    g = torch.Generator().manual_seed(0)
+    items = torch.randn(12, 4, generator=g)
+    weights = torch.tensor([1.0] * 10 + [-1.0, 1.0])
+    v, x = items.double().numpy(), weights.double().numpy()
+    expected = np.linalg.solve(v.T @ v + 3.0 * np.eye(4), v.T @ x)
+    assert np.allclose(fold_in(items, weights, 3.0).numpy(), expected, atol=1e-5)
+    # a user whose weights are exactly their items' scores is found again as reg -> 0
+    user = torch.randn(4, generator=g)
+    assert torch.allclose(fold_in(items, items @ user, 1e-6), user, atol=1e-4)
+    assert torch.equal(fold_in(items[:0], weights[:0], 1.0), torch.zeros(4))
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        fold_in(items, weights, 0.0)

@@ -8,7 +8,8 @@
     model.safetensors   "ease.weight" (N, N), "popularity.counts" (N,), and, when the
                         catalog's text was embedded, "content.vectors" (N, D) unit rows;
                         with a sequential model, its weights under "sasrec."; with a
-                        learned ranker (llmos.models.ranker), its under "ranker."; when it was
+                        learned ranker (llmos.models.ranker), its under "ranker."; with an
+                        MF model, its item vectors "mf.items" (N, dim); when it was
                         trained on an interactions file, those interactions (M of them):
                         "train.user" (M,) int64 (the file's users numbered from 0),
                         "train.item" (M,) int64 (rows of items.jsonl) and "train.time" (M,)
@@ -160,10 +161,15 @@ def _check(path: Path, items: list[Item], weights: dict[str, torch.Tensor]) -> N
             f"{path / WEIGHTS_FILE}: 'content.vectors' has shape {tuple(content.shape)}, "
             f"expected ({n}, dim)"
         )
+    mf = weights.get("mf.items")
+    if mf is not None and (mf.ndim != 2 or mf.shape[0] != n):
+        raise CheckpointError(
+            f"{path / WEIGHTS_FILE}: 'mf.items' has shape {tuple(mf.shape)}, expected ({n}, dim)"
+        )
     _check_interactions(path, n, weights)
     unknown = sorted(
         k
-        for k in set(weights) - {*REQUIRED, *TRAIN, "content.vectors"}
+        for k in set(weights) - {*REQUIRED, *TRAIN, "content.vectors", "mf.items"}
         if not k.startswith((SASREC, RANKER))
     )
     if unknown:

@@ -58,6 +58,13 @@ def add_recommend(sub: Subcommands) -> None:
         help="also train the sequential model (SASRec) for this many steps (1200: ~9 min)",
     )
     p.add_argument(
+        "--mf-steps",
+        type=int,
+        default=0,
+        help="also train a BPR-MF for this many steps; users are folded in from their events "
+        "and its FAISS index adds candidates for the ranker (3000: under a minute)",
+    )
+    p.add_argument(
         "--ranker",
         action="store_true",
         help="also train the learned ranker on each user's held-out next items (seconds)",
@@ -166,6 +173,7 @@ def _train(args: argparse.Namespace) -> int:
         encoder=None if args.no_encoder else Path(args.encoder).name,
         encoder_digest=digest,
         sasrec_steps=args.sasrec_steps,
+        mf_steps=args.mf_steps,
         ranker=args.ranker,
     )
     if args.ranker:

@@ -64,3 +64,27 @@ class BPRMF(nn.Module):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) user indexes -> (B, num_items) scores of every item."""
         return self.user(users) @ self.item.weight.T  # (B, dim) @ (dim, items)
+
+
+def fold_in(items: torch.Tensor, weights: torch.Tensor, reg: float) -> torch.Tensor:
+    """A user vector for a user the model never saw, from the vectors of the items they
+    interacted with: ridge regression of their input weights on those items' vectors,
+    ``u = (V^T V + reg I)^-1 V^T x`` (the fold-in of implicit-feedback ALS; Hu, Koren and
+    Volinsky 2008, with unit confidence).
+
+    Args:
+        items: (k, dim) the vectors of the user's items.
+        weights: (k,) their input weights (1 a positive, -1 a dislike).
+        reg: the L2 weight. Measured on ML-100K's random split with BPR-MF vectors (a scratch
+            script, issue 18's note): at reg 30, chosen on validation, folded-in users score
+            test recall@10 0.2453 / NDCG@10 0.2819 against 0.2446 / 0.2890 with their trained
+            vectors; at reg 1 only 0.1758 / 0.1897.
+
+    Returns:
+        (dim,) the user's vector (zeros without items).
+    """
+    if reg <= 0:
+        raise ValueError(f"reg must be > 0, got {reg}")
+    v = items.double()
+    gram = v.T @ v + reg * torch.eye(v.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, v.T @ weights.double()).to(items.dtype)

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from llmos.apps.recommend.engine import Recommender, mmr
+from llmos.apps.recommend.diversity import mmr
+from llmos.apps.recommend.engine import Recommender
 from llmos.apps.recommend.events import Act, Taste, fold
 from llmos.checkpoint.recommender import RecommenderCheckpoint
 from llmos.data.interactions import Item
@@ -217,7 +218,7 @@ def test_the_rankers_features_against_an_independent_computation() -> None:
 
     rec, x = model()
     taste = fold([Act("like", "i0"), Act("like", "i1"), Act("dislike", "i4")])
-    f = rec.features(taste)
+    f = rec.features(taste, torch.arange(8))
     assert f.shape == (8, len(FEATURES))
     col = {name: f[:, j] for j, name in enumerate(FEATURES)}
     row = torch.zeros(8)
@@ -231,6 +232,9 @@ def test_the_rankers_features_against_an_independent_computation() -> None:
     comedy = torch.tensor([1.0 if t == "Comedy" else 0.0 for t in TAGS])
     assert torch.allclose(col["genre"], standard(comedy))
     assert torch.allclose(col["history"], torch.full((8,), float(np.log1p(2))))
+    assert torch.equal(col["mf"], torch.zeros(8))  # no MF model
+    pool = torch.tensor([5, 2])
+    assert torch.allclose(rec.features(taste, pool), f[pool])  # a pool reads the same rows
 
 
 def test_a_learned_ranker_reorders_a_users_candidates_by_its_features() -> None:
@@ -274,3 +278,30 @@ def test_a_learned_ranker_reorders_a_users_candidates_by_its_features() -> None:
                 base.path, base.items, {**weights, **bad_state}, base.meta, None, bad.to_dict()
             )
         )
+
+
+def test_mf_folds_the_user_in_and_its_faiss_index_adds_candidates() -> None:
+    from llmos.apps.recommend.engine import FEATURES
+    from llmos.models.mf import fold_in
+
+    rec, _ = model()
+    g = torch.Generator().manual_seed(1)
+    vectors = torch.randn(8, 3, generator=g)
+    weights = {"ease.weight": rec.ease, "popularity.counts": rec.counts, "mf.items": vectors}
+    meta = {"catalog": "t", "mf": {"fold_in_reg": 2.0}}
+    mf = Recommender(RecommenderCheckpoint(None, rec.items, weights, meta))  # type: ignore[arg-type]
+    assert mf.mf_index is not None and mf.mf_index.kind == "exact"
+    taste = fold([Act("like", "i0"), Act("dislike", "i4")])
+    user = fold_in(vectors[[0, 4]], torch.tensor([1.0, -1.0]), 2.0)
+    assert torch.allclose(mf.user_vector(mf.row(taste)), user)
+    pool, f = mf.candidates(taste, n=2)
+    total = torch.stack(list(mf._signals(taste, None, ()).values())).sum(0)
+    total = total.masked_fill(~mf.allowed(taste), -torch.inf)
+    head = torch.topk(total, 2).indices
+    assert torch.equal(pool[:2], head)  # the sum's best first
+    # then every other allowed item (MF_POOL > 8), by the folded-in user's score
+    rest = [i for i in range(8) if i not in (0, 4) and i not in head.tolist()]
+    rest.sort(key=lambda i: -float(vectors[i] @ user))
+    assert pool[2:].tolist() == rest
+    assert torch.allclose(f[:, FEATURES.index("mf")], standard(vectors[pool] @ user), atol=1e-6)
+    assert torch.equal(rec.candidates(taste, n=2)[0], head)  # no MF model: the sum's only

@@ -122,6 +122,7 @@ def test_a_new_item_list_drops_the_vanished_items_interactions(tmp_path: Path) -
         "dropped_items": 1,
         "content": None,
         "sasrec": None,
+        "mf": None,
         "ranker": None,
     }
     assert out.meta["trained_on"]["users"] == 8  # u9 is gone with i0

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from llmos.apps.recommend.events import Act
+from llmos.apps.recommend.generators import popularity
 from llmos.apps.recommend.train import (
     catalog_matrix,
     evaluate,
     item_text,
-    popularity,
     read_catalog,
     train_recommender,
 )
@@ -159,9 +159,12 @@ def test_a_sequential_model_rides_in_the_checkpoint_and_reads_the_order(tmp_path
         )
 
 
-def test_a_learned_ranker_is_trained_on_held_out_next_items_and_saved(tmp_path: Path) -> None:
+def test_mf_and_a_learned_ranker_are_trained_on_held_out_next_items_and_saved(
+    tmp_path: Path,
+) -> None:
     from llmos.apps.recommend.engine import FEATURES, Recommender
-    from llmos.apps.recommend.train import RANKER_DROPPED, retrain_recommender
+    from llmos.apps.recommend.generators import MF_REGS
+    from llmos.apps.recommend.train import MF_DROPPED, RANKER_DROPPED, retrain_recommender
 
     rng = np.random.default_rng(0)
     items = [Item(f"i{i}", f"Film {i}", "", ("A" if i < 6 else "B",)) for i in range(12)]
@@ -171,9 +174,11 @@ def test_a_learned_ranker_is_trained_on_held_out_next_items_and_saved(tmp_path: 
         for t, i in enumerate(rng.choice(list(group), 5, replace=False)):
             rows.append((f"u{u}", f"i{i}", 4, t))
     inter = read_inter(inter_file(tmp_path, rows))
-    out = train_recommender(items, tmp_path / "r", inter=inter, reg=1.0, ranker=True)
+    out = train_recommender(items, tmp_path / "r", inter=inter, reg=1.0, mf_steps=40, ranker=True)
     ck = read_recommender(out)
     assert ck.ranker == {"features": list(FEATURES), "hidden": 0}
+    assert ck.weights["mf.items"].shape == (12, 64) and ck.meta["mf"]["fold_in_reg"] in MF_REGS
+    assert set(ck.meta["mf"]["valid_folded"]) >= {"ndcg@10", "hit@10"}
     report = ck.meta["ranker"]
     assert report["valid_users"] == 80 and report["test_users"] == 80
     assert report["lists"] == 80 and report["pool_recall"] == 1.0  # 12 items: all in the pool
@@ -185,5 +190,9 @@ def test_a_learned_ranker_is_trained_on_held_out_next_items_and_saved(tmp_path: 
     assert Recommender(ck).ranker is not None
     again = read_recommender(retrain_recommender(ck, tmp_path / "again"))
     assert again.ranker is None and again.meta["retrained"]["ranker"] == RANKER_DROPPED
+    assert "mf.items" not in again.weights and again.meta["retrained"]["mf"] == MF_DROPPED
+    events = {1: [Act("like", "i0")]}
     with pytest.raises(DataError, match="the learned ranker learns from an interactions file"):
-        train_recommender(items, tmp_path / "s", store_events={1: [Act("like", "i0")]}, ranker=True)
+        train_recommender(items, tmp_path / "s", store_events=events, ranker=True)
+    with pytest.raises(DataError, match="the MF model learns from an interactions file"):
+        train_recommender(items, tmp_path / "s", store_events=events, mf_steps=5)

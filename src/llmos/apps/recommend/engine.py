@@ -25,10 +25,12 @@ one scale; an interest adds a fixed amount to each item that carries it. The wei
 new user (:data:`TAG_WEIGHT`) and counts little once their events speak.
 
 **Learned ranking** (when the checkpoint has a ranker, ``llmos recommend train --ranker``): for
-a user with history, the best :data:`RANK_POOL` allowed items of that sum are the candidates,
-and a :class:`~llmos.models.ranker.Ranker` trained on held-out next items re-scores them from
-their :data:`FEATURES` (:meth:`Recommender.features`); a wish's and the interests' signals are
-added to its standardised score, and the items outside the pool follow, in the sum's order.
+a user with history, the best :data:`RANK_POOL` allowed items of that sum are the candidates
+(with an MF model, ``--mf-steps``, also the best :data:`MF_POOL` others of the user's vector,
+folded in from their events, from a FAISS index over the MF item vectors), and a
+:class:`~llmos.models.ranker.Ranker` trained on held-out next items re-scores them from their
+:data:`FEATURES` (:meth:`Recommender.features`); a wish's and the interests' signals are added
+to its standardised score, and the items outside the pool follow, in the sum's order.
 
 Filters run before the ranking: items already seen, hidden, disliked or excluded, and items
 with a blocked tag, never come back; ``tags`` restricts the list to items with one of them.
@@ -45,11 +47,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llmos.apps.recommend.diversity import mmr
 from llmos.apps.recommend.events import Taste
 from llmos.checkpoint.io import load_state_dict_strict
 from llmos.checkpoint.recommender import RANKER, SASREC, RecommenderCheckpoint
 from llmos.data.interactions import Item
 from llmos.errors import CheckpointError
+from llmos.models.candidates import ItemIndex
+from llmos.models.mf import fold_in
 from llmos.models.ranker import Ranker, RankerConfig
 from llmos.models.sasrec import SASRec, SASRecConfig
 
@@ -59,11 +64,14 @@ TAG_WEIGHT = 2.0  # per chosen interest, for a user without history: above any p
 TAG_WEIGHT_WITH_HISTORY = 0.2  # the same once their events speak for them
 POP_PRIOR = 1.0  # popularity beside a wish or tags (no personal score): bench/recommend_live.py
 MMR_POOL = 100  # candidates the diversity re-ranking chooses from
-RANK_POOL = 200  # candidates the learned ranker re-scores
+RANK_POOL = 200  # candidates the learned ranker re-scores, from the signals' sum
+MF_POOL = 100  # more candidates from the MF model's FAISS index, when it has one
+MF_REG = 30.0  # MF fold-in's L2 weight when the checkpoint names none (llmos.models.mf.fold_in)
 # What the learned ranker reads of each candidate (Recommender.features): the personal and
 # sequential scores, popularity, the text's cosine to the user's liked items, the user's
-# affinity to its tags (standardised like the signals), and log(1 + the user's positives).
-FEATURES = ("personal", "sequence", "popular", "content", "genre", "history")
+# affinity to its tags (standardised like the signals), log(1 + the user's positives), and the
+# MF model's score of the user's folded-in vector (standardised over the candidates).
+FEATURES = ("personal", "sequence", "popular", "content", "genre", "history", "mf")
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,11 @@ class Recommender:
         ).coalesce()
         self.item_of_tag = self.tag_matrix.t().coalesce()  # (tags, items)
         self.tag_count = torch.tensor([float(len(t)) for t in self.tags])
+        self.mf = ckpt.weights.get("mf.items")
+        self.mf_reg = float((ckpt.meta.get("mf") or {}).get("fold_in_reg", MF_REG))
+        # FAISS over the MF item vectors (exact up to 100,000 items, IVF above): the MF
+        # generator's own candidates
+        self.mf_index = ItemIndex.build(self.mf.float().numpy()) if self.mf is not None else None
         self.ranker: Ranker | None = None
         if ckpt.ranker is not None:
             config = RankerConfig.from_dict(ckpt.ranker)
@@ -198,13 +211,22 @@ class Recommender:
         return out
 
     def features(
-        self, taste: Taste, history: dict[str, torch.Tensor] | None = None
+        self,
+        taste: Taste,
+        pool: torch.Tensor,
+        history: dict[str, torch.Tensor] | None = None,
+        *,
+        x: torch.Tensor | None = None,
+        user: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(items, len(FEATURES)) what the learned ranker reads of every item for this user
-        (see :data:`FEATURES`; a feature the user or the model lacks is 0). ``history``: the
-        user's :meth:`_history` scores when already computed."""
-        x = self.row(taste)
+        """(len(pool), len(FEATURES)) what the learned ranker reads of the items ``pool`` for
+        this user (see :data:`FEATURES`; a feature the user or the model lacks is 0): the
+        scores standardised over the catalog, ``mf``'s over the pool (its dot products are
+        computed for the pool only). ``history`` (the user's :meth:`_history` scores), ``x``
+        (their :meth:`row`) and ``user`` (their :meth:`user_vector`): when already computed."""
+        x = self.row(taste) if x is None else x
         history = self._history(taste, x) if history is None else history
+        user = self.user_vector(x) if user is None else user
         zeros = torch.zeros(self.num_items)
         positive = x.clamp(min=0)
         content = zeros
@@ -220,14 +242,24 @@ class Recommender:
             genre = _standard(per_item / self.tag_count.clamp(min=1))
         count = torch.full((self.num_items,), float(torch.log1p((positive > 0).sum())))
         columns = {
-            "personal": history.get("personal", zeros),
-            "sequence": history.get("sequence", zeros),
-            "popular": self.popular,
-            "content": content,
-            "genre": genre,
-            "history": count,
+            "personal": history.get("personal", zeros)[pool],
+            "sequence": history.get("sequence", zeros)[pool],
+            "popular": self.popular[pool],
+            "content": content[pool],
+            "genre": genre[pool],
+            "history": count[pool],
+            "mf": _standard(self.mf[pool] @ user) if user is not None else zeros[pool],
         }
         return torch.stack([columns[f] for f in FEATURES], dim=-1)
+
+    def user_vector(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The user's MF vector, folded in from their row ``x`` (the items they acted on and
+        their weights; :func:`~llmos.models.mf.fold_in`); None without an MF model or
+        events."""
+        if self.mf is None or not bool((x != 0).any()):
+            return None
+        rows = torch.nonzero(x).squeeze(1)
+        return fold_in(self.mf[rows], x[rows], self.mf_reg)
 
     @torch.inference_mode()
     def candidates(
@@ -237,17 +269,31 @@ class Recommender:
         n: int = RANK_POOL,
         signals: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The learned ranker's candidates for a user: the best ``n`` items of ``total``
-        (default: the signals' sum over the allowed items, history only), and their
-        (len(pool), F) :meth:`features`. What the ranker is trained on and what it
-        re-scores. ``signals``: the user's, when already computed."""
+        """The learned ranker's candidates for a user and their (len(pool), F)
+        :meth:`features`: the best ``n`` items of ``total`` (default: the signals' sum over
+        the allowed items, history only) and, with an MF model, the best :data:`MF_POOL`
+        other allowed items of the user's folded-in vector, from its FAISS index. What the
+        ranker is trained on and what it re-scores. ``signals``: the user's, when already
+        computed."""
         signals = self._signals(taste, None, ()) if signals is None else signals
         if total is None:
             total = torch.stack(list(signals.values())).sum(0)
             total = total.masked_fill(~self.allowed(taste), -torch.inf)
-        pool = torch.topk(total, min(int(torch.isfinite(total).sum()), n)).indices
+        allowed = int(torch.isfinite(total).sum())
+        pool = torch.topk(total, min(allowed, n)).indices
+        x = self.row(taste)
+        user = self.user_vector(x)
+        if user is not None and self.mf_index is not None and allowed > len(pool):
+            taken = torch.zeros(self.num_items, dtype=torch.bool)
+            taken[pool] = True
+            # enough to find MF_POOL new ones past the pool and the user's seen items
+            want = MF_POOL + len(pool) + len(taste.seen)
+            _, found = self.mf_index.search(user.numpy()[None], want)
+            ids = torch.from_numpy(found[0][found[0] >= 0].astype(np.int64))
+            ids = ids[torch.isfinite(total[ids]) & ~taken[ids]][:MF_POOL]
+            pool = torch.cat([pool, ids])
         history = {k: v / SEQUENCE_WEIGHT if k == "sequence" else v for k, v in signals.items()}
-        return pool, self.features(taste, history)[pool]
+        return pool, self.features(taste, pool, history, x=x, user=user)
 
     @torch.inference_mode()
     def _rank(
@@ -429,40 +475,3 @@ class Recommender:
             "disliked": [self.items[self.index[x]] for x in disliked][:top],
             "hidden": [self.items[self.index[x]] for x in taste.hidden if x in self.index][:top],
         }
-
-
-def mmr(
-    pool: list[int],
-    scores: torch.Tensor,
-    tags: Sequence[frozenset[str]],
-    k: int,
-    diversity: float,
-) -> list[int]:
-    """Maximal marginal relevance (Carbonell & Goldstein, 1998) over ``pool`` (best first):
-    each pick maximises ``(1 - diversity) * relevance - diversity * (the largest tag overlap,
-    Jaccard, with an item already picked)``, relevance being the score min-max scaled over the
-    pool. ``diversity`` 0 keeps the order of the scores."""
-    if not 0.0 <= diversity <= 1.0:
-        raise ValueError(f"diversity must be in [0, 1], got {diversity}")
-    if diversity == 0 or len(pool) <= 1:
-        return pool[:k]
-    s = scores[pool]
-    rel = (s - s.min()) / (s.max() - s.min()) if float(s.max() - s.min()) > 0 else s * 0 + 1
-    relevance = dict(zip(pool, rel.tolist(), strict=True))
-    chosen: list[int] = []
-    left = list(pool)
-    while left and len(chosen) < k:
-
-        def gain(i: int) -> float:
-            overlap = max((_jaccard(tags[i], tags[j]) for j in chosen), default=0.0)
-            return (1 - diversity) * relevance[i] - diversity * overlap
-
-        best = max(left, key=gain)
-        chosen.append(best)
-        left.remove(best)
-    return chosen
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0

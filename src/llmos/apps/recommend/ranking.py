@@ -1,9 +1,9 @@
 """The recommendation app's learned ranker, trained and measured on held-out next items.
 
-:func:`learn_ranker` takes a :class:`~llmos.apps.recommend.engine.Recommender` fitted on the
-train part of a leave-one-out cut (``llmos.apps.recommend.train.fit_app_ranker`` builds it)
-and the three parts. Each user's train items, as likes in time order, give their candidates
-(``Recommender.candidates``: the best ``RANK_POOL`` items of the signals' sum) and the
+:func:`fit_app_ranker` fits EASE and popularity on the train part of a leave-one-out cut and
+hands the recommender they make, with the other generators, to :func:`learn_ranker`. Each
+user's train items, as likes in time order, give their candidates (``Recommender.candidates``:
+the best ``RANK_POOL`` items of the signals' sum, and MF's from its index) and the
 candidates' features; a user whose valid item is among them gives one list, and the ranker
 (:mod:`llmos.models.ranker`) is fitted on those lists. Each user's test item is then ranked
 after their train and valid items, by the sum and by the ranker, through
@@ -13,6 +13,7 @@ after their train and valid items, by the sum and by the ranker, through
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +21,62 @@ import torch
 
 from llmos.apps.recommend.engine import FEATURES, Recommender
 from llmos.apps.recommend.events import Act, Taste, fold
-from llmos.checkpoint.recommender import RANKER
-from llmos.data.interactions import Interactions
+from llmos.apps.recommend.generators import popularity
+from llmos.checkpoint.recommender import RANKER, RecommenderCheckpoint
+from llmos.data.interactions import Interactions, Item, split_leave_one_out
 from llmos.errors import DataError
+from llmos.models.itemitem import EASE
 from llmos.models.ranker import RankerConfig, fit_ranker
 from llmos.train.tasks.sasrec import user_sequences
 
 log = logging.getLogger("llmos.apps.recommend")
 RANKER_USERS = 5000  # the most users whose held-out items train (and test) the ranker
+
+
+def fit_app_ranker(
+    items: list[Item],
+    inter: Interactions,
+    *,
+    reg: float,
+    half_life_days: float | None = None,
+    content: torch.Tensor | None = None,
+    sasrec: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    mf: tuple[torch.Tensor, dict[str, Any]] | None = None,
+    hidden: int = 0,
+    max_users: int = RANKER_USERS,
+    seed: int = 2020,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Train the app's learned ranker (:mod:`llmos.models.ranker`) on held-out next items.
+
+    ``inter`` (in the catalog's order) is cut by RecBole's leave-one-out
+    (``split_leave_one_out``: each user's last item by time to test, the one before to
+    valid), the cut the generators of :mod:`llmos.apps.recommend.generators` train on, so
+    ``sasrec`` (SASRec's weights and config) and ``mf`` (BPR-MF's item vectors and report)
+    have seen the train part only. EASE and popularity fitted on the train part make, with
+    ``content``, ``sasrec`` and ``mf``, the recommender that :func:`learn_ranker` trains and
+    measures the ranker with; its weights, config and report are returned (see there).
+    """
+    train, valid, test = split_leave_one_out(inter)
+    weights: dict[str, torch.Tensor] = {
+        "ease.weight": EASE.fit(train.matrix(), reg=reg).weight,
+        "popularity.counts": popularity(len(items), train.item, train.timestamp, half_life_days),
+    }
+    if content is not None:
+        weights["content.vectors"] = content
+    if sasrec is not None:
+        weights.update(sasrec[0])
+    if mf is not None:
+        weights["mf.items"] = mf[0]
+    part = RecommenderCheckpoint(
+        Path("(the ranker's train part)"),
+        tuple(items),
+        weights,
+        {"mf": mf[1] if mf else None},
+        sasrec[1] if sasrec else None,
+    )
+    return learn_ranker(
+        Recommender(part), train, valid, test, hidden=hidden, max_users=max_users, seed=seed
+    )
 
 
 def learn_ranker(

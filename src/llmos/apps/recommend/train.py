@@ -27,9 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from llmos.apps.recommend.engine import Recommender
 from llmos.apps.recommend.events import Act, fold
-from llmos.apps.recommend.ranking import RANKER_USERS, learn_ranker
+from llmos.apps.recommend.generators import fit_mf, fit_sequential, popularity
+from llmos.apps.recommend.ranking import fit_app_ranker
 from llmos.checkpoint.recommender import RecommenderCheckpoint, save_recommender
 from llmos.data.interactions import (
     Interactions,
@@ -37,7 +37,6 @@ from llmos.data.interactions import (
     read_atomic_items,
     read_jsonl_items,
     split_by_ratio,
-    split_leave_one_out,
 )
 from llmos.errors import DataError
 from llmos.models.itemitem import EASE, Popularity
@@ -45,13 +44,15 @@ from llmos.store.db import Store
 from llmos.train.ranking import full_ranking
 
 log = logging.getLogger("llmos.apps.recommend")
-DAY = 86400.0
 REG = 400.0  # EASE's L2 weight, best on MovieLens-100K's validation (bench/recommend_eval.py)
 # texts, kind ("passage" for items) -> (len(texts), dim) unit vectors
 Embed = Callable[[list[str], str], Any]
 SASREC_DROPPED = (
     "a retraining keeps no sequential model: it needs a training run "
     "(llmos recommend train --sasrec-steps N)"
+)
+MF_DROPPED = (
+    "a retraining keeps no MF model: it needs a training run (llmos recommend train --mf-steps N)"
 )
 RANKER_DROPPED = (
     "a retraining keeps no learned ranker: it is trained on held-out items of the "
@@ -141,21 +142,6 @@ def store_acts(store: Store, catalog: str) -> dict[int, list[Act]]:
     return {u: [Act(e.kind, e.item or "", e.value) for e in es] for u, es in rows.items()}
 
 
-def popularity(
-    num_items: int, item: np.ndarray, timestamp: np.ndarray, half_life_days: float | None
-) -> torch.Tensor:
-    """Interaction counts per item; with ``half_life_days``, each interaction weighs
-    ``0.5 ** (age / half-life)``, its age counted from the newest timestamp (an interaction
-    without a timestamp, NaN, counts as the newest)."""
-    w = np.ones(len(item))
-    if half_life_days is not None:
-        if half_life_days <= 0:
-            raise ValueError(f"half_life_days must be positive, got {half_life_days}")
-        t = np.where(np.isnan(timestamp), np.nanmax(timestamp, initial=0.0), timestamp)
-        w = 0.5 ** ((t.max(initial=0.0) - t) / (half_life_days * DAY))
-    return torch.from_numpy(np.bincount(item, weights=w, minlength=num_items)).float()
-
-
 def train_recommender(
     items: list[Item],
     out: str | Path,
@@ -170,6 +156,7 @@ def train_recommender(
     encoder_digest: str | None = None,
     evaluation: dict[str, float] | None = None,
     sasrec_steps: int = 0,
+    mf_steps: int = 0,
     ranker: bool = False,
     allow_empty: bool = False,
     meta: dict[str, Any] | None = None,
@@ -178,8 +165,9 @@ def train_recommender(
     ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint, with
     ``inter``'s interactions in it (``train.*``) and, in its ``task.json``, ``evaluation`` (the
     metrics measured before) and ``meta``'s fields. With ``sasrec_steps``, a sequential model
-    is trained on ``inter`` too (:func:`fit_sequential`); with ``ranker``, a learned ranker
-    (:func:`fit_app_ranker`).
+    is trained on ``inter`` too; with ``mf_steps``, a BPR-MF whose item vectors serve
+    folded-in users (both :mod:`llmos.apps.recommend.generators`); with ``ranker``, a learned
+    ranker (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
 
     Raises:
         DataError: no interaction to learn from (unless ``allow_empty``: a new catalog that
@@ -205,14 +193,26 @@ def train_recommender(
             np.asarray(embed([item_text(i) for i in items], "passage"), np.float32)
         )
     sasrec = None
-    if (sasrec_steps > 0 or ranker) and ordered is None:
-        what = "the sequential model" if sasrec_steps > 0 else "the learned ranker"
+    if (sasrec_steps > 0 or mf_steps > 0 or ranker) and ordered is None:
+        what = (
+            "the sequential model"
+            if sasrec_steps > 0
+            else "the MF model"
+            if mf_steps > 0
+            else "the learned ranker"
+        )
         raise DataError(f"{what} learns from an interactions file: give --inter")
     if sasrec_steps > 0:
         assert ordered is not None
         log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(ordered))
-        seq_weights, sasrec, sasrec_valid = fit_sequential(items, ordered, sasrec_steps)
+        seq_weights, sasrec, sasrec_valid = fit_sequential(ordered, sasrec_steps)
         weights.update(seq_weights)
+    mf = None
+    if mf_steps > 0:
+        assert ordered is not None
+        log.info("BPR-MF: %d steps over %d interactions", mf_steps, len(ordered))
+        mf_vectors, mf = fit_mf(ordered, mf_steps)
+        weights["mf.items"] = mf_vectors
     ranker_config = ranker_report = None
     if ranker:
         assert ordered is not None
@@ -223,6 +223,7 @@ def train_recommender(
             half_life_days=half_life_days,
             content=weights.get("content.vectors"),
             sasrec=(seq_weights, sasrec) if sasrec is not None else None,
+            mf=(weights["mf.items"], mf) if mf is not None else None,
         )
         weights.update(rank_weights)
     task = {
@@ -240,6 +241,7 @@ def train_recommender(
         },
         "evaluation": evaluation,
         "sasrec": {"steps": sasrec_steps, "valid": sasrec_valid} if sasrec else None,
+        "mf": mf,
         "ranker": ranker_report,
         **(meta or {}),
     }
@@ -303,8 +305,8 @@ def retrain_recommender(
 
     A sequential model (SASRec) is *not* carried over: its weights were trained over the old
     interactions and it needs a real training run (``llmos recommend train --sasrec-steps``);
-    ``task.json`` says so (``retrained.sasrec``). Nor is a learned ranker
-    (``retrained.ranker``): it is trained on held-out items of the file.
+    ``task.json`` says so (``retrained.sasrec``). Nor are an MF model (``retrained.mf``) and
+    a learned ranker (``retrained.ranker``): both are trained on the file's interactions.
     """
     items = list(items) if items is not None else list(ckpt.items)
     inter = kept_interactions(ckpt, items)
@@ -313,6 +315,8 @@ def retrain_recommender(
     content, encoder, encoder_digest, reuse = _content(ckpt, items, embed, encoder, encoder_digest)
     if ckpt.sasrec is not None:
         log.warning("retraining %s without its sequential model: %s", ckpt.path, SASREC_DROPPED)
+    if "mf.items" in ckpt.weights:
+        log.warning("retraining %s without its MF model: %s", ckpt.path, MF_DROPPED)
     if ckpt.ranker is not None:
         log.warning("retraining %s without its learned ranker: %s", ckpt.path, RANKER_DROPPED)
     half_life = ckpt.meta.get("half_life_days") if half_life_days is None else half_life_days
@@ -335,6 +339,7 @@ def retrain_recommender(
                 "dropped_items": len({i.id for i in ckpt.items} - {i.id for i in items}),
                 "content": reuse,
                 "sasrec": SASREC_DROPPED if ckpt.sasrec is not None else None,
+                "mf": MF_DROPPED if "mf.items" in ckpt.weights else None,
                 "ranker": RANKER_DROPPED if ckpt.ranker is not None else None,
             }
         },
@@ -379,72 +384,6 @@ def _content(
         return np.stack([vectors[t] for t in batch]).astype(np.float32)
 
     return reusing, encoder, digest, counts
-
-
-def fit_sequential(
-    items: list[Item], inter: Interactions, steps: int, seed: int = 2020
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Train a SASRec (:mod:`llmos.train.tasks.sasrec`, RecBole's defaults) on the
-    interactions over the catalog's order: each user's history but the last two items by time
-    as training, the second-last as validation (RecBole's leave-one-out), the best validated
-    step kept. Returns its weights (under ``sasrec.``, the tied output projection left out),
-    its config fields and its validation metrics."""
-    import dataclasses
-    import tempfile
-
-    from llmos.checkpoint.recommender import SASREC
-    from llmos.train.tasks.sasrec import train_sasrec
-
-    train, valid, _ = split_leave_one_out(in_catalog_order(items, inter))
-    with tempfile.TemporaryDirectory(prefix="sasrec-") as run:
-        model, result = train_sasrec(
-            train, valid, run, steps=steps, seed=seed, eval_every=max(steps // 10, 1)
-        )
-    tied = set(model.tied_weights)
-    weights = {
-        SASREC + k: v.detach().clone() for k, v in model.state_dict().items() if k not in tied
-    }
-    best = result.best or {}
-    return weights, dataclasses.asdict(model.config), dict(best.get("metrics", {}))
-
-
-def fit_app_ranker(
-    items: list[Item],
-    inter: Interactions,
-    *,
-    reg: float = REG,
-    half_life_days: float | None = None,
-    content: torch.Tensor | None = None,
-    sasrec: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
-    hidden: int = 0,
-    max_users: int = RANKER_USERS,
-    seed: int = 2020,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Train the app's learned ranker (:mod:`llmos.models.ranker`) on held-out next items.
-
-    ``inter`` (in the catalog's order) is cut by RecBole's leave-one-out
-    (``split_leave_one_out``: each user's last item by time to test, the one before to
-    valid), the same cut :func:`fit_sequential` trains on, so ``sasrec`` (its weights and
-    config) has seen the train part only. EASE and popularity fitted on the train part make,
-    with ``content`` and ``sasrec``, the recommender that
-    :func:`~llmos.apps.recommend.ranking.learn_ranker` trains and measures the ranker with;
-    its weights, config and report are returned (see there).
-    """
-    train, valid, test = split_leave_one_out(inter)
-    weights: dict[str, torch.Tensor] = {
-        "ease.weight": EASE.fit(train.matrix(), reg=reg).weight,
-        "popularity.counts": popularity(len(items), train.item, train.timestamp, half_life_days),
-    }
-    if content is not None:
-        weights["content.vectors"] = content
-    if sasrec is not None:
-        weights.update(sasrec[0])
-    part = RecommenderCheckpoint(
-        Path("(the ranker's train part)"), tuple(items), weights, {}, sasrec[1] if sasrec else None
-    )
-    return learn_ranker(
-        Recommender(part), train, valid, test, hidden=hidden, max_users=max_users, seed=seed
-    )
 
 
 def evaluate(
