@@ -171,6 +171,13 @@ def test_user_mistakes_exit_2(
             ["recommend", "train", "--items", str(items), "--no-encoder", "--ranker"],
             "give --inter",
         ),
+        (
+            [
+                *("recommend", "train", "--items", str(items), "--inter", str(inter)),
+                *("--no-encoder", "--mf-steps", "5", "--out", str(tmp_path / "mf")),
+            ],
+            "the MF model serves through the learned ranker: add --ranker",
+        ),
     ]
     capsys.readouterr()
     for argv, message in cases:

@@ -61,8 +61,9 @@ def add_recommend(sub: Subcommands) -> None:
         "--mf-steps",
         type=int,
         default=0,
-        help="also train a BPR-MF for this many steps; users are folded in from their events "
-        "and its FAISS index adds candidates for the ranker (3000: under a minute)",
+        help="also train a BPR-MF for this many steps (with --ranker, which it serves "
+        "through): users are folded in from their events and its FAISS index adds "
+        "candidates for the ranker (3000: under a minute)",
     )
     p.add_argument(
         "--ranker",

@@ -21,7 +21,7 @@ from llmos.apps.recommend.train import (
 )
 from llmos.checkpoint.recommender import read_recommender
 from llmos.data.interactions import Item, read_inter
-from llmos.errors import DataError
+from llmos.errors import DataError, LlmosError
 from llmos.models.itemitem import EASE
 
 
@@ -195,4 +195,6 @@ def test_mf_and_a_learned_ranker_are_trained_on_held_out_next_items_and_saved(
     with pytest.raises(DataError, match="the learned ranker learns from an interactions file"):
         train_recommender(items, tmp_path / "s", store_events=events, ranker=True)
     with pytest.raises(DataError, match="the MF model learns from an interactions file"):
-        train_recommender(items, tmp_path / "s", store_events=events, mf_steps=5)
+        train_recommender(items, tmp_path / "s", store_events=events, mf_steps=5, ranker=True)
+    with pytest.raises(LlmosError, match="serves through the learned ranker: add --ranker"):
+        train_recommender(items, tmp_path / "s", inter=inter, mf_steps=5)

@@ -38,7 +38,7 @@ from llmos.data.interactions import (
     read_jsonl_items,
     split_by_ratio,
 )
-from llmos.errors import DataError
+from llmos.errors import DataError, LlmosError
 from llmos.models.itemitem import EASE, Popularity
 from llmos.store.db import Store
 from llmos.train.ranking import full_ranking
@@ -170,6 +170,7 @@ def train_recommender(
     ranker (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
 
     Raises:
+        LlmosError: ``mf_steps`` without ``ranker`` (the MF model serves through it).
         DataError: no interaction to learn from (unless ``allow_empty``: a new catalog that
             nobody has taken yet, whose model then ranks by text and tags only), or one that
             names an item the catalog lacks.
@@ -193,6 +194,8 @@ def train_recommender(
             np.asarray(embed([item_text(i) for i in items], "passage"), np.float32)
         )
     sasrec = None
+    if mf_steps > 0 and not ranker:  # its candidates and scores reach a list only through it
+        raise LlmosError("the MF model serves through the learned ranker: add --ranker")
     if (sasrec_steps > 0 or mf_steps > 0 or ranker) and ordered is None:
         what = (
             "the sequential model"
