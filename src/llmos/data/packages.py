@@ -48,6 +48,7 @@ PACKAGES: dict[str, PackageSpec] = {
         PackageSpec("home-assistant-intents", "2026.10.27"),
         PackageSpec("chatterbot-corpus", "1.3.3"),
         PackageSpec("recbole", "1.2.1"),
+        PackageSpec("pycorrector", "1.1.4"),
     )
 }
 

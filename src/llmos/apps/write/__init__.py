@@ -1,0 +1,1 @@
+"""The writing assistant: spelling correction, material suggestions, continuation."""

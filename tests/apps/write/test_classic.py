@@ -1,0 +1,114 @@
+"""The classic corrector on a generated corpus where context tells 在 from 再 and 学 from 雪,
+and does not tell 他 from 她 (both right: a low threshold swaps them)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llmos.apps.write.classic import ClassicCorrector
+from llmos.apps.write.edits import Edit
+from llmos.models.ngram import CharNgramLM
+from llmos.text.cjk import is_hanzi
+from llmos.text.csc_metrics import sentence_scores
+
+CONFUSIONS = {"在": "再", "再": "在", "学": "雪", "雪": "学", "他": "她", "她": "他"}
+
+
+def corpus(n: int = 600, seed: int = 0) -> list[str]:
+    """在 before places, 再 before verbs of repetition; 学 in 学校/学习, 雪 in 下雪/雪花."""
+    rng = random.Random(seed)
+    who = ["我们", "他", "她", "你们", "老师", "同学们"]
+    where = ["学校", "家里", "公园", "图书馆", "教室"]
+    what = ["", "学习", "看书", "休息", "吃饭"]
+    again = ["明天再来", "再说一遍", "再也不去了", "再见"]
+    snow = ["外面下雪了", "雪花很大", "今天下大雪"]
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.6:
+            out.append(rng.choice(who) + "在" + rng.choice(where) + rng.choice(what))
+        elif kind < 0.85:
+            out.append(rng.choice(who) + rng.choice(again))
+        else:
+            out.append(rng.choice(snow))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm() -> CharNgramLM:
+    return CharNgramLM.train(corpus(), order=4, progress=False)
+
+
+def confusions(ch: str) -> list[str]:
+    return list(CONFUSIONS.get(ch, ""))
+
+
+def test_fixes_a_confused_character_and_leaves_correct_text_alone(lm: CharNgramLM) -> None:
+    fix = ClassicCorrector(lm, confusions, threshold=1.0)
+    [edit] = fix.correct("我们再学校")
+    assert (edit.start, edit.end, edit.original, edit.suggestion, edit.kind) == (
+        2,
+        3,
+        "再",
+        "在",
+        "spelling",
+    )
+    assert edit.score > 1.0
+    assert fix.correct_text("我们再学校") == "我们在学校"
+    for good in ["我们在学校", "他明天再来", "外面下雪了", "老师在图书馆看书"]:
+        assert fix.correct(good) == []
+    assert fix.correct_text("Hello, 世界") == "Hello, 世界"
+
+
+def test_adjacent_edits_are_scored_on_fresh_context(lm: CharNgramLM) -> None:
+    fix = ClassicCorrector(lm, confusions, threshold=0.0)
+    text = "我们再雪校"
+    edits = fix.correct(text)
+    assert [(e.start, e.suggestion) for e in edits] == [(2, "在"), (3, "学")]
+    # Each score is the gain over the sentence as it stood when the edit was accepted, so the
+    # gains add up to the whole change: a score computed on stale context would not.
+    fixed = fix.correct_text(text)
+    total = lm.sentence_logprob(fixed) - lm.sentence_logprob(text)
+    assert sum(e.score for e in edits) == pytest.approx(total)
+
+
+def test_only_cjk_characters_change() -> None:
+    lm = CharNgramLM.train(["ab", "ab", "cb"], order=2, progress=False)
+    fix = ClassicCorrector(lm, lambda ch: ["a", "在"], threshold=-100.0)
+    assert fix.correct("cb") == []  # c is not CJK, a is not a usable candidate
+    assert is_hanzi("在") and is_hanzi("\U00020000") and not is_hanzi("a") and not is_hanzi("，")
+
+
+def test_threshold_fit_equals_a_sweep(lm: CharNgramLM) -> None:
+    rng = random.Random(1)
+    clean = corpus(40, seed=2)
+    pairs = []
+    for target in clean:
+        spots = [i for i, ch in enumerate(target) if ch in "在再学雪"]
+        source = list(target)
+        if spots and rng.random() < 0.7:
+            i = rng.choice(spots)
+            source[i] = CONFUSIONS[target[i]]
+        pairs.append(("".join(source), target))
+    grid = [-2.0, 0.0, 1.0, 3.0, 6.0, 10.0, 1000.0]
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+
+    def f1(t: float) -> float:
+        out = [ClassicCorrector(lm, confusions, t).correct_text(s) for s in sources]
+        return sentence_scores(sources, out, targets)["sentence_f1"]
+
+    sweep = {t: f1(t) for t in grid}
+    fix = ClassicCorrector(lm, confusions, threshold=0.0)
+    best = fix.fit_threshold(pairs, grid)
+    assert fix.threshold == best
+    assert sweep[best] == max(sweep.values()) > sweep[1000.0] == 0.0
+    assert best == max(t for t in grid if sweep[t] == sweep[best])  # ties: the higher one
+    assert sweep[-2.0] < sweep[best]  # a low threshold over-corrects (他 <-> 她)
+
+
+def test_edits_are_the_shared_type(lm: CharNgramLM) -> None:
+    [edit] = ClassicCorrector(lm, confusions, 1.0).correct("他再家里")
+    assert isinstance(edit, Edit)
+    assert edit.as_json()["suggestion"] == "在"
