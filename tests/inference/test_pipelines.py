@@ -96,7 +96,7 @@ def test_an_encoder_has_no_generator_methods_and_guards_its_tasks(checkpoints: d
     mlm = llmos.load(checkpoints["mlm"])
     with pytest.raises(
         UnsupportedTaskError,
-        match="it can classify, tag, fill_mask, embed; generate needs a GPT checkpoint",
+        match="it can classify, tag, fill_mask, embed, correct; generate needs a GPT checkpoint",
     ):
         mlm.generate("今天")
     assert not hasattr(mlm, "stream")

@@ -399,7 +399,7 @@ def test_cli_dry_run_prints_the_plan_only(
     assert "gpt-zh, wordpiece-zh, bert-zh into" in capsys.readouterr().out
     assert main([*argv, "--with", "bert"]) != 0
     err = capsys.readouterr().err
-    assert "no optional step set 'bert' (there are: bert-zh)" in err
+    assert "no optional step set 'bert' (there are: bert-zh, csc-zh)" in err
     assert not (tmp_path / "runs").exists()
 
 

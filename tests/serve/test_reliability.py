@@ -713,9 +713,10 @@ def test_no_route_addresses_another_user(live: Live) -> None:
     # ticket in the queues the caller serves; tests/serve/test_support.py shows another
     # user's are never reached. An ``item`` is a catalog item, shared by every user (the
     # recommendation app; tests/serve/test_recommend_http.py); a ``job_id`` one of that app's
-    # catalog jobs, an admin route.
+    # catalog jobs, an admin route. A ``term`` is an entry of the caller's own spelling
+    # dictionary (tests/serve/test_write_http.py: another user's is never removed).
     params = {p for path in paths for p in re.findall(r"\{(\w+)\}", path)}
-    allowed = {"name", "entry_id", "conversation_id", "ticket_id", "item", "job_id"}
+    allowed = {"name", "entry_id", "conversation_id", "ticket_id", "item", "job_id", "term"}
     assert params <= allowed, params
     assert all(path.startswith("/v1/apps/") for path in paths if "{" in path)
     assert all(p.startswith("/v1/apps/recommend/") for p in paths if "{item}" in p)

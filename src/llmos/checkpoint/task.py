@@ -1,6 +1,6 @@
 """What a checkpoint was trained to do: ``task.json`` read into a typed :data:`TaskSpec`.
 
-A ``TaskSpec`` is one of seven frozen dataclasses, matched with ``isinstance`` or ``match``:
+A ``TaskSpec`` is one of eight frozen dataclasses, matched with ``isinstance`` or ``match``:
 
 ==================  =====================================================================
 ``Classification``  sequence classifier: ``labels``, ``max_length``, ``label_key``,
@@ -15,6 +15,9 @@ A ``TaskSpec`` is one of seven frozen dataclasses, matched with ``isinstance`` o
                     of the last layer
 ``Embedding``       sentence-embedding encoder: ``pooling``, ``normalize``, ``max_length``,
                     ``query_prefix``, ``passage_prefix``
+``Spelling``        spelling corrector (detection + correction heads over characters):
+                    ``chars`` (how many output characters), ``max_length``,
+                    ``detect_weight``, ``threshold``, ``mask_correct``
 ``Instruct``        instruction-tuned GPT: ``template``, ``template_with_input``,
                     ``max_length``
 ``MaskedLM``        a pretrained encoder (no ``task.json``): fill-mask, embeddings
@@ -115,6 +118,23 @@ class Embedding(_Spec):
 
 
 @dataclass(frozen=True)
+class Spelling(_Spec):
+    """A spelling corrector (:class:`~llmos.models.csc.BertForSpellingCorrection`): every CJK
+    character is a token of its own, and each is replaced by the correction head's best of
+    ``chars`` characters when the detection head's probability reaches ``threshold``."""
+
+    kind: ClassVar[str] = "spelling"
+    chars: int
+    max_length: int | None = None
+    detect_weight: float = 0.3  # the detection loss's share in training (0.7 correction)
+    threshold: float = 0.5  # detection probability from which a character is replaced
+    # The share of correct characters masked in training; when > 0 the model has learned to
+    # read a masked character from its context, and flagged characters are read again masked.
+    mask_correct: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Instruct(_Spec):
     """An instruction-tuned GPT and the prompt template it was tuned with."""
 
@@ -141,14 +161,25 @@ class Generation(_Spec):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-TaskSpec = Classification | Tagging | MultiTask | Embedding | Instruct | MaskedLM | Generation
+TaskSpec = (
+    Classification | Tagging | MultiTask | Embedding | Spelling | Instruct | MaskedLM | Generation
+)
 KINDS: dict[str, type] = {
     c.kind: c
-    for c in (Classification, Tagging, MultiTask, Embedding, Instruct, MaskedLM, Generation)
+    for c in (
+        Classification,
+        Tagging,
+        MultiTask,
+        Embedding,
+        Spelling,
+        Instruct,
+        MaskedLM,
+        Generation,
+    )
 }
 # Specs of pretrained checkpoints: without extra keys they are the absence of task.json.
 PRETRAINED = (MaskedLM, Generation)
-ENCODER_TASKS = (Classification, Tagging, MultiTask, Embedding, MaskedLM)
+ENCODER_TASKS = (Classification, Tagging, MultiTask, Embedding, Spelling, MaskedLM)
 DECODER_TASKS = (Instruct, Generation)
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
@@ -164,6 +195,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf", "char_tags"),
     "multitask": ("heads", "max_length"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
+    "spelling": ("chars", "max_length", "detect_weight", "threshold", "mask_correct"),
     "instruct": ("template", "template_with_input", "max_length"),
     "mlm": (),
     "generation": (),
@@ -239,6 +271,13 @@ def _temperature(d: Mapping[str, Any], source: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e4:
         raise _field_error(source, "temperature", "a number > 0", value)
+    return float(value)
+
+
+def _fraction(d: Mapping[str, Any], name: str, default: float, source: str) -> float:
+    value = d.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _field_error(source, name, "a number in [0, 1]", value)
     return float(value)
 
 
@@ -327,6 +366,18 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             _optional(d, "query_prefix", source, str, "a string"),
             _optional(d, "passage_prefix", source, str, "a string"),
             extra,
+        )
+    if kind == "spelling":
+        chars = _optional(d, "chars", source, int, "a positive integer")
+        if chars is None or chars < 1:
+            raise _field_error(source, "chars", "a positive integer", d.get("chars"))
+        return Spelling(
+            chars=chars,
+            max_length=_max_length(d, source),
+            detect_weight=_fraction(d, "detect_weight", 0.3, source),
+            threshold=_fraction(d, "threshold", 0.5, source),
+            mask_correct=_fraction(d, "mask_correct", 0.0, source),
+            extra=extra,
         )
     if kind == "instruct":
         template = _optional(d, "template", source, str, "a string")

@@ -255,8 +255,14 @@ class HeadConfig:
     class_weights: Literal["none", "balanced"] = "none"
     exclude: dict[str, list[str]] = field(default_factory=dict)
     calibrate: bool = False
+    detect_weight: float = 0.3
+    mask_correct: float = 0.2
 
     def __post_init__(self) -> None:
+        if not 0 <= self.detect_weight <= 1:
+            raise ConfigError(f"detect_weight must be in [0, 1], got {self.detect_weight}")
+        if not 0 <= self.mask_correct < 1:
+            raise ConfigError(f"mask_correct must be in [0, 1), got {self.mask_correct}")
         if self.calibrate and self.task != "classification":
             raise ConfigError(f"heads[{self.name}].calibrate needs task: classification")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name or ""):
@@ -337,12 +343,20 @@ class FinetuneConfig:
     fits the classifier's temperature on the validation split once training is done and records
     it in task.json (``llmos calibrate``, :mod:`llmos.train.calibration`): the labels stay, the
     probabilities become honest, so thresholds on them mean the same from one model to the
-    next."""
+    next.
+
+    ``detect_weight`` (spelling only) is the detection loss's share of a spelling corrector's
+    loss, the correction loss taking the rest (0.3 / 0.7 as pycorrector's MacBERT4CSC; see
+    :mod:`llmos.train.tasks.spelling`). ``mask_correct`` (spelling only) is the share of the
+    correct characters of each training sentence replaced by the mask token, their targets
+    kept, so that the model learns to read a character from its context rather than copy it
+    (Wu et al., 2023, "Rethinking Masked Language Modeling for Chinese Spelling Correction":
+    20 %)."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
     init: str = "runs/bert-zh/checkpoint"
-    task: Literal["classification", "tagging", "instruct", "multitask", "embedding"] = (
+    task: Literal["classification", "tagging", "instruct", "multitask", "embedding", "spelling"] = (
         "classification"
     )
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
@@ -359,8 +373,14 @@ class FinetuneConfig:
     pooling: Literal["cls", "mean"] = "cls"
     freeze_layers: int | None = None
     calibrate: bool = False
+    detect_weight: float = 0.3
+    mask_correct: float = 0.2
 
     def __post_init__(self) -> None:
+        if not 0 <= self.detect_weight <= 1:
+            raise ConfigError(f"detect_weight must be in [0, 1], got {self.detect_weight}")
+        if not 0 <= self.mask_correct < 1:
+            raise ConfigError(f"mask_correct must be in [0, 1), got {self.mask_correct}")
         if self.calibrate and self.task != "classification":
             raise ConfigError(
                 f"calibrate fits a classifier's temperature: it needs task: classification, got "
@@ -437,6 +457,7 @@ class FinetuneConfig:
                 "instruct": "loss",
                 "multitask": "score",
                 "embedding": "mrr",
+                "spelling": "sentence_f1",
             }[self.task]
         if self.patience is not None and self.patience < 1:
             raise ConfigError(

@@ -10,15 +10,25 @@ another says what the checkpoint is.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from llmos.checkpoint.io import Checkpoint
-from llmos.checkpoint.task import Classification, Embedding, MaskedLM, MultiTask, Tagging
+from llmos.checkpoint.task import (
+    Classification,
+    Embedding,
+    MaskedLM,
+    MultiTask,
+    Spelling,
+    Tagging,
+)
 from llmos.data.batching import pad_batch, run_length_sorted
+from llmos.data.spelling import read_confusion
 from llmos.errors import LlmosError
+from llmos.inference import correct as csc
 from llmos.inference.classify import (
     batched_logits,
     check_long_inputs,
@@ -60,7 +70,7 @@ def with_prefix(spec: Embedding, texts: list[str], kind: str | None) -> list[str
 class EncoderPipeline(Pipeline):
     """A BERT-style checkpoint ready for inference (see :func:`llmos.load`)."""
 
-    operations: ClassVar[tuple[str, ...]] = ("classify", "tag", "fill_mask", "embed")
+    operations: ClassVar[tuple[str, ...]] = ("classify", "tag", "fill_mask", "embed", "correct")
     needs: ClassVar[str] = "a GPT checkpoint"
 
     def __init__(self, model: torch.nn.Module, checkpoint: Checkpoint) -> None:
@@ -70,6 +80,8 @@ class EncoderPipeline(Pipeline):
         self.decoder = (
             SpanDecoder(list(spec.labels), spec.scheme) if isinstance(spec, Tagging) else None
         )
+        self._vocab: csc.CharVocab | None = None  # a spelling model's characters, read once
+        self._confusion: Callable[[str], Sequence[str]] | bool | None = None
 
     def _pad(self) -> int:
         return self._ids["pad"] or 0
@@ -334,6 +346,63 @@ class EncoderPipeline(Pipeline):
             self.checkpoint.max_length,
             batch_size,
         )[2]
+
+    def correct(
+        self,
+        texts: list[str] | str,
+        *,
+        threshold: float | None = None,
+        candidates: Callable[[str], Sequence[str]] | str | None = "model",
+        batch_size: int = 32,
+    ) -> list[list[csc.Correction]]:
+        """The spelling corrections a spelling checkpoint makes in each text.
+
+        ``threshold`` (default: the checkpoint's, fitted on its validation split) is the
+        detection probability from which a character is flagged. ``candidates`` restricts
+        what a character may become: ``"model"`` (default) the confusion sets the checkpoint
+        was evaluated with (its ``confusion/`` directory: same pinyin, similar shape), if it
+        has one; a function of the character (e.g.
+        :meth:`llmos.data.spelling.ConfusionSet.candidates`); None any character the model
+        knows. A model trained with ``mask_correct`` reads flagged characters a second time,
+        masked (:func:`~llmos.inference.correct.predict_corrections`). Texts of any length:
+        long ones are read in consecutive windows.
+
+        Returns:
+            One list per text of :class:`~llmos.inference.correct.Correction` (character
+            offset, original, suggestion, detection and correction probabilities), by offset.
+        """
+        spec = self.spec
+        if not isinstance(spec, Spelling):
+            raise LlmosError(f"this checkpoint is {self.describe()}, not a spelling model")
+        if isinstance(texts, str):
+            texts = [texts]
+        if self._vocab is None:
+            self._vocab = csc.CharVocab.from_ids(self.tokenizer, self.model.char_ids.tolist())
+        if candidates == "model":
+            candidates = self._own_candidates()
+        elif isinstance(candidates, str):
+            raise LlmosError(f"candidates must be 'model', a function or None, got {candidates!r}")
+        cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
+        max_length = self.checkpoint.max_length
+        windows = csc.encode_windows(self.tokenizer, texts, max_length, cls_id, sep_id)
+        return csc.predict_corrections(
+            self.model,
+            windows,
+            texts,
+            self._vocab,
+            spec.threshold if threshold is None else threshold,
+            self._pad(),
+            batch_size,
+            candidates,
+            self._ids["mask"] if spec.mask_correct else None,
+        )
+
+    def _own_candidates(self) -> Callable[[str], Sequence[str]] | None:
+        """The confusion sets saved with a spelling checkpoint (``confusion/``), read once."""
+        if self._confusion is None:
+            folder = self.checkpoint.path / "confusion"
+            self._confusion = read_confusion(folder).candidates if folder.is_dir() else False
+        return self._confusion or None
 
     def embed(
         self,

@@ -20,6 +20,7 @@ from llmos.checkpoint.task import (
     Generation,
     Instruct,
     MultiTask,
+    Spelling,
     Tagging,
     TaskSpec,
     parse_task,
@@ -31,6 +32,7 @@ from llmos.inference.generator import GeneratorPipeline
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.tag import tagger_model, tagging_crf
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
+from llmos.models.csc import BertForSpellingCorrection
 from llmos.models.gpt import GPT
 from llmos.models.multitask import BertMultiTask, HeadShape
 
@@ -42,7 +44,8 @@ def build_model(
 ) -> torch.nn.Module:
     """The model class (random weights) that a checkpoint's config and task name: pretraining
     heads for a pretrained or embedding encoder, a classifier or tagger head (with its CRF when
-    ``task.json`` says ``crf: true``), a multi-task encoder with several of them, a GPT.
+    ``task.json`` says ``crf: true``), a multi-task encoder with several of them, a spelling
+    corrector, a GPT.
 
     ``task`` may still be a ``task.json`` dict (validated here) or None (a pretrained model)
     for callers that have not moved to :class:`~llmos.checkpoint.io.Checkpoint`.
@@ -63,10 +66,12 @@ def build_model(
             return tagger_model(config, list(labels), scheme, crf, char_tags)
         case MultiTask(heads=heads):
             return BertMultiTask(config, {name: head_shape(h) for name, h in heads.items()})
+        case Spelling(chars=chars):
+            return BertForSpellingCorrection(config, chars)
         case Instruct() | Generation():
             raise CheckpointError(
                 f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for an encoder "
-                "(supported: classification, tagging, multitask, embedding, or none)"
+                "(supported: classification, tagging, multitask, embedding, spelling, or none)"
             )
     return BertForPreTraining(config)  # pretrained (MaskedLM, None) and embedding encoders
 

@@ -27,7 +27,7 @@ from llmos.errors import LlmosError
 from llmos.text.tokenizer import special_ids
 
 # Every public inference method, of either kind.
-OPERATIONS = ("classify", "tag", "fill_mask", "embed", "generate", "stream")
+OPERATIONS = ("classify", "tag", "fill_mask", "embed", "correct", "generate", "stream")
 
 
 class UnsupportedTaskError(LlmosError, AttributeError):

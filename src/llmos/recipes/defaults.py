@@ -102,6 +102,8 @@ OPTIONAL_STEPS: dict[str, tuple[Step, ...]] = {
         Step("wordpiece-zh", "tokenizer", 0.1, source="wordpiece:zh:21128"),
         Step("bert-zh", "pretrain", 7.1, config="bert-zh.yaml"),
     ),
+    # The writing assistant's spelling model (the server's --write-model): 2,000 steps.
+    "csc-zh": (Step("csc-zh", "finetune", 50.0, config="csc-zh.yaml", init="e5-zh"),),
 }
 
 

@@ -8,7 +8,8 @@ with a plot) -> with ``calibrate``, the classifiers' temperatures fitted on the 
 
 Task families: ``classification`` (a classifier head on a BERT encoder), ``tagging`` (a token
 classifier: segmentation, POS, NER, slots), ``multitask`` (several classifier and tagger heads
-on one encoder, read from one pass) and ``instruct`` (instruction tuning of a GPT).
+on one encoder, read from one pass), ``embedding`` (a retrieval encoder), ``spelling`` (a
+MacBERT4CSC-style spelling corrector) and ``instruct`` (instruction tuning of a GPT).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from llmos.train.tasks.classify import setup_classification
 from llmos.train.tasks.embed import setup_embedding
 from llmos.train.tasks.instruct import setup_instruct
 from llmos.train.tasks.multitask import setup_multitask
+from llmos.train.tasks.spelling import setup_spelling
 from llmos.train.tasks.tag import setup_tagging
 
 # cfg.task -> the setup of that task family: the one place a task type is dispatched on.
@@ -34,12 +36,14 @@ FINETUNE_SETUPS: dict[str, Callable[[FinetuneConfig, Init], FinetuneSetup]] = {
     "instruct": setup_instruct,
     "multitask": setup_multitask,
     "embedding": setup_embedding,
+    "spelling": setup_spelling,
 }
 # The plot each task family's report writes beside report.json (instruct writes none).
 TEST_PLOTS = {
     "classification": "confusion_test.png",
     "tagging": "span_scores_test.png",
     "embedding": "retrieval_test.png",
+    "spelling": "thresholds_valid.png",
 }
 
 

@@ -42,6 +42,8 @@ from llmos.apps.recommend.service import NoRecommender, RecommendService
 from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
+from llmos.apps.write import routes as write_routes
+from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
 from llmos.paths import llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
@@ -360,6 +362,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         )
         srv.recommend = _recommend_service(srv, loop)
         srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
+        srv.write = WriteService(db)
         app.state.server = srv
         srv.ready = True
         try:
@@ -384,7 +387,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     )
     _install_handlers(app, metrics)
     _install_docs(app)
-    for module in (models, inference, users, support_routes, recommend_routes):
+    for module in (models, inference, users, support_routes, recommend_routes, write_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])

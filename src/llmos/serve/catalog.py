@@ -31,6 +31,7 @@ CAPABILITIES = {
     "tagging": ("tag", "embed"),
     "embedding": ("embed",),
     "multitask": ("embed",),  # its heads serve the apps (AnalyzeOp), not a route of their own
+    "spelling": ("correct", "embed"),
     "fill-mask": ("fill-mask", "embed"),
     "generation": ("generate",),
     "instruct": ("generate",),
@@ -102,7 +103,7 @@ def _kind(ckpt: Checkpoint) -> str:
         case MaskedLM():
             return "embedding" if getattr(ckpt.config, "heads", None) == "none" else "fill-mask"
         case spec:
-            return spec.kind  # classification, tagging, embedding, instruct, generation
+            return spec.kind  # classification, tagging, embedding, spelling, instruct, generation
 
 
 def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from llmos.apps.recommend.jobs import CatalogJobs
     from llmos.apps.recommend.service import RecommendService
     from llmos.apps.support.service import SupportService
+    from llmos.apps.write.service import WriteService
 
 
 class ApiError(Exception):
@@ -124,6 +125,7 @@ class Server:
     support: SupportService | None = None  # the customer-service app
     recommend: RecommendService | None = None  # the recommendation app
     recommend_jobs: CatalogJobs | None = None  # its catalog imports and retrainings
+    write: WriteService | None = None  # the writing assistant
 
 
 async def server(request: Request) -> Server:

@@ -104,6 +104,34 @@ class TagOp:
 
 
 @dataclass(frozen=True)
+class CorrectOp:
+    """Spelling corrections (``threshold`` None: the model's own), each as a dict."""
+
+    threshold: float | None = None
+
+    def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
+        texts, sizes = _flatten(payloads)
+        found = runtime.pipe.correct(
+            texts, threshold=self.threshold, batch_size=max(MIN_BATCH_SIZE, len(texts))
+        )
+        rows = [
+            [
+                {
+                    "start": c.offset,
+                    "end": c.offset + 1,
+                    "original": c.original,
+                    "suggestion": c.suggestion,
+                    "score": c.detect,
+                    "prob": c.prob,
+                }
+                for c in row
+            ]
+            for row in found
+        ]
+        return _split(rows, sizes)
+
+
+@dataclass(frozen=True)
 class EmbedOp:
     """Sentence embeddings; ``None`` options mean the model's own (its task.json)."""
 

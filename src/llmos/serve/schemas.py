@@ -119,6 +119,32 @@ class TagResponse(BaseModel):
     results: list[list[Span]]
 
 
+class CorrectRequest(Strict):
+    model: ModelName
+    texts: list[Text] = Field(min_length=1, max_length=10_000)
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="detection probability from which a character is replaced (default: the "
+        "model's own, fitted on its validation split)",
+    )
+
+
+class Correction(BaseModel):
+    start: int = Field(description="character offset into the text")
+    end: int
+    original: str
+    suggestion: str
+    score: float = Field(description="the detection probability")
+    prob: float = Field(description="the correction head's probability of the suggestion")
+
+
+class CorrectResponse(BaseModel):
+    model: str
+    results: list[list[Correction]]
+
+
 class FillMaskRequest(Strict):
     model: ModelName
     text: Text = Field(description="text with one or more [MASK] tokens")

@@ -59,6 +59,8 @@ class ServeSettings:
             with (``llmos recommend train`` / ``llmos setup`` build ``movielens``).
         recommend_encoder: the served embedding model that reads users' free-text wishes; it
             must be the one that embedded the recommender's catalog (``e5-zh``).
+        write_model: the served spelling model the writing assistant corrects with
+            (``configs/run/csc-zh.yaml``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
     """
@@ -88,6 +90,7 @@ class ServeSettings:
     support_domain: Path | None = None
     recommend_model: str = "movielens"
     recommend_encoder: str = "e5-zh"
+    write_model: str = "csc-zh"
     apps_dir: Path | None = None
 
     def __post_init__(self) -> None:

@@ -216,3 +216,16 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(20), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WriteTerm(Base):
+    """An entry of a user's spelling dictionary (the writing assistant): a term never to be
+    corrected (``right`` None), or a wrong form and its ``right`` one."""
+
+    __tablename__ = "write_terms"
+    __table_args__ = (UniqueConstraint("user_id", "term", name="uq_write_terms_user_term"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    term: Mapped[str] = mapped_column(String(200))
+    right: Mapped[str | None] = mapped_column(String(200), nullable=True)

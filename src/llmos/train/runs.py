@@ -89,18 +89,23 @@ class Init:
 def load_init(cfg: FinetuneConfig) -> Init:
     """The checkpoint ``cfg.init`` (unquantized), its weights, tokenizer and digest.
 
-    For tagging (or a multitask run with a tagging head, every head then reading the same
-    tokens), the tokenizer is the one the task trains and saves: with CJK characters split
-    (:func:`~llmos.text.cjk.split_cjk_characters`) when ``cfg.data.split_cjk`` says so,
-    or by default for tokenizers that merge them into words. Encoding and the saved
-    ``tokenizer.json`` then agree, and the fine-tuned checkpoint tags the same way.
+    The tokenizer is the one the task trains and saves. For spelling correction every CJK
+    character is a token of its own (:func:`~llmos.text.cjk.split_cjk_characters`). For
+    tagging (or a multitask run with a tagging head, every head then reading the same tokens),
+    CJK characters are split when ``cfg.data.split_cjk`` says so, or by default for tokenizers
+    that merge them into words. Encoding and the saved ``tokenizer.json`` then agree, and the
+    fine-tuned checkpoint reads text the same way.
     """
     path = Path(cfg.init).expanduser()
     ckpt = read_checkpoint(path)
     require_unquantized(path, ckpt.config, "fine-tuning")
     tokenizer = ckpt.tokenizer
     taggers = [h.data for h in cfg.heads if h.task == "tagging"]  # a multitask run's
-    if cfg.task == "tagging" or taggers:
+    if cfg.task == "spelling":
+        # A spelling corrector reads and replaces one character per token, whatever the tokenizer.
+        tokenizer = split_cjk_characters(tokenizer)
+        log.info("spelling: every CJK character is a token of its own")
+    elif cfg.task == "tagging" or taggers:
         data = taggers[0] if taggers else cfg.data
         split = False if data.char_tags else data.split_cjk
         if split is None:

@@ -1,4 +1,4 @@
-"""``/v1`` inference routes: classify, tag, fill-mask, embed, generate (JSON or server-sent
+"""``/v1`` inference routes: classify, tag, correct, fill-mask, embed, generate (JSON or server-sent
 events), search. Each checks the request against the server's limits and the model's task,
 then waits on the model's micro-batcher."""
 
@@ -28,6 +28,7 @@ from llmos.serve.deps import (
 )
 from llmos.serve.operations import (
     ClassifyOp,
+    CorrectOp,
     EmbedOp,
     FillMaskOp,
     GenerateOp,
@@ -70,6 +71,16 @@ async def tag(body: s.TagRequest, request: Request, srv: ServerDep, _: UserDep) 
     check_texts(srv, body.texts)
     payload = TextBatch(body.texts)
     results = await submit(request, srv, body.model, TagOp(), payload, len(body.texts))
+    return {"model": body.model, "results": results}
+
+
+@router.post("/correct", response_model=s.CorrectResponse)
+async def correct(body: s.CorrectRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
+    """Spelling corrections (a character each: offset, original, suggestion) per text."""
+    require(srv.registry.entry(body.model), "correct")
+    check_texts(srv, body.texts)
+    op = CorrectOp(body.threshold)
+    results = await submit(request, srv, body.model, op, TextBatch(body.texts), len(body.texts))
     return {"model": body.model, "results": results}
 
 

@@ -1,0 +1,122 @@
+"""The writing assistant's spelling correction: a spelling checkpoint (MacBERT4CSC-style,
+``llmos finetune`` with ``task: spelling``) or the classic n-gram baseline, under the user's
+own dictionary.
+
+Both answer the same :class:`~llmos.apps.write.edits.Edit` list per text (start, end,
+original, suggestion, score, kind), so the CLI, the server and the benchmark read them alike.
+
+A spelling model replaces a character by the best of its confusion set (same pinyin, similar
+shape: pycorrector's ``same_pinyin.txt`` and ``same_stroke.txt``, which the checkpoint keeps
+in ``confusion/`` when it was trained with them) by default, not by the best of every
+character it knows: docs/BENCHMARKS.md ("Spelling correction") measures both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from llmos.apps.write.dictionary import UserDictionary
+from llmos.apps.write.edits import Edit
+from llmos.apps.write.english import EnglishSpeller, build_frequencies
+from llmos.checkpoint.task import Spelling
+from llmos.data.spelling import read_confusion
+from llmos.errors import LlmosError
+from llmos.inference.encoder import EncoderPipeline
+from llmos.inference.load import load_pipeline
+from llmos.models.ngram import CharNgramLM
+
+log = logging.getLogger("llmos.apps.write")
+ENGLISH_ORDER = 6  # the English speller's character LM (bench/write_en_eval.py: 6 vs 5 and 7)
+
+
+class TextCorrector(Protocol):
+    """A corrector of one text at a time: the classic baseline, the English speller."""
+
+    def correct(self, text: str) -> list[Edit]: ...
+
+
+def english_speller(corpus: Path) -> EnglishSpeller:
+    """The English speller over a corpus file (one sentence per line): its word counts and a
+    character 6-gram LM, built in seconds (2.2 MB of English: ~10 s here)."""
+    try:
+        lines = [ln.strip() for ln in corpus.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise LlmosError(
+            f"{corpus}: cannot read the English corpus ({e}; llmos data prepare)"
+        ) from e
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise LlmosError(f"{corpus}: no English sentences (llmos data prepare)")
+    lm = CharNgramLM.train(lines, order=ENGLISH_ORDER, progress=False)
+    return EnglishSpeller(build_frequencies(lines), lm)
+
+
+class Corrector:
+    """Spelling correction with one model, for any user's dictionary.
+
+    Args:
+        model: a spelling checkpoint's pipeline, or a corrector of one text at a time (the
+            classic baseline, the English speller).
+        threshold: a spelling model's detection threshold (default: the checkpoint's own).
+        candidates: the characters a spelling model may put in place of one: ``"model"`` the
+            confusion sets saved with the checkpoint (if any), a function of the character,
+            or None for any character it knows.
+    """
+
+    def __init__(
+        self,
+        model: EncoderPipeline | TextCorrector,
+        threshold: float | None = None,
+        candidates: Callable[[str], Sequence[str]] | str | None = "model",
+    ) -> None:
+        if isinstance(model, EncoderPipeline) and not isinstance(model.spec, Spelling):
+            raise LlmosError(f"{model.checkpoint.path} is {model.describe()}, not a spelling model")
+        self.model, self.threshold, self.candidates = model, threshold, candidates
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        threshold: float | None = None,
+        confusion: str | Path | None = "model",
+    ) -> Corrector:
+        """A spelling checkpoint as a corrector whose replacements come from the confusion
+        sets in the directory ``confusion`` (``"model"``: the checkpoint's own, if it has
+        them; None: any character)."""
+        pipe = load_pipeline(path)
+        if not isinstance(pipe, EncoderPipeline):
+            raise LlmosError(f"{path} is {pipe.describe()}, not a spelling model")
+        if confusion is None or confusion == "model":
+            return cls(pipe, threshold, confusion)
+        return cls(pipe, threshold, read_confusion(Path(confusion)).candidates)
+
+    def correct(
+        self,
+        texts: Sequence[str],
+        dictionary: UserDictionary | None = None,
+        batch_size: int = 32,
+    ) -> list[list[Edit]]:
+        """The edits of every text, by start: the model's, then the dictionary's protected
+        terms and pairs applied (:meth:`UserDictionary.apply`)."""
+        texts = list(texts)
+        if not isinstance(self.model, EncoderPipeline):
+            found = [self.model.correct(t) for t in texts]
+        else:
+            found = [
+                [
+                    Edit(c.offset, c.offset + 1, c.original, c.suggestion, round(c.detect, 4))
+                    for c in row
+                ]
+                for row in self.model.correct(
+                    texts,
+                    threshold=self.threshold,
+                    candidates=self.candidates,
+                    batch_size=batch_size,
+                )
+            ]
+        if dictionary is None or not len(dictionary):
+            return found
+        return [dictionary.apply(t, e) for t, e in zip(texts, found, strict=True)]

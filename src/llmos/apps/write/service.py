@@ -1,0 +1,87 @@
+"""The writing assistant's service: each user's spelling dictionary (in the store) applied to
+a spelling model's corrections. Testable without HTTP: the server's route asks the model
+through its micro-batcher and hands the corrections here."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from llmos.apps.write.dictionary import UserDictionary
+from llmos.apps.write.edits import Edit
+from llmos.store.db import Store
+from llmos.store.terms import TermsError, WriteTerms
+
+CACHED_USERS = 64  # compiled dictionaries kept in memory (least recently used out)
+
+
+class WriteService:
+    """Users' dictionaries (read from the store once, compiled into an automaton, cached until
+    the user changes them) and the edits a model's corrections become under them."""
+
+    def __init__(self, store: Store) -> None:
+        self.terms = WriteTerms(store)
+        self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def dictionary(self, user: int) -> UserDictionary:
+        """The user's dictionary, compiled."""
+        with self._lock:
+            if user in self._cache:
+                self._cache.move_to_end(user)
+                return self._cache[user]
+        entries = self.terms.entries(user)
+        d = UserDictionary(
+            frozenset(t for t, r in entries.items() if r is None),
+            {t: r for t, r in entries.items() if r is not None},
+        )
+        with self._lock:
+            self._cache[user] = d
+            while len(self._cache) > CACHED_USERS:
+                self._cache.popitem(last=False)
+        return d
+
+    def _forget(self, user: int) -> None:
+        with self._lock:
+            self._cache.pop(user, None)
+
+    def entries(self, user: int) -> dict[str, Any]:
+        """``{"protect": [...], "pairs": {wrong: right}}`` of the user's dictionary."""
+        entries = self.terms.entries(user)
+        return {
+            "protect": [t for t, r in entries.items() if r is None],
+            "pairs": {t: r for t, r in entries.items() if r is not None},
+        }
+
+    def put(
+        self,
+        user: int,
+        protect: Iterable[str],
+        pairs: dict[str, str],
+        replace: bool = False,
+    ) -> int:
+        """Add entries to the user's dictionary (or replace it with them); returns its size."""
+        entries: dict[str, str | None] = dict.fromkeys(protect)
+        clash = sorted(entries.keys() & pairs.keys())[:3]
+        if clash:
+            raise TermsError(f"{clash} are both protected and a wrong form")
+        entries |= pairs
+        size = self.terms.put(user, entries, replace=replace)
+        self._forget(user)
+        return size
+
+    def remove(self, user: int, terms: Iterable[str]) -> int:
+        n = self.terms.remove(user, terms)
+        self._forget(user)
+        return n
+
+    def edits(self, user: int, text: str, corrections: Sequence[dict[str, Any]]) -> list[Edit]:
+        """A model's corrections of ``text`` (as ``/v1/correct`` answers them) as edits, under
+        the user's dictionary."""
+        found = [
+            Edit(c["start"], c["end"], c["original"], c["suggestion"], round(c["score"], 4))
+            for c in corrections
+        ]
+        return self.dictionary(user).apply(text, found)

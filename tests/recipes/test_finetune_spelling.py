@@ -1,0 +1,295 @@
+"""Spelling correction (MacBERT4CSC-style) end to end on a tiny random BERT: pairs with one
+typo each are learned, the checkpoint saves a spelling task with its fitted threshold, and
+``correct`` finds the typos at their offsets and leaves clean text alone."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from recipes.test_finetune_tagging_cjk_split import (
+    ADVERBS,
+    OBJECTS,
+    SUBJECTS,
+    VERBS,
+    unigram_encoder,
+    unigram_tokenizer,
+)
+
+import llmos
+from llmos.checkpoint.io import read_checkpoint
+from llmos.checkpoint.task import Spelling, parse_task
+from llmos.config import FinetuneConfig, load_config
+from llmos.inference.correct import CharVocab, apply_corrections, encode_windows
+from llmos.models.csc import BertForSpellingCorrection
+from llmos.recipes.finetune import finetune
+from llmos.text.cjk import split_cjk_characters
+
+# The typo each object gets: its first character swapped for another of the vocabulary.
+TYPOS = {"城市": "农市", "农村": "城村", "经济": "研济"}
+
+
+def sentence(rng: random.Random) -> str:
+    return rng.choice(ADVERBS) + rng.choice(SUBJECTS) + rng.choice(VERBS) + rng.choice(OBJECTS)
+
+
+def write_pairs(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        target = sentence(rng) + "。"
+        source = target
+        if rng.random() < 0.7:
+            obj = target[-3:-1]
+            source = target[:-3] + TYPOS[obj] + "。"
+        rows.append(json.dumps({"source": source, "target": target}, ensure_ascii=False))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("csc")
+    init = unigram_encoder(root / "init")
+    data = root / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 400, 0), ("valid", 60, 1), ("test", 60, 2)):
+        write_pairs(data / f"{split}.jsonl", n, seed)
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [
+            "name=csc",
+            f"out_dir={root / 'runs'}",
+            f"init={init}",
+            "task=spelling",
+            f"data.dataset={data}",
+            "data.max_length=32",
+            "optim.lr=0.003",
+            "optim.warmup_steps=10",
+            "train.max_steps=300",
+            "train.batch_size=16",
+            "train.eval_every=150",
+            "train.save_every=150",
+            "train.eval_batches=4",
+            "train.progress=false",
+            "train.precision=fp32",
+            "train.seed=0",
+        ],
+    )
+    result = finetune(cfg)
+    return result.checkpoint, result.report
+
+
+def test_vocab_is_the_tokenizers_single_characters() -> None:
+    tok = split_cjk_characters(unigram_tokenizer())
+    vocab = CharVocab.from_tokenizer(tok)
+    chars = set("".join(ADVERBS + SUBJECTS + VERBS + OBJECTS))
+    assert set(vocab.chars) == chars  # "。" is punctuation, not a character to correct
+    assert all(tok.id_to_token(int(i)) == c for i, c in zip(vocab.ids, vocab.chars, strict=True))
+
+
+def test_windows_cover_every_character_once() -> None:
+    tok = split_cjk_characters(unigram_tokenizer())
+    text = "今天记者参观城市。" * 5  # 45 characters, windows of 14 tokens
+    windows = encode_windows(tok, [text], 16, 0, 2)
+    assert len(windows) > 2
+    offsets = [o for w in windows for o in w.offsets.tolist()]
+    assert offsets == [i for i, c in enumerate(text) if c != "。"]
+    for w in windows:
+        assert w.ids[0] == 0 and w.ids[-1] == 2 and len(w.ids) <= 16
+        assert all(tok.id_to_token(int(w.ids[p])).strip("▁") for p in w.positions)
+
+
+def test_correction_head_starts_from_the_embeddings() -> None:
+    from llmos.config import BertConfig
+
+    cfg = BertConfig(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model = BertForSpellingCorrection(cfg, 3)
+    ids = torch.tensor([5, 9, 30])
+    model.init_correction(ids)
+    assert torch.equal(model.correct.weight, model.bert.embeddings.tok.weight[ids])
+    assert torch.equal(model.char_ids, ids) and not model.correct.bias.any()
+    out = model(torch.tensor([[1, 5, 9, 2]]), positions=torch.tensor([1, 2]))
+    assert out.detect.shape == (1, 4) and out.correct.shape == (2, 3)
+
+
+def test_training_learns_the_typos(trained: tuple[Path, dict]) -> None:
+    path, report = trained
+    spec = read_checkpoint(path).task
+    chars = len(set("".join(ADVERBS + SUBJECTS + VERBS + OBJECTS)))
+    assert isinstance(spec, Spelling) and spec.chars == chars and spec.detect_weight == 0.3
+    assert spec.threshold == report["threshold"]
+    assert (path.parent / "thresholds_valid.png").is_file()
+    test = report["test"]
+    # 70 % of the sentences have one typo that context fully determines.
+    assert test["sentence_f1"] > 0.8, test
+    assert test["fpr"] < 0.2, test
+
+
+def test_pipeline_corrects_at_offsets(trained: tuple[Path, dict]) -> None:
+    pipe = llmos.load(trained[0])
+    texts = ["今天记者参观城市。", "昨天老师研究农市。", "现在农民保护研济。"]
+    found = pipe.correct(texts)
+    assert found[0] == []
+    assert [(c.offset, c.original, c.suggestion) for c in found[1] + found[2]] == [
+        (6, "农", "城"),
+        (6, "研", "经"),
+    ]
+    assert all(
+        pipe.spec.threshold <= c.detect <= 1 and 0 < c.prob <= 1 for c in found[1] + found[2]
+    )
+    assert apply_corrections(texts[2], found[2]) == "现在农民保护经济。"
+    # No threshold reached: nothing changes.
+    assert pipe.correct(texts, threshold=1.01) == [[], [], []]
+
+
+def test_task_json_fields_are_checked() -> None:
+    assert parse_task({"task": "spelling", "chars": 5}).threshold == 0.5
+    with pytest.raises(llmos.LlmosError, match="'threshold' must be a number in"):
+        parse_task({"task": "spelling", "chars": 5, "threshold": 2})
+    with pytest.raises(llmos.LlmosError, match="'chars' must be a positive integer"):
+        parse_task({"task": "spelling"})
+
+
+def test_other_models_say_they_cannot_correct(trained: tuple[Path, dict]) -> None:
+    enc = llmos.load(read_checkpoint(trained[0]).path)  # the spelling model itself works
+    assert enc.correct("今天") == [[]]
+    with pytest.raises(llmos.LlmosError, match="not a spelling model"):
+        llmos.load(Path(json.loads((trained[0] / "task.json").read_text())["init"])).correct("今天")
+
+
+def test_cli_corrects_under_a_user_dictionary(
+    trained: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmos.cli import main
+
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))  # no prepared confusion sets
+    model = str(trained[0])
+    text = "昨天老师研究农市。"
+    assert main(["write", "correct", "--model", model, "--any-character", "--json", text]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["corrected"] == "昨天老师研究城市。"
+    assert row["edits"][0] | {"score": 0} == {
+        "start": 6,
+        "end": 7,
+        "original": "农",
+        "suggestion": "城",
+        "score": 0,
+        "kind": "spelling",
+    }
+    # A confusion set without 城 for 农: the model may not put it there.
+    conf = tmp_path / "confusion"
+    conf.mkdir()
+    (conf / "same_pinyin.txt").write_text("#汉字\t同音同调\t同音异调\n农\t经\t\n", encoding="utf-8")
+    (conf / "same_stroke.txt").write_text("", encoding="utf-8")
+    assert main(["write", "correct", "--model", model, "--confusion", str(conf), text]) == 0
+    assert capsys.readouterr().out.splitlines()[0] in (text, "昨天老师研究经市。")
+    # The user protects "农市" (say, a place name) and adds a pair of their own.
+    words = tmp_path / "words.txt"
+    words.write_text("农市\n老师\t教师\n", encoding="utf-8")
+    assert main(["write", "correct", "--model", model, "--dict", str(words), text]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "昨天教师研究农市。"
+    assert out[1].strip() == "2: 老师 -> 教师  (dictionary, 1.00)"
+    words.write_text("农市\n老师\t教\t师\n", encoding="utf-8")
+    assert main(["write", "correct", "--model", model, "--dict", str(words), "今天"]) == 2
+    assert "words.txt:2: expected 'term' or 'wrong<TAB>right'" in capsys.readouterr().err
+
+
+def test_threshold_sweep_equals_one_run_per_threshold(trained: tuple[Path, dict]) -> None:
+    from llmos.data.spelling import read_corrections
+    from llmos.text.tokenizer import special_ids
+    from llmos.train.tasks.spelling import (
+        THRESHOLDS,
+        Decoding,
+        encode_pairs,
+        evaluate_spelling,
+        fit_threshold,
+    )
+
+    pipe = llmos.load(trained[0])
+    vocab = CharVocab.from_ids(pipe.tokenizer, pipe.model.char_ids.tolist())
+    ids = special_ids(pipe.tokenizer)
+    data_dir = Path(json.loads((trained[0] / "task.json").read_text())["dataset"])
+    pairs = read_corrections(data_dir / "valid.jsonl")
+    enc = encode_pairs(pipe.tokenizer, pairs, vocab, 32, ids["cls"], ids["sep"])
+    # One pass: the sweep reads every threshold off one run at the lowest.
+    how = Decoding(ids["pad"])
+    best, rows = fit_threshold(pipe.model, enc, vocab, how)
+    assert [r["threshold"] for r in rows] == list(THRESHOLDS)
+    for r in rows:
+        assert r == {"threshold": r["threshold"]} | evaluate_spelling(
+            pipe.model, enc, vocab, r["threshold"], how
+        )
+    # Two passes (the model was trained with mask_correct): as the checkpoint was fitted.
+    best, rows = fit_threshold(pipe.model, enc, vocab, Decoding(ids["pad"], ids["mask"]))
+    assert best == trained[1]["threshold"]
+    assert [r["threshold"] for r in rows] == [
+        r["threshold"] for r in trained[1]["valid_thresholds"]
+    ]
+
+
+def test_confusion_sets_restrict_the_replacement(trained: tuple[Path, dict]) -> None:
+    pipe = llmos.load(trained[0])
+    text = ["昨天老师研究农市。"]
+    found = pipe.correct(text, candidates=lambda ch: {"农": ["城", "经"]}.get(ch, []))
+    assert [(c.offset, c.suggestion) for c in found[0]] == [(6, "城")]
+    # Only the character itself allowed: nothing to replace it with.
+    assert pipe.correct(text, candidates=lambda ch: []) == [[]]
+    # The probability is the chosen character's among all (not renormalised over the set).
+    free = pipe.correct(text)[0][0]
+    assert found[0][0].prob == pytest.approx(free.prob)
+
+
+def test_masking_hides_correct_characters_only() -> None:
+    from llmos.train.tasks.spelling import Decoding, SpellTask, encode_pairs
+
+    tok = split_cjk_characters(unigram_tokenizer())
+    vocab = CharVocab.from_tokenizer(tok)
+    rng = random.Random(0)
+    pairs = []
+    for _ in range(400):
+        target = sentence(rng) + "。"
+        pairs.append((target[:-3] + TYPOS[target[-3:-1]] + "。", target))
+    enc = encode_pairs(tok, pairs, vocab, 32, 0, 2)
+    mask_id = tok.token_to_id("<mask>")
+    task = SpellTask(enc, enc, vocab, Decoding(1, mask_id), 0.3, 400, 0, 1, 0.2)
+    batch = next(task.steps(type("Info", (), {"world": 1, "rank": 0})(), 400))[0]
+    ids = batch["input_ids"].flatten()[batch["positions"]]
+    masked = ids == mask_id
+    assert not masked[batch["wrong"] == 1].any()  # a typo is never hidden
+    share = masked[batch["wrong"] == 0].float().mean().item()
+    assert 0.17 < share < 0.23, share  # 20 % of ~2,800 correct characters (4 SE either side)
+    # The same position of the data masks the same characters (exact resume).
+    task.load_state({"epoch": 0, "batch": 0})
+    again = next(task.steps(type("Info", (), {"world": 1, "rank": 0})(), 400))[0]
+    assert torch.equal(again["input_ids"], batch["input_ids"])
+
+
+def test_a_spelling_model_is_trained_on_with_its_heads(
+    trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from llmos.checkpoint.io import read_weights
+    from llmos.train.runs import load_init
+    from llmos.train.tasks.spelling import setup_spelling
+
+    data = Path(json.loads((trained[0] / "task.json").read_text())["dataset"])
+    cfg = load_config(
+        FinetuneConfig,
+        None,
+        [f"init={trained[0]}", "task=spelling", f"data.dataset={data}", f"out_dir={tmp_path}"],
+    )
+    init = load_init(cfg)
+    setup = setup_spelling(cfg, init)
+    model = setup.build()
+    assert setup.load is not None
+    setup.load(model, init.weights, init.path)
+    saved = read_weights(trained[0])
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name]), name  # heads included, not re-initialised

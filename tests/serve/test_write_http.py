@@ -1,0 +1,131 @@
+"""The writing assistant over HTTP on a real server: ``/v1/correct`` answers what the Python
+API answers, ``/v1/apps/write/correct`` applies the caller's own dictionary (and nobody
+else's), and the dictionary routes keep each user's entries to that user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import llmos
+from llmos.apps.write.dictionary import UserDictionary
+from llmos.apps.write.edits import Edit, apply_edits
+from llmos.checkpoint.io import save_checkpoint
+from llmos.inference.correct import CharVocab
+from llmos.models.csc import BertForSpellingCorrection
+from llmos.text.tokenizer import load_tokenizer
+from serve.conftest import Live, bert_config, start
+
+TEXTS = ["我们今天参观城市。", "老师讨论经济", "学生学习历史和艺术，记者介绍文化。"]
+
+
+@pytest.fixture(scope="module")
+def live_write(
+    tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path
+) -> Iterator[tuple[Live, Path]]:
+    root = tmp_path_factory.mktemp("write")
+    tok = load_tokenizer(tiny_tokenizer)
+    cfg = bert_config(tok.get_vocab_size())
+    vocab = CharVocab.from_tokenizer(tok)
+    torch.manual_seed(0)
+    model = BertForSpellingCorrection(cfg, len(vocab.ids))
+    model.init_correction(torch.from_numpy(vocab.ids))
+    task = {"task": "spelling", "chars": len(vocab.ids), "max_length": 32, "threshold": 0.5}
+    path = root / "models" / "csc"
+    save_checkpoint(path, model, cfg, tok, task)
+    runner, server = start(
+        root / "models", f"sqlite:///{root / 'llmos.db'}", rate_limit=0, write_model="csc"
+    )
+    with runner:
+        yield server, path
+
+
+def test_correct_route_equals_the_python_api(live_write: tuple[Live, Path]) -> None:
+    live, path = live_write
+    pipe = llmos.load(path)
+    with live.client(live.alice) as c:
+        for threshold in (0.0, 0.5, None):
+            r = c.post("/v1/correct", json={"model": "csc", "texts": TEXTS, "threshold": threshold})
+            assert r.status_code == 200, r.text
+            want = pipe.correct(TEXTS, threshold=threshold)
+            got = r.json()["results"]
+            assert [[(e["start"], e["original"], e["suggestion"]) for e in row] for row in got] == [
+                [(w.offset, w.original, w.suggestion) for w in row] for row in want
+            ]
+            flat = [e["score"] for row in got for e in row]
+            assert flat == pytest.approx([w.detect for row in want for w in row], abs=1e-6)
+        assert sum(map(len, got)) >= 0
+        # Threshold 0 flags every character: a random model changes some.
+        r = c.post("/v1/correct", json={"model": "csc", "texts": TEXTS, "threshold": 0})
+        assert sum(map(len, r.json()["results"])) > 0
+        r = c.post("/v1/correct", json={"model": "csc", "texts": TEXTS, "threshold": 2})
+        assert r.status_code == 422
+
+
+def test_app_applies_each_users_own_dictionary(live_write: tuple[Live, Path]) -> None:
+    live, path = live_write
+    pipe = llmos.load(path)
+    raw = pipe.correct(TEXTS, threshold=0.0)
+    edits = [
+        [Edit(c.offset, c.offset + 1, c.original, c.suggestion, c.detect) for c in row]
+        for row in raw
+    ]
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        r = alice.put(
+            "/v1/apps/write/dictionary",
+            json={"protect": ["城市", "历史"], "pairs": {"老师": "教师"}},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {"protect": ["城市", "历史"], "pairs": {"老师": "教师"}, "size": 3}
+        assert bob.get("/v1/apps/write/dictionary").json() == {
+            "protect": [],
+            "pairs": {},
+            "size": 0,
+        }
+        body = {"texts": TEXTS, "threshold": 0.0}
+        got_alice = alice.post("/v1/apps/write/correct", json=body).json()
+        got_bob = bob.post("/v1/apps/write/correct", json=body).json()
+        assert got_alice["model"] == "csc"
+        d = UserDictionary(frozenset({"城市", "历史"}), {"老师": "教师"})
+        for i, text in enumerate(TEXTS):
+            want = d.apply(text, edits[i])
+            got = [Edit(**e) for e in got_alice["results"][i]["edits"]]
+            assert [(e.start, e.end, e.suggestion, e.kind) for e in got] == [
+                (e.start, e.end, e.suggestion, e.kind) for e in want
+            ]
+            assert got_alice["results"][i]["corrected"] == apply_edits(text, want)
+            # Bob has no dictionary: the model's edits as they are.
+            assert [(e["start"], e["suggestion"]) for e in got_bob["results"][i]["edits"]] == [
+                (e.start, e.suggestion) for e in edits[i]
+            ]
+        assert got_alice["results"][1]["corrected"].startswith("教师讨论")
+        assert all(e["kind"] == "spelling" for row in got_bob["results"] for e in row["edits"])
+
+        # Add, delete, and the limits of a change.
+        r = alice.post("/v1/apps/write/dictionary", json={"pairs": {"城市": "城池"}})
+        assert r.json()["pairs"] == {"老师": "教师", "城市": "城池"}, r.text
+        assert alice.delete("/v1/apps/write/dictionary/历史").status_code == 204
+        assert bob.delete("/v1/apps/write/dictionary/老师").status_code == 404
+        assert alice.get("/v1/apps/write/dictionary").json()["size"] == 2
+        r = alice.post("/v1/apps/write/dictionary", json={"protect": ["甲"], "pairs": {"甲": "乙"}})
+        assert r.status_code == 422 and "both protected" in r.text
+        r = alice.post("/v1/apps/write/dictionary", json={"pairs": {"甲": "甲"}})
+        assert r.status_code == 422 and "equals the wrong one" in r.text
+        r = alice.post("/v1/apps/write/dictionary", json={"protect": ["x" * 201]})
+        assert r.status_code == 422
+        assert alice.get("/v1/apps/write/dictionary").json()["size"] == 2  # all or none
+
+
+def test_wrong_or_missing_model_and_no_key(live_write: tuple[Live, Path]) -> None:
+    live, _ = live_write
+    with live.client(live.alice) as c:
+        r = c.post("/v1/apps/write/correct", json={"texts": ["今天"], "model": "nope"})
+        assert r.status_code == 404, r.text
+        r = c.post("/v1/tag", json={"model": "csc", "texts": ["今天"]})
+        assert r.status_code == 400 and "/v1/correct" in r.text
+    with live.client() as anon:
+        assert anon.post("/v1/apps/write/correct", json={"texts": ["今天"]}).status_code == 401
+        assert anon.get("/v1/apps/write/dictionary").status_code == 401
