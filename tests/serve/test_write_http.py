@@ -129,3 +129,20 @@ def test_wrong_or_missing_model_and_no_key(live_write: tuple[Live, Path]) -> Non
     with live.client() as anon:
         assert anon.post("/v1/apps/write/correct", json={"texts": ["今天"]}).status_code == 401
         assert anon.get("/v1/apps/write/dictionary").status_code == 401
+
+
+def test_a_server_without_the_spelling_model_says_how_to_build_it(
+    live_write: tuple[Live, Path], tmp_path: Path
+) -> None:
+    _, path = live_write
+    runner, live = start(
+        path.parent, f"sqlite:///{tmp_path / 'llmos.db'}", rate_limit=0, write_model="absent"
+    )
+    with runner, live.client(live.alice) as c:
+        r = c.post("/v1/apps/write/correct", json={"texts": ["今天"]})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["type"] == "no_model"
+        assert "llmos setup --with csc-zh" in r.json()["error"]["message"]
+        r = c.post("/v1/apps/write/correct", json={"texts": ["今天"], "model": "csc"})
+        assert r.status_code == 200  # another served spelling model, named in the request
+        assert c.get("/v1/apps/write/dictionary").json()["size"] == 0

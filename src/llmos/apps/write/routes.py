@@ -44,8 +44,14 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
     with them applied."""
     write = service(srv)
     model = body.model or srv.settings.write_model
-    entry = srv.registry.entry(model)
-    require(entry, "correct")
+    if body.model is None and model not in srv.registry.models:
+        raise ApiError(
+            503,
+            "no_model",
+            f"the writing assistant's spelling model {model!r} is not served (build it with "
+            "`llmos setup --with csc-zh`, or name another with --write-model)",
+        )
+    require(srv.registry.entry(model), "correct")
     check_texts(srv, body.texts)
     op = CorrectOp(body.threshold)
     found = await submit(request, srv, model, op, TextBatch(body.texts), len(body.texts))
