@@ -255,14 +255,8 @@ class HeadConfig:
     class_weights: Literal["none", "balanced"] = "none"
     exclude: dict[str, list[str]] = field(default_factory=dict)
     calibrate: bool = False
-    detect_weight: float = 0.3
-    mask_correct: float = 0.2
 
     def __post_init__(self) -> None:
-        if not 0 <= self.detect_weight <= 1:
-            raise ConfigError(f"detect_weight must be in [0, 1], got {self.detect_weight}")
-        if not 0 <= self.mask_correct < 1:
-            raise ConfigError(f"mask_correct must be in [0, 1), got {self.mask_correct}")
         if self.calibrate and self.task != "classification":
             raise ConfigError(f"heads[{self.name}].calibrate needs task: classification")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name or ""):
