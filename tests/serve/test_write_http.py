@@ -140,7 +140,7 @@ def test_a_server_without_the_spelling_model_says_how_to_build_it(
     )
     with runner, live.client(live.alice) as c:
         r = c.post("/v1/apps/write/correct", json={"texts": ["今天"]})
-        assert r.status_code == 503, r.text
+        assert r.status_code == 404, r.text
         assert r.json()["error"]["type"] == "no_model"
         assert "llmos setup --with csc-zh" in r.json()["error"]["message"]
         r = c.post("/v1/apps/write/correct", json={"texts": ["今天"], "model": "csc"})

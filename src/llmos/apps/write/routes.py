@@ -45,8 +45,8 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
     write = service(srv)
     model = body.model or srv.settings.write_model
     if body.model is None and model not in srv.registry.models:
-        raise ApiError(
-            503,
+        raise ApiError(  # 404 as for any model the server lacks, saying how to build this one
+            404,
             "no_model",
             f"the writing assistant's spelling model {model!r} is not served (build it with "
             "`llmos setup --with csc-zh`, or name another with --write-model)",
