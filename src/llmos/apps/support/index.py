@@ -36,23 +36,33 @@ matrix from the rows' stored words (no re-tokenizing). A saved index is a direct
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from llmos.apps.hybrid import (
+    RRF_K,
+    Embedder,
+    LexicalIndex,
+    dense_scores,
+    fuse_ranks,
+)
+from llmos.apps.hybrid import best_by_entry as _best
+from llmos.apps.hybrid import faiss_module as _faiss
+from llmos.apps.hybrid import rank as _rank
 from llmos.errors import CheckpointError
 from llmos.files import atomic_path, atomic_write, atomic_write_json
 from llmos.store.kb import KbSnapshot
 from llmos.text.words import words
 
+__all__ = ["RRF_K", "Embedder", "Hit", "KbIndex", "Row", "fuse_ranks"]
+
 log = logging.getLogger("llmos.apps.support")
-RRF_K = 60
 # The BM25 ranking counts half as much as the dense one: chosen on the intents' valid splits
 # (bench/support_eval.py --protocol paraphrase --split valid): 0.25-1 all scored within 0.7
 # points of each other, 0.5 had the best MRR in both languages; 0 (dense alone) was lower in en.
@@ -71,15 +81,6 @@ DENSE_FILE, ROWS_FILE, ENTRIES_FILE, META_FILE = (
 # Which embedding each row field gets: questions are matched query to query, answers as the
 # passages a query looks for (E5's input format; a model without prefixes ignores the kind).
 KINDS = {"question": "query", "alternative": "query", "answer": "passage"}
-
-
-class Embedder(Protocol):
-    """Text -> unit vectors (N, D) with one encoder; ``name`` identifies the encoder, so an
-    index built with another one is rebuilt rather than mixed."""
-
-    name: str
-
-    def __call__(self, texts: list[str], kind: str) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -107,46 +108,6 @@ class Hit:
     bm25_rank: int | None  # 1-based; None when it shares no word with the message
 
 
-@functools.cache
-def _faiss() -> Any:
-    import faiss
-
-    # One query at a time is searched here, and FAISS's OpenMP threads cost more than they
-    # save on it: an exact search of 20,000 rows took 22 ms with the default threads and 1.3 ms
-    # with one, on 2 cores that a training run shared (docs/BENCHMARKS.md, "a 10,000-entry
-    # knowledge base"). The setting is the process's: every FAISS search in it runs on one
-    # thread, as the server's single-query searches want too.
-    faiss.omp_set_num_threads(1)
-    return faiss
-
-
-def _best(scores: dict[int, float], rows: dict[int, Row]) -> dict[int, float]:
-    """The best score of each entry over its rows."""
-    best: dict[int, float] = {}
-    for r, s in scores.items():
-        entry = rows[r].entry
-        if s > best.get(entry, -np.inf):
-            best[entry] = s
-    return best
-
-
-def _rank(best: dict[int, float]) -> dict[int, int]:
-    """1-based ranks of the entries by score, best first (ties by entry id, stable)."""
-    order = sorted(best, key=lambda e: (-best[e], e))
-    return {e: i + 1 for i, e in enumerate(order)}
-
-
-def fuse_ranks(
-    dense_rank: dict[int, int], bm25_rank: dict[int, int], weight: float
-) -> dict[int, float]:
-    """Weighted reciprocal-rank fusion of the entries' two rankings."""
-    fused: dict[int, float] = {}
-    for ranking, w in ((dense_rank, 1.0), (bm25_rank, weight)):
-        for e, r in ranking.items():
-            fused[e] = fused.get(e, 0.0) + w / (RRF_K + r)
-    return fused
-
-
 class KbIndex:
     """The hybrid index of one knowledge base (see the module docstring). Thread-safe: a sync
     and searches of the same index take its lock."""
@@ -164,8 +125,7 @@ class KbIndex:
         self.calibration: dict[str, Any] | None = None  # what chose bm25_weight
         self.next_row = 0
         self.lock = threading.RLock()
-        self._bm25: Any = None
-        self._bm25_rows: list[int] = []
+        self._words: LexicalIndex | None = None
 
     # --- keeping in step with the store ---------------------------------------------------
 
@@ -194,7 +154,7 @@ class KbIndex:
                     self._add(batch, embed([key[2] for key in batch], kind))
             self.entries = entries
             self.revision = snapshot.revision
-            if gone or new or self._bm25 is None:
+            if gone or new or self._words is None:
                 self._index_words()
             if self._calibration_due():
                 self.calibrate()
@@ -218,15 +178,7 @@ class KbIndex:
         self.next_row += len(keys)
 
     def _index_words(self) -> None:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index build
-        self._bm25_rows = sorted(self.rows)
-        corpus = [list(self.rows[r].words) for r in self._bm25_rows]
-        # k1 1.5, b 0.75 (Okapi's usual values), Lucene's idf: bm25s's defaults.
-        self._bm25 = bm25s.BM25()
-        if corpus:
-            self._bm25.index(corpus, show_progress=False)
+        self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
 
     # --- search ----------------------------------------------------------------------------
 
@@ -364,30 +316,14 @@ class KbIndex:
 
     def _dense(self, vector: np.ndarray, k: int) -> dict[int, float]:
         """Cosine similarity of the query to its nearest rows, by row id."""
-        q = np.ascontiguousarray(np.atleast_2d(vector), dtype=np.float32)
-        _faiss().normalize_L2(q)
         # Enough rows that k entries with several rows each are all ranked (the lexical side
         # reads as many).
-        n = min(self.dense.ntotal, max(200, 20 * k))
-        scores, ids = self.dense.search(q, n)
-        return {r: s for s, r in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if r >= 0}
+        return dense_scores(self.dense, vector, max(200, 20 * k))
 
     def _lexical(self, query: str, k: int) -> dict[int, float]:
         """BM25 score of the query's best-scoring rows (as many as the dense search reads),
         by row id; only rows sharing a word with the query."""
-        tokens = [w for w in words(query) if w in self._vocabulary()]
-        if not tokens:
-            return {}
-        scores = self._bm25.get_scores(tokens)
-        n = min(len(scores), max(200, 20 * k))
-        # The n best rows without sorting them all: a common word (的, the) scores most rows,
-        # and turning every one into a Python object cost more than the search itself
-        # (measured on 20,000 rows: 80 ms a query before, 35 ms after, on shared cores).
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-        return {self._bm25_rows[i]: float(scores[i]) for i in top.tolist() if scores[i] > 0}
-
-    def _vocabulary(self) -> dict[str, int]:
-        return getattr(self._bm25, "vocab_dict", None) or {}
+        return self._words.scores(query, max(200, 20 * k))
 
     # --- saving ----------------------------------------------------------------------------
 
