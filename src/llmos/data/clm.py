@@ -38,7 +38,12 @@ def pack_blocks(corpus: TokenizedCorpus, eos_id: int, block_size: int) -> np.nda
     """Documents, each followed by ``eos_id``, back to back, cut into (N, block_size + 1) rows
     overlapping by one token; the incomplete tail is dropped."""
     doc_ends = corpus.sent_bounds[corpus.doc_bounds[1:]]  # token offset after each document
-    stream = np.insert(corpus.ids, doc_ends, eos_id)
+    return pack_stream(np.insert(corpus.ids, doc_ends, eos_id), block_size)
+
+
+def pack_stream(stream: np.ndarray, block_size: int) -> np.ndarray:
+    """A token stream cut into (N, block_size + 1) rows overlapping by one token; the
+    incomplete tail is dropped."""
     n = (stream.size - 1) // block_size
     if n == 0:
         return np.zeros((0, block_size + 1), dtype=np.int64)

@@ -86,7 +86,9 @@ def project(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         linear._wt_key = key
     flat = x.reshape(-1, x.size(-1))
     out = flat @ linear._wt if linear.bias is None else torch.addmm(linear.bias, flat, linear._wt)
-    return out.view(*x.shape[:-1], out.size(-1))
+    out = out.view(*x.shape[:-1], out.size(-1))
+    delta = linear.lora_delta(x) if hasattr(linear, "lora_delta") else None  # models/lora.py
+    return out if delta is None else out + delta
 
 
 class Attention(nn.Module):

@@ -229,3 +229,34 @@ class WriteTerm(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     term: Mapped[str] = mapped_column(String(200))
     right: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class WriteDocument(Base):
+    """A document a user uploaded to the writing assistant: searched for material
+    (``/v1/apps/write/suggest``) and trained on for the user's continuation adapter."""
+
+    __tablename__ = "write_documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class WriteAdapter(Base):
+    """A user's LoRA adapter over a served GPT (the writing assistant's continuation): its
+    files live under the server's adapters directory, ``path`` relative to it."""
+
+    __tablename__ = "write_adapters"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_write_adapters_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    base: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="training")
+    path: Mapped[str] = mapped_column(String(500))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

@@ -62,6 +62,16 @@ class TrainTask(Protocol):
     def load_state(self, state: dict[str, Any]) -> None: ...
 
 
+class Weights(Protocol):
+    """What a checkpoint keeps of the model when it is not the whole model (a LoRA adapter
+    over a frozen base): ``save`` writes it into a checkpoint directory, ``load`` reads it
+    back into the model on resume."""
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
+
+
 @dataclass
 class FitResult:
     run_dir: Path
@@ -150,6 +160,7 @@ def fit(
     title: str = "",
     select: str | None = None,
     patience: int | None = None,
+    weights: Weights | None = None,
 ) -> FitResult:
     """Train ``model`` on ``task`` until ``train_cfg.max_steps``.
 
@@ -162,7 +173,8 @@ def fit(
     maximised) the best model so far is kept in ``run_dir/best/`` and becomes the final
     ``checkpoint/``; with ``patience`` too, training stops after that many validations without
     improvement (early stopping). ``train_cfg.eval_every`` 0 never validates: the final
-    checkpoint is the last step's model.
+    checkpoint is the last step's model. With ``weights``, checkpoints hold what it saves
+    (an adapter) instead of the whole model, and resume loads it back.
     """
     run_dir = Path(run_dir)
     info = D.init_distributed(train_cfg.device)
@@ -179,7 +191,10 @@ def fit(
     history: dict[str, Any] = {}
     found = _checkpoints(run_dir) if resume else []
     if found:
-        load_state_dict_strict(model, read_weights(found[-1]))
+        if weights is not None:
+            weights.load(found[-1])
+        else:
+            load_state_dict_strict(model, read_weights(found[-1]))
         trainer_state = load_state(found[-1], optimizer, scheduler)
         step = int(trainer_state["step"])
         task.load_state(trainer_state["data"])
@@ -209,18 +224,23 @@ def fit(
             f"world size ({info.world}) x train.micro_batch_size ({micro})"
         )
 
+    def save_model(path: Path, extra: Callable[[Path], None] | None = None) -> None:
+        if weights is None:
+            save_checkpoint(path, model, model_config, tokenizer, task_meta, extra=extra)
+            return
+
+        def fill(tmp: Path) -> None:
+            weights.save(tmp)
+            if extra is not None:
+                extra(tmp)
+
+        atomic_directory(path, fill)
+
     def checkpoint(at: int) -> Path:
         path = run_dir / "checkpoints" / f"step-{at:07d}"
         trainer_state = {"step": at, "data": task.state(), "history": history}
         if info.is_main:
-            save_checkpoint(
-                path,
-                model,
-                model_config,
-                tokenizer,
-                task_meta,
-                extra=lambda tmp: save_state(tmp, optimizer, scheduler, trainer_state),
-            )
+            save_model(path, lambda tmp: save_state(tmp, optimizer, scheduler, trainer_state))
             for old in _checkpoints(run_dir)[: -train_cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         D.barrier(info)
@@ -249,7 +269,7 @@ def fit(
         if best is None or sign * out[select] > sign * best["value"]:
             history["best"] = {"step": at, "value": out[select], "metrics": out}
             history["bad_evals"] = 0
-            save_checkpoint(run_dir / "best", model, model_config, tokenizer, task_meta)
+            save_model(run_dir / "best")
         else:
             history["bad_evals"] = history.get("bad_evals", 0) + 1
 
@@ -336,7 +356,7 @@ def fit(
         if select is not None and (run_dir / "best").is_dir():
             atomic_directory(final, lambda tmp: _copy_files(run_dir / "best", tmp))
         else:
-            save_checkpoint(final, model, model_config, tokenizer, task_meta)
+            save_model(final)
     D.barrier(info)
     D.cleanup(info)
     return FitResult(
