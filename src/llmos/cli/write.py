@@ -4,6 +4,8 @@
     llmos write correct --model runs/csc-zh/checkpoint --dict my-words.txt < drafts.txt
     llmos write correct --model runs/csc-zh/checkpoint --json "..."     # one JSON object per text
     llmos write correct --lang en "Teh film was grate."     # the English speller
+    llmos write materials build                 # the shared corpus's index (once; slow on CPU)
+    llmos write suggest "段落……" [--k 5] [--json] [--user NAME]   # material suggestions
 
 The model is a spelling checkpoint (``llmos finetune --config configs/run/csc-zh.yaml``).
 ``--dict`` is a user dictionary: one protected term per line, or ``wrong<TAB>right``
@@ -16,16 +18,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmos.cli.flags import Subcommands
+from llmos.data.materials import DEFAULT_POETRY
 from llmos.errors import LlmosError
 
 
 def add_write(sub: Subcommands) -> None:
     """``llmos write ACTION``."""
-    sp = sub.add_parser("write", help="the writing assistant: spelling correction").add_subparsers(
-        dest="action", required=True
-    )
+    sp = sub.add_parser(
+        "write", help="the writing assistant: spelling correction, material suggestions"
+    ).add_subparsers(dest="action", required=True)
     p = sp.add_parser(
         "correct",
         help="correct the spelling of texts (arguments, or one per line on stdin)",
@@ -62,6 +66,47 @@ def add_write(sub: Subcommands) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.set_defaults(func=_correct)
+    _add_materials(sp)
+
+
+def _add_materials(sp: Any) -> None:
+    """``llmos write suggest`` and ``llmos write materials build``."""
+    p = sp.add_parser(
+        "suggest",
+        help="passages of the shared corpus (and of a user's documents) for a paragraph",
+    )
+    p.add_argument("text", help="the paragraph being written")
+    p.add_argument("--k", type=int, default=5, help="how many suggestions (1-50, default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--encoder", default="runs/e5-zh", help="embedding checkpoint (runs/e5-zh)")
+    p.add_argument(
+        "--index",
+        type=Path,
+        help="the shared corpus's index (default $LLMOS_HOME/apps/write/materials)",
+    )
+    p.add_argument(
+        "--user", help="also suggest from this user's documents in the store (llmos users)"
+    )
+    p.set_defaults(func=_suggest)
+    m = sp.add_parser("materials", help="the shared corpus of material suggestions")
+    build = m.add_subparsers(dest="materials_action", required=True).add_parser(
+        "build",
+        help="prepare the shared corpus (三国演义, People's Daily, poetry via npm) and index it",
+    )
+    build.add_argument("--encoder", default="runs/e5-zh", help="embedding checkpoint")
+    build.add_argument(
+        "--poetry",
+        default=",".join(DEFAULT_POETRY),
+        help="chinese-poetry collections, comma-separated: tang, songci, song; 'none' for no "
+        f"poetry (no npm download); default {','.join(DEFAULT_POETRY)}",
+    )
+    build.add_argument("--index", type=Path, help="where to save it (default as for suggest)")
+    build.add_argument(
+        "--max-docs",
+        type=int,
+        help="index only this many documents, spread evenly over the corpus (a quick try)",
+    )
+    build.set_defaults(func=_materials_build)
 
 
 def _correct(args: argparse.Namespace) -> int:
@@ -90,4 +135,91 @@ def _correct(args: argparse.Namespace) -> int:
         print(fixed)
         for e in edits:
             print(f"  {e.start}: {e.original} -> {e.suggestion}  ({e.kind}, {e.score:.2f})")
+    return 0
+
+
+def _encoder(path: str) -> Any:
+    from llmos.apps.support.local import PipelineEmbedder
+
+    if not (Path(path) / "config.json").is_file():
+        raise LlmosError(
+            f"{path}: no encoder checkpoint (build runs/e5-zh with `llmos setup`, "
+            "or pass --encoder)"
+        )
+    return PipelineEmbedder(path)
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from llmos.apps.write.materials import (
+        MaterialIndex,
+        Materials,
+        check_request,
+        shared_index_dir,
+        users_index_dir,
+    )
+
+    check_request(args.text, args.k)  # before anything is loaded
+    index_dir = args.index or shared_index_dir()
+    if not (index_dir / "meta.json").is_file():
+        raise LlmosError(
+            f"{index_dir}: no material index; build it with `llmos write materials build` "
+            "(or pass --index)"
+        )
+    shared = MaterialIndex.load(index_dir)
+    embed = _encoder(args.encoder)
+    store = None
+    try:
+        user_id = None
+        if args.user:
+            from llmos.store.db import Store
+            from llmos.store.documents import WriteDocuments
+
+            store = Store()
+            user = store.user(args.user)
+            if user is None:
+                raise LlmosError(f"--user: no user named {args.user!r} (see `llmos users list`)")
+            user_id = user.id
+        documents = WriteDocuments(store) if store is not None else None
+        materials = Materials(embed, shared, documents, users_index_dir())
+        found = materials.suggest(user_id, args.text, args.k)
+    finally:
+        if store is not None:
+            store.close()
+    if args.json:
+        print(json.dumps({"suggestions": [s.as_json() for s in found]}, ensure_ascii=False))
+        return 0
+    for i, s in enumerate(found, 1):
+        print(f"{i}. [{s.corpus}] {s.title} (doc {s.doc}, offset {s.offset}, score {s.score:.4f})")
+        print(f"   {s.text}")
+    return 0
+
+
+def _materials_build(args: argparse.Namespace) -> int:
+    import time
+
+    from llmos.apps.write.materials import build_shared, shared_index_dir
+    from llmos.data.materials import (
+        DOCUMENTS_FILE,
+        MATERIALS_DIR,
+        prepare_materials,
+        read_documents,
+    )
+    from llmos.paths import data_dir
+
+    poetry = [c.strip() for c in args.poetry.split(",") if c.strip() and c.strip() != "none"]
+    if args.max_docs is not None and args.max_docs < 1:
+        raise LlmosError(f"--max-docs must be at least 1, got {args.max_docs}")
+    embed = _encoder(args.encoder)  # before the long preparation
+    manifest = prepare_materials(data_dir(), poetry)
+    docs = read_documents(data_dir() / MATERIALS_DIR / DOCUMENTS_FILE)
+    if args.max_docs is not None and args.max_docs < len(docs):
+        step = len(docs) / args.max_docs
+        docs = [docs[int(i * step)] for i in range(args.max_docs)]
+    start = time.perf_counter()
+    index = build_shared(docs, embed, version=manifest["sha256"])
+    out = index.save(args.index or shared_index_dir())
+    print(
+        f"material index saved to {out}: {len(index.documents):,} documents, "
+        f"{len(index):,} passages, {time.perf_counter() - start:.0f} s"
+    )
     return 0

@@ -1,0 +1,549 @@
+"""Material suggestions: for the paragraph being written, passages of a shared corpus (三国演义,
+People's Daily, classical poetry: :mod:`llmos.data.materials`) and of the user's own documents
+that are about the same thing, each with its source.
+
+Documents are cut into passages (:func:`chunk`: whole paragraphs merged up to ``MAX_CHARS``
+characters, a longer paragraph cut at sentence ends), and searched as the knowledge bases are
+(:mod:`llmos.apps.hybrid`): BM25 over jieba words and E5's dense vectors (passages embedded as
+``passage``, the paragraph as ``query``), each ranking the *documents* by their best passage,
+fused by weighted reciprocal rank. A suggestion is one document with its best passage, so five
+suggestions are five documents.
+
+The shared corpus has one :class:`MaterialIndex`, built once (``llmos write materials build``)
+and saved; each user has another over their documents in the store, kept in step with the
+store's revision (:class:`Materials`). The two are searched as one: the passages' cosines are
+comparable (one encoder), so the dense ranking covers both; BM25 scores are not (a user's few
+documents give every word a low idf, and the corpus's passages would always win), so each
+index keeps its own BM25 ranking, and a user's best document by words counts as much as the
+corpus's. A user's own text is thereby suggested where it fits the paragraph, neither hidden
+behind the corpus nor put ahead of it whatever it says.
+
+The paragraph itself is never suggested: a passage that contains it, or that it contains (at
+least ``MIN_SAME`` characters either way), is the user's own text being written.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmos.apps.hybrid import (
+    Embedder,
+    LexicalIndex,
+    dense_scores,
+    faiss_module,
+    fuse_ranks,
+    rank,
+)
+from llmos.data.materials import SourceDocument
+from llmos.errors import CheckpointError, LlmosError
+from llmos.files import atomic_directory, atomic_write, atomic_write_json
+from llmos.paths import llmos_home
+from llmos.text.words import words
+
+log = logging.getLogger("llmos.apps.write")
+
+MAX_CHARS = 240  # a passage: a paragraph or a few, "a few hundred characters at most"
+MIN_SAME = 20  # characters from which containment means "the paragraph itself"
+# The BM25 ranking's weight in the fusion: chosen on held-out valid paragraphs
+# (bench/write_suggest_eval.py, docs/BENCHMARKS.md "Material suggestions").
+BM25_WEIGHT = 1.0
+MAX_K = 50
+CANDIDATES = 200  # rows read from each retriever (at least 20 per suggestion asked)
+EMBED_BATCH = 256  # passages handed to the encoder at a time while building
+CACHED_USERS = 64  # users' indexes kept in memory (least recently used out)
+DENSE_FILE, ROWS_FILE, DOCUMENTS_FILE, META_FILE = (
+    "dense.faiss",
+    "rows.jsonl",
+    "documents.json",
+    "meta.json",
+)
+USER_CORPUS = "user"
+# A sentence ends at 。！？!?… (with closing quotes after them) or at a line's end.
+_SENTENCE = re.compile(r"[^。！？!?…]*(?:[。！？!?…]+[”’」』\"']*|$)")
+
+
+class MaterialsError(LlmosError, ValueError):
+    """A request the material suggestions refuse (empty paragraph, k out of range)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One passage: ``entry`` is its document's number in the index, ``offset`` its first
+    character in the document's text (the paragraphs joined by newlines)."""
+
+    row: int
+    entry: int
+    offset: int
+    text: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A passage suggested for a paragraph, with its source and the evidence."""
+
+    text: str
+    score: float  # the fused reciprocal-rank score
+    corpus: str  # sanguo | peoples_daily | tang | songci | ... | user
+    title: str
+    doc: str  # the document's id in its corpus (a user's: the store's id)
+    offset: int
+    similarity: float  # cosine of the paragraph to the passage (-1: not among the dense rows)
+    dense_rank: int | None
+    bm25_rank: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "score": round(self.score, 6),
+            "source": {
+                "corpus": self.corpus,
+                "title": self.title,
+                "doc": self.doc,
+                "offset": self.offset,
+            },
+            "similarity": round(self.similarity, 4),
+            "dense_rank": self.dense_rank,
+            "bm25_rank": self.bm25_rank,
+        }
+
+
+def _spans(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    """``text[start:end]`` as spans of at most ``max_chars``: whole sentences where they fit,
+    a longer sentence cut every ``max_chars``."""
+    spans: list[tuple[int, int]] = []
+    for m in _SENTENCE.finditer(text, start, end):
+        s, e = m.span()
+        if s == e:
+            continue
+        while e - s > max_chars:
+            spans.append((s, s + max_chars))
+            s += max_chars
+        if spans and e - spans[-1][0] <= max_chars and spans[-1][1] == s:
+            spans[-1] = (spans[-1][0], e)  # the sentence joins the previous piece
+        else:
+            spans.append((s, e))
+    return spans
+
+
+def chunk(paragraphs: Sequence[str], max_chars: int = MAX_CHARS) -> list[tuple[int, str]]:
+    """A document's passages as ``(offset, text)``, offsets into ``"\\n".join(paragraphs)``.
+
+    Consecutive paragraphs are merged while the passage stays within ``max_chars`` (a poem,
+    a short exchange of dialogue is one passage); a longer paragraph is cut at its sentence
+    ends. Every character of the text except the joining newlines is in exactly one passage.
+    """
+    text = "\n".join(paragraphs)
+    pieces: list[tuple[int, int]] = []  # each paragraph, or a long one's sentence groups
+    at = 0
+    for p in paragraphs:
+        if p.strip():
+            if len(p) <= max_chars:
+                pieces.append((at, at + len(p)))
+            else:
+                pieces += _spans(text, at, at + len(p), max_chars)
+        at += len(p) + 1
+    passages: list[tuple[int, int]] = []
+    for s, e in pieces:
+        if passages and e - passages[-1][0] <= max_chars:
+            passages[-1] = (passages[-1][0], e)
+        else:
+            passages.append((s, e))
+    return [(s, text[s:e]) for s, e in passages if text[s:e].strip()]
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def same_text(passage: str, paragraph: str) -> bool:
+    """Whether ``passage`` is the paragraph being written (see the module docstring)."""
+    a, b = _normal(passage), _normal(paragraph)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    return (len(a) >= MIN_SAME and a in b) or (len(b) >= MIN_SAME and b in a)
+
+
+class MaterialIndex:
+    """The hybrid index of one collection of documents (the shared corpus, or one user's).
+
+    Thread-safe: changes and searches take its lock. ``version`` is what the index was built
+    from (the shared corpus's manifest sha256, a user's store revision)."""
+
+    def __init__(self, encoder: str, version: Any = None) -> None:
+        self.encoder = encoder
+        self.version = version
+        self.dim: int | None = None
+        self.dense: Any = None
+        self.rows: dict[int, Row] = {}
+        self.documents: dict[int, dict[str, str]] = {}  # entry -> corpus, doc, title
+        self.next_row = 0
+        self.lock = threading.RLock()
+        self._words: LexicalIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # --- building ----------------------------------------------------------------------------
+
+    def sync(
+        self,
+        docs: Iterable[SourceDocument],
+        embed: Embedder,
+        max_chars: int = MAX_CHARS,
+    ) -> dict[str, int]:
+        """Bring the index to exactly ``docs``: passages already indexed (same document, same
+        text) are kept, only new ones are embedded, those of changed or removed documents are
+        dropped. Returns how many passages were added and removed."""
+        with self.lock:
+            entries = {(d["corpus"], d["doc"]): e for e, d in self.documents.items()}
+            next_entry = max(self.documents, default=-1) + 1
+            wanted: dict[tuple[int, str], int] = {}  # (entry, text) -> offset
+            documents: dict[int, dict[str, str]] = {}
+            for doc in docs:
+                key = (doc.corpus, doc.doc)
+                entry = entries.get(key)
+                if entry is None:
+                    entry, next_entry = next_entry, next_entry + 1
+                    entries[key] = entry
+                documents[entry] = {"corpus": doc.corpus, "doc": doc.doc, "title": doc.title}
+                for offset, text in chunk(doc.paragraphs, max_chars):
+                    wanted.setdefault((entry, text), offset)
+            have = {(r.entry, r.text): r.row for r in self.rows.values()}
+            gone = [row for key, row in have.items() if key not in wanted]
+            if gone:
+                self.dense.remove_ids(np.asarray(gone, dtype=np.int64))
+                for row in gone:
+                    del self.rows[row]
+            for (entry, text), offset in wanted.items():  # a paragraph moved: same vector
+                row = have.get((entry, text))
+                if row is not None and self.rows[row].offset != offset:
+                    r = self.rows[row]
+                    self.rows[row] = Row(r.row, r.entry, offset, r.text, r.words)
+            new = [(key, offset) for key, offset in wanted.items() if key not in have]
+            for i in range(0, len(new), EMBED_BATCH):
+                batch = new[i : i + EMBED_BATCH]
+                vectors = embed([text for (_, text), _ in batch], "passage")
+                self._add(batch, vectors)
+                if len(new) > EMBED_BATCH:
+                    log.info("embedded %d of %d passages", i + len(batch), len(new))
+            self.documents = documents
+            if gone or new or self._words is None:
+                self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
+            return {"added": len(new), "removed": len(gone)}
+
+    def drop(self, rows: Iterable[int]) -> None:
+        """Remove passages by row id (the benchmark holds paragraphs out this way); their
+        documents stay, with their other passages."""
+        with self.lock:
+            gone = [r for r in dict.fromkeys(rows) if r in self.rows]
+            if gone:
+                self.dense.remove_ids(np.asarray(gone, dtype=np.int64))
+                for r in gone:
+                    del self.rows[r]
+                self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
+
+    def _add(self, batch: list[tuple[tuple[int, str], int]], vectors: np.ndarray) -> None:
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.dense is None:
+            faiss = faiss_module()
+            self.dim = v.shape[1]
+            self.dense = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        if v.shape != (len(batch), self.dim):
+            raise CheckpointError(
+                f"the encoder gave vectors of shape {v.shape}, expected ({len(batch)}, {self.dim})"
+            )
+        faiss_module().normalize_L2(v)
+        ids = np.arange(self.next_row, self.next_row + len(batch), dtype=np.int64)
+        self.dense.add_with_ids(v, ids)
+        for row, ((entry, text), offset) in zip(ids.tolist(), batch, strict=True):
+            self.rows[row] = Row(row, entry, offset, text, tuple(words(text)))
+        self.next_row += len(batch)
+
+    # --- search --------------------------------------------------------------------------------
+
+    def candidates(
+        self, paragraph: str, vector: np.ndarray, n: int = CANDIDATES
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """The rows nearest the paragraph by cosine and by BM25 (``n`` each), by row id,
+        without the paragraph's own text."""
+        with self.lock:
+            if not self.rows:
+                return {}, {}
+            dense = dense_scores(self.dense, vector, n)
+            assert self._words is not None
+            lexical = self._words.scores(paragraph, n)
+            drop = {
+                r for r in dense.keys() | lexical.keys() if same_text(self.rows[r].text, paragraph)
+            }
+            return (
+                {r: s for r, s in dense.items() if r not in drop},
+                {r: s for r, s in lexical.items() if r not in drop},
+            )
+
+    def search(
+        self,
+        paragraph: str,
+        vector: np.ndarray,
+        k: int = 5,
+        mode: str = "hybrid",
+        bm25_weight: float = BM25_WEIGHT,
+    ) -> list[Suggestion]:
+        """The ``k`` documents best for ``paragraph`` (embedded as a query: ``vector``), each
+        with its best passage; ``mode`` ``bm25`` or ``dense`` ranks by one retriever alone."""
+        return search([self], paragraph, vector, k, mode, bm25_weight)
+
+    # --- saving --------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the index into ``directory`` as a whole (a reader sees the old index or the
+        new one); ``meta.json`` is written last inside it and checked on load."""
+        with self.lock:
+            return atomic_directory(directory, self._write)
+
+    def _write(self, d: Path) -> None:
+        if self.dense is not None:
+            faiss_module().write_index(self.dense, str(d / DENSE_FILE))
+        lines = (
+            json.dumps(
+                {
+                    "row": r.row,
+                    "entry": r.entry,
+                    "offset": r.offset,
+                    "text": r.text,
+                    "words": r.words,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for r in self.rows.values()
+        )
+        atomic_write(d / ROWS_FILE, "".join(lines))
+        atomic_write(d / DOCUMENTS_FILE, json.dumps(self.documents, ensure_ascii=False))
+        meta = {
+            "encoder": self.encoder,
+            "version": self.version,
+            "dim": self.dim,
+            "next_row": self.next_row,
+            "rows": len(self.rows),
+            "documents": len(self.documents),
+            "max_chars": MAX_CHARS,
+        }
+        atomic_write_json(d / META_FILE, meta)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MaterialIndex:
+        """A saved index; :class:`~llmos.errors.CheckpointError` when it is incomplete or
+        unreadable (then build it again)."""
+        d = Path(directory)
+        if not (d / META_FILE).is_file():
+            raise CheckpointError(f"{d}: not a complete material index (no {META_FILE})")
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+            dense = faiss_module().read_index(str(d / DENSE_FILE)) if meta["dim"] else None
+            with open(d / ROWS_FILE, encoding="utf-8") as fh:
+                rows = [json.loads(line) for line in fh]
+            documents = json.loads((d / DOCUMENTS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{d}: unreadable material index ({e})") from None
+        vectors = dense.ntotal if dense is not None else 0
+        if vectors != len(rows) or meta.get("rows") != len(rows):
+            raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} passages; rebuild it")
+        index = cls(meta["encoder"], meta.get("version"))
+        index.dim, index.dense, index.next_row = meta["dim"], dense, meta["next_row"]
+        index.rows = {
+            r["row"]: Row(r["row"], r["entry"], r["offset"], r["text"], tuple(r["words"]))
+            for r in rows
+        }
+        index.documents = {int(e): v for e, v in documents.items()}
+        index._words = LexicalIndex({r: row.words for r, row in index.rows.items()})
+        return index
+
+
+def search(
+    indexes: Sequence[MaterialIndex],
+    paragraph: str,
+    vector: np.ndarray,
+    k: int = 5,
+    mode: str = "hybrid",
+    bm25_weight: float = BM25_WEIGHT,
+) -> list[Suggestion]:
+    """The ``k`` best documents for ``paragraph`` over several indexes ranked together (see
+    the module docstring), each with its best passage.
+
+    A document is ranked by its best passage under each retriever; ``hybrid`` fuses the two
+    rankings, ``bm25`` and ``dense`` use one alone (the benchmark's baselines).
+    """
+    if mode not in ("hybrid", "bm25", "dense"):
+        raise MaterialsError(f"mode must be hybrid, bm25 or dense, not {mode!r}")
+    n = max(CANDIDATES, 20 * k)
+    dense_best: dict[tuple[int, int], tuple[float, Row]] = {}
+    bm25_best: dict[tuple[int, int], tuple[float, Row]] = {}
+    for i, index in enumerate(indexes):
+        dense, lexical = index.candidates(paragraph, vector, n)
+        for scores, best in ((dense, dense_best), (lexical, bm25_best)):
+            for r, s in scores.items():
+                row = index.rows[r]
+                key = (i, row.entry)
+                if key not in best or s > best[key][0]:
+                    best[key] = (s, row)
+    dense_rank = rank({key: s for key, (s, _) in dense_best.items()}) if mode != "bm25" else {}
+    bm25_rank: dict[tuple[int, int], int] = {}
+    if mode != "dense":  # within each index (see the module docstring)
+        for i in range(len(indexes)):
+            bm25_rank |= rank({key: s for key, (s, _) in bm25_best.items() if key[0] == i})
+    fused = fuse_ranks(dense_rank, bm25_rank, bm25_weight if mode == "hybrid" else 1.0)
+    out = []
+    for key in sorted(fused, key=lambda e: (-fused[e], e))[:k]:
+        i, entry = key
+        # The passage shown: the document's nearest by meaning, else its best by words.
+        row = (dense_best.get(key) if mode != "bm25" else None) or bm25_best[key]
+        doc = indexes[i].documents[entry]
+        out.append(
+            Suggestion(
+                text=row[1].text,
+                score=fused[key],
+                corpus=doc["corpus"],
+                title=doc["title"],
+                doc=doc["doc"],
+                offset=row[1].offset,
+                similarity=dense_best[key][0] if key in dense_best else -1.0,
+                dense_rank=dense_rank.get(key),
+                bm25_rank=bm25_rank.get(key),
+            )
+        )
+    return out
+
+
+def check_request(text: str, k: int) -> str:
+    """The paragraph, stripped; :class:`MaterialsError` naming the field when it is unusable."""
+    if not isinstance(text, str) or not text.strip():
+        raise MaterialsError("text: the paragraph to find materials for is empty")
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise MaterialsError(f"k: expected a number of suggestions from 1 to {MAX_K}, got {k!r}")
+    return text.strip()
+
+
+class UserDocuments(Protocol):
+    """What :class:`Materials` needs of the store: a user's documents (with ``id``, ``title``
+    and ``text``) and their revision, which changes whenever they do
+    (:class:`llmos.store.documents.WriteDocuments` is one)."""
+
+    def list(self, user: int) -> list[Any]: ...
+
+    def revision(self, user: int) -> Any: ...
+
+
+class Materials:
+    """Suggestions from the shared corpus and each user's own documents (see the module
+    docstring). Thread-safe; testable without HTTP.
+
+    Args:
+        embed: the encoder (texts, kind -> unit vectors); the shared index must have been
+            built with the same one (its ``name``).
+        shared: the shared corpus's index (None: the user's documents only).
+        documents: the store's users' documents (None: the shared corpus only), anything with
+            ``list(user)`` and ``revision(user)`` like ``WriteDocuments``.
+        root: where users' indexes are saved (``root/user-<id>/``); None keeps them in memory.
+    """
+
+    def __init__(
+        self,
+        embed: Embedder,
+        shared: MaterialIndex | None = None,
+        documents: UserDocuments | None = None,
+        root: str | Path | None = None,
+        bm25_weight: float = BM25_WEIGHT,
+    ) -> None:
+        if shared is not None and shared.encoder != embed.name:
+            raise CheckpointError(
+                f"the material index was built with encoder {shared.encoder}, not the one "
+                f"given ({embed.name}); rebuild it: llmos write materials build --encoder ..."
+            )
+        self.embed, self.shared, self.documents = embed, shared, documents
+        self.root = Path(root) if root is not None else None
+        self.bm25_weight = bm25_weight
+        self._users: collections.OrderedDict[int, MaterialIndex] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def suggest(self, user_id: int | None, text: str, k: int = 5) -> list[Suggestion]:
+        """The ``k`` passages for the paragraph ``text``: the shared corpus's and user
+        ``user_id``'s own (None: the shared corpus only), ranked together."""
+        paragraph = check_request(text, k)
+        indexes = [self.shared] if self.shared is not None else []
+        if user_id is not None and self.documents is not None:
+            indexes.append(self.user_index(user_id))
+        vector = self.embed([paragraph], "query")[0]
+        return search(indexes, paragraph, vector, k, "hybrid", self.bm25_weight)
+
+    def user_index(self, user_id: int) -> MaterialIndex:
+        """The user's index, brought to the store's revision of their documents first."""
+        assert self.documents is not None
+        revision = list(self.documents.revision(user_id))
+        with self._lock:
+            index = self._users.get(user_id)
+            if index is None:
+                index = self._open(user_id)
+            self._users[user_id] = index
+            self._users.move_to_end(user_id)
+            while len(self._users) > CACHED_USERS:
+                self._users.popitem(last=False)
+        with index.lock:
+            if index.version != revision:
+                docs = [
+                    SourceDocument(USER_CORPUS, str(d.id), d.title, tuple(d.text.split("\n")))
+                    for d in self.documents.list(user_id)
+                ]
+                changed = index.sync(docs, self.embed)
+                index.version = revision
+                if self.root is not None:
+                    index.save(self.root / f"user-{user_id}")
+                log.info(
+                    "user %d's materials: %d passages added, %d removed",
+                    user_id,
+                    changed["added"],
+                    changed["removed"],
+                )
+        return index
+
+    def _open(self, user_id: int) -> MaterialIndex:
+        if self.root is not None and (path := self.root / f"user-{user_id}").is_dir():
+            try:
+                index = MaterialIndex.load(path)
+                if index.encoder == self.embed.name:
+                    return index
+                log.info("%s was built with another encoder: rebuilding it", path)
+            except CheckpointError as e:
+                log.warning("%s; rebuilding it", e)
+        return MaterialIndex(self.embed.name)
+
+
+def shared_index_dir() -> Path:
+    """Where ``llmos write materials build`` saves the shared corpus's index by default."""
+    return llmos_home() / "apps" / "write" / "materials"
+
+
+def users_index_dir() -> Path:
+    """Where users' indexes are saved (``user-<id>/`` each)."""
+    return llmos_home() / "apps" / "write" / "users"
+
+
+def build_shared(
+    docs: Iterable[SourceDocument], embed: Embedder, version: Any = None
+) -> MaterialIndex:
+    """The shared corpus's index over ``docs`` (embeds every passage: slow on a CPU)."""
+    index = MaterialIndex(embed.name, version)
+    index.sync(docs, embed)
+    return index
