@@ -61,13 +61,16 @@ def test_adapters_are_per_user(database_url: str) -> None:
     adapters.create(bob, "style", "gpt-zh", "2/style")  # names are per user
     with pytest.raises(DocumentsError, match="already have"):
         adapters.create(ann, "style", "gpt-zh", "1/style")
-    with pytest.raises(DocumentsError, match="without '/'"):
-        adapters.create(ann, "a/b", "gpt-zh", "x")
+    for bad in ("a/b", "..", "", "x" * 65):
+        with pytest.raises(DocumentsError, match="expected 1-64 letters"):
+            adapters.create(ann, bad, "gpt-zh", "x")
+    adapters.create(ann, "我的-style_2", "gpt-zh", "1/我的-style_2")
     adapters.set_status(ann, "style", "ready", {"perplexity": 12.5})
     assert adapters.get(ann, "style").status == "ready"
     assert adapters.get(ann, "style").info == {"perplexity": 12.5}
     assert adapters.get(bob, "style").status == "training"
     assert adapters.remove(bob, "nothing") is None
     assert adapters.remove(bob, "style").path == "2/style"
-    assert [a.name for a in adapters.list(ann)] == ["style"] and adapters.list(bob) == []
+    assert [a.name for a in adapters.list(ann)] == ["style", "我的-style_2"]
+    assert adapters.list(bob) == []
     store.close()

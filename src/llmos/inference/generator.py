@@ -2,25 +2,36 @@
 instruction-tuned: prompts are then wrapped in the template it was tuned with).
 
 Token-level decoding lives in :mod:`llmos.inference.generate`; this module owns the text side:
-prompt templates and truncation, detokenizing, stop strings and streaming.
+prompt templates and truncation, detokenizing, stop strings and streaming, and the LoRA adapters
+(:mod:`llmos.models.lora`) a request may decode with: one base model in memory, any number of
+adapters beside it (the least recently used dropped past :data:`MAX_ADAPTERS`), and a batch whose
+prompts each name their own adapter decodes in one pass.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
+from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import Instruct
 from llmos.data.clm import PROMPT_TEMPLATE
 from llmos.errors import LlmosError
 from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
 from llmos.inference.pipeline import Pipeline
 from llmos.inference.stream import TextStream
+from llmos.models import lora
 from llmos.text.tokenizer import token_bytes
 
 log = logging.getLogger("llmos.inference")
+
+MAX_ADAPTERS = 64  # adapters kept beside one base model (a rank-8 GPT-zh adapter is ~0.2 MB)
+
+Adapters = str | list[str | None] | None
 
 
 class GeneratorPipeline(Pipeline):
@@ -63,8 +74,59 @@ class GeneratorPipeline(Pipeline):
             out.append(ids)
         return out
 
+    def add_adapter(self, name: str, directory: str | Path) -> None:
+        """Load the LoRA adapter in ``directory`` as ``name`` (a no-op when it is loaded).
+        An adapter trained by llmos names its base's weights digest: it must be this model's
+        (an adapter of another base would decode nonsense)."""
+        loaded = self._adapters
+        if name in loaded:
+            loaded.move_to_end(name)
+            return
+        info = lora.read_info(directory)
+        want = info.get("base_digest")
+        if want is not None and want != self._digest:
+            raise LlmosError(
+                f"adapter {directory} was trained on another base ({info.get('base')}); "
+                f"this model is {self.path}"
+            )
+        lora.load_adapter(self.model, directory, name)
+        self.model.eval()
+        loaded[name] = Path(directory)
+        while len(loaded) > MAX_ADAPTERS:
+            old, _ = loaded.popitem(last=False)
+            lora.remove_adapter(self.model, old)
+
+    def remove_adapter(self, name: str) -> None:
+        if self._adapters.pop(name, None) is not None:
+            lora.remove_adapter(self.model, name)
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    @functools.cached_property
+    def _adapters(self) -> collections.OrderedDict[str, Path]:
+        return collections.OrderedDict()
+
+    @functools.cached_property
+    def _digest(self) -> str | None:
+        return weights_digest(self.path)
+
+    def _check_adapters(self, adapter: Adapters, n: int) -> None:
+        names = adapter if isinstance(adapter, list) else [adapter]
+        if isinstance(adapter, list) and len(adapter) != n:
+            raise LlmosError(f"{len(adapter)} adapters given for {n} prompts")
+        for name in names:
+            if name is not None and name not in self._adapters:
+                raise LlmosError(f"no adapter {name!r} is loaded (add_adapter first)")
+
     def generate(
-        self, prompts: str | list[str], *, raw: bool = False, **options: Any
+        self,
+        prompts: str | list[str],
+        *,
+        raw: bool = False,
+        adapter: Adapters = None,
+        **options: Any,
     ) -> str | list[str] | list[list[str]]:
         """Continue text (or answer instructions, for an instruction-tuned checkpoint).
 
@@ -72,6 +134,8 @@ class GeneratorPipeline(Pipeline):
             prompts: one prompt or a list (decoded together as a left-padded batch).
             raw: for instruction-tuned checkpoints, use the prompt as is instead of wrapping it
                 in the instruction template.
+            adapter: a loaded adapter (:meth:`add_adapter`) to decode with, or one per prompt
+                (None: the base model), decoded together in one batch.
             **options: :class:`~llmos.inference.generate.GenerationConfig` fields:
                 ``max_new_tokens``, ``strategy`` (greedy | sample), ``temperature``,
                 ``top_k``, ``top_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
@@ -89,6 +153,7 @@ class GeneratorPipeline(Pipeline):
         if not items:
             raise LlmosError("no prompts given")
         cfg = GenerationConfig(**options)
+        self._check_adapters(adapter, len(items))
         ids = self._prompt_ids(items, raw, cfg.max_new_tokens)
         n = cfg.num_return_sequences
         # With stop strings (greedy/sampling), each row's text is decoded as it grows, so that
@@ -103,14 +168,15 @@ class GeneratorPipeline(Pipeline):
             streams[row].push(tokens[-1])
             return streams[row].stopped
 
-        rows = generate_ids(
-            self.model,
-            ids,
-            cfg,
-            eos_id=self._ids.get("eos"),
-            pad_id=self._pad_id(),
-            stop=stop if hooked else None,
-        )
+        with lora.use(self.model, adapter):
+            rows = generate_ids(
+                self.model,
+                ids,
+                cfg,
+                eos_id=self._ids.get("eos"),
+                pad_id=self._pad_id(),
+                stop=stop if hooked else None,
+            )
         if hooked:  # the streams have already decoded every row, token by token
             for text in streams:
                 text.finish()
@@ -120,11 +186,15 @@ class GeneratorPipeline(Pipeline):
         grouped = [texts[i * n : (i + 1) * n] for i in range(len(items))] if n > 1 else texts
         return grouped[0] if single else grouped
 
-    def stream(self, prompt: str, *, raw: bool = False, **options: Any) -> Iterator[str]:
+    def stream(
+        self, prompt: str, *, raw: bool = False, adapter: str | None = None, **options: Any
+    ) -> Iterator[str]:
         """Generate for one prompt, yielding text as soon as it decodes cleanly: never half a
         UTF-8 character, never part of a stop string. Joined, the pieces equal
-        :meth:`generate`'s result with the same options (greedy/sampling, one sequence)."""
+        :meth:`generate`'s result with the same options (greedy/sampling, one sequence).
+        The adapter applies while the stream is consumed: consume it before another call."""
         cfg = GenerationConfig(**options)
+        self._check_adapters(adapter, 1)
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise LlmosError(
                 "streaming decodes one sequence: num_beams and num_return_sequences must be 1"
@@ -132,15 +202,16 @@ class GeneratorPipeline(Pipeline):
         ids = self._prompt_ids([prompt], raw, cfg.max_new_tokens)
         text = TextStream(self.tokenizer, cfg.stop, self._token_bytes)
         eos = self._ids.get("eos")
-        for step in decode_steps(self.model, ids, cfg, eos_id=eos, pad_id=self._pad_id()):
-            token = step[0]
-            if token < 0 or token == eos:
-                break
-            piece = text.push(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                return
+        with lora.use(self.model, adapter):
+            for step in decode_steps(self.model, ids, cfg, eos_id=eos, pad_id=self._pad_id()):
+                token = step[0]
+                if token < 0 or token == eos:
+                    break
+                piece = text.push(token)
+                if piece:
+                    yield piece
+                if text.stopped:
+                    return
         rest = text.finish()
         if rest:
             yield rest

@@ -12,7 +12,7 @@ in queue order) and returns one result per payload, in the model's own thread.
     EmbedOp         TextBatch      [[float, ...], ...]
     AnalyzeOp       TextBatch      [({head: result}, [float, ...]), ...] (a multitask model)
     FillMaskOp      str (text)     the pipeline's fill-mask answer
-    GenerateOp      str (prompt)   the generated text
+    GenerateOp      str | Prompt   the generated text
     SearchOp        Query          [{"id", "score", "text"}, ...]
     StreamOp        StreamJob      the whole streamed text (pieces go out through the job)
 """
@@ -51,6 +51,33 @@ class TextBatch:
 
     texts: list[str]
     texts_b: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter a generation decodes with: its key in the pipeline (unique per trained
+    adapter) and its directory (loaded on first use, in the model's thread)."""
+
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt that decodes with a user's adapter (a plain ``str`` payload uses the base)."""
+
+    text: str
+    adapter: AdapterRef | None = None
+
+
+def _with_adapters(pipe: Any, refs: list[AdapterRef | None]) -> list[str | None] | None:
+    """Load the adapters ``refs`` name (in the model's thread) and return their keys per
+    prompt, or None when no prompt has one."""
+    if not any(refs):
+        return None
+    for ref in dict.fromkeys(r for r in refs if r is not None):
+        pipe.add_adapter(ref.key, ref.path)
+    return [None if r is None else r.key for r in refs]
 
 
 @dataclass(frozen=True)
@@ -195,8 +222,12 @@ class GenerateOp:
         """The options as keyword arguments of the pipeline's ``generate``/``stream``."""
         return dict(self.options)
 
-    def run(self, runtime: Runtime, payloads: list[str]) -> list[Any]:
-        return list(runtime.pipe.generate(list(payloads), raw=self.raw, **self.kwargs))
+    def run(self, runtime: Runtime, payloads: list[str | Prompt]) -> list[Any]:
+        texts = [p.text if isinstance(p, Prompt) else p for p in payloads]
+        refs = [p.adapter if isinstance(p, Prompt) else None for p in payloads]
+        adapter = _with_adapters(runtime.pipe, refs)
+        # Prompts with different adapters share the batch: each row gets its own update.
+        return list(runtime.pipe.generate(texts, raw=self.raw, adapter=adapter, **self.kwargs))
 
 
 @dataclass(frozen=True)
@@ -229,6 +260,7 @@ class StreamJob:
     emit: Callable[[str], None]
     ended: Callable[[str], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    adapter: AdapterRef | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,7 +273,9 @@ class StreamOp:
         pieces: list[str] = []
         outcome = "error"
         try:
-            for piece in runtime.pipe.stream(job.prompt, raw=job.raw, **job.options):
+            keys = _with_adapters(runtime.pipe, [job.adapter])
+            adapter = {"adapter": keys[0]} if keys else {}
+            for piece in runtime.pipe.stream(job.prompt, raw=job.raw, **adapter, **job.options):
                 if job.cancelled.is_set():  # the client went away: stop decoding
                     outcome = "client_closed"
                     break

@@ -61,8 +61,13 @@ class ServeSettings:
             must be the one that embedded the recommender's catalog (``e5-zh``).
         write_model: the served spelling model the writing assistant corrects with
             (``configs/run/csc-zh.yaml``).
+        write_generator: the served GPT the writing assistant continues text with, and
+            whose users' LoRA adapters it trains (``llmos setup`` builds ``gpt-zh``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
+        workers: background-job worker processes started beside the server and stopped with
+            it (``llmos worker``; 0: none here, run ``llmos worker`` yourself, anywhere that
+            reaches the database).
     """
 
     models_dir: Path = Path("runs")
@@ -91,7 +96,9 @@ class ServeSettings:
     recommend_model: str = "movielens"
     recommend_encoder: str = "e5-zh"
     write_model: str = "csc-zh"
+    write_generator: str = "gpt-zh"
     apps_dir: Path | None = None
+    workers: int = 0
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
@@ -112,6 +119,7 @@ class ServeSettings:
             "max_texts": self.max_texts >= 1,
             "max_chars": self.max_chars >= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
+            "workers": self.workers >= 0,
         }
         for name, ok in checks.items():
             if not ok:

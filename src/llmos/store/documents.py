@@ -6,6 +6,7 @@ documents are never searched, trained on or listed for another.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from llmos.store.models import WriteAdapter, WriteDocument, now
 MAX_DOCUMENTS = 1_000  # documents one user may keep
 MAX_DOCUMENT_CHARS = 200_000  # characters of one document (a long novel chapter is ~10k)
 MAX_ADAPTERS = 20  # adapters one user may keep
+ADAPTER_NAME = re.compile(r"[\w-]{1,64}")  # also a directory name: no dots, no slashes
 
 
 class DocumentsError(LlmosError):
@@ -165,8 +167,10 @@ class WriteAdapters:
 
     def create(self, user: int, name: str, base: str, path: str) -> Adapter:
         name = name.strip()
-        if not name or len(name) > 100 or "/" in name:
-            raise DocumentsError(f"adapter name {name!r}: expected 1-100 characters without '/'")
+        if not ADAPTER_NAME.fullmatch(name):
+            raise DocumentsError(
+                f"adapter name {name[:40]!r}: expected 1-64 letters, digits, '_' or '-'"
+            )
         with self.session.begin() as s:
             count = s.scalar(select(func.count()).where(WriteAdapter.user_id == user)) or 0
             taken = s.scalar(

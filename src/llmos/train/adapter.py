@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ log = logging.getLogger("llmos.train")
 
 ADAPTER = "adapter"  # the adapter's name inside the model while it trains
 VALID_EVERY = 10  # one block in this many is held out
+DEFAULT_BLOCK = 128  # tokens per training block (gpt-zh pretrains on 128)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class AdapterRun:
     lora: lora.LoraConfig = field(default_factory=lora.LoraConfig)
     max_steps: int = 300
     batch_size: int = 8
-    block: int = 128  # tokens per block (at most the base's context window)
+    block: int | None = None  # tokens per block (None: 128, or the base's window if smaller)
     lr: float = 2e-3
     warmup_steps: int = 20
     eval_every: int = 100
@@ -123,20 +125,21 @@ def train_adapter(
     run: AdapterRun | None = None,
     *,
     resume: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> AdapterResult:
     """Train a LoRA adapter of the GPT checkpoint ``base`` on ``texts`` (a user's documents)
     into ``run_dir``; with ``resume`` a cut-off run continues from its last checkpoint and ends
-    exactly where an uninterrupted one would."""
+    exactly where an uninterrupted one would. ``on_step(step, max_steps)``: see
+    :func:`~llmos.train.loop.fit`."""
     run = run or AdapterRun()
     base = Path(base)
     ckpt = read_checkpoint(base)
     if not ckpt.is_decoder:
         raise ConfigError(f"{base}: an adapter for continuation needs a GPT checkpoint")
-    if run.block > ckpt.config.max_position:
-        raise ConfigError(
-            f"block of {run.block} tokens exceeds {base}'s context window of "
-            f"{ckpt.config.max_position}"
-        )
+    window = ckpt.config.max_position
+    block = run.block or min(DEFAULT_BLOCK, window)
+    if block > window:
+        raise ConfigError(f"block of {block} tokens exceeds {base}'s context window of {window}")
     tokenizer = ckpt.tokenizer
     eos = eos_id_of(tokenizer, str(base))
     docs = tokenize_documents(tokenizer, texts)
@@ -145,11 +148,11 @@ def train_adapter(
         dtype=np.int64,
         count=sum(len(d) + 1 for d in docs),
     )
-    blocks = pack_stream(stream, run.block)
+    blocks = pack_stream(stream, block)
     if len(blocks) < 2:
         raise DataError(
             f"the texts hold {stream.size} tokens: an adapter needs at least two blocks of "
-            f"{run.block} (upload more text)"
+            f"{block} (upload more text)"
         )
     held = np.zeros(len(blocks), dtype=bool)
     held[VALID_EVERY - 1 :: VALID_EVERY] = True
@@ -157,7 +160,7 @@ def train_adapter(
     train_blocks, valid_blocks = blocks[~held], blocks[held]
     if len(train_blocks) < run.batch_size:
         raise DataError(
-            f"the texts give {len(train_blocks)} training blocks of {run.block} tokens, fewer "
+            f"the texts give {len(train_blocks)} training blocks of {block} tokens, fewer "
             f"than one batch of {run.batch_size}: upload more text or use a smaller batch"
         )
     valid = [
@@ -184,7 +187,7 @@ def train_adapter(
         "base": str(base),
         "base_digest": weights_digest(base),
         "documents": len(docs),
-        "train_tokens": int(train_blocks.shape[0] * run.block),
+        "train_tokens": int(train_blocks.shape[0] * block),
     }
     weights = AdapterWeights(model, run.lora, base, info)
     task = CausalLMTask(BlockBatches(train_blocks, run.batch_size, run.seed), valid)
@@ -198,6 +201,7 @@ def train_adapter(
         resume=resume,
         title="adapter",
         weights=weights,
+        on_step=on_step,
     )
     model.eval()
     with torch.no_grad():

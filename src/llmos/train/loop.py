@@ -161,6 +161,7 @@ def fit(
     select: str | None = None,
     patience: int | None = None,
     weights: Weights | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``task`` until ``train_cfg.max_steps``.
 
@@ -174,7 +175,9 @@ def fit(
     ``checkpoint/``; with ``patience`` too, training stops after that many validations without
     improvement (early stopping). ``train_cfg.eval_every`` 0 never validates: the final
     checkpoint is the last step's model. With ``weights``, checkpoints hold what it saves
-    (an adapter) instead of the whole model, and resume loads it back.
+    (an adapter) instead of the whole model, and resume loads it back. ``on_step(step,
+    max_steps)`` is called after every step (a job's progress); an exception it raises stops
+    training there (a cancelled job), leaving the last checkpoint to resume from.
     """
     run_dir = Path(run_dir)
     info = D.init_distributed(train_cfg.device)
@@ -341,6 +344,8 @@ def fit(
         stop = evaluated and should_stop()
         if step % train_cfg.save_every == 0 or step == train_cfg.max_steps or stop:
             checkpoint(step)
+        if on_step is not None:
+            on_step(step, train_cfg.max_steps)
         if stop:
             log.info(
                 "early stopping at step %d: no better %s in %d validations", step, select, patience

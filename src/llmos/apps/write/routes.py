@@ -3,14 +3,18 @@
 ``POST /correct`` corrects texts with a served spelling model (``--write-model``, default
 ``csc-zh``) through its micro-batcher, under the caller's own dictionary;
 ``GET|PUT|POST /dictionary`` and ``DELETE /dictionary/{term}`` read and change that
-dictionary. No route reads or writes another user's dictionary.
+dictionary. ``/documents`` (CRUD) holds the caller's own writing; ``/adapters`` trains a LoRA
+adapter of the served GPT (``--write-generator``, default ``gpt-zh``) on those documents as a
+background job, lists and deletes them; ``POST /continue`` continues a text with the caller's
+adapter (server-sent events by default). No route reads or writes another user's
+dictionary, documents or adapters.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.write import schemas as s
@@ -18,7 +22,8 @@ from llmos.apps.write.edits import apply_edits
 from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
 from llmos.serve.deps import ApiError, ServerDep, UserDep, check_texts, require, submit
-from llmos.serve.operations import CorrectOp, TextBatch
+from llmos.serve.operations import AdapterRef, CorrectOp, GenerateOp, Prompt, TextBatch
+from llmos.serve.routes.inference import generation_options, stream_generation
 
 router = APIRouter(prefix="/v1/apps/write", tags=["write"])
 
@@ -104,3 +109,146 @@ async def delete_term(term: str, srv: ServerDep, user: UserDep) -> None:
     """Remove one term (protected or a wrong form) from the caller's dictionary."""
     if not await call(service(srv).remove, user.id, [term]):
         raise ApiError(404, "not_found", f"no term {term!r} in your dictionary")
+
+
+# --- documents -----------------------------------------------------------------------------
+
+
+@router.get("/documents", response_model=list[s.DocumentSummary])
+async def list_documents(srv: ServerDep, user: UserDep) -> Any:
+    """The caller's documents (without their text)."""
+    docs = await call(service(srv).documents.list, user.id)
+    return [d.summary() for d in docs]
+
+
+@router.post("/documents", status_code=201, response_model=s.DocumentOut)
+async def add_document(body: s.DocumentIn, srv: ServerDep, user: UserDep) -> Any:
+    """Upload a document: searched for material and learned from by your adapters."""
+    doc = await call(service(srv).documents.add, user.id, body.title, body.text)
+    return doc.summary() | {"text": doc.text}
+
+
+async def _own_document(srv: Any, user: int, doc_id: int) -> Any:
+    doc = await call(service(srv).documents.get, user, doc_id)
+    if doc is None:  # another user's document does not exist for this one
+        raise ApiError(404, "not_found", f"no document {doc_id}")
+    return doc
+
+
+@router.get("/documents/{doc_id}", response_model=s.DocumentOut)
+async def get_document(doc_id: int, srv: ServerDep, user: UserDep) -> Any:
+    doc = await _own_document(srv, user.id, doc_id)
+    return doc.summary() | {"text": doc.text}
+
+
+@router.put("/documents/{doc_id}", response_model=s.DocumentOut)
+async def update_document(doc_id: int, body: s.DocumentPatch, srv: ServerDep, user: UserDep) -> Any:
+    """Change a document's title and/or text."""
+    await _own_document(srv, user.id, doc_id)
+    doc = await call(service(srv).documents.update, user.id, doc_id, body.title, body.text)
+    return doc.summary() | {"text": doc.text}
+
+
+@router.delete("/documents/{doc_id}", status_code=204)
+async def delete_document(doc_id: int, srv: ServerDep, user: UserDep) -> Response:
+    if not await call(service(srv).documents.remove, user.id, doc_id):
+        raise ApiError(404, "not_found", f"no document {doc_id}")
+    return Response(status_code=204)
+
+
+# --- continuation --------------------------------------------------------------------------
+
+
+def _generator(srv: Any, model: str | None) -> str:
+    name = model or srv.settings.write_generator
+    if model is None and name not in srv.registry.models:
+        raise ApiError(
+            404,
+            "no_model",
+            f"the writing assistant's generator {name!r} is not served (`llmos setup` builds "
+            "gpt-zh; or name another with --write-generator)",
+        )
+    require(srv.registry.entry(name), "generate")
+    return name
+
+
+@router.post(
+    "/continue",
+    response_model=s.ContinueOut,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def continue_text(body: s.ContinueIn, request: Request, srv: ServerDep, user: UserDep) -> Any:
+    """Continue the caller's text with the served GPT and their adapter (the named one, else
+    their newest ready one over that model; ``use_adapter: false`` for the base alone). With
+    ``stream`` (the default) the answer is server-sent events as ``/v1/generate``'s, the
+    ``done`` event naming the adapter used."""
+    write = service(srv)
+    model = _generator(srv, body.model)
+    check_texts(srv, [body.text[-srv.settings.max_chars :]], "text")
+    if not body.text.strip():
+        raise ApiError(422, "invalid_request", "text is blank: give some text to continue")
+    options = generation_options(body, srv)  # type: ignore[arg-type]
+    adapter = None
+    if body.use_adapter:
+        adapter = await call(write.adapters.ready, user.id, body.adapter, model)
+    ref = (
+        None
+        if adapter is None
+        else AdapterRef(write.adapters.key(adapter), str(write.adapters.checkpoint(adapter)))
+    )
+    name = None if adapter is None else adapter.name
+    # The model's window takes the text's end: generation truncates on the left anyway.
+    prompt = body.text[-srv.settings.max_chars :]
+    if body.stream:
+        if body.num_beams > 1:
+            raise ApiError(422, "invalid_request", "streaming decodes one sequence: num_beams 1")
+        return await stream_generation(
+            request, srv, model, prompt, options, raw=True, adapter=ref, done={"adapter": name}
+        )
+    op = GenerateOp.of(options, True, None if body.seed is None else id(body))
+    text = await submit(request, srv, model, op, Prompt(prompt, ref), 1)
+    return {"model": model, "adapter": name, "text": text}
+
+
+# --- adapters ------------------------------------------------------------------------------
+
+
+def _adapter_json(adapter: Any, job: str | None = None) -> dict[str, Any]:
+    out = adapter.summary()
+    out["info"] = {k: v for k, v in out["info"].items() if k != "base_path"}  # server paths
+    return out | {"job": job if job is not None else out["info"].get("job")}
+
+
+@router.get("/adapters", response_model=list[s.AdapterOut])
+async def list_adapters(srv: ServerDep, user: UserDep) -> Any:
+    """The caller's adapters and their status (training, ready, failed)."""
+    return [_adapter_json(a) for a in await call(service(srv).adapters.rows.list, user.id)]
+
+
+@router.post("/adapters", status_code=202, response_model=s.AdapterOut)
+async def train_adapter(body: s.AdapterIn, srv: ServerDep, user: UserDep) -> Any:
+    """Train a new adapter on the caller's documents, as a background job: answered at once
+    with the adapter (status ``training``) and its job id (``GET /v1/jobs/{id}``)."""
+    write = service(srv)
+    model = _generator(srv, body.model)
+    base_path = srv.registry.entry(model).path
+    adapter = await call(write.adapters.create, user.id, body.name, model, base_path, body.steps)
+    job = await start_adapter_job(srv, user.id, adapter.name)
+    return _adapter_json(adapter, job)
+
+
+@router.delete("/adapters/{name}", status_code=204)
+async def delete_adapter(name: str, srv: ServerDep, user: UserDep) -> Response:
+    if not await call(service(srv).adapters.remove, user.id, name):
+        raise ApiError(404, "not_found", f"no adapter {name!r}")
+    return Response(status_code=204)
+
+
+async def start_adapter_job(srv: Any, user: int, name: str) -> str | None:
+    """Queue the adapter's training as a background job; its id."""
+    jobs = getattr(srv, "jobs", None)
+    if jobs is None:
+        await call(service(srv).adapters.fail, user, name, "no job workers")
+        raise ApiError(503, "not_ready", "this server runs no background jobs")
+    job = await run_in_threadpool(jobs.submit, user, "write.adapter", {"user": user, "name": name})
+    return str(job["id"])

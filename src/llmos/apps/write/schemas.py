@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from llmos.apps.write.adapters import DEFAULT_STEPS, MAX_STEPS
+from llmos.serve.schemas import GenerateOptions
+from llmos.store.documents import MAX_DOCUMENT_CHARS
 from llmos.store.terms import MAX_TERM_CHARS, MAX_TERMS
 
 Term = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TERM_CHARS)]
@@ -60,3 +63,64 @@ class DictionaryOut(BaseModel):
     protect: list[str]
     pairs: dict[str, str]
     size: int
+
+
+# --- documents, continuation, adapters --------------------------------------------------
+
+
+class DocumentIn(Strict):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_CHARS)]
+
+
+class DocumentPatch(Strict):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_CHARS)] | None = (
+        None
+    )
+
+
+class DocumentSummary(BaseModel):
+    id: int
+    title: str
+    chars: int
+    created_at: str
+    updated_at: str
+
+
+class DocumentOut(DocumentSummary):
+    text: str
+
+
+class ContinueIn(GenerateOptions):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] = Field(
+        description="what the user has written so far (its end is continued)"
+    )
+    model: str | None = Field(None, description="a served GPT (default: --write-generator)")
+    adapter: str | None = Field(
+        None, description="one of your adapters (default: your newest ready one, if any)"
+    )
+    use_adapter: bool = Field(True, description="false: the base model, even with an adapter")
+    stream: bool = Field(True, description="server-sent events, one per decoded piece")
+
+
+class ContinueOut(BaseModel):
+    model: str
+    adapter: str | None
+    text: str
+
+
+class AdapterIn(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[\w-]{1,64}$")]
+    model: str | None = Field(None, description="the served GPT to adapt (--write-generator)")
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=MAX_STEPS)
+
+
+class AdapterOut(BaseModel):
+    id: int
+    name: str
+    base: str
+    status: str
+    info: dict[str, Any]
+    created_at: str
+    job: str | None = None

@@ -1,17 +1,21 @@
 """The writing assistant's service: each user's spelling dictionary (in the store) applied to
-a spelling model's corrections. Testable without HTTP: the server's route asks the model
-through its micro-batcher and hands the corrections here."""
+a spelling model's corrections, their documents, and their continuation adapters. Testable
+without HTTP: the server's route asks the model through its micro-batcher and hands the
+corrections here."""
 
 from __future__ import annotations
 
 import collections
 import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+from llmos.apps.write.adapters import UserAdapters
 from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import Edit
 from llmos.store.db import Store
+from llmos.store.documents import WriteDocuments
 from llmos.store.terms import TermsError, WriteTerms
 
 CACHED_USERS = 64  # compiled dictionaries kept in memory (least recently used out)
@@ -21,8 +25,11 @@ class WriteService:
     """Users' dictionaries (read from the store once, compiled into an automaton, cached until
     the user changes them) and the edits a model's corrections become under them."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, root: Path | None = None) -> None:
         self.terms = WriteTerms(store)
+        self.documents = WriteDocuments(store)
+        # Users' adapters live under root/adapters (the server's apps directory + /write).
+        self.adapters = UserAdapters(store, Path(root or "write") / "adapters")
         self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
         self._lock = threading.Lock()
 

@@ -27,6 +27,7 @@ from llmos.serve.deps import (
     submit,
 )
 from llmos.serve.operations import (
+    AdapterRef,
     ClassifyOp,
     CorrectOp,
     EmbedOp,
@@ -116,7 +117,7 @@ async def search(body: s.SearchRequest, request: Request, srv: ServerDep, _: Use
     return {"index": ix.name, "hits": hits}
 
 
-def _generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
+def generation_options(body: s.GenerateRequest, srv: Server) -> dict[str, Any]:
     if body.max_new_tokens > srv.settings.max_new_tokens:
         raise ApiError(
             422,
@@ -153,7 +154,7 @@ async def generate(body: s.GenerateRequest, request: Request, srv: ServerDep, _:
     check_texts(srv, [body.prompt], "prompt")
     if not body.prompt.strip():
         raise ApiError(422, "invalid_request", "prompt is blank: give some text to continue")
-    options = _generation_options(body, srv)
+    options = generation_options(body, srv)
     if body.stream:
         if body.num_beams > 1:
             raise ApiError(422, "invalid_request", "streaming decodes one sequence: num_beams 1")
@@ -173,7 +174,24 @@ def _sse(data: dict[str, Any], event: str | None = None) -> str:
 async def _stream(
     body: s.GenerateRequest, options: dict[str, Any], request: Request, srv: Server
 ) -> StreamingResponse:
-    loaded = await srv.registry.get(body.model)
+    return await stream_generation(request, srv, body.model, body.prompt, options, raw=body.raw)
+
+
+async def stream_generation(
+    request: Request,
+    srv: Server,
+    model: str,
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    raw: bool = False,
+    adapter: AdapterRef | None = None,
+    done: dict[str, Any] | None = None,
+) -> StreamingResponse:
+    """Server-sent events of one generation: ``data: {"text": piece}`` per decoded piece,
+    then ``event: done`` with the model, the whole text and ``done``'s fields (or ``event:
+    error``). Decoding stops when the client goes away."""
+    loaded = await srv.registry.get(model)
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -181,11 +199,12 @@ async def _stream(
         loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
     job = StreamJob(
-        prompt=body.prompt,
-        raw=body.raw,
+        prompt=prompt,
+        raw=raw,
         options=options,
         emit=emit,
-        ended=lambda outcome: srv.metrics.streams.labels(body.model, outcome).inc(),
+        ended=lambda outcome: srv.metrics.streams.labels(model, outcome).inc(),
+        adapter=adapter,
     )
     future = loaded.batcher.submit(StreamOp(), job, 1, deadline(request, srv))
     future.add_done_callback(lambda _: pieces.put_nowait(None))
@@ -200,7 +219,7 @@ async def _stream(
             result = future.result()
             if isinstance(result, BaseException):
                 raise result
-            yield _sse({"model": body.model, "text": result}, "done")
+            yield _sse({"model": model, "text": result, **(done or {})}, "done")
         except Exception as e:  # headers are sent: the error travels as an event
             yield _sse({"type": type(e).__name__, "message": str(e)}, "error")
         finally:  # the client went away (or the stream ended): stop decoding

@@ -1,0 +1,129 @@
+"""Users' continuation adapters: a LoRA adapter of the served GPT trained on the user's own
+documents, so that continuations read like the user's writing.
+
+An adapter is a store row (:class:`~llmos.store.documents.WriteAdapters`: name, base model,
+status ``training`` / ``ready`` / ``failed``, metrics) and a run directory under the server's
+adapters directory, ``<adapters>/<user id>/<name>/``, whose ``checkpoint/`` is the PEFT adapter
+(:mod:`llmos.models.lora`) once trained. Training goes through the shared loop
+(:func:`llmos.train.adapter.train_adapter`) with exact resume, so a job cut off by a crash
+picks up at its last checkpoint. Every method takes the caller's user id: one user's documents
+are never trained on, and one user's adapter never decodes, for another.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmos.errors import LlmosError
+from llmos.models.lora import LoraConfig
+from llmos.store.db import Store
+from llmos.store.documents import Adapter, DocumentsError, WriteAdapters, WriteDocuments
+from llmos.train.adapter import AdapterRun, train_adapter
+
+DEFAULT_STEPS = 300  # batch 8 x 128 tokens: ~307k tokens, 2-3 minutes for gpt-zh on 2 cores
+MAX_STEPS = 5_000
+
+
+class UserAdapters:
+    """The adapters of every user of one store, their files under ``root``."""
+
+    def __init__(self, store: Store, root: Path) -> None:
+        self.rows = WriteAdapters(store)
+        self.documents = WriteDocuments(store)
+        self.root = Path(root)
+
+    def run_dir(self, adapter: Adapter) -> Path:
+        return self.root / adapter.path
+
+    def create(self, user: int, name: str, base: str, base_path: Path, steps: int) -> Adapter:
+        """Record a new adapter (status ``training``) of the served model ``base`` (its
+        checkpoint at ``base_path``); the caller then runs :meth:`train` (as a job)."""
+        if not 1 <= steps <= MAX_STEPS:
+            raise DocumentsError(f"steps must be 1-{MAX_STEPS}, got {steps}")
+        if not self.documents.revision(user)[0]:
+            raise DocumentsError(
+                "you have no documents to learn your style from: upload some first "
+                "(POST /v1/apps/write/documents)"
+            )
+        row = self.rows.create(user, name, base, f"{user}/{name.strip()}")
+        self.rows.set_status(
+            user, row.name, "training", {"base_path": str(base_path), "steps": steps}
+        )
+        shutil.rmtree(self.run_dir(row), ignore_errors=True)  # a deleted namesake's leftovers
+        return self.rows.get(user, row.name) or row
+
+    def train(
+        self,
+        user: int,
+        name: str,
+        *,
+        resume: bool = True,
+        on_step: Callable[[int, int], None] | None = None,
+        num_threads: int | None = None,
+    ) -> dict[str, Any]:
+        """Train the adapter on the user's documents now (resuming a cut-off run); marks it
+        ``ready`` with its metrics, or ``failed`` with the error. Returns the metrics."""
+        row = self.rows.get(user, name)
+        if row is None:
+            raise DocumentsError(f"no adapter {name!r}")
+        texts = [d.text for d in self.documents.list(user)]
+        run = AdapterRun(
+            lora=LoraConfig(),
+            max_steps=int(row.info.get("steps", DEFAULT_STEPS)),
+            num_threads=num_threads,
+            progress=False,
+        )
+        try:
+            result = train_adapter(
+                row.info["base_path"],
+                texts,
+                self.run_dir(row),
+                run,
+                resume=resume,
+                on_step=on_step,
+            )
+        except LlmosError as e:
+            self.rows.set_status(user, name, "failed", {"error": str(e)})
+            raise
+        summary = result.summary()
+        self.rows.set_status(user, name, "ready", summary | {"documents": len(texts)})
+        return summary
+
+    def fail(self, user: int, name: str, error: str) -> None:
+        if self.rows.get(user, name) is not None:
+            self.rows.set_status(user, name, "failed", {"error": error})
+
+    def ready(self, user: int, name: str | None, base: str) -> Adapter | None:
+        """The user's adapter ``name`` (or, with None, their newest ready one) over ``base``;
+        None when they have none. A named adapter that is not ready, or is over another
+        base, is a DocumentsError saying so."""
+        if name is None:
+            found = [a for a in self.rows.list(user) if a.status == "ready" and a.base == base]
+            return found[-1] if found else None
+        row = self.rows.get(user, name)
+        if row is None:
+            raise DocumentsError(f"no adapter {name!r}")
+        if row.status != "ready":
+            raise DocumentsError(f"adapter {name!r} is {row.status}, not ready")
+        if row.base != base:
+            raise DocumentsError(f"adapter {name!r} adapts {row.base!r}, not {base!r}")
+        return row
+
+    def checkpoint(self, adapter: Adapter) -> Path:
+        return self.run_dir(adapter) / "checkpoint"
+
+    @staticmethod
+    def key(adapter: Adapter) -> str:
+        """The adapter's name inside the served model: unique per trained adapter (a deleted
+        adapter's id may come back in SQLite; its creation time does not)."""
+        return f"a{adapter.id}_{int(adapter.created_at.timestamp() * 1e6)}"
+
+    def remove(self, user: int, name: str) -> bool:
+        row = self.rows.remove(user, name)
+        if row is None:
+            return False
+        shutil.rmtree(self.run_dir(row), ignore_errors=True)
+        return True

@@ -1,0 +1,151 @@
+"""The writing assistant's documents, adapters and continuation over HTTP on a real server:
+documents stay with their owner, ``/continue`` answers what the Python API answers (with the
+caller's adapter, or the base), streamed or not, and one user's adapter never decodes for
+another."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import llmos
+from llmos.apps.write.adapters import UserAdapters
+from llmos.checkpoint.io import save_checkpoint
+from llmos.config.model import GPTConfig
+from llmos.models.gpt import GPT
+from llmos.store.db import Store
+from llmos.text.tokenizer import load_tokenizer
+from serve.conftest import Live, start
+
+WORDS = ["却说", "曹操", "引兵", "大败", "玄德", "关公", "张飞", "于是", "次日", "城下"]
+GREEDY = {"max_new_tokens": 12, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+
+
+def style_text(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(
+        "".join(rng.choice(WORDS) for _ in range(rng.randint(6, 12))) + "。" for _ in range(n)
+    )
+
+
+@pytest.fixture(scope="module")
+def live_style(
+    tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer: Path
+) -> Iterator[tuple[Live, Path, Path]]:
+    root = tmp_path_factory.mktemp("write-style")
+    tok = load_tokenizer(bpe_tokenizer)
+    cfg = GPTConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    with torch.no_grad():  # a trained model's scale, so that an adapter changes the output
+        model.transformer.wte.weight.normal_(0.0, 0.5)
+    path = save_checkpoint(root / "models" / "gpt", model, cfg, tok)
+    db = f"sqlite:///{root / 'llmos.db'}"
+    runner, server = start(
+        root / "models", db, rate_limit=0, write_generator="gpt", apps_dir=root / "apps"
+    )
+    with runner:
+        yield server, path, root
+
+
+def _events(body: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return out
+
+
+def test_documents_belong_to_their_owner(live_style) -> None:
+    live, _, _ = live_style
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        r = alice.post("/v1/apps/write/documents", json={"title": "第一回", "text": "宴桃园。"})
+        assert r.status_code == 201, r.text
+        doc = r.json()
+        assert doc["chars"] == 4 and doc["text"] == "宴桃园。"
+        url = f"/v1/apps/write/documents/{doc['id']}"
+        for call in (bob.get(url), bob.put(url, json={"text": "改"}), bob.delete(url)):
+            assert call.status_code == 404, call.text
+        assert [d["id"] for d in bob.get("/v1/apps/write/documents").json()] == []
+        r = alice.put(url, json={"text": "斩黄巾。"})
+        assert r.status_code == 200 and r.json()["title"] == "第一回"
+        assert alice.get(url).json()["text"] == "斩黄巾。"
+        r = alice.post("/v1/apps/write/documents", json={"title": "", "text": "x"})
+        assert r.status_code == 422
+        assert alice.delete(url).status_code == 204
+        assert alice.get(url).status_code == 404
+
+
+def test_continue_with_the_users_adapter(live_style) -> None:
+    live, path, root = live_style
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        for i in range(3):
+            r = alice.post(
+                "/v1/apps/write/documents",
+                json={"title": f"章{i}", "text": style_text(40, i)},
+            )
+            assert r.status_code == 201, r.text
+        # The job's work, done here: a ready adapter of alice's over the served "gpt".
+        store = Store(f"sqlite:///{root / 'llmos.db'}")
+        alice_id = store.user("alice").id
+        adapters = UserAdapters(store, root / "apps" / "write" / "adapters")
+        adapters.create(alice_id, "style", "gpt", path, steps=200)
+        summary = adapters.train(alice_id, "style")
+        store.close()
+        assert summary["perplexity"] < summary["base_perplexity"]
+        listed = alice.get("/v1/apps/write/adapters").json()
+        assert [(a["name"], a["status"]) for a in listed] == [("style", "ready")]
+        assert "base_path" not in listed[0]["info"]  # no server paths in answers
+        assert bob.get("/v1/apps/write/adapters").json() == []
+
+        pipe = llmos.load(path)
+        pipe.add_adapter(
+            "style", root / "apps" / "write" / "adapters" / f"{alice_id}/style/checkpoint"
+        )
+        prompt = "却说曹操"
+        want_adapted = pipe.generate(prompt, raw=True, adapter="style", **GREEDY)
+        want_base = pipe.generate(prompt, raw=True, **GREEDY)
+        assert want_adapted != want_base
+
+        body = {"text": prompt, "stream": False, **GREEDY}
+        r = alice.post("/v1/apps/write/continue", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"model": "gpt", "adapter": "style", "text": want_adapted}
+        r = alice.post("/v1/apps/write/continue", json=body | {"use_adapter": False})
+        assert r.json()["text"] == want_base and r.json()["adapter"] is None
+        # Bob has no adapter: the base; naming alice's is refused.
+        assert bob.post("/v1/apps/write/continue", json=body).json()["text"] == want_base
+        r = bob.post("/v1/apps/write/continue", json=body | {"adapter": "style"})
+        assert r.status_code == 422 and "no adapter" in r.text
+
+        r = alice.post("/v1/apps/write/continue", json={**body, "stream": True})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _events(r.text)
+        assert events[-1] == ("done", {"model": "gpt", "text": want_adapted, "adapter": "style"})
+        assert "".join(d["text"] for e, d in events[:-1] if e == "message") == want_adapted
+
+        assert alice.delete("/v1/apps/write/adapters/style").status_code == 204
+        assert not (root / "apps" / "write" / "adapters" / f"{alice_id}" / "style").exists()
+        r = alice.post("/v1/apps/write/continue", json=body)
+        assert r.json()["adapter"] is None and r.json()["text"] == want_base
+
+
+def test_continue_without_a_generator_is_a_404(live_style, tmp_path: Path) -> None:
+    live, _, _ = live_style
+    with live.client(live.alice) as alice:
+        r = alice.post("/v1/apps/write/continue", json={"text": "x", "model": "nothing"})
+        assert r.status_code == 404
