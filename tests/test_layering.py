@@ -43,6 +43,7 @@ LAYERS = {
     "recipes": 4,
     "apps": 4,
     "serve": 4,
+    "jobs": 4,
     "cli": 5,
     "__main__": 5,
 }

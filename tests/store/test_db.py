@@ -31,7 +31,7 @@ from llmos.errors import LlmosError
 from llmos.store.db import Store, hash_key
 from llmos.store.models import ApiKey
 
-HEAD = "0007"  # the newest migration
+HEAD = "0008"  # the newest migration
 
 TABLES = {
     "users",

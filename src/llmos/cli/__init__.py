@@ -5,9 +5,9 @@ One module per command group adds its subcommands and their handlers: :mod:`~llm
 (evaluate, predict, classify-zero, fill-mask, generate, embed, index, search),
 :mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
 :mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
-recommendation app), :mod:`~llmos.cli.write` (the writing assistant) and
-:mod:`~llmos.cli.serve`. The flags of a command with a config
-dataclass are generated from it (:mod:`~llmos.cli.flags`).
+recommendation app), :mod:`~llmos.cli.write` (the writing assistant),
+:mod:`~llmos.cli.serve` and :mod:`~llmos.cli.jobs` (``llmos worker``). The flags of a command
+with a config dataclass are generated from it (:mod:`~llmos.cli.flags`).
 
 Every user mistake (a bad config key, a missing corpus, a corrupt checkpoint) is an
 :class:`~llmos.errors.LlmosError`: printed as one line on stderr, exit status 2.
@@ -19,7 +19,7 @@ import logging
 import sys
 
 from llmos import __version__
-from llmos.cli import compress, data, infer, recommend, serve, support, train, users, write
+from llmos.cli import compress, data, infer, jobs, recommend, serve, support, train, users, write
 from llmos.cli.flags import CommandParser
 from llmos.errors import LlmosError
 
@@ -47,6 +47,7 @@ COMMANDS = (
     recommend.add_recommend,
     write.add_write,
     serve.add_serve,
+    jobs.add_worker,
 )
 
 

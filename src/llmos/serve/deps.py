@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from llmos.apps.recommend.service import RecommendService
     from llmos.apps.support.service import SupportService
     from llmos.apps.write.service import WriteService
+    from llmos.jobs.runner import Jobs
 
 
 class ApiError(Exception):
@@ -126,6 +127,7 @@ class Server:
     recommend: RecommendService | None = None  # the recommendation app
     recommend_jobs: CatalogJobs | None = None  # its catalog imports and retrainings
     write: WriteService | None = None  # the writing assistant
+    jobs: Jobs | None = None  # background jobs: submit, read, cancel (llmos.jobs)
 
 
 async def server(request: Request) -> Server:
