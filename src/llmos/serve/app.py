@@ -45,6 +45,8 @@ from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
 from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
+from llmos.jobs.runner import Jobs  # background jobs (issue 19 item 5)
+from llmos.jobs.worker import WorkerProcesses
 from llmos.paths import llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from llmos.serve.catalog import UnknownModel
@@ -52,7 +54,7 @@ from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
 from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu, served_encoders
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
-from llmos.serve.routes import inference, models, users
+from llmos.serve.routes import inference, jobs, models, users
 from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
@@ -363,12 +365,21 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         srv.recommend = _recommend_service(srv, loop)
         srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
         srv.write = WriteService(db)
+        # --- background jobs (llmos.jobs): the queue, and --workers worker processes
+        app.state.jobs = srv.jobs = await run_in_threadpool(Jobs, db)
+        workers = None
+        if settings.workers:
+            workers = WorkerProcesses(db.url, settings.workers)
+        # --- end background jobs
         app.state.server = srv
         srv.ready = True
         try:
             yield
         finally:
             srv.ready = False
+            if workers is not None:  # a running job goes back to the queue (SIGTERM)
+                await run_in_threadpool(workers.stop)
+            app.state.jobs.close()
             # a job still training after this is cut off with the process (its write is atomic)
             await run_in_threadpool(srv.recommend_jobs.close, JOBS_GRACE_S)
             await registry.close()
@@ -387,7 +398,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     )
     _install_handlers(app, metrics)
     _install_docs(app)
-    for module in (models, inference, users, support_routes, recommend_routes, write_routes):
+    for module in (models, inference, users, jobs, support_routes, recommend_routes, write_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])
