@@ -5,6 +5,7 @@ import { call, key } from "./api.js";
 import { busy, clearError, field, h, showError } from "./ui.js";
 import { admin } from "./admin.js";
 import * as pages from "./pages.js";
+import { jobs } from "./jobs.js";
 import { profile } from "./profile.js";
 import { recommend } from "./recommend.js";
 import { support } from "./support.js";
@@ -21,6 +22,7 @@ const routes = {
   chat: ["Support chat", chat],
   queue: ["Queue", queue],
   recommend: ["For you", recommend],
+  jobs: ["Jobs", jobs],
   profile: ["Profile", profile],
   admin: ["Admin", admin],
 };
