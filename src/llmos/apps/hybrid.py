@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from llmos.errors import CheckpointError
 from llmos.text.words import words
 
 RRF_K = 60
@@ -85,6 +86,27 @@ def fuse_ranks(
         for e, r in ranking.items():
             fused[e] = fused.get(e, 0.0) + w / (RRF_K + r)
     return fused
+
+
+def add_vectors(index: Any, vectors: np.ndarray, first: int) -> tuple[Any, list[int]]:
+    """Add ``vectors`` (N, D), normalized here, under the ids ``first ..  first + N - 1`` to a
+    FAISS exact inner-product index with ids (made here when ``index`` is None, with their
+    dimension); returns the index and the ids.
+
+    Raises:
+        CheckpointError: the vectors' dimension is not the index's (another encoder).
+    """
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    faiss = faiss_module()
+    if index is None and v.ndim == 2:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(v.shape[1]))
+    if v.ndim != 2 or v.shape[1] != index.d:
+        expected = f"(N, {index.d})" if index is not None else "(N, D)"
+        raise CheckpointError(f"the encoder gave vectors of shape {v.shape}, expected {expected}")
+    faiss.normalize_L2(v)
+    ids = np.arange(first, first + len(v), dtype=np.int64)
+    index.add_with_ids(v, ids)
+    return index, ids.tolist()
 
 
 def dense_scores(index: Any, vector: np.ndarray, n: int) -> dict[int, float]:

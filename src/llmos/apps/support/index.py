@@ -49,6 +49,7 @@ from llmos.apps.hybrid import (
     RRF_K,
     Embedder,
     LexicalIndex,
+    add_vectors,
     dense_scores,
     fuse_ranks,
 )
@@ -161,19 +162,11 @@ class KbIndex:
             return {"added": len(new), "removed": len(gone)}
 
     def _add(self, keys: list[tuple[int, str, str]], vectors: np.ndarray) -> None:
-        v = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.dense is None:
-            faiss = _faiss()
-            self.dim = v.shape[1]
-            self.dense = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        if v.shape != (len(keys), self.dim):
-            raise CheckpointError(
-                f"the encoder gave vectors of shape {v.shape}, expected ({len(keys)}, {self.dim})"
-            )
-        _faiss().normalize_L2(v)
-        ids = np.arange(self.next_row, self.next_row + len(keys), dtype=np.int64)
-        self.dense.add_with_ids(v, ids)
-        for row, (entry, field, text) in zip(ids.tolist(), keys, strict=True):
+        if len(vectors) != len(keys):
+            raise CheckpointError(f"the encoder gave {len(vectors)} vectors for {len(keys)} texts")
+        self.dense, ids = add_vectors(self.dense, vectors, self.next_row)
+        self.dim = self.dense.d
+        for row, (entry, field, text) in zip(ids, keys, strict=True):
             self.rows[row] = Row(row, entry, field, text, tuple(words(text)))
         self.next_row += len(keys)
 

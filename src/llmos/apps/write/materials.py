@@ -39,6 +39,7 @@ import numpy as np
 from llmos.apps.hybrid import (
     Embedder,
     LexicalIndex,
+    add_vectors,
     dense_scores,
     faiss_module,
     fuse_ranks,
@@ -256,19 +257,11 @@ class MaterialIndex:
                 self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
 
     def _add(self, batch: list[tuple[tuple[int, str], int]], vectors: np.ndarray) -> None:
-        v = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.dense is None:
-            faiss = faiss_module()
-            self.dim = v.shape[1]
-            self.dense = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        if v.shape != (len(batch), self.dim):
-            raise CheckpointError(
-                f"the encoder gave vectors of shape {v.shape}, expected ({len(batch)}, {self.dim})"
-            )
-        faiss_module().normalize_L2(v)
-        ids = np.arange(self.next_row, self.next_row + len(batch), dtype=np.int64)
-        self.dense.add_with_ids(v, ids)
-        for row, ((entry, text), offset) in zip(ids.tolist(), batch, strict=True):
+        if len(vectors) != len(batch):
+            raise CheckpointError(f"the encoder gave {len(vectors)} vectors for {len(batch)} texts")
+        self.dense, ids = add_vectors(self.dense, vectors, self.next_row)
+        self.dim = self.dense.d
+        for row, ((entry, text), offset) in zip(ids, batch, strict=True):
             self.rows[row] = Row(row, entry, offset, text, tuple(words(text)))
         self.next_row += len(batch)
 
