@@ -190,7 +190,7 @@ def _suggest(args: argparse.Namespace) -> int:
         return 0
     for i, s in enumerate(found, 1):
         print(f"{i}. [{s.corpus}] {s.title} (doc {s.doc}, offset {s.offset}, score {s.score:.4f})")
-        print(f"   {s.text}")
+        print("   " + s.text.replace("\n", "\n   "))
     return 0
 
 
