@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,12 @@ def live_style(
     path = save_checkpoint(root / "models" / "gpt", model, cfg, tok)
     db = f"sqlite:///{root / 'llmos.db'}"
     runner, server = start(
-        root / "models", db, rate_limit=0, write_generator="gpt", apps_dir=root / "apps"
+        root / "models",
+        db,
+        rate_limit=0,
+        write_generator="gpt",
+        apps_dir=root / "apps",
+        workers=1,  # a real `llmos worker` process trains the adapters
     )
     with runner:
         yield server, path, root
@@ -149,3 +155,34 @@ def test_continue_without_a_generator_is_a_404(live_style, tmp_path: Path) -> No
     with live.client(live.alice) as alice:
         r = alice.post("/v1/apps/write/continue", json={"text": "x", "model": "nothing"})
         assert r.status_code == 404
+
+
+def test_adapter_trains_as_a_job_of_its_owner(live_style) -> None:
+    live, _, _ = live_style
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        r = bob.post("/v1/apps/write/adapters", json={"name": "mine"})
+        assert r.status_code == 422 and "no documents" in r.text  # bob uploaded nothing
+        alice.post("/v1/apps/write/documents", json={"title": "卷", "text": style_text(60, 9)})
+        r = alice.post("/v1/apps/write/adapters", json={"name": "job-made", "steps": 20})
+        assert r.status_code == 202, r.text
+        adapter = r.json()
+        assert adapter["status"] == "training" and adapter["job"]
+        job_url = f"/v1/jobs/{adapter['job']}"
+        assert bob.get(job_url).status_code == 404
+        deadline = time.monotonic() + 180
+        while (job := alice.get(job_url).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job["status"] == "done", job
+        assert job["progress"] == 1.0 and job["result"]["adapter"] == "job-made"
+        listed = {a["name"]: a for a in alice.get("/v1/apps/write/adapters").json()}
+        made = listed["job-made"]
+        assert made["status"] == "ready" and made["info"]["step"] == 20
+        assert not {"root", "base_path"} & made["info"].keys()
+        r = alice.post(
+            "/v1/apps/write/continue",
+            json={"text": "却说", "adapter": "job-made", "stream": False, **GREEDY},
+        )
+        assert r.status_code == 200 and r.json()["adapter"] == "job-made"
+        r = alice.post("/v1/apps/write/adapters", json={"name": "job-made"})
+        assert r.status_code == 422 and "already have" in r.text

@@ -364,7 +364,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         )
         srv.recommend = _recommend_service(srv, loop)
         srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
-        srv.write = WriteService(db)
+        srv.write = WriteService(db, apps_dir / "write")
         # --- background jobs (llmos.jobs): the queue, and --workers worker processes
         app.state.jobs = srv.jobs = await run_in_threadpool(Jobs, db)
         workers = None

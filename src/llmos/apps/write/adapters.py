@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from llmos.errors import LlmosError
+from llmos.jobs import JobCancelled, JobContext, register_kind
 from llmos.models.lora import LoraConfig
-from llmos.store.db import Store
+from llmos.store.db import Store, database_url
 from llmos.store.documents import Adapter, DocumentsError, WriteAdapters, WriteDocuments
 from llmos.train.adapter import AdapterRun, train_adapter
 
+JOB_KIND = "write.adapter"
+PRIVATE_INFO = ("base_path", "root")  # server paths: kept in the row, never answered
 DEFAULT_STEPS = 300  # batch 8 x 128 tokens: ~307k tokens, 2-3 minutes for gpt-zh on 2 cores
 MAX_STEPS = 5_000
 
@@ -49,9 +52,8 @@ class UserAdapters:
                 "(POST /v1/apps/write/documents)"
             )
         row = self.rows.create(user, name, base, f"{user}/{name.strip()}")
-        self.rows.set_status(
-            user, row.name, "training", {"base_path": str(base_path), "steps": steps}
-        )
+        info = {"base_path": str(base_path), "root": str(self.root), "steps": steps}
+        self.rows.set_status(user, row.name, "training", info)
         shutil.rmtree(self.run_dir(row), ignore_errors=True)  # a deleted namesake's leftovers
         return self.rows.get(user, row.name) or row
 
@@ -127,3 +129,35 @@ class UserAdapters:
             return False
         shutil.rmtree(self.run_dir(row), ignore_errors=True)
         return True
+
+
+def run_adapter_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``write.adapter`` job (a worker runs it): train the user's adapter ``params["name"]``
+    on their documents. A later attempt (the worker died) resumes the run from its last
+    checkpoint; a cancel stops it at the next step and marks the adapter failed."""
+    name = str(params.get("name", ""))
+    store = Store(database_url())  # the worker's store (LLMOS_DATABASE_URL)
+    try:
+        row = WriteAdapters(store).get(ctx.user_id, name)
+        if row is None:
+            raise DocumentsError(f"no adapter {name!r} (deleted before it trained?)")
+        adapters = UserAdapters(store, Path(row.info["root"]))
+
+        def on_step(step: int, total: int) -> None:
+            ctx.progress(step / total, f"step {step}/{total}")
+            if ctx.cancelled():
+                adapters.fail(ctx.user_id, name, "cancelled")
+                raise JobCancelled
+
+        ctx.log(f"training adapter {name!r} of {row.base} (attempt {ctx.attempt})")
+        summary = adapters.train(ctx.user_id, name, resume=True, on_step=on_step)
+        ctx.log(
+            f"held-out perplexity: base {summary['base_perplexity']:.1f}, "
+            f"adapter {summary['perplexity']:.1f}"
+        )
+        return {"adapter": name, **summary}
+    finally:
+        store.close()
+
+
+register_kind(JOB_KIND, f"{__name__}:run_adapter_job")

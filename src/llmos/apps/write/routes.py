@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.write import schemas as s
+from llmos.apps.write.adapters import JOB_KIND, PRIVATE_INFO
 from llmos.apps.write.edits import apply_edits
 from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
@@ -215,7 +216,7 @@ async def continue_text(body: s.ContinueIn, request: Request, srv: ServerDep, us
 
 def _adapter_json(adapter: Any, job: str | None = None) -> dict[str, Any]:
     out = adapter.summary()
-    out["info"] = {k: v for k, v in out["info"].items() if k != "base_path"}  # server paths
+    out["info"] = {k: v for k, v in out["info"].items() if k not in PRIVATE_INFO}
     return out | {"job": job if job is not None else out["info"].get("job")}
 
 
@@ -250,5 +251,5 @@ async def start_adapter_job(srv: Any, user: int, name: str) -> str | None:
     if jobs is None:
         await call(service(srv).adapters.fail, user, name, "no job workers")
         raise ApiError(503, "not_ready", "this server runs no background jobs")
-    job = await run_in_threadpool(jobs.submit, user, "write.adapter", {"user": user, "name": name})
+    job = await run_in_threadpool(jobs.submit, user, JOB_KIND, {"name": name})
     return str(job["id"])
