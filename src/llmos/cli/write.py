@@ -6,6 +6,8 @@
     llmos write correct --lang en "Teh film was grate."     # the English speller
     llmos write materials build                 # the shared corpus's index (once; slow on CPU)
     llmos write suggest "段落……" [--k 5] [--json] [--user NAME]   # material suggestions
+    llmos write adapter --out runs/my-style mine/*.txt    # a LoRA adapter of gpt-zh: your style
+    llmos write continue --adapter runs/my-style/checkpoint "却说"   # continue in that style
 
 The model is a spelling checkpoint (``llmos finetune --config configs/run/csc-zh.yaml``).
 ``--dict`` is a user dictionary: one protected term per line, or ``wrong<TAB>right``
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmos.cli.flags import Subcommands
+from llmos.cli.write_style import add_style
 from llmos.data.materials import DEFAULT_POETRY
 from llmos.errors import LlmosError
 
@@ -28,7 +31,9 @@ from llmos.errors import LlmosError
 def add_write(sub: Subcommands) -> None:
     """``llmos write ACTION``."""
     sp = sub.add_parser(
-        "write", help="the writing assistant: spelling correction, material suggestions"
+        "write",
+        help="the writing assistant: spelling correction, material suggestions, continuation "
+        "in your own style",
     ).add_subparsers(dest="action", required=True)
     p = sp.add_parser(
         "correct",
@@ -67,6 +72,7 @@ def add_write(sub: Subcommands) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.set_defaults(func=_correct)
     _add_materials(sp)
+    add_style(sp)
 
 
 def _add_materials(sp: Any) -> None:
