@@ -15,15 +15,20 @@ import pytest
 import torch
 
 import llmos
+from llmos.apps.support.local import PipelineEmbedder
 from llmos.apps.write.adapters import UserAdapters
+from llmos.apps.write.materials import build_shared
 from llmos.checkpoint.io import save_checkpoint
 from llmos.config.model import GPTConfig
+from llmos.data.materials import SourceDocument
+from llmos.models.bert import BertForPreTraining
 from llmos.models.gpt import GPT
 from llmos.store.db import Store
 from llmos.text.tokenizer import load_tokenizer
-from serve.conftest import Live, start
+from serve.conftest import Live, bert_config, start
 
 WORDS = ["却说", "曹操", "引兵", "大败", "玄德", "关公", "张飞", "于是", "次日", "城下"]
+SHARED = ["床前明月光，疑是地上霜。", "白日依山尽，黄河入海流。", "春眠不觉晓，处处闻啼鸟。"]
 GREEDY = {"max_new_tokens": 12, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
@@ -36,7 +41,7 @@ def style_text(n: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def live_style(
-    tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer: Path
+    tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer: Path, tiny_tokenizer: Path
 ) -> Iterator[tuple[Live, Path, Path]]:
     root = tmp_path_factory.mktemp("write-style")
     tok = load_tokenizer(bpe_tokenizer)
@@ -55,12 +60,27 @@ def live_style(
     with torch.no_grad():  # a trained model's scale, so that an adapter changes the output
         model.transformer.wte.weight.normal_(0.0, 0.5)
     path = save_checkpoint(root / "models" / "gpt", model, cfg, tok)
+    # The material suggestions' encoder, and a shared corpus indexed with it.
+    wtok = load_tokenizer(tiny_tokenizer)
+    save_checkpoint(
+        root / "models" / "emb",
+        BertForPreTraining(bert_config(wtok.get_vocab_size())),
+        bert_config(wtok.get_vocab_size()),
+        wtok,
+        {"task": "embedding", "pooling": "mean", "normalize": True},
+    )
+    shared = build_shared(
+        [SourceDocument("tang", f"tang-{i}", t, (t,)) for i, t in enumerate(SHARED)],
+        PipelineEmbedder(root / "models" / "emb"),
+    )
+    shared.save(root / "apps" / "write" / "materials")
     db = f"sqlite:///{root / 'llmos.db'}"
     runner, server = start(
         root / "models",
         db,
         rate_limit=0,
         write_generator="gpt",
+        write_encoder="emb",
         apps_dir=root / "apps",
         workers=1,  # a real `llmos worker` process trains the adapters
     )
@@ -186,3 +206,36 @@ def test_adapter_trains_as_a_job_of_its_owner(live_style) -> None:
         assert r.status_code == 200 and r.json()["adapter"] == "job-made"
         r = alice.post("/v1/apps/write/adapters", json={"name": "job-made"})
         assert r.status_code == 422 and "already have" in r.text
+
+
+def test_suggestions_come_from_the_shared_corpus_and_the_callers_documents(live_style) -> None:
+    live, _, _ = live_style
+    with live.client(live.alice) as alice, live.client(live.bob) as bob:
+        mine = alice.post(
+            "/v1/apps/write/documents",
+            json={
+                "title": "游记",
+                "text": "老师昨天讨论经济。学生经常学习历史，记者现在介绍艺术。",
+            },
+        ).json()
+        bob.post(
+            "/v1/apps/write/documents",
+            json={"title": "秘密", "text": "学生经常学习历史，公司去年发展市场。"},
+        )
+        r = alice.post("/v1/apps/write/suggest", json={"text": "学生经常学习历史", "k": 5})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["shared"] is True
+        sources = [(x["source"]["corpus"], x["source"]["doc"]) for x in body["suggestions"]]
+        assert ("user", str(mine["id"])) in sources  # her document, found by its words
+        assert all(c in ("tang", "user") for c, _ in sources)
+        assert not [d for c, d in sources if c == "user" and d != str(mine["id"])]  # not bob's
+        r = bob.post("/v1/apps/write/suggest", json={"text": "黄河入海流", "k": 2})
+        got = r.json()["suggestions"]
+        assert got[0]["source"] == {
+            "corpus": "tang",
+            "title": SHARED[1],
+            "doc": "tang-1",
+            "offset": 0,
+        }
+        assert alice.post("/v1/apps/write/suggest", json={"text": "x", "k": 0}).status_code == 422

@@ -11,7 +11,7 @@ import asyncio
 import importlib.resources
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
+from llmos.apps.write.materials import MaterialIndex, Materials
 from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
 from llmos.jobs.runner import Jobs  # background jobs (issue 19 item 5)
@@ -58,6 +59,7 @@ from llmos.serve.routes import inference, jobs, models, users
 from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
+from llmos.store.documents import WriteDocuments
 
 log = logging.getLogger("llmos.serve")
 STATIC = Path(__file__).parent / "static"  # the web console: plain HTML, CSS and ES modules
@@ -332,6 +334,32 @@ def _recommend_jobs(srv: Server, service: RecommendService) -> CatalogJobs:
     return CatalogJobs(service, new, published, encoder=settings.recommend_encoder)
 
 
+def _write_materials(
+    srv: Server, db: Store, apps_dir: Path, loop: asyncio.AbstractEventLoop
+) -> Callable[[], Any]:
+    """The writing assistant's material suggestions, made on first use: the shared corpus's
+    index when it was built (``llmos write materials build``) with the served
+    ``write_encoder``, and each user's documents."""
+
+    def make() -> Any:
+        embed = BatcherEmbedder(srv, srv.settings.write_encoder, loop)
+        shared_dir = apps_dir / "write" / "materials"
+        shared = None
+        if (shared_dir / "meta.json").is_file():
+            shared = MaterialIndex.load(shared_dir)
+            if shared.encoder != embed.name:
+                log.warning(
+                    "%s was built with another encoder than %s: suggesting from users' "
+                    "documents only (rebuild it: llmos write materials build)",
+                    shared_dir,
+                    srv.settings.write_encoder,
+                )
+                shared = None
+        return Materials(embed, shared, WriteDocuments(db), apps_dir / "write" / "users")
+
+    return make
+
+
 def create_app(settings: ServeSettings | None = None, store: Store | None = None) -> FastAPI:
     """The llmos HTTP app. ``store`` defaults to ``Store(settings.database_url)``, opened at
     startup."""
@@ -364,7 +392,9 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         )
         srv.recommend = _recommend_service(srv, loop)
         srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
-        srv.write = WriteService(db, apps_dir / "write")
+        srv.write = WriteService(
+            db, apps_dir / "write", materials=_write_materials(srv, db, apps_dir, loop)
+        )
         # --- background jobs (llmos.jobs): the queue, and --workers worker processes
         app.state.jobs = srv.jobs = await run_in_threadpool(Jobs, db)
         workers = None

@@ -63,6 +63,9 @@ class ServeSettings:
             (``configs/run/csc-zh.yaml``).
         write_generator: the served GPT the writing assistant continues text with, and
             whose users' LoRA adapters it trains (``llmos setup`` builds ``gpt-zh``).
+        write_encoder: the served embedding model the writing assistant finds material with;
+            it must be the one that built the shared material index
+            (``llmos write materials build``, in ``apps_dir/write/materials``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
         workers: background-job worker processes started beside the server and stopped with
@@ -97,6 +100,7 @@ class ServeSettings:
     recommend_encoder: str = "e5-zh"
     write_model: str = "csc-zh"
     write_generator: str = "gpt-zh"
+    write_encoder: str = "e5-zh"
     apps_dir: Path | None = None
     workers: int = 0
 

@@ -6,8 +6,9 @@
 dictionary. ``/documents`` (CRUD) holds the caller's own writing; ``/adapters`` trains a LoRA
 adapter of the served GPT (``--write-generator``, default ``gpt-zh``) on those documents as a
 background job, lists and deletes them; ``POST /continue`` continues a text with the caller's
-adapter (server-sent events by default). No route reads or writes another user's
-dictionary, documents or adapters.
+adapter (server-sent events by default); ``POST /suggest`` finds material for a paragraph in the
+shared corpus and the caller's documents (``--write-encoder``, default ``e5-zh``). No route
+reads or writes another user's dictionary, documents or adapters.
 """
 
 from __future__ import annotations
@@ -253,3 +254,25 @@ async def start_adapter_job(srv: Any, user: int, name: str) -> str | None:
         raise ApiError(503, "not_ready", "this server runs no background jobs")
     job = await run_in_threadpool(jobs.submit, user, JOB_KIND, {"name": name})
     return str(job["id"])
+
+
+# --- material suggestions --------------------------------------------------------------------
+
+
+@router.post("/suggest", response_model=s.SuggestOut)
+async def suggest(body: s.SuggestIn, srv: ServerDep, user: UserDep) -> Any:
+    """Passages for the paragraph ``text``, each with its source: from the shared corpus
+    (三国演义, People's Daily, Tang poems, Song ci; ``llmos write materials build``) and from
+    the caller's own documents (never another user's), ranked together."""
+    write = service(srv)
+    encoder = srv.settings.write_encoder
+    if encoder not in srv.registry.models:
+        raise ApiError(
+            404,
+            "no_model",
+            f"the writing assistant's encoder {encoder!r} is not served (`llmos setup` builds "
+            "e5-zh; or name another with --write-encoder)",
+        )
+    materials = await call(write.materials)
+    found = await call(materials.suggest, user.id, body.text, body.k)
+    return {"suggestions": [x.as_json() for x in found], "shared": materials.shared is not None}

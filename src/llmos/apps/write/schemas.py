@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from llmos.apps.write.adapters import DEFAULT_STEPS, MAX_STEPS
+from llmos.apps.write.materials import MAX_K
 from llmos.serve.schemas import GenerateOptions
 from llmos.store.documents import MAX_DOCUMENT_CHARS
 from llmos.store.terms import MAX_TERM_CHARS, MAX_TERMS
@@ -124,3 +125,31 @@ class AdapterOut(BaseModel):
     info: dict[str, Any]
     created_at: str
     job: str | None = None
+
+
+class SuggestIn(Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] = Field(
+        description="the paragraph being written"
+    )
+    k: int = Field(5, ge=1, le=MAX_K, description="how many suggestions (documents)")
+
+
+class Source(BaseModel):
+    corpus: str = Field(description="sanguo, peoples_daily, tang, songci, ... or user (yours)")
+    title: str
+    doc: str = Field(description="the document's id in its corpus (yours: the document id)")
+    offset: int = Field(description="the passage's first character in the document")
+
+
+class SuggestionOut(BaseModel):
+    text: str
+    score: float
+    source: Source
+    similarity: float
+    dense_rank: int | None
+    bm25_rank: int | None
+
+
+class SuggestOut(BaseModel):
+    suggestions: list[SuggestionOut]
+    shared: bool = Field(description="whether the shared corpus was searched (else: yours only)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,18 @@ class WriteService:
     """Users' dictionaries (read from the store once, compiled into an automaton, cached until
     the user changes them) and the edits a model's corrections become under them."""
 
-    def __init__(self, store: Store, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        root: Path | None = None,
+        materials: Callable[[], Any] | None = None,
+    ) -> None:
         self.terms = WriteTerms(store)
         self.documents = WriteDocuments(store)
+        # Material suggestions (llmos.apps.write.materials.Materials), made on first use: the
+        # shared corpus's index is large and many servers never suggest.
+        self._make_materials = materials
+        self._materials: Any = None
         # Users' adapters live under root/adapters (the server's apps directory + /write).
         self.adapters = UserAdapters(store, Path(root or "write") / "adapters")
         self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
@@ -92,3 +101,12 @@ class WriteService:
             for c in corrections
         ]
         return self.dictionary(user).apply(text, found)
+
+    def materials(self) -> Any:
+        """The material suggestions (:class:`~llmos.apps.write.materials.Materials`)."""
+        with self._lock:
+            if self._materials is None:
+                if self._make_materials is None:
+                    raise TermsError("this server makes no material suggestions")
+                self._materials = self._make_materials()
+            return self._materials
