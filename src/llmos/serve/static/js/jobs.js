@@ -6,9 +6,10 @@
 import { call } from "./api.js";
 import { bar, busy, h, page } from "./ui.js";
 
-const FINISHED = ["done", "failed", "cancelled"];
+export const FINISHED = ["done", "failed", "cancelled"];
 
-function jobRow(job, refresh) {
+/** One job as a panel: its progress bar, status and message, last log line, and Cancel. */
+export function jobRow(job, refresh) {
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
   cancel.onclick = () =>
     busy(cancel, async () => {
