@@ -10,6 +10,7 @@ import { profile } from "./profile.js";
 import { recommend } from "./recommend.js";
 import { support } from "./support.js";
 import { chat, queue } from "./desk.js";
+import { write } from "./write.js";
 
 const routes = {
   models: ["Models", pages.models],
@@ -22,6 +23,7 @@ const routes = {
   chat: ["Support chat", chat],
   queue: ["Queue", queue],
   recommend: ["For you", recommend],
+  write: ["Write", write],
   jobs: ["Jobs", jobs],
   profile: ["Profile", profile],
   admin: ["Admin", admin],
