@@ -153,6 +153,57 @@ def build_models(root: Path, wordpiece: Path, bpe: Path) -> Path:
     return models
 
 
+# The writing assistant's shared corpus in tests: three Tang poems.
+WRITE_SHARED = ["床前明月光，疑是地上霜。", "白日依山尽，黄河入海流。", "春眠不觉晓，处处闻啼鸟。"]
+
+
+def build_writer(root: Path, wordpiece: Path, bpe: Path) -> Path:
+    """The writing assistant's tiny models and corpus, as tests/serve/test_write_http.py and
+    test_write_style_http.py build them: ``root/models`` with ``csc`` (a random-init spelling
+    model over the tokenizer's single characters; at threshold 0 it changes some), ``gpt``
+    (word embeddings at a trained model's scale, so that an adapter changes its output) and
+    ``emb`` (the material encoder); ``root/apps/write/materials``: :data:`WRITE_SHARED`
+    indexed with ``emb`` (corpus ``tang``, documents ``tang-0``...). Returns ``root/models``."""
+    from llmos.apps.support.local import PipelineEmbedder
+    from llmos.apps.write.materials import build_shared
+    from llmos.data.materials import SourceDocument
+    from llmos.inference.correct import CharVocab
+    from llmos.models.csc import BertForSpellingCorrection
+
+    models = root / "models"
+    tok = load_tokenizer(wordpiece)
+    cfg = bert_config(tok.get_vocab_size())
+    vocab = CharVocab.from_tokenizer(tok)
+    torch.manual_seed(0)
+    csc = BertForSpellingCorrection(cfg, len(vocab.ids))
+    csc.init_correction(torch.from_numpy(vocab.ids))
+    task = {"task": "spelling", "chars": len(vocab.ids), "max_length": 32, "threshold": 0.5}
+    save_checkpoint(models / "csc", csc, cfg, tok, task)
+    btok = load_tokenizer(bpe)
+    gcfg = GPTConfig(
+        vocab_size=btok.get_vocab_size(),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    gpt = GPT(gcfg)
+    with torch.no_grad():
+        gpt.transformer.wte.weight.normal_(0.0, 0.5)
+    save_checkpoint(models / "gpt", gpt, gcfg, btok)
+    emb = {"task": "embedding", "pooling": "mean", "normalize": True}
+    save_checkpoint(models / "emb", BertForPreTraining(cfg), cfg, tok, emb)
+    shared = build_shared(
+        [SourceDocument("tang", f"tang-{i}", t, (t,)) for i, t in enumerate(WRITE_SHARED)],
+        PipelineEmbedder(models / "emb"),
+    )
+    shared.save(root / "apps" / "write" / "materials")
+    return models
+
+
 @pytest.fixture(scope="session")
 def bpe_tokenizer(tiny_corpus: Path) -> Path:
     from llmos.text.tokenizer import train_tokenizer
