@@ -18,9 +18,9 @@ Only some of its collections by default: the Tang poems (57,607 poems, 3.7 M cha
 the Song ci (21,050, 1.7 M); 12 empty or repeated poems are dropped, and with the prose it holds
 81,831 documents in 94,882 passages. The Song poems (254,248, 15.4 M characters) are left out
 unless asked for (``poetry=("tang", "songci", "song")``): each passage is embedded once when
-the index is built, and at the ~12 short passages a second that the E5 encoder embeds on two
-shared cores (docs/BENCHMARKS.md, "Material suggestions") they alone would take about six
-hours, against about two and a half for the default corpus.
+the index is built, and at the rates the E5 encoder embeds them on two cores (~12 poems a
+second, ~5 passages of 240 characters: docs/BENCHMARKS.md, "Material suggestions") they alone
+would take about six hours, against about two and a half for the default corpus.
 """
 
 from __future__ import annotations
