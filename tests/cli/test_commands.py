@@ -50,12 +50,13 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 47
+    assert len(COMMANDS) == 52
     assert ("calibrate",) in COMMANDS and ("recommend", "retrain") in COMMANDS
     assert ("compress", "prune") in COMMANDS and ("users", "revoke") in COMMANDS
     assert ("support", "kb", "search") in COMMANDS and ("support", "kb", "pairs") in COMMANDS
     assert ("recommend", "train") in COMMANDS and ("recommend", "search") in COMMANDS
-    assert ("write", "correct") in COMMANDS
+    assert ("write", "correct") in COMMANDS and ("write", "suggest") in COMMANDS
+    assert ("write", "materials", "build") in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
