@@ -82,8 +82,9 @@ def test_peft_adapter_loads_here_with_equal_logits(tmp_path) -> None:
 
 def test_mixed_batch_rows_match_each_adapter_alone() -> None:
     ours, _ = _pair()
-    for name in ("ann", "bob"):
-        lora.add_adapter(ours, name, LCFG)
+    lora.add_adapter(ours, "ann", LCFG)
+    lora.add_adapter(ours, "bob", lora.LoraConfig(rank=2, alpha=3.0, targets=LCFG.targets))
+    for name in ("ann", "bob"):  # two ranks: the gathered path pads the smaller one
         _randomise(ours, name)
     ids = torch.randint(0, CFG.vocab_size, (3, 7))
     with torch.no_grad():
@@ -101,3 +102,7 @@ def test_mixed_batch_rows_match_each_adapter_alone() -> None:
     assert torch.allclose(mixed[2], alone["ann"][2], atol=1e-5)
     for row, name in enumerate(["ann", "ann", "bob", "bob", "ann", "ann"]):
         assert torch.allclose(doubled[row], alone[name][row // 2], atol=1e-5)
+    # With gradients on (training), a pass per adapter over its rows: the same numbers.
+    with lora.use(ours, ["bob", None, "ann"]):
+        grouped, _ = ours(ids)
+    assert torch.allclose(grouped.detach(), mixed, atol=1e-5)
