@@ -70,6 +70,7 @@ def test_peft_adapter_loads_here_with_equal_logits(tmp_path) -> None:
                 p.normal_(0.0, 0.2)
     wrapped.save_pretrained(str(tmp_path / "peft"))
     lora.load_adapter(ours, tmp_path / "peft", "theirs")
+    assert not any(m.training for m in ours.modules())  # still an eval-mode model
     ids = torch.randint(0, CFG.vocab_size, (3, 9))
     with torch.no_grad():
         expected = wrapped.eval()(input_ids=ids).logits

@@ -171,6 +171,7 @@ class LoraLinear(nn.Linear):
         self.lora_dropout = nn.ModuleDict()
         self.scales: dict[str, float] = {}
         self.selection = selection
+        self.training = base.training  # an eval-mode model stays in eval mode
         self._gathered: tuple[int, int, torch.Tensor, torch.Tensor] | None = None
 
     def add(self, name: str, cfg: LoraConfig) -> None:
@@ -183,12 +184,15 @@ class LoraLinear(nn.Linear):
         self.lora_A[name], self.lora_B[name] = a, b
         self.lora_dropout[name] = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.scales[name] = cfg.scale
+        self._gathered = None
+        self.train(self.training)  # the new modules take this layer's mode
 
     def drop(self, name: str) -> None:
         for bank in (self.lora_A, self.lora_B, self.lora_dropout):
             if name in bank:
                 del bank[name]
         self.scales.pop(name, None)
+        self._gathered = None
 
     def _update(self, name: str, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lora_A[name], self.lora_B[name]
