@@ -110,6 +110,13 @@ def test_app_applies_each_users_own_dictionary(live_write: tuple[Live, Path]) ->
         assert alice.delete("/v1/apps/write/dictionary/历史").status_code == 204
         assert bob.delete("/v1/apps/write/dictionary/老师").status_code == 404
         assert alice.get("/v1/apps/write/dictionary").json()["size"] == 2
+        # A term with a slash (a product, a path) is deleted as any other.
+        assert (
+            alice.post("/v1/apps/write/dictionary", json={"protect": ["TCP/IP"]}).json()["size"]
+            == 3
+        )
+        assert alice.delete("/v1/apps/write/dictionary/TCP%2FIP").status_code == 204
+        assert alice.get("/v1/apps/write/dictionary").json()["size"] == 2
         r = alice.post("/v1/apps/write/dictionary", json={"protect": ["甲"], "pairs": {"甲": "乙"}})
         assert r.status_code == 422 and "both protected" in r.text
         r = alice.post("/v1/apps/write/dictionary", json={"pairs": {"甲": "甲"}})

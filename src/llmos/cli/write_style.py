@@ -29,7 +29,7 @@ def add_style(sp: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="the adapter's run directory")
     p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8; alpha = 2 x rank)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (default 4e-3)")
     p.add_argument("--mlp", action="store_true", help="adapt the MLP too (default: attention only)")
     p.add_argument("--resume", action="store_true", help="continue a cut-off run in --out")
     p.set_defaults(func=_adapter)

