@@ -19,6 +19,12 @@ def add_data(sub: Subcommands) -> None:
     prep.add_argument("--home", help="data directory (default $LLMOS_HOME/data)")
     prep.add_argument("--force", action="store_true", help="redo even if the manifest matches")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.add_argument(
+        "--with-poetry",
+        action="store_true",
+        help="also make corpus/zh-poetry: corpus/zh plus the Tang poems and Song ci of the npm "
+        "package chinese-poetry in simplified characters (for configs/pretrain/gpt-zh-base.yaml)",
+    )
     prep.set_defaults(func=_data_prepare)
 
 
@@ -51,6 +57,10 @@ def _data_prepare(args: argparse.Namespace) -> int:
     manifest = prepare_data(root, force=args.force, progress=not args.quiet)
     n_files = len(manifest.get("files", {}))
     print(f"data ready in {root} ({n_files} files; manifest.json lists counts and sha256)")
+    if args.with_poetry:
+        from llmos.data.materials import prepare_poetry_corpus
+
+        print(f"poetry corpus ready in {prepare_poetry_corpus(root)}")
     return 0
 
 

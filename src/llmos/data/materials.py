@@ -366,3 +366,38 @@ def prepare_materials(
     atomic_write_json(d / MANIFEST_FILE, manifest)
     logger.info("prepared %d material documents in %s", len(kept), d)
     return manifest
+
+
+POETRY_CORPUS = "zh-poetry"
+
+
+def prepare_poetry_corpus(home: Path | None = None, poetry: Iterable[str] = DEFAULT_POETRY) -> Path:
+    """``corpus/zh-poetry``: the prepared Chinese pretraining corpus (``corpus/zh``) plus the
+    shared corpus's poems, each poem a document (its lines as sentences), split train / valid /
+    test 96 / 2 / 2 by the poem's text as ``llmos data prepare`` splits its pretraining-only
+    sources. For a GPT that writes verse as well as prose (configs/pretrain/gpt-zh-base.yaml).
+    Returns the corpus directory; run ``llmos data prepare`` first."""
+    from llmos.data.prepare import CORPUS_RATIOS, SPLITS, assign_split
+
+    home = Path(home) if home is not None else data_dir()
+    source = home / "corpus" / "zh"
+    if not (source / "train.txt").is_file():
+        raise DataError(f"{source}/train.txt is missing: run `llmos data prepare` first")
+    prepare_materials(home, poetry)
+    poems: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for doc in read_documents(home / MATERIALS_DIR / DOCUMENTS_FILE):
+        if doc.corpus in POETRY_COLLECTIONS:
+            text = "\n".join(p for p in doc.paragraphs if p.strip())
+            if text:
+                poems[assign_split(text, CORPUS_RATIOS)].append(text)
+    out = home / "corpus" / POETRY_CORPUS
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        prose = (source / f"{split}.txt").read_text(encoding="utf-8").rstrip("\n")
+        atomic_write(out / f"{split}.txt", "\n\n".join([prose, *poems[split]]) + "\n")
+    logger.info(
+        "%s: corpus/zh plus %s poems (train/valid/test)",
+        out,
+        " / ".join(f"{len(poems[s]):,}" for s in SPLITS),
+    )
+    return out
