@@ -714,11 +714,16 @@ def test_no_route_addresses_another_user(live: Live) -> None:
     # user's are never reached. An ``item`` is a catalog item, shared by every user (the
     # recommendation app; tests/serve/test_recommend_http.py); a ``job_id`` one of that app's
     # catalog jobs, an admin route. A ``term`` is an entry of the caller's own spelling
-    # dictionary (tests/serve/test_write_http.py: another user's is never removed).
+    # dictionary (tests/serve/test_write_http.py: another user's is never removed), a
+    # ``doc_id`` one of the caller's own documents (tests/serve/test_write_style_http.py:
+    # another user's is a 404). ``/v1/jobs/{job_id}`` is a job among the caller's own
+    # (tests/serve/test_jobs_http.py: another user's is a 404).
     params = {p for path in paths for p in re.findall(r"\{(\w+)\}", path)}
     allowed = {"name", "entry_id", "conversation_id", "ticket_id", "item", "job_id", "term"}
-    assert params <= allowed, params
-    assert all(path.startswith("/v1/apps/") for path in paths if "{" in path)
+    assert params <= allowed | {"doc_id"}, params
+    assert all(
+        path.startswith(("/v1/apps/", "/v1/jobs/{job_id}")) for path in paths if "{" in path
+    )
     assert all(p.startswith("/v1/apps/recommend/") for p in paths if "{item}" in p)
     admin_routes = [
         (method.upper(), path)

@@ -21,6 +21,8 @@ from llmos.apps.write.materials import build_shared
 from llmos.checkpoint.io import save_checkpoint
 from llmos.config.model import GPTConfig
 from llmos.data.materials import SourceDocument
+from llmos.inference.generate import GenerationConfig, generate_ids
+from llmos.models import lora
 from llmos.models.bert import BertForPreTraining
 from llmos.models.gpt import GPT
 from llmos.store.db import Store
@@ -145,7 +147,13 @@ def test_continue_with_the_users_adapter(live_style) -> None:
         prompt = "却说曹操"
         want_adapted = pipe.generate(prompt, raw=True, adapter="style", **GREEDY)
         want_base = pipe.generate(prompt, raw=True, **GREEDY)
-        assert want_adapted != want_base
+        # The adapter decodes other tokens than the base (compared as ids: a tiny model's
+        # bytes need not make whole characters, and the text may be empty).
+        ids = [pipe.tokenizer.encode(prompt, add_special_tokens=False).ids]
+        cfg = GenerationConfig(**GREEDY)
+        with lora.use(pipe.model, "style"):
+            adapted_ids = generate_ids(pipe.model, ids, cfg, eos_id=None)
+        assert adapted_ids != generate_ids(pipe.model, ids, cfg, eos_id=None)
 
         body = {"text": prompt, "stream": False, **GREEDY}
         r = alice.post("/v1/apps/write/continue", json=body)
@@ -218,10 +226,10 @@ def test_suggestions_come_from_the_shared_corpus_and_the_callers_documents(live_
                 "text": "老师昨天讨论经济。学生经常学习历史，记者现在介绍艺术。",
             },
         ).json()
-        bob.post(
+        secret = bob.post(
             "/v1/apps/write/documents",
             json={"title": "秘密", "text": "学生经常学习历史，公司去年发展市场。"},
-        )
+        ).json()
         r = alice.post("/v1/apps/write/suggest", json={"text": "学生经常学习历史", "k": 5})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -229,7 +237,9 @@ def test_suggestions_come_from_the_shared_corpus_and_the_callers_documents(live_
         sources = [(x["source"]["corpus"], x["source"]["doc"]) for x in body["suggestions"]]
         assert ("user", str(mine["id"])) in sources  # her document, found by its words
         assert all(c in ("tang", "user") for c, _ in sources)
-        assert not [d for c, d in sources if c == "user" and d != str(mine["id"])]  # not bob's
+        hers = {str(d["id"]) for d in alice.get("/v1/apps/write/documents").json()}
+        assert {d for c, d in sources if c == "user"} <= hers  # never bob's
+        assert not any(x["text"] == secret["text"] for x in body["suggestions"])
         r = bob.post("/v1/apps/write/suggest", json={"text": "黄河入海流", "k": 2})
         got = r.json()["suggestions"]
         assert got[0]["source"] == {

@@ -225,9 +225,10 @@ class GenerateOp:
     def run(self, runtime: Runtime, payloads: list[str | Prompt]) -> list[Any]:
         texts = [p.text if isinstance(p, Prompt) else p for p in payloads]
         refs = [p.adapter if isinstance(p, Prompt) else None for p in payloads]
-        adapter = _with_adapters(runtime.pipe, refs)
+        keys = _with_adapters(runtime.pipe, refs)
         # Prompts with different adapters share the batch: each row gets its own update.
-        return list(runtime.pipe.generate(texts, raw=self.raw, adapter=adapter, **self.kwargs))
+        adapter = {} if keys is None else {"adapter": keys}
+        return list(runtime.pipe.generate(texts, raw=self.raw, **adapter, **self.kwargs))
 
 
 @dataclass(frozen=True)
