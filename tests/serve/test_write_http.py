@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import llmos
+from llmos.apps.write.corrector import Corrector, english_speller
 from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import Edit, apply_edits
 from llmos.checkpoint.io import save_checkpoint
@@ -20,6 +21,12 @@ from llmos.text.tokenizer import load_tokenizer
 from serve.conftest import Live, bert_config, start
 
 TEXTS = ["我们今天参观城市。", "老师讨论经济", "学生学习历史和艺术，记者介绍文化。"]
+ENGLISH = [
+    "The film was good and the music was better.",
+    "We watched the film in the evening with friends.",
+    "The story of the film is about a family and their house.",
+    "Good music makes a good evening better.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +43,14 @@ def live_write(
     task = {"task": "spelling", "chars": len(vocab.ids), "max_length": 32, "threshold": 0.5}
     path = root / "models" / "csc"
     save_checkpoint(path, model, cfg, tok, task)
+    english = root / "en.txt"  # the English speller's words and character LM
+    english.write_text("\n".join(ENGLISH * 20) + "\n", encoding="utf-8")
     runner, server = start(
-        root / "models", f"sqlite:///{root / 'llmos.db'}", rate_limit=0, write_model="csc"
+        root / "models",
+        f"sqlite:///{root / 'llmos.db'}",
+        rate_limit=0,
+        write_model="csc",
+        write_english_corpus=english,
     )
     with runner:
         yield server, path
@@ -153,3 +166,32 @@ def test_a_server_without_the_spelling_model_says_how_to_build_it(
         r = c.post("/v1/apps/write/correct", json={"texts": ["今天"], "model": "csc"})
         assert r.status_code == 200  # another served spelling model, named in the request
         assert c.get("/v1/apps/write/dictionary").json()["size"] == 0
+
+
+def test_english_texts_go_through_the_english_speller(live_write: tuple[Live, Path]) -> None:
+    live, _ = live_write
+    texts = ["Teh film was goood.", "We watched teh movie with freinds."]
+    speller = Corrector(english_speller(live.app.state.server.settings.write_english_corpus))
+    with live.client(live.bob) as bob:
+        r = bob.post("/v1/apps/write/correct", json={"texts": texts, "lang": "en"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "english-speller"
+        want = speller.correct(texts)
+        assert [x["corrected"] for x in body["results"]] == [
+            apply_edits(t, e) for t, e in zip(texts, want, strict=True)
+        ]
+        assert body["results"][0]["corrected"].startswith("The film")
+        # Bob's dictionary protects a word the speller would change.
+        bob.post("/v1/apps/write/dictionary", json={"protect": ["Teh"]})
+        r = bob.post("/v1/apps/write/correct", json={"texts": texts[:1], "lang": "en"})
+        assert r.json()["results"][0]["corrected"].startswith("Teh film")
+        protected = UserDictionary(frozenset({"Teh"}), {})
+        assert r.json()["results"][0]["corrected"] == apply_edits(
+            texts[0], speller.correct(texts[:1], protected)[0]
+        )
+        r = bob.post(
+            "/v1/apps/write/correct", json={"texts": texts, "lang": "en", "threshold": 0.5}
+        )
+        assert r.status_code == 422
+        bob.delete("/v1/apps/write/dictionary/Teh")

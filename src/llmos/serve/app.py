@@ -43,12 +43,13 @@ from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
+from llmos.apps.write.corrector import english_speller
 from llmos.apps.write.materials import MaterialIndex, Materials
 from llmos.apps.write.service import WriteService
 from llmos.errors import LlmosError
 from llmos.jobs.runner import Jobs  # background jobs (issue 19 item 5)
 from llmos.jobs.worker import WorkerProcesses
-from llmos.paths import llmos_home
+from llmos.paths import data_dir, llmos_home
 from llmos.serve.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from llmos.serve.catalog import UnknownModel
 from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
@@ -393,7 +394,12 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         srv.recommend = _recommend_service(srv, loop)
         srv.recommend_jobs = _recommend_jobs(srv, srv.recommend)
         srv.write = WriteService(
-            db, apps_dir / "write", materials=_write_materials(srv, db, apps_dir, loop)
+            db,
+            apps_dir / "write",
+            materials=_write_materials(srv, db, apps_dir, loop),
+            english=lambda: english_speller(
+                settings.write_english_corpus or data_dir() / "corpus" / "en" / "train.txt"
+            ),
         )
         # --- background jobs (llmos.jobs): the queue, and --workers worker processes
         app.state.jobs = srv.jobs = await run_in_threadpool(Jobs, db)

@@ -66,6 +66,9 @@ class ServeSettings:
         write_encoder: the served embedding model the writing assistant finds material with;
             it must be the one that built the shared material index
             (``llmos write materials build``, in ``apps_dir/write/materials``).
+        write_english_corpus: the English text (one sentence per line) the English speller
+            learns its words and character LM from (default: the prepared corpus's
+            ``corpus/en/train.txt``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
         workers: background-job worker processes started beside the server and stopped with
@@ -101,12 +104,15 @@ class ServeSettings:
     write_model: str = "csc-zh"
     write_generator: str = "gpt-zh"
     write_encoder: str = "e5-zh"
+    write_english_corpus: Path | None = None
     apps_dir: Path | None = None
     workers: int = 0
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
         self.apps_dir = Path(self.apps_dir) if self.apps_dir is not None else None
+        if self.write_english_corpus is not None:
+            self.write_english_corpus = Path(self.write_english_corpus)
         if self.support_domain is not None:
             self.support_domain = Path(self.support_domain)
         checks = {

@@ -52,6 +52,8 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
     """Spelling edits of each text (the model's, then the caller's dictionary's) and the text
     with them applied."""
     write = service(srv)
+    if body.lang == "en":
+        return await _correct_english(body, srv, user.id)
     model = body.model or srv.settings.write_model
     if body.model is None and model not in srv.registry.models:
         raise ApiError(  # 404 as for any model the server lacks, saying how to build this one
@@ -79,6 +81,27 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
         return out
 
     return {"model": model, "results": await run_in_threadpool(edit_all)}
+
+
+async def _correct_english(body: s.CorrectIn, srv: Any, user: int) -> dict[str, Any]:
+    """English texts through the English speller (built from the prepared corpus on first
+    use), under the caller's dictionary."""
+    if body.model is not None or body.threshold is not None:
+        raise ApiError(422, "invalid_request", "lang en takes no model or threshold")
+    check_texts(srv, body.texts)
+    write = service(srv)
+    try:
+        await run_in_threadpool(write.english)
+    except LlmosError as e:  # the server's data, not the caller's request
+        raise ApiError(404, "no_model", f"no English speller here: {e}") from None
+    edits = await call(write.english_edits, user, body.texts)
+    return {
+        "model": "english-speller",
+        "results": [
+            {"text": t, "corrected": apply_edits(t, e), "edits": [x.as_json() for x in e]}
+            for t, e in zip(body.texts, edits, strict=True)
+        ],
+    }
 
 
 def _dictionary(write: WriteService, user: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -28,6 +28,11 @@ class CorrectIn(Strict):
     )
     threshold: float | None = Field(
         None, ge=0, le=1, description="detection probability from which a character is replaced"
+    )
+    lang: Literal["zh", "en"] = Field(
+        "zh",
+        description="zh: the spelling model; en: the English speller (SymSpell candidates "
+        "ranked in context by a character 6-gram LM of the prepared English corpus)",
     )
 
 

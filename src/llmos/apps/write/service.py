@@ -30,6 +30,7 @@ class WriteService:
         store: Store,
         root: Path | None = None,
         materials: Callable[[], Any] | None = None,
+        english: Callable[[], Any] | None = None,
     ) -> None:
         self.terms = WriteTerms(store)
         self.documents = WriteDocuments(store)
@@ -37,6 +38,9 @@ class WriteService:
         # shared corpus's index is large and many servers never suggest.
         self._make_materials = materials
         self._materials: Any = None
+        # The English speller (llmos.apps.write.english.EnglishSpeller), built on first use.
+        self._make_english = english
+        self._english: Any = None
         # Users' adapters live under root/adapters (the server's apps directory + /write).
         self.adapters = UserAdapters(store, Path(root or "write") / "adapters")
         self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
@@ -110,3 +114,17 @@ class WriteService:
                     raise TermsError("this server makes no material suggestions")
                 self._materials = self._make_materials()
             return self._materials
+
+    def english(self) -> Any:
+        """The English speller (built on first use: seconds)."""
+        with self._lock:
+            if self._english is None:
+                if self._make_english is None:
+                    raise TermsError("this server has no English speller")
+                self._english = self._make_english()
+            return self._english
+
+    def english_edits(self, user: int, texts: Sequence[str]) -> list[list[Edit]]:
+        """The English speller's edits of each text, under the user's dictionary."""
+        speller, dictionary = self.english(), self.dictionary(user)
+        return [dictionary.apply(t, speller.correct(t)) for t in texts]
