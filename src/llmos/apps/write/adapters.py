@@ -150,7 +150,14 @@ def run_adapter_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 raise JobCancelled
 
         ctx.log(f"training adapter {name!r} of {row.base} (attempt {ctx.attempt})")
-        summary = adapters.train(ctx.user_id, name, resume=True, on_step=on_step)
+        try:
+            summary = adapters.train(ctx.user_id, name, resume=True, on_step=on_step)
+        except JobCancelled:
+            raise
+        except Exception as e:  # the adapter says why it is not ready (LlmosError: said)
+            if not isinstance(e, LlmosError):
+                adapters.fail(ctx.user_id, name, f"{type(e).__name__}: {e}")
+            raise
         ctx.log(
             f"held-out perplexity: base {summary['base_perplexity']:.1f}, "
             f"adapter {summary['perplexity']:.1f}"
