@@ -206,6 +206,7 @@ def test_adapter_trains_as_a_job_of_its_owner(live_style) -> None:
         listed = {a["name"]: a for a in alice.get("/v1/apps/write/adapters").json()}
         made = listed["job-made"]
         assert made["status"] == "ready" and made["info"]["step"] == 20
+        assert made["job"] == adapter["job"]
         assert not {"root", "base_path"} & made["info"].keys()
         r = alice.post(
             "/v1/apps/write/continue",

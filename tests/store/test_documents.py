@@ -68,6 +68,9 @@ def test_adapters_are_per_user(database_url: str) -> None:
     adapters.set_status(ann, "style", "ready", {"perplexity": 12.5})
     assert adapters.get(ann, "style").status == "ready"
     assert adapters.get(ann, "style").info == {"perplexity": 12.5}
+    adapters.add_info(ann, "style", {"job": "7"})  # the status stays
+    assert adapters.get(ann, "style").status == "ready"
+    assert adapters.get(ann, "style").info == {"perplexity": 12.5, "job": "7"}
     assert adapters.get(bob, "style").status == "training"
     assert adapters.remove(bob, "nothing") is None
     assert adapters.remove(bob, "style").path == "2/style"

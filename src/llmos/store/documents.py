@@ -202,6 +202,15 @@ class WriteAdapters:
             if info is not None:
                 row.info = {**(row.info or {}), **info}
 
+    def add_info(self, user: int, name: str, info: dict[str, Any]) -> None:
+        """Merge ``info`` into the adapter's, whatever its status (a job may have finished)."""
+        with self.session.begin() as s:
+            row = s.scalar(
+                select(WriteAdapter).where(WriteAdapter.user_id == user, WriteAdapter.name == name)
+            )
+            if row is not None:
+                row.info = {**(row.info or {}), **info}
+
     def get(self, user: int, name: str) -> Adapter | None:
         with self.session() as s:
             row = s.scalar(

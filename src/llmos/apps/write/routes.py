@@ -280,6 +280,8 @@ async def start_adapter_job(srv: Any, user: int, name: str) -> str | None:
         await call(service(srv).adapters.fail, user, name, "no job workers")
         raise ApiError(503, "not_ready", "this server runs no background jobs")
     job = await run_in_threadpool(jobs.submit, user, JOB_KIND, {"name": name})
+    # The adapter remembers its job (a listing after a reload can still follow it).
+    await call(service(srv).adapters.rows.add_info, user, name, {"job": str(job["id"])})
     return str(job["id"])
 
 
