@@ -721,9 +721,7 @@ def test_no_route_addresses_another_user(live: Live) -> None:
     params = {p for path in paths for p in re.findall(r"\{(\w+)\}", path)}
     allowed = {"name", "entry_id", "conversation_id", "ticket_id", "item", "job_id", "term"}
     assert params <= allowed | {"doc_id"}, params
-    assert all(
-        path.startswith(("/v1/apps/", "/v1/jobs/{job_id}")) for path in paths if "{" in path
-    )
+    assert all(path.startswith(("/v1/apps/", "/v1/jobs/{job_id}")) for path in paths if "{" in path)
     assert all(p.startswith("/v1/apps/recommend/") for p in paths if "{item}" in p)
     admin_routes = [
         (method.upper(), path)
