@@ -165,7 +165,7 @@ def build_writer(root: Path, wordpiece: Path, bpe: Path) -> Path:
     ``emb`` (the material encoder); ``root/apps/write/materials``: :data:`WRITE_SHARED`
     indexed with ``emb`` (corpus ``tang``, documents ``tang-0``...). Returns ``root/models``."""
     from llmos.apps.support.local import PipelineEmbedder
-    from llmos.apps.write.materials import build_shared
+    from llmos.apps.write.suggestions import build_shared
     from llmos.data.materials import SourceDocument
     from llmos.inference.correct import CharVocab
     from llmos.models.csc import BertForSpellingCorrection

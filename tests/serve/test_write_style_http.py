@@ -17,7 +17,7 @@ import torch
 import llmos
 from llmos.apps.support.local import PipelineEmbedder
 from llmos.apps.write.adapters import UserAdapters
-from llmos.apps.write.materials import build_shared
+from llmos.apps.write.suggestions import build_shared
 from llmos.checkpoint.io import save_checkpoint
 from llmos.config.model import GPTConfig
 from llmos.data.materials import SourceDocument

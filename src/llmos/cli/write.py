@@ -156,8 +156,8 @@ def _encoder(path: str) -> Any:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from llmos.apps.write.materials import (
-        MaterialIndex,
+    from llmos.apps.write.materials import MaterialIndex
+    from llmos.apps.write.suggestions import (
         Materials,
         check_request,
         shared_index_dir,
@@ -203,7 +203,7 @@ def _suggest(args: argparse.Namespace) -> int:
 def _materials_build(args: argparse.Namespace) -> int:
     import time
 
-    from llmos.apps.write.materials import build_shared, shared_index_dir
+    from llmos.apps.write.suggestions import build_shared, shared_index_dir
     from llmos.data.materials import (
         DOCUMENTS_FILE,
         MATERIALS_DIR,

@@ -44,8 +44,9 @@ from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
 from llmos.apps.write.corrector import english_speller
-from llmos.apps.write.materials import MaterialIndex, Materials
+from llmos.apps.write.materials import MaterialIndex
 from llmos.apps.write.service import WriteService
+from llmos.apps.write.suggestions import Materials
 from llmos.errors import LlmosError
 from llmos.jobs.runner import Jobs  # background jobs (issue 19 item 5)
 from llmos.jobs.worker import WorkerProcesses

@@ -14,14 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmos.apps.write.materials import (
-    MAX_CHARS,
-    MaterialIndex,
-    Materials,
-    MaterialsError,
-    chunk,
-    same_text,
-)
+from llmos.apps.write.materials import MAX_CHARS, MaterialIndex, MaterialsError, chunk, same_text
+from llmos.apps.write.suggestions import Materials
 from llmos.cli import main
 from llmos.data.materials import SourceDocument, poetry_files, read_poems, to_simplified
 from llmos.errors import CheckpointError, DataError

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from llmos.apps.write.adapters import DEFAULT_STEPS, MAX_STEPS
-from llmos.apps.write.materials import MAX_K
+from llmos.apps.write.suggestions import MAX_K
 from llmos.serve.schemas import GenerateOptions
 from llmos.store.documents import MAX_DOCUMENT_CHARS
 from llmos.store.terms import MAX_TERM_CHARS, MAX_TERMS

@@ -34,7 +34,7 @@ class WriteService:
     ) -> None:
         self.terms = WriteTerms(store)
         self.documents = WriteDocuments(store)
-        # Material suggestions (llmos.apps.write.materials.Materials), made on first use: the
+        # Material suggestions (llmos.apps.write.suggestions.Materials), made on first use: the
         # shared corpus's index is large and many servers never suggest.
         self._make_materials = materials
         self._materials: Any = None
@@ -107,7 +107,7 @@ class WriteService:
         return self.dictionary(user).apply(text, found)
 
     def materials(self) -> Any:
-        """The material suggestions (:class:`~llmos.apps.write.materials.Materials`)."""
+        """The material suggestions (:class:`~llmos.apps.write.suggestions.Materials`)."""
         with self._lock:
             if self._materials is None:
                 if self._make_materials is None:
