@@ -1,5 +1,5 @@
-"""Shared fixtures: a small synthetic corpus in the pretraining format, and its tokenizer;
-fresh databases for the store, on SQLite and on PostgreSQL."""
+"""Shared fixtures: a small synthetic corpus in the pretraining format, its tokenizers, tiny
+models; fresh databases for the store, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -108,6 +108,22 @@ def tiny_tokenizer(tiny_corpus: Path) -> Path:
     from llmos.text.tokenizer import train_tokenizer
 
     return train_tokenizer("wordpiece", [tiny_corpus / "train.txt"], 200, tiny_corpus / "tok")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tiny_corpus: Path) -> Path:
+    """A byte-level BPE of 300 tokens (with end-of-text) over the tiny corpus: for GPTs."""
+    from llmos.text.tokenizer import train_tokenizer
+
+    return train_tokenizer("bpe", [tiny_corpus / "train.txt"], 300, tiny_corpus / "serve-bpe")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt(bpe_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny_models.save_tiny_gpt`'s checkpoint (tests load it; none may change it)."""
+    from tiny_models import save_tiny_gpt
+
+    return save_tiny_gpt(bpe_tokenizer, tmp_path_factory.mktemp("tiny-gpt") / "gpt")
 
 
 @pytest.fixture(scope="session")

@@ -7,31 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 import llmos
-from llmos.checkpoint.io import save_checkpoint
 from llmos.cli import main
-from llmos.config.model import GPTConfig
 from llmos.models import lora
-from llmos.models.gpt import GPT
-from llmos.text.tokenizer import load_tokenizer, train_tokenizer
 
 
-@pytest.fixture(scope="module")
-def gpt(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("cli-gpt")
-    tok = load_tokenizer(train_tokenizer("bpe", [tiny_corpus / "train.txt"], 300, d / "bpe"))
-    cfg = GPTConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-    )
-    torch.manual_seed(0)
-    return save_checkpoint(d / "gpt", GPT(cfg), cfg, tok)
+@pytest.fixture()
+def gpt(tiny_gpt: Path) -> Path:
+    return tiny_gpt
 
 
 def test_adapter_then_continue(

@@ -164,6 +164,8 @@ def build_writer(root: Path, wordpiece: Path, bpe: Path) -> Path:
     (word embeddings at a trained model's scale, so that an adapter changes its output) and
     ``emb`` (the material encoder); ``root/apps/write/materials``: :data:`WRITE_SHARED`
     indexed with ``emb`` (corpus ``tang``, documents ``tang-0``...). Returns ``root/models``."""
+    from tiny_models import save_tiny_gpt
+
     from llmos.apps.support.local import PipelineEmbedder
     from llmos.apps.write.suggestions import build_shared
     from llmos.data.materials import SourceDocument
@@ -179,21 +181,7 @@ def build_writer(root: Path, wordpiece: Path, bpe: Path) -> Path:
     csc.init_correction(torch.from_numpy(vocab.ids))
     task = {"task": "spelling", "chars": len(vocab.ids), "max_length": 32, "threshold": 0.5}
     save_checkpoint(models / "csc", csc, cfg, tok, task)
-    btok = load_tokenizer(bpe)
-    gcfg = GPTConfig(
-        vocab_size=btok.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
-    gpt = GPT(gcfg)
-    with torch.no_grad():
-        gpt.transformer.wte.weight.normal_(0.0, 0.5)
-    save_checkpoint(models / "gpt", gpt, gcfg, btok)
+    save_tiny_gpt(bpe, models / "gpt")
     emb = {"task": "embedding", "pooling": "mean", "normalize": True}
     save_checkpoint(models / "emb", BertForPreTraining(cfg), cfg, tok, emb)
     shared = build_shared(
@@ -202,13 +190,6 @@ def build_writer(root: Path, wordpiece: Path, bpe: Path) -> Path:
     )
     shared.save(root / "apps" / "write" / "materials")
     return models
-
-
-@pytest.fixture(scope="session")
-def bpe_tokenizer(tiny_corpus: Path) -> Path:
-    from llmos.text.tokenizer import train_tokenizer
-
-    return train_tokenizer("bpe", [tiny_corpus / "train.txt"], 300, tiny_corpus / "serve-bpe")
 
 
 @pytest.fixture(scope="session")

@@ -12,25 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 import llmos
-from llmos.apps.support.local import PipelineEmbedder
 from llmos.apps.write.adapters import UserAdapters
-from llmos.apps.write.suggestions import build_shared
-from llmos.checkpoint.io import save_checkpoint
-from llmos.config.model import GPTConfig
-from llmos.data.materials import SourceDocument
 from llmos.inference.generate import GenerationConfig, generate_ids
 from llmos.models import lora
-from llmos.models.bert import BertForPreTraining
-from llmos.models.gpt import GPT
 from llmos.store.db import Store
-from llmos.text.tokenizer import load_tokenizer
-from serve.conftest import Live, bert_config, start
+from serve.conftest import WRITE_SHARED, Live, build_writer, start
 
 WORDS = ["却说", "曹操", "引兵", "大败", "玄德", "关公", "张飞", "于是", "次日", "城下"]
-SHARED = ["床前明月光，疑是地上霜。", "白日依山尽，黄河入海流。", "春眠不觉晓，处处闻啼鸟。"]
 GREEDY = {"max_new_tokens": 12, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
@@ -46,36 +36,7 @@ def live_style(
     tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer: Path, tiny_tokenizer: Path
 ) -> Iterator[tuple[Live, Path, Path]]:
     root = tmp_path_factory.mktemp("write-style")
-    tok = load_tokenizer(bpe_tokenizer)
-    cfg = GPTConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    with torch.no_grad():  # a trained model's scale, so that an adapter changes the output
-        model.transformer.wte.weight.normal_(0.0, 0.5)
-    path = save_checkpoint(root / "models" / "gpt", model, cfg, tok)
-    # The material suggestions' encoder, and a shared corpus indexed with it.
-    wtok = load_tokenizer(tiny_tokenizer)
-    save_checkpoint(
-        root / "models" / "emb",
-        BertForPreTraining(bert_config(wtok.get_vocab_size())),
-        bert_config(wtok.get_vocab_size()),
-        wtok,
-        {"task": "embedding", "pooling": "mean", "normalize": True},
-    )
-    shared = build_shared(
-        [SourceDocument("tang", f"tang-{i}", t, (t,)) for i, t in enumerate(SHARED)],
-        PipelineEmbedder(root / "models" / "emb"),
-    )
-    shared.save(root / "apps" / "write" / "materials")
+    path = build_writer(root, tiny_tokenizer, bpe_tokenizer) / "gpt"
     db = f"sqlite:///{root / 'llmos.db'}"
     runner, server = start(
         root / "models",
@@ -245,7 +206,7 @@ def test_suggestions_come_from_the_shared_corpus_and_the_callers_documents(live_
         got = r.json()["suggestions"]
         assert got[0]["source"] == {
             "corpus": "tang",
-            "title": SHARED[1],
+            "title": WRITE_SHARED[1],
             "doc": "tang-1",
             "offset": 0,
         }

@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from llmos.checkpoint.digest import weights_digest
-from llmos.checkpoint.io import save_checkpoint
-from llmos.config.model import GPTConfig
 from llmos.errors import DataError
 from llmos.models import lora
-from llmos.models.gpt import GPT
-from llmos.text.tokenizer import load_tokenizer
 from llmos.train import adapter as A
 
 # A user's "style": sentences built from a few words of their own.
@@ -28,28 +24,10 @@ def user_texts(n: int, seed: int) -> list[str]:
     return ["".join(rng.choice(WORDS) for _ in range(rng.randint(6, 12))) + "。" for _ in range(n)]
 
 
-@pytest.fixture(scope="module")
-def base(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmos.text.tokenizer import train_tokenizer
-
-    d = tmp_path_factory.mktemp("adapter-base")
-    tok = train_tokenizer("bpe", [tiny_corpus / "train.txt"], 300, d / "bpe")
-    tokenizer = load_tokenizer(tok)
-    cfg = GPTConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    with torch.no_grad():  # a trained model's scale: logits that can move away from uniform
-        model.transformer.wte.weight.normal_(0.0, 0.5)
-    return save_checkpoint(d / "gpt", model, cfg, tokenizer)
+@pytest.fixture()
+def base(tiny_gpt: Path) -> Path:
+    """The tiny GPT (conftest.save_tiny_gpt): trained on, never written."""
+    return tiny_gpt
 
 
 def run(steps: int = 30, eval_every: int = 10) -> A.AdapterRun:
