@@ -136,7 +136,7 @@ def main() -> None:
         lora=lora.LoraConfig(
             rank=args.rank,
             alpha=2.0 * args.rank,
-            targets=(*lora.GPT_TARGETS, "mlp.c_fc", "mlp.c_proj") if args.mlp else lora.GPT_TARGETS,
+            targets=lora.GPT_ALL_TARGETS if args.mlp else lora.GPT_TARGETS,
         ),
         max_steps=args.steps,
         lr=args.lr,

@@ -45,7 +45,7 @@ def add_style(sp: Any) -> None:
 
 
 def _adapter(args: argparse.Namespace) -> int:
-    from llmos.models.lora import GPT_TARGETS, LoraConfig
+    from llmos.models.lora import GPT_ALL_TARGETS, GPT_TARGETS, LoraConfig
     from llmos.train.adapter import AdapterRun, train_adapter
 
     texts = []
@@ -54,7 +54,7 @@ def _adapter(args: argparse.Namespace) -> int:
             texts.append(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
             raise LlmosError(f"{path}: cannot read it as UTF-8 text ({e})") from None
-    targets = (*GPT_TARGETS, "mlp.c_fc", "mlp.c_proj") if args.mlp else GPT_TARGETS
+    targets = GPT_ALL_TARGETS if args.mlp else GPT_TARGETS
     run = AdapterRun(
         lora=LoraConfig(rank=args.rank, alpha=2.0 * args.rank, targets=targets),
         max_steps=args.steps,

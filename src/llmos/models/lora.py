@@ -45,6 +45,7 @@ PREFIX = "base_model.model."  # PEFT's key prefix for the wrapped model's module
 # What the GPT's attention projections are called (HF GPT-2 names): LoRA's paper adapts the
 # attention weights; the MLP can be added through ``targets``.
 GPT_TARGETS = ("attn.c_attn", "attn.c_proj")
+GPT_ALL_TARGETS = (*GPT_TARGETS, "mlp.c_fc", "mlp.c_proj")  # the MLP too
 
 
 @dataclass(frozen=True)

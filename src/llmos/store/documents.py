@@ -165,7 +165,9 @@ class WriteAdapters:
     def __init__(self, store: Store) -> None:
         self.session = store.session
 
-    def create(self, user: int, name: str, base: str, path: str) -> Adapter:
+    def create(
+        self, user: int, name: str, base: str, path: str, info: dict[str, Any] | None = None
+    ) -> Adapter:
         name = name.strip()
         if not ADAPTER_NAME.fullmatch(name):
             raise DocumentsError(
@@ -182,7 +184,7 @@ class WriteAdapters:
                 raise DocumentsError(f"you already have an adapter named {name!r}")
             if count >= MAX_ADAPTERS:
                 raise DocumentsError(f"a user keeps at most {MAX_ADAPTERS} adapters")
-            row = WriteAdapter(user_id=user, name=name, base=base, path=path, info={})
+            row = WriteAdapter(user_id=user, name=name, base=base, path=path, info=info or {})
             s.add(row)
             s.flush()
             return _adapter(row)

@@ -13,7 +13,6 @@ digest, so an adapter is never applied to another base by mistake.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from llmos.checkpoint.io import read_checkpoint
 from llmos.config.run import OptimConfig, TrainConfig
 from llmos.data.clm import BlockBatches, block_batch, pack_stream
 from llmos.errors import ConfigError, DataError
+from llmos.files import atomic_write_json
 from llmos.inference.load import load_model
 from llmos.models import lora
 from llmos.train.loop import fit
@@ -204,8 +204,7 @@ def train_adapter(
         on_step=on_step,
     )
     model.eval()
-    with torch.no_grad():
-        last = lm_metrics(model, valid)
+    last = lm_metrics(model, valid)
     result = AdapterResult(
         adapter=fitted.checkpoint,
         step=fitted.step,
@@ -214,12 +213,11 @@ def train_adapter(
         base_valid=base_valid,
         valid=last,
     )
-    # The final directory gets the held-out comparison too.
-    weights.info = {**info, **result.summary()}
-    lora.save_adapter(fitted.checkpoint, model, ADAPTER, run.lora, str(base), weights.info)
+    # The final adapter (written by fit) records the held-out comparison too.
+    atomic_write_json(fitted.checkpoint / lora.INFO_FILE, {**info, **result.summary()})
     log.info(
         "held-out perplexity: base %.1f, adapter %.1f",
         base_valid["perplexity"],
-        last["perplexity"] if math.isfinite(last["perplexity"]) else float("nan"),
+        last["perplexity"],
     )
     return result

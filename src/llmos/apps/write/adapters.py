@@ -51,11 +51,10 @@ class UserAdapters:
                 "you have no documents to learn your style from: upload some first "
                 "(POST /v1/apps/write/documents)"
             )
-        row = self.rows.create(user, name, base, f"{user}/{name.strip()}")
         info = {"base_path": str(base_path), "root": str(self.root), "steps": steps}
-        self.rows.set_status(user, row.name, "training", info)
+        row = self.rows.create(user, name, base, f"{user}/{name.strip()}", info)
         shutil.rmtree(self.run_dir(row), ignore_errors=True)  # a deleted namesake's leftovers
-        return self.rows.get(user, row.name) or row
+        return row
 
     def train(
         self,
