@@ -69,12 +69,14 @@ def zero_shot(
     Args:
         model: an encoder checkpoint directory (multilingual-e5: ``runs/e5-zh``) or a pipeline
             already loaded with :func:`load`.
-        labels: each label's description(s): ``{"pos": "a positive review", ...}``.
+        labels: each label's description(s): ``{"pos": "a positive review", ...}``; for
+            ``cloze``, its verbalizer(s): ``{"pos": "好", "neg": "差"}``.
         examples: each label's example texts (few-shot).
-        method: ``similarity`` (descriptions only), ``centroid`` or ``logreg``; default
+        method: ``similarity`` (descriptions only), ``centroid``, ``logreg`` or ``cloze``
+            (a masked LM's head: ``patterns=["{text}。总之很[MASK]。"]``); default
             ``centroid`` with examples, else ``similarity``.
         device: torch device, when ``model`` is a path.
-        **options: ``temperature``, ``C``, ``batch_size`` of
+        **options: ``temperature``, ``C``, ``batch_size``, ``unlabelled``, ``patterns`` of
             :class:`~llmos.inference.zeroshot.ZeroShotClassifier`.
 
     Returns:

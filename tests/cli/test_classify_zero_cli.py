@@ -119,3 +119,77 @@ def test_a_gpt_checkpoint_exits_2(ckpts, capsys) -> None:
     assert "is a pretrained GPT: zero-shot classification needs an encoder" in (
         capsys.readouterr().err
     )
+
+
+CLOZE = ["--method", "cloze", "--pattern", "{text}，总之很[MASK]。", "--labels", "pos=学", "neg=市"]
+
+
+def test_cloze_gives_the_python_apis_answers(ckpts, tmp_path, capsys) -> None:
+    e5 = str(ckpts["e5"])
+    argv = [*CLOZE, "--pattern", "[MASK]：{text}", "--json"]
+    assert main(["classify-zero", e5, *TEXTS, *argv]) == 0
+    patterns = ["{text}，总之很[MASK]。", "[MASK]：{text}"]
+    labels = {"pos": ["学"], "neg": ["市"]}
+    want = llmos.zero_shot(e5, labels, method="cloze", patterns=patterns).classify(TEXTS)
+    assert lines(capsys.readouterr().out) == [
+        {"text": t, **r} for t, r in zip(TEXTS, want, strict=True)
+    ]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(ZH) + "\n", encoding="utf-8")
+    assert main(["classify-zero", e5, *TEXTS, *CLOZE, "--unlabelled", str(pool), "--json"]) == 0
+    clf = llmos.zero_shot(e5, labels, method="cloze", patterns=patterns[:1], unlabelled=ZH)
+    assert lines(capsys.readouterr().out) == [
+        {"text": t, **r} for t, r in zip(TEXTS, clf.classify(TEXTS), strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (CLOZE[:2] + CLOZE[4:], "--method cloze needs --pattern, e.g. --pattern"),
+        (["--pattern", "{text}[MASK]", *FLAGS], "--pattern is for --method cloze"),
+        (
+            [*CLOZE[:2], "--pattern", "总之很[MASK]。", *CLOZE[4:]],
+            "--pattern '总之很[MASK]。': put {text} (where the text goes) in it exactly once",
+        ),
+        (
+            [*CLOZE[:2], "--pattern", "{text}总之很好。", *CLOZE[4:]],
+            "pattern '{text}总之很好。': put the mask slot [MASK]",
+        ),
+        (
+            [*CLOZE[:5], "pos=学生", "neg=市"],
+            "label 'pos': the verbalizer '学生' is not one token of this model's vocabulary",
+        ),
+        ([*CLOZE, "--examples", "nowhere.jsonl"], "nowhere.jsonl: file not found"),
+    ],
+)
+def test_cloze_mistakes_exit_2_naming_the_flag_or_value(ckpts, capsys, argv, message) -> None:
+    assert main(["classify-zero", str(ckpts["e5"]), "今天", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmos: error: ") and "Traceback" not in err
+    assert message in err
+
+
+def test_cloze_on_an_encoder_without_an_mlm_head_exits_2(tiny_tokenizer, tmp_path, capsys) -> None:
+    from llmos.checkpoint.io import save_checkpoint
+    from llmos.checkpoint.task import Embedding
+    from llmos.config.model import BertConfig
+    from llmos.models.bert import BertForPreTraining
+    from llmos.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_tokenizer)
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        max_position=64,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        heads="none",
+        pooler=False,
+    )
+    bare = save_checkpoint(tmp_path / "bare", BertForPreTraining(cfg), cfg, tok, Embedding())
+    assert main(["classify-zero", str(bare), "今天", *CLOZE]) == 2
+    err = capsys.readouterr().err
+    assert "without a masked-LM head: method cloze needs one" in err
+    assert "configs/pretrain/e5-zh-mlm.yaml" in err

@@ -111,13 +111,17 @@ def add_classify_zero(sub: Subcommands) -> None:
     cz = sub.add_parser(
         "classify-zero",
         help="classify texts with labels from descriptions (zero-shot) or a few examples each "
-        "(few-shot), over an encoder's sentence vectors: no training",
+        "(few-shot), over an encoder's sentence vectors, or with cloze prompts on a masked LM: "
+        "no training",
         description="Labels come from --labels NAME=DESCRIPTION (repeat a name for several "
         "descriptions) and/or --examples FILE. similarity: nearest label description "
         "(E5: texts as queries, descriptions as passages); centroid: nearest mean of a label's "
         "examples; logreg: logistic regression on the examples' vectors (scikit-learn). A "
-        "label without examples goes by its descriptions. Put the TEXTs before --labels, "
-        "whose values run up to the next option.",
+        "label without examples goes by its descriptions. cloze: each text goes into --pattern "
+        "('{text}。总之很[MASK]。'), and --labels NAME=WORD gives each label a verbalizer, a "
+        "word of one token that the masked-LM head scores at [MASK] (a checkpoint with an MLM "
+        "head: runs/e5-zh-mlm/checkpoint). Put the TEXTs before --labels, whose values run up "
+        "to the next option.",
     )
     cz.add_argument("checkpoint", help="encoder checkpoint directory (e.g. runs/e5-zh)")
     cz.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (or --input)")
@@ -136,7 +140,8 @@ def add_classify_zero(sub: Subcommands) -> None:
     cz.add_argument(
         "--unlabelled",
         help="texts like the ones to classify, without labels (a file as --input): each "
-        "label's mean cosine over them is removed first (similarity, centroid)",
+        "label's mean cosine (similarity, centroid) or log-probability (cloze) over them is "
+        "removed first",
     )
     cz.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
     cz.add_argument(
@@ -144,13 +149,21 @@ def add_classify_zero(sub: Subcommands) -> None:
     )
     cz.add_argument("--output", default="-", help="JSONL file (default: print to stdout)")
     cz.add_argument("--json", action="store_true", help="print one JSON object per text")
+    cz.add_argument(
+        "--pattern",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="cloze pattern with {text} and [MASK] once each, e.g. '{text} All in all, it was "
+        "[MASK].' (repeat: the patterns' scores are averaged)",
+    )
     cz.add_argument("--batch-size", type=int, default=32)
     cz.defer(_classify_zero_arguments)  # the methods and the temperature live in inference
     cz.set_defaults(func=_classify_zero)
 
 
 def _classify_zero_arguments(cz: CommandParser) -> None:
-    from llmos.inference.zeroshot import METHODS, TEMPERATURE
+    from llmos.inference.zeroshot import CLOZE_TEMPERATURE, METHODS, TEMPERATURE
 
     cz.add_argument(
         "--method", choices=METHODS, help="default: centroid with --examples, else similarity"
@@ -158,8 +171,8 @@ def _classify_zero_arguments(cz: CommandParser) -> None:
     cz.add_argument(
         "--temperature",
         type=float,
-        default=TEMPERATURE,
-        help="softmax temperature over cosines (similarity, centroid): it sets how sure the "
+        help=f"softmax temperature over cosines (similarity, centroid; default {TEMPERATURE}) "
+        f"or log-probabilities (cloze; default {CLOZE_TEMPERATURE:g}): it sets how sure the "
         "scores are, not which label wins",
     )
 
@@ -328,6 +341,7 @@ def _classify_zero(args: argparse.Namespace) -> int:
         method=args.method,
         temperature=args.temperature,
         batch_size=args.batch_size,
+        patterns=args.pattern,
     )
     if args.json or args.output != "-":
         n = write_lines([json.dumps(r, ensure_ascii=False) for r in results], args.output)

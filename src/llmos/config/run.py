@@ -143,7 +143,16 @@ class TrainConfig:
 @dataclass
 class PretrainConfig:
     """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP), or a GPT decoder trained
-    with causal LM (``model.model_type: gpt``), on a text corpus."""
+    with causal LM (``model.model_type: gpt``), on a text corpus.
+
+    ``init`` (BERT only) continues from an encoder checkpoint instead of random weights: its
+    architecture, weights and tokenizer are taken (``data.tokenizer`` is not read), ``model``
+    then only names the pretraining heads (``model.heads``), and a head the checkpoint lacks
+    starts fresh. This is how an embedding encoder without an MLM head (multilingual-e5) gets
+    one: ``freeze_layers`` as in fine-tuning keeps the embeddings and the first N layers as
+    they are (12 of e5's 12: only the head learns, and its decoder is tied to the frozen word
+    embeddings), so the encoder still embeds exactly as before. ``data.corpus`` may join
+    corpora with ``+`` (``zh+en``)."""
 
     name: str = "bert-zh"
     out_dir: str = "runs"
@@ -151,10 +160,20 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: str | None = None
+    freeze_layers: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty run name without '/', got {self.name!r}")
+        if self.init is not None and self.model.model_type == "gpt":
+            raise ConfigError("init continues a BERT encoder's pretraining; leave it out for a GPT")
+        if self.freeze_layers is not None and (self.init is None or self.freeze_layers < 0):
+            raise ConfigError(
+                f"freeze_layers keeps the first N layers of the init checkpoint: it needs init "
+                f"and must be >= 0 (0: the embeddings only), got {self.freeze_layers} "
+                f"(init: {self.init})"
+            )
         decoder = self.model.model_type == "gpt"
         if self.data.objective is None:
             self.data.objective = "clm" if decoder else "mlm+nsp"

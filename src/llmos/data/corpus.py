@@ -152,3 +152,18 @@ def load_tokenized(
             )
     log.info("%s: %d documents, %d tokens", path, corpus.num_documents, corpus.num_tokens)
     return corpus
+
+
+def concat_corpora(parts: list[TokenizedCorpus]) -> TokenizedCorpus:
+    """Several tokenized corpora as one, documents in order (a multilingual pretraining set)."""
+    if len(parts) == 1:
+        return parts[0]
+    ids = np.concatenate([c.ids for c in parts])
+    sent, doc = [np.zeros(1, dtype=np.int64)], [np.zeros(1, dtype=np.int64)]
+    tokens = sentences = 0
+    for c in parts:
+        sent.append(c.sent_bounds[1:] + tokens)
+        doc.append(c.doc_bounds[1:] + sentences)
+        tokens += c.num_tokens
+        sentences += len(c.sent_bounds) - 1
+    return TokenizedCorpus(ids, np.concatenate(sent), np.concatenate(doc))

@@ -28,6 +28,7 @@ from llmos.checkpoint.task import (
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.spelling import read_confusion
 from llmos.errors import LlmosError
+from llmos.inference import cloze
 from llmos.inference import correct as csc
 from llmos.inference.classify import (
     batched_logits,
@@ -208,6 +209,66 @@ class EncoderPipeline(Pipeline):
             vectors[long] = self.embed(more)
         return results, vectors
 
+    @property
+    def has_mlm_head(self) -> bool:
+        """Whether the masked-LM head is there to read (``fill_mask``, ``mask_scores``): a
+        pretrained BERT, or an embedding encoder that was given one (``llmos pretrain`` with
+        ``init``, e.g. configs/pretrain/e5-zh-mlm.yaml), run in PyTorch."""
+        return (
+            isinstance(self.spec, MaskedLM | Embedding)
+            and self.config.heads != "none"
+            and not isinstance(self.model, OnnxModel)
+            and self._ids.get("mask") is not None
+        )
+
+    def _require_mlm_head(self) -> int:
+        """The mask token's id, once the checkpoint is known to have a masked-LM head."""
+        if not isinstance(self.spec, MaskedLM | Embedding):
+            raise LlmosError(
+                f"this checkpoint is a {self.spec.kind} model; fill-mask needs a pretrained BERT "
+                "(MLM) checkpoint"
+            )
+        if self.config.heads == "none" or isinstance(self.model, OnnxModel):
+            raise LlmosError(
+                "this encoder has no masked-LM head (an embedding model): use embed(), or a "
+                "checkpoint pretrained with MLM for fill-mask (give an embedding encoder one "
+                "with `llmos pretrain --config configs/pretrain/e5-zh-mlm.yaml`)"
+            )
+        mask_id = self._ids.get("mask")
+        if mask_id is None:
+            raise LlmosError("this checkpoint's tokenizer has no [MASK] token")
+        return mask_id
+
+    @property
+    def mask_token(self) -> str:
+        """The tokenizer's mask token as text (``[MASK]``, ``<mask>``)."""
+        return self.tokenizer.id_to_token(self._require_mlm_head())
+
+    def word_piece(self, word: str) -> int | None:
+        """The id of the one piece ``word`` is read as, or None when it takes several
+        (:func:`~llmos.inference.cloze.word_piece`)."""
+        return cloze.word_piece(self.tokenizer, word)
+
+    def mask_scores(
+        self, texts: list[str], token_ids: Sequence[int], batch_size: int = 32
+    ) -> np.ndarray:
+        """The masked-LM head's log-probabilities of ``token_ids`` at the one mask token of
+        each text (cloze prompts: :mod:`llmos.inference.cloze`).
+
+        Returns:
+            A float32 array (number of texts, number of token ids), log-probabilities over
+            the whole vocabulary. A text longer than ``max_length`` keeps the tokens around its
+            mask (with a warning).
+        """
+        mask_id = self._require_mlm_head()
+        max_length = self.checkpoint.max_length
+        inputs, positions, cut = cloze.encode_cloze(self.tokenizer, texts, mask_id, max_length)
+        if cut:
+            log.warning("%d of %d texts were cut to %d tokens", cut, len(texts), max_length)
+        return cloze.mask_log_probs(
+            self.model, inputs, positions, token_ids, self._pad(), batch_size
+        )
+
     @torch.inference_mode()
     def fill_mask(
         self, text: str, top_k: int = 5
@@ -218,19 +279,7 @@ class EncoderPipeline(Pipeline):
             For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
             several masks, one such list per mask, left to right.
         """
-        if not isinstance(self.spec, MaskedLM):
-            raise LlmosError(
-                f"this checkpoint is a {self.spec.kind} model; fill-mask needs a pretrained BERT "
-                "(MLM) checkpoint"
-            )
-        if self.config.heads == "none" or isinstance(self.model, OnnxModel):
-            raise LlmosError(
-                "this encoder has no masked-LM head (an embedding model): use embed(), or a "
-                "checkpoint pretrained with MLM for fill-mask"
-            )
-        mask_id = self._ids.get("mask")
-        if mask_id is None:
-            raise LlmosError("this checkpoint's tokenizer has no [MASK] token")
+        mask_id = self._require_mlm_head()
         if top_k < 1:
             raise LlmosError(f"top_k must be >= 1, got {top_k}")
         ids = self._encode(text)

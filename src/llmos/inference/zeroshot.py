@@ -21,8 +21,21 @@ llmos ships, ``runs/e5`` / ``runs/e5-zh``):
   training points. It learns which directions of the space separate the labels, where the
   centroid rule weighs all 384 dimensions alike; with very few examples the two are close.
 
+And one on a masked LM's head rather than the sentence vectors:
+
+- ``cloze`` (zero-shot, PET's patterns and verbalizers: Schick and Schütze 2021,
+  https://arxiv.org/abs/2001.07676): each text goes into a pattern with a mask slot
+  (``{text}。总之很[MASK]。``), each label has a verbalizer, a word the tokenizer reads as one
+  piece (``好`` / ``差``, ``great`` / ``terrible``), and a label's score is the log-probability
+  the MLM head gives its verbalizer at the mask (several verbalizers: the log of their mean
+  probability); a softmax over the labels makes those scores probabilities. Several patterns
+  are averaged (their per-label log-probabilities). It needs an encoder with an MLM head
+  (``llmos pretrain --config configs/pretrain/e5-zh-mlm.yaml`` gives e5-zh one, its
+  encoder frozen: :mod:`llmos.inference.cloze`).
+
 ``similarity`` and ``centroid`` turn cosines into probabilities with a softmax over
-``cosine / temperature``; ``logreg`` gives its own probabilities. Either way a result has the
+``cosine / temperature``; ``logreg`` gives its own probabilities; ``cloze`` takes a softmax
+of its log-probabilities (over ``temperature``, 1 by default). Either way a result has the
 shape of a trained classifier's :meth:`~llmos.inference.encoder.EncoderPipeline.classify`:
 ``{"label", "score", "scores": {label: probability}}``.
 """
@@ -36,8 +49,9 @@ import numpy as np
 
 from llmos.errors import LlmosError
 from llmos.inference.classify import label_result
+from llmos.inference.cloze import check_pattern, fill
 
-METHODS = ("similarity", "centroid", "logreg")
+METHODS = ("similarity", "centroid", "logreg", "cloze")
 
 # Softmax temperature over cosines. E5 was trained with an InfoNCE temperature of 0.01, and its
 # cosines crowd into a narrow band (most pairs of short texts sit between 0.75 and 0.9; see
@@ -47,6 +61,10 @@ METHODS = ("similarity", "centroid", "logreg")
 # label is the nearest one at any temperature.
 TEMPERATURE = 0.05
 
+# cloze's default temperature: its scores are already log-probabilities, so the softmax over
+# the labels is the MLM's own distribution restricted to the verbalizers.
+CLOZE_TEMPERATURE = 1.0
+
 # logreg's inverse regularisation strength on unit vectors. Chosen on the valid splits with
 # runs/e5-zh (3 seeds, 8 / 32 examples per class; bench/fewshot.py's sampling): C = 1 shrinks
 # the weights so much that it falls below the nearest centroid on intents (intent-zh 75.4 /
@@ -54,6 +72,20 @@ TEMPERATURE = 0.05
 # loses at most 0.8 points to C = 1 (70.0 / 75.4 % against 70.2 / 76.2 %). C = 100 was no
 # better overall. See docs/BENCHMARKS.md, "Zero- and few-shot classification from E5 vectors".
 LOGREG_C = 10.0
+
+
+class MaskScorer(Protocol):
+    """What ``cloze`` needs of a pipeline: the MLM head's log-probabilities of some pieces at
+    the mask of each text (:meth:`~llmos.inference.encoder.EncoderPipeline.mask_scores`)."""
+
+    has_mlm_head: bool
+    mask_token: str
+
+    def word_piece(self, word: str) -> int | None: ...
+
+    def mask_scores(
+        self, texts: list[str], token_ids: Sequence[int], batch_size: int = 32
+    ) -> np.ndarray: ...
 
 
 class Embedder(Protocol):
@@ -96,15 +128,17 @@ class ZeroShotClassifier:
 
     Args:
         pipe: an encoder pipeline (``llmos.load("runs/e5-zh")``), or anything with its
-            ``embed(texts, kind=..., batch_size=...)``.
+            ``embed(texts, kind=..., batch_size=...)`` (``cloze``: its ``mask_scores``).
         labels: each label's descriptions (a string, or several: their unit vectors are
             averaged and renormalised). A label with no description (``[]``) needs examples.
+            For ``cloze``, each label's verbalizer(s) instead: a word of one piece each.
         examples: each label's example texts (few-shot). A label may appear here only; the
             labels are those of ``labels`` then the new ones of ``examples``, in order.
-        method: ``similarity``, ``centroid`` or ``logreg``; None: ``centroid`` when there are
-            examples, else ``similarity``.
-        temperature: the softmax temperature over cosines (``similarity``, ``centroid``);
-            see :data:`TEMPERATURE` for why 0.05.
+        method: ``similarity``, ``centroid``, ``logreg`` or ``cloze``; None: ``centroid``
+            when there are examples, else ``similarity``.
+        temperature: the softmax temperature over cosines (``similarity``, ``centroid``; see
+            :data:`TEMPERATURE` for why 0.05) or over ``cloze``'s log-probabilities (1). None:
+            the method's.
         C: ``logreg``'s inverse regularisation strength (scikit-learn's ``C``); see
             :data:`LOGREG_C` for why 10.
         batch_size: texts per forward pass when embedding.
@@ -117,12 +151,19 @@ class ZeroShotClassifier:
             content-free input. Measured (docs/BENCHMARKS.md, "Zero- and few-shot
             classification from E5 vectors"): zero-shot sentiment-zh 78.14 -> 81.36 %,
             sentiment-en 76.83 -> 77.33 % with 2,000 training texts. Not used by ``logreg``,
-            whose intercepts already learn the labels' priors.
+            whose intercepts already learn the labels' priors. With ``cloze``, each label's
+            mean log-probability (after the softmax over the labels) over these texts is
+            subtracted: the same correction on the MLM's scores.
+        patterns: ``cloze``'s pattern, or several (their scores are averaged): ``{text}``
+            where the text goes, ``[MASK]`` where the verbalizer is predicted.
 
     Raises:
         LlmosError: fewer than two labels, a label with nothing to go by (no description for
             ``similarity``; neither descriptions nor examples otherwise), examples given to
-            ``similarity``, an unknown method, or a checkpoint that cannot embed (a GPT).
+            ``similarity`` or ``cloze``, an unknown method, a checkpoint that cannot embed (a
+            GPT), or for ``cloze``: no pattern, a pattern without ``{text}`` or ``[MASK]``, a
+            verbalizer that is not one piece of the vocabulary (the error names it and its
+            label), or a checkpoint without an MLM head.
     """
 
     def __init__(
@@ -132,17 +173,12 @@ class ZeroShotClassifier:
         examples: Mapping[str, Sequence[str]] | None = None,
         *,
         method: str | None = None,
-        temperature: float = TEMPERATURE,
+        temperature: float | None = None,
         C: float = LOGREG_C,
         batch_size: int = 32,
         unlabelled: Sequence[str] | None = None,
+        patterns: str | Sequence[str] | None = None,
     ) -> None:
-        if not hasattr(pipe, "embed"):  # a GPT pipeline raises AttributeError for embed
-            what = pipe.describe() if hasattr(pipe, "describe") else type(pipe).__name__
-            raise LlmosError(
-                f"this checkpoint is {what}: zero-shot classification needs an encoder that "
-                "embeds texts (e.g. runs/e5-zh, multilingual-e5)"
-            )
         if not isinstance(labels, Mapping) or not isinstance(examples or {}, Mapping):
             raise LlmosError(
                 "labels (and examples) map each label to its texts: {'positive': "
@@ -150,6 +186,13 @@ class ZeroShotClassifier:
             )
         examples = dict(examples or {})
         method = _check_options(method, bool(any(examples.values())), temperature, C)
+        _check_pipe(pipe, method)
+        if (patterns is not None) != (method == "cloze"):
+            raise LlmosError(
+                "method cloze needs a pattern ('{text} All in all, it was [MASK].')"
+                if method == "cloze"
+                else f"patterns are for method cloze, not {method}"
+            )
         pool = None if unlabelled is None else _texts(list(unlabelled), "unlabelled texts")
         if pool is not None and method == "logreg":  # checked before anything is embedded
             raise LlmosError("unlabelled texts correct similarity and centroid, not logreg")
@@ -163,12 +206,23 @@ class ZeroShotClassifier:
                 f"need at least two labels, got {names or 'none'}: give each label a "
                 "description ({'positive': 'a positive review', ...}) or examples"
             )
+        if temperature is None:
+            temperature = CLOZE_TEMPERATURE if method == "cloze" else TEMPERATURE
         self.pipe, self.method, self.temperature = pipe, method, temperature
         self.batch_size = batch_size
         self.labels: tuple[str, ...] = tuple(names)
-        self.descriptions = {
-            n: _texts(labels.get(n, []), f"label {n!r}'s descriptions") for n in names
-        }
+        what = "verbalizers" if method == "cloze" else "descriptions"
+        self.descriptions = {n: _texts(labels.get(n, []), f"label {n!r}'s {what}") for n in names}
+        self.prototypes: np.ndarray | None = None  # (k, d) unit rows: similarity, centroid
+        self.model: Any = None  # the fitted LogisticRegression: logreg
+        self.cloze: Cloze | None = None
+        self.prior = np.zeros(len(self.labels))  # subtracted before the softmax (unlabelled)
+        if method == "cloze":
+            assert patterns is not None
+            self.cloze = Cloze(pipe, self.descriptions, patterns)  # type: ignore[arg-type]
+            if pool is not None:
+                self.prior = self.cloze.scores(pool, batch_size).mean(axis=0)
+            return
         self.examples = {n: _texts(examples.get(n, []), f"label {n!r}'s examples") for n in names}
         for n in names:
             if method == "similarity" and not self.descriptions[n]:
@@ -180,14 +234,11 @@ class ZeroShotClassifier:
         by_examples = {n: bool(self.examples[n]) and method != "similarity" for n in names}
         points = {n: self.examples[n] if by_examples[n] else self.descriptions[n] for n in names}
         vectors = self._label_vectors(points, by_examples)
-        self.prototypes: np.ndarray | None = None  # (k, d) unit rows: similarity, centroid
-        self.model: Any = None  # the fitted LogisticRegression: logreg
         if method == "logreg":
             self.model = _fit_logreg(vectors, C)
         else:
             self.prototypes = np.stack([_direction(n, v) for n, v in vectors.items()])
-        # (k,) each label's mean cosine over the unlabelled texts: subtracted before the softmax
-        self.prior = np.zeros(len(self.labels))
+        # (k,) each label's mean cosine over the unlabelled texts
         if pool is not None:
             x = unit_rows(pipe.embed(pool, kind="query", batch_size=batch_size))
             assert self.prototypes is not None
@@ -215,6 +266,8 @@ class ZeroShotClassifier:
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """(n, k) label probabilities of texts' sentence vectors (n, d) (embedded as queries;
         any length: they are normalised here), columns in the order of :attr:`labels`."""
+        if self.cloze is not None:
+            raise LlmosError("method cloze reads texts, not vectors: use classify(texts)")
         x = unit_rows(vectors)
         if self.model is not None:
             return self.model.predict_proba(x).astype(np.float64)
@@ -237,18 +290,125 @@ class ZeroShotClassifier:
         if not texts:
             return []
         size = batch_size or self.batch_size
-        vectors = self.pipe.embed(list(texts), kind="query", batch_size=size)
-        return [label_result(self.labels, row) for row in self.probabilities(vectors).tolist()]
+        if self.cloze is not None:
+            scores = self.cloze.scores(list(texts), size) - self.prior
+            probs = softmax(scores / self.temperature)
+        else:
+            vectors = self.pipe.embed(list(texts), kind="query", batch_size=size)
+            probs = self.probabilities(vectors)
+        return [label_result(self.labels, row) for row in probs.tolist()]
 
 
-def _check_options(method: str | None, has_examples: bool, temperature: float, C: float) -> str:
+class Cloze:
+    """``cloze``'s scores: each label's log-probability at the mask of the patterns, from the
+    MLM head's log-probabilities of the labels' verbalizers (module docstring).
+
+    Args:
+        pipe: an encoder pipeline with an MLM head (``has_mlm_head``).
+        verbalizers: each label's verbalizers, in label order: words of one piece each.
+        patterns: one pattern or several, each with ``{text}`` and ``[MASK]`` once.
+
+    Raises:
+        LlmosError: a pattern without ``{text}`` or its mask slot, no pattern, a verbalizer
+            that is not one piece (naming it and its label), or one given to two labels.
+    """
+
+    def __init__(
+        self,
+        pipe: MaskScorer,
+        verbalizers: Mapping[str, Sequence[str]],
+        patterns: str | Sequence[str],
+    ) -> None:
+        self.pipe = pipe
+        self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        if not self.patterns:
+            raise LlmosError("method cloze needs a pattern ('{text} All in all, it was [MASK].')")
+        self.mask_token = pipe.mask_token
+        for pattern in self.patterns:
+            check_pattern(pattern, self.mask_token)
+        self.piece_ids: list[int] = []  # every verbalizer's piece, label by label
+        self.owner: list[int] = []  # the label (index) of each piece
+        seen: dict[int, str] = {}
+        for i, (label, words) in enumerate(verbalizers.items()):
+            if not words:
+                raise LlmosError(f"label {label!r} has no verbalizer (method cloze needs one)")
+            for word in words:
+                piece = pipe.word_piece(word)
+                if piece is None:
+                    raise LlmosError(
+                        f"label {label!r}: the verbalizer {word!r} is not one token of this "
+                        "model's vocabulary (it reads as several pieces); pick a word that is "
+                        "(a single Chinese character, a common English word)"
+                    )
+                if piece in seen and seen[piece] != label:
+                    raise LlmosError(
+                        f"the verbalizer {word!r} is given to two labels, {seen[piece]!r} and "
+                        f"{label!r}"
+                    )
+                seen[piece] = label
+                self.piece_ids.append(piece)
+                self.owner.append(i)
+        self.num_labels = len(verbalizers)
+
+    def scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """(n, k) each label's log-probability given each text: per pattern, the log of the
+        mean probability of its verbalizers at the mask, normalised over the labels (a log
+        softmax); then the mean over the patterns."""
+        owner = np.array(self.owner)
+        total = np.zeros((len(texts), self.num_labels))
+        for pattern in self.patterns:
+            filled = [fill(pattern, t, self.mask_token) for t in texts]
+            logp = self.pipe.mask_scores(filled, self.piece_ids, batch_size).astype(np.float64)
+            label = np.stack(
+                [_log_mean_exp(logp[:, owner == i]) for i in range(self.num_labels)], axis=1
+            )
+            total += label - _log_sum_exp(label)[:, None]
+        return total / len(self.patterns)
+
+
+def _log_sum_exp(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x))) over the last axis, shifted by its max (no overflow)."""
+    top = x.max(axis=-1)
+    return top + np.log(np.exp(x - top[..., None]).sum(axis=-1))
+
+
+def _log_mean_exp(x: np.ndarray) -> np.ndarray:
+    """log(mean(exp(x))) over the last axis."""
+    return _log_sum_exp(x) - np.log(x.shape[-1])
+
+
+def _check_pipe(pipe: Any, method: str) -> None:
+    """The pipeline can do what ``method`` needs: embed texts, or (``cloze``) read its MLM head."""
+    what = pipe.describe() if hasattr(pipe, "describe") else type(pipe).__name__
+    if method == "cloze":
+        if not getattr(pipe, "has_mlm_head", False):
+            raise LlmosError(
+                f"this checkpoint is {what} without a masked-LM head: method cloze needs one "
+                "(a BERT pretrained with MLM; give e5-zh one with `llmos pretrain --config "
+                "configs/pretrain/e5-zh-mlm.yaml`, then use runs/e5-zh-mlm/checkpoint)"
+            )
+    elif not hasattr(pipe, "embed"):  # a GPT pipeline raises AttributeError for embed
+        raise LlmosError(
+            f"this checkpoint is {what}: zero-shot classification needs an encoder that "
+            "embeds texts (e.g. runs/e5-zh, multilingual-e5)"
+        )
+
+
+def _check_options(
+    method: str | None, has_examples: bool, temperature: float | None, C: float
+) -> str:
     """The method to use (None: ``centroid`` with examples, else ``similarity``), once the
     options are known to be valid: before anything is embedded."""
     method = method or ("centroid" if has_examples else "similarity")
     if method not in METHODS:
         raise LlmosError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not temperature > 0:
+    if temperature is not None and not temperature > 0:
         raise LlmosError(f"temperature must be > 0, got {temperature}")
+    if method == "cloze" and has_examples:
+        raise LlmosError(
+            "method cloze is zero-shot: it reads the labels' verbalizers; examples are for "
+            "method centroid or logreg"
+        )
     if not C > 0:
         raise LlmosError(f"C must be > 0, got {C}")
     if method == "similarity" and has_examples:

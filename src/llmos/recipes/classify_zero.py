@@ -1,5 +1,6 @@
 """``llmos classify-zero``: classify texts with labels given by descriptions (zero-shot) or by a
-file of a few examples per label (few-shot), over an encoder's sentence vectors
+file of a few examples per label (few-shot), over an encoder's sentence vectors, or by cloze
+patterns on a masked LM (``--method cloze --pattern ... --labels NAME=VERBALIZER``)
 (:class:`~llmos.inference.zeroshot.ZeroShotClassifier`)."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 from llmos.data.readers import read_classification
 from llmos.data.textfiles import read_inputs
 from llmos.errors import DataError, LlmosError
+from llmos.inference.cloze import TEXT_SLOT
 from llmos.inference.load import load_pipeline
-from llmos.inference.zeroshot import METHODS, TEMPERATURE, ZeroShotClassifier
+from llmos.inference.zeroshot import METHODS, ZeroShotClassifier
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, list[str]]:
@@ -65,18 +67,31 @@ def classify_zero(
     label_key: str = "label",
     skip_bad_rows: bool = False,
     method: str | None = None,
-    temperature: float = TEMPERATURE,
+    temperature: float | None = None,
     batch_size: int = 32,
+    patterns: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` (or every text of ``input_path``) into the labels of ``labels``
-    (``NAME=DESCRIPTION`` items) and of the examples file; ``unlabelled_path``'s texts, when
-    given, remove each label's prior (``ZeroShotClassifier(unlabelled=...)``).
+    (``NAME=DESCRIPTION`` items; ``NAME=VERBALIZER`` for ``cloze``, with ``patterns``) and of
+    the examples file; ``unlabelled_path``'s texts, when given, remove each label's prior
+    (``ZeroShotClassifier(unlabelled=...)``). ``temperature`` None: the method's.
 
     Returns:
         ``[{"text", "label", "score", "scores"}, ...]`` in input order.
     """
     if method is not None and method not in METHODS:  # before the model loads
         raise LlmosError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if bool(patterns) != (method == "cloze"):
+        raise LlmosError(
+            "--method cloze needs --pattern, e.g. --pattern '{text} All in all, it was [MASK].'"
+            if method == "cloze"
+            else "--pattern is for --method cloze"
+        )
+    for pattern in patterns:
+        if pattern.count(TEXT_SLOT) != 1:
+            raise LlmosError(
+                f"--pattern {pattern!r}: put {TEXT_SLOT} (where the text goes) in it exactly once"
+            )
     if bool(texts) == bool(input_path):
         raise LlmosError("give the texts to classify as arguments or with --input FILE (one)")
     names = parse_labels(labels)
@@ -103,6 +118,7 @@ def classify_zero(
         temperature=temperature,
         batch_size=batch_size,
         unlabelled=pool,
+        patterns=list(patterns) if patterns else None,
     )
     results = clf.classify(list(texts))
     return [{"text": t, **r} for t, r in zip(texts, results, strict=True)]

@@ -68,6 +68,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
         run_dir,
         model_config=cfg.model,
         tokenizer=setup.tokenizer,
+        task_meta=setup.meta,
         resume=resume,
         title=cfg.name,
     )

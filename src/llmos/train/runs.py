@@ -58,6 +58,7 @@ class PretrainSetup:
         valid_targets: every validation target (for the unigram baseline).
         describe: what the model trains on, for the log (``corpus: N documents, ...``).
         extra_report: more fields for the report from the fit result (main rank only).
+        meta: ``task.json`` of the checkpoints (None: none, a pretrained model's).
     """
 
     cfg: PretrainConfig
@@ -68,6 +69,7 @@ class PretrainSetup:
     valid_targets: np.ndarray
     describe: str
     extra_report: Callable[[FitResult], dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
 
 
 @dataclass

@@ -4,9 +4,11 @@ once), and the pretraining setup built from a :class:`~llmos.config.run.Pretrain
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,16 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.io import read_checkpoint, require_unquantized
+from llmos.checkpoint.task import Embedding, MaskedLM
+from llmos.config.model import BertConfig
 from llmos.config.run import PretrainConfig
-from llmos.data.corpus import load_tokenized
+from llmos.data.corpus import concat_corpora, load_tokenized
 from llmos.data.datasets import resolve_corpus, resolve_tokenizer
 from llmos.data.mlm import MLMBatches, SpecialIds, collate
-from llmos.errors import ConfigError
+from llmos.errors import CheckpointError, ConfigError
 from llmos.models.bert import BertForPreTraining
 from llmos.paths import llmos_home
 from llmos.text.tokenizer import load_tokenizer, special_ids
 from llmos.train.dist import DistInfo
-from llmos.train.runs import PretrainSetup
+from llmos.train.runs import Init, PretrainSetup, freeze_bottom
+
+log = logging.getLogger("llmos.train")
 
 VALID_SEED = 1234  # fixed masks and pairs: every validation sees the same examples
 
@@ -36,14 +44,18 @@ def special_ids_for_mlm(tokenizer: Any) -> SpecialIds:
             f"data.tokenizer lacks the special tokens {missing} a BERT needs (train a "
             "wordpiece tokenizer)"
         )
-    specials = [v for v in ids.values() if v is not None]
+    vocab_size = tokenizer.get_vocab_size()
+    # XLM-R-style vocabularies (multilingual-e5's) put <mask> last, after every normal piece:
+    # the normal pieces are those after the other specials (a random replacement may then be
+    # <mask> itself, one chance in the vocabulary's size).
+    leading = [v for v in ids.values() if v is not None and v != vocab_size - 1]
     return SpecialIds(
         pad=ids["pad"],
         cls=ids["cls"],
         sep=ids["sep"],
         mask=ids["mask"],
-        vocab_size=tokenizer.get_vocab_size(),
-        first_normal=max(specials) + 1,
+        vocab_size=vocab_size,
+        first_normal=max(leading) + 1,
     )
 
 
@@ -130,14 +142,23 @@ class PretrainTask:
 
 def setup_mlm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     """Tokenizer, tokenized corpora, the task and a :class:`BertForPreTraining` builder; the
-    model config's vocabulary and pad id are the tokenizer's."""
-    tokenizer = load_tokenizer(resolve_tokenizer(cfg.data.tokenizer))
+    model config's vocabulary and pad id are the tokenizer's. With ``cfg.init`` the tokenizer,
+    architecture and weights are the checkpoint's (see :class:`PretrainConfig`)."""
+    init = read_init(cfg) if cfg.init else None
+    if init is not None:
+        tokenizer = init.tokenizer
+        cfg = replace(cfg, model=replace(init.config, heads=cfg.model.heads))
+    else:
+        tokenizer = load_tokenizer(resolve_tokenizer(cfg.data.tokenizer))
     sp = special_ids_for_mlm(tokenizer)
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.vocab_size, pad_token_id=sp.pad))
-    corpus_dir = resolve_corpus(cfg.data.corpus)
     cache = llmos_home() / "cache" / "tokenized"
-    train = load_tokenized(corpus_dir / "train.txt", tokenizer, cache, cfg.data.max_train_documents)
-    valid = load_tokenized(corpus_dir / "valid.txt", tokenizer, cache)
+    parts = corpus_dirs(cfg.data.corpus)
+    max_docs = cfg.data.max_train_documents
+    train = concat_corpora(
+        [load_tokenized(d / "train.txt", tokenizer, cache, max_docs) for d in parts]
+    )
+    valid = concat_corpora([load_tokenized(d / "valid.txt", tokenizer, cache) for d in parts])
     common = dict(
         objective=cfg.data.objective,
         max_length=cfg.data.max_length,
@@ -157,12 +178,81 @@ def setup_mlm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     task = PretrainTask(batches, valid_batches, sp, cfg.data.mask_prob, cfg.train.seed)
     model_cfg = cfg.model
     targets = [b["mlm_labels"].numpy() for b in valid_batches]
+
+    def build() -> BertForPreTraining:
+        model = BertForPreTraining(model_cfg)
+        if init is not None:
+            load_pretraining_weights(model, init.weights, init.path)
+            if cfg.freeze_layers is not None:
+                freeze_bottom(model, cfg.freeze_layers, model_cfg, init.path)
+        return model
+
     return PretrainSetup(
         cfg=cfg,
         tokenizer=tokenizer,
         task=task,
-        build=lambda: BertForPreTraining(model_cfg),
+        build=build,
         train=train,
         valid_targets=np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64),
         describe=f"corpus: {train.num_documents} documents, {train.num_tokens} tokens",
+        meta=None if init is None else init_meta(cfg, init),
     )
+
+
+def corpus_dirs(corpus: str) -> list[Path]:
+    """The directories of ``data.corpus``: one name or directory, or several joined by ``+``
+    (``zh+en``)."""
+    if Path(corpus).expanduser().is_dir():
+        return [Path(corpus).expanduser()]
+    return [resolve_corpus(name.strip()) for name in corpus.split("+")]
+
+
+def read_init(cfg: PretrainConfig) -> Init:
+    """The encoder checkpoint ``cfg.init`` a pretraining run continues from."""
+    assert cfg.init is not None
+    path = Path(cfg.init).expanduser()
+    ckpt = read_checkpoint(path)
+    require_unquantized(path, ckpt.config, "pretraining")
+    if not isinstance(ckpt.config, BertConfig):
+        raise ConfigError(f"init: {path} is not a BERT encoder checkpoint")
+    if not isinstance(ckpt.task, MaskedLM | Embedding):
+        raise ConfigError(
+            f"init: {path} is a {ckpt.task.kind} model; continue pretraining from a pretrained "
+            "or embedding encoder"
+        )
+    return Init(path, ckpt.config, ckpt.weights(), ckpt.tokenizer, weights_digest(path))
+
+
+def load_pretraining_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Copy a checkpoint's weights into a :class:`BertForPreTraining`: every encoder weight
+    must fit; the pretraining heads it lacks (an embedding model has none) stay fresh."""
+    own = model.state_dict()
+    kept = {k: v for k, v in weights.items() if k in own}
+    dropped = sorted(set(weights) - set(kept))
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    if unexpected or any(not k.startswith(("mlm.", "nsp.")) for k in missing):
+        raise CheckpointError(
+            f"{path}: not a BERT encoder checkpoint (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]})"
+        )
+    if missing:
+        log.info(
+            "%s has no %s weights: they start fresh",
+            path,
+            sorted({k.split(".")[0] for k in missing}),
+        )
+    if dropped:
+        log.info("%s: not used by model.heads: %s", path, dropped[:5])
+
+
+def init_meta(cfg: PretrainConfig, init: Init) -> dict[str, Any]:
+    """``task.json`` of a run continued from a checkpoint: the checkpoint's own (an embedding
+    encoder keeps its pooling and query/passage prefixes, so the result embeds as it did)
+    plus where it started from and what was frozen."""
+    meta = dict(read_checkpoint(init.path).task_json or {})
+    meta |= {"init": str(init.path), "init_digest": init.digest}
+    if cfg.freeze_layers is not None:
+        meta["freeze_layers"] = cfg.freeze_layers
+    return meta
