@@ -178,6 +178,10 @@ def test_user_mistakes_exit_2(
             ],
             "the MF model serves through the learned ranker: add --ranker",
         ),
+        (
+            ["recommend", "retrain", str(out), "--sasrec-steps", "0"],
+            "--sasrec-steps must be an integer from 1 to 20000, got 0",
+        ),
     ]
     capsys.readouterr()
     for argv, message in cases:
@@ -208,6 +212,27 @@ def test_retrain_needs_no_interactions_file(
     )
     again = read_recommender(out).weights["ease.weight"]
     assert again[0, 3] > first[0, 3]  # c1 and h1 now go together
+
+
+def test_retrain_can_add_the_sequential_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.checkpoint.recommender import read_recommender
+
+    out, inter = trained(tmp_path, monkeypatch)
+    assert main(["recommend", "retrain", str(out), "--sasrec-steps", "3"]) == 2
+    assert "SASRec needs a user with two or more training interactions" in capsys.readouterr().err
+    rows = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    rows += [f"u{u}\t{c['id']}\t4\t{t}" for u in range(4) for t, c in enumerate(CATALOG)]
+    inter.write_text("\n".join(rows) + "\n", encoding="utf-8")  # six items a user
+    items = tmp_path / "items.jsonl"
+    args = ["--items", str(items), "--inter", str(inter), "--no-encoder", "--out", str(out)]
+    assert main(["recommend", "train", *args]) == 0
+    assert read_recommender(out).sasrec is None
+    assert main(["recommend", "retrain", str(out), "--sasrec-steps", "3"]) == 0
+    ck = read_recommender(out)
+    assert ck.sasrec is not None and ck.meta["sasrec"]["steps"] == 3
+    assert ck.meta["retrained"]["sasrec"] is None  # trained, not dropped
 
 
 def test_train_with_a_ranker_reports_it_and_refuses_too_short_histories(

@@ -386,6 +386,55 @@ def test_cli_second_run_prints_the_summary_and_a_working_key(
         store.close()
 
 
+def test_cli_setup_queues_the_demo_recommenders_sequential_model_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import numpy as np
+
+    from llmos.apps.recommend.sequential import JOB_KIND
+    from llmos.apps.recommend.train import train_recommender
+    from llmos.data.interactions import Interactions, Item
+    from llmos.jobs import Jobs
+
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    models = tmp_path / "runs"
+    fake_outputs(models)
+    demo = models / "movielens" / "checkpoint"  # a real (tiny) recommender in its place
+    shutil.rmtree(demo)
+    items = [Item(f"i{i}", f"Film {i}", "", ("g",)) for i in range(4)]
+    users, cols = np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3)
+    inter = Interactions(
+        ("a", "b", "c"), tuple(i.id for i in items), users, cols, np.ones(12), np.zeros(12)
+    )
+    train_recommender(items, demo, inter=inter, catalog="movielens", reg=1.0)
+    outs = []
+    for _ in range(2):
+        assert main(["setup", "--models", str(models), "--demo-user", "demo"]) == 0
+        outs.append(capsys.readouterr().out)
+    store = Store()
+    try:
+        jobs = Jobs(store)
+        queued = jobs.list(0, admin=True)
+        jobs.close()
+        demo_id = store.user("demo").id
+    finally:
+        store.close()
+    assert len(queued) == 1, queued  # not twice
+    job = queued[0]
+    assert job["kind"] == JOB_KIND and job["user_id"] == demo_id and job["status"] == "queued"
+    assert job["params"]["checkpoint"] == str(demo.resolve()) and job["params"]["steps"] == 1200
+    assert f"queued job {job['id']} (1200 SASRec steps) for user 'demo'" in outs[0]
+    assert "a job worker trains it while the demo is served" in outs[0]
+    assert f"job {job['id']} (queued) is training it already" in outs[1]
+    task = json.loads((demo / "task.json").read_text())  # as the job leaves it, once done
+    (demo / "task.json").write_text(json.dumps(task | {"sasrec": {"steps": 1200}}))
+    assert main(["setup", "--models", str(models), "--demo-user", "demo"]) == 0
+    assert "has its sequential model" in capsys.readouterr().out
+
+
 def test_cli_dry_run_prints_the_plan_only(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

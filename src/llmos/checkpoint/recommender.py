@@ -15,9 +15,10 @@
                         "train.item" (M,) int64 (rows of items.jsonl) and "train.time" (M,)
                         float64 (seconds, NaN for none)
     items.jsonl         the catalog in model order, one {"id", "title", "text", "tags"} a line
-    task.json           {"task": "recommendation", "catalog": NAME, ...}: what it was trained
-                        on and how (the EASE ``reg``, the popularity half-life, the encoder that
-                        embedded the items and the prefix its queries take)
+    task.json           {"task": "recommendation", "catalog": NAME, "revision": HEX, ...}:
+                        what it was trained on and how (the EASE ``reg``, the popularity
+                        half-life, the encoder that embedded the items and the prefix its
+                        queries take); ``revision`` is new at every write (see below)
 
 The ``train.*`` tensors make a checkpoint self-contained: it can be retrained later (new
 store events, a changed catalog) without the file it was trained on (``llmos recommend
@@ -26,13 +27,17 @@ written before they were kept, or trained on store events only, has none and sti
 store's events are not kept here: they stay in the store and are read again at each retraining.
 
 Written atomically like every checkpoint (a temp directory renamed into place), read through
-safetensors only. The server's model scan lists it (task ``recommendation``) next to the
-language models; the recommendation app loads it.
+safetensors only. Each write gives ``task.json`` a new random ``revision``: a server that
+serves the checkpoint reads that small file to learn that another process (a background job,
+``llmos recommend train``) rewrote it (:func:`read_revision`), whatever the file times say.
+The server's model scan lists it (task ``recommendation``) next to the language models; the
+recommendation app loads it.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +83,13 @@ class RecommenderCheckpoint:
     @property
     def num_items(self) -> int:
         return len(self.items)
+
+    @property
+    def revision(self) -> str | None:
+        """The write it comes from (:func:`read_revision`); None for a checkpoint written
+        before revisions were."""
+        value = self.meta.get("revision")
+        return str(value) if value is not None else None
 
     @property
     def interactions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -134,7 +146,7 @@ def save_recommender(
             for i in items
         ]
         (tmp / ITEMS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        task = {"task": TASK, **meta}
+        task = {"task": TASK, **meta, "revision": uuid.uuid4().hex}
         (tmp / TASK_FILE).write_text(
             json.dumps(task, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
@@ -231,6 +243,17 @@ def read_task(path: str | Path) -> dict[str, Any]:
     """A recommender checkpoint's ``task.json`` (what it was trained on and what was
     measured), read without its weights."""
     return _json_object(Path(path) / TASK_FILE)
+
+
+def read_revision(path: str | Path) -> str | None:
+    """The ``revision`` of the checkpoint at ``path`` (new at every write; None for one
+    written before revisions were), from ``task.json`` alone.
+
+    Raises:
+        CheckpointError: no readable ``task.json`` there.
+    """
+    value = read_task(path).get("revision")
+    return str(value) if value is not None else None
 
 
 def read_recommender(path: str | Path) -> RecommenderCheckpoint:

@@ -85,6 +85,13 @@ def add_recommend(sub: Subcommands) -> None:
     p.add_argument(
         "--encoder", help="embeds the texts the checkpoint has no vector for (default: none)"
     )
+    p.add_argument(
+        "--sasrec-steps",
+        type=int,
+        help="also train the sequential model (SASRec) on the kept interactions for this many "
+        "steps (1200: 6-9 min on 2 cores; a server trains it as a background job: POST "
+        "/v1/apps/recommend/train with sasrec_steps)",
+    )
     p.set_defaults(func=_retrain)
 
     p = rp.add_parser("evaluate", help="popularity and EASE on RecBole's protocol (8:1:1)")
@@ -192,9 +199,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    from llmos.apps.recommend.sequential import check_steps
     from llmos.apps.recommend.train import read_catalog, retrain_recommender
     from llmos.checkpoint.recommender import read_recommender
 
+    if args.sasrec_steps is not None:
+        check_steps(args.sasrec_steps, "--sasrec-steps")
     ckpt = read_recommender(args.model)
     embed: Any = None
     if args.encoder:
@@ -213,6 +223,7 @@ def _retrain(args: argparse.Namespace) -> int:
         embed=embed,
         encoder=Path(args.encoder).name if args.encoder else None,
         encoder_digest=embed.name if embed is not None else None,
+        sasrec_steps=args.sasrec_steps or 0,
     )
     trained = read_recommender(out).meta["trained_on"]
     print(

@@ -3,7 +3,7 @@ list at once and only the user's own, choices persist, the model follows its che
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from llmos.apps.recommend.service import (
 )
 from llmos.apps.recommend.train import train_recommender
 from llmos.apps.support.local import PipelineEmbedder
+from llmos.checkpoint.recommender import read_revision
 from llmos.data.interactions import Interactions, Item
 from llmos.errors import LlmosError
 from llmos.store.db import Store
@@ -63,7 +64,7 @@ def setup(database_url: str, tmp_path: Path) -> tuple[RecommendService, int, int
     alice, _ = store.create_user("alice")
     bob, _ = store.create_user("bob")
     path = fit(tmp_path / "rec")
-    yield RecommendService(store, lambda: path), alice.id, bob.id
+    yield RecommendService(store, lambda: path, check_s=0), alice.id, bob.id
     store.close()
 
 
@@ -112,17 +113,27 @@ def test_onboarding_choices_persist_beside_the_rest_of_the_profile(setup: tuple)
     assert recs[0].reason == "in your interests: Comedy"
 
 
-def test_a_rewritten_checkpoint_is_read_again(setup: tuple, tmp_path: Path) -> None:
-    svc, alice, _ = setup
-    assert svc.catalog == "films"
-    fit(tmp_path / "rec", catalog="shows")
-    os.utime(tmp_path / "rec" / "model.safetensors", (1, 1))  # a new stamp even on coarse clocks
+def test_a_rewritten_checkpoint_is_read_again_by_its_revision(setup: tuple, tmp_path: Path) -> None:
+    svc, alice, _ = setup  # looks at the checkpoint at every call (check_s=0)
+    rec = tmp_path / "rec"
+    lazy = RecommendService(svc.store, lambda: rec, check_s=3600)
+    assert svc.catalog == lazy.catalog == "films"
+    before = read_revision(rec)
+    fit(rec, catalog="shows")  # another writer: a new revision, whatever the file times
+    assert read_revision(rec) not in (None, before)
     assert svc.catalog == "shows"
+    assert lazy.catalog == "films"  # not looked at again within check_s
+    lazy.forget()
+    assert lazy.catalog == "shows"
     gone = RecommendService(svc.store, lambda: tmp_path / "missing")
     with pytest.raises(NoRecommender, match="no recommender checkpoint"):
         gone.recommend(alice)
-    (tmp_path / "rec" / "items.jsonl").write_text("{broken\n")
-    os.utime(tmp_path / "rec" / "model.safetensors", (2, 2))
+    rec.rename(tmp_path / "aside")  # mid-swap: the model read keeps answering
+    assert svc.catalog == "shows"
+    (tmp_path / "aside").rename(rec)
+    (rec / "items.jsonl").write_text("{broken\n")
+    task = json.loads((rec / "task.json").read_text())
+    (rec / "task.json").write_text(json.dumps(task | {"revision": "broken"}))
     with pytest.raises(NoRecommender, match=r"items\.jsonl:1"):
         svc.recommend(alice)
 

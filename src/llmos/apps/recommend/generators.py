@@ -7,10 +7,12 @@ learns and is tested on, so neither has seen its held-out items.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,17 +46,37 @@ def popularity(
 
 
 def fit_sequential(
-    inter: Interactions, steps: int, seed: int = 2020
+    inter: Interactions,
+    steps: int,
+    seed: int = 2020,
+    *,
+    run_dir: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Train a SASRec (:mod:`llmos.train.tasks.sasrec`, RecBole's defaults) on ``inter`` (in
     the catalog's order): each user's history but the last two items by time as training, the
     second-last as validation (RecBole's leave-one-out), the best validated step kept. Returns
     its weights (under ``sasrec.``, the tied output projection left out), its config fields
-    and its validation metrics."""
+    and its validation metrics.
+
+    The run (its resume checkpoints, written at each of its ten validations) goes to a temp
+    directory, or to ``run_dir``, where a run cut off earlier is resumed (a background job's
+    next attempt: :mod:`llmos.apps.recommend.sequential`). ``on_step(step, steps)`` is called
+    after every step; what it raises stops training there."""
     train, valid, _ = split_leave_one_out(inter)
-    with tempfile.TemporaryDirectory(prefix="sasrec-") as run:
+    resume = run_dir is not None
+    with contextlib.ExitStack() as stack:
+        if run_dir is None:
+            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="sasrec-"))
         model, result = train_sasrec(
-            train, valid, run, steps=steps, seed=seed, eval_every=max(steps // 10, 1)
+            train,
+            valid,
+            run_dir,
+            steps=steps,
+            seed=seed,
+            eval_every=max(steps // 10, 1),
+            resume=resume,
+            on_step=on_step,
         )
     tied = set(model.tied_weights)
     weights = {

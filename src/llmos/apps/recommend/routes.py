@@ -4,7 +4,9 @@ Every user route acts for the caller: their events, their onboarding choices, th
 catalog (items, tags, similar items) is shared by every user of the server; no user route reads
 or writes another user's events. The admin routes (``PUT /catalog``, ``POST /train``,
 ``/jobs``) replace or retrain the served catalog from every user's events, as background jobs
-(:mod:`~llmos.apps.recommend.jobs`): they answer 202 with the job at once.
+(:mod:`~llmos.apps.recommend.jobs`): they answer 202 with the job at once. ``POST /train``
+with ``sasrec_steps`` queues instead a durable job that a job worker runs
+(:mod:`~llmos.apps.recommend.sequential`; ``GET /v1/jobs/{id}``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmos.apps.recommend import schemas as s
 from llmos.apps.recommend.jobs import CatalogJobs, Job, JobsBusy, UnknownJob
+from llmos.apps.recommend.sequential import AlreadyQueued, queue_sequential
 from llmos.apps.recommend.service import (
     NoRecommender,
     Preferences,
@@ -25,6 +28,7 @@ from llmos.apps.recommend.service import (
 from llmos.data.interactions import Item
 from llmos.errors import LlmosError
 from llmos.serve.deps import AdminDep, ApiError, ServerDep, UserDep
+from llmos.serve.routes.jobs import JobOut as DurableJobOut
 
 router = APIRouter(prefix="/v1/apps/recommend", tags=["recommend"])
 MAX_LIST = 100  # items in an exclude or tags query
@@ -185,14 +189,32 @@ async def import_catalog(body: s.CatalogIn, srv: ServerDep, _: AdminDep, respons
     return _queued(jobs(srv).import_catalog, response, *args)
 
 
-@router.post("/train", response_model=s.JobOut, status_code=202, tags=["admin"])
+@router.post("/train", response_model=s.JobOut | DurableJobOut, status_code=202, tags=["admin"])
 async def train(
-    srv: ServerDep, _: AdminDep, response: Response, body: s.TrainIn | None = None
+    srv: ServerDep, admin: AdminDep, response: Response, body: s.TrainIn | None = None
 ) -> Any:
     """Retrain the served catalog (admins): same items, the interactions its model keeps plus
-    every user's events on it now."""
+    every user's events on it now. With ``sasrec_steps``, a sequential model (SASRec) is
+    trained on the kept interactions too: that takes minutes, so it is a durable job of the
+    caller's, run by a job worker (``llmos serve --workers 1``, ``llmos worker``), answered as
+    ``/v1/jobs`` answers it (``Location: /v1/jobs/{id}``); the served model is replaced when
+    it is done (409 while one is queued or running)."""
     body = body or s.TrainIn()
-    return _queued(jobs(srv).retrain, response, body.reg, body.half_life_days)
+    if body.sasrec_steps is None:
+        return _queued(jobs(srv).retrain, response, body.reg, body.half_life_days)
+    queue = getattr(srv, "jobs", None)
+    if queue is None:
+        raise ApiError(503, "not_ready", "this server runs no background jobs")
+    path = await call(service(srv).locate)
+    args = admin.id, path, body.sasrec_steps, body.reg, body.half_life_days
+    try:
+        job = await run_in_threadpool(queue_sequential, queue, *args)
+    except AlreadyQueued as e:
+        raise ApiError(409, "conflict", str(e)) from None
+    except LlmosError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return job
 
 
 @router.get("/jobs", response_model=s.JobList, tags=["admin"])

@@ -4,9 +4,13 @@ Each user's events on the catalog live in the store's ``events`` table (``catalo
 model's catalog); their onboarding choices (interests, a free-text wish, blocked tags) in their
 profile under ``"recommend"``. Every call reads them anew, so an event recorded by one request
 changes the next one's list (no retraining; :mod:`~llmos.apps.recommend.engine`). The model is
-read once and read again when its checkpoint is rewritten (``llmos recommend train`` while the
-server runs: its weights file's mtime changes) or when :meth:`RecommendService.forget` is
-called (the server's catalog and training jobs, :mod:`~llmos.apps.recommend.jobs`). A wish is
+read once and read again when its checkpoint is rewritten by another process (a background
+job's sequential model, :mod:`~llmos.apps.recommend.sequential`; ``llmos recommend train``
+while the server runs): every write gives the checkpoint a new ``revision``
+(:func:`~llmos.checkpoint.recommender.read_revision`), which is looked at (one small file
+read) at most every ``check_s`` seconds. :meth:`RecommendService.forget` makes the next call
+read it at once (the server's own catalog and training jobs,
+:mod:`~llmos.apps.recommend.jobs`). A wish is
 embedded by ``embed`` (the server's encoder model, as an E5 query); it is used only when that
 encoder is the one that embedded the catalog (the weights digest the checkpoint records), since
 vectors of two encoders do not compare.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ import torch
 
 from llmos.apps.recommend.engine import Recommendation, Recommender
 from llmos.apps.recommend.events import KINDS, Act, fold
-from llmos.checkpoint.recommender import WEIGHTS_FILE, read_recommender
+from llmos.checkpoint.recommender import read_recommender, read_revision
 from llmos.data.interactions import Item
 from llmos.errors import LlmosError
 from llmos.store.db import Store
@@ -36,6 +41,7 @@ log = logging.getLogger("llmos.apps.recommend")
 PROFILE_KEY = "recommend"
 MAX_INTERESTS = 50
 WISH_CACHE = 1024
+CHECK_S = 1.0  # how often the model's checkpoint is looked at for a new revision
 
 
 class UnknownItem(LlmosError):
@@ -72,6 +78,8 @@ class RecommendService:
         embed: ``texts, kind -> unit vectors`` for wishes (None: wishes are kept but unused).
         encoder_digest: the weights digest of ``embed``'s model (compared with the
             checkpoint's), or a callable that returns it.
+        check_s: how often (seconds) a call looks whether the checkpoint was rewritten; in
+            between, calls answer with the model read (0: every call looks).
     """
 
     def __init__(
@@ -80,39 +88,57 @@ class RecommendService:
         locate: Callable[[], Path],
         embed: Callable[[list[str], str], np.ndarray] | None = None,
         encoder_digest: Callable[[], str | None] | None = None,
+        check_s: float = CHECK_S,
     ) -> None:
         self.store, self.locate, self.embed = store, locate, embed
         self.encoder_digest = encoder_digest
+        self.check_s = check_s
         self._lock = threading.Lock()
         self._model: Recommender | None = None
-        self._stamp: tuple[Path, float] | None = None
+        self._stamp: tuple[Path, str | None] | None = None
+        self._checked = -math.inf  # time.monotonic() of the last look at the checkpoint
         self._wishes: dict[str, torch.Tensor | None] = {}
 
     # --- the model -------------------------------------------------------------------------
 
     def model(self) -> Recommender:
-        """The recommender, read again when its weights file changed since it was read."""
-        path = self.locate()
-        try:
-            stamp = (path, (path / WEIGHTS_FILE).stat().st_mtime)
-        except OSError:
-            raise NoRecommender(f"{path}: no recommender checkpoint") from None
+        """The recommender, read again when its checkpoint has a new revision (looked at at
+        most every ``check_s`` seconds). While the checkpoint cannot be read (another process
+        is swapping a new one into place), the model read before keeps answering."""
         with self._lock:
+            if self._model is not None and time.monotonic() - self._checked < self.check_s:
+                return self._model
+            path = self.locate()
+            try:
+                stamp = (path, read_revision(path))
+            except (LlmosError, OSError):
+                if self._model is not None and self._stamp is not None and self._stamp[0] == path:
+                    log.debug("recommender %s: unreadable now, serving the model read", path)
+                    return self._model
+                raise NoRecommender(f"{path}: no recommender checkpoint") from None
+            self._checked = time.monotonic()
             if self._model is None or self._stamp != stamp:
                 try:
                     self._model = Recommender(read_recommender(path))
                 except LlmosError as e:  # the server's model is broken: not the caller's fault
+                    self._model, self._stamp = None, None
                     raise NoRecommender(str(e)) from None
                 self._stamp = stamp
                 self._wishes.clear()
-                log.debug("recommender %s: %d items", path, self._model.num_items)
+                log.info(
+                    "recommender %s (revision %s): %d items%s",
+                    path,
+                    stamp[1],
+                    self._model.num_items,
+                    ", with its sequential model" if self._model.sasrec is not None else "",
+                )
             return self._model
 
     def forget(self) -> None:
-        """Drop the model read: the next call reads the checkpoint again (after a job rewrote
-        it, whatever its mtime says)."""
+        """Drop the model read: the next call reads the checkpoint again (after this server's
+        own job rewrote it, without waiting for the next look at its revision)."""
         with self._lock:
-            self._model, self._stamp = None, None
+            self._model, self._stamp, self._checked = None, None, -math.inf
             self._wishes.clear()
 
     @property

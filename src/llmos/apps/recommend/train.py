@@ -156,6 +156,8 @@ def train_recommender(
     encoder_digest: str | None = None,
     evaluation: dict[str, float] | None = None,
     sasrec_steps: int = 0,
+    sasrec_run: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     mf_steps: int = 0,
     ranker: bool = False,
     allow_empty: bool = False,
@@ -165,9 +167,11 @@ def train_recommender(
     ``embed`` (``texts, kind -> unit vectors``) is given, and save the checkpoint, with
     ``inter``'s interactions in it (``train.*``) and, in its ``task.json``, ``evaluation`` (the
     metrics measured before) and ``meta``'s fields. With ``sasrec_steps``, a sequential model
-    is trained on ``inter`` too; with ``mf_steps``, a BPR-MF whose item vectors serve
-    folded-in users (both :mod:`llmos.apps.recommend.generators`); with ``ranker``, a learned
-    ranker (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
+    is trained on ``inter`` too (its run in ``sasrec_run``, resumed there if it was cut off,
+    else in a temp directory; ``on_step(step, sasrec_steps)`` after each of its steps, what
+    it raises stopping the training and writing nothing); with ``mf_steps``, a BPR-MF whose
+    item vectors serve folded-in users (both :mod:`llmos.apps.recommend.generators`); with
+    ``ranker``, a learned ranker (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
 
     Raises:
         LlmosError: ``mf_steps`` without ``ranker`` (the MF model serves through it).
@@ -208,7 +212,9 @@ def train_recommender(
     if sasrec_steps > 0:
         assert ordered is not None
         log.info("SASRec: %d steps over %d interactions", sasrec_steps, len(ordered))
-        seq_weights, sasrec, sasrec_valid = fit_sequential(ordered, sasrec_steps)
+        seq_weights, sasrec, sasrec_valid = fit_sequential(
+            ordered, sasrec_steps, run_dir=sasrec_run, on_step=on_step
+        )
         weights.update(seq_weights)
     mf = None
     if mf_steps > 0:
@@ -290,6 +296,9 @@ def retrain_recommender(
     encoder: str | None = None,
     encoder_digest: str | None = None,
     allow_empty: bool = False,
+    sasrec_steps: int = 0,
+    sasrec_run: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Fit ``ckpt``'s catalog again and save it to ``out`` (which may be ``ckpt``'s own
     directory: the write is atomic).
@@ -307,16 +316,25 @@ def retrain_recommender(
     took), and the log says so.
 
     A sequential model (SASRec) is *not* carried over: its weights were trained over the old
-    interactions and it needs a real training run (``llmos recommend train --sasrec-steps``);
-    ``task.json`` says so (``retrained.sasrec``). Nor are an MF model (``retrained.mf``) and
-    a learned ranker (``retrained.ranker``): both are trained on the file's interactions.
+    interactions. With ``sasrec_steps`` a new one is trained on the kept interactions
+    (``sasrec_run`` and ``on_step`` as in :func:`train_recommender`; the server's
+    ``recommend.sequential`` job, :mod:`llmos.apps.recommend.sequential`); without, the
+    checkpoint has none and ``task.json`` says so (``retrained.sasrec``). Nor are an MF
+    model (``retrained.mf``) and a learned ranker (``retrained.ranker``): both are trained on
+    the file's interactions.
     """
     items = list(items) if items is not None else list(ckpt.items)
     inter = kept_interactions(ckpt, items)
+    if sasrec_steps > 0 and inter is None:
+        raise DataError(
+            f"{ckpt.path}: the checkpoint keeps no interactions file to train the sequential "
+            "model on (train it with llmos recommend train --inter FILE --sasrec-steps N)"
+        )
     kept = len(inter) if inter is not None else 0
     total = len(ckpt.weights["train.item"]) if inter is not None else 0
     content, encoder, encoder_digest, reuse = _content(ckpt, items, embed, encoder, encoder_digest)
-    if ckpt.sasrec is not None:
+    dropped = ckpt.sasrec is not None and sasrec_steps <= 0
+    if dropped:
         log.warning("retraining %s without its sequential model: %s", ckpt.path, SASREC_DROPPED)
     if "mf.items" in ckpt.weights:
         log.warning("retraining %s without its MF model: %s", ckpt.path, MF_DROPPED)
@@ -335,13 +353,16 @@ def retrain_recommender(
         encoder=encoder,
         encoder_digest=encoder_digest,
         allow_empty=allow_empty,
+        sasrec_steps=sasrec_steps,
+        sasrec_run=sasrec_run,
+        on_step=on_step,
         meta={
             "retrained": {
                 "kept_interactions": kept,
                 "dropped_interactions": total - kept,
                 "dropped_items": len({i.id for i in ckpt.items} - {i.id for i in items}),
                 "content": reuse,
-                "sasrec": SASREC_DROPPED if ckpt.sasrec is not None else None,
+                "sasrec": SASREC_DROPPED if dropped else None,
                 "mf": MF_DROPPED if "mf.items" in ckpt.weights else None,
                 "ranker": RANKER_DROPPED if ckpt.ranker is not None else None,
             }

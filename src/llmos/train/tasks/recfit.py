@@ -4,6 +4,7 @@ of RecBole's optimiser defaults, validation selection and the reload of the chos
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def fit_recommender(
     device: str,
     num_threads: int | None,
     progress: bool,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``task`` for ``steps`` optimizer steps and load the selected weights
     back into it.
@@ -41,7 +43,8 @@ def fit_recommender(
     constant rate, no gradient clipping, fp32 (bf16 dot products would blur the close scores a
     ranking compares). Validation every ``eval_every`` steps; with ``select`` the best
     validated model becomes ``run_dir/checkpoint``. Checkpoints for resume are written at each
-    validation. ``model.config`` is saved as ``config.json``."""
+    validation. ``model.config`` is saved as ``config.json``. ``on_step(step, steps)`` is
+    :func:`fit`'s (a job's progress; what it raises stops training at that step)."""
     train_cfg = TrainConfig(
         max_steps=steps,
         batch_size=batch_size,
@@ -72,6 +75,7 @@ def fit_recommender(
         title=title,
         select=select if eval_every else None,
         patience=patience,
+        on_step=on_step,
     )
     load_state_dict_strict(model, read_weights(result.checkpoint))
     return result

@@ -227,6 +227,7 @@ def train_sasrec(
     device: str = "auto",
     num_threads: int | None = None,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[SASRec, FitResult]:
     """Train a :class:`~llmos.models.sasrec.SASRec` on the sequences of ``train`` for
     ``steps`` optimizer steps through :func:`fit`.
@@ -239,7 +240,8 @@ def train_sasrec(
     ML-100K. Validation (every ``eval_every`` steps) ranks all items on ``valid`` (see
     :class:`SequenceTask` for ``mask_history``); with ``select`` the best validated model
     becomes ``run_dir/checkpoint`` and is what is returned. Checkpoints for resume are written
-    at each validation.
+    at each validation (``resume`` continues from the newest); ``on_step(step, steps)`` is
+    called after every step (:func:`~llmos.train.loop.fit`'s).
 
     Returns:
         The model (the selected one, else the last step's) and :func:`fit`'s result.
@@ -273,5 +275,6 @@ def train_sasrec(
         device=device,
         num_threads=num_threads,
         progress=progress,
+        on_step=on_step,
     )
     return model, result
