@@ -3,6 +3,7 @@
 One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
 (evaluate, predict, classify-zero, fill-mask, generate, embed, index, search),
+:mod:`~llmos.cli.fewshot` (setfit),
 :mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
 :mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
 recommendation app), :mod:`~llmos.cli.write` (the writing assistant),
@@ -19,7 +20,19 @@ import logging
 import sys
 
 from llmos import __version__
-from llmos.cli import compress, data, infer, jobs, recommend, serve, support, train, users, write
+from llmos.cli import (
+    compress,
+    data,
+    fewshot,
+    infer,
+    jobs,
+    recommend,
+    serve,
+    support,
+    train,
+    users,
+    write,
+)
 from llmos.cli.flags import CommandParser
 from llmos.errors import LlmosError
 
@@ -34,6 +47,7 @@ COMMANDS = (
     infer.add_calibrate,
     infer.add_predict,
     infer.add_classify_zero,
+    fewshot.add_setfit,
     infer.add_fill_mask,
     infer.add_generate,
     compress.add_convert,
