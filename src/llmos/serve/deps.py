@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from llmos.apps.support.service import SupportService
     from llmos.apps.write.service import WriteService
     from llmos.jobs.runner import Jobs
+    from llmos.serve.fewshot import OnTheFly
 
 
 class ApiError(Exception):
@@ -128,6 +129,13 @@ class Server:
     recommend_jobs: CatalogJobs | None = None  # its catalog imports and retrainings
     write: WriteService | None = None  # the writing assistant
     jobs: Jobs | None = None  # background jobs: submit, read, cancel (llmos.jobs)
+    on_the_fly: OnTheFly = field(default_factory=lambda: _on_the_fly())  # /v1/classify's
+
+
+def _on_the_fly() -> OnTheFly:
+    from llmos.serve.fewshot import OnTheFly  # it imports this module
+
+    return OnTheFly()
 
 
 async def server(request: Request) -> Server:

@@ -73,9 +73,28 @@ class ModelAction(Strict):
 # --- inference --------------------------------------------------------------------------------
 
 
+LabelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class ClassifyRequest(Strict):
-    model: ModelName
+    model: ModelName = Field(
+        description="a classifier; or, with labels and/or examples, an encoder that embeds "
+        "(e.g. e5-zh): the classifier is then built on the fly"
+    )
     texts: list[Text] = Field(min_length=1, max_length=10_000)
+    labels: dict[LabelName, Text | list[Text]] | None = Field(
+        None,
+        description='on the fly: each label\'s description(s), e.g. {"pos": "a positive '
+        'review"} (zero-shot); a label of examples needs none',
+    )
+    examples: dict[LabelName, list[Text]] | None = Field(
+        None, description="on the fly: a few example texts per label (few-shot)"
+    )
+    method: Literal["similarity", "centroid", "logreg"] | None = Field(
+        None,
+        description="on the fly: similarity (descriptions), centroid or logreg (examples); "
+        "default centroid with examples, else similarity",
+    )
     texts_b: list[Text] | None = Field(
         None, description="second texts of sentence pairs, one per text"
     )
@@ -99,6 +118,12 @@ class Classification(BaseModel):
 class ClassifyResponse(BaseModel):
     model: str
     results: list[Classification]
+    method: str | None = Field(
+        None, description="on the fly: the method that classified (null for a classifier)"
+    )
+    cached: bool | None = Field(
+        None, description="on the fly: whether the classifier was built by an earlier request"
+    )
 
 
 class TagRequest(Strict):

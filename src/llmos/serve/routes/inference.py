@@ -47,9 +47,23 @@ _unique = itertools.count()
 
 @router.post("/classify", response_model=s.ClassifyResponse)
 async def classify(body: s.ClassifyRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
-    """Labels with probabilities for each text (or text pair)."""
-    require(srv.registry.entry(body.model), "classify")
+    """Labels with probabilities for each text (or text pair): by a classifier, or by one built
+    on the fly from an encoder plus labels and/or examples (:mod:`llmos.serve.fewshot`)."""
     check_texts(srv, body.texts)
+    if body.labels is not None or body.examples is not None:
+        if body.texts_b is not None:
+            raise ApiError(
+                422, "invalid_request", "texts_b (sentence pairs) needs a trained classifier"
+            )
+        results, method, cached = await srv.on_the_fly.classify(
+            request, srv, body.model, body.texts, body.labels, body.examples, body.method
+        )
+        return {"model": body.model, "results": results, "method": method, "cached": cached}
+    if body.method is not None:
+        raise ApiError(
+            422, "invalid_request", "method is for a classifier built from labels or examples"
+        )
+    require(srv.registry.entry(body.model), "classify")
     if body.texts_b is not None:
         check_texts(srv, body.texts_b, "texts_b")
         if len(body.texts_b) != len(body.texts):
