@@ -247,6 +247,10 @@ def test_train_with_a_ranker_reports_it_and_refuses_too_short_histories(
     # four users took three films: one to learn from, one to validate on, one to test on
     assert "ranker: 4 lists; next item on test, hit@10 / NDCG@10: sum " in capsys.readouterr().out
     assert read_recommender(tmp_path / "r").ranker is not None
+    lightgcn = ["--mf-steps", "4", "--mf-model", "lightgcn", "--out", str(tmp_path / "g")]
+    assert main([*argv, "--ranker", *lightgcn]) == 0
+    assert read_recommender(tmp_path / "g").meta["mf"]["model"] == "lightgcn"
+    capsys.readouterr()
     short = tmp_path / "short.inter"
     lines = inter.read_text().splitlines()
     short.write_text(

@@ -198,3 +198,41 @@ def test_mf_and_a_learned_ranker_are_trained_on_held_out_next_items_and_saved(
         train_recommender(items, tmp_path / "s", store_events=events, mf_steps=5, ranker=True)
     with pytest.raises(LlmosError, match="serves through the learned ranker: add --ranker"):
         train_recommender(items, tmp_path / "s", inter=inter, mf_steps=5)
+
+
+def test_lightgcn_serves_its_propagated_item_vectors(tmp_path: Path) -> None:
+    """``mf_model="lightgcn"``: the item vectors saved are the final (propagated) embeddings of
+    the LightGCN that train_lightgcn trains on the same cut with the same seed, and they rank
+    a user's cluster first once folded in."""
+    from llmos.apps.recommend.generators import fit_mf
+    from llmos.apps.recommend.train import in_catalog_order
+    from llmos.data.interactions import split_leave_one_out
+    from llmos.models.mf import fold_in
+    from llmos.train.tasks.bpr import train_lightgcn
+
+    rng = np.random.default_rng(1)
+    items = [Item(f"i{i}", f"Film {i}", "", ("A" if i < 6 else "B",)) for i in range(12)]
+    rows = []
+    for u in range(80):
+        group = range(0, 6) if u % 2 else range(6, 12)
+        for t, i in enumerate(rng.choice(list(group), 5, replace=False)):
+            rows.append((f"u{u}", f"i{i}", 4, t))
+    inter = read_inter(inter_file(tmp_path, rows))
+    out = train_recommender(
+        items, tmp_path / "r", inter=inter, reg=1.0, mf_steps=60, mf_model="lightgcn", ranker=True
+    )
+    ck = read_recommender(out)
+    assert ck.meta["mf"]["model"] == "lightgcn" and ck.weights["mf.items"].shape == (12, 64)
+    ordered = in_catalog_order(items, inter)
+    train, valid, _ = split_leave_one_out(ordered)
+    model, _ = train_lightgcn(train, valid, tmp_path / "lg", steps=60, seed=2020, eval_every=6)
+    with torch.no_grad():
+        want = model.propagate()[1]
+    torch.testing.assert_close(ck.weights["mf.items"], want)
+    vectors, report = fit_mf(ordered, 60, model="lightgcn")
+    torch.testing.assert_close(vectors, want)
+    liked = vectors[torch.tensor([0, 1, 2])]  # three films of cluster A
+    scores = vectors @ fold_in(liked, torch.ones(3), report["fold_in_reg"])
+    assert set(scores.argsort(descending=True)[:6].tolist()) == set(range(6))
+    with pytest.raises(ValueError, match="model must be one of"):
+        fit_mf(ordered, 5, model="als")

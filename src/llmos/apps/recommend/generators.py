@@ -1,5 +1,6 @@
 """The recommender's generators that learn from interactions beside EASE: popularity (time
--decayed), the sequential model (SASRec) and BPR-MF, each fitted on interactions in the
+-decayed), the sequential model (SASRec) and a collaborative model's item vectors (BPR-MF or
+LightGCN), each fitted on interactions in the
 catalog's order (``llmos.apps.recommend.train.in_catalog_order``). SASRec and MF train on
 RecBole's leave-one-out cut, the one the learned ranker (:mod:`llmos.apps.recommend.ranking`)
 learns and is tested on, so neither has seen its held-out items.
@@ -22,12 +23,13 @@ from llmos.checkpoint.recommender import SASREC
 from llmos.data.interactions import Interactions, split_leave_one_out
 from llmos.models.mf import fold_in
 from llmos.train.ranking import full_ranking
-from llmos.train.tasks.bpr import train_bpr
+from llmos.train.tasks.bpr import train_bpr, train_lightgcn
 from llmos.train.tasks.sasrec import train_sasrec
 
 log = logging.getLogger("llmos.apps.recommend")
 DAY = 86400.0
 MF_REGS = (1.0, 3.0, 10.0, 30.0, 100.0)  # fit_mf's fold-in L2 weights, chosen on valid
+MF_MODELS = ("bpr", "lightgcn")
 
 
 def popularity(
@@ -87,23 +89,34 @@ def fit_sequential(
 
 
 def fit_mf(
-    inter: Interactions, steps: int, seed: int = 2020
+    inter: Interactions, steps: int, seed: int = 2020, model: str = "bpr"
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Train a BPR-MF (:func:`~llmos.train.tasks.bpr.train_bpr`, RecBole's defaults) on
-    ``inter`` (in the catalog's order), cut as :func:`fit_sequential` cuts them (each
-    user's last two items by time held out, the second-last validating), the best validated
-    step kept. The app serves its *item* vectors only: a user, known or new, is folded in from
-    their events (:func:`~llmos.models.mf.fold_in`), at the L2 weight of :data:`MF_REGS` that
-    gives the validation users, folded in from their train items, the best NDCG@10.
+    """Train a BPR-MF (:func:`~llmos.train.tasks.bpr.train_bpr`) or, with ``model``
+    ``lightgcn``, a LightGCN (:func:`~llmos.train.tasks.bpr.train_lightgcn`), RecBole's
+    defaults, on ``inter`` (in the catalog's order), cut as :func:`fit_sequential` cuts them
+    (each user's last two items by time held out, the second-last validating), the best
+    validated step kept. The app serves its *item* vectors only (LightGCN's: the final,
+    propagated ones, which its scores are dot products with): a user, known or new, is folded
+    in from their events (:func:`~llmos.models.mf.fold_in`), at the L2 weight of
+    :data:`MF_REGS` that gives the validation users, folded in from their train items, the
+    best NDCG@10. (LightGCN's own user vector is the propagation of the user's items; the
+    fold-in is a least-squares stand-in that needs no graph at serving time.)
 
-    Returns the (items, dim) item vectors and a report: steps, dim, ``fold_in_reg``, and the
-    validation metrics of the trained user vectors and of the folded-in ones."""
+    Returns the (items, dim) item vectors and a report: model, steps, dim, ``fold_in_reg``,
+    and the validation metrics of the trained user vectors and of the folded-in ones."""
+    if model not in MF_MODELS:
+        raise ValueError(f"model must be one of {MF_MODELS}, got {model!r}")
     train, valid, _ = split_leave_one_out(inter)
-    with tempfile.TemporaryDirectory(prefix="bpr-") as run:
-        model, result = train_bpr(
+    trainer = train_bpr if model == "bpr" else train_lightgcn
+    with tempfile.TemporaryDirectory(prefix=f"{model}-") as run:
+        trained, result = trainer(
             train, valid, run, steps=steps, seed=seed, eval_every=max(steps // 10, 1)
         )
-    vectors = model.item.weight.detach().clone()
+    if model == "bpr":
+        vectors = trained.item.weight.detach().clone()
+    else:
+        with torch.no_grad():
+            vectors = trained.propagate()[1].detach().clone()
     seen = train.matrix()
     rows = [seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in range(seen.shape[0])]
 
@@ -122,6 +135,7 @@ def fit_mf(
     by_reg = {r: full_ranking(folded(r), seen, valid.matrix()) for r in MF_REGS}
     best = max(MF_REGS, key=lambda r: by_reg[r]["ndcg@10"])
     report = {
+        "model": model,
         "steps": steps,
         "dim": int(vectors.shape[1]),
         "fold_in_reg": best,

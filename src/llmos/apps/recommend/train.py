@@ -159,6 +159,7 @@ def train_recommender(
     sasrec_run: str | Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
     mf_steps: int = 0,
+    mf_model: str = "bpr",
     ranker: bool = False,
     allow_empty: bool = False,
     meta: dict[str, Any] | None = None,
@@ -169,9 +170,10 @@ def train_recommender(
     metrics measured before) and ``meta``'s fields. With ``sasrec_steps``, a sequential model
     is trained on ``inter`` too (its run in ``sasrec_run``, resumed there if it was cut off,
     else in a temp directory; ``on_step(step, sasrec_steps)`` after each of its steps, what
-    it raises stopping the training and writing nothing); with ``mf_steps``, a BPR-MF whose
-    item vectors serve folded-in users (both :mod:`llmos.apps.recommend.generators`); with
-    ``ranker``, a learned ranker (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
+    it raises stopping the training and writing nothing); with ``mf_steps``, a BPR-MF (or, with
+    ``mf_model`` ``lightgcn``, a LightGCN) whose item vectors serve folded-in users (both
+    :mod:`llmos.apps.recommend.generators`); with ``ranker``, a learned ranker
+    (:func:`~llmos.apps.recommend.ranking.fit_app_ranker`).
 
     Raises:
         LlmosError: ``mf_steps`` without ``ranker`` (the MF model serves through it).
@@ -219,8 +221,8 @@ def train_recommender(
     mf = None
     if mf_steps > 0:
         assert ordered is not None
-        log.info("BPR-MF: %d steps over %d interactions", mf_steps, len(ordered))
-        mf_vectors, mf = fit_mf(ordered, mf_steps)
+        log.info("%s: %d steps over %d interactions", mf_model, mf_steps, len(ordered))
+        mf_vectors, mf = fit_mf(ordered, mf_steps, model=mf_model)
         weights["mf.items"] = mf_vectors
     ranker_config = ranker_report = None
     if ranker:
