@@ -8,13 +8,13 @@ What it runs is ``llmos recommend train --ranker`` 's own step
 (``llmos.apps.recommend.ranking.fit_app_ranker``): each user's interactions in time order, the
 last held out for test and the one before for valid (RecBole's leave-one-out); EASE (reg 400)
 and the 14-day popularity fitted on the rest, with the films' E5 text vectors (``--encoder``),
-with ``--sasrec-steps`` a SASRec (``fit_sequential``) and with ``--mf-steps`` a BPR-MF whose
-users are folded in (``fit_mf``), both trained on the same cut. The ranker learns from each
-user's valid item among their candidates (the sum's best 200, plus MF's best 100 others from
-its FAISS index), and both rankings are measured on the test items through
-``Recommender.recommend`` itself (the user's train and valid films as likes, in time order,
-and masked). Rows: a linear ranker and one with a hidden layer of 8, for each set of
-generators."""
+with ``--sasrec-steps`` a SASRec (``fit_sequential``) and with ``--mf-steps`` a BPR-MF (or,
+``--mf-model lightgcn``, a LightGCN) whose users are folded in (``fit_mf``), both trained on
+the same cut. The ranker learns from each user's valid item among their candidates (the sum's
+best 200, plus MF's best 100 others from its FAISS index), and both rankings are measured on
+the test items through ``Recommender.recommend`` itself (the user's train and valid films as
+likes, in time order, and masked). Rows: a linear ranker and one with a hidden layer of 8, for
+each set of generators."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sasrec-steps", type=int, default=1200)
-    ap.add_argument("--mf-steps", type=int, default=3000, help="BPR-MF steps (0: none)")
+    ap.add_argument("--mf-steps", type=int, default=3000, help="MF model steps (0: none)")
+    ap.add_argument(
+        "--mf-model", default="bpr", choices=("bpr", "lightgcn"), help="what --mf-steps trains"
+    )
     ap.add_argument("--encoder", default="runs/e5-zh", help="'none': no text vectors")
     ap.add_argument("--reg", type=float, default=400.0)
     args = ap.parse_args()
@@ -69,10 +72,11 @@ def main() -> None:
     mf = None
     if args.mf_steps > 0:
         t = time.perf_counter()
-        vectors, report = fit_mf(ordered, args.mf_steps)
+        vectors, report = fit_mf(ordered, args.mf_steps, model=args.mf_model)
         mf = (vectors, report)
         print(
-            f"BPR-MF: {args.mf_steps} steps and the fold-in in {time.perf_counter() - t:.0f} s; "
+            f"{args.mf_model}: {args.mf_steps} steps and the fold-in in "
+            f"{time.perf_counter() - t:.0f} s; "
             f"valid NDCG@10 trained users {report['valid_trained'].get('ndcg@10', 0):.4f}, "
             f"folded in at reg {report['fold_in_reg']:g} {report['valid_folded']['ndcg@10']:.4f}"
         )
@@ -81,13 +85,14 @@ def main() -> None:
         "| NDCG@10 ranker | NDCG gain (SE) | fit s | weights |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
     )
+    mf_name = {"bpr": "MF", "lightgcn": "LightGCN"}[args.mf_model]
     setups = [("EASE", None, None)]
     if mf is not None:
-        setups.append(("EASE + MF", None, mf))
+        setups.append((f"EASE + {mf_name}", None, mf))
     if sequential is not None:
         setups.append(("EASE + SASRec", sequential, None))
     if sequential is not None and mf is not None:
-        setups.append(("EASE + SASRec + MF", sequential, mf))
+        setups.append((f"EASE + SASRec + {mf_name}", sequential, mf))
     for name, seq, factors in setups:
         for hidden in (0, 8):
             t = time.perf_counter()
