@@ -656,6 +656,10 @@ def fuzz_schema() -> schemathesis.BaseSchema:
         "EmbedRequest": ["emb", "cls", "ner", "mlm"],
         "GenerateRequest": ["gpt"],
         "ModelAction": MODELS,
+        # the OpenAI-compatible surface (no instruct model here: chat answers 400 naming model)
+        "ChatCompletionRequest": ["gpt"],
+        "CompletionRequest": ["gpt"],
+        "EmbeddingRequest": ["emb", "mlm"],
     }
     for shape, models in names.items():
         shapes[shape]["properties"]["model"]["enum"] = models

@@ -453,6 +453,14 @@ class EncoderPipeline(Pipeline):
             self._confusion = read_confusion(folder).candidates if folder.is_dir() else False
         return self._confusion or None
 
+    def count_tokens(self, texts: list[str], kind: str | None = None) -> list[int]:
+        """How many tokens :meth:`embed` reads of each text (its ``kind`` prefix and the special
+        tokens included, after truncation to ``max_length``)."""
+        own = self.spec if isinstance(self.spec, Embedding) else Embedding()
+        prefixed = with_prefix(own, texts, kind)
+        ids, _, _ = encode_texts(self.tokenizer, prefixed, None, self.checkpoint.max_length)
+        return [len(row) for row in ids]
+
     def embed(
         self,
         texts: list[str] | str,

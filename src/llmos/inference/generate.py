@@ -115,6 +115,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     cum = sorted_logits.softmax(-1).cumsum(-1)
     drop_sorted = cum - sorted_logits.softmax(-1) >= p  # mass before this token already >= p
+    # The most likely token stays whatever p is: a p below float32's smallest number (5e-324)
+    # compares as 0, which would otherwise drop every token (a NaN distribution).
+    drop_sorted[..., 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 

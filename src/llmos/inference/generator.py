@@ -13,7 +13,8 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +33,24 @@ log = logging.getLogger("llmos.inference")
 MAX_ADAPTERS = 64  # adapters kept beside one base model (a rank-8 GPT-zh adapter is ~0.2 MB)
 
 Adapters = str | list[str | None] | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated sequence and what it cost.
+
+    Attributes:
+        text: as :meth:`GeneratorPipeline.generate` returns it.
+        prompt_tokens: tokens the model read (the prompt after its template and truncation).
+        completion_tokens: tokens generated, an end-of-text token included.
+        finish_reason: ``"length"`` when ``max_new_tokens`` ended it, else ``"stop"`` (the
+            end-of-text token or a stop string).
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
 
 
 class GeneratorPipeline(Pipeline):
@@ -150,6 +169,17 @@ class GeneratorPipeline(Pipeline):
         """
         single = isinstance(prompts, str)
         items = [prompts] if single else list(prompts)
+        done = self.complete(items, raw=raw, adapter=adapter, **options)
+        grouped = [[c.text for c in group] if len(group) > 1 else group[0].text for group in done]
+        return grouped[0] if single else grouped
+
+    def complete(
+        self, prompts: list[str], *, raw: bool = False, adapter: Adapters = None, **options: Any
+    ) -> list[list[Completion]]:
+        """:meth:`generate` with token counts and why each sequence ended: per prompt, its
+        ``num_return_sequences`` :class:`Completion` records (the OpenAI-compatible API's
+        ``usage`` and ``finish_reason``)."""
+        items = list(prompts)
         if not items:
             raise LlmosError("no prompts given")
         cfg = GenerationConfig(**options)
@@ -168,23 +198,27 @@ class GeneratorPipeline(Pipeline):
             streams[row].push(tokens[-1])
             return streams[row].stopped
 
+        eos = self._ids.get("eos")
         with lora.use(self.model, adapter):
             rows = generate_ids(
                 self.model,
                 ids,
                 cfg,
-                eos_id=self._ids.get("eos"),
+                eos_id=eos,
                 pad_id=self._pad_id(),
                 stop=stop if hooked else None,
             )
         if hooked:  # the streams have already decoded every row, token by token
             for text in streams:
                 text.finish()
-            texts = [text.text for text in streams]
         else:
-            texts = [self._finish_text(r, cfg.stop) for r in rows]
-        grouped = [texts[i * n : (i + 1) * n] for i in range(len(items))] if n > 1 else texts
-        return grouped[0] if single else grouped
+            streams = [self._finish(r, cfg.stop) for r in rows]
+        out = []
+        for r, (row, text) in enumerate(zip(rows, streams, strict=True)):
+            ended = text.stopped or (eos is not None and bool(row) and row[-1] == eos)
+            reason = "length" if not ended and len(row) >= cfg.max_new_tokens else "stop"
+            out.append(Completion(text.text, len(ids[r // n]), len(row), reason))
+        return [out[i * n : (i + 1) * n] for i in range(len(items))]
 
     def stream(
         self, prompt: str, *, raw: bool = False, adapter: str | None = None, **options: Any
@@ -193,6 +227,13 @@ class GeneratorPipeline(Pipeline):
         UTF-8 character, never part of a stop string. Joined, the pieces equal
         :meth:`generate`'s result with the same options (greedy/sampling, one sequence).
         The adapter applies while the stream is consumed: consume it before another call."""
+        yield from self.stream_completion(prompt, raw=raw, adapter=adapter, **options)
+
+    def stream_completion(
+        self, prompt: str, *, raw: bool = False, adapter: str | None = None, **options: Any
+    ) -> Generator[str, None, Completion]:
+        """:meth:`stream`, whose generator returns (``StopIteration.value``) the
+        :class:`Completion` of the whole stream: the same record :meth:`complete` gives."""
         cfg = GenerationConfig(**options)
         self._check_adapters(adapter, 1)
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
@@ -202,19 +243,26 @@ class GeneratorPipeline(Pipeline):
         ids = self._prompt_ids([prompt], raw, cfg.max_new_tokens)
         text = TextStream(self.tokenizer, cfg.stop, self._token_bytes)
         eos = self._ids.get("eos")
+        steps, reason = 0, "stop"
         with lora.use(self.model, adapter):
             for step in decode_steps(self.model, ids, cfg, eos_id=eos, pad_id=self._pad_id()):
                 token = step[0]
-                if token < 0 or token == eos:
+                if token < 0:
+                    break
+                steps += 1  # the end-of-text token counts, as in complete()
+                if token == eos:
                     break
                 piece = text.push(token)
                 if piece:
                     yield piece
                 if text.stopped:
-                    return
+                    return Completion(text.text, len(ids[0]), steps, "stop")
+            else:
+                reason = "length" if steps >= cfg.max_new_tokens else "stop"
         rest = text.finish()
         if rest:
             yield rest
+        return Completion(text.text, len(ids[0]), steps, reason)
 
     @functools.cached_property
     def _token_bytes(self) -> list[bytes] | None:
@@ -227,10 +275,16 @@ class GeneratorPipeline(Pipeline):
     def _finish_text(self, tokens: list[int], stop: tuple[str, ...]) -> str:
         """Clean text of generated ids: special tokens dropped, cut before the first stop
         string, an incomplete last character dropped."""
+        return self._finish(tokens, stop).text
+
+    def _finish(self, tokens: list[int], stop: tuple[str, ...]) -> TextStream:
+        """Generated ids decoded: ``.text`` is clean text (special tokens dropped, cut before
+        the first stop string, an incomplete last character dropped); ``.stopped`` says
+        whether a stop string cut it."""
         text = TextStream(self.tokenizer, stop, self._token_bytes)
         for t in tokens:
             text.push(t)
             if text.stopped:
                 break
         text.finish()
-        return text.text
+        return text

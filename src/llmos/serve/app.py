@@ -57,7 +57,7 @@ from llmos.serve.deps import ApiError, KeyCache, RateLimiter, Server
 from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu, served_encoders
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
-from llmos.serve.routes import inference, jobs, models, users
+from llmos.serve.routes import inference, jobs, models, openai, users
 from llmos.serve.schemas import ErrorBody
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
@@ -72,7 +72,19 @@ DOCS_ASSETS = "/docs-assets"
 JOBS_GRACE_S = 10.0  # how long shutdown waits for a running recommender job
 
 
-def error(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error(
+    status: int,
+    type: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
+    param: str | None = None,
+) -> Response:
+    """The error answer: ``{"error": {"type", "message"}}``, or OpenAI's envelope for a
+    request to the OpenAI-compatible routes (``path`` under their prefix)."""
+    if openai.is_openai(path):
+        return openai.error_response(status, type, message, headers, param)
     return JSONResponse(
         {"error": {"type": type, "message": message}}, status_code=status, headers=headers
     )
@@ -143,18 +155,21 @@ class Guard:
     def _message(self) -> str:
         return f"the request body is larger than this server's limit of {self.limit} bytes"
 
-    def _refuse(self) -> Response:
+    def _refuse(self, path: str) -> Response:
         self.metrics.rejected.labels("too_large").inc()
-        return error(413, "too_large", self._message())
+        return error(413, "too_large", self._message(), path=path)
 
     def _too_large(self, scope: Scope) -> Response | None:
+        path = scope.get("path", "")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     if int(value) > self.limit:
-                        return self._refuse()
+                        return self._refuse(path)
                 except ValueError:
-                    return error(400, "invalid_request", "Content-Length is not a number")
+                    return error(
+                        400, "invalid_request", "Content-Length is not a number", path=path
+                    )
         return None
 
 
@@ -188,12 +203,16 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> Response:
-        return error(exc.status, exc.type, exc.message, exc.headers)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        path = request.url.path
+        return error(exc.status, exc.type, exc.message, exc.headers, path=path, param=exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        return error(422, "invalid_request", _validation_message(exc))
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        param = _where(tuple(errors[0].get("loc", ()))) if errors else None
+        message = _validation_message(exc)
+        return error(422, "invalid_request", message, path=request.url.path, param=param)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -217,34 +236,38 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
             kinds.get(exc.status_code, "http_error"),
             message,
             dict(exc.headers) if exc.headers else None,
+            path=request.url.path,
         )
 
     @app.exception_handler(UnknownModel)
-    async def unknown(_: Request, exc: UnknownModel) -> Response:
-        return error(404, "unknown_model", str(exc))
+    async def unknown(request: Request, exc: UnknownModel) -> Response:
+        return error(404, "unknown_model", str(exc), path=request.url.path, param="model")
 
     @app.exception_handler(QueueFull)
-    async def full(_: Request, exc: QueueFull) -> Response:
+    async def full(request: Request, exc: QueueFull) -> Response:
         metrics.rejected.labels("queue_full").inc()
-        return error(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after)})
+        retry = {"Retry-After": str(exc.retry_after)}
+        return error(429, "queue_full", str(exc), retry, path=request.url.path)
 
     @app.exception_handler(DeadlineExceeded)
-    async def late(_: Request, exc: DeadlineExceeded) -> Response:
+    async def late(request: Request, exc: DeadlineExceeded) -> Response:
         metrics.rejected.labels("deadline").inc()
-        return error(504, "deadline_exceeded", str(exc))
+        return error(504, "deadline_exceeded", str(exc), path=request.url.path)
 
     @app.exception_handler(BatcherClosed)
-    async def closed(_: Request, exc: BatcherClosed) -> Response:
-        return error(503, "model_unloaded", f"{exc}; send the request again", {"Retry-After": "1"})
+    async def closed(request: Request, exc: BatcherClosed) -> Response:
+        message, retry = f"{exc}; send the request again", {"Retry-After": "1"}
+        return error(503, "model_unloaded", message, retry, path=request.url.path)
 
     @app.exception_handler(LlmosError)
-    async def bad_input(_: Request, exc: LlmosError) -> Response:
-        return error(422, "invalid_request", str(exc))
+    async def bad_input(request: Request, exc: LlmosError) -> Response:
+        return error(422, "invalid_request", str(exc), path=request.url.path)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
-        return error(500, "internal_error", f"internal error ({type(exc).__name__}); see the log")
+        message = f"internal error ({type(exc).__name__}); see the log"
+        return error(500, "internal_error", message, path=request.url.path)
 
 
 def _install_docs(app: FastAPI) -> None:
@@ -437,6 +460,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     _install_docs(app)
     for module in (models, inference, users, jobs, support_routes, recommend_routes, write_routes):
         app.include_router(module.router)
+    app.include_router(openai.router)  # the OpenAI-compatible surface (docs/openai.md)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -35,13 +35,20 @@ if TYPE_CHECKING:
 
 
 class ApiError(Exception):
-    """An HTTP error answered as ``{"error": {"type", "message"}}``."""
+    """An HTTP error answered as ``{"error": {"type", "message"}}`` (on the OpenAI-compatible
+    routes, OpenAI's envelope, where ``param`` names the request field at fault)."""
 
     def __init__(
-        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.type, self.message, self.headers = status, type, message, headers
+        self.param = param
 
 
 class RateLimiter:

@@ -12,9 +12,9 @@ in queue order) and returns one result per payload, in the model's own thread.
     EmbedOp         TextBatch      [[float, ...], ...]
     AnalyzeOp       TextBatch      [({head: result}, [float, ...]), ...] (a multitask model)
     FillMaskOp      str (text)     the pipeline's fill-mask answer
-    GenerateOp      str | Prompt   the generated text
+    GenerateOp      str | Prompt   the generated text (a Prompt with ``details``: Completions)
     SearchOp        Query          [{"id", "score", "text"}, ...]
-    StreamOp        StreamJob      the whole streamed text (pieces go out through the job)
+    StreamOp        StreamJob      the whole stream's Completion (pieces go out through the job)
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.store.vectors import DocumentIndex
+
+if TYPE_CHECKING:
+    from llmos.inference.generator import Completion
 
 # The batch size a pipeline call gets: at least this, or the whole batch's texts at once.
 MIN_BATCH_SIZE = 32
@@ -47,10 +50,13 @@ class Operation(Protocol):
 
 @dataclass(frozen=True)
 class TextBatch:
-    """The texts of one request (and, for sentence pairs, their second texts)."""
+    """The texts of one request (and, for sentence pairs, their second texts). ``details``
+    (EmbedOp): the result is ``(vectors, tokens read per text)``, for the OpenAI-compatible
+    API's usage."""
 
     texts: list[str]
     texts_b: list[str] | None = None
+    details: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,14 @@ class AdapterRef:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt that decodes with a user's adapter (a plain ``str`` payload uses the base)."""
+    """A prompt that decodes with a user's adapter (a plain ``str`` payload uses the base);
+    with ``details``, its result is the list of its :class:`Completion` records (token counts
+    and finish reasons, for the OpenAI-compatible API) instead of text. Both kinds of payload
+    share a batch when their options are equal."""
 
     text: str
     adapter: AdapterRef | None = None
+    details: bool = False
 
 
 def _with_adapters(pipe: Any, refs: list[AdapterRef | None]) -> list[str | None] | None:
@@ -175,7 +185,11 @@ class EmbedOp:
             kind=self.kind,
             batch_size=max(MIN_BATCH_SIZE, len(texts)),
         )
-        return _split(vectors.tolist(), sizes)
+        out = _split(vectors.tolist(), sizes)
+        for i, p in enumerate(payloads):
+            if p.details:
+                out[i] = (out[i], runtime.pipe.count_tokens(p.texts, self.kind))
+        return out
 
 
 @dataclass(frozen=True)
@@ -228,7 +242,14 @@ class GenerateOp:
         keys = _with_adapters(runtime.pipe, refs)
         # Prompts with different adapters share the batch: each row gets its own update.
         adapter = {} if keys is None else {"adapter": keys}
-        return list(runtime.pipe.generate(texts, raw=self.raw, **adapter, **self.kwargs))
+        done = runtime.pipe.complete(texts, raw=self.raw, **adapter, **self.kwargs)
+        out: list[Any] = []
+        for p, group in zip(payloads, done, strict=True):
+            if isinstance(p, Prompt) and p.details:
+                out.append(group)
+            else:  # as GeneratorPipeline.generate answers: n > 1 sequences as a list
+                out.append([c.text for c in group] if len(group) > 1 else group[0].text)
+        return out
 
 
 @dataclass(frozen=True)
@@ -269,24 +290,29 @@ class StreamOp:
     """Stream one generation piece by piece. Compared by identity (``eq=False``): each stream
     is its own batch, as a stream decodes one sequence."""
 
-    def run(self, runtime: Runtime, payloads: list[StreamJob]) -> list[str]:
+    def run(self, runtime: Runtime, payloads: list[StreamJob]) -> list[Completion | None]:
         (job,) = payloads
-        pieces: list[str] = []
-        outcome = "error"
+        outcome, done = "error", None
         try:
             keys = _with_adapters(runtime.pipe, [job.adapter])
             adapter = {"adapter": keys[0]} if keys else {}
-            for piece in runtime.pipe.stream(job.prompt, raw=job.raw, **adapter, **job.options):
+            pieces = runtime.pipe.stream_completion(
+                job.prompt, raw=job.raw, **adapter, **job.options
+            )
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration as end:  # the generator returns the whole Completion
+                    outcome, done = "done", end.value
+                    break
                 if job.cancelled.is_set():  # the client went away: stop decoding
+                    pieces.close()
                     outcome = "client_closed"
                     break
-                pieces.append(piece)
                 job.emit(piece)
-            else:
-                outcome = "done"
         finally:
             job.ended(outcome)
-        return ["".join(pieces)]
+        return [done]
 
 
 def run_batch(runtime: Runtime, op: Operation, payloads: list[Any]) -> list[Any]:

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from llmos.errors import LlmosError
 from llmos.inference.generate import GenerationConfig
+from llmos.inference.generator import Completion
 from llmos.serve import schemas as s
 from llmos.serve.deps import (
     ApiError,
@@ -205,12 +206,41 @@ async def stream_generation(
     """Server-sent events of one generation: ``data: {"text": piece}`` per decoded piece,
     then ``event: done`` with the model, the whole text and ``done``'s fields (or ``event:
     error``). Decoding stops when the client goes away."""
+    pieces = await start_stream(request, srv, model, prompt, options, raw=raw, adapter=adapter)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for piece in pieces:
+                if isinstance(piece, str):
+                    yield _sse({"text": piece})
+                else:
+                    yield _sse({"model": model, "text": piece.text, **(done or {})}, "done")
+        except Exception as e:  # headers are sent: the error travels as an event
+            yield _sse({"type": type(e).__name__, "message": str(e)}, "error")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def start_stream(
+    request: Request,
+    srv: Server,
+    model: str,
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    raw: bool = False,
+    adapter: AdapterRef | None = None,
+) -> AsyncIterator[str | Completion]:
+    """Queue one streamed generation now (so that a full queue or an unknown model is answered
+    before any byte is sent) and return its pieces: each decoded piece as a ``str``, then the
+    whole stream's :class:`~llmos.inference.generator.Completion`; a failure is raised while
+    iterating. Decoding stops when the iteration does (the client went away)."""
     loaded = await srv.registry.get(model)
     loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     def emit(piece: str) -> None:  # called in the model's thread
-        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     job = StreamJob(
         prompt=prompt,
@@ -221,23 +251,21 @@ async def stream_generation(
         adapter=adapter,
     )
     future = loaded.batcher.submit(StreamOp(), job, 1, deadline(request, srv))
-    future.add_done_callback(lambda _: pieces.put_nowait(None))
+    future.add_done_callback(lambda _: queue.put_nowait(None))
 
-    async def events() -> AsyncIterator[str]:
+    async def pieces() -> AsyncIterator[str | Completion]:
         try:
             while True:
-                piece = await pieces.get()
+                piece = await queue.get()
                 if piece is None:
                     break
-                yield _sse({"text": piece})
+                yield piece
             result = future.result()
             if isinstance(result, BaseException):
                 raise result
-            yield _sse({"model": model, "text": result, **(done or {})}, "done")
-        except Exception as e:  # headers are sent: the error travels as an event
-            yield _sse({"type": type(e).__name__, "message": str(e)}, "error")
+            yield result
         finally:  # the client went away (or the stream ended): stop decoding
             job.cancelled.set()
             future.cancel()
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return pieces()
