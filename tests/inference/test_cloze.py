@@ -184,3 +184,29 @@ def test_bare_word_start_pieces_around_the_mask_are_dropped() -> None:
         vocab["好"],
         None,
     ]
+
+
+def test_fill_mask_reads_mask_as_the_tokenizers_own_without_bare_pieces(tmp_path) -> None:
+    tok = sentencepiece_like()
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        max_position=16,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        pad_token_id=1,
+        heads="mlm",
+        pooler=False,
+    )
+    model = BertForPreTraining(cfg)
+    pipe = llmos.load(save_checkpoint(tmp_path / "sp", model, cfg, tok, Embedding()))
+    got = pipe.fill_mask("很[MASK]。", top_k=2)  # [MASK] stands for this tokenizer's <mask>
+    v = tok.get_vocab()
+    ids = [v["<s>"], v["▁"], v["很"], v["<mask>"], v["。"], v["</s>"]]  # no ▁ after the mask
+    with torch.no_grad():
+        out = pipe.model(torch.tensor([ids]), mlm_positions=torch.tensor([3]))
+    top = out.mlm_logits[0].softmax(-1).topk(2)
+    assert [r["token_id"] for r in got] == top.indices.tolist()
+    assert np.allclose([r["score"] for r in got], top.values.tolist(), atol=1e-6)

@@ -73,6 +73,16 @@ def word_piece(tokenizer: Tokenizer, word: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
+def drop_blanks(ids: list[int], mask_id: int, blank: int | None) -> list[int]:
+    """``ids`` without a bare ``▁`` piece right before or after a mask token (module
+    docstring); unchanged for a tokenizer without such a piece (WordPiece)."""
+    if blank is None:
+        return ids
+    masks = {i for i, t in enumerate(ids) if t == mask_id}
+    near = {i + d for i in masks for d in (-1, 1)}
+    return [t for i, t in enumerate(ids) if not (i in near and t == blank)]
+
+
 def encode_cloze(
     tokenizer: Tokenizer, texts: Sequence[str], mask_id: int, max_length: int
 ) -> tuple[list[np.ndarray], list[int], int]:
@@ -90,7 +100,7 @@ def encode_cloze(
     blank = tokenizer.token_to_id(BLANK_PIECE)
     inputs, positions, cut = [], [], 0
     for text, enc in zip(texts, tokenizer.encode_batch(list(texts)), strict=True):
-        ids = list(enc.ids)
+        ids = drop_blanks(list(enc.ids), mask_id, blank)
         where = [i for i, t in enumerate(ids) if t == mask_id]
         if len(where) != 1:
             raise LlmosError(
@@ -98,11 +108,6 @@ def encode_cloze(
                 f"{len(where)} (does the text itself hold one?)"
             )
         at = where[0]
-        if blank is not None and at + 1 < len(ids) and ids[at + 1] == blank:
-            del ids[at + 1]
-        if blank is not None and at > 0 and ids[at - 1] == blank:
-            del ids[at - 1]
-            at -= 1
         if len(ids) > max_length:
             cut += 1
             body, p, keep = ids[1:-1], at - 1, max_length - 2

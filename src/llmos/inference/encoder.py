@@ -273,7 +273,9 @@ class EncoderPipeline(Pipeline):
     def fill_mask(
         self, text: str, top_k: int = 5
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Predict the tokens hidden behind ``[MASK]``.
+        """Predict the tokens hidden behind ``[MASK]`` (``[MASK]`` stands for the tokenizer's
+        own mask token, ``<mask>`` for multilingual-e5; a SentencePiece tokenizer's bare
+        ``▁`` pieces around it are dropped, as in :mod:`llmos.inference.cloze`).
 
         Returns:
             For one mask, ``[{"token", "token_id", "score", "sequence"}, ...]`` best first; for
@@ -282,7 +284,9 @@ class EncoderPipeline(Pipeline):
         mask_id = self._require_mlm_head()
         if top_k < 1:
             raise LlmosError(f"top_k must be >= 1, got {top_k}")
-        ids = self._encode(text)
+        text = text.replace(cloze.MASK_SLOT, self.tokenizer.id_to_token(mask_id))
+        blank = self.tokenizer.token_to_id(cloze.BLANK_PIECE)
+        ids = cloze.drop_blanks(self._encode(text), mask_id, blank)
         where = [i for i, t in enumerate(ids) if t == mask_id]
         if not where:
             raise LlmosError(f"no [MASK] token in the input {text!r}")
