@@ -226,6 +226,13 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": QUESTION}]}
             "last message",
         ),
         ({**CHAT, "messages": []}, openai.BadRequestError, "messages", None, "at least 1"),
+        (
+            {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]},
+            openai.BadRequestError,
+            "messages",
+            None,
+            "characters",
+        ),
     ],
 )
 def test_chat_errors_take_openais_envelope(

@@ -210,6 +210,7 @@ def check_texts(srv: Server, texts: list[str], name: str = "texts") -> None:
             422,
             "invalid_request",
             f"{name} has {len(texts)} items; this server takes at most {s.max_texts} per request",
+            param=name,
         )
     for i, t in enumerate(texts):
         if len(t) > s.max_chars:
@@ -217,6 +218,7 @@ def check_texts(srv: Server, texts: list[str], name: str = "texts") -> None:
                 422,
                 "invalid_request",
                 f"{name}[{i}] is {len(t)} characters; this server takes at most {s.max_chars}",
+                param=name,
             )
 
 
