@@ -50,8 +50,12 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 52
-    assert ("calibrate",) in COMMANDS and ("recommend", "retrain") in COMMANDS
+    assert len(COMMANDS) == 53
+    assert (
+        ("calibrate",) in COMMANDS
+        and ("setfit",) in COMMANDS
+        and ("recommend", "retrain") in COMMANDS
+    )
     assert ("compress", "prune") in COMMANDS and ("users", "revoke") in COMMANDS
     assert ("support", "kb", "search") in COMMANDS and ("support", "kb", "pairs") in COMMANDS
     assert ("recommend", "train") in COMMANDS and ("recommend", "search") in COMMANDS

@@ -17,7 +17,7 @@ from llmos.cli.flags import Subcommands
 
 def add_setfit(sub: Subcommands) -> None:
     """``llmos setfit``."""
-    from llmos.train.setfit import SetFitConfig
+    from llmos.config.setfit import SetFitConfig
 
     d = SetFitConfig()
     sf = sub.add_parser(
@@ -65,9 +65,10 @@ def add_setfit(sub: Subcommands) -> None:
 
 
 def _setfit(args: argparse.Namespace) -> int:
+    from llmos.config.setfit import SetFitConfig
     from llmos.errors import ConfigError
     from llmos.recipes.classify_zero import read_examples
-    from llmos.train.setfit import SetFitConfig, train_setfit
+    from llmos.train.setfit import train_setfit
 
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir (where the cut-off run kept its steps)")
