@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from llmos.inference.generator import Completion
 from llmos.serve.operations import (
     ClassifyOp,
     EmbedOp,
     FillMaskOp,
     GenerateOp,
+    Prompt,
     Query,
     Runtime,
     SearchOp,
@@ -48,12 +50,13 @@ class FakePipe:
         self.calls.append(("fill_mask", text, {"top_k": top_k}))
         return text * top_k
 
-    def generate(self, prompts: list[str], raw: bool, **options: Any) -> list[str]:
-        self.calls.append(("generate", prompts, {"raw": raw, **options}))
-        return [p.upper() for p in prompts]
+    def complete(self, prompts: list[str], raw: bool, **options: Any) -> list[list[Completion]]:
+        self.calls.append(("complete", prompts, {"raw": raw, **options}))
+        return [[Completion(p.upper(), len(p), len(p), "stop")] for p in prompts]
 
-    def stream(self, prompt: str, raw: bool, **options: Any) -> Any:
+    def stream_completion(self, prompt: str, raw: bool, **options: Any) -> Any:
         yield from prompt
+        return Completion(prompt, 1, len(prompt), "stop")
 
 
 def test_equal_options_are_equal_keys_and_different_options_are_not() -> None:
@@ -109,8 +112,10 @@ def test_a_batch_is_one_call_and_each_request_gets_its_slice() -> None:
     op = GenerateOp.of({"max_new_tokens": 4, "stop": ["x"]}, raw=True)
     assert op.run(rt, ["ab", "c"]) == ["AB", "C"]
     assert pipe.calls == [
-        ("generate", ["ab", "c"], {"raw": True, "max_new_tokens": 4, "stop": ("x",)})
+        ("complete", ["ab", "c"], {"raw": True, "max_new_tokens": 4, "stop": ("x",)})
     ]
+    detailed = op.run(rt, [Prompt("ab", details=True), "c"])  # the OpenAI surface's records
+    assert detailed == [[Completion("AB", 2, 2, "stop")], "C"]
 
 
 def test_search_embeds_the_queries_once_and_cuts_each_to_its_k() -> None:
@@ -129,7 +134,7 @@ def test_a_stream_emits_its_pieces_and_stops_when_cancelled() -> None:
     pieces: list[str] = []
     outcomes: list[str] = []
     job = StreamJob("abc", False, {}, pieces.append, outcomes.append)
-    assert StreamOp().run(Runtime(FakePipe()), [job]) == ["abc"]
+    assert StreamOp().run(Runtime(FakePipe()), [job]) == [Completion("abc", 1, 3, "stop")]
     assert pieces == ["a", "b", "c"] and outcomes == ["done"]
 
     cancelled = threading.Event()
@@ -140,7 +145,7 @@ def test_a_stream_emits_its_pieces_and_stops_when_cancelled() -> None:
         cancelled.set()  # the client hangs up after the first piece
 
     job = StreamJob("abc", False, {}, emit, outcomes.append, cancelled)
-    assert StreamOp().run(Runtime(FakePipe()), [job]) == ["a"]
+    assert StreamOp().run(Runtime(FakePipe()), [job]) == [None]  # no whole stream to report
     assert pieces == ["a"] and outcomes[-1] == "client_closed"
 
 

@@ -723,9 +723,15 @@ def test_no_route_addresses_another_user(live: Live) -> None:
     # another user's is a 404). ``/v1/jobs/{job_id}`` is a job among the caller's own
     # (tests/serve/test_jobs_http.py: another user's is a 404).
     params = {p for path in paths for p in re.findall(r"\{(\w+)\}", path)}
+    # A ``model`` (/openai/v1/models/{model}) is a served model's name, shared by everyone.
     allowed = {"name", "entry_id", "conversation_id", "ticket_id", "item", "job_id", "term"}
+    allowed |= {"model"}
     assert params <= allowed | {"doc_id"}, params
-    assert all(path.startswith(("/v1/apps/", "/v1/jobs/{job_id}")) for path in paths if "{" in path)
+    assert all(
+        path.startswith(("/v1/apps/", "/v1/jobs/{job_id}", "/openai/v1/models/{model}"))
+        for path in paths
+        if "{" in path
+    )
     assert all(p.startswith("/v1/apps/recommend/") for p in paths if "{item}" in p)
     admin_routes = [
         (method.upper(), path)
