@@ -203,8 +203,14 @@ class Runner:
         ctx = self.running.get(job_id)
         if ctx is None:
             return
+        # Queued again first, then told to stop: the other order let a job that checks often
+        # see the stop, end as cancelled and be finished as such before the requeue (seen on
+        # PostgreSQL under load). Its own finish then finds it queued and writes nothing.
+        requeued = self.jobs.requeue(
+            job_id, ctx.attempt, f"worker {self.name} stopped; queued again"
+        )
         ctx._cancel.set()  # the job stops at its next check, if the process lives that long
-        if self.jobs.requeue(job_id, ctx.attempt, f"worker {self.name} stopped; queued again"):
+        if requeued:
             enqueue(self.huey, self.task, job_id)
             log.info("job %d: queued again (worker stopping)", job_id)
 
