@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inference.test_zeroshot import tiny_e5
 from sklearn.linear_model import LogisticRegression
 
 import llmos
 from llmos.checkpoint.io import read_checkpoint, read_weights, save_checkpoint
-from llmos.checkpoint.task import Classification, Embedding
+from llmos.checkpoint.task import Classification
 from llmos.cli import main
-from llmos.config.model import BertConfig, GPTConfig
 from llmos.errors import ConfigError, DataError
-from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
-from llmos.models.gpt import GPT
+from llmos.models.bert import BertForSequenceClassification
 from llmos.text.tokenizer import load_tokenizer
 from llmos.train.setfit import PairBatches, SetFitConfig, linear_weights, train_setfit
 
@@ -36,19 +35,14 @@ FAST = SetFitConfig(steps=4, labels_per_batch=3, per_label=3, lr=1e-3, progress=
 @pytest.fixture(scope="module")
 def ckpts(tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("setfit")
+    found = tiny_e5(tiny_tokenizer, out)  # a random-init encoder with E5's prefixes, and a GPT
+    cfg = read_checkpoint(found["e5"]).config
+    clf = BertForSequenceClassification(cfg, 2, pooling="mean")
     tok = load_tokenizer(tiny_tokenizer)
-    torch.manual_seed(0)
-    sizes = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
-    bert = BertConfig(vocab_size=tok.get_vocab_size(), max_position=64, **sizes)
-    gpt = GPTConfig(vocab_size=tok.get_vocab_size(), max_position=64, **sizes)
-    spec = Embedding(query_prefix="query: ", passage_prefix="passage: ")
-    e5 = save_checkpoint(out / "e5", BertForPreTraining(bert), bert, tok, spec)
-    clf = BertForSequenceClassification(bert, 2, pooling="mean")
     return {
-        "e5": e5,
-        "gpt": save_checkpoint(out / "gpt", GPT(gpt), gpt, tok),
-        "classifier": save_checkpoint(out / "clf", clf, bert, tok, Classification(("a", "b"))),
-        "trained": train_setfit(e5, EXAMPLES, out / "trained", FAST).checkpoint,
+        **found,
+        "classifier": save_checkpoint(out / "clf", clf, cfg, tok, Classification(("a", "b"))),
+        "trained": train_setfit(found["e5"], EXAMPLES, out / "trained", FAST).checkpoint,
     }
 
 
