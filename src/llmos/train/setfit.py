@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,6 @@ def train_setfit(
     ``run_dir`` keeps the loop's step checkpoints and metrics (default: a temporary directory
     removed at the end; give one to ``resume`` an interrupted run).
     """
-    import time
-
     cfg = cfg or SetFitConfig()
     examples = check_examples(examples)
     t0 = time.perf_counter()
@@ -216,7 +215,7 @@ def train_setfit(
         save_every=max(cfg.steps // 4, 1),
         log_every=max(cfg.steps // 10, 1),
         seed=cfg.seed,
-        device="cpu",
+        device="auto",  # a GPU when there is one
         precision="fp32",
         num_threads=cfg.num_threads,
         progress=cfg.progress,
@@ -234,7 +233,6 @@ def train_setfit(
             title="SetFit contrastive stage",
         )
     model.eval()
-    model.bert.train(False)
     types = [np.zeros_like(i) for i in full_ids]
     vectors = embed_ids(model.bert, full_ids, types, pad_id, "mean", False)
     scale = float(np.linalg.norm(vectors, axis=1).mean())
