@@ -7,12 +7,14 @@ import os
 import random
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import NullPool, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,9 +54,18 @@ def fresh_postgres_database() -> Iterator[str]:
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as c:
-            # FORCE: a test that failed before closing its store still holds connections.
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # FORCE: a test that failed before closing its store still holds connections. An
+        # autovacuum worker on the database cannot be terminated by a plain role (CI saw
+        # InsufficientPrivilege once): it ends in moments, so the drop is tried again.
+        for attempt in range(20):
+            try:
+                with admin.connect() as c:
+                    c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except DBAPIError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -60,6 +60,21 @@ def test_a_changed_example_builds_another_classifier(live: Live) -> None:
         assert c.post("/v1/classify", json=body).json()["cached"] is True
 
 
+def test_label_texts_are_read_stripped(live: Live, models_dir: Path) -> None:
+    """Examples and descriptions with surrounding spaces (or only spaces) are read as
+    ZeroShotClassifier reads them: stripped (found by the schema fuzzing: a 500 before)."""
+    examples = {"city": ["  去年老师参观城市。\u2028"], "study": ["今天我们学习经济。 "]}
+    want = ZeroShotClassifier(llmos.load(models_dir / "emb"), {}, examples, method="logreg")
+    body = {"model": "emb", "texts": TEXTS, "examples": examples, "method": "logreg"}
+    with live.client(live.alice) as c:
+        r = c.post("/v1/classify", json=body)
+        assert r.status_code == 200, r.text
+        scores_equal(r.json()["results"], want.classify(TEXTS))
+        blank = {**body, "examples": {"city": ["  "], "study": ["学习"]}}
+        r = c.post("/v1/classify", json=blank)
+        assert r.status_code == 422 and "empty text" in r.text
+
+
 def test_a_trained_classifier_answers_as_before(live: Live) -> None:
     with live.client(live.alice) as c:
         r = c.post("/v1/classify", json={"model": "cls", "texts": TEXTS})

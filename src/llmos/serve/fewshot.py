@@ -136,14 +136,16 @@ class OnTheFly:
         examples: dict[str, Sequence[str]],
         method: str | None,
     ) -> ZeroShotClassifier:
+        # Stripped, as ZeroShotClassifier reads them (an empty one is its 422 to give).
         by_kind = {
-            "query": list(dict.fromkeys(t for v in examples.values() for t in v)),
+            "query": list(dict.fromkeys(t.strip() for v in examples.values() for t in v)),
             "passage": list(
                 dict.fromkeys(
-                    t for v in labels.values() for t in ([v] if isinstance(v, str) else v)
+                    t.strip() for v in labels.values() for t in ([v] if isinstance(v, str) else v)
                 )
             ),
         }
+        by_kind = {kind: [t for t in texts if t] for kind, texts in by_kind.items()}
         vectors: dict[tuple[str, str], np.ndarray] = {}
         for kind, texts in by_kind.items():
             if texts:
