@@ -17,8 +17,8 @@ class SetFitConfig:
     counted), texts cut at ``max_length`` tokens for this stage only (the head and the
     checkpoint read them up to the encoder's own length). ``lr`` is the encoder's peak rate
     (linear warm-up over a tenth of the steps, then linear decay), ``C`` the logistic
-    regression's inverse regularisation on unit-scale vectors (llmos.inference.zeroshot's
-    ``logreg`` uses the same value).
+    regression's inverse regularisation on unit-scale vectors (the zero-shot classifier's
+    ``logreg`` method uses the same value, 10).
     """
 
     steps: int = 60

@@ -5,6 +5,11 @@ Which of the four a checkpoint answers depends on what it was trained for (its
 :data:`~llmos.checkpoint.task.TaskSpec`): ``classify`` needs a classifier, ``tag`` a tagger,
 ``fill_mask`` a pretrained encoder with its masked-LM head; every encoder embeds. Asking for
 another says what the checkpoint is.
+
+One file over 500 lines, on purpose: it is the one class every operation of a loaded encoder
+goes through (they share its model, tokenizer, padding and task checks), and each method only
+checks and dispatches; the operations' own logic lives in :mod:`llmos.inference.classify`,
+:mod:`~llmos.inference.correct`, :mod:`~llmos.inference.cloze` and :mod:`~llmos.inference.embed`.
 """
 
 from __future__ import annotations
