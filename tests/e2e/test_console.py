@@ -6,18 +6,15 @@ message (never a blank page). Screenshots of each page go to build/screenshots."
 from __future__ import annotations
 
 import fnmatch
-import time
 import tomllib
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from serve.conftest import DOCS, Live, metric, wait_for_metric
-
-from llmos.inference.generator import GeneratorPipeline
+from serve.conftest import DOCS, Live, metric, slow_streams, wait_for_metric
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "src" / "llmos" / "serve" / "static"
@@ -359,19 +356,7 @@ def test_stop_ends_the_stream_and_the_servers_decoding(
     slowed to 50 ms so that Stop lands mid-stream (the server runs in this process)."""
     from playwright.sync_api import expect
 
-    real_stream = GeneratorPipeline.stream_completion  # what the server's streams run
-
-    def slow_stream(self: GeneratorPipeline, prompt: str, **options: object) -> Generator:
-        pieces = real_stream(self, prompt, **options)
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration as end:  # the whole stream's Completion
-                return end.value
-            time.sleep(0.05)
-            yield piece
-
-    monkeypatch.setattr(GeneratorPipeline, "stream_completion", slow_stream)
+    slow_streams(monkeypatch, 0.05)
     body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56}
     whole = api.post("/v1/generate", json=body).json()["text"]
     closed = metric(api, "llmos_streams_total", model="gpt", outcome="client_closed")

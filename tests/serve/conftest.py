@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,3 +267,28 @@ def wait_for_metric(
         if time.monotonic() > deadline:
             pytest.fail(failure)
         time.sleep(0.02)
+
+
+def slow_streams(
+    monkeypatch: pytest.MonkeyPatch, delay: float, decoded: list[str] | None = None
+) -> None:
+    """Slow every piece of the server's streams (``GeneratorPipeline.stream_completion``, which
+    they run in this process) by ``delay`` seconds, so that a client's hang-up lands
+    mid-stream; each piece decoded is appended to ``decoded``."""
+    from llmos.inference.generator import GeneratorPipeline
+
+    real = GeneratorPipeline.stream_completion
+
+    def slow(self: GeneratorPipeline, prompt: str, **options: object) -> Generator:
+        pieces = real(self, prompt, **options)
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as end:  # the whole stream's Completion
+                return end.value
+            time.sleep(delay)
+            if decoded is not None:
+                decoded.append(piece)
+            yield piece
+
+    monkeypatch.setattr(GeneratorPipeline, "stream_completion", slow)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 import typing
-from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,12 +19,11 @@ import llmos
 from llmos.cli import main
 from llmos.inference.classify import LONG_INPUTS
 from llmos.inference.generate import GenerationConfig
-from llmos.inference.generator import GeneratorPipeline
 from llmos.recipes.search import search as search_index
 from llmos.serve import deps
 from llmos.serve import schemas as s
 from llmos.store.db import Store
-from serve.conftest import DOCS, Live, metric, start
+from serve.conftest import DOCS, Live, metric, slow_streams, start
 
 TEXTS = ["我们今天参观城市。", "老师讨论经济", "学生学习历史和艺术，记者介绍文化。"]
 
@@ -200,20 +197,7 @@ def test_a_client_leaving_a_stream_stops_the_decoding(
     instead of decoding all 56 (each piece is slowed to 30 ms so that the hang-up lands early;
     the model runs in this process, in the server's thread)."""
     decoded = []
-    real_stream = GeneratorPipeline.stream_completion  # what the server's streams run
-
-    def slow_stream(self: GeneratorPipeline, prompt: str, **options: object) -> Generator:
-        pieces = real_stream(self, prompt, **options)
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration as end:  # the whole stream's Completion
-                return end.value
-            time.sleep(0.03)
-            decoded.append(piece)
-            yield piece
-
-    monkeypatch.setattr(GeneratorPipeline, "stream_completion", slow_stream)
+    slow_streams(monkeypatch, 0.03, decoded)
     body = {"model": "gpt", "prompt": "我们今天", "max_new_tokens": 56, "stream": True}
     with live.client(live.alice) as c:
         before = metric(c, "llmos_streams_total", model="gpt", outcome="client_closed")
