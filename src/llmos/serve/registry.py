@@ -181,17 +181,25 @@ class Registry:
             if self.metrics:
                 self.metrics.evictions.inc()
 
-    async def unload(self, name: str) -> bool:
-        """Unload a model: its queued requests are served first, then its memory is freed."""
+    async def unload(self, name: str, collect: bool = True) -> bool:
+        """Unload a model: its queued requests are served first, then its memory is freed
+        (``collect=False``: by the caller's next ``gc.collect()``)."""
         m = self.loaded.pop(name, None)
         if m is None:
             return False
         await m.batcher.close()
         del m
-        gc.collect()
+        if collect:  # a pipeline holds reference cycles: only a collection frees it
+            gc.collect()
         log.info("unloaded %s; %.1f MiB in use", name, self.used_bytes / 2**20)
         return True
 
     async def close(self) -> None:
-        for name in list(self.loaded):
-            await self.unload(name)
+        """Unload every model, then free them all in one collection: a full collection takes
+        time in proportion to the whole process's heap (seconds in a large test process),
+        not to the model's size."""
+        names = list(self.loaded)
+        for name in names:
+            await self.unload(name, collect=False)
+        if names:
+            gc.collect()
