@@ -8,9 +8,10 @@ Data: ``tasks/csc-zh`` (``llmos data prepare``): People's Daily and 三国演义
 synthetic typos from pycorrector's confusion sets, split by document. The reserved SIGHAN-15
 file is never read.
 
-- **Spelling model**: the checkpoint at its own detection threshold (fitted on valid when it
-  was trained), its replacements restricted to the confusion sets it keeps (the default), and
-  again free to put any character it knows.
+- **Spelling model**: the checkpoint alone at its own detection threshold (fitted on valid when
+  it was trained), its replacements restricted to the confusion sets it keeps; with its n-gram
+  LM as it decodes by default when ``llmos write lm`` fitted one (a row of its own); and
+  alone again, free to put any character it knows.
 - **Classic baseline** (pycorrector's classic method): confusion-set candidates (same pinyin,
   similar shape) ranked by a character n-gram LM (interpolated modified Kneser-Ney, order
   ``--order``) trained on the prepared Chinese corpus's train split; its gain threshold is
@@ -44,6 +45,7 @@ from llmos.apps.write.corrector import Corrector
 from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import apply_edits
 from llmos.data.spelling import read_confusion, read_corrections
+from llmos.inference.correct import apply_corrections
 from llmos.models.ngram import CharNgramLM
 from llmos.paths import data_dir
 from llmos.text.csc_metrics import sentence_scores
@@ -62,12 +64,17 @@ def score(name: str, sources: list[str], predictions: list[str], targets: list[s
     return {"name": name} | {k: round(s[k], 4) for k in KEYS}
 
 
-def throughput(corrector: Corrector, texts: list[str], repeats: int = 3) -> float:
-    corrector.correct(texts[:32])  # warm-up
+def throughput(corrector: Corrector, texts: list[str], repeats: int = 3, lm: bool = True) -> float:
+    """Sentences/s of the best of ``repeats`` runs; ``lm=False``: the model alone."""
+    pipe = corrector.model
+    corrector.correct(texts[:32])  # warm-up (and the LM read)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        corrector.correct(texts, batch_size=32)
+        if lm:
+            corrector.correct(texts, batch_size=32)
+        else:
+            pipe.correct(texts, batch_size=32, lm=False)
         best = min(best, time.perf_counter() - t)
     return len(texts) / best
 
@@ -140,19 +147,37 @@ def main() -> None:
     }
 
     model = Corrector.load(args.model)
-    t = time.perf_counter()
-    edits = model.correct(sources)
-    model_s = time.perf_counter() - t
-    pred = [apply_edits(s, e) for s, e in zip(sources, edits, strict=True)]
     spec = model.model.spec
+    rows = ["baseline", "model"]
+    t = time.perf_counter()
+    alone = model.model.correct(sources, lm=False)
+    model_s = time.perf_counter() - t
+    pred = [apply_corrections(s, c) for s, c in zip(sources, alone, strict=True)]
     out["model"] = score(f"spelling model {args.model}", sources, pred, targets)
     out["model"] |= {
         "threshold": spec.threshold,
         "sentences_per_s": round(len(sources) / model_s, 1),
     }
-    out["model"]["f1_gain_over_baseline"] = round(
-        out["model"]["sentence_f1"] - out["baseline"]["sentence_f1"], 4
-    )
+    if spec.lm is not None:  # the checkpoint's own decoding: `llmos write lm`
+        t = time.perf_counter()
+        edits = model.correct(sources)
+        lm_s = time.perf_counter() - t
+        pred = [apply_edits(s, e) for s, e in zip(sources, edits, strict=True)]
+        name = f"spelling model {args.model} + its n-gram LM"
+        out["model_lm"] = score(name, sources, pred, targets)
+        out["model_lm"] |= {
+            "alpha": spec.lm.alpha,
+            "beta": spec.lm.beta,
+            "threshold": spec.lm.threshold,
+            "sentences_per_s": round(len(sources) / lm_s, 1),
+        }
+        rows.append("model_lm")
+    else:
+        edits = model.correct(sources)
+    for row in rows[1:]:
+        out[row]["f1_gain_over_baseline"] = round(
+            out[row]["sentence_f1"] - out["baseline"]["sentence_f1"], 4
+        )
     free = Corrector.load(args.model, confusion=None)
     t = time.perf_counter()
     free_edits = free.correct(sources)
@@ -162,13 +187,18 @@ def main() -> None:
         f"spelling model {args.model}, any character", sources, free_pred, targets
     )
     out["model_any_character"]["sentences_per_s"] = round(len(sources) / free_s, 1)
+    rows.append("model_any_character")
 
     fifty = [s[:50] for s in sources if len(s) >= 50][:640]
     out["throughput_50_chars"] = {
         "sentences": len(fifty),
         "batch": 32,
-        "sentences_per_s": round(throughput(model, fifty), 1),
+        "sentences_per_s": round(throughput(model, fifty), 1),  # as the checkpoint decodes
     }
+    if spec.lm is not None:
+        out["throughput_50_chars"]["model_alone_sentences_per_s"] = round(
+            throughput(model, fifty, lm=False), 1
+        )
 
     words = sorted(
         {s[i : i + n] for s in corpus[:40000] for n in (2, 3, 4) for i in range(len(s) - n + 1)}
@@ -182,7 +212,7 @@ def main() -> None:
         args.out.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
     print("\n| corrector | sentence P / R / F1 | char P / R / F1 | clean changed | sent/s |")
     print("|---|---|---|---|---:|")
-    for row in (out["baseline"], out["model"], out["model_any_character"]):
+    for row in (out[r] for r in rows):
         print(
             f"| {row['name']} | {row['sentence_precision']:.3f} / {row['sentence_recall']:.3f}"
             f" / **{row['sentence_f1']:.3f}** | {row['char_precision']:.3f} / "

@@ -152,6 +152,14 @@ def test_task_json_fields_are_checked() -> None:
         parse_task({"task": "spelling", "chars": 5, "threshold": 2})
     with pytest.raises(llmos.LlmosError, match="'chars' must be a positive integer"):
         parse_task({"task": "spelling"})
+    lm = {"file": "lm.json.gz", "alpha": 1, "beta": 0.5, "threshold": -2}
+    spec = parse_task({"task": "spelling", "chars": 5, "lm": lm})
+    assert spec.lm is not None and spec.lm.threshold == -2.0
+    assert parse_task(spec.to_json()) == spec
+    with pytest.raises(llmos.LlmosError, match=r"'lm\.file' must be a file name in the checkpoint"):
+        parse_task({"task": "spelling", "chars": 5, "lm": lm | {"file": "../../etc/x"}})
+    with pytest.raises(llmos.LlmosError, match=r"'lm\.beta' must be a number"):
+        parse_task({"task": "spelling", "chars": 5, "lm": lm | {"beta": None}})
 
 
 def test_other_models_say_they_cannot_correct(trained: tuple[Path, dict]) -> None:
@@ -293,3 +301,64 @@ def test_a_spelling_model_is_trained_on_with_its_heads(
     saved = read_weights(trained[0])
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved[name]), name  # heads included, not re-initialised
+
+
+def test_decoding_with_an_ngram_lm(
+    trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``llmos write lm`` fits the LM decoding on validation pairs and records it; the
+    checkpoint then decodes with it (equal to csc_lm's decoding of the model's evidence), and
+    the evidence is the heads' own output."""
+    import shutil
+
+    from llmos.cli import main
+    from llmos.inference.csc_lm import lm_corrections
+    from llmos.models.ngram import CharNgramLM
+    from llmos.text.tokenizer import special_ids
+
+    ckpt = tmp_path / "csc"
+    shutil.copytree(trained[0], ckpt)
+    data = Path(json.loads((ckpt / "task.json").read_text())["dataset"])
+    # Without confusion sets there is nothing for the LM to choose among.
+    assert main(["write", "lm", str(ckpt), "--valid", str(data / "valid.jsonl")]) == 2
+    assert "no confusion sets saved with it" in capsys.readouterr().err
+    conf = ckpt / "confusion"
+    conf.mkdir()
+    rows = "农\t城经\t\n城\t农\t\n研\t经\t\n经\t研\t\n"
+    (conf / "same_pinyin.txt").write_text("#汉字\t同音同调\t同音异调\n" + rows, encoding="utf-8")
+    (conf / "same_stroke.txt").write_text("", encoding="utf-8")
+    rng = random.Random(5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentence(rng) + "。" for _ in range(300)), encoding="utf-8")
+    args = ["--corpus", str(corpus), "--valid", str(data / "valid.jsonl"), "--pairs", "60"]
+    assert main(["write", "lm", str(ckpt), *args]) == 0
+    assert "decodes with a 4-gram LM" in capsys.readouterr().out
+    spec = read_checkpoint(ckpt).task
+    assert isinstance(spec, Spelling) and spec.lm is not None
+    fit = json.loads((ckpt / "lm_fit.json").read_text())["chosen"]
+    assert (spec.lm.alpha, spec.lm.beta, spec.lm.threshold) == (
+        fit["alpha"],
+        fit["beta"],
+        fit["threshold"],
+    )
+    pipe = llmos.load(ckpt)
+    texts = ["今天记者参观城市。", "昨天老师研究农市。", "现在农民保护研济。"]
+    found = pipe.correct(texts)
+    lm = CharNgramLM.load(ckpt / spec.lm.file)
+    evidence = pipe.spelling_evidence(texts)
+    assert found == lm_corrections(lm, texts, evidence, pipe.spelling_candidates(), spec.lm)
+    fixed = [apply_corrections(t, f) for t, f in zip(texts, found, strict=True)]
+    assert fixed == ["今天记者参观城市。", "昨天老师研究城市。", "现在农民保护经济。"]
+    # The model alone: asked for, or with a detection threshold of one's own.
+    assert pipe.correct(texts, lm=False) == pipe.correct(texts, threshold=spec.threshold)
+    # The evidence at 农 of the second text is the detection and correction heads' output.
+    vocab = CharVocab.from_ids(pipe.tokenizer, pipe.model.char_ids.tolist())
+    ids = special_ids(pipe.tokenizer)
+    [window] = encode_windows(pipe.tokenizer, [texts[1]], 32, ids["cls"], ids["sep"])
+    pos = int(window.positions[list(window.offsets).index(6)])
+    with torch.no_grad():
+        out = pipe.model(torch.from_numpy(window.ids)[None])
+    logit, logp = evidence[1][6]
+    assert logit == pytest.approx(float(out.detect[0, pos]), abs=1e-5)
+    want = out.correct[0, pos].log_softmax(-1)[[vocab.index[c] for c in "农城经"]]
+    assert logp == pytest.approx(want.numpy(), abs=1e-5)

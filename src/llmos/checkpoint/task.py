@@ -118,6 +118,23 @@ class Embedding(_Spec):
 
 
 @dataclass(frozen=True)
+class SpellingLM:
+    """How a spelling checkpoint decodes with its n-gram LM: the file (in the checkpoint
+    directory), the weights of the correction log-probability ratio (``alpha``) and of the
+    detection logit (``beta``), and the least score of an edit in nats (``threshold``)."""
+
+    file: str
+    alpha: float
+    beta: float
+    threshold: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "alpha": self.alpha, "beta": self.beta} | {
+            "threshold": self.threshold
+        }
+
+
+@dataclass(frozen=True)
 class Spelling(_Spec):
     """A spelling corrector (:class:`~llmos.models.csc.BertForSpellingCorrection`): every CJK
     character is a token of its own, and each is replaced by the correction head's best of
@@ -131,6 +148,10 @@ class Spelling(_Spec):
     # The share of correct characters masked in training; when > 0 the model has learned to
     # read a masked character from its context, and flagged characters are read again masked.
     mask_correct: float = 0.0
+    # Decoding with a character n-gram LM beside the model (llmos.inference.csc_lm), fitted by
+    # ``llmos write lm``: the LM's file in the checkpoint and the weights of the model's
+    # evidence and the score threshold. None: the model alone decodes.
+    lm: SpellingLM | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -195,7 +216,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "tagging": ("labels", "scheme", "max_length", "view", "spans_key", "crf", "char_tags"),
     "multitask": ("heads", "max_length"),
     "embedding": ("pooling", "normalize", "max_length", "query_prefix", "passage_prefix"),
-    "spelling": ("chars", "max_length", "detect_weight", "threshold", "mask_correct"),
+    "spelling": ("chars", "max_length", "detect_weight", "threshold", "mask_correct", "lm"),
     "instruct": ("template", "template_with_input", "max_length"),
     "mlm": (),
     "generation": (),
@@ -225,6 +246,8 @@ def to_json(spec: TaskSpec) -> dict[str, Any]:
         if value is not None and not (newer and value == _NEWER_DEFAULTS[spec.kind, name]):
             if name == "heads":
                 value = {head: to_json(sub) for head, sub in value.items()}
+            elif isinstance(value, SpellingLM):
+                value = value.to_json()
             out[name] = list(value) if isinstance(value, tuple) else value
     out.update(spec.extra)
     return out
@@ -279,6 +302,23 @@ def _fraction(d: Mapping[str, Any], name: str, default: float, source: str) -> f
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise _field_error(source, name, "a number in [0, 1]", value)
     return float(value)
+
+
+def _spelling_lm(d: Any, source: str) -> SpellingLM | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise _field_error(source, "lm", "an object", d)
+    name = d.get("file")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name[0] == ".":
+        raise _field_error(source, "lm.file", "a file name in the checkpoint directory", name)
+    numbers = {}
+    for key in ("alpha", "beta", "threshold"):
+        value = d.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1e6:
+            raise _field_error(source, f"lm.{key}", "a number", value)
+        numbers[key] = float(value)
+    return SpellingLM(name, **numbers)
 
 
 def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
@@ -377,6 +417,7 @@ def parse_task(d: Any, source: str = "task.json") -> TaskSpec:
             detect_weight=_fraction(d, "detect_weight", 0.3, source),
             threshold=_fraction(d, "threshold", 0.5, source),
             mask_correct=_fraction(d, "mask_correct", 0.0, source),
+            lm=_spelling_lm(d.get("lm"), source),
             extra=extra,
         )
     if kind == "instruct":

@@ -4,6 +4,7 @@
     llmos write correct --model runs/csc-zh/checkpoint --dict my-words.txt < drafts.txt
     llmos write correct --model runs/csc-zh/checkpoint --json "..."     # one JSON object per text
     llmos write correct --lang en "Teh film was grate."     # the English speller
+    llmos write lm runs/csc-zh/checkpoint       # decode with a character n-gram LM beside it
     llmos write materials build                 # the shared corpus's index (once; slow on CPU)
     llmos write suggest "段落……" [--k 5] [--json] [--user NAME]   # material suggestions
     llmos write adapter --out runs/my-style mine/*.txt    # a LoRA adapter of gpt-zh: your style
@@ -49,7 +50,8 @@ def add_write(sub: Subcommands) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        help="detection probability from which a character is replaced (default: the model's)",
+        help="detection probability from which a character is replaced, by the model alone "
+        "(default: the model's own decoding, with its n-gram LM if `llmos write lm` fitted one)",
     )
     p.add_argument(
         "--confusion",
@@ -71,8 +73,59 @@ def add_write(sub: Subcommands) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.set_defaults(func=_correct)
+    _add_lm(sp)
     _add_materials(sp)
     add_style(sp)
+
+
+def _add_lm(sp: Any) -> None:
+    """``llmos write lm``."""
+    p = sp.add_parser(
+        "lm",
+        help="fit a spelling model's decoding with a character n-gram LM (saved in the "
+        "checkpoint; it then decodes with it everywhere)",
+    )
+    p.add_argument("checkpoint", help="a spelling checkpoint, e.g. runs/csc-zh/checkpoint")
+    p.add_argument(
+        "--corpus", type=Path, help="clean sentences, one per line (default: corpus/zh/train.txt)"
+    )
+    p.add_argument(
+        "--valid",
+        type=Path,
+        help="validation pairs, JSONL with source and target (default: tasks/csc-zh/valid.jsonl)",
+    )
+    p.add_argument("--order", type=int, default=4, help="the LM's n-gram order (default 4)")
+    p.add_argument(
+        "--pairs", type=int, default=1000, help="validation pairs to fit on (default 1000)"
+    )
+    p.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.05,
+        help="the largest share of clean validation sentences it may change (default 0.05)",
+    )
+    p.set_defaults(func=_lm)
+
+
+def _lm(args: argparse.Namespace) -> int:
+    from llmos.train.spelling_lm import fit_spelling_lm
+
+    if not 0 <= args.max_fpr <= 1:
+        raise LlmosError(f"--max-fpr must be in [0, 1], got {args.max_fpr}")
+    report = fit_spelling_lm(
+        args.checkpoint, args.corpus, args.valid, args.order, args.pairs, args.max_fpr
+    )
+    chosen, alone = report["chosen"], report["lm_alone"]
+    print(
+        f"{args.checkpoint}: decodes with a {args.order}-gram LM, alpha {chosen['alpha']}, "
+        f"beta {chosen['beta']}, threshold {chosen['threshold']} nats"
+    )
+    print(
+        f"valid ({report['valid']['pairs']} pairs): sentence F1 {chosen['sentence_f1']:.4f} "
+        f"(the LM alone {alone['sentence_f1']:.4f}), clean sentences changed "
+        f"{chosen['fpr']:.1%} ({alone['fpr']:.1%})"
+    )
+    return 0
 
 
 def _add_materials(sp: Any) -> None:

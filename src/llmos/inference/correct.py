@@ -211,3 +211,62 @@ def apply_corrections(text: str, corrections: Sequence[Correction]) -> str:
     for c in corrections:
         chars[c.offset] = c.suggestion
     return "".join(chars)
+
+
+LOGP_FLOOR = -30.0  # the log-probability of a candidate the correction head has no row for
+
+
+@torch.inference_mode()
+def position_evidence(
+    model: torch.nn.Module,
+    windows: list[Window],
+    texts: Sequence[str],
+    vocab: CharVocab,
+    pad_id: int,
+    candidates: Callable[[str], Sequence[str]],
+    batch_size: int = 32,
+) -> list[dict[int, tuple[float, np.ndarray]]]:
+    """The spelling model's evidence at every character position that has candidates, for
+    decoding with an n-gram LM (:mod:`llmos.inference.csc_lm`): per text, character offset ->
+    (detection logit, the correction head's log-probabilities of [the character, *its
+    ``candidates``]) from one pass over the text as it is (no masked second pass)."""
+    rows_of: dict[str, np.ndarray] = {}
+
+    def rows(ch: str) -> np.ndarray:
+        if ch not in rows_of:
+            rows_of[ch] = np.array([vocab.index.get(c, -1) for c in [ch, *candidates(ch)]])
+        return rows_of[ch]
+
+    def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
+        return pad_batch([windows[i].ids for i in idx], None, pad_id) | {
+            "idx": torch.from_numpy(idx)
+        }
+
+    def forward(b: dict[str, torch.Tensor | None]) -> list[dict[int, tuple[float, np.ndarray]]]:
+        ids, mask, idx = b["input_ids"], b["attention_mask"], b["idx"]
+        assert ids is not None and idx is not None
+        h = model.bert(ids, None, mask)  # (B, T, C)
+        detect = model.detect(h).squeeze(-1).float()  # (B, T)
+        where: list[tuple[int, int, int, np.ndarray]] = []  # (row, token, offset, char rows)
+        for r, i in enumerate(idx.tolist()):
+            w = windows[i]
+            for tok, off in zip(w.positions.tolist(), w.offsets.tolist(), strict=True):
+                ks = rows(texts[w.text][off])
+                if len(ks) > 1:
+                    where.append((r, tok, off, ks))
+        out: list[dict[int, tuple[float, np.ndarray]]] = [{} for _ in range(len(idx))]
+        if not where:
+            return out
+        flat = torch.tensor([r * h.size(1) + tok for r, tok, _, _ in where])
+        logp = model.correct(h.reshape(-1, h.size(-1)).index_select(0, flat)).float()
+        logp = logp.log_softmax(-1).numpy()  # (N, K)
+        for n, (r, tok, off, ks) in enumerate(where):
+            lp = np.where(ks >= 0, logp[n, np.maximum(ks, 0)], LOGP_FLOOR)
+            out[r][off] = (float(detect[r, tok]), lp)
+        return out
+
+    per_window = run_length_sorted([w.ids for w in windows], batch_size, pad, forward)
+    result: list[dict[int, tuple[float, np.ndarray]]] = [{} for _ in texts]
+    for w, found in zip(windows, per_window, strict=True):
+        result[w.text].update(found)
+    return result

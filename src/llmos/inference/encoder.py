@@ -33,7 +33,7 @@ from llmos.checkpoint.task import (
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.spelling import read_confusion
 from llmos.errors import LlmosError
-from llmos.inference import cloze
+from llmos.inference import cloze, csc_lm
 from llmos.inference import correct as csc
 from llmos.inference.classify import (
     batched_logits,
@@ -54,6 +54,7 @@ from llmos.inference.tag import (
     tokenize_for_tagging,
 )
 from llmos.models.multitask import HeadView
+from llmos.models.ngram import CharNgramLM
 from llmos.text.tokenizer import decode
 
 log = logging.getLogger("llmos.inference")
@@ -88,6 +89,8 @@ class EncoderPipeline(Pipeline):
         )
         self._vocab: csc.CharVocab | None = None  # a spelling model's characters, read once
         self._confusion: Callable[[str], Sequence[str]] | bool | None = None
+        self._lm: CharNgramLM | None = None  # a spelling model's n-gram LM, read once
+        self._usable: Callable[[str], list[str]] | None = None
 
     def _pad(self) -> int:
         return self._ids["pad"] or 0
@@ -412,8 +415,14 @@ class EncoderPipeline(Pipeline):
         threshold: float | None = None,
         candidates: Callable[[str], Sequence[str]] | str | None = "model",
         batch_size: int = 32,
+        lm: bool = True,
     ) -> list[list[csc.Correction]]:
         """The spelling corrections a spelling checkpoint makes in each text.
+
+        A checkpoint fitted with a character n-gram LM (``lm`` in its task.json, ``llmos
+        write lm``) decodes with it by default: the LM's gains over the confusion sets plus
+        the model's evidence (:mod:`llmos.inference.csc_lm`). ``lm=False``, an explicit
+        ``threshold`` or ``candidates`` other than ``"model"`` decode with the model alone.
 
         ``threshold`` (default: the checkpoint's, fitted on its validation split) is the
         detection probability from which a character is flagged. ``candidates`` restricts
@@ -436,6 +445,8 @@ class EncoderPipeline(Pipeline):
             texts = [texts]
         if self._vocab is None:
             self._vocab = csc.CharVocab.from_ids(self.tokenizer, self.model.char_ids.tolist())
+        if lm and spec.lm is not None and threshold is None and candidates == "model":
+            return self._correct_with_lm(texts, batch_size)
         if candidates == "model":
             candidates = self._own_candidates()
         elif isinstance(candidates, str):
@@ -454,6 +465,46 @@ class EncoderPipeline(Pipeline):
             candidates,
             self._ids["mask"] if spec.mask_correct else None,
         )
+
+    def spelling_evidence(
+        self, texts: list[str], batch_size: int = 32
+    ) -> list[dict[int, csc_lm.Evidence]]:
+        """A spelling checkpoint's evidence for decoding with an n-gram LM, per text: at each
+        character with candidates in its own confusion sets, the detection logit and the
+        correction log-probabilities of [the character, *its candidates]
+        (:func:`~llmos.inference.correct.position_evidence`)."""
+        if not isinstance(self.spec, Spelling):
+            raise LlmosError(f"this checkpoint is {self.describe()}, not a spelling model")
+        usable = self.spelling_candidates()
+        if self._vocab is None:
+            self._vocab = csc.CharVocab.from_ids(self.tokenizer, self.model.char_ids.tolist())
+        cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
+        windows = csc.encode_windows(
+            self.tokenizer, texts, self.checkpoint.max_length, cls_id, sep_id
+        )
+        return csc.position_evidence(
+            self.model, windows, texts, self._vocab, self._pad(), usable, batch_size
+        )
+
+    def spelling_candidates(self) -> Callable[[str], list[str]]:
+        """What a character may become when decoding with an n-gram LM: the single Chinese
+        characters of its confusion sets saved with the checkpoint."""
+        if self._usable is None:
+            own = self._own_candidates()
+            if own is None:
+                raise LlmosError(f"{self.checkpoint.path}: no confusion sets saved with it")
+            self._usable = csc_lm.usable_candidates(own)
+        return self._usable
+
+    def _correct_with_lm(self, texts: list[str], batch_size: int) -> list[list[csc.Correction]]:
+        """Decoding with the checkpoint's n-gram LM and the model's evidence."""
+        spec = self.spec
+        assert isinstance(spec, Spelling) and spec.lm is not None
+        evidence = self.spelling_evidence(texts, batch_size)
+        if self._lm is None:
+            self._lm = CharNgramLM.load(self.checkpoint.path / spec.lm.file)
+        usable = self.spelling_candidates()
+        return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm)
 
     def _own_candidates(self) -> Callable[[str], Sequence[str]] | None:
         """The confusion sets saved with a spelling checkpoint (``confusion/``), read once."""

@@ -1,0 +1,224 @@
+"""Spelling correction decoded with a character n-gram language model, alone (pycorrector's
+"classic" method) or with a spelling model's evidence added (hybrid decoding).
+
+Every position whose character has confusion-set candidates (same pinyin, similar shape) is a
+place where a candidate may replace it. A candidate's **gain** is the change of the sentence's
+log-probability under the n-gram LM when it goes in
+(:meth:`~llmos.models.ngram.CharNgramLM.substitution_logprobs`), plus, in hybrid decoding, a
+**bias** from the spelling model read once over the original text:
+
+    score(i, c) = LM gain(i, c) + alpha * (log p(c) - log p(x_i)) + beta * logit(detect_i)
+
+where p is the correction head's distribution at position i and detect_i its detection
+probability. ``alpha`` and ``beta`` weigh the model against the LM; both 0 is the classic
+method. Edits are accepted greedily, best score first, while the best exceeds ``threshold``;
+after each, the positions within N-1 of it are re-scored by the LM with the new character in
+place (the model's bias is not re-read), and a corrected position is not changed again.
+
+Why both: measured in docs/BENCHMARKS.md ("Spelling correction"), the n-gram LM ranks a
+position's candidates well but cannot tell a rare correct character from a typo, and the
+spelling model's detection is precise but finds few typos alone; each fixes the other's errors.
+
+An accepted run at a higher threshold is a prefix of the run at a lower one, so
+:func:`fit_decoding` scores a whole grid of thresholds from one run per sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmos.checkpoint.task import SpellingLM
+from llmos.inference.correct import Correction
+from llmos.models.ngram import CharNgramLM
+from llmos.text.cjk import is_hanzi
+from llmos.text.csc_metrics import sentence_scores
+
+# One position's spelling-model evidence: its detection logit and the correction head's log-
+# probabilities of [the character itself, *its candidates].
+Evidence = tuple[float, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """One accepted edit: a character's offset, the original, the replacement, its score at
+    acceptance (log-probability gain + model bias, in nats)."""
+
+    offset: int
+    original: str
+    suggestion: str
+    score: float
+
+
+def usable_candidates(candidates: Callable[[str], Sequence[str]]) -> Callable[[str], list[str]]:
+    """``candidates`` restricted to what a substitution may put in: single Chinese characters
+    other than the character itself, each once, for Chinese characters only (cached per
+    character: confusion sets are fixed)."""
+    cache: dict[str, list[str]] = {}
+
+    def usable(ch: str) -> list[str]:
+        if ch not in cache:
+            found = dict.fromkeys(candidates(ch)) if is_hanzi(ch) else {}
+            cache[ch] = [c for c in found if c != ch and len(c) == 1 and is_hanzi(c)]
+        return cache[ch]
+
+    return usable
+
+
+def _bias(evidence: Evidence | None, alpha: float, beta: float) -> np.ndarray | float:
+    """The model's term of each option's score (0 for the character itself)."""
+    if evidence is None or (alpha == 0 and beta == 0):
+        return 0.0
+    logit, logp = evidence
+    out = alpha * (logp - logp[0]) + beta * logit
+    out[0] = 0.0
+    return out
+
+
+def greedy_substitutions(
+    lm: CharNgramLM,
+    text: str,
+    candidates: Callable[[str], Sequence[str]],
+    threshold: float,
+    evidence: Mapping[int, Evidence] | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> list[Substitution]:
+    """The accepted edits of ``text`` in the order they were accepted (module docstring).
+
+    Args:
+        lm: the character language model.
+        candidates: a character's replacements (single characters other than itself, in the
+            order the evidence's log-probabilities follow).
+        threshold: the least score for an edit.
+        evidence: per character offset, the spelling model's evidence (:data:`Evidence`);
+            offsets without any get no bias.
+        alpha, beta: the weights of the correction log-probability ratio and the detection
+            logit.
+    """
+    chars = list(text)
+    options = {i: [ch, *candidates(ch)] for i, ch in enumerate(text)}
+    options = {i: opts for i, opts in options.items() if len(opts) > 1}
+    evidence = evidence or {}
+    bias = {i: _bias(evidence.get(i), alpha, beta) for i in options}
+
+    def best(positions: list[int]) -> dict[int, tuple[float, str]]:
+        if not positions:
+            return {}
+        sums = lm.substitution_logprobs("".join(chars), [(i, options[i]) for i in positions])
+        out = {}
+        for i, s in zip(positions, sums, strict=True):
+            s = s - s[0] + bias[i]
+            k = int(s[1:].argmax()) + 1
+            out[i] = (float(s[k]), options[i][k])
+        return out
+
+    scores = best(list(options))
+    reach = lm.order - 1
+    accepted = []
+    while scores:
+        i = max(scores, key=lambda j: scores[j][0])  # ties: the leftmost
+        score, suggestion = scores.pop(i)
+        if score <= threshold:
+            break
+        accepted.append(Substitution(i, text[i], suggestion, score))
+        chars[i] = suggestion
+        scores |= best([j for j in range(i - reach, i + reach + 1) if j in scores])
+    return accepted
+
+
+def apply_substitutions(text: str, subs: Sequence[Substitution]) -> str:
+    """``text`` with each substitution's character put in."""
+    chars = list(text)
+    for s in subs:
+        chars[s.offset] = s.suggestion
+    return "".join(chars)
+
+
+def lm_corrections(
+    lm: CharNgramLM,
+    texts: Sequence[str],
+    evidence: Sequence[Mapping[int, Evidence]],
+    candidates: Callable[[str], Sequence[str]],
+    how: SpellingLM,
+) -> list[list[Correction]]:
+    """Each text's corrections (by offset) decoded with ``lm`` and the spelling model's
+    ``evidence`` under a checkpoint's weights and threshold (``how``); a correction's
+    ``detect`` is the model's detection probability at it, ``prob`` its correction
+    probability of the suggestion (0 without evidence there)."""
+    out = []
+    for text, found in zip(texts, evidence, strict=True):
+        subs = greedy_substitutions(lm, text, candidates, how.threshold, found, how.alpha, how.beta)
+        row = []
+        for e in sorted(subs, key=lambda e: e.offset):
+            logit, logp = found.get(e.offset, (float("-inf"), None))
+            prob = 0.0
+            if logp is not None:
+                prob = math.exp(float(logp[list(candidates(e.original)).index(e.suggestion) + 1]))
+            detect = 1 / (1 + math.exp(-logit)) if logit > -700 else 0.0
+            row.append(Correction(e.offset, e.original, e.suggestion, detect, prob))
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class DecodingFit:
+    """The weights and threshold chosen by :func:`fit_decoding`, with their validation scores."""
+
+    alpha: float
+    beta: float
+    threshold: float
+    sentence_f1: float
+    fpr: float
+
+
+def fit_decoding(
+    lm: CharNgramLM,
+    pairs: Sequence[tuple[str, str]],
+    candidates: Callable[[str], Sequence[str]],
+    grid: Sequence[float],
+    evidence: Sequence[Mapping[int, Evidence]] | None = None,
+    weights: Sequence[tuple[float, float]] = ((0.0, 0.0),),
+    max_fpr: float | None = None,
+) -> DecodingFit:
+    """The (alpha, beta) of ``weights`` and threshold of ``grid`` with the best sentence-level
+    correction F1 on (source, target) ``pairs``, among those that change at most ``max_fpr``
+    of the clean pairs (if given and any do; else among all). Ties: the higher threshold.
+
+    Args:
+        evidence: per pair, the spelling model's evidence (needed for non-zero weights).
+    """
+    if not grid or not pairs or not weights:
+        raise ValueError("fit_decoding needs a non-empty grid, pairs and weights")
+    if evidence is not None and len(evidence) != len(pairs):
+        raise ValueError(f"{len(evidence)} evidence maps for {len(pairs)} pairs")
+    sources = [s for s, _ in pairs]
+    targets = [t for _, t in pairs]
+    tried: list[DecodingFit] = []
+    for alpha, beta in weights:
+        if (alpha or beta) and evidence is None:
+            raise ValueError("non-zero weights need the spelling model's evidence")
+        runs = [
+            greedy_substitutions(
+                lm,
+                src,
+                candidates,
+                min(grid),
+                None if evidence is None else evidence[n],
+                alpha,
+                beta,
+            )
+            for n, src in enumerate(sources)
+        ]
+        for t in sorted(grid, reverse=True):
+            predictions = []
+            for src, run in zip(sources, runs, strict=True):
+                k = next((k for k, e in enumerate(run) if e.score <= t), len(run))
+                predictions.append(apply_substitutions(src, run[:k]))
+            s = sentence_scores(sources, predictions, targets)
+            tried.append(DecodingFit(alpha, beta, t, s["sentence_f1"], s["fpr"]))
+    quiet = [f for f in tried if max_fpr is None or f.fpr <= max_fpr] or tried
+    return max(quiet, key=lambda f: f.sentence_f1)  # max keeps the first: higher thresholds
