@@ -152,6 +152,12 @@ def test_task_json_fields_are_checked() -> None:
         parse_task({"task": "spelling", "chars": 5, "threshold": 2})
     with pytest.raises(llmos.LlmosError, match="'chars' must be a positive integer"):
         parse_task({"task": "spelling"})
+    with pytest.raises(llmos.LlmosError, match="lm_order is a spelling model's n-gram LM order"):
+        load_config(FinetuneConfig, None, ["task=classification", "lm_order=4"])
+    with pytest.raises(llmos.LlmosError, match=r"\(2-8, task: spelling\), got 1"):
+        load_config(FinetuneConfig, None, ["task=spelling", "lm_order=1"])
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "run" / "csc-zh.yaml"
+    assert load_config(FinetuneConfig, shipped).lm_order == 4
     lm = {"file": "lm.json.gz", "alpha": 1, "beta": 0.5, "threshold": -2}
     spec = parse_task({"task": "spelling", "chars": 5, "lm": lm})
     assert spec.lm is not None and spec.lm.threshold == -2.0

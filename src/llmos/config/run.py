@@ -364,7 +364,10 @@ class FinetuneConfig:
     correct characters of each training sentence replaced by the mask token, their targets
     kept, so that the model learns to read a character from its context rather than copy it
     (Wu et al., 2023, "Rethinking Masked Language Modeling for Chinese Spelling Correction":
-    20 %)."""
+    20 %). ``lm_order`` (spelling only) fits, once training is done, the checkpoint's decoding
+    with a character n-gram LM of that order trained on ``lm_corpus`` (default: the prepared
+    Chinese corpus's train split), as ``llmos write lm`` does (:mod:`llmos.train.spelling_lm`);
+    None: the model decodes alone."""
 
     name: str = "sentiment-zh"
     out_dir: str = "runs"
@@ -388,8 +391,15 @@ class FinetuneConfig:
     calibrate: bool = False
     detect_weight: float = 0.3
     mask_correct: float = 0.2
+    lm_order: int | None = None
+    lm_corpus: str | None = None
 
     def __post_init__(self) -> None:
+        if self.lm_order is not None and (self.task != "spelling" or not 2 <= self.lm_order <= 8):
+            raise ConfigError(
+                f"lm_order is a spelling model's n-gram LM order (2-8, task: spelling), got "
+                f"{self.lm_order} with task: {self.task}"
+            )
         if not 0 <= self.detect_weight <= 1:
             raise ConfigError(f"detect_weight must be in [0, 1], got {self.detect_weight}")
         if not 0 <= self.mask_correct < 1:

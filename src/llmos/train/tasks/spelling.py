@@ -60,6 +60,7 @@ from llmos.text.csc_metrics import sentence_scores
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
 from llmos.train.runs import FinetuneSetup, Init
+from llmos.train.spelling_lm import fit_spelling_lm
 
 log = logging.getLogger("llmos.train")
 
@@ -401,6 +402,10 @@ def setup_spelling(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         }
         if "test" in enc:
             out["test"] = evaluate_spelling(model, enc["test"], vocab, threshold, how)
+        if cfg.lm_order is not None:  # the checkpoint then decodes with its n-gram LM
+            out["lm"] = fit_spelling_lm(
+                result.checkpoint, cfg.lm_corpus, files["valid"], cfg.lm_order
+            )
         return out
 
     return FinetuneSetup(task, lambda: spelling_model(config, len(vocab.ids)), meta, report, load)
