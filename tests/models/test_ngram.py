@@ -138,6 +138,19 @@ def test_window_scores_rank_as_whole_sentences() -> None:
         lm.window_logprobs(text, 3, 3, [""])
 
 
+def test_many_texts_in_one_batch_equal_one_at_a_time() -> None:
+    lm = CharNgramLM.train(random_corpus(), order=4, progress=False)
+    texts = ["abcab", "ca", "", "bbbbbbbb"]
+    options = [[(0, "ab"), (4, "cab")], [(1, "a")], [], [(3, "abc"), (7, "c"), (0, "b")]]
+    many = lm.substitution_logprobs_many(texts, options)
+    assert [len(m) for m in many] == [2, 1, 0, 3]
+    for text, opts, got in zip(texts, options, many, strict=True):
+        for a, b in zip(got, lm.substitution_logprobs(text, opts) if opts else [], strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="position < 2"):
+        lm.substitution_logprobs_many(["ab", "ca"], [[], [(2, "a")]])
+
+
 def test_training_skips_blank_lines_and_newlines() -> None:
     a = CharNgramLM.train(["ab\n", "\n", "", "abc\r\n"], order=3, progress=False)
     b = CharNgramLM.train(["ab", "abc"], order=3, progress=False)

@@ -99,16 +99,47 @@ def greedy_substitutions(
         alpha, beta: the weights of the correction log-probability ratio and the detection
             logit.
     """
+    return decode_many(lm, [text], candidates, threshold, [evidence or {}], alpha, beta)[0]
+
+
+def decode_many(
+    lm: CharNgramLM,
+    texts: Sequence[str],
+    candidates: Callable[[str], Sequence[str]],
+    threshold: float,
+    evidence: Sequence[Mapping[int, Evidence]] | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> list[list[Substitution]]:
+    """:func:`greedy_substitutions` of each text; the first scoring of every text is one batch
+    of LM lookups (:meth:`CharNgramLM.substitution_logprobs_many`)."""
+    options = []
+    for text in texts:
+        found = {i: [ch, *candidates(ch)] for i, ch in enumerate(text)}
+        options.append({i: opts for i, opts in found.items() if len(opts) > 1})
+    first = lm.substitution_logprobs_many(texts, [list(o.items()) for o in options])
+    out = []
+    for n, text in enumerate(texts):
+        found = {} if evidence is None else evidence[n]
+        out.append(_greedy(lm, text, options[n], first[n], found, alpha, beta, threshold))
+    return out
+
+
+def _greedy(
+    lm: CharNgramLM,
+    text: str,
+    options: dict[int, list[str]],
+    first: list[np.ndarray],
+    evidence: Mapping[int, Evidence],
+    alpha: float,
+    beta: float,
+    threshold: float,
+) -> list[Substitution]:
+    """One text's search, from the LM sums of its options in ``text`` as it is (``first``)."""
     chars = list(text)
-    options = {i: [ch, *candidates(ch)] for i, ch in enumerate(text)}
-    options = {i: opts for i, opts in options.items() if len(opts) > 1}
-    evidence = evidence or {}
     bias = {i: _bias(evidence.get(i), alpha, beta) for i in options}
 
-    def best(positions: list[int]) -> dict[int, tuple[float, str]]:
-        if not positions:
-            return {}
-        sums = lm.substitution_logprobs("".join(chars), [(i, options[i]) for i in positions])
+    def best(positions: list[int], sums: list[np.ndarray]) -> dict[int, tuple[float, str]]:
         out = {}
         for i, s in zip(positions, sums, strict=True):
             s = s - s[0] + bias[i]
@@ -116,7 +147,7 @@ def greedy_substitutions(
             out[i] = (float(s[k]), options[i][k])
         return out
 
-    scores = best(list(options))
+    scores = best(list(options), first)
     reach = lm.order - 1
     accepted = []
     while scores:
@@ -126,7 +157,10 @@ def greedy_substitutions(
             break
         accepted.append(Substitution(i, text[i], suggestion, score))
         chars[i] = suggestion
-        scores |= best([j for j in range(i - reach, i + reach + 1) if j in scores])
+        near = [j for j in range(i - reach, i + reach + 1) if j in scores]
+        if near:
+            now = "".join(chars)
+            scores |= best(near, lm.substitution_logprobs(now, [(j, options[j]) for j in near]))
     return accepted
 
 
@@ -150,8 +184,8 @@ def lm_corrections(
     ``detect`` is the model's detection probability at it, ``prob`` its correction
     probability of the suggestion (0 without evidence there)."""
     out = []
-    for text, found in zip(texts, evidence, strict=True):
-        subs = greedy_substitutions(lm, text, candidates, how.threshold, found, how.alpha, how.beta)
+    runs = decode_many(lm, texts, candidates, how.threshold, evidence, how.alpha, how.beta)
+    for subs, found in zip(runs, evidence, strict=True):
         row = []
         for e in sorted(subs, key=lambda e: e.offset):
             logit, logp = found.get(e.offset, (float("-inf"), None))
@@ -201,18 +235,8 @@ def fit_decoding(
     for alpha, beta in weights:
         if (alpha or beta) and evidence is None:
             raise ValueError("non-zero weights need the spelling model's evidence")
-        runs = [
-            greedy_substitutions(
-                lm,
-                src,
-                candidates,
-                min(grid),
-                None if evidence is None else evidence[n],
-                alpha,
-                beta,
-            )
-            for n, src in enumerate(sources)
-        ]
+        runs = decode_many(lm, sources, candidates, min(grid), evidence, alpha, beta)
+
         for t in sorted(grid, reverse=True):
             predictions = []
             for src, run in zip(sources, runs, strict=True):
