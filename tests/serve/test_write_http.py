@@ -17,6 +17,7 @@ from llmos.apps.write.edits import Edit, apply_edits
 from llmos.checkpoint.io import save_checkpoint
 from llmos.inference.correct import CharVocab
 from llmos.models.csc import BertForSpellingCorrection
+from llmos.models.ngram import CharNgramLM
 from llmos.text.tokenizer import load_tokenizer
 from serve.conftest import Live, bert_config, start
 
@@ -43,6 +44,17 @@ def live_write(
     task = {"task": "spelling", "chars": len(vocab.ids), "max_length": 32, "threshold": 0.5}
     path = root / "models" / "csc"
     save_checkpoint(path, model, cfg, tok, task)
+    # The same model decoding with an n-gram LM that prefers 史 to 城 (llmos write lm's files).
+    with_lm = root / "models" / "csc-lm"
+    lm = {"file": "lm.json.gz", "alpha": 0.5, "beta": 0.5, "threshold": 0.0}
+    save_checkpoint(with_lm, model, cfg, tok, task | {"lm": lm})
+    (with_lm / "confusion").mkdir()
+    rows = "#汉字\t同音同调\t同音异调\n城\t史\t\n经\t京\t\n"
+    (with_lm / "confusion" / "same_pinyin.txt").write_text(rows, encoding="utf-8")
+    (with_lm / "confusion" / "same_stroke.txt").write_text("", encoding="utf-8")
+    CharNgramLM.train(["我们今天参观史市。", "老师讨论经济"] * 20, progress=False).save(
+        with_lm / "lm.json.gz"
+    )
     english = root / "en.txt"  # the English speller's words and character LM
     english.write_text("\n".join(ENGLISH * 20) + "\n", encoding="utf-8")
     runner, server = start(
@@ -76,6 +88,25 @@ def test_correct_route_equals_the_python_api(live_write: tuple[Live, Path]) -> N
         assert sum(map(len, r.json()["results"])) > 0
         r = c.post("/v1/correct", json={"model": "csc", "texts": TEXTS, "threshold": 2})
         assert r.status_code == 422
+
+
+def test_a_model_with_an_ngram_lm_decodes_with_it_over_http(
+    live_write: tuple[Live, Path],
+) -> None:
+    live, path = live_write
+    pipe = llmos.load(path.parent / "csc-lm")
+    want = pipe.correct(TEXTS)
+    assert [(c.offset, c.suggestion) for c in want[0]] == [(6, "史")]  # the LM's preference
+    assert want != pipe.correct(TEXTS, lm=False)
+    with live.client(live.alice) as c:
+        r = c.post("/v1/correct", json={"model": "csc-lm", "texts": TEXTS})
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        assert [[(e["start"], e["suggestion"]) for e in row] for row in got] == [
+            [(w.offset, w.suggestion) for w in row] for row in want
+        ]
+        r = c.post("/v1/apps/write/correct", json={"model": "csc-lm", "texts": TEXTS[:1]})
+        assert r.json()["results"][0]["corrected"] == "我们今天参观史市。"
 
 
 def test_app_applies_each_users_own_dictionary(live_write: tuple[Live, Path]) -> None:
