@@ -129,8 +129,11 @@ class SpellingLM:
     threshold: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "alpha": self.alpha, "beta": self.beta} | {
-            "threshold": self.threshold
+        return {
+            "file": self.file,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "threshold": self.threshold,
         }
 
 

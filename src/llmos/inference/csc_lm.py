@@ -15,9 +15,9 @@ method. Edits are accepted greedily, best score first, while the best exceeds ``
 after each, the positions within N-1 of it are re-scored by the LM with the new character in
 place (the model's bias is not re-read), and a corrected position is not changed again.
 
-Why both: measured in docs/BENCHMARKS.md ("Spelling correction"), the n-gram LM ranks a
-position's candidates well but cannot tell a rare correct character from a typo, and the
-spelling model's detection is precise but finds few typos alone; each fixes the other's errors.
+Why both: the n-gram LM ranks a position's candidates well but cannot tell a rare correct
+character from a typo, and the spelling model alone finds few typos; decoded together they beat
+either under the same cap on false alarms (docs/BENCHMARKS.md, "Spelling correction": how much).
 
 An accepted run at a higher threshold is a prefix of the run at a lower one, so
 :func:`fit_decoding` scores a whole grid of thresholds from one run per sentence.

@@ -2,14 +2,14 @@
 
 A MacBERT4CSC-style model trained here for an hour finds few typos alone, and the classic
 n-gram method cannot tell a rare correct character from a typo; decoded together
-(:mod:`llmos.inference.csc_lm`) each fixes the other's errors (docs/BENCHMARKS.md, "Spelling
-correction"). This trains the LM on a corpus of clean sentences (by default the prepared
-Chinese corpus's train split: the spelling data's train documents), reads the model's evidence
-on validation pairs once, and chooses the weights of that evidence and the score threshold with
-the best sentence-level correction F1 among those that change at most ``max_fpr`` of the clean
-validation sentences. The LM is saved in the checkpoint (``lm.json.gz``) and ``task.json``
-records the choice (``lm``); from then on the checkpoint decodes with it everywhere (CLI,
-Python API, server).
+(:mod:`llmos.inference.csc_lm`) they beat either under one cap on false alarms
+(docs/BENCHMARKS.md, "Spelling correction"). This trains the LM on a corpus of clean sentences
+(by default the prepared Chinese corpus's train split: the spelling data's train documents),
+reads the model's evidence on validation pairs once, and chooses the weights of that evidence
+and the score threshold with the best sentence-level correction F1 among those that change at
+most ``max_fpr`` of the clean validation sentences. The LM is saved in the checkpoint
+(``lm.json.gz``) and ``task.json`` records the choice (``lm``); from then on the checkpoint
+decodes with it everywhere (CLI, Python API, server).
 """
 
 from __future__ import annotations
