@@ -50,7 +50,7 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 53
+    assert len(COMMANDS) == 54
     assert (
         ("calibrate",) in COMMANDS
         and ("setfit",) in COMMANDS
@@ -60,7 +60,7 @@ def test_every_command_is_listed() -> None:
     assert ("support", "kb", "search") in COMMANDS and ("support", "kb", "pairs") in COMMANDS
     assert ("recommend", "train") in COMMANDS and ("recommend", "search") in COMMANDS
     assert ("write", "correct") in COMMANDS and ("write", "suggest") in COMMANDS
-    assert ("write", "materials", "build") in COMMANDS
+    assert ("write", "materials", "build") in COMMANDS and ("write", "lm") in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
