@@ -15,6 +15,7 @@ from apps.write.test_classic import confusions, corpus
 from llmos.checkpoint.task import SpellingLM
 from llmos.inference.csc_lm import (
     apply_substitutions,
+    decode_many,
     fit_decoding,
     greedy_substitutions,
     lm_corrections,
@@ -135,3 +136,17 @@ def test_fit_equals_decoding_at_every_threshold_of_the_grid(lm: CharNgramLM) -> 
     )
     with pytest.raises(ValueError, match="evidence"):
         fit_decoding(lm, valid, CANDIDATES, grid, None, weights)
+
+
+def test_threads_give_the_same_edits(lm: CharNgramLM) -> None:
+    valid = pairs(41, 3)
+    sources = [s for s, _ in valid]
+    evidence = noisy_evidence(valid, 1)
+    one = decode_many(lm, sources, CANDIDATES, 0.0, evidence, 1.0, 0.5)
+    assert any(one)
+    for threads in (2, 3):
+        assert decode_many(lm, sources, CANDIDATES, 0.0, evidence, 1.0, 0.5, threads) == one
+    assert one == [
+        greedy_substitutions(lm, s, CANDIDATES, 0.0, e, 1.0, 0.5)
+        for s, e in zip(sources, evidence, strict=True)
+    ]

@@ -504,7 +504,8 @@ class EncoderPipeline(Pipeline):
         if self._lm is None:
             self._lm = CharNgramLM.load(self.checkpoint.path / spec.lm.file)
         usable = self.spelling_candidates()
-        return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm)
+        threads = max(1, torch.get_num_threads())  # the LM search, in the model's threads
+        return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm, threads)
 
     def _own_candidates(self) -> Callable[[str], Sequence[str]] | None:
         """The confusion sets saved with a spelling checkpoint (``confusion/``), read once."""
