@@ -13,8 +13,8 @@ import pytest
 from apps.write.test_classic import confusions, corpus
 
 from llmos.checkpoint.task import SpellingLM
+from llmos.inference.correct import apply_corrections
 from llmos.inference.csc_lm import (
-    apply_substitutions,
     decode_many,
     fit_decoding,
     greedy_substitutions,
@@ -118,7 +118,7 @@ def test_fit_equals_decoding_at_every_threshold_of_the_grid(lm: CharNgramLM) -> 
     for a, b in weights:
         for t in grid:
             pred = [
-                apply_substitutions(s, greedy_substitutions(lm, s, CANDIDATES, t, e, a, b))
+                apply_corrections(s, greedy_substitutions(lm, s, CANDIDATES, t, e, a, b))
                 for s, e in zip(sources, evidence, strict=True)
             ]
             scores[a, b, t] = sentence_scores(sources, pred, targets)

@@ -351,8 +351,8 @@ def test_decoding_with_an_ngram_lm(
     texts = ["今天记者参观城市。", "昨天老师研究农市。", "现在农民保护研济。"]
     found = pipe.correct(texts)
     lm = CharNgramLM.load(ckpt / spec.lm.file)
-    evidence = pipe.spelling_evidence(texts)
-    assert found == lm_corrections(lm, texts, evidence, pipe.spelling_candidates(), spec.lm)
+    evidence = pipe.speller().evidence(texts)
+    assert found == lm_corrections(lm, texts, evidence, pipe.speller().candidates(), spec.lm)
     fixed = [apply_corrections(t, f) for t, f in zip(texts, found, strict=True)]
     assert fixed == ["今天记者参观城市。", "昨天老师研究城市。", "现在农民保护经济。"]
     # The model alone: asked for, or with a detection threshold of one's own.

@@ -151,9 +151,9 @@ class Spelling(_Spec):
     # The share of correct characters masked in training; when > 0 the model has learned to
     # read a masked character from its context, and flagged characters are read again masked.
     mask_correct: float = 0.0
-    # Decoding with a character n-gram LM beside the model (llmos.inference.csc_lm), fitted by
-    # ``llmos write lm``: the LM's file in the checkpoint and the weights of the model's
-    # evidence and the score threshold. None: the model alone decodes.
+    # Decoding with a character n-gram LM beside the model, fitted by ``llmos write lm``: the
+    # LM's file in the checkpoint, the weights of the model's evidence and the score
+    # threshold. None: the model alone decodes.
     lm: SpellingLM | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 

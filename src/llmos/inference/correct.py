@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -205,7 +206,17 @@ def predict_corrections(
     return result
 
 
-def apply_corrections(text: str, corrections: Sequence[Correction]) -> str:
+class CharEdit(Protocol):
+    """One character replaced: a :class:`Correction`, or an n-gram search's substitution."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def suggestion(self) -> str: ...
+
+
+def apply_corrections(text: str, corrections: Sequence[CharEdit]) -> str:
     """``text`` with each correction's character put in (every correction is one character)."""
     chars = list(text)
     for c in corrections:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmos.checkpoint.task import SpellingLM
-from llmos.inference.correct import Correction
+from llmos.inference.correct import Correction, apply_corrections
 from llmos.models.ngram import CharNgramLM
 from llmos.text.cjk import is_hanzi
 from llmos.text.csc_metrics import sentence_scores
@@ -185,14 +185,6 @@ def _greedy(
     return accepted
 
 
-def apply_substitutions(text: str, subs: Sequence[Substitution]) -> str:
-    """``text`` with each substitution's character put in."""
-    chars = list(text)
-    for s in subs:
-        chars[s.offset] = s.suggestion
-    return "".join(chars)
-
-
 def lm_corrections(
     lm: CharNgramLM,
     texts: Sequence[str],
@@ -234,24 +226,23 @@ class DecodingFit:
     fpr: float
 
 
-def fit_decoding(
+def sweep_decoding(
     lm: CharNgramLM,
     pairs: Sequence[tuple[str, str]],
     candidates: Callable[[str], Sequence[str]],
     grid: Sequence[float],
     evidence: Sequence[Mapping[int, Evidence]] | None = None,
     weights: Sequence[tuple[float, float]] = ((0.0, 0.0),),
-    max_fpr: float | None = None,
-) -> DecodingFit:
-    """The (alpha, beta) of ``weights`` and threshold of ``grid`` with the best sentence-level
-    correction F1 on (source, target) ``pairs``, among those that change at most ``max_fpr``
-    of the clean pairs (if given and any do; else among all). Ties: the higher threshold.
+) -> list[DecodingFit]:
+    """The validation scores of every (alpha, beta) of ``weights`` and threshold of ``grid``
+    on (source, target) ``pairs``: one search per pair and weight, at the lowest threshold
+    (module docstring); per weight, the highest threshold first.
 
     Args:
         evidence: per pair, the spelling model's evidence (needed for non-zero weights).
     """
     if not grid or not pairs or not weights:
-        raise ValueError("fit_decoding needs a non-empty grid, pairs and weights")
+        raise ValueError("sweep_decoding needs a non-empty grid, pairs and weights")
     if evidence is not None and len(evidence) != len(pairs):
         raise ValueError(f"{len(evidence)} evidence maps for {len(pairs)} pairs")
     sources = [s for s, _ in pairs]
@@ -261,13 +252,32 @@ def fit_decoding(
         if (alpha or beta) and evidence is None:
             raise ValueError("non-zero weights need the spelling model's evidence")
         runs = decode_many(lm, sources, candidates, min(grid), evidence, alpha, beta)
-
         for t in sorted(grid, reverse=True):
             predictions = []
             for src, run in zip(sources, runs, strict=True):
                 k = next((k for k, e in enumerate(run) if e.score <= t), len(run))
-                predictions.append(apply_substitutions(src, run[:k]))
+                predictions.append(apply_corrections(src, run[:k]))
             s = sentence_scores(sources, predictions, targets)
             tried.append(DecodingFit(alpha, beta, t, s["sentence_f1"], s["fpr"]))
-    quiet = [f for f in tried if max_fpr is None or f.fpr <= max_fpr] or tried
-    return max(quiet, key=lambda f: f.sentence_f1)  # max keeps the first: higher thresholds
+    return tried
+
+
+def best_decoding(tried: Sequence[DecodingFit], max_fpr: float | None = None) -> DecodingFit:
+    """The best sentence F1 of :func:`sweep_decoding`'s ``tried`` among those that change at
+    most ``max_fpr`` of the clean pairs (if given and any do; else among all); ties: the first
+    (the higher threshold, the earlier weights)."""
+    quiet = [f for f in tried if max_fpr is None or f.fpr <= max_fpr] or list(tried)
+    return max(quiet, key=lambda f: f.sentence_f1)
+
+
+def fit_decoding(
+    lm: CharNgramLM,
+    pairs: Sequence[tuple[str, str]],
+    candidates: Callable[[str], Sequence[str]],
+    grid: Sequence[float],
+    evidence: Sequence[Mapping[int, Evidence]] | None = None,
+    weights: Sequence[tuple[float, float]] = ((0.0, 0.0),),
+    max_fpr: float | None = None,
+) -> DecodingFit:
+    """:func:`best_decoding` of :func:`sweep_decoding`."""
+    return best_decoding(sweep_decoding(lm, pairs, candidates, grid, evidence, weights), max_fpr)

@@ -1,15 +1,14 @@
-"""The encoder pipeline: classify, tag, fill-mask and embed with a BERT-style checkpoint (or
-its ONNX export).
+"""The encoder pipeline: classify, tag, fill-mask, correct spelling and embed with a BERT-style
+checkpoint (or its ONNX export).
 
-Which of the four a checkpoint answers depends on what it was trained for (its
+Which of them a checkpoint answers depends on what it was trained for (its
 :data:`~llmos.checkpoint.task.TaskSpec`): ``classify`` needs a classifier, ``tag`` a tagger,
-``fill_mask`` a pretrained encoder with its masked-LM head; every encoder embeds. Asking for
-another says what the checkpoint is.
+``fill_mask`` a pretrained encoder with its masked-LM head, ``correct`` a spelling model; every
+encoder embeds. Asking for another says what the checkpoint is.
 
-One file over 500 lines, on purpose: it is the one class every operation of a loaded encoder
-goes through (they share its model, tokenizer, padding and task checks), and each method only
-checks and dispatches; the operations' own logic lives in :mod:`llmos.inference.classify`,
-:mod:`~llmos.inference.correct`, :mod:`~llmos.inference.cloze` and :mod:`~llmos.inference.embed`.
+Each method checks and dispatches; the operations' own logic lives in
+:mod:`llmos.inference.classify`, :mod:`~llmos.inference.speller`, :mod:`~llmos.inference.cloze`
+and :mod:`~llmos.inference.embed`.
 """
 
 from __future__ import annotations
@@ -31,9 +30,8 @@ from llmos.checkpoint.task import (
     Tagging,
 )
 from llmos.data.batching import pad_batch, run_length_sorted
-from llmos.data.spelling import read_confusion
 from llmos.errors import LlmosError
-from llmos.inference import cloze, csc_lm
+from llmos.inference import cloze
 from llmos.inference import correct as csc
 from llmos.inference.classify import (
     batched_logits,
@@ -46,6 +44,7 @@ from llmos.inference.classify import (
 from llmos.inference.embed import POOLINGS, embed_ids
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.pipeline import Pipeline
+from llmos.inference.speller import Speller
 from llmos.inference.tag import (
     SpanDecoder,
     crf_decode,
@@ -54,7 +53,6 @@ from llmos.inference.tag import (
     tokenize_for_tagging,
 )
 from llmos.models.multitask import HeadView
-from llmos.models.ngram import CharNgramLM
 from llmos.text.tokenizer import decode
 
 log = logging.getLogger("llmos.inference")
@@ -87,10 +85,7 @@ class EncoderPipeline(Pipeline):
         self.decoder = (
             SpanDecoder(list(spec.labels), spec.scheme) if isinstance(spec, Tagging) else None
         )
-        self._vocab: csc.CharVocab | None = None  # a spelling model's characters, read once
-        self._confusion: Callable[[str], Sequence[str]] | bool | None = None
-        self._lm: CharNgramLM | None = None  # a spelling model's n-gram LM, read once
-        self._usable: Callable[[str], list[str]] | None = None
+        self._speller: Speller | None = None  # a spelling model's decoding, built once
 
     def _pad(self) -> int:
         return self._ids["pad"] or 0
@@ -422,8 +417,7 @@ class EncoderPipeline(Pipeline):
         A checkpoint fitted with a character n-gram LM (``lm`` in its task.json, ``llmos
         write lm``) decodes with it by default: the LM's gains over the confusion sets plus
         the model's evidence (:mod:`llmos.inference.csc_lm`). ``lm=False``, an explicit
-        ``threshold`` or ``candidates`` other than ``"model"`` decode with the model alone.
-
+        ``threshold`` or ``candidates`` other than ``"model"`` decode with the model alone:
         ``threshold`` (default: the checkpoint's, fitted on its validation split) is the
         detection probability from which a character is flagged. ``candidates`` restricts
         what a character may become: ``"model"`` (default) the confusion sets the checkpoint
@@ -438,81 +432,18 @@ class EncoderPipeline(Pipeline):
             One list per text of :class:`~llmos.inference.correct.Correction` (character
             offset, original, suggestion, detection and correction probabilities), by offset.
         """
+        return self.speller().correct(texts, threshold, candidates, batch_size, lm)
+
+    def speller(self) -> Speller:
+        """A spelling checkpoint's decoder (built once): :meth:`correct` goes through it, and
+        ``llmos write lm`` reads its evidence and candidates."""
         spec = self.spec
         if not isinstance(spec, Spelling):
             raise LlmosError(f"this checkpoint is {self.describe()}, not a spelling model")
-        if isinstance(texts, str):
-            texts = [texts]
-        if self._vocab is None:
-            self._vocab = csc.CharVocab.from_ids(self.tokenizer, self.model.char_ids.tolist())
-        if lm and spec.lm is not None and threshold is None and candidates == "model":
-            return self._correct_with_lm(texts, batch_size)
-        if candidates == "model":
-            candidates = self._own_candidates()
-        elif isinstance(candidates, str):
-            raise LlmosError(f"candidates must be 'model', a function or None, got {candidates!r}")
-        cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
-        max_length = self.checkpoint.max_length
-        windows = csc.encode_windows(self.tokenizer, texts, max_length, cls_id, sep_id)
-        return csc.predict_corrections(
-            self.model,
-            windows,
-            texts,
-            self._vocab,
-            spec.threshold if threshold is None else threshold,
-            self._pad(),
-            batch_size,
-            candidates,
-            self._ids["mask"] if spec.mask_correct else None,
-        )
-
-    def spelling_evidence(
-        self, texts: list[str], batch_size: int = 32
-    ) -> list[dict[int, csc_lm.Evidence]]:
-        """A spelling checkpoint's evidence for decoding with an n-gram LM, per text: at each
-        character with candidates in its own confusion sets, the detection logit and the
-        correction log-probabilities of [the character, *its candidates]
-        (:func:`~llmos.inference.correct.position_evidence`)."""
-        if not isinstance(self.spec, Spelling):
-            raise LlmosError(f"this checkpoint is {self.describe()}, not a spelling model")
-        usable = self.spelling_candidates()
-        if self._vocab is None:
-            self._vocab = csc.CharVocab.from_ids(self.tokenizer, self.model.char_ids.tolist())
-        cls_id, sep_id = self._ids["cls"] or 0, self._ids["sep"] or 0
-        windows = csc.encode_windows(
-            self.tokenizer, texts, self.checkpoint.max_length, cls_id, sep_id
-        )
-        return csc.position_evidence(
-            self.model, windows, texts, self._vocab, self._pad(), usable, batch_size
-        )
-
-    def spelling_candidates(self) -> Callable[[str], list[str]]:
-        """What a character may become when decoding with an n-gram LM: the single Chinese
-        characters of its confusion sets saved with the checkpoint."""
-        if self._usable is None:
-            own = self._own_candidates()
-            if own is None:
-                raise LlmosError(f"{self.checkpoint.path}: no confusion sets saved with it")
-            self._usable = csc_lm.usable_candidates(own)
-        return self._usable
-
-    def _correct_with_lm(self, texts: list[str], batch_size: int) -> list[list[csc.Correction]]:
-        """Decoding with the checkpoint's n-gram LM and the model's evidence."""
-        spec = self.spec
-        assert isinstance(spec, Spelling) and spec.lm is not None
-        evidence = self.spelling_evidence(texts, batch_size)
-        if self._lm is None:
-            self._lm = CharNgramLM.load(self.checkpoint.path / spec.lm.file)
-        usable = self.spelling_candidates()
-        threads = max(1, torch.get_num_threads())  # the LM search, in the model's threads
-        return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm, threads)
-
-    def _own_candidates(self) -> Callable[[str], Sequence[str]] | None:
-        """The confusion sets saved with a spelling checkpoint (``confusion/``), read once."""
-        if self._confusion is None:
-            folder = self.checkpoint.path / "confusion"
-            self._confusion = read_confusion(folder).candidates if folder.is_dir() else False
-        return self._confusion or None
+        if self._speller is None:
+            path, max_length = self.checkpoint.path, self.checkpoint.max_length
+            self._speller = Speller(self.model, self.tokenizer, path, spec, self._ids, max_length)
+        return self._speller
 
     def count_tokens(self, texts: list[str], kind: str | None = None) -> list[int]:
         """How many tokens :meth:`embed` reads of each text (its ``kind`` prefix and the special

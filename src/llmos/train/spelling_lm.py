@@ -25,7 +25,7 @@ from llmos.checkpoint.task import Spelling, SpellingLM, parse_task
 from llmos.data.spelling import read_corrections
 from llmos.errors import DataError, LlmosError
 from llmos.files import atomic_write_json
-from llmos.inference.csc_lm import fit_decoding
+from llmos.inference.csc_lm import best_decoding, sweep_decoding
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
 from llmos.models.ngram import CharNgramLM
@@ -92,7 +92,7 @@ def fit_spelling_lm(
     pipe = load_pipeline(path)
     if not isinstance(pipe, EncoderPipeline) or not isinstance(pipe.spec, Spelling):
         raise LlmosError(f"{path} is {pipe.describe()}, not a spelling model")
-    usable = pipe.spelling_candidates()  # before the minutes of work below: it may have none
+    usable = pipe.speller().candidates()  # before the minutes of work below: it may have none
     corpus = Path(corpus) if corpus is not None else default_corpus()
     valid = Path(valid) if valid is not None else default_valid()
     fit_pairs = read_corrections(valid)[:pairs]
@@ -102,10 +102,11 @@ def fit_spelling_lm(
     lm = CharNgramLM.train(_sentences(corpus), order=order)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
-    evidence = pipe.spelling_evidence([s for s, _ in fit_pairs])
-    alone = fit_decoding(lm, fit_pairs, usable, THRESHOLDS, max_fpr=max_fpr)
-    weights = [(a, b) for a in ALPHAS for b in BETAS]
-    best = fit_decoding(lm, fit_pairs, usable, THRESHOLDS, evidence, weights, max_fpr)
+    evidence = pipe.speller().evidence([s for s, _ in fit_pairs])
+    weights = [(a, b) for a in ALPHAS for b in BETAS]  # (0, 0), the LM alone, among them
+    tried = sweep_decoding(lm, fit_pairs, usable, THRESHOLDS, evidence, weights)
+    best = best_decoding(tried, max_fpr)
+    alone = best_decoding([f for f in tried if f.alpha == f.beta == 0], max_fpr)
     fit_s = time.perf_counter() - t
     lm.save(path / LM_FILE)
     spec = replace(pipe.spec, lm=SpellingLM(LM_FILE, best.alpha, best.beta, best.threshold))
