@@ -67,7 +67,10 @@ def test_overrides_are_typed_and_dotted() -> None:
         ("train.max_stepz=5", "unknown key 'train.max_stepz'"),
         ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
         ("train.progress=maybe", "train.progress: expected true or false"),
-        ("data.objective=gpt", "data.objective: expected one of ['mlm+nsp', 'mlm', 'clm'] or null"),
+        (
+            "data.objective=gpt",
+            "data.objective: expected one of ['mlm+nsp', 'mlm', 'clm', 'plm'] or null",
+        ),
         ("model.num_heads=3", "model.hidden_size (256) must be divisible by model.num_heads (3)"),
         ("optim.lr=-1", "optim.lr must be positive"),
         ("trainmax_steps", "expected key=value"),

@@ -30,6 +30,7 @@ from llmos import __version__
 from llmos.checkpoint.task import (
     DECODER_TASKS,
     ENCODER_TASKS,
+    XLNET_TASKS,
     Generation,
     MaskedLM,
     TaskSpec,
@@ -37,7 +38,7 @@ from llmos.checkpoint.task import (
     task_json,
 )
 from llmos.config.loader import from_dict, to_dict
-from llmos.config.model import UNSET_NOT_SAVED, BertConfig, GPTConfig
+from llmos.config.model import UNSET_NOT_SAVED, BertConfig, GPTConfig, ModelConfig, XLNetConfig
 from llmos.errors import CheckpointError, ConfigError
 from llmos.files import atomic_directory
 from llmos.text.tokenizer import load_tokenizer
@@ -71,7 +72,7 @@ TASK_FILE = "task.json"
 ONNX_FILE = "model.onnx"
 
 
-def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
+def write_config(directory: Path, config: ModelConfig) -> None:
     """Write ``config.json`` (the architecture, and the llmos version that wrote it)."""
     meta = {k: v for k, v in to_dict(config).items() if v is not None or k not in UNSET_NOT_SAVED}
     meta["llmos_version"] = __version__
@@ -81,7 +82,7 @@ def write_config(directory: Path, config: BertConfig | GPTConfig) -> None:
 def save_checkpoint(
     out_dir: str | Path,
     model: torch.nn.Module,
-    config: BertConfig | GPTConfig,
+    config: ModelConfig,
     tokenizer: Any | None = None,
     task: TaskSpec | dict[str, Any] | None = None,
     extra: Callable[[Path], None] | None = None,
@@ -135,7 +136,12 @@ def _require(path: Path, name: str) -> Path:
     return f
 
 
-MODEL_CONFIGS: dict[str, type] = {"bert": BertConfig, "roberta": BertConfig, "gpt": GPTConfig}
+MODEL_CONFIGS: dict[str, type] = {
+    "bert": BertConfig,
+    "roberta": BertConfig,
+    "gpt": GPTConfig,
+    "xlnet": XLNetConfig,
+}
 
 
 def tied_weights(model: torch.nn.Module) -> dict[str, str]:
@@ -144,7 +150,7 @@ def tied_weights(model: torch.nn.Module) -> dict[str, str]:
     return dict(getattr(model, "tied_weights", {}))
 
 
-def read_config(path: str | Path) -> BertConfig | GPTConfig:
+def read_config(path: str | Path) -> ModelConfig:
     """Read and validate ``config.json`` of a checkpoint directory."""
     f = _require(Path(path), CONFIG_FILE)
     try:
@@ -165,7 +171,7 @@ def read_config(path: str | Path) -> BertConfig | GPTConfig:
         raise CheckpointError(str(e)) from None
 
 
-def require_unquantized(path: str | Path, config: BertConfig | GPTConfig, what: str) -> None:
+def require_unquantized(path: str | Path, config: ModelConfig, what: str) -> None:
     """Quantized checkpoints are for inference: refuse one for ``what`` (fine-tuning, export)."""
     method = getattr(config, "quantization", None)
     if method:
@@ -226,7 +232,7 @@ class Checkpoint:
     """
 
     path: Path
-    config: BertConfig | GPTConfig
+    config: ModelConfig
     task: TaskSpec
 
     @functools.cached_property
@@ -281,7 +287,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         task: TaskSpec = Generation() if decoder else MaskedLM()
     else:
         task = parse_task(raw, source)
-    allowed = DECODER_TASKS if decoder else ENCODER_TASKS
+    allowed = (
+        DECODER_TASKS
+        if decoder
+        else XLNET_TASKS
+        if isinstance(config, XLNetConfig)
+        else ENCODER_TASKS
+    )
     if not isinstance(task, allowed):
         names = ", ".join(repr(c.kind) for c in allowed)
         raise CheckpointError(

@@ -205,6 +205,7 @@ KINDS: dict[str, type] = {
 PRETRAINED = (MaskedLM, Generation)
 ENCODER_TASKS = (Classification, Tagging, MultiTask, Embedding, Spelling, MaskedLM)
 DECODER_TASKS = (Instruct, Generation)
+XLNET_TASKS = (Classification, Tagging, MaskedLM)  # MaskedLM: a pretrained XLNet, no task
 
 # The fields each kind models, in the order llmos writes them (``extra`` follows).
 _FIELDS: dict[str, tuple[str, ...]] = {

@@ -167,6 +167,65 @@ class GPTConfig:
         return self.hidden_size // self.num_heads
 
 
+@dataclass
+class XLNetConfig:
+    """An XLNet encoder (the architecture of Hugging Face ``XLNetModel``, Yang et al. 2019):
+    post-LayerNorm layers with Transformer-XL relative attention (sinusoidal relative positions,
+    content/position/segment biases ``r_w_bias``/``r_r_bias``/``r_s_bias``, relative segment
+    encodings), two-stream attention for permutation LM pretraining, and a memory of the
+    previous segment.
+
+    There are no absolute positions: ``max_position`` is only the longest input fine-tuning and
+    inference accept. ``mem_len`` is how many hidden states per layer a memory keeps (0: the
+    whole previous segment). ``clamp_len`` caps relative distances (-1: no cap). HF options
+    this file does not build (``attn_type`` uni, ``bi_data``, ``same_length``) are refused on
+    import. ``dropout`` is also applied to attention probabilities, as in XLNet. The sequence
+    summary of a classifier is HF's default: the last real token (XLNet's ``<cls>`` sits at the
+    end), a tanh projection, then dropout.
+    """
+
+    model_type: Literal["xlnet"] = "xlnet"
+    vocab_size: int = 21128
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position: int = 512
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    mem_len: int = 0
+    clamp_len: int = -1
+    ff_activation: Literal["gelu", "relu", "gelu_new"] = "gelu"
+
+    def __post_init__(self) -> None:
+        for name in SIZES:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if self.hidden_size % 2:
+            raise ConfigError(
+                f"model.hidden_size must be even (sinusoidal relative positions), got "
+                f"{self.hidden_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.mem_len < 0:
+            raise ConfigError(f"model.mem_len must be >= 0, got {self.mem_len}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+# Any architecture a checkpoint's config.json can name (``model_type`` tells them apart).
+ModelConfig = BertConfig | GPTConfig | XLNetConfig
+
 # Named sizes, as in the BERT "compact models" family (Turc et al., 2019).
 MODEL_PRESETS: dict[str, BertConfig] = {
     "bert-tiny": BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import BertConfig, GPTConfig, XLNetConfig
 from llmos.errors import ConfigError
 
 
@@ -33,24 +33,39 @@ class DataConfig:
     ``train.txt`` and ``valid.txt``: one sentence per line, a blank line between documents.
     ``tokenizer`` is a name under ``$LLMOS_HOME/tokenizers`` or a path to ``tokenizer.json``.
 
-    ``objective``: ``mlm+nsp`` (BERT), ``mlm`` (RoBERTa full sentences) or ``clm`` (GPT: whole
+    ``objective``: ``mlm+nsp`` (BERT), ``mlm`` (RoBERTa full sentences), ``clm`` (GPT: whole
     documents, each followed by end-of-text, packed back to back into blocks of
-    ``max_length`` tokens); by default the model's (``mlm+nsp`` for BERT, ``clm`` for GPT).
+    ``max_length`` tokens) or ``plm`` (XLNet's permutation LM on the same packed stream); by
+    default the model's (``mlm+nsp`` for BERT, ``clm`` for GPT, ``plm`` for XLNet).
+
+    ``plm`` options: ``plm_ratio`` of the tokens are predicted (1/K, K = 6 in the paper),
+    chosen as spans of 1 to ``plm_max_span`` tokens; ``plm_memory`` tokens of the previous
+    segment come before each segment of ``max_length`` tokens, run first (without
+    gradient) to give the model its memory (0: no recurrence).
     """
 
     corpus: str = "zh"
     tokenizer: str = "wordpiece-zh"
     max_length: int = 128
-    objective: Literal["mlm+nsp", "mlm", "clm"] | None = None
+    objective: Literal["mlm+nsp", "mlm", "clm", "plm"] | None = None
     mask_prob: float = 0.15
     short_seq_prob: float = 0.1
     max_valid_examples: int = 1024
     max_train_documents: int | None = None
+    plm_ratio: float = 1 / 6
+    plm_max_span: int = 5
+    plm_memory: int = 0
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 4096:
             raise ConfigError(f"data.max_length must be in [8, 4096], got {self.max_length}")
         check_pretraining_rates(self.mask_prob, self.short_seq_prob)
+        if not 0.0 < self.plm_ratio < 1.0:
+            raise ConfigError(f"data.plm_ratio must be in (0, 1), got {self.plm_ratio}")
+        if self.plm_max_span < 1:
+            raise ConfigError(f"data.plm_max_span must be >= 1, got {self.plm_max_span}")
+        if self.plm_memory < 0:
+            raise ConfigError(f"data.plm_memory must be >= 0, got {self.plm_memory}")
 
 
 @dataclass
@@ -142,8 +157,9 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP), or a GPT decoder trained
-    with causal LM (``model.model_type: gpt``), on a text corpus.
+    """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP), a GPT decoder trained
+    with causal LM (``model.model_type: gpt``) or an XLNet trained with permutation LM
+    (``model.model_type: xlnet``), on a text corpus.
 
     ``init`` (BERT only) continues from an encoder checkpoint instead of random weights: its
     architecture, weights and tokenizer are taken (``data.tokenizer`` is not read), ``model``
@@ -156,7 +172,7 @@ class PretrainConfig:
 
     name: str = "bert-zh"
     out_dir: str = "runs"
-    model: BertConfig | GPTConfig = field(default_factory=BertConfig)
+    model: BertConfig | GPTConfig | XLNetConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -174,15 +190,18 @@ class PretrainConfig:
                 f"and must be >= 0 (0: the embeddings only), got {self.freeze_layers} "
                 f"(init: {self.init})"
             )
-        decoder = self.model.model_type == "gpt"
+        kind = self.model.model_type
+        fits = {"gpt": ("clm",), "xlnet": ("plm",)}.get(kind, ("mlm+nsp", "mlm"))
         if self.data.objective is None:
-            self.data.objective = "clm" if decoder else "mlm+nsp"
-        if decoder != (self.data.objective == "clm"):
+            self.data.objective = fits[0]
+        if self.data.objective not in fits:
             raise ConfigError(
                 f"data.objective {self.data.objective!r} does not fit model.model_type "
-                f"{self.model.model_type!r} (bert: mlm+nsp or mlm; gpt: clm)"
+                f"{kind!r} (bert: mlm+nsp or mlm; gpt: clm; xlnet: plm)"
             )
-        need = {"mlm+nsp": ("mlm+nsp",), "mlm": ("mlm", "mlm+nsp"), "clm": (None,)}
+        if self.init is not None and kind == "xlnet":
+            raise ConfigError("init continues a BERT encoder's pretraining; leave it out for XLNet")
+        need = {"mlm+nsp": ("mlm+nsp",), "mlm": ("mlm", "mlm+nsp"), "clm": (None,), "plm": (None,)}
         heads = getattr(self.model, "heads", None)
         if heads not in need[self.data.objective]:
             raise ConfigError(

@@ -25,7 +25,7 @@ from llmos.checkpoint.task import (
     TaskSpec,
     parse_task,
 )
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import GPTConfig, ModelConfig, XLNetConfig
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generator import GeneratorPipeline
@@ -35,17 +35,18 @@ from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.models.csc import BertForSpellingCorrection
 from llmos.models.gpt import GPT
 from llmos.models.multitask import BertMultiTask, HeadShape
+from llmos.models.xlnet import XLNetForSequenceClassification, XLNetLMHeadModel
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def build_model(
-    config: BertConfig | GPTConfig, task: TaskSpec | dict[str, Any] | None, path: Path
+    config: ModelConfig, task: TaskSpec | dict[str, Any] | None, path: Path
 ) -> torch.nn.Module:
     """The model class (random weights) that a checkpoint's config and task name: pretraining
     heads for a pretrained or embedding encoder, a classifier or tagger head (with its CRF when
     ``task.json`` says ``crf: true``), a multi-task encoder with several of them, a spelling
-    corrector, a GPT.
+    corrector, a GPT, an XLNet (its LM head, or a classifier or tagger).
 
     ``task`` may still be a ``task.json`` dict (validated here) or None (a pretrained model)
     for callers that have not moved to :class:`~llmos.checkpoint.io.Checkpoint`.
@@ -59,6 +60,18 @@ def build_model(
             f"{path}/{TASK_FILE}: unsupported task {task.kind!r} for a GPT (supported: "
             "instruct, or none for a pretrained decoder)"
         )
+    if isinstance(config, XLNetConfig):
+        match task:
+            case Classification(labels=labels, pooling="cls"):
+                return XLNetForSequenceClassification(config, len(labels))
+            case Classification(pooling=pooling):
+                raise CheckpointError(
+                    f"{path}/{TASK_FILE}: an XLNet classifier reads its sequence summary "
+                    f"(pooling cls), not {pooling!r}"
+                )
+            case Tagging(labels=labels, scheme=scheme, crf=crf, char_tags=char_tags):
+                return tagger_model(config, list(labels), scheme, crf, char_tags)
+        return XLNetLMHeadModel(config)  # a pretrained XLNet (read_checkpoint allows no other)
     match task:
         case Classification(labels=labels, pooling=pooling):
             return BertForSequenceClassification(config, len(labels), pooling)

@@ -28,12 +28,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, XLNetConfig
 from llmos.data.batching import pad_batch, run_length_sorted
 from llmos.data.tagging import allowed_transitions, tags_to_spans, viterbi_decode
+from llmos.errors import ConfigError
 from llmos.models.bert import BertForTokenClassification
 from llmos.models.chars import BertForCharTagging
 from llmos.models.crf import CRF
+from llmos.models.xlnet import XLNetForTokenClassification
 from llmos.text.tokenizer import special_ids
 
 
@@ -323,14 +325,18 @@ def tagging_crf(labels: list[str], scheme: str) -> CRF:
 
 
 def tagger_model(
-    config: BertConfig,
+    config: BertConfig | XLNetConfig,
     labels: list[str],
     scheme: str,
     crf: bool = False,
     char_tags: bool = False,
-) -> BertForTokenClassification:
+) -> BertForTokenClassification | XLNetForTokenClassification:
     """A tagger (random weights) over ``labels``, with a CRF under ``scheme`` when ``crf``;
-    one tag per character of the tokenizer's pieces when ``char_tags``."""
+    one tag per character of the tokenizer's pieces when ``char_tags`` (BERT only)."""
     head = tagging_crf(labels, scheme) if crf else None
+    if isinstance(config, XLNetConfig):
+        if char_tags:
+            raise ConfigError("char_tags is built for BERT encoders, not XLNet")
+        return XLNetForTokenClassification(config, len(labels), head)
     cls = BertForCharTagging if char_tags else BertForTokenClassification
     return cls(config, len(labels), head)

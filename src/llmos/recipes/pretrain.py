@@ -7,7 +7,7 @@ sample generations).
 
 Families: BERT/RoBERTa encoders learn masked LM (+ next-sentence prediction,
 ``llmos.train.tasks.mlm``); GPT decoders learn next-token prediction on packed blocks
-(``llmos.train.tasks.clm``).
+(``llmos.train.tasks.clm``); XLNet learns permutation LM (``llmos.train.tasks.plm``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from llmos.train.metrics import unigram_perplexity
 from llmos.train.runs import PretrainSetup, start_run
 from llmos.train.tasks.clm import setup_clm_pretraining
 from llmos.train.tasks.mlm import setup_mlm_pretraining
+from llmos.train.tasks.plm import setup_plm_pretraining
 
 log = logging.getLogger("llmos.recipes")
 
@@ -32,6 +33,7 @@ PRETRAIN_SETUPS: dict[str, Callable[[PretrainConfig], PretrainSetup]] = {
     "bert": setup_mlm_pretraining,
     "roberta": setup_mlm_pretraining,
     "gpt": setup_clm_pretraining,
+    "xlnet": setup_plm_pretraining,
 }
 
 
@@ -51,7 +53,7 @@ class PretrainResult(FitResult):
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
-    """Pretrain a BERT encoder, or a GPT decoder when ``model.model_type`` is ``gpt``; returns
+    """Pretrain a BERT encoder, a GPT decoder or an XLNet (``model.model_type``); returns
     where the run and its final checkpoint are, with the report also written to
     ``report.json``."""
     setup = PRETRAIN_SETUPS[cfg.model.model_type](cfg)

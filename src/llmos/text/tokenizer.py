@@ -47,8 +47,8 @@ _PIECE_CHARS = 1 << 20  # characters handed to the trainer at a time
 _ROLE_TOKENS: dict[str, tuple[str, ...]] = {
     "pad": ("[PAD]", "<|pad|>", "<pad>"),
     "unk": ("[UNK]", "<unk>"),
-    "cls": ("[CLS]", "<s>"),
-    "sep": ("[SEP]", "</s>"),
+    "cls": ("[CLS]", "<s>", "<cls>"),
+    "sep": ("[SEP]", "</s>", "<sep>"),
     "mask": ("[MASK]", "<mask>"),
     "eos": ("<|endoftext|>", "</s>"),
 }
@@ -194,6 +194,24 @@ def train_tokenizer(
         tok.save(str(tmp))
     logger.info("wrote %s (%s, %d tokens)", path, kind, tok.get_vocab_size())
     return path
+
+
+def xlnet_layout(tok: Tokenizer) -> Tokenizer:
+    """A copy of ``tok`` that lays texts out as XLNet reads them: ``A <sep> <cls>`` and ``A
+    <sep> B <sep> <cls>``, segment ids 0, 1 and 2 for the ``<cls>`` (HF's XLNetTokenizer).
+    The classifier's summary is the last token, so ``<cls>`` goes at the end. The separator
+    and cls tokens are the tokenizer's own (``[SEP]``/``[CLS]`` or ``<sep>``/``<cls>``)."""
+    ids = special_ids(tok)
+    if ids["sep"] is None or ids["cls"] is None:
+        raise ConfigError("an XLNet tokenizer needs a separator and a cls token ([SEP], [CLS])")
+    sep, cls = tok.id_to_token(ids["sep"]), tok.id_to_token(ids["cls"])
+    out = Tokenizer.from_str(tok.to_str())
+    out.post_processor = processors.TemplateProcessing(
+        single=f"$A {sep} {cls}:2",
+        pair=f"$A {sep} $B:1 {sep}:1 {cls}:2",
+        special_tokens=[(sep, ids["sep"]), (cls, ids["cls"])],
+    )
+    return out
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -19,7 +19,7 @@ from torch import nn
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.io import read_checkpoint, require_unquantized
 from llmos.config.loader import to_dict
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import BertConfig, GPTConfig, ModelConfig, XLNetConfig
 from llmos.config.run import FinetuneConfig, PretrainConfig
 from llmos.data.corpus import TokenizedCorpus
 from llmos.errors import CheckpointError, ConfigError
@@ -82,7 +82,7 @@ class Init:
     """
 
     path: Path
-    config: BertConfig | GPTConfig
+    config: ModelConfig
     weights: dict[str, torch.Tensor]
     tokenizer: Tokenizer
     digest: str | None = None
@@ -177,24 +177,25 @@ def freeze_bottom(model: nn.Module, n: int, config: BertConfig | GPTConfig, path
 
 
 def load_encoder(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy the ``bert.*`` weights of a checkpoint into a new task model; the head (classifier,
-    a tagger's CRF, a character tagger's ``char_*`` layers) stays fresh.
+    """Copy the encoder weights of a checkpoint (``bert.*``, or an XLNet's ``transformer.*``)
+    into a new task model; the head (classifier, a tagger's CRF, a character tagger's
+    ``char_*`` layers, an XLNet's sequence summary) stays fresh.
 
     A model without a pooler (token classification) leaves the checkpoint's pooler out.
     """
+    prefix = "transformer." if isinstance(getattr(model, "cfg", None), XLNetConfig) else "bert."
     has_pooler = any(k.startswith("bert.pooler.") for k in model.state_dict())
     encoder = {
         k: v
         for k, v in weights.items()
-        if k.startswith("bert.") and (has_pooler or not k.startswith("bert.pooler."))
+        if k.startswith(prefix) and (has_pooler or not k.startswith("bert.pooler."))
     }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
-    if unexpected or any(
-        not k.startswith(("classifier.", "crf.", "char_", "bert.pooler.")) for k in missing
-    ):
+    fresh = ("classifier.", "crf.", "char_", "bert.pooler.", "sequence_summary.", "logits_proj.")
+    if unexpected or not encoder or any(not k.startswith(fresh) for k in missing):
+        kind = "an XLNet" if prefix == "transformer." else "a BERT encoder"
         raise CheckpointError(
-            f"{path}: not a BERT encoder checkpoint "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{path}: not {kind} checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     if any(k.startswith("bert.pooler.") for k in missing):
         log.warning("%s has no pooler weights: the pooler starts from random weights", path)

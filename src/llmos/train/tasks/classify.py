@@ -14,15 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmos.config.model import XLNetConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.datasets import dataset_files, warn_skipped
 from llmos.data.readers import Example, read_classification
-from llmos.errors import DataError
+from llmos.errors import ConfigError, DataError
 from llmos.inference.classify import batched_logits, encode_texts
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
 from llmos.models.bert import BertForSequenceClassification
+from llmos.models.xlnet import XLNetForSequenceClassification
 from llmos.text.tokenizer import special_ids
 from llmos.train.loop import FitResult
 from llmos.train.metrics import classification_metrics, plot_confusion
@@ -234,9 +236,15 @@ def setup_classification(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
         return out
 
     config = init.config
-    return FinetuneSetup(
-        task,
-        lambda: BertForSequenceClassification(config, len(labels), cfg.pooling),
-        meta,
-        report,
-    )
+    if isinstance(config, XLNetConfig) and cfg.pooling != "cls":
+        raise ConfigError(
+            f"pooling {cfg.pooling!r}: an XLNet classifier reads its sequence summary (the last "
+            "token), set pooling: cls"
+        )
+
+    def build() -> nn.Module:
+        if isinstance(config, XLNetConfig):
+            return XLNetForSequenceClassification(config, len(labels))
+        return BertForSequenceClassification(config, len(labels), cfg.pooling)
+
+    return FinetuneSetup(task, build, meta, report)
