@@ -236,3 +236,12 @@ def test_valid_batches_are_fixed_and_keyed_by_row_index() -> None:
         assert all(torch.equal(x[k], y[k]) for k in x)
     alone = plm_collate(blocks[5:6], np.array([5]), SPECIAL, seed=3, epoch=0, mem_len=8)
     assert torch.equal(alone["perm_mask"][0], valid[1]["perm_mask"][1])
+
+
+def test_token_types_number_the_documents_of_each_segment() -> None:
+    sep = 3
+    # memory [10 11], segment [12 3 13 14 3 15 16]: documents end at each separator.
+    blocks = np.array([[10, 11, 12, sep, 13, 14, sep, 15, 16]])
+    batch = plm_collate(blocks, np.array([0]), [sep], seed=0, epoch=0, mem_len=2, sep_id=sep)
+    assert batch["token_type_ids"].tolist() == [[0, 0, 1, 1, 1, 0, 0]]
+    assert "token_type_ids" not in plm_collate(blocks, np.array([0]), [sep], 0, 0, 2)

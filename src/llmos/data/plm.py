@@ -108,6 +108,7 @@ def plm_collate(
     max_span: int = 5,
     predict_ratio: float = 1 / 6,
     num_predict: int | None = None,
+    sep_id: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Targets, factorisation masks and memory of packed rows, for an XLNet forward.
 
@@ -119,12 +120,17 @@ def plm_collate(
         special_ids: ids that are never targets (separator, padding, cls).
         num_predict: keep at most this many targets per row (the first, in position order;
             the rest become context) and pad every row to it; None: pad to the batch's most.
+        sep_id: the separator between documents: with it, ``token_type_ids`` (B, S) number
+            the documents of each segment 0, 1, 0, ... (a separator ends its document), so
+            XLNet's relative segment encoding tells "same document" from "another" (the
+            original pretraining's A/B segments).
 
     Returns:
         ``mem_ids`` (B, mem_len) (only when mem_len > 0), ``input_ids`` (B, S), ``perm_mask``
         (B, S, S) float32, ``target_mapping`` (B, M, S) float32 (row m one-hot at the m-th
         target, zero for padding), ``labels`` (B, M) (``IGNORE`` for padding) and
-        ``num_tokens`` (all tokens the model reads, a 0-d tensor, for throughput).
+        ``num_tokens`` (all tokens the model reads, a 0-d tensor, for throughput), and
+        ``token_type_ids`` (B, S) when ``sep_id`` is given.
     """
     blocks = np.asarray(blocks, dtype=np.int64)
     B, width = blocks.shape
@@ -157,6 +163,9 @@ def plm_collate(
         "labels": torch.from_numpy(labels),
         "num_tokens": torch.tensor(blocks.size),
     }
+    if sep_id is not None:
+        ends = seg == sep_id
+        out["token_type_ids"] = torch.from_numpy((np.cumsum(ends, axis=1) - ends) % 2)
     if mem_len > 0:
         out["mem_ids"] = torch.from_numpy(np.ascontiguousarray(blocks[:, :mem_len]))
     return out
@@ -193,6 +202,7 @@ class PLMBatches(EpochBatches):
         max_span: int = 5,
         predict_ratio: float = 1 / 6,
         num_predict: int | None = None,
+        sep_id: int | None = None,
     ) -> None:
         _check(blocks.shape[1], mem_len, max_span, predict_ratio, num_predict)
         if len(blocks) < batch_size:
@@ -207,6 +217,7 @@ class PLMBatches(EpochBatches):
         self.special_ids = tuple(special_ids)
         self.mem_len, self.max_span = mem_len, max_span
         self.predict_ratio, self.num_predict = predict_ratio, num_predict
+        self.sep_id = sep_id
         self.position = {"epoch": 0, "batch": 0}
 
     def collate(self, idx: np.ndarray) -> dict[str, Any]:
@@ -222,6 +233,7 @@ class PLMBatches(EpochBatches):
             self.max_span,
             self.predict_ratio,
             self.num_predict,
+            self.sep_id,
         )
 
 
@@ -234,6 +246,7 @@ def plm_valid_batches(
     max_span: int = 5,
     predict_ratio: float = 1 / 6,
     num_predict: int | None = None,
+    sep_id: int | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Fixed validation batches: rows in order, targets of epoch 0 keyed by the row index (the
     last batch may be smaller)."""
@@ -248,6 +261,7 @@ def plm_valid_batches(
             max_span,
             predict_ratio,
             num_predict,
+            sep_id,
         )
         for s in range(0, len(blocks), batch_size)
     ]

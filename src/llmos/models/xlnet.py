@@ -31,6 +31,7 @@ from torch import nn
 
 from llmos.config.model import XLNetConfig
 from llmos.models.crf import CRF
+from llmos.models.dropout import Dropout
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -90,7 +91,7 @@ class RelativeAttention(nn.Module):
         self.r_w_bias = nn.Parameter(torch.empty(nh, hs))
         self.seg_embed = nn.Parameter(torch.empty(2, nh, hs))
         self.layer_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.scale = 1 / math.sqrt(hs)
 
     def heads(self, x: torch.Tensor, *weights: torch.Tensor) -> list[torch.Tensor]:
@@ -159,7 +160,7 @@ class FeedForward(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layer_1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.layer_2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.act = ACTIVATIONS[cfg.ff_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,7 +252,7 @@ class XLNetModel(nn.Module):
         self.word_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.mask_emb = nn.Parameter(torch.empty(1, 1, cfg.hidden_size))
         self.layer = nn.ModuleList(XLNetLayer(cfg) for _ in range(cfg.num_layers))
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def masks(
         self,
@@ -383,7 +384,7 @@ class SequenceSummary(nn.Module):
     def __init__(self, cfg: XLNetConfig) -> None:
         super().__init__()
         self.summary = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.last_dropout = nn.Dropout(cfg.dropout)
+        self.last_dropout = Dropout(cfg.dropout)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self.last_dropout(torch.tanh(self.summary(last_token(hidden, attention_mask))))

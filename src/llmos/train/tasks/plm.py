@@ -45,6 +45,7 @@ def plm_loss_sum(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
     mems = raw.transformer.memory(batch["mem_ids"]) if "mem_ids" in batch else None
     out = model(
         batch["input_ids"],
+        token_type_ids=batch.get("token_type_ids"),
         mems=mems,
         perm_mask=batch["perm_mask"],
         target_mapping=batch["target_mapping"],
@@ -129,7 +130,7 @@ def setup_plm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     valid = load_tokenized(corpus_dir / "valid.txt", tokenizer, cache, whole_documents=True)
     d, mem = cfg.data, cfg.data.plm_memory
     specials = [i for i in ids.values() if i is not None]
-    options = dict(mem_len=mem, max_span=d.plm_max_span, predict_ratio=d.plm_ratio)
+    options = dict(mem_len=mem, max_span=d.plm_max_span, predict_ratio=d.plm_ratio, sep_id=sep)
     batches = PLMBatches(
         pack_segments(train, sep, d.max_length, mem),
         cfg.train.batch_size,
