@@ -229,7 +229,7 @@ def test_bad_inputs_name_the_problem(toks, tmp_path: Path) -> None:
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(
         CheckpointError,
-        match=r"model_type 't5' is not supported \(supported: bert, roberta, gpt2\)",
+        match=r"model_type 't5' is not supported \(supported: bert, roberta, gpt2, xlnet\)",
     ):
         import_hf(t5, tmp_path / "x")
     tok = toks["bert"]

