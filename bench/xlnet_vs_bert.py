@@ -61,6 +61,8 @@ def calibrate(out: Path, short: int, long: int) -> dict[str, float]:
     """Seconds per pretraining step of each model, interleaved runs of ``short`` and ``long``
     steps (the fixed costs cancel in the difference)."""
     times: dict[str, dict[int, float]] = {k: {} for k in PRETRAIN}
+    for kind in PRETRAIN:  # warm-up: corpora tokenized and cached, libraries loaded
+        pretrain_run(kind, out / "cal", f"{kind}-warmup", 2, True)
     for steps in (short, long):
         for kind in PRETRAIN:
             times[kind][steps] = pretrain_run(kind, out / "cal", f"{kind}-{steps}", steps, True)[0]

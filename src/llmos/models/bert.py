@@ -22,6 +22,7 @@ from torch import nn
 
 from llmos.config.model import BertConfig
 from llmos.models.crf import CRF
+from llmos.models.dropout import Dropout
 
 # Rows per attention group on the padding-free path: the rows of a batch, sorted by length, are
 # attended in groups of this many, each padded only to its own longest row. On a 2-core AVX2
@@ -92,7 +93,7 @@ class Embeddings(nn.Module):
         self.pos = nn.Embedding(cfg.max_position, E)
         self.seg = nn.Embedding(cfg.type_vocab_size, E)
         self.norm = nn.LayerNorm(E, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         # ALBERT's factorization: E-wide embeddings projected to the hidden size.
         self.project = nn.Linear(E, cfg.hidden_size) if cfg.factorized else None
 
@@ -203,7 +204,7 @@ class EncoderLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg, cfg.intermediate_of(layer))
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
@@ -366,7 +367,7 @@ class BertForSequenceClassification(nn.Module):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.cfg, self.pooling = cfg, pooling
         self.bert = BertModel(cfg, pooler=pooling == "cls")
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
 
@@ -401,7 +402,7 @@ class BertForTokenClassification(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.bert = BertModel(cfg, pooler=False)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         init_weights(self, cfg)
         assert crf is None or crf.num_labels == num_labels, "CRF and classifier label counts"

@@ -47,8 +47,8 @@ _PIECE_CHARS = 1 << 20  # characters handed to the trainer at a time
 _ROLE_TOKENS: dict[str, tuple[str, ...]] = {
     "pad": ("[PAD]", "<|pad|>", "<pad>"),
     "unk": ("[UNK]", "<unk>"),
-    "cls": ("[CLS]", "<s>", "<cls>"),
-    "sep": ("[SEP]", "</s>", "<sep>"),
+    "cls": ("[CLS]", "<cls>", "<s>"),  # XLNet vocabularies have <s> too
+    "sep": ("[SEP]", "<sep>", "</s>"),
     "mask": ("[MASK]", "<mask>"),
     "eos": ("<|endoftext|>", "</s>"),
 }
