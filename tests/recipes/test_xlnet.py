@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,10 +20,14 @@ from llmos.checkpoint.io import read_checkpoint, read_weights
 from llmos.checkpoint.task import Classification, MaskedLM
 from llmos.config import FinetuneConfig, PretrainConfig, load_config
 from llmos.config.model import XLNetConfig
+from llmos.data.readers import read_spans
 from llmos.errors import ConfigError
+from llmos.inference.tag import frame, token_scores, tokenize_for_tagging
 from llmos.models.xlnet import XLNetLMHeadModel
 from llmos.recipes.finetune import finetune
 from llmos.recipes.pretrain import pretrain
+from llmos.text.tokenizer import special_ids
+from llmos.train.tasks.tag import encode_tagging, training_windows
 
 
 def xlnet_overrides(corpus: Path, tok: Path, out: Path, steps: int = 300) -> list[str]:
@@ -222,9 +227,41 @@ def test_tagger_fine_tunes_from_xlnet(xlnet, tmp_path: Path) -> None:
         "train.progress=false",
         "train.precision=fp32",
         "optim.lr=3e-3",
+        "optim.warmup_steps=5",
     ]
     run = finetune(load_config(FinetuneConfig, None, over))
     report = json.loads((run.run_dir / "report.json").read_text())
     assert report["test"]["f1"] > 0.5, report["test"]
-    spans = llmos.load(run.checkpoint).tag(["江泽民在北京会见了客人。"])
-    assert isinstance(spans[0], list)
+    # XLNet's layout, in training and in inference: the window, then <sep> <cls>.
+    pipe = llmos.load(run.checkpoint)
+    special = special_ids(pipe.tokenizer)
+    text = "江泽民在北京会见了客人。"
+    tokens = tokenize_for_tagging(pipe.tokenizer, [text], False)
+    ids = frame(tokens[0].ids, special["cls"], special["sep"], cls_last=True)
+    assert ids[-2:].tolist() == [special["sep"], special["cls"]]
+    with torch.no_grad():
+        logits = pipe.model(torch.tensor(ids)[None])[0]  # (T, K)
+    expected = torch.log_softmax(logits, -1)[: len(ids) - 2].numpy()
+    got = token_scores(pipe.model, tokens, special["cls"], special["sep"], 0, 64, cls_last=True)
+    assert np.allclose(got[0], expected, atol=1e-5)
+    spans = pipe.tag([text])[0]
+    pred = [pipe.spec.labels[i] for i in expected.argmax(-1)]
+    assert {s["label"] for s in spans} <= {p.split("-")[-1] for p in pred}
+    windows, labels = training_windows(
+        encode_tagging(
+            pipe.tokenizer,
+            read_spans(d / "test.txt", view="ner").rows,
+            list(pipe.spec.labels),
+            "bio",
+            "test",
+            False,
+        ),
+        64,
+        special["cls"],
+        special["sep"],
+        cls_last=True,
+    )
+    assert all(
+        w[-1] == special["cls"] and lab[-2:].tolist() == [-100, -100]
+        for w, lab in zip(windows, labels, strict=True)
+    )

@@ -144,6 +144,19 @@ def best_window(length: int, size: int, starts: list[int]) -> np.ndarray:
     return np.where(inside, context, -1).argmax(axis=1)
 
 
+def frame(ids: np.ndarray, cls_id: int, sep_id: int, cls_last: bool = False) -> np.ndarray:
+    """A window of token ids with its special tokens: ``[CLS] w [SEP]`` (BERT), or
+    ``w <sep> <cls>`` when ``cls_last`` (XLNet's layout: its summary token ends the text)."""
+    if cls_last:
+        return np.concatenate([ids, [sep_id, cls_id]]).astype(np.int64)
+    return np.concatenate([[cls_id], ids, [sep_id]]).astype(np.int64)
+
+
+def reads_cls_last(model: torch.nn.Module) -> bool:
+    """Whether ``model`` reads texts in XLNet's layout (see :func:`frame`)."""
+    return isinstance(getattr(model, "cfg", None), XLNetConfig)
+
+
 @torch.inference_mode()
 def token_scores(
     model: torch.nn.Module,
@@ -154,16 +167,17 @@ def token_scores(
     max_length: int,
     batch_size: int = 32,
     log_probs: bool = True,
+    cls_last: bool = False,
 ) -> list[np.ndarray]:
     """Log-probabilities (U, K) per text, one row per tagged unit (a token, or a character of
-    a character tagger), from windows of ``max_length`` tokens with specials; the logits
-    themselves when not ``log_probs`` (a CRF's emissions)."""
+    a character tagger), from windows of ``max_length`` tokens with specials (framed as
+    :func:`frame` does); the logits themselves when not ``log_probs`` (a CRF's emissions)."""
     size = max_length - 2
     stride = max(1, size // 2)
     starts = [windows(len(t.ids), size, stride) for t in texts]  # per text
     spans = [[t.window(s, s + size) for s in ss] for t, ss in zip(texts, starts, strict=True)]
     inputs = [
-        np.concatenate([[cls_id], t.ids[s : s + size], [sep_id]])
+        frame(t.ids[s : s + size], cls_id, sep_id, cls_last)
         for t, text_starts in zip(texts, starts, strict=True)
         for s in text_starts
     ]
@@ -192,8 +206,9 @@ def token_scores(
 
     # Each window's units: its rows without [CLS], [SEP] and padding, or its characters.
     padded = run_length_sorted(inputs, batch_size, pad, forward)
+    first = 0 if cls_last else 1  # the content's first row
     window_scores = [
-        p[1 : len(x) - 1] if u is None else p[: len(u)]
+        p[first : first + len(x) - 2] if u is None else p[: len(u)]
         for p, x, u in zip(padded, inputs, units, strict=True)
     ]
     out: list[np.ndarray] = []
@@ -280,6 +295,7 @@ def predict_spans(
         max_length,
         batch_size,
         log_probs=crf is None,
+        cls_last=reads_cls_last(model),
     )
     paths: list[list[int] | None] = [None] * len(scores)
     if crf is not None:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmos.checkpoint.task import Tagging
-from llmos.config.model import BertConfig
+from llmos.config.model import BertConfig, XLNetConfig
 from llmos.config.run import FinetuneConfig
 from llmos.data.batching import EpochBatches, pad_batch
 from llmos.data.datasets import dataset_files, warn_skipped
@@ -44,8 +44,10 @@ from llmos.inference.load import load_pipeline
 from llmos.inference.tag import (
     SpanDecoder,
     TokenizedText,
+    frame,
     pad_units,
     predict_spans,
+    reads_cls_last,
     tagger_model,
     tokenize_for_tagging,
 )
@@ -112,20 +114,21 @@ def _windows(data: TagEncoded, max_length: int) -> Iterator[tuple[int, int, int,
 
 
 def training_windows(
-    data: TagEncoded, max_length: int, cls_id: int, sep_id: int
+    data: TagEncoded, max_length: int, cls_id: int, sep_id: int, cls_last: bool = False
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Input ids and label ids of each window of :func:`_windows`: tokens with specials (the
-    labels of a token tagger aligned with them, ``IGNORE`` on the specials), or a character
-    tagger's labels, one per character."""
+    """Input ids and label ids of each window of :func:`_windows`: tokens with specials
+    (framed as :func:`~llmos.inference.tag.frame` does: XLNet's ``<sep> <cls>`` last when
+    ``cls_last``; the labels of a token tagger aligned with them, ``IGNORE`` on the
+    specials), or a character tagger's labels, one per character."""
     size = max_length - 2
     ids, labels = [], []
     for i, s, u0, u1 in _windows(data, max_length):
         tok, tags = data.tokens[i], data.tags[i]
-        ids.append(np.concatenate([[cls_id], tok.ids[s : s + size], [sep_id]]).astype(np.int64))
-        window = tags[u0:u1]
-        labels.append(
-            np.asarray(window if tok.units is not None else [IGNORE, *window, IGNORE], np.int64)
-        )
+        ids.append(frame(tok.ids[s : s + size], cls_id, sep_id, cls_last))
+        window = list(tags[u0:u1])
+        if tok.units is None:
+            window = [*window, IGNORE, IGNORE] if cls_last else [IGNORE, *window, IGNORE]
+        labels.append(np.asarray(window, np.int64))
     return ids, labels
 
 
@@ -267,9 +270,11 @@ class TagTask(EpochBatches):
             mask = torch.arange(T, device=device)[None, :] < n[:, None]  # (B, U)
             return crf.nll(logits, labels, mask, edges[:, 0], edges[:, 1]).sum()
         lengths = attention.sum(1) if attention is not None else torch.full((B,), T, device=device)
-        # Content tokens sit between [CLS] (position 0) and [SEP] (position length - 1).
-        mask = torch.arange(T - 1, device=device)[None, :] < (lengths - 2)[:, None]  # (B, T-1)
-        nll = crf.nll(logits[:, 1:], labels[:, 1:], mask, edges[:, 0], edges[:, 1])  # (B,)
+        # Content tokens sit between [CLS] (position 0) and [SEP] (position length - 1), or
+        # first when the model reads XLNet's layout (w <sep> <cls>).
+        first = 0 if reads_cls_last(getattr(model, "module", model)) else 1
+        mask = torch.arange(T - first, device=device)[None, :] < (lengths - 2)[:, None]
+        nll = crf.nll(logits[:, first:], labels[:, first:], mask, edges[:, 0], edges[:, 1])
         return nll.sum()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -343,7 +348,11 @@ def setup_tagging(cfg: FinetuneConfig, init: Init) -> FinetuneSetup:
     if special["cls"] is None or special["sep"] is None:
         raise CheckpointError(f"{init.path}: the tokenizer has no [CLS]/[SEP] tokens")
     train_ids, train_labels = training_windows(
-        enc["train"], max_length, special["cls"], special["sep"]
+        enc["train"],
+        max_length,
+        special["cls"],
+        special["sep"],
+        cls_last=isinstance(init.config, XLNetConfig),
     )
     decoder = SpanDecoder(labels, scheme)
     task = TagTask(
