@@ -265,3 +265,58 @@ def test_tagger_fine_tunes_from_xlnet(xlnet, tmp_path: Path) -> None:
         w[-1] == special["cls"] and lab[-2:].tolist() == [-100, -100]
         for w, lab in zip(windows, labels, strict=True)
     )
+
+
+def test_fill_mask_and_embed_on_the_pretrained_xlnet(xlnet) -> None:
+    """fill_mask reads the query stream at the blanks (no token sees them); embed mean-pools
+    the content stream."""
+    m = llmos.load(xlnet.checkpoint)
+    text = "我们[MASK]天参观城市。"
+    got = m.fill_mask(text, top_k=3)
+    ids = m.tokenizer.encode(text.replace("[MASK]", m.mask_token)).ids
+    pos = ids.index(m.tokenizer.token_to_id(m.mask_token))
+    with torch.no_grad():
+        logits = m.model.predict_positions(torch.tensor([ids]), torch.tensor([pos]))[0, 0]
+        # What the blank's own id is does not matter: nothing reads it.
+        other = list(ids)
+        other[pos] = 7
+        again = m.model.predict_positions(torch.tensor([other]), torch.tensor([pos]))[0, 0]
+    assert torch.allclose(logits, again)
+    assert [g["token_id"] for g in got] == logits.topk(3).indices.tolist()
+    vectors = m.embed(["我们今天参观城市。", "老师讨论经济。"], normalize=False)
+    enc = m.tokenizer.encode("老师讨论经济。")
+    ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])  # <cls> is segment 2
+    with torch.no_grad():
+        h = m.model.transformer(ids, token_type_ids=types)[0][0].mean(0).numpy()
+    assert np.allclose(vectors[1], h, atol=1e-5)
+
+
+def test_served_like_any_encoder(xlnet, classifier, tmp_path: Path) -> None:
+    """A models directory with a pretrained XLNet and an XLNet classifier: listed with their
+    type, and /v1/classify, /v1/fill-mask, /v1/embed answer as the Python API does."""
+    from serve.conftest import start
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(xlnet.checkpoint, models / "xlnet")
+    shutil.copytree(classifier.checkpoint, models / "xlnet-cls")
+    texts = ["我们支持教育。", "学生讨厌经济。"]
+    runner, live = start(models, f"sqlite:///{tmp_path / 'llmos.db'}", rate_limit=0)
+    with runner, live.client(live.alice) as c:
+        listed = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert listed["xlnet-cls"]["model_type"] == "xlnet"
+        assert listed["xlnet-cls"]["labels"] == ["neg", "pos"]
+        r = c.post("/v1/classify", json={"model": "xlnet-cls", "texts": texts})
+        assert r.status_code == 200, r.text
+        want = llmos.load(classifier.checkpoint).classify(texts)
+        for g, w in zip(r.json()["results"], want, strict=True):
+            assert g["label"] == w["label"]
+            assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+        r = c.post("/v1/fill-mask", json={"model": "xlnet", "text": "我们[MASK]持教育。"})
+        assert r.status_code == 200, r.text
+        want = llmos.load(xlnet.checkpoint).fill_mask("我们[MASK]持教育。")
+        assert [f["token_id"] for f in r.json()["results"][0]] == [w["token_id"] for w in want]
+        r = c.post("/v1/embed", json={"model": "xlnet", "texts": texts})
+        assert r.status_code == 200, r.text
+        want = llmos.load(xlnet.checkpoint).embed(texts)
+        np.testing.assert_allclose(np.array(r.json()["embeddings"]), want, atol=1e-5)

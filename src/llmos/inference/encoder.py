@@ -53,6 +53,7 @@ from llmos.inference.tag import (
     tokenize_for_tagging,
 )
 from llmos.models.multitask import HeadView
+from llmos.models.xlnet import EncoderView, XLNetLMHeadModel
 from llmos.text.tokenizer import decode
 
 log = logging.getLogger("llmos.inference")
@@ -231,7 +232,7 @@ class EncoderPipeline(Pipeline):
                 f"this checkpoint is a {self.spec.kind} model; fill-mask needs a pretrained BERT "
                 "(MLM) checkpoint"
             )
-        if self.config.heads == "none" or isinstance(self.model, OnnxModel):
+        if getattr(self.config, "heads", "mlm") == "none" or isinstance(self.model, OnnxModel):
             raise LlmosError(
                 "this encoder has no masked-LM head (an embedding model): use embed(), or a "
                 "checkpoint pretrained with MLM for fill-mask (give an embedding encoder one "
@@ -295,7 +296,10 @@ class EncoderPipeline(Pipeline):
             raise LlmosError(f"no [MASK] token in the input {text!r}")
         x = torch.tensor([ids], device=self.device)
         positions = torch.tensor(where, device=self.device)
-        logits = self.model(x, mlm_positions=positions).mlm_logits.float()  # (M, V)
+        if isinstance(self.model, XLNetLMHeadModel):  # the query stream at the blanks
+            logits = self.model.predict_positions(x, positions)[0].float()  # (M, V)
+        else:
+            logits = self.model(x, mlm_positions=positions).mlm_logits.float()  # (M, V)
         probs = logits.softmax(-1)
         scores, tokens = probs.topk(min(top_k, probs.size(-1)), dim=-1)
         results = []
@@ -496,4 +500,5 @@ class EncoderPipeline(Pipeline):
                     "or normalize options need the PyTorch checkpoint"
                 )
             return batched_logits(self.model, ids, types, self._pad(), batch_size).numpy()
-        return embed_ids(self.model.bert, ids, types, self._pad(), pooling, normalize, batch_size)
+        encoder = getattr(self.model, "bert", None) or EncoderView(self.model.transformer)
+        return embed_ids(encoder, ids, types, self._pad(), pooling, normalize, batch_size)

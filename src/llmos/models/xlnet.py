@@ -429,6 +429,33 @@ class XLNetLMHeadModel(nn.Module):
         )
         return XLNetOutput(self.lm_loss(h), new_mems)
 
+    def predict_positions(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and (M,) positions -> (B, M, V) logits of the tokens at ``positions``,
+        each predicted from the other tokens, none of the M seen (their ids are never read):
+        fill-in-the-blanks with the query stream (HF's XLNetLMHeadModel example)."""
+        B, T = input_ids.shape
+        perm = torch.zeros(B, T, T, device=input_ids.device)
+        perm[:, :, positions] = 1.0  # nobody sees a blank, not even its own query
+        mapping = F.one_hot(positions, T).to(perm.dtype)[None].expand(B, -1, -1)  # (B, M, T)
+        return self(input_ids, perm_mask=perm, target_mapping=mapping).logits
+
+
+class EncoderView(nn.Module):
+    """An :class:`XLNetModel` called as BERT's encoder is, ``(ids, token types, mask) -> (B, T,
+    C)`` hidden states: for the code that reads hidden states (embeddings)."""
+
+    def __init__(self, model: XLNetModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, token_type_ids)[0]
+
 
 class XLNetForSequenceClassification(nn.Module):
     """Sequence summary -> linear (``logits_proj``): HF's ``XLNetForSequenceClassification``.

@@ -43,6 +43,10 @@ class ModelInfo(BaseModel):
         description="classification, tagging, embedding, fill-mask, generation, instruct, "
         "recommendation"
     )
+    model_type: str = Field(
+        description="the architecture: bert, roberta, gpt, xlnet (item-recommender for a "
+        "recommendation model)"
+    )
     capabilities: list[str] = Field(description="the /v1 routes this model answers")
     labels: list[str] | None
     language: str

@@ -18,6 +18,7 @@ def model_list(srv: Server) -> dict[str, Any]:
         {
             "name": e.name,
             "task": e.task,
+            "model_type": e.model_type,
             "capabilities": list(e.capabilities),
             "labels": e.labels,
             "language": e.language,
