@@ -1,5 +1,5 @@
 """XLNet permutation-LM training throughput: llmos against Hugging Face's ``XLNetLMHeadModel``,
-same weights, same batches, same optimizer, fp32.
+same weights, same batches, same optimizer, fp32 (``--bf16``: both under bf16 autocast).
 
     python bench/xlnet_pretrain.py [--steps 10] [--rounds 3] [--batch 32] [--length 64]
                                    [--memory 64] [--threads 2]
@@ -87,6 +87,9 @@ def main() -> None:
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--memory", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--bf16", action="store_true", help="both sides under bf16 autocast (AMX / AVX512-BF16)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data, vocab = batches(args.steps * args.rounds + 1, args.batch, args.length, args.memory)
@@ -108,7 +111,8 @@ def main() -> None:
     with torch.no_grad():
         a, b = ours_loss(ours, data[0]).item(), hf_loss(hf, data[0]).item()
     assert abs(a - b) < 1e-4, (a, b)
-    print(f"machine: {machine()}, {args.threads} threads, torch {torch.__version__}, fp32")
+    precision = "bf16 autocast" if args.bf16 else "fp32"
+    print(f"machine: {machine()}, {args.threads} threads, torch {torch.__version__}, {precision}")
     print(
         f"model: hidden 256, 4 layers, vocab {vocab}; batch {args.batch} x ({args.memory} "
         f"memory + {args.length} tokens); same eval loss {a:.5f} / {b:.5f}"
@@ -121,11 +125,13 @@ def main() -> None:
     for name, (model, loss_fn) in sides.items():  # warm-up step, not timed
         loss_fn(model, data[0]).backward()
         optims[name].zero_grad(set_to_none=True)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     for r in range(args.rounds):
         for name, (model, loss_fn) in sides.items():
             t = time.perf_counter()
             for s in range(args.steps):
-                loss = loss_fn(model, data[1 + r * args.steps + s])
+                with cast:
+                    loss = loss_fn(model, data[1 + r * args.steps + s])
                 loss.backward()
                 optims[name].step()
                 optims[name].zero_grad(set_to_none=True)
