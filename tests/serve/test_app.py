@@ -57,6 +57,11 @@ def test_classify_tag_fill_mask_embed_equal_the_python_api(live: Live, models_di
         got = r.json()["results"]
         assert len(got) == 1 and [f["token_id"] for f in got[0]] == [w["token_id"] for w in want]
 
+        # An embedding encoder with an MLM head (as e5-zh-mlm) fills blanks too.
+        r = c.post("/v1/fill-mask", json={"model": "emb", "text": "我们[MASK]天参观城市。"})
+        want = llmos.load(models_dir / "emb").fill_mask("我们[MASK]天参观城市。")
+        assert [f["token_id"] for f in r.json()["results"][0]] == [w["token_id"] for w in want]
+
         r = c.post("/v1/embed", json={"model": "emb", "texts": TEXTS})
         body = r.json()
         want = llmos.load(models_dir / "emb").embed(TEXTS)

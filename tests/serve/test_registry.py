@@ -26,7 +26,7 @@ def test_scan_names_kinds_and_indexes(models_dir: Path) -> None:
         "cls": ("classification", ("classify", "embed")),
         "ner": ("tagging", ("tag", "embed")),
         "mlm": ("fill-mask", ("fill-mask", "embed")),
-        "emb": ("embedding", ("embed",)),
+        "emb": ("embedding", ("embed", "fill-mask")),  # it carries BERT's MLM head too
         "gpt": ("generation", ("generate",)),
         "movielens": ("recommendation", ("apps/recommend",)),
     }
@@ -88,3 +88,21 @@ def test_unknown_names_and_models_over_the_whole_budget(models_dir: Path) -> Non
         assert not reg.loaded
 
     asyncio.run(main())
+
+
+def test_an_embedding_encoder_fills_blanks_only_with_an_mlm_head(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """An embedding checkpoint that carries an MLM head (e5-zh-mlm) also serves fill-mask; one
+    without (a real e5 import, heads none) only embeds."""
+    import json
+
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "emb", root / "with-head")
+    shutil.copytree(models_dir / "emb", root / "bare")
+    config = json.loads((root / "bare" / "config.json").read_text())
+    config |= {"heads": "none", "pooler": False}
+    (root / "bare" / "config.json").write_text(json.dumps(config))
+    models, _ = scan(root)
+    assert models["with-head"].capabilities == ("embed", "fill-mask")
+    assert models["bare"].capabilities == ("embed",)

@@ -59,12 +59,15 @@ class ModelEntry:
     max_length: int
     onnx: bool = False  # run by ONNX Runtime: the graph answers its own task only
     hidden: bool = False  # an index's encoder that lives outside the models directory
+    mlm_head: bool = False  # an embedding encoder that also carries a masked-LM head
 
     @property
     def capabilities(self) -> tuple[str, ...]:
         caps = CAPABILITIES[self.task]
         if self.onnx:
             caps = tuple(c for c in caps if c != "embed" or self.task == "embedding")
+        elif self.task == "embedding" and self.mlm_head:  # e5-zh-mlm: embeds and fills blanks
+            caps = (*caps, "fill-mask")
         return caps
 
 
@@ -137,6 +140,7 @@ def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:
         max_length=ckpt.max_length,
         onnx=weights.name == ONNX_FILE,
         hidden=hidden,
+        mlm_head=getattr(ckpt.config, "heads", "none") != "none",
     )
 
 
