@@ -401,10 +401,10 @@ MALFORMED = [
         "wrong-task-fill-mask",
         400,
         "wrong_model",
-        "'emb' is a embedding model",
+        "'cls' is a classification model",
         "not /v1/fill-mask",
         path="/v1/fill-mask",
-        json={"model": "emb", "text": MASKED},
+        json={"model": "cls", "text": MASKED},
     ),
     bad("empty-texts", 422, INVALID, "texts", "at least 1 item", json={**CLS, "texts": []}),
     bad(
