@@ -30,7 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine
 
-from llmos.checkpoint.hf_xlnet import hf_xlnet_config, xlnet_to_hf
+from llmos.checkpoint.hf import hf_xlnet_config
+from llmos.checkpoint.hf_xlnet import xlnet_to_hf
 from llmos.config.model import XLNetConfig
 from llmos.data.corpus import load_tokenized
 from llmos.data.datasets import resolve_corpus, resolve_tokenizer

@@ -7,12 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmos.checkpoint.hf_xlnet import (
-    hf_xlnet_config,
-    xlnet_config_from_hf,
-    xlnet_from_hf,
-    xlnet_to_hf,
-)
+from llmos.checkpoint.hf import hf_xlnet_config
+from llmos.checkpoint.hf_xlnet import xlnet_config_from_hf, xlnet_from_hf, xlnet_to_hf
 from llmos.checkpoint.io import load_state_dict_strict
 from llmos.config.model import XLNetConfig
 from llmos.errors import CheckpointError

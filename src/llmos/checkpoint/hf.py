@@ -1,17 +1,17 @@
 """Hugging Face <-> llmos: weight maps, readers of HF model directories, and the
 ``transformers`` models and tokenizers an llmos checkpoint exports to.
 
-This module and its XLNet part (:mod:`llmos.checkpoint.hf_xlnet`) are the only modules of
-llmos that import ``transformers``, and only inside the functions that export (importing a model
-reads its files with safetensors and ``tokenizers`` alone), so ``transformers`` is needed for
-``llmos convert --to-hf`` only.
+This is the only module of llmos that imports ``transformers`` (XLNet's maps live in
+:mod:`llmos.checkpoint.hf_xlnet`, which does not), and only inside the functions that export
+(importing a model reads its files with safetensors and ``tokenizers`` alone), so
+``transformers`` is needed for ``llmos convert --to-hf`` only.
 
 Maps are declarative templates: an HF key (``{}`` = layer index) names its llmos key, ``None``
 drops it (tied or derived weights). The one transform is the fused attention projection: HF keeps
 ``query``/``key``/``value`` apart, llmos concatenates them into ``qkv`` (rows q, then k, then v).
 Conversions are strict: an unknown or missing key raises with its name, and shapes are checked.
 
-One subject (Hugging Face interop, both directions), hence past 400 lines.
+One subject (Hugging Face interop, both directions, every family), hence past 500 lines.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, processors
 from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
-from llmos.checkpoint.hf_xlnet import hf_xlnet_model
 from llmos.checkpoint.task import Classification, Tagging, TaskSpec
 from llmos.config.model import BertConfig, GPTConfig, ModelConfig, XLNetConfig
 from llmos.errors import CheckpointError
@@ -514,3 +513,56 @@ def save_hf_tokenizer(tok: Tokenizer, cfg: ModelConfig, out: Path) -> None:
             "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
         }
     PreTrainedTokenizerFast(tokenizer_object=tok, **special, **options).save_pretrained(str(out))
+
+
+# --- XLNet's transformers config and classes (its maps: llmos.checkpoint.hf_xlnet) ---------
+
+
+def hf_xlnet_config(
+    cfg: XLNetConfig,
+    labels: list[str] | None = None,
+    token_ids: dict[str, int | None] | None = None,
+) -> Any:
+    """The ``transformers.XLNetConfig`` of ``cfg``; ``labels`` name a classifier's outputs,
+    ``token_ids`` (:func:`~llmos.text.tokenizer.special_ids`) give pad/bos/eos."""
+    from transformers import XLNetConfig as HFXLNetConfig
+
+    ids = token_ids or {}
+    extra: dict[str, Any] = {}
+    if labels is not None:
+        extra = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+    return HFXLNetConfig(
+        vocab_size=cfg.vocab_size,
+        d_model=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        d_inner=cfg.intermediate_size,
+        ff_activation=cfg.ff_activation,
+        dropout=cfg.dropout,
+        summary_last_dropout=cfg.dropout,
+        layer_norm_eps=cfg.layer_norm_eps,
+        initializer_range=cfg.initializer_range,
+        mem_len=cfg.mem_len or None,
+        clamp_len=cfg.clamp_len,
+        pad_token_id=cfg.pad_token_id if ids.get("pad") is None else ids["pad"],
+        bos_token_id=ids.get("bos"),
+        eos_token_id=ids.get("eos"),
+        **extra,
+    )
+
+
+def hf_xlnet_model(cfg: XLNetConfig, kind: str, labels: list[str] | None, ids: dict) -> Any:
+    """The ``transformers`` XLNet class (random weights) for an llmos checkpoint: ``kind`` is
+    ``lm`` (a pretrained model), ``classification`` or ``tagging``."""
+    import transformers as T
+
+    hcfg = hf_xlnet_config(cfg, labels, ids)
+    if kind == "classification":
+        return T.XLNetForSequenceClassification(hcfg)
+    if kind == "tagging":
+        return T.XLNetForTokenClassification(hcfg)
+    return T.XLNetLMHeadModel(hcfg)

@@ -1,6 +1,6 @@
-"""Hugging Face <-> llmos for XLNet: configs both ways, the weight map, and the
-``transformers`` class a checkpoint exports to (the XLNet part of :mod:`llmos.checkpoint.hf`,
-and like it importing ``transformers`` only inside the export functions).
+"""Hugging Face <-> llmos for XLNet: its ``config.json`` read, the checks of what this XLNet
+builds, and the weight map both ways. It imports no ``transformers``: the ``transformers``
+config and classes an XLNet exports to are built in :mod:`llmos.checkpoint.hf`.
 
 llmos's XLNet keeps HF's parameter names and shapes (``models/xlnet.py``), so the map is the
 identity, less two things: a bare ``XLNetModel`` saves its keys without the ``transformer.``
@@ -75,43 +75,6 @@ def check_sequence_summary(c: dict[str, Any], source: str) -> None:
             )
 
 
-def hf_xlnet_config(
-    cfg: XLNetConfig,
-    labels: list[str] | None = None,
-    token_ids: dict[str, int | None] | None = None,
-) -> Any:
-    """The ``transformers.XLNetConfig`` of ``cfg``; ``labels`` name a classifier's outputs,
-    ``token_ids`` (:func:`~llmos.text.tokenizer.special_ids`) give pad/bos/eos."""
-    from transformers import XLNetConfig as HFXLNetConfig
-
-    ids = token_ids or {}
-    extra: dict[str, Any] = {}
-    if labels is not None:
-        extra = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-    return HFXLNetConfig(
-        vocab_size=cfg.vocab_size,
-        d_model=cfg.hidden_size,
-        n_layer=cfg.num_layers,
-        n_head=cfg.num_heads,
-        d_inner=cfg.intermediate_size,
-        ff_activation=cfg.ff_activation,
-        dropout=cfg.dropout,
-        summary_last_dropout=cfg.dropout,
-        layer_norm_eps=cfg.layer_norm_eps,
-        initializer_range=cfg.initializer_range,
-        mem_len=cfg.mem_len or None,
-        clamp_len=cfg.clamp_len,
-        pad_token_id=cfg.pad_token_id if ids.get("pad") is None else ids["pad"],
-        bos_token_id=ids.get("bos"),
-        eos_token_id=ids.get("eos"),
-        **extra,
-    )
-
-
 def xlnet_from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HF XLNet state dict (any head class, or a bare ``XLNetModel``) -> llmos names: bare
     encoder keys get the ``transformer.`` prefix, the tied ``lm_loss.weight`` is dropped."""
@@ -132,16 +95,3 @@ def xlnet_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "lm_loss.bias" in out:
         out[TIED] = out[PREFIX + "word_embedding.weight"]
     return out
-
-
-def hf_xlnet_model(cfg: XLNetConfig, kind: str, labels: list[str] | None, ids: dict) -> Any:
-    """The ``transformers`` XLNet class (random weights) for an llmos checkpoint: ``kind`` is
-    ``lm`` (a pretrained model), ``classification`` or ``tagging``."""
-    import transformers as T
-
-    hcfg = hf_xlnet_config(cfg, labels, ids)
-    if kind == "classification":
-        return T.XLNetForSequenceClassification(hcfg)
-    if kind == "tagging":
-        return T.XLNetForTokenClassification(hcfg)
-    return T.XLNetLMHeadModel(hcfg)

@@ -21,8 +21,9 @@ SIZES = (
 )
 
 
-def _check_sizes(cfg: BertConfig | GPTConfig) -> None:
-    """Positive sizes, heads that divide the width, dropout rates in [0, 1)."""
+def _check_sizes(cfg: BertConfig | GPTConfig | XLNetConfig) -> None:
+    """Positive sizes, heads that divide the width, dropout rates in [0, 1) (those the config
+    has: XLNet has one rate for all its dropout)."""
     for name in SIZES:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"model.{name} must be positive, got {getattr(cfg, name)}")
@@ -32,7 +33,7 @@ def _check_sizes(cfg: BertConfig | GPTConfig) -> None:
             f"model.num_heads ({cfg.num_heads})"
         )
     for name in ("dropout", "attention_dropout"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
+        if hasattr(cfg, name) and not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
 
 
@@ -200,21 +201,12 @@ class XLNetConfig:
     ff_activation: Literal["gelu", "relu", "gelu_new"] = "gelu"
 
     def __post_init__(self) -> None:
-        for name in SIZES:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                f"model.num_heads ({self.num_heads})"
-            )
+        _check_sizes(self)
         if self.hidden_size % 2:
             raise ConfigError(
                 f"model.hidden_size must be even (sinusoidal relative positions), got "
                 f"{self.hidden_size}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.mem_len < 0:
             raise ConfigError(f"model.mem_len must be >= 0, got {self.mem_len}")
 

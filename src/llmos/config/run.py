@@ -3,7 +3,7 @@
 Pretraining and fine-tuning, with the ``TrainConfig`` and ``OptimConfig`` that every run nests
 (distillation's configs, which nest them too, are ``llmos.config.distill``). The fine-tuning
 config's cross-field checks (which task takes which option) read the data, head and
-contrastive configs beside it, so those stay in this module together.
+contrastive configs beside it, so those stay in this module together (hence past 500 lines).
 """
 
 from __future__ import annotations

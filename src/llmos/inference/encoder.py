@@ -8,7 +8,7 @@ encoder embeds. Asking for another says what the checkpoint is.
 
 Each method checks and dispatches; the operations' own logic lives in
 :mod:`llmos.inference.classify`, :mod:`~llmos.inference.speller`, :mod:`~llmos.inference.cloze`
-and :mod:`~llmos.inference.embed`.
+and :mod:`~llmos.inference.embed`. One class answers every encoder task, hence past 500 lines.
 """
 
 from __future__ import annotations

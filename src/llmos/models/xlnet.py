@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmos.config.model import XLNetConfig
+from llmos.models import bert
 from llmos.models.crf import CRF
 from llmos.models.dropout import Dropout
 
@@ -224,22 +225,14 @@ class XLNetLayer(nn.Module):
 
 
 def init_weights(model: nn.Module, cfg: XLNetConfig) -> None:
-    """HF XLNet's initialisation: N(0, initializer_range) for weights, embeddings, the
-    attention tensors and biases and ``mask_emb``; zero linear biases; unit LayerNorm."""
-    std = cfg.initializer_range
+    """HF XLNet's initialisation: BERT's for the linear layers, embeddings and LayerNorms
+    (XLNet's embedding has no padding row to zero), then N(0, initializer_range) for the
+    attention tensors and biases and ``mask_emb``."""
+    bert.init_weights(model, cfg)  # type: ignore[arg-type]  # reads initializer_range only
     for module in model.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, RelativeAttention | XLNetModel):
+        if isinstance(module, RelativeAttention | XLNetModel):
             for p in module.parameters(recurse=False):
-                nn.init.normal_(p, std=std)
+                nn.init.normal_(p, std=cfg.initializer_range)
 
 
 class XLNetModel(nn.Module):

@@ -6,7 +6,7 @@ pretraining report shows, and the pretraining setup built from a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,21 @@ def lm_loss_sum(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, 
     return loss, hits
 
 
+LossSum = Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+
+
 @torch.no_grad()
-def lm_metrics(model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean next-token loss, perplexity and top-1 accuracy over the targets of ``batches``
-    (``IGNORE`` targets left out), plus how many targets were scored."""
+def lm_metrics(
+    model: nn.Module, batches: list[dict[str, Any]], loss_sum: LossSum = lm_loss_sum
+) -> dict[str, float]:
+    """Mean loss, perplexity and top-1 accuracy over the targets of ``batches`` (``IGNORE``
+    targets left out), plus how many targets were scored. ``loss_sum`` gives a batch's summed
+    loss and hits: next-token prediction by default (XLNet's permutation LM passes its own)."""
     device = next(model.parameters()).device
     total, hits, n = 0.0, 0.0, 0.0
     for batch in batches:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        loss, hit = lm_loss_sum(model, batch)
+        loss, hit = loss_sum(model, batch)
         total += loss.item()
         hits += hit.item()
         n += float((batch["labels"] != IGNORE).sum())
@@ -71,10 +77,14 @@ def lm_metrics(model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, flo
 @dataclass
 class CausalLMTask:
     """Next-token prediction for the shared training loop: pretraining on packed blocks, or
-    instruction tuning on padded pairs whose prompt targets are ``IGNORE``."""
+    instruction tuning on padded pairs whose prompt targets are ``IGNORE``. Any LM whose
+    batches carry ``labels`` (``IGNORE`` where nothing is predicted) trains through it with
+    its own ``loss_sum``, as XLNet's permutation LM does (``llmos.train.tasks.plm``); the loss
+    is normalised by the step's number of targets."""
 
     batches: EpochBatches
     valid: list[dict[str, Any]]
+    loss_sum: LossSum = lm_loss_sum
 
     def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
         return self.batches.steps(info, micro_batch)
@@ -85,11 +95,11 @@ class CausalLMTask:
     def loss(
         self, model: nn.Module, batch: dict[str, Any], totals: list[float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = lm_loss_sum(model, batch)[0] / max(totals[0], 1.0)
+        loss = self.loss_sum(model, batch)[0] / max(totals[0], 1.0)
         return loss, {"loss": loss.item()}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return lm_metrics(model, self.valid)
+        return lm_metrics(model, self.valid, self.loss_sum)
 
     def state(self) -> dict[str, int]:
         return self.batches.state()

@@ -1,6 +1,7 @@
 """Permutation language modelling for XLNet (Yang et al. 2019): the loss over the predicted
-positions of sampled factorisation orders, its metrics, and the pretraining setup built from a
-:class:`~llmos.config.run.PretrainConfig`.
+positions of sampled factorisation orders, and the pretraining setup built from a
+:class:`~llmos.config.run.PretrainConfig`; the task, its normalisation and metrics are the
+causal LM's (:class:`~llmos.train.tasks.clm.CausalLMTask` with :func:`plm_loss_sum`).
 
 Segment recurrence without state between steps: each row of a batch holds ``plm_memory``
 tokens of the previous segment, then the segment to predict. The previous segment runs first,
@@ -13,9 +14,7 @@ of its batch, so resuming after a kill is exact and DDP ranks need nothing from 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,8 +31,8 @@ from llmos.errors import DataError
 from llmos.models.xlnet import XLNetLMHeadModel
 from llmos.paths import llmos_home
 from llmos.text.tokenizer import load_tokenizer, special_ids, xlnet_layout
-from llmos.train.dist import DistInfo
 from llmos.train.runs import PretrainSetup
+from llmos.train.tasks.clm import CausalLMTask
 
 VALID_SEED = 1234  # fixed targets and orders: every validation scores the same predictions
 
@@ -55,57 +54,6 @@ def plm_loss_sum(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor,
     loss = F.cross_entropy(flat, labels, ignore_index=IGNORE, reduction="sum")
     hits = ((flat.argmax(-1) == labels) & (labels != IGNORE)).sum()
     return loss, hits
-
-
-@torch.no_grad()
-def plm_metrics(model: nn.Module, batches: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean loss, perplexity and top-1 accuracy over the predicted positions of ``batches``,
-    and how many were scored."""
-    device = next(model.parameters()).device
-    total, hits, n = 0.0, 0.0, 0.0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss, hit = plm_loss_sum(model, batch)
-        total += loss.item()
-        hits += hit.item()
-        n += float((batch["labels"] != IGNORE).sum())
-    loss = total / max(n, 1.0)
-    return {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50)),
-        "accuracy": hits / max(n, 1.0),
-        "targets": n,
-    }
-
-
-@dataclass
-class PermutationLMTask:
-    """XLNet's permutation LM for the shared training loop: batches of packed rows, the loss
-    normalised by the number of predicted positions of the whole step."""
-
-    batches: PLMBatches
-    valid: list[dict[str, Any]]
-
-    def steps(self, info: DistInfo, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
-        return self.batches.steps(info, micro_batch)
-
-    def counts(self, batch: dict[str, Any]) -> list[float]:
-        return [float((batch["labels"] != IGNORE).sum())]
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, Any], totals: list[float]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = plm_loss_sum(model, batch)[0] / max(totals[0], 1.0)
-        return loss, {"loss": loss.item()}
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return plm_metrics(model, self.valid)
-
-    def state(self) -> dict[str, int]:
-        return self.batches.state()
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.batches.load_state(state)
 
 
 def setup_plm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
@@ -152,7 +100,7 @@ def setup_plm_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     return PretrainSetup(
         cfg=cfg,
         tokenizer=tokenizer,
-        task=PermutationLMTask(batches, valid_batches),
+        task=CausalLMTask(batches, valid_batches, plm_loss_sum),
         build=lambda: XLNetLMHeadModel(model_cfg),
         train=train,
         valid_targets=labels[labels != IGNORE],
