@@ -3,7 +3,7 @@
 One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
 (evaluate, predict, classify-zero, fill-mask, generate, embed, index, search),
-:mod:`~llmos.cli.fewshot` (setfit),
+:mod:`~llmos.cli.fewshot` (setfit, pet),
 :mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
 :mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
 recommendation app), :mod:`~llmos.cli.write` (the writing assistant),
@@ -48,6 +48,7 @@ COMMANDS = (
     infer.add_predict,
     infer.add_classify_zero,
     fewshot.add_setfit,
+    fewshot.add_pet,
     infer.add_fill_mask,
     infer.add_generate,
     compress.add_convert,

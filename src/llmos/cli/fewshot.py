@@ -1,10 +1,13 @@
-"""``llmos setfit``: a classifier from a few labelled examples per label (SetFit-style).
+"""``llmos setfit`` and ``llmos pet``: a classifier from a few labelled examples per label.
 
     llmos setfit runs/e5-zh --examples few.jsonl --out runs/my-intents
+    llmos pet runs/e5-zh-mlm/checkpoint --examples few.jsonl --unlabelled reviews.txt \
+        --pattern '[MASK]评：{text}' --verbalizer pos=好 --verbalizer neg=差 --out runs/my-pet
     llmos predict runs/my-intents --input texts.txt      # an ordinary classifier from then on
 
 The examples file is what ``llmos classify-zero --examples`` reads (JSONL ``{"text",
-"label"}``, or .tsv/.csv). The training is :func:`llmos.train.setfit.train_setfit`.
+"label"}``, or .tsv/.csv). The training is :func:`llmos.train.setfit.train_setfit` and
+:func:`llmos.train.pet.train_pet`.
 """
 
 from __future__ import annotations
@@ -88,5 +91,129 @@ def _setfit(args: argparse.Namespace) -> int:
     print(f"classifier: {result.checkpoint}")
     print(f"examples: {counts}")
     print(f"accuracy on its own examples: {100 * result.train_accuracy:.1f} %")
+    print(f"trained in {result.seconds:.1f} s")
+    return 0
+
+
+def add_pet(sub: Subcommands) -> None:
+    """``llmos pet``."""
+    from llmos.config.pet import PetConfig
+
+    d = PetConfig()
+    pe = sub.add_parser(
+        "pet",
+        help="train a classifier from a few examples per label with cloze patterns on a masked "
+        "LM, an ensemble that labels unlabelled texts, and a classifier distilled from it "
+        "(PET / iPET)",
+        description="Fine-tunes the masked LM once per --pattern on the examples (each label "
+        "scored by its --verbalizer word at [MASK]), lets the models label the --unlabelled "
+        "texts (soft labels), and trains an ordinary classifier on them and the examples. "
+        "--generations N runs iPET: N more rounds, each model retrained on the examples plus "
+        "texts the other models labelled. Writes a classification checkpoint: llmos classify, "
+        "llmos serve's /v1/classify, calibrate and quantize read it.",
+    )
+    pe.add_argument("mlm", help="checkpoint with a masked-LM head (runs/e5-zh-mlm/checkpoint)")
+    pe.add_argument(
+        "--examples",
+        required=True,
+        help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)',
+    )
+    pe.add_argument(
+        "--label-key", default="label", help="label key of --examples (intents: intent)"
+    )
+    pe.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
+    pe.add_argument(
+        "--unlabelled",
+        required=True,
+        help="texts of the same kind without labels: a text file (one a line) or .tsv/.csv/.jsonl",
+    )
+    pe.add_argument(
+        "--pattern",
+        action="append",
+        required=True,
+        metavar="TEXT",
+        help="pattern with {text} and [MASK] once each, e.g. '[MASK]评：{text}' (repeat: one "
+        "model per pattern)",
+    )
+    pe.add_argument(
+        "--verbalizer",
+        action="append",
+        required=True,
+        metavar="LABEL=WORD",
+        help="a label's verbalizer, a word of one token, e.g. pos=好 (repeat for every label; "
+        "a label given twice gets both words)",
+    )
+    pe.add_argument("--out", type=Path, required=True, help="the classifier checkpoint to write")
+    pe.add_argument("--generations", type=int, default=d.generations, help="iPET rounds (0: PET)")
+    pe.add_argument("--steps", type=int, default=d.steps, help=f"steps per model ({d.steps})")
+    pe.add_argument("--lr", type=float, default=d.lr, help=f"learning rate ({d.lr:g})")
+    pe.add_argument(
+        "--models-per-pattern",
+        type=int,
+        default=d.models_per_pattern,
+        help=f"models per pattern, each its own seed ({d.models_per_pattern})",
+    )
+    pe.add_argument(
+        "--max-unlabelled",
+        type=int,
+        default=d.max_unlabelled,
+        help=f"at most this many unlabelled texts, a seeded sample ({d.max_unlabelled})",
+    )
+    pe.add_argument(
+        "--distill-steps",
+        type=int,
+        default=d.distill_steps,
+        help=f"steps of the final classifier ({d.distill_steps})",
+    )
+    pe.add_argument("--seed", type=int, default=d.seed)
+    pe.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    pe.add_argument(
+        "--run-dir", type=Path, help="keep each model's run here (to --resume a cut-off run)"
+    )
+    pe.add_argument("--resume", action="store_true", help="continue a cut-off run in --run-dir")
+    pe.set_defaults(func=_pet)
+
+
+def _pet(args: argparse.Namespace) -> int:
+    from llmos.config.pet import PetConfig
+    from llmos.data.textfiles import read_inputs
+    from llmos.errors import ConfigError, DataError
+    from llmos.recipes.classify_zero import parse_labels, read_examples
+    from llmos.train.pet import train_pet
+
+    if args.resume and args.run_dir is None:
+        raise ConfigError("--resume needs --run-dir (where the cut-off run kept its models)")
+    cfg = PetConfig(
+        steps=args.steps,
+        lr=args.lr,
+        models_per_pattern=args.models_per_pattern,
+        max_unlabelled=args.max_unlabelled,
+        generations=args.generations,
+        distill_steps=args.distill_steps,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    verbalizers = parse_labels(args.verbalizer)
+    examples = read_examples(args.examples, args.label_key, args.skip_bad_rows)
+    pool, _ = read_inputs(args.unlabelled)
+    if not pool:
+        raise DataError(f"{args.unlabelled}: no texts")
+    result = train_pet(
+        args.mlm,
+        examples,
+        pool,
+        args.pattern,
+        verbalizers,
+        args.out,
+        cfg,
+        resume=args.resume,
+        run_dir=args.run_dir,
+    )
+    counts = ", ".join(f"{label} {len(examples[label])}" for label in result.labels)
+    print(f"classifier: {result.checkpoint}")
+    print(f"examples: {counts}; unlabelled texts: {result.pool}; models: {result.models}")
+    print(
+        f"agreement with the ensemble on the unlabelled texts: {100 * result.pool_agreement:.1f} %"
+    )
     print(f"trained in {result.seconds:.1f} s")
     return 0

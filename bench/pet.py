@@ -1,0 +1,176 @@
+"""PET and iPET against the frozen encoder's few-shot baselines (and SetFit) on the same
+examples: issue 20's 16-example target on sentiment.
+
+    python bench/pet.py                                   # sentiment-zh, k = 16, 3 seeds
+    python bench/pet.py --datasets sentiment-zh,sentiment-en --seeds 5 --generations 1
+
+Protocol (bench/fewshot.py's sampling: seed s shuffles each class's training texts, the first
+k of each are the examples; every method gets the same ones; a fixed random subset of the
+test split, --max-test). The unlabelled pool is the training split with its labels removed
+(a seeded sample of --pool texts, the examples' own texts excluded), the issue's pool.
+
+- ``centroid``, ``logreg``: the frozen sentence encoder (--encoder, ``runs/e5-zh``),
+  ``ZeroShotClassifier``;
+- ``setfit``: :func:`llmos.train.setfit.train_setfit` with its defaults (--setfit);
+- ``zero-cloze``: the masked LM's zero-shot cloze scores (the same patterns averaged, each
+  label's prior over the pool removed), no training;
+- ``pet``: :func:`llmos.train.pet.train_pet` over --mlm (``runs/e5-zh-mlm/checkpoint``) with
+  the patterns and verbalizers below, then its classifier reads the test texts through
+  ``llmos.load(...).classify``;
+- ``ipet``: the same with --generations rounds (when > 0); its first generation is PET's
+  models (the same seeds, reused), so its seconds are those of the later rounds and its own
+  final classifier.
+
+Patterns and verbalizers were written before any run and not tuned on test: the three of
+bench/cloze_zero.py per language, with 好/差 and great/terrible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import llmos
+from llmos.config.pet import PetConfig
+from llmos.inference.zeroshot import ZeroShotClassifier
+from llmos.train.pet import train_pet
+from llmos.train.setfit import SetFitConfig, train_setfit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fewshot import accuracy, cell, read_split, sample
+from machine import machine
+
+PROMPTS = {
+    "zh": (
+        ["{text}。总之很[MASK]。", "[MASK]评：{text}", "{text}。我觉得很[MASK]。"],
+        {"pos": ["好"], "neg": ["差"]},
+    ),
+    "en": (
+        ["{text} All in all, it was [MASK].", "{text} It was [MASK].", "Just [MASK]! {text}"],
+        {"pos": ["great"], "neg": ["terrible"]},
+    ),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoder", default="runs/e5-zh")
+    ap.add_argument("--mlm", default="runs/e5-zh-mlm/checkpoint")
+    ap.add_argument("--datasets", default="sentiment-zh")
+    ap.add_argument("--shots", type=int, default=16)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--max-test", type=int, default=600)
+    ap.add_argument("--pool", type=int, default=1000, help="unlabelled training texts")
+    ap.add_argument("--steps", type=int, default=PetConfig.steps)
+    ap.add_argument("--lr", type=float, default=PetConfig.lr)
+    ap.add_argument("--distill-steps", type=int, default=PetConfig.distill_steps)
+    ap.add_argument("--patterns", type=int, default=2, help="use the first N patterns")
+    ap.add_argument("--generations", type=int, default=0, help="also run iPET with N rounds")
+    ap.add_argument("--setfit", action="store_true", help="also train SetFit")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# {machine()}, torch threads {args.threads}\n", flush=True)
+    pipe = llmos.load(args.encoder)
+    mlm = llmos.load(args.mlm)
+    results: dict[tuple[str, str], list[float]] = {}
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for name in args.datasets.split(","):
+        patterns, verbalizers = PROMPTS["zh" if name.endswith("-zh") else "en"]
+        patterns = patterns[: args.patterns]
+        texts, labels = read_split(name, "train")
+        by_label: dict[str, list[str]] = {}
+        for t, y in zip(texts, labels, strict=True):
+            by_label.setdefault(y, []).append(t)
+        test, gold = read_split(name, "test")
+        if args.max_test and args.max_test < len(test):
+            keep = sorted(random.Random(0).sample(range(len(test)), args.max_test))
+            test, gold = [test[i] for i in keep], [gold[i] for i in keep]
+        print(f"{name}: {len(by_label)} classes, {len(test)} test rows", flush=True)
+        for s in range(args.seeds):
+            examples = sample(by_label, args.shots, s)
+            used = {t for ts in examples.values() for t in ts}
+            rest = [t for t in dict.fromkeys(texts) if t not in used]
+            pool = random.Random(f"pool:{s}").sample(rest, min(args.pool, len(rest)))
+            runs: list[tuple[str, list[str], float]] = []
+            for method in ("centroid", "logreg"):
+                t = time.perf_counter()
+                clf = ZeroShotClassifier(pipe, {}, examples, method=method)
+                got = [r["label"] for r in clf.classify(test)]
+                runs.append((method, got, time.perf_counter() - t))
+            if s == 0:  # deterministic: one run
+                t = time.perf_counter()
+                clf = ZeroShotClassifier(
+                    mlm, verbalizers, method="cloze", patterns=patterns, unlabelled=pool
+                )
+                got = [r["label"] for r in clf.classify(test)]
+                runs.append(("zero-cloze", got, time.perf_counter() - t))
+            with tempfile.TemporaryDirectory(prefix="llmos-bench-pet-") as tmp:
+                if args.setfit:
+                    cfg = SetFitConfig(seed=s, progress=False, num_threads=args.threads)
+                    run = train_setfit(args.encoder, examples, Path(tmp) / "setfit", cfg)
+                    got = [r["label"] for r in llmos.load(run.checkpoint).classify(test)]
+                    runs.append(("setfit", got, run.seconds))
+                # iPET's first generation is PET's models (the same seeds): its run starts
+                # from a copy of PET's with the final classifier removed.
+                variants = [("pet", 0)] + ([("ipet", args.generations)] if args.generations else [])
+                for method, gens in variants:
+                    cfg = PetConfig(
+                        steps=args.steps,
+                        lr=args.lr,
+                        distill_steps=args.distill_steps,
+                        generations=gens,
+                        max_unlabelled=len(pool),
+                        seed=s,
+                        progress=False,
+                        num_threads=args.threads,
+                    )
+                    run_dir = Path(tmp) / f"{method}-run"
+                    if method == "ipet":
+                        shutil.copytree(Path(tmp) / "pet-run", run_dir)
+                        shutil.rmtree(run_dir / "distill")
+                    t = time.perf_counter()
+                    result = train_pet(
+                        args.mlm,
+                        examples,
+                        pool,
+                        patterns,
+                        verbalizers,
+                        Path(tmp) / method,
+                        cfg,
+                        run_dir=run_dir,
+                        resume=True,
+                    )
+                    got = [r["label"] for r in llmos.load(result.checkpoint).classify(test)]
+                    runs.append((method, got, time.perf_counter() - t))
+                    print(
+                        f"  seed={s} {method}: pool agreement {100 * result.pool_agreement:.1f} %",
+                        flush=True,
+                    )
+            for method, got, secs in runs:
+                acc = accuracy(got, gold)
+                results.setdefault((name, method), []).append(acc)
+                seconds.setdefault((name, method), []).append(secs)
+                print(f"  k={args.shots} seed={s} {method}: {100 * acc:.2f} % ({secs:.1f} s)")
+            sys.stdout.flush()
+    methods = list(dict.fromkeys(m for _, m in results))
+    print(f"\n| dataset | k | {' | '.join(methods)} |")
+    print("|---|---:|" + "---:|" * len(methods))
+    for name in args.datasets.split(","):
+        cells = [cell(results.get((name, m))) for m in methods]
+        print(f"| {name} | {args.shots} | " + " | ".join(cells) + " |")
+    print(
+        "\nfit seconds (mean): "
+        + ", ".join(f"{n} {m} {sum(v) / len(v):.1f}" for (n, m), v in seconds.items())
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""How PET / iPET few-shot classifiers are trained (:mod:`llmos.train.pet`); here, with no
+torch, so that ``llmos pet``'s flags are built without importing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmos.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PetConfig:
+    """How a PET (or iPET) classifier is trained.
+
+    Stage 1, for each pattern (and each of ``models_per_pattern`` seeds): the masked LM is
+    fine-tuned on the labelled examples put into the pattern, ``steps`` steps of
+    ``batch_size`` examples at peak rate ``lr`` (linear warm-up over a tenth, then linear
+    decay), the loss the cross-entropy of the labels' verbalizer scores at the mask. Texts
+    are cut to ``max_length`` tokens around the mask. Each model then scores the unlabelled
+    pool (at most ``max_unlabelled`` texts, a seeded sample).
+
+    iPET (``generations`` > 0): generation g trains every pattern's models again from the
+    original masked LM, on the labelled examples plus pool texts labelled by the previous
+    generation's *other* models, ``growth`` ** g times as many examples per label as the
+    labelled set has (the pseudo-labelled ones drawn per label with probability proportional
+    to the ensemble's confidence).
+
+    Stage 2: the last generation's ensemble (the mean of its models' label log-probabilities)
+    soft-labels the pool with a softmax at ``temperature`` (PET's 2), and a sequence
+    classifier from the same encoder is trained on those soft labels and on the labelled
+    examples (one-hot) for ``distill_steps`` of ``distill_batch`` at ``distill_lr``.
+    """
+
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 2e-5
+    models_per_pattern: int = 1
+    max_length: int = 128
+    max_unlabelled: int = 2000
+    generations: int = 0
+    growth: float = 5.0
+    temperature: float = 2.0
+    distill_steps: int = 200
+    distill_batch: int = 16
+    distill_lr: float = 2e-5
+    seed: int = 42
+    num_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "steps",
+            "batch_size",
+            "models_per_pattern",
+            "max_length",
+            "max_unlabelled",
+            "distill_batch",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"pet {name} must be positive, got {getattr(self, name)}")
+        if self.generations < 0 or self.distill_steps < 0:
+            raise ConfigError(
+                f"pet generations and distill_steps must be >= 0, got {self.generations}, "
+                f"{self.distill_steps}"
+            )
+        if self.growth < 1:
+            raise ConfigError(f"pet growth must be >= 1, got {self.growth}")
+        for name in ("lr", "distill_lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"pet {name} must be positive, got {getattr(self, name)}")
+        if self.max_length < 8:
+            raise ConfigError(f"pet max_length must be >= 8 tokens, got {self.max_length}")
