@@ -55,7 +55,7 @@ def load(
 
 
 def zero_shot(
-    model: str | Path | EncoderPipeline,
+    model: str | Path | EncoderPipeline | GeneratorPipeline,
     labels: Mapping[str, str | Sequence[str]],
     examples: Mapping[str, Sequence[str]] | None = None,
     *,
@@ -67,16 +67,19 @@ def zero_shot(
     (few-shot), over a sentence encoder's frozen vectors: no training run.
 
     Args:
-        model: an encoder checkpoint directory (multilingual-e5: ``runs/e5-zh``) or a pipeline
-            already loaded with :func:`load`.
+        model: an encoder checkpoint directory (multilingual-e5: ``runs/e5-zh``), a GPT
+            checkpoint directory for ``instruct``, or a pipeline loaded with :func:`load`.
         labels: each label's description(s): ``{"pos": "a positive review", ...}``; for
-            ``cloze``, its verbalizer(s): ``{"pos": "好", "neg": "差"}``.
+            ``cloze``, its verbalizer(s): ``{"pos": "好", "neg": "差"}``; for ``instruct``,
+            its answer(s): ``{"pos": "正面", "neg": "负面"}``.
         examples: each label's example texts (few-shot).
-        method: ``similarity`` (descriptions only), ``centroid``, ``logreg`` or ``cloze``
-            (a masked LM's head: ``patterns=["{text}。总之很[MASK]。"]``); default
-            ``centroid`` with examples, else ``similarity``.
+        method: ``similarity`` (descriptions only), ``centroid``, ``logreg``, ``cloze``
+            (a masked LM's head: ``patterns=["{text}。总之很[MASK]。"]``) or ``instruct`` (an
+            instruction-tuned GPT: ``instruction="判断下面这条评论的情感是正面还是负面。"``);
+            default ``centroid`` with examples, else ``similarity``.
         device: torch device, when ``model`` is a path.
-        **options: ``temperature``, ``C``, ``batch_size``, ``unlabelled``, ``patterns`` of
+        **options: ``temperature``, ``C``, ``batch_size``, ``unlabelled``, ``patterns``,
+            ``instruction`` of
             :class:`~llmos.inference.zeroshot.ZeroShotClassifier`.
 
     Returns:

@@ -111,8 +111,8 @@ def add_classify_zero(sub: Subcommands) -> None:
     cz = sub.add_parser(
         "classify-zero",
         help="classify texts with labels from descriptions (zero-shot) or a few examples each "
-        "(few-shot), over an encoder's sentence vectors, or with cloze prompts on a masked LM: "
-        "no training",
+        "(few-shot), over an encoder's sentence vectors, with cloze prompts on a masked LM, or "
+        "by asking an instruction-tuned GPT: no training",
         description="Labels come from --labels NAME=DESCRIPTION (repeat a name for several "
         "descriptions) and/or --examples FILE. similarity: nearest label description "
         "(E5: texts as queries, descriptions as passages); centroid: nearest mean of a label's "
@@ -120,10 +120,16 @@ def add_classify_zero(sub: Subcommands) -> None:
         "label without examples goes by its descriptions. cloze: each text goes into --pattern "
         "('{text}。总之很[MASK]。'), and --labels NAME=WORD gives each label a verbalizer, a "
         "word of one token that the masked-LM head scores at [MASK] (a checkpoint with an MLM "
-        "head: runs/e5-zh-mlm/checkpoint). Put the TEXTs before --labels, whose values run up "
-        "to the next option.",
+        "head: runs/e5-zh-mlm/checkpoint). instruct: each text is the input of --instruction "
+        "('判断下面这条评论的情感是正面还是负面。') in an instruction-tuned GPT's prompt, and "
+        "--labels NAME=ANSWER gives each label an answer ('pos=正面') whose log-probability "
+        "the GPT scores (runs/instruct-zh/checkpoint). Put the TEXTs before --labels, whose "
+        "values run up to the next option.",
     )
-    cz.add_argument("checkpoint", help="encoder checkpoint directory (e.g. runs/e5-zh)")
+    cz.add_argument(
+        "checkpoint",
+        help="checkpoint directory: an encoder (e.g. runs/e5-zh), a GPT for --method instruct",
+    )
     cz.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (or --input)")
     cz.add_argument(
         "--labels",
@@ -131,7 +137,7 @@ def add_classify_zero(sub: Subcommands) -> None:
         default=[],
         metavar="NAME=TEXT",
         help='label descriptions, e.g. "positive=a positive review" (repeat a NAME for more); a '
-        "label of --examples needs none",
+        "label of --examples needs none; cloze: NAME=WORD, instruct: NAME=ANSWER",
     )
     cz.add_argument("--examples", help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)')
     cz.add_argument(
@@ -140,8 +146,8 @@ def add_classify_zero(sub: Subcommands) -> None:
     cz.add_argument(
         "--unlabelled",
         help="texts like the ones to classify, without labels (a file as --input): each "
-        "label's mean cosine (similarity, centroid) or log-probability (cloze) over them is "
-        "removed first",
+        "label's mean cosine (similarity, centroid) or log-probability (cloze, instruct) over "
+        "them is removed first",
     )
     cz.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
     cz.add_argument(
@@ -156,6 +162,12 @@ def add_classify_zero(sub: Subcommands) -> None:
         metavar="TEXT",
         help="cloze pattern with {text} and [MASK] once each, e.g. '{text} All in all, it was "
         "[MASK].' (repeat: the patterns' scores are averaged)",
+    )
+    cz.add_argument(
+        "--instruction",
+        metavar="TEXT",
+        help="instruct: the question asked of each text (the text is its input), e.g. "
+        "'判断下面这条评论的情感是正面还是负面。'",
     )
     cz.add_argument("--batch-size", type=int, default=32)
     cz.defer(_classify_zero_arguments)  # the methods and the temperature live in inference
@@ -172,8 +184,8 @@ def _classify_zero_arguments(cz: CommandParser) -> None:
         "--temperature",
         type=float,
         help=f"softmax temperature over cosines (similarity, centroid; default {TEMPERATURE}) "
-        f"or log-probabilities (cloze; default {CLOZE_TEMPERATURE:g}): it sets how sure the "
-        "scores are, not which label wins",
+        f"or log-probabilities (cloze, instruct; default {CLOZE_TEMPERATURE:g}): it sets how "
+        "sure the scores are, not which label wins",
     )
 
 
@@ -342,6 +354,7 @@ def _classify_zero(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         batch_size=args.batch_size,
         patterns=args.pattern,
+        instruction=args.instruction,
     )
     if args.json or args.output != "-":
         n = write_lines([json.dumps(r, ensure_ascii=False) for r in results], args.output)

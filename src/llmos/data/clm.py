@@ -84,11 +84,22 @@ def block_batch(blocks: np.ndarray) -> dict[str, Any]:
 # --- instruction tuning -------------------------------------------------------------------
 
 
-def format_prompt(instruction: str, input: str = "") -> str:
-    """The prompt the model sees (and is given at generation time) for an instruction."""
+def format_prompt(
+    instruction: str,
+    input: str = "",
+    *,
+    template: str | None = None,
+    template_with_input: str | None = None,
+) -> str:
+    """The prompt the model sees (and is given at generation time) for an instruction.
+
+    ``template`` / ``template_with_input``: a checkpoint's own templates (``task.json``);
+    None: :data:`PROMPT_TEMPLATE` / :data:`PROMPT_TEMPLATE_INPUT`."""
     if input.strip():
-        return PROMPT_TEMPLATE_INPUT.format(instruction=instruction.strip(), input=input.strip())
-    return PROMPT_TEMPLATE.format(instruction=instruction.strip())
+        return (template_with_input or PROMPT_TEMPLATE_INPUT).format(
+            instruction=instruction.strip(), input=input.strip()
+        )
+    return (template or PROMPT_TEMPLATE).format(instruction=instruction.strip())
 
 
 def encode_instructions(

@@ -13,15 +13,18 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import Instruct
 from llmos.data.clm import PROMPT_TEMPLATE
 from llmos.errors import LlmosError
+from llmos.inference import instruct
 from llmos.inference.generate import GenerationConfig, decode_steps, generate_ids
 from llmos.inference.pipeline import Pipeline
 from llmos.inference.stream import TextStream
@@ -263,6 +266,55 @@ class GeneratorPipeline(Pipeline):
         if rest:
             yield rest
         return Completion(text.text, len(ids[0]), steps, reason)
+
+    def answer_scores(
+        self, instruction: str, texts: list[str], answers: Sequence[str], batch_size: int = 32
+    ) -> np.ndarray:
+        """The log-probability of each answer, then the end-of-text token, after each text's
+        instruction prompt (the template the checkpoint was tuned with, the text as its
+        input): constrained answers for zero-shot classification
+        (:mod:`llmos.inference.instruct`).
+
+        Returns:
+            A float64 array (number of texts, number of answers). A text whose prompt and the
+            longest answer exceed the context window loses its end (with a warning).
+
+        Raises:
+            LlmosError: an answer of no tokens, a tokenizer without an end-of-text token, or
+                an instruction too long to leave room for the text.
+        """
+        eos = self._ids.get("eos")
+        if eos is None:
+            raise LlmosError(
+                f"{self.path}: the tokenizer has no end-of-text token, which ends an answer"
+            )
+        encoded = self.tokenizer.encode_batch(list(answers), add_special_tokens=False)
+        answer_ids = []
+        for answer, enc in zip(answers, encoded, strict=True):
+            if not enc.ids:
+                raise LlmosError(f"the answer {answer!r} is no token of this model's vocabulary")
+            answer_ids.append([*enc.ids, eos])
+        spec = self.spec
+        tuned = isinstance(spec, Instruct)
+        room = self.config.max_position - max(len(a) for a in answer_ids)
+        prompts, cut = instruct.encode_prompts(
+            self.tokenizer,
+            instruction,
+            texts,
+            room,
+            template=spec.template if tuned else None,
+            template_with_input=spec.template_with_input if tuned else None,
+        )
+        if cut:
+            log.warning(
+                "%d of %d texts cut so that the prompt and the answers fit the %d-token "
+                "context window",
+                cut,
+                len(texts),
+                self.config.max_position,
+            )
+        pad = self._pad_id()
+        return instruct.answer_log_probs(self.model, prompts, answer_ids, pad, batch_size)
 
     @functools.cached_property
     def _token_bytes(self) -> list[bytes] | None:

@@ -33,15 +33,26 @@ And one on a masked LM's head rather than the sentence vectors:
   (``llmos pretrain --config configs/pretrain/e5-zh-mlm.yaml`` gives e5-zh one, its
   encoder frozen: :mod:`llmos.inference.cloze`).
 
+And one on an instruction-tuned GPT (``runs/instruct-zh/checkpoint``):
+
+- ``instruct`` (zero-shot): each text is the input of an instruction
+  (``判断下面这条评论的情感是正面还是负面。``) in the prompt the GPT was tuned with, each label
+  has an answer (``正面`` / ``负面``, any number of tokens), and a label's score is the GPT's
+  log-probability of its answer's tokens and the end-of-text token after the prompt (several
+  answers: the log of their mean probability): a constrained choice among the labels' answers,
+  not free generation (:mod:`llmos.inference.instruct`).
+
 ``similarity`` and ``centroid`` turn cosines into probabilities with a softmax over
-``cosine / temperature``; ``logreg`` gives its own probabilities; ``cloze`` takes a softmax
-of its log-probabilities (over ``temperature``, 1 by default). Either way a result has the
-shape of a trained classifier's :meth:`~llmos.inference.encoder.EncoderPipeline.classify`:
-``{"label", "score", "scores": {label: probability}}``.
+``cosine / temperature``; ``logreg`` gives its own probabilities; ``cloze`` and ``instruct``
+take a softmax of their log-probabilities (over ``temperature``, 1 by default). Either way a
+result has the shape of a trained classifier's
+:meth:`~llmos.inference.encoder.EncoderPipeline.classify`: ``{"label", "score", "scores":
+{label: probability}}``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -50,8 +61,12 @@ import numpy as np
 from llmos.errors import LlmosError
 from llmos.inference.classify import label_result
 from llmos.inference.cloze import check_pattern, fill
+from llmos.inference.instruct import InstructChoice
 
-METHODS = ("similarity", "centroid", "logreg", "cloze")
+log = logging.getLogger("llmos.inference")
+
+METHODS = ("similarity", "centroid", "logreg", "cloze", "instruct")
+LOG_PROB_METHODS = ("cloze", "instruct")  # scores are log-probabilities, not cosines
 
 # Softmax temperature over cosines. E5 was trained with an InfoNCE temperature of 0.01, and its
 # cosines crowd into a narrow band (most pairs of short texts sit between 0.75 and 0.9; see
@@ -61,8 +76,9 @@ METHODS = ("similarity", "centroid", "logreg", "cloze")
 # label is the nearest one at any temperature.
 TEMPERATURE = 0.05
 
-# cloze's default temperature: its scores are already log-probabilities, so the softmax over
-# the labels is the MLM's own distribution restricted to the verbalizers.
+# cloze's and instruct's default temperature: their scores are already log-probabilities, so the
+# softmax over the labels is the model's own distribution restricted to the verbalizers (the
+# answers).
 CLOZE_TEMPERATURE = 1.0
 
 # logreg's inverse regularisation strength on unit vectors. Chosen on the valid splits with
@@ -128,17 +144,19 @@ class ZeroShotClassifier:
 
     Args:
         pipe: an encoder pipeline (``llmos.load("runs/e5-zh")``), or anything with its
-            ``embed(texts, kind=..., batch_size=...)`` (``cloze``: its ``mask_scores``).
+            ``embed(texts, kind=..., batch_size=...)`` (``cloze``: its ``mask_scores``);
+            for ``instruct``, a GPT pipeline (``llmos.load("runs/instruct-zh/checkpoint")``).
         labels: each label's descriptions (a string, or several: their unit vectors are
             averaged and renormalised). A label with no description (``[]``) needs examples.
-            For ``cloze``, each label's verbalizer(s) instead: a word of one piece each.
+            For ``cloze``, each label's verbalizer(s) instead: a word of one piece each; for
+            ``instruct``, its answer(s): ``{"pos": ["正面"], "neg": ["负面"]}``.
         examples: each label's example texts (few-shot). A label may appear here only; the
             labels are those of ``labels`` then the new ones of ``examples``, in order.
-        method: ``similarity``, ``centroid``, ``logreg`` or ``cloze``; None: ``centroid``
-            when there are examples, else ``similarity``.
+        method: ``similarity``, ``centroid``, ``logreg``, ``cloze`` or ``instruct``; None:
+            ``centroid`` when there are examples, else ``similarity``.
         temperature: the softmax temperature over cosines (``similarity``, ``centroid``; see
-            :data:`TEMPERATURE` for why 0.05) or over ``cloze``'s log-probabilities (1). None:
-            the method's.
+            :data:`TEMPERATURE` for why 0.05) or over ``cloze``'s and ``instruct``'s
+            log-probabilities (1). None: the method's.
         C: ``logreg``'s inverse regularisation strength (scikit-learn's ``C``); see
             :data:`LOGREG_C` for why 10.
         batch_size: texts per forward pass when embedding.
@@ -151,11 +169,12 @@ class ZeroShotClassifier:
             content-free input. Measured (docs/BENCHMARKS.md, "Zero- and few-shot
             classification from E5 vectors"): zero-shot sentiment-zh 78.14 -> 81.36 %,
             sentiment-en 76.83 -> 77.33 % with 2,000 training texts. Not used by ``logreg``,
-            whose intercepts already learn the labels' priors. With ``cloze``, each label's
-            mean log-probability (after the softmax over the labels) over these texts is
-            subtracted: the same correction on the MLM's scores.
+            whose intercepts already learn the labels' priors. With ``cloze`` and
+            ``instruct``, each label's mean log-probability (after the softmax over the
+            labels) over these texts is subtracted: the same correction on the model's scores.
         patterns: ``cloze``'s pattern, or several (their scores are averaged): ``{text}``
             where the text goes, ``[MASK]`` where the verbalizer is predicted.
+        instruction: ``instruct``'s question, asked of each text (the text is its input).
 
     Raises:
         LlmosError: fewer than two labels, a label with nothing to go by (no description for
@@ -163,7 +182,8 @@ class ZeroShotClassifier:
             ``similarity`` or ``cloze``, an unknown method, a checkpoint that cannot embed (a
             GPT), or for ``cloze``: no pattern, a pattern without ``{text}`` or ``[MASK]``, a
             verbalizer that is not one piece of the vocabulary (the error names it and its
-            label), or a checkpoint without an MLM head.
+            label), or a checkpoint without an MLM head; for ``instruct``: no instruction, a
+            label without an answer, or a checkpoint that is not a GPT.
     """
 
     def __init__(
@@ -178,6 +198,7 @@ class ZeroShotClassifier:
         batch_size: int = 32,
         unlabelled: Sequence[str] | None = None,
         patterns: str | Sequence[str] | None = None,
+        instruction: str | None = None,
     ) -> None:
         if not isinstance(labels, Mapping) or not isinstance(examples or {}, Mapping):
             raise LlmosError(
@@ -185,7 +206,7 @@ class ZeroShotClassifier:
                 "['a positive review'], ...}"
             )
         examples = dict(examples or {})
-        method = _check_options(method, bool(any(examples.values())), temperature, C)
+        method = _check_options(method, bool(any(examples.values())), temperature, C, instruction)
         _check_pipe(pipe, method)
         if (patterns is not None) != (method == "cloze"):
             raise LlmosError(
@@ -207,21 +228,25 @@ class ZeroShotClassifier:
                 "description ({'positive': 'a positive review', ...}) or examples"
             )
         if temperature is None:
-            temperature = CLOZE_TEMPERATURE if method == "cloze" else TEMPERATURE
+            temperature = CLOZE_TEMPERATURE if method in LOG_PROB_METHODS else TEMPERATURE
         self.pipe, self.method, self.temperature = pipe, method, temperature
         self.batch_size = batch_size
         self.labels: tuple[str, ...] = tuple(names)
-        what = "verbalizers" if method == "cloze" else "descriptions"
+        what = {"cloze": "verbalizers", "instruct": "answers"}.get(method, "descriptions")
         self.descriptions = {n: _texts(labels.get(n, []), f"label {n!r}'s {what}") for n in names}
         self.prototypes: np.ndarray | None = None  # (k, d) unit rows: similarity, centroid
         self.model: Any = None  # the fitted LogisticRegression: logreg
-        self.cloze: Cloze | None = None
+        self.scorer: Cloze | InstructChoice | None = None  # cloze, instruct: log-probabilities
         self.prior = np.zeros(len(self.labels))  # subtracted before the softmax (unlabelled)
         if method == "cloze":
             assert patterns is not None
-            self.cloze = Cloze(pipe, self.descriptions, patterns)  # type: ignore[arg-type]
+            self.scorer = Cloze(pipe, self.descriptions, patterns)  # type: ignore[arg-type]
+        elif method == "instruct":
+            assert instruction is not None
+            self.scorer = InstructChoice(pipe, self.descriptions, instruction)  # type: ignore[arg-type]
+        if self.scorer is not None:
             if pool is not None:
-                self.prior = self.cloze.scores(pool, batch_size).mean(axis=0)
+                self.prior = self.scorer.scores(pool, batch_size).mean(axis=0)
             return
         self.examples = {n: _texts(examples.get(n, []), f"label {n!r}'s examples") for n in names}
         for n in names:
@@ -266,8 +291,8 @@ class ZeroShotClassifier:
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """(n, k) label probabilities of texts' sentence vectors (n, d) (embedded as queries;
         any length: they are normalised here), columns in the order of :attr:`labels`."""
-        if self.cloze is not None:
-            raise LlmosError("method cloze reads texts, not vectors: use classify(texts)")
+        if self.scorer is not None:
+            raise LlmosError(f"method {self.method} reads texts, not vectors: use classify(texts)")
         x = unit_rows(vectors)
         if self.model is not None:
             return self.model.predict_proba(x).astype(np.float64)
@@ -290,8 +315,8 @@ class ZeroShotClassifier:
         if not texts:
             return []
         size = batch_size or self.batch_size
-        if self.cloze is not None:
-            scores = self.cloze.scores(list(texts), size) - self.prior
+        if self.scorer is not None:
+            scores = self.scorer.scores(list(texts), size) - self.prior
             probs = softmax(scores / self.temperature)
         else:
             vectors = self.pipe.embed(list(texts), kind="query", batch_size=size)
@@ -378,24 +403,46 @@ def _log_mean_exp(x: np.ndarray) -> np.ndarray:
 
 
 def _check_pipe(pipe: Any, method: str) -> None:
-    """The pipeline can do what ``method`` needs: embed texts, or (``cloze``) read its MLM head."""
+    """The pipeline can do what ``method`` needs: embed texts, read its MLM head (``cloze``),
+    or score a GPT's answers (``instruct``)."""
     what = pipe.describe() if hasattr(pipe, "describe") else type(pipe).__name__
-    if method == "cloze":
+    gpt = hasattr(pipe, "answer_scores")  # an encoder pipeline raises AttributeError for it
+    instead = "; with a GPT, use method instruct (runs/instruct-zh/checkpoint)" if gpt else ""
+    if method == "instruct":
+        if not gpt:
+            raise LlmosError(
+                f"this checkpoint is {what}: method instruct asks an instruction-tuned GPT "
+                "(`llmos finetune --config configs/finetune/instruct-zh.yaml`, then use "
+                "runs/instruct-zh/checkpoint); with an encoder, use method similarity, "
+                "centroid or logreg, or cloze with an MLM head"
+            )
+        if getattr(pipe, "spec", None) is not None and pipe.spec.kind != "instruct":
+            log.warning(
+                "this checkpoint is %s, not instruction-tuned: it reads the instruction "
+                "prompt as plain text",
+                what,
+            )
+    elif method == "cloze":
         if not getattr(pipe, "has_mlm_head", False):
             raise LlmosError(
                 f"this checkpoint is {what} without a masked-LM head: method cloze needs one "
                 "(a BERT pretrained with MLM; give e5-zh one with `llmos pretrain --config "
-                "configs/pretrain/e5-zh-mlm.yaml`, then use runs/e5-zh-mlm/checkpoint)"
+                f"configs/pretrain/e5-zh-mlm.yaml`, then use runs/e5-zh-mlm/checkpoint)"
+                f"{instead}"
             )
     elif not hasattr(pipe, "embed"):  # a GPT pipeline raises AttributeError for embed
         raise LlmosError(
             f"this checkpoint is {what}: zero-shot classification needs an encoder that "
-            "embeds texts (e.g. runs/e5-zh, multilingual-e5)"
+            f"embeds texts (e.g. runs/e5-zh, multilingual-e5){instead}"
         )
 
 
 def _check_options(
-    method: str | None, has_examples: bool, temperature: float | None, C: float
+    method: str | None,
+    has_examples: bool,
+    temperature: float | None,
+    C: float,
+    instruction: str | None = None,
 ) -> str:
     """The method to use (None: ``centroid`` with examples, else ``similarity``), once the
     options are known to be valid: before anything is embedded."""
@@ -404,10 +451,18 @@ def _check_options(
         raise LlmosError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if temperature is not None and not temperature > 0:
         raise LlmosError(f"temperature must be > 0, got {temperature}")
-    if method == "cloze" and has_examples:
+    if method in LOG_PROB_METHODS and has_examples:
+        what = "verbalizers" if method == "cloze" else "answers"
         raise LlmosError(
-            "method cloze is zero-shot: it reads the labels' verbalizers; examples are for "
+            f"method {method} is zero-shot: it reads the labels' {what}; examples are for "
             "method centroid or logreg"
+        )
+    if (instruction is not None) != (method == "instruct"):
+        raise LlmosError(
+            "method instruct needs an instruction, the question asked of each text "
+            "('判断下面这条评论的情感是正面还是负面。')"
+            if method == "instruct"
+            else f"an instruction is for method instruct, not {method}"
         )
     if not C > 0:
         raise LlmosError(f"C must be > 0, got {C}")

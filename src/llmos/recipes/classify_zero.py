@@ -1,6 +1,7 @@
 """``llmos classify-zero``: classify texts with labels given by descriptions (zero-shot) or by a
-file of a few examples per label (few-shot), over an encoder's sentence vectors, or by cloze
-patterns on a masked LM (``--method cloze --pattern ... --labels NAME=VERBALIZER``)
+file of a few examples per label (few-shot), over an encoder's sentence vectors, by cloze
+patterns on a masked LM (``--method cloze --pattern ... --labels NAME=VERBALIZER``), or by
+asking an instruction-tuned GPT (``--method instruct --instruction ... --labels NAME=ANSWER``)
 (:class:`~llmos.inference.zeroshot.ZeroShotClassifier`)."""
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def classify_zero(
     temperature: float | None = None,
     batch_size: int = 32,
     patterns: Sequence[str] = (),
+    instruction: str | None = None,
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` (or every text of ``input_path``) into the labels of ``labels``
-    (``NAME=DESCRIPTION`` items; ``NAME=VERBALIZER`` for ``cloze``, with ``patterns``) and of
-    the examples file; ``unlabelled_path``'s texts, when given, remove each label's prior
+    (``NAME=DESCRIPTION`` items; ``NAME=VERBALIZER`` for ``cloze``, with ``patterns``;
+    ``NAME=ANSWER`` for ``instruct``, with ``instruction``) and of the examples file;
+    ``unlabelled_path``'s texts, when given, remove each label's prior
     (``ZeroShotClassifier(unlabelled=...)``). ``temperature`` None: the method's.
 
     Returns:
@@ -86,6 +89,13 @@ def classify_zero(
             "--method cloze needs --pattern, e.g. --pattern '{text} All in all, it was [MASK].'"
             if method == "cloze"
             else "--pattern is for --method cloze"
+        )
+    if (instruction is not None) != (method == "instruct"):
+        raise LlmosError(
+            "--method instruct needs --instruction, e.g. --instruction "
+            "'判断下面这条评论的情感是正面还是负面。'"
+            if method == "instruct"
+            else "--instruction is for --method instruct"
         )
     for pattern in patterns:
         if pattern.count(TEXT_SLOT) != 1:
@@ -119,6 +129,7 @@ def classify_zero(
         batch_size=batch_size,
         unlabelled=pool,
         patterns=list(patterns) if patterns else None,
+        instruction=instruction,
     )
     results = clf.classify(list(texts))
     return [{"text": t, **r} for t, r in zip(texts, results, strict=True)]
