@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install llmos with its dev tools
 
-run: install  ## build the missing default models (~25 min the first time), print a demo API key, serve with a job worker
+run: install  ## build the missing default models and a sample of the material index (~28 min the first time), print a demo API key, serve with a job worker
 	$(BIN)/llmos data prepare
 	$(BIN)/llmos setup --models runs --demo-user demo
 	@echo "console: http://127.0.0.1:$(PORT)/  (sign in with the API key above; Ctrl-C stops the server)"

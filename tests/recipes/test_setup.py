@@ -1,14 +1,17 @@
 """`llmos setup`: the plan, building a chain of real steps (tokenizer -> pretrain -> fine-tune)
-on tiny configs, skipping what exists, resuming an interrupted step, and the demo user's key."""
+on tiny configs, skipping what exists, resuming an interrupted step, the apps' steps (the
+MovieLens recommender, the shared material index), and the demo user's key."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
 import shutil
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -357,6 +360,13 @@ def fake_outputs(models: Path) -> None:
         if step.kind == "tokenizer":
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"model": {"vocab": {"[PAD]": 0, "a": 1}}}))
+        elif step.kind == "materials":
+            # The index names its encoder as the embedder does: the weights digest, or (the
+            # fake encoder has no weights) its resolved path.
+            encoder = models / str(step.init)
+            out.mkdir(parents=True, exist_ok=True)
+            meta = {"encoder": str(encoder.resolve()), "documents": 2, "rows": 3}
+            (out / "meta.json").write_text(json.dumps(meta))
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text("{}")
@@ -443,6 +453,7 @@ def test_cli_dry_run_prints_the_plan_only(
     assert main(argv) == 0
     out = capsys.readouterr().out.strip()
     assert out.count("\n") == 0 and out.startswith("setup: building bpe-zh, e5-zh, sentiment-zh")
+    assert "movielens, materials, gpt-zh into" in out
     assert "bert-zh" not in out
     assert main([*argv, "--with", "bert-zh"]) == 0
     assert "gpt-zh, wordpiece-zh, bert-zh into" in capsys.readouterr().out
@@ -527,3 +538,84 @@ def test_the_recommend_step_measures_then_trains_the_movielens_model(
     assert recall == 1.0  # every held-out film is one of the user's own four unseen ones
     assert result.metric == "150 interactions; RecBole protocol: recall@10 1.0000, NDCG@10 1.0000"
     assert S.plan(models, tmp_path, steps)[1].done  # a second setup keeps it
+
+
+def write_materials(data: Path, docs: list) -> str:
+    """The shared corpus as `llmos data prepare` and `prepare_materials` leave it: the data
+    manifest, ``materials/documents.jsonl`` and its manifest (for the default poetry, so that
+    nothing is downloaded). Returns the documents' sha256."""
+    from llmos.data.materials import DEFAULT_POETRY, MANIFEST_VERSION
+
+    (data / "materials").mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")  # `llmos data prepare` has run
+    body = "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in docs).encode()
+    (data / "materials" / "documents.jsonl").write_bytes(body)
+    sha = hashlib.sha256(body).hexdigest()
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "poetry": list(DEFAULT_POETRY),
+        "documents": len(docs),
+        "sha256": sha,
+    }
+    (data / "materials" / "manifest.json").write_text(json.dumps(manifest))
+    return sha
+
+
+def test_the_materials_step_indexes_a_sample_where_the_server_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_encoder: Path
+) -> None:
+    """The step embeds MATERIAL_DOCS documents spread evenly over the prepared corpus with the
+    encoder step's model, into the server's default place; a second setup keeps the index, and
+    one after the encoder was rebuilt builds it again (the server ignores an index of another
+    encoder)."""
+    from llmos.apps.support.local import PipelineEmbedder
+    from llmos.apps.write.materials import MaterialIndex
+    from llmos.apps.write.suggestions import Materials, setup_materials, shared_index_dir
+    from llmos.data.materials import SourceDocument
+
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
+    models = tmp_path / "runs"
+    steps = (
+        S.Step("enc", "import", 0.1, source="unused"),
+        S.Step("materials", "materials", 0.1, init="enc"),
+    )
+    shutil.copytree(tiny_encoder, models / "enc")  # the encoder step, already done
+    runners = S.Runners(import_hf, pretrain, finetune, trim_vocab, materials=setup_materials)
+    planned = S.plan(models, tmp_path, steps)
+    assert planned[1].output == shared_index_dir() and not planned[1].done
+    with pytest.raises(LlmosError, match=r"manifest\.json not found: run `llmos data prepare`"):
+        S.run_setup(models, tmp_path, runners, steps)
+    docs = [
+        SourceDocument("sanguo", "sanguo-001", "第一回", ("我们今天讨论经济。", "他喜欢文化。")),
+        SourceDocument("sanguo", "sanguo-002", "第二回", ("老师研究历史。",)),
+        SourceDocument("peoples_daily", "peoples_daily-0001", "新闻", ("政府支持农村教育。",)),
+        SourceDocument("peoples_daily", "peoples_daily-0002", "报道", ("工人建设城市。",)),
+        SourceDocument("tang", "tang-000001", "静夜思 · 李白", ("床前明月光", "疑是地上霜")),
+        SourceDocument("tang", "tang-000002", "春晓 · 孟浩然", ("春眠不觉晓", "处处闻啼鸟")),
+        SourceDocument("songci", "songci-000001", "念奴娇 · 苏轼", ("大江东去", "浪淘尽")),
+    ]
+    version = write_materials(tmp_path / "home" / "data", docs)
+    monkeypatch.setattr(S, "MATERIAL_DOCS", 3)  # 3 of the 7: every 7/3-th, from the first
+    (result,) = [r for r in S.run_setup(models, tmp_path, runners, steps) if r.built]
+    index = MaterialIndex.load(shared_index_dir())
+    picked = sorted(d["doc"] for d in index.documents.values())  # documents 0, 2 and 4
+    assert picked == ["peoples_daily-0001", "sanguo-001", "tang-000001"]
+    assert index.encoder == weights_digest(models / "enc") and index.version == version
+    assert len(index) == 3  # a passage each (short paragraphs merge)
+    assert result.metric == (
+        "3 documents, 3 passages (a sample of 7; llmos write materials build indexes all)"
+    )
+    Materials(PipelineEmbedder(models / "enc"), index)  # the encoder the server would embed with
+    assert S.plan(models, tmp_path, steps)[1].done
+    saved = (shared_index_dir() / "dense.faiss").read_bytes()
+    assert [r.built for r in S.run_setup(models, tmp_path, runners, steps)] == [False, False]
+    assert (shared_index_dir() / "dense.faiss").read_bytes() == saved
+    retrain(models / "enc")
+    planned = S.plan(models, tmp_path, steps)
+    assert not planned[1].done and planned[1].outdated
+    assert f"{shared_index_dir()} was embedded by another encoder than enc" in S.format_plan(
+        planned, models
+    )
+    assert [r.built for r in S.run_setup(models, tmp_path, runners, steps)] == [False, True]
+    assert MaterialIndex.load(shared_index_dir()).encoder == weights_digest(models / "enc")
+    assert S.plan(models, tmp_path, steps)[1].done

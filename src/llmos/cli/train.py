@@ -13,10 +13,15 @@ def add_setup(sub: Subcommands) -> None:
     su = sub.add_parser(
         "setup",
         help="build the default models that are missing (make run): multilingual-e5-small "
-        "(trimmed) + Chinese sentiment/intent/NER, MiniLM + English intent, Chinese GPT",
+        "(trimmed) + Chinese sentiment/intent/NER, MiniLM + English intent, the MovieLens "
+        "recommender, a sample of the writing assistant's material index, Chinese GPT",
         description="Build, step by step, the default model set into --models with the quick "
-        "configs of --configs (about 22 minutes on 2 CPU cores). A step whose final checkpoint "
-        "exists is skipped (a second run does nothing); an interrupted one resumes.",
+        "configs of --configs, and the writing assistant's shared material index into "
+        "$LLMOS_HOME/apps/write/materials, where the server reads it (about 28 minutes on 2 "
+        "CPU cores in all). The index is a sample, about 2 of those minutes: 2,500 of the "
+        "shared corpus's 81,831 documents, spread evenly over it (`llmos write materials "
+        "build` indexes all of it, in hours). A step whose final output exists is skipped (a "
+        "second run does nothing); an interrupted one resumes.",
     )
     su.add_argument(
         "--with",
@@ -92,6 +97,7 @@ def _setup(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     from llmos.apps.recommend.demo import setup_movielens
+    from llmos.apps.write.suggestions import setup_materials
     from llmos.recipes.convert import import_hf
     from llmos.recipes.finetune import finetune
     from llmos.recipes.pretrain import pretrain
@@ -103,6 +109,7 @@ def _setup(args: argparse.Namespace) -> int:
         finetune=finetune,
         trim_vocab=trim_vocab,
         recommend=setup_movielens,
+        materials=setup_materials,
     )
     print(format_summary(run_setup(args.models, args.configs, runners, steps)))
     if args.demo_user:

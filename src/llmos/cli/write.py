@@ -163,7 +163,8 @@ def _add_materials(sp: Any) -> None:
     build.add_argument(
         "--max-docs",
         type=int,
-        help="index only this many documents, spread evenly over the corpus (a quick try)",
+        help="index only this many documents, spread evenly over the corpus (a quick try; "
+        "`llmos setup` builds 2,500)",
     )
     build.set_defaults(func=_materials_build)
 
@@ -256,27 +257,15 @@ def _suggest(args: argparse.Namespace) -> int:
 def _materials_build(args: argparse.Namespace) -> int:
     import time
 
-    from llmos.apps.write.suggestions import build_shared, shared_index_dir
-    from llmos.data.materials import (
-        DOCUMENTS_FILE,
-        MATERIALS_DIR,
-        prepare_materials,
-        read_documents,
-    )
-    from llmos.paths import data_dir
+    from llmos.apps.write.suggestions import build_shared_index, shared_index_dir
 
     poetry = [c.strip() for c in args.poetry.split(",") if c.strip() and c.strip() != "none"]
     if args.max_docs is not None and args.max_docs < 1:
         raise LlmosError(f"--max-docs must be at least 1, got {args.max_docs}")
     embed = _encoder(args.encoder)  # before the long preparation
-    manifest = prepare_materials(data_dir(), poetry)
-    docs = read_documents(data_dir() / MATERIALS_DIR / DOCUMENTS_FILE)
-    if args.max_docs is not None and args.max_docs < len(docs):
-        step = len(docs) / args.max_docs
-        docs = [docs[int(i * step)] for i in range(args.max_docs)]
     start = time.perf_counter()
-    index = build_shared(docs, embed, version=manifest["sha256"])
-    out = index.save(args.index or shared_index_dir())
+    out = args.index or shared_index_dir()
+    index = build_shared_index(out, embed, args.max_docs, poetry)
     print(
         f"material index saved to {out}: {len(index.documents):,} documents, "
         f"{len(index):,} passages, {time.perf_counter() - start:.0f} s"

