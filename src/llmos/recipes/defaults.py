@@ -53,8 +53,8 @@ from typing import Any, Literal
 import yaml
 
 from llmos.checkpoint.digest import weights_digest
+from llmos.checkpoint.headline import INDEX_MARKER, headline
 from llmos.checkpoint.task import parse_task
-from llmos.config.trim_vocab import REPORT_FILE as TRIM_REPORT
 from llmos.errors import ConfigError, LlmosError
 from llmos.paths import data_dir, llmos_home, tokenizers_dir
 
@@ -63,9 +63,6 @@ log = logging.getLogger("llmos.recipes")
 DEFAULT_CONFIGS = "configs/run"
 # Present once a checkpoint directory is complete: save_checkpoint writes it last, atomically.
 COMPLETE_MARKER = "config.json"
-# The material index's own marker (llmos.apps.write.materials.META_FILE: the index is saved as
-# a whole directory, this file inside it written last); it names the encoder that embedded it.
-INDEX_MARKER = "meta.json"
 # Documents of the shared corpus the materials step indexes (of 81,831): chosen so that the step
 # takes about 2 minutes. They make 2,927 passages, embedded and saved in 115 s by the step (108 s
 # by `llmos write materials build --max-docs 2500`), each end to end with 1 torch thread on 2
@@ -432,89 +429,8 @@ def _check_resumable(cfg: Any, run_dir: Path, verb: str, config: Path) -> None:
 
 
 def headline_metric(step: Step, output: Path) -> str:
-    """The headline metric of a built step, from its ``report.json`` (or its size)."""
-    if step.kind == "tokenizer":
-        if not output.is_file():
-            return ""
-        vocab = json.loads(output.read_text(encoding="utf-8")).get("model", {}).get("vocab", {})
-        return f"{len(vocab):,} tokens"
-    if step.kind == "import":
-        return "imported"
-    if step.kind == "recommend":
-        try:
-            task = json.loads((output / "task.json").read_text(encoding="utf-8"))
-            m = task["evaluation"]
-            return (
-                f"{task['trained_on']['interactions']:,} interactions; RecBole protocol: "
-                f"recall@10 {m['recall@10']:.4f}, NDCG@10 {m['ndcg@10']:.4f}"
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return "no evaluation in task.json"
-    if step.kind == "materials":
-        return _index_headline(output)
-    if step.kind == "trim":
-        try:
-            trimmed = json.loads((output / TRIM_REPORT).read_text(encoding="utf-8"))
-            vocab, params = trimmed["vocab"], trimmed["params"]
-            kept, was = params["trimmed"] / 1e6, params["original"] / 1e6
-            return (
-                f"{vocab['kept']:,} of {vocab['original']:,} pieces kept, "
-                f"{kept:.1f} M parameters (from {was:.1f} M)"
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"no {TRIM_REPORT}"
-    report_path = output.parent / "report.json"
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return "no report.json"
-    if step.kind == "pretrain":
-        valid = report.get("valid", {})
-        if "mlm_accuracy" in valid:
-            return (
-                f"valid MLM perplexity {valid['perplexity']:.1f} (unigram "
-                f"{report.get('unigram_perplexity', float('nan')):.1f}), MLM accuracy "
-                f"{valid['mlm_accuracy']:.1%}"
-            )
-        if "perplexity" in valid:
-            return (
-                f"valid perplexity {valid['perplexity']:.1f} (unigram "
-                f"{report.get('unigram_perplexity', float('nan')):.1f})"
-            )
-        return "no validation in report.json"
-    if "heads" in report:  # a multitask run: each head's test score
-        parts = []
-        for name, scores in report["heads"].items():
-            if "per_type" in scores:
-                parts.append(f"{name} span F1 {100 * scores['f1']:.2f}")
-            else:
-                parts.append(f"{name} accuracy {scores['accuracy']:.2%}")
-        return "test " + ", ".join(parts) if parts else "no test split"
-    test = report.get("test")
-    if not test:
-        return "no test split"
-    if "per_type" in test:  # a tagger
-        return f"test span F1 {100 * test['f1']:.2f}"
-    return f"test accuracy {test['accuracy']:.2%}, macro-F1 {100 * test['macro_f1']:.2f}"
-
-
-def _index_headline(output: Path) -> str:
-    """A material index's size, and the shared corpus's when the index is a sample of it."""
-    try:
-        meta = json.loads((output / INDEX_MARKER).read_text(encoding="utf-8"))
-        line = f"{meta['documents']:,} documents, {meta['rows']:,} passages"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"no {INDEX_MARKER}"
-    from llmos.data.materials import MANIFEST_FILE, MATERIALS_DIR
-
-    try:
-        manifest = data_dir() / MATERIALS_DIR / MANIFEST_FILE
-        corpus = json.loads(manifest.read_text(encoding="utf-8"))["documents"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return line
-    if isinstance(corpus, int) and meta["documents"] < corpus:
-        line += f" (a sample of {corpus:,}; llmos write materials build indexes all)"
-    return line
+    """The headline metric of a built step (:func:`~llmos.checkpoint.headline.headline`)."""
+    return headline(step.kind, output)
 
 
 def format_summary(results: list[StepResult]) -> str:
