@@ -25,6 +25,13 @@ def add_data(sub: Subcommands) -> None:
         help="also make corpus/zh-poetry: corpus/zh plus the Tang poems and Song ci of the npm "
         "package chinese-poetry in simplified characters (for configs/pretrain/gpt-zh-base.yaml)",
     )
+    prep.add_argument(
+        "--with-emoji",
+        action="store_true",
+        help="also make emoji/: 3,786 emoji with English and Chinese CLDR names and their 64 px "
+        "images in four styles (npm emoji-datasource 16.0.0 and cldr-annotations-full, 370 MB "
+        "of downloads; the images keep their vendors' licenses, see emoji/manifest.json)",
+    )
     prep.set_defaults(func=_data_prepare)
 
 
@@ -61,6 +68,17 @@ def _data_prepare(args: argparse.Namespace) -> int:
         from llmos.data.materials import prepare_poetry_corpus
 
         print(f"poetry corpus ready in {prepare_poetry_corpus(root)}")
+    if args.with_emoji:
+        from llmos.data.emoji import EMOJI_DIR, prepare_emoji
+
+        counts = prepare_emoji(root, force=args.force)["counts"]
+        images = ", ".join(
+            f"{k.removeprefix('images_')} {v}" for k, v in counts.items() if k.startswith("images_")
+        )
+        print(
+            f"emoji ready in {root / EMOJI_DIR} ({counts['emoji']} emoji, "
+            f"{counts['zh_names']} with a Chinese name; images: {images})"
+        )
     return 0
 
 

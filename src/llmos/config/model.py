@@ -215,6 +215,71 @@ class XLNetConfig:
         return self.hidden_size // self.num_heads
 
 
+@dataclass
+class ViTConfig:
+    """A Vision Transformer (the architecture of Hugging Face ``ViTModel``, Dosovitskiy et al.
+    2021, https://arxiv.org/abs/2010.11929): square ``image_size`` images of ``num_channels``
+    channels cut into (``image_size`` / ``patch_size``)^2 patches, a [CLS] token, learned
+    positions, pre-LayerNorm layers with exact GELU, a final LayerNorm, and (``pooler``) HF's
+    tanh pooler over the [CLS] state.
+
+    Standalone for now (issue 22): it is not in :data:`ModelConfig`, so no checkpoint's
+    ``config.json`` loads as a ViT yet; an image encoder is built from this config directly
+    (``llmos.models.vision.ViTModel``) and HF weights map with
+    ``llmos.checkpoint.hf_vit``. The defaults fit the 64 px emoji images of
+    ``llmos data prepare --with-emoji``: 8 px patches, 64 patches + [CLS].
+    """
+
+    model_type: Literal["vit"] = "vit"
+    image_size: int = 64
+    patch_size: int = 8
+    num_channels: int = 3
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pooler: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"model.image_size ({self.image_size}) must be divisible by "
+                f"model.patch_size ({self.patch_size})"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_patches(self) -> int:
+        """N, the patches of one image: (image_size / patch_size)^2."""
+        return (self.image_size // self.patch_size) ** 2
+
+
 # Any architecture a checkpoint's config.json can name (``model_type`` tells them apart).
 ModelConfig = BertConfig | GPTConfig | XLNetConfig
 

