@@ -49,7 +49,9 @@ def add_setup(sub: Subcommands) -> None:
 def add_pretrain(sub: Subcommands) -> None:
     """``llmos pretrain``: a YAML config plus dotted overrides (``PretrainConfig``)."""
     pt = sub.add_parser(
-        "pretrain", help="pretrain a BERT encoder (MLM + NSP) or a GPT decoder (causal LM)"
+        "pretrain",
+        help="pretrain a BERT encoder (MLM + NSP), a GPT decoder (causal LM), an XLNet "
+        "(permutation LM) or a CLIP image encoder (contrastive, on emoji)",
     )
     pt.add_argument("--config", help="YAML config (configs/pretrain/*.yaml)")
     pt.add_argument(

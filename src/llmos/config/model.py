@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from llmos.errors import ConfigError
@@ -278,6 +278,41 @@ class ViTConfig:
     def num_patches(self) -> int:
         """N, the patches of one image: (image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class CLIPConfig:
+    """An image-text model trained contrastively (CLIP, Radford et al. 2021,
+    https://arxiv.org/abs/2103.00020) whose text tower is a frozen sentence encoder: only the
+    image encoder (``vision``, a :class:`ViTConfig` trained from scratch), the two linear
+    projections into a shared space of ``projection_dim`` and the temperature learn.
+
+    ``text_encoder`` is the checkpoint of the frozen text tower (its unit vectors of
+    ``text_dim`` are computed once and cached); ``text_kind`` the prefix kind it embeds
+    captions with (``query``/``passage`` for multilingual-e5). ``logit_scale_init`` is
+    log(1 / 0.07), CLIP's start; the scale exp(logit_scale) is clamped at ``logit_scale_max``
+    (100, as CLIP) so training cannot sharpen the softmax without bound.
+
+    Not in :data:`ModelConfig`: ``llmos.load`` does not read a CLIP checkpoint yet.
+    """
+
+    model_type: Literal["clip"] = "clip"
+    vision: ViTConfig = field(default_factory=lambda: ViTConfig(pooler=False))
+    text_encoder: str = "runs/e5-zh"
+    text_kind: Literal["query", "passage"] = "query"
+    text_dim: int = 384
+    projection_dim: int = 128
+    logit_scale_init: float = 2.6592
+    logit_scale_max: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("text_dim", "projection_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 1.0 < self.logit_scale_max <= 1000.0:
+            raise ConfigError(
+                f"model.logit_scale_max must be in (1, 1000], got {self.logit_scale_max}"
+            )
 
 
 # Any architecture a checkpoint's config.json can name (``model_type`` tells them apart).

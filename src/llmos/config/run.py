@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmos.config.model import BertConfig, GPTConfig, XLNetConfig
+from llmos.config.clip import EmojiDataConfig
+from llmos.config.model import BertConfig, CLIPConfig, GPTConfig, XLNetConfig
 from llmos.errors import ConfigError
 
 
@@ -47,7 +48,7 @@ class DataConfig:
     corpus: str = "zh"
     tokenizer: str = "wordpiece-zh"
     max_length: int = 128
-    objective: Literal["mlm+nsp", "mlm", "clm", "plm"] | None = None
+    objective: Literal["mlm+nsp", "mlm", "clm", "plm", "contrastive"] | None = None
     mask_prob: float = 0.15
     short_seq_prob: float = 0.1
     max_valid_examples: int = 1024
@@ -159,7 +160,9 @@ class TrainConfig:
 class PretrainConfig:
     """``llmos pretrain``: a BERT encoder trained with MLM (+ NSP), a GPT decoder trained
     with causal LM (``model.model_type: gpt``) or an XLNet trained with permutation LM
-    (``model.model_type: xlnet``), on a text corpus.
+    (``model.model_type: xlnet``), on a text corpus; or a CLIP (``model.model_type: clip``),
+    a ViT aligned contrastively with a frozen text encoder on the emoji images and captions
+    that ``emoji`` describes (the ``data`` section is then not read).
 
     ``init`` (BERT only) continues from an encoder checkpoint instead of random weights: its
     architecture, weights and tokenizer are taken (``data.tokenizer`` is not read), ``model``
@@ -172,8 +175,9 @@ class PretrainConfig:
 
     name: str = "bert-zh"
     out_dir: str = "runs"
-    model: BertConfig | GPTConfig | XLNetConfig = field(default_factory=BertConfig)
+    model: BertConfig | GPTConfig | XLNetConfig | CLIPConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    emoji: EmojiDataConfig = field(default_factory=EmojiDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     init: str | None = None
@@ -191,16 +195,22 @@ class PretrainConfig:
                 f"(init: {self.init})"
             )
         kind = self.model.model_type
-        fits = {"gpt": ("clm",), "xlnet": ("plm",)}.get(kind, ("mlm+nsp", "mlm"))
+        fits = {"gpt": ("clm",), "xlnet": ("plm",), "clip": ("contrastive",)}.get(
+            kind, ("mlm+nsp", "mlm")
+        )
         if self.data.objective is None:
             self.data.objective = fits[0]
         if self.data.objective not in fits:
             raise ConfigError(
                 f"data.objective {self.data.objective!r} does not fit model.model_type "
-                f"{kind!r} (bert: mlm+nsp or mlm; gpt: clm; xlnet: plm)"
+                f"{kind!r} (bert: mlm+nsp or mlm; gpt: clm; xlnet: plm; clip: contrastive)"
             )
-        if self.init is not None and kind == "xlnet":
-            raise ConfigError("init continues a BERT encoder's pretraining; leave it out for XLNet")
+        if self.init is not None and kind in ("xlnet", "clip"):
+            raise ConfigError(
+                f"init continues a BERT encoder's pretraining; leave it out for {kind}"
+            )
+        if kind == "clip":
+            return  # images and captions: data.max_length and heads do not apply
         need = {"mlm+nsp": ("mlm+nsp",), "mlm": ("mlm", "mlm+nsp"), "clm": (None,), "plm": (None,)}
         heads = getattr(self.model, "heads", None)
         if heads not in need[self.data.objective]:

@@ -7,7 +7,10 @@ sample generations).
 
 Families: BERT/RoBERTa encoders learn masked LM (+ next-sentence prediction,
 ``llmos.train.tasks.mlm``); GPT decoders learn next-token prediction on packed blocks
-(``llmos.train.tasks.clm``); XLNet learns permutation LM (``llmos.train.tasks.plm``).
+(``llmos.train.tasks.clm``); XLNet learns permutation LM (``llmos.train.tasks.plm``); CLIP
+aligns a ViT trained from scratch with a frozen text encoder on the emoji images
+(``llmos.train.tasks.clip``; no text corpus, so no unigram baseline: its report is the
+held-out retrieval of its last validation).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from llmos.files import atomic_write_json
 from llmos.train.loop import FitResult, fit
 from llmos.train.metrics import unigram_perplexity
 from llmos.train.runs import PretrainSetup, start_run
+from llmos.train.tasks.clip import setup_clip_pretraining
 from llmos.train.tasks.clm import setup_clm_pretraining
 from llmos.train.tasks.mlm import setup_mlm_pretraining
 from llmos.train.tasks.plm import setup_plm_pretraining
@@ -34,6 +38,7 @@ PRETRAIN_SETUPS: dict[str, Callable[[PretrainConfig], PretrainSetup]] = {
     "roberta": setup_mlm_pretraining,
     "gpt": setup_clm_pretraining,
     "xlnet": setup_plm_pretraining,
+    "clip": setup_clip_pretraining,
 }
 
 
@@ -53,7 +58,7 @@ class PretrainResult(FitResult):
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
-    """Pretrain a BERT encoder, a GPT decoder or an XLNet (``model.model_type``); returns
+    """Pretrain a BERT encoder, a GPT decoder, an XLNet or a CLIP (``model.model_type``); returns
     where the run and its final checkpoint are, with the report also written to
     ``report.json``."""
     setup = PRETRAIN_SETUPS[cfg.model.model_type](cfg)
@@ -77,20 +82,21 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
     result = PretrainResult(**vars(fitted))
     if not result.is_main:
         return result
-    vocab = setup.tokenizer.get_vocab_size()
-    result.report = {
-        "valid": result.last_valid,
-        "unigram_perplexity": unigram_perplexity(setup.train.ids, setup.valid_targets, vocab),
-        "parameters": n_params,
-        "train_tokens": setup.train.num_tokens,
-        "steps": result.step,
-    }
+    result.report = {"valid": result.last_valid, "parameters": n_params, "steps": result.step}
+    if setup.train is not None and setup.tokenizer is not None:
+        assert setup.valid_targets is not None
+        vocab = setup.tokenizer.get_vocab_size()
+        result.report["unigram_perplexity"] = unigram_perplexity(
+            setup.train.ids, setup.valid_targets, vocab
+        )
+        result.report["train_tokens"] = setup.train.num_tokens
     if setup.extra_report is not None:
         result.report |= setup.extra_report(fitted)
     atomic_write_json(run_dir / "report.json", result.report)
-    log.info(
-        "validation perplexity %.2f; unigram baseline %.2f",
-        result.last_valid.get("perplexity", float("nan")),
-        result.report["unigram_perplexity"],
-    )
+    if "unigram_perplexity" in result.report:
+        log.info(
+            "validation perplexity %.2f; unigram baseline %.2f",
+            result.last_valid.get("perplexity", float("nan")),
+            result.report["unigram_perplexity"],
+        )
     return result

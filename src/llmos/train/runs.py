@@ -51,22 +51,24 @@ class PretrainSetup:
 
     Attributes:
         cfg: the run's config, its model's vocabulary (and pad id) set from the tokenizer.
-        tokenizer: the tokenizer the corpus was tokenized with; saved with the checkpoints.
+        tokenizer: the tokenizer the corpus was tokenized with; saved with the checkpoints
+            (None: a model that reads no text, CLIP's image tower).
         task: the data stream and loss for :func:`~llmos.train.loop.fit`.
         build: a fresh model (called after :func:`start_run` seeded torch).
-        train: the tokenized training corpus.
-        valid_targets: every validation target (for the unigram baseline).
+        train: the tokenized training corpus (None: no text corpus, no unigram baseline).
+        valid_targets: every validation target (for the unigram baseline; None with
+            ``train``).
         describe: what the model trains on, for the log (``corpus: N documents, ...``).
         extra_report: more fields for the report from the fit result (main rank only).
         meta: ``task.json`` of the checkpoints (None: none, a pretrained model's).
     """
 
     cfg: PretrainConfig
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
     task: TrainTask
     build: Callable[[], nn.Module]
-    train: TokenizedCorpus
-    valid_targets: np.ndarray
+    train: TokenizedCorpus | None
+    valid_targets: np.ndarray | None
     describe: str
     extra_report: Callable[[FitResult], dict[str, Any]] | None = None
     meta: dict[str, Any] | None = None

@@ -1,0 +1,144 @@
+"""CLIP on emoji (issue 22): held-out evaluation of a ``llmos pretrain`` CLIP checkpoint
+against a raw-pixel nearest-neighbour baseline, chance and the majority class, on a style the
+model never trained on.
+
+    python bench/clip_emoji.py [--run runs/clip-emoji] [--threads 2]
+
+Reads the run's ``config.yaml`` (styles, held-out concepts, image size) and its final
+``checkpoint/``. Metrics (``llmos.train.tasks.clip.RetrievalEval``):
+
+- image -> text R@1 / R@5: each image of the unseen style (twitter) against every distinct
+  emoji name, Chinese and English separately (a hit: the image's own name ranks in the top k);
+  also restricted to the held-out concepts (never trained on in any style).
+- text -> image R@10: each emoji's Chinese name, then its English name, as a query against all
+  the unseen style's images (over the emoji having both names, so the two compare).
+- zero-shot category: held-out concepts' images (one per concept, the base emoji: skin-tone
+  variations would make People & Body 60 % of them) against the category names (English, as
+  emoji-datasource spells them), vs the majority class.
+
+Baseline: raw pixels. Each unseen-style image's nearest row by L2 over the model's input
+pixels, a row's distance being its nearest drawing in the training styles (every concept's,
+held-out ones included, so the baseline sees drawings the model never did); the ranked rows'
+names give the captions. For categories, the nearest *training* concept's category.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine
+
+from llmos.config import PretrainConfig, load_config
+from llmos.data.emoji_pairs import caption_options, load_rows, style_images
+from llmos.train.tasks.clip import (
+    RetrievalEval,
+    load_clip,
+    recall_at,
+    split_rows,
+    text_vectors,
+)
+
+
+def pixel_distances(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(Q, K) squared L2 distances between flattened uint8 images."""
+    q, k = query.flatten(1).float() / 255, keys.flatten(1).float() / 255
+    return (q * q).sum(1)[:, None] - 2 * q @ k.T + (k * k).sum(1)[None]
+
+
+def pixel_baseline(
+    rows: list[dict], ev: RetrievalEval, train: list, held_out: set[int]
+) -> dict[str, float]:
+    """Raw-pixel nearest neighbours (see the module docstring)."""
+    n_rows = len(rows)
+    best = torch.full((len(ev.images.rows), n_rows), float("inf"))
+    for st in train:
+        d = pixel_distances(ev.images.pixels, st.pixels)  # (N, M)
+        idx = torch.from_numpy(st.rows)[None].expand_as(d)
+        best.scatter_reduce_(1, idx, d, reduce="amin")
+    opts = [caption_options(r) for r in rows]
+    out: dict[str, float] = {}
+    for lang in ("zh", "en"):
+        names = [o[f"{lang}_name"] for o in opts]
+        cols = [r for r in range(n_rows) if names[r]]
+        score = -best[:, cols]  # (N, R)
+        truth = torch.tensor(
+            [[names[c] == t for c in cols] for t in ev.names[lang]]
+        )  # a row of the same name counts (as for the model)
+        named = torch.tensor([t is not None for t in ev.names[lang]])
+        for k in (1, 5):
+            hit = recall_at(score, truth, k)
+            out[f"i2t_r{k}_{lang}"] = float(hit[named].float().mean())
+            out[f"i2t_r{k}_{lang}_heldout"] = float(hit[named & ev.held_out].float().mean())
+    trained = [r for r in range(n_rows) if r not in held_out]
+    nearest = best[ev.held_bases][:, trained].argmin(1)
+    cat = [ev.category_names.index(rows[trained[i]]["category"] or "") for i in nearest.tolist()]
+    out["zeroshot_category_acc"] = float(
+        (torch.tensor(cat) == ev.category[ev.held_bases]).float().mean()
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default="runs/clip-emoji")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    cfg = load_config(PretrainConfig, run / "config.yaml", [])
+    data = cfg.emoji
+    home = Path(data.home).expanduser() if data.home else None
+    model = load_clip(run / "checkpoint")
+    rows = load_rows(home)
+    held = split_rows(rows, data)
+    labels = sorted({r["category"] or "" for r in rows})
+    texts = sorted({t for r in rows for t in caption_options(r).values() if t} | set(labels))
+    index = {t: i for i, t in enumerate(texts)}
+    matrix = torch.from_numpy(text_vectors(cfg.model.text_encoder, cfg.model.text_kind, texts))
+    size = cfg.model.vision.image_size
+    ev = RetrievalEval(rows, style_images(rows, data.eval_style, size, home), held, matrix, index)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        clip = ev.metrics(model)
+    clip_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train = [style_images(rows, s, size, home) for s in data.train_styles]
+    pix = pixel_baseline(rows, ev, train, held)
+    pix_s = time.perf_counter() - t0
+    n_img = len(ev.images.rows)
+    chance = {
+        f"i2t_r{k}_{lang}": k / len(ev.candidates[lang]) for k in (1, 5) for lang in ("zh", "en")
+    }
+    chance |= {f"{m}_heldout": v for m, v in chance.items()}
+    chance |= {"t2i_r10_zh": 10 / n_img, "t2i_r10_en": 10 / n_img}
+    chance["zeroshot_category_acc"] = clip["zeroshot_category_majority"]
+    targets = {"i2t_r5_zh": ">= 0.5", "i2t_r5_en": ">= 0.5"}
+    targets["zeroshot_category_acc"] = f">= {2 * clip['zeroshot_category_majority']:.3f} (2x)"
+    print(f"CPU: {machine()}, {args.threads} threads; run {run}")
+    print(
+        f"unseen style {data.eval_style}: {n_img} images; held-out concepts: "
+        f"{int(ev.held_out.sum())} images, {int(ev.held_bases.sum())} concepts; "
+        f"names: {len(ev.candidates['zh'])} zh, "
+        f"{len(ev.candidates['en'])} en; train styles {'+'.join(data.train_styles)}"
+    )
+    print("| metric | CLIP | raw-pixel NN | chance / majority | target |")
+    print("|---|---|---|---|---|")
+    for key in [k for k in clip if k in chance]:
+        p = f"{pix[key]:.3f}" if key in pix else "-"
+        line = f"| {key} | {clip[key]:.3f} | {p} | {chance[key]:.4f} | {targets.get(key, '')} |"
+        print(line)
+    gap = abs(clip["t2i_r10_zh"] - clip["t2i_r10_en"]) * 100
+    print(f"| t2i R@10 gap zh vs en (points) | {gap:.1f} | - | - | <= 10 |")
+    scale = clip["logit_scale"]
+    print(f"logit scale {scale:.1f}; CLIP eval {clip_s:.1f} s, pixel NN {pix_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""What a contrastive image-text run reads (``llmos pretrain`` with ``model.model_type: clip``):
+the emoji images and captions of ``llmos data prepare --with-emoji``, which styles train and
+which one is kept for evaluation, and the concepts held out for zero-shot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmos.errors import ConfigError
+
+EMOJI_STYLES = ("apple", "google", "twitter", "facebook")
+
+
+@dataclass
+class EmojiDataConfig:
+    """The emoji image-caption pairs (``llmos.data.emoji_pairs``).
+
+    ``home``: the data directory holding ``emoji/`` (null: ``$LLMOS_HOME/data``).
+    ``train_styles`` are drawn from in training; ``eval_style`` never is (an unseen style).
+    ``holdout``: the share of base emoji (a base with its skin-tone variants is one concept)
+    kept out of training in every style, chosen with ``holdout_seed``, for zero-shot.
+    ``zh_prob``: the chance a training caption is Chinese when the emoji has a Chinese name;
+    ``keywords_prob``: the chance it is the keyword list rather than the name.
+    ``max_shift``: images move by up to this many pixels each way (white fill), a random
+    translation; no flips (an arrow flipped is another emoji).
+    """
+
+    home: str | None = None
+    train_styles: list[str] = field(default_factory=lambda: ["apple", "google", "facebook"])
+    eval_style: str = "twitter"
+    holdout: float = 0.1
+    holdout_seed: int = 0
+    zh_prob: float = 0.5
+    keywords_prob: float = 0.3
+    max_shift: int = 4
+
+    def __post_init__(self) -> None:
+        for style in [*self.train_styles, self.eval_style]:
+            if style not in EMOJI_STYLES:
+                raise ConfigError(f"emoji: unknown style {style!r}; choose from {EMOJI_STYLES}")
+        if not self.train_styles or self.eval_style in self.train_styles:
+            raise ConfigError(
+                f"emoji.train_styles must be non-empty and leave out emoji.eval_style "
+                f"({self.eval_style!r}), got {self.train_styles}"
+            )
+        for name in ("holdout", "zh_prob", "keywords_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0 + (name != "holdout"):
+                raise ConfigError(f"emoji.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.holdout >= 1.0:
+            raise ConfigError(f"emoji.holdout must be below 1, got {self.holdout}")
+        if self.max_shift < 0:
+            raise ConfigError(f"emoji.max_shift must be >= 0, got {self.max_shift}")

@@ -1,0 +1,199 @@
+"""Emoji image-caption pairs for contrastive training (issue 22): the concept split, the
+captions, the pixels and the batches.
+
+A *concept* is a base emoji with its skin-tone variations (they share the base's CLDR name):
+:func:`holdout_bases` keeps a seeded share of concepts out of training in every style, for
+zero-shot evaluation. Captions come from the CLDR names and keywords in Chinese and English
+(:func:`caption_options`); an emoji without a CLDR entry (flags, keycaps, ZWJ sequences) is
+captioned with emoji-datasource's English name only.
+
+Pixels: the RGBA images are composited on white into RGB (:func:`to_pixels`). The alpha
+channel carries nothing the composite lacks once the background is fixed, and three channels
+keep the image tower an ordinary ViT (HF's layout, its weights exportable as they are).
+Augmentation is a random translation with white fill (:func:`shift`): no flips, since a
+mirrored arrow or hand is another emoji, and no colour jitter, since colour tells skin tones
+(and many objects) apart.
+
+Batch ``n`` is a function of ``(seed, n)`` alone (:class:`ContrastiveBatches`), so a resumed
+run draws exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmos.data.emoji import EMOJI_DIR, ROWS_FILE, load_images
+from llmos.errors import DataError
+from llmos.paths import data_dir
+
+CAPTION_KINDS = ("zh_name", "en_name", "zh_keywords", "en_keywords")
+
+
+def load_rows(home: Path | None = None) -> list[dict[str, Any]]:
+    """The prepared ``emoji.jsonl`` rows (see :func:`llmos.data.emoji.emoji_rows`)."""
+    path = (Path(home) if home is not None else data_dir()) / EMOJI_DIR / ROWS_FILE
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `llmos data prepare --with-emoji` first")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def holdout_bases(rows: list[dict[str, Any]], share: float, seed: int) -> set[str]:
+    """A seeded ``share`` of the base emoji (concepts), kept out of training entirely."""
+    bases = sorted({r["base"] for r in rows})
+    n = round(len(bases) * share)
+    order = np.random.default_rng(seed).permutation(len(bases))
+    return {bases[i] for i in order[:n]}
+
+
+def caption_options(row: dict[str, Any]) -> dict[str, str | None]:
+    """The row's captions by kind (:data:`CAPTION_KINDS`): the CLDR names and keyword lists
+    (``、``-joined in Chinese, comma-joined in English); None where CLDR has none. The English
+    name falls back to emoji-datasource's, so every row has one caption at least."""
+    zh_kw, en_kw = row.get("zh_keywords") or [], row.get("en_keywords") or []
+    return {
+        "zh_name": row.get("zh_name"),
+        "en_name": row.get("en_name") or row["name"],
+        "zh_keywords": "、".join(zh_kw) if zh_kw else None,
+        "en_keywords": ", ".join(en_kw) if en_kw else None,
+    }
+
+
+def caption_texts(rows: list[dict[str, Any]]) -> list[str]:
+    """Every distinct caption of ``rows``, sorted: what the frozen text tower embeds once."""
+    return sorted({t for r in rows for t in caption_options(r).values() if t})
+
+
+def sample_caption(
+    options: dict[str, str | None], rng: np.random.Generator, zh_prob: float, keywords_prob: float
+) -> str:
+    """One caption: Chinese with probability ``zh_prob`` where there is a Chinese name, else
+    English; then the keyword list with probability ``keywords_prob`` where there is one,
+    else the name."""
+    lang = "zh" if options["zh_name"] and rng.random() < zh_prob else "en"
+    kw = options[f"{lang}_keywords"]
+    use_kw = rng.random() < keywords_prob
+    text = kw if use_kw and kw else options[f"{lang}_name"]
+    assert text is not None  # en_name always exists; zh chosen only with a zh name
+    return text
+
+
+def to_pixels(rgba: np.ndarray, size: int) -> torch.Tensor:
+    """(N, 64, 64, 4) uint8 RGBA -> (N, 3, size, size) uint8 RGB composited on white,
+    resized with antialiasing when ``size`` is not the images' own."""
+    x = torch.from_numpy(rgba).permute(0, 3, 1, 2).float()  # (N, 4, H, W)
+    alpha = x[:, 3:] / 255.0
+    rgb = x[:, :3] * alpha + 255.0 * (1.0 - alpha)  # (N, 3, H, W) over white
+    if rgb.shape[-1] != size:
+        rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True)
+    return rgb.round().clamp(0, 255).to(torch.uint8)
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float in [-1, 1], as HF's ViT image processor: (x/255 - 0.5)/0.5."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def shift(pixels: torch.Tensor, dx: np.ndarray, dy: np.ndarray) -> torch.Tensor:
+    """Translate each image of (B, 3, H, W) uint8 by (dx, dy) pixels, filling with white."""
+    out = torch.full_like(pixels, 255)
+    h, w = pixels.shape[-2:]
+    for i, (x, y) in enumerate(zip(dx.tolist(), dy.tolist(), strict=True)):
+        src = pixels[i, :, max(0, -y) : h - max(0, y), max(0, -x) : w - max(0, x)]
+        out[i, :, max(0, y) : max(0, y) + src.shape[1], max(0, x) : max(0, x) + src.shape[2]] = src
+    return out
+
+
+@dataclass
+class StyleImages:
+    """One style's images: its row indices (into the rows) and (N, 3, S, S) uint8 pixels."""
+
+    rows: np.ndarray
+    pixels: torch.Tensor
+
+
+def style_images(
+    rows: list[dict[str, Any]], style: str, size: int, home: Path | None = None
+) -> StyleImages:
+    """A prepared style's images, composited and resized, with the row each one draws."""
+    index = {r["unified"]: i for i, r in enumerate(rows)}
+    codes, rgba = load_images(home, style)
+    keep = np.array([c in index for c in codes.tolist()], dtype=bool)
+    rows_of = np.array([index[c] for c in codes[keep].tolist()], dtype=np.int64)
+    return StyleImages(rows_of, to_pixels(rgba[keep], size))
+
+
+class ContrastiveBatches:
+    """Training batches of distinct emoji: each drawn in one of its training styles, with one
+    sampled caption and a random shift. Batch ``n`` depends on ``(seed, n)`` only.
+
+    Args:
+        styles: the training styles' images.
+        allowed: the row indices that may be trained on (held-out concepts excluded).
+        captions: per row, its caption options (:func:`caption_options`).
+        text_index: caption text -> its row in the cached text-vector matrix.
+    """
+
+    def __init__(
+        self,
+        styles: list[StyleImages],
+        allowed: set[int],
+        captions: list[dict[str, str | None]],
+        text_index: dict[str, int],
+        batch_size: int,
+        seed: int,
+        zh_prob: float,
+        keywords_prob: float,
+        max_shift: int,
+    ) -> None:
+        # Every (style, image) pair of an allowed row, grouped by row.
+        by_row: dict[int, list[tuple[int, int]]] = {}
+        for s, st in enumerate(styles):
+            for j, r in enumerate(st.rows.tolist()):
+                if r in allowed:
+                    by_row.setdefault(r, []).append((s, j))
+        self.rows = np.array(sorted(by_row), dtype=np.int64)
+        if len(self.rows) < batch_size:
+            raise DataError(
+                f"emoji: {len(self.rows)} trainable emoji, fewer than train.batch_size "
+                f"({batch_size})"
+            )
+        self.by_row, self.styles = by_row, styles
+        self.captions, self.text_index = captions, text_index
+        self.batch_size, self.seed = batch_size, seed
+        self.zh_prob, self.keywords_prob, self.max_shift = zh_prob, keywords_prob, max_shift
+        self.position = 0
+
+    def batch(self, n: int) -> dict[str, Any]:
+        """Batch ``n``: ``pixel_values`` (B, 3, S, S) float, ``text_ids`` (B,) indices into the
+        text vectors, ``rows`` (B,) the emoji drawn, ``num_tokens`` B."""
+        rng = np.random.default_rng([self.seed, n])
+        rows = rng.choice(self.rows, size=self.batch_size, replace=False)
+        images, text_ids = [], []
+        for r in rows.tolist():
+            s, j = self.by_row[r][rng.integers(len(self.by_row[r]))]
+            images.append(self.styles[s].pixels[j])
+            text = sample_caption(self.captions[r], rng, self.zh_prob, self.keywords_prob)
+            text_ids.append(self.text_index[text])
+        m = self.max_shift
+        dx, dy = rng.integers(-m, m + 1, size=(2, len(rows)))
+        pixels = shift(torch.stack(images), dx, dy)
+        return {
+            "pixel_values": normalise(pixels),
+            "text_ids": torch.tensor(text_ids, dtype=torch.long),
+            "rows": torch.from_numpy(rows),
+            "num_tokens": len(rows),  # the loop's tokens_per_s then counts images per second
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:  # the position counts batches handed out, so a checkpoint resumes after them
+            n = self.position
+            self.position = n + 1
+            yield self.batch(n)
