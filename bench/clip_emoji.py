@@ -68,9 +68,10 @@ def pixel_baseline(
         names = [o[f"{lang}_name"] for o in opts]
         cols = [r for r in range(n_rows) if names[r]]
         score = -best[:, cols]  # (N, R)
-        truth = torch.tensor(
-            [[names[c] == t for c in cols] for t in ev.names[lang]]
-        )  # a row of the same name counts (as for the model)
+        ids = {t: i for i, t in enumerate(sorted({names[c] for c in cols}))}
+        col_name = torch.tensor([ids[names[c]] for c in cols])  # (R,)
+        img_name = torch.tensor([ids.get(t, -2) if t else -1 for t in ev.names[lang]])
+        truth = img_name[:, None] == col_name[None, :]  # a row of the same name counts
         named = torch.tensor([t is not None for t in ev.names[lang]])
         for k in (1, 5):
             hit = recall_at(score, truth, k)

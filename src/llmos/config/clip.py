@@ -43,10 +43,10 @@ class EmojiDataConfig:
                 f"emoji.train_styles must be non-empty and leave out emoji.eval_style "
                 f"({self.eval_style!r}), got {self.train_styles}"
             )
-        for name in ("holdout", "zh_prob", "keywords_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0 + (name != "holdout"):
+        for name in ("zh_prob", "keywords_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"emoji.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.holdout >= 1.0:
-            raise ConfigError(f"emoji.holdout must be below 1, got {self.holdout}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(f"emoji.holdout must be in [0, 1), got {self.holdout}")
         if self.max_shift < 0:
             raise ConfigError(f"emoji.max_shift must be >= 0, got {self.max_shift}")

@@ -172,12 +172,11 @@ class RetrievalEval:
                 out[f"i2t_r{k}_{lang}_heldout"] = float(hit[unseen].float().mean())
         both = [i for i, (z, e) in enumerate(zip(*self.names.values(), strict=True)) if z and e]
         for lang in ("zh", "en"):
-            cands, queries = self.candidates[lang], [self.names[lang][i] for i in both]
-            pos = {t: i for i, t in enumerate(cands)}
-            q = self.text_embeds(model, self.ids[lang])[[pos[t] for t in queries]]  # (Q, D)
-            truth = torch.tensor(
-                [[self.names[lang][j] == t for j in range(len(img))] for t in queries]
-            )
+            pos = {t: i for i, t in enumerate(self.candidates[lang])}
+            name_of = torch.tensor([pos[t] if t else -1 for t in self.names[lang]])  # (N,)
+            query = name_of[both]  # (Q,) each query is the name of one image
+            q = self.text_embeds(model, self.ids[lang])[query]  # (Q, D)
+            truth = query[:, None] == name_of[None, :]  # (Q, N) images of that name
             out[f"t2i_r10_{lang}"] = float(recall_at(q @ img.T, truth, 10).float().mean())
         held = self.held_bases
         labels = self.text_embeds(model, self.category_ids)  # (K, D)
