@@ -2,7 +2,7 @@
 against a raw-pixel nearest-neighbour baseline, chance and the majority class, on a style the
 model never trained on.
 
-    python bench/clip_emoji.py [--run runs/clip-emoji] [--threads 2]
+    python bench/clip_emoji.py [--run runs/clip-emoji] [--checkpoint DIR] [--threads 2]
 
 Reads the run's ``config.yaml`` (styles, held-out concepts, image size) and its final
 ``checkpoint/``. Metrics (``llmos.train.tasks.clip.RetrievalEval``):
@@ -89,6 +89,7 @@ def pixel_baseline(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="runs/clip-emoji")
+    ap.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoint)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,7 +97,7 @@ def main() -> None:
     cfg = load_config(PretrainConfig, run / "config.yaml", [])
     data = cfg.emoji
     home = Path(data.home).expanduser() if data.home else None
-    model = load_clip(run / "checkpoint")
+    model = load_clip(args.checkpoint or run / "checkpoint")
     rows = load_rows(home)
     held = split_rows(rows, data)
     labels = sorted({r["category"] or "" for r in rows})
@@ -122,7 +123,7 @@ def main() -> None:
     chance["zeroshot_category_acc"] = clip["zeroshot_category_majority"]
     targets = {"i2t_r5_zh": ">= 0.5", "i2t_r5_en": ">= 0.5"}
     targets["zeroshot_category_acc"] = f">= {2 * clip['zeroshot_category_majority']:.3f} (2x)"
-    print(f"CPU: {machine()}, {args.threads} threads; run {run}")
+    print(f"CPU: {machine()}, {args.threads} threads; {args.checkpoint or run / 'checkpoint'}")
     print(
         f"unseen style {data.eval_style}: {n_img} images; held-out concepts: "
         f"{int(ev.held_out.sum())} images, {int(ev.held_bases.sum())} concepts; "
