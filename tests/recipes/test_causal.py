@@ -74,7 +74,7 @@ def test_config_picks_the_decoder_and_its_objective(
     assert isinstance(cfg.model, GPTConfig) and cfg.data.objective == "clm"
     with pytest.raises(
         ConfigError,
-        match=r"model\.model_type: expected one of \['bert', 'roberta', 'gpt', 'xlnet'\]",
+        match=r"model\.model_type: expected one of \['bert', 'roberta', 'gpt', 'xlnet', 'clip'\]",
     ):
         load_config(PretrainConfig, None, ["model.model_type=t5"])
     with pytest.raises(ConfigError, match=r"data\.objective 'mlm' does not fit model\.model_type"):
