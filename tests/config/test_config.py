@@ -69,7 +69,8 @@ def test_overrides_are_typed_and_dotted() -> None:
         ("train.progress=maybe", "train.progress: expected true or false"),
         (
             "data.objective=gpt",
-            "data.objective: expected one of ['mlm+nsp', 'mlm', 'clm', 'plm', 'contrastive'] or null",
+            "data.objective: expected one of ['mlm+nsp', 'mlm', 'clm', 'plm', 'contrastive'] "
+            "or null",
         ),
         ("model.num_heads=3", "model.hidden_size (256) must be divisible by model.num_heads (3)"),
         ("optim.lr=-1", "optim.lr must be positive"),
