@@ -89,6 +89,23 @@ def test_no_weight_decay_on_biases_and_layernorm() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_a_scalar_parameter_is_not_decayed() -> None:
+    """CLIP's learned temperature (a 0-d parameter) goes with the biases; its projections'
+    weight matrices are decayed."""
+    from llmos.config.model import CLIPConfig, ViTConfig
+    from llmos.models.clip import CLIPModel
+
+    vision = ViTConfig(
+        image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32
+    )
+    model = CLIPModel(CLIPConfig(vision=vision, text_dim=8, projection_dim=4))
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert "logit_scale" in {names[id(p)] for p in no_decay["params"]}
+    assert "logit_scale" not in {names[id(p)] for p in decay["params"]}
+    assert all(p.ndim >= 2 for p in decay["params"])
+
+
 def test_head_lr_puts_the_task_head_in_groups_of_its_own() -> None:
     from llmos.config import BertConfig
     from llmos.models.bert import BertForSequenceClassification

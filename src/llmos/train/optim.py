@@ -34,7 +34,8 @@ def param_groups(
     lr: float | None = None,
     layer_decay: float | None = None,
 ) -> list[dict]:
-    """Decay for weight matrices, none for biases and LayerNorm weights (as BERT): two groups.
+    """Decay for weight matrices, none for biases, LayerNorm weights (as BERT) and scalars (as
+    CLIP's temperature): two groups.
 
     With ``head_lr``, the parameters outside the encoder (names not under ``bert.``: a task's
     classifier, CRF or fresh pooler) form two more groups at that learning rate. With
@@ -52,7 +53,8 @@ def param_groups(
     for name, p in named:
         if not p.requires_grad:
             continue
-        decays = not (name.endswith("bias") or id(p) in norm_params)
+        # A scalar (CLIP's learned temperature) is not a weight to shrink toward zero either.
+        decays = not (name.endswith("bias") or id(p) in norm_params or p.ndim == 0)
         head = head_lr is not None and not name.startswith("bert.")
         scale = 1.0 if head else layer_scale(name, num_layers, layer_decay)
         groups.setdefault((head, decays, scale), []).append(p)
