@@ -7,6 +7,7 @@ and loss (cross-entropy against soft labels), and iPET's choice of pseudo-labell
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,27 +70,28 @@ def label_logits(logits: torch.Tensor, pieces: torch.Tensor, owner: torch.Tensor
 LENGTH_GROUP = 4
 
 
-class _Stream:
+class _Stream(ABC):
     """Endless steps of ``batch_size`` rows drawn without replacement (a function of the seed
     and the step alone), each step's rows sorted by length into micro-batches of
-    :data:`LENGTH_GROUP` (:func:`~llmos.train.loop.fit`'s task protocol)."""
+    :data:`LENGTH_GROUP` (:func:`~llmos.train.loop.fit`'s task protocol). A subclass pads
+    the rows of one micro-batch (:meth:`micro_batch`)."""
 
-    batch_size: int
-    seed: int
-    position: dict[str, int]
+    def __init__(self, sequences: Sequence[np.ndarray], batch_size: int, seed: int) -> None:
+        self.lengths = np.array([len(x) for x in sequences])
+        self.batch_size, self.seed = batch_size, seed
+        self.position = {"step": 0}
 
-    def lengths(self) -> list[int]:
-        raise NotImplementedError
-
+    @abstractmethod
     def micro_batch(self, rows: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
+        """The padded micro-batch of ``rows`` (indexes into the sequences)."""
 
     def batches(self, step: int) -> list[dict[str, Any]]:
         """Step ``step``'s micro-batches."""
-        lengths = self.lengths()
-        rng = np.random.default_rng([self.seed, step])
-        idx = rng.choice(len(lengths), size=min(self.batch_size, len(lengths)), replace=False)
-        idx = idx[np.argsort([lengths[i] for i in idx], kind="stable")]
+        n = len(self.lengths)
+        idx = np.random.default_rng([self.seed, step]).choice(
+            n, size=min(self.batch_size, n), replace=False
+        )
+        idx = idx[np.argsort(self.lengths[idx], kind="stable")]
         return [
             self.micro_batch(idx[i : i + LENGTH_GROUP]) for i in range(0, len(idx), LENGTH_GROUP)
         ]
@@ -127,14 +129,11 @@ class ClozeBatches(_Stream):
         seed: int,
         pad_id: int,
     ) -> None:
+        super().__init__(inputs, batch_size, seed)
         self.inputs, self.positions, self.labels = inputs, positions, labels
         self.pieces = torch.tensor(list(pieces))
         self.owner = torch.tensor(list(owner))
-        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
-        self.position = {"step": 0}
-
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.inputs]
+        self.pad_id = pad_id
 
     def micro_batch(self, rows: np.ndarray) -> dict[str, Any]:
         b = pad_batch([self.inputs[i] for i in rows], None, self.pad_id)
@@ -174,12 +173,9 @@ class SoftLabelBatches(_Stream):
         seed: int,
         pad_id: int,
     ) -> None:
+        super().__init__(ids, batch_size, seed)
         self.ids, self.targets = ids, targets.astype(np.float32)
-        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
-        self.position = {"step": 0}
-
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.ids]
+        self.pad_id = pad_id
 
     def micro_batch(self, rows: np.ndarray) -> dict[str, Any]:
         b = pad_batch(
