@@ -18,6 +18,35 @@ from pathlib import Path
 from llmos.cli.flags import Subcommands
 
 
+def _add_examples(p: argparse.ArgumentParser) -> None:
+    """The labelled examples and the checkpoint to write: the flags setfit and pet share."""
+    p.add_argument(
+        "--examples",
+        required=True,
+        help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)',
+    )
+    p.add_argument("--label-key", default="label", help="label key of --examples (intents: intent)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
+    p.add_argument("--out", type=Path, required=True, help="the classifier checkpoint to write")
+
+
+def _add_run(p: argparse.ArgumentParser, seed: int) -> None:
+    """Seed, threads, and where a run keeps its steps to resume: shared by setfit and pet."""
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--run-dir", type=Path, help="keep the run's steps here (to --resume a cut-off run)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue a cut-off run in --run-dir")
+
+
+def _check_resume(args: argparse.Namespace) -> None:
+    from llmos.errors import ConfigError
+
+    if args.resume and args.run_dir is None:
+        raise ConfigError("--resume needs --run-dir (where the cut-off run kept its steps)")
+
+
 def add_setfit(sub: Subcommands) -> None:
     """``llmos setfit``."""
     from llmos.config.setfit import SetFitConfig
@@ -34,16 +63,7 @@ def add_setfit(sub: Subcommands) -> None:
         "/v1/classify, calibrate and quantize read it.",
     )
     sf.add_argument("encoder", help="sentence encoder checkpoint (e.g. runs/e5-zh)")
-    sf.add_argument(
-        "--examples",
-        required=True,
-        help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)',
-    )
-    sf.add_argument(
-        "--label-key", default="label", help="label key of --examples (intents: intent)"
-    )
-    sf.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
-    sf.add_argument("--out", type=Path, required=True, help="the classifier checkpoint to write")
+    _add_examples(sf)
     sf.add_argument("--steps", type=int, default=d.steps, help=f"training steps ({d.steps})")
     sf.add_argument(
         "--labels-per-batch",
@@ -58,23 +78,16 @@ def add_setfit(sub: Subcommands) -> None:
         help=f"examples of each label in a batch ({d.per_label})",
     )
     sf.add_argument("--lr", type=float, default=d.lr, help=f"encoder learning rate ({d.lr:g})")
-    sf.add_argument("--seed", type=int, default=d.seed)
-    sf.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    sf.add_argument(
-        "--run-dir", type=Path, help="keep the step checkpoints here (to --resume a cut-off run)"
-    )
-    sf.add_argument("--resume", action="store_true", help="continue a cut-off run in --run-dir")
+    _add_run(sf, d.seed)
     sf.set_defaults(func=_setfit)
 
 
 def _setfit(args: argparse.Namespace) -> int:
     from llmos.config.setfit import SetFitConfig
-    from llmos.errors import ConfigError
     from llmos.recipes.classify_zero import read_examples
     from llmos.train.setfit import train_setfit
 
-    if args.resume and args.run_dir is None:
-        raise ConfigError("--resume needs --run-dir (where the cut-off run kept its steps)")
+    _check_resume(args)
     examples = read_examples(args.examples, args.label_key, args.skip_bad_rows)
     cfg = SetFitConfig(
         steps=args.steps,
@@ -113,15 +126,7 @@ def add_pet(sub: Subcommands) -> None:
         "llmos serve's /v1/classify, calibrate and quantize read it.",
     )
     pe.add_argument("mlm", help="checkpoint with a masked-LM head (runs/e5-zh-mlm/checkpoint)")
-    pe.add_argument(
-        "--examples",
-        required=True,
-        help='labelled examples: JSONL {"text", "label"} (or .tsv/.csv)',
-    )
-    pe.add_argument(
-        "--label-key", default="label", help="label key of --examples (intents: intent)"
-    )
-    pe.add_argument("--skip-bad-rows", action="store_true", help="skip malformed example rows")
+    _add_examples(pe)
     pe.add_argument(
         "--unlabelled",
         required=True,
@@ -143,7 +148,6 @@ def add_pet(sub: Subcommands) -> None:
         help="a label's verbalizer, a word of one token, e.g. pos=好 (repeat for every label; "
         "a label given twice gets both words)",
     )
-    pe.add_argument("--out", type=Path, required=True, help="the classifier checkpoint to write")
     pe.add_argument("--generations", type=int, default=d.generations, help="iPET rounds (0: PET)")
     pe.add_argument("--steps", type=int, default=d.steps, help=f"steps per model ({d.steps})")
     pe.add_argument("--lr", type=float, default=d.lr, help=f"learning rate ({d.lr:g})")
@@ -165,24 +169,18 @@ def add_pet(sub: Subcommands) -> None:
         default=d.distill_steps,
         help=f"steps of the final classifier ({d.distill_steps})",
     )
-    pe.add_argument("--seed", type=int, default=d.seed)
-    pe.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    pe.add_argument(
-        "--run-dir", type=Path, help="keep each model's run here (to --resume a cut-off run)"
-    )
-    pe.add_argument("--resume", action="store_true", help="continue a cut-off run in --run-dir")
+    _add_run(pe, d.seed)
     pe.set_defaults(func=_pet)
 
 
 def _pet(args: argparse.Namespace) -> int:
     from llmos.config.pet import PetConfig
     from llmos.data.textfiles import read_inputs
-    from llmos.errors import ConfigError, DataError
+    from llmos.errors import DataError
     from llmos.recipes.classify_zero import parse_labels, read_examples
     from llmos.train.pet import train_pet
 
-    if args.resume and args.run_dir is None:
-        raise ConfigError("--resume needs --run-dir (where the cut-off run kept its models)")
+    _check_resume(args)
     cfg = PetConfig(
         steps=args.steps,
         lr=args.lr,
