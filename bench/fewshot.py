@@ -102,10 +102,28 @@ def read_split(name: str, split: str) -> tuple[list[str], list[str]]:
     return [r.text for r in rows], [r.label for r in rows]
 
 
-def sample(by_label: dict[str, list[str]], k: int, seed: int) -> dict[str, list[str]]:
+def by_label(texts: list[str], labels: list[str]) -> dict[str, list[str]]:
+    """``{label: [texts]}`` in order of first appearance."""
+    out: dict[str, list[str]] = {}
+    for t, y in zip(texts, labels, strict=True):
+        out.setdefault(y, []).append(t)
+    return out
+
+
+def test_rows(name: str, max_test: int = 0) -> tuple[list[str], list[str]]:
+    """The test split, or a fixed random ``max_test`` of its rows (``random.Random(0)``: the
+    same rows in every bench that asks for as many)."""
+    test, gold = read_split(name, "test")
+    if max_test and max_test < len(test):
+        keep = sorted(random.Random(0).sample(range(len(test)), max_test))
+        test, gold = [test[i] for i in keep], [gold[i] for i in keep]
+    return test, gold
+
+
+def sample(grouped: dict[str, list[str]], k: int, seed: int) -> dict[str, list[str]]:
     """The first k of each class's texts in seed's shuffled order (nested across k)."""
     out = {}
-    for label, texts in by_label.items():
+    for label, texts in grouped.items():
         order = list(texts)
         random.Random(f"{seed}:{label}").shuffle(order)
         out[label] = order[:k]
@@ -133,25 +151,22 @@ def run_dataset(
 ) -> dict[tuple[str, int], list[float]]:
     """Accuracy per (method, k), one value per seed (one in all for k = 0)."""
     texts, labels = read_split(name, "train")
-    by_label: dict[str, list[str]] = {}
-    for t, y in zip(texts, labels, strict=True):
-        by_label.setdefault(y, []).append(t)
-    test, gold = read_split(name, "test")
-    if max_test and max_test < len(test):
-        keep = sorted(random.Random(0).sample(range(len(test)), max_test))
-        test, gold = [test[i] for i in keep], [gold[i] for i in keep]
+    grouped = by_label(texts, labels)
+    test, gold = test_rows(name, max_test or 0)
     lang = name.rsplit("-", 1)[1]
-    descriptions = DESCRIPTIONS.get(name) or {y: intent_description(y) for y in by_label}
+    descriptions = DESCRIPTIONS.get(name) or {y: intent_description(y) for y in grouped}
     few = [k for k in shots if k > 0]
-    short = {y: len(ts) for y, ts in by_label.items() if few and len(ts) < max(few)}
+    short = {y: len(ts) for y, ts in grouped.items() if few and len(ts) < max(few)}
     print(
-        f"{name}: {len(by_label)} classes, {len(texts)} train / {len(test)} test rows"
+        f"{name}: {len(grouped)} classes, {len(texts)} train / {len(test)} test rows"
         + (f"; fewer than {max(few)} training texts: {short}" if short else "")
     )
     # Embed everything this dataset needs in a few big calls (length-sorted batches).
     embedder.embed(test, kind="query")
     if few:
-        needed = [t for s in range(seeds) for ts in sample(by_label, max(few), s).values()]
+        needed = [
+            t for s in range(seeds) for ts in sample(grouped, max(few), s).values() for t in ts
+        ]
         embedder.embed(needed, kind="query")
     results: dict[tuple[str, int], list[float]] = {}
 
@@ -166,7 +181,7 @@ def run_dataset(
         results["similarity+prior", 0] = [score(clf)]
     for k in few:
         for s in range(seeds):
-            examples = sample(by_label, k, s)
+            examples = sample(grouped, k, s)
             for method in ("centroid", "logreg"):
                 clf = ZeroShotClassifier(embedder, {}, examples, method=method)
                 results.setdefault((method, k), []).append(score(clf))

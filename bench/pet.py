@@ -44,7 +44,7 @@ from llmos.train.pet import train_pet
 from llmos.train.setfit import SetFitConfig, train_setfit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fewshot import accuracy, cell, read_split, sample
+from fewshot import accuracy, by_label, cell, read_split, sample, test_rows
 from machine import machine
 
 PROMPTS = {
@@ -86,16 +86,11 @@ def main() -> None:
         patterns, verbalizers = PROMPTS["zh" if name.endswith("-zh") else "en"]
         patterns = patterns[: args.patterns]
         texts, labels = read_split(name, "train")
-        by_label: dict[str, list[str]] = {}
-        for t, y in zip(texts, labels, strict=True):
-            by_label.setdefault(y, []).append(t)
-        test, gold = read_split(name, "test")
-        if args.max_test and args.max_test < len(test):
-            keep = sorted(random.Random(0).sample(range(len(test)), args.max_test))
-            test, gold = [test[i] for i in keep], [gold[i] for i in keep]
-        print(f"{name}: {len(by_label)} classes, {len(test)} test rows", flush=True)
+        grouped = by_label(texts, labels)
+        test, gold = test_rows(name, args.max_test)
+        print(f"{name}: {len(grouped)} classes, {len(test)} test rows", flush=True)
         for s in range(args.seeds):
-            examples = sample(by_label, args.shots, s)
+            examples = sample(grouped, args.shots, s)
             used = {t for ts in examples.values() for t in ts}
             rest = [t for t in dict.fromkeys(texts) if t not in used]
             pool = random.Random(f"pool:{s}").sample(rest, min(args.pool, len(rest)))

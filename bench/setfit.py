@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from llmos.recipes.finetune import finetune
 from llmos.train.setfit import SetFitConfig, train_setfit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fewshot import accuracy, cell, read_split, sample
+from fewshot import accuracy, by_label, cell, read_split, sample, test_rows
 from machine import machine
 
 METHODS = ("centroid", "logreg", "head-ft", "setfit")
@@ -134,17 +133,12 @@ def main() -> None:
     seconds: dict[tuple[str, str, int], list[float]] = {}
     for name in args.datasets.split(","):
         texts, labels = read_split(name, "train")
-        by_label: dict[str, list[str]] = {}
-        for t, y in zip(texts, labels, strict=True):
-            by_label.setdefault(y, []).append(t)
-        test, gold = read_split(name, "test")
-        if args.max_test and args.max_test < len(test):
-            keep = sorted(random.Random(0).sample(range(len(test)), args.max_test))
-            test, gold = [test[i] for i in keep], [gold[i] for i in keep]
-        print(f"{name}: {len(by_label)} classes, {len(test)} test rows", flush=True)
+        grouped = by_label(texts, labels)
+        test, gold = test_rows(name, args.max_test)
+        print(f"{name}: {len(grouped)} classes, {len(test)} test rows", flush=True)
         for k in shots:
             for s in range(args.seeds):
-                examples = sample(by_label, k, s)
+                examples = sample(grouped, k, s)
                 for method, predicted, secs in run_seed(args, methods, pipe, examples, test, s):
                     acc = accuracy(predicted, gold)
                     results.setdefault((name, method, k), []).append(acc)
