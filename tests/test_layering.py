@@ -59,6 +59,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("llmos", "llmos.inference.load"): "the llmos.load facade (lazy)",
     ("llmos", "llmos.inference.encoder"): "llmos.load's return type (TYPE_CHECKING only)",
     ("llmos", "llmos.inference.generator"): "llmos.load's return type (TYPE_CHECKING only)",
+    ("llmos", "llmos.inference.image"): "llmos.load's return type (TYPE_CHECKING only)",
     ("llmos", "llmos.inference.zeroshot"): "the llmos.zero_shot facade (lazy)",
 }
 

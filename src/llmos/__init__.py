@@ -8,6 +8,8 @@ outgrow it. The Python API mirrors the CLI::
     m.fill_mask("今天天气很[MASK]。", top_k=5)
     clf = llmos.zero_shot("runs/e5-zh", {"pos": "正面评价", "neg": "负面评价"})
     clf.classify(["质量很好"])
+    clip = llmos.load("runs/clip-emoji/checkpoint")       # images and texts in one space
+    clip.classify_images(["cat.png"], {"cat": ["猫", "a cat"], "dog": ["狗", "a dog"]})
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
     from llmos.inference.encoder import EncoderPipeline
     from llmos.inference.generator import GeneratorPipeline
+    from llmos.inference.image import ImagePipeline
     from llmos.inference.zeroshot import ZeroShotClassifier
 
 __version__ = "0.1.0"
@@ -30,28 +33,41 @@ __all__ = ["LlmosError", "__version__", "load", "zero_shot"]
 
 
 def load(
-    path: str | Path, device: str = "cpu", precision: str = "fp32", compile: bool = False
-) -> EncoderPipeline | GeneratorPipeline:
+    path: str | Path,
+    device: str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
+    *,
+    text_encoder: str | Path | None = None,
+) -> EncoderPipeline | GeneratorPipeline | ImagePipeline:
     """Load any llmos checkpoint directory for inference, as the pipeline of its kind.
 
     Args:
         path: a checkpoint directory (``config.json``, ``model.safetensors``, ``tokenizer.json``;
-            or ``model.onnx`` for ONNX exports and ``onnx-int8`` quantized models).
+            or ``model.onnx`` for ONNX exports and ``onnx-int8`` quantized models; a CLIP
+            checkpoint has no tokenizer: its ``config.json`` names its text tower).
         device: torch device string.
         precision: ``fp32``, or ``bf16`` for an encoder's weights in bfloat16.
         compile: ``torch.compile`` the encoder (each new batch shape compiles first).
+        text_encoder: a CLIP checkpoint's text tower, in place of the one its
+            ``config.json`` names (the same weights: their digest is checked when the
+            checkpoint recorded it).
 
     Returns:
         An :class:`~llmos.inference.encoder.EncoderPipeline` (``classify``, ``tag``,
         ``fill_mask``, ``embed``) for an encoder, a
         :class:`~llmos.inference.generator.GeneratorPipeline` (``generate``, ``stream``) for a
-        GPT. The other kind's methods raise
+        GPT, an :class:`~llmos.inference.image.ImagePipeline` (``embed_images``,
+        ``embed_texts``, ``classify_images``, ``describe_images``, ``search_images``) for a
+        CLIP checkpoint. The other kinds' methods raise
         :class:`~llmos.inference.pipeline.UnsupportedTaskError` naming what the model can do.
     """
     # Imported here so that `import llmos` stays cheap (no torch at import time).
     from llmos.inference.load import load_pipeline
 
-    return load_pipeline(path, device=device, precision=precision, compile=compile)
+    return load_pipeline(
+        path, device=device, precision=precision, compile=compile, text_encoder=text_encoder
+    )
 
 
 def zero_shot(

@@ -106,3 +106,27 @@ def test_an_embedding_encoder_fills_blanks_only_with_an_mlm_head(
     models, _ = scan(root)
     assert models["with-head"].capabilities == ("embed", "fill-mask")
     assert models["bare"].capabilities == ("embed",)
+
+
+def test_a_clip_checkpoint_is_listed_but_no_v1_route_loads_it(
+    tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    """A CLIP checkpoint (no tokenizer; its text tower elsewhere) is listed as task ``clip``,
+    its size counting the tower it would load, and refused by the registry with a message."""
+    from tiny_models import save_tiny_clip, save_tiny_text_tower
+
+    tower = save_tiny_text_tower(tiny_tokenizer, tmp_path / "e5")
+    clip = save_tiny_clip(tmp_path / "models" / "clip-emoji" / "checkpoint", tower)
+    models, _ = scan(tmp_path / "models")
+    entry = models["clip-emoji"]
+    assert (entry.task, entry.model_type, entry.capabilities) == ("clip", "clip", ())
+    weights = [p / "model.safetensors" for p in (clip, tower)]
+    assert entry.size_bytes == sum(w.stat().st_size for w in weights)
+
+    async def main() -> None:
+        reg = Registry(ServeSettings(models_dir=tmp_path / "models"))
+        reg.rescan()
+        with pytest.raises(LlmosError, match="CLIP image-text model: no /v1 route"):
+            await reg.get("clip-emoji")
+
+    asyncio.run(main())

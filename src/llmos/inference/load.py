@@ -1,6 +1,7 @@
 """From a checkpoint directory to a ready pipeline: the model class its task names, the weights
 loaded strictly, precision and device applied, wrapped in the pipeline for its kind (HF's
-``pipeline(task)``: one class per kind of model, chosen here, once)."""
+``pipeline(task)``: one class per kind of model, chosen here, once). A CLIP checkpoint (no
+tokenizer: its text tower is another checkpoint) goes to :mod:`llmos.inference.image`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from llmos.checkpoint.clip import is_clip
 from llmos.checkpoint.io import (
     TASK_FILE,
     Checkpoint,
@@ -29,6 +31,7 @@ from llmos.config.model import GPTConfig, ModelConfig, XLNetConfig
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.generator import GeneratorPipeline
+from llmos.inference.image import ImagePipeline, load_image_pipeline
 from llmos.inference.onnx import OnnxModel
 from llmos.inference.tag import tagger_model, tagging_crf
 from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
@@ -144,10 +147,20 @@ def load_pipeline(
     device: str = "cpu",
     precision: str = "fp32",
     compile: bool = False,
-) -> EncoderPipeline | GeneratorPipeline:
+    text_encoder: str | Path | None = None,
+) -> EncoderPipeline | GeneratorPipeline | ImagePipeline:
     """A checkpoint directory (or an already read :class:`Checkpoint`) as the pipeline of its
     kind: :class:`EncoderPipeline` for BERT-style encoders (also ONNX exports),
-    :class:`GeneratorPipeline` for GPTs. See :func:`llmos.load`."""
+    :class:`GeneratorPipeline` for GPTs, :class:`ImagePipeline` for CLIP image-text models.
+    See :func:`llmos.load`; ``text_encoder`` overrides a CLIP checkpoint's text tower."""
+    if not isinstance(path, Checkpoint) and is_clip(path):
+        if compile:
+            raise LlmosError(f"{path}: compile covers text checkpoints, not CLIP")
+        return load_image_pipeline(
+            path, device=device, precision=precision, text_encoder=text_encoder
+        )
+    if text_encoder is not None:
+        raise LlmosError(f"{path}: text_encoder is for CLIP checkpoints, and this is not one")
     ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     model = load_model(ckpt, device, precision, compile)
     if ckpt.is_decoder:

@@ -7,7 +7,10 @@ never sees text. There is one pipeline per kind of model, as in Hugging Face's
 
 - :class:`~llmos.inference.encoder.EncoderPipeline` (BERT-style encoders and their ONNX
   exports): ``classify``, ``tag``, ``fill_mask``, ``embed``;
-- :class:`~llmos.inference.generator.GeneratorPipeline` (GPTs): ``generate``, ``stream``.
+- :class:`~llmos.inference.generator.GeneratorPipeline` (GPTs): ``generate``, ``stream``;
+- :class:`~llmos.inference.image.ImagePipeline` (CLIP image-text models, which have no
+  tokenizer of their own and so no :class:`Pipeline` base): ``embed_images``,
+  ``embed_texts``, ``classify_images``, ``describe_images``, ``search_images``.
 
 :func:`llmos.load` (:func:`~llmos.inference.load.load_pipeline`) picks one from the
 checkpoint. A method of the other kind is not there at all; asking for it raises

@@ -9,11 +9,13 @@ tokenizer when needed) so that a server with many checkpoints starts at once. Th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmos.checkpoint.clip import is_clip, read_clip, text_encoder_path
 from llmos.checkpoint.io import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, read_checkpoint
 from llmos.checkpoint.recommender import ITEMS_FILE, is_recommender, read_items
 from llmos.checkpoint.task import Classification, MaskedLM, Tagging
@@ -36,6 +38,7 @@ CAPABILITIES = {
     "generation": ("generate",),
     "instruct": ("generate",),
     "recommendation": ("apps/recommend",),  # loaded by the recommendation app, not a batcher
+    "clip": (),  # image-text (issue 22): llmos.load and the CLI use it; no /v1 route yet
 }
 ZH_PROBE = "今天天气很好，我们一起去公园散步，然后在附近的饭店吃午饭。"
 
@@ -122,6 +125,8 @@ def describe_model(name: str, path: Path, hidden: bool = False) -> ModelEntry:
     """
     if is_recommender(path):
         return _describe_recommender(name, path, hidden)
+    if is_clip(path):
+        return _describe_clip(name, path, hidden)
     ckpt = read_checkpoint(path)
     kind = _kind(ckpt)
     weights = path / WEIGHTS_FILE if (path / WEIGHTS_FILE).is_file() else path / ONNX_FILE
@@ -160,6 +165,28 @@ def _describe_recommender(name: str, path: Path, hidden: bool) -> ModelEntry:
         labels=None,
         language="any",
         size_bytes=weights.stat().st_size,
+        quantization=None,
+        max_length=0,
+        hidden=hidden,
+    )
+
+
+def _describe_clip(name: str, path: Path, hidden: bool) -> ModelEntry:
+    """A CLIP checkpoint's entry (``llmos.checkpoint.clip``): its size counts the text tower
+    it loads too, when that is found now (else it is looked for again at load)."""
+    ckpt = read_clip(path)
+    size = (path / WEIGHTS_FILE).stat().st_size
+    with contextlib.suppress(CheckpointError, OSError):
+        size += (text_encoder_path(ckpt) / WEIGHTS_FILE).stat().st_size
+    language = ckpt.meta.get("language")
+    return ModelEntry(
+        name=name,
+        path=path,
+        task="clip",
+        model_type="clip",
+        labels=None,
+        language=language if isinstance(language, str) else "any",
+        size_bytes=size,
         quantization=None,
         max_length=0,
         hidden=hidden,

@@ -124,6 +124,11 @@ class Registry:
                 f"model {entry.name!r} is a recommender: the recommendation app "
                 "(/v1/apps/recommend) reads it, no /v1 inference route does"
             )
+        if entry.task == "clip":
+            raise LlmosError(
+                f"model {entry.name!r} is a CLIP image-text model: no /v1 route serves it yet "
+                "(use llmos.load or `llmos embed --image`, `llmos classify-zero --image`)"
+            )
         if entry.size_bytes > self.budget:
             raise LlmosError(
                 f"model {entry.name!r} needs {entry.size_bytes / 2**20:.0f} MiB, more than the "

@@ -280,6 +280,8 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
         "task": "clip",
         "text_encoder": model_cfg.text_encoder,
         "text_kind": model_cfg.text_kind,
+        # What the projection is trained on: llmos.load refuses a text tower with other weights.
+        "text_encoder_digest": weights_digest(model_cfg.text_encoder),
         "train_styles": data.train_styles,
         "eval_style": data.eval_style,
         "holdout": data.holdout,
@@ -305,7 +307,8 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
 
 def load_clip(path: str | Path) -> CLIPModel:
     """A CLIP checkpoint written by ``llmos pretrain`` (``config.json`` + weights), in eval
-    mode. ``llmos.load`` does not read these yet."""
+    mode: the model alone (``llmos.load`` gives the pipeline with the text tower and image
+    decoding, :mod:`llmos.inference.image`)."""
     path = Path(path)
     meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     meta.pop("llmos_version", None)
