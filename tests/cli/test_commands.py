@@ -50,7 +50,7 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 55
+    assert len(COMMANDS) == 57
     assert (
         ("calibrate",) in COMMANDS
         and ("setfit",) in COMMANDS

@@ -195,6 +195,8 @@ def test_llmos_load_gives_the_image_pipeline(ckpt: Path, tiny_encoder: Path) -> 
     with pytest.raises(UnsupportedTaskError, match="CLIP image-text model: it can embed_images"):
         pipe.embed(["text"])
     assert not hasattr(pipe, "classify")
+    with pytest.raises(UnsupportedTaskError, match="spec is for a text checkpoint"):
+        pipe.spec  # noqa: B018 - what `llmos predict` reads first
     with pytest.raises(LlmosError, match="text_encoder is for CLIP checkpoints"):
         llmos.load(tiny_encoder, text_encoder=ckpt)
     with pytest.raises(LlmosError, match="zero-shot classification needs an encoder"):

@@ -2,7 +2,8 @@
 
 One module per command group adds its subcommands and their handlers: :mod:`~llmos.cli.data`
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
-(evaluate, predict, classify-zero, fill-mask, generate, embed, index, search),
+(evaluate, predict, classify-zero, fill-mask, generate), :mod:`~llmos.cli.vectors` (embed,
+index, search, search-images, describe-images),
 :mod:`~llmos.cli.fewshot` (setfit, pet),
 :mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
 :mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
@@ -31,6 +32,7 @@ from llmos.cli import (
     support,
     train,
     users,
+    vectors,
     write,
 )
 from llmos.cli.flags import CommandParser
@@ -52,9 +54,11 @@ COMMANDS = (
     infer.add_fill_mask,
     infer.add_generate,
     compress.add_convert,
-    infer.add_embed,
-    infer.add_index,
-    infer.add_search,
+    vectors.add_embed,
+    vectors.add_index,
+    vectors.add_search,
+    vectors.add_search_images,
+    vectors.add_describe_images,
     compress.add_export,
     compress.add_compress,
     users.add_users,

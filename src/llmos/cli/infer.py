@@ -1,5 +1,6 @@
-"""Using a model: ``evaluate``, ``calibrate``, ``predict``, ``classify-zero``, ``fill-mask``,
-``generate``, ``embed``, ``index build`` and ``search``.
+"""Using a model: ``evaluate``, ``calibrate``, ``predict``, ``classify-zero`` (texts, or
+images with ``--image``), ``fill-mask`` and ``generate``. Embeddings and search are
+:mod:`llmos.cli.vectors`.
 
 ``generate``'s decoding flags are generated from
 :class:`~llmos.inference.generate.GenerationConfig`, so their defaults are the library's.
@@ -123,8 +124,10 @@ def add_classify_zero(sub: Subcommands) -> None:
         "head: runs/e5-zh-mlm/checkpoint). instruct: each text is the input of --instruction "
         "('判断下面这条评论的情感是正面还是负面。') in an instruction-tuned GPT's prompt, and "
         "--labels NAME=ANSWER gives each label an answer ('pos=正面') whose log-probability "
-        "the GPT scores (runs/instruct-zh/checkpoint). Put the TEXTs before --labels, whose "
-        "values run up to the next option.",
+        "the GPT scores (runs/instruct-zh/checkpoint). --image FILE ...: classify images "
+        "with a CLIP checkpoint (runs/clip-emoji/checkpoint) by label descriptions in any "
+        "language its text tower reads. Put the TEXTs before --labels, whose values run up to "
+        "the next option.",
     )
     cz.add_argument(
         "checkpoint",
@@ -169,6 +172,14 @@ def add_classify_zero(sub: Subcommands) -> None:
         help="instruct: the question asked of each text (the text is its input), e.g. "
         "'判断下面这条评论的情感是正面还是负面。'",
     )
+    cz.add_argument(
+        "--image",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="classify these images instead (a CLIP checkpoint): files, directories or globs",
+    )
+    cz.add_argument("--text-encoder", help="with --image: the CLIP checkpoint's text tower")
     cz.add_argument("--batch-size", type=int, default=32)
     cz.defer(_classify_zero_arguments)  # the methods and the temperature live in inference
     cz.set_defaults(func=_classify_zero)
@@ -229,62 +240,6 @@ def _generate_arguments(gen: CommandParser) -> None:
     gen.add_argument("--no-stream", action="store_true", help="print the text once, at the end")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.add_argument("--batch-size", type=int, default=8, help="with --input")
-
-
-def add_embed(sub: Subcommands) -> None:
-    """``llmos embed``."""
-    em = sub.add_parser("embed", help="sentence embeddings of texts -> a .npy matrix")
-    em.add_argument("checkpoint", help="encoder checkpoint directory (e.g. an imported MiniLM)")
-    em.add_argument(
-        "--input", required=True, help="text file (one text a line), .tsv/.csv/.jsonl, or -"
-    )
-    em.add_argument("--output", required=True, help="the .npy file to write (row i = text i)")
-    em.add_argument(
-        "--pooling", choices=["mean", "cls", "max"], help="default: the checkpoint's, else mean"
-    )
-    em.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="unit-length vectors (default: the checkpoint's, else yes)",
-    )
-    em.add_argument(
-        "--kind",
-        choices=["query", "passage"],
-        help="put the checkpoint's query or passage prefix before each text (E5: 'query: ', "
-        "'passage: '); no effect on a model without prefixes",
-    )
-    em.add_argument("--batch-size", type=int, default=32)
-    em.set_defaults(func=_embed)
-
-
-def add_index(sub: Subcommands) -> None:
-    """``llmos index build``."""
-    ix = sub.add_parser("index", help="vector indexes for semantic search").add_subparsers(
-        dest="action", required=True
-    )
-    ib = ix.add_parser("build", help="embed a corpus into a saved FAISS index")
-    ib.add_argument("checkpoint", help="encoder checkpoint (e.g. an imported MiniLM)")
-    ib.add_argument(
-        "--corpus", required=True, help='text file (one document a line) or JSONL {"id", "text"}'
-    )
-    ib.add_argument("--out", required=True, help="index directory to write")
-    ib.add_argument("--text-key", default="text")
-    ib.add_argument("--id-key", default="id")
-    ib.add_argument("--batch-size", type=int, default=32)
-    ib.set_defaults(func=_index_build)
-
-
-def add_search(sub: Subcommands) -> None:
-    """``llmos search``."""
-    se = sub.add_parser(
-        "search", help="nearest documents of an index (rebuilt first if its corpus changed)"
-    )
-    se.add_argument("index", help="index directory made by `llmos index build`")
-    se.add_argument("queries", nargs="+", metavar="QUERY")
-    se.add_argument("--k", type=int, default=5)
-    se.add_argument("--json", action="store_true", help="one JSON object per query")
-    se.set_defaults(func=_search)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -355,6 +310,8 @@ def _classify_zero(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         patterns=args.pattern,
         instruction=args.instruction,
+        images=args.image,
+        text_encoder=args.text_encoder,
     )
     if args.json or args.output != "-":
         n = write_lines([json.dumps(r, ensure_ascii=False) for r in results], args.output)
@@ -362,7 +319,7 @@ def _classify_zero(args: argparse.Namespace) -> int:
             print(f"{n} predictions written to {args.output}")
         return 0
     for r in results:
-        print(f"{r['score']:.3f}  {r['label']:<12} {r['text']}")
+        print(f"{r['score']:.3f}  {r['label']:<12} {r.get('text', r.get('image'))}")
     return 0
 
 
@@ -421,48 +378,4 @@ def _generate(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    return 0
-
-
-def _embed(args: argparse.Namespace) -> int:
-    from llmos.recipes.predict import embed_file
-
-    n, d = embed_file(
-        args.checkpoint,
-        args.input,
-        args.output,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        kind=args.kind,
-        batch_size=args.batch_size,
-    )
-    print(f"{n} embeddings of size {d} written to {args.output}")
-    return 0
-
-
-def _index_build(args: argparse.Namespace) -> int:
-    from llmos.recipes.search import build_index
-
-    index = build_index(
-        args.checkpoint,
-        args.corpus,
-        args.out,
-        text_key=args.text_key,
-        id_key=args.id_key,
-        batch_size=args.batch_size,
-    )
-    print(f"{len(index.ids)} documents indexed in {args.out}")
-    return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    from llmos.recipes.search import search
-
-    for query, hits in zip(args.queries, search(args.index, args.queries, args.k), strict=True):
-        if args.json:
-            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
-            continue
-        print(query)
-        for h in hits:
-            print(f"  {h['score']:.3f}  [{h['id']}] {h['text']}")
     return 0

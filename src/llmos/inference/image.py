@@ -143,14 +143,15 @@ class ImagePipeline:
         return "a CLIP image-text model"
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for missing names: a text pipeline's operation gets a message that
-        # says what this one can do instead.
-        if name in OPERATIONS:
-            raise UnsupportedTaskError(
-                f"this checkpoint is {self.describe()}: it can {', '.join(self.operations)}; "
-                f"{name} needs a text checkpoint (texts into the image space: embed_texts)"
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        # Only reached for missing names: a text pipeline's operation (or attribute, such as
+        # the ``spec`` a text command reads) gets a message that says what this one can do.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        needs = "needs" if name in OPERATIONS else "is for"
+        raise UnsupportedTaskError(
+            f"this checkpoint is {self.describe()}: it can {', '.join(self.operations)}; "
+            f"{name} {needs} a text checkpoint (texts into the image space: embed_texts)"
+        )
 
     # --- the text tower -----------------------------------------------------------------
 
@@ -394,6 +395,7 @@ class ImagePipeline:
             captions: texts to choose from, or an index from :meth:`caption_index`; default
                 the emoji names.
         """
+        vectors = self.embed_images(images, batch_size)  # a bad image fails before the index
         index = (
             captions
             if isinstance(captions, EntryIndex)
@@ -401,7 +403,7 @@ class ImagePipeline:
         )
         if index.kind != "text":
             raise LlmosError("captions: expected texts or a caption index, got an image gallery")
-        return index.search(self.embed_images(images, batch_size), k)
+        return index.search(vectors, k)
 
     def search_images(
         self,

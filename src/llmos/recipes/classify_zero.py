@@ -2,7 +2,9 @@
 file of a few examples per label (few-shot), over an encoder's sentence vectors, by cloze
 patterns on a masked LM (``--method cloze --pattern ... --labels NAME=VERBALIZER``), or by
 asking an instruction-tuned GPT (``--method instruct --instruction ... --labels NAME=ANSWER``)
-(:class:`~llmos.inference.zeroshot.ZeroShotClassifier`)."""
+(:class:`~llmos.inference.zeroshot.ZeroShotClassifier`); or images, with a CLIP checkpoint
+and label descriptions in any language its text tower reads (``--image FILE ...``:
+:class:`~llmos.inference.image_zeroshot.ImageZeroShot`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from llmos.data.readers import read_classification
 from llmos.data.textfiles import read_inputs
 from llmos.errors import DataError, LlmosError
 from llmos.inference.cloze import TEXT_SLOT
+from llmos.inference.image import ImagePipeline
+from llmos.inference.image_decode import image_files
 from llmos.inference.load import load_pipeline
 from llmos.inference.zeroshot import METHODS, ZeroShotClassifier
 
@@ -72,6 +76,8 @@ def classify_zero(
     batch_size: int = 32,
     patterns: Sequence[str] = (),
     instruction: str | None = None,
+    images: Sequence[str] = (),
+    text_encoder: str | None = None,
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` (or every text of ``input_path``) into the labels of ``labels``
     (``NAME=DESCRIPTION`` items; ``NAME=VERBALIZER`` for ``cloze``, with ``patterns``;
@@ -79,9 +85,28 @@ def classify_zero(
     ``unlabelled_path``'s texts, when given, remove each label's prior
     (``ZeroShotClassifier(unlabelled=...)``). ``temperature`` None: the method's.
 
+    ``images`` (files, directories, glob patterns) classifies images instead, with a CLIP
+    checkpoint (``text_encoder`` overriding its text tower) and ``labels`` only.
+
     Returns:
-        ``[{"text", "label", "score", "scores"}, ...]`` in input order.
+        ``[{"text", "label", "score", "scores"}, ...]`` in input order (``"image"``, its
+        path, in place of ``"text"`` for images).
     """
+    if images:
+        text_options = {
+            "TEXTs": bool(texts),
+            "--input": bool(input_path),
+            "--examples": bool(examples_path),
+            "--unlabelled": bool(unlabelled_path),
+            "--method": method not in (None, "similarity"),
+            "--temperature": temperature is not None,
+            "--pattern": bool(patterns),
+            "--instruction": instruction is not None,
+        }
+        given = [name for name, used in text_options.items() if used]
+        return _classify_images(checkpoint, labels, images, given, text_encoder, batch_size)
+    if text_encoder is not None:
+        raise LlmosError("--text-encoder is for a CLIP checkpoint's --image classification")
     if method is not None and method not in METHODS:  # before the model loads
         raise LlmosError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if bool(patterns) != (method == "cloze"):
@@ -133,3 +158,30 @@ def classify_zero(
     )
     results = clf.classify(list(texts))
     return [{"text": t, **r} for t, r in zip(texts, results, strict=True)]
+
+
+def _classify_images(
+    checkpoint: str | Path,
+    labels: Sequence[str],
+    images: Sequence[str],
+    text_options: list[str],
+    text_encoder: str | None,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """``classify_zero`` for images: label descriptions only (``text_options`` names the
+    options given that are for texts), against a CLIP checkpoint."""
+    if text_options:
+        verb = "is" if len(text_options) == 1 else "are"
+        raise LlmosError(
+            "--image classifies images by label descriptions (--labels NAME=TEXT); "
+            f"{', '.join(text_options)} {verb} for texts"
+        )
+    names = parse_labels(labels)
+    if not names:
+        raise LlmosError("no labels: give --labels NAME=DESCRIPTION ... (in any language)")
+    files = image_files(images)  # before the model loads: a typo fails at once
+    pipe = load_pipeline(checkpoint, text_encoder=text_encoder)
+    if not isinstance(pipe, ImagePipeline):
+        raise LlmosError(f"{checkpoint} is {pipe.describe()}: --image needs a CLIP checkpoint")
+    results = pipe.classify_images(files, names, batch_size=batch_size)
+    return [{"image": str(f), **r} for f, r in zip(files, results, strict=True)]

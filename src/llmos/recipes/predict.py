@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 from llmos.checkpoint.task import Tagging
 from llmos.data.textfiles import read_inputs, write_lines
-from llmos.errors import DataError
+from llmos.errors import DataError, LlmosError
 from llmos.files import atomic_path
 from llmos.inference.classify import check_long_inputs
+from llmos.inference.image import ImagePipeline
 from llmos.inference.load import load_pipeline
 
 
@@ -84,19 +85,29 @@ def embed_file(
     normalize: bool | None = None,
     kind: str | None = None,
     batch_size: int = 32,
+    text_encoder: str | None = None,
 ) -> tuple[int, int]:
     """Embed every text of a file (one a line, or .tsv/.csv/.jsonl ``text``) into a float32
     ``.npy`` matrix, row i for text i; returns its shape. ``kind`` (query / passage) applies
-    the checkpoint's prefix for that kind, if it has one."""
+    the checkpoint's prefix for that kind, if it has one. A CLIP checkpoint embeds the texts
+    into its image space (``embed_texts``; ``text_encoder`` overrides its text tower)."""
     import numpy as np
 
-    pipe = load_pipeline(checkpoint)
+    pipe = load_pipeline(checkpoint, text_encoder=text_encoder)
     texts, _ = read_inputs(input_path)
     if not texts:
         raise DataError(f"{input_path}: no texts")
-    vectors = pipe.embed(
-        texts, pooling=pooling, normalize=normalize, kind=kind, batch_size=batch_size
-    )
+    if isinstance(pipe, ImagePipeline):
+        if pooling is not None or normalize is not None or kind is not None:
+            raise LlmosError(
+                f"{checkpoint} is a CLIP checkpoint: its texts are embedded as it was trained "
+                "(no --pooling, --normalize or --kind)"
+            )
+        vectors = pipe.embed_texts(texts, batch_size=batch_size)
+    else:
+        vectors = pipe.embed(
+            texts, pooling=pooling, normalize=normalize, kind=kind, batch_size=batch_size
+        )
     # Through an open file: np.save appends .npy to a path name that lacks it.
     with atomic_path(output) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vectors)
