@@ -31,12 +31,14 @@ from llmos.data.emoji_pairs import (
     shift,
     style_images,
     to_pixels,
+    zoom,
 )
 from llmos.errors import ConfigError
 from llmos.models.bert import BertForPreTraining
+from llmos.models.clip import CLIPModel
 from llmos.recipes.pretrain import pretrain
 from llmos.text.tokenizer import load_tokenizer
-from llmos.train.tasks.clip import RetrievalEval, info_nce_sums, load_clip, split_rows
+from llmos.train.tasks.clip import CLIPTask, RetrievalEval, info_nce_sums, load_clip, split_rows
 
 STYLES = ("apple", "google", "twitter", "facebook")
 CATEGORIES = ("Smileys & Emotion", "Animals & Nature", "Food & Drink")
@@ -222,6 +224,78 @@ def test_pixels_are_composited_on_white_and_shifted_with_white_fill() -> None:
     assert moved[0, :, 2, 1].tolist() == [255, 0, 0]
     assert (moved[0, :, :2] == 255).all() and (moved[0, :, :, 0] == 255).all()
     assert to_pixels(np.zeros((2, 64, 64, 4), dtype=np.uint8), 16).shape == (2, 3, 16, 16)
+
+
+def test_zoom_scales_about_the_centre_with_white_fill() -> None:
+    px = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    px[:, :, 2:6, 2:6] = 0  # a black 4 x 4 square in the middle
+    same, small, big = zoom(px[:1], np.array([1.0])), *zoom(px, np.array([0.5, 2.0]))
+    assert torch.equal(same, px[:1])
+    assert (small[:, 3:5, 3:5] == 0).all() and (small[:, :, :3] == 255).all()  # 2 x 2 left
+    assert (small[:, :, 5:] == 255).all() and (small[:, :2] == 255).all()
+    assert (big[:, 1:7, 1:7] == 0).all() and (big < 255).all()  # 8 x 8: no white left
+
+
+def test_two_views_draw_each_emoji_in_two_styles(home: Path) -> None:
+    rows = load_rows(home)
+    styles = [style_images(rows, s, 16, home) for s in ("apple", "google", "facebook")]
+    texts = caption_texts(rows)
+    index = {t: i for i, t in enumerate(texts)}
+    opts = [caption_options(r) for r in rows]
+    allowed = set(range(len(rows)))
+    args = (styles, allowed, opts, index, 8, 0, 0.5, 0.3, 0)
+    one, two = ContrastiveBatches(*args).batch(5), ContrastiveBatches(*args, views=2).batch(5)
+    assert "pixel_values_2" not in one and two["num_tokens"] == 16
+    a, b = two["pixel_values"], two["pixel_values_2"]
+    for i, r in enumerate(two["rows"].tolist()):  # unshifted: each is one style's drawing
+        drawn = [
+            next(k for k, st in enumerate(styles) if torch.equal(normalise_px(st, r), x[i]))
+            for x in (a, b)
+        ]
+        assert drawn[0] != drawn[1], (r, drawn)
+    # zoom draws its own factors; one view and no zoom keep the batches they always had
+    zoomed = ContrastiveBatches(*args[:-1], 2, max_zoom=0.2).batch(5)
+    assert zoomed["text_ids"].tolist() == one["text_ids"].tolist()
+    assert not torch.equal(zoomed["pixel_values"], one["pixel_values"])
+
+
+def normalise_px(st, row: int) -> torch.Tensor:
+    from llmos.data.emoji_pairs import normalise
+
+    return normalise(st.pixels[st.rows.tolist().index(row)][None])[0]
+
+
+def test_the_two_view_loss_is_both_clip_losses_plus_the_weighted_image_loss() -> None:
+    from llmos.config.model import CLIPConfig, ViTConfig
+
+    torch.manual_seed(0)
+    vision = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        pooler=False,
+    )
+    model = CLIPModel(CLIPConfig(vision=vision, text_dim=6, projection_dim=5))
+    vectors = torch.randn(10, 6)
+    a, b = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    batch = {"pixel_values": a, "pixel_values_2": b, "text_ids": torch.tensor([3, 1, 7, 0])}
+    task = CLIPTask(None, vectors, None, image_loss_weight=0.5)  # type: ignore[arg-type]
+    loss, logs = task.loss(model, batch, [4.0])
+    text = vectors[batch["text_ids"]]
+    ce = torch.nn.functional.cross_entropy
+    t = torch.arange(4)
+
+    def clip(logits: torch.Tensor) -> torch.Tensor:
+        return (ce(logits, t) + ce(logits.T, t)) / 2
+
+    ia, ib = model.embed_images(a), model.embed_images(b)
+    tx, s = model.embed_texts(text), model.scale()
+    want = (clip(s * ia @ tx.T) + clip(s * ib @ tx.T)) / 2 + 0.5 * clip(s * ia @ ib.T)
+    assert torch.allclose(loss, want, atol=1e-5), (loss, want)
+    assert logs["image_loss"] == pytest.approx(float(clip(s * ia @ ib.T)), abs=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,13 @@ class EmojiDataConfig:
     ``zh_prob``: the chance a training caption is Chinese when the emoji has a Chinese name;
     ``keywords_prob``: the chance it is the keyword list rather than the name.
     ``max_shift``: images move by up to this many pixels each way (white fill), a random
-    translation; no flips (an arrow flipped is another emoji).
+    translation; no flips (an arrow flipped is another emoji). ``max_zoom``: each image is
+    also scaled by a factor drawn from [1 - max_zoom, 1 + max_zoom] about its centre (white
+    fill), since the styles draw their glyphs at different sizes in the frame.
+    ``views``: 2 draws each training emoji in two different training styles (where it has
+    two) and adds a symmetric InfoNCE between the two drawings, weighted by
+    ``image_loss_weight``, beside each drawing's image-text loss: the same concept in another
+    style is the positive, which is what an unseen style asks of the model.
     """
 
     home: str | None = None
@@ -33,6 +39,9 @@ class EmojiDataConfig:
     zh_prob: float = 0.5
     keywords_prob: float = 0.3
     max_shift: int = 4
+    max_zoom: float = 0.0
+    views: int = 1
+    image_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for style in [*self.train_styles, self.eval_style]:
@@ -50,3 +59,9 @@ class EmojiDataConfig:
             raise ConfigError(f"emoji.holdout must be in [0, 1), got {self.holdout}")
         if self.max_shift < 0:
             raise ConfigError(f"emoji.max_shift must be >= 0, got {self.max_shift}")
+        if not 0.0 <= self.max_zoom < 1.0:
+            raise ConfigError(f"emoji.max_zoom must be in [0, 1), got {self.max_zoom}")
+        if self.views not in (1, 2):
+            raise ConfigError(f"emoji.views must be 1 or 2, got {self.views}")
+        if self.image_loss_weight < 0:
+            raise ConfigError(f"emoji.image_loss_weight must be >= 0, got {self.image_loss_weight}")

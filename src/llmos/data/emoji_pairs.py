@@ -10,9 +10,11 @@ captioned with emoji-datasource's English name only.
 Pixels: the RGBA images are composited on white into RGB (:func:`to_pixels`). The alpha
 channel carries nothing the composite lacks once the background is fixed, and three channels
 keep the image tower an ordinary ViT (HF's layout, its weights exportable as they are).
-Augmentation is a random translation with white fill (:func:`shift`): no flips, since a
-mirrored arrow or hand is another emoji, and no colour jitter, since colour tells skin tones
-(and many objects) apart.
+Augmentation is a random scaling about the centre (:func:`zoom`) and a random translation
+(:func:`shift`), both with white fill: no flips, since a mirrored arrow or hand is another
+emoji, and no colour jitter, since colour tells skin tones (and many objects) apart. With two
+views, each emoji of a batch comes in two training styles (``pixel_values_2``) for an
+image-image loss across styles.
 
 Batch ``n`` is a function of ``(seed, n)`` alone (:class:`ContrastiveBatches`), so a resumed
 run draws exactly the batches an uninterrupted one would.
@@ -111,6 +113,18 @@ def shift(pixels: torch.Tensor, dx: np.ndarray, dy: np.ndarray) -> torch.Tensor:
     return out
 
 
+def zoom(pixels: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+    """Scale each image of (B, 3, H, W) uint8 by its factor about the centre (bilinear;
+    > 1 enlarges, cropping the edges; < 1 shrinks, filling with white)."""
+    x = pixels.float() - 255.0  # white is 0, so grid_sample's zero padding fills white
+    theta = torch.zeros(len(x), 2, 3)
+    inv = torch.from_numpy(1.0 / np.asarray(factors, dtype=np.float64)).float()
+    theta[:, 0, 0], theta[:, 1, 1] = inv, inv
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out + 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 @dataclass
 class StyleImages:
     """One style's images: its row indices (into the rows) and (N, 3, S, S) uint8 pixels."""
@@ -132,13 +146,16 @@ def style_images(
 
 class ContrastiveBatches:
     """Training batches of distinct emoji: each drawn in one of its training styles, with one
-    sampled caption and a random shift. Batch ``n`` depends on ``(seed, n)`` only.
+    sampled caption, a random scaling (``max_zoom``) and shift. Batch ``n`` depends on
+    ``(seed, n)`` only.
 
     Args:
         styles: the training styles' images.
         allowed: the row indices that may be trained on (held-out concepts excluded).
         captions: per row, its caption options (:func:`caption_options`).
         text_index: caption text -> its row in the cached text-vector matrix.
+        views: 2 adds ``pixel_values_2``, each emoji in another of its training styles
+            (the same style where it has only one), augmented independently.
     """
 
     def __init__(
@@ -152,6 +169,8 @@ class ContrastiveBatches:
         zh_prob: float,
         keywords_prob: float,
         max_shift: int,
+        max_zoom: float = 0.0,
+        views: int = 1,
     ) -> None:
         # Every (style, image) pair of an allowed row, grouped by row.
         by_row: dict[int, list[tuple[int, int]]] = {}
@@ -169,28 +188,45 @@ class ContrastiveBatches:
         self.captions, self.text_index = captions, text_index
         self.batch_size, self.seed = batch_size, seed
         self.zh_prob, self.keywords_prob, self.max_shift = zh_prob, keywords_prob, max_shift
+        self.max_zoom, self.views = max_zoom, views
         self.position = 0
+
+    def _augment(self, images: list[torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
+        m, n = self.max_shift, len(images)
+        dx, dy = rng.integers(-m, m + 1, size=(2, n))
+        pixels = torch.stack(images)
+        if self.max_zoom > 0:
+            pixels = zoom(pixels, rng.uniform(1 - self.max_zoom, 1 + self.max_zoom, size=n))
+        return normalise(shift(pixels, dx, dy))
 
     def batch(self, n: int) -> dict[str, Any]:
         """Batch ``n``: ``pixel_values`` (B, 3, S, S) float, ``text_ids`` (B,) indices into the
-        text vectors, ``rows`` (B,) the emoji drawn, ``num_tokens`` B."""
+        text vectors, ``rows`` (B,) the emoji drawn, ``num_tokens`` the images in it; with two
+        views also ``pixel_values_2`` (B, 3, S, S)."""
         rng = np.random.default_rng([self.seed, n])
         rows = rng.choice(self.rows, size=self.batch_size, replace=False)
-        images, text_ids = [], []
+        images, seconds, text_ids = [], [], []
         for r in rows.tolist():
-            s, j = self.by_row[r][rng.integers(len(self.by_row[r]))]
+            drawings = self.by_row[r]
+            first = int(rng.integers(len(drawings)))
+            s, j = drawings[first]
             images.append(self.styles[s].pixels[j])
+            if self.views == 2:  # another drawing where there is one
+                other = (first + 1 + int(rng.integers(max(1, len(drawings) - 1)))) % len(drawings)
+                s2, j2 = drawings[other]
+                seconds.append(self.styles[s2].pixels[j2])
             text = sample_caption(self.captions[r], rng, self.zh_prob, self.keywords_prob)
             text_ids.append(self.text_index[text])
-        m = self.max_shift
-        dx, dy = rng.integers(-m, m + 1, size=(2, len(rows)))
-        pixels = shift(torch.stack(images), dx, dy)
-        return {
-            "pixel_values": normalise(pixels),
+        out = {
+            "pixel_values": self._augment(images, rng),
             "text_ids": torch.tensor(text_ids, dtype=torch.long),
             "rows": torch.from_numpy(rows),
-            "num_tokens": len(rows),  # the loop's tokens_per_s then counts images per second
+            # the loop's tokens_per_s then counts images per second
+            "num_tokens": len(rows) * self.views,
         }
+        if self.views == 2:
+            out["pixel_values_2"] = self._augment(seconds, rng)
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:  # the position counts batches handed out, so a checkpoint resumes after them

@@ -189,12 +189,22 @@ class RetrievalEval:
 
 
 class CLIPTask:
-    """Symmetric InfoNCE over in-batch pairs; the text vectors are looked up, not computed."""
+    """Symmetric InfoNCE over in-batch pairs; the text vectors are looked up, not computed.
+
+    With two views (``pixel_values_2``: each emoji in a second training style) the loss is
+    the mean of both drawings' image-text losses plus ``image_loss_weight`` times the
+    symmetric InfoNCE between the two drawings (same temperature).
+    """
 
     def __init__(
-        self, batches: ContrastiveBatches, vectors: torch.Tensor, evaluation: RetrievalEval
+        self,
+        batches: ContrastiveBatches,
+        vectors: torch.Tensor,
+        evaluation: RetrievalEval,
+        image_loss_weight: float = 1.0,
     ) -> None:
         self.batches, self.vectors, self.evaluation = batches, vectors, evaluation
+        self.image_loss_weight = image_loss_weight
 
     def steps(self, info: Any, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
         if info.world > 1 or micro_batch != self.batches.batch_size:
@@ -211,19 +221,29 @@ class CLIPTask:
     def loss(
         self, model: nn.Module, batch: dict[str, Any], totals: list[float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        text = self.vectors[batch["text_ids"].cpu()].to(batch["pixel_values"].device)
-        out = model(batch["pixel_values"], text)
-        logits = out.logits_per_image.float()  # (B, B)
-        i2t, t2i = info_nce_sums(logits)
-        n = len(logits)
-        hits = (logits.argmax(1) == torch.arange(n, device=logits.device)).sum()
-        logs = {
-            "loss": float((i2t + t2i).detach()) / 2,
-            "accuracy": float(hits),
-            "logit_scale": float(out.scale.detach()) * n,
-        }
+        pixels = batch["pixel_values"]
+        n = len(pixels)
+        second = batch.get("pixel_values_2")
+        if second is not None:
+            pixels = torch.cat([pixels, second])  # one forward for both drawings
+        text = self.vectors[batch["text_ids"].cpu()].to(pixels.device)
+        out = model(pixels, text)
+        logits = out.logits_per_image.float()  # (B or 2B, B)
+        i2t, t2i = info_nce_sums(logits[:n])
+        target = torch.arange(n, device=logits.device)
+        hits = (logits[:n].argmax(1) == target).sum()
+        logs = {"accuracy": float(hits), "logit_scale": float(out.scale.detach()) * n}
+        total = i2t + t2i
+        if second is not None:
+            i2t_2, t2i_2 = info_nce_sums(logits[n:])
+            img = out.image_embeds.float()
+            i2i, i2i_t = info_nce_sums(out.scale.float() * img[:n] @ img[n:].T)
+            total = (total + i2t_2 + t2i_2) / 2
+            logs["image_loss"] = float((i2i + i2i_t).detach()) / 2
+            total = total + self.image_loss_weight * (i2i + i2i_t)
+        logs["loss"] = float(total.detach()) / 2
         logs = {k: v / n for k, v in logs.items()}
-        return (i2t + t2i) / (2 * totals[0]), logs
+        return total / (2 * totals[0]), logs
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return self.evaluation.metrics(model)  # type: ignore[arg-type]
@@ -271,6 +291,8 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
         data.zh_prob,
         data.keywords_prob,
         data.max_shift,
+        data.max_zoom,
+        data.views,
     )
     evaluation = RetrievalEval(
         rows, style_images(rows, data.eval_style, size, home), held_out, matrix, text_index
@@ -291,7 +313,7 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     return PretrainSetup(
         cfg=cfg,
         tokenizer=None,
-        task=CLIPTask(batches, matrix, evaluation),
+        task=CLIPTask(batches, matrix, evaluation, data.image_loss_weight),
         build=lambda: CLIPModel(model_cfg),
         train=None,
         valid_targets=None,
