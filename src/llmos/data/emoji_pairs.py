@@ -38,6 +38,28 @@ from llmos.paths import data_dir
 
 CAPTION_KINDS = ("zh_name", "en_name", "zh_keywords", "en_keywords")
 
+# The emoji groups' names in Chinese, as CLDR's zh locale spells them (emoji-datasource has the
+# English ones only): with the English name, a category's two descriptions for zero-shot.
+CATEGORY_ZH = {
+    "Smileys & Emotion": "笑脸和情感",
+    "People & Body": "人物和身体",
+    "Component": "组件",
+    "Animals & Nature": "动物和自然",
+    "Food & Drink": "食物和饮料",
+    "Travel & Places": "旅行和地点",
+    "Activities": "活动",
+    "Objects": "物体",
+    "Symbols": "符号",
+    "Flags": "旗帜",
+}
+
+
+def category_descriptions(category: str) -> list[str]:
+    """A category's zero-shot descriptions: its English name and, where known, its Chinese
+    one (:data:`CATEGORY_ZH`)."""
+    zh = CATEGORY_ZH.get(category)
+    return [category, zh] if zh else [category]
+
 
 def load_rows(home: Path | None = None) -> list[dict[str, Any]]:
     """The prepared ``emoji.jsonl`` rows (see :func:`llmos.data.emoji.emoji_rows`)."""

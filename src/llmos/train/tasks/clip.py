@@ -43,6 +43,7 @@ from llmos.data.emoji_pairs import (
     StyleImages,
     caption_options,
     caption_texts,
+    category_descriptions,
     holdout_bases,
     load_rows,
     normalise,
@@ -88,6 +89,25 @@ def text_vectors(encoder: str | Path, kind: str, texts: list[str]) -> np.ndarray
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vectors.astype(np.float32))
     return vectors.astype(np.float32)
+
+
+def caption_matrix(
+    encoder: str | Path, kind: str, rows: list[dict[str, Any]]
+) -> tuple[torch.Tensor, dict[str, int], float]:
+    """The frozen tower's vectors of every caption and category description of ``rows``:
+    (T, dim) unit vectors, text -> row, and the seconds it took (cached files: fractions of a
+    second). The category descriptions are cached apart from the captions, so adding one does
+    not re-embed the 13 k captions."""
+    t0 = time.perf_counter()
+    labels = sorted({r["category"] or "" for r in rows})
+    texts = sorted(set(caption_texts(rows)) | set(labels))
+    extra = sorted({d for c in labels for d in category_descriptions(c)} - set(texts))
+    parts = [text_vectors(encoder, kind, texts)]
+    if extra:
+        parts.append(text_vectors(encoder, kind, extra))
+    matrix = torch.from_numpy(np.concatenate(parts))
+    index = {t: i for i, t in enumerate([*texts, *extra])}
+    return matrix, index, time.perf_counter() - t0
 
 
 def recall_at(scores: torch.Tensor, truth: torch.Tensor, k: int) -> torch.Tensor:
@@ -137,6 +157,10 @@ class RetrievalEval:
         self.category_names = sorted(set(categories))
         self.category = torch.tensor([self.category_names.index(c) for c in categories])
         self.category_ids = torch.tensor([text_index[c] for c in self.category_names])
+        # (K, descriptions) ids of each category's English and Chinese names, -1 padded
+        described = [[text_index[d] for d in category_descriptions(c)] for c in self.category_names]
+        width = max(len(d) for d in described)
+        self.description_ids = torch.tensor([d + [-1] * (width - len(d)) for d in described])
 
     def image_embeds(self, model: CLIPModel, batch_size: int = 256) -> torch.Tensor:
         """(N, D) unit vectors of the evaluation images."""
@@ -182,6 +206,12 @@ class RetrievalEval:
         labels = self.text_embeds(model, self.category_ids)  # (K, D)
         guess = (img[held] @ labels.T).argmax(1)
         out["zeroshot_category_acc"] = float((guess == self.category[held]).float().mean())
+        # CLIP's prompt ensembling: a category is the normalised mean of its descriptions
+        ids = self.description_ids
+        desc = self.text_embeds(model, ids.clamp(min=0).flatten()).view(*ids.shape, -1)
+        mean = F.normalize((desc * (ids >= 0)[..., None]).sum(1), dim=-1)  # (K, D)
+        guess = (img[held] @ mean.T).argmax(1)
+        out["zeroshot_category_acc_zh_en"] = float((guess == self.category[held]).float().mean())
         counts = Counter(self.category[held].tolist())
         out["zeroshot_category_majority"] = max(counts.values()) / max(int(held.sum()), 1)
         out["logit_scale"] = float(model.scale())
@@ -272,12 +302,8 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     home = Path(data.home).expanduser() if data.home else None
     rows = load_rows(home)
     held_out = split_rows(rows, data)
-    labels = sorted({r["category"] or "" for r in rows})
-    texts = sorted(set(caption_texts(rows)) | set(labels))
-    t0 = time.perf_counter()
-    matrix = torch.from_numpy(text_vectors(cfg.model.text_encoder, cfg.model.text_kind, texts))
-    text_s = time.perf_counter() - t0
-    text_index = {t: i for i, t in enumerate(texts)}
+    matrix, text_index, text_s = caption_matrix(cfg.model.text_encoder, cfg.model.text_kind, rows)
+    texts = list(text_index)
     cfg = replace(cfg, model=replace(cfg.model, text_dim=matrix.shape[1]))
     styles = [style_images(rows, s, size, home) for s in data.train_styles]
     train_ok = set(range(len(rows))) - held_out
