@@ -9,10 +9,10 @@ composite and the resize are ``to_pixels`` itself, so a prepared emoji's PNG dec
 exactly the pixels its style's array gives in training and evaluation. Two steps only touch
 images unlike the emoji: a non-square image is padded to a square with transparent (then
 white) margins, centred, rather than stretched; an image of more than
-:data:`SHRINK_ABOVE` pixels a side is first shrunk by an integer factor in Pillow to about
-twice the model's size (a box filter on premultiplied alpha; a JPEG decoded at a reduced
-scale), so a photo costs its decode, not a float copy of all its pixels. A photo's EXIF
-orientation is applied.
+:data:`SHRINK_ABOVE` pixels on its longer side is first shrunk by an integer factor in Pillow
+to about twice the model's size (a box filter on premultiplied alpha; a JPEG decoded at a
+reduced scale), so a photo costs its decode, not a float copy of all its pixels, and a long
+thin image is not padded to a huge square. A photo's EXIF orientation is applied.
 
 Guards, checked before the pixels are decoded: the bytes (``max_bytes``, from a file's size
 before it is read), the format (PNG, JPEG, WebP, GIF, BMP; Pillow's other formats are
@@ -58,6 +58,10 @@ class ImageError(LlmosError, ValueError):
     many bytes or pixels, truncated or corrupt. The message names the input."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the byte or pixel limit (the server answers it 413, other errors 422)."""
+
+
 def _read(data: Any, what: str, max_bytes: int) -> tuple[bytes | None, Any]:
     """``(bytes, None)`` for bytes or a path, ``(None, image)`` for a Pillow image."""
     if isinstance(data, Image.Image):
@@ -70,14 +74,14 @@ def _read(data: Any, what: str, max_bytes: int) -> tuple[bytes | None, Any]:
             raise ImageError(f"{what}: no such file")
         n = path.stat().st_size
         if n > max_bytes:
-            raise ImageError(f"{what}: {n:,} bytes, more than the limit of {max_bytes:,}")
+            raise ImageTooLarge(f"{what}: {n:,} bytes, more than the limit of {max_bytes:,}")
         raw = path.read_bytes()
     else:
         raise ImageError(
             f"{what}: expected image bytes, a file path or a PIL image, got {type(data).__name__}"
         )
     if len(raw) > max_bytes:
-        raise ImageError(f"{what}: {len(raw):,} bytes, more than the limit of {max_bytes:,}")
+        raise ImageTooLarge(f"{what}: {len(raw):,} bytes, more than the limit of {max_bytes:,}")
     if not raw:
         raise ImageError(f"{what}: empty (expected a {_NAMES} image)")
     return raw, None
@@ -135,7 +139,7 @@ def decode_image(
                 im = Image.open(io.BytesIO(raw), formats=FORMATS)
             w, h = im.size
             if w * h > max_pixels:
-                raise ImageError(
+                raise ImageTooLarge(
                     f"{what}: {w} x {h} = {w * h:,} pixels, more than the limit of {max_pixels:,}"
                 )
             if getattr(im, "format", None) == "JPEG" and min(w, h) > SHRINK_ABOVE:
@@ -144,7 +148,7 @@ def decode_image(
             im = ImageOps.exif_transpose(im)
             im = _to_rgba(im)
     except Image.DecompressionBombError as e:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{what}: too many pixels, more than the limit of {max_pixels:,} (Pillow: {e})"
         ) from None
     except UnidentifiedImageError:
@@ -153,8 +157,11 @@ def decode_image(
         if isinstance(e, ImageError):
             raise
         raise ImageError(f"{what}: a corrupt or truncated image ({e})") from None
-    if min(im.size) > SHRINK_ABOVE:  # shrink a large image in Pillow first (premultiplied)
-        im = im.reduce(max(1, min(im.size) // (2 * size)))
+    # Shrink a large image in Pillow first (premultiplied), by its longer side: the square it
+    # is padded to below is that side squared (a 16,000,000 x 1 PNG of a few KB passes the
+    # pixel limit, and would be padded to 2.5e14 pixels).
+    if max(im.size) > SHRINK_ABOVE:
+        im = im.reduce(max(1, max(im.size) // (2 * size)))
     rgba = np.array(_square(im), dtype=np.uint8)  # (H, W, 4), a writable copy for torch
     return to_pixels(rgba[None], size)[0]  # (3, size, size): on white, antialiased resize
 
