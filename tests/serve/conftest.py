@@ -292,3 +292,46 @@ def slow_streams(
             yield piece
 
     monkeypatch.setattr(GeneratorPipeline, "stream_completion", slow)
+
+
+# The tiny CLIP's images that the label texts CLIP_TEXTS are aligned with (twitter style rows).
+CLIP_ALIGNED = (2, 7)
+CLIP_TEXTS = ("book", "city")
+
+
+def build_clip_models(root: Path, wordpiece: Path) -> tuple[Path, Path]:
+    """``root/models`` with ``clip`` (:func:`tiny_models.save_tiny_clip`) and its text tower
+    ``e5`` (an embedding model, so served too: a model that reads texts only), and
+    ``root/home``, a fake emoji home (:func:`tiny_models.fake_emoji_home`). The CLIP's text
+    projection is set so that :data:`CLIP_TEXTS`' vectors are exactly the vectors of the
+    twitter images :data:`CLIP_ALIGNED` (zero-shot then has a right answer). Returns
+    ``(models, home)``."""
+    from tiny_models import fake_emoji_home, save_tiny_clip, save_tiny_text_tower
+
+    from llmos.data.emoji import load_images
+    from llmos.inference.image import load_image_pipeline
+
+    home = fake_emoji_home(root / "home")
+    models = root / "models"
+    tower = save_tiny_text_tower(wordpiece, models / "e5")
+    ckpt = save_tiny_clip(models / "clip" / "checkpoint", tower)
+    pipe = load_image_pipeline(ckpt, emoji_home=home)
+    twitter = load_images(home, "twitter")[1]
+    targets = pipe.embed_images([png(twitter[i]) for i in CLIP_ALIGNED]).astype(np.float64)
+    raw = pipe.tower_vectors(list(CLIP_TEXTS)).astype(np.float64)  # (2, text_dim)
+    weight = targets.T @ np.linalg.pinv(raw.T)  # (D, text_dim): raw_i -> targets_i
+    with torch.no_grad():
+        pipe.model.text_projection.weight.copy_(torch.from_numpy(weight).float())
+    save_checkpoint(ckpt, pipe.model, pipe.config, None, pipe.checkpoint.meta)
+    return models, home
+
+
+def png(rgba: np.ndarray) -> bytes:
+    """An (H, W, 4) uint8 RGBA array as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    return buf.getvalue()

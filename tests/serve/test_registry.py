@@ -108,25 +108,46 @@ def test_an_embedding_encoder_fills_blanks_only_with_an_mlm_head(
     assert models["bare"].capabilities == ("embed",)
 
 
-def test_a_clip_checkpoint_is_listed_but_no_v1_route_loads_it(
-    tiny_tokenizer: Path, tmp_path: Path
+def test_a_clip_checkpoint_is_listed_and_loaded_with_its_text_tower(
+    tiny_tokenizer: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A CLIP checkpoint (no tokenizer; its text tower elsewhere) is listed as task ``clip``,
-    its size counting the tower it would load, and refused by the registry with a message."""
+    its size counting the tower it loads; the registry loads it as an ImagePipeline with the
+    server's image limits and emoji home, the tower at once, and counts both in the memory
+    budget. A tower that cannot be found leaves the image half served (with a warning)."""
     from tiny_models import save_tiny_clip, save_tiny_text_tower
+
+    from llmos.inference.image import ImagePipeline
 
     tower = save_tiny_text_tower(tiny_tokenizer, tmp_path / "e5")
     clip = save_tiny_clip(tmp_path / "models" / "clip-emoji" / "checkpoint", tower)
+    save_tiny_clip(tmp_path / "models" / "lost", tower, text_encoder="runs/nowhere")
     models, _ = scan(tmp_path / "models")
     entry = models["clip-emoji"]
-    assert (entry.task, entry.model_type, entry.capabilities) == ("clip", "clip", ())
+    assert (entry.task, entry.model_type) == ("clip", "clip")
+    assert entry.capabilities == ("embed", "classify", "images/describe", "images/search")
     weights = [p / "model.safetensors" for p in (clip, tower)]
     assert entry.size_bytes == sum(w.stat().st_size for w in weights)
+    settings = ServeSettings(
+        models_dir=tmp_path / "models",
+        max_image_bytes=1000,
+        max_image_pixels=2000,
+        emoji_home=tmp_path / "home",
+    )
 
     async def main() -> None:
-        reg = Registry(ServeSettings(models_dir=tmp_path / "models"))
+        reg = Registry(settings)
         reg.rescan()
-        with pytest.raises(LlmosError, match="CLIP image-text model: no /v1 route"):
-            await reg.get("clip-emoji")
+        m = await reg.get("clip-emoji")
+        pipe = m.pipe
+        assert isinstance(pipe, ImagePipeline)
+        assert (pipe.max_bytes, pipe.max_pixels, pipe.emoji_home) == (1000, 2000, tmp_path / "home")
+        assert pipe._tower is not None  # loaded with the model, and counted
+        assert m.nbytes == model_bytes(pipe) + model_bytes(pipe.text_tower)
+        with caplog.at_level(logging.WARNING, logger="llmos.serve"):
+            lost = await reg.get("lost")
+        assert lost.nbytes == model_bytes(lost.pipe)
+        assert "lost: its text tower is not loaded" in caplog.text
+        await reg.close()
 
     asyncio.run(main())

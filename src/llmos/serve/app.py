@@ -2,7 +2,8 @@
 
 Startup (the lifespan) opens the store (migrating it) and scans the models directory; shutdown
 serves what is queued and unloads every model. A pure-ASGI middleware in front of the routes
-refuses oversized bodies (413) and records every request's route, status and latency.
+refuses oversized bodies (413; the routes that take images have a limit of their own) and
+records every request's route, status and latency.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from llmos.serve.embedder import BatcherClassifier, BatcherEmbedder, BatcherNlu,
 from llmos.serve.errors import ERROR_RESPONSES, error, install_handlers
 from llmos.serve.metrics import Metrics
 from llmos.serve.registry import Registry
-from llmos.serve.routes import inference, jobs, models, openai, users
+from llmos.serve.routes import images, inference, jobs, models, openai, users
 from llmos.serve.settings import ServeSettings
 from llmos.store.db import Store
 from llmos.store.documents import WriteDocuments
@@ -71,11 +72,15 @@ JOBS_GRACE_S = 10.0  # how long shutdown waits for a running recommender job
 
 
 class Guard:
-    """Refuse request bodies over ``limit`` bytes (by Content-Length, or while they stream in)
-    with 413, and count every HTTP request by route template and status."""
+    """Refuse request bodies over ``limit`` bytes (``limits[path]`` for the paths it names), by
+    Content-Length or while they stream in, with 413, and count every HTTP request by route
+    template and status."""
 
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, metrics: Metrics, limits: dict[str, int] | None = None
+    ) -> None:
         self.app, self.limit, self.metrics = app, limit, metrics
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,7 +93,8 @@ class Guard:
                 status["code"], status["started"] = message["status"], True
             await send(message)
 
-        too_large = self._too_large(scope)
+        limit = self.limits.get(scope.get("path", ""), self.limit)
+        too_large = self._too_large(scope, limit)
         seen = 0
 
         async def receive_limited() -> Message:
@@ -96,9 +102,9 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:  # a chunked body without Content-Length
+                if seen > limit:  # a chunked body without Content-Length
                     self.metrics.rejected.labels("too_large").inc()
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self._message(limit))
             return message
 
         try:
@@ -112,20 +118,20 @@ class Guard:
             self.metrics.requests.labels(label, str(status["code"])).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
-    def _message(self) -> str:
-        return f"the request body is larger than this server's limit of {self.limit} bytes"
+    def _message(self, limit: int) -> str:
+        return f"the request body is larger than this server's limit of {limit} bytes"
 
-    def _refuse(self, path: str) -> Response:
+    def _refuse(self, path: str, limit: int) -> Response:
         self.metrics.rejected.labels("too_large").inc()
-        return error(413, "too_large", self._message(), path=path)
+        return error(413, "too_large", self._message(limit), path=path)
 
-    def _too_large(self, scope: Scope) -> Response | None:
+    def _too_large(self, scope: Scope, limit: int) -> Response | None:
         path = scope.get("path", "")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    if int(value) > self.limit:
-                        return self._refuse(path)
+                    if int(value) > limit:
+                        return self._refuse(path, limit)
                 except ValueError:
                     return error(
                         400, "invalid_request", "Content-Length is not a number", path=path
@@ -321,7 +327,8 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
     )
     install_handlers(app, metrics)
     _install_docs(app)
-    for module in (models, inference, users, jobs, support_routes, recommend_routes, write_routes):
+    routers = (models, inference, images, users, jobs, support_routes, recommend_routes)
+    for module in (*routers, write_routes):
         app.include_router(module.router)
     app.include_router(openai.router)  # the OpenAI-compatible surface (docs/openai.md)
 
@@ -359,7 +366,8 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(Guard, limit=settings.max_body_bytes, metrics=metrics)
+    image_limits = dict.fromkeys(images.IMAGE_PATHS, settings.max_image_body_bytes)
+    app.add_middleware(Guard, limit=settings.max_body_bytes, metrics=metrics, limits=image_limits)
     return app
 
 

@@ -38,7 +38,10 @@ CAPABILITIES = {
     "generation": ("generate",),
     "instruct": ("generate",),
     "recommendation": ("apps/recommend",),  # loaded by the recommendation app, not a batcher
-    "clip": (),  # image-text (issue 22): llmos.load and the CLI use it; no /v1 route yet
+    # image-text (issue 22): images and texts into one space (/v1/embed), zero-shot image
+    # classification (/v1/classify with images and labels), emoji names of an image, emoji
+    # images of a text (serve/routes/images.py)
+    "clip": ("embed", "classify", "images/describe", "images/search"),
 }
 ZH_PROBE = "今天天气很好，我们一起去公园散步，然后在附近的饭店吃午饭。"
 

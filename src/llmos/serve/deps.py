@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from llmos.apps.write.service import WriteService
     from llmos.jobs.runner import Jobs
     from llmos.serve.fewshot import OnTheFly
+    from llmos.serve.images import EmojiThumbnails
 
 
 class ApiError(Exception):
@@ -137,6 +138,13 @@ class Server:
     write: WriteService | None = None  # the writing assistant
     jobs: Jobs | None = None  # background jobs: submit, read, cancel (llmos.jobs)
     on_the_fly: OnTheFly = field(default_factory=lambda: _on_the_fly())  # /v1/classify's
+    thumbnails: EmojiThumbnails = field(default_factory=lambda: _thumbnails())  # image search
+
+
+def _thumbnails() -> EmojiThumbnails:
+    from llmos.serve.images import EmojiThumbnails  # it imports this module
+
+    return EmojiThumbnails()
 
 
 def _on_the_fly() -> OnTheFly:

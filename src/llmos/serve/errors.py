@@ -52,10 +52,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "no such route, model or index"),
         (405, "the route does not take this method"),
         (409, "the user exists already"),
-        (413, "the body is larger than the server's limit"),
-        (422, "the request does not fit the schema or the server's limits"),
+        (413, "the body, or an image in it, is larger than the server's limit"),
+        (422, "the request does not fit the schema or the server's limits; an unreadable image"),
         (429, "rate limit or full queue: retry after Retry-After seconds"),
-        (503, "the server is starting or stopping, or the model was unloaded meanwhile"),
+        (
+            503,
+            "the server is starting or stopping, the model was unloaded meanwhile, or the "
+            "server lacks the data a route needs",
+        ),
         (504, "the request passed its deadline in the queue"),
     )
 }

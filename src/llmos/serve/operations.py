@@ -15,6 +15,16 @@ in queue order) and returns one result per payload, in the model's own thread.
     GenerateOp      str | Prompt   the generated text (a Prompt with ``details``: Completions)
     SearchOp        Query          [{"id", "score", "text"}, ...]
     StreamOp        StreamJob      the whole stream's Completion (pieces go out through the job)
+
+A CLIP model's (:class:`~llmos.inference.image.ImagePipeline`) images arrive decoded, as the
+pixels the model reads (decoding, and its errors, are the request's: ``serve/images.py``):
+
+    ImageEmbedOp    Pixels         [[float, ...], ...]
+    ImageClassifyOp Pixels         [{"label", "score", "scores"}, ...]
+    DescribeOp      Pixels         [{lang: [caption, ...]}, ...]
+    ImageSearchOp   str (text)     [image, ...] (emoji entries of the gallery, with "score")
+
+EmbedOp embeds a CLIP model's texts into its image space (its own prefix kind).
 """
 
 from __future__ import annotations
@@ -24,6 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+import torch
+
+from llmos.inference.classify import label_result
+from llmos.inference.image import ImagePipeline
 from llmos.store.vectors import DocumentIndex
 
 if TYPE_CHECKING:
@@ -178,17 +193,23 @@ class EmbedOp:
 
     def run(self, runtime: Runtime, payloads: list[TextBatch]) -> list[Any]:
         texts, sizes = _flatten(payloads)
-        vectors = runtime.pipe.embed(
-            texts,
-            pooling=self.pooling,
-            normalize=self.normalize,
-            kind=self.kind,
-            batch_size=max(MIN_BATCH_SIZE, len(texts)),
-        )
+        pipe, batch_size = runtime.pipe, max(MIN_BATCH_SIZE, len(texts))
+        if isinstance(pipe, ImagePipeline):  # CLIP: into the image space; its own kind
+            vectors = pipe.embed_texts(texts, batch_size=batch_size)
+            counter, kind = pipe.text_tower, pipe.checkpoint.text_kind
+        else:
+            vectors = pipe.embed(
+                texts,
+                pooling=self.pooling,
+                normalize=self.normalize,
+                kind=self.kind,
+                batch_size=batch_size,
+            )
+            counter, kind = pipe, self.kind
         out = _split(vectors.tolist(), sizes)
         for i, p in enumerate(payloads):
             if p.details:
-                out[i] = (out[i], runtime.pipe.count_tokens(p.texts, self.kind))
+                out[i] = (out[i], counter.count_tokens(p.texts, kind))
         return out
 
 
@@ -264,6 +285,75 @@ class SearchOp:
         vectors = runtime.pipe.embed(queries, kind="query", batch_size=MIN_BATCH_SIZE)
         hits = index.search(vectors, max(q.k for q in payloads))
         return [row[: q.k] for row, q in zip(hits, payloads, strict=True)]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """The images of one request, decoded as the model reads them: (N, 3, S, S) uint8."""
+
+    pixels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
+def _image_vectors(runtime: Runtime, payloads: list[Pixels]) -> np.ndarray:
+    """(N, D) unit vectors of every image of the batch, in order."""
+    pixels = torch.cat([p.pixels for p in payloads])
+    return runtime.pipe.embed_pixels(pixels, batch_size=max(MIN_BATCH_SIZE, len(pixels)))
+
+
+@dataclass(frozen=True)
+class ImageEmbedOp:
+    """A CLIP model's image embeddings (unit vectors in the space its texts embed into)."""
+
+    def run(self, runtime: Runtime, payloads: list[Pixels]) -> list[Any]:
+        vectors = _image_vectors(runtime, payloads).tolist()
+        return _split(vectors, [len(p) for p in payloads])
+
+
+@dataclass(frozen=True)
+class ImageClassifyOp:
+    """Zero-shot image classification into ``labels``: ``(label, (description, ...))`` pairs,
+    in order (:class:`~llmos.inference.image_zeroshot.ImageZeroShot`, the descriptions
+    embedded once per batch)."""
+
+    labels: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def run(self, runtime: Runtime, payloads: list[Pixels]) -> list[Any]:
+        clf = runtime.pipe.zero_shot({name: list(texts) for name, texts in self.labels})
+        probs = clf.probabilities(_image_vectors(runtime, payloads))
+        results = [label_result(clf.labels, row) for row in probs.tolist()]
+        return _split(results, [len(p) for p in payloads])
+
+
+@dataclass(frozen=True)
+class DescribeOp:
+    """Each image's ``k`` nearest emoji names in each of ``langs`` (zh, en), best first."""
+
+    k: int
+    langs: tuple[str, ...]
+
+    def run(self, runtime: Runtime, payloads: list[Pixels]) -> list[Any]:
+        vectors = _image_vectors(runtime, payloads)
+        by_lang = {
+            lang: runtime.pipe.caption_index(lang=lang).search(vectors, self.k)
+            for lang in self.langs
+        }
+        rows = [{lang: by_lang[lang][i] for lang in self.langs} for i in range(len(vectors))]
+        return _split(rows, [len(p) for p in payloads])
+
+
+@dataclass(frozen=True)
+class ImageSearchOp:
+    """The ``k`` emoji images of ``style`` (None: the model's held-out style) nearest each
+    query text, best first."""
+
+    k: int
+    style: str | None = None
+
+    def run(self, runtime: Runtime, payloads: list[str]) -> list[Any]:
+        return runtime.pipe.search_images(payloads, self.k, style=self.style)
 
 
 @dataclass

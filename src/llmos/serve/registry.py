@@ -124,29 +124,18 @@ class Registry:
                 f"model {entry.name!r} is a recommender: the recommendation app "
                 "(/v1/apps/recommend) reads it, no /v1 inference route does"
             )
-        if entry.task == "clip":
-            raise LlmosError(
-                f"model {entry.name!r} is a CLIP image-text model: no /v1 route serves it yet "
-                "(use llmos.load or `llmos embed --image`, `llmos classify-zero --image`)"
-            )
         if entry.size_bytes > self.budget:
             raise LlmosError(
                 f"model {entry.name!r} needs {entry.size_bytes / 2**20:.0f} MiB, more than the "
                 f"server's whole memory budget of {self.budget / 2**20:.0f} MiB"
             )
         await self._make_room(entry.size_bytes, keep=entry.name)
-        from llmos.inference.load import load_pipeline
-
         started = time.monotonic()
-        # From the path, not from a Checkpoint kept in the catalog: the pipeline's tokenizer
-        # then goes when the model is unloaded, and a checkpoint rewritten since the scan is
-        # read as it is now.
-        pipe = await asyncio.to_thread(load_pipeline, entry.path)
+        pipe, nbytes = await asyncio.to_thread(self._read, entry)
         runtime = Runtime(pipe)
         for ix in self.indexes.values():
             if ix.model == entry.name:
                 runtime.indexes[ix.name] = await asyncio.to_thread(DocumentIndex.load, ix.path)
-        nbytes = model_bytes(pipe)
         run = isolating(functools.partial(run_batch, runtime))
         batcher = Batcher(
             entry.name,
@@ -175,6 +164,36 @@ class Registry:
             self.budget / 2**20,
         )
         return m
+
+    def _read(self, entry: ModelEntry) -> tuple[Any, int]:
+        """The pipeline of ``entry`` and the bytes it holds (run in a thread).
+
+        From the path, not from a Checkpoint kept in the catalog: the pipeline's tokenizer then
+        goes when the model is unloaded, and a checkpoint rewritten since the scan is read as it
+        is now. A CLIP model decodes images under the server's limits, and its text tower is
+        loaded now rather than on first use, so that the memory budget counts it (every route
+        but image embedding needs it); a tower that cannot be loaded is left to fail, with its
+        message, on the routes that need it.
+        """
+        if entry.task != "clip":
+            from llmos.inference.load import load_pipeline
+
+            pipe = load_pipeline(entry.path)
+            return pipe, model_bytes(pipe)
+        from llmos.inference.image import load_image_pipeline
+
+        s = self.settings
+        pipe = load_image_pipeline(
+            entry.path,
+            emoji_home=s.emoji_home,
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+        )
+        try:
+            return pipe, model_bytes(pipe) + model_bytes(pipe.text_tower)
+        except LlmosError as e:
+            log.warning("%s: its text tower is not loaded (%s)", entry.name, e)
+            return pipe, model_bytes(pipe)
 
     async def _make_room(self, incoming: int, keep: str) -> None:
         while self.used_bytes + incoming > self.budget:

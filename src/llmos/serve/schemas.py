@@ -41,11 +41,11 @@ class ModelInfo(BaseModel):
     name: str
     task: str = Field(
         description="classification, tagging, embedding, fill-mask, generation, instruct, "
-        "recommendation"
+        "recommendation, clip (images and texts in one space)"
     )
     model_type: str = Field(
-        description="the architecture: bert, roberta, gpt, xlnet (item-recommender for a "
-        "recommendation model)"
+        description="the architecture: bert, roberta, gpt, xlnet, clip (item-recommender for "
+        "a recommendation model)"
     )
     capabilities: list[str] = Field(description="the /v1 routes this model answers")
     labels: list[str] | None
@@ -78,18 +78,37 @@ class ModelAction(Strict):
 
 
 LabelName = Annotated[str, Field(min_length=1, max_length=200)]
+ImageData = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="an image file (PNG, JPEG, WebP, GIF or BMP) in base64, or a data: URL "
+        "(data:image/png;base64,...)",
+    ),
+]
+IMAGES = (
+    "images (base64 or data: URLs), for a CLIP model (task clip); at most the server's "
+    "max_images, each at most max_image_bytes and max_image_pixels"
+)
 
 
 class ClassifyRequest(Strict):
     model: ModelName = Field(
         description="a classifier; or, with labels and/or examples, an encoder that embeds "
-        "(e.g. e5-zh): the classifier is then built on the fly"
+        "(e.g. e5-zh): the classifier is then built on the fly; or, with images and labels, a "
+        "CLIP model (zero-shot image classification)"
     )
-    texts: list[Text] = Field(min_length=1, max_length=10_000)
+    texts: list[Text] | None = Field(
+        None, min_length=1, max_length=10_000, description="the texts (or give images)"
+    )
+    images: list[ImageData] | None = Field(
+        None, min_length=1, max_length=256, description=f"instead of texts: {IMAGES}"
+    )
     labels: dict[LabelName, Text | list[Text]] | None = Field(
         None,
         description='on the fly: each label\'s description(s), e.g. {"pos": "a positive '
-        'review"} (zero-shot); a label of examples needs none',
+        "review\"} (zero-shot); a label of examples needs none; with images, each label's "
+        'description(s) in Chinese or English, e.g. {"cat": ["猫", "a cat"]}',
     )
     examples: dict[LabelName, list[Text]] | None = Field(
         None, description="on the fly: a few example texts per label (few-shot)"
@@ -194,7 +213,15 @@ class FillMaskResponse(BaseModel):
 
 class EmbedRequest(Strict):
     model: ModelName
-    texts: list[Text] = Field(min_length=1, max_length=10_000)
+    texts: list[Text] | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="the texts (or give images); a CLIP model embeds them into its image space",
+    )
+    images: list[ImageData] | None = Field(
+        None, min_length=1, max_length=256, description=f"instead of texts: {IMAGES}"
+    )
     pooling: Literal["mean", "cls", "max"] | None = None
     normalize: bool | None = None
     # The model's prefix for this kind of text (E5: "query: " / "passage: "); none: as given.
@@ -260,6 +287,63 @@ class Hit(BaseModel):
 class SearchResponse(BaseModel):
     index: str
     hits: list[Hit]
+
+
+# --- images (a CLIP model: serve/routes/images.py) -------------------------------------------
+
+
+class DescribeRequest(Strict):
+    model: ModelName = Field(description="a CLIP model (task clip)")
+    images: list[ImageData] = Field(min_length=1, max_length=256, description=IMAGES)
+    k: int = Field(5, ge=1, le=50, description="names per image and language")
+    lang: Literal["zh", "en", "both"] = Field(
+        "both", description="the names' language: Chinese (CLDR), English, or both"
+    )
+
+
+class Description(BaseModel):
+    text: str = Field(description="the emoji's name")
+    lang: str = Field(description="zh or en")
+    emoji: str = Field(description="the emoji it names")
+    unified: str = Field(description="its code points, e.g. 1F600")
+    score: float = Field(description="cosine similarity of the image and the name, in [-1, 1]")
+
+
+class DescribeResponse(BaseModel):
+    model: str
+    results: list[dict[str, list[Description]]] = Field(
+        description="per image, in order: each asked language's names, best first"
+    )
+
+
+Style = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+class ImageSearchRequest(Strict):
+    model: ModelName = Field(description="a CLIP model (task clip)")
+    query: Text = Field(description="what to find, in Chinese or English")
+    k: int = Field(8, ge=1, le=50)
+    style: Style | None = Field(
+        None,
+        description="the emoji style searched: apple, google, twitter or facebook, as "
+        "prepared (default: the model's held-out evaluation style)",
+    )
+
+
+class ImageHit(BaseModel):
+    emoji: str
+    unified: str
+    name: str | None = Field(description="its English name")
+    zh_name: str | None = Field(description="its Chinese name (CLDR), when it has one")
+    style: str
+    score: float = Field(description="cosine similarity of the query and the image")
+    image: str = Field(description="the emoji's 64 x 64 PNG as a data: URL")
+
+
+class ImageSearchResponse(BaseModel):
+    model: str
+    style: str
+    hits: list[ImageHit]
 
 
 # --- users and their data -------------------------------------------------------------------

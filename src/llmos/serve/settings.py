@@ -42,6 +42,18 @@ class ServeSettings:
         max_texts: texts per request.
         max_chars: characters per text (prompts included).
         max_new_tokens: the most tokens one generate request may ask for.
+        max_images: images per request (``/v1/embed``, ``/v1/classify``,
+            ``/v1/images/describe``); more is refused with 422.
+        max_image_bytes: bytes per image file (decoded from base64, or uploaded); a larger
+            one is refused with 413.
+        max_image_pixels: pixels per image (width x height, read from its header before it
+            is decoded); a larger one is refused with 413.
+        max_image_body_bytes: the body limit of the routes that take images (in place of
+            ``max_body_bytes``); base64 adds a third, so 16 MiB carries about 12 MiB of
+            images.
+        emoji_home: the data directory whose ``emoji/`` (``llmos data prepare
+            --with-emoji``) a CLIP model describes images with and searches (default:
+            ``$LLMOS_HOME/data``).
         preload: models to load at startup rather than on first use.
         support_encoder: the served embedding model that the customer-service app searches
             its knowledge bases with (``llmos setup`` builds ``e5-zh``).
@@ -92,6 +104,11 @@ class ServeSettings:
     max_texts: int = 256
     max_chars: int = 4000
     max_new_tokens: int = 512
+    max_images: int = 16
+    max_image_bytes: int = 8 << 20
+    max_image_pixels: int = 16_000_000
+    max_image_body_bytes: int = 16 << 20
+    emoji_home: Path | None = None
     preload: tuple[str, ...] = ()
     support_encoder: str = "e5-zh"
     support_sentiment_zh: str = "sentiment-zh"
@@ -115,6 +132,8 @@ class ServeSettings:
             self.write_english_corpus = Path(self.write_english_corpus)
         if self.support_domain is not None:
             self.support_domain = Path(self.support_domain)
+        if self.emoji_home is not None:
+            self.emoji_home = Path(self.emoji_home)
         checks = {
             "port": 0 <= self.port <= 65535,
             "memory_budget_mb": self.memory_budget_mb > 0,
@@ -129,6 +148,10 @@ class ServeSettings:
             "max_texts": self.max_texts >= 1,
             "max_chars": self.max_chars >= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
+            "max_images": self.max_images >= 1,
+            "max_image_bytes": self.max_image_bytes >= 1,
+            "max_image_pixels": self.max_image_pixels >= 1,
+            "max_image_body_bytes": self.max_image_body_bytes >= 1024,
             "workers": self.workers >= 0,
         }
         for name, ok in checks.items():

@@ -1,6 +1,7 @@
 """``/v1`` inference routes: classify, tag, correct, fill-mask, embed, generate (JSON or server-sent
 events), search. Each checks the request against the server's limits and the model's task,
-then waits on the model's micro-batcher."""
+then waits on the model's micro-batcher. A classify or embed request with ``images`` (a CLIP
+model's) goes to :mod:`llmos.serve.routes.images`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from llmos.serve.deps import (
     require,
     submit,
 )
+from llmos.serve.images import UploadRoute, upload_form
 from llmos.serve.operations import (
     AdapterRef,
     ClassifyOp,
@@ -41,42 +43,69 @@ from llmos.serve.operations import (
     TagOp,
     TextBatch,
 )
+from llmos.serve.routes import images
 
 router = APIRouter(prefix="/v1", tags=["inference"])
+# Routes that take image files as multipart/form-data too (serve/images.py: UploadRoute), in
+# this router (below: its /v1 prefix and tags).
+uploads = APIRouter(route_class=UploadRoute)
 _unique = itertools.count()
+
+
+def _texts_required(body: s.ClassifyRequest | s.EmbedRequest) -> list[str]:
+    if body.texts is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "texts: Field required (or images, for a CLIP model)",
+            param="texts",
+        )
+    return body.texts
 
 
 @router.post("/classify", response_model=s.ClassifyResponse)
 async def classify(body: s.ClassifyRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Labels with probabilities for each text (or text pair): by a classifier, or by one built
-    on the fly from an encoder plus labels and/or examples (:mod:`llmos.serve.fewshot`)."""
-    check_texts(srv, body.texts)
+    on the fly from an encoder plus labels and/or examples (:mod:`llmos.serve.fewshot`); or,
+    with ``images`` and ``labels``, each image's by a CLIP model, zero-shot."""
+    if body.images is not None:
+        return await images.classify_images(body, request, srv)
+    texts = _texts_required(body)
+    check_texts(srv, texts)
     if body.labels is not None or body.examples is not None:
         if body.texts_b is not None:
             raise ApiError(
                 422, "invalid_request", "texts_b (sentence pairs) needs a trained classifier"
             )
         results, method, cached = await srv.on_the_fly.classify(
-            request, srv, body.model, body.texts, body.labels, body.examples, body.method
+            request, srv, body.model, texts, body.labels, body.examples, body.method
         )
         return {"model": body.model, "results": results, "method": method, "cached": cached}
     if body.method is not None:
         raise ApiError(
             422, "invalid_request", "method is for a classifier built from labels or examples"
         )
-    require(srv.registry.entry(body.model), "classify")
+    entry = srv.registry.entry(body.model)
+    if entry.task == "clip":
+        raise ApiError(
+            400,
+            "wrong_model",
+            f"model {body.model!r} is a CLIP model: it classifies zero-shot, from labels "
+            "(with images, or texts)",
+        )
+    require(entry, "classify")
     if body.texts_b is not None:
         check_texts(srv, body.texts_b, "texts_b")
-        if len(body.texts_b) != len(body.texts):
+        if len(body.texts_b) != len(texts):
             raise ApiError(
                 422,
                 "invalid_request",
-                f"texts_b has {len(body.texts_b)} items but texts has {len(body.texts)}; "
+                f"texts_b has {len(body.texts_b)} items but texts has {len(texts)}; "
                 "give one second text per text",
             )
     op = ClassifyOp(pairs=body.texts_b is not None, long_inputs=body.long_inputs)
-    payload = TextBatch(body.texts, body.texts_b)
-    results = await submit(request, srv, body.model, op, payload, len(body.texts))
+    payload = TextBatch(texts, body.texts_b)
+    results = await submit(request, srv, body.model, op, payload, len(texts))
     return {"model": body.model, "results": results}
 
 
@@ -111,14 +140,27 @@ async def fill_mask(body: s.FillMaskRequest, request: Request, srv: ServerDep, _
     return {"model": body.model, "results": result}
 
 
-@router.post("/embed", response_model=s.EmbedResponse)
+@uploads.post("/embed", response_model=s.EmbedResponse, openapi_extra=upload_form())
 async def embed(body: s.EmbedRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
-    """Sentence embeddings (pooling and normalization default to the model's own)."""
-    require(srv.registry.entry(body.model), "embed")
-    check_texts(srv, body.texts)
+    """Sentence embeddings (pooling and normalization default to the model's own); or, with
+    ``images``, a CLIP model's image embeddings, in the space its texts embed into. Images come
+    in base64 in JSON, or as multipart/form-data ``files`` (with a ``model`` field)."""
+    if body.images is not None:
+        return await images.embed_images(body, request, srv)
+    texts = _texts_required(body)
+    entry = srv.registry.entry(body.model)
+    require(entry, "embed")
+    check_texts(srv, texts)
+    if entry.task == "clip" and (body.pooling, body.normalize, body.kind) != (None, None, None):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "pooling, normalize and kind: a CLIP model embeds texts its own way (its text "
+            "tower's prefix, unit vectors in the image space); leave them out",
+        )
     op = EmbedOp(body.pooling, body.normalize, body.kind)
-    payload = TextBatch(body.texts)
-    vectors = await submit(request, srv, body.model, op, payload, len(body.texts))
+    payload = TextBatch(texts)
+    vectors = await submit(request, srv, body.model, op, payload, len(texts))
     return {"model": body.model, "dim": len(vectors[0]), "embeddings": vectors}
 
 
@@ -269,3 +311,6 @@ async def start_stream(
             future.cancel()
 
     return pieces()
+
+
+router.include_router(uploads)
