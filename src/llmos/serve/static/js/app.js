@@ -5,6 +5,7 @@ import { call, key } from "./api.js";
 import { busy, clearError, field, h, showError } from "./ui.js";
 import { admin } from "./admin.js";
 import * as pages from "./pages.js";
+import { images } from "./images.js";
 import { jobs } from "./jobs.js";
 import { profile } from "./profile.js";
 import { recommend } from "./recommend.js";
@@ -19,6 +20,7 @@ const routes = {
   "fill-mask": ["Fill-mask", pages.fillMask],
   generate: ["Generate", pages.generate],
   search: ["Embed & search", pages.search],
+  images: ["Images", images],
   support: ["Knowledge bases", support],
   chat: ["Support chat", chat],
   queue: ["Queue", queue],

@@ -74,7 +74,7 @@ export async function models(ctx) {
 
 // --- classify -------------------------------------------------------------------------------
 
-function ranked(scores, shown = 5) {
+export function ranked(scores, shown = 5) {
   const rows = Object.entries(scores)
     .sort((a, b) => b[1] - a[1])
     .map(([label, score], i) => bar(label, score, { top: i === 0 }));
@@ -86,7 +86,11 @@ function ranked(scores, shown = 5) {
 }
 
 export function classify({ catalog }) {
-  const picker = modelPicker(catalog.models, "classify");
+  // A CLIP model classifies images, from labels: the Images page.
+  const picker = modelPicker(
+    catalog.models.filter((m) => m.task !== "clip"),
+    "classify",
+  );
   if (!picker) return noModel("Classify", "classify");
   const texts = h("textarea", {
     id: "texts",
