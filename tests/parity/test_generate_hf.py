@@ -133,6 +133,11 @@ def test_seeded_sampling_is_reproducible_and_respects_top_k(pair) -> None:
     cfg = hf_config(max_new_tokens=15, strategy="sample", top_k=1, seed=3)
     greedy = generate_ids(ours, [[5, 9]], hf_config(max_new_tokens=15), eos_id=None)
     assert generate_ids(ours, [[5, 9]], cfg, eos_id=None) == greedy  # top-1 sampling = greedy
+    # a temperature so small the scaled scores overflow samples the greedy path, not NaN
+    # (the server's fuzzer found torch.multinomial refusing NaN probabilities at 1e-45)
+    for t in (1e-3, 1e-45):
+        cfg = hf_config(max_new_tokens=15, strategy="sample", temperature=t, seed=3)
+        assert generate_ids(ours, [[5, 9]], cfg, eos_id=None) == greedy
     cfg = hf_config(max_new_tokens=15, strategy="sample", temperature=1.5, seed=7)
     a = generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)
     assert a == generate_ids(ours, [[5, 9], [3]], cfg, eos_id=None)

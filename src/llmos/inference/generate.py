@@ -249,7 +249,11 @@ def decode_steps(
         if cfg.strategy == "greedy":
             token = scores.argmax(-1)
         else:
-            scores = top_p_filter(top_k_filter(scores / cfg.temperature, cfg.top_k), cfg.top_p)
+            # The best score moved to 0 first (the softmax and both filters are shift-invariant):
+            # a tiny temperature then sends the others to -inf, not the best to +inf, whose
+            # inf - inf made the softmax NaN; the limit is greedy, as it should be.
+            scaled = (scores - scores.amax(-1, keepdim=True)) / cfg.temperature
+            scores = top_p_filter(top_k_filter(scaled, cfg.top_k), cfg.top_p)
             token = torch.multinomial(scores.softmax(-1), 1, generator=gen).squeeze(-1)
         was_done = done.tolist() if any_done else None
         if any_done:
