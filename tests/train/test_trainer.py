@@ -360,3 +360,46 @@ def test_layer_decay_gives_each_encoder_layer_its_own_rate() -> None:
         assert g["lr"] == pytest.approx(0.5 * g["initial_lr"])
     with pytest.raises(ConfigError, match="layer_decay"):
         OptimConfig(layer_decay=1.5)
+
+
+def test_mlm_evaluation_reports_the_hidden_targets_apart() -> None:
+    """``masked_perplexity`` / ``masked_accuracy`` cover only the targets whose input is
+    [MASK] (what an XLNet's or GPT's perplexity compares with), recomputed by hand."""
+    from llmos.config.model import BertConfig
+    from llmos.data.mlm import SpecialIds
+    from llmos.train.tasks.mlm import PretrainTask
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=40,
+        max_position=16,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    model = BertForPreTraining(cfg).eval()
+    sp = SpecialIds(pad=0, cls=1, sep=2, mask=3, vocab_size=40, first_normal=5)
+    ids = torch.tensor([[1, 3, 9, 3, 12, 2], [1, 7, 3, 30, 3, 2]])
+    positions = torch.tensor([1, 2, 3, 8, 9, 10])  # flat into (2, 6): [MASK], shown, [MASK], ...
+    labels = torch.tensor([8, 9, 11, 3 + 30, 30, 14])
+    batch = {
+        "input_ids": ids,
+        "token_type_ids": torch.zeros_like(ids),
+        "attention_mask": None,
+        "mlm_positions": positions,
+        "mlm_labels": labels,
+        "nsp_labels": None,
+    }
+    task = PretrainTask(None, [batch], sp, 0.15, 0)  # type: ignore[arg-type]
+    with torch.no_grad():
+        res = task.evaluate(model)
+        logits = model(ids, batch["token_type_ids"], None, positions).mlm_logits
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    hidden = torch.tensor([True, False, True, True, False, True])  # inputs at the positions
+    assert res["masked_perplexity"] == pytest.approx(math.exp(ce[hidden].mean().item()), rel=1e-5)
+    assert res["perplexity"] == pytest.approx(math.exp(ce.mean().item()), rel=1e-5)
+    hits = logits.argmax(-1) == labels
+    assert res["masked_accuracy"] == pytest.approx(hits[hidden].float().mean().item())

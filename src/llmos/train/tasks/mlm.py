@@ -108,15 +108,24 @@ class PretrainTask:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        s = dict.fromkeys(("mlm", "nsp", "n_mlm", "n_nsp", "mlm_hit", "nsp_hit"), 0.0)
+        keys = ("mlm", "nsp", "n_mlm", "n_nsp", "mlm_hit", "nsp_hit", "masked", "n_masked")
+        s = dict.fromkeys((*keys, "masked_hit"), 0.0)
         for batch in self.valid:
             batch = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
             }
             mlm, nsp, out = self._losses(model, batch)
+            labels = batch["mlm_labels"]
+            hit = out.mlm_logits.argmax(-1) == labels
             s["mlm"] += mlm.item()
-            s["n_mlm"] += batch["mlm_labels"].numel()
-            s["mlm_hit"] += (out.mlm_logits.argmax(-1) == batch["mlm_labels"]).sum().item()
+            s["n_mlm"] += labels.numel()
+            s["mlm_hit"] += hit.sum().item()
+            # the targets whose input is [MASK]: the 10 % kept as they are only need copying
+            hidden = batch["input_ids"].flatten()[batch["mlm_positions"]] == self.sp.mask
+            ce = F.cross_entropy(out.mlm_logits.float(), labels, reduction="none")
+            s["masked"] += ce[hidden].sum().item()
+            s["n_masked"] += hidden.sum().item()
+            s["masked_hit"] += hit[hidden].sum().item()
             if batch["nsp_labels"] is not None:
                 s["nsp"] += nsp.item()
                 s["n_nsp"] += batch["nsp_labels"].numel()
@@ -126,6 +135,10 @@ class PretrainTask:
             "mlm_loss": mlm_loss,
             "perplexity": math.exp(min(mlm_loss, 50)),
             "mlm_accuracy": s["mlm_hit"] / max(s["n_mlm"], 1),
+            # what an XLNet's or a GPT's perplexity compares with: every one of their targets
+            # is hidden from the model, where 10 % of BERT's are shown (and 10 % replaced)
+            "masked_perplexity": math.exp(min(s["masked"] / max(s["n_masked"], 1), 50)),
+            "masked_accuracy": s["masked_hit"] / max(s["n_masked"], 1),
         }
         if s["n_nsp"]:
             res["nsp_loss"] = s["nsp"] / s["n_nsp"]
