@@ -293,8 +293,9 @@ class CLIPConfig:
     log(1 / 0.07), CLIP's start; the scale exp(logit_scale) is clamped at ``logit_scale_max``
     (100, as CLIP) so training cannot sharpen the softmax without bound.
 
-    Not in :data:`ModelConfig`: a CLIP checkpoint has no tokenizer and is read by
-    :mod:`llmos.checkpoint.clip` (``llmos.load`` gives :mod:`llmos.inference.image`'s pipeline).
+    Not in :data:`ModelConfig`: a CLIP checkpoint has no tokenizer and is read apart from
+    the text checkpoints (the checkpoint layer's CLIP reader; ``llmos.load`` gives an image
+    pipeline).
     """
 
     model_type: Literal["clip"] = "clip"
