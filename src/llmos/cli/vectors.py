@@ -193,6 +193,18 @@ def _hit_line(h: dict[str, Any]) -> str:
     return f"{h['score']:.3f}  {h.get('text') or h.get('name') or h['index']}"
 
 
+def _print_hits(results: list[dict[str, Any]], title: str, hits: str, as_json: bool) -> int:
+    """Each result as a JSON line, or its ``title`` then one indented line per hit."""
+    for r in results:
+        if as_json:
+            print(json.dumps(r, ensure_ascii=False))
+            continue
+        print(r[title])
+        for h in r[hits]:
+            print(f"  {_hit_line(h)}")
+    return 0
+
+
 def _search_images(args: argparse.Namespace) -> int:
     from llmos.recipes.images import search_images
 
@@ -204,14 +216,7 @@ def _search_images(args: argparse.Namespace) -> int:
         gallery=args.gallery,
         text_encoder=args.text_encoder,
     )
-    for r in results:
-        if args.json:
-            print(json.dumps(r, ensure_ascii=False))
-            continue
-        print(r["query"])
-        for h in r["images"]:
-            print(f"  {_hit_line(h)}")
-    return 0
+    return _print_hits(results, "query", "images", args.json)
 
 
 def _describe_images(args: argparse.Namespace) -> int:
@@ -226,11 +231,4 @@ def _describe_images(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         text_encoder=args.text_encoder,
     )
-    for r in results:
-        if args.json:
-            print(json.dumps(r, ensure_ascii=False))
-            continue
-        print(r["image"])
-        for h in r["captions"]:
-            print(f"  {_hit_line(h)}")
-    return 0
+    return _print_hits(results, "image", "captions", args.json)
