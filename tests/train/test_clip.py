@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import save_tiny_text_tower
 
-from llmos.checkpoint.io import read_weights, save_checkpoint
-from llmos.checkpoint.task import Embedding
+from llmos.checkpoint.io import read_weights
 from llmos.config import PretrainConfig, load_config
-from llmos.config.model import BertConfig
 from llmos.data.emoji_pairs import (
     ContrastiveBatches,
     caption_options,
@@ -34,10 +33,8 @@ from llmos.data.emoji_pairs import (
     zoom,
 )
 from llmos.errors import ConfigError
-from llmos.models.bert import BertForPreTraining
 from llmos.models.clip import CLIPModel
 from llmos.recipes.pretrain import pretrain
-from llmos.text.tokenizer import load_tokenizer
 from llmos.train.tasks.clip import CLIPTask, RetrievalEval, info_nce_sums, load_clip, split_rows
 
 STYLES = ("apple", "google", "twitter", "facebook")
@@ -98,19 +95,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_tower(tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tok = load_tokenizer(tiny_tokenizer)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        max_position=64,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=64,
-    )
-    spec = Embedding(query_prefix="query: ", passage_prefix="passage: ")
-    out = tmp_path_factory.mktemp("e5") / "e5"
-    return save_checkpoint(out, BertForPreTraining(cfg), cfg, tok, spec)
+    return save_tiny_text_tower(tiny_tokenizer, tmp_path_factory.mktemp("e5") / "e5")
 
 
 def overrides(home: Path, text_tower: Path, out: Path, steps: int) -> list[str]:
