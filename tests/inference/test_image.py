@@ -26,11 +26,10 @@ from tiny_models import fake_emoji_home, save_tiny_clip, save_tiny_text_tower
 import llmos
 from llmos.checkpoint.clip import read_clip, text_encoder_path
 from llmos.data.emoji import load_images
-from llmos.data.emoji_pairs import load_rows, normalise, style_images, to_pixels
+from llmos.data.emoji_pairs import load_rows, normalise, style_images, to_pixels, trained_texts
 from llmos.errors import CheckpointError, LlmosError
 from llmos.inference.image import ImagePipeline, load_image_pipeline
 from llmos.inference.image_decode import ImageError, decode_image, decode_images, image_files
-from llmos.inference.image_index import trained_texts
 from llmos.inference.pipeline import UnsupportedTaskError
 from llmos.train.tasks.clip import load_clip, text_vectors
 

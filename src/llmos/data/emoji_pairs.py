@@ -95,6 +95,12 @@ def caption_texts(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({t for r in rows for t in caption_options(r).values() if t})
 
 
+def trained_texts(rows: list[dict[str, Any]]) -> list[str]:
+    """Every caption and category name of ``rows``, sorted: what CLIP training embeds with
+    the text tower at once and caches under one key (the inference side reads that cache)."""
+    return sorted(set(caption_texts(rows)) | {r["category"] or "" for r in rows})
+
+
 def sample_caption(
     options: dict[str, str | None], rng: np.random.Generator, zh_prob: float, keywords_prob: float
 ) -> str:

@@ -50,7 +50,7 @@ from llmos.checkpoint.clip import (
 from llmos.checkpoint.digest import weights_digest
 from llmos.checkpoint.io import load_state_dict_strict, read_weights
 from llmos.config.clip import EmojiDataConfig
-from llmos.data.emoji_pairs import load_rows, normalise, style_images
+from llmos.data.emoji_pairs import load_rows, normalise, style_images, trained_texts
 from llmos.errors import CheckpointError, LlmosError
 from llmos.files import atomic_path
 from llmos.inference.encoder import EncoderPipeline
@@ -65,7 +65,6 @@ from llmos.inference.image_index import (
     emoji_captions,
     emoji_gallery,
     text_cache_path,
-    trained_texts,
 )
 from llmos.inference.image_zeroshot import ImageZeroShot
 from llmos.inference.pipeline import OPERATIONS, UnsupportedTaskError

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from llmos.data.emoji_pairs import caption_options, caption_texts
+from llmos.data.emoji_pairs import caption_options
 from llmos.errors import LlmosError
 from llmos.paths import llmos_home
 from llmos.store.vectors import VectorIndex
@@ -98,12 +98,6 @@ def emoji_gallery(rows: list[dict[str, Any]], drawn: list[int], style: str) -> l
         entry = {"emoji": emoji_chars(rows[r]), "unified": rows[r]["unified"]}
         out.append({**entry, "name": opts["en_name"], "zh_name": opts["zh_name"], "style": style})
     return out
-
-
-def trained_texts(rows: list[dict[str, Any]]) -> list[str]:
-    """What CLIP training embeds with the text tower at once: every caption and category name
-    (:func:`~llmos.train.tasks.clip.setup_clip_pretraining`)."""
-    return sorted(set(caption_texts(rows)) | {r["category"] or "" for r in rows})
 
 
 def text_cache_path(digest: str, kind: str, texts: list[str]) -> Path:

@@ -42,12 +42,12 @@ from llmos.data.emoji_pairs import (
     ContrastiveBatches,
     StyleImages,
     caption_options,
-    caption_texts,
     category_descriptions,
     holdout_bases,
     load_rows,
     normalise,
     style_images,
+    trained_texts,
 )
 from llmos.errors import ConfigError
 from llmos.files import atomic_path
@@ -99,8 +99,8 @@ def caption_matrix(
     second). The category descriptions are cached apart from the captions, so adding one does
     not re-embed the 13 k captions."""
     t0 = time.perf_counter()
-    labels = sorted({r["category"] or "" for r in rows})
-    texts = sorted(set(caption_texts(rows)) | set(labels))
+    texts = trained_texts(rows)
+    labels = {r["category"] or "" for r in rows}
     extra = sorted({d for c in labels for d in category_descriptions(c)} - set(texts))
     parts = [text_vectors(encoder, kind, texts)]
     if extra:
