@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install llmos with its dev tools
 
-run: install  ## build the missing default models and a sample of the material index (~28 min the first time), print a demo API key, serve with a job worker
+run: install  ## build the missing default models (~24 min the first time), print a demo API key, serve with a job worker (which builds a sample of the material index, ~2 min more, in the background)
 	$(BIN)/llmos data prepare
-	$(BIN)/llmos setup --models runs --demo-user demo
+	$(BIN)/llmos setup --models runs --demo-user demo --background materials
 	@echo "console: http://127.0.0.1:$(PORT)/  (sign in with the API key above; Ctrl-C stops the server)"
 	$(BIN)/llmos serve --models runs --port $(PORT) --workers 1
 

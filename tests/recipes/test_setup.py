@@ -4,19 +4,18 @@ MovieLens recommender, the shared material index), and the demo user's key."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import random
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
+from setup_fakes import fake_outputs, write_materials
 
 from llmos.checkpoint.digest import weights_digest
 from llmos.cli import main
@@ -353,25 +352,6 @@ def test_demo_key_is_new_and_works_every_time(tmp_path: Path) -> None:
         store.close()
 
 
-def fake_outputs(models: Path) -> None:
-    """Finished outputs for every default step (as a second `make run` finds them)."""
-    for step in S.DEFAULT_STEPS:
-        out = S.output_of(step, models)
-        if step.kind == "tokenizer":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"model": {"vocab": {"[PAD]": 0, "a": 1}}}))
-        elif step.kind == "materials":
-            # The index names its encoder as the embedder does: the weights digest, or (the
-            # fake encoder has no weights) its resolved path.
-            encoder = models / str(step.init)
-            out.mkdir(parents=True, exist_ok=True)
-            meta = {"encoder": str(encoder.resolve()), "documents": 2, "rows": 3}
-            (out / "meta.json").write_text(json.dumps(meta))
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text("{}")
-
-
 def test_cli_second_run_prints_the_summary_and_a_working_key(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -538,27 +518,6 @@ def test_the_recommend_step_measures_then_trains_the_movielens_model(
     assert recall == 1.0  # every held-out film is one of the user's own four unseen ones
     assert result.metric == "150 interactions; RecBole protocol: recall@10 1.0000, NDCG@10 1.0000"
     assert S.plan(models, tmp_path, steps)[1].done  # a second setup keeps it
-
-
-def write_materials(data: Path, docs: list) -> str:
-    """The shared corpus as `llmos data prepare` and `prepare_materials` leave it: the data
-    manifest, ``materials/documents.jsonl`` and its manifest (for the default poetry, so that
-    nothing is downloaded). Returns the documents' sha256."""
-    from llmos.data.materials import DEFAULT_POETRY, MANIFEST_VERSION
-
-    (data / "materials").mkdir(parents=True)
-    (data / "manifest.json").write_text("{}")  # `llmos data prepare` has run
-    body = "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in docs).encode()
-    (data / "materials" / "documents.jsonl").write_bytes(body)
-    sha = hashlib.sha256(body).hexdigest()
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "poetry": list(DEFAULT_POETRY),
-        "documents": len(docs),
-        "sha256": sha,
-    }
-    (data / "materials" / "manifest.json").write_text(json.dumps(manifest))
-    return sha
 
 
 def test_the_materials_step_indexes_a_sample_where_the_server_reads_it(

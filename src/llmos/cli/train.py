@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from llmos.cli.flags import Subcommands
+from llmos.errors import ConfigError
 
 
 def add_setup(sub: Subcommands) -> None:
@@ -20,8 +21,9 @@ def add_setup(sub: Subcommands) -> None:
         "$LLMOS_HOME/apps/write/materials, where the server reads it (about 28 minutes on 2 "
         "CPU cores in all). The index is a sample, about 2 of those minutes: 2,500 of the "
         "shared corpus's 81,831 documents, spread evenly over it (`llmos write materials "
-        "build` indexes all of it, in hours). A step whose final output exists is skipped (a "
-        "second run does nothing); an interrupted one resumes.",
+        "build` indexes all of it, in hours); with --background materials (make run) a job "
+        "worker builds it while the demo is served. A step whose final output exists is "
+        "skipped (a second run does nothing); an interrupted one resumes.",
     )
     su.add_argument(
         "--with",
@@ -41,6 +43,15 @@ def add_setup(sub: Subcommands) -> None:
         metavar="NAME",
         help="then create the admin user NAME if missing, print a new API key for it, and "
         "queue the demo recommender's sequential model as NAME's background job",
+    )
+    su.add_argument(
+        "--background",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a step to a background job of the --demo-user (repeatable; the step that "
+        "can be: materials, the material index's sample, about 2 minutes), which a job worker "
+        "(llmos serve --workers 1, or llmos worker) runs while the demo is served",
     )
     su.add_argument("--dry-run", action="store_true", help="print the plan only")
     su.set_defaults(func=_setup)
@@ -85,7 +96,9 @@ def add_finetune(sub: Subcommands) -> None:
 
 def _setup(args: argparse.Namespace) -> int:
     from llmos.recipes.defaults import (
+        MATERIAL_DOCS,
         Runners,
+        check_background,
         demo_key,
         format_plan,
         format_summary,
@@ -95,7 +108,14 @@ def _setup(args: argparse.Namespace) -> int:
     )
 
     steps = steps_with(args.with_steps)
-    print(format_plan(plan(args.models, args.configs, steps), args.models), flush=True)
+    background = check_background(args.background)
+    if background and not args.demo_user:
+        raise ConfigError(
+            f"--background {background[0]} needs --demo-user NAME: the background job is the "
+            "demo user's (or leave --background out to build every step now)"
+        )
+    planned = plan(args.models, args.configs, steps, background)
+    print(format_plan(planned, args.models), flush=True)
     if args.dry_run:
         return 0
     from llmos.apps.recommend.demo import setup_movielens
@@ -113,7 +133,8 @@ def _setup(args: argparse.Namespace) -> int:
         recommend=setup_movielens,
         materials=setup_materials,
     )
-    print(format_summary(run_setup(args.models, args.configs, runners, steps)))
+    results = run_setup(args.models, args.configs, runners, steps, background)
+    print(format_summary(results))
     if args.demo_user:
         key, url, created = demo_key(args.demo_user)
         what = "created admin user" if created else "new API key for user"
@@ -125,6 +146,21 @@ def _setup(args: argparse.Namespace) -> int:
 
             for name, n in setup_demo(args.demo_user, encoder).items():
                 print(f"demo knowledge base {name!r}: {n} FAQ pairs")
+        outputs = {r.step.name: r.output for r in results}
+        for r in results:
+            if r.background:  # the materials step: the one that can be (check_background)
+                from llmos.apps.write.materials_job import queue_materials
+
+                job, what = queue_materials(
+                    r.output, outputs[str(r.step.init)], args.demo_user, MATERIAL_DOCS
+                )
+                print(f"shared material index (a sample of {MATERIAL_DOCS} documents): {what}")
+                if job is not None:
+                    print(
+                        "  a job worker builds it while the demo is served (llmos serve "
+                        "--workers 1, as make run starts, or llmos worker): about 2 minutes on "
+                        "2 cores"
+                    )
         from llmos.apps.recommend.demo import queue_demo_sequential
 
         job, what = queue_demo_sequential(

@@ -30,12 +30,17 @@ corpus keeps its share); ``llmos write materials build`` builds the full index i
 which setup then keeps. An index embedded by another encoder than ``e5-zh``'s weights now (its
 ``meta.json`` names the encoder by weights digest) is of no use to the server, which ignores
 it: setup builds the sample again, and the plan says so. Like the fine-tunes' note, this is
-judged only when ``e5-zh`` was built before the run.
+judged only when ``e5-zh`` was built before the run. ``llmos setup --background materials``
+(what ``make run`` runs) leaves the step to a background job of the demo user instead
+(:data:`BACKGROUND_STEPS`: the plan says so and ``run_setup`` skips it; the CLI queues the job,
+which a job worker runs while the demo is already served).
 
 The recipes a step runs (``pretrain``, ``finetune``, ``convert``'s ``import_hf``,
 ``trim_vocab``) and the apps' builders (the recommender, the material index) are handed in by
 the caller as :class:`Runners` (the CLI builds them), so this recipe imports no other recipe
-and no app.
+and no app. That is also why this module is past 500 lines: it is one recipe (plan, build,
+report), and a recipe may not import another (tests/test_layering.py), so it is not split into
+two.
 """
 
 from __future__ import annotations
@@ -119,6 +124,10 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("gpt-zh", "pretrain", 5.0, config="gpt-zh.yaml"),
 )
 
+# Steps that `llmos setup --background NAME` leaves to a background job of the demo user, which
+# a job worker runs while the demo is served (the CLI queues it: apps.write.materials_job).
+BACKGROUND_STEPS = ("materials",)
+
 # Steps built only when asked for (``llmos setup --with NAME``): the Chinese BERT pretrained
 # here from nothing, the "pretrain your own" path (its quick run is too small to fine-tune
 # from, see docs/BENCHMARKS.md; it is the default set's only fill-mask model).
@@ -143,6 +152,18 @@ def steps_with(names: Sequence[str] = ()) -> tuple[Step, ...]:
     return (*DEFAULT_STEPS, *extra)
 
 
+def check_background(names: Sequence[str] = ()) -> tuple[str, ...]:
+    """``names`` (once each) if every one is a step that may be built in the background
+    (:data:`BACKGROUND_STEPS`)."""
+    unknown = [n for n in names if n not in BACKGROUND_STEPS]
+    if unknown:
+        raise ConfigError(
+            f"--background {unknown[0]}: no such step is built in the background (the steps "
+            f"that can be: {', '.join(BACKGROUND_STEPS)})"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class Runners:
     """The recipes the steps run, given by the caller (``llmos setup`` passes
@@ -165,24 +186,28 @@ class PlannedStep:
     """A step with where its output goes and whether it is already there; ``stale`` when it
     is a fine-tune whose encoder was rebuilt since (setup keeps it: see format_plan);
     ``outdated`` when it is a material index embedded by another encoder than its init's
-    weights now (not done: setup builds it again)."""
+    weights now (not done: setup builds it again); ``background`` when it is not done and
+    left to a background job (``--background``: setup skips it, the CLI queues it)."""
 
     step: Step
     output: Path
     done: bool
     stale: bool = False
     outdated: bool = False
+    background: bool = False
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What a step did: ``built`` False when it was skipped; ``metric`` from its report."""
+    """What a step did: ``built`` False when it was skipped (kept, or left to a background
+    job: ``background``); ``metric`` from its report."""
 
     step: Step
     output: Path
     built: bool
     seconds: float
     metric: str
+    background: bool = False
 
 
 def output_of(step: Step, models: Path) -> Path:
@@ -209,9 +234,11 @@ def plan(
     models: str | Path,
     configs: str | Path = DEFAULT_CONFIGS,
     steps: tuple[Step, ...] = DEFAULT_STEPS,
+    background: Sequence[str] = (),
 ) -> list[PlannedStep]:
-    """Each step with its output and whether it is done. Fails before any work when a step to
-    build has no config file, or a fine-tune starts from a step that is not in the list."""
+    """Each step with its output and whether it is done (or, named in ``background``, left to
+    a background job). Fails before any work when a step to build has no config file, or a
+    fine-tune starts from a step that is not in the list."""
     models, configs = Path(models).expanduser(), Path(configs).expanduser()
     names = {s.name for s in steps}
     out: list[PlannedStep] = []
@@ -236,7 +263,8 @@ def plan(
                 done = not outdated
             else:
                 stale = init.done and _tuned_from_another(output, init.output, digests)
-        out.append(PlannedStep(step, output, done, stale, outdated))
+        later = not done and step.name in background
+        out.append(PlannedStep(step, output, done, stale, outdated, later))
     return out
 
 
@@ -281,21 +309,33 @@ def _tuned_from_another(checkpoint: Path, encoder: Path, digests: dict[Path, str
 def format_plan(planned: list[PlannedStep], models: str | Path) -> str:
     """One line: what will be built into ``models`` and about how long it takes; then a note
     line per fine-tune kept although its encoder was rebuilt after it."""
-    todo = [p.step for p in planned if not p.done]
+    todo = [p.step for p in planned if not p.done and not p.background]
     kept = [p.step.name for p in planned if p.done]
-    if not todo:
+    later = [p.step for p in planned if p.background]
+    if not todo and not later:
         line = f"setup: everything is built ({', '.join(kept)}); nothing to do"
+    elif not todo:
+        line = "setup: nothing to build now" + (
+            f"; already built: {', '.join(kept)}" if kept else ""
+        )
     else:
         minutes = sum(s.minutes for s in todo)
         line = (
             f"setup: building {', '.join(s.name for s in todo)} into {models}/ "
             f"(about {max(minutes, 1):.0f} min on 2 CPU cores)"
         ) + (f"; already built: {', '.join(kept)}" if kept else "")
+    if later:
+        line += (
+            f"; queued as a background job for the demo user: {', '.join(s.name for s in later)} "
+            f"(a job worker builds it while the demo is served, about "
+            f"{max(sum(s.minutes for s in later), 1):.0f} min)"
+        )
     for p in planned:
         if p.outdated:
+            who = "a background job" if p.background else "setup"
             line += (
                 f"\nsetup: note: {p.output} was embedded by another encoder than {p.step.init} "
-                f"(the server ignores it); setup indexes a sample of the shared corpus again "
+                f"(the server ignores it); {who} indexes a sample of the shared corpus again "
                 f"(llmos write materials build indexes all of it)"
             )
         if p.stale:
@@ -312,16 +352,21 @@ def run_setup(
     configs: str | Path,
     runners: Runners,
     steps: tuple[Step, ...] = DEFAULT_STEPS,
+    background: Sequence[str] = (),
 ) -> list[StepResult]:
-    """Build every step whose output is missing, in order, with ``runners``' recipes; returns
-    one result per step."""
+    """Build every step whose output is missing, in order, with ``runners``' recipes, but
+    those named in ``background`` (left to a job: the caller queues it); returns one result
+    per step."""
     models, configs = Path(models).expanduser(), Path(configs).expanduser()
-    planned = plan(models, configs, steps)
+    planned = plan(models, configs, steps, background)
     outputs = {p.step.name: p.output for p in planned}
-    todo = [p for p in planned if not p.done]
+    todo = [p for p in planned if not p.done and not p.background]
     results = []
     for p in planned:
         step = p.step
+        if p.background:
+            results.append(StepResult(step, p.output, False, 0.0, "left to a job", True))
+            continue
         if p.done:
             results.append(StepResult(step, p.output, False, 0.0, headline_metric(step, p.output)))
             continue
@@ -438,11 +483,14 @@ def format_summary(results: list[StepResult]) -> str:
     width = max(len(r.step.name) for r in results)
     lines = []
     for r in results:
-        took = _duration(r.seconds) if r.built else "kept"
+        took = _duration(r.seconds) if r.built else "background" if r.background else "kept"
         lines.append(f"  {r.step.name:<{width}}  {took:>10}  {r.metric}")
     total = sum(r.seconds for r in results)
-    built = sum(r.built for r in results)
-    lines.append(f"setup: {built} built, {len(results) - built} kept, {_duration(total)} in all")
+    built, later = sum(r.built for r in results), sum(r.background for r in results)
+    kept = f"{len(results) - built - later} kept" + (
+        f", {later} in the background" if later else ""
+    )
+    lines.append(f"setup: {built} built, {kept}, {_duration(total)} in all")
     return "\n".join(lines)
 
 

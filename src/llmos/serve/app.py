@@ -44,7 +44,6 @@ from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
 from llmos.apps.write.corrector import english_speller
-from llmos.apps.write.materials import MaterialIndex
 from llmos.apps.write.service import WriteService
 from llmos.apps.write.suggestions import Materials
 from llmos.errors import LlmosError
@@ -232,24 +231,18 @@ def _write_materials(
     srv: Server, db: Store, apps_dir: Path, loop: asyncio.AbstractEventLoop
 ) -> Callable[[], Any]:
     """The writing assistant's material suggestions, made on first use: the shared corpus's
-    index when it was built (``llmos write materials build``) with the served
-    ``write_encoder``, and each user's documents."""
+    index once it is built (``llmos write materials build``, ``llmos setup`` or its background
+    job, even while the server runs) with the served ``write_encoder``, and each user's
+    documents."""
 
     def make() -> Any:
         embed = BatcherEmbedder(srv, srv.settings.write_encoder, loop)
-        shared_dir = apps_dir / "write" / "materials"
-        shared = None
-        if (shared_dir / "meta.json").is_file():
-            shared = MaterialIndex.load(shared_dir)
-            if shared.encoder != embed.name:
-                log.warning(
-                    "%s was built with another encoder than %s: suggesting from users' "
-                    "documents only (rebuild it: llmos write materials build)",
-                    shared_dir,
-                    srv.settings.write_encoder,
-                )
-                shared = None
-        return Materials(embed, shared, WriteDocuments(db), apps_dir / "write" / "users")
+        return Materials(
+            embed,
+            documents=WriteDocuments(db),
+            root=apps_dir / "write" / "users",
+            shared_dir=apps_dir / "write" / "materials",  # read when it appears or changes
+        )
 
     return make
 

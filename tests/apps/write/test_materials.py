@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import tarfile
 from pathlib import Path
 
@@ -208,6 +210,34 @@ def test_bad_requests_name_the_field(shared: MaterialIndex) -> None:
     other.name = "another-encoder"
     with pytest.raises(CheckpointError, match="rebuild it"):
         Materials(other, shared)
+
+
+def test_the_shared_index_is_read_when_it_appears_or_changes(
+    shared: MaterialIndex, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the server's suggestions do while a job builds the index: nothing until its
+    meta.json appears, then the index; read again only when the file's content changes; one
+    of another encoder refused (with a warning) until the right one is back."""
+    d = tmp_path / "materials"
+    materials = Materials(CharEmbedder(), shared_dir=d)
+    q = "明月照故乡"
+    assert materials.suggest(None, q) == [] and materials.shared is None  # not built yet
+    shared.save(d)
+    assert materials.suggest(None, q)[0].doc == "moon"
+    held = materials.shared
+    assert held is not None and held is not shared  # read from the directory
+    materials.suggest(None, q)
+    os.utime(d / "meta.json", ns=(0, 10**18))  # its stat changes, not its content
+    materials.suggest(None, q)
+    assert materials.shared is held  # not read again
+    other = MaterialIndex.load(d)
+    other.encoder = "another-encoder"
+    other.save(d)
+    with caplog.at_level(logging.WARNING, logger="llmos.apps.write"):
+        assert materials.suggest(None, q) == [] and materials.shared is None
+    assert f"{d} was built with another encoder (another-encoder)" in caplog.text
+    shared.save(d)
+    assert materials.suggest(None, q)[0].doc == "moon" and materials.shared is not None
 
 
 # --- users' documents ----------------------------------------------------------------------------

