@@ -50,10 +50,11 @@ def _options(*command: str) -> set[str]:
 
 
 def test_every_command_is_listed() -> None:
-    assert len(COMMANDS) == 57
+    assert len(COMMANDS) == 58
     assert (
         ("calibrate",) in COMMANDS
         and ("setfit",) in COMMANDS
+        and ("self-train",) in COMMANDS
         and ("recommend", "retrain") in COMMANDS
     )
     assert ("compress", "prune") in COMMANDS and ("users", "revoke") in COMMANDS

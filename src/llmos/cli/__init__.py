@@ -4,7 +4,7 @@ One module per command group adds its subcommands and their handlers: :mod:`~llm
 (data, tokenizer), :mod:`~llmos.cli.train` (setup, pretrain, finetune), :mod:`~llmos.cli.infer`
 (evaluate, predict, classify-zero, fill-mask, generate), :mod:`~llmos.cli.vectors` (embed,
 index, search, search-images, describe-images),
-:mod:`~llmos.cli.fewshot` (setfit, pet),
+:mod:`~llmos.cli.fewshot` (setfit, pet, self-train),
 :mod:`~llmos.cli.compress` (convert, export, compress), :mod:`~llmos.cli.users`,
 :mod:`~llmos.cli.support` (the customer-service app), :mod:`~llmos.cli.recommend` (the
 recommendation app), :mod:`~llmos.cli.write` (the writing assistant),
@@ -51,6 +51,7 @@ COMMANDS = (
     infer.add_classify_zero,
     fewshot.add_setfit,
     fewshot.add_pet,
+    fewshot.add_self_train,
     infer.add_fill_mask,
     infer.add_generate,
     compress.add_convert,

@@ -1,13 +1,17 @@
-"""``llmos setfit`` and ``llmos pet``: a classifier from a few labelled examples per label.
+"""``llmos setfit`` and ``llmos pet``: a classifier from a few labelled examples per label;
+``llmos self-train``: one from label descriptions and unlabelled texts alone.
 
     llmos setfit runs/e5-zh --examples few.jsonl --out runs/my-intents
     llmos pet runs/e5-zh-mlm/checkpoint --examples few.jsonl --unlabelled reviews.txt \
         --pattern '[MASK]评：{text}' --verbalizer pos=好 --verbalizer neg=差 --out runs/my-pet
+    llmos self-train runs/e5-zh --labels pos=正面评价 neg=负面评价 --unlabelled reviews.txt \
+        --out runs/my-zero
     llmos predict runs/my-intents --input texts.txt      # an ordinary classifier from then on
 
 The examples file is what ``llmos classify-zero --examples`` reads (JSONL ``{"text",
-"label"}``, or .tsv/.csv). The training is :func:`llmos.train.setfit.train_setfit` and
-:func:`llmos.train.pet.train_pet`.
+"label"}``, or .tsv/.csv), and ``--labels`` is spelled as there. The training is
+:func:`llmos.train.setfit.train_setfit`, :func:`llmos.train.pet.train_pet` and
+:func:`llmos.train.selftrain.train_self_training`.
 """
 
 from __future__ import annotations
@@ -212,6 +216,90 @@ def _pet(args: argparse.Namespace) -> int:
     print(f"examples: {counts}; unlabelled texts: {result.pool}; models: {result.models}")
     print(
         f"agreement with the ensemble on the unlabelled texts: {100 * result.pool_agreement:.1f} %"
+    )
+    print(f"trained in {result.seconds:.1f} s")
+    return 0
+
+
+def add_self_train(sub: Subcommands) -> None:
+    """``llmos self-train``."""
+    from llmos.config.selftrain import SelfTrainConfig
+
+    d = SelfTrainConfig()
+    st = sub.add_parser(
+        "self-train",
+        help="train a classifier from label descriptions and unlabelled texts, no labelled "
+        "example: zero-shot labels of the texts, the surest of them to fine-tune on "
+        "(self-training)",
+        description="Labels every --unlabelled text zero-shot (classify-zero's similarity to "
+        "the --labels descriptions, each label's mean over the texts removed), keeps the same "
+        "number of texts per label, those the teacher is surest of (the largest gap between "
+        "its best and second-best label), and fine-tunes a classifier from the encoder on "
+        "them. --rounds N repeats it with the classifier as the teacher. Writes a "
+        "classification checkpoint: llmos classify, llmos serve's /v1/classify, calibrate and "
+        "quantize read it.",
+    )
+    st.add_argument("encoder", help="sentence encoder checkpoint (e.g. runs/e5-zh)")
+    st.add_argument(
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="NAME=TEXT",
+        help='label descriptions, e.g. "pos=正面评价" "neg=负面评价" (repeat a NAME for more)',
+    )
+    st.add_argument(
+        "--unlabelled",
+        required=True,
+        help="texts of the kind to classify, without labels: a text file (one a line) or "
+        ".tsv/.csv/.jsonl (the text under 'text')",
+    )
+    st.add_argument("--out", type=Path, required=True, help="the classifier checkpoint to write")
+    st.add_argument(
+        "--fraction",
+        type=float,
+        default=d.fraction,
+        help="texts kept per label: this share of the least-predicted label's count "
+        f"({d.fraction:g})",
+    )
+    st.add_argument("--rounds", type=int, default=d.rounds, help=f"rounds ({d.rounds})")
+    st.add_argument("--steps", type=int, default=d.steps, help=f"steps per round ({d.steps})")
+    st.add_argument("--lr", type=float, default=d.lr, help=f"learning rate ({d.lr:g})")
+    _add_run(st, d.seed)
+    st.set_defaults(func=_self_train)
+
+
+def _self_train(args: argparse.Namespace) -> int:
+    from llmos.config.selftrain import SelfTrainConfig
+    from llmos.data.textfiles import read_inputs
+    from llmos.errors import ConfigError, DataError
+    from llmos.recipes.classify_zero import parse_labels
+    from llmos.train.selftrain import train_self_training
+
+    _check_resume(args)
+    bad = [item for item in args.labels if "=" not in item]
+    if bad:  # parse_labels' own hint is about texts to classify, which self-train has none of
+        raise ConfigError(f"--labels {bad[0]!r}: expected NAME=DESCRIPTION, e.g. pos=正面评价")
+    cfg = SelfTrainConfig(
+        fraction=args.fraction,
+        rounds=args.rounds,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    descriptions = parse_labels(args.labels)
+    pool, _ = read_inputs(args.unlabelled)
+    if not pool:
+        raise DataError(f"{args.unlabelled}: no texts")
+    result = train_self_training(
+        args.encoder, descriptions, pool, args.out, cfg, resume=args.resume, run_dir=args.run_dir
+    )
+    counts = ", ".join(f"{label} {n}" for label, n in result.selected.items())
+    print(f"classifier: {result.checkpoint}")
+    print(f"unlabelled texts: {result.pool}; trained on (per label): {counts}")
+    print(
+        "agreement with the zero-shot teacher on the unlabelled texts: "
+        f"{100 * result.teacher_agreement:.1f} %"
     )
     print(f"trained in {result.seconds:.1f} s")
     return 0
