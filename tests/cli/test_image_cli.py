@@ -96,6 +96,25 @@ def test_search_and_describe_images_give_the_apis_hits(setup, pipe, capsys) -> N
     assert out[1] == f"  {want[0]['score']:.3f}  {want[0]['emoji']}  {want[0]['text']}"
 
 
+def test_describe_images_by_drawings_and_both_give_the_apis_hits(setup, pipe, capsys) -> None:
+    clip, image = str(setup["clip"]), setup["pngs"] / "3.png"
+    for by in ("drawings", "both"):
+        assert main(["describe-images", clip, str(image), "--by", by, "--k", "4", "--json"]) == 0
+        (got,) = lines(capsys.readouterr().out)
+        want = pipe.describe_images([image], k=4, by=by)[0]
+        assert [h["text"] for h in got["captions"]] == [h["text"] for h in want]
+        for g, w in zip(got["captions"], want, strict=True):
+            assert g["drawing_score"] == pytest.approx(w["drawing_score"], abs=1e-5)
+            assert ("caption_score" in g) == (by == "both")
+    assert main(["describe-images", clip, str(image), "--by", "both", "--lang", "en"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    w = pipe.describe_images([image], k=5, by="both", lang="en")[0][0]
+    assert out[1] == (
+        f"  {w['score']:.3f}  {w['emoji']}  {w['text']}  "
+        f"(caption {w['caption_score']:.3f} + drawing {w['drawing_score']:.3f})"
+    )
+
+
 def test_mistakes_exit_2_with_one_line(setup, tiny_encoder, tmp_path, capsys) -> None:
     clip = str(setup["clip"])
     bad = tmp_path / "bad.png"
@@ -108,6 +127,10 @@ def test_mistakes_exit_2_with_one_line(setup, tiny_encoder, tmp_path, capsys) ->
         ([*zero, "--labels", "a=x", "b=y", "--method", "logreg"], "--method is for texts"),
         (zero, "no labels"),
         (["describe-images", clip, str(bad)], "not an image"),
+        (
+            ["describe-images", clip, str(setup["pngs"]), "--by", "both", "--captions", "x.txt"],
+            "--by both: only the emoji names have drawings",
+        ),
         (["describe-images", clip, str(setup["pngs"])], "run `llmos data prepare --with-emoji`"),
     ]
     for argv, message in cases:

@@ -33,6 +33,8 @@ from serve.conftest import (
 )
 from serve.test_reliability import assert_error
 
+# The fields of a name described by captions (by drawings adds drawing_score).
+Description = ("text", "lang", "emoji", "unified", "score")
 MAX_IMAGES, MAX_IMAGE_BYTES = 4, 100_000  # the test server's (smaller than the defaults)
 LABELS = {"cat": CLIP_TEXTS[0], "dog": [CLIP_TEXTS[1]]}
 
@@ -225,6 +227,49 @@ def test_describe_images_gives_the_nearest_names_in_each_language(
     (one,) = r.json()["results"]
     want = ref.describe_images(images[:1], k=2, lang="en")[0]
     assert list(one) == ["en"] and [h["text"] for h in one["en"]] == [h["text"] for h in want]
+
+
+def test_describe_images_by_drawings_or_both(
+    api: httpx.Client, ref: ImagePipeline, emoji: list[bytes]
+) -> None:
+    images = [emoji[1], emoji[6]]
+    body = {"model": "clip", "images": [b64(x) for x in images], "k": 3, "by": "drawings"}
+    r = api.post("/v1/images/describe", json=body)
+    assert r.status_code == 200, r.text
+    for lang in ("zh", "en"):
+        want = ref.describe_images(images, k=3, lang=lang, by="drawings")
+        for got, hits in zip(r.json()["results"], want, strict=True):
+            assert [h["text"] for h in got[lang]] == [h["text"] for h in hits]
+            assert all(set(h) - {"drawing_score"} == set(Description) for h in got[lang])
+            np.testing.assert_allclose(
+                [h["drawing_score"] for h in got[lang]],
+                [h["drawing_score"] for h in hits],
+                atol=1e-5,
+            )
+    # an upload, by both: each score the caption's plus the drawing's
+    r = api.post(
+        "/v1/images/describe",
+        data={"model": "clip", "lang": "en", "by": "both"},
+        files=files(("face.png", images[0])),
+    )
+    assert r.status_code == 200, r.text
+    (one,) = r.json()["results"]
+    want = ref.describe_images(images[:1], k=5, lang="en", by="both")[0]
+    assert [h["text"] for h in one["en"]] == [h["text"] for h in want]
+    for h in one["en"]:
+        assert h["score"] == pytest.approx(h["caption_score"] + h["drawing_score"], abs=1e-5)
+    # by captions (the default) answers as before: no drawing or caption score
+    r = api.post("/v1/images/describe", json={"model": "clip", "images": [b64(images[0])]})
+    assert all(set(h) == set(Description) for h in r.json()["results"][0]["en"])
+    for send in (
+        lambda: api.post("/v1/images/describe", json={**body, "by": "pixels"}),
+        lambda: api.post(
+            "/v1/images/describe",
+            data={"model": "clip", "by": "pixels"},
+            files=files(("face.png", images[0])),
+        ),
+    ):
+        assert_error(send(), 422, "invalid_request", "by", "'captions', 'drawings' or 'both'")
 
 
 def test_search_images_gives_the_nearest_emoji_with_their_pngs(

@@ -109,7 +109,9 @@ def add_describe_images(sub: Subcommands) -> None:
         "describe-images",
         help="image -> text with a CLIP checkpoint: the captions nearest each image",
         description="The captions are every emoji's name, in Chinese and English (llmos data "
-        "prepare --with-emoji), or the texts of --captions.",
+        "prepare --with-emoji), or the texts of --captions. --by drawings ranks the emoji "
+        "names by the image's nearest drawing of each emoji in the styles the checkpoint "
+        "trained on; --by both adds that cosine to the caption's.",
     )
     di.add_argument("checkpoint", help="CLIP checkpoint directory (runs/clip-emoji/checkpoint)")
     di.add_argument(
@@ -118,6 +120,13 @@ def add_describe_images(sub: Subcommands) -> None:
     di.add_argument("--k", type=int, default=5, help="captions per image")
     di.add_argument("--lang", choices=["zh", "en"], help="emoji names in one language only")
     di.add_argument("--captions", help="texts to choose from: one a line, or .tsv/.csv/.jsonl")
+    di.add_argument(
+        "--by",
+        choices=["captions", "drawings", "both"],
+        default="captions",
+        help="rank by caption cosine, look-alike training drawings, or both (summed); "
+        "drawings need the emoji names, not --captions (default: captions)",
+    )
     di.add_argument("--text-encoder", help="the CLIP checkpoint's text tower, if moved")
     di.add_argument("--batch-size", type=int, default=32)
     di.add_argument("--json", action="store_true", help="one JSON object per image")
@@ -189,7 +198,10 @@ def _hit_line(h: dict[str, Any]) -> str:
         names = h["name"] + (f" ({h['zh_name']})" if h.get("zh_name") else "")
         return f"{h['score']:.3f}  {h['emoji']}  {names}  [{h['style']} #{h['index']}]"
     if "emoji" in h:
-        return f"{h['score']:.3f}  {h['emoji']}  {h['text']}"
+        parts = ""  # by both: what the score adds up
+        if "caption_score" in h:
+            parts = f"  (caption {h['caption_score']:.3f} + drawing {h['drawing_score']:.3f})"
+        return f"{h['score']:.3f}  {h['emoji']}  {h['text']}{parts}"
     return f"{h['score']:.3f}  {h.get('text') or h.get('name') or h['index']}"
 
 
@@ -228,6 +240,7 @@ def _describe_images(args: argparse.Namespace) -> int:
         k=args.k,
         lang=args.lang,
         captions_path=args.captions,
+        by=args.by,
         batch_size=args.batch_size,
         text_encoder=args.text_encoder,
     )

@@ -15,7 +15,8 @@ On those vectors: zero-shot classification
 (:class:`~llmos.inference.image_zeroshot.ImageZeroShot`: each label's descriptions averaged, a
 softmax over the model's own logit scale times the cosines, as in training),
 image -> text (:meth:`ImagePipeline.describe_images`, over a caption index: by default every
-emoji's CLDR name in Chinese and English from the prepared data) and text -> image
+emoji's CLDR name in Chinese and English from the prepared data, or by look-alike drawings:
+:mod:`llmos.inference.image_drawings`) and text -> image
 (:meth:`ImagePipeline.search_images`, over a gallery: by default the prepared emoji of one
 style, the checkpoint's held-out evaluation style). Indexes are exact FAISS inner-product
 search over unit vectors (:class:`~llmos.inference.image_index.EntryIndex`).
@@ -60,6 +61,7 @@ from llmos.inference.image_decode import (
     ImageInput,
     decode_images,
 )
+from llmos.inference.image_drawings import DrawingIndex, check_by, train_styles
 from llmos.inference.image_index import (
     EntryIndex,
     emoji_captions,
@@ -119,6 +121,7 @@ class ImagePipeline:
         self._tower_digest: str | None = None
         self._captions: dict[str | None, EntryIndex] = {}
         self._galleries: dict[str, EntryIndex] = {}
+        self._drawings: DrawingIndex | None = None
         self._lock = threading.RLock()  # lazy loads, when a server calls from several threads
 
     # --- what it is ---------------------------------------------------------------------
@@ -373,6 +376,22 @@ class ImagePipeline:
                 self._galleries[style] = EntryIndex.build("image", vectors, entries)
             return self._galleries[style]
 
+    def drawing_index(self, batch_size: int = 256) -> DrawingIndex:
+        """Every drawing of the styles the checkpoint trained on
+        (:func:`~llmos.inference.image_drawings.train_styles`), embedded once, then kept: what
+        ``describe_images(by="drawings")`` compares an image with.
+
+        Raises:
+            DataError: the emoji data or one of those styles was not prepared.
+        """
+        with self._lock:
+            if self._drawings is None:
+                styles, size = train_styles(self.checkpoint.meta), self.image_size
+                embed = lambda px: self.embed_pixels(px, batch_size)  # noqa: E731
+                home, device = self.emoji_home, self.device
+                self._drawings = DrawingIndex.build(styles, size, home, embed, device)
+            return self._drawings
+
     # --- retrieval ----------------------------------------------------------------------
 
     def describe_images(
@@ -382,10 +401,11 @@ class ImagePipeline:
         *,
         lang: str | None = None,
         captions: Sequence[str] | EntryIndex | None = None,
+        by: str = "captions",
         batch_size: int = 32,
     ) -> list[list[dict[str, Any]]]:
-        """Image -> text: each image's ``k`` nearest captions, best first, each its entry
-        (:meth:`caption_index`) with the cosine ``score``.
+        """Image -> text: each image's ``k`` best captions, each its entry
+        (:meth:`caption_index`) with its ``score``.
 
         Args:
             images: bytes, paths or PIL images.
@@ -393,16 +413,28 @@ class ImagePipeline:
             lang: the default index's language (``zh``, ``en``; None: both).
             captions: texts to choose from, or an index from :meth:`caption_index`; default
                 the emoji names.
+            by: ``captions`` (cosines), ``drawings`` (a name's best cosine over its emoji's
+                training-style drawings: :mod:`~llmos.inference.image_drawings`) or ``both``
+                (the sum); the last two for the emoji names only, hits with ``drawing_score``.
         """
+        check_by(by, captions is not None)
         vectors = self.embed_images(images, batch_size)  # a bad image fails before the index
-        index = (
-            captions
-            if isinstance(captions, EntryIndex)
-            else self.caption_index(captions, lang=lang)
-        )
+        if captions is None:
+            return self.describe_vectors(vectors, k, lang=lang, by=by)
+        index = captions if isinstance(captions, EntryIndex) else self.caption_index(captions)
         if index.kind != "text":
             raise LlmosError("captions: expected texts or a caption index, got an image gallery")
         return index.search(vectors, k)
+
+    def describe_vectors(
+        self, vectors: np.ndarray, k: int = 5, *, lang: str | None = None, by: str = "captions"
+    ) -> list[list[dict[str, Any]]]:
+        """:meth:`describe_images` over the emoji names, of (N, D) image vectors."""
+        check_by(by, False)
+        index = self.caption_index(lang=lang)
+        if by == "captions":
+            return index.search(vectors, k)
+        return self.drawing_index().describe(vectors, k, index, lang, by)
 
     def search_images(
         self,

@@ -84,15 +84,19 @@ def describe_images(
     k: int = 5,
     lang: str | None = None,
     captions_path: str | None = None,
+    by: str = "captions",
     batch_size: int = 32,
     text_encoder: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Each image's ``k`` nearest captions: ``[{"image", "captions": [hit, ...]}, ...]``, a
+    """Each image's ``k`` best captions: ``[{"image", "captions": [hit, ...]}, ...]``, a
     hit as :meth:`~llmos.inference.image.ImagePipeline.describe_images` gives it; the
     captions are the emoji names (in ``lang``) unless ``captions_path`` gives texts (one a
-    line, or .tsv/.csv/.jsonl ``text``)."""
+    line, or .tsv/.csv/.jsonl ``text``); ``by`` ranks them by ``captions``, look-alike
+    ``drawings`` (emoji names only) or ``both``."""
     files = image_files(images)
     captions = None
+    if captions_path and by != "captions":
+        raise LlmosError(f"--by {by}: only the emoji names have drawings; leave out --captions")
     if captions_path:
         if lang is not None:
             raise LlmosError("--lang chooses among the emoji names; --captions gives the texts")
@@ -100,5 +104,7 @@ def describe_images(
         if not captions:
             raise DataError(f"{captions_path}: no texts")
     pipe = load_clip_pipeline(checkpoint, text_encoder)
-    hits = pipe.describe_images(files, k, lang=lang, captions=captions, batch_size=batch_size)
+    hits = pipe.describe_images(
+        files, k, lang=lang, captions=captions, by=by, batch_size=batch_size
+    )
     return [{"image": str(f), "captions": h} for f, h in zip(files, hits, strict=True)]

@@ -329,15 +329,18 @@ class ImageClassifyOp:
 
 @dataclass(frozen=True)
 class DescribeOp:
-    """Each image's ``k`` nearest emoji names in each of ``langs`` (zh, en), best first."""
+    """Each image's ``k`` best emoji names in each of ``langs`` (zh, en), best first, ranked
+    ``by`` captions, drawings or both
+    (:meth:`~llmos.inference.image.ImagePipeline.describe_images`)."""
 
     k: int
     langs: tuple[str, ...]
+    by: str = "captions"
 
     def run(self, runtime: Runtime, payloads: list[Pixels]) -> list[Any]:
         vectors = _image_vectors(runtime, payloads)
         by_lang = {
-            lang: runtime.pipe.caption_index(lang=lang).search(vectors, self.k)
+            lang: runtime.pipe.describe_vectors(vectors, self.k, lang=lang, by=self.by)
             for lang in self.langs
         }
         rows = [{lang: by_lang[lang][i] for lang in self.langs} for i in range(len(vectors))]

@@ -299,6 +299,12 @@ class DescribeRequest(Strict):
     lang: Literal["zh", "en", "both"] = Field(
         "both", description="the names' language: Chinese (CLDR), English, or both"
     )
+    by: Literal["captions", "drawings", "both"] = Field(
+        "captions",
+        description="rank the names by the cosine of image and name (captions), by the "
+        "image's nearest drawing of each emoji in the styles the model trained on (drawings), "
+        "or by the two cosines added (both)",
+    )
 
 
 class Description(BaseModel):
@@ -306,7 +312,18 @@ class Description(BaseModel):
     lang: str = Field(description="zh or en")
     emoji: str = Field(description="the emoji it names")
     unified: str = Field(description="its code points, e.g. 1F600")
-    score: float = Field(description="cosine similarity of the image and the name, in [-1, 1]")
+    score: float = Field(
+        description="what was ranked: by captions, the cosine of the image and the name, in "
+        "[-1, 1]; by drawings, drawing_score; by both, caption_score + drawing_score"
+    )
+    drawing_score: float | None = Field(
+        None,
+        description="by drawings or both: the best cosine of the image and the emoji's "
+        "drawings in the training styles (for a name none draws, by both: the image's lowest)",
+    )
+    caption_score: float | None = Field(
+        None, description="by both: the cosine of the image and the name"
+    )
 
 
 class DescribeResponse(BaseModel):

@@ -44,16 +44,21 @@ def _invalid(message: str, param: str | None = None) -> ApiError:
 @router.post(
     "/describe",
     response_model=s.DescribeResponse,
+    response_model_exclude_none=True,  # drawing_score, caption_score: by drawings or both only
     openapi_extra=upload_form(
-        k={"type": "integer", "default": 5}, lang={"enum": ["zh", "en", "both"], "default": "both"}
+        k={"type": "integer", "default": 5},
+        lang={"enum": ["zh", "en", "both"], "default": "both"},
+        by={"enum": ["captions", "drawings", "both"], "default": "captions"},
     ),
 )
 async def describe(body: s.DescribeRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
-    """Image -> text: each image's ``k`` nearest emoji names (CLDR's Chinese and English
-    names of the prepared emoji data), best first, by cosine similarity. Takes JSON, or the
-    images as multipart/form-data ``files`` (with ``model``, ``k``, ``lang`` as fields)."""
+    """Image -> text: each image's ``k`` best emoji names (CLDR's Chinese and English names
+    of the prepared emoji data), best first, by the cosine of image and name (``by``
+    ``captions``), of the image and the emoji's nearest drawing in the styles the model trained
+    on (``drawings``), or their sum (``both``). Takes JSON, or the images as
+    multipart/form-data ``files`` (with ``model``, ``k``, ``lang``, ``by`` as fields)."""
     pixels = await read_images(request, srv, body.model, body.images)
-    op = DescribeOp(body.k, LANGS[body.lang])
+    op = DescribeOp(body.k, LANGS[body.lang], body.by)
     results = await submit_clip(request, srv, body.model, op, pixels, len(pixels))
     return {"model": body.model, "results": results}
 
