@@ -3,6 +3,7 @@ examples: issue 20's 16-example target on sentiment.
 
     python bench/pet.py                                   # sentiment-zh, k = 16, 3 seeds
     python bench/pet.py --datasets sentiment-zh,sentiment-en --seeds 5 --generations 1
+    python bench/pet.py --mlm-weight 1e-4                 # PET's auxiliary MLM loss (pet, ipet)
 
 Protocol (bench/fewshot.py's sampling: seed s shuffles each class's training texts, the first
 k of each are the examples; every method gets the same ones; a fixed random subset of the
@@ -20,6 +21,8 @@ test split, --max-test). The unlabelled pool is the training split with its labe
 - ``ipet``: the same with --generations rounds (when > 0); its first generation is PET's
   models (the same seeds, reused), so its seconds are those of the later rounds and its own
   final classifier.
+- ``pet+mlm``, ``ipet+mlm`` (in their place with --mlm-weight): the same with PET's auxiliary
+  masked-LM loss on the pool (``PetConfig.mlm_weight``).
 
 Patterns and verbalizers were written before any run and not tuned on test: the three of
 bench/cloze_zero.py per language, with 好/差 and great/terrible.
@@ -72,12 +75,21 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=PetConfig.lr)
     ap.add_argument("--distill-steps", type=int, default=PetConfig.distill_steps)
     ap.add_argument("--patterns", type=int, default=2, help="use the first N patterns")
+    ap.add_argument(
+        "--mlm-weight",
+        type=float,
+        default=PetConfig.mlm_weight,
+        help="PET's auxiliary MLM loss weight for pet and ipet (the paper's 1e-4; 0: off)",
+    )
     ap.add_argument("--generations", type=int, default=0, help="also run iPET with N rounds")
     ap.add_argument("--setfit", action="store_true", help="also train SetFit")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {machine()}, torch threads {args.threads}\n", flush=True)
+    print(
+        f"# {machine()}, torch threads {args.threads}, pet mlm_weight {args.mlm_weight:g}\n",
+        flush=True,
+    )
     pipe = llmos.load(args.encoder)
     mlm = llmos.load(args.mlm)
     results: dict[tuple[str, str], list[float]] = {}
@@ -123,6 +135,7 @@ def main() -> None:
                         distill_steps=args.distill_steps,
                         generations=gens,
                         max_unlabelled=len(pool),
+                        mlm_weight=args.mlm_weight,
                         seed=s,
                         progress=False,
                         num_threads=args.threads,
@@ -144,9 +157,10 @@ def main() -> None:
                         resume=True,
                     )
                     got = [r["label"] for r in llmos.load(result.checkpoint).classify(test)]
-                    runs.append((method, got, time.perf_counter() - t))
+                    label = f"{method}+mlm" if args.mlm_weight else method  # its own column
+                    runs.append((label, got, time.perf_counter() - t))
                     print(
-                        f"  seed={s} {method}: pool agreement {100 * result.pool_agreement:.1f} %",
+                        f"  seed={s} {label}: pool agreement {100 * result.pool_agreement:.1f} %",
                         flush=True,
                     )
             for method, got, secs in runs:

@@ -61,6 +61,21 @@ def test_masking_rates_match_bert_80_10_10() -> None:
     assert abs(kept / selected - 0.1) < 5 * np.sqrt(0.1 * 0.9 / selected) + 0.001
 
 
+def test_protected_ids_are_never_picked_and_the_rest_is_drawn_as_before() -> None:
+    # A cloze pattern's own [MASK] (PET's auxiliary MLM loss): kept, never a target.
+    ids = np.array([SP.cls, *range(10, 40), SP.mask, *range(40, 50), SP.sep])
+    at = int(np.flatnonzero(ids == SP.mask)[0])
+    for seed in range(300):
+        out, pos, _ = mask_tokens(ids, SP, 0.5, np.random.default_rng(seed), (SP.mask,))
+        assert at not in pos and out[at] == SP.mask
+    # Nothing protected: the same draw as the plain call (a text without the id, likewise).
+    plain = ids[ids != SP.mask]
+    for seed in range(20):
+        a = mask_tokens(plain, SP, 0.15, np.random.default_rng(seed))
+        b = mask_tokens(plain, SP, 0.15, np.random.default_rng(seed), (SP.mask,))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_masks_are_dynamic_and_deterministic() -> None:
     corpus = make_corpus()
     insts = packed_instances(corpus, SP, 64, np.random.default_rng(0))[:8]

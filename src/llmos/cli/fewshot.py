@@ -173,6 +173,15 @@ def add_pet(sub: Subcommands) -> None:
         default=d.distill_steps,
         help=f"steps of the final classifier ({d.distill_steps})",
     )
+    pe.add_argument(
+        "--mlm-weight",
+        type=float,
+        default=d.mlm_weight,
+        metavar="A",
+        help="PET's auxiliary language modelling: the loss is (1 - A) x the cloze loss + A x "
+        "a masked-LM loss on a batch of --unlabelled texts each step (the paper's A: 1e-4; "
+        f"default {d.mlm_weight:g}: off)",
+    )
     _add_run(pe, d.seed)
     pe.set_defaults(func=_pet)
 
@@ -192,6 +201,7 @@ def _pet(args: argparse.Namespace) -> int:
         max_unlabelled=args.max_unlabelled,
         generations=args.generations,
         distill_steps=args.distill_steps,
+        mlm_weight=args.mlm_weight,
         seed=args.seed,
         num_threads=args.threads,
     )

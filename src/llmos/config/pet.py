@@ -25,6 +25,13 @@ class PetConfig:
     labelled set has (the pseudo-labelled ones drawn per label with probability proportional
     to the ensemble's confidence).
 
+    PET's auxiliary language modelling (``mlm_weight`` a > 0; the paper's 1e-4): each step of
+    every stage-1 model also draws ``batch_size`` unlabelled texts (put into the pattern, as
+    the reference implementation does), masks ``mlm_probability`` of their tokens as BERT
+    pretraining does, and the loss is ``(1 - a)`` times the cloze cross-entropy plus ``a``
+    times the masked-LM cross-entropy (the reference implementation's ``--alpha`` weighs the
+    cloze loss instead: its 0.9999 is a = 1e-4). 0 turns it off.
+
     Stage 2: the last generation's ensemble (the mean of its models' label log-probabilities)
     soft-labels the pool with a softmax at ``temperature`` (PET's 2), and a sequence
     classifier from the same encoder is trained on those soft labels and on the labelled
@@ -43,6 +50,8 @@ class PetConfig:
     distill_steps: int = 200
     distill_batch: int = 16
     distill_lr: float = 2e-5
+    mlm_weight: float = 0.0
+    mlm_probability: float = 0.15
     seed: int = 42
     num_threads: int | None = None
     progress: bool = True
@@ -70,3 +79,12 @@ class PetConfig:
                 raise ConfigError(f"pet {name} must be positive, got {getattr(self, name)}")
         if self.max_length < 8:
             raise ConfigError(f"pet max_length must be >= 8 tokens, got {self.max_length}")
+        if not 0 <= self.mlm_weight < 1:
+            raise ConfigError(
+                f"pet mlm_weight must be in [0, 1) (0: no auxiliary MLM loss; the paper's "
+                f"1e-4), got {self.mlm_weight}"
+            )
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError(
+                f"pet mlm_probability must be in (0, 1) (BERT's 0.15), got {self.mlm_probability}"
+            )

@@ -162,16 +162,23 @@ def packed_instances(
 
 
 def mask_tokens(
-    ids: np.ndarray, sp: SpecialIds, mask_prob: float, rng: np.random.Generator
+    ids: np.ndarray,
+    sp: SpecialIds,
+    mask_prob: float,
+    rng: np.random.Generator,
+    protected: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BERT masking: pick ``mask_prob`` of the non-special tokens; of those 80 % become
     ``[MASK]``, 10 % a random token, 10 % stay. The count is ``floor(p * n + u)``, u ~ U[0, 1),
     so its expectation is exactly ``p * n`` (fairseq's rounding).
 
+    ``protected``: more token ids never picked besides [CLS], [SEP] and padding (an input
+    that holds a [MASK] of its own, a cloze pattern's, keeps it and it is no target).
+
     Returns:
         (masked ids, positions (sorted), original tokens at those positions).
     """
-    candidates = np.flatnonzero((ids != sp.cls) & (ids != sp.sep) & (ids != sp.pad))
+    candidates = np.flatnonzero(~np.isin(ids, (sp.cls, sp.sep, sp.pad, *protected)))
     n = min(int(mask_prob * candidates.size + rng.random()), candidates.size)
     positions = np.sort(rng.choice(candidates, size=n, replace=False))
     labels = ids[positions].copy()

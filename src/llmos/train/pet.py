@@ -28,8 +28,16 @@ across labels and drawn with probability proportional to the ensemble's confiden
 paper's scheme, with all other models as the labelling ensemble instead of a random subset
 of them). The last generation's ensemble soft-labels the pool for step 3.
 
-PET's optional auxiliary MLM loss on unlabelled text is not implemented (the paper reports it
-helps at 10 examples and hurts at 50 and more).
+PET's auxiliary language modelling (``mlm_weight`` a > 0; the paper's section 3.1, where
+a = 1e-4) guards step 1 against forgetting language modelling on a few examples: each step
+also draws ``batch_size`` pool texts (the labelled batch's size, as the reference
+implementation's defaults; seeded by the model's seed and the step, so resuming draws the
+same), put into the model's pattern as the reference implementation feeds them, masks them
+as BERT pretraining does (``mlm_probability``, 15 %, then 80/10/10; the pattern's own [MASK]
+stays and is no target), and the loss is ``(1 - a)`` times the cloze cross-entropy plus
+``a`` times the mean masked-LM cross-entropy; metrics.jsonl logs both (``cloze_loss``,
+``mlm_loss``). The paper reports it helps at 10 examples and hurts at 50 and more. Off by
+default (0: the step is exactly the plain one).
 
 Every model trains through the shared loop (:func:`llmos.train.loop.fit`): progress, plots
 and exact resume come from it. A run directory holds one sub-run per model and its pool
@@ -74,7 +82,9 @@ from llmos.text.tokenizer import special_ids
 from llmos.train.loop import fit
 from llmos.train.runs import load_encoder
 from llmos.train.setfit import check_examples
+from llmos.train.tasks.mlm import special_ids_for_mlm
 from llmos.train.tasks.pet import (
+    AuxiliaryMLM,
     ClozeBatches,
     ModelScorer,
     SoftLabelBatches,
@@ -175,6 +185,26 @@ class _Setup:
             model, self.ckpt.tokenizer, self.mask_id, self.pad_id, self.cfg.max_length
         )
 
+    def _auxiliary(self, pattern: int, seed: int) -> AuxiliaryMLM | None:
+        """PET's auxiliary masked-LM batches over the pool put into ``pattern`` (None when
+        ``mlm_weight`` is 0)."""
+        if not self.cfg.mlm_weight:
+            return None
+        tok = self.ckpt.tokenizer
+        filled = [
+            cloze.fill(self.patterns[pattern], t, self.clozes[pattern].mask_token)
+            for t in self.pool
+        ]
+        inputs, _, _ = cloze.encode_cloze(tok, filled, self.mask_id, self.cfg.max_length)
+        return AuxiliaryMLM(
+            inputs,
+            special_ids_for_mlm(tok),
+            self.cfg.mlm_weight,
+            self.cfg.mlm_probability,
+            self.cfg.batch_size,
+            seed,
+        )
+
     def train_pvp(
         self, pattern: int, texts: list[str], y: np.ndarray, seed: int, run_dir: Path
     ) -> np.ndarray:
@@ -191,7 +221,15 @@ class _Setup:
             self.ckpt.tokenizer, filled, self.mask_id, self.cfg.max_length
         )
         task = ClozeBatches(
-            inputs, positions, y, c.piece_ids, c.owner, self.cfg.batch_size, seed, self.pad_id
+            inputs,
+            positions,
+            y,
+            c.piece_ids,
+            c.owner,
+            self.cfg.batch_size,
+            seed,
+            self.pad_id,
+            self._auxiliary(pattern, seed),
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         counts = np.bincount(y, minlength=len(self.labels)).tolist()
@@ -359,6 +397,7 @@ def _distill(setup: _Setup, ensemble: np.ndarray, run_dir: Path, out: Path) -> f
             "lr": cfg.lr,
             "distill_steps": cfg.distill_steps,
             "temperature": cfg.temperature,
+            "mlm_weight": cfg.mlm_weight,
             "seed": cfg.seed,
             "pool_agreement": agreement,
         },

@@ -1,7 +1,8 @@
 """The pieces of PET's training (:mod:`llmos.train.pet`): a masked LM in memory scored as the
 zero-shot ``cloze`` method scores a pipeline, the few-shot step's batches and loss (the
-cross-entropy of the labels' verbalizer scores at the mask), the distillation step's batches
-and loss (cross-entropy against soft labels), and iPET's choice of pseudo-labelled examples.
+cross-entropy of the labels' verbalizer scores at the mask, with PET's optional auxiliary
+masked-LM loss on unlabelled texts), the distillation step's batches and loss (cross-entropy
+against soft labels), and iPET's choice of pseudo-labelled examples.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmos.data.batching import pad_batch
+from llmos.data.mlm import SpecialIds, mask_tokens
 from llmos.errors import ConfigError
 from llmos.inference import cloze
 from llmos.inference.zeroshot import softmax
@@ -114,9 +116,81 @@ class _Stream(ABC):
         self.position = {"step": int(state["step"])}
 
 
+class AuxiliaryMLM:
+    """PET's auxiliary language modelling (Schick and Schütze 2021, section 3.1): each step
+    also draws ``batch_size`` unlabelled texts, masks them as BERT pretraining does
+    (:func:`~llmos.data.mlm.mask_tokens`: ``mask_prob`` of the tokens, 80/10/10) and adds
+    ``weight`` times their masked-LM cross-entropy to the cloze loss, which keeps
+    ``1 - weight`` of its own.
+
+    ``inputs`` are the texts as the few-shot step reads them, put into the pattern (as in the
+    reference implementation, whose unlabelled batches go through the same PVP encoding as
+    the labelled ones: https://github.com/timoschick/pet/blob/master/pet/wrapper.py); the
+    pattern's own [MASK] stays and is no target. A step's rows and masks are a function of
+    the seed and the step alone, so resuming draws the same ones.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[np.ndarray],
+        sp: SpecialIds,
+        weight: float,
+        mask_prob: float,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        assert 0 < weight < 1 and inputs
+        self.inputs, self.sp = inputs, sp
+        self.weight, self.mask_prob = weight, mask_prob
+        self.lengths = np.array([len(x) for x in inputs])
+        self.batch_size, self.seed = batch_size, seed
+
+    def batches(self, step: int) -> list[dict[str, Any]]:
+        """Step ``step``'s masked micro-batches (sorted by length, :data:`LENGTH_GROUP` rows
+        each; a micro-batch where no token was picked is left out)."""
+        rng = np.random.default_rng([self.seed, step, 1])  # apart from the labelled rows' draw
+        n = len(self.inputs)
+        idx = rng.choice(n, size=min(self.batch_size, n), replace=False)
+        idx = idx[np.argsort(self.lengths[idx], kind="stable")]
+        out = []
+        for i in range(0, len(idx), LENGTH_GROUP):
+            group = idx[i : i + LENGTH_GROUP]
+            rows = [
+                mask_tokens(self.inputs[j], self.sp, self.mask_prob, rng, (self.sp.mask,))
+                for j in group
+            ]
+            if not any(len(pos) for _, pos, _ in rows):
+                continue
+            b = pad_batch([ids for ids, _, _ in rows], None, self.sp.pad)
+            T = b["input_ids"].size(1)  # type: ignore[union-attr]
+            b["mlm_positions"] = torch.from_numpy(
+                np.concatenate([pos + r * T for r, (_, pos, _) in enumerate(rows)])
+            )  # (M,) flat indices into B*T
+            b["mlm_labels"] = torch.from_numpy(np.concatenate([lab for _, _, lab in rows]))
+            b["rows"] = torch.from_numpy(group)
+            out.append(b)
+        return out
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], total: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``weight`` times the micro-batch's share of the step's mean masked-LM
+        cross-entropy (``total``: the step's masked tokens)."""
+        out = model(
+            batch["input_ids"], None, batch["attention_mask"], mlm_positions=batch["mlm_positions"]
+        )
+        mlm = F.cross_entropy(out.mlm_logits.float(), batch["mlm_labels"], reduction="sum")
+        mlm = mlm / max(total, 1.0)
+        part = float(mlm.detach())
+        return self.weight * mlm, {"loss": self.weight * part, "mlm_loss": part}
+
+
 class ClozeBatches(_Stream):
     """The few-shot step's data and loss: labelled examples put into one pattern; the loss is
-    the cross-entropy of the softmax over the labels' verbalizer scores at the mask."""
+    the cross-entropy of the softmax over the labels' verbalizer scores at the mask. With
+    ``aux`` (PET's auxiliary language modelling), each step also holds ``aux``'s masked
+    micro-batches and the loss is ``(1 - a) * cloze + a * mlm`` (``a``: ``aux.weight``), both
+    parts logged (``cloze_loss``, ``mlm_loss``)."""
 
     def __init__(
         self,
@@ -128,12 +202,17 @@ class ClozeBatches(_Stream):
         batch_size: int,
         seed: int,
         pad_id: int,
+        aux: AuxiliaryMLM | None = None,
     ) -> None:
         super().__init__(inputs, batch_size, seed)
         self.inputs, self.positions, self.labels = inputs, positions, labels
         self.pieces = torch.tensor(list(pieces))
         self.owner = torch.tensor(list(owner))
-        self.pad_id = pad_id
+        self.pad_id, self.aux = pad_id, aux
+
+    def batches(self, step: int) -> list[dict[str, Any]]:
+        labelled = super().batches(step)
+        return labelled + (self.aux.batches(step) if self.aux is not None else [])
 
     def micro_batch(self, rows: np.ndarray) -> dict[str, Any]:
         b = pad_batch([self.inputs[i] for i in rows], None, self.pad_id)
@@ -144,11 +223,18 @@ class ClozeBatches(_Stream):
         return b
 
     def counts(self, batch: dict[str, Any]) -> list[float]:
-        return [float(len(batch["labels"]))]
+        if self.aux is None:
+            return [float(len(batch["labels"]))]
+        if "mlm_labels" in batch:
+            return [0.0, float(batch["mlm_labels"].numel())]
+        return [float(len(batch["labels"])), 0.0]
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any], totals: list[float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        if "mlm_labels" in batch:
+            assert self.aux is not None
+            return self.aux.loss(model, batch, totals[1])
         out = model(
             batch["input_ids"], None, batch["attention_mask"], mlm_positions=batch["positions"]
         )
@@ -157,7 +243,12 @@ class ClozeBatches(_Stream):
         ce = F.cross_entropy(scores, batch["labels"], reduction="sum")
         total = max(totals[0], 1.0)
         right = float((scores.detach().argmax(-1) == batch["labels"]).sum())
-        return ce / total, {"loss": float(ce.detach()) / total, "accuracy": right / total}
+        part = float(ce.detach()) / total
+        if self.aux is None:
+            return ce / total, {"loss": part, "accuracy": right / total}
+        keep = 1.0 - self.aux.weight
+        logs = {"loss": keep * part, "cloze_loss": part, "accuracy": right / total}
+        return keep * (ce / total), logs
 
 
 class SoftLabelBatches(_Stream):
