@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import NullPool, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
+from tiny_words import ADVERBS, ENGLISH, OBJECTS, SUBJECTS, VERBS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,13 +91,6 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, for the tests of server-only behaviour."""
     with fresh_postgres_database() as url:
         yield url
-
-
-SUBJECTS = ["我们", "他", "老师", "学生", "公司", "政府", "记者", "农民", "工人", "科学家"]
-VERBS = ["喜欢", "研究", "参观", "讨论", "建设", "保护", "发展", "支持", "学习", "介绍"]
-OBJECTS = ["经济", "文化", "城市", "农村", "技术", "教育", "历史", "环境", "市场", "艺术"]
-ADVERBS = ["今天", "昨天", "去年", "明年", "现在", "一直", "经常", "已经"]
-ENGLISH = ["the market grew", "students read books", "the city is big", "we like music"]
 
 
 def write_corpus(path: Path, n_docs: int, seed: int) -> None:

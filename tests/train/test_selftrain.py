@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ADVERBS, SUBJECTS, VERBS
 from inference.test_zeroshot import tiny_e5
+from tiny_words import ADVERBS, SUBJECTS, VERBS
 
 import llmos
 from llmos.checkpoint.io import read_checkpoint, read_weights
