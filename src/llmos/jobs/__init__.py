@@ -30,6 +30,7 @@ from llmos.jobs.runner import (
     JobContext,
     Jobs,
     register_kind,
+    submit_once,
 )
 
-__all__ = ["KINDS", "JobCancelled", "JobContext", "Jobs", "register_kind"]
+__all__ = ["KINDS", "JobCancelled", "JobContext", "Jobs", "register_kind", "submit_once"]

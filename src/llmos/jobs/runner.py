@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from llmos.errors import LlmosError
 from llmos.jobs.queue import make_huey, message_id
 from llmos.store.db import Store
 from llmos.store.jobs import LOG_LINES, JobError, JobRecord, JobStore, Status
@@ -149,6 +150,15 @@ class Jobs:
     ) -> list[dict[str, Any]]:
         return [r.as_json() for r in self.jobs.list(user_id, status, limit, admin)]
 
+    def pending(self, kind: str, param: str, value: Any) -> dict[str, Any] | None:
+        """The running or queued job of ``kind`` (anyone's) whose ``params[param]`` is
+        ``value``, or None: what a caller that queues one job per target looks for first."""
+        for status in ("running", "queued"):
+            for job in self.list(0, status, 500, admin=True):  # type: ignore[arg-type]
+                if job["kind"] == kind and job["params"].get(param) == value:
+                    return job
+        return None
+
     def cancel(self, user_id: int, job_id: int, admin: bool = False) -> dict[str, Any] | None:
         """Cancel a job: a queued one at once (its message is revoked), a running one at its
         next check of ``ctx.cancelled()``."""
@@ -161,6 +171,38 @@ class Jobs:
 
     def close(self) -> None:
         self.huey.storage.close()
+
+
+def submit_once(
+    user: str,
+    kind: str,
+    param: str,
+    value: Any,
+    submit: Callable[[Jobs, int], dict[str, Any]],
+    url: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Queue a job for the store user named ``user`` with ``submit(jobs, user_id)``, unless a
+    job of ``kind`` with ``params[param] == value`` is running or queued already (anyone's).
+    Returns the job (the new or the pending one) and whether it is new.
+
+    Raises:
+        LlmosError: no store user ``user`` to own the job.
+    """
+    store = Store(url)
+    try:
+        owner = store.user(user)
+        if owner is None:
+            raise LlmosError(f"no store user {user!r} to own the job (llmos users create)")
+        jobs = Jobs(store)
+        try:
+            found = jobs.pending(kind, param, value)
+            if found is not None:
+                return found, False
+            return submit(jobs, owner.id), True
+        finally:
+            jobs.close()
+    finally:
+        store.close()
 
 
 def _not_here(job_id: int) -> None:  # pragma: no cover - the server only enqueues

@@ -26,17 +26,16 @@ from typing import Any
 
 from llmos.apps.recommend.sequential import (
     DEFAULT_STEPS,
+    JOB_KIND,
     has_sequential,
-    pending,
     queue_sequential,
 )
 from llmos.apps.recommend.train import evaluate, read_catalog, train_recommender
 from llmos.checkpoint.recommender import is_recommender
 from llmos.data.interactions import read_inter
-from llmos.errors import DataError, LlmosError
-from llmos.jobs import Jobs
+from llmos.errors import DataError
+from llmos.jobs import submit_once
 from llmos.paths import data_dir
-from llmos.store.db import Store
 
 log = logging.getLogger("llmos.apps.recommend")
 REG = 400.0
@@ -92,19 +91,14 @@ def queue_demo_sequential(
         return None, f"no demo recommender at {path}"
     if has_sequential(path):
         return None, f"the demo recommender {path} has its sequential model"
-    store = Store(url)
-    try:
-        owner = store.user(user)
-        if owner is None:
-            raise LlmosError(f"no store user {user!r} to own the job (llmos users create)")
-        jobs = Jobs(store)
-        try:
-            found = pending(jobs, path)
-            if found is not None:
-                return found, f"job {found['id']} ({found['status']}) is training it already"
-            job = queue_sequential(jobs, owner.id, path, steps)
-            return job, f"queued job {job['id']} ({steps} SASRec steps) for user {user!r}"
-        finally:
-            jobs.close()
-    finally:
-        store.close()
+    job, new = submit_once(
+        user,
+        JOB_KIND,
+        "checkpoint",
+        str(path.resolve()),
+        lambda jobs, owner: queue_sequential(jobs, owner, path, steps),
+        url,
+    )
+    if not new:
+        return job, f"job {job['id']} ({job['status']}) is training it already"
+    return job, f"queued job {job['id']} ({steps} SASRec steps) for user {user!r}"

@@ -84,17 +84,6 @@ def keeps_interactions(path: str | Path) -> bool:
         raise LlmosError(f"{f}: cannot read the recommender's weights ({e})") from None
 
 
-def pending(jobs: Jobs, path: str | Path) -> dict[str, Any] | None:
-    """The queued or running ``recommend.sequential`` job of the checkpoint at ``path``
-    (anyone's), or None."""
-    key = str(Path(path).resolve())
-    for status in ("running", "queued"):
-        for job in jobs.list(0, status, 500, admin=True):  # type: ignore[arg-type]
-            if job["kind"] == JOB_KIND and job["params"].get("checkpoint") == key:
-                return job
-    return None
-
-
 def queue_sequential(
     jobs: Jobs,
     user_id: int,
@@ -121,7 +110,7 @@ def queue_sequential(
             f"{path}: the recommender keeps no interactions file to learn sequences from "
             "(train it with llmos recommend train --inter FILE)"
         )
-    found = pending(jobs, path)
+    found = jobs.pending(JOB_KIND, "checkpoint", str(path))
     if found is not None:
         raise AlreadyQueued(
             f"job {found['id']} is training the sequential model of {path} already "

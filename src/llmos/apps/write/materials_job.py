@@ -27,9 +27,7 @@ from typing import Any
 from llmos.apps.write.materials import META_FILE
 from llmos.apps.write.suggestions import setup_materials
 from llmos.checkpoint.digest import weights_digest
-from llmos.errors import LlmosError
-from llmos.jobs import JobContext, Jobs, register_kind
-from llmos.store.db import Store
+from llmos.jobs import JobContext, register_kind, submit_once
 
 JOB_KIND = "write.materials"
 
@@ -49,17 +47,6 @@ def indexed_with(out: str | Path) -> str | None:
         return None
     encoder = meta.get("encoder") if isinstance(meta, dict) else None
     return encoder if isinstance(encoder, str) else None
-
-
-def pending(jobs: Jobs, out: str | Path) -> dict[str, Any] | None:
-    """The queued or running ``write.materials`` job that writes ``out`` (anyone's), or
-    None."""
-    key = str(Path(out).resolve())
-    for status in ("running", "queued"):
-        for job in jobs.list(0, status, 500, admin=True):  # type: ignore[arg-type]
-            if job["kind"] == JOB_KIND and job["params"].get("out") == key:
-                return job
-    return None
 
 
 def queue_materials(
@@ -84,22 +71,17 @@ def queue_materials(
     held = indexed_with(out)
     if held is not None and held == encoder_name(encoder):
         return None, f"{out} is built (embedded by {encoder.name})"
-    store = Store(url)
-    try:
-        owner = store.user(user)
-        if owner is None:
-            raise LlmosError(f"no store user {user!r} to own the job (llmos users create)")
-        jobs = Jobs(store)
-        try:
-            found = pending(jobs, out)
-            if found is not None:
-                return found, f"job {found['id']} ({found['status']}) is building it already"
-            params = {"out": str(out), "encoder": str(encoder), "max_docs": max_docs}
-            job = jobs.submit(owner.id, JOB_KIND, params)
-        finally:
-            jobs.close()
-    finally:
-        store.close()
+    params = {"out": str(out), "encoder": str(encoder), "max_docs": max_docs}
+    job, new = submit_once(
+        user,
+        JOB_KIND,
+        "out",
+        str(out),
+        lambda jobs, owner: jobs.submit(owner, JOB_KIND, params),
+        url,
+    )
+    if not new:
+        return job, f"job {job['id']} ({job['status']}) is building it already"
     sample = f"{max_docs} documents" if max_docs is not None else "the whole corpus"
     replaced = "; it replaces the index there, of another encoder" if held is not None else ""
     return job, f"queued job {job['id']} ({sample} into {out}) for user {user!r}{replaced}"
