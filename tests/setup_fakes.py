@@ -8,8 +8,11 @@ import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from llmos.jobs import Jobs
 from llmos.recipes import defaults as S
+from llmos.store.db import Store
 
 
 def fake_outputs(models: Path) -> None:
@@ -50,3 +53,18 @@ def write_materials(data: Path, docs: list) -> str:
     }
     (data / "materials" / "manifest.json").write_text(json.dumps(manifest))
     return sha
+
+
+def queued_jobs(user: str) -> tuple[list[dict[str, Any]], int]:
+    """Every job in the local store's table (anyone's), and the id of the store user ``user``:
+    what ``llmos setup --demo-user`` left queued."""
+    store = Store()
+    try:
+        jobs = Jobs(store)
+        try:
+            listed = jobs.list(0, admin=True)
+        finally:
+            jobs.close()
+        return listed, store.user(user).id
+    finally:
+        store.close()

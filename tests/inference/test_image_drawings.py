@@ -10,12 +10,11 @@ A tiny random CLIP (16 px images) over a tiny random text tower, and a fake emoj
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from inference.test_image import png
 from tiny_models import fake_emoji_home, save_tiny_clip, save_tiny_text_tower
 
 from llmos.data.emoji import load_images
@@ -24,12 +23,6 @@ from llmos.errors import LlmosError
 from llmos.inference import image_drawings
 from llmos.inference.image import ImagePipeline, load_image_pipeline
 from llmos.inference.image_drawings import train_styles
-
-
-def png(rgba: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

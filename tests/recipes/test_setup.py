@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
-from setup_fakes import fake_outputs, write_materials
+from setup_fakes import fake_outputs, queued_jobs, write_materials
 
 from llmos.checkpoint.digest import weights_digest
 from llmos.cli import main
@@ -386,7 +386,6 @@ def test_cli_setup_queues_the_demo_recommenders_sequential_model_once(
     from llmos.apps.recommend.sequential import JOB_KIND
     from llmos.apps.recommend.train import train_recommender
     from llmos.data.interactions import Interactions, Item
-    from llmos.jobs import Jobs
 
     monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LLMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
@@ -404,14 +403,7 @@ def test_cli_setup_queues_the_demo_recommenders_sequential_model_once(
     for _ in range(2):
         assert main(["setup", "--models", str(models), "--demo-user", "demo"]) == 0
         outs.append(capsys.readouterr().out)
-    store = Store()
-    try:
-        jobs = Jobs(store)
-        queued = jobs.list(0, admin=True)
-        jobs.close()
-        demo_id = store.user("demo").id
-    finally:
-        store.close()
+    queued, demo_id = queued_jobs("demo")
     assert len(queued) == 1, queued  # not twice
     job = queued[0]
     assert job["kind"] == JOB_KIND and job["user_id"] == demo_id and job["status"] == "queued"

@@ -10,13 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from setup_fakes import fake_outputs
+from setup_fakes import fake_outputs, queued_jobs
 
 from llmos.apps.write.materials_job import JOB_KIND
 from llmos.cli import main
-from llmos.jobs import Jobs
 from llmos.recipes import defaults as S
-from llmos.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,14 +62,7 @@ def test_setup_leaves_the_index_to_one_job_of_the_demo_user(
     for _ in range(2):
         assert main(argv) == 0
         outs.append(capsys.readouterr().out)
-    store = Store()
-    try:
-        jobs = Jobs(store)
-        queued = jobs.list(0, admin=True)
-        jobs.close()
-        demo_id = store.user("demo").id
-    finally:
-        store.close()
+    queued, demo_id = queued_jobs("demo")
     assert len(queued) == 1, queued  # not twice
     job = queued[0]
     assert job["kind"] == JOB_KIND and job["user_id"] == demo_id and job["status"] == "queued"
