@@ -220,13 +220,16 @@ def test_cli_trains_the_same_classifier(
     assert all(torch.equal(a[k], b[k]) for k in a)  # the API's run: the same defaults and seed
 
 
-def test_cli_mistakes_exit_2(ckpts: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_mistakes_exit_2(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pool = tmp_path / "pool.txt"
     pool.write_text("\n".join(POOL) + "\n", "utf-8")
     base = ["self-train", str(ckpts["e5"]), "--unlabelled", str(pool), "--out", str(tmp_path)]
     labels = ["--labels", "econ=经济", "env=环境"]
     assert main([*base, *labels, "--resume"]) == 2  # --resume without --run-dir
     assert main([*base, "--labels", "econ=经济", "环境"]) == 2  # not NAME=DESCRIPTION
+    assert "--labels '环境': expected NAME=DESCRIPTION, e.g. pos=" in capsys.readouterr().err
     assert main([*base, "--labels", "econ=经济"]) == 2  # one label
     assert main([*base, *labels, "--fraction", "0"]) == 2
     missing = ["self-train", str(ckpts["e5"]), *labels, "--unlabelled", str(tmp_path / "no")]

@@ -205,7 +205,7 @@ def _pet(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_threads=args.threads,
     )
-    verbalizers = parse_labels(args.verbalizer)
+    verbalizers = parse_labels(args.verbalizer, "--verbalizer", None)
     examples = read_examples(args.examples, args.label_key, args.skip_bad_rows)
     pool, _ = read_inputs(args.unlabelled)
     if not pool:
@@ -281,14 +281,11 @@ def add_self_train(sub: Subcommands) -> None:
 def _self_train(args: argparse.Namespace) -> int:
     from llmos.config.selftrain import SelfTrainConfig
     from llmos.data.textfiles import read_inputs
-    from llmos.errors import ConfigError, DataError
+    from llmos.errors import DataError
     from llmos.recipes.classify_zero import parse_labels
     from llmos.train.selftrain import train_self_training
 
     _check_resume(args)
-    bad = [item for item in args.labels if "=" not in item]
-    if bad:  # parse_labels' own hint is about texts to classify, which self-train has none of
-        raise ConfigError(f"--labels {bad[0]!r}: expected NAME=DESCRIPTION, e.g. pos=正面评价")
     cfg = SelfTrainConfig(
         fraction=args.fraction,
         rounds=args.rounds,
@@ -297,7 +294,7 @@ def _self_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_threads=args.threads,
     )
-    descriptions = parse_labels(args.labels)
+    descriptions = parse_labels(args.labels, misplaced=None)
     pool, _ = read_inputs(args.unlabelled)
     if not pool:
         raise DataError(f"{args.unlabelled}: no texts")

@@ -22,24 +22,26 @@ from llmos.inference.load import load_pipeline
 from llmos.inference.zeroshot import METHODS, ZeroShotClassifier
 
 
-def parse_labels(items: Sequence[str]) -> dict[str, list[str]]:
+def parse_labels(
+    items: Sequence[str],
+    flag: str = "--labels",
+    misplaced: str | None = "put the texts to classify before --labels, or in a file with --input",
+) -> dict[str, list[str]]:
     """``["positive=a positive review", "positive=great", "negative=..."]`` -> ``{label:
     [descriptions]}``; a label given twice gets both descriptions. (A label known only from
-    the examples file needs no item.)"""
+    the examples file needs no item.) ``flag`` names the option in errors; ``misplaced`` is
+    the hint for an item without ``=`` (argparse gives an option every value up to the next
+    one, so for classify-zero that is a text to classify written after them)."""
     labels: dict[str, list[str]] = {}
     for item in items:
         name, sep, description = item.partition("=")
         name, description = name.strip(), description.strip()
         if not sep:
-            # argparse gives --labels every value up to the next option: a text to classify
-            # written after them lands here.
-            raise LlmosError(
-                f"--labels {item!r}: expected NAME=DESCRIPTION; put the texts to classify "
-                "before --labels, or in a file with --input"
-            )
+            hint = f"; {misplaced}" if misplaced else ", e.g. pos=正面评价"
+            raise LlmosError(f"{flag} {item!r}: expected NAME=DESCRIPTION{hint}")
         if not name or not description:
             raise LlmosError(
-                f"--labels {item!r}: expected NAME=DESCRIPTION, with a name and a description"
+                f"{flag} {item!r}: expected NAME=DESCRIPTION, with a name and a description"
             )
         labels.setdefault(name, []).append(description)
     return labels
