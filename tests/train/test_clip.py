@@ -39,6 +39,11 @@ from llmos.train.tasks.clip import CLIPTask, RetrievalEval, info_nce_sums, load_
 
 STYLES = ("apple", "google", "twitter", "facebook")
 CATEGORIES = ("Smileys & Emotion", "Animals & Nature", "Food & Drink")
+SUBCATEGORIES = (
+    ("face-smiling", "cat-face"),
+    ("animal-mammal", "plant-flower"),
+    ("drink", "food-fruit"),
+)
 
 
 # Names from the tiny tokenizer's vocabulary (anything else reads as [UNK] to it).
@@ -65,6 +70,7 @@ def fake_emoji(home: Path, bases: int = 24) -> Path:
                     "base": code,
                     "skin_tones": tones,
                     "category": CATEGORIES[b % 3],
+                    "subcategory": SUBCATEGORIES[b % 3][b % 2],
                     "name": f"{en} market{en_t}",
                     "en_name": en + en_t if has_cldr else None,
                     "en_keywords": [EN[b % 10], "city"] if has_cldr else [],
@@ -333,22 +339,31 @@ def test_the_tiny_run_retrieves_its_own_training_images_above_chance(run, home: 
     n_en = len(own.candidates["en"])
     assert m["i2t_r5_en"] > 2 * 5 / n_en, m  # chance: 5 of the names
     assert m["i2t_r1_en"] > 2 / n_en, m
-    # the zh + en prompt ensemble, by hand: each category the normalised mean of its names
-    from llmos.data.emoji_pairs import category_descriptions
+    # the prompt ensembles, by hand: each category the normalised mean of its names (and of
+    # its subcategories' names), over the held-out and over the trained concepts
+    from llmos.data.emoji_pairs import category_descriptions, category_subcategories
 
-    with torch.no_grad():
-        img = own.image_embeds(model)[own.held_bases]
-        means = torch.stack(
-            [
-                torch.nn.functional.normalize(
-                    model.embed_texts(matrix[[index[d] for d in category_descriptions(c)]]).sum(0),
-                    dim=0,
-                )
-                for c in own.category_names
-            ]
-        )
-    want = ((img @ means.T).argmax(1) == own.category[own.held_bases]).float().mean()
-    assert m["zeroshot_category_acc_zh_en"] == pytest.approx(float(want))
+    subs = category_subcategories(rows)
+    assert "face smiling" in category_descriptions("Smileys & Emotion", subs["Smileys & Emotion"])
+    for suffix, sub in (("_zh_en", False), ("_subcategories", True)):
+        with torch.no_grad():
+            means = torch.stack(
+                [
+                    torch.nn.functional.normalize(
+                        model.embed_texts(
+                            matrix[[index[d] for d in category_descriptions(c, subs[c] * sub)]]
+                        ).sum(0),
+                        dim=0,
+                    )
+                    for c in own.category_names
+                ]
+            )
+            img = own.image_embeds(model)
+        for prefix, concepts in (("zeroshot", own.held_bases), ("seen", own.seen_bases)):
+            guess = (img[concepts] @ means.T).argmax(1)
+            want = (guess == own.category[concepts]).float().mean()
+            assert m[f"{prefix}_category_acc{suffix}"] == pytest.approx(float(want))
+    assert own.seen_bases.any() and not (own.seen_bases & own.held_out).any()
 
 
 def test_clip_configs_are_checked() -> None:

@@ -23,7 +23,7 @@ run draws exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,11 +54,24 @@ CATEGORY_ZH = {
 }
 
 
-def category_descriptions(category: str) -> list[str]:
+def category_descriptions(category: str, subcategories: Iterable[str] = ()) -> list[str]:
     """A category's zero-shot descriptions: its English name and, where known, its Chinese
-    one (:data:`CATEGORY_ZH`)."""
+    one (:data:`CATEGORY_ZH`); then, when given, its subcategories as phrases, the way
+    training's bare captions read (``face-smiling`` -> ``face smiling``)."""
     zh = CATEGORY_ZH.get(category)
-    return [category, zh] if zh else [category]
+    names = [category, zh] if zh else [category]
+    return names + [s.replace("-", " ") for s in subcategories]
+
+
+def category_subcategories(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each category's subcategories as emoji-datasource names them, sorted: the taxonomy, the
+    same whichever concepts are held out (a category name, not a concept's)."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r["category"] or "", set()).update(
+            [r["subcategory"]] if r.get("subcategory") else []
+        )
+    return {c: sorted(s) for c, s in out.items()}
 
 
 def load_rows(home: Path | None = None) -> list[dict[str, Any]]:

@@ -12,7 +12,11 @@ Evaluation (:class:`RetrievalEval`) is on a style never trained on (``emoji.eval
 image -> text recall@1/5 against every emoji's name (Chinese and English separately),
 text -> image recall@10 with Chinese and with English names as queries (over the emoji
 having both, so the two compare on one set), and zero-shot category classification of
-the held-out concepts' images (one per concept: its base emoji), against the majority class.
+the held-out concepts' images (one per concept: its base emoji), against the majority class:
+each category described by its English name, by its names in both languages, and by those
+and its subcategories' names (emoji-datasource's taxonomy). The same three on the concepts
+trained on (``seen_*``, the unseen style's drawings) are where to choose among description
+sets without looking at the held-out concepts.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from llmos.data.emoji_pairs import (
     StyleImages,
     caption_options,
     category_descriptions,
+    category_subcategories,
     holdout_bases,
     load_rows,
     normalise,
@@ -100,14 +105,20 @@ def caption_matrix(
     not re-embed the 13 k captions."""
     t0 = time.perf_counter()
     texts = trained_texts(rows)
-    labels = {r["category"] or "" for r in rows}
-    extra = sorted({d for c in labels for d in category_descriptions(c)} - set(texts))
+    subs = category_subcategories(rows)
+    extra = sorted({d for c, s in subs.items() for d in category_descriptions(c, s)} - set(texts))
     parts = [text_vectors(encoder, kind, texts)]
     if extra:
         parts.append(text_vectors(encoder, kind, extra))
     matrix = torch.from_numpy(np.concatenate(parts))
     index = {t: i for i, t in enumerate([*texts, *extra])}
     return matrix, index, time.perf_counter() - t0
+
+
+def padded_ids(lists: list[list[int]]) -> torch.Tensor:
+    """(K, width) ids of ``K`` lists of text ids, padded with -1."""
+    width = max(len(ids) for ids in lists)
+    return torch.tensor([ids + [-1] * (width - len(ids)) for ids in lists])
 
 
 def recall_at(scores: torch.Tensor, truth: torch.Tensor, k: int) -> torch.Tensor:
@@ -157,10 +168,23 @@ class RetrievalEval:
         self.category_names = sorted(set(categories))
         self.category = torch.tensor([self.category_names.index(c) for c in categories])
         self.category_ids = torch.tensor([text_index[c] for c in self.category_names])
-        # (K, descriptions) ids of each category's English and Chinese names, -1 padded
-        described = [[text_index[d] for d in category_descriptions(c)] for c in self.category_names]
-        width = max(len(d) for d in described)
-        self.description_ids = torch.tensor([d + [-1] * (width - len(d)) for d in described])
+        # (K, descriptions) ids of each category's English and Chinese names, -1 padded; and of
+        # those with its subcategories' names
+        subs = category_subcategories(rows)
+        self.description_ids = padded_ids(
+            [[text_index[d] for d in category_descriptions(c)] for c in self.category_names]
+        )
+        self.subcategory_ids = padded_ids(
+            [
+                [text_index[d] for d in category_descriptions(c, subs[c])]
+                for c in self.category_names
+            ]
+        )
+        # the concepts trained on, once each: where to choose among description sets without
+        # looking at the held-out concepts
+        self.seen_bases = ~self.held_out & torch.tensor(
+            [not rows[r]["skin_tones"] for r in img_rows]
+        )
 
     def image_embeds(self, model: CLIPModel, batch_size: int = 256) -> torch.Tensor:
         """(N, D) unit vectors of the evaluation images."""
@@ -174,6 +198,12 @@ class RetrievalEval:
     def text_embeds(self, model: CLIPModel, ids: torch.Tensor) -> torch.Tensor:
         device = next(model.parameters()).device
         return model.embed_texts(self.vectors[ids].to(device)).float().cpu()
+
+    def ensembled(self, model: CLIPModel, ids: torch.Tensor) -> torch.Tensor:
+        """(K, D): each row of -1-padded (K, n) text ids the normalised mean of its texts'
+        projected vectors."""
+        desc = self.text_embeds(model, ids.clamp(min=0).flatten()).view(*ids.shape, -1)
+        return F.normalize((desc * (ids >= 0)[..., None]).sum(1), dim=-1)
 
     @torch.no_grad()
     def metrics(self, model: CLIPModel) -> dict[str, float]:
@@ -202,18 +232,20 @@ class RetrievalEval:
             q = self.text_embeds(model, self.ids[lang])[query]  # (Q, D)
             truth = query[:, None] == name_of[None, :]  # (Q, N) images of that name
             out[f"t2i_r10_{lang}"] = float(recall_at(q @ img.T, truth, 10).float().mean())
-        held = self.held_bases
-        labels = self.text_embeds(model, self.category_ids)  # (K, D)
-        guess = (img[held] @ labels.T).argmax(1)
-        out["zeroshot_category_acc"] = float((guess == self.category[held]).float().mean())
-        # CLIP's prompt ensembling: a category is the normalised mean of its descriptions
-        ids = self.description_ids
-        desc = self.text_embeds(model, ids.clamp(min=0).flatten()).view(*ids.shape, -1)
-        mean = F.normalize((desc * (ids >= 0)[..., None]).sum(1), dim=-1)  # (K, D)
-        guess = (img[held] @ mean.T).argmax(1)
-        out["zeroshot_category_acc_zh_en"] = float((guess == self.category[held]).float().mean())
-        counts = Counter(self.category[held].tolist())
-        out["zeroshot_category_majority"] = max(counts.values()) / max(int(held.sum()), 1)
+        # a category is its English name; or, CLIP's prompt ensembling, the normalised mean of
+        # its descriptions (its names in both languages; those and its subcategories')
+        labels = {
+            "": self.text_embeds(model, self.category_ids),  # (K, D)
+            "_zh_en": self.ensembled(model, self.description_ids),
+            "_subcategories": self.ensembled(model, self.subcategory_ids),
+        }
+        for prefix, concepts in (("zeroshot", self.held_bases), ("seen", self.seen_bases)):
+            truth = self.category[concepts]
+            for suffix, vectors in labels.items():
+                guess = (img[concepts] @ vectors.T).argmax(1)
+                out[f"{prefix}_category_acc{suffix}"] = float((guess == truth).float().mean())
+            counts = Counter(truth.tolist())
+            out[f"{prefix}_category_majority"] = max(counts.values()) / max(len(truth), 1)
         out["logit_scale"] = float(model.scale())
         return out
 
