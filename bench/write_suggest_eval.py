@@ -127,7 +127,8 @@ def evaluate(index: MaterialIndex, held: list, vectors: np.ndarray, k: int, mode
     return float(np.mean(hits)), float(np.mean(reciprocal)), np.asarray(hits)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options (``bench/materials_pairs.py`` reads the sample sizes from it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--encoder", default="runs/e5-zh")
     ap.add_argument("--sanguo", type=int, default=24, help="chapters indexed")
@@ -139,7 +140,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="a JSON file keeping the vectors between runs")
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
 
     embed = Cached(PipelineEmbedder(args.encoder), args.cache)
