@@ -37,7 +37,7 @@ from llmos.data.materials import DOCUMENTS_FILE, MATERIALS_DIR, read_documents
 from llmos.paths import data_dir
 
 SALT = "llmos-write-suggest-v1"
-WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
+WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 GROUPS = {"sanguo": "sanguo", "peoples_daily": "peoples_daily", "tang": "poetry"}
 GROUPS["songci"] = "poetry"
 

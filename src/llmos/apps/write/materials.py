@@ -55,11 +55,11 @@ log = logging.getLogger("llmos.apps.write")
 
 MAX_CHARS = 240  # a passage: a paragraph or a few, "a few hundred characters at most"
 MIN_SAME = 20  # characters from which containment means "the paragraph itself"
-# The BM25 ranking's weight in the fusion: the best of 0.25-4 on 68 held-out valid paragraphs
-# (bench/write_suggest_eval.py, docs/BENCHMARKS.md "Material suggestions": top-5 hit 0.603 at
-# 0.25, 0.559 at 1); on test every weight, BM25 alone and dense alone were within 2 points,
-# inside the noise of 156 paragraphs.
-BM25_WEIGHT = 0.25
+# The BM25 ranking's weight in the fusion: the best of 0-4 on 68 held-out valid paragraphs
+# with both encoders measured (bench/write_suggest_eval.py, docs/BENCHMARKS.md "Material
+# suggestions"): runs/e5-zh top-5 hit 0.618 at 0.1 (MRR above 0's), 0.603 at 0.25, 0.559 at 1;
+# the encoder tuned on neighbouring passages 0.691 at 0.1, 0.662 alone, 0.676 at 0.25.
+BM25_WEIGHT = 0.1
 CANDIDATES = 200  # rows read from each retriever (at least 20 per suggestion asked)
 EMBED_BATCH = 256  # passages handed to the encoder at a time while building
 DENSE_FILE, ROWS_FILE, DOCUMENTS_FILE, META_FILE = (
