@@ -152,9 +152,8 @@ class RetrievalEval:
         self.held_out = torch.tensor([r in held_out for r in img_rows])
         # Categories are scored once per held-out concept (its base emoji): skin-tone
         # variations would count People & Body five times over (60 % of held-out images).
-        self.held_bases = self.held_out & torch.tensor(
-            [not rows[r]["skin_tones"] for r in img_rows]
-        )
+        bases = torch.tensor([not rows[r]["skin_tones"] for r in img_rows])
+        self.held_bases = self.held_out & bases
         self.names: dict[str, list[str | None]] = {
             lang: [opts[r][f"{lang}_name"] for r in img_rows] for lang in ("zh", "en")
         }
@@ -182,9 +181,7 @@ class RetrievalEval:
         )
         # the concepts trained on, once each: where to choose among description sets without
         # looking at the held-out concepts
-        self.seen_bases = ~self.held_out & torch.tensor(
-            [not rows[r]["skin_tones"] for r in img_rows]
-        )
+        self.seen_bases = ~self.held_out & bases
 
     def image_embeds(self, model: CLIPModel, batch_size: int = 256) -> torch.Tensor:
         """(N, D) unit vectors of the evaluation images."""
