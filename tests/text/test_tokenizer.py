@@ -274,6 +274,24 @@ def test_bpe_training_is_reproducible(corpus: Path, tmp_path: Path) -> None:
     assert load_tokenizer(path).to_str() == train_bpe([corpus], 300, min_frequency=3).to_str()
 
 
+def test_wordpiece_training_is_reproducible(tiny_corpus: Path, tmp_path: Path) -> None:
+    # The library's trainer alone numbers the ## pieces in hash-map order, which differs run to
+    # run even in one process, and on this corpus merges differently on ties (6 distinct
+    # vocabularies in 6 runs before the fix, huggingface/tokenizers#1794).
+    files = [tiny_corpus / "train.txt"]
+    path = train_tokenizer("wordpiece", files, 200, tmp_path / "wp")
+    again = {train_wordpiece(files, 200).to_str() for _ in range(3)}
+    assert again == {load_tokenizer(path).to_str()}
+    tok = load_tokenizer(path)
+    # the ## pieces numbered up front are plain vocabulary again, not special tokens
+    assert [t.content for t in tok.get_added_tokens_decoder().values()] == SPECIAL_TOKENS_WORDPIECE
+    pieces = [t for t in tok.get_vocab() if t.startswith("##")]
+    assert pieces and tok.token_to_id("##e") is not None
+    enc = tok.encode("studentsgrew", add_special_tokens=False)  # a word no one wrote
+    assert len(enc.tokens) > 1 and all(t.startswith("##") for t in enc.tokens[1:])
+    assert decode(tok, enc.ids) == "studentsgrew"
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_tokenizer(tmp_path)
