@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import llmos
-from llmos.apps.write.corrector import Corrector, english_speller
+from llmos.apps.write.corrector import Corrector, classic_corrector, english_speller
 from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import Edit, apply_edits
 from llmos.checkpoint.io import save_checkpoint
@@ -197,6 +197,51 @@ def test_a_server_without_the_spelling_model_says_how_to_build_it(
         r = c.post("/v1/apps/write/correct", json={"texts": ["今天"], "model": "csc"})
         assert r.status_code == 200  # another served spelling model, named in the request
         assert c.get("/v1/apps/write/dictionary").json()["size"] == 0
+
+
+def test_without_the_spelling_model_the_classic_corrector_stands_in(
+    live_write: tuple[Live, Path], tmp_path: Path
+) -> None:
+    _, path = live_write
+    corpus = tmp_path / "zh.txt"  # context that tells 经济 from 京济 and 城市 from 城史
+    corpus.write_text("老师讨论经济\n我们今天参观城市。\n" * 40, encoding="utf-8")
+    (tmp_path / "confusion").mkdir()
+    rows = "#汉字\t同音同调\t同音异调\n京\t经\t\n经\t京\t\n市\t史\t\n"
+    (tmp_path / "confusion" / "same_pinyin.txt").write_text(rows, encoding="utf-8")
+    (tmp_path / "confusion" / "same_stroke.txt").write_text("", encoding="utf-8")
+    runner, live = start(
+        path.parent,
+        f"sqlite:///{tmp_path / 'llmos.db'}",
+        rate_limit=0,
+        write_model="absent",
+        write_chinese_corpus=corpus,
+        write_confusion=tmp_path / "confusion",
+    )
+    texts = ["老师讨论京济", "我们今天参观城市。"]
+    want = classic_corrector(corpus, tmp_path / "confusion")
+    with runner, live.client(live.alice) as alice, live.client(live.bob) as bob:
+        r = alice.post("/v1/apps/write/correct", json={"texts": texts})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "classic-zh"
+        assert [x["corrected"] for x in body["results"]] == ["老师讨论经济", "我们今天参观城市。"]
+        got = [
+            [(e["start"], e["original"], e["suggestion"]) for e in x["edits"]]
+            for x in body["results"]
+        ]
+        assert got == [
+            [(e.start, e.original, e.suggestion) for e in want.correct(t)] for t in texts
+        ]
+        assert got[0] == [(4, "京", "经")]
+        # Alice's dictionary protects 京济; Bob's lists are his own
+        r = alice.put("/v1/apps/write/dictionary", json={"protect": ["京济"]})
+        assert r.status_code == 200, r.text
+        r = alice.post("/v1/apps/write/correct", json={"texts": texts[:1]})
+        assert r.json()["results"][0]["corrected"] == "老师讨论京济"
+        r = bob.post("/v1/apps/write/correct", json={"texts": texts[:1]})
+        assert r.json()["results"][0]["corrected"] == "老师讨论经济"
+        r = alice.post("/v1/apps/write/correct", json={"texts": texts, "threshold": 0.5})
+        assert r.status_code == 422 and "takes no model or threshold" in r.text
 
 
 def test_english_texts_go_through_the_english_speller(live_write: tuple[Live, Path]) -> None:

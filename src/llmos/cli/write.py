@@ -4,6 +4,7 @@
     llmos write correct --model runs/csc-zh/checkpoint --dict my-words.txt < drafts.txt
     llmos write correct --model runs/csc-zh/checkpoint --json "..."     # one JSON object per text
     llmos write correct --lang en "Teh film was grate."     # the English speller
+    llmos write correct --model classic "我们再学校里学习。"   # confusion sets + n-gram LM
     llmos write lm runs/csc-zh/checkpoint       # decode with a character n-gram LM beside it
     llmos write materials build                 # the shared corpus's index (once; slow on CPU)
     llmos write suggest "段落……" [--k 5] [--json] [--user NAME]   # material suggestions
@@ -28,6 +29,9 @@ from llmos.cli.write_style import add_style
 from llmos.data.materials import DEFAULT_POETRY
 from llmos.errors import LlmosError
 
+CLASSIC = "classic"  # --model: the classic corrector, no checkpoint
+DEFAULT_MODEL = Path("runs/csc-zh/checkpoint")
+
 
 def add_write(sub: Subcommands) -> None:
     """``llmos write ACTION``."""
@@ -43,8 +47,9 @@ def add_write(sub: Subcommands) -> None:
     p.add_argument("texts", nargs="*", help="texts to correct (default: lines of stdin)")
     p.add_argument(
         "--model",
-        default="runs/csc-zh/checkpoint",
-        help="a spelling checkpoint (default runs/csc-zh/checkpoint, configs/run/csc-zh.yaml)",
+        help="a spelling checkpoint (default runs/csc-zh/checkpoint, configs/run/csc-zh.yaml, "
+        f"where it is built; else {CLASSIC!r}), or {CLASSIC!r}: confusion sets ranked by a "
+        "character 4-gram LM of the prepared corpus, built in seconds",
     )
     p.add_argument("--dict", type=Path, help="a user dictionary: terms, or wrong<TAB>right")
     p.add_argument(
@@ -183,6 +188,15 @@ def _correct(args: argparse.Namespace) -> int:
         from llmos.paths import data_dir
 
         corrector = Corrector(english_speller(data_dir() / "corpus" / "en" / "train.txt"))
+    elif _spelling_model(args) == CLASSIC:
+        from llmos.apps.write.corrector import classic_corrector
+        from llmos.paths import data_dir
+
+        if args.threshold is not None or args.any_character:
+            raise LlmosError(f"--model {CLASSIC} takes no --threshold or --any-character")
+        confusion = args.confusion or data_dir() / "tasks" / "csc-zh" / "confusion"
+        corpus = data_dir() / "corpus" / "zh" / "train.txt"
+        corrector = Corrector(classic_corrector(corpus, confusion))
     else:
         confusion = None if args.any_character else (args.confusion or "model")
         corrector = Corrector.load(args.model, args.threshold, confusion)
@@ -196,6 +210,22 @@ def _correct(args: argparse.Namespace) -> int:
         for e in edits:
             print(f"  {e.start}: {e.original} -> {e.suggestion}  ({e.kind}, {e.score:.2f})")
     return 0
+
+
+def _spelling_model(args: argparse.Namespace) -> str:
+    """``--model``, or where it is not given the default checkpoint if it is built, else the
+    classic corrector (said on stderr)."""
+    if args.model is None:
+        if (DEFAULT_MODEL / "config.json").is_file():
+            args.model = str(DEFAULT_MODEL)
+        else:
+            args.model = CLASSIC
+            print(
+                f"{DEFAULT_MODEL} is not built (llmos setup --with csc-zh): correcting with the "
+                "classic method (confusion sets + a character 4-gram LM)",
+                file=sys.stderr,
+            )
+    return args.model
 
 
 def _encoder(path: str) -> Any:

@@ -43,7 +43,7 @@ from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
-from llmos.apps.write.corrector import english_speller
+from llmos.apps.write.corrector import classic_corrector, english_speller
 from llmos.apps.write.service import WriteService
 from llmos.apps.write.suggestions import Materials
 from llmos.errors import LlmosError
@@ -285,6 +285,10 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             materials=_write_materials(srv, db, apps_dir, loop),
             english=lambda: english_speller(
                 settings.write_english_corpus or data_dir() / "corpus" / "en" / "train.txt"
+            ),
+            chinese=lambda: classic_corrector(
+                settings.write_chinese_corpus or data_dir() / "corpus" / "zh" / "train.txt",
+                settings.write_confusion or data_dir() / "tasks" / "csc-zh" / "confusion",
             ),
         )
         # --- background jobs (llmos.jobs): the queue, and --workers worker processes

@@ -81,6 +81,12 @@ class ServeSettings:
         write_english_corpus: the English text (one sentence per line) the English speller
             learns its words and character LM from (default: the prepared corpus's
             ``corpus/en/train.txt``).
+        write_chinese_corpus: the Chinese text (one sentence per line) the classic corrector
+            learns its character LM from, when ``write_model`` is not served (default: the
+            prepared corpus's ``corpus/zh/train.txt``).
+        write_confusion: the classic corrector's confusion sets, a directory with
+            ``same_pinyin.txt`` and ``same_stroke.txt`` (default: the prepared
+            ``tasks/csc-zh/confusion``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.
         workers: background-job worker processes started beside the server and stopped with
@@ -122,14 +128,17 @@ class ServeSettings:
     write_generator: str = "gpt-zh"
     write_encoder: str = "e5-zh"
     write_english_corpus: Path | None = None
+    write_chinese_corpus: Path | None = None
+    write_confusion: Path | None = None
     apps_dir: Path | None = None
     workers: int = 0
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
         self.apps_dir = Path(self.apps_dir) if self.apps_dir is not None else None
-        if self.write_english_corpus is not None:
-            self.write_english_corpus = Path(self.write_english_corpus)
+        for name in ("write_english_corpus", "write_chinese_corpus", "write_confusion"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         if self.support_domain is not None:
             self.support_domain = Path(self.support_domain)
         if self.emoji_home is not None:

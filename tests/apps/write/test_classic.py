@@ -3,12 +3,16 @@ and does not tell 他 from 她 (both right: a low threshold swaps them)."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from llmos.apps.write.classic import ClassicCorrector
+from llmos.apps.write.corrector import CLASSIC_THRESHOLD, classic_corrector
 from llmos.apps.write.edits import Edit
+from llmos.errors import LlmosError
 from llmos.models.ngram import CharNgramLM
 from llmos.text.cjk import is_hanzi
 from llmos.text.csc_metrics import sentence_scores
@@ -112,3 +116,69 @@ def test_edits_are_the_shared_type(lm: CharNgramLM) -> None:
     [edit] = ClassicCorrector(lm, confusions, 1.0).correct("他再家里")
     assert isinstance(edit, Edit)
     assert edit.as_json()["suggestion"] == "在"
+
+
+def prepared_home(home: Path) -> Path:
+    """``home`` laid out as ``llmos data prepare`` leaves it for the classic corrector: the
+    Chinese corpus (this module's sentences) and pycorrector-format confusion files."""
+    (home / "data" / "corpus" / "zh").mkdir(parents=True)
+    text = "\n".join(corpus()) + "\n"
+    (home / "data" / "corpus" / "zh" / "train.txt").write_text(text, encoding="utf-8")
+    confusion = home / "data" / "tasks" / "csc-zh" / "confusion"
+    confusion.mkdir(parents=True)
+    rows = "".join(f"{a}\t{b}\t\n" for a, b in CONFUSIONS.items())
+    (confusion / "same_pinyin.txt").write_text("#汉字\t同音同调\t同音异调\n" + rows, "utf-8")
+    (confusion / "same_stroke.txt").write_text("", encoding="utf-8")
+    return home
+
+
+def test_classic_corrector_is_built_from_the_prepared_data(tmp_path: Path) -> None:
+    data = prepared_home(tmp_path) / "data"
+    fix = classic_corrector(
+        data / "corpus" / "zh" / "train.txt", data / "tasks" / "csc-zh" / "confusion"
+    )
+    assert fix.threshold == CLASSIC_THRESHOLD == 7.5
+    # the same LM by hand (order 4), the confusion sets read from the files
+    by_hand = ClassicCorrector(
+        CharNgramLM.train(corpus(), order=4, progress=False), confusions, 7.5
+    )
+    texts = ["老师再图书馆看书", "外面下学了", "他明天在来", "我们在学校学习", "她再家里休息"]
+    assert [fix.correct(t) for t in texts] == [by_hand.correct(t) for t in texts]
+    assert [fix.correct_text(t) for t in texts[:3]] == [
+        "老师在图书馆看书",
+        "外面下雪了",
+        "他明天再来",
+    ]
+    assert fix.correct("我们在学校学习") == []  # right text stays
+    # 再 -> 在 gains 7.4 nats here: below the default threshold it is left as it is
+    assert fix.correct("我们再学校学习") == []
+    lower = ClassicCorrector(by_hand.lm, confusions, 7.0)
+    assert lower.correct_text("我们再学校学习") == "我们在学校学习"
+    confusion = data / "tasks" / "csc-zh" / "confusion"
+    (data / "corpus" / "zh" / "empty.txt").write_text("\n", encoding="utf-8")
+    with pytest.raises(LlmosError, match="no Chinese sentences"):
+        classic_corrector(data / "corpus" / "zh" / "empty.txt", confusion)
+    with pytest.raises(LlmosError, match=r"same_pinyin\.txt"):
+        classic_corrector(data / "corpus" / "zh" / "train.txt", tmp_path / "nowhere")
+
+
+def test_cli_corrects_with_the_classic_method_where_no_model_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmos.cli import main
+
+    monkeypatch.setenv("LLMOS_HOME", str(prepared_home(tmp_path / "home")))
+    monkeypatch.chdir(tmp_path)  # no runs/csc-zh/checkpoint here
+    assert main(["write", "correct", "--json", "老师再图书馆看书"]) == 0
+    out = capsys.readouterr()
+    assert "runs/csc-zh/checkpoint is not built" in out.err and "classic" in out.err
+    row = json.loads(out.out)
+    assert row["corrected"] == "老师在图书馆看书"
+    assert [(e["start"], e["original"], e["suggestion"]) for e in row["edits"]] == [(2, "再", "在")]
+    dictionary = tmp_path / "mine.txt"
+    dictionary.write_text("再图书馆\n", encoding="utf-8")  # a protected term: left as written
+    args = ["write", "correct", "--model", "classic", "--dict", str(dictionary), "老师再图书馆看书"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "老师再图书馆看书"
+    assert main(["write", "correct", "--model", "classic", "--threshold", "0.5", "今天"]) == 2
+    assert "takes no --threshold" in capsys.readouterr().err

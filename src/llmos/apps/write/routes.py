@@ -53,15 +53,10 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
     with them applied."""
     write = service(srv)
     if body.lang == "en":
-        return await _correct_english(body, srv, user.id)
+        return await _correct_local(body, srv, user.id, "english")
     model = body.model or srv.settings.write_model
     if body.model is None and model not in srv.registry.models:
-        raise ApiError(  # 404 as for any model the server lacks, saying how to build this one
-            404,
-            "no_model",
-            f"the writing assistant's spelling model {model!r} is not served (build it with "
-            "`llmos setup --with csc-zh`, or name another with --write-model)",
-        )
+        return await _correct_local(body, srv, user.id, "chinese")
     require(srv.registry.entry(model), "correct")
     check_texts(srv, body.texts)
     op = CorrectOp(body.threshold)
@@ -83,20 +78,36 @@ async def correct(body: s.CorrectIn, request: Request, srv: ServerDep, user: Use
     return {"model": model, "results": await run_in_threadpool(edit_all)}
 
 
-async def _correct_english(body: s.CorrectIn, srv: Any, user: int) -> dict[str, Any]:
-    """English texts through the English speller (built from the prepared corpus on first
-    use), under the caller's dictionary."""
+LOCAL = {  # correctors the service builds itself: the name answered, how one is missing
+    "english": ("english-speller", "no English speller here: {e}"),
+    "chinese": (
+        "classic-zh",
+        "the writing assistant's spelling model {model!r} is not served (build it with "
+        "`llmos setup --with csc-zh`, or name another with --write-model), and the classic "
+        "corrector that stands in for it cannot be built here: {e}",
+    ),
+}
+
+
+async def _correct_local(body: s.CorrectIn, srv: Any, user: int, which: str) -> dict[str, Any]:
+    """Texts through a corrector the service builds from the prepared data on first use
+    (``english``: the English speller; ``chinese``: the classic confusion-set + n-gram
+    corrector, when the default spelling model is not served), under the caller's
+    dictionary."""
     if body.model is not None or body.threshold is not None:
-        raise ApiError(422, "invalid_request", "lang en takes no model or threshold")
+        what = "lang en" if which == "english" else "the classic corrector (no spelling model)"
+        raise ApiError(422, "invalid_request", f"{what} takes no model or threshold")
     check_texts(srv, body.texts)
     write = service(srv)
+    name, missing = LOCAL[which]
     try:
-        await run_in_threadpool(write.english)
+        corrector = await run_in_threadpool(getattr(write, which))
     except LlmosError as e:  # the server's data, not the caller's request
-        raise ApiError(404, "no_model", f"no English speller here: {e}") from None
-    edits = await call(write.english_edits, user, body.texts)
+        detail = missing.format(e=e, model=srv.settings.write_model)
+        raise ApiError(404, "no_model", detail) from None
+    edits = await call(write.local_edits, user, corrector, body.texts)
     return {
-        "model": "english-speller",
+        "model": name,
         "results": [
             {"text": t, "corrected": apply_edits(t, e), "edits": [x.as_json() for x in e]}
             for t, e in zip(body.texts, edits, strict=True)

@@ -31,16 +31,16 @@ class WriteService:
         root: Path | None = None,
         materials: Callable[[], Any] | None = None,
         english: Callable[[], Any] | None = None,
+        chinese: Callable[[], Any] | None = None,
     ) -> None:
         self.terms = WriteTerms(store)
         self.documents = WriteDocuments(store)
-        # Material suggestions (llmos.apps.write.suggestions.Materials), made on first use: the
-        # shared corpus's index is large and many servers never suggest.
-        self._make_materials = materials
-        self._materials: Any = None
-        # The English speller (llmos.apps.write.english.EnglishSpeller), built on first use.
-        self._make_english = english
-        self._english: Any = None
+        # Made on first use: material suggestions (llmos.apps.write.suggestions.Materials: the
+        # shared corpus's index is large and many servers never suggest), the English speller
+        # (llmos.apps.write.english.EnglishSpeller) and the classic Chinese corrector
+        # (llmos.apps.write.classic.ClassicCorrector, for a server without a spelling model).
+        self._makers = {"materials": materials, "english": english, "chinese": chinese}
+        self._made: dict[str, Any] = {}
         # Users' adapters live under root/adapters (the server's apps directory + /write).
         self.adapters = UserAdapters(store, Path(root or "write") / "adapters")
         self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
@@ -106,25 +106,30 @@ class WriteService:
         ]
         return self.dictionary(user).apply(text, found)
 
+    def _built(self, what: str, missing: str) -> Any:
+        with self._lock:
+            if what not in self._made:
+                make = self._makers[what]
+                if make is None:
+                    raise TermsError(missing)
+                self._made[what] = make()
+            return self._made[what]
+
     def materials(self) -> Any:
         """The material suggestions (:class:`~llmos.apps.write.suggestions.Materials`)."""
-        with self._lock:
-            if self._materials is None:
-                if self._make_materials is None:
-                    raise TermsError("this server makes no material suggestions")
-                self._materials = self._make_materials()
-            return self._materials
+        return self._built("materials", "this server makes no material suggestions")
 
     def english(self) -> Any:
         """The English speller (built on first use: seconds)."""
-        with self._lock:
-            if self._english is None:
-                if self._make_english is None:
-                    raise TermsError("this server has no English speller")
-                self._english = self._make_english()
-            return self._english
+        return self._built("english", "this server has no English speller")
 
-    def english_edits(self, user: int, texts: Sequence[str]) -> list[list[Edit]]:
-        """The English speller's edits of each text, under the user's dictionary."""
-        speller, dictionary = self.english(), self.dictionary(user)
-        return [dictionary.apply(t, speller.correct(t)) for t in texts]
+    def chinese(self) -> Any:
+        """The classic Chinese corrector (built on first use: seconds), for a server that
+        serves no spelling model."""
+        return self._built("chinese", "this server has no classic Chinese corrector")
+
+    def local_edits(self, user: int, corrector: Any, texts: Sequence[str]) -> list[list[Edit]]:
+        """A corrector's edits of each text (one of this service's: :meth:`english`,
+        :meth:`chinese`), under the user's dictionary."""
+        dictionary = self.dictionary(user)
+        return [dictionary.apply(t, corrector.correct(t)) for t in texts]
