@@ -187,6 +187,8 @@ def _correct(args: argparse.Namespace) -> int:
         from llmos.apps.write.corrector import english_speller
         from llmos.paths import data_dir
 
+        if args.model is not None:
+            raise LlmosError("--lang en corrects with the English speller: it takes no --model")
         corrector = Corrector(english_speller(data_dir() / "corpus" / "en" / "train.txt"))
     elif _spelling_model(args) == CLASSIC:
         from llmos.apps.write.corrector import classic_corrector

@@ -182,3 +182,5 @@ def test_cli_corrects_with_the_classic_method_where_no_model_is_built(
     assert capsys.readouterr().out.splitlines()[0] == "老师再图书馆看书"
     assert main(["write", "correct", "--model", "classic", "--threshold", "0.5", "今天"]) == 2
     assert "takes no --threshold" in capsys.readouterr().err
+    assert main(["write", "correct", "--lang", "en", "--model", "classic", "teh"]) == 2
+    assert "takes no --model" in capsys.readouterr().err
