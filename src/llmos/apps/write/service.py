@@ -41,6 +41,8 @@ class WriteService:
         # (llmos.apps.write.classic.ClassicCorrector, for a server without a spelling model).
         self._makers = {"materials": materials, "english": english, "chinese": chinese}
         self._made: dict[str, Any] = {}
+        # one lock each: building one (seconds) holds up neither the others nor dictionaries
+        self._making = {what: threading.Lock() for what in self._makers}
         # Users' adapters live under root/adapters (the server's apps directory + /write).
         self.adapters = UserAdapters(store, Path(root or "write") / "adapters")
         self._cache: collections.OrderedDict[int, UserDictionary] = collections.OrderedDict()
@@ -107,7 +109,7 @@ class WriteService:
         return self.dictionary(user).apply(text, found)
 
     def _built(self, what: str, missing: str) -> Any:
-        with self._lock:
+        with self._making[what]:
             if what not in self._made:
                 make = self._makers[what]
                 if make is None:
