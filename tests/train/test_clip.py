@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import save_tiny_text_tower
+from tiny_models import EMOJI_EN, EMOJI_ZH, save_tiny_text_tower
 
 from llmos.checkpoint.io import read_weights
 from llmos.config import PretrainConfig, load_config
@@ -47,8 +47,7 @@ SUBCATEGORIES = (
 
 
 # Names from the tiny tokenizer's vocabulary (anything else reads as [UNK] to it).
-EN = ("book", "big", "city", "read", "students", "like", "music", "market", "grew", "we")
-ZH = "习人今介他们保公农化历去参发史司喜在场城"
+EN, ZH = EMOJI_EN, EMOJI_ZH
 TONES = {"1F3FB": ("the", "一"), "1F3FF": ("is", "天")}
 
 

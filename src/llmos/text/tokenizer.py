@@ -140,8 +140,8 @@ def _plain_pieces(tok: Tokenizer, pieces: list[str]) -> Tokenizer:
     assert by_id[n : n + len(pieces)] == pieces
     rest = by_id[n + len(pieces) :]
     chars = [t for t in rest if len(t) == 1]  # the alphabet, all before the first merge
-    order = [*by_id[:n], *chars, *pieces, *rest[len(chars) :]]
     assert rest[: len(chars)] == chars
+    order = [*by_id[:n], *chars, *pieces, *rest[len(chars) :]]
     spec["model"]["vocab"] = {t: i for i, t in enumerate(order)}
     return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
 
