@@ -22,6 +22,7 @@ from llmos.checkpoint.io import read_weights
 from llmos.config import PretrainConfig, load_config
 from llmos.data.emoji_pairs import (
     ContrastiveBatches,
+    blur,
     caption_options,
     caption_texts,
     holdout_bases,
@@ -35,7 +36,14 @@ from llmos.data.emoji_pairs import (
 from llmos.errors import ConfigError
 from llmos.models.clip import CLIPModel
 from llmos.recipes.pretrain import pretrain
-from llmos.train.tasks.clip import CLIPTask, RetrievalEval, info_nce_sums, load_clip, split_rows
+from llmos.train.tasks.clip import (
+    CaptionBank,
+    CLIPTask,
+    RetrievalEval,
+    info_nce_sums,
+    load_clip,
+    split_rows,
+)
 
 STYLES = ("apple", "google", "twitter", "facebook")
 CATEGORIES = ("Smileys & Emotion", "Animals & Nature", "Food & Drink")
@@ -225,6 +233,25 @@ def test_zoom_scales_about_the_centre_with_white_fill() -> None:
     assert (big[:, 1:7, 1:7] == 0).all() and (big < 255).all()  # 8 x 8: no white left
 
 
+def test_rotation_turns_about_the_centre_and_blur_spreads_ink_keeping_white() -> None:
+    px = torch.randint(
+        0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    turned = zoom(px, np.ones(2), np.array([90.0, 0.0]))
+    assert torch.equal(turned[0], torch.rot90(px[0], 1, (1, 2)))  # a quarter turn
+    assert torch.equal(turned[1], px[1])
+    dot = torch.full((2, 3, 9, 9), 255, dtype=torch.uint8)
+    dot[:, :, 4, 4] = 0  # one black pixel on white
+    out = blur(dot, np.array([0.0, 1.0]))
+    assert torch.equal(out[0], dot[0])  # sigma 0: untouched
+    ink = 255 - out[1].int()
+    assert abs(int(ink.sum()) - 3 * 255) <= 3 * 25  # the ink spread, not lost (rounding)
+    assert 0 < int(ink[0, 4, 4]) < 255 and int(ink[0, 4, 5]) > 0 and int(ink[0, 0, 0]) == 0
+    assert ink[:, 4, 5].tolist() == ink[:, 5, 4].tolist() == ink[:, 4, 3].tolist()
+    white = torch.full((1, 3, 6, 6), 255, dtype=torch.uint8)
+    assert torch.equal(blur(white, np.array([2.0])), white)  # white beyond the edges
+
+
 def test_two_views_draw_each_emoji_in_two_styles(home: Path) -> None:
     rows = load_rows(home)
     styles = [style_images(rows, s, 16, home) for s in ("apple", "google", "facebook")]
@@ -246,6 +273,9 @@ def test_two_views_draw_each_emoji_in_two_styles(home: Path) -> None:
     zoomed = ContrastiveBatches(*args[:-1], 2, max_zoom=0.2).batch(5)
     assert zoomed["text_ids"].tolist() == one["text_ids"].tolist()
     assert not torch.equal(zoomed["pixel_values"], one["pixel_values"])
+    turned = ContrastiveBatches(*args, max_rotation=10.0, max_blur=1.0).batch(5)
+    assert turned["text_ids"].tolist() == one["text_ids"].tolist()
+    assert not torch.equal(turned["pixel_values"], one["pixel_values"])
 
 
 def normalise_px(st, row: int) -> torch.Tensor:
@@ -285,6 +315,78 @@ def test_the_two_view_loss_is_both_clip_losses_plus_the_weighted_image_loss() ->
     want = (clip(s * ia @ tx.T) + clip(s * ib @ tx.T)) / 2 + 0.5 * clip(s * ia @ ib.T)
     assert torch.allclose(loss, want, atol=1e-5), (loss, want)
     assert logs["image_loss"] == pytest.approx(float(clip(s * ia @ ib.T)), abs=1e-5)
+
+
+def test_the_caption_bank_scores_each_image_against_every_trainable_caption() -> None:
+    """``caption_negatives: all``: image -> text is a cross-entropy over every caption of the
+    trainable rows (not the held-out row's), the image's other captions masked; text -> image
+    and the image loss stay in-batch."""
+    from llmos.config.model import CLIPConfig, ViTConfig
+
+    torch.manual_seed(0)
+    vision = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        pooler=False,
+    )
+    model = CLIPModel(CLIPConfig(vision=vision, text_dim=6, projection_dim=5))
+    texts = ["a", "b", "c", "d", "e", "f", "g"]
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = torch.randn(len(texts), 6)
+
+    def opts(zh: str | None, en: str, kw: str | None = None) -> dict[str, str | None]:
+        return {"zh_name": zh, "en_name": en, "zh_keywords": None, "en_keywords": kw}
+
+    # row 1 is row 0's skin-tone variant (same names); row 3 is held out
+    captions = [
+        opts("a", "b"),
+        opts("a", "b"),
+        opts(None, "c", "d"),
+        opts("e", "f"),
+        opts("g", "c"),
+    ]
+    bank = CaptionBank(captions, {0, 1, 2, 4}, index)
+    assert bank.ids.tolist() == [0, 1, 2, 3, 6]  # e and f belong to the held-out row only
+    rows, text_ids = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 6])  # b, d, g
+    target, mask = bank.targets(rows, text_ids)
+    assert target.tolist() == [1, 3, 4]
+    # each image's other own captions: a for row 0; c for rows 2 and 4
+    assert mask.tolist() == [
+        [True, False, False, False, False],
+        [False, False, True, False, False],
+        [False, False, True, False, False],
+    ]
+    a, b = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    batch = {"pixel_values": a, "pixel_values_2": b, "text_ids": text_ids, "rows": rows}
+    task = CLIPTask(None, vectors, None, image_loss_weight=0.5, bank=bank)  # type: ignore[arg-type]
+    loss, _ = task.loss(model, batch, [3.0])
+    ce = torch.nn.functional.cross_entropy
+    t = torch.arange(3)
+    ia, ib = model.embed_images(a), model.embed_images(b)
+    s = model.scale()
+    tx = model.embed_texts(vectors[text_ids])
+    every = model.embed_texts(vectors[[0, 1, 2, 3, 6]])
+
+    def i2t(img: torch.Tensor) -> torch.Tensor:
+        logits = (s * img @ every.T).masked_fill(mask, float("-inf"))
+        return ce(logits, target)
+
+    def pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (ce(s * x @ y.T, t) + ce(s * y @ x.T, t)) / 2
+
+    want = (
+        (i2t(ia) + ce(s * tx @ ia.T, t)) / 2 + (i2t(ib) + ce(s * tx @ ib.T, t)) / 2
+    ) / 2 + 0.5 * pair(ia, ib)
+    assert torch.allclose(loss, want, atol=1e-5), (loss, want)
+
+
+def test_caption_negatives_must_be_batch_or_all() -> None:
+    with pytest.raises(ConfigError, match=r"emoji.caption_negatives must be one of"):
+        load_config(PretrainConfig, None, ["model.model_type=clip", "emoji.caption_negatives=some"])
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +476,7 @@ def test_clip_configs_are_checked() -> None:
         load_config(PretrainConfig, None, ["model.model_type=clip", "emoji.train_styles=[twitter]"])
     with pytest.raises(ConfigError, match="does not fit"):
         load_config(PretrainConfig, None, ["model.model_type=clip", "data.objective=mlm"])
+    with pytest.raises(ConfigError, match=r"emoji.max_rotation must be in \[0, 45\)"):
+        load_config(PretrainConfig, None, ["model.model_type=clip", "emoji.max_rotation=90"])
+    with pytest.raises(ConfigError, match=r"emoji.max_blur must be in \[0, 2\]"):
+        load_config(PretrainConfig, None, ["model.model_type=clip", "emoji.max_blur=3"])

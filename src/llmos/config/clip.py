@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from llmos.errors import ConfigError
 
 EMOJI_STYLES = ("apple", "google", "twitter", "facebook")
+CAPTION_NEGATIVES = ("batch", "all")
 
 
 @dataclass
@@ -25,10 +26,18 @@ class EmojiDataConfig:
     translation; no flips (an arrow flipped is another emoji). ``max_zoom``: each image is
     also scaled by a factor drawn from [1 - max_zoom, 1 + max_zoom] about its centre (white
     fill), since the styles draw their glyphs at different sizes in the frame.
+    ``max_rotation``: and rotated by up to this many degrees either way (< 45: a quarter turn
+    is another arrow). ``max_blur``: and blurred by a Gaussian of sigma drawn from
+    [0, max_blur] pixels (<= 2), since styles differ in how sharp they draw.
     ``views``: 2 draws each training emoji in two different training styles (where it has
     two) and adds a symmetric InfoNCE between the two drawings, weighted by
     ``image_loss_weight``, beside each drawing's image-text loss: the same concept in another
     style is the positive, which is what an unseen style asks of the model.
+    ``caption_negatives``: what an image's caption is told apart from. ``batch``: the other
+    captions of its batch (CLIP's in-batch loss). ``all``: every caption of every trainable
+    emoji (the cached vectors, projected anew each step, about 12 k of them), the way the
+    evaluation ranks names; the other captions of the image's own emoji are left out of its
+    negatives. Text -> image stays in-batch either way.
     """
 
     home: str | None = None
@@ -42,6 +51,9 @@ class EmojiDataConfig:
     max_zoom: float = 0.0
     views: int = 1
     image_loss_weight: float = 1.0
+    caption_negatives: str = "batch"
+    max_rotation: float = 0.0
+    max_blur: float = 0.0
 
     def __post_init__(self) -> None:
         for style in [*self.train_styles, self.eval_style]:
@@ -61,7 +73,18 @@ class EmojiDataConfig:
             raise ConfigError(f"emoji.max_shift must be >= 0, got {self.max_shift}")
         if not 0.0 <= self.max_zoom < 1.0:
             raise ConfigError(f"emoji.max_zoom must be in [0, 1), got {self.max_zoom}")
+        if not 0.0 <= self.max_rotation < 45.0:
+            raise ConfigError(
+                f"emoji.max_rotation must be in [0, 45) degrees, got {self.max_rotation}"
+            )
+        if not 0.0 <= self.max_blur <= 2.0:
+            raise ConfigError(f"emoji.max_blur must be in [0, 2] pixels, got {self.max_blur}")
         if self.views not in (1, 2):
             raise ConfigError(f"emoji.views must be 1 or 2, got {self.views}")
         if self.image_loss_weight < 0:
             raise ConfigError(f"emoji.image_loss_weight must be >= 0, got {self.image_loss_weight}")
+        if self.caption_negatives not in CAPTION_NEGATIVES:
+            raise ConfigError(
+                f"emoji.caption_negatives must be one of {CAPTION_NEGATIVES}, "
+                f"got {self.caption_negatives!r}"
+            )

@@ -10,8 +10,9 @@ captioned with emoji-datasource's English name only.
 Pixels: the RGBA images are composited on white into RGB (:func:`to_pixels`). The alpha
 channel carries nothing the composite lacks once the background is fixed, and three channels
 keep the image tower an ordinary ViT (HF's layout, its weights exportable as they are).
-Augmentation is a random scaling about the centre (:func:`zoom`) and a random translation
-(:func:`shift`), both with white fill: no flips, since a mirrored arrow or hand is another
+Augmentation is a random scaling about the centre (:func:`zoom`), optionally a small
+rotation and a Gaussian blur (:func:`blur`), and a random translation (:func:`shift`), with
+white fill: no flips, since a mirrored arrow or hand is another
 emoji, and no colour jitter, since colour tells skin tones (and many objects) apart. With two
 views, each emoji of a batch comes in two training styles (``pixel_values_2``) for an
 image-image loss across styles.
@@ -154,16 +155,41 @@ def shift(pixels: torch.Tensor, dx: np.ndarray, dy: np.ndarray) -> torch.Tensor:
     return out
 
 
-def zoom(pixels: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+def zoom(
+    pixels: torch.Tensor, factors: np.ndarray, degrees: np.ndarray | None = None
+) -> torch.Tensor:
     """Scale each image of (B, 3, H, W) uint8 by its factor about the centre (bilinear;
-    > 1 enlarges, cropping the edges; < 1 shrinks, filling with white)."""
+    > 1 enlarges, cropping the edges; < 1 shrinks, filling with white), and rotate it by its
+    angle in ``degrees`` (counter-clockwise) when given."""
     x = pixels.float() - 255.0  # white is 0, so grid_sample's zero padding fills white
-    theta = torch.zeros(len(x), 2, 3)
     inv = torch.from_numpy(1.0 / np.asarray(factors, dtype=np.float64)).float()
-    theta[:, 0, 0], theta[:, 1, 1] = inv, inv
+    theta = torch.zeros(len(x), 2, 3)
+    if degrees is None:
+        theta[:, 0, 0], theta[:, 1, 1] = inv, inv
+    else:  # the output -> input map: the inverse rotation, scaled by 1 / factor
+        rad = torch.from_numpy(np.deg2rad(np.asarray(degrees, dtype=np.float64))).float()
+        cos, sin = rad.cos() * inv, rad.sin() * inv
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (out + 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def blur(pixels: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
+    """Gaussian-blur each image of (B, 3, H, W) uint8 with its own sigma in pixels (0 leaves
+    it as it is; a 5 x 5 kernel, white beyond the edges): the styles differ in how sharp
+    their outlines and shading are."""
+    out = pixels.clone()
+    r = torch.arange(-2, 3, dtype=torch.float32)
+    for i, sigma in enumerate(np.asarray(sigmas, dtype=np.float64).tolist()):
+        if sigma <= 0:
+            continue
+        k = torch.exp(-(r**2) / (2 * sigma**2))
+        k = (k[:, None] * k[None, :]) / k.sum() ** 2  # (5, 5), sums to 1
+        x = F.pad(pixels[i : i + 1].float() - 255.0, (2, 2, 2, 2))  # zero = white
+        y = F.conv2d(x, k.expand(3, 1, 5, 5), groups=3)
+        out[i] = (y[0] + 255.0).round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 @dataclass
@@ -212,6 +238,8 @@ class ContrastiveBatches:
         max_shift: int,
         max_zoom: float = 0.0,
         views: int = 1,
+        max_rotation: float = 0.0,
+        max_blur: float = 0.0,
     ) -> None:
         # Every (style, image) pair of an allowed row, grouped by row.
         by_row: dict[int, list[tuple[int, int]]] = {}
@@ -230,14 +258,24 @@ class ContrastiveBatches:
         self.batch_size, self.seed = batch_size, seed
         self.zh_prob, self.keywords_prob, self.max_shift = zh_prob, keywords_prob, max_shift
         self.max_zoom, self.views = max_zoom, views
+        self.max_rotation, self.max_blur = max_rotation, max_blur
         self.position = 0
 
     def _augment(self, images: list[torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
         m, n = self.max_shift, len(images)
         dx, dy = rng.integers(-m, m + 1, size=(2, n))
         pixels = torch.stack(images)
+        # each draw only when its option is on, so runs without it keep their batches
+        factors = np.ones(n)
         if self.max_zoom > 0:
-            pixels = zoom(pixels, rng.uniform(1 - self.max_zoom, 1 + self.max_zoom, size=n))
+            factors = rng.uniform(1 - self.max_zoom, 1 + self.max_zoom, size=n)
+        degrees = None
+        if self.max_rotation > 0:
+            degrees = rng.uniform(-self.max_rotation, self.max_rotation, size=n)
+        if self.max_zoom > 0 or degrees is not None:
+            pixels = zoom(pixels, factors, degrees)
+        if self.max_blur > 0:
+            pixels = blur(pixels, rng.uniform(0, self.max_blur, size=n))
         return normalise(shift(pixels, dx, dy))
 
     def batch(self, n: int) -> dict[str, Any]:

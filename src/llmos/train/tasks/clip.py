@@ -247,12 +247,49 @@ class RetrievalEval:
         return out
 
 
+class CaptionBank:
+    """Every caption of the trainable emoji: the image -> text negatives of
+    ``emoji.caption_negatives: all``.
+
+    Args:
+        captions: per row, its caption options (:func:`caption_options`).
+        allowed: the rows trained on; held-out concepts' captions never enter the bank.
+        text_index: caption text -> its row in the cached text-vector matrix.
+    """
+
+    def __init__(
+        self, captions: list[dict[str, str | None]], allowed: set[int], text_index: dict[str, int]
+    ) -> None:
+        texts = sorted({t for r in allowed for t in captions[r].values() if t})
+        self.ids = torch.tensor([text_index[t] for t in texts])  # (T,) rows of the matrix
+        self.position = {text_index[t]: i for i, t in enumerate(texts)}
+        # a row's own captions (skin-tone variants share their base's names: one entry)
+        self.own = {
+            r: sorted({self.position[text_index[t]] for t in captions[r].values() if t})
+            for r in allowed
+        }
+
+    def targets(
+        self, rows: torch.Tensor, text_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) bank positions of a batch's sampled captions, and the (B, T) mask of each
+        image's other captions of its own emoji (right too, so not negatives)."""
+        target = torch.tensor([self.position[t] for t in text_ids.tolist()])
+        mask = torch.zeros(len(target), len(self.ids), dtype=torch.bool)
+        for i, r in enumerate(rows.tolist()):
+            mask[i, self.own[r]] = True
+        mask[torch.arange(len(target)), target] = False
+        return target, mask
+
+
 class CLIPTask:
     """Symmetric InfoNCE over in-batch pairs; the text vectors are looked up, not computed.
 
     With two views (``pixel_values_2``: each emoji in a second training style) the loss is
     the mean of both drawings' image-text losses plus ``image_loss_weight`` times the
-    symmetric InfoNCE between the two drawings (same temperature).
+    symmetric InfoNCE between the two drawings (same temperature). With a ``bank``
+    (:class:`CaptionBank`), each image -> text term is a cross-entropy over the whole bank
+    instead of over the batch's captions.
     """
 
     def __init__(
@@ -261,9 +298,10 @@ class CLIPTask:
         vectors: torch.Tensor,
         evaluation: RetrievalEval,
         image_loss_weight: float = 1.0,
+        bank: CaptionBank | None = None,
     ) -> None:
         self.batches, self.vectors, self.evaluation = batches, vectors, evaluation
-        self.image_loss_weight = image_loss_weight
+        self.image_loss_weight, self.bank = image_loss_weight, bank
 
     def steps(self, info: Any, micro_batch: int) -> Iterator[list[dict[str, Any]]]:
         if info.world > 1 or micro_batch != self.batches.batch_size:
@@ -292,9 +330,14 @@ class CLIPTask:
         target = torch.arange(n, device=logits.device)
         hits = (logits[:n].argmax(1) == target).sum()
         logs = {"accuracy": float(hits), "logit_scale": float(out.scale.detach()) * n}
+        if self.bank is not None:
+            bank_i2t = self._bank_i2t(model, out.image_embeds.float(), out.scale.float(), batch)
+            i2t = bank_i2t[0]
         total = i2t + t2i
         if second is not None:
             i2t_2, t2i_2 = info_nce_sums(logits[n:])
+            if self.bank is not None:
+                i2t_2 = bank_i2t[1]
             img = out.image_embeds.float()
             i2i, i2i_t = info_nce_sums(out.scale.float() * img[:n] @ img[n:].T)
             total = (total + i2t_2 + t2i_2) / 2
@@ -303,6 +346,22 @@ class CLIPTask:
         logs["loss"] = float(total.detach()) / 2
         logs = {k: v / n for k, v in logs.items()}
         return total / (2 * totals[0]), logs
+
+    def _bank_i2t(
+        self, model: nn.Module, images: torch.Tensor, scale: torch.Tensor, batch: dict[str, Any]
+    ) -> list[torch.Tensor]:
+        """Each view's summed image -> text cross-entropy over the whole caption bank."""
+        assert self.bank is not None
+        device = images.device
+        bank = model.embed_texts(self.vectors[self.bank.ids].to(device)).float()  # (T, D)
+        target, mask = self.bank.targets(batch["rows"].cpu(), batch["text_ids"].cpu())
+        target, mask = target.to(device), mask.to(device)
+        n = len(target)
+        sums = []
+        for view in images.split(n):
+            logits = (scale * view @ bank.T).masked_fill(mask, float("-inf"))  # (B, T)
+            sums.append(F.cross_entropy(logits, target, reduction="sum"))
+        return sums
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return self.evaluation.metrics(model)  # type: ignore[arg-type]
@@ -336,10 +395,11 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     cfg = replace(cfg, model=replace(cfg.model, text_dim=matrix.shape[1]))
     styles = [style_images(rows, s, size, home) for s in data.train_styles]
     train_ok = set(range(len(rows))) - held_out
+    captions = [caption_options(r) for r in rows]
     batches = ContrastiveBatches(
         styles,
         train_ok,
-        [caption_options(r) for r in rows],
+        captions,
         text_index,
         cfg.train.batch_size,
         cfg.train.seed,
@@ -348,6 +408,8 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
         data.max_shift,
         data.max_zoom,
         data.views,
+        data.max_rotation,
+        data.max_blur,
     )
     evaluation = RetrievalEval(
         rows, style_images(rows, data.eval_style, size, home), held_out, matrix, text_index
@@ -368,7 +430,15 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
     return PretrainSetup(
         cfg=cfg,
         tokenizer=None,
-        task=CLIPTask(batches, matrix, evaluation, data.image_loss_weight),
+        task=CLIPTask(
+            batches,
+            matrix,
+            evaluation,
+            data.image_loss_weight,
+            CaptionBank(captions, train_ok, text_index)
+            if data.caption_negatives == "all"
+            else None,
+        ),
         build=lambda: CLIPModel(model_cfg),
         train=None,
         valid_targets=None,
