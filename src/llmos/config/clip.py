@@ -35,9 +35,9 @@ class EmojiDataConfig:
     style is the positive, which is what an unseen style asks of the model.
     ``caption_negatives``: what an image's caption is told apart from. ``batch``: the other
     captions of its batch (CLIP's in-batch loss). ``all``: every caption of every trainable
-    emoji (the cached vectors, projected anew each step, about 12 k of them), the way the
-    evaluation ranks names; the other captions of the image's own emoji are left out of its
-    negatives. Text -> image stays in-batch either way.
+    emoji (the cached vectors, projected anew each step; 11,622 on the default split), the
+    way the evaluation ranks names; the other captions of the image's own emoji are left out
+    of its negatives. Text -> image stays in-batch either way.
     """
 
     home: str | None = None
