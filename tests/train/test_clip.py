@@ -284,7 +284,8 @@ def normalise_px(st, row: int) -> torch.Tensor:
     return normalise(st.pixels[st.rows.tolist().index(row)][None])[0]
 
 
-def test_the_two_view_loss_is_both_clip_losses_plus_the_weighted_image_loss() -> None:
+def tiny_clip_model() -> CLIPModel:
+    """A seeded CLIP of one 16-wide layer over 8 px images and 6-dim text vectors."""
     from llmos.config.model import CLIPConfig, ViTConfig
 
     torch.manual_seed(0)
@@ -297,7 +298,11 @@ def test_the_two_view_loss_is_both_clip_losses_plus_the_weighted_image_loss() ->
         intermediate_size=32,
         pooler=False,
     )
-    model = CLIPModel(CLIPConfig(vision=vision, text_dim=6, projection_dim=5))
+    return CLIPModel(CLIPConfig(vision=vision, text_dim=6, projection_dim=5))
+
+
+def test_the_two_view_loss_is_both_clip_losses_plus_the_weighted_image_loss() -> None:
+    model = tiny_clip_model()
     vectors = torch.randn(10, 6)
     a, b = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
     batch = {"pixel_values": a, "pixel_values_2": b, "text_ids": torch.tensor([3, 1, 7, 0])}
@@ -321,19 +326,7 @@ def test_the_caption_bank_scores_each_image_against_every_trainable_caption() ->
     """``caption_negatives: all``: image -> text is a cross-entropy over every caption of the
     trainable rows (not the held-out row's), the image's other captions masked; text -> image
     and the image loss stay in-batch."""
-    from llmos.config.model import CLIPConfig, ViTConfig
-
-    torch.manual_seed(0)
-    vision = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        pooler=False,
-    )
-    model = CLIPModel(CLIPConfig(vision=vision, text_dim=6, projection_dim=5))
+    model = tiny_clip_model()
     texts = ["a", "b", "c", "d", "e", "f", "g"]
     index = {t: i for i, t in enumerate(texts)}
     vectors = torch.randn(len(texts), 6)
