@@ -12,8 +12,8 @@ channel carries nothing the composite lacks once the background is fixed, and th
 keep the image tower an ordinary ViT (HF's layout, its weights exportable as they are).
 Augmentation is a random scaling about the centre (:func:`zoom`), optionally a small
 rotation and a Gaussian blur (:func:`blur`), and a random translation (:func:`shift`), with
-white fill: no flips, since a mirrored arrow or hand is another
-emoji, and no colour jitter, since colour tells skin tones (and many objects) apart. With two
+white fill: no flips, since a mirrored arrow or hand is another emoji, and no colour
+jitter, since colour tells skin tones (and many objects) apart. With two
 views, each emoji of a batch comes in two training styles (``pixel_values_2``) for an
 image-image loss across styles.
 
