@@ -342,8 +342,9 @@ def test_the_caption_bank_scores_each_image_against_every_trainable_caption() ->
         opts("e", "f"),
         opts("g", "c"),
     ]
-    bank = CaptionBank(captions, {0, 1, 2, 4}, index)
+    bank = CaptionBank(captions, {0, 1, 2, 4}, index, vectors)
     assert bank.ids.tolist() == [0, 1, 2, 3, 6]  # e and f belong to the held-out row only
+    assert torch.equal(bank.vectors, vectors[[0, 1, 2, 3, 6]])
     rows, text_ids = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 6])  # b, d, g
     target, mask = bank.targets(rows, text_ids)
     assert target.tolist() == [1, 3, 4]

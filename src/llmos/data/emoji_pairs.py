@@ -163,13 +163,11 @@ def zoom(
     angle in ``degrees`` (counter-clockwise) when given."""
     x = pixels.float() - 255.0  # white is 0, so grid_sample's zero padding fills white
     inv = torch.from_numpy(1.0 / np.asarray(factors, dtype=np.float64)).float()
+    angles = np.zeros(len(x)) if degrees is None else np.asarray(degrees, dtype=np.float64)
+    rad = torch.from_numpy(np.deg2rad(angles)).float()
+    cos, sin = rad.cos() * inv, rad.sin() * inv  # output -> input: the inverse map
     theta = torch.zeros(len(x), 2, 3)
-    if degrees is None:
-        theta[:, 0, 0], theta[:, 1, 1] = inv, inv
-    else:  # the output -> input map: the inverse rotation, scaled by 1 / factor
-        rad = torch.from_numpy(np.deg2rad(np.asarray(degrees, dtype=np.float64))).float()
-        cos, sin = rad.cos() * inv, rad.sin() * inv
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (out + 255.0).round().clamp(0, 255).to(torch.uint8)

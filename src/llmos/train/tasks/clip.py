@@ -254,14 +254,19 @@ class CaptionBank:
     Args:
         captions: per row, its caption options (:func:`caption_options`).
         allowed: the rows trained on; held-out concepts' captions never enter the bank.
-        text_index: caption text -> its row in the cached text-vector matrix.
+        text_index: caption text -> its row in the cached text-vector matrix ``vectors``.
     """
 
     def __init__(
-        self, captions: list[dict[str, str | None]], allowed: set[int], text_index: dict[str, int]
+        self,
+        captions: list[dict[str, str | None]],
+        allowed: set[int],
+        text_index: dict[str, int],
+        vectors: torch.Tensor,
     ) -> None:
         texts = sorted({t for r in allowed for t in captions[r].values() if t})
         self.ids = torch.tensor([text_index[t] for t in texts])  # (T,) rows of the matrix
+        self.vectors = vectors[self.ids]  # (T, text_dim), gathered once, not every step
         self.position = {text_index[t]: i for i, t in enumerate(texts)}
         # a row's own captions (skin-tone variants share their base's names: one entry)
         self.own = {
@@ -353,7 +358,7 @@ class CLIPTask:
         """Each view's summed image -> text cross-entropy over the whole caption bank."""
         assert self.bank is not None
         device = images.device
-        bank = model.embed_texts(self.vectors[self.bank.ids].to(device)).float()  # (T, D)
+        bank = model.embed_texts(self.bank.vectors.to(device)).float()  # (T, D)
         target, mask = self.bank.targets(batch["rows"].cpu(), batch["text_ids"].cpu())
         target, mask = target.to(device), mask.to(device)
         n = len(target)
@@ -435,7 +440,7 @@ def setup_clip_pretraining(cfg: PretrainConfig) -> PretrainSetup:
             matrix,
             evaluation,
             data.image_loss_weight,
-            CaptionBank(captions, train_ok, text_index)
+            CaptionBank(captions, train_ok, text_index, matrix)
             if data.caption_negatives == "all"
             else None,
         ),
