@@ -266,7 +266,7 @@ class CaptionBank:
     ) -> None:
         texts = sorted({t for r in allowed for t in captions[r].values() if t})
         self.ids = torch.tensor([text_index[t] for t in texts])  # (T,) rows of the matrix
-        self.vectors = vectors[self.ids]  # (T, text_dim), gathered once, not every step
+        self.vectors = vectors[self.ids]  # (T, text_dim): gathered once, not every step
         self.position = {text_index[t]: i for i, t in enumerate(texts)}
         # a row's own captions (skin-tone variants share their base's names: one entry)
         self.own = {
@@ -358,7 +358,9 @@ class CLIPTask:
         """Each view's summed image -> text cross-entropy over the whole caption bank."""
         assert self.bank is not None
         device = images.device
-        bank = model.embed_texts(self.bank.vectors.to(device)).float()  # (T, D)
+        # moved to the device once and kept there (``to`` returns the tensor itself after)
+        self.bank.vectors = self.bank.vectors.to(device)
+        bank = model.embed_texts(self.bank.vectors).float()  # (T, D)
         target, mask = self.bank.targets(batch["rows"].cpu(), batch["text_ids"].cpu())
         target, mask = target.to(device), mask.to(device)
         n = len(target)
