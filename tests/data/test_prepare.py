@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import time
 import zipfile
@@ -27,7 +28,7 @@ from llmos.data.sources import (
     parse_pku_line,
     read_peoples_daily,
 )
-from llmos.data.spelling import read_confusion, read_corrections, usable_sentence
+from llmos.data.spelling import read_confusion, read_corrections, read_lexicon, usable_sentence
 from llmos.errors import DataError
 from llmos.text.sentences import split_sentences
 
@@ -170,6 +171,11 @@ PYCORRECTOR_FILES = {
     "common_char_set.txt": "".join(
         f"{ch}\n" for ch in "会汇绘回议义意天添田今金津紧说硕京经惊井惠开揩夫夭大太犬代伐市币"
     ),
+    # word frequency pos; a word listed twice keeps its higher frequency; 1-character and
+    # 5-character words are left out
+    "word_freq.txt": "会议 120 n\n今天 300 t\n今天 10 t\n天 50 n\n北京大学校 3 n\n",
+    "person_name.txt": "诸葛亮\t900\n",
+    "place_name.txt": "北京\t1000\n",
 }
 ML_FILES = {
     "ml-100k.inter": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t88\n",
@@ -502,6 +508,11 @@ def test_spelling_task(prepared: tuple[Path, dict[str, Any]]) -> None:
     for name, text in PYCORRECTOR_FILES.items():
         assert (home / "tasks/csc-zh/confusion" / name).read_text(encoding="utf-8") == text
     confusion = read_confusion(home / "tasks/csc-zh/confusion")
+    words = read_lexicon(home / "tasks/csc-zh/confusion/word_freq.txt")
+    assert words == pytest.approx({"会议": math.log(121), "今天": math.log(301)})
+    assert read_lexicon(home / "tasks/csc-zh/confusion/person_name.txt") == pytest.approx(
+        {"诸葛亮": math.log(901)}
+    )
     sentences = {
         s: {line for doc in read_docs(home / f"corpus/zh/{s}.txt") for line in doc.split("\n")}
         for s in SPLITS
@@ -537,13 +548,24 @@ def test_spelling_task(prepared: tuple[Path, dict[str, Any]]) -> None:
     assert "pycorrector/data/same_pinyin.txt" in manifest["sources"]["pycorrector"]["members_read"]
 
 
-def test_malformed_confusion_names_member_and_line(
-    tmp_path: Path, packages: dict[str, Path]
+@pytest.mark.parametrize(
+    ("member", "text", "match"),
+    [
+        ("same_stroke.txt", "天\t夫\n大\n", r"pycorrector: pycorrector/data/same_stroke\.txt:2: "),
+        (
+            "word_freq.txt",
+            "会议 120 n\n今天 many t\n",
+            r"pycorrector: pycorrector/data/word_freq\.txt:2: expected 'word frequency",
+        ),
+    ],
+)
+def test_malformed_pycorrector_file_names_member_and_line(
+    tmp_path: Path, packages: dict[str, Path], member: str, text: str, match: str
 ) -> None:
     members = {f"pycorrector/data/{k}": v for k, v in PYCORRECTOR_FILES.items()}
-    members["pycorrector/data/same_stroke.txt"] = "天\t夫\n大\n"
+    members[f"pycorrector/data/{member}"] = text
     broken = _zip(tmp_path / "pycorrector-1.1.4-py3-none-any.whl", members)
-    with pytest.raises(DataError, match=r"pycorrector: pycorrector/data/same_stroke\.txt:2: "):
+    with pytest.raises(DataError, match=match):
         prepare_data(
             tmp_path / "home", progress=False, packages={**packages, "pycorrector": broken}
         )

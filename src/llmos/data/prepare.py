@@ -14,8 +14,9 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
     tasks/movielens/ml-100k.{inter,item,user}   RecBole atomic files, copied as is
     tasks/csc-zh/{train,valid,test}.jsonl   {"source": noisy, "target": clean}: spelling
                                             correction, synthetic substitutions (spelling.py)
-    tasks/csc-zh/confusion/                 pycorrector's same_pinyin, same_stroke and
-                                            common_char_set files, copied as is
+    tasks/csc-zh/confusion/                 pycorrector's same_pinyin, same_stroke,
+                                            common_char_set, word_freq, person_name and
+                                            place_name files, copied as is
     manifest.json                   sha256 and counts of every output, sources, warnings
 
 Splits are assigned per document by a salted sha1 of its text, so they do not depend on the
@@ -54,7 +55,7 @@ __all__ = ["SPLITS", "assign_split", "prepare_data"]
 
 SPLITS = ("train", "valid", "test")
 # Bump when the outputs change for the same packages, so existing data is rebuilt.
-MANIFEST_VERSION = 4
+MANIFEST_VERSION = 5
 _SALT = "llmos-data-v1"
 CORPUS_RATIOS = (0.96, 0.02, 0.02)  # sources used only for pretraining
 LABELLED_RATIOS = (0.80, 0.10, 0.10)  # sources with a task
@@ -219,7 +220,10 @@ def _spelling(build: _Build, archives: dict[str, PackageArchive]) -> None:
     """
     archive = archives["pycorrector"]
     pinyin, stroke, chars = spelling.PINYIN_FILE, spelling.STROKE_FILE, spelling.CHAR_SET_FILE
-    texts = {name: archive.read_text(_PYCORRECTOR_DATA + name) for name in (pinyin, stroke, chars)}
+    names = (pinyin, stroke, chars, *spelling.LEXICON_FILES)
+    texts = {name: archive.read_text(_PYCORRECTOR_DATA + name) for name in names}
+    for name in spelling.LEXICON_FILES:  # checked here, so that a bad archive fails early
+        spelling.parse_lexicon(texts[name], f"{archive.name}: {_PYCORRECTOR_DATA}{name}")
     for name, text in texts.items():  # copied for the training recipes and the app
         path = f"tasks/csc-zh/confusion/{name}"
         build.files[path] = text.encode("utf-8")

@@ -11,6 +11,9 @@ characters with ones that sound or look alike, drawn from pycorrector's confusio
 - ``same_stroke.txt``: one group of similar-looking characters per line, tab-separated.
 - ``common_char_set.txt``: the 3,502 common characters, one per line; errors are only made
   from and to these, so that a model never learns to "correct" a rare character.
+- ``word_freq.txt`` (``word frequency pos`` per line, 584k words), ``person_name.txt`` and
+  ``place_name.txt`` (``name<TAB>frequency``): the lexicon a noisy-channel prior reads
+  (:func:`read_lexicon`; :mod:`llmos.inference.csc_channel`).
 
 The task is substitution-only: a source and its target have the same length, which is what a
 per-character tagger (MacBERT4CSC) predicts.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from llmos.errors import DataError
 __all__ = [
     "CHAR_SET_FILE",
     "ERROR_COUNTS",
+    "LEXICON_FILES",
     "PINYIN_FILE",
     "PINYIN_SHARE",
     "SAME_TONE_SHARE",
@@ -39,9 +44,11 @@ __all__ = [
     "corrupt",
     "parse_char_set",
     "parse_confusion",
+    "parse_lexicon",
     "read_char_set",
     "read_confusion",
     "read_corrections",
+    "read_lexicon",
     "seeded_rng",
     "usable_sentence",
 ]
@@ -49,6 +56,8 @@ __all__ = [
 PINYIN_FILE = "same_pinyin.txt"
 STROKE_FILE = "same_stroke.txt"
 CHAR_SET_FILE = "common_char_set.txt"
+WORD_FREQ_FILE, PERSON_FILE, PLACE_FILE = "word_freq.txt", "person_name.txt", "place_name.txt"
+LEXICON_FILES = (WORD_FREQ_FILE, PERSON_FILE, PLACE_FILE)
 
 # Probability of 0, 1, 2, 3 errors in a sentence. A fifth of the sentences stay clean, so that
 # a model learns to leave correct text alone (the over-correction that CSC models are prone to);
@@ -232,6 +241,40 @@ def parse_char_set(text: str, source: str = CHAR_SET_FILE) -> frozenset[str]:
             raise DataError(f"{source}:{lineno}: expected a single character, got {line!r}")
         chars.add(line.strip())
     return frozenset(chars)
+
+
+def parse_lexicon(text: str, source: str, lengths: tuple[int, int] = (2, 4)) -> dict[str, float]:
+    """Word -> log(frequency + 1) from ``word frequency [pos]`` lines (whitespace-separated),
+    for the words of ``lengths`` characters (inclusive); a word listed twice keeps its higher
+    frequency.
+
+    Raises:
+        DataError: a line without a non-negative integer frequency (names the file and line).
+    """
+    out: dict[str, float] = {}
+    low, high = lengths
+    for lineno, line in _lines(text):
+        cells = line.split()
+        if len(cells) < 2 or not cells[1].isdigit():
+            raise DataError(
+                f"{source}:{lineno}: expected 'word frequency [pos]' with an integer frequency, "
+                f"got {line!r}"
+            )
+        if low <= len(cells[0]) <= high:
+            score = math.log(int(cells[1]) + 1)
+            if score > out.get(cells[0], -1.0):
+                out[cells[0]] = score
+    return out
+
+
+def read_lexicon(path: Path) -> dict[str, float]:
+    """:func:`parse_lexicon` of a file (``tasks/csc-zh/confusion/word_freq.txt`` and the two
+    name lists after ``llmos data prepare``).
+
+    Raises:
+        DataError: the file is missing, not UTF-8, or has a malformed line.
+    """
+    return parse_lexicon(_read_text(Path(path)), str(path))
 
 
 def _read_text(path: Path) -> str:

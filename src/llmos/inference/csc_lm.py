@@ -11,9 +11,11 @@ log-probability under the n-gram LM when it goes in
 
 where p is the correction head's distribution at position i and detect_i its detection
 probability. ``alpha`` and ``beta`` weigh the model against the LM; both 0 is the classic
-method. Edits are accepted greedily, best score first, while the best exceeds ``threshold``;
-after each, the positions within N-1 of it are re-scored by the LM with the new character in
-place (the model's bias is not re-read), and a corrected position is not changed again.
+method. A **prior** may be added to the bias: a noisy-channel term per (position, candidate)
+(:mod:`llmos.inference.csc_channel`). Edits are accepted greedily, best score first, while the
+best exceeds ``threshold``; after each, the positions within N-1 of it are re-scored by the LM
+with the new character in place (the bias is not re-read), and a corrected position is not
+changed again.
 
 Why both: the n-gram LM ranks a position's candidates well but cannot tell a rare correct
 character from a typo, and the spelling model alone finds few typos; decoded together they beat
@@ -41,6 +43,10 @@ from llmos.text.csc_metrics import sentence_scores
 # One position's spelling-model evidence: its detection logit and the correction head's log-
 # probabilities of [the character itself, *its candidates].
 Evidence = tuple[float, np.ndarray]
+# A prior per position: ``prior(text, i, [x, *candidates])`` -> nats added to each option's
+# score (0 for x itself), read once on the text as given, like the evidence
+# (:class:`llmos.inference.csc_channel.ChannelPrior`).
+Prior = Callable[[str, int, Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ def greedy_substitutions(
     evidence: Mapping[int, Evidence] | None = None,
     alpha: float = 0.0,
     beta: float = 0.0,
+    prior: Prior | None = None,
 ) -> list[Substitution]:
     """The accepted edits of ``text`` in the order they were accepted (module docstring).
 
@@ -99,8 +106,11 @@ def greedy_substitutions(
             offsets without any get no bias.
         alpha, beta: the weights of the correction log-probability ratio and the detection
             logit.
+        prior: nats added to each option's score (:data:`Prior`).
     """
-    return decode_many(lm, [text], candidates, threshold, [evidence or {}], alpha, beta)[0]
+    return decode_many(
+        lm, [text], candidates, threshold, [evidence or {}], alpha, beta, prior=prior
+    )[0]
 
 
 def decode_many(
@@ -112,6 +122,7 @@ def decode_many(
     alpha: float = 0.0,
     beta: float = 0.0,
     threads: int = 1,
+    prior: Prior | None = None,
 ) -> list[list[Substitution]]:
     """:func:`greedy_substitutions` of each text; the first scoring of every text is one batch
     of LM lookups (:meth:`CharNgramLM.substitution_logprobs_many`). With ``threads`` > 1 the
@@ -130,6 +141,7 @@ def decode_many(
                     None if evidence is None else [evidence[i] for i in r],
                     alpha,
                     beta,
+                    prior=prior,
                 ),
                 parts,
             )
@@ -142,7 +154,7 @@ def decode_many(
     out = []
     for n, text in enumerate(texts):
         found = {} if evidence is None else evidence[n]
-        out.append(_greedy(lm, text, options[n], first[n], found, alpha, beta, threshold))
+        out.append(_greedy(lm, text, options[n], first[n], found, alpha, beta, threshold, prior))
     return out
 
 
@@ -155,10 +167,13 @@ def _greedy(
     alpha: float,
     beta: float,
     threshold: float,
+    prior: Prior | None = None,
 ) -> list[Substitution]:
     """One text's search, from the LM sums of its options in ``text`` as it is (``first``)."""
     chars = list(text)
     bias = {i: _bias(evidence.get(i), alpha, beta) for i in options}
+    if prior is not None:
+        bias = {i: b + prior(text, i, options[i]) for i, b in bias.items()}
 
     def best(positions: list[int], sums: list[np.ndarray]) -> dict[int, tuple[float, str]]:
         out = {}
@@ -233,6 +248,7 @@ def sweep_decoding(
     grid: Sequence[float],
     evidence: Sequence[Mapping[int, Evidence]] | None = None,
     weights: Sequence[tuple[float, float]] = ((0.0, 0.0),),
+    prior: Prior | None = None,
 ) -> list[DecodingFit]:
     """The validation scores of every (alpha, beta) of ``weights`` and threshold of ``grid``
     on (source, target) ``pairs``: one search per pair and weight, at the lowest threshold
@@ -240,6 +256,7 @@ def sweep_decoding(
 
     Args:
         evidence: per pair, the spelling model's evidence (needed for non-zero weights).
+        prior: nats added to each option's score (:data:`Prior`), as in the search.
     """
     if not grid or not pairs or not weights:
         raise ValueError("sweep_decoding needs a non-empty grid, pairs and weights")
@@ -251,7 +268,7 @@ def sweep_decoding(
     for alpha, beta in weights:
         if (alpha or beta) and evidence is None:
             raise ValueError("non-zero weights need the spelling model's evidence")
-        runs = decode_many(lm, sources, candidates, min(grid), evidence, alpha, beta)
+        runs = decode_many(lm, sources, candidates, min(grid), evidence, alpha, beta, prior=prior)
         for t in sorted(grid, reverse=True):
             predictions = []
             for src, run in zip(sources, runs, strict=True):
@@ -278,6 +295,8 @@ def fit_decoding(
     evidence: Sequence[Mapping[int, Evidence]] | None = None,
     weights: Sequence[tuple[float, float]] = ((0.0, 0.0),),
     max_fpr: float | None = None,
+    prior: Prior | None = None,
 ) -> DecodingFit:
     """:func:`best_decoding` of :func:`sweep_decoding`."""
-    return best_decoding(sweep_decoding(lm, pairs, candidates, grid, evidence, weights), max_fpr)
+    tried = sweep_decoding(lm, pairs, candidates, grid, evidence, weights, prior)
+    return best_decoding(tried, max_fpr)

@@ -151,6 +151,16 @@ class CharNgramLM:
                 h = self._child(d, h, seq[:, N - d - 1])
         return p
 
+    def char_count(self, ch: str) -> int:
+        """How often ``ch`` occurred in the training text (0 if never)."""
+        i = self._index.get(ch)
+        return 0 if i is None else int(self._counts[1][i])
+
+    @property
+    def total_chars(self) -> int:
+        """The characters of the training text (sentence ends excluded), at least 1."""
+        return max(1, int(self._counts[1][3:].sum()))
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``'s characters (``<unk>`` = 0 for unseen ones)."""
         return [self._index.get(ch, UNK) for ch in text]

@@ -85,7 +85,9 @@ class ServeSettings:
             learns its character LM from, when ``write_model`` is not served (default: the
             prepared corpus's ``corpus/zh/train.txt``).
         write_confusion: the classic corrector's confusion sets, a directory with
-            ``same_pinyin.txt`` and ``same_stroke.txt`` (default: the prepared
+            ``same_pinyin.txt`` and ``same_stroke.txt``, and its noisy-channel prior's
+            lexicon where it also holds ``word_freq.txt``, ``person_name.txt``,
+            ``place_name.txt`` and ``common_char_set.txt`` (default: the prepared
             ``tasks/csc-zh/confusion``).
         apps_dir: where the apps keep their indexes (default: ``$LLMOS_HOME/apps``); the
             database holds the data, this directory only what is rebuilt from it.

@@ -4,15 +4,23 @@ and does not tell 他 from 她 (both right: a low threshold swaps them)."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
 import pytest
 
 from llmos.apps.write.classic import ClassicCorrector
-from llmos.apps.write.corrector import CLASSIC_THRESHOLD, classic_corrector
+from llmos.apps.write.corrector import (
+    CLASSIC_CHANNEL,
+    CLASSIC_CHANNEL_THRESHOLD,
+    CLASSIC_THRESHOLD,
+    channel_features,
+    classic_corrector,
+)
 from llmos.apps.write.edits import Edit
-from llmos.errors import LlmosError
+from llmos.errors import DataError, LlmosError
+from llmos.inference.csc_channel import ChannelPrior
 from llmos.models.ngram import CharNgramLM
 from llmos.text.cjk import is_hanzi
 from llmos.text.csc_metrics import sentence_scores
@@ -160,6 +168,36 @@ def test_classic_corrector_is_built_from_the_prepared_data(tmp_path: Path) -> No
         classic_corrector(data / "corpus" / "zh" / "empty.txt", confusion)
     with pytest.raises(LlmosError, match=r"same_pinyin\.txt"):
         classic_corrector(data / "corpus" / "zh" / "train.txt", tmp_path / "nowhere")
+
+
+def test_with_the_lexicon_prepared_the_classic_corrector_adds_the_channel_prior(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = prepared_home(tmp_path) / "data"
+    corpus_file, confusion = data / "corpus" / "zh" / "train.txt", data / "tasks/csc-zh/confusion"
+    with caplog.at_level("WARNING", logger="llmos.apps.write"):
+        plain = classic_corrector(corpus_file, confusion)
+    assert plain.prior is None and "without its noisy-channel prior" in caplog.text
+    (confusion / "word_freq.txt").write_text("学校 900 n\n下雪 300 v\n再见 500 v\n", "utf-8")
+    (confusion / "person_name.txt").write_text("老师\t10\n", encoding="utf-8")
+    (confusion / "place_name.txt").write_text("公园\t20\n", encoding="utf-8")
+    (confusion / "common_char_set.txt").write_text("".join(f"{c}\n" for c in CONFUSIONS), "utf-8")
+    fix = classic_corrector(corpus_file, confusion)
+    assert isinstance(fix.prior, ChannelPrior) and fix.prior.weights == CLASSIC_CHANNEL
+    assert fix.threshold == CLASSIC_CHANNEL_THRESHOLD
+    assert classic_corrector(corpus_file, confusion, channel=False).prior is None
+    # the same as the parts by hand: the LM, the features over the files, the shipped weights
+    lm = CharNgramLM.train(corpus(), order=4, progress=False)
+    prior = ChannelPrior(channel_features(confusion, lm), CLASSIC_CHANNEL)
+    by_hand = ClassicCorrector(lm, confusions, CLASSIC_CHANNEL_THRESHOLD, prior)
+    texts = ["老师再图书馆看书", "外面下学了", "他明天在来", "我们在学校学习", "她再家里休息"]
+    assert [fix.correct(t) for t in texts] == [by_hand.correct(t) for t in texts]
+    assert prior.features.words == pytest.approx(
+        {"学校": math.log(901), "下雪": math.log(301), "再见": math.log(501)}
+    )
+    (confusion / "place_name.txt").write_text("公园 twenty\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"place_name\.txt:1: expected 'word frequency"):
+        classic_corrector(corpus_file, confusion)
 
 
 def test_cli_corrects_with_the_classic_method_where_no_model_is_built(

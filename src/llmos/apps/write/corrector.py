@@ -12,7 +12,10 @@ character it knows: docs/BENCHMARKS.md ("Spelling correction") measures both.
 
 Where no spelling model is built (``make run`` does not build ``csc-zh``: it is an hour of
 training), :func:`classic_corrector` builds the classic method from the prepared data in
-seconds: the server and ``llmos write correct`` fall back to it.
+seconds: the server and ``llmos write correct`` fall back to it. With pycorrector's word lexicon
+prepared beside the confusion sets it adds a noisy-channel prior to every gain
+(:mod:`llmos.inference.csc_channel`), with the weights :data:`CLASSIC_CHANNEL` fitted by
+``bench/write_eval.py``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,17 @@ from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import Edit
 from llmos.apps.write.english import EnglishSpeller, build_frequencies
 from llmos.checkpoint.task import Spelling
-from llmos.data.spelling import read_confusion
+from llmos.data.spelling import (
+    CHAR_SET_FILE,
+    PERSON_FILE,
+    PLACE_FILE,
+    WORD_FREQ_FILE,
+    read_char_set,
+    read_confusion,
+    read_lexicon,
+)
 from llmos.errors import LlmosError
+from llmos.inference.csc_channel import ChannelFeatures, ChannelPrior, ChannelWeights
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
 from llmos.models.ngram import CharNgramLM
@@ -41,6 +53,34 @@ CLASSIC_ORDER = 4  # the classic corrector's character LM (orders 3, 5, 6 did no
 # decoded with an n-gram LM beside it": test sentence F1 0.688, 4.0 % of clean sentences
 # changed; 6.0, fitted for F1 alone, gives 0.718 but changes 8.7 %).
 CLASSIC_THRESHOLD = 7.5
+# The noisy-channel prior's weights (nats per unit of each feature) and the threshold of the
+# classic method with it: fitted by bench/write_eval.py (the prior on the valid pairs after the
+# first 1,000, the threshold on those 1,000 under the 5 % cap; BENCHMARKS "A noisy-channel
+# prior"), on the prepared corpus's 4-gram LM.
+CLASSIC_CHANNEL = ChannelWeights(
+    weights={
+        "same_tone": 2.871173564681101,
+        "same_tone_log_size": -0.8441073802900259,
+        "other_tone": 2.0541467602371895,
+        "other_tone_log_size": -0.7404683944782506,
+        "shape": 2.4521471232549588,
+        "shape_log_size": -0.7431918560679703,
+        "log_candidates": -0.7910057013143528,
+        "log_freq_suggestion": 0.4171834417756482,
+        "log_freq_original": 0.3022186148007303,
+        "word_gain": 0.06048737312782326,
+        "word_after": 1.3204940505184135,
+        "word_before": -1.8304816472504206,
+        "name_gain": 0.1169915170967166,
+        "name_before": 0.26444987410072734,
+        "common_original": 11.60444472279569,
+        "common_suggestion": 2.4372478786259455,
+        "starts_clause": 0.026716810262894533,
+        "ends_clause": 0.0012352025868599236,
+    },
+    constant=-3.7706518133952827,
+)
+CLASSIC_CHANNEL_THRESHOLD = 10.5
 
 
 class TextCorrector(Protocol):
@@ -71,20 +111,59 @@ def english_speller(corpus: Path) -> EnglishSpeller:
     return EnglishSpeller(build_frequencies(lines), lm)
 
 
+def channel_features(confusion: Path, lm: CharNgramLM) -> ChannelFeatures:
+    """The noisy-channel features over the pycorrector files in the directory ``confusion``
+    (confusion sets, common characters, word and name lexicons) and ``lm``'s character counts.
+
+    Raises:
+        DataError: a file is missing or malformed (named).
+    """
+    confusion = Path(confusion)
+    names = read_lexicon(confusion / PERSON_FILE)
+    for name, score in read_lexicon(confusion / PLACE_FILE).items():
+        names[name] = max(score, names.get(name, score))
+    return ChannelFeatures(
+        read_confusion(confusion),
+        lm,
+        read_lexicon(confusion / WORD_FREQ_FILE),
+        names,
+        read_char_set(confusion / CHAR_SET_FILE),
+    )
+
+
 def classic_corrector(
-    corpus: Path, confusion: Path, threshold: float = CLASSIC_THRESHOLD
+    corpus: Path, confusion: Path, threshold: float | None = None, channel: bool = True
 ) -> ClassicCorrector:
     """The classic Chinese corrector: the confusion sets in the directory ``confusion``
     (``tasks/csc-zh/confusion`` after ``llmos data prepare``) ranked by a character 4-gram LM
-    trained on ``corpus`` (one sentence per line). Built in seconds: 6.7 s from the prepared
-    Chinese corpus (8.9 M characters) on one thread of an AMD EPYC.
+    trained on ``corpus`` (one sentence per line), with the noisy-channel prior
+    :data:`CLASSIC_CHANNEL` where the directory also holds the lexicon (``channel``: unless
+    False). Built in seconds: 6.7 s from the prepared Chinese corpus (8.9 M characters) on one
+    thread of an AMD EPYC, 2 s more with the prior.
+
+    Args:
+        threshold: the least score of an edit (default: :data:`CLASSIC_CHANNEL_THRESHOLD` with
+            the prior, :data:`CLASSIC_THRESHOLD` without).
 
     Raises:
         LlmosError: the corpus or a confusion file is missing or unreadable.
     """
-    candidates = read_confusion(Path(confusion)).candidates
+    confusion = Path(confusion)
+    candidates = read_confusion(confusion).candidates
     lm = CharNgramLM.train(corpus_lines(corpus, "Chinese"), order=CLASSIC_ORDER, progress=False)
-    return ClassicCorrector(lm, candidates, threshold)
+    needed = (WORD_FREQ_FILE, PERSON_FILE, PLACE_FILE, CHAR_SET_FILE)
+    if channel and all((confusion / name).is_file() for name in needed):
+        prior = ChannelPrior(channel_features(confusion, lm), CLASSIC_CHANNEL)
+        chosen = CLASSIC_CHANNEL_THRESHOLD if threshold is None else threshold
+        return ClassicCorrector(lm, candidates, chosen, prior)
+    if channel:
+        log.warning(
+            "%s: no %s; the classic corrector runs without its noisy-channel prior "
+            "(llmos data prepare copies it)",
+            confusion,
+            " / ".join(needed),
+        )
+    return ClassicCorrector(lm, candidates, CLASSIC_THRESHOLD if threshold is None else threshold)
 
 
 class Corrector:
