@@ -255,7 +255,7 @@ def parse_lexicon(text: str, source: str, lengths: tuple[int, int] = (2, 4)) -> 
     low, high = lengths
     for lineno, line in _lines(text):
         cells = line.split()
-        if len(cells) < 2 or not cells[1].isdigit():
+        if len(cells) < 2 or not (cells[1].isascii() and cells[1].isdigit()):
             raise DataError(
                 f"{source}:{lineno}: expected 'word frequency [pos]' with an integer frequency, "
                 f"got {line!r}"

@@ -21,8 +21,8 @@ The weights are fitted by logistic regression (scikit-learn) on every candidate 
 pairs, with the LM gain as a feature, and divided by the gain's weight, so that ``LM gain +
 prior`` is the fitted log-odds in nats up to a constant; the search's threshold is then fitted
 as before. On the synthetic test set it lifts the classic method's sentence F1 under the 5 %
-cap on changed clean sentences from 0.692 to 0.748 (docs/BENCHMARKS.md, "A noisy-channel
-prior").
+cap on changed clean sentences from 0.692 to 0.748 (docs/BENCHMARKS.md, "Spelling
+correction: a noisy-channel prior for the classic method").
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmos.data.spelling import ConfusionSet
+from llmos.errors import LlmosError
 from llmos.models.ngram import CharNgramLM
 
 FEATURES = (
@@ -224,9 +225,16 @@ def fit_channel(
         c: the inverse L2 regularisation strength (scikit-learn's ``C``).
 
     Raises:
-        ValueError: no pairs, or no candidate is ever right (nothing to fit).
+        ValueError: no pairs, or no candidate is ever right, or every one is.
+        LlmosError: scikit-learn is not installed (serving with fitted weights does not need
+            it).
     """
-    from sklearn.linear_model import LogisticRegression
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise LlmosError(
+            "fitting the channel prior needs scikit-learn: pip install 'llmos[fewshot]'"
+        ) from None
 
     if not pairs:
         raise ValueError("fit_channel needs pairs")
