@@ -52,13 +52,12 @@ from llmos.apps.write.corrector import (
     CLASSIC_CHANNEL,
     CLASSIC_CHANNEL_THRESHOLD,
     Corrector,
-    channel_features,
 )
 from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import apply_edits
 from llmos.data.spelling import ConfusionSet, read_confusion, read_corrections
 from llmos.inference.correct import apply_corrections
-from llmos.inference.csc_channel import ChannelPrior, fit_channel
+from llmos.inference.csc_channel import ChannelPrior, channel_features, fit_channel
 from llmos.inference.csc_lm import best_decoding, sweep_decoding, usable_candidates
 from llmos.models.ngram import CharNgramLM
 from llmos.paths import data_dir

@@ -368,3 +368,105 @@ def test_decoding_with_an_ngram_lm(
     assert logit == pytest.approx(float(out.detect[0, pos]), abs=1e-5)
     want = out.correct[0, pos].log_softmax(-1)[[vocab.index[c] for c in "农城经"]]
     assert logp == pytest.approx(want.numpy(), abs=1e-5)
+
+
+def _with_lm(trained: tuple[Path, dict], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the trained checkpoint with confusion sets, a corpus, and a lexicon
+    directory (pycorrector's layout) for the noisy-channel prior."""
+    import shutil
+
+    ckpt = tmp_path / "csc"
+    shutil.copytree(trained[0], ckpt)
+    conf = ckpt / "confusion"
+    conf.mkdir()
+    rows = "农\t城经\t\n城\t农\t\n研\t经\t\n经\t研\t\n"
+    (conf / "same_pinyin.txt").write_text("#汉字\t同音同调\t同音异调\n" + rows, encoding="utf-8")
+    (conf / "same_stroke.txt").write_text("", encoding="utf-8")
+    lexicon = tmp_path / "lexicon"
+    shutil.copytree(conf, lexicon)
+    (lexicon / "word_freq.txt").write_text("城市 900 n\n经济 800 n\n农村 700 n\n", "utf-8")
+    (lexicon / "person_name.txt").write_text("", encoding="utf-8")
+    (lexicon / "place_name.txt").write_text("", encoding="utf-8")
+    (lexicon / "common_char_set.txt").write_text("".join(f"{c}\n" for c in "农城经研"), "utf-8")
+    rng = random.Random(5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentence(rng) + "。" for _ in range(300)), encoding="utf-8")
+    return ckpt, lexicon, corpus
+
+
+def test_the_lm_fit_tries_the_channel_prior_where_the_lexicon_is(
+    trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from llmos.train.spelling_lm import ALPHAS, BETAS, CHANNEL_THRESHOLDS, fit_spelling_lm
+
+    ckpt, lexicon, corpus = _with_lm(trained, tmp_path)
+    valid = Path(json.loads((ckpt / "task.json").read_text())["dataset"]) / "valid.jsonl"
+    report = fit_spelling_lm(ckpt, corpus, valid, pairs=30, lexicon=lexicon, channel_pairs=30)
+    channel = report["channel"]
+    assert channel["prior_pairs"] == 30 and set(channel["weights"]) == {"weights", "constant"}
+    # the evidence's weights chosen again from the same grid, with the prior in place
+    assert channel["alpha"] in ALPHAS and channel["beta"] in BETAS
+    assert channel["threshold"] in CHANNEL_THRESHOLDS
+    spec = read_checkpoint(ckpt).task
+    assert isinstance(spec, Spelling) and spec.lm is not None
+    # kept only where it scored better on the fit's pairs; then the checkpoint has its files
+    better = channel["sentence_f1"] > report["without_channel"]["sentence_f1"]
+    assert channel["chosen"] == better == (spec.lm.channel is not None)
+    assert (ckpt / "confusion" / "word_freq.txt").is_file() == better
+    # without the lexicon, or with no pairs for it, the fit is the LM's alone
+    plain = fit_spelling_lm(ckpt, corpus, valid, pairs=30, lexicon=tmp_path / "none")
+    assert plain["channel"] is None and plain["chosen"] == plain["without_channel"]
+    assert read_checkpoint(ckpt).task.lm.channel is None
+
+
+def test_a_checkpoint_decodes_with_its_channel_prior(
+    trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from llmos.errors import CheckpointError
+    from llmos.files import atomic_write_json
+    from llmos.inference.csc_channel import (
+        CHANNEL_FILES,
+        FEATURES,
+        ChannelPrior,
+        ChannelWeights,
+        channel_features,
+    )
+    from llmos.inference.csc_lm import lm_corrections
+    from llmos.models.ngram import CharNgramLM
+    from llmos.train.spelling_lm import fit_spelling_lm
+
+    ckpt, lexicon, corpus = _with_lm(trained, tmp_path)
+    valid = Path(json.loads((ckpt / "task.json").read_text())["dataset"]) / "valid.jsonl"
+    fit_spelling_lm(ckpt, corpus, valid, pairs=60, lexicon=lexicon, channel_pairs=0)
+    for name in CHANNEL_FILES:
+        shutil.copy(lexicon / name, ckpt / "confusion" / name)
+    texts = ["今天记者参观城市。", "昨天老师研究农市。", "现在农民保护研济。", "今天农民研究城村。"]
+    spec = read_checkpoint(ckpt).task
+    assert isinstance(spec, Spelling) and spec.lm is not None and spec.lm.channel is None
+    lm = CharNgramLM.load(ckpt / spec.lm.file)
+
+    def with_channel(weights: ChannelWeights) -> list:
+        how = replace(spec.lm, channel=weights.to_json())
+        atomic_write_json(ckpt / "task.json", replace(spec, lm=how).to_json())
+        pipe = llmos.load(ckpt)
+        prior = ChannelPrior(channel_features(ckpt / "confusion", lm), weights)
+        evidence = pipe.speller().evidence(texts)
+        want = lm_corrections(lm, texts, evidence, pipe.speller().candidates(), how, prior=prior)
+        found = pipe.correct(texts)
+        assert found == want
+        return found
+
+    words = ChannelWeights(dict.fromkeys(FEATURES, 0.0) | {"word_gain": 1.0}, 0.0)
+    assert with_channel(words)  # some edits, the same as csc_lm's with the prior
+    assert with_channel(ChannelWeights(dict.fromkeys(FEATURES, 0.0), -1000.0)) == [[]] * 4
+    bad = json.loads((ckpt / "task.json").read_text())
+    bad["lm"]["channel"]["weights"]["typo"] = 1.0
+    (ckpt / "task.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"task\.json: lm\.channel: .*unknown \['typo'\]"):
+        llmos.load(ckpt).correct(texts)
+    bad["lm"]["channel"] = {"weights": {"word_gain": "x"}, "constant": 0}
+    with pytest.raises(ValueError, match=r"lm\.channel\.weights"):
+        parse_task(bad, "task.json")

@@ -121,20 +121,27 @@ class Embedding(_Spec):
 class SpellingLM:
     """How a spelling checkpoint decodes with its n-gram LM: the file (in the checkpoint
     directory), the weights of the correction log-probability ratio (``alpha``) and of the
-    detection logit (``beta``), and the least score of an edit in nats (``threshold``)."""
+    detection logit (``beta``), the least score of an edit in nats (``threshold``), and the
+    noisy-channel prior's weights if it decodes with one (``channel``: ``{"weights": {feature:
+    nats}, "constant": nats}``, :mod:`llmos.inference.csc_channel`; its lexicon in the
+    checkpoint's ``confusion/``)."""
 
     file: str
     alpha: float
     beta: float
     threshold: float
+    channel: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.file,
             "alpha": self.alpha,
             "beta": self.beta,
             "threshold": self.threshold,
         }
+        if self.channel is not None:
+            out["channel"] = self.channel
+        return out
 
 
 @dataclass(frozen=True)
@@ -322,7 +329,26 @@ def _spelling_lm(d: Any, source: str) -> SpellingLM | None:
         if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1e6:
             raise _field_error(source, f"lm.{key}", "a number", value)
         numbers[key] = float(value)
-    return SpellingLM(name, **numbers)
+    return SpellingLM(name, **numbers, channel=_channel(d.get("channel"), source))
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and abs(value) <= 1e6
+
+
+def _channel(d: Any, source: str) -> dict[str, Any] | None:
+    """``lm.channel``: ``{"weights": {name: number}, "constant": number}`` (the names are
+    checked where the prior is built)."""
+    if d is None:
+        return None
+    weights = d.get("weights") if isinstance(d, dict) else None
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and _number(v) for k, v in weights.items()
+    ):
+        raise _field_error(source, "lm.channel.weights", "an object of numbers", weights)
+    if not _number(d.get("constant")):
+        raise _field_error(source, "lm.channel.constant", "a number", d.get("constant"))
+    return {"weights": {k: float(v) for k, v in weights.items()}, "constant": float(d["constant"])}
 
 
 def parse_task(d: Any, source: str = "task.json") -> TaskSpec:

@@ -109,6 +109,19 @@ def _add_lm(sp: Any) -> None:
         default=0.05,
         help="the largest share of clean validation sentences it may change (default 0.05)",
     )
+    p.add_argument(
+        "--lexicon",
+        type=Path,
+        help="pycorrector's word_freq.txt, person_name.txt, place_name.txt and "
+        "common_char_set.txt for the noisy-channel prior (default: tasks/csc-zh/confusion)",
+    )
+    p.add_argument(
+        "--channel-pairs",
+        type=int,
+        default=3000,
+        help="validation pairs after --pairs that the prior is fitted on (0: no prior; "
+        "default 3000)",
+    )
     p.set_defaults(func=_lm)
 
 
@@ -117,13 +130,23 @@ def _lm(args: argparse.Namespace) -> int:
 
     if not 0 <= args.max_fpr <= 1:
         raise LlmosError(f"--max-fpr must be in [0, 1], got {args.max_fpr}")
+    if args.channel_pairs < 0:
+        raise LlmosError(f"--channel-pairs must be >= 0, got {args.channel_pairs}")
     report = fit_spelling_lm(
-        args.checkpoint, args.corpus, args.valid, args.order, args.pairs, args.max_fpr
+        args.checkpoint,
+        args.corpus,
+        args.valid,
+        args.order,
+        args.pairs,
+        args.max_fpr,
+        args.lexicon,
+        args.channel_pairs,
     )
     chosen, alone = report["chosen"], report["lm_alone"]
+    prior = " and the noisy-channel prior" if (report["channel"] or {}).get("chosen") else ""
     print(
-        f"{args.checkpoint}: decodes with a {args.order}-gram LM, alpha {chosen['alpha']}, "
-        f"beta {chosen['beta']}, threshold {chosen['threshold']} nats"
+        f"{args.checkpoint}: decodes with a {args.order}-gram LM{prior}, alpha "
+        f"{chosen['alpha']:.3g}, beta {chosen['beta']:.3g}, threshold {chosen['threshold']} nats"
     )
     print(
         f"valid ({report['valid']['pairs']} pairs): sentence F1 {chosen['sentence_f1']:.4f} "

@@ -30,10 +30,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from llmos.data.spelling import ConfusionSet
+from llmos.data.spelling import (
+    CHAR_SET_FILE,
+    LEXICON_FILES,
+    PERSON_FILE,
+    PLACE_FILE,
+    WORD_FREQ_FILE,
+    ConfusionSet,
+    read_char_set,
+    read_confusion,
+    read_lexicon,
+)
 from llmos.errors import LlmosError
 from llmos.models.ngram import CharNgramLM
 
@@ -169,6 +180,30 @@ class ChannelFeatures:
         out[:, 16] = i == 0 or not text[i - 1].isalnum()
         out[:, 17] = i == len(text) - 1 or not text[i + 1].isalnum()
         return out
+
+
+# The files the features read beside the confusion sets (``tasks/csc-zh/confusion/``).
+CHANNEL_FILES = (*LEXICON_FILES, CHAR_SET_FILE)
+
+
+def channel_features(confusion: Path, lm: CharNgramLM) -> ChannelFeatures:
+    """The features over the pycorrector files in the directory ``confusion`` (confusion sets,
+    :data:`CHANNEL_FILES`) and ``lm``'s character counts.
+
+    Raises:
+        DataError: a file is missing or malformed (named).
+    """
+    confusion = Path(confusion)
+    names = read_lexicon(confusion / PERSON_FILE)
+    for name, score in read_lexicon(confusion / PLACE_FILE).items():
+        names[name] = max(score, names.get(name, score))
+    return ChannelFeatures(
+        read_confusion(confusion),
+        lm,
+        read_lexicon(confusion / WORD_FREQ_FILE),
+        names,
+        read_char_set(confusion / CHAR_SET_FILE),
+    )
 
 
 @dataclass(frozen=True)

@@ -207,15 +207,24 @@ def lm_corrections(
     candidates: Callable[[str], Sequence[str]],
     how: SpellingLM,
     threads: int = 1,
+    prior: Prior | None = None,
 ) -> list[list[Correction]]:
     """Each text's corrections (by offset) decoded with ``lm`` and the spelling model's
     ``evidence`` under a checkpoint's weights and threshold (``how``); a correction's
     ``detect`` is the model's detection probability at it, ``prob`` its correction
-    probability of the suggestion (0 without evidence there). ``threads``: as
-    :func:`decode_many`."""
+    probability of the suggestion (0 without evidence there). ``threads``, ``prior``: as
+    :func:`decode_many` (the prior ``how.channel`` describes, built by the caller)."""
     out = []
     runs = decode_many(
-        lm, texts, candidates, how.threshold, evidence, how.alpha, how.beta, threads=threads
+        lm,
+        texts,
+        candidates,
+        how.threshold,
+        evidence,
+        how.alpha,
+        how.beta,
+        threads=threads,
+        prior=prior,
     )
     for subs, found in zip(runs, evidence, strict=True):
         row = []

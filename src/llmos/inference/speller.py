@@ -4,7 +4,8 @@
 checkpoint's character n-gram LM (:mod:`llmos.inference.csc_lm`, fitted by ``llmos write lm``).
 
 It holds what a loaded spelling model reads once: the correction head's characters, the
-confusion sets saved in the checkpoint's ``confusion/`` directory, and the LM.
+confusion sets saved in the checkpoint's ``confusion/`` directory, the LM, and the
+noisy-channel prior when the fit chose one (:mod:`llmos.inference.csc_channel`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from tokenizers import Tokenizer
 
 from llmos.checkpoint.task import Spelling
 from llmos.data.spelling import read_confusion
-from llmos.errors import LlmosError
+from llmos.errors import CheckpointError, LlmosError
 from llmos.inference import correct as csc
 from llmos.inference import csc_lm
+from llmos.inference.csc_channel import ChannelPrior, ChannelWeights, channel_features
 from llmos.models.ngram import CharNgramLM
 
 
@@ -50,6 +52,7 @@ class Speller:
         self._confusion: Callable[[str], Sequence[str]] | bool | None = None
         self._usable: Callable[[str], list[str]] | None = None
         self._lm: CharNgramLM | None = None
+        self._channel: ChannelPrior | None = None
 
     def _windows(self, texts: list[str]) -> list[csc.Window]:
         cls_id, sep_id = self.ids["cls"] or 0, self.ids["sep"] or 0
@@ -73,7 +76,8 @@ class Speller:
                 self._lm = CharNgramLM.load(self.path / spec.lm.file)
             threads = max(1, torch.get_num_threads())  # the LM search, in the model's threads
             usable = self.candidates()
-            return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm, threads)
+            prior = self._prior(self._lm)
+            return csc_lm.lm_corrections(self._lm, texts, evidence, usable, spec.lm, threads, prior)
         if candidates == "model":
             candidates = self._own_candidates()
         elif isinstance(candidates, str):
@@ -89,6 +93,20 @@ class Speller:
             candidates,
             self.ids["mask"] if spec.mask_correct else None,
         )
+
+    def _prior(self, lm: CharNgramLM) -> ChannelPrior | None:
+        """The noisy-channel prior the checkpoint decodes with (``lm.channel`` in task.json,
+        the lexicon in ``confusion/``), built once; None without one."""
+        how = self.spec.lm
+        if how is None or how.channel is None:
+            return None
+        if self._channel is None:
+            try:
+                weights = ChannelWeights(how.channel["weights"], how.channel["constant"])
+            except ValueError as e:
+                raise CheckpointError(f"{self.path / 'task.json'}: lm.channel: {e}") from None
+            self._channel = ChannelPrior(channel_features(self.path / "confusion", lm), weights)
+        return self._channel
 
     def evidence(self, texts: list[str], batch_size: int = 32) -> list[dict[int, csc_lm.Evidence]]:
         """The model's evidence for decoding with an n-gram LM, per text: at each character

@@ -15,12 +15,11 @@ from llmos.apps.write.corrector import (
     CLASSIC_CHANNEL,
     CLASSIC_CHANNEL_THRESHOLD,
     CLASSIC_THRESHOLD,
-    channel_features,
     classic_corrector,
 )
 from llmos.apps.write.edits import Edit
 from llmos.errors import DataError, LlmosError
-from llmos.inference.csc_channel import ChannelPrior
+from llmos.inference.csc_channel import ChannelPrior, channel_features
 from llmos.models.ngram import CharNgramLM
 from llmos.text.cjk import is_hanzi
 from llmos.text.csc_metrics import sentence_scores

@@ -30,17 +30,14 @@ from llmos.apps.write.dictionary import UserDictionary
 from llmos.apps.write.edits import Edit
 from llmos.apps.write.english import EnglishSpeller, build_frequencies
 from llmos.checkpoint.task import Spelling
-from llmos.data.spelling import (
-    CHAR_SET_FILE,
-    PERSON_FILE,
-    PLACE_FILE,
-    WORD_FREQ_FILE,
-    read_char_set,
-    read_confusion,
-    read_lexicon,
-)
+from llmos.data.spelling import read_confusion
 from llmos.errors import LlmosError
-from llmos.inference.csc_channel import ChannelFeatures, ChannelPrior, ChannelWeights
+from llmos.inference.csc_channel import (
+    CHANNEL_FILES,
+    ChannelPrior,
+    ChannelWeights,
+    channel_features,
+)
 from llmos.inference.encoder import EncoderPipeline
 from llmos.inference.load import load_pipeline
 from llmos.models.ngram import CharNgramLM
@@ -111,26 +108,6 @@ def english_speller(corpus: Path) -> EnglishSpeller:
     return EnglishSpeller(build_frequencies(lines), lm)
 
 
-def channel_features(confusion: Path, lm: CharNgramLM) -> ChannelFeatures:
-    """The noisy-channel features over the pycorrector files in the directory ``confusion``
-    (confusion sets, common characters, word and name lexicons) and ``lm``'s character counts.
-
-    Raises:
-        DataError: a file is missing or malformed (named).
-    """
-    confusion = Path(confusion)
-    names = read_lexicon(confusion / PERSON_FILE)
-    for name, score in read_lexicon(confusion / PLACE_FILE).items():
-        names[name] = max(score, names.get(name, score))
-    return ChannelFeatures(
-        read_confusion(confusion),
-        lm,
-        read_lexicon(confusion / WORD_FREQ_FILE),
-        names,
-        read_char_set(confusion / CHAR_SET_FILE),
-    )
-
-
 def classic_corrector(
     corpus: Path, confusion: Path, threshold: float | None = None, channel: bool = True
 ) -> ClassicCorrector:
@@ -151,8 +128,7 @@ def classic_corrector(
     confusion = Path(confusion)
     candidates = read_confusion(confusion).candidates
     lm = CharNgramLM.train(corpus_lines(corpus, "Chinese"), order=CLASSIC_ORDER, progress=False)
-    needed = (WORD_FREQ_FILE, PERSON_FILE, PLACE_FILE, CHAR_SET_FILE)
-    if channel and all((confusion / name).is_file() for name in needed):
+    if channel and all((confusion / name).is_file() for name in CHANNEL_FILES):
         prior = ChannelPrior(channel_features(confusion, lm), CLASSIC_CHANNEL)
         chosen = CLASSIC_CHANNEL_THRESHOLD if threshold is None else threshold
         return ClassicCorrector(lm, candidates, chosen, prior)
@@ -161,7 +137,7 @@ def classic_corrector(
             "%s: no %s; the classic corrector runs without its noisy-channel prior "
             "(llmos data prepare copies it)",
             confusion,
-            " / ".join(needed),
+            " / ".join(CHANNEL_FILES),
         )
     return ClassicCorrector(lm, candidates, CLASSIC_THRESHOLD if threshold is None else threshold)
 
