@@ -191,3 +191,34 @@ def test_word_features_equal_word_scores_with_the_candidate_in_place(lm: CharNgr
             after = word_score(lexicon, text[:i] + c + text[i + 1 :], i)
             assert got[k, FEATURES.index("word_gain")] == pytest.approx(after - before)
             assert got[k, FEATURES.index("word_after")] == (after > 0)
+
+
+class _Unbounded:
+    """A prior with no useful bound: the search computes it everywhere."""
+
+    def __init__(self, prior: ChannelPrior) -> None:
+        self.prior = prior
+
+    def __call__(self, text: str, i: int, options: list[str]) -> np.ndarray:
+        return self.prior(text, i, options)
+
+    def upper(self, text: str, i: int, options: list[str]) -> float:
+        return math.inf
+
+
+def test_the_bound_holds_and_skipping_by_it_changes_no_edit(
+    lm: CharNgramLM, features: ChannelFeatures
+) -> None:
+    cands = usable_candidates(CONFUSION.candidates)
+    rng = random.Random(4)
+    weights = {f: rng.uniform(-2, 2) for f in FEATURES}
+    prior = ChannelPrior(features, ChannelWeights(weights, rng.uniform(-1, 1)))
+    texts = [s for s, _ in corrupted(60, 7)] + ["在学校，北京下雪", "左学校再见"]
+    for text in texts:
+        for i, ch in enumerate(text):
+            if cands(ch):
+                options = [ch, *cands(ch)]
+                assert prior.upper(text, i, options) >= prior(text, i, options)[1:].max() - 1e-9
+    for threshold in (-3.0, 0.0, 2.0, 5.0):
+        bounded = decode_many(lm, texts, cands, threshold, prior=prior)
+        assert bounded == decode_many(lm, texts, cands, threshold, prior=_Unbounded(prior))

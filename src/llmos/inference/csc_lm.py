@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -43,10 +44,17 @@ from llmos.text.csc_metrics import sentence_scores
 # One position's spelling-model evidence: its detection logit and the correction head's log-
 # probabilities of [the character itself, *its candidates].
 Evidence = tuple[float, np.ndarray]
-# A prior per position: ``prior(text, i, [x, *candidates])`` -> nats added to each option's
-# score (0 for x itself), read once on the text as given, like the evidence
-# (:class:`llmos.inference.csc_channel.ChannelPrior`).
-Prior = Callable[[str, int, Sequence[str]], np.ndarray]
+
+
+class Prior(Protocol):
+    """A prior per position (:class:`llmos.inference.csc_channel.ChannelPrior`): nats added to
+    each option's score (0 for the character itself), read once on the text as given, like
+    the evidence; :meth:`upper` bounds them cheaply, and the search computes the prior only
+    at positions where a candidate could pass the threshold with it (the same edits)."""
+
+    def __call__(self, text: str, i: int, options: Sequence[str]) -> np.ndarray: ...
+
+    def upper(self, text: str, i: int, options: Sequence[str]) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -172,13 +180,23 @@ def _greedy(
     """One text's search, from the LM sums of its options in ``text`` as it is (``first``)."""
     chars = list(text)
     bias = {i: _bias(evidence.get(i), alpha, beta) for i in options}
-    if prior is not None:
-        bias = {i: b + prior(text, i, options[i]) for i, b in bias.items()}
+    priors: dict[int, np.ndarray] = {}
+    uppers: dict[int, float] = {}
 
     def best(positions: list[int], sums: list[np.ndarray]) -> dict[int, tuple[float, str]]:
         out = {}
         for i, s in zip(positions, sums, strict=True):
             s = s - s[0] + bias[i]
+            if prior is not None:
+                if i not in priors:
+                    if i not in uppers:
+                        uppers[i] = prior.upper(text, i, options[i])
+                    top = float(s[1:].max()) + uppers[i]
+                    if top <= threshold:  # no candidate can pass: an upper bound stands in
+                        out[i] = (top, options[i][1])
+                        continue
+                    priors[i] = prior(text, i, options[i])
+                s = s + priors[i]
             k = int(s[1:].argmax()) + 1
             out[i] = (float(s[k]), options[i][k])
         return out

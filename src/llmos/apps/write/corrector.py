@@ -53,7 +53,7 @@ CLASSIC_THRESHOLD = 7.5
 # The noisy-channel prior's weights (nats per unit of each feature) and the threshold of the
 # classic method with it: fitted by bench/write_eval.py (the prior on the valid pairs after the
 # first 1,000, the threshold on those 1,000 under the 5 % cap; BENCHMARKS "Spelling correction:
-# a noisy-channel prior for the classic method"), on the prepared corpus's 4-gram LM.
+# a noisy-channel prior"), on the prepared corpus's 4-gram LM.
 CLASSIC_CHANNEL = ChannelWeights(
     weights={
         "same_tone": 2.871173564681101,
