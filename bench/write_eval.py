@@ -215,16 +215,16 @@ def main() -> None:
             max(abs(weights.weights[k] - CLASSIC_CHANNEL.weights[k]) for k in weights.weights), 4
         ),
     }
-    classic_fifty = ClassicCorrector(lm, confusion.candidates, CLASSIC_CHANNEL_THRESHOLD, shipped)
+    shipped_fix = ClassicCorrector(lm, confusion.candidates, CLASSIC_CHANNEL_THRESHOLD, shipped)
     fifty = [s[:50] for s in sources if len(s) >= 50][:640]
     t = time.perf_counter()
     for s in fifty:
-        classic_fifty.correct(s)
+        shipped_fix.correct(s)
     out["channel_shipped"]["sentences_per_s_50_chars"] = round(
         len(fifty) / (time.perf_counter() - t), 1
     )
     if args.model.lower() == "none":
-        edits = [classic_fifty.correct(s) for s in sources]
+        edits = [shipped_fix.correct(s) for s in sources]
         finish(args, out, rows, corpus, sources, edits, confusion)
         return
     model = Corrector.load(args.model)

@@ -409,14 +409,49 @@ def test_the_lm_fit_tries_the_channel_prior_where_the_lexicon_is(
     assert channel["threshold"] in CHANNEL_THRESHOLDS
     spec = read_checkpoint(ckpt).task
     assert isinstance(spec, Spelling) and spec.lm is not None
-    # kept only where it scored better on the fit's pairs; then the checkpoint has its files
-    better = channel["sentence_f1"] > report["without_channel"]["sentence_f1"]
-    assert channel["chosen"] == better == (spec.lm.channel is not None)
-    assert (ckpt / "confusion" / "word_freq.txt").is_file() == better
+    # The model already fixes every pair here: a tie, so the prior is not kept.
+    assert channel["sentence_f1"] == report["without_channel"]["sentence_f1"] == 1.0
+    assert not channel["chosen"] and spec.lm.channel is None
+    assert not (ckpt / "confusion" / "word_freq.txt").exists()
+    assert report["chosen"] == report["without_channel"]
     # without the lexicon, or with no pairs for it, the fit is the LM's alone
     plain = fit_spelling_lm(ckpt, corpus, valid, pairs=30, lexicon=tmp_path / "none")
     assert plain["channel"] is None and plain["chosen"] == plain["without_channel"]
     assert read_checkpoint(ckpt).task.lm.channel is None
+
+
+def test_the_prior_is_kept_where_it_decodes_better(
+    trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LM alone (the grid narrowed to alpha = beta = 0), learnt from a corpus where half
+    the objects are typed wrong, fixes none of the pairs; the lexicon's prior fixes them, so
+    the fit keeps it: task.json records its weights, the lexicon is copied beside the
+    confusion sets, and the checkpoint decodes with it."""
+    from llmos.train import spelling_lm
+
+    monkeypatch.setattr(spelling_lm, "ALPHAS", (0.0,))
+    monkeypatch.setattr(spelling_lm, "BETAS", (0.0,))
+    ckpt, lexicon, corpus = _with_lm(trained, tmp_path)
+    rng = random.Random(6)
+    lines = []
+    for _ in range(300):
+        text = sentence(rng) + "。"
+        lines.append(text[:-3] + TYPOS[text[-3:-1]] + "。" if rng.random() < 0.5 else text)
+    corpus.write_text("\n".join(lines), encoding="utf-8")
+    valid = Path(json.loads((ckpt / "task.json").read_text())["dataset"]) / "valid.jsonl"
+    report = spelling_lm.fit_spelling_lm(
+        ckpt, corpus, valid, pairs=30, lexicon=lexicon, channel_pairs=30
+    )
+    assert report["without_channel"]["sentence_f1"] == 0.0
+    assert report["channel"]["chosen"] and report["chosen"]["sentence_f1"] == 1.0
+    spec = read_checkpoint(ckpt).task
+    assert isinstance(spec, Spelling) and spec.lm is not None
+    assert spec.lm.channel == report["channel"]["weights"]
+    assert spec.lm.threshold == report["channel"]["threshold"]
+    for name in ("word_freq.txt", "person_name.txt", "place_name.txt", "common_char_set.txt"):
+        assert (ckpt / "confusion" / name).read_bytes() == (lexicon / name).read_bytes()
+    [found] = llmos.load(ckpt).correct(["今天老师研究农市。"])
+    assert apply_corrections("今天老师研究农市。", found) == "今天老师研究城市。"
 
 
 def test_a_checkpoint_decodes_with_its_channel_prior(

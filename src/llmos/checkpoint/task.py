@@ -123,8 +123,8 @@ class SpellingLM:
     directory), the weights of the correction log-probability ratio (``alpha``) and of the
     detection logit (``beta``), the least score of an edit in nats (``threshold``), and the
     noisy-channel prior's weights if it decodes with one (``channel``: ``{"weights": {feature:
-    nats}, "constant": nats}``, :mod:`llmos.inference.csc_channel`; its lexicon in the
-    checkpoint's ``confusion/``)."""
+    nats}, "constant": nats}``, read by the inference layer; its lexicon in the checkpoint's
+    ``confusion/``)."""
 
     file: str
     alpha: float
@@ -315,6 +315,11 @@ def _fraction(d: Mapping[str, Any], name: str, default: float, source: str) -> f
     return float(value)
 
 
+def _number(value: Any) -> bool:
+    """A JSON number (not a bool) of magnitude at most 1e6."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and abs(value) <= 1e6
+
+
 def _spelling_lm(d: Any, source: str) -> SpellingLM | None:
     if d is None:
         return None
@@ -326,14 +331,10 @@ def _spelling_lm(d: Any, source: str) -> SpellingLM | None:
     numbers = {}
     for key in ("alpha", "beta", "threshold"):
         value = d.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1e6:
+        if not _number(value):
             raise _field_error(source, f"lm.{key}", "a number", value)
         numbers[key] = float(value)
     return SpellingLM(name, **numbers, channel=_channel(d.get("channel"), source))
-
-
-def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and abs(value) <= 1e6
 
 
 def _channel(d: Any, source: str) -> dict[str, Any] | None:

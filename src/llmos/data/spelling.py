@@ -12,8 +12,8 @@ characters with ones that sound or look alike, drawn from pycorrector's confusio
 - ``common_char_set.txt``: the 3,502 common characters, one per line; errors are only made
   from and to these, so that a model never learns to "correct" a rare character.
 - ``word_freq.txt`` (``word frequency pos`` per line, 584k words), ``person_name.txt`` and
-  ``place_name.txt`` (``name<TAB>frequency``): the lexicon a noisy-channel prior reads
-  (:func:`read_lexicon`; :mod:`llmos.inference.csc_channel`).
+  ``place_name.txt`` (``name<TAB>frequency``): the lexicon of the spelling search's
+  noisy-channel prior (:func:`read_lexicon`).
 
 The task is substitution-only: a source and its target have the same length, which is what a
 per-character tagger (MacBERT4CSC) predicts.

@@ -69,6 +69,9 @@ FEATURES = (
     "ends_clause",
 )
 WORD_LENGTHS = (2, 3, 4)
+# The features that depend on the typed character and the candidates only (cached per pair);
+# the others read the text around the position.
+STATIC = tuple(FEATURES.index(f) for f in (*FEATURES[:9], "common_original", "common_suggestion"))
 
 
 def word_score(lexicon: Mapping[str, float], text: str, i: int) -> float:
@@ -135,7 +138,9 @@ class ChannelFeatures:
     words: Mapping[str, float]
     names: Mapping[str, float]
     common: frozenset[str]
-    _static: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(default_factory=dict)
+    _static: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._word_affixes = _affixes(self.words)
@@ -144,21 +149,23 @@ class ChannelFeatures:
     def _log_freq(self, ch: str) -> float:
         return math.log((self.lm.char_count(ch) + 1) / self.lm.total_chars)
 
-    def _per_pair(self, x: str, cands: tuple[str, ...]) -> np.ndarray:
-        """The features that depend on x and the candidates only (cached)."""
-        key = (x, cands)
+    def static(self, x: str, cands: Sequence[str]) -> np.ndarray:
+        """(len(cands), len(STATIC)) features of :data:`STATIC` of typing ``x`` for each of
+        ``cands`` (cached per pair)."""
+        key = (x, tuple(cands))
         if key not in self._static:
             conf = self.confusion
             rows = []
-            for c in cands:
+            for c in key[1]:
                 row = []
                 for table in (conf.same_tone, conf.other_tone, conf.stroke):
                     group = table.get(c, ())
                     inside = x in group
                     row += [float(inside), inside * math.log(len(group) + 1)]
                 row += [math.log(len(cands)), self._log_freq(c), self._log_freq(x)]
+                row += [float(x in self.common), float(c in self.common)]
                 rows.append(row)
-            self._static[key] = np.array(rows).reshape(len(cands), 9)
+            self._static[key] = np.array(rows).reshape(len(cands), len(STATIC))
         return self._static[key]
 
     def matrix(self, text: str, i: int, cands: Sequence[str]) -> np.ndarray:
@@ -166,7 +173,7 @@ class ChannelFeatures:
         x, cands = text[i], tuple(cands)
         k = len(cands)
         out = np.empty((k, len(FEATURES)))
-        out[:, :9] = self._per_pair(x, cands)
+        out[:, STATIC] = self.static(x, cands)
         before = word_score(self.words, text, i)
         after = _with_hole(self.words, self._word_affixes, text, i, cands)
         out[:, 9] = after - before
@@ -175,8 +182,6 @@ class ChannelFeatures:
         name_before = word_score(self.names, text, i)
         out[:, 12] = _with_hole(self.names, self._name_affixes, text, i, cands) - name_before
         out[:, 13] = name_before > 0
-        out[:, 14] = x in self.common
-        out[:, 15] = [c in self.common for c in cands]
         out[:, 16] = i == 0 or not text[i - 1].isalnum()
         out[:, 17] = i == len(text) - 1 or not text[i + 1].isalnum()
         return out
@@ -249,8 +254,7 @@ class ChannelPrior:
         }
         w = weights.weights
         self._dynamic = sum(max(w[f] * lo, w[f] * hi) for f, (lo, hi) in ranges.items())
-        common = self.features.common
-        self._common = (w["common_original"], w["common_suggestion"], common)
+        self._w_static = self._w[list(STATIC)]
 
     def __call__(self, text: str, i: int, options: Sequence[str]) -> np.ndarray:
         out = np.zeros(len(options))
@@ -259,11 +263,7 @@ class ChannelPrior:
 
     def upper(self, text: str, i: int, options: Sequence[str]) -> float:
         """An upper bound of :meth:`__call__`'s values for the candidates ``options[1:]``."""
-        cands = tuple(options[1:])
-        static = self.features._per_pair(text[i], cands) @ self._w[:9]
-        w_orig, w_sugg, common = self._common
-        static = static + w_sugg * np.array([c in common for c in cands])
-        static = static + w_orig * (text[i] in common)
+        static = self.features.static(text[i], options[1:]) @ self._w_static
         return float(self.weights.constant + static.max() + self._dynamic)
 
 

@@ -115,8 +115,8 @@ def classic_corrector(
     (``tasks/csc-zh/confusion`` after ``llmos data prepare``) ranked by a character 4-gram LM
     trained on ``corpus`` (one sentence per line), with the noisy-channel prior
     :data:`CLASSIC_CHANNEL` where the directory also holds the lexicon (``channel``: unless
-    False). Built in seconds: 6.7 s from the prepared Chinese corpus (8.9 M characters) on one
-    thread of an AMD EPYC, 2 s more with the prior.
+    False). Built in seconds from the prepared Chinese corpus: 2.6-3.4 s without the prior,
+    3.8-3.9 s with it (one thread of an AMD EPYC with AVX-512, two builds each).
 
     Args:
         threshold: the least score of an edit (default: :data:`CLASSIC_CHANNEL_THRESHOLD` with
