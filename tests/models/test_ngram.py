@@ -131,11 +131,22 @@ def test_window_scores_rank_as_whole_sentences() -> None:
             whole = [lm.sentence_logprob(text[:start] + r + text[end:]) for r in reps]
             np.testing.assert_allclose(window - window[0], np.subtract(whole, whole[0]))
     assert lm.window_logprob(text, 2, 3) == pytest.approx(sum(lm.char_logprobs(text)[2:6]))
-    options = [(i, ["在", text[i], "了"]) for i in range(len(text))]
-    for (i, opts), sums in zip(options, lm.substitution_logprobs(text, options), strict=True):
-        np.testing.assert_allclose(sums, lm.window_logprobs(text, i, i + 1, opts))
     with pytest.raises(ValueError):
         lm.window_logprobs(text, 3, 3, [""])
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_substitutions_equal_their_windows_exactly(order: int) -> None:
+    """The substitution path walks only the new character's n-grams and reuses the text's own
+    nodes (CharNgramLM._substitution_sums); the numbers are the windows' to the last bit."""
+    lm = CharNgramLM.train(random_corpus(), order=order, progress=False)
+    for text in ["我们再学校的了", "在", "ab☃我"]:
+        options = [(i, ["在", text[i], "了", "☃"]) for i in range(len(text))]
+        got = lm.substitution_logprobs(text, options)
+        for (i, opts), sums in zip(options, got, strict=True):
+            np.testing.assert_array_equal(sums, lm.window_logprobs(text, i, i + 1, opts))
+    with pytest.raises(ValueError, match="single characters"):
+        lm.substitution_logprobs("我们", [(0, ["在在"])])
 
 
 def test_many_texts_in_one_batch_equal_one_at_a_time() -> None:

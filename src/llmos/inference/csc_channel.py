@@ -255,6 +255,7 @@ class ChannelPrior:
         w = weights.weights
         self._dynamic = sum(max(w[f] * lo, w[f] * hi) for f, (lo, hi) in ranges.items())
         self._w_static = self._w[list(STATIC)]
+        self._uppers: dict[tuple[str, ...], float] = {}
 
     def __call__(self, text: str, i: int, options: Sequence[str]) -> np.ndarray:
         out = np.zeros(len(options))
@@ -262,9 +263,14 @@ class ChannelPrior:
         return out
 
     def upper(self, text: str, i: int, options: Sequence[str]) -> float:
-        """An upper bound of :meth:`__call__`'s values for the candidates ``options[1:]``."""
-        static = self.features.static(text[i], options[1:]) @ self._w_static
-        return float(self.weights.constant + static.max() + self._dynamic)
+        """An upper bound of :meth:`__call__`'s values for the candidates ``options[1:]``
+        (cached per typed character and candidates)."""
+        key = (text[i], *options[1:])
+        bound = self._uppers.get(key)
+        if bound is None:
+            static = self.features.static(text[i], options[1:]) @ self._w_static
+            bound = self._uppers[key] = float(self.weights.constant + static.max() + self._dynamic)
+        return bound
 
 
 def fit_channel(

@@ -135,7 +135,9 @@ def decode_many(
     """:func:`greedy_substitutions` of each text; the first scoring of every text is one batch
     of LM lookups (:meth:`CharNgramLM.substitution_logprobs_many`). With ``threads`` > 1 the
     texts are cut into that many parts searched in threads (numpy's table lookups release the
-    GIL: 302 -> 490 sentences/s with 2 on 2 cores, measured); the result is the same."""
+    GIL; with 2 on 2 cores the search of 50-character sentences went from 1.4 to 1.2 ms a
+    sentence without a prior, 2.0 to 1.7-2.0 with one, whose features are Python); the result
+    is the same."""
     if threads > 1 and len(texts) >= 2 * threads:
         cut = -(-len(texts) // threads)
         parts = [range(a, min(a + cut, len(texts))) for a in range(0, len(texts), cut)]
@@ -155,9 +157,12 @@ def decode_many(
             )
             return [found for run in runs for found in run]
     options = []
+    of: dict[str, list[str]] = {}  # a character's options, built once per call
     for text in texts:
-        found = {i: [ch, *candidates(ch)] for i, ch in enumerate(text)}
-        options.append({i: opts for i, opts in found.items() if len(opts) > 1})
+        for ch in text:
+            if ch not in of:
+                of[ch] = [ch, *candidates(ch)]
+        options.append({i: of[ch] for i, ch in enumerate(text) if len(of[ch]) > 1})
     first = lm.substitution_logprobs_many(texts, [list(o.items()) for o in options])
     out = []
     for n, text in enumerate(texts):
