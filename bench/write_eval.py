@@ -24,6 +24,10 @@ file is never read.
   (``CLASSIC_CHANNEL``), to show they are these.
 - Both are scored on the test split: sentence-level correction P/R/F1 (the output equals the
   gold sentence), character-level P/R/F1, and the share of clean sentences changed.
+- **bf16**: the spelling model again with bf16 weights (``llmos write correct --precision
+  bf16``), decoded as the checkpoint decodes: its scores, the share of test sentences given
+  the same edits as in fp32, and its throughput (``--no-bf16`` skips it: bf16 is emulated,
+  and slow, on CPUs without AVX512-BF16 or AMX).
 - **Throughput**: 50-character sentences (test sources cut to 50), batch 32, sentences/s.
 - **User dictionary overhead**: 10^4 and 10^5 entries (corpus words of 2-4 characters, one in
   ten a wrong form with a confusion-set typo) applied to the model's edits of every test
@@ -60,6 +64,7 @@ from llmos.inference.correct import apply_corrections
 from llmos.inference.csc_channel import ChannelPrior, channel_features, fit_channel
 from llmos.inference.csc_lm import best_decoding, sweep_decoding, usable_candidates
 from llmos.models.ngram import CharNgramLM
+from llmos.models.precision import bf16_supported
 from llmos.paths import data_dir
 from llmos.text.csc_metrics import sentence_scores
 
@@ -131,6 +136,12 @@ def main() -> None:
     ap.add_argument("--valid", type=int, default=1000, help="valid pairs the baseline fits on")
     ap.add_argument("--test", type=int, default=None, help="test pairs (default: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--no-bf16",
+        dest="bf16",
+        action="store_false",
+        help="skip the rows of the model with bf16 weights (slow on CPUs without AVX512-BF16)",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -255,6 +266,28 @@ def main() -> None:
         rows.append("model_lm")
     else:
         edits = model.correct(sources)
+    bf16 = None
+    if args.bf16:  # the same checkpoint with bf16 weights (llmos write correct --precision)
+        bf16 = Corrector.load(args.model, precision="bf16")
+        t = time.perf_counter()
+        bf16_edits = bf16.correct(sources)
+        bf16_s = time.perf_counter() - t
+        pred = [apply_edits(s, e) for s, e in zip(sources, bf16_edits, strict=True)]
+        name = f"spelling model {args.model}" + (" + its n-gram LM" if spec.lm else "")
+        out["model_bf16"] = score(f"{name}, bf16 weights", sources, pred, targets)
+        out["model_bf16"] |= {
+            "sentences_per_s": round(len(sources) / bf16_s, 1),
+            "same_edits_as_fp32": round(  # places and suggestions; the scores differ a little
+                sum(
+                    [(e.start, e.suggestion) for e in a] == [(e.start, e.suggestion) for e in b]
+                    for a, b in zip(edits, bf16_edits, strict=True)
+                )
+                / len(sources),
+                4,
+            ),
+            "native_bf16": bf16_supported("cpu"),
+        }
+        rows.append("model_bf16")
     free = Corrector.load(args.model, confusion=None)
     t = time.perf_counter()
     free_edits = free.correct(sources)
@@ -275,6 +308,12 @@ def main() -> None:
         out["throughput_50_chars"]["model_alone_sentences_per_s"] = round(
             throughput(model, fifty, lm=False), 1
         )
+    if bf16 is not None:
+        out["throughput_50_chars"]["bf16_sentences_per_s"] = round(throughput(bf16, fifty), 1)
+        if spec.lm is not None:
+            out["throughput_50_chars"]["bf16_model_alone_sentences_per_s"] = round(
+                throughput(bf16, fifty, lm=False), 1
+            )
     finish(args, out, rows, corpus, sources, edits, confusion)
 
 

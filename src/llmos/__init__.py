@@ -47,7 +47,8 @@ def load(
             or ``model.onnx`` for ONNX exports and ``onnx-int8`` quantized models; a CLIP
             checkpoint has no tokenizer: its ``config.json`` names its text tower).
         device: torch device string.
-        precision: ``fp32``, or ``bf16`` for an encoder's weights in bfloat16.
+        precision: ``fp32``, ``bf16`` for an encoder's weights in bfloat16, or ``auto``
+            (bf16 where the device computes it natively, fp32 elsewhere).
         compile: ``torch.compile`` the encoder (each new batch shape compiles first).
         text_encoder: a CLIP checkpoint's text tower, in place of the one its
             ``config.json`` names (the same weights: their digest is checked when the

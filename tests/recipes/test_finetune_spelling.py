@@ -146,6 +146,21 @@ def test_pipeline_corrects_at_offsets(trained: tuple[Path, dict]) -> None:
     assert pipe.correct(texts, threshold=1.01) == [[], [], []]
 
 
+def test_bf16_weights_make_the_same_corrections(trained: tuple[Path, dict]) -> None:
+    """A spelling model loaded in bf16 (llmos write correct --precision) finds the same typos
+    with detection and correction probabilities near the fp32 model's."""
+    texts = ["今天记者参观城市。", "昨天老师研究农市。", "现在农民保护研济。"]
+    fp32 = llmos.load(trained[0]).correct(texts)
+    bf16 = llmos.load(trained[0], precision="bf16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    found = bf16.correct(texts)
+    assert [[(c.offset, c.suggestion) for c in row] for row in found] == [
+        [(c.offset, c.suggestion) for c in row] for row in fp32
+    ]
+    for a, b in zip(fp32[1] + fp32[2], found[1] + found[2], strict=True):
+        assert abs(a.detect - b.detect) < 0.05 and abs(a.prob - b.prob) < 0.05
+
+
 def test_task_json_fields_are_checked() -> None:
     assert parse_task({"task": "spelling", "chars": 5}).threshold == 0.5
     with pytest.raises(llmos.LlmosError, match="'threshold' must be a number in"):
@@ -214,6 +229,12 @@ def test_cli_corrects_under_a_user_dictionary(
     words.write_text("农市\n老师\t教\t师\n", encoding="utf-8")
     assert main(["write", "correct", "--model", model, "--dict", str(words), "今天"]) == 2
     assert "words.txt:2: expected 'term' or 'wrong<TAB>right'" in capsys.readouterr().err
+    # bf16 weights: the same correction; the classic method has no weights to cast.
+    argv = ["write", "correct", "--model", model, "--any-character", "--precision", "bf16"]
+    assert main([*argv, text]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "昨天老师研究城市。"
+    assert main(["write", "correct", "--model", "classic", "--precision", "auto", text]) == 2
+    assert "takes no --threshold, --any-character or --precision" in capsys.readouterr().err
 
 
 def test_threshold_sweep_equals_one_run_per_threshold(trained: tuple[Path, dict]) -> None:

@@ -90,6 +90,30 @@ def test_unknown_names_and_models_over_the_whole_budget(models_dir: Path) -> Non
     asyncio.run(main())
 
 
+def test_precision_auto_casts_the_encoders_where_the_cpu_computes_bf16(
+    models_dir: Path,
+) -> None:
+    """``llmos serve --precision auto``: an encoder's weights are bf16 on a CPU with native
+    bf16 and fp32 elsewhere; a forced bf16 (which GPTs refuse) is not a server setting."""
+    import torch
+
+    from llmos.errors import ConfigError
+    from llmos.models.precision import bf16_supported
+
+    async def main() -> None:
+        reg = Registry(ServeSettings(models_dir=models_dir, precision="auto"))
+        reg.rescan()
+        loaded = await reg.get("cls")
+        want = torch.bfloat16 if bf16_supported("cpu") else torch.float32
+        assert next(loaded.pipe.model.parameters()).dtype == want
+        gpt = await reg.get("gpt")
+        assert next(gpt.pipe.model.parameters()).dtype == torch.float32
+
+    asyncio.run(main())
+    with pytest.raises(ConfigError, match="precision is out of range: bf16"):
+        ServeSettings(models_dir=models_dir, precision="bf16")
+
+
 def test_an_embedding_encoder_fills_blanks_only_with_an_mlm_head(
     models_dir: Path, tmp_path: Path
 ) -> None:

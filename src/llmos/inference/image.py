@@ -71,6 +71,7 @@ from llmos.inference.image_index import (
 from llmos.inference.image_zeroshot import ImageZeroShot
 from llmos.inference.pipeline import OPERATIONS, UnsupportedTaskError
 from llmos.models.clip import CLIPModel
+from llmos.models.precision import resolve_precision
 
 log = logging.getLogger("llmos.inference")
 
@@ -474,13 +475,15 @@ def load_image_pipeline(
 ) -> ImagePipeline:
     """A CLIP checkpoint directory as an :class:`ImagePipeline` (its weights loaded strictly;
     the text tower on first use). ``precision`` ``bf16`` casts the model's weights (outputs
-    stay float32).
+    stay float32); ``auto``: bf16 where the device computes it natively.
 
     Raises:
         CheckpointError: not a CLIP checkpoint, or weights that do not fit its config.
     """
-    if precision not in ("fp32", "bf16"):
-        raise LlmosError(f"precision must be fp32 or bf16, got {precision!r}")
+    try:
+        precision = resolve_precision(precision, device)
+    except ValueError as e:
+        raise LlmosError(str(e)) from None
     ckpt = read_clip(path)
     model = CLIPModel(ckpt.config)
     load_state_dict_strict(model, read_weights(ckpt.path))

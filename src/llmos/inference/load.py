@@ -38,9 +38,8 @@ from llmos.models.bert import BertForPreTraining, BertForSequenceClassification
 from llmos.models.csc import BertForSpellingCorrection
 from llmos.models.gpt import GPT
 from llmos.models.multitask import BertMultiTask, HeadShape
+from llmos.models.precision import PRECISIONS, bf16_supported
 from llmos.models.xlnet import XLNetForSequenceClassification, XLNetLMHeadModel
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def build_model(
@@ -108,12 +107,18 @@ def load_model(
 
     ``precision`` ``bf16`` casts an encoder's weights to bfloat16 (fast on CUDA and on CPUs
     with AVX512-BF16 or AMX; emulated, and slower, elsewhere); outputs are returned in fp32.
+    ``auto`` is bf16 for an fp32 encoder on a device that computes bf16 natively
+    (:func:`~llmos.models.precision.bf16_supported`) and fp32 for everything else.
     ``compile`` wraps an encoder in ``torch.compile(dynamic=True)``: each new batch shape
     compiles first (minutes on a CPU), so it pays off only for long-running servers.
     """
     if precision not in PRECISIONS:
-        raise LlmosError(f"precision must be fp32 or bf16, got {precision!r}")
+        raise LlmosError(f"precision must be fp32, bf16 or auto, got {precision!r}")
     path, config = ckpt.path, ckpt.config
+    quantized = getattr(config, "quantization", None)
+    if precision == "auto":
+        plain = ckpt.onnx is None and not ckpt.is_decoder and not quantized
+        precision = "bf16" if plain and bf16_supported(device) else "fp32"
     if ckpt.onnx is not None:
         return OnnxModel(ckpt.onnx)
     weights = ckpt.weights()
@@ -124,7 +129,6 @@ def load_model(
             f"{config.vocab_size}"
         )
     model = build_model(config, ckpt.task, path)
-    quantized = getattr(config, "quantization", None)
     if quantized == "int8-dynamic":
         from llmos.compress.quantize import prepare_quantized
 

@@ -178,13 +178,14 @@ class Registry:
         if entry.task != "clip":
             from llmos.inference.load import load_pipeline
 
-            pipe = load_pipeline(entry.path)
+            pipe = load_pipeline(entry.path, precision=self.settings.precision)
             return pipe, model_bytes(pipe)
         from llmos.inference.image import load_image_pipeline
 
         s = self.settings
         pipe = load_image_pipeline(
             entry.path,
+            precision=s.precision,
             emoji_home=s.emoji_home,
             max_bytes=s.max_image_bytes,
             max_pixels=s.max_image_pixels,

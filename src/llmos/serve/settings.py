@@ -55,6 +55,9 @@ class ServeSettings:
             --with-emoji``) a CLIP model describes images with and searches (default:
             ``$LLMOS_HOME/data``).
         preload: models to load at startup rather than on first use.
+        precision: the weights of the encoders served: ``fp32``, or ``auto``: bf16 on a device
+            that computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16),
+            fp32 elsewhere and for GPTs, quantized and ONNX models.
         support_encoder: the served embedding model that the customer-service app searches
             its knowledge bases with (``llmos setup`` builds ``e5-zh``).
         support_sentiment_zh: the served classifier of Chinese messages' sentiment (labels
@@ -118,6 +121,7 @@ class ServeSettings:
     max_image_body_bytes: int = 16 << 20
     emoji_home: Path | None = None
     preload: tuple[str, ...] = ()
+    precision: str = "fp32"
     support_encoder: str = "e5-zh"
     support_sentiment_zh: str = "sentiment-zh"
     support_sentiment_en: str = "sentiment-en"
@@ -164,6 +168,7 @@ class ServeSettings:
             "max_image_pixels": self.max_image_pixels >= 1,
             "max_image_body_bytes": self.max_image_body_bytes >= 1024,
             "workers": self.workers >= 0,
+            "precision": self.precision in ("fp32", "auto"),
         }
         for name, ok in checks.items():
             if not ok:

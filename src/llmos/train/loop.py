@@ -30,6 +30,7 @@ from llmos.checkpoint.io import load_state_dict_strict, read_weights, save_check
 from llmos.config.run import OptimConfig, TrainConfig
 from llmos.errors import ConfigError
 from llmos.files import atomic_directory, atomic_write
+from llmos.models.precision import bf16_supported
 from llmos.train import dist as D
 from llmos.train.optim import build_optimizer, build_scheduler
 from llmos.train.plots import plot_losses
@@ -80,17 +81,6 @@ class FitResult:
     last_valid: dict[str, float]
     best: dict[str, Any] | None = None
     is_main: bool = True  # False on the other DDP ranks: they do not report
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast is worth it on CUDA with bf16 and on CPUs with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _autocast(device: torch.device, precision: str) -> Callable[[], Any]:
