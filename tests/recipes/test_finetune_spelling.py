@@ -4,6 +4,7 @@ typo each are learned, the checkpoint saves a spelling task with its fitted thre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -30,6 +31,19 @@ from llmos.text.cjk import split_cjk_characters
 
 # The typo each object gets: its first character swapped for another of the vocabulary.
 TYPOS = {"城市": "农市", "农村": "城村", "经济": "研济"}
+
+
+def assert_same_corrections(found: list, want: list) -> None:
+    """The same edits with the same detection; the head's probability of each to 1e-6 (a
+    decoding that reads only detection logits runs the head at its edits alone, and a product
+    over fewer rows may round differently)."""
+
+    def edits(rows: list) -> list:
+        return [[(c.offset, c.original, c.suggestion, c.detect) for c in row] for row in rows]
+
+    assert edits(found) == edits(want)
+    probs = [c.prob for row in want for c in row]
+    assert [c.prob for row in found for c in row] == pytest.approx(probs, abs=1e-6)
 
 
 def sentence(rng: random.Random) -> str:
@@ -331,11 +345,15 @@ def test_a_spelling_model_is_trained_on_with_its_heads(
 
 
 def test_decoding_with_an_ngram_lm(
-    trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained: tuple[Path, dict],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``llmos write lm`` fits the LM decoding on validation pairs and records it; the
-    checkpoint then decodes with it (equal to csc_lm's decoding of the model's evidence), and
-    the evidence is the heads' own output."""
+    checkpoint then decodes with it (equal to csc_lm's decoding of the model's evidence; with
+    alpha 0 the correction head runs only at the accepted edits, in chunks of texts), and the
+    evidence is the heads' own output."""
     import shutil
 
     from llmos.cli import main
@@ -373,7 +391,19 @@ def test_decoding_with_an_ngram_lm(
     found = pipe.correct(texts)
     lm = CharNgramLM.load(ckpt / spec.lm.file)
     evidence = pipe.speller().evidence(texts)
-    assert found == lm_corrections(lm, texts, evidence, pipe.speller().candidates(), spec.lm)
+    usable = pipe.speller().candidates()
+    assert_same_corrections(found, lm_corrections(lm, texts, evidence, usable, spec.lm))
+    # Both decodings, whichever the fit chose: with alpha 0 the head is read at the accepted
+    # edits only, in chunks of texts (here one text each); otherwise at every position.
+    for alpha in (0.0, 0.5):
+        how = dataclasses.replace(spec.lm, alpha=alpha)
+        monkeypatch.setattr("llmos.inference.speller.CHUNK_CHARACTERS", 10)
+        other = llmos.load(ckpt)
+        other.speller().spec = dataclasses.replace(spec, lm=how)
+        want = lm_corrections(lm, texts, evidence, usable, how)
+        assert_same_corrections(other.correct(texts), want)
+    with pytest.raises(ValueError, match="alpha != 0 needs"):
+        lm_corrections(lm, texts, [{6: (0.0, None)}] * 3, usable, how)
     fixed = [apply_corrections(t, f) for t, f in zip(texts, found, strict=True)]
     assert fixed == ["今天记者参观城市。", "昨天老师研究城市。", "现在农民保护经济。"]
     # The model alone: asked for, or with a detection threshold of one's own.
@@ -512,7 +542,7 @@ def test_a_checkpoint_decodes_with_its_channel_prior(
         evidence = pipe.speller().evidence(texts)
         want = lm_corrections(lm, texts, evidence, pipe.speller().candidates(), how, prior=prior)
         found = pipe.correct(texts)
-        assert found == want
+        assert_same_corrections(found, want)
         return found
 
     words = ChannelWeights(dict.fromkeys(FEATURES, 0.0) | {"word_gain": 1.0}, 0.0)

@@ -81,7 +81,7 @@ def add_write(sub: Subcommands) -> None:
         choices=("fp32", "bf16", "auto"),
         default="fp32",
         help="the spelling model's weights: auto is bf16 on a CPU with AVX512-BF16 or AMX "
-        "(1.5x the sentences a second, the same edits on 99.94%% of the test sentences), fp32 "
+        "(1.4x the sentences a second, the same edits on 99.94%% of the test sentences), fp32 "
         "elsewhere",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per text")

@@ -248,36 +248,92 @@ def position_evidence(
             rows_of[ch] = np.array([vocab.index.get(c, -1) for c in [ch, *candidates(ch)]])
         return rows_of[ch]
 
+    out: list[dict[int, tuple[float, np.ndarray]]] = [{} for _ in texts]
+
+    def each(found: list[tuple[int, int, float]], states: torch.Tensor) -> None:
+        logp = model.correct(states).float().log_softmax(-1).numpy()  # (N, K)
+        for n, (t, off, logit) in enumerate(found):
+            ks = rows(texts[t][off])
+            out[t][off] = (logit, np.where(ks >= 0, logp[n, np.maximum(ks, 0)], LOGP_FLOOR))
+
+    _read_positions(model, windows, texts, pad_id, candidates, batch_size, each)
+    return out
+
+
+@torch.inference_mode()
+def position_states(
+    model: torch.nn.Module,
+    windows: list[Window],
+    texts: Sequence[str],
+    pad_id: int,
+    candidates: Callable[[str], Sequence[str]],
+    batch_size: int = 32,
+) -> tuple[list[tuple[int, int, float]], torch.Tensor]:
+    """:func:`position_evidence` without the correction head: ``(found, states)``,
+    ``found[n]`` = (text, character offset, detection logit) and ``states[n]`` the encoder's
+    output there (N, hidden). A decoding that reads only the detection logits runs the head
+    later, at the positions it changes (:func:`correction_logprobs`)."""
+    found: list[tuple[int, int, float]] = []
+    parts: list[torch.Tensor] = []
+
+    def each(batch: list[tuple[int, int, float]], states: torch.Tensor) -> None:
+        found.extend(batch)
+        parts.append(states)
+
+    _read_positions(model, windows, texts, pad_id, candidates, batch_size, each)
+    if not parts:
+        return found, torch.zeros(0, model.correct.in_features)
+    return found, torch.cat(parts)
+
+
+def _read_positions(
+    model: torch.nn.Module,
+    windows: list[Window],
+    texts: Sequence[str],
+    pad_id: int,
+    candidates: Callable[[str], Sequence[str]],
+    batch_size: int,
+    each: Callable[[list[tuple[int, int, float]], torch.Tensor], None],
+) -> None:
+    """Read ``windows`` in batches of similar length; per batch with character positions
+    that have candidates, ``each([(text, offset, detection logit), ...], states)`` with the
+    encoder's output at those positions."""
+
     def pad(idx: np.ndarray) -> dict[str, torch.Tensor | None]:
         return pad_batch([windows[i].ids for i in idx], None, pad_id) | {
             "idx": torch.from_numpy(idx)
         }
 
-    def forward(b: dict[str, torch.Tensor | None]) -> list[dict[int, tuple[float, np.ndarray]]]:
+    def forward(b: dict[str, torch.Tensor | None]) -> list[None]:
         ids, mask, idx = b["input_ids"], b["attention_mask"], b["idx"]
         assert ids is not None and idx is not None
         h = model.bert(ids, None, mask)  # (B, T, C)
         detect = model.detect(h).squeeze(-1).float()  # (B, T)
-        where: list[tuple[int, int, int, np.ndarray]] = []  # (row, token, offset, char rows)
+        found, flat = [], []
         for r, i in enumerate(idx.tolist()):
             w = windows[i]
             for tok, off in zip(w.positions.tolist(), w.offsets.tolist(), strict=True):
-                ks = rows(texts[w.text][off])
-                if len(ks) > 1:
-                    where.append((r, tok, off, ks))
-        out: list[dict[int, tuple[float, np.ndarray]]] = [{} for _ in range(len(idx))]
-        if not where:
-            return out
-        flat = torch.tensor([r * h.size(1) + tok for r, tok, _, _ in where])
-        logp = model.correct(h.reshape(-1, h.size(-1)).index_select(0, flat)).float()
-        logp = logp.log_softmax(-1).numpy()  # (N, K)
-        for n, (r, tok, off, ks) in enumerate(where):
-            lp = np.where(ks >= 0, logp[n, np.maximum(ks, 0)], LOGP_FLOOR)
-            out[r][off] = (float(detect[r, tok]), lp)
-        return out
+                if candidates(texts[w.text][off]):
+                    found.append((w.text, off, float(detect[r, tok])))
+                    flat.append(r * h.size(1) + tok)
+        if flat:
+            each(found, h.reshape(-1, h.size(-1)).index_select(0, torch.tensor(flat)))
+        return [None] * len(idx)
 
-    per_window = run_length_sorted([w.ids for w in windows], batch_size, pad, forward)
-    result: list[dict[int, tuple[float, np.ndarray]]] = [{} for _ in texts]
-    for w, found in zip(windows, per_window, strict=True):
-        result[w.text].update(found)
-    return result
+    run_length_sorted([w.ids for w in windows], batch_size, pad, forward)
+
+
+@torch.inference_mode()
+def correction_logprobs(
+    model: torch.nn.Module, states: torch.Tensor, vocab: CharVocab, chars: Sequence[str]
+) -> list[float]:
+    """The correction head's log-probability of ``chars[n]`` at the position whose encoder
+    output is ``states[n]`` (:func:`position_states`); :data:`LOGP_FLOOR` for a character the
+    head has no row for."""
+    if not len(chars):
+        return []
+    logp = model.correct(states).float().log_softmax(-1)
+    return [
+        float(logp[n, vocab.index[c]]) if c in vocab.index else LOGP_FLOOR
+        for n, c in enumerate(chars)
+    ]

@@ -42,8 +42,9 @@ from llmos.text.cjk import is_hanzi
 from llmos.text.csc_metrics import sentence_scores
 
 # One position's spelling-model evidence: its detection logit and the correction head's log-
-# probabilities of [the character itself, *its candidates].
-Evidence = tuple[float, np.ndarray]
+# probabilities of [the character itself, *its candidates] (None where the decoding does not
+# read them: alpha 0).
+Evidence = tuple[float, np.ndarray | None]
 
 
 class Prior(Protocol):
@@ -83,12 +84,17 @@ def usable_candidates(candidates: Callable[[str], Sequence[str]]) -> Callable[[s
     return usable
 
 
-def _bias(evidence: Evidence | None, alpha: float, beta: float) -> np.ndarray | float:
-    """The model's term of each option's score (0 for the character itself)."""
+def _bias(evidence: Evidence | None, alpha: float, beta: float, n: int) -> np.ndarray | float:
+    """The model's term of each of ``n`` options' scores (0 for the character itself)."""
     if evidence is None or (alpha == 0 and beta == 0):
         return 0.0
     logit, logp = evidence
-    out = alpha * (logp - logp[0]) + beta * logit
+    if logp is None:
+        if alpha != 0:
+            raise ValueError("alpha != 0 needs the correction head's log-probabilities")
+        out = np.full(n, beta * logit)
+    else:
+        out = alpha * (logp - logp[0]) + beta * logit
     out[0] = 0.0
     return out
 
@@ -184,7 +190,7 @@ def _greedy(
 ) -> list[Substitution]:
     """One text's search, from the LM sums of its options in ``text`` as it is (``first``)."""
     chars = list(text)
-    bias = {i: _bias(evidence.get(i), alpha, beta) for i in options}
+    bias = {i: _bias(evidence.get(i), alpha, beta, len(options[i])) for i in options}
     priors: dict[int, np.ndarray] = {}
     uppers: dict[int, float] = {}
 
@@ -231,12 +237,17 @@ def lm_corrections(
     how: SpellingLM,
     threads: int = 1,
     prior: Prior | None = None,
+    logprobs: Callable[[list[tuple[int, int, str]]], list[float]] | None = None,
 ) -> list[list[Correction]]:
     """Each text's corrections (by offset) decoded with ``lm`` and the spelling model's
     ``evidence`` under a checkpoint's weights and threshold (``how``); a correction's
     ``detect`` is the model's detection probability at it, ``prob`` its correction
     probability of the suggestion (0 without evidence there). ``threads``, ``prior``: as
-    :func:`decode_many` (the prior ``how.channel`` describes, built by the caller)."""
+    :func:`decode_many` (the prior ``how.channel`` describes, built by the caller).
+
+    ``logprobs``: for evidence without the head's log-probabilities (alpha 0), the head's
+    log-probability of each accepted edit, given as (text, offset, suggestion), in one call.
+    """
     out = []
     runs = decode_many(
         lm,
@@ -249,13 +260,24 @@ def lm_corrections(
         threads=threads,
         prior=prior,
     )
-    for subs, found in zip(runs, evidence, strict=True):
+    later: dict[tuple[int, int], float] = {}
+    if logprobs is not None:
+        asked = [
+            (t, e.offset, e.suggestion)
+            for t, (subs, found) in enumerate(zip(runs, evidence, strict=True))
+            for e in subs
+            if e.offset in found and found[e.offset][1] is None
+        ]
+        later = {(t, off): lp for (t, off, _), lp in zip(asked, logprobs(asked), strict=True)}
+    for t, (subs, found) in enumerate(zip(runs, evidence, strict=True)):
         row = []
         for e in sorted(subs, key=lambda e: e.offset):
             logit, logp = found.get(e.offset, (float("-inf"), None))
             prob = 0.0
             if logp is not None:
                 prob = math.exp(float(logp[list(candidates(e.original)).index(e.suggestion) + 1]))
+            elif (t, e.offset) in later:
+                prob = math.exp(later[t, e.offset])
             detect = 1 / (1 + math.exp(-logit)) if logit > -700 else 0.0
             row.append(Correction(e.offset, e.original, e.suggestion, detect, prob))
         out.append(row)

@@ -176,7 +176,7 @@ class Corrector:
         sets in the directory ``confusion`` (``"model"``: the checkpoint's own, if it has
         them; None: any character). ``precision``: the model's weights (``fp32``, ``bf16``
         or ``auto``, :func:`~llmos.inference.load.load_model`); on a CPU with AVX512-BF16,
-        bf16 decodes 1.5x as many sentences a second (the model alone 1.9x) with the same
+        bf16 decodes 1.4x as many sentences a second (the model alone 1.7x) with the same
         edits on 99.94 % of the test sentences (docs/BENCHMARKS.md)."""
         pipe = load_pipeline(path, precision=precision)
         if not isinstance(pipe, EncoderPipeline):
