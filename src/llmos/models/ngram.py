@@ -104,6 +104,7 @@ class CharNgramLM:
                 raise ValueError(f"depth {d}: a key's parent is not a depth-{d - 1} node")
         if np.any(self._counts[1] < 0) or self._counts[1].sum() == 0:
             raise ValueError("the unigram counts must be non-negative, some positive")
+        self._total_chars = max(1, int(self._counts[1][3:].sum()))  # read per candidate
         self._estimate()
 
     def _child(self, d: int, parent: np.ndarray, tok: np.ndarray) -> np.ndarray:
@@ -166,7 +167,7 @@ class CharNgramLM:
     @property
     def total_chars(self) -> int:
         """The characters of the training text (sentence ends excluded), at least 1."""
-        return max(1, int(self._counts[1][3:].sum()))
+        return self._total_chars
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``'s characters (``<unk>`` = 0 for unseen ones)."""
