@@ -4,6 +4,7 @@ examples: issue 20's 16-example target on sentiment.
     python bench/pet.py                                   # sentiment-zh, k = 16, 3 seeds
     python bench/pet.py --datasets sentiment-zh,sentiment-en --seeds 5 --generations 1
     python bench/pet.py --mlm-weight 1e-4                 # PET's auxiliary MLM loss (pet, ipet)
+    python bench/pet.py --first-seed 3 --seeds 2          # seeds 3 and 4, beside an earlier 0-2
 
 Protocol (bench/fewshot.py's sampling: seed s shuffles each class's training texts, the first
 k of each are the examples; every method gets the same ones; a fixed random subset of the
@@ -69,6 +70,12 @@ def main() -> None:
     ap.add_argument("--datasets", default="sentiment-zh")
     ap.add_argument("--shots", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first-seed .. first-seed + seeds - 1 (to add seeds to an earlier run)",
+    )
     ap.add_argument("--max-test", type=int, default=600)
     ap.add_argument("--pool", type=int, default=1000, help="unlabelled training texts")
     ap.add_argument("--steps", type=int, default=PetConfig.steps)
@@ -101,7 +108,7 @@ def main() -> None:
         grouped = by_label(texts, labels)
         test, gold = test_rows(name, args.max_test)
         print(f"{name}: {len(grouped)} classes, {len(test)} test rows", flush=True)
-        for s in range(args.seeds):
+        for s in range(args.first_seed, args.first_seed + args.seeds):
             examples = sample(grouped, args.shots, s)
             used = {t for ts in examples.values() for t in ts}
             rest = [t for t in dict.fromkeys(texts) if t not in used]
@@ -112,7 +119,7 @@ def main() -> None:
                 clf = ZeroShotClassifier(pipe, {}, examples, method=method)
                 got = [r["label"] for r in clf.classify(test)]
                 runs.append((method, got, time.perf_counter() - t))
-            if s == 0:  # deterministic: one run
+            if s == args.first_seed:  # deterministic: one run
                 t = time.perf_counter()
                 clf = ZeroShotClassifier(
                     mlm, verbalizers, method="cloze", patterns=patterns, unlabelled=pool

@@ -1,12 +1,13 @@
-"""The parts of hybrid search that the apps share: BM25 over words and exact dense search over
-unit vectors, each scoring *rows* (a knowledge base's questions and answers, a corpus's
+"""The parts of hybrid search that the apps share: BM25 over lexical units (jieba words, or
+Chinese characters and their pairs: :mod:`llmos.text.words`) and exact dense search over unit
+vectors, each scoring *rows* (a knowledge base's questions and answers, a corpus's
 passages), ranked per *entry* (the knowledge-base entry, the document) by its best row, and the
 two rankings fused by weighted reciprocal rank.
 
 The knowledge-base index (:mod:`llmos.apps.support.index`) and the writing assistant's material
 suggestions (:mod:`llmos.apps.write.materials`) both search this way; what differs between them
-(which rows an entry has, how the index follows the store, how the BM25 weight is chosen) stays
-in each app.
+(which rows an entry has, how the index follows the store, which lexical units BM25 reads, how
+the BM25 weight is chosen) stays in each app.
 
 Fusion: score = ``1 / (RRF_K + dense rank) + w / (RRF_K + BM25 rank)``, the second term only for
 entries that share a word with the query (Cormack, Clarke and Buettcher, SIGIR 2009,
@@ -23,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from llmos.errors import CheckpointError
-from llmos.text.words import words
+from llmos.text.words import UNITS, lexical_units
 
 RRF_K = 60
 K = TypeVar("K", bound=Hashable)
@@ -122,12 +123,16 @@ def dense_scores(index: Any, vector: np.ndarray, n: int) -> dict[int, float]:
 
 class LexicalIndex:
     """BM25 (``bm25s``: k1 1.5, b 0.75, Lucene's idf, its defaults) over rows given as their
-    words (:func:`llmos.text.words.words`), searched by row id."""
+    lexical units, searched by row id. ``units`` says which (:func:`llmos.text.words.lexical_units`:
+    jieba ``words``, or Chinese ``chars`` and their bigrams); a query is cut the same way."""
 
-    def __init__(self, rows: Mapping[int, Sequence[str]]) -> None:
+    def __init__(self, rows: Mapping[int, Sequence[str]], units: str = "words") -> None:
         import bm25s
 
+        if units not in UNITS:
+            raise ValueError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index build
+        self.units = units
         self.rows = sorted(rows)
         self.bm25 = bm25s.BM25()
         if self.rows:
@@ -140,7 +145,7 @@ class LexicalIndex:
         """BM25 score of the query's ``n`` best-scoring rows, by row id; only rows sharing a
         word with the query."""
         vocabulary = self.vocabulary()
-        tokens = [w for w in words(query) if w in vocabulary]
+        tokens = [w for w in lexical_units(query, self.units) if w in vocabulary]
         if not tokens:
             return {}
         scores = self.bm25.get_scores(tokens)

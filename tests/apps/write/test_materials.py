@@ -16,11 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmos.apps.write.materials import MAX_CHARS, MaterialIndex, MaterialsError, chunk, same_text
+from llmos.apps.write.materials import (
+    BM25_WEIGHTS,
+    LEXICAL_UNITS,
+    MAX_CHARS,
+    MaterialIndex,
+    MaterialsError,
+    chunk,
+    same_text,
+)
 from llmos.apps.write.suggestions import Materials
 from llmos.cli import main
 from llmos.data.materials import SourceDocument, poetry_files, read_poems, to_simplified
-from llmos.errors import CheckpointError, DataError
+from llmos.errors import CheckpointError, DataError, LlmosError
 from llmos.store.db import Store
 from llmos.store.documents import WriteDocuments
 
@@ -198,6 +206,58 @@ def test_a_saved_index_answers_as_the_built_one(shared: MaterialIndex, tmp_path:
     (tmp_path / "idx" / "meta.json").unlink()
     with pytest.raises(CheckpointError, match=r"no meta\.json"):
         MaterialIndex.load(tmp_path / "idx")
+
+
+def test_bm25_reads_characters_and_pairs_where_jieba_words_share_nothing() -> None:
+    """jieba keeps 江东父老 and 大江东去 whole, so by words the query shares nothing with the
+    ci; by characters it shares 江, 东 and 江东 with it alone."""
+    embed = CharEmbedder()
+    q = "江东父老"
+    v = embed([q], "query")[0]
+    by = {}
+    for units in ("words", "chars"):
+        index = MaterialIndex(CharEmbedder.name, units=units)
+        index.sync(SHARED, embed)
+        by[units] = [s.doc for s in index.search(q, v, k=3, mode="bm25")]
+    assert LEXICAL_UNITS == "chars"
+    assert by == {"words": [], "chars": ["river"]}
+
+
+def test_the_fusion_weight_follows_the_index_units(shared: MaterialIndex) -> None:
+    embed = CharEmbedder()
+    q = "大江东去，关羽挥刀"
+    v = embed([q], "query")[0]
+    weights = {w: [s.as_json() for s in shared.search(q, v, bm25_weight=w)] for w in (0.1, 4.0)}
+    assert weights[0.1] != weights[4.0]  # the weight matters for this query
+    assert [s.as_json() for s in shared.search(q, v)] == weights[BM25_WEIGHTS["chars"]]
+    words = MaterialIndex(CharEmbedder.name, units="words")
+    words.sync(SHARED, embed)
+    assert [s.as_json() for s in words.search(q, v)] == [
+        s.as_json() for s in words.search(q, v, bm25_weight=BM25_WEIGHTS["words"])
+    ]
+
+
+def test_an_index_saved_before_units_were_stored_keeps_jieba_words(tmp_path: Path) -> None:
+    embed = CharEmbedder()
+    words = MaterialIndex(CharEmbedder.name, units="words")
+    words.sync(SHARED, embed)
+    words.save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    assert meta["units"] == "words"
+    del meta["units"]  # as written before this field existed
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    loaded = MaterialIndex.load(tmp_path / "idx")
+    assert loaded.units == "words"
+    q = "举头望明月"
+    v = embed([q], "query")[0]
+    assert [s.as_json() for s in loaded.search(q, v)] == [s.as_json() for s in words.search(q, v)]
+    meta["units"] = "letters"
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="unknown lexical units 'letters'"):
+        MaterialIndex.load(tmp_path / "idx")
+    with pytest.raises(LlmosError, match="words, chars"):
+        MaterialIndex(CharEmbedder.name, units="letters")
 
 
 def test_bad_requests_name_the_field(shared: MaterialIndex) -> None:

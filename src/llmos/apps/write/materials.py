@@ -4,10 +4,12 @@ that are about the same thing, each with its source.
 
 Documents are cut into passages (:func:`chunk`: whole paragraphs merged up to ``MAX_CHARS``
 characters, a longer paragraph cut at sentence ends), and searched as the knowledge bases are
-(:mod:`llmos.apps.hybrid`): BM25 over jieba words and E5's dense vectors (passages embedded as
-``passage``, the paragraph as ``query``), each ranking the *documents* by their best passage,
-fused by weighted reciprocal rank. A suggestion is one document with its best passage, so five
-suggestions are five documents.
+(:mod:`llmos.apps.hybrid`): BM25 and E5's dense vectors (passages embedded as ``passage``, the
+paragraph as ``query``), each ranking the *documents* by their best passage, fused by weighted
+reciprocal rank. BM25 reads each Chinese character and pair of adjacent characters
+(:data:`LEXICAL_UNITS`; an index saved before that choice keeps jieba's words, and each
+kind has its own fusion weight, :data:`BM25_WEIGHTS`). A suggestion is one document with its
+best passage, so five suggestions are five documents.
 
 This module is the index and the search; :mod:`llmos.apps.write.suggestions` serves them per
 user. The shared corpus has one :class:`MaterialIndex`, built once (``llmos write materials
@@ -49,17 +51,24 @@ from llmos.apps.hybrid import (
 from llmos.data.materials import SourceDocument
 from llmos.errors import CheckpointError, LlmosError
 from llmos.files import atomic_directory, atomic_write, atomic_write_json
-from llmos.text.words import words
+from llmos.text.words import UNITS, lexical_units
 
 log = logging.getLogger("llmos.apps.write")
 
 MAX_CHARS = 240  # a passage: a paragraph or a few, "a few hundred characters at most"
 MIN_SAME = 20  # characters from which containment means "the paragraph itself"
-# The BM25 ranking's weight in the fusion: the best of 0-4 on 68 held-out valid paragraphs
-# with both encoders measured (bench/write_suggest_eval.py, docs/BENCHMARKS.md "Material
-# suggestions"): runs/e5-zh top-5 hit 0.618 at 0.1 (MRR above 0's), 0.603 at 0.25, 0.559 at 1;
-# the encoder tuned on neighbouring passages 0.691 at 0.1, 0.662 alone, 0.676 at 0.25.
-BM25_WEIGHT = 0.1
+# What a new index's BM25 reads (llmos.text.words.UNITS): each Chinese character and pair of
+# adjacent characters, or jieba's words. On the bench's 156 held-out paragraphs
+# (bench/write_suggest_eval.py, docs/BENCHMARKS.md "Material suggestions"), BM25 alone finds
+# the paragraph's document in the top 5 for 0.686 over characters against 0.628 over words:
+# classical verse shares characters and two-character images more than jieba's words.
+LEXICAL_UNITS = "chars"
+# The BM25 ranking's weight in the fusion, by the index's units: the best of 0-4 on the bench's
+# 68 valid paragraphs, by top-5 hit and then MRR summed over the two encoders measured. Over
+# characters: 4 (runs/e5-zh 0.662, the encoder tuned on neighbouring passages 0.691; at 1,
+# 0.632 and 0.691); fusing never fell below dense alone there. Over words: 0.1 (0.618 and
+# 0.662; at 1 both fell below dense alone).
+BM25_WEIGHTS = {"words": 0.1, "chars": 4.0}
 CANDIDATES = 200  # rows read from each retriever (at least 20 per suggestion asked)
 EMBED_BATCH = 256  # passages handed to the encoder at a time while building
 DENSE_FILE, ROWS_FILE, DOCUMENTS_FILE, META_FILE = (
@@ -85,7 +94,7 @@ class Row:
     entry: int
     offset: int
     text: str
-    words: tuple[str, ...]
+    words: tuple[str, ...]  # its lexical units (the index's ``units``), as BM25 reads them
 
 
 @dataclass(frozen=True)
@@ -182,9 +191,12 @@ class MaterialIndex:
     Thread-safe: changes and searches take its lock. ``version`` is what the index was built
     from (the shared corpus's manifest sha256, a user's store revision)."""
 
-    def __init__(self, encoder: str, version: Any = None) -> None:
+    def __init__(self, encoder: str, version: Any = None, units: str = LEXICAL_UNITS) -> None:
+        if units not in UNITS:
+            raise LlmosError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
         self.encoder = encoder
         self.version = version
+        self.units = units  # what BM25 reads: jieba words or Chinese characters + bigrams
         self.dim: int | None = None
         self.dense: Any = None
         self.rows: dict[int, Row] = {}
@@ -248,7 +260,7 @@ class MaterialIndex:
                     progress(i + len(batch), len(new))
             self.documents = documents
             if gone or new or self._words is None:
-                self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
+                self._words = self._lexical()
             return {"added": len(new), "removed": len(gone)}
 
     def drop(self, rows: Iterable[int]) -> None:
@@ -260,7 +272,7 @@ class MaterialIndex:
                 self.dense.remove_ids(np.asarray(gone, dtype=np.int64))
                 for r in gone:
                     del self.rows[r]
-                self._words = LexicalIndex({r: row.words for r, row in self.rows.items()})
+                self._words = self._lexical()
 
     def _add(self, batch: list[tuple[tuple[int, str], int]], vectors: np.ndarray) -> None:
         if len(vectors) != len(batch):
@@ -268,8 +280,11 @@ class MaterialIndex:
         self.dense, ids = add_vectors(self.dense, vectors, self.next_row)
         self.dim = self.dense.d
         for row, ((entry, text), offset) in zip(ids, batch, strict=True):
-            self.rows[row] = Row(row, entry, offset, text, tuple(words(text)))
+            self.rows[row] = Row(row, entry, offset, text, tuple(lexical_units(text, self.units)))
         self.next_row += len(batch)
+
+    def _lexical(self) -> LexicalIndex:
+        return LexicalIndex({r: row.words for r, row in self.rows.items()}, self.units)
 
     # --- search --------------------------------------------------------------------------------
 
@@ -298,10 +313,11 @@ class MaterialIndex:
         vector: np.ndarray,
         k: int = 5,
         mode: str = "hybrid",
-        bm25_weight: float = BM25_WEIGHT,
+        bm25_weight: float | None = None,
     ) -> list[Suggestion]:
         """The ``k`` documents best for ``paragraph`` (embedded as a query: ``vector``), each
-        with its best passage; ``mode`` ``bm25`` or ``dense`` ranks by one retriever alone."""
+        with its best passage; ``mode`` ``bm25`` or ``dense`` ranks by one retriever alone;
+        ``bm25_weight`` None: the one for the index's units (:data:`BM25_WEIGHTS`)."""
         return search([self], paragraph, vector, k, mode, bm25_weight)
 
     # --- saving --------------------------------------------------------------------------------
@@ -339,6 +355,7 @@ class MaterialIndex:
             "rows": len(self.rows),
             "documents": len(self.documents),
             "max_chars": MAX_CHARS,
+            "units": self.units,
         }
         atomic_write_json(d / META_FILE, meta)
 
@@ -360,14 +377,20 @@ class MaterialIndex:
         vectors = dense.ntotal if dense is not None else 0
         if vectors != len(rows) or meta.get("rows") != len(rows):
             raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} passages; rebuild it")
-        index = cls(meta["encoder"], meta.get("version"))
+        # an index saved before the units were a choice holds jieba words
+        units = meta.get("units", "words")
+        if units not in UNITS:
+            raise CheckpointError(
+                f"{d}: unknown lexical units {units!r} in {META_FILE}; rebuild it"
+            )
+        index = cls(meta["encoder"], meta.get("version"), units)
         index.dim, index.dense, index.next_row = meta["dim"], dense, meta["next_row"]
         index.rows = {
             r["row"]: Row(r["row"], r["entry"], r["offset"], r["text"], tuple(r["words"]))
             for r in rows
         }
         index.documents = {int(e): v for e, v in documents.items()}
-        index._words = LexicalIndex({r: row.words for r, row in index.rows.items()})
+        index._words = index._lexical()
         return index
 
 
@@ -377,13 +400,16 @@ def search(
     vector: np.ndarray,
     k: int = 5,
     mode: str = "hybrid",
-    bm25_weight: float = BM25_WEIGHT,
+    bm25_weight: float | None = None,
 ) -> list[Suggestion]:
     """The ``k`` best documents for ``paragraph`` over several indexes ranked together (see
     the module docstring), each with its best passage.
 
     A document is ranked by its best passage under each retriever; ``hybrid`` fuses the two
     rankings, ``bm25`` and ``dense`` use one alone (the benchmark's baselines).
+    ``bm25_weight`` None: the weight for the first index's units (:data:`BM25_WEIGHTS`; the
+    shared corpus's where it is searched, since a user's index is built with the default
+    units and the corpus's may be older).
     """
     if mode not in ("hybrid", "bm25", "dense"):
         raise MaterialsError(f"mode must be hybrid, bm25 or dense, not {mode!r}")
@@ -403,6 +429,8 @@ def search(
     if mode != "dense":  # within each index (see the module docstring)
         for i in range(len(indexes)):
             bm25_rank |= rank({key: s for key, (s, _) in bm25_best.items() if key[0] == i})
+    if bm25_weight is None:
+        bm25_weight = BM25_WEIGHTS[indexes[0].units] if indexes else 1.0
     fused = fuse_ranks(dense_rank, bm25_rank, bm25_weight if mode == "hybrid" else 1.0)
     out = []
     for key in sorted(fused, key=lambda e: (-fused[e], e))[:k]:

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from llmos.apps.hybrid import Embedder
 from llmos.apps.write.materials import (
-    BM25_WEIGHT,
     META_FILE,
     MaterialIndex,
     MaterialsError,
@@ -74,6 +73,8 @@ class Materials:
         documents: the store's users' documents (None: the shared corpus only), anything with
             ``list(user)`` and ``revision(user)`` like ``WriteDocuments``.
         root: where users' indexes are saved (``root/user-<id>/``); None keeps them in memory.
+        bm25_weight: the fusion's BM25 weight (None: the one for the shared index's lexical
+            units, :data:`~llmos.apps.write.materials.BM25_WEIGHTS`).
         shared_dir: where the shared index is saved, to be read from there when it appears
             or is rewritten (the server's, built by ``llmos setup`` or its background job
             while the server runs: :meth:`shared_index`); None: ``shared`` only.
@@ -85,7 +86,7 @@ class Materials:
         shared: MaterialIndex | None = None,
         documents: UserDocuments | None = None,
         root: str | Path | None = None,
-        bm25_weight: float = BM25_WEIGHT,
+        bm25_weight: float | None = None,
         shared_dir: str | Path | None = None,
     ) -> None:
         if shared is not None and shared.encoder != embed.name:
