@@ -237,7 +237,12 @@ def test_the_fusion_weight_follows_the_index_units(shared: MaterialIndex) -> Non
     ]
 
 
-def test_an_index_saved_before_units_were_stored_keeps_jieba_words(tmp_path: Path) -> None:
+def test_an_index_saved_with_jieba_words_is_cut_into_characters_when_loaded(
+    tmp_path: Path,
+) -> None:
+    """An index saved before the units were stored (jieba words, no "units" in meta.json) is
+    searched as one built over characters, without embedding anything again; loaded with
+    units=None it stays as saved."""
     embed = CharEmbedder()
     words = MaterialIndex(CharEmbedder.name, units="words")
     words.sync(SHARED, embed)
@@ -247,11 +252,18 @@ def test_an_index_saved_before_units_were_stored_keeps_jieba_words(tmp_path: Pat
     assert meta["units"] == "words"
     del meta["units"]  # as written before this field existed
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
-    loaded = MaterialIndex.load(tmp_path / "idx")
-    assert loaded.units == "words"
-    q = "举头望明月"
-    v = embed([q], "query")[0]
-    assert [s.as_json() for s in loaded.search(q, v)] == [s.as_json() for s in words.search(q, v)]
+    chars = MaterialIndex(CharEmbedder.name)
+    chars.sync(SHARED, embed)
+    loaded, kept = MaterialIndex.load(tmp_path / "idx"), MaterialIndex.load(tmp_path / "idx", None)
+    assert (loaded.units, kept.units) == ("chars", "words")
+    assert [r.words for r in loaded.rows.values()] == [r.words for r in chars.rows.values()]
+    for q in ("举头望明月", "江东父老", "关羽张飞随刘备出战"):
+        v = embed([q], "query")[0]
+        got = [s.as_json() for s in loaded.search(q, v)]
+        assert got == [s.as_json() for s in chars.search(q, v)]
+        assert [s.as_json() for s in kept.search(q, v)] == [s.as_json() for s in words.search(q, v)]
+    loaded.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "meta.json").read_text("utf-8"))["units"] == "chars"
     meta["units"] = "letters"
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(CheckpointError, match="unknown lexical units 'letters'"):

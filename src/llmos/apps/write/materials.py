@@ -7,9 +7,9 @@ characters, a longer paragraph cut at sentence ends), and searched as the knowle
 (:mod:`llmos.apps.hybrid`): BM25 and E5's dense vectors (passages embedded as ``passage``, the
 paragraph as ``query``), each ranking the *documents* by their best passage, fused by weighted
 reciprocal rank. BM25 reads each Chinese character and pair of adjacent characters
-(:data:`LEXICAL_UNITS`; an index saved before that choice keeps jieba's words, and each
-kind has its own fusion weight, :data:`BM25_WEIGHTS`). A suggestion is one document with its
-best passage, so five suggestions are five documents.
+(:data:`LEXICAL_UNITS`; an index saved with jieba's words, as before that choice, is cut again
+when loaded; each kind has its own fusion weight, :data:`BM25_WEIGHTS`). A suggestion is one
+document with its best passage, so five suggestions are five documents.
 
 This module is the index and the search; :mod:`llmos.apps.write.suggestions` serves them per
 user. The shared corpus has one :class:`MaterialIndex`, built once (``llmos write materials
@@ -360,9 +360,14 @@ class MaterialIndex:
         atomic_write_json(d / META_FILE, meta)
 
     @classmethod
-    def load(cls, directory: str | Path) -> MaterialIndex:
+    def load(cls, directory: str | Path, units: str | None = LEXICAL_UNITS) -> MaterialIndex:
         """A saved index; :class:`~llmos.errors.CheckpointError` when it is incomplete or
-        unreadable (then build it again)."""
+        unreadable (then build it again).
+
+        ``units``: the lexical units to search with. An index saved with others (one saved
+        before characters were the default holds jieba's words) has its passages cut again,
+        which needs no embedding (the whole corpus: seconds); its next ``save`` keeps them.
+        None: the saved units."""
         d = Path(directory)
         if not (d / META_FILE).is_file():
             raise CheckpointError(f"{d}: not a complete material index (no {META_FILE})")
@@ -377,16 +382,26 @@ class MaterialIndex:
         vectors = dense.ntotal if dense is not None else 0
         if vectors != len(rows) or meta.get("rows") != len(rows):
             raise CheckpointError(f"{d}: {vectors} vectors for {len(rows)} passages; rebuild it")
-        # an index saved before the units were a choice holds jieba words
-        units = meta.get("units", "words")
-        if units not in UNITS:
+        saved = meta.get("units", "words")  # an index saved before the field: jieba words
+        if saved not in UNITS:
             raise CheckpointError(
-                f"{d}: unknown lexical units {units!r} in {META_FILE}; rebuild it"
+                f"{d}: unknown lexical units {saved!r} in {META_FILE}; rebuild it"
             )
+        units = saved if units is None else units
         index = cls(meta["encoder"], meta.get("version"), units)
         index.dim, index.dense, index.next_row = meta["dim"], dense, meta["next_row"]
+        if units != saved:
+            log.info(
+                "%s holds BM25 %s: cutting its %d passages into %s", d, saved, len(rows), units
+            )
         index.rows = {
-            r["row"]: Row(r["row"], r["entry"], r["offset"], r["text"], tuple(r["words"]))
+            r["row"]: Row(
+                r["row"],
+                r["entry"],
+                r["offset"],
+                r["text"],
+                tuple(r["words"]) if units == saved else tuple(lexical_units(r["text"], units)),
+            )
             for r in rows
         }
         index.documents = {int(e): v for e, v in documents.items()}
@@ -408,8 +423,7 @@ def search(
     A document is ranked by its best passage under each retriever; ``hybrid`` fuses the two
     rankings, ``bm25`` and ``dense`` use one alone (the benchmark's baselines).
     ``bm25_weight`` None: the weight for the first index's units (:data:`BM25_WEIGHTS`; the
-    shared corpus's where it is searched, since a user's index is built with the default
-    units and the corpus's may be older).
+    app loads and builds every index with :data:`LEXICAL_UNITS`, so they agree).
     """
     if mode not in ("hybrid", "bm25", "dense"):
         raise MaterialsError(f"mode must be hybrid, bm25 or dense, not {mode!r}")
