@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from llmos.errors import CheckpointError
-from llmos.text.words import UNITS, lexical_units
+from llmos.text.words import check_units, lexical_units
 
 RRF_K = 60
 K = TypeVar("K", bound=Hashable)
@@ -129,10 +129,8 @@ class LexicalIndex:
     def __init__(self, rows: Mapping[int, Sequence[str]], units: str = "words") -> None:
         import bm25s
 
-        if units not in UNITS:
-            raise ValueError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index build
-        self.units = units
+        self.units = check_units(units)
         self.rows = sorted(rows)
         self.bm25 = bm25s.BM25()
         if self.rows:

@@ -60,6 +60,17 @@ def char_grams(text: str) -> list[str]:
     return out
 
 
+def check_units(units: str) -> str:
+    """``units`` when it is one of :data:`UNITS`.
+
+    Raises:
+        ValueError: naming the kinds there are.
+    """
+    if units not in UNITS:
+        raise ValueError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
+    return units
+
+
 def lexical_units(text: str, units: str) -> list[str]:
     """``text`` as BM25 reads it: :func:`words` or :func:`char_grams` (``units`` in
     :data:`UNITS`).
@@ -67,8 +78,4 @@ def lexical_units(text: str, units: str) -> list[str]:
     Raises:
         ValueError: for other ``units``.
     """
-    if units == "words":
-        return words(text)
-    if units == "chars":
-        return char_grams(text)
-    raise ValueError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
+    return words(text) if check_units(units) == "words" else char_grams(text)

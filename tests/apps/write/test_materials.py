@@ -28,7 +28,7 @@ from llmos.apps.write.materials import (
 from llmos.apps.write.suggestions import Materials
 from llmos.cli import main
 from llmos.data.materials import SourceDocument, poetry_files, read_poems, to_simplified
-from llmos.errors import CheckpointError, DataError, LlmosError
+from llmos.errors import CheckpointError, DataError
 from llmos.store.db import Store
 from llmos.store.documents import WriteDocuments
 
@@ -268,7 +268,7 @@ def test_an_index_saved_with_jieba_words_is_cut_into_characters_when_loaded(
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(CheckpointError, match="unknown lexical units 'letters'"):
         MaterialIndex.load(tmp_path / "idx")
-    with pytest.raises(LlmosError, match="words, chars"):
+    with pytest.raises(ValueError, match="words, chars"):
         MaterialIndex(CharEmbedder.name, units="letters")
 
 

@@ -51,7 +51,7 @@ from llmos.apps.hybrid import (
 from llmos.data.materials import SourceDocument
 from llmos.errors import CheckpointError, LlmosError
 from llmos.files import atomic_directory, atomic_write, atomic_write_json
-from llmos.text.words import UNITS, lexical_units
+from llmos.text.words import UNITS, check_units, lexical_units
 
 log = logging.getLogger("llmos.apps.write")
 
@@ -192,11 +192,11 @@ class MaterialIndex:
     from (the shared corpus's manifest sha256, a user's store revision)."""
 
     def __init__(self, encoder: str, version: Any = None, units: str = LEXICAL_UNITS) -> None:
-        if units not in UNITS:
-            raise LlmosError(f"lexical units must be one of {', '.join(UNITS)}, got {units!r}")
         self.encoder = encoder
         self.version = version
-        self.units = units  # what BM25 reads: jieba words or Chinese characters + bigrams
+        self.units = check_units(
+            units
+        )  # what BM25 reads: jieba words or Chinese characters + bigrams
         self.dim: int | None = None
         self.dense: Any = None
         self.rows: dict[int, Row] = {}
