@@ -44,7 +44,7 @@ def add_write(sub: Subcommands) -> None:
         "correct",
         help="correct the spelling of texts (arguments, or one per line on stdin)",
     )
-    p.add_argument("texts", nargs="*", help="texts to correct (default: lines of stdin)")
+    p.add_argument("texts", nargs="*", help="texts to correct (none, or -: the lines of stdin)")
     p.add_argument(
         "--model",
         help="a spelling checkpoint (default runs/csc-zh/checkpoint, configs/run/csc-zh.yaml, "
@@ -212,7 +212,10 @@ def _correct(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise LlmosError(f"--threshold must be in [0, 1], got {args.threshold}")
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.texts in ([], ["-"]):  # - is stdin, as for the other commands' --input
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    else:
+        texts = args.texts
     dictionary = read_dictionary(args.dict) if args.dict else None
     if args.lang == "en":
         from llmos.apps.write.corrector import english_speller

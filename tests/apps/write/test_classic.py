@@ -3,6 +3,7 @@ and does not tell 他 from 她 (both right: a low threshold swaps them)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -217,6 +218,11 @@ def test_cli_corrects_with_the_classic_method_where_no_model_is_built(
     args = ["write", "correct", "--model", "classic", "--dict", str(dictionary), "老师再图书馆看书"]
     assert main(args) == 0
     assert capsys.readouterr().out.splitlines()[0] == "老师再图书馆看书"
+    # "-" reads the texts from stdin, a line each (blank lines skipped)
+    monkeypatch.setattr("sys.stdin", io.StringIO("老师再图书馆看书\n\n今天天气很好\n"))
+    assert main(["write", "correct", "--model", "classic", "--json", "-"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["corrected"] for r in rows] == ["老师在图书馆看书", "今天天气很好"]
     assert main(["write", "correct", "--model", "classic", "--threshold", "0.5", "今天"]) == 2
     assert "takes no --threshold" in capsys.readouterr().err
     assert main(["write", "correct", "--lang", "en", "--model", "classic", "teh"]) == 2
