@@ -25,6 +25,13 @@ items excluded, at each ``--diversities`` value (MMR over genres): recall and ND
 intra-list genre diversity and catalog coverage (``llmos.train.ranking.beyond_accuracy``).
 At 0 the lists are EASE's full ranking, so the metrics must equal ``bench/recommend_eval.py``'s.
 
+**A wish beside a history**: on the same split, each test user asks for the genre most of
+their held-out films carry ("想看<genre>片", embedded by --encoder; the films' text vectors are
+--model's) at each ``--wish-weights`` value: the recall@10 of the held-out films of that genre
+(what they asked for and went on to rate), of all their held-out films, and the share of the
+list in the genre. Valid chooses the weight, test measures; the app's
+``WISH_WEIGHT_WITH_HISTORY`` is printed beside. ``--only wish`` runs this alone.
+
 **Serving** (``llmos serve`` in a subprocess, its own SQLite store, rate limit off; a models
 directory of links to the recommender and its encoder): --http-users users each record 20
 random likes over HTTP, then wrk (as bench/serve_load.py: one C thread, keep-alive, closed
@@ -46,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,19 +224,18 @@ def onboarding(args: argparse.Namespace) -> None:
             print(f"| {name} | {hit:.4f} | {precision:.4f} | {asked:.3f} |")
 
 
-def diversity_tradeoff(args: argparse.Namespace) -> None:
-    """The app's lists on RecBole's split (8:1:1; EASE reg 400 fitted on train, each user's
-    train items as their likes, valid items excluded) at several ``diversity`` values:
-    recall/NDCG@10 on test against intra-list genre diversity and coverage."""
+def recbole_split() -> tuple[list, dict[str, int], Any, Any, Any, int]:
+    """ML-100K's items, their index, and RecBole's 8:1:1 split as 0/1 user x item matrices
+    (train, valid, test) in the catalog's order; the number of users."""
+    import scipy.sparse as sp
+
     from llmos.data.interactions import split_by_ratio
-    from llmos.train.ranking import beyond_accuracy
 
     items_file, inter_file = movielens_files()
     items, inter = read_catalog(items_file), read_inter(inter_file)
     index = {item.id: i for i, item in enumerate(items)}
     # The same split as bench/recommend_eval.py's: it depends on users, not item numbering.
-    train, valid, test = split_by_ratio(in_catalog_order(items, inter))
-    import scipy.sparse as sp
+    parts = split_by_ratio(in_catalog_order(items, inter))
 
     def matrix(part: Any) -> sp.csr_matrix:
         m = sp.csr_matrix(
@@ -238,7 +245,17 @@ def diversity_tradeoff(args: argparse.Namespace) -> None:
         m.data[:] = 1
         return m
 
-    x_tr, x_va, x_te = matrix(train), matrix(valid), matrix(test)
+    x_tr, x_va, x_te = (matrix(p) for p in parts)
+    return items, index, x_tr, x_va, x_te, inter.num_users
+
+
+def diversity_tradeoff(args: argparse.Namespace) -> None:
+    """The app's lists on RecBole's split (8:1:1; EASE reg 400 fitted on train, each user's
+    train items as their likes, valid items excluded) at several ``diversity`` values:
+    recall/NDCG@10 on test against intra-list genre diversity and coverage."""
+    from llmos.train.ranking import beyond_accuracy
+
+    items, index, x_tr, x_va, x_te, num_users = recbole_split()
     weights = {
         "ease.weight": EASE.fit(x_tr, reg=400.0).weight,
         "popularity.counts": torch.from_numpy(np.asarray(x_tr.sum(0)).ravel()).float(),
@@ -266,11 +283,76 @@ def diversity_tradeoff(args: argparse.Namespace) -> None:
             ideal = discount[: min(len(truth), 10)].sum()
             ndcg.append((hits * discount[: len(hits)]).sum() / ideal)
             tops.append(got)
-        extra = beyond_accuracy(np.array(tops), counts, inter.num_users, tags)
+        extra = beyond_accuracy(np.array(tops), counts, num_users, tags)
         print(
             f"| {diversity:.1f} | {np.mean(recall):.4f} | {np.mean(ndcg):.4f} | "
             f"{extra['diversity']:.3f} | {extra['coverage']:.3f} | "
             f"{1000 * seconds / len(users):.2f} |"
+        )
+
+
+def wish_with_history(args: argparse.Namespace) -> None:
+    """A request's wish from a user with history, at several wish weights, on RecBole's split
+    (EASE reg 400 on train, the app's text vectors from --model): each user asks for the genre
+    most of their held-out films carry ("想看<genre>片", embedded by --encoder). Reported: the
+    recall@10 of the held-out films of that genre (what they asked for and went on to rate),
+    the recall@10 of all their held-out films, and the share of the list in the genre. Valid
+    (train as likes, test excluded) chooses the weight; test (valid excluded) measures."""
+    import llmos.apps.recommend.engine as engine
+    from llmos.checkpoint.recommender import read_recommender
+
+    items, index, x_tr, x_va, x_te, _ = recbole_split()
+    app = read_recommender(args.model)
+    if [i.id for i in app.items] != [i.id for i in items] or "content.vectors" not in app.weights:
+        raise SystemExit(f"{args.model}: not the MovieLens catalog with text vectors")
+    weights = {
+        "ease.weight": EASE.fit(x_tr, reg=400.0).weight,
+        "popularity.counts": torch.from_numpy(np.asarray(x_tr.sum(0)).ravel()).float(),
+        "content.vectors": app.weights["content.vectors"],
+    }
+    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}))
+    encoder = llmos.load(args.encoder)
+    asks = {
+        g: torch.from_numpy(encoder.embed([f"想看{zh}片"], kind="query")[0])
+        for g, zh in ZH_GENRES.items()
+    }
+    app_weight = engine.WISH_WEIGHT_WITH_HISTORY
+    rows: dict[str, dict[float, tuple[float, ...]]] = {}
+    try:
+        for split, (held, other) in {"valid": (x_va, x_te), "test": (x_te, x_va)}.items():
+            rows[split] = {}
+            for w in args.wish_weights:
+                engine.WISH_WEIGHT_WITH_HISTORY = w
+                got_rows = []
+                for u in np.flatnonzero(np.diff(held.indptr)):
+                    truth = set(held[u].indices)
+                    genres = Counter(t for i in truth for t in items[i].tags)
+                    genre = max(sorted(genres), key=lambda g: genres[g])
+                    taste = fold(Act("like", items[i].id) for i in x_tr[u].indices)
+                    skip = [items[i].id for i in other[u].indices]
+                    top = rec.recommend(taste, 10, exclude=skip, wish=asks[genre] if w else None)
+                    got = {index[r.item.id] for r in top}
+                    asked = {i for i in truth if genre in items[i].tags}
+                    share = np.mean([genre in items[i].tags for i in got]) if got else 0.0
+                    got_rows.append(
+                        (len(asked & got) / len(asked), len(truth & got) / len(truth), share)
+                    )
+                rows[split][w] = tuple(np.mean(got_rows, axis=0))
+    finally:
+        engine.WISH_WEIGHT_WITH_HISTORY = app_weight
+    best = max(args.wish_weights, key=lambda w: rows["valid"][w][0])
+    print("\n## A wish beside a history (RecBole's split, EASE reg 400)\n")
+    print(f"chosen on valid: {best:g}; the app's WISH_WEIGHT_WITH_HISTORY: {app_weight:g}\n")
+    print(
+        "| wish weight | valid: recall@10 of the genre asked | all | share | "
+        "test: recall@10 of the genre asked | all | share in the genre |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for w in args.wish_weights:
+        v, t = rows["valid"][w], rows["test"][w]
+        print(
+            f"| {w:g} | {v[0]:.4f} | {v[1]:.4f} | {v[2]:.3f} | {t[0]:.4f} | {t[1]:.4f} | "
+            f"{t[2]:.3f} |"
         )
 
 
@@ -357,16 +439,33 @@ def main() -> None:
         type=lambda s: [float(x) for x in s.split(",")],
         default=[0.0, 0.2, 0.4, 0.6],
     )
+    ap.add_argument(
+        "--wish-weights",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0],
+        help="a wish's weight beside a history (0: no wish)",
+    )
+    ap.add_argument(
+        "--only",
+        choices=["adaptation", "onboarding", "diversity", "wish"],
+        help="run that measure alone (no serving)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"# llmos {llmos.__version__}, torch {torch.__version__}, {cpu_name()}, "
         f"{os.cpu_count()} cores"
     )
-    adaptation(args)
-    onboarding(args)
-    diversity_tradeoff(args)
-    if not args.skip_serving:
+    parts = {
+        "adaptation": adaptation,
+        "onboarding": onboarding,
+        "diversity": diversity_tradeoff,
+        "wish": wish_with_history,
+    }
+    for name, part in parts.items():
+        if args.only in (None, name):
+            part(args)
+    if not args.skip_serving and args.only is None:
         serving(args)
 
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from llmos.apps.recommend.diversity import mmr
-from llmos.apps.recommend.engine import Recommender
+from llmos.apps.recommend.engine import WISH_WEIGHT, WISH_WEIGHT_WITH_HISTORY, Recommender
 from llmos.apps.recommend.events import Act, Taste, fold
 from llmos.checkpoint.recommender import RecommenderCheckpoint
 from llmos.data.interactions import Item
@@ -112,6 +112,33 @@ def test_without_history_a_wish_ranks_by_text_then_popularity_is_the_floor() -> 
     counts = x.sum(0)
     assert [r.item.id for r in plain] == [f"i{i}" for i in np.argsort(-counts, kind="stable")]
     assert plain[0].source == "popular" and plain[0].reason.startswith("popular in ")
+
+
+def scaled(x: np.ndarray) -> np.ndarray:
+    """Standardised, then divided by the largest (the engine's scale, computed here)."""
+    z = (x - x.mean()) / x.std(ddof=1)
+    return z / z.max()
+
+
+def test_beside_a_history_a_wish_reorders_with_its_smaller_weight() -> None:
+    rec, _ = model()
+    horror = rec.content[4] + rec.content[5]
+    wish = horror / horror.norm()
+    taste = fold([Act("like", "i0"), Act("like", "i6")])
+    recs = rec.recommend(taste, 6, wish=wish, wish_text="scary")
+    personal = (rec.row(taste) @ rec.ease).numpy()
+    cosine = (rec.content @ wish).numpy()
+    total = scaled(personal) + WISH_WEIGHT_WITH_HISTORY * scaled(cosine)
+    order = [f"i{i}" for i in np.argsort(-total, kind="stable") if i not in (0, 6)]
+    assert [r.item.id for r in recs] == order
+    assert WISH_WEIGHT_WITH_HISTORY < WISH_WEIGHT
+    # the wish moves horror up against the list without it, and no popularity is added
+    plain = [r.item.id for r in rec.recommend(taste, 6)]
+    first_horror = min(plain.index(i) for i in ("i3", "i4", "i5"))
+    assert min(order.index(i) for i in ("i3", "i4", "i5")) < first_horror
+    new = rec.recommend(Taste(), 8, wish=wish)  # no history: the full weight + popularity
+    cold = WISH_WEIGHT * scaled(cosine) + rec.popular.numpy()
+    assert [r.item.id for r in new] == [f"i{i}" for i in np.argsort(-cold, kind="stable")]
 
 
 def test_interests_raise_their_tags_for_a_new_user() -> None:
