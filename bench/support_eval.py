@@ -26,6 +26,15 @@ retriever). With ``--tune CONFIG``, per language, the encoder is first fine-tune
 paraphrase protocol's knowledge base (its entries' stored wordings only; the asked utterances
 come from templates never seen in training), and that encoder answers. The issue's target:
 hybrid accuracy@1 >= BM25's + 15 points, zh and en.
+
+Who gets an apology (``--apology``): the policy puts one before the answer when the desk's
+sentiment (the NLU model's head, or a sentiment classifier) says negative with at least
+``PolicyConfig.negative``. Measured on neutral messages (the intents' utterances and the FAQ
+questions) against the sentiment reviews, at every threshold of a grid; valid chooses
+(:func:`apology_eval`), test reports.
+
+    python bench/support_eval.py --protocol --apology      # the make-run NLU models, zh and en
+
 Results go to docs/BENCHMARKS.md with this command.
 """
 
@@ -330,32 +339,39 @@ def calibrate(embed: CachedEmbedder, langs: tuple[str, ...]) -> PolicyConfig:
 # --- escalation on complaints ------------------------------------------------------------------
 
 
+def negative_scores(checkpoint: str, lang: str, texts: list[str]) -> np.ndarray:
+    """The desk's probability that each text is negative: a multitask NLU model's sentiment
+    head, or a sentiment classifier (as ``SupportService.understand`` reads them)."""
+    import llmos
+    from llmos.apps.support.local import PipelineClassifier
+    from llmos.checkpoint.task import MultiTask
+
+    pipe = llmos.load(checkpoint)
+    if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
+        results = pipe.analyze(texts)[0]
+        return np.array([r["sentiment"]["scores"]["neg"] for r in results])
+    classify = PipelineClassifier({lang: checkpoint})
+    return np.array([r["scores"]["neg"] for r in classify(texts, lang)])
+
+
+def review_rows(lang: str, split: str) -> list[tuple[str, str]]:
+    """(text, label) of the sentiment reviews of a split."""
+    path = data_dir() / "tasks" / f"sentiment-{lang}" / f"{split}.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [(t, y) for t, y in (line.split("\t") for line in lines)]
+
+
 def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[str, dict]:
     """Negative test reviews as complaints, positive ones as controls, each a customer's first
     message: does the desk escalate (the policy: a request for a person, or the sentiment
     model's negative probability >= ``strongly_negative``)? Against the sentiment threshold
     alone at 0.5, and with the threshold that reaches 0.90 recall."""
     from llmos.apps.support.dialogue import wants_human
-    from llmos.apps.support.local import PipelineClassifier
 
-    rows = [
-        line.split("\t")
-        for line in (data_dir() / "tasks" / f"sentiment-{lang}" / "test.tsv")
-        .read_text(encoding="utf-8")
-        .splitlines()[1:]
-    ]
+    rows = review_rows(lang, "test")
     texts = [t for t, _ in rows]
     complaint = np.array([label == "neg" for _, label in rows])
-    import llmos
-    from llmos.checkpoint.task import MultiTask
-
-    pipe = llmos.load(checkpoint)
-    if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
-        results = pipe.analyze(texts)[0]
-        negative = np.array([r["sentiment"]["scores"]["neg"] for r in results])
-    else:
-        classify = PipelineClassifier({lang: checkpoint})
-        negative = np.array([r["scores"]["neg"] for r in classify(texts, lang)])
+    negative = negative_scores(checkpoint, lang, texts)
     human = np.array([wants_human(t, lang) for t in texts])
 
     def pr(escalated: np.ndarray) -> dict[str, float]:
@@ -374,6 +390,79 @@ def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[st
         f"threshold {at_90:.3f} (recall 0.90)": pr(negative >= at_90),
         "n": {"complaints": int(complaint.sum()), "controls": int((~complaint).sum())},
     }
+
+
+APOLOGY_GRID = [round(0.5 + 0.025 * i, 3) for i in range(19)]  # 0.5 .. 0.95
+NEUTRAL_CAP = 0.05  # the share of neutral messages a desk may apologise to
+
+
+def apology_eval(checkpoints: dict[str, str]) -> dict:
+    """Who gets the policy's apology (negative probability >= ``PolicyConfig.negative``)?
+    Neutral messages: the intents' utterances of the split (commands and questions to the
+    desk) and the FAQ questions of the knowledge base (half of them by a hash for each split);
+    against the sentiment reviews of the split (negative: the apology is wanted; positive).
+    Per language and split, the share apologised to at each threshold of the grid; valid
+    chooses the smallest threshold whose neutral share, averaged over the languages, is at
+    most :data:`NEUTRAL_CAP`."""
+    base = data_dir() / "tasks"
+    shares: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for lang, checkpoint in checkpoints.items():
+        qa = [
+            json.loads(x)["question"]
+            for x in (base / f"qa-{lang}.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+        shares[lang] = {}
+        for split in ("valid", "test"):
+            lines = (base / f"intent-{lang}" / f"{split}.jsonl").read_text(encoding="utf-8")
+            neutral = [json.loads(x)["text"] for x in lines.splitlines()]
+            neutral += [q for q in qa if fold_of(q, 2) == (split == "test")]
+            reviews = review_rows(lang, split)
+            groups = {
+                "neutral": neutral,
+                "negative reviews": [t for t, y in reviews if y == "neg"],
+                "positive reviews": [t for t, y in reviews if y == "pos"],
+            }
+            shares[lang][split] = {
+                name: _share(negative_scores(checkpoint, lang, texts))
+                for name, texts in groups.items()
+            }
+            shares[lang][split]["n"] = np.array([len(v) for v in groups.values()])
+    mean_neutral = np.mean([shares[lang]["valid"]["neutral"] for lang in shares], axis=0)
+    ok = [t for t, m in zip(APOLOGY_GRID, mean_neutral, strict=True) if m <= NEUTRAL_CAP]
+    return {"shares": shares, "chosen": ok[0] if ok else None}
+
+
+APOLOGY_DEFAULTS = ("zh=runs/support-zh/checkpoint", "en=runs/support-en/checkpoint")
+
+
+def report_apology(checkpoints: dict[str, str]) -> None:
+    r = apology_eval(checkpoints)
+    print(f"\n## who gets an apology ({checkpoints}); the policy's: {PolicyConfig().negative}")
+    print(
+        f"chosen on valid (the smallest threshold with at most {NEUTRAL_CAP:.0%} of the "
+        f"neutral messages apologised to, averaged over the languages): {r['chosen']}"
+    )
+    for lang, splits in r["shares"].items():
+        n = dict(
+            zip(("neutral", "negative", "positive"), splits["test"]["n"].tolist(), strict=True)
+        )
+        print(f"\n{lang} (test: {n})")
+        print(
+            "| threshold | valid: neutral | negative reviews | positive reviews | "
+            "test: neutral | negative reviews | positive reviews |\n|---:|" + "---:|" * 6
+        )
+        for i, t in enumerate(APOLOGY_GRID):
+            cells = [
+                f"{100 * splits[s][g][i]:.1f} %"
+                for s in ("valid", "test")
+                for g in ("neutral", "negative reviews", "positive reviews")
+            ]
+            print(f"| {t:g} | " + " | ".join(cells) + " |")
+
+
+def _share(negative: np.ndarray) -> np.ndarray:
+    """The share of the texts at or above each threshold of :data:`APOLOGY_GRID`."""
+    return np.array([(negative >= t).mean() for t in APOLOGY_GRID])
 
 
 # --- scale: a 10,000-entry knowledge base ------------------------------------------------------
@@ -466,6 +555,13 @@ def main() -> None:
         help="a Chinese sentiment (or multitask NLU) checkpoint: also measure escalation on "
         "complaint reviews",
     )
+    ap.add_argument(
+        "--apology",
+        nargs="*",
+        metavar="LANG=CHECKPOINT",
+        help="also measure who gets the policy's apology, per language's NLU or sentiment "
+        "checkpoint (no value: zh=runs/support-zh/checkpoint en=runs/support-en/checkpoint)",
+    )
     args = ap.parse_args()
     global BM25_WEIGHT, SPLIT
     SPLIT = args.split
@@ -521,6 +617,9 @@ def main() -> None:
         print("| rule | recall | precision | escalated |\n|---|---:|---:|---:|")
         for name, m in r.items():
             print(f"| {name} | {m['recall']:.3f} | {m['precision']:.3f} | {m['escalated']:.3f} |")
+    if args.apology is not None:
+        pairs = args.apology or list(APOLOGY_DEFAULTS)
+        report_apology(dict(p.split("=", 1) for p in pairs))
     if not (args.dialogue or args.calibrate):
         return
     langs = ("zh", "en") if args.lang == "both" else (args.lang,)

@@ -52,7 +52,11 @@ class PolicyConfig:
         clarify_similarity: below an answer, offer the plausible entries (those within
             ``answer_margin`` of the best, at most ``candidates``) when the best reaches this.
         negative: a message this likely negative (the sentiment model's probability) gets an
-            apology before the answer.
+            apology before the answer. 0.9: the review-trained sentiment models put neutral
+            messages anywhere between the two classes, and at 0.6 the make-run desks
+            apologised to 44-47 % of neutral commands and questions; at 0.9 to 1.7-6.2 %
+            (``bench/support_eval.py --apology``: the smallest threshold that keeps it under
+            5 % on valid, averaged over zh and en).
         strongly_negative: this likely negative escalates to a person at once.
         failed_turns: fallbacks in a row that escalate.
         candidates: the most entries a clarification offers.
@@ -68,7 +72,7 @@ class PolicyConfig:
     answer_similarity: float = 0.92
     answer_margin: float = 0.01
     clarify_similarity: float = 0.88
-    negative: float = 0.6
+    negative: float = 0.9
     strongly_negative: float = 0.95
     failed_turns: int = 2
     candidates: int = 3
