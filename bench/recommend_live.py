@@ -224,9 +224,9 @@ def onboarding(args: argparse.Namespace) -> None:
             print(f"| {name} | {hit:.4f} | {precision:.4f} | {asked:.3f} |")
 
 
-def recbole_split() -> tuple[list, dict[str, int], Any, Any, Any, int]:
-    """ML-100K's items, their index, and RecBole's 8:1:1 split as 0/1 user x item matrices
-    (train, valid, test) in the catalog's order; the number of users."""
+def recbole_split() -> tuple[list, dict[str, int], Any, Any, Any, Any]:
+    """ML-100K's items, their index, RecBole's 8:1:1 split as 0/1 user x item matrices
+    (train, valid, test) in the catalog's order, and the train part itself."""
     import scipy.sparse as sp
 
     from llmos.data.interactions import split_by_ratio
@@ -246,7 +246,7 @@ def recbole_split() -> tuple[list, dict[str, int], Any, Any, Any, int]:
         return m
 
     x_tr, x_va, x_te = (matrix(p) for p in parts)
-    return items, index, x_tr, x_va, x_te, inter.num_users
+    return items, index, x_tr, x_va, x_te, parts[0]
 
 
 def diversity_tradeoff(args: argparse.Namespace) -> None:
@@ -255,7 +255,8 @@ def diversity_tradeoff(args: argparse.Namespace) -> None:
     recall/NDCG@10 on test against intra-list genre diversity and coverage."""
     from llmos.train.ranking import beyond_accuracy
 
-    items, index, x_tr, x_va, x_te, num_users = recbole_split()
+    items, index, x_tr, x_va, x_te, _ = recbole_split()
+    num_users = x_tr.shape[0]
     weights = {
         "ease.weight": EASE.fit(x_tr, reg=400.0).weight,
         "popularity.counts": torch.from_numpy(np.asarray(x_tr.sum(0)).ravel()).float(),
@@ -301,7 +302,7 @@ def wish_with_history(args: argparse.Namespace) -> None:
     import llmos.apps.recommend.engine as engine
     from llmos.checkpoint.recommender import read_recommender
 
-    items, index, x_tr, x_va, x_te, _ = recbole_split()
+    items, index, x_tr, x_va, x_te, train = recbole_split()
     app = read_recommender(args.model)
     if [i.id for i in app.items] != [i.id for i in items] or "content.vectors" not in app.weights:
         raise SystemExit(f"{args.model}: not the MovieLens catalog with text vectors")
@@ -310,7 +311,20 @@ def wish_with_history(args: argparse.Namespace) -> None:
         "popularity.counts": torch.from_numpy(np.asarray(x_tr.sum(0)).ravel()).float(),
         "content.vectors": app.weights["content.vectors"],
     }
-    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}))
+    sasrec = None
+    if args.sasrec_steps:  # the make-run model's second signal, trained on the same train part
+        from llmos.apps.recommend.generators import fit_sequential
+
+        started = time.perf_counter()
+        seq, sasrec, valid_metrics = fit_sequential(train, args.sasrec_steps)
+        weights |= seq
+        took = time.perf_counter() - started
+        print(f"SASRec: {args.sasrec_steps} steps in {took:.0f} s, valid {valid_metrics}")
+    rec = Recommender(RecommenderCheckpoint(Path("."), tuple(items), weights, {}, sasrec))
+    # each user's train films in the order they rated them (the sequence signal reads it)
+    by_time: dict[int, list[int]] = {}
+    for row in np.lexsort((train.timestamp, train.user)):
+        by_time.setdefault(int(train.user[row]), []).append(int(train.item[row]))
     encoder = llmos.load(args.encoder)
     asks = {
         g: torch.from_numpy(encoder.embed([f"想看{zh}片"], kind="query")[0])
@@ -328,7 +342,7 @@ def wish_with_history(args: argparse.Namespace) -> None:
                     truth = set(held[u].indices)
                     genres = Counter(t for i in truth for t in items[i].tags)
                     genre = max(sorted(genres), key=lambda g: genres[g])
-                    taste = fold(Act("like", items[i].id) for i in x_tr[u].indices)
+                    taste = fold(Act("like", items[i].id) for i in by_time.get(u, []))
                     skip = [items[i].id for i in other[u].indices]
                     top = rec.recommend(taste, 10, exclude=skip, wish=asks[genre] if w else None)
                     got = {index[r.item.id] for r in top}
@@ -341,7 +355,8 @@ def wish_with_history(args: argparse.Namespace) -> None:
     finally:
         engine.WISH_WEIGHT_WITH_HISTORY = app_weight
     best = max(args.wish_weights, key=lambda w: rows["valid"][w][0])
-    print("\n## A wish beside a history (RecBole's split, EASE reg 400)\n")
+    what = f"EASE reg 400 + SASRec {args.sasrec_steps} steps" if sasrec else "EASE reg 400"
+    print(f"\n## A wish beside a history (RecBole's split, {what})\n")
     print(f"chosen on valid: {best:g}; the app's WISH_WEIGHT_WITH_HISTORY: {app_weight:g}\n")
     print(
         "| wish weight | valid: recall@10 of the genre asked | all | share | "
@@ -432,7 +447,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (adaptation)")
     ap.add_argument("--skip-serving", action="store_true")
     ap.add_argument(
-        "--sasrec-steps", type=int, default=0, help="also train SASRec for adaptation (1200)"
+        "--sasrec-steps",
+        type=int,
+        default=0,
+        help="also train SASRec for adaptation and the wish (1200, as make run)",
     )
     ap.add_argument(
         "--diversities",
