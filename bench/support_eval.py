@@ -41,11 +41,13 @@ Results go to docs/BENCHMARKS.md with this command.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -339,14 +341,20 @@ def calibrate(embed: CachedEmbedder, langs: tuple[str, ...]) -> PolicyConfig:
 # --- escalation on complaints ------------------------------------------------------------------
 
 
+@functools.cache
+def _pipeline(checkpoint: str) -> Any:
+    import llmos
+
+    return llmos.load(checkpoint)
+
+
 def negative_scores(checkpoint: str, lang: str, texts: list[str]) -> np.ndarray:
     """The desk's probability that each text is negative: a multitask NLU model's sentiment
     head, or a sentiment classifier (as ``SupportService.understand`` reads them)."""
-    import llmos
     from llmos.apps.support.local import PipelineClassifier
     from llmos.checkpoint.task import MultiTask
 
-    pipe = llmos.load(checkpoint)
+    pipe = _pipeline(checkpoint)
     if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
         results = pipe.analyze(texts)[0]
         return np.array([r["sentiment"]["scores"]["neg"] for r in results])
