@@ -348,18 +348,17 @@ def _pipeline(checkpoint: str) -> Any:
     return llmos.load(checkpoint)
 
 
-def negative_scores(checkpoint: str, lang: str, texts: list[str]) -> np.ndarray:
+def negative_scores(checkpoint: str, texts: list[str]) -> np.ndarray:
     """The desk's probability that each text is negative: a multitask NLU model's sentiment
     head, or a sentiment classifier (as ``SupportService.understand`` reads them)."""
-    from llmos.apps.support.local import PipelineClassifier
     from llmos.checkpoint.task import MultiTask
 
     pipe = _pipeline(checkpoint)
     if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
         results = pipe.analyze(texts)[0]
         return np.array([r["sentiment"]["scores"]["neg"] for r in results])
-    classify = PipelineClassifier({lang: checkpoint})
-    return np.array([r["scores"]["neg"] for r in classify(texts, lang)])
+    # a sentiment classifier, read as the desk's PipelineClassifier reads it
+    return np.array([r["scores"]["neg"] for r in pipe.classify(texts)])
 
 
 def review_rows(lang: str, split: str) -> list[tuple[str, str]]:
@@ -379,7 +378,7 @@ def escalation_eval(lang: str, checkpoint: str, config: PolicyConfig) -> dict[st
     rows = review_rows(lang, "test")
     texts = [t for t, _ in rows]
     complaint = np.array([label == "neg" for _, label in rows])
-    negative = negative_scores(checkpoint, lang, texts)
+    negative = negative_scores(checkpoint, texts)
     human = np.array([wants_human(t, lang) for t in texts])
 
     def pr(escalated: np.ndarray) -> dict[str, float]:
@@ -431,8 +430,7 @@ def apology_eval(checkpoints: dict[str, str]) -> dict:
                 "positive reviews": [t for t, y in reviews if y == "pos"],
             }
             shares[lang][split] = {
-                name: _share(negative_scores(checkpoint, lang, texts))
-                for name, texts in groups.items()
+                name: _share(negative_scores(checkpoint, texts)) for name, texts in groups.items()
             }
             shares[lang][split]["n"] = np.array([len(v) for v in groups.values()])
     mean_neutral = np.mean([shares[lang]["valid"]["neutral"] for lang in shares], axis=0)

@@ -194,9 +194,8 @@ class MaterialIndex:
     def __init__(self, encoder: str, version: Any = None, units: str = LEXICAL_UNITS) -> None:
         self.encoder = encoder
         self.version = version
-        self.units = check_units(
-            units
-        )  # what BM25 reads: jieba words or Chinese characters + bigrams
+        # what BM25 reads: jieba words or Chinese characters + bigrams
+        self.units = check_units(units)
         self.dim: int | None = None
         self.dense: Any = None
         self.rows: dict[int, Row] = {}
