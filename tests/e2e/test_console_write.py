@@ -208,10 +208,13 @@ def test_documents_and_material_with_their_sources(
     # Material for the paragraph: the page lists what the API answers, sources included.
     for paragraph in ("学生经常学习历史", "黄河入海流"):
         page.fill("#write-text", paragraph)
-        page.click("#write-suggest")
+        with page.expect_response(lambda r: r.url.endswith(f"{BASE}/suggest")):
+            page.click("#write-suggest")
         want = api.post(f"{BASE}/suggest", json={"text": paragraph, "k": 5}).json()["suggestions"]
         cards = page.locator("#write-suggestions .write-suggestion")
-        expect(cards).to_have_count(len(want))
+        # Waits for this paragraph's cards: the last paragraph's are on the page until the
+        # answer is drawn, and they may be as many.
+        expect(cards.locator(".write-passage")).to_have_text([s["text"] for s in want])
         shown = cards.evaluate_all(
             "cs => cs.map(c => [c.dataset.corpus, c.dataset.doc,"
             " c.querySelector('.write-source').textContent,"
