@@ -404,9 +404,11 @@ NEUTRAL_CAP = 0.05  # the share of neutral messages a desk may apologise to
 
 
 def apology_eval(checkpoints: dict[str, str]) -> dict:
-    """Who gets the policy's apology (negative probability >= ``PolicyConfig.negative``)?
+    """Who gets the policy's apology (negative probability >= ``PolicyConfig.negative``, or
+    ``negative_two_class`` for a sentiment model with no neutral class)?
     Neutral messages: the intents' utterances of the split (commands and questions to the
-    desk) and the FAQ questions of the knowledge base (half of them by a hash for each split);
+    desk) and the FAQ questions of the split (``tasks/qa-{lang}/{split}.jsonl``: the split
+    ``desk-sentiment-{lang}`` trains a neutral class on, so none of these is trained on);
     against the sentiment reviews of the split (negative: the apology is wanted; positive).
     Per language and split, the share apologised to at each threshold of the grid; valid
     chooses the smallest threshold whose neutral share, averaged over the languages, is at
@@ -414,15 +416,12 @@ def apology_eval(checkpoints: dict[str, str]) -> dict:
     base = data_dir() / "tasks"
     shares: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for lang, checkpoint in checkpoints.items():
-        qa = [
-            json.loads(x)["question"]
-            for x in (base / f"qa-{lang}.jsonl").read_text(encoding="utf-8").splitlines()
-        ]
         shares[lang] = {}
         for split in ("valid", "test"):
             lines = (base / f"intent-{lang}" / f"{split}.jsonl").read_text(encoding="utf-8")
             neutral = [json.loads(x)["text"] for x in lines.splitlines()]
-            neutral += [q for q in qa if fold_of(q, 2) == (split == "test")]
+            lines = (base / f"qa-{lang}" / f"{split}.jsonl").read_text(encoding="utf-8")
+            neutral += [json.loads(x)["question"] for x in lines.splitlines()]
             reviews = review_rows(lang, split)
             groups = {
                 "neutral": neutral,
@@ -443,7 +442,11 @@ APOLOGY_DEFAULTS = ("zh=runs/support-zh/checkpoint", "en=runs/support-en/checkpo
 
 def report_apology(checkpoints: dict[str, str]) -> None:
     r = apology_eval(checkpoints)
-    print(f"\n## who gets an apology ({checkpoints}); the policy's: {PolicyConfig().negative}")
+    p = PolicyConfig()
+    print(
+        f"\n## who gets an apology ({checkpoints}); the policy's: {p.negative} with a neutral "
+        f"class, {p.negative_two_class} without"
+    )
     print(
         f"chosen on valid (the smallest threshold with at most {NEUTRAL_CAP:.0%} of the "
         f"neutral messages apologised to, averaged over the languages): {r['chosen']}"

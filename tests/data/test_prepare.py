@@ -152,6 +152,12 @@ conversations:
   - 你好！
   - 很高兴见到你
 """
+CHATTERBOT_ZH_FEELINGS = """categories:
+- emotion
+conversations:
+- - 你让我疯了
+  - 对不起
+"""
 CHATTERBOT_EN = """categories:
 - greetings
 conversations:
@@ -245,6 +251,7 @@ def make_packages(root: Path) -> dict[str, Path]:
             {
                 "chatterbot_corpus/data/chinese/ai.yml": CHATTERBOT_ZH,
                 "chatterbot_corpus/data/chinese/broken.yml": "conversations: [- - a\n  b: c",
+                "chatterbot_corpus/data/chinese/emotion.yml": CHATTERBOT_ZH_FEELINGS,
                 "chatterbot_corpus/data/english/greetings.yml": CHATTERBOT_EN,
             },
         ),
@@ -486,7 +493,7 @@ def test_intent_tasks(prepared: tuple[Path, dict[str, Any]]) -> None:
 def test_qa_and_movielens(prepared: tuple[Path, dict[str, Any]]) -> None:
     home, _ = prepared
     zh = read_jsonl(home / "tasks/qa-zh.jsonl")
-    assert [r["question"] for r in zh] == ["什么是ai", "你是什么语言编写的", "你好"]
+    assert [r["question"] for r in zh] == ["什么是ai", "你是什么语言编写的", "你好", "你让我疯了"]
     assert zh[0]["answer"] == "人工智能是工程和科学的分支。" and len(zh[0]["answers"]) == 2
     assert zh[2]["answers"] == ["你好！", "很高兴见到你"] and zh[0]["category"] == "AI"
     en = read_jsonl(home / "tasks/qa-en.jsonl")
@@ -501,6 +508,34 @@ def test_qa_and_movielens(prepared: tuple[Path, dict[str, Any]]) -> None:
             assert all(assign_split(r["question"], LABELLED_RATIOS) == s for r in split[s])
     for name, text in ML_FILES.items():
         assert (home / "tasks/movielens" / name).read_text(encoding="utf-8") == text
+
+
+def test_desk_sentiment_adds_neutral_messages_of_the_same_split(
+    prepared: tuple[Path, dict[str, Any]],
+) -> None:
+    home, _ = prepared
+    for lang in ("zh", "en"):
+        for s in SPLITS:
+            rows = read_tsv(home / f"tasks/desk-sentiment-{lang}/{s}.tsv")
+            reviews = read_tsv(home / f"tasks/sentiment-{lang}/{s}.tsv")
+            # every review of the split, as labelled, and nothing from another split
+            assert [r for r in rows if r[1] != "neu"] == sorted(
+                reviews, key=lambda r: [x for x, _ in rows].index(r[0])
+            )
+            neutral = {t for t, y in rows if y == "neu"}
+            utterances = {r["text"] for r in read_jsonl(home / f"tasks/intent-{lang}/{s}.jsonl")}
+            questions = {
+                r["question"]: r["category"]
+                for r in read_jsonl(home / f"tasks/qa-{lang}/{s}.jsonl")
+            }
+            assert neutral <= utterances | set(questions)
+            # a question that carries feelings is never neutral
+            assert not neutral & {q for q, c in questions.items() if c == "emotion"}
+            # capped at the number of reviews, otherwise all of them
+            candidates = utterances | {q for q, c in questions.items() if c != "emotion"}
+            assert len(neutral) == min(len(candidates), len(reviews))
+    zh = {t for s in SPLITS for t, y in read_tsv(home / f"tasks/desk-sentiment-zh/{s}.tsv")}
+    assert "你让我疯了" not in zh and {"你好", "你是什么语言编写的"} <= zh
 
 
 def test_spelling_task(prepared: tuple[Path, dict[str, Any]]) -> None:

@@ -11,6 +11,9 @@ Layout under the data directory (``$LLMOS_HOME/data``)::
     tasks/qa-{zh,en}/{train,valid,test}.jsonl   the same rows split by question (retrieval
                                             fine-tuning; the instruction sets use this split)
     tasks/instruct-{zh,en}/{train,valid,test}.jsonl  {"instruction", "input", "output", "source"}
+    tasks/desk-sentiment-{zh,en}/{train,valid,test}.tsv   text<TAB>label (pos/neg/neu): the
+                                            reviews plus neutral messages to a desk (the
+                                            intents' utterances and FAQ questions of the split)
     tasks/movielens/ml-100k.{inter,item,user}   RecBole atomic files, copied as is
     tasks/csc-zh/{train,valid,test}.jsonl   {"source": noisy, "target": clean}: spelling
                                             correction, synthetic substitutions (spelling.py)
@@ -55,7 +58,7 @@ __all__ = ["SPLITS", "assign_split", "prepare_data"]
 
 SPLITS = ("train", "valid", "test")
 # Bump when the outputs change for the same packages, so existing data is rebuilt.
-MANIFEST_VERSION = 5
+MANIFEST_VERSION = 6
 _SALT = "llmos-data-v1"
 CORPUS_RATIOS = (0.96, 0.02, 0.02)  # sources used only for pretraining
 LABELLED_RATIOS = (0.80, 0.10, 0.10)  # sources with a task
@@ -358,6 +361,41 @@ def _instructions(build: _Build) -> None:
             build.count(f"instruct-{lang}_{split}", len(ordered))
 
 
+# FAQ categories left out of the desk's neutral messages: their questions carry feelings or
+# insults ("你让我疯了", "you are an addict"), which a desk may rightly read as negative.
+_FEELING_CATEGORIES = frozenset({"emotion", "psychology"})
+
+
+def _desk_sentiment(build: _Build) -> None:
+    """Sentiment with a neutral class, for the customer-service desk: the reviews of the
+    split (pos/neg) plus, as ``neu``, the intents' utterances and the FAQ questions of the
+    same split (commands and questions to a desk, which a review-only model reads as
+    complaints half the time). Neutral rows are capped at the number of reviews of the split
+    (a deterministic sample), so neither side outweighs the other."""
+
+    def lines(path: str) -> list[str]:
+        return build.files[path].decode("utf-8").splitlines()
+
+    for lang in ("zh", "en"):
+        name = f"desk-sentiment-{lang}"
+        for split in SPLITS:
+            reviews = lines(f"tasks/sentiment-{lang}/{split}.tsv")[1:]
+            seen = {line.split("\t", 1)[0] for line in reviews}
+            neutral = [json.loads(x)["text"] for x in lines(f"tasks/intent-{lang}/{split}.jsonl")]
+            neutral += [
+                row["question"]
+                for row in map(json.loads, lines(f"tasks/qa-{lang}/{split}.jsonl"))
+                if row["category"] not in _FEELING_CATEGORIES
+            ]
+            fresh = {t for t in neutral if t not in seen and "\t" not in t}
+            unique = sorted(fresh, key=_shuffle_key)
+            kept = unique[: len(reviews)]
+            build.count(f"{name}_{split}_neutral", len(kept))
+            build.count(f"{name}_{split}_neutral_over_cap_dropped", len(unique) - len(kept))
+            rows = sorted(reviews + [f"{t}\tneu" for t in kept], key=_shuffle_key)
+            build.add_text(f"tasks/{name}/{split}.tsv", rows, header="text\tlabel")
+
+
 def _recbole(build: _Build, archives: dict[str, PackageArchive]) -> None:
     for name, data in sources.read_movielens(archives["recbole"]).items():
         path = f"tasks/movielens/{name}"
@@ -374,6 +412,7 @@ _STEPS: list[tuple[str, Callable[[_Build, dict[str, PackageArchive]], None]]] = 
     ("chatterbot-corpus", _chatterbot),
     ("recbole", _recbole),
     ("instructions", lambda build, _archives: _instructions(build)),
+    ("desk sentiment", lambda build, _archives: _desk_sentiment(build)),
 ]
 
 

@@ -158,3 +158,39 @@ def test_sentiment_comes_from_the_classifier_for_the_messages_language(desk: Des
     calm = svc.message(desk.shop, "environment please", kb="shop/faq")
     assert calm.action == "answer" and calm.sentiment is None
     assert seen == [(["太差了，环境"], "zh"), (["environment please"], "en")]
+
+
+def test_the_apology_threshold_depends_on_whether_the_sentiment_model_knows_neutral(
+    desk: Desk,
+) -> None:
+    """0.7 negative is an apology from a model with a neutral class (>= ``negative``, 0.5),
+    not from a two-class one (>= ``negative_two_class``, 0.9), whose neutral messages sit
+    anywhere between its classes."""
+    scores: dict[str, float] = {}
+
+    def classify(texts: list[str], lang: str) -> list[dict]:
+        label = max(scores, key=lambda k: scores[k])
+        return [{"label": label, "score": scores[label], "scores": dict(scores)}]
+
+    desk.svc.classify = classify
+    svc = desk.with_policy(ALWAYS_ANSWER)
+    assert (svc.policy.negative, svc.policy.negative_two_class) == (0.5, 0.9)
+    sorry = "非常抱歉给您带来不便。"
+    replies = {}
+    for name, s in {
+        "three classes, 0.7": {"neg": 0.7, "neu": 0.2, "pos": 0.1},
+        "three classes, 0.45": {"neg": 0.45, "neu": 0.5, "pos": 0.05},
+        "two classes, 0.7": {"neg": 0.7, "pos": 0.3},
+        "two classes, 0.92": {"neg": 0.92, "pos": 0.08},
+    }.items():
+        scores.clear()
+        scores.update(s)
+        r = svc.message(desk.shop, "环境", kb="shop/faq")
+        assert r.action == "answer" and r.sentiment["negative"] == s["neg"], name
+        replies[name] = r.reply.startswith(sorry)
+    assert replies == {
+        "three classes, 0.7": True,
+        "three classes, 0.45": False,
+        "two classes, 0.7": False,
+        "two classes, 0.92": True,
+    }

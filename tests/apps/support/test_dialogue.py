@@ -104,11 +104,11 @@ def test_two_fallbacks_in_a_row_escalate() -> None:
 def test_sentiment_apologises_or_escalates() -> None:
     hits = [hit(1, 0.95), hit(2, 0.5)]
     calm = decide("q", "zh", 0.2, hits, {}, CONFIG)
-    unsure = decide("q", "zh", CONFIG.negative - 0.01, hits, {}, CONFIG)  # neutral texts sit here
+    unsure = decide("q", "zh", CONFIG.negative - 0.01, hits, {}, CONFIG)
     upset = decide("q", "zh", CONFIG.negative, hits, {}, CONFIG)
     furious = decide("q", "zh", 0.97, hits, {}, CONFIG)
     assert calm.reply == unsure.reply == "答案1"
-    assert CONFIG.negative == 0.9 and CONFIG.strongly_negative == 0.95
+    assert CONFIG.negative == 0.5 and CONFIG.strongly_negative == 0.95
     assert upset.reply == "非常抱歉给您带来不便。答案1" and upset.action == "answer"
     assert furious.action == "escalate" and furious.reason == "strongly negative (0.97)"
     unknown = decide("q", "zh", None, hits, {}, CONFIG)  # no sentiment model: no apology

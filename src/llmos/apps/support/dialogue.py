@@ -52,11 +52,16 @@ class PolicyConfig:
         clarify_similarity: below an answer, offer the plausible entries (those within
             ``answer_margin`` of the best, at most ``candidates``) when the best reaches this.
         negative: a message this likely negative (the sentiment model's probability) gets an
-            apology before the answer. 0.9: the review-trained sentiment models put neutral
-            messages anywhere between the two classes, and at 0.6 the make-run desks
-            apologised to 44-47 % of neutral commands and questions; at 0.9 to 1.7-6.2 %
-            (``bench/support_eval.py --apology``: the smallest threshold that keeps it under
-            5 % on valid, averaged over zh and en).
+            apology before the answer. 0.5: the make-run desks' sentiment heads have a neutral
+            class (``tasks/desk-sentiment-*``), and at 0.5 they apologise to 0.6 % (zh) and
+            0.1 % (en) of neutral test messages and to 85.7 % / 82.4 % of negative reviews
+            (``bench/support_eval.py --apology``: the smallest threshold that keeps neutral
+            messages under 5 % on valid, averaged over zh and en).
+        negative_two_class: the same for a sentiment model with no neutral class (trained
+            on reviews alone: ``sentiment-zh``, the server's fallback without an NLU model).
+            Such a model puts neutral messages anywhere between its two classes: at 0.5 the
+            review-only desks apologised to two thirds of neutral messages, at 0.9 to 1.3 %
+            (zh) and 5.4 % (en) of them, and to 30.7 % / 47.9 % of negative reviews.
         strongly_negative: this likely negative escalates to a person at once.
         failed_turns: fallbacks in a row that escalate.
         candidates: the most entries a clarification offers.
@@ -72,7 +77,8 @@ class PolicyConfig:
     answer_similarity: float = 0.92
     answer_margin: float = 0.01
     clarify_similarity: float = 0.88
-    negative: float = 0.9
+    negative: float = 0.5
+    negative_two_class: float = 0.9
     strongly_negative: float = 0.95
     failed_turns: int = 2
     candidates: int = 3

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from llmos.store.models import Conversation, Ticket, Turn
 log = logging.getLogger("llmos.apps.support")
 MAX_K = 50
 NEGATIVE_LABELS = ("neg", "negative")
+NEUTRAL_LABELS = ("neu", "neutral")
 # (texts, language) -> one {"label", "score", "scores"} per text, or None when no sentiment
 # model reads that language.
 Classifier = Callable[[list[str], str], list[dict[str, Any]] | None]
@@ -99,6 +100,7 @@ class Understanding:
     slots: list[dict[str, Any]] = field(default_factory=list)
     negative: float | None = None
     sentiment: dict[str, Any] | None = None
+    neutral_class: bool = False  # the sentiment model can say "neutral"
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -107,6 +109,12 @@ def sentiment_of(result: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
     scores = result.get("scores", {})
     negative = next((scores[k] for k in NEGATIVE_LABELS if k in scores), None)
     return negative, {"label": result["label"], "negative": negative}
+
+
+def has_neutral_class(result: dict[str, Any]) -> bool:
+    """Whether the sentiment model that classified a text has a neutral class (the policy's
+    apology threshold depends on it: :class:`~llmos.apps.support.dialogue.PolicyConfig`)."""
+    return any(k in result.get("scores", {}) for k in NEUTRAL_LABELS)
 
 
 class SupportService:
@@ -261,13 +269,16 @@ class SupportService:
         picked = chosen_entry(text, state)
         chosen = index.hit(picked) if picked is not None else None
         profile = self.store.profile(customer) if self.domain is not None else {}
+        policy = self.policy
+        if not nlu.neutral_class:  # a two-class model: only its surest negatives are complaints
+            policy = replace(policy, negative=policy.negative_two_class)
         d = decide(
             text,
             lang,
             nlu.negative,
             hits,
             state,
-            self.policy,
+            policy,
             chosen,
             intent=nlu.intent,
             slots=nlu.slots,
@@ -310,17 +321,15 @@ class SupportService:
         language, in one pass; without one, its sentiment from the sentiment classifier."""
         out = self.nlu([text], lang) if self.nlu is not None else None
         if out is None:
-            negative, sentiment = self._sentiment(text, lang)
-            return Understanding(negative=negative, sentiment=sentiment)
+            u = Understanding()
+            self._sentiment(u, self._classified(text, lang))
+            return u
         (result,), vectors = out
         u = Understanding()
         name = self.nlu.encoder(lang)
         if name is not None:  # the pass's sentence vector: a query for a base of that encoder
             u.vectors[name] = vectors[0]
-        if "sentiment" in result:
-            u.negative, u.sentiment = sentiment_of(result["sentiment"])
-        else:
-            u.negative, u.sentiment = self._sentiment(text, lang)
+        self._sentiment(u, result.get("sentiment") or self._classified(text, lang))
         u.slots = [
             {"name": x["label"], "value": x["text"], "start": x["start"], "end": x["end"]}
             for x in result.get("slots", [])
@@ -381,14 +390,19 @@ class SupportService:
         self.desk.add_turn(conversation, "bot", r.reply, r.action, trace, status, state)
         return r
 
-    def _sentiment(self, text: str, lang: str) -> tuple[float | None, dict[str, Any] | None]:
-        """The probability that ``text`` is negative, and the sentiment model's answer."""
+    def _classified(self, text: str, lang: str) -> dict[str, Any] | None:
+        """The sentiment classifier's answer for ``text``, or None without one."""
         if self.classify is None:
-            return None, None
+            return None
         result = self.classify([text], lang)
-        if not result:
-            return None, None
-        return sentiment_of(result[0])
+        return result[0] if result else None
+
+    @staticmethod
+    def _sentiment(u: Understanding, result: dict[str, Any] | None) -> None:
+        """Fill ``u``'s sentiment from a sentiment answer (an NLU head's or a classifier's)."""
+        if result is not None:
+            u.negative, u.sentiment = sentiment_of(result)
+            u.neutral_class = has_neutral_class(result)
 
     def conversations(self, customer: int) -> list[Conversation]:
         return self.desk.conversations(customer)
