@@ -32,6 +32,7 @@ and output file, so that the shared split assignment can be read in one sitting.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -334,12 +335,14 @@ def _chatterbot(build: _Build, archives: dict[str, PackageArchive]) -> None:
             build.add_jsonl(f"tasks/qa-{lang}/{split}.jsonl", kept)
 
 
+def _lines(build: _Build, path: str) -> list[str]:
+    """The lines of a file built above."""
+    return build.files[path].decode("utf-8").splitlines()
+
+
 def _instructions(build: _Build) -> None:
     """Instruction-tuning sets from the FAQ, sentiment and intent files built above."""
-
-    def lines(path: str) -> list[str]:
-        return build.files[path].decode("utf-8").splitlines()
-
+    lines = functools.partial(_lines, build)
     for lang in ("zh", "en"):
         qa = [json.loads(line) for line in lines(f"tasks/qa-{lang}.jsonl")]
         qa_split = {r["question"]: assign_split(r["question"], LABELLED_RATIOS) for r in qa}
@@ -372,10 +375,7 @@ def _desk_sentiment(build: _Build) -> None:
     same split (commands and questions to a desk, which a review-only model reads as
     complaints half the time). Neutral rows are capped at the number of reviews of the split
     (a deterministic sample), so neither side outweighs the other."""
-
-    def lines(path: str) -> list[str]:
-        return build.files[path].decode("utf-8").splitlines()
-
+    lines = functools.partial(_lines, build)
     for lang in ("zh", "en"):
         name = f"desk-sentiment-{lang}"
         for split in SPLITS:
