@@ -408,7 +408,7 @@ def main() -> None:
     s_gold = [r.label for r in stest]
     s_acc = float(np.mean([a == b for a, b in zip(s_ours, s_gold, strict=True)]))
     s_base_acc = float(np.mean([a == b for a, b in zip(s_base, s_gold, strict=True)]))
-    print(f"## sentiment ({len(stest)} test reviews)")
+    print(f"## sentiment ({len(stest)} test rows of {sent_spec.extra['dataset']})")
     print("| model | accuracy |\n|---|---:|")
     print(f"| tf-idf + lr | {pct(s_base_acc)} |\n| llmos multitask | {pct(s_acc)} |")
     print(f"llmos - baseline: {100 * (s_acc - s_base_acc):+.2f} points\n")

@@ -713,7 +713,13 @@ def test_prepare_real_packages(tmp_path: Path) -> None:
     assert files["corpus/en/train.txt"]["documents"] >= 3_000
     sentiment_zh = sum(files[f"tasks/sentiment-zh/{s}.tsv"]["rows"] for s in SPLITS)
     assert sentiment_zh >= 15_000
-    assert sum(files[f"tasks/sentiment-en/{s}.tsv"]["rows"] for s in SPLITS) >= 3_900
+    sentiment_en = sum(files[f"tasks/sentiment-en/{s}.tsv"]["rows"] for s in SPLITS)
+    assert sentiment_en >= 3_900
+    # the desk's sentiment: ~6,600 zh neutral messages; en has more than its reviews, so as many
+    desk_zh = sum(files[f"tasks/desk-sentiment-zh/{s}.tsv"]["rows"] for s in SPLITS)
+    assert desk_zh >= sentiment_zh + 5_000
+    desk_en = sum(files[f"tasks/desk-sentiment-en/{s}.tsv"]["rows"] for s in SPLITS)
+    assert desk_en == 2 * sentiment_en
     assert sum(files[f"tasks/pku/{s}.txt"]["rows"] for s in SPLITS) >= 19_000
     assert manifest["counts"]["intent-zh_intents"] >= 20
     assert manifest["counts"]["intent-en_intents"] >= 20
