@@ -351,14 +351,15 @@ def _pipeline(checkpoint: str) -> Any:
 def negative_scores(checkpoint: str, texts: list[str]) -> np.ndarray:
     """The desk's probability that each text is negative: a multitask NLU model's sentiment
     head, or a sentiment classifier (as ``SupportService.understand`` reads them)."""
+    from llmos.apps.support.service import sentiment_of
     from llmos.checkpoint.task import MultiTask
 
     pipe = _pipeline(checkpoint)
     if isinstance(pipe.spec, MultiTask):  # the desk's NLU model: its sentiment head
-        results = pipe.analyze(texts)[0]
-        return np.array([r["sentiment"]["scores"]["neg"] for r in results])
-    # a sentiment classifier, read as the desk's PipelineClassifier reads it
-    return np.array([r["scores"]["neg"] for r in pipe.classify(texts)])
+        results = [r["sentiment"] for r in pipe.analyze(texts)[0]]
+    else:  # a sentiment classifier, read as the desk's PipelineClassifier reads it
+        results = pipe.classify(texts)
+    return np.array([sentiment_of(r)[0] for r in results])
 
 
 def review_rows(lang: str, split: str) -> list[tuple[str, str]]:

@@ -519,9 +519,8 @@ def test_desk_sentiment_adds_neutral_messages_of_the_same_split(
             rows = read_tsv(home / f"tasks/desk-sentiment-{lang}/{s}.tsv")
             reviews = read_tsv(home / f"tasks/sentiment-{lang}/{s}.tsv")
             # every review of the split, as labelled, and nothing from another split
-            assert [r for r in rows if r[1] != "neu"] == sorted(
-                reviews, key=lambda r: [x for x, _ in rows].index(r[0])
-            )
+            order = {t: i for i, (t, _) in enumerate(rows)}
+            assert [r for r in rows if r[1] != "neu"] == sorted(reviews, key=lambda r: order[r[0]])
             neutral = {t for t, y in rows if y == "neu"}
             utterances = {r["text"] for r in read_jsonl(home / f"tasks/intent-{lang}/{s}.jsonl")}
             questions = {
