@@ -73,6 +73,7 @@ def test_the_packaged_demo_domain() -> None:
     assert domain.default_action == "answer"
     assert len(domain.intents) >= 10
     assert domain.action("complaint_refund") == "handoff"
+    assert domain.action("change_order") == "handoff"
     weather = domain.form("HassGetWeather")
     assert weather is not None and weather.slot("name") == SlotSpec(
         "name", weather.slots[0].ask, (), "city", True
@@ -85,7 +86,7 @@ def test_the_packaged_demo_domain() -> None:
     assert climate is not None and climate.slot("area") == SlotSpec("area", profile="area")
     # the few-shot intents: 8 utterances in each language
     few = {name: spec.examples for name, spec in domain.intents.items() if spec.examples}
-    # The intents configs/finetune/support-zh.yaml leaves out of training, and two shop ones.
+    # The intents configs/finetune/support-zh.yaml leaves out of training, and three shop ones.
     assert set(few) == {
         "HassVacuumStart",
         "HassVacuumReturnToBase",
@@ -93,6 +94,7 @@ def test_the_packaged_demo_domain() -> None:
         "HassLawnMowerStartMowing",
         "order_status",
         "complaint_refund",
+        "change_order",
     }
     assert all(len(texts) == 8 for ex in few.values() for texts in ex.values())
     assert all(set(ex) == {"zh", "en"} for ex in few.values())

@@ -108,6 +108,7 @@ def test_the_demo_domain_gives_the_examples() -> None:
         "HassLawnMowerStartMowing",
         "order_status",
         "complaint_refund",
+        "change_order",
     )
     assert all(len(texts) == 16 for texts in examples.values())  # 8 zh + 8 en
 
