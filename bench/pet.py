@@ -26,7 +26,13 @@ test split, --max-test). The unlabelled pool is the training split with its labe
   masked-LM loss on the pool (``PetConfig.mlm_weight``).
 
 Patterns and verbalizers were written before any run and not tuned on test: the three of
-bench/cloze_zero.py per language, with 好/差 and great/terrible.
+bench/cloze_zero.py per language, with 好/差 and great/terrible. The intent sets' patterns
+were written before their first run too; their verbalizers are chosen from each seed's
+examples (``llmos.inference.verbalizers``; ``--auto-verbalizers`` does the same on
+sentiment), and zero-cloze, which needs words before any example, is left out there.
+
+    python bench/pet.py --datasets intent-zh --seeds 5 --steps 300 --distill-steps 500 \
+        --distill-lr 1e-4 --threads 1
 """
 
 from __future__ import annotations
@@ -52,14 +58,19 @@ from fewshot import accuracy, by_label, cell, read_split, sample, test_rows
 from machine import machine
 
 PROMPTS = {
-    "zh": (
+    "sentiment-zh": (
         ["{text}。总之很[MASK]。", "[MASK]评：{text}", "{text}。我觉得很[MASK]。"],
         {"pos": ["好"], "neg": ["差"]},
     ),
-    "en": (
+    "sentiment-en": (
         ["{text} All in all, it was [MASK].", "{text} It was [MASK].", "Just [MASK]! {text}"],
         {"pos": ["great"], "neg": ["terrible"]},
     ),
+    # Forty-odd intents: no verbalizers written; they are chosen from each seed's examples
+    # (llmos.inference.verbalizers). Topic patterns in the manner of PET's Yahoo Questions
+    # ones, written before any run.
+    "intent-zh": (["{text}。这句话是关于[MASK]的。", "[MASK]：{text}"], None),
+    "intent-en": (["{text} This is about [MASK].", "[MASK]: {text}"], None),
 }
 
 
@@ -81,6 +92,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=PetConfig.steps)
     ap.add_argument("--lr", type=float, default=PetConfig.lr)
     ap.add_argument("--distill-steps", type=int, default=PetConfig.distill_steps)
+    ap.add_argument("--distill-lr", type=float, default=PetConfig.distill_lr)
     ap.add_argument("--patterns", type=int, default=2, help="use the first N patterns")
     ap.add_argument(
         "--mlm-weight",
@@ -89,6 +101,12 @@ def main() -> None:
         help="PET's auxiliary MLM loss weight for pet and ipet (the paper's 1e-4; 0: off)",
     )
     ap.add_argument("--generations", type=int, default=0, help="also run iPET with N rounds")
+    ap.add_argument(
+        "--auto-verbalizers",
+        action="store_true",
+        help="choose the sentiment sets' verbalizers from the examples too (the intent sets "
+        "always do)",
+    )
     ap.add_argument("--setfit", action="store_true", help="also train SetFit")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -102,8 +120,10 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     seconds: dict[tuple[str, str], list[float]] = {}
     for name in args.datasets.split(","):
-        patterns, verbalizers = PROMPTS["zh" if name.endswith("-zh") else "en"]
+        patterns, verbalizers = PROMPTS[name]
         patterns = patterns[: args.patterns]
+        if args.auto_verbalizers:
+            verbalizers = None
         texts, labels = read_split(name, "train")
         grouped = by_label(texts, labels)
         test, gold = test_rows(name, args.max_test)
@@ -119,7 +139,7 @@ def main() -> None:
                 clf = ZeroShotClassifier(pipe, {}, examples, method=method)
                 got = [r["label"] for r in clf.classify(test)]
                 runs.append((method, got, time.perf_counter() - t))
-            if s == args.first_seed:  # deterministic: one run
+            if s == args.first_seed and verbalizers is not None:  # deterministic: one run
                 t = time.perf_counter()
                 clf = ZeroShotClassifier(
                     mlm, verbalizers, method="cloze", patterns=patterns, unlabelled=pool
@@ -140,6 +160,7 @@ def main() -> None:
                         steps=args.steps,
                         lr=args.lr,
                         distill_steps=args.distill_steps,
+                        distill_lr=args.distill_lr,
                         generations=gens,
                         max_unlabelled=len(pool),
                         mlm_weight=args.mlm_weight,
@@ -170,6 +191,11 @@ def main() -> None:
                         f"  seed={s} {label}: pool agreement {100 * result.pool_agreement:.1f} %",
                         flush=True,
                     )
+                    if result.verbalizers_found and method == "pet":
+                        found = ", ".join(
+                            f"{lab}={'/'.join(w)}" for lab, w in result.verbalizers.items()
+                        )
+                        print(f"  seed={s} verbalizers chosen: {found}", flush=True)
             for method, got, secs in runs:
                 acc = accuracy(got, gold)
                 results.setdefault((name, method), []).append(acc)

@@ -147,10 +147,18 @@ def add_pet(sub: Subcommands) -> None:
     pe.add_argument(
         "--verbalizer",
         action="append",
-        required=True,
         metavar="LABEL=WORD",
         help="a label's verbalizer, a word of one token, e.g. pos=好 (repeat for every label; "
-        "a label given twice gets both words)",
+        "a label given twice gets both words). Without any, the words are chosen from the "
+        "examples (those the masked LM expects at [MASK] for one label's examples more than "
+        "for the others'), and printed",
+    )
+    pe.add_argument(
+        "--verbalizers-per-label",
+        type=int,
+        default=d.verbalizers_per_label,
+        metavar="N",
+        help=f"words chosen per label when no --verbalizer is given ({d.verbalizers_per_label})",
     )
     pe.add_argument("--generations", type=int, default=d.generations, help="iPET rounds (0: PET)")
     pe.add_argument("--steps", type=int, default=d.steps, help=f"steps per model ({d.steps})")
@@ -172,6 +180,13 @@ def add_pet(sub: Subcommands) -> None:
         type=int,
         default=d.distill_steps,
         help=f"steps of the final classifier ({d.distill_steps})",
+    )
+    pe.add_argument(
+        "--distill-lr",
+        type=float,
+        default=d.distill_lr,
+        help=f"learning rate of the final classifier ({d.distill_lr:g}; a fresh head over many "
+        "labels needs more, e.g. 1e-4)",
     )
     pe.add_argument(
         "--mlm-weight",
@@ -201,11 +216,13 @@ def _pet(args: argparse.Namespace) -> int:
         max_unlabelled=args.max_unlabelled,
         generations=args.generations,
         distill_steps=args.distill_steps,
+        distill_lr=args.distill_lr,
         mlm_weight=args.mlm_weight,
+        verbalizers_per_label=args.verbalizers_per_label,
         seed=args.seed,
         num_threads=args.threads,
     )
-    verbalizers = parse_labels(args.verbalizer, "--verbalizer", None)
+    verbalizers = parse_labels(args.verbalizer, "--verbalizer", None) if args.verbalizer else None
     examples = read_examples(args.examples, args.label_key, args.skip_bad_rows)
     pool, _ = read_inputs(args.unlabelled)
     if not pool:
@@ -223,6 +240,9 @@ def _pet(args: argparse.Namespace) -> int:
     )
     counts = ", ".join(f"{label} {len(examples[label])}" for label in result.labels)
     print(f"classifier: {result.checkpoint}")
+    if result.verbalizers_found:
+        words = ", ".join(f"{lab}={'/'.join(w)}" for lab, w in result.verbalizers.items())
+        print(f"verbalizers chosen from the examples: {words}")
     print(f"examples: {counts}; unlabelled texts: {result.pool}; models: {result.models}")
     print(
         f"agreement with the ensemble on the unlabelled texts: {100 * result.pool_agreement:.1f} %"

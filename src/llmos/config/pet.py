@@ -36,6 +36,10 @@ class PetConfig:
     soft-labels the pool with a softmax at ``temperature`` (PET's 2), and a sequence
     classifier from the same encoder is trained on those soft labels and on the labelled
     examples (one-hot) for ``distill_steps`` of ``distill_batch`` at ``distill_lr``.
+
+    A run given no verbalizers chooses ``verbalizers_per_label`` words for each label from
+    the examples (:mod:`llmos.inference.verbalizers`), for tasks with more labels than a
+    person would write words for.
     """
 
     steps: int = 100
@@ -52,6 +56,7 @@ class PetConfig:
     distill_lr: float = 2e-5
     mlm_weight: float = 0.0
     mlm_probability: float = 0.15
+    verbalizers_per_label: int = 1
     seed: int = 42
     num_threads: int | None = None
     progress: bool = True
@@ -64,6 +69,7 @@ class PetConfig:
             "max_length",
             "max_unlabelled",
             "distill_batch",
+            "verbalizers_per_label",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"pet {name} must be positive, got {getattr(self, name)}")

@@ -5,7 +5,10 @@ Inference", https://arxiv.org/abs/2001.07676).
 A pattern–verbalizer pair (PVP) turns classification into the masked LM's own task: the text
 goes into a pattern with a mask slot (``{text}。总之很[MASK]。``) and each label has a
 verbalizer, a word of one piece (好 / 差), whose score at the mask is the label's (the zero-shot
-``cloze`` method of :mod:`llmos.inference.zeroshot`; the same scoring, the same checks).
+``cloze`` method of :mod:`llmos.inference.zeroshot`; the same scoring, the same checks). A run
+given no verbalizers chooses them from the examples (:mod:`llmos.inference.verbalizers`): the
+words the masked LM expects at the mask for one label's examples more than for the others',
+which is what a task with forty intents needs.
 
 1. **Few-shot step.** For each pattern (and each of ``models_per_pattern`` seeds) the whole
    masked LM is fine-tuned on the labelled examples: the loss is the cross-entropy of the
@@ -76,6 +79,7 @@ from llmos.errors import ConfigError, DataError
 from llmos.files import atomic_write, atomic_write_json
 from llmos.inference import cloze
 from llmos.inference.classify import encode_texts
+from llmos.inference.verbalizers import VerbalizerSearch, search_verbalizers
 from llmos.inference.zeroshot import Cloze, softmax
 from llmos.models.bert import BertConfig, BertForPreTraining, BertForSequenceClassification
 from llmos.text.tokenizer import special_ids
@@ -104,6 +108,8 @@ class PetResult:
     models: int
     pool_agreement: float  # the distilled classifier against the ensemble's labels of the pool
     seconds: float
+    verbalizers: dict[str, list[str]]  # given, or found from the examples
+    verbalizers_found: bool = False
 
 
 def _train_config(steps: int, batch: int, cfg: PetConfig, seed: int) -> TrainConfig:
@@ -132,7 +138,7 @@ class _Setup:
         examples: dict[str, list[str]],
         unlabelled: list[str],
         patterns: list[str],
-        verbalizers: Mapping[str, Sequence[str]],
+        verbalizers: Mapping[str, Sequence[str]] | None,
         cfg: PetConfig,
     ) -> None:
         self.path, self.cfg = path, cfg
@@ -152,6 +158,17 @@ class _Setup:
             )
         self.mask_id, self.pad_id = int(ids["mask"]), int(ids["pad"] or 0)
         self.labels = tuple(examples)
+        self.weights = self.ckpt.weights()
+        self.found: VerbalizerSearch | None = None
+        if verbalizers is None:  # chosen from the examples by the masked LM as it is
+            self.found = search_verbalizers(
+                self._scorer(self.fresh_mlm()),
+                self.ckpt.tokenizer,
+                examples,
+                patterns,
+                per_label=cfg.verbalizers_per_label,
+            )
+            verbalizers = self.found.verbalizers
         unknown = [lab for lab in verbalizers if lab not in examples]
         missing = [lab for lab in self.labels if lab not in verbalizers]
         if unknown or missing:
@@ -165,7 +182,6 @@ class _Setup:
         self.y = np.array(
             [i for i, lab in enumerate(self.labels) for _ in examples[lab]], dtype=np.int64
         )
-        self.weights = self.ckpt.weights()
         # The checks of zero-shot cloze (patterns, one-piece verbalizers), on a fresh head.
         fresh = self._scorer(self.fresh_mlm())
         self.clozes = [Cloze(fresh, self.verbalizers, p) for p in patterns]
@@ -273,7 +289,7 @@ def train_pet(
     examples: Mapping[str, Sequence[str]],
     unlabelled: Sequence[str],
     patterns: str | Sequence[str],
-    verbalizers: Mapping[str, Sequence[str]],
+    verbalizers: Mapping[str, Sequence[str]] | None,
     out: str | Path,
     cfg: PetConfig | None = None,
     *,
@@ -287,7 +303,10 @@ def train_pet(
         examples: ``{label: [texts]}``, the few labelled examples.
         unlabelled: texts of the same kind without labels (the pool PET soft-labels).
         patterns: one pattern or several, each with ``{text}`` and ``[MASK]`` once.
-        verbalizers: each label's verbalizer word(s), one piece each.
+        verbalizers: each label's verbalizer word(s), one piece each; None chooses
+            ``cfg.verbalizers_per_label`` per label from the examples
+            (:func:`llmos.inference.verbalizers.search_verbalizers`; the result's
+            ``verbalizers`` says which).
         out: where the classifier checkpoint goes (an ordinary classification checkpoint).
         run_dir: keeps each model's steps and pool scores (default: a temporary directory
             removed at the end; give one to ``resume`` an interrupted run).
@@ -318,7 +337,16 @@ def train_pet(
         result = _distill(setup, ensemble, root / "distill", Path(out))
     seconds = time.perf_counter() - t0
     log.info("PET: %d models, pool %d, %.1f s -> %s", len(scores), len(setup.pool), seconds, out)
-    return PetResult(Path(out), setup.labels, len(setup.pool), len(scores), result, seconds)
+    return PetResult(
+        Path(out),
+        setup.labels,
+        len(setup.pool),
+        len(scores),
+        result,
+        seconds,
+        setup.verbalizers,
+        setup.found is not None,
+    )
 
 
 def _generations(setup: _Setup, root: Path) -> list[np.ndarray]:
@@ -390,6 +418,7 @@ def _distill(setup: _Setup, ensemble: np.ndarray, run_dir: Path, out: Path) -> f
             "examples": {lab: int((setup.y == i).sum()) for i, lab in enumerate(setup.labels)},
             "patterns": setup.patterns,
             "verbalizers": setup.verbalizers,
+            "verbalizers_found": setup.found is not None,
             "unlabelled": len(setup.pool),
             "models": len(setup.patterns) * cfg.models_per_pattern,
             "generations": cfg.generations,
