@@ -121,8 +121,9 @@ def test_candidates_are_whole_words_the_tokenizer_reads_back(ckpts) -> None:
 
 
 def test_pet_without_verbalizers_chooses_them(ckpts, tmp_path: Path, capsys) -> None:
-    cfg = PetConfig(steps=4, batch_size=4, lr=1e-3, distill_steps=2, distill_batch=4)
-    cfg = PetConfig(**{**cfg.__dict__, "progress": False})
+    cfg = PetConfig(
+        steps=4, batch_size=4, lr=1e-3, distill_steps=2, distill_batch=4, progress=False
+    )
     pool = ["城市很大", "学习历史", "我们喜欢音乐"]
     result = train_pet(ckpts["taught"], EXAMPLES, pool, PATTERN, None, tmp_path / "o", cfg)
     assert result.verbalizers_found and result.verbalizers == {"study": ["学"], "city": ["市"]}

@@ -255,3 +255,18 @@ def test_mistakes_are_refused(ckpts, tmp_path: Path) -> None:
         train_pet(ckpts["e5"], {"study": ["a"]}, POOL, PATTERNS, VERBALIZERS, out, FAST)
     with pytest.raises(ConfigError, match="growth"):
         PetConfig(growth=0.5)
+
+
+def test_the_schedule_follows_the_number_of_labels_unless_given(ckpts, tmp_path: Path) -> None:
+    two, many = PetConfig().for_labels(2), PetConfig().for_labels(40)
+    assert (two.steps, two.distill_steps, two.distill_lr) == (100, 200, 2e-5)
+    assert (many.steps, many.distill_steps, many.distill_lr) == (300, 500, 1e-4)
+    mine = PetConfig(steps=7, distill_lr=3e-3).for_labels(40)
+    assert (mine.steps, mine.distill_steps, mine.distill_lr) == (7, 500, 3e-3)
+    # A run records the schedule it resolved: two labels here, the steps given, the rest not.
+    cfg = PetConfig(steps=2, distill_steps=1, progress=False)
+    run = train_pet(ckpts["e5"], EXAMPLES, POOL, PATTERNS[:1], VERBALIZERS, tmp_path / "o", cfg)
+    meta = json.loads((run.checkpoint / "task.json").read_text())["pet"]
+    assert (meta["steps"], meta["distill_steps"], meta["distill_lr"]) == (2, 1, 2e-5)
+    with pytest.raises(ConfigError, match="distill_lr must be positive"):
+        PetConfig(distill_lr=0.0)

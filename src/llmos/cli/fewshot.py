@@ -161,7 +161,14 @@ def add_pet(sub: Subcommands) -> None:
         help=f"words chosen per label when no --verbalizer is given ({d.verbalizers_per_label})",
     )
     pe.add_argument("--generations", type=int, default=d.generations, help="iPET rounds (0: PET)")
-    pe.add_argument("--steps", type=int, default=d.steps, help=f"steps per model ({d.steps})")
+    from llmos.config.pet import MANY_LABELS, TWO_LABELS
+
+    two, many = TWO_LABELS, MANY_LABELS
+    pe.add_argument(
+        "--steps",
+        type=int,
+        help=f"steps per model ({two['steps']} for two labels, {many['steps']} for more)",
+    )
     pe.add_argument("--lr", type=float, default=d.lr, help=f"learning rate ({d.lr:g})")
     pe.add_argument(
         "--models-per-pattern",
@@ -178,15 +185,14 @@ def add_pet(sub: Subcommands) -> None:
     pe.add_argument(
         "--distill-steps",
         type=int,
-        default=d.distill_steps,
-        help=f"steps of the final classifier ({d.distill_steps})",
+        help=f"steps of the final classifier ({two['distill_steps']} for two labels, "
+        f"{many['distill_steps']} for more)",
     )
     pe.add_argument(
         "--distill-lr",
         type=float,
-        default=d.distill_lr,
-        help=f"learning rate of the final classifier ({d.distill_lr:g}; a fresh head over many "
-        "labels needs more, e.g. 1e-4)",
+        help=f"learning rate of the final classifier ({two['distill_lr']:g} for two labels, "
+        f"{many['distill_lr']:g} for more)",
     )
     pe.add_argument(
         "--mlm-weight",

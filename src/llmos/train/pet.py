@@ -316,9 +316,9 @@ def train_pet(
         ConfigError: a checkpoint without a masked-LM head.
         LlmosError: a bad pattern or a verbalizer of several pieces (named).
     """
-    cfg = cfg or PetConfig()
     t0 = time.perf_counter()
     examples = check_examples(examples)
+    cfg = (cfg or PetConfig()).for_labels(len(examples))
     pool = [t for t in unlabelled if isinstance(t, str) and t.strip()]
     if not pool:
         raise DataError("PET needs unlabelled texts (the pool its ensemble labels): none given")
@@ -425,6 +425,7 @@ def _distill(setup: _Setup, ensemble: np.ndarray, run_dir: Path, out: Path) -> f
             "steps": cfg.steps,
             "lr": cfg.lr,
             "distill_steps": cfg.distill_steps,
+            "distill_lr": cfg.distill_lr,
             "temperature": cfg.temperature,
             "mlm_weight": cfg.mlm_weight,
             "seed": cfg.seed,
