@@ -1,5 +1,5 @@
 """PET and iPET against the frozen encoder's few-shot baselines (and SetFit) on the same
-examples: issue 20's 16-example target on sentiment.
+examples: issue 20's 16-example targets on sentiment and on the intent sets.
 
     python bench/pet.py                                   # sentiment-zh, k = 16, 3 seeds
     python bench/pet.py --datasets sentiment-zh,sentiment-en --seeds 5 --generations 1
