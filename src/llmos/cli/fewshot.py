@@ -114,9 +114,9 @@ def _setfit(args: argparse.Namespace) -> int:
 
 def add_pet(sub: Subcommands) -> None:
     """``llmos pet``."""
-    from llmos.config.pet import PetConfig
+    from llmos.config.pet import MANY_LABELS, TWO_LABELS, PetConfig
 
-    d = PetConfig()
+    d, two, many = PetConfig(), TWO_LABELS, MANY_LABELS
     pe = sub.add_parser(
         "pet",
         help="train a classifier from a few examples per label with cloze patterns on a masked "
@@ -161,9 +161,6 @@ def add_pet(sub: Subcommands) -> None:
         help=f"words chosen per label when no --verbalizer is given ({d.verbalizers_per_label})",
     )
     pe.add_argument("--generations", type=int, default=d.generations, help="iPET rounds (0: PET)")
-    from llmos.config.pet import MANY_LABELS, TWO_LABELS
-
-    two, many = TWO_LABELS, MANY_LABELS
     pe.add_argument(
         "--steps",
         type=int,
