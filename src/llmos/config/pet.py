@@ -41,8 +41,7 @@ class PetConfig:
     (:meth:`for_labels`): 100, 200 and 2e-5 for two, 300, 500 and 1e-4 for more.
 
     A run given no verbalizers chooses ``verbalizers_per_label`` words for each label from
-    the examples (:mod:`llmos.inference.verbalizers`), for tasks with more labels than a
-    person would write words for.
+    the examples, for tasks with more labels than a person would write words for.
     """
 
     steps: int | None = None

@@ -137,8 +137,9 @@ def search_verbalizers(
     counts = np.bincount(owner, minlength=k).astype(np.float64)[:, None]
     own = sums / counts
     rest = counts.sum() - counts
+    # the other labels' mean (0 for a single label, whose ratio is then its own mean)
     others = (sums.sum(0, keepdims=True) - sums) / np.maximum(rest, 1.0)
-    ratio = own - others if k > 1 else own
+    ratio = own - others
     sizes = sorted({min(n, len(ids)) for n in shortlists})
     assigned = {size: _assign(own, ratio, size, per_label) for size in sizes}
     tried = {size: _fit_on_examples(logp, owner, picks) for size, picks in assigned.items()}

@@ -159,10 +159,11 @@ class _Setup:
         self.mask_id, self.pad_id = int(ids["mask"]), int(ids["pad"] or 0)
         self.labels = tuple(examples)
         self.weights = self.ckpt.weights()
+        fresh = self._scorer(self.fresh_mlm())  # the masked LM as it is, before any step
         self.found: VerbalizerSearch | None = None
-        if verbalizers is None:  # chosen from the examples by the masked LM as it is
+        if verbalizers is None:  # chosen from the examples
             self.found = search_verbalizers(
-                self._scorer(self.fresh_mlm()),
+                fresh,
                 self.ckpt.tokenizer,
                 examples,
                 patterns,
@@ -182,8 +183,7 @@ class _Setup:
         self.y = np.array(
             [i for i, lab in enumerate(self.labels) for _ in examples[lab]], dtype=np.int64
         )
-        # The checks of zero-shot cloze (patterns, one-piece verbalizers), on a fresh head.
-        fresh = self._scorer(self.fresh_mlm())
+        # The checks of zero-shot cloze (patterns, one-piece verbalizers), on the fresh head.
         self.clozes = [Cloze(fresh, self.verbalizers, p) for p in patterns]
         pool = list(dict.fromkeys(unlabelled))
         if len(pool) > cfg.max_unlabelled:
