@@ -3,6 +3,8 @@ failed turns, sentiment, requests for a person, and the language of a message.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from llmos.apps.support.dialogue import (
@@ -113,6 +115,23 @@ def test_sentiment_apologises_or_escalates() -> None:
     assert furious.action == "escalate" and furious.reason == "strongly negative (0.97)"
     unknown = decide("q", "zh", None, hits, {}, CONFIG)  # no sentiment model: no apology
     assert unknown.reply == "答案1"
+
+
+def test_a_negative_message_without_a_sure_answer_goes_to_a_person() -> None:
+    unsure = [hit(1, 0.85), hit(2, 0.84)]  # would be a clarification
+    for hits, before in ((unsure, "clarify"), ([hit(1, 0.5)], "fallback")):
+        calm = decide("q", "zh", CONFIG.negative - 0.01, hits, {}, CONFIG)
+        upset = decide("q", "zh", CONFIG.negative, hits, {}, CONFIG)
+        assert calm.action == before
+        assert upset.action == "escalate" and upset.reason == "negative (0.50), no sure answer"
+        assert upset.reply.startswith("已为您转接人工客服")
+        off = replace(CONFIG, negative_unanswered=False)
+        kept = decide("q", "zh", CONFIG.negative, hits, {}, off)
+        assert kept.action == before and kept.reply.startswith("非常抱歉给您带来不便。")
+        assert decide("q", "zh", None, hits, {}, CONFIG).action == before  # no sentiment model
+    # a sure answer is still given, with the apology
+    sure = decide("q", "zh", 0.9, [hit(1, 0.95), hit(2, 0.5)], {}, CONFIG)
+    assert (sure.action, sure.reply) == ("answer", "非常抱歉给您带来不便。答案1")
 
 
 def test_asking_for_a_person_escalates_before_anything_else() -> None:

@@ -63,6 +63,12 @@ class PolicyConfig:
             review-only desks apologised to two thirds of neutral messages, at 0.9 to 1.3 %
             (zh) and 5.4 % (en) of them, and to 30.7 % / 47.9 % of negative reviews.
         strongly_negative: this likely negative escalates to a person at once.
+        negative_unanswered: a message that gets the apology (``negative``) but no sure
+            answer, no form and no hand-off goes to a person instead of a clarification or a
+            fallback (sentiment-based routing): without it, the demo desk offered "你生气了" /
+            "你是一个坏父母" from its small talk to "你们这破东西用了两天就坏了". Measured by
+            ``bench/support_complaints.py`` (docs/BENCHMARKS.md, "Unanswered complaints go
+            to a person").
         failed_turns: fallbacks in a row that escalate.
         candidates: the most entries a clarification offers.
         intent_confidence: an intent this likely (the NLU head's probability, or the
@@ -80,6 +86,7 @@ class PolicyConfig:
     negative: float = 0.5
     negative_two_class: float = 0.9
     strongly_negative: float = 0.95
+    negative_unanswered: bool = True
     failed_turns: int = 2
     candidates: int = 3
     intent_confidence: float = 0.4
@@ -238,6 +245,11 @@ def decide(
             f"ahead of the next by {lead:.3f}" if len(hits) > 1 else "the only entry"
         )
         return Decision("answer", sorry + best.answer, entry=best, reason=why)
+    if sorry and config.negative_unanswered:
+        assert negative is not None
+        return Decision(
+            "escalate", words["escalate"], reason=f"negative ({negative:.2f}), no sure answer"
+        )
     if best is not None and best.similarity >= config.clarify_similarity:
         near = [h for h in hits if best.similarity - h.similarity < config.answer_margin]
         near = (near if len(near) > 1 else hits[:2])[: config.candidates]

@@ -1,0 +1,180 @@
+"""Who the whole support desk sends to a person: complaints, praise and plain questions, each a
+customer's first message, through ``SupportService.message`` as ``llmos serve`` runs it (the
+make-run NLU models, E5 for the knowledge base, the demo domain and the demo knowledge bases),
+with and without ``PolicyConfig.negative_unanswered``.
+
+    python bench/support_complaints.py                        # zh and en, 400 messages a group
+    python bench/support_complaints.py --lang zh --per-group 100 --threads 1
+
+Messages (test splits; a seeded sample of ``--per-group`` of each group):
+
+- ``complaints``: the negative reviews of ``tasks/sentiment-{lang}`` (Chinese product and
+  hotel reviews; English film reviews);
+- ``praise``: the positive reviews of the same split;
+- ``questions``: the intents' utterances and the FAQ questions of the split (the neutral
+  messages of ``bench/support_eval.py --apology``).
+
+Each message starts a new conversation with the demo knowledge base of its language; the
+desk's action (answer, clarify, fallback, ask: a form, escalate) and its reason are counted.
+A complaint that reaches a person is what the policy is for; praise or a question that does
+is a false alarm. The model's answers are computed once and replayed for both policies, so the
+two columns differ by the policy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine
+
+from llmos.apps.support.demo import DEMO_KBS, demo_pairs
+from llmos.apps.support.dialogue import PolicyConfig
+from llmos.apps.support.domain import demo_domain
+from llmos.apps.support.local import PipelineEmbedder, PipelineNlu
+from llmos.apps.support.service import SupportService
+from llmos.paths import data_dir
+from llmos.store.db import Store
+
+GROUPS = ("complaints", "praise", "questions")
+
+
+class Cached:
+    """A callable's answers memoised by its arguments (texts as a tuple), other attributes
+    passed through: the models run once for both policies."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.cache = inner, {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, texts: list[str], *rest: Any) -> Any:
+        key = (tuple(texts), *rest)
+        if key not in self.cache:
+            self.cache[key] = self.inner(texts, *rest)
+        return self.cache[key]
+
+
+def messages(lang: str, n: int) -> dict[str, list[str]]:
+    """The three groups of the test split, ``n`` of each (``random.Random(0)``)."""
+    base = data_dir() / "tasks"
+    lines = (base / f"sentiment-{lang}" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    reviews = [line.split("\t") for line in lines[1:]]
+    questions = [
+        json.loads(x)["text"]
+        for x in (base / f"intent-{lang}" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    questions += [
+        json.loads(x)["question"]
+        for x in (base / f"qa-{lang}" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    groups = {
+        "complaints": [t for t, y in reviews if y == "neg"],
+        "praise": [t for t, y in reviews if y == "pos"],
+        "questions": questions,
+    }
+    rng = random.Random(0)
+    return {g: rng.sample(v, min(n, len(v))) for g, v in groups.items()}
+
+
+def outcome(action: str, reason: str) -> str:
+    """The action, an escalation by its cause."""
+    if action != "escalate":
+        return action
+    for cause, words in (
+        ("escalate: unanswered negative", "no sure answer"),
+        ("escalate: strongly negative", "strongly negative"),
+        ("escalate: hand-off intent", "goes to a person"),
+        ("escalate: asked for a person", "asked for a person"),
+    ):
+        if words in reason:
+            return cause
+    return "escalate: other"
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    nlu = PipelineNlu({lang: args.nlu.get(lang) for lang in args.langs})
+    embed = PipelineEmbedder(args.encoder)
+    cached_nlu, cached_embed = Cached(nlu), Cached(embed)
+    work = Path(tempfile.mkdtemp(prefix="llmos-bench-complaints-"))
+    store = Store(f"sqlite:///{work / 'store.db'}")
+    owner, _ = store.create_user("owner", admin=True)
+    customer, _ = store.create_user("customer")
+    policies = {
+        "before (negative_unanswered=False)": PolicyConfig(negative_unanswered=False),
+        "now (the default)": PolicyConfig(),
+    }
+    counts: dict[tuple[str, str, str], collections.Counter[str]] = {}
+    sizes: dict[tuple[str, str], int] = {}
+    t0 = time.perf_counter()
+    for p, (name, policy) in enumerate(policies.items()):
+        svc = SupportService(
+            store, embed, work / "indexes", policy=policy, nlu=nlu, domain=demo_domain()
+        )
+        svc.nlu, svc.embed = cached_nlu, cached_embed  # type: ignore[assignment]
+        svc.indexes.embed = cached_embed  # type: ignore[assignment]
+        for lang in args.langs:
+            kb = f"faq-{lang}"
+            if p == 0:
+                svc.create_kb(owner.id, kb)
+                svc.add(owner.id, kb, demo_pairs(DEMO_KBS[kb]))
+                svc.kbs.set_public(owner.id, kb, True)
+            for group, texts in messages(lang, args.per_group).items():
+                sizes[lang, group] = len(texts)
+                c = counts.setdefault((name, lang, group), collections.Counter())
+                for text in texts:
+                    r = svc.message(customer.id, text, kb=f"owner/{kb}")
+                    c[outcome(r.action, r.reason)] += 1
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"\nCPU: {machine()}, {args.threads} torch threads")
+    print(f"NLU {args.nlu}, encoder {args.encoder}")
+    for lang in args.langs:
+        n = {g: sizes[lang, g] for g in GROUPS}
+        print(f"\n### {lang} (test split: {n})\n")
+        print("| group | policy | to a person | answer | clarify | fallback | ask (form) |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for group in GROUPS:
+            for name in policies:
+                c = counts[name, lang, group]
+                total = sum(c.values())
+                person = sum(v for k, v in c.items() if k.startswith("escalate"))
+                cells = [person] + [c[k] for k in ("answer", "clarify", "fallback", "ask")]
+                row = " | ".join(f"{100 * v / total:.1f} %" for v in cells)
+                print(f"| {group} | {name} | {row} |")
+        print("\nescalations by cause (now):")
+        for group in GROUPS:
+            c = counts[list(policies)[-1], lang, group]
+            causes = {k[len("escalate: ") :]: v for k, v in c.items() if k.startswith("escalate")}
+            print(f"- {group}: {causes}")
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lang", choices=["zh", "en", "both"], default="both")
+    ap.add_argument("--per-group", type=int, default=400)
+    ap.add_argument("--encoder", default="runs/e5-zh")
+    ap.add_argument("--nlu-zh", default="runs/support-zh/checkpoint")
+    ap.add_argument("--nlu-en", default="runs/support-en/checkpoint")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    args.langs = ("zh", "en") if args.lang == "both" else (args.lang,)
+    args.nlu = {"zh": args.nlu_zh, "en": args.nlu_en}
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
