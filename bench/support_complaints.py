@@ -12,7 +12,10 @@ Messages (test splits; a seeded sample of ``--per-group`` of each group):
   hotel reviews; English film reviews);
 - ``praise``: the positive reviews of the same split;
 - ``questions``: the intents' utterances and the FAQ questions of the split (the neutral
-  messages of ``bench/support_eval.py --apology``).
+  messages of ``bench/support_eval.py --apology``);
+- English only, ``shop complaints`` and ``shop questions``: :data:`SHOP_COMPLAINTS_EN` and
+  :data:`SHOP_QUESTIONS_EN`, 20 each, written for this bench before any model scored them:
+  the English reviews are film reviews, and a shop's complaints read otherwise.
 
 Each message starts a new conversation with the demo knowledge base of its language; the
 desk's action (answer, clarify, fallback, ask: a form, escalate) and its reason are counted.
@@ -47,7 +50,51 @@ from llmos.apps.support.service import SupportService
 from llmos.paths import data_dir
 from llmos.store.db import Store
 
-GROUPS = ("complaints", "praise", "questions")
+GROUPS = ("complaints", "praise", "questions", "shop complaints", "shop questions")
+SHOP_COMPLAINTS_EN = [
+    "the blender I bought broke after two days, absolutely useless",
+    "my package arrived damaged and nobody is answering my emails",
+    "this is the third time my order was late, I'm fed up",
+    "the shoes you sent are the wrong size and the return label doesn't work",
+    "you charged me twice for the same order",
+    "the phone case cracked the first day, terrible quality",
+    "I waited an hour on hold and then got disconnected",
+    "the jacket smells awful and the zipper is broken",
+    "your delivery driver threw my parcel over the fence",
+    "I never received my refund and it's been three weeks",
+    "the product looks nothing like the pictures on your site",
+    "the coffee machine leaks water all over the counter",
+    "the headphones stopped working after a week",
+    "your customer service is the worst I have ever dealt with",
+    "I ordered a red dress and got a green one, very disappointed",
+    "the battery dies after an hour, what a waste of money",
+    "the item was missing parts and the instructions were useless",
+    "I was promised next day delivery and it took ten days",
+    "the screen has dead pixels out of the box",
+    "stop sending me spam emails, I unsubscribed months ago",
+]
+SHOP_QUESTIONS_EN = [
+    "what are your opening hours",
+    "do you ship to canada",
+    "how long does delivery usually take",
+    "can I pay with paypal",
+    "is this laptop available in silver",
+    "where can I find my order number",
+    "do you have a store in london",
+    "what is your return policy",
+    "how do I reset my password",
+    "can I change the delivery date",
+    "is there a warranty on this blender",
+    "do you offer gift wrapping",
+    "what sizes does this shirt come in",
+    "how much is shipping to germany",
+    "can I pick up my order in the store",
+    "when will the new model be in stock",
+    "do you have a student discount",
+    "how do I contact the seller",
+    "what payment methods do you accept",
+    "can I add an item to my existing order",
+]
 
 
 class Cached:
@@ -86,7 +133,10 @@ def messages(lang: str, n: int) -> dict[str, list[str]]:
         "questions": questions,
     }
     rng = random.Random(0)
-    return {g: rng.sample(v, min(n, len(v))) for g, v in groups.items()}
+    out = {g: rng.sample(v, min(n, len(v))) for g, v in groups.items()}
+    if lang == "en":
+        out |= {"shop complaints": SHOP_COMPLAINTS_EN, "shop questions": SHOP_QUESTIONS_EN}
+    return out
 
 
 def outcome(action: str, reason: str) -> str:
@@ -142,11 +192,12 @@ def run(args: argparse.Namespace) -> None:
     print(f"\nCPU: {machine()}, {args.threads} torch threads")
     print(f"NLU {args.nlu}, encoder {args.encoder}")
     for lang in args.langs:
-        n = {g: sizes[lang, g] for g in GROUPS}
+        groups = [g for g in GROUPS if (lang, g) in sizes]
+        n = {g: sizes[lang, g] for g in groups}
         print(f"\n### {lang} (test split: {n})\n")
         print("| group | policy | to a person | answer | clarify | fallback | ask (form) |")
         print("|---|---|---:|---:|---:|---:|---:|")
-        for group in GROUPS:
+        for group in groups:
             for name in policies:
                 c = counts[name, lang, group]
                 total = sum(c.values())
@@ -155,7 +206,7 @@ def run(args: argparse.Namespace) -> None:
                 row = " | ".join(f"{100 * v / total:.1f} %" for v in cells)
                 print(f"| {group} | {name} | {row} |")
         print("\nescalations by cause (now):")
-        for group in GROUPS:
+        for group in groups:
             c = counts[list(policies)[-1], lang, group]
             causes = {k[len("escalate: ") :]: v for k, v in c.items() if k.startswith("escalate")}
             print(f"- {group}: {causes}")
