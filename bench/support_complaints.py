@@ -1,7 +1,8 @@
 """Who the whole support desk sends to a person: complaints, praise and plain questions, each a
 customer's first message, through ``SupportService.message`` as ``llmos serve`` runs it (the
 make-run NLU models, E5 for the knowledge base, the demo domain and the demo knowledge bases),
-with and without ``PolicyConfig.negative_unanswered``.
+as it was before (``PolicyConfig.negative_unanswered`` off, no out-of-domain gate:
+``FewShotConfig.in_domain`` empty), with the first, and with both (the default).
 
     python bench/support_complaints.py                        # zh and en, 400 messages a group
     python bench/support_complaints.py --lang zh --per-group 100 --threads 1
@@ -20,8 +21,8 @@ Messages (test splits; a seeded sample of ``--per-group`` of each group):
 Each message starts a new conversation with the demo knowledge base of its language; the
 desk's action (answer, clarify, fallback, ask: a form, escalate) and its reason are counted.
 A complaint that reaches a person is what the policy is for; praise or a question that does
-is a false alarm. The model's answers are computed once and replayed for both policies, so the
-two columns differ by the policy alone.
+is a false alarm. The model's answers are computed once and replayed for every desk, so the
+rows differ by the policy alone.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from machine import machine
 from llmos.apps.support.demo import DEMO_KBS, demo_pairs
 from llmos.apps.support.dialogue import PolicyConfig
 from llmos.apps.support.domain import demo_domain
+from llmos.apps.support.fewshot import FewShotConfig
 from llmos.apps.support.local import PipelineEmbedder, PipelineNlu
 from llmos.apps.support.service import SupportService
 from llmos.paths import data_dir
@@ -99,7 +101,7 @@ SHOP_QUESTIONS_EN = [
 
 class Cached:
     """A callable's answers memoised by its arguments (texts as a tuple), other attributes
-    passed through: the models run once for both policies."""
+    passed through: the models run once for every desk."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.cache = inner, {}
@@ -164,15 +166,22 @@ def run(args: argparse.Namespace) -> None:
     owner, _ = store.create_user("owner", admin=True)
     customer, _ = store.create_user("customer")
     policies = {
-        "before (negative_unanswered=False)": PolicyConfig(negative_unanswered=False),
-        "now (the default)": PolicyConfig(),
+        "before": (PolicyConfig(negative_unanswered=False), FewShotConfig(in_domain={})),
+        "+ negative_unanswered": (PolicyConfig(), FewShotConfig(in_domain={})),
+        "+ in_domain (now)": (PolicyConfig(), FewShotConfig()),
     }
     counts: dict[tuple[str, str, str], collections.Counter[str]] = {}
     sizes: dict[tuple[str, str], int] = {}
     t0 = time.perf_counter()
-    for p, (name, policy) in enumerate(policies.items()):
+    for p, (name, (policy, fewshot)) in enumerate(policies.items()):
         svc = SupportService(
-            store, embed, work / "indexes", policy=policy, nlu=nlu, domain=demo_domain()
+            store,
+            embed,
+            work / "indexes",
+            policy=policy,
+            nlu=nlu,
+            domain=demo_domain(),
+            fewshot=fewshot,
         )
         svc.nlu, svc.embed = cached_nlu, cached_embed  # type: ignore[assignment]
         svc.indexes.embed = cached_embed  # type: ignore[assignment]

@@ -193,6 +193,23 @@ def test_config_is_checked(kwargs: dict[str, float]) -> None:
         FewShotConfig(**kwargs)
 
 
+def test_the_nearest_centroid_of_all_counts_references_too() -> None:
+    few = FewShotIntents(EXAMPLES, VECTORS, reference=["refund"])
+    c = few.centroids  # order ~ (0.949, 0.316, 0), refund ~ (0, 0.316, 0.949)
+    assert few.nearest(np.array([0.0, 0.0, 2.0])) == pytest.approx(float(c[1, 2]), rel=1e-6)
+    assert few.nearest(np.array([1.0, 0.0, 0.0])) == pytest.approx(float(c[0, 0]), rel=1e-6)
+    assert few.nearest(np.array([0.0, -1.0, 0.0])) == pytest.approx(-float(c[0, 1]), rel=1e-6)
+    empty = FewShotIntents({}, np.zeros((0, 3)))
+    assert empty.nearest(np.array([1.0, 0.0, 0.0])) == -1.0
+
+
+def test_the_out_of_domain_gate_is_per_language_and_checked() -> None:
+    assert FewShotConfig().in_domain == {"zh": 0.91, "en": 0.87}
+    assert FewShotConfig(in_domain={}).in_domain == {}
+    with pytest.raises(ValueError, match=r"in_domain\['zh'\] is a cosine; got 1.5"):
+        FewShotConfig(in_domain={"zh": 1.5})
+
+
 def test_the_vectors_setting_is_checked() -> None:
     assert FewShotConfig().vectors == "encoder" and FewShotConfig(vectors="nlu").vectors == "nlu"
     with pytest.raises(ValueError, match="vectors is 'encoder' or 'nlu'; got 'e5'"):

@@ -7,6 +7,7 @@ encoder."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,10 @@ class Desk:
             policy=PolicyConfig(answer_similarity=2.0, clarify_similarity=-1.0),
             nlu=PipelineNlu({"zh": nlu}),
             domain=parse_domain(DOMAIN, "test-domain.yaml"),
-            fewshot=FewShotConfig(similarity=0.9, head_confidence=1.0, sure_similarity=0.99),
+            # no out-of-domain gate: its thresholds are multilingual-e5's cosines
+            fewshot=FewShotConfig(
+                similarity=0.9, head_confidence=1.0, sure_similarity=0.99, in_domain={}
+            ),
         )
         self.svc.create_kb(self.shop, "faq")
         self.svc.add(self.shop, "faq", [FaqPair("农民保护环境", "环境保护是大事。")])
@@ -176,6 +180,33 @@ def test_a_question_the_knowledge_base_answers_surely_starts_no_form(desk: Desk)
     desk.svc.policy = PolicyConfig(answer_similarity=-1.0, answer_margin=-1.0)
     done = desk.say("城市", asked.conversation_id)  # the form in progress goes on
     assert (done.action, done.reply) == ("answer", "好的，记者参观城市。")
+
+
+def test_a_message_far_from_every_intent_has_none_and_starts_no_form(desk: Desk) -> None:
+    text = "今天记者参观。"
+    assert desk.say(text).action == "ask"  # no gate: the head's 参观 starts its form
+    (_,), vectors = desk.svc.nlu([text], "zh")
+    few = desk.svc._few_shot("zh")
+    near = few.nearest(vectors[0])
+    want = float((few.scores(vectors[:1])).max())  # the nearest of all centroids
+    assert near == pytest.approx(want) and near > 0.5
+    base = desk.svc.fewshot
+    desk.svc.fewshot = replace(base, in_domain={"zh": near + 1e-3})  # just out of the domain
+    out = desk.say(text)
+    assert out.intent is None and out.form is None and out.action != "ask"
+    assert out.slots  # the slots are still read
+    desk.svc.fewshot = replace(base, in_domain={"zh": near - 1e-3})  # just inside
+    assert desk.say(text).action == "ask"
+    for other in ({"en": 1.0}, {}):  # no gate for the message's language
+        desk.svc.fewshot = replace(base, in_domain=other)
+        assert desk.say(text).action == "ask"
+    # the gate is in the encoder's cosines: with the NLU model's own vectors there is none
+    desk.svc.fewshot = replace(base, in_domain={"zh": 1.0}, vectors="nlu")
+    assert desk.say(text).action == "ask"
+    # a few-shot intent passed its own threshold: the gate is for the head's
+    desk.svc.fewshot = replace(base, in_domain={"zh": 1.0})
+    few_shot = desk.say("现在农民保护城市。")
+    assert few_shot.intent is not None and few_shot.intent["source"] == "examples"
 
 
 def test_the_nlu_model_must_be_a_multitask_checkpoint(tiny_encoder: Path) -> None:

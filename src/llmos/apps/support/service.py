@@ -342,6 +342,12 @@ class SupportService:
             vector = u.vectors[self.embed.name]
         best = few.best(vector, self.fewshot.reference_margin) if few is not None else None
         u.intent = combine(result.get("intent"), best, self.fewshot)
+        # Out of the domain (FewShotConfig.in_domain): the head's intent is not the message's
+        # (a few-shot intent has passed its own similarity threshold).
+        gate = self.fewshot.in_domain.get(lang) if self.fewshot.vectors == "encoder" else None
+        head = u.intent is not None and u.intent["source"] == "head"
+        if head and few is not None and gate is not None and few.nearest(vector) < gate:
+            u.intent = None
         return u
 
     def _few_shot(self, lang: str) -> FewShotIntents | None:
