@@ -5,6 +5,7 @@ the model also serves ``/v1/embed``."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ def server(
         support_nlu_zh="nlu",
         support_sentiment_zh="",
         support_domain=domain,
+        support_in_domain=False,  # its thresholds are multilingual-e5's, not the tiny model's
         apps_dir=d,
     )
     with runner:
@@ -84,6 +86,32 @@ def test_a_form_over_http_with_intent_and_slots(server: Live) -> None:
         actions = server.client(server.bob).get("/openapi.json").json()
         schema = actions["components"]["schemas"]["MessageOut"]["properties"]["action"]
         assert "ask" in schema["enum"]
+
+
+def test_the_out_of_domain_gate_is_on_unless_turned_off(
+    nlu_model: Path, server: Live, tmp_path: Path
+) -> None:
+    """With the gate (the default), a message whose tiny-model vector is under
+    multilingual-e5's threshold for every intent loses the head's intent (研究, a hand-off);
+    the server above, with the gate off, hands it off."""
+    models = tmp_path / "models"
+    shutil.copytree(nlu_model, models / "nlu")
+    domain = tmp_path / "domain.yaml"
+    domain.write_text(DOMAIN, encoding="utf-8")
+    settings = {"support_encoder": "nlu", "support_nlu_zh": "nlu", "support_domain": domain}
+    runner, live = start(
+        models, f"sqlite:///{tmp_path / 'llmos.db'}", rate_limit=0, apps_dir=tmp_path, **settings
+    )
+    text = "昨天老师研究经济。"
+    for desk, want in ((live, None), (server, "研究")):
+        with runner if desk is live else contextlib.nullcontext(), desk.client(desk.alice) as c:
+            c.post(f"{BASE}/kbs", json={"name": "gate"})
+            c.post(f"{BASE}/kbs/gate/entries", json={"entries": [{"question": "q", "answer": "a"}]})
+            r = c.post(f"{BASE}/messages", json={"kb": "alice/gate", "text": text})
+            assert r.status_code == 200, r.text
+            got = r.json()["intent"]
+            assert (got and got["label"]) == want, got
+            assert (r.json()["action"] == "escalate") == (want is not None)
 
 
 def test_a_served_model_that_is_not_multitask_is_not_the_nlu(

@@ -41,6 +41,7 @@ from llmos.apps.recommend.jobs import CatalogJobs
 from llmos.apps.recommend.service import NoRecommender, RecommendService
 from llmos.apps.support import routes as support_routes
 from llmos.apps.support.domain import demo_domain, read_domain
+from llmos.apps.support.fewshot import FewShotConfig
 from llmos.apps.support.service import SupportService
 from llmos.apps.write import routes as write_routes
 from llmos.apps.write.corrector import classic_corrector, english_speller
@@ -275,6 +276,7 @@ def create_app(settings: ServeSettings | None = None, store: Store | None = None
             classify=BatcherClassifier(srv, sentiment, loop),
             nlu=BatcherNlu(srv, nlu, loop),
             domain=domain,
+            fewshot=FewShotConfig() if settings.support_in_domain else FewShotConfig(in_domain={}),
             encoders=served_encoders(srv, loop),
         )
         srv.recommend = _recommend_service(srv, loop)

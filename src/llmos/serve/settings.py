@@ -70,6 +70,10 @@ class ServeSettings:
         support_nlu_en: the same for English messages (``configs/finetune/support-en.yaml``).
         support_domain: the domain file (what each intent does: forms, hand-offs, few-shot
             intents); default: the packaged demo domain.
+        support_in_domain: drop the NLU head's intent for a message far from every intent
+            (``FewShotConfig.in_domain``: a review or a chat starts no form). Its thresholds
+            are multilingual-e5's cosines (the default ``support_encoder``); turn it off with
+            another encoder, or choose new ones with ``bench/support_gate.py``.
         recommend_model: the served recommender checkpoint the recommendation app answers
             with (``llmos recommend train`` / ``llmos setup`` build ``movielens``).
         recommend_encoder: the served embedding model that reads users' free-text wishes; it
@@ -128,6 +132,7 @@ class ServeSettings:
     support_nlu_zh: str = "support-zh"
     support_nlu_en: str = "support-en"
     support_domain: Path | None = None
+    support_in_domain: bool = True
     recommend_model: str = "movielens"
     recommend_encoder: str = "e5-zh"
     write_model: str = "csc-zh"
