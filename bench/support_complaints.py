@@ -117,7 +117,8 @@ class Cached:
 
 
 def messages(lang: str, n: int) -> dict[str, list[str]]:
-    """The three groups of the test split, ``n`` of each (``random.Random(0)``)."""
+    """The groups of the test split, ``n`` of each (``random.Random(0)``; the English shop
+    groups whole)."""
     base = data_dir() / "tasks"
     lines = (base / f"sentiment-{lang}" / "test.tsv").read_text(encoding="utf-8").splitlines()
     reviews = [line.split("\t") for line in lines[1:]]
