@@ -31,6 +31,11 @@ that cosine to each name's caption cosine (weight 1, chosen before any run: both
 in the one projected space). A name none of the training styles draws gets the lowest drawing
 score seen. These describe an image by its look-alikes among labelled drawings, as the
 baseline does, so they compare with it; the CLIP column alone reads only the captions.
+
+``--zooms 0.9,1,1.1`` adds a second table: the image -> text rows again with each unseen-style
+image embedded as the mean of its scaled views (:mod:`llmos.inference.image_views`, what
+``describe_images(zooms=...)`` does; the training drawings stay one view each), beside the
+same rows from one view.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from machine import machine
 
 from llmos.config import PretrainConfig, load_config
 from llmos.data.emoji_pairs import caption_options, load_rows, normalise, style_images
+from llmos.inference.image_views import embed_views
 from llmos.train.tasks.clip import (
     RetrievalEval,
     caption_matrix,
@@ -135,6 +141,12 @@ def main() -> None:
     ap.add_argument("--run", default="runs/clip-emoji")
     ap.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoint)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--zooms",
+        type=lambda v: [float(z) for z in v.split(",")],
+        help="also describe each unseen-style image by the mean of these scaled views "
+        "(e.g. 0.9,1,1.1)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
@@ -205,6 +217,40 @@ def main() -> None:
     print(f"| t2i R@10 gap zh vs en (points) | {gap:.1f} | - | - | <= 10 |")
     scale = clip["logit_scale"]
     print(f"logit scale {scale:.1f}; CLIP eval {clip_s:.1f} s, pixel NN {pix_s:.1f} s")
+    if args.zooms:
+        t0 = time.perf_counter()
+        views = torch.from_numpy(
+            embed_views(lambda px: embedded(model, px).numpy(), ev.images.pixels, args.zooms)
+        )
+        zoom_s = time.perf_counter() - t0
+        table = {}
+        drawings = {id(st): embedded(model, st.pixels) for st in train}
+
+        def scores_of(vectors: torch.Tensor) -> torch.Tensor:
+            return row_scores(lambda st: vectors @ drawings[id(st)].T, n_img, n_rows, train)
+
+        for name, vectors in (("one view", img), (f"zooms {args.zooms}", views)):
+            best = scores_of(vectors)
+            with torch.no_grad():
+                cos = {
+                    lang: vectors @ ev.text_embeds(model, ev.ids[lang]).T for lang in ("zh", "en")
+                }
+            table[name] = {
+                "captions": nearest_drawing_metrics(rows, ev, best, held, cos, weight=0.0),
+                "nearest drawing": nearest_drawing_metrics(rows, ev, best, held),
+                "captions + nearest drawing": nearest_drawing_metrics(rows, ev, best, held, cos),
+            }
+        print(f"\nthe unseen style's images as one view and as zooms {args.zooms} ({zoom_s:.1f} s)")
+        names = list(table)
+        print("| image -> text | by | " + " | ".join(names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        keys = [
+            f"i2t_r{k}_{lang}{h}" for h in ("", "_heldout") for k in (1, 5) for lang in ("zh", "en")
+        ]
+        for key in keys:
+            for by in table[names[0]]:
+                cells = " | ".join(f"{table[n][by][key]:.3f}" for n in names)
+                print(f"| {key} | {by} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,17 @@ def test_describe_images_by_drawings_and_both_give_the_apis_hits(setup, pipe, ca
     )
 
 
+def test_describe_images_by_scaled_views_gives_the_apis_hits(setup, pipe, capsys) -> None:
+    clip, image = str(setup["clip"]), setup["pngs"] / "3.png"
+    argv = ["describe-images", clip, str(image), "--by", "drawings", "--zooms", "0.9,1,1.1"]
+    assert main([*argv, "--json"]) == 0
+    (got,) = lines(capsys.readouterr().out)
+    want = pipe.describe_images([image], k=5, by="drawings", zooms=[0.9, 1, 1.1])[0]
+    assert [h["text"] for h in got["captions"]] == [h["text"] for h in want]
+    for g, w in zip(got["captions"], want, strict=True):
+        assert g["drawing_score"] == pytest.approx(w["drawing_score"], abs=1e-5)
+
+
 def test_mistakes_exit_2_with_one_line(setup, tiny_encoder, tmp_path, capsys) -> None:
     clip = str(setup["clip"])
     bad = tmp_path / "bad.png"
@@ -132,6 +143,11 @@ def test_mistakes_exit_2_with_one_line(setup, tiny_encoder, tmp_path, capsys) ->
             "--by both: only the emoji names have drawings",
         ),
         (["describe-images", clip, str(setup["pngs"])], "run `llmos data prepare --with-emoji`"),
+        (
+            ["describe-images", clip, str(bad), "--zooms", "0.9,big"],
+            "e.g. 0.9,1,1.1; got '0.9,big'",
+        ),
+        (["describe-images", clip, str(setup["pngs"]), "--zooms", "1,3"], "in [0.5, 2.0]"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

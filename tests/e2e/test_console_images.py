@@ -93,6 +93,38 @@ def test_images_page_describes_an_uploaded_png_and_finds_emoji_by_text(
 
 
 @pytest.mark.browser
+def test_images_page_describes_by_drawings_from_three_views(
+    browser: Any, live_images: tuple[Live, Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    live, home = live_images
+    face = tmp_path / "face.png"
+    face.write_bytes(png(load_images(home, "twitter")[1][CLIP_ALIGNED[1]]))
+    page = open_console(browser, live, live.alice)
+    go(page, "images")
+    page.select_option("#describe-by", "drawings")
+    page.check("#describe-zooms")
+    page.fill("#describe-k", "3")
+    with page.expect_response("**/v1/images/describe") as answer:
+        page.set_input_files("#image-file", str(face))
+    sent = answer.value.request.post_data_json
+    assert (sent["by"], sent["zooms"], sent["k"]) == ("drawings", [0.9, 1, 1.1], 3)
+    expect(page.locator("#describe-en .row")).to_have_count(3)
+    body = {"model": "clip", "images": [base64.b64encode(face.read_bytes()).decode()], "k": 3}
+    with live.client(live.alice) as api:
+        want = api.post(
+            "/v1/images/describe", json={**body, "by": "drawings", "zooms": [0.9, 1, 1.1]}
+        ).json()["results"][0]
+        plain = api.post("/v1/images/describe", json=body).json()["results"][0]
+    assert want != plain  # what the page shows tells the two apart
+    for lang in ("zh", "en"):
+        shown = bars(page.locator(f"#describe-{lang}"))
+        assert_bars(shown, [(f"{d['emoji']} {d['text']}", d["score"]) for d in want[lang]])
+    assert page.script_errors == []
+
+
+@pytest.mark.browser
 def test_images_page_without_a_clip_model_says_so(browser: Any, live: Live) -> None:
     from playwright.sync_api import expect
 

@@ -272,6 +272,47 @@ def test_describe_images_by_drawings_or_both(
         assert_error(send(), 422, "invalid_request", "by", "'captions', 'drawings' or 'both'")
 
 
+def test_describe_images_by_the_mean_of_scaled_views(
+    api: httpx.Client, ref: ImagePipeline, emoji: list[bytes]
+) -> None:
+    images = [emoji[2], emoji[7]]
+    zooms = [0.9, 1, 1.1]
+    body = {"model": "clip", "images": [b64(x) for x in images], "k": 3, "by": "drawings"}
+    r = api.post("/v1/images/describe", json={**body, "zooms": zooms})
+    assert r.status_code == 200, r.text
+    want = ref.describe_images(images, k=3, lang="zh", by="drawings", zooms=zooms)
+    plain = ref.describe_images(images, k=3, lang="zh", by="drawings")
+    assert want != plain  # the views change the scores, so the answer tells them apart
+    for got, hits in zip(r.json()["results"], want, strict=True):
+        assert [h["text"] for h in got["zh"]] == [h["text"] for h in hits]
+        np.testing.assert_allclose(
+            [h["score"] for h in got["zh"]], [h["score"] for h in hits], atol=1e-5
+        )
+    # an upload: one form part per factor
+    r = api.post(
+        "/v1/images/describe",
+        data={"model": "clip", "lang": "en", "zooms": ["0.9", "1", "1.1"]},
+        files=files(("face.png", images[0])),
+    )
+    assert r.status_code == 200, r.text
+    want = ref.describe_images(images[:1], k=5, lang="en", zooms=zooms)[0]
+    assert [h["text"] for h in r.json()["results"][0]["en"]] == [h["text"] for h in want]
+    one = api.post(
+        "/v1/images/describe",
+        data={"model": "clip", "lang": "en", "zooms": "1.1"},
+        files=files(("face.png", images[0])),
+    )
+    want = ref.describe_images(images[:1], k=5, lang="en", zooms=[1.1])[0]
+    assert [h["text"] for h in one.json()["results"][0]["en"]] == [h["text"] for h in want]
+    for bad, words in (
+        ([3.0], ("zooms[0]", "less than or equal to 2")),
+        ([], ("zooms", "at least 1")),
+        ([1.0] * 9, ("zooms", "at most 8")),
+    ):
+        r = api.post("/v1/images/describe", json={**body, "zooms": bad})
+        assert_error(r, 422, "invalid_request", *words)
+
+
 def test_search_images_gives_the_nearest_emoji_with_their_pngs(
     api: httpx.Client, ref: ImagePipeline, clip_home: tuple[Path, Path]
 ) -> None:

@@ -127,10 +127,27 @@ def add_describe_images(sub: Subcommands) -> None:
         help="rank by caption cosine, look-alike training drawings, or both (summed); "
         "drawings need the emoji names, not --captions (default: captions)",
     )
+    di.add_argument(
+        "--zooms",
+        metavar="F,F,...",
+        help="describe each image by the mean of its views scaled by these factors, e.g. "
+        "0.9,1,1.1 (one pass of the image tower per view; default: the image as it is)",
+    )
     di.add_argument("--text-encoder", help="the CLIP checkpoint's text tower, if moved")
     di.add_argument("--batch-size", type=int, default=32)
     di.add_argument("--json", action="store_true", help="one JSON object per image")
     di.set_defaults(func=_describe_images)
+
+
+def _zooms(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(z) for z in value.split(",")]
+    except ValueError:
+        raise LlmosError(
+            f"--zooms: expected scale factors separated by commas, e.g. 0.9,1,1.1; got {value!r}"
+        ) from None
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -243,5 +260,6 @@ def _describe_images(args: argparse.Namespace) -> int:
         by=args.by,
         batch_size=args.batch_size,
         text_encoder=args.text_encoder,
+        zooms=_zooms(args.zooms),
     )
     return _print_hits(results, "image", "captions", args.json)

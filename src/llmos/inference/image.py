@@ -21,12 +21,19 @@ emoji's CLDR name in Chinese and English from the prepared data, or by look-alik
 style, the checkpoint's held-out evaluation style). Indexes are exact FAISS inner-product
 search over unit vectors (:class:`~llmos.inference.image_index.EntryIndex`).
 
+An image may also be embedded as the mean of several scaled views of it (``zooms``:
+:mod:`llmos.inference.image_views`, where what it gains is measured).
+
 The tower is loaded on first use (image embeddings need none of it), found as
 :func:`~llmos.checkpoint.clip.text_encoder_path` says and checked against the digest of the
 weights the projection was trained on (:func:`~llmos.checkpoint.clip.check_text_encoder`).
 The default indexes are built on first use too, then kept; the default caption index's tower
 vectors are cached on disk under ``$LLMOS_HOME/cache/clip`` by the key training uses, so a
 trained checkpoint's captions are usually embedded already.
+
+One module of over 500 lines: it is one class whose methods share the lazily built tower,
+indexes and lock; what stands alone is in ``image_decode``, ``image_index``,
+``image_drawings``, ``image_views`` and ``image_zeroshot``.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from llmos.inference.image_index import (
     emoji_gallery,
     text_cache_path,
 )
+from llmos.inference.image_views import check_zooms, embed_views
 from llmos.inference.image_zeroshot import ImageZeroShot
 from llmos.inference.pipeline import OPERATIONS, UnsupportedTaskError
 from llmos.models.clip import CLIPModel
@@ -224,13 +232,23 @@ class ImagePipeline:
             start=start,
         )
 
-    @torch.inference_mode()
-    def embed_pixels(self, pixels: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-        """(N, D) float32 unit vectors of (N, 3, S, S) uint8 pixels (:meth:`decode`'s)."""
+    def embed_pixels(
+        self, pixels: torch.Tensor, batch_size: int = 32, zooms: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """(N, D) float32 unit vectors of (N, 3, S, S) uint8 pixels (:meth:`decode`'s).
+
+        ``zooms``: test-time views (:mod:`~llmos.inference.image_views`), each image also
+        embedded scaled by each factor (e.g. ``(0.9, 1, 1.1)``), the views' vectors averaged;
+        None: the image as it is.
+        """
         if pixels.dim() != 4 or pixels.dtype != torch.uint8:
             raise LlmosError(
                 f"pixels: expected (N, 3, S, S) uint8, got {tuple(pixels.shape)} {pixels.dtype}"
             )
+        return embed_views(lambda px: self._embed_pixels(px, batch_size), pixels, zooms)
+
+    @torch.inference_mode()
+    def _embed_pixels(self, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
         out = [
             self.model.embed_images(normalise(pixels[i : i + batch_size]).to(self.device))
             .float()
@@ -241,9 +259,14 @@ class ImagePipeline:
             return np.zeros((0, self.config.projection_dim), dtype=np.float32)
         return torch.cat(out).numpy()
 
-    def embed_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+    def embed_images(
+        self,
+        images: Sequence[ImageInput],
+        batch_size: int = 32,
+        zooms: Sequence[float] | None = None,
+    ) -> np.ndarray:
         """(N, D) float32 unit vectors of images (bytes, paths or PIL images), decoded a batch
-        at a time.
+        at a time; ``zooms`` as :meth:`embed_pixels`'.
 
         Raises:
             ImageError: an input that is not a usable image (naming it).
@@ -252,7 +275,7 @@ class ImagePipeline:
             raise LlmosError(f"batch_size must be at least 1, got {batch_size}")
         images = list(images) if not isinstance(images, bytes | str | os.PathLike) else images
         chunks = [
-            self.embed_pixels(self.decode(images[i : i + batch_size], start=i), batch_size)
+            self.embed_pixels(self.decode(images[i : i + batch_size], start=i), batch_size, zooms)
             for i in range(0, len(images), batch_size)
         ]
         if not chunks:
@@ -404,6 +427,7 @@ class ImagePipeline:
         captions: Sequence[str] | EntryIndex | None = None,
         by: str = "captions",
         batch_size: int = 32,
+        zooms: Sequence[float] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Image -> text: each image's ``k`` best captions, each its entry
         (:meth:`caption_index`) with its ``score``.
@@ -417,9 +441,11 @@ class ImagePipeline:
             by: ``captions`` (cosines), ``drawings`` (a name's best cosine over its emoji's
                 training-style drawings: :mod:`~llmos.inference.image_drawings`) or ``both``
                 (the sum); the last two for the emoji names only, hits with ``drawing_score``.
+            zooms: test-time views of each image (:meth:`embed_pixels`); None: one view.
         """
         check_by(by, captions is not None)
-        vectors = self.embed_images(images, batch_size)  # a bad image fails before the index
+        check_zooms(zooms)
+        vectors = self.embed_images(images, batch_size, zooms)  # a bad image fails first
         if captions is None:
             return self.describe_vectors(vectors, k, lang=lang, by=by)
         index = captions if isinstance(captions, EntryIndex) else self.caption_index(captions)

@@ -16,6 +16,7 @@ from llmos.errors import DataError, LlmosError
 from llmos.files import atomic_path
 from llmos.inference.image import ImagePipeline
 from llmos.inference.image_decode import image_files
+from llmos.inference.image_views import check_zooms
 from llmos.inference.load import load_pipeline
 
 
@@ -87,12 +88,15 @@ def describe_images(
     by: str = "captions",
     batch_size: int = 32,
     text_encoder: str | None = None,
+    zooms: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """Each image's ``k`` best captions: ``[{"image", "captions": [hit, ...]}, ...]``, a
     hit as :meth:`~llmos.inference.image.ImagePipeline.describe_images` gives it; the
     captions are the emoji names (in ``lang``) unless ``captions_path`` gives texts (one a
     line, or .tsv/.csv/.jsonl ``text``); ``by`` ranks them by ``captions``, look-alike
-    ``drawings`` (emoji names only) or ``both``."""
+    ``drawings`` (emoji names only) or ``both``; ``zooms`` describes each image by the mean
+    of its scaled views."""
+    check_zooms(zooms)
     files = image_files(images)
     captions = None
     if captions_path and by != "captions":
@@ -105,6 +109,6 @@ def describe_images(
             raise DataError(f"{captions_path}: no texts")
     pipe = load_clip_pipeline(checkpoint, text_encoder)
     hits = pipe.describe_images(
-        files, k, lang=lang, captions=captions, by=by, batch_size=batch_size
+        files, k, lang=lang, captions=captions, by=by, batch_size=batch_size, zooms=zooms
     )
     return [{"image": str(f), "captions": h} for f, h in zip(files, hits, strict=True)]

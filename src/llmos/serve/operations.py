@@ -297,10 +297,14 @@ class Pixels:
         return len(self.pixels)
 
 
-def _image_vectors(runtime: Runtime, payloads: list[Pixels]) -> np.ndarray:
-    """(N, D) unit vectors of every image of the batch, in order."""
+def _image_vectors(
+    runtime: Runtime, payloads: list[Pixels], zooms: tuple[float, ...] | None = None
+) -> np.ndarray:
+    """(N, D) unit vectors of every image of the batch, in order (each the mean of its
+    ``zooms`` views when given)."""
     pixels = torch.cat([p.pixels for p in payloads])
-    return runtime.pipe.embed_pixels(pixels, batch_size=max(MIN_BATCH_SIZE, len(pixels)))
+    batch_size = max(MIN_BATCH_SIZE, len(pixels))
+    return runtime.pipe.embed_pixels(pixels, batch_size=batch_size, zooms=zooms)
 
 
 @dataclass(frozen=True)
@@ -330,15 +334,16 @@ class ImageClassifyOp:
 @dataclass(frozen=True)
 class DescribeOp:
     """Each image's ``k`` best emoji names in each of ``langs`` (zh, en), best first, ranked
-    ``by`` captions, drawings or both
-    (:meth:`~llmos.inference.image.ImagePipeline.describe_images`)."""
+    ``by`` captions, drawings or both, each image embedded as the mean of its ``zooms`` views
+    when given (:meth:`~llmos.inference.image.ImagePipeline.describe_images`)."""
 
     k: int
     langs: tuple[str, ...]
     by: str = "captions"
+    zooms: tuple[float, ...] | None = None
 
     def run(self, runtime: Runtime, payloads: list[Pixels]) -> list[Any]:
-        vectors = _image_vectors(runtime, payloads)
+        vectors = _image_vectors(runtime, payloads, self.zooms)
         by_lang = {
             lang: runtime.pipe.describe_vectors(vectors, self.k, lang=lang, by=self.by)
             for lang in self.langs

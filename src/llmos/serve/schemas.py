@@ -11,9 +11,10 @@ import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from llmos.inference.generate import GenerationConfig
+from llmos.inference.image_views import MAX_VIEWS, ZOOM_RANGE
 
 Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 ModelName = Annotated[
@@ -305,6 +306,19 @@ class DescribeRequest(Strict):
         "image's nearest drawing of each emoji in the styles the model trained on (drawings), "
         "or by the two cosines added (both)",
     )
+    zooms: list[Annotated[float, Field(ge=ZOOM_RANGE[0], le=ZOOM_RANGE[1])]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_VIEWS,
+        description="describe each image by the mean of its views scaled by these factors "
+        "about the centre, e.g. [0.9, 1, 1.1]: one pass of the image tower per view "
+        "(docs/guide.md, 'Three views of the query'); default: the image as it is",
+    )
+
+    @field_validator("zooms", mode="before")
+    @classmethod
+    def _one_zoom(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | int | float) else value  # one form field
 
 
 class Description(BaseModel):

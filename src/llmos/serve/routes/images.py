@@ -49,16 +49,19 @@ def _invalid(message: str, param: str | None = None) -> ApiError:
         k={"type": "integer", "default": 5},
         lang={"enum": ["zh", "en", "both"], "default": "both"},
         by={"enum": ["captions", "drawings", "both"], "default": "captions"},
+        zooms={"type": "array", "items": {"type": "number"}},
     ),
 )
 async def describe(body: s.DescribeRequest, request: Request, srv: ServerDep, _: UserDep) -> Any:
     """Image -> text: each image's ``k`` best emoji names (CLDR's Chinese and English names
     of the prepared emoji data), best first, by the cosine of image and name (``by``
     ``captions``), of the image and the emoji's nearest drawing in the styles the model trained
-    on (``drawings``), or their sum (``both``). Takes JSON, or the images as
-    multipart/form-data ``files`` (with ``model``, ``k``, ``lang``, ``by`` as fields)."""
+    on (``drawings``), or their sum (``both``); with ``zooms``, each image as the mean of its
+    scaled views. Takes JSON, or the images as multipart/form-data ``files`` (with ``model``,
+    ``k``, ``lang``, ``by`` and ``zooms``, one part per factor, as fields)."""
     pixels = await read_images(request, srv, body.model, body.images)
-    op = DescribeOp(body.k, LANGS[body.lang], body.by)
+    zooms = tuple(body.zooms) if body.zooms is not None else None
+    op = DescribeOp(body.k, LANGS[body.lang], body.by, zooms)
     results = await submit_clip(request, srv, body.model, op, pixels, len(pixels))
     return {"model": body.model, "results": results}
 

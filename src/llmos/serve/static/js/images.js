@@ -12,6 +12,12 @@ const LANGS = [
   ["en", "English"],
 ];
 const STYLES = ["", "apple", "google", "twitter", "facebook"];
+const BY = [
+  ["captions", "the names (image-text cosine)"],
+  ["drawings", "look-alike drawings the model trained on"],
+  ["both", "both, added"],
+];
+const ZOOMS = [0.9, 1, 1.1]; // the mean of three scaled views: docs/BENCHMARKS.md
 
 const dataUrl = (file) =>
   new Promise((resolve, reject) => {
@@ -52,6 +58,12 @@ function describer(picker) {
     input,
   );
   const k = h("input", { id: "describe-k", type: "number", min: 1, max: 50, value: 5 });
+  const by = h(
+    "select",
+    { id: "describe-by" },
+    BY.map(([value, title]) => h("option", { value }, title)),
+  );
+  const zooms = h("input", { id: "describe-zooms", type: "checkbox" });
   const labels = h("textarea", {
     id: "image-labels",
     placeholder: "Optional zero-shot labels, one per line: label: description, description\ne.g. 猫: 猫, a cat",
@@ -64,11 +76,9 @@ function describer(picker) {
     out.replaceChildren();
     const url = await dataUrl(file);
     const model = picker.value;
-    const { results } = await call("POST", "/v1/images/describe", {
-      model,
-      images: [url],
-      k: Number(k.value),
-    });
+    const body = { model, images: [url], k: Number(k.value), by: by.value };
+    if (zooms.checked) body.zooms = ZOOMS;
+    const { results } = await call("POST", "/v1/images/describe", body);
     const chosen = parseLabels(labels.value);
     let zeroShot = null;
     if (Object.keys(chosen).length) {
@@ -101,6 +111,8 @@ function describer(picker) {
     field("model", picker),
     drop,
     field("names per language", k),
+    field("rank the names by", by),
+    field(`three views (zoom ${ZOOMS.join(", ")})`, zooms),
     field("labels (optional)", labels, "wide"),
   );
   const button = describe.querySelector("button[type=submit]");
