@@ -5,6 +5,7 @@ examples: issue 20's 16-example targets on sentiment and on the intent sets.
     python bench/pet.py --datasets sentiment-zh,sentiment-en --seeds 5 --generations 1
     python bench/pet.py --mlm-weight 1e-4                 # PET's auxiliary MLM loss (pet, ipet)
     python bench/pet.py --first-seed 3 --seeds 2          # seeds 3 and 4, beside an earlier 0-2
+    python bench/pet.py --shots 8,32,64 --generations 1   # the issue's other k
 
 Protocol (bench/fewshot.py's sampling: seed s shuffles each class's training texts, the first
 k of each are the examples; every method gets the same ones; a fixed random subset of the
@@ -40,6 +41,7 @@ the intent sets' were chosen on intent-zh's validation split.)
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import shutil
 import sys
@@ -81,7 +83,9 @@ def main() -> None:
     ap.add_argument("--encoder", default="runs/e5-zh")
     ap.add_argument("--mlm", default="runs/e5-zh-mlm/checkpoint")
     ap.add_argument("--datasets", default="sentiment-zh")
-    ap.add_argument("--shots", type=int, default=16)
+    ap.add_argument(
+        "--shots", default="16", help="examples per class, comma-separated (e.g. 8,32,64)"
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument(
         "--first-seed",
@@ -119,8 +123,9 @@ def main() -> None:
     )
     pipe = llmos.load(args.encoder)
     mlm = llmos.load(args.mlm)
-    results: dict[tuple[str, str], list[float]] = {}
-    seconds: dict[tuple[str, str], list[float]] = {}
+    shots = [int(k) for k in args.shots.split(",")]
+    results: dict[tuple[str, int, str], list[float]] = {}
+    seconds: dict[tuple[str, int, str], list[float]] = {}
     for name in args.datasets.split(","):
         patterns, verbalizers = PROMPTS[name]
         patterns = patterns[: args.patterns]
@@ -130,8 +135,8 @@ def main() -> None:
         grouped = by_label(texts, labels)
         test, gold = test_rows(name, args.max_test)
         print(f"{name}: {len(grouped)} classes, {len(test)} test rows", flush=True)
-        for s in range(args.first_seed, args.first_seed + args.seeds):
-            examples = sample(grouped, args.shots, s)
+        for k, s in itertools.product(shots, range(args.first_seed, args.first_seed + args.seeds)):
+            examples = sample(grouped, k, s)
             used = {t for ts in examples.values() for t in ts}
             rest = [t for t in dict.fromkeys(texts) if t not in used]
             pool = random.Random(f"pool:{s}").sample(rest, min(args.pool, len(rest)))
@@ -141,7 +146,8 @@ def main() -> None:
                 clf = ZeroShotClassifier(pipe, {}, examples, method=method)
                 got = [r["label"] for r in clf.classify(test)]
                 runs.append((method, got, time.perf_counter() - t))
-            if s == args.first_seed and verbalizers is not None:  # deterministic: one run
+            if s == args.first_seed and k == shots[0] and verbalizers is not None:
+                # deterministic and example-free: one run
                 t = time.perf_counter()
                 clf = ZeroShotClassifier(
                     mlm, verbalizers, method="cloze", patterns=patterns, unlabelled=pool
@@ -189,30 +195,29 @@ def main() -> None:
                     got = [r["label"] for r in llmos.load(result.checkpoint).classify(test)]
                     label = f"{method}+mlm" if args.mlm_weight else method  # its own column
                     runs.append((label, got, time.perf_counter() - t))
-                    print(
-                        f"  seed={s} {label}: pool agreement {100 * result.pool_agreement:.1f} %",
-                        flush=True,
-                    )
+                    agree = 100 * result.pool_agreement
+                    print(f"  k={k} seed={s} {label}: pool agreement {agree:.1f} %", flush=True)
                     if result.verbalizers_found and method == "pet":
                         found = ", ".join(
                             f"{lab}={'/'.join(w)}" for lab, w in result.verbalizers.items()
                         )
-                        print(f"  seed={s} verbalizers chosen: {found}", flush=True)
+                        print(f"  k={k} seed={s} verbalizers chosen: {found}", flush=True)
             for method, got, secs in runs:
                 acc = accuracy(got, gold)
-                results.setdefault((name, method), []).append(acc)
-                seconds.setdefault((name, method), []).append(secs)
-                print(f"  k={args.shots} seed={s} {method}: {100 * acc:.2f} % ({secs:.1f} s)")
+                results.setdefault((name, k, method), []).append(acc)
+                seconds.setdefault((name, k, method), []).append(secs)
+                print(f"  k={k} seed={s} {method}: {100 * acc:.2f} % ({secs:.1f} s)")
             sys.stdout.flush()
-    methods = list(dict.fromkeys(m for _, m in results))
+    methods = list(dict.fromkeys(m for _, _, m in results))
     print(f"\n| dataset | k | {' | '.join(methods)} |")
     print("|---|---:|" + "---:|" * len(methods))
     for name in args.datasets.split(","):
-        cells = [cell(results.get((name, m))) for m in methods]
-        print(f"| {name} | {args.shots} | " + " | ".join(cells) + " |")
+        for k in shots:
+            cells = [cell(results.get((name, k, m))) for m in methods]
+            print(f"| {name} | {k} | " + " | ".join(cells) + " |")
     print(
         "\nfit seconds (mean): "
-        + ", ".join(f"{n} {m} {sum(v) / len(v):.1f}" for (n, m), v in seconds.items())
+        + ", ".join(f"{n} k={k} {m} {sum(v) / len(v):.1f}" for (n, k, m), v in seconds.items())
     )
 
 
